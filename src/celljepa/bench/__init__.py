@@ -1,0 +1,1 @@
+"""Workflows: the end-to-end benchmark (ingest, split, baselines, JEPA, transition, report)."""

@@ -1,0 +1,1 @@
+"""Evaluation: E-distance, mean-level and retrieval metrics, bootstrap CIs, reports (evaluation harness)."""

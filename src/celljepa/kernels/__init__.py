@@ -1,0 +1,5 @@
+"""Compiled kernels (C++/OpenMP in ``celljepa._core``, CUDA in ``celljepa._cuda``) and their dispatch."""
+
+from ._ext import available_backends, build_info, load_core, load_cuda, resolve_backend
+
+__all__ = ["available_backends", "build_info", "load_core", "load_cuda", "resolve_backend"]

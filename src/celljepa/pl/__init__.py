@@ -1,0 +1,5 @@
+"""Plotting: figures of datasets, splits and (later) benchmark results."""
+
+from ._condition_counts import condition_counts
+
+__all__ = ["condition_counts"]

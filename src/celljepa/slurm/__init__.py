@@ -1,0 +1,1 @@
+"""Slurm helpers: sbatch rendering, submission, preemption and requeue."""

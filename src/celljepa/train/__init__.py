@@ -1,0 +1,1 @@
+"""Training loops: optimisation, checkpoints that resume, distributed data parallel."""
