@@ -1,6 +1,7 @@
 // pybind11 entry point of celljepa._core, the CPU (OpenMP) kernels.
 #include <pybind11/pybind11.h>
 
+#include "common/bindings.hpp"
 #include "common/build_info.hpp"
 
 namespace py = pybind11;
@@ -17,4 +18,6 @@ PYBIND11_MODULE(_core, m) {
       },
       "Compiler, OpenMP status and version, and the number of OpenMP threads available.");
   m.def("max_threads", &celljepa::max_threads, "Threads an OpenMP parallel region would use now.");
+  celljepa::bind_edistance_cpu(m);
+  celljepa::bind_masked_encode_cpu(m);
 }

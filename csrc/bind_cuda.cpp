@@ -1,6 +1,7 @@
 // pybind11 entry point of celljepa._cuda, the CUDA kernels (runtime linked statically).
 #include <pybind11/pybind11.h>
 
+#include "common/bindings.hpp"
 #include "common/build_info.hpp"
 #include "device/device_cuda.hpp"
 
@@ -44,4 +45,6 @@ PYBIND11_MODULE(_cuda, m) {
   m.def(
       "device_count", []() { return celljepa::cuda::query_runtime().device_count; },
       "Number of CUDA devices visible to the statically linked runtime (0 without a GPU or driver).");
+  celljepa::bind_edistance_cuda(m);
+  celljepa::bind_masked_encode_cuda(m);
 }

@@ -1,4 +1,4 @@
-"""The ``celljepa`` command line: ingest, validate, splits, info."""
+"""The ``celljepa`` command line: ingest, validate, splits, eval-baselines, benchmark, info."""
 
 from __future__ import annotations
 
@@ -140,6 +140,109 @@ def _cmd_splits(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _fold_figures(result, out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from . import pl
+
+    fig_dir = out / "figures"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    bars = fig_dir / "metrics_ci.png"
+    plt.close(pl.benchmark(result.metrics, save=bars, show=False))
+    heat = fig_dir / "edistance_heatmap.png"
+    table = result.per_condition.pivot(index="condition", columns="method", values="edistance")
+    table = table[list(dict.fromkeys(result.per_condition["method"]))]
+    table.index.name, table.columns.name = "test condition", "method"
+    plt.close(pl.edistance(distances=table, cluster=False, save=heat, show=False))
+    return [bars, heat]
+
+
+def _combined_figures(combined: dict, out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from . import pl
+
+    paths = []
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    for key, metrics in combined.items():
+        path = out / "figures" / f"{key.replace('/', '__')}.png"
+        plt.close(pl.benchmark(metrics, metrics_to_show=["edistance", "delta_pearson", "mse", "mrr"],
+                               title=f"{key} (all folds, 95% bootstrap CIs)", save=path, show=False))
+        paths.append(path)
+    return paths
+
+
+def _add_eval_baselines(sub: argparse._SubParsersAction) -> None:
+    from .splits import SPLIT_NAMES
+
+    p = sub.add_parser(
+        "eval-baselines", help="score the baselines on one split fold and write a run folder",
+        description="Fit the evaluation space (HVGs + PCA on training cells), fit and tune every applicable "
+                    "baseline, score them on the fold's test conditions, and write config.json, metrics.json, "
+                    "per_condition.csv, split.json, eval_space.npz, figures/ and report.md into OUT.",
+    )
+    p.add_argument("h5ad", type=Path, help="a processed .h5ad (celljepa ingest)")
+    p.add_argument("--split", required=True, help=f"one of {', '.join(SPLIT_NAMES)}")
+    p.add_argument("--fold", type=int, required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--folds", type=int, default=5, help="number of folds of the split (default 5)")
+    p.add_argument("--val-fraction", type=float, default=0.15)
+    p.add_argument("--n-hvg", type=int, default=2000)
+    p.add_argument("--n-pcs", type=int, default=50)
+    p.add_argument("--out", required=True, type=Path, help="run folder, e.g. runs/<run_id>")
+
+
+def _cmd_eval_baselines(args: argparse.Namespace) -> int:
+    from .bench import EvalConfig, eval_baselines
+    from .data.readers import read_source
+    from .splits import check_split_name
+
+    check_split_name(args.split)
+    adata = read_source(args.h5ad)
+    result = eval_baselines(adata, split=args.split, fold=args.fold, seed=args.seed, n_folds=args.folds,
+                            val_fraction=args.val_fraction, out=args.out, source=str(args.h5ad),
+                            config=EvalConfig(n_hvg=args.n_hvg, n_pcs=args.n_pcs, seed=args.seed),
+                            figure_maker=_fold_figures)
+    m = result.metrics
+    print(f"{args.out / 'report.md'}: {m['n_test_conditions']} test conditions, best baseline {m['best_baseline']} "
+          f"(E-distance {m['methods'][m['best_baseline']]['edistance']['mean']:.3f})")
+    return EXIT_OK
+
+
+def _add_benchmark(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "benchmark", help="run the benchmark (ingest, splits, baselines, report) on a dataset collection",
+        description="demo: the bundled file as its two studies, norman2019 (S1, S3) and sciplex_gxe (S1, S2); "
+                    "writes OUT/data/<dataset>/lognorm-v1.h5ad, one run folder per dataset x split x fold, "
+                    "metrics_combined.json and report.md.",
+    )
+    p.add_argument("--dataset", default="demo", choices=["demo"], help="dataset collection (default demo)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def _cmd_benchmark(args: argparse.Namespace) -> int:
+    from ._io import write_h5ad_atomic
+    from .bench import DEMO_PLAN, EvalConfig, benchmark, demo_datasets
+    from .data.ingest import processed_path
+
+    datasets = demo_datasets()
+    for dataset_id, adata in datasets.items():
+        write_h5ad_atomic(adata, processed_path(args.out / "data", dataset_id))
+    plan = {d: p["splits"] for d, p in DEMO_PLAN.items()}
+    benchmark(datasets, plan, out=args.out, seed=args.seed, config=EvalConfig(seed=args.seed),
+              figure_maker=_fold_figures, combined_figure_maker=_combined_figures, progress=not args.no_progress)
+    print(args.out / "report.md")
+    return EXIT_OK
+
+
 def _add_info(sub: argparse._SubParsersAction) -> None:
     sub.add_parser("info", help="print versions and the build of the compiled kernels (JSON)")
 
@@ -152,7 +255,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"ingest": (_add_ingest, _cmd_ingest), "validate": (_add_validate, _cmd_validate),
-            "splits": (_add_splits, _cmd_splits), "info": (_add_info, _cmd_info)}
+            "splits": (_add_splits, _cmd_splits), "eval-baselines": (_add_eval_baselines, _cmd_eval_baselines),
+            "benchmark": (_add_benchmark, _cmd_benchmark), "info": (_add_info, _cmd_info)}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -21,11 +21,15 @@ def test_core_module_reports_openmp():
     assert info["compiler"] and info["backend"] == "cpu"
 
 
-def test_core_threads_follow_omp_num_threads():
+def test_core_threads_follow_omp_num_threads_and_torch():
+    # The kernels share torch's OpenMP runtime, so OMP_NUM_THREADS and torch.set_num_threads both apply.
     code = "import celljepa._core as c; print(c.max_threads())"
-    out = subprocess.run([sys.executable, "-c", code], env={"OMP_NUM_THREADS": "3", "PATH": ""},
+    out = subprocess.run([sys.executable, "-c", code], env={"OMP_NUM_THREADS": "1", "PATH": ""},
                          capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "3"
+    assert out.stdout.strip() == "1"
+    code = "import torch, celljepa._core as c; torch.set_num_threads(1); print(c.max_threads())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "1"
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="no CUDA compiler: celljepa._cuda is not built")

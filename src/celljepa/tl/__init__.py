@@ -1,5 +1,7 @@
-"""Tools: deterministic OOD splits (more tools arrive with the evaluation and JEPA steps)."""
+"""Tools: deterministic OOD splits, E-distance and the E-test."""
 
+from ._edistance import edistance
+from ._etest import etest
 from ._make_splits import make_splits
 
-__all__ = ["make_splits"]
+__all__ = ["edistance", "etest", "make_splits"]

@@ -1,0 +1,151 @@
+"""E-distance kernels: celljepa's C++ kernels against the pure-torch reference (the "peer").
+
+Groups
+------
+* ``edistance-allpairs-100x200x50``: all-pairs E-distance, 100 groups x 200 cells x 50 dims, float32. The
+  ``matmul`` entries time ``torch.matmul`` in the same run; the summary prints the kernel's multiply-add
+  rate ((N^2 / 2) * d MACs) as a percentage of matmul's.
+* ``edistance-setloss-64x128x64``: set loss forward + backward, 64 conditions x 128 cells x 64 dims.
+* ``edistance-onesided-1M`` (only with ``CELLJEPA_BENCH_SCALE=1``): one-sided E-distance of 1,000,000 cells x
+  50 dims (1,000 groups against a control group), with peak RSS.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+
+import pytest
+import torch
+
+from celljepa.kernels import edistance, edistance_loss
+from celljepa.kernels import _reference as ref
+
+G, NG, D = 100, 200, 50
+N = G * NG
+MACS = N * N / 2 * D
+RATES: dict[str, float] = {}
+
+
+@pytest.fixture(scope="module")
+def cells():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(N, D, generator=g)
+    return x, torch.arange(0, N + 1, NG)
+
+
+def _reference_allpairs(x, off):
+    """Peer: torch.cdist in blocks of whole groups + reshape-sum to a (G, G) matrix of means."""
+    sizes = (off[1:] - off[:-1]).to(torch.float64)
+    sums = torch.zeros(G, G, dtype=torch.float64)
+    step = 2048 // NG * NG
+    for i in range(0, N, step):
+        for j in range(i, N, step):
+            dmat = torch.cdist(x[i:i + step], x[j:j + step], compute_mode="donot_use_mm_for_euclid_dist")
+            gi, gj = dmat.shape[0] // NG, dmat.shape[1] // NG
+            blk = dmat.reshape(gi, NG, gj, NG).sum(dim=(1, 3), dtype=torch.float64)
+            sums[i // NG:i // NG + gi, j // NG:j // NG + gj] = blk
+            if j != i:
+                sums[j // NG:j // NG + gj, i // NG:i // NG + gi] = blk.T
+    diag = torch.diagonal(sums) / (sizes * (sizes - 1))
+    means = sums / (sizes[:, None] * sizes[None, :])
+    return ref.edistance_from_means(means, diag[:, None], diag[None, :], sizes[:, None], sizes[None, :],
+                                    include_self_pairs=False).fill_diagonal_(0.0)
+
+
+@pytest.mark.benchmark(group="edistance-allpairs-100x200x50")
+def test_allpairs_celljepa_cpu(benchmark, cells):
+    x, off = cells
+    e = benchmark.pedantic(edistance, (x, off), kwargs={"backend": "cpu"}, rounds=5, warmup_rounds=1)
+    RATES["kernel"] = MACS / benchmark.stats.stats.median
+    torch.testing.assert_close(e, _reference_allpairs(x, off), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.benchmark(group="edistance-allpairs-100x200x50")
+def test_allpairs_reference_peer(benchmark, cells):
+    x, off = cells
+    benchmark.pedantic(_reference_allpairs, (x, off), rounds=2, warmup_rounds=0)
+
+
+@pytest.mark.benchmark(group="edistance-allpairs-100x200x50")
+def test_allpairs_matmul_same_shape(benchmark, cells):
+    """torch.matmul of the same operands: a (2000 x 50) row block against all N rows, (N / 2000) times / 2."""
+    x, _ = cells
+    blocks = [x[i:i + 2000] for i in range(0, N, 2000)]
+
+    def run():
+        for b in blocks[: len(blocks) // 2]:
+            torch.matmul(b, x.T)
+
+    benchmark.pedantic(run, rounds=5, warmup_rounds=1)
+    RATES["matmul_same_shape"] = (len(blocks) // 2) * 2000 * N * D / benchmark.stats.stats.median
+
+
+@pytest.mark.benchmark(group="edistance-allpairs-100x200x50")
+def test_allpairs_matmul_square_1024(benchmark):
+    """Compute-bound torch.matmul (1024^3), the machine's practical peak multiply-add rate."""
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    benchmark.pedantic(torch.matmul, (a, b), rounds=20, warmup_rounds=3)
+    RATES["matmul_square"] = 1024**3 / benchmark.stats.stats.median
+    _report_mac_rate(benchmark)
+
+
+def _report_mac_rate(benchmark):
+    """Kernel MAC rate as a percentage of torch.matmul's (same run); printed (use -s) and stored in extra_info."""
+    k = RATES.get("kernel")
+    if k is None:
+        return
+    for name in ("matmul_same_shape", "matmul_square"):
+        if name in RATES:
+            pct = 100 * k / RATES[name]
+            benchmark.extra_info[f"kernel_pct_of_{name}"] = round(pct, 1)
+            print(f"\nall-pairs kernel: {k / 1e9:.1f} GMAC/s = {pct:.0f}% of {name} ({RATES[name] / 1e9:.1f} GMAC/s)")
+
+
+B, NB, DL = 64, 128, 64
+
+
+@pytest.fixture(scope="module")
+def sets():
+    g = torch.Generator().manual_seed(1)
+    p = torch.randn(B * NB, DL, generator=g)
+    o = torch.randn(B * NB, DL, generator=g) + 0.3
+    off = torch.arange(0, B * NB + 1, NB)
+    return p, o, off
+
+
+def _fwd_bwd(p, o, off, backend):
+    pp = p.detach().requires_grad_(True)
+    loss = edistance_loss(pp, off, o, off, backend=backend)
+    loss.sum().backward()
+    return pp.grad
+
+
+@pytest.mark.benchmark(group="edistance-setloss-64x128x64")
+def test_setloss_celljepa_cpu(benchmark, sets):
+    p, o, off = sets
+    g = benchmark.pedantic(_fwd_bwd, (p, o, off, "cpu"), rounds=10, warmup_rounds=2)
+    torch.testing.assert_close(g, _fwd_bwd(p, o, off, "reference"), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.benchmark(group="edistance-setloss-64x128x64")
+def test_setloss_reference_peer(benchmark, sets):
+    p, o, off = sets
+    benchmark.pedantic(_fwd_bwd, (p, o, off, "reference"), rounds=5, warmup_rounds=1)
+
+
+@pytest.mark.skipif(os.environ.get("CELLJEPA_BENCH_SCALE") != "1", reason="set CELLJEPA_BENCH_SCALE=1 to run")
+@pytest.mark.benchmark(group="edistance-onesided-1M")
+def test_onesided_1m_cells(benchmark):
+    n_groups, n_ctrl, n = 1000, 10_000, 1_000_000
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(n, 50, generator=g)
+    sizes = torch.full((n_groups,), (n - n_ctrl) // n_groups)
+    off = torch.cat([torch.zeros(1, dtype=torch.int64), torch.cumsum(torch.cat([torch.tensor([n_ctrl]), sizes]), 0)])
+    pairs = torch.stack([torch.zeros(n_groups, dtype=torch.int64), torch.arange(1, n_groups + 1)], 1)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    e = benchmark.pedantic(edistance, (x, off), kwargs={"pairs": pairs, "backend": "cpu"}, rounds=1, iterations=1)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    assert e.shape == (n_groups,) and torch.isfinite(e).all()
+    print(f"\none-sided 1M x 50: peak RSS {peak / 1024:.0f} MiB (input {x.numel() * 4 / 2**20:.0f} MiB, "
+          f"before {before / 1024:.0f} MiB)")

@@ -1,0 +1,555 @@
+// CPU (OpenMP) kernels of the edistance op.
+//
+// Two entry points, both streaming over tiles (never an N x N matrix):
+//   * block_sums: for K blocks (group a of X, group b of Y) the float64 sum of pairwise distances;
+//     a block with X == Y and a == b sums each unordered distinct pair once (upper triangle).
+//   * loss: per condition k the sums [S_po, U_pp, U_oo] and, optionally, the analytic gradient of
+//     L_k = 2 S_po / (n m) - 2 U_pp / (n (n-1)) - 2 U_oo / (m (m-1)) w.r.t. pred and obs rows.
+// Squared distances come from the expanded form |x|^2 + |y|^2 - 2 x.y (row norms computed once, in
+// float64), floored at 0 (values below a few ulps of |x|^2 + |y|^2 count as 0, so coincident points
+// have distance 0 and a zero subgradient). Dot products run through a 6 x (2 SIMD vectors) register
+// microkernel over a packed, k-major panel of Y. Per-tile sums are float64; all indices are int64.
+//
+// The kernel body below this preamble is compiled twice (this file includes itself): once for the
+// baseline ISA and once with AVX2 + FMA; the AVX2 copy is used when the CPU supports it.
+#ifndef CELLJEPA_EDISTANCE_KERNEL_BODY
+
+#include <pybind11/pybind11.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <stdexcept>
+#include <vector>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#define CELLJEPA_X86 1
+#endif
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "common/bindings.hpp"
+
+namespace celljepa {
+namespace edk {
+
+using i64 = std::int64_t;
+
+constexpr int MR = 6;     // microkernel rows
+constexpr i64 TS = 256;   // tile edge (rows of X and columns of Y per work item)
+
+typedef double D4 __attribute__((vector_size(32)));
+
+template <class T>
+struct Vec;
+template <>
+struct Vec<float> {
+  typedef float type __attribute__((vector_size(32)));
+  typedef std::int32_t itype __attribute__((vector_size(32)));
+  static constexpr int L = 8;
+};
+template <>
+struct Vec<double> {
+  typedef double type __attribute__((vector_size(32)));
+  typedef std::int64_t itype __attribute__((vector_size(32)));
+  static constexpr int L = 4;
+};
+
+// Work item of block_sums: block index, first row of the X tile, first column of the Y tile.
+struct Item {
+  i64 block, i0, j0;
+};
+
+}  // namespace edk
+}  // namespace celljepa
+
+#define CELLJEPA_EDISTANCE_KERNEL_BODY 1
+#define CJ_ISA generic
+#include __FILE__
+#undef CJ_ISA
+
+#ifdef CELLJEPA_X86
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#define CJ_ISA avx2
+#define CJ_AVX2 1
+#include __FILE__
+#undef CJ_AVX2
+#undef CJ_ISA
+#pragma GCC pop_options
+#endif
+
+namespace celljepa {
+namespace edk {
+namespace py = pybind11;
+
+static bool use_avx2() {
+#ifdef CELLJEPA_X86
+  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return ok;
+#else
+  return false;
+#endif
+}
+
+template <class T>
+static void row_norms(const T* x, i64 n, i64 d, T* out) {
+#pragma omp parallel for schedule(static)
+  for (i64 i = 0; i < n; ++i) {
+    const T* r = x + i * d;
+    double s = 0.0;
+    for (i64 k = 0; k < d; ++k) s += double(r[k]) * double(r[k]);
+    out[i] = T(s);
+  }
+}
+
+template <class T>
+static void block_sums(const T* x, i64 nx, const T* y, i64 ny, i64 d, const i64* xoff, const i64* yoff,
+                       const i64* blocks, i64 nblocks, bool same_xy, bool squared, double* out) {
+  // Row norms, once, only for the groups the blocks touch (rows of other groups are never read).
+  // (uninitialised storage: pages of unused groups are never touched)
+  std::unique_ptr<T[]> xn(new T[static_cast<size_t>(nx)]), yn_store;
+  auto norms_of_used = [&](const T* a, const i64* off, int side, T* out) {
+    std::vector<i64> used;
+    for (i64 b = 0; b < nblocks; ++b) {
+      used.push_back(blocks[2 * b + side]);
+      if (same_xy) used.push_back(blocks[2 * b + 1 - side]);
+    }
+    std::sort(used.begin(), used.end());
+    used.erase(std::unique(used.begin(), used.end()), used.end());
+    for (i64 g : used) row_norms(a + off[g] * d, off[g + 1] - off[g], d, out + off[g]);
+  };
+  norms_of_used(x, xoff, 0, xn.get());
+  const T* yn = xn.get();
+  if (!same_xy) {
+    yn_store.reset(new T[static_cast<size_t>(ny)]);
+    norms_of_used(y, yoff, 1, yn_store.get());
+    yn = yn_store.get();
+  }
+  std::vector<Item> items;
+  for (i64 b = 0; b < nblocks; ++b) {
+    const i64 ga = blocks[2 * b], gb = blocks[2 * b + 1];
+    const i64 na = xoff[ga + 1] - xoff[ga], nb = yoff[gb + 1] - yoff[gb];
+    const bool same = same_xy && ga == gb;
+    for (i64 i0 = 0; i0 < na; i0 += TS)
+      for (i64 j0 = same ? i0 : 0; j0 < nb; j0 += TS) items.push_back({b, i0, j0});
+  }
+  const i64 nitems = static_cast<i64>(items.size());
+  std::vector<double> part(static_cast<size_t>(nitems), 0.0);
+  const bool avx2 = use_avx2();
+  constexpr int NR = 2 * Vec<T>::L;
+  const i64 pack_elems = ((TS + NR - 1) / NR) * NR * std::max<i64>(d, 1);
+#pragma omp parallel
+  {
+    typedef typename Vec<T>::type V;
+    std::vector<V> packv(static_cast<size_t>(pack_elems / Vec<T>::L + 1));
+    std::vector<V> normv(static_cast<size_t>(TS / Vec<T>::L + 2));
+    T* pack = reinterpret_cast<T*>(packv.data());
+    T* pnorm = reinterpret_cast<T*>(normv.data());
+#pragma omp for schedule(dynamic, 1)
+    for (i64 it = 0; it < nitems; ++it) {
+      const Item& w = items[static_cast<size_t>(it)];
+      const i64 ga = blocks[2 * w.block], gb = blocks[2 * w.block + 1];
+      const i64 xs = xoff[ga], na = xoff[ga + 1] - xs;
+      const i64 ys = yoff[gb], nb = yoff[gb + 1] - ys;
+      const bool same = same_xy && ga == gb;
+      const i64 mi = std::min(TS, na - w.i0), nj = std::min(TS, nb - w.j0);
+      const bool diag = same && w.i0 == w.j0;
+      const T* xt = x + (xs + w.i0) * d;
+      const T* xnt = xn.get() + xs + w.i0;
+      const T* yt = y + (ys + w.j0) * d;
+      const T* ynt = yn + ys + w.j0;
+      double s;
+#ifdef CELLJEPA_X86
+      if (avx2) {
+        avx2::pack_panels<T>(yt, ynt, nj, d, pack, pnorm);
+        s = avx2::tile_sum<T>(xt, xnt, mi, pack, pnorm, nj, d, diag, squared);
+      } else
+#endif
+      {
+        generic::pack_panels<T>(yt, ynt, nj, d, pack, pnorm);
+        s = generic::tile_sum<T>(xt, xnt, mi, pack, pnorm, nj, d, diag, squared);
+      }
+      part[static_cast<size_t>(it)] = s;
+    }
+  }
+  for (i64 b = 0; b < nblocks; ++b) out[b] = 0.0;
+  for (i64 it = 0; it < nitems; ++it) out[items[static_cast<size_t>(it)].block] += part[static_cast<size_t>(it)];
+  (void)avx2;
+}
+
+template <class T>
+static void set_loss(const T* p, i64 np_, const T* o, i64 no, i64 d, const i64* poff, const i64* ooff, i64 nsets,
+                     bool squared, double* sums, T* gp, T* go) {
+  std::vector<T> pn(static_cast<size_t>(np_)), on(static_cast<size_t>(no));
+  row_norms(p, np_, d, pn.data());
+  row_norms(o, no, d, on.data());
+  const bool avx2 = use_avx2();
+  constexpr int NR = 2 * Vec<T>::L;
+  const i64 pack_elems = ((TS + NR - 1) / NR) * NR * std::max<i64>(d, 1);
+#pragma omp parallel
+  {
+    typedef typename Vec<T>::type V;
+    std::vector<V> packv(static_cast<size_t>(pack_elems / Vec<T>::L + 1));
+    std::vector<V> normv(static_cast<size_t>(TS / Vec<T>::L + 2));
+    std::vector<V> wv(static_cast<size_t>(TS * (TS + NR) / Vec<T>::L + 1));
+    T* pack = reinterpret_cast<T*>(packv.data());
+    T* pnorm = reinterpret_cast<T*>(normv.data());
+    T* wbuf = reinterpret_cast<T*>(wv.data());
+#pragma omp for schedule(dynamic, 1)
+    for (i64 k = 0; k < nsets; ++k) {
+      const i64 ps = poff[k], n = poff[k + 1] - ps;
+      const i64 os = ooff[k], m = ooff[k + 1] - os;
+      const double cpo = 2.0 / (double(n) * double(m));
+      const double cpp = n > 1 ? -2.0 / (double(n) * double(n - 1)) : 0.0;
+      const double coo = m > 1 ? -2.0 / (double(m) * double(m - 1)) : 0.0;
+      // (X, Y, same, coefficient, grad of X rows, grad of Y rows)
+      struct Blk {
+        const T *x, *xn;
+        i64 nx;
+        const T *y, *yn;
+        i64 ny;
+        bool same;
+        double c;
+        T *gx, *gy;
+      };
+      const Blk blks[3] = {
+          {p + ps * d, pn.data() + ps, n, o + os * d, on.data() + os, m, false, cpo, gp ? gp + ps * d : nullptr,
+           go ? go + os * d : nullptr},
+          {p + ps * d, pn.data() + ps, n, p + ps * d, pn.data() + ps, n, true, cpp, gp ? gp + ps * d : nullptr,
+           gp ? gp + ps * d : nullptr},
+          {o + os * d, on.data() + os, m, o + os * d, on.data() + os, m, true, coo, go ? go + os * d : nullptr,
+           go ? go + os * d : nullptr},
+      };
+      for (int bi = 0; bi < 3; ++bi) {
+        const Blk& B = blks[bi];
+        double total = 0.0;
+        for (i64 i0 = 0; i0 < B.nx; i0 += TS) {
+          for (i64 j0 = B.same ? i0 : 0; j0 < B.ny; j0 += TS) {
+            const i64 mi = std::min(TS, B.nx - i0), nj = std::min(TS, B.ny - j0);
+            const bool diag = B.same && i0 == j0;
+            const T* xt = B.x + i0 * d;
+            const T* yt = B.y + j0 * d;
+            T* gxt = B.gx ? B.gx + i0 * d : nullptr;
+            T* gyt = B.gy ? B.gy + j0 * d : nullptr;
+            const bool grads = (gxt || gyt) && B.c != 0.0;
+#ifdef CELLJEPA_X86
+            if (avx2) {
+              avx2::pack_panels<T>(yt, B.yn + j0, nj, d, pack, pnorm);
+              total += avx2::tile_loss<T>(xt, B.xn + i0, mi, yt, pack, pnorm, nj, d, diag, squared,
+                                          grads ? wbuf : nullptr, T(B.c), gxt, gyt);
+            } else
+#endif
+            {
+              generic::pack_panels<T>(yt, B.yn + j0, nj, d, pack, pnorm);
+              total += generic::tile_loss<T>(xt, B.xn + i0, mi, yt, pack, pnorm, nj, d, diag, squared,
+                                             grads ? wbuf : nullptr, T(B.c), gxt, gyt);
+            }
+          }
+        }
+        sums[3 * k + bi] = total;
+      }
+    }
+  }
+  (void)avx2;
+}
+
+template <class T>
+static inline T* ptr(std::uintptr_t a) {
+  return reinterpret_cast<T*>(a);
+}
+
+}  // namespace edk
+
+void bind_edistance_cpu(pybind11::module_& m) {
+  namespace py = pybind11;
+  using edk::i64;
+  m.def(
+      "edistance_block_sums",
+      [](std::uintptr_t x, i64 nx, std::uintptr_t y, i64 ny, i64 d, std::uintptr_t xoff, std::uintptr_t yoff,
+         std::uintptr_t blocks, i64 nblocks, bool same_xy, bool squared, bool is_double, std::uintptr_t out) {
+        py::gil_scoped_release nogil;
+        if (is_double)
+          edk::block_sums<double>(edk::ptr<const double>(x), nx, edk::ptr<const double>(y), ny, d,
+                                  edk::ptr<const i64>(xoff), edk::ptr<const i64>(yoff), edk::ptr<const i64>(blocks),
+                                  nblocks, same_xy, squared, edk::ptr<double>(out));
+        else
+          edk::block_sums<float>(edk::ptr<const float>(x), nx, edk::ptr<const float>(y), ny, d,
+                                 edk::ptr<const i64>(xoff), edk::ptr<const i64>(yoff), edk::ptr<const i64>(blocks),
+                                 nblocks, same_xy, squared, edk::ptr<double>(out));
+      },
+      py::arg("x"), py::arg("nx"), py::arg("y"), py::arg("ny"), py::arg("d"), py::arg("x_offsets"),
+      py::arg("y_offsets"), py::arg("blocks"), py::arg("n_blocks"), py::arg("same_xy"), py::arg("squared"),
+      py::arg("is_double"), py::arg("out"),
+      "Float64 distance sums of K blocks (group a of X, group b of Y; int64 (K, 2) 'blocks'). Raw pointers "
+      "to contiguous row-major data; X == Y blocks with a == b sum each unordered distinct pair once.");
+  m.def(
+      "edistance_set_loss",
+      [](std::uintptr_t p, i64 np_, std::uintptr_t o, i64 no, i64 d, std::uintptr_t poff, std::uintptr_t ooff,
+         i64 nsets, bool squared, bool is_double, std::uintptr_t sums, std::uintptr_t gp, std::uintptr_t go) {
+        py::gil_scoped_release nogil;
+        if (is_double)
+          edk::set_loss<double>(edk::ptr<const double>(p), np_, edk::ptr<const double>(o), no, d,
+                                edk::ptr<const i64>(poff), edk::ptr<const i64>(ooff), nsets, squared,
+                                edk::ptr<double>(sums), edk::ptr<double>(gp), edk::ptr<double>(go));
+        else
+          edk::set_loss<float>(edk::ptr<const float>(p), np_, edk::ptr<const float>(o), no, d,
+                               edk::ptr<const i64>(poff), edk::ptr<const i64>(ooff), nsets, squared,
+                               edk::ptr<double>(sums), edk::ptr<float>(gp), edk::ptr<float>(go));
+      },
+      py::arg("pred"), py::arg("n_pred"), py::arg("obs"), py::arg("n_obs"), py::arg("d"), py::arg("pred_offsets"),
+      py::arg("obs_offsets"), py::arg("n_sets"), py::arg("squared"), py::arg("is_double"), py::arg("sums"),
+      py::arg("grad_pred"), py::arg("grad_obs"),
+      "Per set k: sums[k] = [S_po, U_pp, U_oo] (float64) and, where grad pointers are non-zero (zero-filled by "
+      "the caller), the gradient of L_k = 2 S_po/(nm) - 2 U_pp/(n(n-1)) - 2 U_oo/(m(m-1)) added into them.");
+  m.def("edistance_isa", []() { return edk::use_avx2() ? std::string("avx2+fma") : std::string("baseline"); },
+        "The instruction set the E-distance microkernels use on this CPU.");
+}
+
+}  // namespace celljepa
+
+#else  // ------------------------------------------------------------ kernel body (compiled per ISA)
+
+namespace celljepa {
+namespace edk {
+namespace CJ_ISA {
+
+template <class T>
+static inline __attribute__((always_inline)) typename Vec<T>::type vload(const T* p) {
+  typename Vec<T>::type v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+template <class T>
+static inline __attribute__((always_inline)) typename Vec<T>::type vsqrt(typename Vec<T>::type v) {
+#ifdef CJ_AVX2
+  if constexpr (sizeof(T) == 4) {
+    return (typename Vec<T>::type)_mm256_sqrt_ps((__m256)v);
+  } else {
+    return (typename Vec<T>::type)_mm256_sqrt_pd((__m256d)v);
+  }
+#else
+  for (int l = 0; l < Vec<T>::L; ++l) v[l] = std::sqrt(v[l]);
+  return v;
+#endif
+}
+
+template <class T>
+static inline __attribute__((always_inline)) D4 to_d4(typename Vec<T>::type v) {
+  if constexpr (sizeof(T) == 4) {
+    D4 lo = {double(v[0]), double(v[1]), double(v[2]), double(v[3])};
+    D4 hi = {double(v[4]), double(v[5]), double(v[6]), double(v[7])};
+    return lo + hi;
+  } else {
+    return v;
+  }
+}
+
+// Pack nj rows of Y (row-major, d columns) into k-major panels of NR columns, zero padded; copy norms.
+template <class T>
+static void pack_panels(const T* y, const T* yn, i64 nj, i64 d, T* pack, T* pnorm) {
+  constexpr int NR = 2 * Vec<T>::L;
+  const i64 np = (nj + NR - 1) / NR;
+  for (i64 pi = 0; pi < np; ++pi) {
+    T* dst = pack + pi * d * NR;
+    for (int c = 0; c < NR; ++c) {
+      const i64 j = pi * NR + c;
+      if (j < nj) {
+        const T* src = y + j * d;
+        for (i64 k = 0; k < d; ++k) dst[k * NR + c] = src[k];
+        pnorm[j] = yn[j];
+      } else {
+        for (i64 k = 0; k < d; ++k) dst[k * NR + c] = T(0);
+        pnorm[j] = T(0);
+      }
+    }
+  }
+}
+
+// acc[r][h] = dot(row r of A, columns of the panel half h), over d.
+template <class T>
+static inline __attribute__((always_inline)) void micro(const T* const* ar, const T* bp, i64 d,
+                                                         typename Vec<T>::type (&acc)[MR][2]) {
+  typedef typename Vec<T>::type V;
+  constexpr int L = Vec<T>::L;
+  V a0 = {}, a1 = {}, a2 = {}, a3 = {}, a4 = {}, a5 = {}, a6 = {}, a7 = {}, a8 = {}, a9 = {}, a10 = {}, a11 = {};
+  const T *r0 = ar[0], *r1 = ar[1], *r2 = ar[2], *r3 = ar[3], *r4 = ar[4], *r5 = ar[5];
+  for (i64 k = 0; k < d; ++k) {
+    const V b0 = vload<T>(bp + k * 2 * L), b1 = vload<T>(bp + k * 2 * L + L);
+    T s;
+    s = r0[k]; a0 += s * b0; a1 += s * b1;
+    s = r1[k]; a2 += s * b0; a3 += s * b1;
+    s = r2[k]; a4 += s * b0; a5 += s * b1;
+    s = r3[k]; a6 += s * b0; a7 += s * b1;
+    s = r4[k]; a8 += s * b0; a9 += s * b1;
+    s = r5[k]; a10 += s * b0; a11 += s * b1;
+  }
+  acc[0][0] = a0; acc[0][1] = a1; acc[1][0] = a2; acc[1][1] = a3; acc[2][0] = a4; acc[2][1] = a5;
+  acc[3][0] = a6; acc[3][1] = a7; acc[4][0] = a8; acc[4][1] = a9; acc[5][0] = a10; acc[5][1] = a11;
+}
+
+// Squared distance from the expanded form, floored: values below 8 ulps of |x|^2 + |y|^2 are 0.
+template <class T>
+static inline __attribute__((always_inline)) typename Vec<T>::type sqdist(T an, typename Vec<T>::type bn,
+                                                                          typename Vec<T>::type dot) {
+  typedef typename Vec<T>::type V;
+  typedef typename Vec<T>::itype IV;
+  const T tol = T(8) * std::numeric_limits<T>::epsilon();
+  const V nn = an + bn;
+  const V d2 = nn - T(2) * dot;
+  const IV keep = d2 > tol * nn;
+  return (V)((IV)d2 & keep);
+}
+
+// Column-validity mask of one panel half: lanes with local column index j0 + l < nj (and > row when diag).
+template <class T>
+static inline __attribute__((always_inline)) typename Vec<T>::itype colmask(i64 j0, i64 nj, bool diag, i64 row) {
+  typedef typename Vec<T>::itype IV;
+  IV m;
+  for (int l = 0; l < Vec<T>::L; ++l) {
+    const i64 j = j0 + l;
+    m[l] = (j < nj && (!diag || j > row)) ? -1 : 0;
+  }
+  return m;
+}
+
+// Sum of distances between mi rows of X (norms xn) and nj packed columns; diag: only column > row.
+template <class T>
+static double tile_sum(const T* x, const T* xn, i64 mi, const T* pack, const T* pnorm, i64 nj, i64 d, bool diag,
+                       bool squared) {
+  typedef typename Vec<T>::type V;
+  typedef typename Vec<T>::itype IV;
+  constexpr int L = Vec<T>::L;
+  constexpr int NR = 2 * L;
+  D4 total = {};
+  for (i64 i = 0; i < mi; i += MR) {
+    const i64 rv = std::min<i64>(MR, mi - i);
+    const T* ar[MR];
+    T an[MR];
+    for (int r = 0; r < MR; ++r) {
+      const i64 idx = i + std::min<i64>(r, rv - 1);
+      ar[r] = x + idx * d;
+      an[r] = xn[idx];
+    }
+    for (i64 j = 0; j < nj; j += NR) {
+      if (diag && j + NR - 1 <= i) continue;  // every column <= every row: lower triangle
+      V acc[MR][2];
+      micro<T>(ar, pack + j * d, d, acc);
+      const V bn0 = vload<T>(pnorm + j), bn1 = vload<T>(pnorm + j + L);
+      const bool full = rv == MR && j + NR <= nj && !(diag && j < i + MR);
+      V s = {};
+      for (int r = 0; r < MR; ++r) {
+        V d0 = sqdist<T>(an[r], bn0, acc[r][0]);
+        V d1 = sqdist<T>(an[r], bn1, acc[r][1]);
+        if (!squared) {
+          d0 = vsqrt<T>(d0);
+          d1 = vsqrt<T>(d1);
+        }
+        if (!full) {
+          if (r >= rv) continue;
+          d0 = (V)((IV)d0 & colmask<T>(j, nj, diag, i + r));
+          d1 = (V)((IV)d1 & colmask<T>(j + L, nj, diag, i + r));
+        }
+        s += d0 + d1;
+      }
+      total += to_d4<T>(s);
+    }
+  }
+  return (total[0] + total[1]) + (total[2] + total[3]);
+}
+
+// As tile_sum, and with wbuf the gradient: gx_i += c sum_j w_ij (x_i - y_j), gy_j -= c sum_i w_ij (x_i - y_j)
+// where w = 1/dist (0 at dist 0) or 2 for squared distances. gx / gy may alias (within-set tiles).
+template <class T>
+static double tile_loss(const T* x, const T* xn, i64 mi, const T* y, const T* pack, const T* pnorm, i64 nj,
+                        i64 d, bool diag, bool squared, T* wbuf, T c, T* gx, T* gy) {
+  typedef typename Vec<T>::type V;
+  typedef typename Vec<T>::itype IV;
+  constexpr int L = Vec<T>::L;
+  constexpr int NR = 2 * L;
+  const i64 ldw = ((nj + NR - 1) / NR) * NR;
+  if (wbuf) std::fill(wbuf, wbuf + mi * ldw, T(0));
+  D4 total = {};
+  for (i64 i = 0; i < mi; i += MR) {
+    const i64 rv = std::min<i64>(MR, mi - i);
+    const T* ar[MR];
+    T an[MR];
+    for (int r = 0; r < MR; ++r) {
+      const i64 idx = i + std::min<i64>(r, rv - 1);
+      ar[r] = x + idx * d;
+      an[r] = xn[idx];
+    }
+    for (i64 j = 0; j < nj; j += NR) {
+      if (diag && j + NR - 1 <= i) continue;
+      V acc[MR][2];
+      micro<T>(ar, pack + j * d, d, acc);
+      const V bn0 = vload<T>(pnorm + j), bn1 = vload<T>(pnorm + j + L);
+      V s = {};
+      for (int r = 0; r < rv; ++r) {
+        const IV m0 = colmask<T>(j, nj, diag, i + r), m1 = colmask<T>(j + L, nj, diag, i + r);
+        V q0 = (V)((IV)sqdist<T>(an[r], bn0, acc[r][0]) & m0);
+        V q1 = (V)((IV)sqdist<T>(an[r], bn1, acc[r][1]) & m1);
+        V w0, w1;
+        if (squared) {
+          w0 = (V)((IV)(q0 * T(0) + T(2)) & m0);
+          w1 = (V)((IV)(q1 * T(0) + T(2)) & m1);
+        } else {
+          q0 = vsqrt<T>(q0);
+          q1 = vsqrt<T>(q1);
+          const IV nz0 = q0 > T(0), nz1 = q1 > T(0);
+          const V one = q0 * T(0) + T(1);
+          w0 = (V)((IV)(one / (V)((IV)q0 | ~nz0 & (IV)one)) & nz0);
+          w1 = (V)((IV)(one / (V)((IV)q1 | ~nz1 & (IV)one)) & nz1);
+        }
+        s += q0 + q1;
+        if (wbuf) {
+          std::memcpy(wbuf + (i + r) * ldw + j, &w0, sizeof(V));
+          std::memcpy(wbuf + (i + r) * ldw + j + L, &w1, sizeof(V));
+        }
+      }
+      total += to_d4<T>(s);
+    }
+  }
+  if (wbuf) {
+    for (i64 i = 0; i < mi; ++i) {
+      const T* xi = x + i * d;
+      const T* wi = wbuf + i * ldw;
+      for (i64 j = 0; j < nj; ++j) {
+        const T w = wi[j];
+        if (w == T(0)) continue;
+        const T cw = c * w;
+        const T* yj = y + j * d;
+        T* gxi = gx ? gx + i * d : nullptr;
+        T* gyj = gy ? gy + j * d : nullptr;
+        if (gxi && gyj) {
+#pragma omp simd
+          for (i64 k = 0; k < d; ++k) {
+            const T diff = cw * (xi[k] - yj[k]);
+            gxi[k] += diff;
+            gyj[k] -= diff;
+          }
+        } else if (gxi) {
+#pragma omp simd
+          for (i64 k = 0; k < d; ++k) gxi[k] += cw * (xi[k] - yj[k]);
+        } else {
+#pragma omp simd
+          for (i64 k = 0; k < d; ++k) gyj[k] -= cw * (xi[k] - yj[k]);
+        }
+      }
+    }
+  }
+  return (total[0] + total[1]) + (total[2] + total[3]);
+}
+
+}  // namespace CJ_ISA
+}  // namespace edk
+}  // namespace celljepa
+
+#endif

@@ -1,0 +1,56 @@
+// pybind11 bindings of the CUDA edistance kernels (host code; launchers live in edistance.cu).
+#include "edistance/edistance.hpp"
+
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+
+#include "common/bindings.hpp"
+
+namespace celljepa {
+
+namespace {
+template <class T>
+T* dptr(std::uintptr_t a) {
+  return reinterpret_cast<T*>(a);
+}
+}  // namespace
+
+void bind_edistance_cuda(pybind11::module_& m) {
+  namespace py = pybind11;
+  using i64 = std::int64_t;
+  m.attr("edistance_tile") = cuda_ed::TILE;
+  m.def(
+      "edistance_block_sums",
+      [](std::uintptr_t x, i64 n, i64 d, std::uintptr_t norms, std::uintptr_t offsets, std::uintptr_t blocks,
+         std::uintptr_t items, i64 n_items, bool squared, bool is_double, std::uintptr_t part, std::uintptr_t stream) {
+        py::gil_scoped_release nogil;
+        cuda_ed::block_sums(dptr<const void>(x), n, d, dptr<void>(norms), dptr<const i64>(offsets),
+                            dptr<const i64>(blocks), dptr<const i64>(items), n_items, squared, is_double,
+                            dptr<double>(part), stream);
+      },
+      py::arg("x"), py::arg("n"), py::arg("d"), py::arg("norms"), py::arg("offsets"), py::arg("blocks"),
+      py::arg("items"), py::arg("n_items"), py::arg("squared"), py::arg("is_double"), py::arg("part"),
+      py::arg("stream"),
+      "Per work item (block, row0, col0) the float64 distance sum of one TILE x TILE tile (device pointers).");
+  m.def(
+      "edistance_set_loss",
+      [](std::uintptr_t pred, i64 n_pred, std::uintptr_t obs, i64 n_obs, i64 d, std::uintptr_t pred_norms,
+         std::uintptr_t obs_norms, std::uintptr_t pred_offsets, std::uintptr_t obs_offsets, i64 n_sets,
+         std::uintptr_t items, i64 n_items, bool squared, bool is_double, std::uintptr_t part,
+         std::uintptr_t grad_pred, std::uintptr_t grad_obs, std::uintptr_t stream) {
+        (void)n_sets;
+        py::gil_scoped_release nogil;
+        cuda_ed::set_loss(dptr<const void>(pred), n_pred, dptr<const void>(obs), n_obs, d, dptr<void>(pred_norms),
+                          dptr<void>(obs_norms), dptr<const i64>(pred_offsets), dptr<const i64>(obs_offsets),
+                          dptr<const i64>(items), n_items, squared, is_double, dptr<double>(part),
+                          dptr<void>(grad_pred), dptr<void>(grad_obs), stream);
+      },
+      py::arg("pred"), py::arg("n_pred"), py::arg("obs"), py::arg("n_obs"), py::arg("d"), py::arg("pred_norms"),
+      py::arg("obs_norms"), py::arg("pred_offsets"), py::arg("obs_offsets"), py::arg("n_sets"), py::arg("items"),
+      py::arg("n_items"), py::arg("squared"), py::arg("is_double"), py::arg("part"), py::arg("grad_pred"),
+      py::arg("grad_obs"), py::arg("stream"),
+      "Set-loss tiles (set, kind, row0, col0): float64 partial sums and atomically added gradients.");
+}
+
+}  // namespace celljepa

@@ -1,0 +1,209 @@
+"""Score perturbation predictors on one split fold: evaluation space, baselines, per-condition metrics."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from .._errors import InputError
+from .._logging import logger
+from ..data import contract as C
+from ..eval import metrics as M
+from ..eval.bootstrap import bootstrap_ci, paired_bootstrap_diff
+from ..eval.edistance import DEFAULT_CAP, DEFAULT_RESAMPLES, edistance_sets
+from ..eval.space import DEFAULT_N_HVG, DEFAULT_N_PCS, EvaluationSpace
+from ..models.base import Condition, PerturbationModel, TrainData, conditions_of
+from ..models.baselines import default_baselines
+
+# Metric name -> True when larger is better.
+METRICS: dict[str, bool] = {
+    "edistance": False,
+    "mse": False,
+    "cosine_distance": False,
+    "delta_pearson": True,
+    "delta_pearson_top20_de": True,
+    "top1": True,
+    "mrr": True,
+}
+PRIMARY = "edistance"
+
+
+@dataclass
+class EvalConfig:
+    """Settings of one evaluation (all stored in config.json)."""
+
+    n_hvg: int = DEFAULT_N_HVG
+    n_pcs: int = DEFAULT_N_PCS
+    cap: int = DEFAULT_CAP
+    n_resamples: int = DEFAULT_RESAMPLES
+    n_bootstrap: int = 1000
+    min_cells: int = 2
+    seed: int = 0
+
+
+@dataclass
+class FoldResult:
+    """Everything one evaluated fold produced."""
+
+    fold: dict
+    space: EvaluationSpace
+    per_condition: pd.DataFrame
+    metrics: dict
+    params: dict
+    timings: dict = field(default_factory=dict)
+
+
+def _positions(obs_names: pd.Index, names) -> np.ndarray:
+    pos = obs_names.get_indexer(pd.Index(names))
+    if (pos < 0).any():
+        raise InputError(
+            f"{int((pos < 0).sum())} cell(s) of the split are not in the data; was the split made from this file?"
+        )
+    return np.sort(pos)
+
+
+def prepare_fold(adata: AnnData, fold: dict, config: EvalConfig) -> tuple[EvaluationSpace, TrainData, list]:
+    """Fit the evaluation space on training cells and assemble what predictors may see.
+
+    Predictors see training and validation cells and the control cells of every context; the
+    perturbed test cells are returned separately and used only to score.
+    """
+    train_pos = _positions(adata.obs_names, fold["train_cells"])
+    val_pos = _positions(adata.obs_names, fold["val_cells"])
+    test_pos = _positions(adata.obs_names, fold["test_cells"])
+    space = EvaluationSpace.fit(adata[train_pos], n_hvg=config.n_hvg, n_pcs=config.n_pcs, seed=config.seed)
+
+    is_ctrl = adata.obs[C.IS_CONTROL].to_numpy(dtype=bool)
+    visible = np.sort(np.concatenate([train_pos, val_pos, test_pos[is_ctrl[test_pos]]]))
+    z_visible = space.transform(adata[visible])
+    obs_visible = adata.obs.iloc[visible]
+    train_set = set(train_pos.tolist())
+    roles = np.array(["train" if p in train_set else "val" for p in visible])
+    train_rows = np.flatnonzero(roles == "train")
+    val_rows = np.flatnonzero(roles == "val")
+    train_conds = [(c, train_rows[r]) for c, r in conditions_of(obs_visible.iloc[train_rows])]
+    val_conds = [(c, val_rows[r]) for c, r in conditions_of(obs_visible.iloc[val_rows])]
+    gene_embedding = {str(g): space.components[:, i] for i, g in enumerate(space.genes)}
+    train = TrainData(z=z_visible, obs=obs_visible.reset_index(drop=True), train_conditions=train_conds,
+                      val_conditions=val_conds, gene_embedding=gene_embedding)
+    test_perturbed = test_pos[~is_ctrl[test_pos]]
+    test = [(c, test_perturbed[r]) for c, r in conditions_of(adata.obs.iloc[test_perturbed])
+            if len(r) >= config.min_cells]
+    if not test:
+        raise InputError(f"fold {fold['fold']} of {fold['split_name']} has no test condition with "
+                         f">= {config.min_cells} cells.")
+    contexts = {c.context_id for c, _ in test}
+    for ctx in sorted(contexts):
+        try:
+            train.control_cells(ctx)
+        except KeyError:
+            raise InputError(f"test context '{ctx}' has no control cells visible to the predictors.") from None
+    return space, train, test
+
+
+def score_fold(adata: AnnData, fold: dict, methods: list[PerturbationModel] | None = None,
+               config: EvalConfig | None = None) -> FoldResult:
+    """Fit every method on the fold's training data and score its predictions on the test conditions."""
+    config = config or EvalConfig()
+    t0 = time.perf_counter()
+    space, train, test = prepare_fold(adata, fold, config)
+    t_space = time.perf_counter() - t0
+    if methods is None:
+        combos = any(c.is_combo for c, _ in test)
+        genes = any(C.token_kind(t) == "gene" for c, _ in test for t in c.tokens)
+        methods = default_baselines(combos=combos, gene_perturbations=genes)
+    gene_idx = space.gene_indices(adata.var_names)
+
+    obs_z, obs_mean_genes, ctrl_mean_genes, ctrl_mean_z = {}, {}, {}, {}
+    for cond, rows in test:
+        x = adata.X[rows][:, gene_idx]
+        x = np.asarray(x.toarray() if hasattr(x, "toarray") else x, dtype=np.float64)
+        obs_z[cond] = space.transform(x)
+        obs_mean_genes[cond] = x.mean(axis=0)
+    for ctx in {c.context_id for c, _ in test}:
+        mask = (adata.obs[C.IS_CONTROL].to_numpy(dtype=bool)
+                & (adata.obs[C.CONTEXT_ID].astype(str).to_numpy() == ctx))
+        xc = adata.X[np.flatnonzero(mask)][:, gene_idx]
+        ctrl_mean_genes[ctx] = np.asarray(xc.mean(axis=0)).ravel()
+        ctrl_mean_z[ctx] = train.control_mean(ctx)
+
+    rows_out, params, timings = [], {}, {"evaluation_space_s": t_space}
+    preds: dict[tuple[str, Condition], np.ndarray] = {}
+    for method in methods:
+        t1 = time.perf_counter()
+        method.fit(train)
+        for cond, _ in test:
+            preds[(method.name, cond)] = np.asarray(method.predict(cond), dtype=np.float64)
+        timings[f"{method.name}_s"] = time.perf_counter() - t1
+        params[method.name] = method.params()
+
+    keys = list(preds)
+    cond_index = {cond: i for i, (cond, _) in enumerate(test)}
+    # Keyed by condition: every method is scored on the same subsampled observed cells.
+    e = edistance_sets([preds[k] for k in keys], [obs_z[k[1]] for k in keys], cap=config.cap,
+                       n_resamples=config.n_resamples, seed=config.seed, pair_keys=[cond_index[k[1]] for k in keys])
+    edist = dict(zip(keys, e, strict=True))
+    obs_means = np.array([obs_z[c].mean(axis=0) for c, _ in test])
+    for method in methods:
+        pred_means = np.array([preds[(method.name, c)].mean(axis=0) for c, _ in test])
+        ranks = M.retrieval_ranks(pred_means, obs_means)
+        for i, (cond, rows) in enumerate(test):
+            pm, om = pred_means[i], obs_means[i]
+            cz = ctrl_mean_z[cond.context_id]
+            pred_genes = space.inverse_transform(pm) - space.inverse_transform(cz) + ctrl_mean_genes[cond.context_id]
+            rows_out.append({
+                "method": method.name, "condition": cond.key, "context_id": cond.context_id,
+                "perturbation_id": cond.perturbation_id, "dose": cond.dose, "time_hours": cond.time_hours,
+                "n_tokens": len(cond.tokens), "n_cells_observed": len(rows),
+                "n_cells_predicted": len(preds[(method.name, cond)]),
+                "edistance": edist[(method.name, cond)], "mse": M.mse(pm, om),
+                "cosine_distance": M.cosine_distance(pm, om), "delta_pearson": M.delta_pearson(pm, om, cz),
+                "delta_pearson_top20_de": M.delta_pearson_top_de(pred_genes, obs_mean_genes[cond],
+                                                                 ctrl_mean_genes[cond.context_id]),
+                # Retrieval needs at least two candidates; with one test condition it is undefined.
+                "top1": float(ranks[i] == 1) if len(test) > 1 else np.nan,
+                "mrr": 1.0 / ranks[i] if len(test) > 1 else np.nan, "rank": int(ranks[i]),
+            })
+    per_condition = pd.DataFrame(rows_out)
+    metrics = summarize(per_condition, n_boot=config.n_bootstrap, seed=config.seed)
+    metrics.update({"dataset_id": fold["dataset_id"], "split": fold["split_name"], "fold": fold["fold"],
+                    "seed": fold["seed"]})
+    timings["total_s"] = time.perf_counter() - t0
+    logger.info("fold %s/%s: %d test conditions, best baseline %s", fold["split_name"], fold["fold"],
+                metrics["n_test_conditions"], metrics["best_baseline"])
+    return FoldResult(fold=fold, space=space, per_condition=per_condition, metrics=metrics, params=params,
+                      timings=timings)
+
+
+def summarize(per_condition: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0,
+              baselines: list[str] | None = None) -> dict:
+    """Aggregate per-condition metrics into the metrics.json layout of evaluation.md.
+
+    Means over conditions with 95% bootstrap CIs (seeded), the best baseline by the primary metric
+    (E-distance, lower is better), and paired bootstrap differences of every other method against it.
+    """
+    methods = list(dict.fromkeys(per_condition["method"]))
+    wide = {m: per_condition[per_condition["method"] == m].set_index("condition") for m in methods}
+    conditions = wide[methods[0]].index
+    out = {"n_test_conditions": int(len(conditions)), "methods": {}, "comparisons": {},
+           "metric_higher_is_better": METRICS, "primary_metric": PRIMARY}
+    for m in methods:
+        out["methods"][m] = {k: bootstrap_ci(wide[m].loc[conditions, k].to_numpy(), n_boot=n_boot, seed=seed)
+                             for k in METRICS}
+    candidates = baselines or methods
+    best = min(candidates, key=lambda m: out["methods"][m][PRIMARY]["mean"])
+    out["best_baseline"] = best
+    for m in methods:
+        if m == best:
+            continue
+        comp = {}
+        for k in METRICS:
+            d = paired_bootstrap_diff(wide[m].loc[conditions, k].to_numpy(),
+                                      wide[best].loc[conditions, k].to_numpy(), n_boot=n_boot, seed=seed)
+            comp[k] = {key: d[key] for key in ("diff", "ci_low", "ci_high")} | {"n": d["n"]}
+        out["comparisons"][f"{m} vs {best}"] = comp
+    return out

@@ -1,0 +1,221 @@
+"""Runs on disk: ``eval-baselines`` for one fold and the demo ``benchmark`` over datasets, splits and folds."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+from anndata import AnnData
+from tqdm.auto import tqdm
+
+from .. import __version__
+from .._errors import InputError
+from .._io import remove_tree_quietly, write_json_atomic, write_text_atomic
+from .._logging import logger
+from .._settings import settings
+from ..data.ingest import ingest_anndata
+from ..eval import report as R
+from ..splits import check_split_name, make_split_folds
+from .evaluate import EvalConfig, FoldResult, score_fold, summarize
+
+FigureMaker = Callable[[FoldResult, Path], list[Path]]
+
+
+def _versions() -> dict:
+    from importlib.metadata import version
+
+    import sklearn
+    import torch
+
+    return {"celljepa": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "anndata": version("anndata"), "scanpy": version("scanpy"), "scikit-learn": sklearn.__version__,
+            "kernel_backend": settings.kernel_backend, "device": "cpu", "machine": platform.machine(),
+            "cpus": os.cpu_count()}
+
+
+def _fold_report(result: FoldResult, adata: AnnData, figures: list[Path], out: Path) -> str:
+    m = result.metrics
+    lines = [f"# {m['dataset_id']} · {m['split']} · fold {m['fold']} · seed {m['seed']}", "",
+             "## Dataset", "", R.dataset_summary(adata.obs, adata.n_vars), "",
+             "## Split", "", R.split_summary(result.fold), "",
+             "## Evaluation space", "",
+             f"{result.space.describe()['n_genes']} HVGs and {result.space.n_pcs} PCs fitted on the training cells "
+             "only (`eval_space.npz`). Every method hands in predicted cells; metrics are means over "
+             f"{m['n_test_conditions']} test conditions with 95% bootstrap CIs (1,000 resamples over conditions).", "",
+             "## Baselines", "", R.methods_table(m), "",
+             f"## Paired comparisons against the best baseline (`{m['best_baseline']}`)", "",
+             "Difference (method − best baseline) with its 95% paired bootstrap CI; a claim needs the CI to "
+             "exclude 0.", "", R.comparisons_table(m), "", *R.verdict_lines(m), "",
+             "## Chosen hyperparameters (validation groups only)", ""]
+    for name, params in result.params.items():
+        if params:
+            lines.append(f"- `{name}`: " + ", ".join(f"{k} = {v:.4g}" if isinstance(v, float) else f"{k} = {v}"
+                                                    for k, v in params.items()))
+    lines += ["", "## Compute", "", f"Wall time {result.timings['total_s']:.1f} s on CPU "
+              f"({os.cpu_count()} cores); baselines have no trained parameters beyond the ridge coefficients.", ""]
+    if figures:
+        lines += ["## Figures", ""] + [f"![{p.stem}]({p.relative_to(out).as_posix()})" for p in figures] + [""]
+    return "\n".join(lines)
+
+
+def write_fold_run(result: FoldResult, adata: AnnData, out: Path, *, config: dict,
+                   figure_maker: FigureMaker | None = None) -> list[Path]:
+    """Write config.json, metrics.json, per_condition.csv, split.json, eval_space.npz, figures, report.md."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = [write_json_atomic(out / "config.json", config),
+               write_json_atomic(out / "metrics.json", result.metrics),
+               write_text_atomic(out / "per_condition.csv", result.per_condition.to_csv(index=False)),
+               write_json_atomic(out / "split.json", result.fold),
+               result.space.save(out / "eval_space.npz")]
+    figures = figure_maker(result, out) if figure_maker else []
+    written.append(write_text_atomic(out / "report.md", _fold_report(result, adata, figures, out)))
+    return written + figures
+
+
+def _run_config(adata: AnnData, fold: dict, cfg: EvalConfig, result: FoldResult | None, **extra) -> dict:
+    conf = {"dataset_id": fold["dataset_id"], "split": fold["split_name"], "fold": fold["fold"],
+            "seed": fold["seed"], "n_folds": fold["n_folds"], "evaluation": dataclasses.asdict(cfg),
+            "versions": _versions(), "source": str(adata.uns.get("source", "")), **extra}
+    if result is not None:
+        conf["methods"] = result.params
+        conf["timings_s"] = result.timings
+    return conf
+
+
+def eval_baselines(adata: AnnData, *, split: str, fold: int, seed: int = 0, n_folds: int = 5,
+                   val_fraction: float = 0.15, out: str | os.PathLike, config: EvalConfig | None = None,
+                   figure_maker: FigureMaker | None = None, source: str | None = None) -> FoldResult:
+    """Evaluate every applicable baseline on one fold and write the run folder ``out``.
+
+    The fold is derived from the split name, seed and number of folds exactly as ``celljepa splits``
+    does (so ``split.json`` equals that command's file for the fold).
+    """
+    split = check_split_name(split)
+    cfg = config or EvalConfig(seed=seed)
+    dataset_id = str(adata.uns.get("dataset_id", "dataset"))
+    folds = make_split_folds(adata.obs, split, dataset_id=dataset_id, n_folds=n_folds, seed=seed,
+                             val_fraction=val_fraction)
+    if not 0 <= fold < len(folds):
+        raise InputError(f"--fold {fold} does not exist: {split} has folds 0..{len(folds) - 1} with --folds {n_folds}.")
+    out = Path(out)
+    created = not out.exists()
+    try:
+        result = score_fold(adata, folds[fold], config=cfg)
+        write_fold_run(result, adata, out, config=_run_config(adata, folds[fold], cfg, result,
+                                                                val_fraction=val_fraction, input=source or ""),
+                       figure_maker=figure_maker)
+    except BaseException:
+        if created:
+            remove_tree_quietly(out)
+        raise
+    return result
+
+
+# The demo benchmark: the two studies of the bundled file, each with its own dataset id and splits.
+DEMO_PLAN = {
+    "norman2019": {"filter": "norman19", "splits": {"S1_unseen_perturbation": 5, "S3_unseen_combo": 5}},
+    "sciplex_gxe": {"filter": "mcfaline23", "splits": {"S1_unseen_perturbation": 5, "S2_unseen_context": 3}},
+}
+
+
+def demo_datasets() -> dict[str, AnnData]:
+    """The bundled demo ingested as its two studies (``norman2019``, ``sciplex_gxe``)."""
+    from ..datasets import demo
+
+    raw = demo(preprocessed=False)
+    out = {}
+    for dataset_id, plan in DEMO_PLAN.items():
+        part = raw[raw.obs["dataset"].astype(str) == plan["filter"]].copy()
+        out[dataset_id] = ingest_anndata(part, dataset_id=dataset_id, source=f"celljepa demo ({plan['filter']})",
+                                         format="perturbench")
+    return out
+
+
+def benchmark(datasets: dict[str, AnnData], plan: dict[str, dict[str, int]], *, out: str | os.PathLike,
+              seed: int = 0, config: EvalConfig | None = None, figure_maker: FigureMaker | None = None,
+              combined_figure_maker: Callable[[dict, Path], list[Path]] | None = None,
+              progress: bool = True) -> dict:
+    """Run baselines on every dataset × split × fold, write one run folder each and a combined report.
+
+    ``plan`` maps dataset id → {split name: number of folds}. Returns the combined metrics
+    (per dataset × split, conditions pooled over folds).
+    """
+    cfg = config or EvalConfig(seed=seed)
+    out = Path(out)
+    t0 = time.perf_counter()
+    jobs = []
+    for dataset_id, splits in plan.items():
+        adata = datasets[dataset_id]
+        for split, k in splits.items():
+            for fold in make_split_folds(adata.obs, split, dataset_id=dataset_id, n_folds=k, seed=seed):
+                jobs.append((dataset_id, split, fold))
+    combined: dict[str, dict] = {}
+    pooled: dict[tuple[str, str], list[pd.DataFrame]] = {}
+    per_fold: list[dict] = []
+    bar = tqdm(jobs, desc="benchmark", unit="fold", disable=not progress)
+    for dataset_id, split, fold in bar:
+        bar.set_postfix_str(f"{dataset_id} {split} fold {fold['fold']}")
+        adata = datasets[dataset_id]
+        run_dir = out / dataset_id / split / f"fold{fold['fold']}"
+        result = score_fold(adata, fold, config=cfg)
+        write_fold_run(result, adata, run_dir, config=_run_config(adata, fold, cfg, result),
+                       figure_maker=figure_maker)
+        frame = result.per_condition.copy()
+        frame["fold"] = fold["fold"]
+        pooled.setdefault((dataset_id, split), []).append(frame)
+        per_fold.append({"dataset_id": dataset_id, "split": split, "fold": fold["fold"],
+                         "n_test_conditions": result.metrics["n_test_conditions"],
+                         "best_baseline": result.metrics["best_baseline"],
+                         **{f"edistance_{m}": v["edistance"]["mean"] for m, v in result.metrics["methods"].items()}})
+    for (dataset_id, split), frames in pooled.items():
+        frame = pd.concat(frames, ignore_index=True)
+        frame["condition"] = frame["fold"].astype(str) + ":" + frame["condition"]
+        metrics = summarize(frame, n_boot=cfg.n_bootstrap, seed=seed)
+        metrics.update({"dataset_id": dataset_id, "split": split, "fold": "all", "seed": seed,
+                        "n_folds": len(frames)})
+        combined[f"{dataset_id}/{split}"] = metrics
+        write_text_atomic(out / dataset_id / split / "per_condition_all_folds.csv", frame.to_csv(index=False))
+        write_json_atomic(out / dataset_id / split / "metrics_all_folds.json", metrics)
+    elapsed = time.perf_counter() - t0
+    write_json_atomic(out / "metrics_combined.json", {"seed": seed, "wall_time_s": elapsed, "results": combined,
+                                                      "per_fold": per_fold, "versions": _versions()})
+    figures = combined_figure_maker(combined, out) if combined_figure_maker else []
+    write_text_atomic(out / "report.md", _combined_report(datasets, plan, combined, per_fold, elapsed, figures, out))
+    logger.info("benchmark: %d folds in %.1f s; report at %s", len(jobs), elapsed, out / "report.md")
+    return combined
+
+
+def _combined_report(datasets, plan, combined, per_fold, elapsed, figures, out: Path) -> str:
+    lines = ["# celljepa benchmark: baselines on the demo datasets", "",
+             "Every number follows the evaluation protocol (`docs/evaluation.md`): one evaluation space per "
+             "split (HVGs + PCA on training cells), predictions are sets of cells (control cells shifted), "
+             "E-distance is the primary metric (lower is better), 95% bootstrap CIs over test conditions "
+             "pooled across folds, paired bootstrap CIs for comparisons.", ""]
+    for dataset_id, splits in plan.items():
+        adata = datasets[dataset_id]
+        lines += [f"## {dataset_id}", "", R.dataset_summary(adata.obs, adata.n_vars), ""]
+        for split in splits:
+            m = combined[f"{dataset_id}/{split}"]
+            lines += [f"### {split} ({m['n_folds']} folds, {m['n_test_conditions']} test conditions)", "",
+                      R.methods_table(m), "", f"Paired comparisons against the best baseline (`{m['best_baseline']}`):",
+                      "", R.comparisons_table(m, ["edistance", "delta_pearson", "mse"]), "", *R.verdict_lines(m), ""]
+    lines += ["## Every fold (mean E-distance per method)", ""]
+    table = pd.DataFrame(per_fold)
+    cols = [c for c in table.columns if c.startswith("edistance_")]
+    lines.append("| dataset | split | fold | n | best | " + " | ".join(c[len("edistance_"):] for c in cols) + " |")
+    lines.append("|---|---|---|---|---|" + "---|" * len(cols))
+    for _, r in table.iterrows():
+        cells = " | ".join("n/a" if pd.isna(r[c]) else f"{r[c]:.3f}" for c in cols)
+        lines.append(f"| {r['dataset_id']} | {r['split']} | {r['fold']} | {r['n_test_conditions']} | "
+                     f"{r['best_baseline']} | {cells} |")
+    lines += ["", "## Compute", "", f"{len(per_fold)} folds in {elapsed:.1f} s on CPU ({os.cpu_count()} cores), "
+              f"celljepa {__version__}. Per-fold runs (config.json, metrics.json, per_condition.csv, report.md, "
+              "figures) are in `<dataset>/<split>/fold<k>/`.", ""]
+    if figures:
+        lines += ["## Figures", ""] + [f"![{p.stem}]({p.relative_to(out).as_posix()})" for p in figures] + [""]
+    return "\n".join(lines)

@@ -1,0 +1,546 @@
+"""Masked sparse encoding, the first layer of the JEPA encoder: ``h = (x ⊙ keep) · W + b``.
+
+``x`` is a CSR batch of cells × genes; ``keep`` is never materialised: the kernels recompute it per
+nonzero from ``(seed, cell_offset + row, unit)`` with a counter-based 64-bit hash (splitmix64
+finaliser; see :mod:`celljepa.kernels._reference_masked_encode` and ``csrc/masked_encode/mask_rng.hpp``),
+so the CUDA kernel, the C++ kernel, the pure-torch reference and :func:`mask_for` agree bit for bit.
+
+Mask kinds (``ratio`` = probability that a unit is hidden, ``0 <= ratio < 1``):
+
+``"none"``
+    Full view (the teacher's input).
+``"random"``
+    Every gene of every cell is hidden independently (unit = gene index).
+``"block"``
+    Contiguous gene blocks: the gene axis of each cell is cut into blocks of ``block_size``
+    consecutive gene indices, shifted by a per-cell random phase ``p`` in ``[0, block_size)``; gene
+    ``g`` belongs to block ``(g + p) // block_size`` and each block is hidden with probability
+    ``ratio`` (so block boundaries differ between cells; the first and last blocks may be shorter).
+``"module"``
+    Gene modules (pathways): ``gene_to_module[g]`` is the module id of gene ``g`` (int32, ``-1`` = no
+    module; all ``-1`` genes form one bucket hidden together). Whole modules are hidden with
+    probability ``ratio``. Build the map with :func:`gene_module_map` from :func:`read_gmt`.
+``"explicit"``
+    A given keep mask (tests, ablations): ``keep`` is a boolean ``(B, G)`` array (True = kept) or one
+    sequence of kept gene ids per cell.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .._errors import InputError
+from . import _reference_masked_encode as ref
+from ._ext import load_core, load_cuda, resolve_backend
+from ._reference_masked_encode import MaskSpec
+
+__all__ = ["gene_module_map", "mask_for", "masked_encode", "module_mask_for", "read_gmt"]
+
+MASK_KINDS = ("none", "random", "block", "module", "explicit")
+UNASSIGNED = "unassigned"
+
+
+# ---------------------------------------------------------------------------------------- inputs
+def _as_csr(x, device: torch.device):
+    """``(crow int64, col int64, values, n_rows, n_genes)`` from a torch CSR, a scipy CSR or a tuple."""
+    if isinstance(x, torch.Tensor):
+        if x.layout != torch.sparse_csr:
+            raise InputError(
+                f"x must be a CSR batch (torch.sparse_csr_tensor, scipy CSR or (crow, col, values, n_genes)); "
+                f"got a {x.layout} tensor. Convert with x.to_sparse_csr()."
+            )
+        crow, col, values = x.crow_indices(), x.col_indices(), x.values()
+        n_rows, n_genes = int(x.shape[0]), int(x.shape[1])
+    elif isinstance(x, tuple):
+        if len(x) != 4:
+            raise InputError("x as a tuple must be (crow_indices, col_indices, values, n_genes).")
+        crow, col, values, n_genes = x
+        crow = torch.as_tensor(crow, device=device)
+        n_rows, n_genes = crow.numel() - 1, int(n_genes)
+        col, values = torch.as_tensor(col, device=crow.device), torch.as_tensor(values, device=crow.device)
+    elif hasattr(x, "format") and hasattr(x, "indptr"):
+        if x.format != "csr":
+            raise InputError(f"x must be CSR; got a scipy sparse matrix in {x.format!r} format (use x.tocsr()).")
+        if x.dtype not in (np.float32, np.float64):
+            raise InputError(f"x values must be float32 or float64, got {x.dtype}.")
+        crow = torch.from_numpy(np.asarray(x.indptr, dtype=np.int64)).to(device)
+        col = torch.from_numpy(np.asarray(x.indices, dtype=np.int64)).to(device)
+        values = torch.from_numpy(np.asarray(x.data)).to(device)
+        n_rows, n_genes = int(x.shape[0]), int(x.shape[1])
+    else:
+        raise InputError(
+            f"x must be a torch.sparse_csr_tensor, a scipy CSR matrix or a (crow, col, values, n_genes) tuple; "
+            f"got {type(x).__name__}."
+        )
+    for name, t in (("crow_indices", crow), ("col_indices", col)):
+        if t.dtype not in (torch.int64, torch.int32):
+            raise InputError(f"{name} must be int64 (or int32), got {t.dtype}.")
+        if t.dim() != 1:
+            raise InputError(f"{name} must be 1-D, got shape {tuple(t.shape)}.")
+    if values.dtype not in (torch.float32, torch.float64):
+        raise InputError(f"x values must be float32 or float64, got {values.dtype}.")
+    if values.dim() != 1:
+        raise InputError(f"x values must be 1-D (one per nonzero), got shape {tuple(values.shape)}.")
+    return crow.to(torch.int64).contiguous(), col.to(torch.int64).contiguous(), values, n_rows, n_genes
+
+
+def _check_csr(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, n_rows: int, n_genes: int) -> None:
+    nnz = col.numel()
+    if n_rows < 0 or crow.numel() != n_rows + 1:
+        raise InputError(f"crow_indices must have n_rows + 1 = {n_rows + 1} entries, got {crow.numel()}.")
+    if values.numel() != nnz:
+        raise InputError(f"col_indices has {nnz} entries but values has {values.numel()}; they must match.")
+    core = load_core() if crow.device.type == "cpu" else None
+    if core is not None:  # one O(nnz) pass in C++; the torch checks below only name the problem
+        if core.check_csr(crow.data_ptr(), col.data_ptr(), n_rows, nnz, n_genes) == 0:
+            return
+    if int(crow[0]) != 0 or int(crow[-1]) != nnz:
+        raise InputError(f"crow_indices must start at 0 and end at nnz={nnz}; got {int(crow[0])} .. {int(crow[-1])}.")
+    if n_rows and bool((crow[1:] < crow[:-1]).any()):
+        raise InputError("crow_indices must be non-decreasing (invalid CSR).")
+    if nnz:
+        if int(col.min()) < 0 or int(col.max()) >= n_genes:
+            raise InputError(f"col_indices must lie in [0, {n_genes}); got {int(col.min())} .. {int(col.max())}.")
+        if nnz > 1:
+            step_ok = col[1:] > col[:-1]
+            row_start = torch.zeros(nnz, dtype=torch.bool, device=col.device)
+            row_start[crow[1:-1][crow[1:-1] < nnz]] = True
+            if not bool((step_ok | row_start[1:]).all()):
+                raise InputError(
+                    "col_indices must be strictly increasing within each row (sorted, no duplicates); "
+                    "call scipy's x.sum_duplicates() / x.sort_indices() or torch's coalesce() first."
+                )
+    if core is not None:  # pragma: no cover - the C++ and torch checks disagree
+        raise InputError("x is not a valid CSR matrix.")
+
+
+def _check_int(name: str, v, lo: int, hi: int) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+        raise InputError(f"{name} must be an integer, got {v!r}.")
+    v = int(v)
+    if not lo <= v < hi:
+        raise InputError(f"{name} must be in [{lo}, {hi}), got {v}.")
+    return v
+
+
+def _make_spec(kind: str, ratio: float, seed: int, cell_offset: int, n_rows: int, n_genes: int,
+               gene_to_module, block_size: int, device: torch.device) -> MaskSpec:
+    if kind not in MASK_KINDS:
+        raise InputError(f"kind must be one of {MASK_KINDS}, got {kind!r}.")
+    try:
+        ratio = float(ratio)
+    except (TypeError, ValueError):
+        raise InputError(f"ratio must be a number in [0, 1), got {ratio!r}.") from None
+    if not (0.0 <= ratio < 1.0) or math.isnan(ratio):
+        raise InputError(f"ratio (the hide probability) must be in [0, 1), got {ratio}.")
+    seed = _check_int("seed", seed, 0, 1 << 64)
+    cell_offset = _check_int("cell_offset", cell_offset, 0, (1 << 63) - max(n_rows, 0))
+    block_size = _check_int("block_size", block_size, 1, 1 << 62)
+    module = None
+    if kind == "module":
+        if gene_to_module is None:
+            raise InputError("kind='module' needs gene_to_module (int32, one module id per gene; see gene_module_map).")
+        module = torch.as_tensor(np.asarray(gene_to_module) if not isinstance(gene_to_module, torch.Tensor)
+                                 else gene_to_module)
+        if module.dim() != 1 or module.numel() != n_genes:
+            raise InputError(f"gene_to_module must have one entry per gene ({n_genes}), got shape {tuple(module.shape)}.")
+        if module.dtype.is_floating_point or module.dtype == torch.bool or module.is_complex():
+            raise InputError(f"gene_to_module must be an integer array, got {module.dtype}.")
+        if module.numel() and (int(module.min()) < -1 or int(module.max()) > np.iinfo(np.int32).max):
+            raise InputError("gene_to_module values must be module ids >= 0 or -1 (no module), within int32.")
+        module = module.to(device=device, dtype=torch.int32).contiguous()
+    kind_core = "none" if kind == "explicit" else kind
+    return MaskSpec(kind=kind_core, seed=seed, cell_offset=cell_offset, thr=ref.ratio_threshold(ratio),
+                    block_size=block_size, gene_to_module=module)
+
+
+def _explicit_keep(keep, crow: torch.Tensor, col: torch.Tensor, n_rows: int, n_genes: int) -> torch.Tensor:
+    """Per-nonzero keep flags (bool, nnz) from a (B, G) boolean mask or per-cell kept gene ids."""
+    if keep is None:
+        raise InputError("kind='explicit' needs keep: a boolean (B, G) mask (True = kept) or kept gene ids per cell.")
+    rows = ref._nonzero_rows(crow)
+    if isinstance(keep, (torch.Tensor, np.ndarray)):
+        k = torch.as_tensor(keep).to(col.device)
+        if k.dtype != torch.bool or tuple(k.shape) != (n_rows, n_genes):
+            raise InputError(f"keep must be a boolean ({n_rows}, {n_genes}) mask, got {k.dtype} {tuple(k.shape)}.")
+        return k[rows, col]
+    if len(keep) != n_rows:
+        raise InputError(f"keep must list kept gene ids for each of the {n_rows} cells, got {len(keep)} lists.")
+    dense = torch.zeros(n_rows, n_genes, dtype=torch.bool)
+    for i, ids in enumerate(keep):
+        ids = torch.as_tensor(list(ids), dtype=torch.int64)
+        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= n_genes):
+            raise InputError(f"keep[{i}] has gene ids outside [0, {n_genes}).")
+        dense[i, ids] = True
+    return dense.to(col.device)[rows, col]
+
+
+# ---------------------------------------------------------------------------------------- backends
+def _ptr(t: torch.Tensor | None) -> int:
+    return 0 if t is None else t.data_ptr()
+
+
+def _module_ptr(spec: MaskSpec) -> int:
+    return _ptr(spec.gene_to_module) if spec.kind == "module" else 0
+
+
+def _cpu_forward(crow, col, values, weight, bias, spec):
+    out = torch.empty(crow.numel() - 1, weight.shape[1], dtype=weight.dtype)
+    load_core().masked_encode_forward(
+        _ptr(crow), _ptr(col), _ptr(values), crow.numel() - 1, _ptr(weight), weight.shape[1], _ptr(bias), _ptr(out),
+        weight.dtype == torch.float64, spec.kind_id, spec.seed, spec.cell_offset, spec.thr, spec.block_size,
+        _module_ptr(spec))
+    return out
+
+
+def _cpu_grad_weight(crow, col, values, dout, n_genes, spec):
+    dW = torch.empty(n_genes, dout.shape[1], dtype=dout.dtype)
+    load_core().masked_encode_grad_weight(
+        _ptr(crow), _ptr(col), _ptr(values), crow.numel() - 1, _ptr(dout), dout.shape[1], n_genes, _ptr(dW),
+        dout.dtype == torch.float64, spec.kind_id, spec.seed, spec.cell_offset, spec.thr, spec.block_size,
+        _module_ptr(spec))
+    return dW
+
+
+def _cpu_grad_values(crow, col, weight, dout, spec):
+    dv = torch.empty(col.numel(), dtype=dout.dtype)
+    load_core().masked_encode_grad_values(
+        _ptr(crow), _ptr(col), crow.numel() - 1, _ptr(weight), weight.shape[1], _ptr(dout), _ptr(dv),
+        dout.dtype == torch.float64, spec.kind_id, spec.seed, spec.cell_offset, spec.thr, spec.block_size,
+        _module_ptr(spec))
+    return dv
+
+
+def _stream(t: torch.Tensor) -> int:
+    return torch.cuda.current_stream(t.device).cuda_stream
+
+
+def _cuda_forward(crow, col, values, weight, bias, spec):
+    out = torch.empty(crow.numel() - 1, weight.shape[1], dtype=weight.dtype, device=weight.device)
+    with torch.cuda.device(weight.device):
+        load_cuda().masked_encode_forward(
+            _ptr(crow), _ptr(col), _ptr(values), crow.numel() - 1, _ptr(weight), weight.shape[1], _ptr(bias),
+            _ptr(out), weight.dtype == torch.float64, spec.kind_id, spec.seed, spec.cell_offset, spec.thr,
+            spec.block_size, _module_ptr(spec), _stream(weight))
+    return out
+
+
+def _cuda_grad_weight(crow, col, values, dout, n_genes, spec):
+    dW = torch.zeros(n_genes, dout.shape[1], dtype=dout.dtype, device=dout.device)
+    with torch.cuda.device(dout.device):
+        load_cuda().masked_encode_grad_weight(
+            _ptr(crow), _ptr(col), _ptr(values), crow.numel() - 1, _ptr(dout), dout.shape[1], _ptr(dW),
+            dout.dtype == torch.float64, spec.kind_id, spec.seed, spec.cell_offset, spec.thr, spec.block_size,
+            _module_ptr(spec), _stream(dout))
+    return dW
+
+
+def _cuda_grad_values(crow, col, weight, dout, spec):
+    dv = torch.empty(col.numel(), dtype=dout.dtype, device=dout.device)
+    with torch.cuda.device(dout.device):
+        load_cuda().masked_encode_grad_values(
+            _ptr(crow), _ptr(col), crow.numel() - 1, _ptr(weight), weight.shape[1], _ptr(dout), _ptr(dv),
+            dout.dtype == torch.float64, spec.kind_id, spec.seed, spec.cell_offset, spec.thr, spec.block_size,
+            _module_ptr(spec), _stream(dout))
+    return dv
+
+
+_FORWARD = {"reference": ref.forward_reference, "cpu": _cpu_forward, "cuda": _cuda_forward}
+_GRAD_WEIGHT = {"reference": ref.grad_weight_reference, "cpu": _cpu_grad_weight, "cuda": _cuda_grad_weight}
+_GRAD_VALUES = {"reference": ref.grad_values_reference, "cpu": _cpu_grad_values, "cuda": _cuda_grad_values}
+
+
+class _MaskedEncodeFunction(torch.autograd.Function):
+    """Autograd wrapper: forward and backward run the chosen backend; no dense B × G tensor is built."""
+
+    @staticmethod
+    def forward(ctx, values, weight, bias, crow, col, n_genes, spec, backend):
+        ctx.save_for_backward(crow, col, values, weight)
+        ctx.spec, ctx.backend, ctx.n_genes = spec, backend, n_genes
+        return _FORWARD[backend](crow, col, values, weight, bias, spec)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dout):
+        crow, col, values, weight = ctx.saved_tensors
+        dout = dout.contiguous()
+        dv = dW = db = None
+        if ctx.needs_input_grad[0]:
+            dv = _GRAD_VALUES[ctx.backend](crow, col, weight, dout, ctx.spec)
+        if ctx.needs_input_grad[1]:
+            dW = _GRAD_WEIGHT[ctx.backend](crow, col, values, dout, ctx.n_genes, ctx.spec)
+        if ctx.needs_input_grad[2]:
+            db = dout.sum(0)
+        return dv, dW, db, None, None, None, None, None
+
+
+# ---------------------------------------------------------------------------------------- public API
+def masked_encode(x, weight: torch.Tensor, bias: torch.Tensor | None = None, *, kind: str = "none",
+                  ratio: float = 0.0, seed: int = 0, cell_offset: int = 0, gene_to_module=None,
+                  block_size: int = 16, keep=None, backend: str | None = None,
+                  validate: bool = True) -> torch.Tensor:
+    """Masked sparse linear encoding ``h = (x ⊙ keep) · W + b`` of a CSR batch, differentiable.
+
+    Gradients flow to ``weight`` (``dW = (x ⊙ keep)ᵀ · dh``, accumulated over nonzeros only), ``bias``
+    and, when they require grad, the CSR ``values``. The keep mask is generated inside the kernel from
+    ``(seed, cell_offset + row, unit)`` and is identical on every backend (see :func:`mask_for`).
+
+    Parameters
+    ----------
+    x
+        Cells × genes batch: a ``torch.sparse_csr_tensor``, a scipy CSR matrix/array, or a tuple
+        ``(crow_indices, col_indices, values, n_genes)`` (int64 indices; values float32/float64 and
+        may require grad). Column indices must be sorted and unique within each row.
+    weight
+        ``(G, H)`` weight, same dtype and device as the values.
+    bias
+        Optional ``(H,)`` bias.
+    kind
+        ``"none"``, ``"random"``, ``"block"``, ``"module"`` or ``"explicit"`` (see the module docstring).
+    ratio
+        Probability that a unit (gene, block, module) is hidden, in ``[0, 1)``.
+    seed
+        Mask seed, ``0 <= seed < 2**64``.
+    cell_offset
+        Global index of the first row: row ``i`` is masked as cell ``cell_offset + i``, so a batch drawn
+        from a large dataset is masked reproducibly wherever it starts.
+    gene_to_module
+        ``kind="module"``: int32 module id per gene (``-1`` = no module; those genes form one bucket).
+    block_size
+        ``kind="block"``: genes per block.
+    keep
+        ``kind="explicit"``: boolean ``(B, G)`` keep mask or per-cell kept gene ids (tests only).
+    backend
+        ``"cuda"``, ``"cpu"``, ``"reference"`` or ``None`` (``cj.settings.kernel_backend``; ``auto``
+        dispatches CUDA → C++ → reference).
+    validate
+        Check the CSR structure (sorted, in-range, duplicate-free columns); O(nnz).
+
+    Returns
+    -------
+    ``(B, H)`` tensor of the weight's dtype and device.
+
+    Examples
+    --------
+    >>> import torch, scipy.sparse as sp
+    >>> from celljepa.kernels.masked_encode import masked_encode
+    >>> x = sp.random(8, 50, density=0.1, format="csr", dtype="float32", random_state=0)
+    >>> w = torch.randn(50, 4, requires_grad=True)
+    >>> h = masked_encode(x, w, kind="random", ratio=0.25, seed=1)
+    >>> h.shape
+    torch.Size([8, 4])
+    >>> h.sum().backward(); w.grad.shape
+    torch.Size([50, 4])
+    """
+    if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
+        raise InputError(f"weight must be a 2-D tensor (genes × hidden), got {getattr(weight, 'shape', type(weight))}.")
+    if weight.dtype not in (torch.float32, torch.float64):
+        raise InputError(f"weight must be float32 or float64, got {weight.dtype}.")
+    crow, col, values, n_rows, n_genes = _as_csr(x, weight.device)
+    if values.device != weight.device or crow.device != weight.device or col.device != weight.device:
+        raise InputError(f"x is on {values.device} but weight is on {weight.device}; move them to one device.")
+    if weight.shape[0] != n_genes:
+        raise InputError(f"weight has {weight.shape[0]} rows but x has {n_genes} genes (columns); they must match.")
+    if values.dtype != weight.dtype:
+        raise InputError(f"x values are {values.dtype} but weight is {weight.dtype}; use one dtype.")
+    if bias is not None:
+        if not isinstance(bias, torch.Tensor) or tuple(bias.shape) != (weight.shape[1],):
+            raise InputError(f"bias must have shape ({weight.shape[1]},), got {getattr(bias, 'shape', type(bias))}.")
+        if bias.dtype != weight.dtype or bias.device != weight.device:
+            raise InputError(f"bias must be {weight.dtype} on {weight.device}, got {bias.dtype} on {bias.device}.")
+    if validate:
+        _check_csr(crow, col, values, n_rows, n_genes)
+    spec = _make_spec(kind, ratio, seed, cell_offset, n_rows, n_genes, gene_to_module, block_size, weight.device)
+    if kind == "explicit":
+        values = values * _explicit_keep(keep, crow, col, n_rows, n_genes).to(values.dtype)
+    elif keep is not None:
+        raise InputError("keep is only used with kind='explicit'.")
+    chosen = resolve_backend(backend, on_cuda_tensor=weight.is_cuda)
+    if chosen == "cuda" and not weight.is_cuda:
+        raise InputError("backend='cuda' needs the data and weight on a CUDA device.")
+    if chosen == "cpu" and weight.device.type != "cpu":
+        raise InputError(f"backend='cpu' needs CPU tensors, got {weight.device}.")
+    return _MaskedEncodeFunction.apply(values.contiguous(), weight.contiguous(),
+                                       None if bias is None else bias.contiguous(), crow, col, n_genes, spec, chosen)
+
+
+def mask_for(seed: int, cells, n_genes: int, *, kind: str, ratio: float, gene_to_module=None,
+             block_size: int = 16, cell_offset: int = 0, device=None) -> torch.Tensor:
+    """The hidden mask :func:`masked_encode` uses, as a dense boolean tensor (for tests and plots).
+
+    Parameters
+    ----------
+    seed, kind, ratio, gene_to_module, block_size, cell_offset
+        As in :func:`masked_encode` (``kind`` not ``"explicit"``).
+    cells
+        Number of rows (``int``: rows ``0..cells-1``) or a 1-D array of row indices; row ``i`` is the
+        global cell ``cell_offset + i``.
+    n_genes
+        Number of genes ``G``.
+    device
+        Device of the result (default CPU).
+
+    Returns
+    -------
+    ``(len(cells), n_genes)`` bool tensor, True where the gene is hidden (its value is zeroed).
+
+    Examples
+    --------
+    >>> from celljepa.kernels.masked_encode import mask_for
+    >>> m = mask_for(0, 4, 1000, kind="random", ratio=0.3)
+    >>> m.shape, round(m.float().mean().item(), 1)
+    (torch.Size([4, 1000]), 0.3)
+    """
+    if kind == "explicit":
+        raise InputError("mask_for cannot compute an explicit mask; it is the keep argument itself.")
+    rows = torch.arange(int(cells)) if isinstance(cells, (int, np.integer)) else torch.as_tensor(cells).to(torch.int64)
+    if rows.dim() != 1:
+        raise InputError(f"cells must be an int or a 1-D array of row indices, got shape {tuple(rows.shape)}.")
+    n_genes = _check_int("n_genes", n_genes, 0, 1 << 62)
+    device = torch.device("cpu") if device is None else torch.device(device)
+    top = int(rows.max()) + 1 if rows.numel() else 0
+    if rows.numel() and int(rows.min()) < 0:
+        raise InputError("cells must be non-negative row indices.")
+    spec = _make_spec(kind, ratio, seed, cell_offset, top, n_genes, gene_to_module, block_size, device)
+    rows = rows.to(device)
+    genes = torch.arange(n_genes, device=device)
+    return ref.hidden_units(spec, (rows + spec.cell_offset)[:, None], genes[None, :])
+
+
+def module_mask_for(seed: int, cells, n_modules: int, *, ratio: float, cell_offset: int = 0) -> torch.Tensor:
+    """Hidden flags per module id for ``kind="module"``: column ``m < n_modules`` is module ``m``, the
+    last column the ``-1`` ("no module") bucket.
+
+    Examples
+    --------
+    >>> from celljepa.kernels.masked_encode import module_mask_for
+    >>> module_mask_for(0, 3, 5, ratio=0.5).shape
+    torch.Size([3, 6])
+    """
+    rows = torch.arange(int(cells)) if isinstance(cells, (int, np.integer)) else torch.as_tensor(cells).to(torch.int64)
+    spec = _make_spec("random", ratio, seed, cell_offset, int(rows.max()) + 1 if rows.numel() else 0, 1, None, 1,
+                      torch.device("cpu"))
+    units = torch.cat([torch.arange(int(n_modules)), torch.tensor([-1])])
+    keys = ref.row_keys(spec.seed, rows + spec.cell_offset)
+    return ref._srl(ref.unit_hash(keys[:, None], units[None, :]), 11) < spec.thr
+
+
+# ---------------------------------------------------------------------------------------- gene sets
+def read_gmt(path: str | os.PathLike) -> dict[str, list[str]]:
+    """Read a GMT gene-set file: one set per line, ``name<TAB>description<TAB>gene<TAB>gene...``.
+
+    Blank lines are skipped, empty gene fields (trailing tabs) ignored and duplicate genes within a
+    set dropped (first occurrence kept). Sets keep the file order.
+
+    Raises
+    ------
+    celljepa.InputError
+        A line with fewer than three fields, an empty set name, a set without genes or a set name
+        that appears twice.
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> from celljepa.kernels.masked_encode import read_gmt
+    >>> p = os.path.join(tempfile.mkdtemp(), "s.gmt")
+    >>> _ = open(p, "w").write("SET_A\\tdesc\\tTP53\\tMYC\\n")
+    >>> read_gmt(p)
+    {'SET_A': ['TP53', 'MYC']}
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"GMT file {str(path)!r} does not exist.")
+    sets: dict[str, list[str]] = {}
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            line = line.rstrip("\r\n")
+            if not line.strip():
+                continue
+            fields = line.split("\t")
+            if len(fields) < 3:
+                raise InputError(
+                    f"{path.name}:{lineno}: malformed GMT line (needs name<TAB>description<TAB>genes..., "
+                    f"got {len(fields)} tab-separated field(s))."
+                )
+            name = fields[0].strip()
+            if not name:
+                raise InputError(f"{path.name}:{lineno}: empty gene-set name.")
+            genes = list(dict.fromkeys(g.strip() for g in fields[2:] if g.strip()))
+            if not genes:
+                raise InputError(f"{path.name}:{lineno}: gene set {name!r} lists no genes.")
+            if name in sets:
+                raise InputError(f"{path.name}:{lineno}: gene set {name!r} appears twice.")
+            sets[name] = genes
+    return sets
+
+
+def gene_module_map(var_names: Sequence[str], gene_sets: Mapping[str, Sequence[str]], *,
+                    priority: str = "given", drop_empty: bool = True) -> tuple[np.ndarray, list[str]]:
+    """Map genes (``adata.var_names``) to modules for ``kind="module"`` masking.
+
+    A gene in several sets takes the first set in the priority order: ``"given"`` = the mapping's
+    iteration order (file order for :func:`read_gmt`), ``"size"`` = smallest set first (most
+    specific; ties by name), ``"name"`` = sets sorted by name. Gene symbols match exactly
+    (case-sensitive). Genes in no set form their own last module named ``"unassigned"``.
+
+    Parameters
+    ----------
+    var_names
+        Gene names of the data columns, in order.
+    gene_sets
+        Set name → gene symbols (e.g. from :func:`read_gmt`).
+    priority
+        ``"given"``, ``"size"`` or ``"name"`` (see above).
+    drop_empty
+        Drop sets that own no gene of ``var_names`` (none of their genes is present, or all of them
+        went to earlier sets), so module ids are compact; with ``False`` every set keeps its rank as id.
+
+    Returns
+    -------
+    ``(gene_to_module, module_names)``: an int32 array with one module id per gene (``-1`` never
+    occurs; the "unassigned" bucket has the last id when any gene is unassigned) and the module names.
+
+    Examples
+    --------
+    >>> from celljepa.kernels.masked_encode import gene_module_map
+    >>> ids, names = gene_module_map(["A", "B", "C", "D"], {"S1": ["A", "B"], "S2": ["B", "C"]})
+    >>> ids.tolist(), names
+    ([0, 0, 1, 2], ['S1', 'S2', 'unassigned'])
+    """
+    if priority not in ("given", "size", "name"):
+        raise InputError(f"priority must be 'given', 'size' or 'name', got {priority!r}.")
+    var_names = [str(v) for v in var_names]
+    order = list(gene_sets)
+    if priority == "size":
+        order.sort(key=lambda s: (len(gene_sets[s]), s))
+    elif priority == "name":
+        order.sort()
+    position: dict[str, list[int]] = {}
+    for i, g in enumerate(var_names):
+        position.setdefault(g, []).append(i)
+    ids = np.full(len(var_names), -1, dtype=np.int64)
+    for rank, s in enumerate(order):
+        hits = np.asarray([i for g in gene_sets[s] for i in position.get(g, ())], dtype=np.int64)
+        if hits.size:
+            hits = hits[ids[hits] < 0]
+            ids[hits] = rank
+    if drop_empty:  # keep only sets that own at least one gene, renumbered in priority order
+        used = np.unique(ids[ids >= 0])
+        remap = np.full(len(order), -1, dtype=np.int64)
+        remap[used] = np.arange(used.size)
+        ids = np.where(ids >= 0, remap[np.maximum(ids, 0)], -1)
+        names = [str(order[r]) for r in used]
+    else:
+        names = [str(s) for s in order]
+    if (ids < 0).any():
+        ids[ids < 0] = len(names)
+        names.append(UNASSIGNED)
+    if len(names) > np.iinfo(np.int32).max:
+        raise InputError("too many modules for an int32 map.")
+    return ids.astype(np.int32), names

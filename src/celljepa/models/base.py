@@ -1,0 +1,123 @@
+"""The interface every perturbation predictor implements: ``fit(train_data)``, ``predict(condition)``."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from ..data import contract as C
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One ``(context_id, perturbation_id)`` condition, refined by dose and time when known."""
+
+    context_id: str
+    perturbation_id: str
+    tokens: tuple[str, ...]
+    dose: float = float("nan")
+    time_hours: float = float("nan")
+
+    @property
+    def is_combo(self) -> bool:
+        return len(self.tokens) > 1
+
+    @property
+    def key(self) -> str:
+        """Stable text id: ``context|perturbation[|dose][|time h]``."""
+        parts = [self.context_id, self.perturbation_id]
+        if np.isfinite(self.dose):
+            parts.append(f"dose={self.dose:g}")
+        if np.isfinite(self.time_hours):
+            parts.append(f"t={self.time_hours:g}h")
+        return "|".join(parts)
+
+
+def conditions_of(obs: pd.DataFrame) -> list[tuple[Condition, np.ndarray]]:
+    """The perturbed conditions present in ``obs`` with the positions of their cells, in a stable order."""
+    pert = obs.loc[~obs[C.IS_CONTROL].to_numpy(dtype=bool)]
+    if pert.empty:
+        return []
+    frame = pd.DataFrame({
+        "context_id": pert[C.CONTEXT_ID].astype(str).to_numpy(),
+        "perturbation_id": pert[C.PERTURBATION_ID].astype(str).to_numpy(),
+        "tokens": pert[C.PERTURBATION_TOKENS].astype(str).to_numpy(),
+        "dose": pert[C.DOSE].to_numpy(dtype=float) if C.DOSE in pert else np.nan,
+        "time": pert[C.TIME_HOURS].to_numpy(dtype=float) if C.TIME_HOURS in pert else np.nan,
+        "pos": np.flatnonzero(~obs[C.IS_CONTROL].to_numpy(dtype=bool)),
+    })
+    out = []
+    for (ctx, pid, tok, dose, time), rows in frame.groupby(
+        ["context_id", "perturbation_id", "tokens", "dose", "time"], dropna=False, sort=True
+    ):
+        out.append((Condition(ctx, pid, tuple(C.split_tokens(tok)), float(dose), float(time)),
+                    rows["pos"].to_numpy()))
+    return out
+
+
+@dataclass
+class TrainData:
+    """Everything a predictor may learn from: training and validation cells in the evaluation space.
+
+    Attributes
+    ----------
+    z
+        ``(n_cells, k)`` evaluation-space coordinates of every cell a method may see (training and
+        validation cells, and the control cells of every context, including held-out contexts).
+    obs
+        The contract columns of those cells (same row order as ``z``).
+    train_conditions, val_conditions
+        Conditions with the row positions of their cells in ``z``.
+    gene_embedding
+        Optional ``{gene name: vector}`` (the perturbed gene's loading in the training PCA) for
+        methods that generalise to unseen gene perturbations.
+    """
+
+    z: np.ndarray
+    obs: pd.DataFrame
+    train_conditions: list[tuple[Condition, np.ndarray]]
+    val_conditions: list[tuple[Condition, np.ndarray]]
+    gene_embedding: dict[str, np.ndarray] = field(default_factory=dict)
+    _controls: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    def control_cells(self, context_id: str) -> np.ndarray:
+        """Evaluation-space coordinates of the control cells of ``context_id``."""
+        if context_id not in self._controls:
+            mask = self.obs[C.IS_CONTROL].to_numpy(dtype=bool) & (
+                self.obs[C.CONTEXT_ID].astype(str).to_numpy() == context_id)
+            if not mask.any():
+                raise KeyError(f"no control cells for context '{context_id}'")
+            self._controls[context_id] = self.z[mask]
+        return self._controls[context_id]
+
+    def control_mean(self, context_id: str) -> np.ndarray:
+        return self.control_cells(context_id).mean(axis=0)
+
+    def shift(self, condition: Condition, rows: np.ndarray) -> np.ndarray:
+        """Observed mean shift of a condition: its mean minus its context's control mean."""
+        return self.z[rows].mean(axis=0) - self.control_mean(condition.context_id)
+
+
+class PerturbationModel(ABC):
+    """A perturbation predictor: learn from :class:`TrainData`, predict a set of cells per condition.
+
+    Predictions are cells in the evaluation space (typically the context's control cells mapped by
+    the model), so set metrics such as the E-distance apply to every method alike.
+    """
+
+    name: str = "model"
+
+    @abstractmethod
+    def fit(self, train: TrainData) -> PerturbationModel:
+        """Learn from training cells; tune hyperparameters on ``train.val_conditions`` only."""
+
+    @abstractmethod
+    def predict(self, condition: Condition) -> np.ndarray:
+        """Predicted cells ``(n, k)`` in the evaluation space for ``condition``."""
+
+    def params(self) -> dict:
+        """Chosen hyperparameters, for the run's config."""
+        return {}

@@ -1,0 +1,100 @@
+"""``cj.pl.edistance``: heatmap of all-pairs E-distances, or bars of E-distances to a control."""
+
+from __future__ import annotations
+
+import os
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from .._errors import InputError
+from ._utils import finish
+
+
+def edistance(
+    adata: AnnData | None = None,
+    *,
+    key: str = "edistance",
+    distances: pd.DataFrame | pd.Series | None = None,
+    cluster: bool = True,
+    cmap: str = "viridis",
+    ax: plt.Axes | None = None,
+    show: bool | None = None,
+    save: str | os.PathLike | None = None,
+) -> plt.Figure:
+    """Plot E-distances from :func:`celljepa.tl.edistance`.
+
+    An all-pairs result is drawn as a heatmap (rows and columns ordered by hierarchical clustering
+    when ``cluster``); a one-sided result as horizontal bars sorted by distance to the control. Any
+    other DataFrame of E-distances (e.g. test conditions × methods) is drawn as a heatmap as given.
+
+    Parameters
+    ----------
+    adata
+        Annotated data matrix holding ``uns[key]`` (or ``None`` with ``distances`` given).
+    key
+        Key of the result in ``adata.uns``.
+    distances
+        A result DataFrame (all pairs) or Series (one-sided) instead of ``adata``.
+    cluster
+        Order the heatmap by average-linkage clustering of the distances.
+    cmap
+        Colour map of the heatmap.
+    ax
+        Axes to draw into.
+    show, save
+        Show the figure / save it to this file.
+
+    Returns
+    -------
+    The matplotlib figure.
+
+    Examples
+    --------
+    >>> import celljepa as cj, scanpy as sc
+    >>> adata = cj.datasets.demo(); sc.pp.pca(adata)
+    >>> cj.tl.edistance(adata, "perturbation_id")
+    >>> fig = cj.pl.edistance(adata, save="edistance.png")
+    """
+    if distances is None:
+        if adata is None or key not in adata.uns:
+            raise InputError(f"no E-distances in adata.uns['{key}']; run `cj.tl.edistance` first or pass distances=.")
+        distances = adata.uns[key]["distances"]
+    if isinstance(distances, pd.DataFrame) and distances.shape[1] == 1 and distances.columns[0] == "edistance":
+        distances = distances["edistance"]
+    if ax is None:
+        n = len(distances)
+        size = (max(5.0, 0.25 * n + 2), max(4.0, 0.25 * n + 1.5)) if isinstance(distances, pd.DataFrame) \
+            else (6.0, max(3.0, 0.22 * n + 1))
+        fig, ax = plt.subplots(figsize=size)
+    fig = ax.figure
+    if isinstance(distances, pd.Series):
+        s = distances.sort_values()
+        ax.barh(np.arange(len(s)), s.to_numpy(), color="#4c72b0")
+        ax.set_yticks(np.arange(len(s)))
+        ax.set_yticklabels(s.index, fontsize=7)
+        ax.axvline(0, color="0.3", linewidth=0.8)
+        ax.set_xlabel("E-distance to control")
+    else:
+        mat = distances
+        if cluster and len(mat) > 2 and mat.shape[0] == mat.shape[1] and list(mat.index) == list(mat.columns):
+            from scipy.cluster.hierarchy import leaves_list, linkage
+            from scipy.spatial.distance import squareform
+
+            sym = np.clip((mat.to_numpy() + mat.to_numpy().T) / 2, 0, None)
+            np.fill_diagonal(sym, 0.0)
+            order = leaves_list(linkage(squareform(sym, checks=False), method="average"))
+            mat = mat.iloc[order, order]
+        im = ax.imshow(mat.to_numpy(), cmap=cmap)
+        ax.set_xticks(np.arange(mat.shape[1]))
+        ax.set_yticks(np.arange(mat.shape[0]))
+        ax.set_xticklabels(mat.columns, rotation=90, fontsize=7)
+        ax.set_yticklabels(mat.index, fontsize=7)
+        fig.colorbar(im, ax=ax, label="E-distance", shrink=0.8)
+        ax.set_xlabel(mat.columns.name or "")
+        ax.set_ylabel(mat.index.name or "")
+    ax.set_title("E-distance")
+    finish(fig, show=show, save=save)
+    return fig

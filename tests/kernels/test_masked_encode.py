@@ -1,0 +1,488 @@
+"""Masked sparse encoding h = (x ⊙ keep)·W + b: every backend against a dense oracle, the mask RNG
+across Python/C++/CUDA, autograd, properties (hypothesis), validation and the GMT helpers.
+
+int64 indexing: a real batch with nnz > 2**31 needs > 25 GB (int64 col + values) and a W or output with
+> 2**31 elements needs > 8 GB, which is not feasible here; instead the C++ kernels are driven through
+raw pointers with CSR row pointers beyond 2**31 (shifted base pointers), cell offsets near 2**63 and
+unit ids near 2**64 in the hash.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import celljepa as cj
+from celljepa import InputError
+from celljepa.kernels import available_backends, load_core, load_cuda
+from celljepa.kernels import _reference_masked_encode as ref
+from celljepa.kernels.masked_encode import (
+    gene_module_map,
+    mask_for,
+    masked_encode,
+    module_mask_for,
+    read_gmt,
+)
+
+BACKENDS = available_backends()
+KINDS = ["none", "random", "block", "module"]
+GENESETS = Path(__file__).resolve().parents[2].parent / "shared/data/genesets"
+HAS_CUDA = "cuda" in BACKENDS
+needs_core = pytest.mark.skipif(load_core() is None, reason="celljepa._core not built")
+needs_cuda = pytest.mark.skipif(not HAS_CUDA, reason="no CUDA device")
+
+
+def _device(backend: str) -> str:
+    return "cuda" if backend == "cuda" else "cpu"
+
+
+def _data(n_cells=40, n_genes=120, density=0.15, dtype=torch.float64, seed=0, hidden=7, n_modules=9):
+    rng = np.random.default_rng(seed)
+    x = sp.random(n_cells, n_genes, density=density, format="csr", random_state=rng, dtype=np.float64)
+    x.data = rng.gamma(2.0, 1.0, x.nnz)
+    x.sort_indices()
+    x = x.astype(np.float32 if dtype == torch.float32 else np.float64)
+    w = torch.from_numpy(rng.standard_normal((n_genes, hidden))).to(dtype)
+    b = torch.from_numpy(rng.standard_normal(hidden)).to(dtype)
+    modules = rng.integers(-1, n_modules, n_genes).astype(np.int32)
+    return x, w, b, modules
+
+
+def _tuple(x, dtype, device, requires_grad=False):
+    values = torch.tensor(x.data, dtype=dtype, device=device, requires_grad=requires_grad)
+    crow = torch.tensor(x.indptr, dtype=torch.int64, device=device)
+    col = torch.tensor(x.indices, dtype=torch.int64, device=device)
+    return (crow, col, values, x.shape[1]), values
+
+
+def _mask_kwargs(kind, modules, ratio=0.35, seed=11, cell_offset=5, block_size=6):
+    return dict(kind=kind, ratio=ratio, seed=seed, cell_offset=cell_offset, block_size=block_size,
+                gene_to_module=modules if kind == "module" else None)
+
+
+def _mask_of(kw, n_cells, n_genes):
+    """mask_for with the keyword arguments given to masked_encode."""
+    rest = {k: v for k, v in kw.items() if k != "seed"}
+    return mask_for(kw["seed"], n_cells, n_genes, **rest)
+
+
+def _dense_oracle(x, w, b, hidden_mask, dout):
+    """Dense float64 computation with an explicit mask: output, dW, db, dvalues (per nonzero)."""
+    xd = torch.tensor(x.toarray(), dtype=torch.float64, requires_grad=True)
+    wd = w.detach().double().cpu().requires_grad_(True)
+    bd = b.detach().double().cpu().requires_grad_(True)
+    h = (xd * (~hidden_mask).double()) @ wd + bd
+    h.backward(dout.double().cpu())
+    rows = np.repeat(np.arange(x.shape[0]), np.diff(x.indptr))
+    return h.detach(), wd.grad, bd.grad, xd.grad[rows, x.indices]
+
+
+# --------------------------------------------------------------------------------- RNG / masks
+@needs_core
+def test_python_hash_equals_cpp_hash():
+    core = load_core()
+    rng = np.random.default_rng(0)
+    cases = [(0, 0, 0), (2**64 - 1, 2**63 - 1, 2**64 - 1), (1, 2**62 + 3, 2**64 - 2)]
+    cases += [(int(s), int(c), int(u)) for s, c, u in rng.integers(0, 2**63 - 1, (200, 3), dtype=np.int64)]
+    seeds = {s for s, _, _ in cases}
+    for s in seeds:
+        sub = [(c, u) for ss, c, u in cases if ss == s]
+        keys = ref.row_keys(s, torch.tensor([c for c, _ in sub], dtype=torch.int64))
+        units = torch.tensor([ref._s64(u) for _, u in sub], dtype=torch.int64)
+        got = [v & (2**64 - 1) for v in ref.unit_hash(keys, units).tolist()]
+        assert got == [core.mask_unit_hash(s, c, u) for c, u in sub]
+
+
+@needs_core
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("cell_offset", [0, 12345, 2**62 + 17])
+def test_mask_for_equals_core_mask_bits(kind, cell_offset):
+    core = load_core()
+    n_cells, n_genes = 33, 257
+    modules = np.random.default_rng(1).integers(-1, 12, n_genes).astype(np.int32)
+    kw = _mask_kwargs(kind, modules, ratio=0.4, seed=3, cell_offset=cell_offset, block_size=7)
+    expect = _mask_of(kw, n_cells, n_genes)
+    cells = torch.arange(n_cells, dtype=torch.int64) + cell_offset
+    out = torch.empty(n_cells, n_genes, dtype=torch.uint8)
+    mod = torch.from_numpy(modules)
+    core.mask_bits(cells.data_ptr(), n_cells, n_genes, out.data_ptr(), ref.KINDS[kind], 3,
+                   ref.ratio_threshold(0.4), 7, mod.data_ptr() if kind == "module" else 0)
+    assert torch.equal(out.bool(), expect)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("kind", KINDS)
+def test_mask_read_back_through_kernel(backend, kind):
+    """All-ones x and W = identity: the kernel output is the keep mask itself."""
+    dev = _device(backend)
+    n_cells, n_genes = 25, 64
+    modules = np.random.default_rng(2).integers(-1, 6, n_genes).astype(np.int32)
+    x = sp.csr_matrix(np.ones((n_cells, n_genes)))
+    w = torch.eye(n_genes, dtype=torch.float64, device=dev)
+    kw = _mask_kwargs(kind, modules, ratio=0.5, cell_offset=1000)
+    h = masked_encode(_tuple(x, torch.float64, dev)[0], w, backend=backend, **kw)
+    assert torch.equal(h.cpu() == 0, _mask_of(kw, n_cells, n_genes))
+
+
+def test_mask_fraction_matches_ratio():
+    m = mask_for(7, 400, 5000, kind="random", ratio=0.3)
+    assert abs(m.float().mean().item() - 0.3) < 0.005  # sd ≈ 0.0003
+    assert mask_for(7, 50, 100, kind="random", ratio=0.0).sum() == 0
+    assert mask_for(7, 50, 100, kind="none", ratio=0.9).sum() == 0
+    near1 = mask_for(7, 50, 1000, kind="random", ratio=0.999)
+    assert near1.float().mean().item() > 0.99
+    blocks = mask_for(7, 400, 4000, kind="block", ratio=0.25, block_size=20)
+    assert abs(blocks.float().mean().item() - 0.25) < 0.02
+    mods = module_mask_for(7, 2000, 50, ratio=0.4)
+    assert abs(mods.float().mean().item() - 0.4) < 0.01
+
+
+def test_module_masks_hide_whole_modules():
+    rng = np.random.default_rng(3)
+    modules = rng.integers(-1, 15, 300).astype(np.int32)
+    m = mask_for(5, 200, 300, kind="module", ratio=0.5, gene_to_module=modules)
+    per_module = module_mask_for(5, 200, 15, ratio=0.5)
+    for mid in range(-1, 15):
+        cols = m[:, modules == mid]
+        assert torch.all(cols.all(1) | (~cols).all(1)), f"module {mid} partially hidden"
+        assert torch.equal(cols[:, 0], per_module[:, mid])  # -1 is the last column
+    assert 0.3 < m.float().mean().item() < 0.7
+
+
+def test_block_masks_are_contiguous_blocks():
+    bs = 8
+    m = mask_for(9, 100, 203, kind="block", ratio=0.5, block_size=bs)
+    for row in m:
+        # within a cell, the mask is constant on runs cut at positions (g + phase) % bs == 0
+        change = torch.nonzero(row[1:] != row[:-1]).flatten() + 1
+        if change.numel():
+            phases = {(-int(c)) % bs for c in change}
+            assert len(phases) == 1
+    # block_size 1 hides genes independently but differs from the random stream only in the unit mapping
+    one = mask_for(9, 50, 300, kind="block", ratio=0.3, block_size=1)
+    assert abs(one.float().mean().item() - 0.3) < 0.03
+
+
+def test_determinism_seed_and_offset():
+    x, w, b, modules = _data(n_cells=60, dtype=torch.float32)
+    kw = _mask_kwargs("random", modules, cell_offset=0)
+    h1 = masked_encode(x, w, b, **kw)
+    h2 = masked_encode(x, w, b, **kw)
+    assert torch.equal(h1, h2)
+    kw2 = dict(kw, seed=kw["seed"] + 1)
+    assert not torch.equal(_mask_of(kw, 60, x.shape[1]), _mask_of(kw2, 60, x.shape[1]))
+    assert not torch.equal(h1, masked_encode(x, w, b, **kw2))
+    # rows 20..59 with cell_offset=20 reproduce rows 20..59 of the full batch
+    sub = masked_encode(x[20:], w, b, **dict(kw, cell_offset=20))
+    assert torch.equal(sub, h1[20:])
+    # and differ from the same rows masked as cells 0..39
+    assert not torch.equal(masked_encode(x[20:], w, b, **kw), h1[20:])
+
+
+@needs_core
+def test_cpu_backward_is_deterministic():
+    x, w, b, modules = _data(n_cells=300, n_genes=400, density=0.2, dtype=torch.float32, hidden=64)
+    grads = []
+    for _ in range(3):
+        wr = w.clone().requires_grad_(True)
+        masked_encode(x, wr, b, backend="cpu", **_mask_kwargs("random", modules)).pow(2).sum().backward()
+        grads.append(wr.grad)
+    assert torch.equal(grads[0], grads[1]) and torch.equal(grads[0], grads[2])
+
+
+# --------------------------------------------------------------------------------- forward / backward
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("kind", KINDS + ["explicit"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_forward_backward_against_dense_oracle(backend, kind, dtype):
+    dev = _device(backend)
+    x, w, b, modules = _data(dtype=dtype)
+    x[3] = 0  # an empty row
+    x.eliminate_zeros()
+    if kind == "explicit":
+        hidden = torch.from_numpy(np.random.default_rng(4).random(x.shape) < 0.4)
+        kw = dict(kind="explicit", keep=~hidden)
+    else:
+        kw = _mask_kwargs(kind, modules)
+        hidden = _mask_of(kw, x.shape[0], x.shape[1])
+    xt, values = _tuple(x, dtype, dev, requires_grad=True)
+    wr = w.to(dev).requires_grad_(True)
+    br = b.to(dev).requires_grad_(True)
+    h = masked_encode(xt, wr, br, backend=backend, **kw)
+    dout = torch.randn(h.shape, dtype=dtype, generator=torch.Generator().manual_seed(0)).to(dev)
+    h.backward(dout)
+    eh, edw, edb, edv = _dense_oracle(x, w, b, hidden, dout)
+    tol = dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
+    assert h.dtype == dtype and h.device.type == dev
+    torch.testing.assert_close(h.detach().cpu().double(), eh, **tol)
+    torch.testing.assert_close(wr.grad.cpu().double(), edw, **tol)
+    torch.testing.assert_close(br.grad.cpu().double(), edb, **tol)
+    torch.testing.assert_close(values.grad.cpu().double(), edv, **tol)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("kind", ["random", "module"])
+def test_gradcheck_float64(backend, kind):
+    dev = _device(backend)
+    x, w, b, modules = _data(n_cells=6, n_genes=15, density=0.4, hidden=3, n_modules=3)
+    _, values = _tuple(x, torch.float64, dev, requires_grad=True)
+    crow = torch.tensor(x.indptr, dtype=torch.int64, device=dev)
+    col = torch.tensor(x.indices, dtype=torch.int64, device=dev)
+    kw = _mask_kwargs(kind, modules, ratio=0.3, cell_offset=2)
+
+    def f(v, wt, bt):
+        return masked_encode((crow, col, v, x.shape[1]), wt, bt, backend=backend, **kw)
+
+    assert torch.autograd.gradcheck(f, (values, w.to(dev).requires_grad_(True), b.to(dev).requires_grad_(True)))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_input_formats_agree(backend):
+    dev = _device(backend)
+    x, w, b, modules = _data(dtype=torch.float32)
+    w, b = w.to(dev), b.to(dev)
+    kw = _mask_kwargs("block", modules)
+    h_tuple = masked_encode(_tuple(x, torch.float32, dev)[0], w, b, backend=backend, **kw)
+    xt = torch.sparse_csr_tensor(torch.tensor(x.indptr), torch.tensor(x.indices), torch.tensor(x.data, dtype=torch.float32),
+                                 size=x.shape).to(dev)
+    torch.testing.assert_close(masked_encode(xt, w, b, backend=backend, **kw), h_tuple)
+    if dev == "cpu":
+        torch.testing.assert_close(masked_encode(x.astype(np.float32), w, b, backend=backend, **kw), h_tuple)
+        # int32 indices are accepted and widened
+        crow32 = torch.tensor(x.indptr, dtype=torch.int32)
+        col32 = torch.tensor(x.indices, dtype=torch.int32)
+        vals = torch.tensor(x.data, dtype=torch.float32)
+        torch.testing.assert_close(masked_encode((crow32, col32, vals, x.shape[1]), w, b, backend=backend, **kw),
+                                   h_tuple)
+
+
+def test_settings_force_backend(monkeypatch):
+    x, w, b, modules = _data(dtype=torch.float32)
+    calls = []
+    real = ref.forward_reference
+    monkeypatch.setitem(__import__("celljepa.kernels.masked_encode", fromlist=["_FORWARD"])._FORWARD, "reference",
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
+    old = cj.settings.kernel_backend
+    try:
+        cj.settings.kernel_backend = "reference"
+        masked_encode(x, w, b, kind="random", ratio=0.2)
+    finally:
+        cj.settings.kernel_backend = old
+    assert calls == [1]
+
+
+# --------------------------------------------------------------------------------- hypothesis
+@st.composite
+def csr_batches(draw):
+    n_cells = draw(st.integers(1, 12))
+    n_genes = draw(st.integers(1, 30))
+    hidden = draw(st.integers(1, 9))
+    rows = []
+    for _ in range(n_cells):
+        cols = draw(st.lists(st.integers(0, n_genes - 1), unique=True, max_size=n_genes))
+        rows.append(sorted(cols))
+    crow = np.concatenate([[0], np.cumsum([len(r) for r in rows])]).astype(np.int64)
+    col = np.array([c for r in rows for c in r], dtype=np.int64)
+    seed = draw(st.integers(0, 2**64 - 1))
+    ratio = draw(st.sampled_from([0.0, 0.5, 0.999, 0.1]))
+    kind = draw(st.sampled_from(KINDS))
+    cell_offset = draw(st.integers(0, 2**62))
+    block_size = draw(st.integers(1, 7))
+    return n_cells, n_genes, hidden, crow, col, seed, ratio, kind, cell_offset, block_size
+
+
+@needs_core
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(csr_batches())
+def test_property_cpu_matches_reference(case):
+    n_cells, n_genes, hidden, crow, col, seed, ratio, kind, cell_offset, block_size = case
+    g = torch.Generator().manual_seed(int(seed % 1000))
+    values = torch.rand(len(col), dtype=torch.float64, generator=g).requires_grad_(True)
+    w = torch.randn(n_genes, hidden, dtype=torch.float64, generator=g)
+    b = torch.randn(hidden, dtype=torch.float64, generator=g)
+    modules = torch.randint(-1, 4, (n_genes,), generator=g, dtype=torch.int32)
+    kw = dict(kind=kind, ratio=ratio, seed=seed, cell_offset=cell_offset, block_size=block_size,
+              gene_to_module=modules if kind == "module" else None)
+    x = (torch.from_numpy(crow), torch.from_numpy(col), values, n_genes)
+    outs = {}
+    for backend in ("cpu", "reference"):
+        v = values.detach().clone().requires_grad_(True)
+        wr, br = w.clone().requires_grad_(True), b.clone().requires_grad_(True)
+        h = masked_encode((x[0], x[1], v, n_genes), wr, br, backend=backend, **kw)
+        (h * torch.arange(h.numel(), dtype=h.dtype).reshape(h.shape)).sum().backward()
+        outs[backend] = (h.detach(), wr.grad, br.grad, v.grad)
+    for a, e in zip(outs["cpu"], outs["reference"]):
+        torch.testing.assert_close(a, e, rtol=1e-10, atol=1e-10)
+    # the mask the kernel used is mask_for's
+    hidden_mask = _mask_of(kw, n_cells, n_genes)
+    rows = np.repeat(np.arange(n_cells), np.diff(crow))
+    nz_hidden = hidden_mask[rows, col] if len(col) else torch.zeros(0, dtype=torch.bool)
+    assert torch.all(outs["cpu"][3][nz_hidden] == 0)
+
+
+# --------------------------------------------------------------------------------- int64 indexing
+@needs_core
+def test_int64_row_pointers_beyond_2_31():
+    """CSR row pointers > 2**31 (base pointers shifted back): the kernels index nonzeros with int64."""
+    core = load_core()
+    x, w, b, modules = _data(n_cells=20, n_genes=50, dtype=torch.float64)
+    kw = _mask_kwargs("random", modules, cell_offset=2**62)
+    expect = masked_encode(x, w, b, **kw, backend="reference")
+    shift = 2**31 + 12345
+    crow = torch.tensor(x.indptr, dtype=torch.int64) + shift
+    col = torch.tensor(x.indices, dtype=torch.int64)
+    vals = torch.tensor(x.data, dtype=torch.float64)
+    out = torch.empty(20, w.shape[1], dtype=torch.float64)
+    spec = (1, kw["seed"], kw["cell_offset"], ref.ratio_threshold(kw["ratio"]), kw["block_size"], 0)
+    core.masked_encode_forward(crow.data_ptr(), col.data_ptr() - 8 * shift, vals.data_ptr() - 8 * shift, 20,
+                               w.data_ptr(), w.shape[1], b.data_ptr(), out.data_ptr(), True, *spec)
+    torch.testing.assert_close(out, expect)
+    dout = torch.randn(20, w.shape[1], dtype=torch.float64)
+    dw = torch.empty_like(w)
+    core.masked_encode_grad_weight(crow.data_ptr(), col.data_ptr() - 8 * shift, vals.data_ptr() - 8 * shift, 20,
+                                   dout.data_ptr(), w.shape[1], w.shape[0], dw.data_ptr(), True, *spec)
+    wr = w.clone().requires_grad_(True)
+    masked_encode(x, wr, b, **kw, backend="reference").backward(dout)
+    torch.testing.assert_close(dw, wr.grad)
+
+
+# --------------------------------------------------------------------------------- validation
+def test_validation_errors():
+    x, w, b, modules = _data(dtype=torch.float32)
+    with pytest.raises(InputError, match="rows but x has"):
+        masked_encode(x, w[:-1], b)
+    with pytest.raises(InputError, match="dtype|float64"):
+        masked_encode(x.astype(np.float64), w, b)
+    with pytest.raises(InputError, match="float32 or float64"):
+        masked_encode(x.astype(np.int64), w, b)
+    with pytest.raises(InputError, match=r"\[0, 1\)"):
+        masked_encode(x, w, b, kind="random", ratio=1.0)
+    with pytest.raises(InputError, match=r"\[0, 1\)"):
+        masked_encode(x, w, b, kind="random", ratio=-0.1)
+    with pytest.raises(InputError, match="one entry per gene"):
+        masked_encode(x, w, b, kind="module", ratio=0.2, gene_to_module=modules[:-1])
+    with pytest.raises(InputError, match="needs gene_to_module"):
+        masked_encode(x, w, b, kind="module", ratio=0.2)
+    with pytest.raises(InputError, match="kind must be"):
+        masked_encode(x, w, b, kind="bogus")
+    with pytest.raises(InputError, match="bias"):
+        masked_encode(x, w, b[:-1])
+    with pytest.raises(InputError, match="CSR"):
+        masked_encode(torch.ones(3, w.shape[0]), w)
+    with pytest.raises(InputError, match="CSR"):
+        masked_encode(x.tocsc(), w)
+    crow = torch.tensor(x.indptr, dtype=torch.int64)
+    col = torch.tensor(x.indices, dtype=torch.int64)
+    vals = torch.tensor(x.data, dtype=torch.float32)
+    r = int(np.argmax(np.diff(x.indptr)))  # a row with >= 2 nonzeros
+    bad = col.clone()
+    bad[crow[r]], bad[crow[r] + 1] = col[crow[r] + 1], col[crow[r]]
+    with pytest.raises(InputError, match="strictly increasing"):
+        masked_encode((crow, bad, vals, x.shape[1]), w)
+    dup = col.clone()
+    dup[crow[r] + 1] = col[crow[r]]
+    with pytest.raises(InputError, match="strictly increasing"):
+        masked_encode((crow, dup, vals, x.shape[1]), w)
+    oob = col.clone()
+    oob[0] = x.shape[1]
+    with pytest.raises(InputError, match="col_indices must lie"):
+        masked_encode((crow, oob, vals, x.shape[1]), w)
+    with pytest.raises(InputError, match="non-decreasing|start at 0"):
+        masked_encode((crow.flip(0), col, vals, x.shape[1]), w)
+    with pytest.raises(InputError, match="int64"):
+        masked_encode((crow.double(), col, vals, x.shape[1]), w)
+    with pytest.raises(InputError, match="seed"):
+        masked_encode(x, w, kind="random", ratio=0.1, seed=-1)
+    with pytest.raises(InputError, match="keep"):
+        masked_encode(x, w, kind="explicit")
+    with pytest.raises(InputError, match="boolean"):
+        masked_encode(x, w, kind="explicit", keep=np.ones(x.shape))
+    with pytest.raises(cj.BackendUnavailableError if load_cuda() is None else InputError):
+        masked_encode(x, w, backend="cuda")
+
+
+# --------------------------------------------------------------------------------- gene sets
+def test_read_gmt_real_hallmark_and_reactome():
+    hallmark = read_gmt(GENESETS / "msigdb/h.all.v7.0.symbols.gmt")
+    assert len(hallmark) == 50
+    assert "HALLMARK_TNFA_SIGNALING_VIA_NFKB" in hallmark
+    assert hallmark["HALLMARK_TNFA_SIGNALING_VIA_NFKB"][:3] == ["JUNB", "CXCL2", "ATF3"]
+    assert all(len(g) > 0 for g in hallmark.values())
+    reactome = read_gmt(GENESETS / "reactome/ReactomePathways.gmt")
+    assert len(reactome) > 2000
+    assert reactome["2-LTR-circle-formation"][:3] == ["BANF1", "HMGA1", "LIG4"]
+
+
+def test_gene_module_map_on_hallmark():
+    hallmark = read_gmt(GENESETS / "msigdb/h.all.v7.0.symbols.gmt")
+    var_names = ["JUNB", "MYC", "NOT_A_GENE", "TP53", "CXCL2", "ALSO_NOT"]
+    ids, names = gene_module_map(var_names, hallmark)
+    assert ids.dtype == np.int32 and len(ids) == len(var_names)
+    assert names[-1] == "unassigned" and ids[2] == ids[5] == len(names) - 1
+    first = next(s for s in hallmark if "JUNB" in hallmark[s])
+    assert names[ids[0]] == first == "HALLMARK_TNFA_SIGNALING_VIA_NFKB"
+    # every used module holds at least one gene (empty sets dropped) and ids are compact
+    assert set(ids.tolist()) == set(range(len(names)))
+    ids_size, names_size = gene_module_map(var_names, hallmark, priority="size")
+    sizes = {s: len(g) for s, g in hallmark.items()}
+    for g, mid in zip(var_names, ids_size):
+        if names_size[mid] != "unassigned":
+            cands = [s for s in hallmark if g in hallmark[s]]
+            assert sizes[names_size[mid]] == min(sizes[s] for s in cands)
+    # usable as a module mask
+    m = mask_for(0, 10, len(var_names), kind="module", ratio=0.5, gene_to_module=ids)
+    assert m.shape == (10, 6)
+    assert torch.equal(m[:, 2], m[:, 5])
+
+
+def test_read_gmt_malformed(tmp_path):
+    p = tmp_path / "bad.gmt"
+    p.write_text("OK\tdesc\tA\tB\nBROKEN_LINE_NO_TABS\n")
+    with pytest.raises(InputError, match="bad.gmt:2"):
+        read_gmt(p)
+    p.write_text("EMPTY\tdesc\t\t\n")
+    with pytest.raises(InputError, match="no genes"):
+        read_gmt(p)
+    p.write_text("S\td\tA\nS\td\tB\n")
+    with pytest.raises(InputError, match="twice"):
+        read_gmt(p)
+    with pytest.raises(InputError, match="does not exist"):
+        read_gmt(tmp_path / "missing.gmt")
+    p.write_text("S\td\tA\tA\tB\t\n\n")
+    assert read_gmt(p) == {"S": ["A", "B"]}
+
+
+# --------------------------------------------------------------------------------- CUDA vs CPU
+@needs_cuda
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cuda_matches_cpu(kind, dtype):
+    x, w, b, modules = _data(n_cells=300, n_genes=500, density=0.1, dtype=dtype, hidden=300)
+    kw = _mask_kwargs(kind, modules, cell_offset=2**40)
+    res = {}
+    for backend, dev in (("cpu", "cpu"), ("cuda", "cuda")):
+        xt, values = _tuple(x, dtype, dev, requires_grad=True)
+        wr, br = w.to(dev).requires_grad_(True), b.to(dev).requires_grad_(True)
+        h = masked_encode(xt, wr, br, backend=backend, **kw)
+        h.backward(torch.ones_like(h))
+        res[backend] = [t.detach().cpu() for t in (h, wr.grad, br.grad, values.grad)]
+    tol = dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
+    for a, e in zip(res["cuda"], res["cpu"]):
+        torch.testing.assert_close(a, e, **tol)
+    # identical masks: zero pattern of dvalues and the CUDA mask_bits kernel
+    assert torch.equal(res["cuda"][3] == 0, res["cpu"][3] == 0)
+    cells = torch.arange(64, dtype=torch.int64, device="cuda") + 2**40
+    out = torch.empty(64, 500, dtype=torch.uint8, device="cuda")
+    mod = torch.from_numpy(modules).cuda()
+    load_cuda().mask_bits(cells.data_ptr(), 64, 500, out.data_ptr(), ref.KINDS[kind], kw["seed"],
+                          ref.ratio_threshold(kw["ratio"]), kw["block_size"], mod.data_ptr() if kind == "module" else 0,
+                          torch.cuda.current_stream().cuda_stream)
+    torch.cuda.synchronize()
+    expect = _mask_of(kw, 64, 500)
+    assert torch.equal(out.cpu().bool(), expect)
