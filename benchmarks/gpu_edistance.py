@@ -65,7 +65,7 @@ def check_correctness(results: dict) -> None:
                 gp, go = torch.autograd.grad((loss * w.to(dev)).sum(), [pp, ob])
                 outs.append((loss.detach().cpu(), gp.cpu(), go.cpu()))
             ltol = 1e-4 if dtype == torch.float32 else 1e-9
-            for a, b in zip(*outs):
+            for a, b in zip(*outs, strict=True):
                 assert torch.isfinite(a).all()
                 torch.testing.assert_close(a, b, rtol=ltol, atol=ltol)
             checks[f"{dtype}-squared={squared}"] = "ok"

@@ -28,9 +28,8 @@ import numpy as np
 import torch
 
 import celljepa
-from celljepa.kernels import load_cuda
 from celljepa.kernels import _reference_masked_encode as ref
-from celljepa.kernels.masked_encode import mask_for, masked_encode
+from celljepa.kernels import load_cuda, mask_for, masked_encode
 
 KINDS = ("none", "random", "block", "module")
 
@@ -62,13 +61,14 @@ def check_correctness() -> dict:
             res = {}
             for backend, dev in (("cpu", "cpu"), ("cuda", "cuda")):
                 v = values.to(dev).clone().requires_grad_(True)
-                wr, br = w.to(dev).requires_grad_(True), b.to(dev).requires_grad_(True)
+                wr = w.detach().to(dev).clone().requires_grad_(True)
+                br = b.detach().to(dev).clone().requires_grad_(True)
                 h = masked_encode((crow.to(dev), col.to(dev), v, n_genes), wr, br, backend=backend, **kw)
                 h.backward(dout.to(dev))
                 res[backend] = [t.detach().cpu() for t in (h, wr.grad, br.grad, v.grad)]
             tol = dict(rtol=2e-4, atol=2e-4) if dtype == torch.float32 else dict(rtol=1e-9, atol=1e-9)
-            for name, a, e in zip(("h", "dW", "db", "dvalues"), res["cuda"], res["cpu"]):
-                torch.testing.assert_close(a, e, **tol, msg=lambda m, n=name, k=kind: f"{k} {dtype} {n}: {m}")
+            for name, a, e in zip(("h", "dW", "db", "dvalues"), res["cuda"], res["cpu"], strict=True):
+                torch.testing.assert_close(a, e, **tol, msg=lambda m, n=name, k=kind, d=dtype: f"{k} {d} {n}: {m}")
             assert torch.equal(res["cuda"][3] == 0, res["cpu"][3] == 0), f"{kind}: dvalues zero pattern differs"
             # mask bits straight from the CUDA kernel vs the Python/CPU mask
             cells = torch.arange(n_cells, dtype=torch.int64, device="cuda") + kw["cell_offset"]

@@ -18,8 +18,8 @@ import resource
 import pytest
 import torch
 
-from celljepa.kernels import edistance, edistance_loss
 from celljepa.kernels import _reference as ref
+from celljepa.kernels import edistance, edistance_loss
 
 G, NG, D = 100, 200, 50
 N = G * NG
@@ -58,6 +58,7 @@ def test_allpairs_celljepa_cpu(benchmark, cells):
     x, off = cells
     e = benchmark.pedantic(edistance, (x, off), kwargs={"backend": "cpu"}, rounds=5, warmup_rounds=1)
     RATES["kernel"] = MACS / benchmark.stats.stats.median
+    RATES["kernel_best"] = MACS / benchmark.stats.stats.min
     torch.testing.assert_close(e, _reference_allpairs(x, off), rtol=1e-4, atol=1e-4)
 
 
@@ -79,6 +80,7 @@ def test_allpairs_matmul_same_shape(benchmark, cells):
 
     benchmark.pedantic(run, rounds=5, warmup_rounds=1)
     RATES["matmul_same_shape"] = (len(blocks) // 2) * 2000 * N * D / benchmark.stats.stats.median
+    RATES["matmul_same_shape_best"] = (len(blocks) // 2) * 2000 * N * D / benchmark.stats.stats.min
 
 
 @pytest.mark.benchmark(group="edistance-allpairs-100x200x50")
@@ -87,19 +89,26 @@ def test_allpairs_matmul_square_1024(benchmark):
     a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
     benchmark.pedantic(torch.matmul, (a, b), rounds=20, warmup_rounds=3)
     RATES["matmul_square"] = 1024**3 / benchmark.stats.stats.median
+    RATES["matmul_square_best"] = 1024**3 / benchmark.stats.stats.min
     _report_mac_rate(benchmark)
 
 
 def _report_mac_rate(benchmark):
-    """Kernel MAC rate as a percentage of torch.matmul's (same run); printed (use -s) and stored in extra_info."""
-    k = RATES.get("kernel")
-    if k is None:
-        return
-    for name in ("matmul_same_shape", "matmul_square"):
-        if name in RATES:
-            pct = 100 * k / RATES[name]
-            benchmark.extra_info[f"kernel_pct_of_{name}"] = round(pct, 1)
-            print(f"\nall-pairs kernel: {k / 1e9:.1f} GMAC/s = {pct:.0f}% of {name} ({RATES[name] / 1e9:.1f} GMAC/s)")
+    """Kernel MAC rate as a percentage of torch.matmul's in the same run, from medians and from best times
+    (the best time is the achievable rate on a shared machine); printed (use -s) and stored in extra_info."""
+    for stat in ("", "_best"):
+        k = RATES.get("kernel" + stat)
+        if k is None:
+            return
+        for name in ("matmul_same_shape", "matmul_square"):
+            ref_rate = RATES.get(name + stat)
+            if ref_rate is None:
+                continue
+            pct = 100 * k / ref_rate
+            benchmark.extra_info[f"kernel_pct_of_{name}{stat}"] = round(pct, 1)
+            label = "best times" if stat else "medians"
+            print(f"\nall-pairs kernel ({label}): {k / 1e9:.1f} GMAC/s = {pct:.0f}% of {name} "
+                  f"({ref_rate / 1e9:.1f} GMAC/s)")
 
 
 B, NB, DL = 64, 128, 64
@@ -149,3 +158,35 @@ def test_onesided_1m_cells(benchmark):
     assert e.shape == (n_groups,) and torch.isfinite(e).all()
     print(f"\none-sided 1M x 50: peak RSS {peak / 1024:.0f} MiB (input {x.numel() * 4 / 2**20:.0f} MiB, "
           f"before {before / 1024:.0f} MiB)")
+
+
+@pytest.fixture(scope="module")
+def cells_adata(cells):
+    import anndata as ad
+    import numpy as np
+    import pandas as pd
+
+    x, _ = cells
+    obs = pd.DataFrame({"group": np.repeat([f"g{i:03d}" for i in range(G)], NG)},
+                       index=[f"c{i}" for i in range(N)])
+    adata = ad.AnnData(np.zeros((N, 1), dtype=np.float32), obs=obs)
+    adata.obsm["X_pca"] = x.numpy()
+    return adata
+
+
+@pytest.mark.benchmark(group="edistance-allpairs-vs-scperturb")
+def test_scperturb_celljepa_tool(benchmark, cells_adata):
+    """celljepa's scanpy-style tool with scPerturb's estimator (squared distances, no subsampling)."""
+    import celljepa as cj
+
+    benchmark.pedantic(cj.tl.edistance, (cells_adata, "group"),
+                       kwargs={"equalize": False, "squared": True, "backend": "cpu"}, rounds=3, warmup_rounds=1)
+
+
+@pytest.mark.benchmark(group="edistance-allpairs-vs-scperturb")
+def test_scperturb_peer_edist(benchmark, cells_adata):
+    """Peer: scperturb.edist (PyPI ``scperturb``; its pairwise distances via scikit-learn, all cores)."""
+    scperturb = pytest.importorskip("scperturb", reason="install the [bench] extra for the scPerturb peer")
+    benchmark.pedantic(scperturb.edist, (cells_adata,),
+                       kwargs={"obs_key": "group", "obsm_key": "X_pca", "dist": "sqeuclidean", "n_jobs": -1,
+                               "verbose": False}, rounds=1, warmup_rounds=0)

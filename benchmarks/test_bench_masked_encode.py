@@ -3,7 +3,7 @@
 Workload: 4,096 cells × 2,000 genes at 10 % density (200 nonzeros per cell, float32), H = 256,
 ``kind="random"``, ratio 0.25; backward with a fixed upstream gradient (dW and db).
 
-- celljepa: :func:`celljepa.kernels.masked_encode.masked_encode` (C++/OpenMP backend when built).
+- celljepa: :func:`celljepa.kernels.masked_encode` (C++/OpenMP backend when built).
 - peer: densify the CSR batch (``to_dense``), draw a dense keep mask (``torch.rand(B, G) >= r``),
   ``(x_dense * keep) @ W + b`` with ``W``/``b`` requiring grad, then ``backward``.
 
@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 import torch
 
-from celljepa.kernels.masked_encode import masked_encode
+from celljepa.kernels import masked_encode
 
 B, G, H, NNZ_PER_ROW, RATIO = 4096, 2000, 256, 200, 0.25
 GROUP = "masked-encode-4096x2000-d0.1-H256-fwd+bwd"
@@ -123,7 +123,8 @@ def measure_peak_memory() -> dict:
     nnz = B * NNZ_PER_ROW
     out["theory_mb"] = {
         "peer_dense_x_keep_masked": (B * G * 4 + B * G + B * G * 4) / 2**20,
-        "celljepa_compaction_buffers": (nnz * (8 + 4) + B * 8) / 2**20,
+        # backward: kept nonzeros compacted (col int64 + value) and transposed to CSC (row int64 + value)
+        "celljepa_backward_buffers_upper_bound": (2 * nnz * (8 + 4) + B * 8 + (G + 1) * 16) / 2**20,
         "output_and_dW_both": (B * H * 4 + G * H * 4) / 2**20,
     }
     return out

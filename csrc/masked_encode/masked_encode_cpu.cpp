@@ -6,8 +6,8 @@
 //
 // Parallelisation (deterministic: results do not depend on the number of threads):
 //   forward, grad_values: over rows (each row writes only its own output).
-//   grad_weight: over column slices of H; every thread walks all nonzeros in row order and owns
-//                dW[:, h0:h1], so each dW entry is summed in the same (row) order on every run.
+//   grad_weight: the kept nonzeros are transposed to CSC by a counting sort (entries of a gene stay in
+//                row order), then over genes: each dW row is written by one thread, summed in row order.
 #include <pybind11/pybind11.h>
 
 #include <algorithm>
@@ -128,32 +128,10 @@ void forward(const std::int64_t* crow, const std::int64_t* col, const T* val, st
 }
 
 // ------------------------------------------------------------------ grad_weight
-// Pass 1 (over rows): the kept nonzeros of row i are compacted to the front of its CSR range
-// (kc/kv[crow[i] - base ...], count kn[i]). Pass 2 (over H slices): dW[g, h0:h1] += kv dh[i, h0:h1].
-template <typename T>
-CJ_INLINE void grad_weight_slice_impl(const std::int64_t* crow, const std::int64_t* kn, const std::int64_t* kc,
-                                      const T* kv, std::int64_t B, const T* dh, std::int64_t H, T* dW,
-                                      std::int64_t h0, std::int64_t h1) {
-  const std::int64_t w = h1 - h0;
-  const std::int64_t base = crow[0];
-  for (std::int64_t i = 0; i < B; ++i) {
-    const T* __restrict d = dh + i * H + h0;
-    const std::int64_t s = crow[i] - base, e = s + kn[i];
-    for (std::int64_t k = s; k < e; ++k) axpy(dW + kc[k] * H + h0, d, kv[k], w);
-  }
-}
-
-CJ_CLONES void grad_weight_slice(const std::int64_t* crow, const std::int64_t* kn, const std::int64_t* kc,
-                                 const float* kv, std::int64_t B, const float* dh, std::int64_t H, float* dW,
-                                 std::int64_t h0, std::int64_t h1) {
-  grad_weight_slice_impl(crow, kn, kc, kv, B, dh, H, dW, h0, h1);
-}
-CJ_CLONES void grad_weight_slice(const std::int64_t* crow, const std::int64_t* kn, const std::int64_t* kc,
-                                 const double* kv, std::int64_t B, const double* dh, std::int64_t H, double* dW,
-                                 std::int64_t h0, std::int64_t h1) {
-  grad_weight_slice_impl(crow, kn, kc, kv, B, dh, H, dW, h0, h1);
-}
-
+// Pass 1 (parallel over rows): the kept nonzeros of row i are compacted to the front of its CSR
+// range (kc/kv[crow[i] - base ...], count kn[i]). Pass 2 (serial, O(nnz)): a counting sort by gene
+// transposes them to CSC with the entries of each gene in row order. Pass 3 (parallel over genes):
+// dW[g, :] = Σ kv · dout[row, :], accumulated in row order, so dW is bit-identical for any thread count.
 template <typename T>
 void grad_weight(const std::int64_t* crow, const std::int64_t* col, const T* val, std::int64_t B, const T* dh,
                  std::int64_t H, std::int64_t G, T* dW, const MaskParams& p) {
@@ -166,24 +144,27 @@ void grad_weight(const std::int64_t* crow, const std::int64_t* col, const T* val
     const std::int64_t s = crow[i] - base;
     kn[i] = compact_row(crow, col, val, i, p, kc.data() + s, kv.data() + s);
   }
-  // Column slices: multiples of 16 elements (64 B for float) so threads never share a cache line,
-  // at least 32 wide, about two per thread (dynamic, so a descheduled thread delays less).
-  int threads = 1;
-#ifdef _OPENMP
-  threads = omp_get_max_threads();
-#endif
-  const std::int64_t n_slices_max = std::max<std::int64_t>(1, H / 32);
-  const std::int64_t n_slices_want = threads > 1 ? 2 * static_cast<std::int64_t>(threads) : 1;
-  const std::int64_t n_slices0 = std::min<std::int64_t>(n_slices_want, n_slices_max);
-  const std::int64_t width = ((H + n_slices0 - 1) / n_slices0 + 15) / 16 * 16;
-  const std::int64_t n_slices = (H + width - 1) / width;
-#pragma omp parallel for schedule(dynamic, 1)
-  for (std::int64_t s = 0; s < n_slices; ++s) {
-    const std::int64_t h0 = s * width;
-    const std::int64_t h1 = std::min(H, h0 + width);
-    if (h0 >= h1) continue;
-    for (std::int64_t g = 0; g < G; ++g) std::fill(dW + g * H + h0, dW + g * H + h1, T(0));
-    grad_weight_slice(crow, kn.data(), kc.data(), kv.data(), B, dh, H, dW, h0, h1);
+  std::vector<std::int64_t> gptr(static_cast<std::size_t>(G) + 1, 0);
+  for (std::int64_t i = 0; i < B; ++i) {
+    const std::int64_t s = crow[i] - base;
+    for (std::int64_t j = s; j < s + kn[i]; ++j) ++gptr[kc[j] + 1];
+  }
+  for (std::int64_t g = 0; g < G; ++g) gptr[g + 1] += gptr[g];
+  const auto kept = static_cast<std::size_t>(gptr[G]);
+  std::vector<std::int64_t> trow(kept), fill(gptr.begin(), gptr.end() - 1);
+  std::vector<T> tval(kept);
+  for (std::int64_t i = 0; i < B; ++i) {
+    const std::int64_t s = crow[i] - base;
+    for (std::int64_t j = s; j < s + kn[i]; ++j) {
+      const std::int64_t pos = fill[kc[j]]++;
+      trow[pos] = i;
+      tval[pos] = kv[j];
+    }
+  }
+#pragma omp parallel for schedule(dynamic, 16)
+  for (std::int64_t g = 0; g < G; ++g) {
+    const std::int64_t s = gptr[g];
+    forward_row(trow.data() + s, tval.data() + s, gptr[g + 1] - s, dh, H, static_cast<const T*>(nullptr), dW + g * H);
   }
 }
 

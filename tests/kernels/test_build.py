@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -24,8 +25,8 @@ def test_core_module_reports_openmp():
 def test_core_threads_follow_omp_num_threads_and_torch():
     # The kernels share torch's OpenMP runtime, so OMP_NUM_THREADS and torch.set_num_threads both apply.
     code = "import celljepa._core as c; print(c.max_threads())"
-    out = subprocess.run([sys.executable, "-c", code], env={"OMP_NUM_THREADS": "1", "PATH": ""},
-                         capture_output=True, text=True, check=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "1"
     code = "import torch, celljepa._core as c; torch.set_num_threads(1); print(c.max_threads())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -108,7 +108,7 @@ def test_loss_and_gradients_match_oracle(backend, dtype, squared):
 
     got, want = run(backend, dev), run(_oracle(backend), "cpu")
     tol = TOL[dtype] if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-4)
-    for a, b in zip(got, want):
+    for a, b in zip(got, want, strict=True):
         assert a.dtype == dtype and torch.isfinite(a).all()
         torch.testing.assert_close(a, b, **tol)
 
@@ -240,10 +240,108 @@ def test_torch_library_opcheck():
         pytest.skip("celljepa._core not built")
     import importlib
 
-    mod = importlib.import_module("celljepa.kernels.edistance")
+    mod = importlib.import_module("celljepa.kernels._edistance")
     x = torch.randn(30, 4, dtype=torch.float64)
     blocks = torch.tensor([[0, 0], [0, 1], [1, 1]])
     torch.library.opcheck(mod._block_sums_op, (x, torch.tensor([0, 10, 30]), blocks, False))
     p = torch.randn(12, 3, dtype=torch.float64, requires_grad=True)
     o = torch.randn(9, 3, dtype=torch.float64, requires_grad=True)
-    torch.library.opcheck(mod._set_loss_op, (p, o, torch.tensor([0, 5, 12]), torch.tensor([0, 4, 9]), False, True, True))
+    args = (p, o, torch.tensor([0, 5, 12]), torch.tensor([0, 4, 9]), False, True, True)
+    torch.library.opcheck(mod._set_loss_op, args)
+
+
+class _EmulatedCuda:
+    """Pure-torch stand-in for celljepa._cuda's E-distance launchers, honouring their pointer contract."""
+
+    edistance_tile = 16
+
+    @staticmethod
+    def _view(ptr, n, dtype):
+        import ctypes
+
+        ct = {torch.float32: ctypes.c_float, torch.float64: ctypes.c_double, torch.int64: ctypes.c_int64}[dtype]
+        return torch.from_numpy(np.ctypeslib.as_array((ct * max(n, 1)).from_address(ptr))[:n])
+
+    def edistance_block_sums(self, x, n, d, norms, offsets, blocks, items, n_items, squared, is_double, part,
+                             stream):
+        dt = torch.float64 if is_double else torch.float32
+        xs = self._view(x, n * d, dt).view(n, d)
+        it = self._view(items, n_items * 3, torch.int64).view(-1, 3)
+        nblk = int(it[:, 0].max()) + 1
+        blk = self._view(blocks, nblk * 2, torch.int64).view(-1, 2)
+        off = self._view(offsets, int(blk.max()) + 2, torch.int64)
+        out = self._view(part, n_items, torch.float64)
+        t = self.edistance_tile
+        for r, (b, i0, j0) in enumerate(it.tolist()):
+            a, c = blk[b].tolist()
+            xa = xs[off[a] + i0: min(off[a] + i0 + t, off[a + 1])].double()
+            yb = xs[off[c] + j0: min(off[c] + j0 + t, off[c + 1])].double()
+            dm = torch.cdist(xa, yb) ** (2 if squared else 1)
+            if a == c and i0 == j0:
+                dm = torch.triu(dm, diagonal=1)
+            out[r] = dm.sum()
+
+    def edistance_set_loss(self, p, n_p, o, n_o, d, pn, on, poff, ooff, n_sets, items, n_items, squared,
+                           is_double, part, gp, go, stream):
+        dt = torch.float64 if is_double else torch.float32
+        pm, om = self._view(p, n_p * d, dt).view(n_p, d), self._view(o, n_o * d, dt).view(n_o, d)
+        GP = self._view(gp, n_p * d, dt).view(n_p, d) if gp else None
+        GO = self._view(go, n_o * d, dt).view(n_o, d) if go else None
+        po, oo = self._view(poff, n_sets + 1, torch.int64), self._view(ooff, n_sets + 1, torch.int64)
+        it = self._view(items, n_items * 4, torch.int64).view(-1, 4)
+        out = self._view(part, n_items, torch.float64)
+        t = self.edistance_tile
+        for r, (k, kind, i0, j0) in enumerate(it.tolist()):
+            n, m = int(po[k + 1] - po[k]), int(oo[k + 1] - oo[k])
+            (X, xs, nx, GX), (Y, ys, ny, GY) = {
+                0: ((pm, po[k], n, GP), (om, oo[k], m, GO)), 1: ((pm, po[k], n, GP), (pm, po[k], n, GP)),
+                2: ((om, oo[k], m, GO), (om, oo[k], m, GO))}[kind]
+            c = {0: 2 / (n * m), 1: -2 / (n * (n - 1)) if n > 1 else 0.0, 2: -2 / (m * (m - 1)) if m > 1 else 0.0}[kind]
+            rx = slice(int(xs + i0), int(xs + min(i0 + t, nx)))
+            ry = slice(int(ys + j0), int(ys + min(j0 + t, ny)))
+            xa, yb = X[rx].double(), Y[ry].double()
+            diff = xa[:, None] - yb[None]
+            q = (diff * diff).sum(-1)
+            mask = torch.ones_like(q, dtype=torch.bool)
+            if kind != 0 and i0 == j0:
+                mask = torch.triu(mask, diagonal=1)
+            dist = q if squared else q.sqrt()
+            out[r] = (dist * mask).sum()
+            if c != 0.0:
+                w = torch.full_like(q, 2.0) if squared else torch.where(dist > 0, 1.0 / dist, torch.zeros_like(q))
+                w = w * mask * c
+                if GX is not None:
+                    GX[rx] += (w[:, :, None] * diff).sum(1).to(dt)
+                if GY is not None:
+                    GY[ry] -= (w[:, :, None] * diff).sum(0).to(dt)
+
+
+def test_cuda_python_path_with_emulated_kernels(monkeypatch):
+    """The CUDA branch of the dispatch (work items, partial sums, reduction, gradients) with an emulated kernel.
+
+    The real CUDA kernels need a device; this checks the Python side and the launcher contract on any machine.
+    """
+    import importlib
+
+    mod = importlib.import_module("celljepa.kernels._edistance")
+    monkeypatch.setattr(mod, "load_cuda", lambda: _EmulatedCuda())
+    monkeypatch.setattr(mod, "_on_cuda", lambda t: True)
+    monkeypatch.setattr(mod, "_stream", lambda dev: 0)
+    x, off = _data([1, 2, 17, 40], 5, torch.float64)
+    for squared in (False, True):
+        got = mod._means_compiled(x, off, squared=squared)
+        want = cross_distance_means(x, off, squared=squared, backend="reference")
+        torch.testing.assert_close(got, want, equal_nan=True, **TOL[torch.float64])
+        pairs = torch.tensor([[0, 1], [3, 2], [3, 3]])
+        got = mod._means_compiled(x, off, squared=squared, pairs=pairs)
+        want = cross_distance_means(x, off, squared=squared, pairs=pairs, backend="reference")
+        torch.testing.assert_close(got, want, equal_nan=True, **TOL[torch.float64])
+        p, po, o, oo = _loss_data([3, 1, 20], [5, 2, 33], 4, torch.float64)
+        a, b = p.clone().requires_grad_(True), o.clone().requires_grad_(True)
+        loss = mod._loss_compiled(a, po, b, oo, squared=squared)
+        ga, gb = torch.autograd.grad((loss * torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)).sum(), [a, b])
+        ra, rb = p.clone().requires_grad_(True), o.clone().requires_grad_(True)
+        rl = edistance_loss(ra, po, rb, oo, squared=squared, backend="reference")
+        rga, rgb = torch.autograd.grad((rl * torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)).sum(), [ra, rb])
+        for u, v in ((loss, rl), (ga, rga), (gb, rgb)):
+            torch.testing.assert_close(u.detach(), v.detach(), **TOL[torch.float64])

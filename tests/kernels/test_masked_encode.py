@@ -20,10 +20,12 @@ from hypothesis import strategies as st
 
 import celljepa as cj
 from celljepa import InputError
-from celljepa.kernels import available_backends, load_core, load_cuda
 from celljepa.kernels import _reference_masked_encode as ref
-from celljepa.kernels.masked_encode import (
+from celljepa.kernels import (
+    available_backends,
     gene_module_map,
+    load_core,
+    load_cuda,
     mask_for,
     masked_encode,
     module_mask_for,
@@ -249,8 +251,8 @@ def test_input_formats_agree(backend):
     w, b = w.to(dev), b.to(dev)
     kw = _mask_kwargs("block", modules)
     h_tuple = masked_encode(_tuple(x, torch.float32, dev)[0], w, b, backend=backend, **kw)
-    xt = torch.sparse_csr_tensor(torch.tensor(x.indptr), torch.tensor(x.indices), torch.tensor(x.data, dtype=torch.float32),
-                                 size=x.shape).to(dev)
+    xt = torch.sparse_csr_tensor(torch.tensor(x.indptr), torch.tensor(x.indices),
+                                 torch.tensor(x.data, dtype=torch.float32), size=x.shape).to(dev)
     torch.testing.assert_close(masked_encode(xt, w, b, backend=backend, **kw), h_tuple)
     if dev == "cpu":
         torch.testing.assert_close(masked_encode(x.astype(np.float32), w, b, backend=backend, **kw), h_tuple)
@@ -266,7 +268,7 @@ def test_settings_force_backend(monkeypatch):
     x, w, b, modules = _data(dtype=torch.float32)
     calls = []
     real = ref.forward_reference
-    monkeypatch.setitem(__import__("celljepa.kernels.masked_encode", fromlist=["_FORWARD"])._FORWARD, "reference",
+    monkeypatch.setitem(__import__("celljepa.kernels._masked_encode", fromlist=["_FORWARD"])._FORWARD, "reference",
                         lambda *a, **k: calls.append(1) or real(*a, **k))
     old = cj.settings.kernel_backend
     try:
@@ -275,6 +277,95 @@ def test_settings_force_backend(monkeypatch):
     finally:
         cj.settings.kernel_backend = old
     assert calls == [1]
+
+
+# --------------------------------------------------------------------------------- torch.library registration
+@needs_core
+@pytest.mark.parametrize("kind", KINDS)
+def test_torch_library_opcheck(kind):
+    """celljepa::masked_encode_forward (with its registered fake and autograd) passes torch's opcheck on CPU.
+
+    opcheck runs the schema, fake-tensor, autograd-registration and AOT-dispatch (dynamic shapes, forward and
+    backward through the grad ops) checks. A seed >= 2**63 exercises the uint64 -> int64 round trip.
+    """
+    import importlib
+
+    mod = importlib.import_module("celljepa.kernels._masked_encode")
+    x, w, b, modules = _data(n_cells=7, n_genes=20, density=0.3, hidden=4, n_modules=3)
+    (crow, col, values, _), _ = _tuple(x, torch.float64, "cpu", requires_grad=True)
+    gmod = torch.from_numpy(modules) if kind == "module" else None
+    mask = (ref.KINDS[kind], mod._to_i64(2**64 - 5), 3, ref.ratio_threshold(0.4), 3, gmod)
+    for backend in ("cpu", "reference"):
+        for bias in (b.clone().requires_grad_(True), None):
+            args = (crow, col, values, w.clone().requires_grad_(True), bias, *mask, backend)
+            torch.library.opcheck(mod._forward_op, args)
+    dout = torch.randn(7, 4, dtype=torch.float64)
+    torch.library.opcheck(mod._grad_weight_op, (crow, col, values.detach(), dout, 20, *mask, "cpu"))
+    torch.library.opcheck(mod._grad_values_op, (crow, col, w, dout, *mask, "cpu"))
+
+
+def test_seed_round_trip_through_op_arguments():
+    """Seeds up to 2**64 - 1 cross the int64 op schema as their two's-complement bits and come back unchanged."""
+    import importlib
+
+    mod = importlib.import_module("celljepa.kernels._masked_encode")
+    for seed in (0, 1, 2**63 - 1, 2**63, 2**64 - 1):
+        s = mod._to_i64(seed)
+        assert -(2**63) <= s < 2**63 and mod._to_u64(s) == seed
+    x, w, b, modules = _data(n_cells=10, n_genes=30, dtype=torch.float64)
+    outs = [masked_encode(x, w, b, kind="random", ratio=0.5, seed=s, backend=bk)
+            for s in (2**64 - 1, 2**63 + 7) for bk in BACKENDS if bk != "cuda"]
+    for o in outs[1:len(outs) // 2]:
+        torch.testing.assert_close(o, outs[0])
+    assert not torch.equal(outs[0], outs[-1])
+
+
+class _EmulatedCuda:
+    """celljepa._cuda's masked-encode launchers (trailing stream argument; grad_weight without n_genes,
+    accumulating into a zeroed dW) emulated with the C++ kernels, which share their pointer contract."""
+
+    def __init__(self, n_genes):
+        self.core, self.n_genes, self.streams = load_core(), n_genes, []
+
+    def masked_encode_forward(self, *args):
+        self.streams.append(args[-1])
+        self.core.masked_encode_forward(*args[:-1])
+
+    def masked_encode_grad_weight(self, crow, col, values, n_rows, dout, hidden, dweight, is_double, *mask):
+        self.streams.append(mask[-1])
+        self.core.masked_encode_grad_weight(crow, col, values, n_rows, dout, hidden, self.n_genes, dweight, is_double,
+                                            *mask[:-1])
+
+    def masked_encode_grad_values(self, *args):
+        self.streams.append(args[-1])
+        self.core.masked_encode_grad_values(*args[:-1])
+
+
+@needs_core
+@pytest.mark.parametrize("kind", KINDS)
+def test_cuda_branch_of_registered_op_with_emulated_kernels(monkeypatch, kind):
+    """backend="cuda" runs through the same registered op and autograd formula as "cpu" (only the backend
+    string differs); the CUDA launchers are emulated so the Python side is checked on any machine."""
+    import contextlib
+    import importlib
+
+    mod = importlib.import_module("celljepa.kernels._masked_encode")
+    x, w, b, modules = _data(n_cells=30, n_genes=80, density=0.2, hidden=5)
+    emu = _EmulatedCuda(x.shape[1])
+    monkeypatch.setattr(mod, "load_cuda", lambda: emu)
+    monkeypatch.setattr(mod, "_stream", lambda t: 1234)
+    monkeypatch.setattr(torch.cuda, "device", lambda dev: contextlib.nullcontext())
+    spec = mod._make_spec(kind, 0.4, 2**64 - 3, 17, x.shape[0], x.shape[1], modules, 4, torch.device("cpu"))
+    res = {}
+    for backend in ("cuda", "cpu"):
+        (crow, col, values, _), _ = _tuple(x, torch.float64, "cpu", requires_grad=True)
+        wr, br = w.clone().requires_grad_(True), b.clone().requires_grad_(True)
+        h = mod._forward_op(crow, col, values, wr, br, *mod._op_mask_args(spec), backend)
+        h.backward(torch.arange(h.numel(), dtype=h.dtype).reshape(h.shape))
+        res[backend] = (h.detach(), wr.grad, br.grad, values.grad)
+    assert emu.streams == [1234] * 3
+    for a, e in zip(res["cuda"], res["cpu"], strict=True):
+        torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-12)
 
 
 # --------------------------------------------------------------------------------- hypothesis
@@ -317,7 +408,7 @@ def test_property_cpu_matches_reference(case):
         h = masked_encode((x[0], x[1], v, n_genes), wr, br, backend=backend, **kw)
         (h * torch.arange(h.numel(), dtype=h.dtype).reshape(h.shape)).sum().backward()
         outs[backend] = (h.detach(), wr.grad, br.grad, v.grad)
-    for a, e in zip(outs["cpu"], outs["reference"]):
+    for a, e in zip(outs["cpu"], outs["reference"], strict=True):
         torch.testing.assert_close(a, e, rtol=1e-10, atol=1e-10)
     # the mask the kernel used is mask_for's
     hidden_mask = _mask_of(kw, n_cells, n_genes)
@@ -329,7 +420,11 @@ def test_property_cpu_matches_reference(case):
 # --------------------------------------------------------------------------------- int64 indexing
 @needs_core
 def test_int64_row_pointers_beyond_2_31():
-    """CSR row pointers > 2**31 (base pointers shifted back): the kernels index nonzeros with int64."""
+    """CSR row pointers > 2**31 (base pointers shifted back): the kernels index nonzeros with int64.
+
+    The shifted base addresses are passed modulo 2**64 (they wrap below zero when the heap sits low in the
+    address space); base + row pointer lands back on the real data either way.
+    """
     core = load_core()
     x, w, b, modules = _data(n_cells=20, n_genes=50, dtype=torch.float64)
     kw = _mask_kwargs("random", modules, cell_offset=2**62)
@@ -340,12 +435,13 @@ def test_int64_row_pointers_beyond_2_31():
     vals = torch.tensor(x.data, dtype=torch.float64)
     out = torch.empty(20, w.shape[1], dtype=torch.float64)
     spec = (1, kw["seed"], kw["cell_offset"], ref.ratio_threshold(kw["ratio"]), kw["block_size"], 0)
-    core.masked_encode_forward(crow.data_ptr(), col.data_ptr() - 8 * shift, vals.data_ptr() - 8 * shift, 20,
+    col_base, vals_base = (col.data_ptr() - 8 * shift) % 2**64, (vals.data_ptr() - 8 * shift) % 2**64
+    core.masked_encode_forward(crow.data_ptr(), col_base, vals_base, 20,
                                w.data_ptr(), w.shape[1], b.data_ptr(), out.data_ptr(), True, *spec)
     torch.testing.assert_close(out, expect)
     dout = torch.randn(20, w.shape[1], dtype=torch.float64)
     dw = torch.empty_like(w)
-    core.masked_encode_grad_weight(crow.data_ptr(), col.data_ptr() - 8 * shift, vals.data_ptr() - 8 * shift, 20,
+    core.masked_encode_grad_weight(crow.data_ptr(), col_base, vals_base, 20,
                                    dout.data_ptr(), w.shape[1], w.shape[0], dw.data_ptr(), True, *spec)
     wr = w.clone().requires_grad_(True)
     masked_encode(x, wr, b, **kw, backend="reference").backward(dout)
@@ -431,7 +527,7 @@ def test_gene_module_map_on_hallmark():
     assert set(ids.tolist()) == set(range(len(names)))
     ids_size, names_size = gene_module_map(var_names, hallmark, priority="size")
     sizes = {s: len(g) for s, g in hallmark.items()}
-    for g, mid in zip(var_names, ids_size):
+    for g, mid in zip(var_names, ids_size, strict=True):
         if names_size[mid] != "unassigned":
             cands = [s for s in hallmark if g in hallmark[s]]
             assert sizes[names_size[mid]] == min(sizes[s] for s in cands)
@@ -468,12 +564,13 @@ def test_cuda_matches_cpu(kind, dtype):
     res = {}
     for backend, dev in (("cpu", "cpu"), ("cuda", "cuda")):
         xt, values = _tuple(x, dtype, dev, requires_grad=True)
-        wr, br = w.to(dev).requires_grad_(True), b.to(dev).requires_grad_(True)
+        # Fresh leaves per device: w.to("cpu") would return w itself, and requires_grad_ would mutate it.
+        wr, br = w.detach().to(dev).clone().requires_grad_(True), b.detach().to(dev).clone().requires_grad_(True)
         h = masked_encode(xt, wr, br, backend=backend, **kw)
         h.backward(torch.ones_like(h))
         res[backend] = [t.detach().cpu() for t in (h, wr.grad, br.grad, values.grad)]
     tol = dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
-    for a, e in zip(res["cuda"], res["cpu"]):
+    for a, e in zip(res["cuda"], res["cpu"], strict=True):
         torch.testing.assert_close(a, e, **tol)
     # identical masks: zero pattern of dvalues and the CUDA mask_bits kernel
     assert torch.equal(res["cuda"][3] == 0, res["cpu"][3] == 0)

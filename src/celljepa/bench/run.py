@@ -202,6 +202,8 @@ def _combined_report(datasets, plan, combined, per_fold, elapsed, figures, out: 
         for split in splits:
             m = combined[f"{dataset_id}/{split}"]
             lines += [f"### {split} ({m['n_folds']} folds, {m['n_test_conditions']} test conditions)", "",
+                      f"Held out: {R.HELD_OUT.get(split, 'groups')}; every group is a test group in exactly one "
+                      "fold, validation groups are carved from the training groups.", "",
                       R.methods_table(m), "", f"Paired comparisons against the best baseline (`{m['best_baseline']}`):",
                       "", R.comparisons_table(m, ["edistance", "delta_pearson", "mse"]), "", *R.verdict_lines(m), ""]
     lines += ["## Every fold (mean E-distance per method)", ""]

@@ -68,7 +68,7 @@ def dataset_summary(obs: pd.DataFrame, n_genes: int) -> str:
             f"{int(obs['is_control'].sum()):,} control cells.")
 
 
-_HELD_OUT = {"S1_unseen_perturbation": "perturbations (every context)",
+HELD_OUT = {"S1_unseen_perturbation": "perturbations (every context)",
              "S2_unseen_context": "whole contexts (their controls are inputs)",
              "S3_unseen_combo": "combinations whose singles are seen"}
 
@@ -77,7 +77,7 @@ def split_summary(fold: Mapping) -> str:
     """Markdown lines describing what a fold holds out and its group and cell counts."""
     lines = [f"- Split `{fold['split_name']}`, fold {fold['fold']} of {fold['n_folds']}"
              f"{' (pilot)' if fold.get('pilot') else ''}, seed {fold['seed']}: held out "
-             f"{_HELD_OUT.get(fold['split_name'], 'groups')}.",
+             f"{HELD_OUT.get(fold['split_name'], 'groups')}.",
              f"- Groups: {len(fold['train_groups'])} train, {len(fold['val_groups'])} validation, "
              f"{len(fold['test_groups'])} test ({', '.join(fold['test_groups'][:12])}"
              f"{', ...' if len(fold['test_groups']) > 12 else ''}).",

@@ -1,7 +1,13 @@
-"""Compiled kernels (C++/OpenMP in ``celljepa._core``, CUDA in ``celljepa._cuda``) and their dispatch."""
+"""Compiled kernels (C++/OpenMP in ``celljepa._core``, CUDA in ``celljepa._cuda``) and their dispatch.
 
+Each op has a pure-torch twin (``_reference*.py``) used as fallback and test oracle. Dispatch:
+CUDA (tensor on a GPU and ``_cuda`` built) → C++ (``_core``) → reference; ``backend=`` or
+``cj.settings.kernel_backend`` forces one.
+"""
+
+from ._edistance import cross_distance_means, edistance, edistance_loss
 from ._ext import available_backends, build_info, load_core, load_cuda, resolve_backend
-from .edistance import cross_distance_means, edistance, edistance_loss
+from ._masked_encode import gene_module_map, mask_for, masked_encode, module_mask_for, read_gmt
 
 __all__ = [
     "available_backends",
@@ -9,7 +15,12 @@ __all__ = [
     "cross_distance_means",
     "edistance",
     "edistance_loss",
+    "gene_module_map",
     "load_core",
     "load_cuda",
+    "mask_for",
+    "masked_encode",
+    "module_mask_for",
+    "read_gmt",
     "resolve_backend",
 ]

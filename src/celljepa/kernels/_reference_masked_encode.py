@@ -117,7 +117,7 @@ def _nonzero_rows(crow: torch.Tensor) -> torch.Tensor:
 
 
 def kept_values(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, spec: MaskSpec) -> torch.Tensor:
-    """``values * keep`` per nonzero (the keep bit of nonzero ``k`` of row ``i`` is that of cell ``cell_offset + i``)."""
+    """``values * keep`` per nonzero (nonzero ``k`` of row ``i`` uses the mask of cell ``cell_offset + i``)."""
     if spec.trivial:
         return values
     rows = _nonzero_rows(crow)

@@ -149,7 +149,9 @@ def _make_spec(kind: str, ratio: float, seed: int, cell_offset: int, n_rows: int
         module = torch.as_tensor(np.asarray(gene_to_module) if not isinstance(gene_to_module, torch.Tensor)
                                  else gene_to_module)
         if module.dim() != 1 or module.numel() != n_genes:
-            raise InputError(f"gene_to_module must have one entry per gene ({n_genes}), got shape {tuple(module.shape)}.")
+            raise InputError(
+                f"gene_to_module must have one entry per gene ({n_genes}), got shape {tuple(module.shape)}."
+            )
         if module.dtype.is_floating_point or module.dtype == torch.bool or module.is_complex():
             raise InputError(f"gene_to_module must be an integer array, got {module.dtype}.")
         if module.numel() and (int(module.min()) < -1 or int(module.max()) > np.iinfo(np.int32).max):
@@ -256,28 +258,108 @@ _GRAD_WEIGHT = {"reference": ref.grad_weight_reference, "cpu": _cpu_grad_weight,
 _GRAD_VALUES = {"reference": ref.grad_values_reference, "cpu": _cpu_grad_values, "cuda": _cuda_grad_values}
 
 
-class _MaskedEncodeFunction(torch.autograd.Function):
-    """Autograd wrapper: forward and backward run the chosen backend; no dense B × G tensor is built."""
+# ---------------------------------------------------------------------------------------- registered ops
+# The forward and the two gradients are torch ops (celljepa::masked_encode_*), registered with a fake
+# (shape) function and, for the forward, an autograd formula; every backend ("reference", "cpu",
+# "cuda") runs through the same ops, only the ``backend`` string argument differs. The mask travels as
+# plain ints: ``kind_id`` (see ref.KINDS), ``seed``, ``cell_offset``, ``thr`` and ``block_size``, plus the
+# optional ``gene_to_module`` tensor (kind "module" only).
+#
+# A torch ``int`` in an op schema is a signed int64, but the mask seed is a uint64 (0 <= seed < 2**64) and
+# the pybind11 kernels take it (and thr, <= 2**53) as unsigned ints. The seed therefore crosses the op
+# boundary as the int64 with the same 64 bits (``_to_i64``: seed - 2**64 when seed >= 2**63) and is turned
+# back into the unsigned value (``_to_u64``: % 2**64) before the kernels are called; thr, cell_offset
+# (< 2**63) and block_size (< 2**62) fit in int64 and go through the same round trip unchanged.
+_KIND_NAMES = {v: k for k, v in ref.KINDS.items()}
 
-    @staticmethod
-    def forward(ctx, values, weight, bias, crow, col, n_genes, spec, backend):
-        ctx.save_for_backward(crow, col, values, weight)
-        ctx.spec, ctx.backend, ctx.n_genes = spec, backend, n_genes
-        return _FORWARD[backend](crow, col, values, weight, bias, spec)
 
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, dout):
-        crow, col, values, weight = ctx.saved_tensors
-        dout = dout.contiguous()
-        dv = dW = db = None
-        if ctx.needs_input_grad[0]:
-            dv = _GRAD_VALUES[ctx.backend](crow, col, weight, dout, ctx.spec)
-        if ctx.needs_input_grad[1]:
-            dW = _GRAD_WEIGHT[ctx.backend](crow, col, values, dout, ctx.n_genes, ctx.spec)
-        if ctx.needs_input_grad[2]:
-            db = dout.sum(0)
-        return dv, dW, db, None, None, None, None, None
+def _to_i64(v: int) -> int:
+    """A uint64 value (``0 <= v < 2**64``) as the int64 with the same bits, for an ``int`` op argument."""
+    return v - (1 << 64) if v >= 1 << 63 else v
+
+
+def _to_u64(v: int) -> int:
+    """Inverse of :func:`_to_i64`: the unsigned value the kernels (pybind11 ``uint64_t``) expect."""
+    return int(v) % (1 << 64)
+
+
+def _op_mask_args(spec: MaskSpec) -> tuple:
+    """``(kind_id, seed, cell_offset, thr, block_size, gene_to_module)`` as op arguments (seed as int64 bits)."""
+    return (spec.kind_id, _to_i64(spec.seed), spec.cell_offset, spec.thr, spec.block_size,
+            spec.gene_to_module if spec.kind == "module" else None)
+
+
+def _spec_of(kind_id: int, seed: int, cell_offset: int, thr: int, block_size: int,
+             gene_to_module: torch.Tensor | None) -> MaskSpec:
+    """The :class:`MaskSpec` an op's mask arguments describe (seed back to uint64)."""
+    return MaskSpec(kind=_KIND_NAMES[int(kind_id)], seed=_to_u64(seed), cell_offset=int(cell_offset), thr=_to_u64(thr),
+                    block_size=int(block_size), gene_to_module=gene_to_module)
+
+
+@torch.library.custom_op("celljepa::masked_encode_forward", mutates_args=())
+def _forward_op(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, weight: torch.Tensor,
+                bias: torch.Tensor | None, kind_id: int, seed: int, cell_offset: int, thr: int, block_size: int,
+                gene_to_module: torch.Tensor | None, backend: str) -> torch.Tensor:
+    """``(x ⊙ keep) · W + b`` for the CSR ``(crow, col, values)`` on ``backend``; ``(B, H)``."""
+    spec = _spec_of(kind_id, seed, cell_offset, thr, block_size, gene_to_module)
+    return _FORWARD[backend](crow, col, values, weight, bias, spec)
+
+
+@_forward_op.register_fake
+def _(crow, col, values, weight, bias, kind_id, seed, cell_offset, thr, block_size, gene_to_module, backend):
+    return weight.new_empty((crow.shape[0] - 1, weight.shape[1]))
+
+
+@torch.library.custom_op("celljepa::masked_encode_grad_weight", mutates_args=())
+def _grad_weight_op(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, dout: torch.Tensor, n_genes: int,
+                    kind_id: int, seed: int, cell_offset: int, thr: int, block_size: int,
+                    gene_to_module: torch.Tensor | None, backend: str) -> torch.Tensor:
+    """``dW = (x ⊙ keep)ᵀ · dout``, ``(n_genes, H)``, over the nonzeros only."""
+    spec = _spec_of(kind_id, seed, cell_offset, thr, block_size, gene_to_module)
+    return _GRAD_WEIGHT[backend](crow, col, values, dout, n_genes, spec)
+
+
+@_grad_weight_op.register_fake
+def _(crow, col, values, dout, n_genes, kind_id, seed, cell_offset, thr, block_size, gene_to_module, backend):
+    return dout.new_empty((n_genes, dout.shape[1]))
+
+
+@torch.library.custom_op("celljepa::masked_encode_grad_values", mutates_args=())
+def _grad_values_op(crow: torch.Tensor, col: torch.Tensor, weight: torch.Tensor, dout: torch.Tensor, kind_id: int,
+                    seed: int, cell_offset: int, thr: int, block_size: int, gene_to_module: torch.Tensor | None,
+                    backend: str) -> torch.Tensor:
+    """``dvalues[k] = keep(k) · <dout[row k], W[col k]>``, ``(nnz,)``."""
+    spec = _spec_of(kind_id, seed, cell_offset, thr, block_size, gene_to_module)
+    return _GRAD_VALUES[backend](crow, col, weight, dout, spec)
+
+
+@_grad_values_op.register_fake
+def _(crow, col, weight, dout, kind_id, seed, cell_offset, thr, block_size, gene_to_module, backend):
+    return dout.new_empty((col.shape[0],))
+
+
+def _forward_setup(ctx, inputs, output):
+    crow, col, values, weight, _bias, kind_id, seed, cell_offset, thr, block_size, gene_to_module, backend = inputs
+    ctx.save_for_backward(crow, col, values, weight, gene_to_module)
+    ctx.mask = (kind_id, seed, cell_offset, thr, block_size)
+    ctx.backend = backend
+
+
+def _forward_backward(ctx, dout):
+    """Gradients for values (index 2), weight (3) and bias (4); only those autograd asks for are computed."""
+    crow, col, values, weight, gene_to_module = ctx.saved_tensors
+    dout = dout.contiguous()
+    dv = dW = db = None
+    if ctx.needs_input_grad[2]:
+        dv = _grad_values_op(crow, col, weight, dout, *ctx.mask, gene_to_module, ctx.backend)
+    if ctx.needs_input_grad[3]:
+        dW = _grad_weight_op(crow, col, values, dout, weight.shape[0], *ctx.mask, gene_to_module, ctx.backend)
+    if ctx.needs_input_grad[4]:
+        db = dout.sum(0)
+    return None, None, dv, dW, db, None, None, None, None, None, None, None
+
+
+torch.library.register_autograd("celljepa::masked_encode_forward", _forward_backward, setup_context=_forward_setup)
 
 
 # ---------------------------------------------------------------------------------------- public API
@@ -329,7 +411,7 @@ def masked_encode(x, weight: torch.Tensor, bias: torch.Tensor | None = None, *, 
     Examples
     --------
     >>> import torch, scipy.sparse as sp
-    >>> from celljepa.kernels.masked_encode import masked_encode
+    >>> from celljepa.kernels import masked_encode
     >>> x = sp.random(8, 50, density=0.1, format="csr", dtype="float32", random_state=0)
     >>> w = torch.randn(50, 4, requires_grad=True)
     >>> h = masked_encode(x, w, kind="random", ratio=0.25, seed=1)
@@ -366,8 +448,8 @@ def masked_encode(x, weight: torch.Tensor, bias: torch.Tensor | None = None, *, 
         raise InputError("backend='cuda' needs the data and weight on a CUDA device.")
     if chosen == "cpu" and weight.device.type != "cpu":
         raise InputError(f"backend='cpu' needs CPU tensors, got {weight.device}.")
-    return _MaskedEncodeFunction.apply(values.contiguous(), weight.contiguous(),
-                                       None if bias is None else bias.contiguous(), crow, col, n_genes, spec, chosen)
+    return _forward_op(crow, col, values.contiguous(), weight.contiguous(), None if bias is None else bias.contiguous(),
+                       *_op_mask_args(spec), chosen)
 
 
 def mask_for(seed: int, cells, n_genes: int, *, kind: str, ratio: float, gene_to_module=None,
@@ -392,7 +474,7 @@ def mask_for(seed: int, cells, n_genes: int, *, kind: str, ratio: float, gene_to
 
     Examples
     --------
-    >>> from celljepa.kernels.masked_encode import mask_for
+    >>> from celljepa.kernels import mask_for
     >>> m = mask_for(0, 4, 1000, kind="random", ratio=0.3)
     >>> m.shape, round(m.float().mean().item(), 1)
     (torch.Size([4, 1000]), 0.3)
@@ -414,12 +496,13 @@ def mask_for(seed: int, cells, n_genes: int, *, kind: str, ratio: float, gene_to
 
 
 def module_mask_for(seed: int, cells, n_modules: int, *, ratio: float, cell_offset: int = 0) -> torch.Tensor:
-    """Hidden flags per module id for ``kind="module"``: column ``m < n_modules`` is module ``m``, the
-    last column the ``-1`` ("no module") bucket.
+    """Hidden flags per module id for ``kind="module"``.
+
+    Column ``m < n_modules`` is module ``m``; the last column is the ``-1`` ("no module") bucket.
 
     Examples
     --------
-    >>> from celljepa.kernels.masked_encode import module_mask_for
+    >>> from celljepa.kernels import module_mask_for
     >>> module_mask_for(0, 3, 5, ratio=0.5).shape
     torch.Size([3, 6])
     """
@@ -433,7 +516,7 @@ def module_mask_for(seed: int, cells, n_modules: int, *, ratio: float, cell_offs
 
 # ---------------------------------------------------------------------------------------- gene sets
 def read_gmt(path: str | os.PathLike) -> dict[str, list[str]]:
-    """Read a GMT gene-set file: one set per line, ``name<TAB>description<TAB>gene<TAB>gene...``.
+    r"""Read a GMT gene-set file: one set per line, ``name<TAB>description<TAB>gene<TAB>gene...``.
 
     Blank lines are skipped, empty gene fields (trailing tabs) ignored and duplicate genes within a
     set dropped (first occurrence kept). Sets keep the file order.
@@ -447,9 +530,9 @@ def read_gmt(path: str | os.PathLike) -> dict[str, list[str]]:
     Examples
     --------
     >>> import tempfile, os
-    >>> from celljepa.kernels.masked_encode import read_gmt
+    >>> from celljepa.kernels import read_gmt
     >>> p = os.path.join(tempfile.mkdtemp(), "s.gmt")
-    >>> _ = open(p, "w").write("SET_A\\tdesc\\tTP53\\tMYC\\n")
+    >>> _ = open(p, "w").write("SET_A\tdesc\tTP53\tMYC\n")
     >>> read_gmt(p)
     {'SET_A': ['TP53', 'MYC']}
     """
@@ -508,7 +591,7 @@ def gene_module_map(var_names: Sequence[str], gene_sets: Mapping[str, Sequence[s
 
     Examples
     --------
-    >>> from celljepa.kernels.masked_encode import gene_module_map
+    >>> from celljepa.kernels import gene_module_map
     >>> ids, names = gene_module_map(["A", "B", "C", "D"], {"S1": ["A", "B"], "S2": ["B", "C"]})
     >>> ids.tolist(), names
     ([0, 0, 1, 2], ['S1', 'S2', 'unassigned'])

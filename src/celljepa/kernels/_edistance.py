@@ -220,13 +220,16 @@ def _tile_items(offsets: torch.Tensor, blocks: torch.Tensor, tile: int) -> torch
 
     Diagonal blocks (a == b) keep only tiles with column tile >= row tile (the kernel masks j > i).
     """
+    dev = blocks.device
+    offsets = offsets.to(dev)
     sizes = offsets[1:] - offsets[:-1]
     ta = (sizes[blocks[:, 0]] + tile - 1) // tile
     tb = (sizes[blocks[:, 1]] + tile - 1) // tile
     cnt = ta * tb
-    bidx = torch.repeat_interleave(torch.arange(blocks.shape[0]), cnt)
+    total = int(cnt.sum())
+    bidx = torch.repeat_interleave(torch.arange(blocks.shape[0], device=dev), cnt, output_size=total)
     start = torch.cumsum(cnt, 0) - cnt
-    local = torch.arange(int(cnt.sum())) - start[bidx]
+    local = torch.arange(total, device=dev) - start[bidx]
     ti, tj = local // tb[bidx], local % tb[bidx]
     keep = (blocks[bidx, 0] != blocks[bidx, 1]) | (tj >= ti)
     return torch.stack([bidx[keep], ti[keep] * tile, tj[keep] * tile], 1).contiguous()
@@ -236,17 +239,22 @@ def _stream(dev: torch.device) -> int:
     return int(torch.cuda.current_stream(dev).cuda_stream)
 
 
+def _on_cuda(t: torch.Tensor) -> bool:
+    """Whether ``t`` takes the CUDA kernel path (a hook: tests emulate the CUDA kernels on CPU)."""
+    return t.is_cuda
+
+
 @torch.library.custom_op("celljepa::edistance_block_sums", mutates_args=())
 def _block_sums_op(x: torch.Tensor, offsets: torch.Tensor, blocks: torch.Tensor, squared: bool) -> torch.Tensor:
     """Float64 distance sums of ``blocks`` (unordered distinct pairs on a == b); C++ or CUDA by device."""
     x = x.contiguous()
     n, d = x.shape
     k = blocks.shape[0]
-    if x.is_cuda:
+    if _on_cuda(x):
         dev = x.device
         offs = offsets.to(dev, torch.int64).contiguous()
         blk = blocks.to(dev, torch.int64).contiguous()
-        items = _tile_items(offsets.cpu(), blocks.cpu(), load_cuda().edistance_tile).to(dev)
+        items = _tile_items(offs, blk, load_cuda().edistance_tile)  # built on the device
         norms = torch.empty(n, dtype=x.dtype, device=dev)
         part = torch.empty(items.shape[0], dtype=torch.float64, device=dev)
         if items.shape[0]:
@@ -295,9 +303,9 @@ def _loss_sums_and_grads(pred, pred_offsets, obs, obs_offsets, squared, need_p, 
     gp = torch.zeros_like(p) if need_p else None
     go = torch.zeros_like(o) if need_o else None
     is_double = p.dtype == torch.float64
-    if p.is_cuda:
+    if _on_cuda(p):
         poff, ooff = pred_offsets.to(dev), obs_offsets.to(dev)
-        items = _loss_items(pred_offsets, obs_offsets, load_cuda().edistance_tile).to(dev)
+        items = _loss_items(poff, ooff, load_cuda().edistance_tile)
         part = torch.empty(items.shape[0], dtype=torch.float64, device=dev)
         pn = torch.empty(p.shape[0], dtype=p.dtype, device=dev)
         on = torch.empty(o.shape[0], dtype=o.dtype, device=dev)
@@ -322,10 +330,11 @@ def _loss_items(pred_offsets: torch.Tensor, obs_offsets: torch.Tensor, tile: int
     n = pred_offsets[1:] - pred_offsets[:-1]
     m = obs_offsets[1:] - obs_offsets[:-1]
     b = n.numel()
+    dev = n.device
     # three blocks per set, as a block table over "groups" 0..b-1 (pred) and b..2b-1 (obs)
     sizes = torch.cat([n, m])
-    offs = torch.cat([torch.zeros(1, dtype=torch.int64), torch.cumsum(sizes, 0)])
-    k = torch.arange(b)
+    offs = torch.cat([torch.zeros(1, dtype=torch.int64, device=dev), torch.cumsum(sizes, 0)])
+    k = torch.arange(b, device=dev)
     blocks = torch.stack([torch.stack([k, k + b], 1), torch.stack([k, k], 1), torch.stack([k + b, k + b], 1)],
                          1).reshape(-1, 2)
     items = _tile_items(offs, blocks, tile)
