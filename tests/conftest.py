@@ -39,3 +39,13 @@ def ingested(tmp_path_factory) -> dict[str, Path]:
         assert code == 0, f"ingest of {dataset_id} failed"
         paths[dataset_id] = out / dataset_id / "lognorm-v1.h5ad"
     return paths
+
+
+@pytest.fixture(scope="module")
+def k562(demo_processed):
+    """The demo's K562 cells (Norman 2019) with a 20-component PCA in obsm['X_pca']."""
+    import scanpy as sc
+
+    adata = demo_processed[demo_processed.obs["context_id"] == "k562"].copy()
+    sc.pp.pca(adata, n_comps=20, random_state=0)
+    return adata

@@ -140,14 +140,20 @@ def _cmd_splits(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _fold_figures(result, out: Path) -> list[Path]:
+def _headless_pyplot():
+    """Return pyplot on the Agg backend: run folders get PNGs, never windows."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _fold_figures(result, out: Path) -> list[Path]:
     from . import pl
 
+    plt = _headless_pyplot()
     fig_dir = out / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
     bars = fig_dir / "metrics_ci.png"
@@ -161,13 +167,9 @@ def _fold_figures(result, out: Path) -> list[Path]:
 
 
 def _combined_figures(combined: dict, out: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from . import pl
 
+    plt = _headless_pyplot()
     paths = []
     (out / "figures").mkdir(parents=True, exist_ok=True)
     for key, metrics in combined.items():

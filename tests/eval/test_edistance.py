@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import scanpy as sc
 from scipy.spatial.distance import cdist
 
 import celljepa as cj
@@ -70,14 +69,6 @@ def test_identical_predictions_get_identical_scores_with_pair_keys(sets):
     pred = sets[2]
     e = edistance_sets([pred, pred.copy()], [sets[0], sets[0]], cap=20, pair_keys=[0, 0])
     assert e[0] == e[1]
-
-
-@pytest.fixture(scope="module")
-def k562():
-    adata = cj.datasets.demo()
-    adata = adata[adata.obs["context_id"] == "k562"].copy()
-    sc.pp.pca(adata, n_comps=20, random_state=0)
-    return adata
 
 
 def test_scperturb_parity(k562):

@@ -4,18 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import scanpy as sc
 
 import celljepa as cj
 from celljepa.eval import auto_permutations, etest_groups
-
-
-@pytest.fixture(scope="module")
-def k562():
-    adata = cj.datasets.demo()
-    adata = adata[adata.obs["context_id"] == "k562"].copy()
-    sc.pp.pca(adata, n_comps=20, random_state=0)
-    return adata
 
 
 def test_strong_perturbations_significant_after_correction(k562):

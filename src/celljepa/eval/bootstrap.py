@@ -7,8 +7,14 @@ import numpy as np
 N_BOOTSTRAP = 1000
 
 
-def _indices(n: int, n_boot: int, seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+def _mean_with_ci(v: np.ndarray, n_boot: int, ci: float, seed: int) -> tuple[float, float, float]:
+    """Mean of ``v`` and the percentile CI of its mean over ``n_boot`` resamples with replacement."""
+    if v.size == 0:
+        return float("nan"), float("nan"), float("nan")
+    idx = np.random.default_rng(seed).integers(0, v.size, size=(n_boot, v.size))
+    alpha = (1.0 - ci) / 2.0
+    low, high = np.quantile(v[idx].mean(axis=1), [alpha, 1.0 - alpha])
+    return float(v.mean()), float(low), float(high)
 
 
 def bootstrap_ci(values, *, n_boot: int = N_BOOTSTRAP, ci: float = 0.95, seed: int = 0) -> dict:
@@ -24,12 +30,8 @@ def bootstrap_ci(values, *, n_boot: int = N_BOOTSTRAP, ci: float = 0.95, seed: i
     """
     v = np.asarray(values, dtype=float)
     v = v[np.isfinite(v)]
-    if v.size == 0:
-        return {"mean": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "n": 0}
-    means = v[_indices(v.size, n_boot, seed)].mean(axis=1)
-    alpha = (1.0 - ci) / 2.0
-    low, high = np.quantile(means, [alpha, 1.0 - alpha])
-    return {"mean": float(v.mean()), "ci_low": float(low), "ci_high": float(high), "n": int(v.size)}
+    mean, low, high = _mean_with_ci(v, n_boot, ci, seed)
+    return {"mean": mean, "ci_low": low, "ci_high": high, "n": int(v.size)}
 
 
 def paired_bootstrap_diff(a, b, *, n_boot: int = N_BOOTSTRAP, ci: float = 0.95, seed: int = 0) -> dict:
@@ -44,9 +46,5 @@ def paired_bootstrap_diff(a, b, *, n_boot: int = N_BOOTSTRAP, ci: float = 0.95, 
         raise ValueError(f"paired values need equal shapes, got {a.shape} and {b.shape}")
     keep = np.isfinite(a) & np.isfinite(b)
     d = a[keep] - b[keep]
-    if d.size == 0:
-        return {"diff": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "n": 0}
-    means = d[_indices(d.size, n_boot, seed)].mean(axis=1)
-    alpha = (1.0 - ci) / 2.0
-    low, high = np.quantile(means, [alpha, 1.0 - alpha])
-    return {"diff": float(d.mean()), "ci_low": float(low), "ci_high": float(high), "n": int(d.size)}
+    diff, low, high = _mean_with_ci(d, n_boot, ci, seed)
+    return {"diff": diff, "ci_low": low, "ci_high": high, "n": int(d.size)}
