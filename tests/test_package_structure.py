@@ -11,7 +11,7 @@ import celljepa as cj
 
 PUBLIC = [(mod, name) for mod in (cj.pp, cj.tl, cj.pl) for name in mod.__all__]
 # Plots of results (metrics files) rather than of an AnnData.
-RESULT_PLOTS = {"benchmark"}
+RESULT_PLOTS = {"benchmark", "jepa_training"}
 
 
 @pytest.mark.parametrize(("module", "name"), PUBLIC, ids=[f"{m.__name__}.{n}" for m, n in PUBLIC])
@@ -41,6 +41,6 @@ def test_private_module_per_function():
 
 
 def test_top_level_api():
-    for name in ("pp", "tl", "pl", "datasets", "settings", "ContractError", "__version__"):
+    for name in ("pp", "tl", "pl", "models", "datasets", "settings", "ContractError", "__version__"):
         assert hasattr(cj, name)
     assert issubclass(cj.ContractError, cj.CelljepaError)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _version
 
-from . import datasets, kernels, pl, pp, splits, tl
+from . import datasets, kernels, models, pl, pp, splits, tl
 from ._errors import (
     BackendUnavailableError,
     CelljepaError,
@@ -32,6 +32,7 @@ __all__ = [
     "Violation",
     "datasets",
     "kernels",
+    "models",
     "pl",
     "pp",
     "settings",

@@ -14,6 +14,12 @@ from typing import Any
 from ._errors import InputError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike, *, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path in the target's folder; rename it onto ``path`` on success.
@@ -36,6 +42,7 @@ def atomic_path(path: str | os.PathLike, *, suffix: str | None = None) -> Iterat
     tmp = Path(tmp_name)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual permissions
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)

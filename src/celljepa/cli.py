@@ -1,4 +1,4 @@
-"""The ``celljepa`` command line: ingest, validate, splits, eval-baselines, benchmark, info."""
+"""The ``celljepa`` command line: ingest, validate, splits, eval-baselines, benchmark, pretrain, info."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from ._errors import CelljepaError, ContractError
 from ._settings import settings
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+EXIT_INTERRUPTED = 75  # EX_TEMPFAIL: stopped on SIGTERM/SIGUSR1 after a checkpoint; run the command again to resume
 
 
 def _csv(text: str) -> list[str]:
@@ -245,6 +246,66 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _override(text: str) -> tuple[str, str, object]:
+    import yaml
+
+    key, sep, value = text.partition("=")
+    section, dot, name = key.strip().partition(".")
+    if not sep or not dot or not section or not name:
+        raise argparse.ArgumentTypeError(f"expected SECTION.KEY=VALUE (e.g. train.ema=off), got {text!r}")
+    return section, name, yaml.safe_load(value) if value.strip() else None
+
+
+def _add_pretrain(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "pretrain", help="JEPA pretraining of cell embeddings; writes a run folder",
+        description="Train a CellJEPA encoder on H5AD (log-normalised X) and write OUT/config.yaml (resolved), "
+                    "metrics.jsonl, checkpoints/{last,best}.pt, model/, embeddings.npz and eval.json (collapse "
+                    "diagnostics, kNN accuracy on X_jepa vs X_pca). On SIGTERM or SIGUSR1 the current step finishes, "
+                    f"a checkpoint is written and the command exits with code {EXIT_INTERRUPTED}; the same command "
+                    "again resumes.",
+    )
+    p.add_argument("h5ad", type=Path, help="a processed .h5ad (celljepa ingest)")
+    p.add_argument("--config", type=Path, help="YAML config (see configs/jepa/); default: built-in defaults")
+    p.add_argument("--split", type=Path, help="split JSON (celljepa splits): train on its training cells only")
+    p.add_argument("--out", required=True, type=Path, help="run folder, e.g. runs/<run_id>")
+    p.add_argument("--fast-dev", action="store_true", help="a 20-step smoke run of every stage")
+    p.add_argument("--backed", action="store_true", help="stream cells from disk in chunks (data.chunk_size)")
+    p.add_argument("--seed", type=int, help="override train.seed")
+    p.add_argument("--device", help="override train.device (auto, cpu, cuda, cuda:N)")
+    p.add_argument("--set", dest="overrides", action="append", type=_override, default=[], metavar="SECTION.KEY=VALUE",
+                   help="override one config key, e.g. --set train.ema=off --set mask.kind=random (repeatable)")
+    p.add_argument("--restart", action="store_true", help="discard the folder's checkpoints and start over")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    from .train.checkpoint import TrainingInterrupted
+    from .train.run import knn_summary, pretrain
+
+    overrides: dict = {}
+    for section, key, value in args.overrides:
+        overrides.setdefault(section, {})[key] = value
+    if args.seed is not None:
+        overrides.setdefault("train", {})["seed"] = args.seed
+    if args.device is not None:
+        overrides.setdefault("train", {})["device"] = args.device
+    try:
+        result = pretrain(args.h5ad, out=args.out, config=args.config, split=args.split, fast_dev=args.fast_dev,
+                          backed=True if args.backed else None, overrides=overrides, restart=args.restart,
+                          progress=not args.no_progress)
+    except TrainingInterrupted as stop:
+        print(f"celljepa pretrain: {stop}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    d = result["diagnostics"]
+    print(f"{args.out / 'eval.json'}: effective rank {d['effective_rank']:.1f}/{d['dims']}, min std {d['std_min']:.4f}"
+          f"{' (COLLAPSED)' if result['collapsed'] else ''}")
+    table = knn_summary(result)
+    if len(table):
+        print(table.pivot(index="label", columns="embedding", values="accuracy").round(3).to_string())
+    return EXIT_OK
+
+
 def _add_info(sub: argparse._SubParsersAction) -> None:
     sub.add_parser("info", help="print versions and the build of the compiled kernels (JSON)")
 
@@ -258,7 +319,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 COMMANDS = {"ingest": (_add_ingest, _cmd_ingest), "validate": (_add_validate, _cmd_validate),
             "splits": (_add_splits, _cmd_splits), "eval-baselines": (_add_eval_baselines, _cmd_eval_baselines),
-            "benchmark": (_add_benchmark, _cmd_benchmark), "info": (_add_info, _cmd_info)}
+            "benchmark": (_add_benchmark, _cmd_benchmark), "pretrain": (_add_pretrain, _cmd_pretrain),
+            "info": (_add_info, _cmd_info)}
 
 
 def build_parser() -> argparse.ArgumentParser:

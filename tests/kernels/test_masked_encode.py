@@ -69,9 +69,9 @@ def _mask_kwargs(kind, modules, ratio=0.35, seed=11, cell_offset=5, block_size=6
 
 
 def _mask_of(kw, n_cells, n_genes):
-    """mask_for with the keyword arguments given to masked_encode."""
+    """The pure-torch mask (the oracle) for the keyword arguments given to masked_encode."""
     rest = {k: v for k, v in kw.items() if k != "seed"}
-    return mask_for(kw["seed"], n_cells, n_genes, **rest)
+    return mask_for(kw["seed"], n_cells, n_genes, backend="reference", **rest)
 
 
 def _dense_oracle(x, w, b, hidden_mask, dout):
@@ -116,6 +116,19 @@ def test_mask_for_equals_core_mask_bits(kind, cell_offset):
     core.mask_bits(cells.data_ptr(), n_cells, n_genes, out.data_ptr(), ref.KINDS[kind], 3,
                    ref.ratio_threshold(0.4), 7, mod.data_ptr() if kind == "module" else 0)
     assert torch.equal(out.bool(), expect)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("cell_offset", [0, 2**62 + 17])
+def test_mask_for_backends_equal_reference(backend, kind, cell_offset):
+    """mask_for dispatches to the compiled mask_bits kernels; every backend gives the reference bits."""
+    modules = np.random.default_rng(2).integers(-1, 9, 301).astype(np.int32)
+    kw = _mask_kwargs(kind, modules, ratio=0.35, seed=2**64 - 5, cell_offset=cell_offset, block_size=11)
+    expect = _mask_of(kw, 70, 301)
+    rest = {k: v for k, v in kw.items() if k != "seed"}
+    got = mask_for(kw["seed"], torch.arange(70), 301, backend=backend, device=_device(backend), **rest)
+    assert got.device.type == _device(backend) and torch.equal(got.cpu(), expect)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

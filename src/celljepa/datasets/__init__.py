@@ -1,6 +1,19 @@
-"""Datasets: the bundled demo, simulated perturbation screens, and readers for public files."""
+"""Datasets: the bundled demo, simulated perturbation screens, gene-set collections and readers for public files."""
 
+from ..data.genesets import builtin_gene_set_path, builtin_gene_sets, read_gene_sets
+from ..data.simulate_h5ad import write_simulated_h5ad
+from ..kernels import read_gmt
 from ._demo import DEMO_DATASET_ID, demo, demo_path
 from ._simulate import simulate
 
-__all__ = ["DEMO_DATASET_ID", "demo", "demo_path", "simulate"]
+__all__ = [
+    "DEMO_DATASET_ID",
+    "builtin_gene_set_path",
+    "builtin_gene_sets",
+    "demo",
+    "demo_path",
+    "read_gene_sets",
+    "read_gmt",
+    "simulate",
+    "write_simulated_h5ad",
+]

@@ -453,7 +453,7 @@ def masked_encode(x, weight: torch.Tensor, bias: torch.Tensor | None = None, *, 
 
 
 def mask_for(seed: int, cells, n_genes: int, *, kind: str, ratio: float, gene_to_module=None,
-             block_size: int = 16, cell_offset: int = 0, device=None) -> torch.Tensor:
+             block_size: int = 16, cell_offset: int = 0, device=None, backend: str | None = None) -> torch.Tensor:
     """The hidden mask :func:`masked_encode` uses, as a dense boolean tensor (for tests and plots).
 
     Parameters
@@ -467,6 +467,9 @@ def mask_for(seed: int, cells, n_genes: int, *, kind: str, ratio: float, gene_to
         Number of genes ``G``.
     device
         Device of the result (default CPU).
+    backend
+        ``"cuda"``, ``"cpu"`` (the compiled ``mask_bits`` kernels), ``"reference"`` (pure torch) or
+        ``None`` (dispatch as :func:`masked_encode`); all give the same bits.
 
     Returns
     -------
@@ -491,8 +494,22 @@ def mask_for(seed: int, cells, n_genes: int, *, kind: str, ratio: float, gene_to
         raise InputError("cells must be non-negative row indices.")
     spec = _make_spec(kind, ratio, seed, cell_offset, top, n_genes, gene_to_module, block_size, device)
     rows = rows.to(device)
-    genes = torch.arange(n_genes, device=device)
-    return ref.hidden_units(spec, (rows + spec.cell_offset)[:, None], genes[None, :])
+    chosen = resolve_backend(backend, on_cuda_tensor=device.type == "cuda")
+    if chosen == "reference" or (chosen == "cuda") != (device.type == "cuda") or spec.kind == "none":
+        genes = torch.arange(n_genes, device=device)
+        return ref.hidden_units(spec, (rows + spec.cell_offset)[:, None], genes[None, :])
+    cells = (rows + spec.cell_offset).contiguous()
+    out = torch.empty(cells.numel(), n_genes, dtype=torch.uint8, device=device)
+    args = (spec.kind_id, spec.seed, spec.thr, spec.block_size, _module_ptr(spec))
+    if chosen == "cpu":
+        load_core().mask_bits(cells.data_ptr(), cells.numel(), n_genes, out.data_ptr(), *args)
+    else:
+        with torch.cuda.device(device):
+            for start in range(0, cells.numel(), 65535):  # the CUDA launch takes up to 65535 cells at a time
+                part = cells[start:start + 65535]
+                load_cuda().mask_bits(part.data_ptr(), part.numel(), n_genes, out[start:].data_ptr(), *args,
+                                      torch.cuda.current_stream(device).cuda_stream)
+    return out.bool()
 
 
 def module_mask_for(seed: int, cells, n_modules: int, *, ratio: float, cell_offset: int = 0) -> torch.Tensor:

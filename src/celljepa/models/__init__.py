@@ -1,6 +1,7 @@
 """Models: baselines, the JEPA encoder and the transition predictors (pure nn.Modules plus AnnData-aware wrappers)."""
 
-from . import baselines
+from . import baselines, modules
 from .base import Condition, PerturbationModel, TrainData
+from .jepa import CellJEPA
 
-__all__ = ["Condition", "PerturbationModel", "TrainData", "baselines"]
+__all__ = ["CellJEPA", "Condition", "PerturbationModel", "TrainData", "baselines", "modules"]

@@ -1,7 +1,8 @@
-"""Plotting: datasets, E-distances and benchmark results."""
+"""Plotting: datasets, E-distances, benchmark results and JEPA training curves."""
 
 from ._benchmark import benchmark
 from ._condition_counts import condition_counts
 from ._edistance import edistance
+from ._jepa_training import jepa_training
 
-__all__ = ["benchmark", "condition_counts", "edistance"]
+__all__ = ["benchmark", "condition_counts", "edistance", "jepa_training"]

@@ -1,0 +1,210 @@
+"""Pure ``nn.Module`` building blocks of the JEPA encoder (no AnnData, no I/O).
+
+* :class:`MaskedGeneEncoder`: a masked sparse encoding of the cell (one learned vector per gene,
+  weighted by its expression; :func:`celljepa.kernels.masked_encode`) followed by an MLP with
+  LayerNorm; maps a CSR batch of cells to embeddings ``z``.
+* :class:`MaskPointer`: a learned summary of *which genes were hidden* (a mean of per-gene query
+  vectors over the hidden genes, independent of their expression, so nothing of the hidden values leaks).
+* :class:`JEPAPredictor`: ``(z_context, pointer) -> predicted teacher embedding``.
+* Losses: :func:`predictive_loss` (cosine, smooth-L1 or L2 to a stop-gradient target),
+  :func:`variance_loss` and :func:`covariance_loss` (VICReg-style anti-collapse terms).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .._errors import InputError
+from ..kernels import mask_for, masked_encode
+
+__all__ = [
+    "LOSSES",
+    "CSRBatch",
+    "JEPAPredictor",
+    "MaskPointer",
+    "MaskedGeneEncoder",
+    "covariance_loss",
+    "predictive_loss",
+    "variance_loss",
+]
+
+LOSSES = ("cosine", "smooth_l1", "l2")
+
+
+@dataclass(frozen=True)
+class CSRBatch:
+    """A cells × genes batch in CSR form on one device (int64 indices, float values)."""
+
+    crow: torch.Tensor
+    col: torch.Tensor
+    values: torch.Tensor
+    n_genes: int
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.crow.numel()) - 1
+
+    @classmethod
+    def from_scipy(cls, x, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> CSRBatch:
+        """Convert a scipy CSR matrix (sorted, duplicate-free columns) to a batch on ``device``."""
+        x = x.tocsr()
+        if not x.has_sorted_indices:
+            x = x.sorted_indices()
+        device = torch.device(device)
+        return cls(
+            crow=torch.from_numpy(x.indptr.astype("int64", copy=False)).to(device),
+            col=torch.from_numpy(x.indices.astype("int64", copy=False)).to(device),
+            values=torch.from_numpy(x.data).to(device=device, dtype=dtype),
+            n_genes=int(x.shape[1]),
+        )
+
+    def as_tuple(self) -> tuple:
+        return (self.crow, self.col, self.values, self.n_genes)
+
+
+@dataclass(frozen=True)
+class MaskParams:
+    """What :func:`celljepa.kernels.masked_encode` needs to hide genes of one batch."""
+
+    kind: str = "none"
+    ratio: float = 0.0
+    seed: int = 0
+    block_size: int = 16
+    gene_to_module: torch.Tensor | None = None
+
+    def kwargs(self) -> dict:
+        return {"kind": self.kind, "ratio": self.ratio, "seed": self.seed, "block_size": self.block_size,
+                "gene_to_module": self.gene_to_module}
+
+    def hidden(self, n_rows: int, n_genes: int, device: torch.device) -> torch.Tensor:
+        """The ``(n_rows, n_genes)`` boolean hidden mask (True = hidden), as the kernel draws it."""
+        if self.kind == "none":
+            return torch.zeros(n_rows, n_genes, dtype=torch.bool, device=device)
+        return mask_for(self.seed, n_rows, n_genes, kind=self.kind, ratio=self.ratio, block_size=self.block_size,
+                        gene_to_module=self.gene_to_module, device=device)
+
+
+def _mlp(n_in: int, n_hidden: int, n_out: int, n_layers: int) -> nn.Sequential:
+    """``n_layers`` hidden blocks ``Linear → LayerNorm → GELU`` then a linear head (n_layers >= 0)."""
+    layers: list[nn.Module] = []
+    width = n_in
+    for _ in range(n_layers):
+        layers += [nn.Linear(width, n_hidden), nn.LayerNorm(n_hidden), nn.GELU()]
+        width = n_hidden
+    layers.append(nn.Linear(width, n_out))
+    return nn.Sequential(*layers)
+
+
+class MaskedGeneEncoder(nn.Module):
+    """Cell encoder: ``z = MLP(LayerNorm((x ⊙ keep) · W + b))``.
+
+    ``W`` holds one learned ``n_hidden`` vector per gene, so the first layer is a sum of gene vectors
+    weighted by the cell's (log-normalised) expression, computed over the nonzeros only; hidden genes
+    (the keep mask) are skipped inside the kernel.
+
+    Parameters
+    ----------
+    n_genes
+        Number of input genes ``G``.
+    n_hidden
+        Width of the gene vectors and of the MLP.
+    n_latent
+        Embedding size.
+    n_layers
+        Hidden blocks of the MLP after the gene layer.
+
+    Examples
+    --------
+    >>> import scipy.sparse as sp, torch
+    >>> from celljepa.models.modules import CSRBatch, MaskedGeneEncoder
+    >>> enc = MaskedGeneEncoder(50, n_hidden=16, n_latent=8, n_layers=1)
+    >>> x = CSRBatch.from_scipy(sp.random(4, 50, density=0.2, format="csr", dtype="float32", random_state=0))
+    >>> enc(x).shape
+    torch.Size([4, 8])
+    """
+
+    def __init__(self, n_genes: int, *, n_hidden: int = 256, n_latent: int = 128, n_layers: int = 2):
+        super().__init__()
+        if n_genes < 1 or n_hidden < 1 or n_latent < 1 or n_layers < 0:
+            raise InputError(f"encoder sizes must be positive, got n_genes={n_genes}, n_hidden={n_hidden}, "
+                             f"n_latent={n_latent}, n_layers={n_layers}.")
+        self.n_genes, self.n_hidden, self.n_latent = int(n_genes), int(n_hidden), int(n_latent)
+        self.gene_weight = nn.Parameter(torch.randn(n_genes, n_hidden) * (1.0 / n_hidden**0.5))
+        self.gene_bias = nn.Parameter(torch.zeros(n_hidden))
+        self.norm = nn.LayerNorm(n_hidden)
+        self.mlp = _mlp(n_hidden, n_hidden, n_latent, n_layers)
+
+    def forward(self, x: CSRBatch, mask: MaskParams | None = None, *, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Embed a batch; ``mask`` hides genes (default: full view), ``keep`` is an explicit keep mask."""
+        if x.n_genes != self.n_genes:
+            raise InputError(f"the batch has {x.n_genes} genes but the encoder was built for {self.n_genes}.")
+        if keep is not None:
+            h = masked_encode(x.as_tuple(), self.gene_weight, self.gene_bias, kind="explicit", keep=keep,
+                              validate=False)
+        else:
+            h = masked_encode(x.as_tuple(), self.gene_weight, self.gene_bias, validate=False,
+                              **(mask or MaskParams()).kwargs())
+        return self.mlp(F.gelu(self.norm(h)))
+
+
+class MaskPointer(nn.Module):
+    """Which genes were hidden, as the mean of learned per-gene query vectors over the hidden genes.
+
+    The pointer depends on the mask only (not on the hidden values), so the predictor learns *where*
+    to predict without seeing *what* is there. Cells with nothing hidden get a zero pointer.
+    """
+
+    def __init__(self, n_genes: int, dim: int = 64):
+        super().__init__()
+        self.query = nn.Parameter(torch.randn(n_genes, dim) * 0.02)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        h = hidden.to(self.query.dtype)
+        return (h @ self.query) / h.sum(1, keepdim=True).clamp_min(1.0)
+
+
+class JEPAPredictor(nn.Module):
+    """Predict the teacher's embedding from the student's context embedding and the mask pointer."""
+
+    def __init__(self, n_latent: int, *, pointer_dim: int = 64, n_hidden: int = 256, n_layers: int = 2):
+        super().__init__()
+        self.net = _mlp(n_latent + pointer_dim, n_hidden, n_latent, n_layers)
+
+    def forward(self, z_context: torch.Tensor, pointer: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([z_context, pointer], dim=1))
+
+
+def predictive_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "cosine") -> torch.Tensor:
+    """JEPA loss between predictions and a (detached) target, averaged over cells.
+
+    ``"cosine"``: ``2 - 2 cos(pred, target)`` (0 when aligned); ``"smooth_l1"``/``"l2"``: Huber / squared
+    error against the target normalised per cell (``layer_norm``), so its scale cannot shrink the loss.
+    """
+    target = target.detach()
+    if kind == "cosine":
+        return (2.0 - 2.0 * F.cosine_similarity(pred, target, dim=1)).mean()
+    normed = F.layer_norm(target, target.shape[1:])
+    if kind == "smooth_l1":
+        return F.smooth_l1_loss(pred, normed)
+    if kind == "l2":
+        return F.mse_loss(pred, normed)
+    raise InputError(f"loss must be one of {LOSSES}, got {kind!r}.")
+
+
+def variance_loss(z: torch.Tensor, gamma: float = 1.0, eps: float = 1e-4) -> torch.Tensor:
+    """VICReg variance term: mean over dimensions of ``relu(gamma - std)``; zero once every std ≥ gamma."""
+    std = torch.sqrt(z.var(dim=0) + eps)
+    return F.relu(gamma - std).mean()
+
+
+def covariance_loss(z: torch.Tensor) -> torch.Tensor:
+    """VICReg covariance term: sum of squared off-diagonal covariances divided by the dimension."""
+    n, d = z.shape
+    zc = z - z.mean(0)
+    cov = (zc.T @ zc) / max(n - 1, 1)
+    off = cov - torch.diag(torch.diagonal(cov))
+    return off.pow(2).sum() / d

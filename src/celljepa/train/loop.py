@@ -1,0 +1,315 @@
+"""The JEPA training loop: masked student, EMA teacher, predictor, anti-collapse, checkpoints that resume.
+
+Everything a step depends on is a function of ``(config, step)``: the batch rows
+(:class:`~celljepa.train.data.BatchPlan`), the mask seed (:func:`mask_seed`), the learning rate and the
+EMA momentum. A checkpoint therefore holds the weights, the optimiser, the teacher and the torch RNG
+state; resuming at step ``s`` replays exactly what an uninterrupted run would have done.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .._errors import CelljepaError, InputError
+from .._logging import logger
+from ..eval.embedding import collapse_diagnostics
+from ..models.modules import (
+    CSRBatch,
+    JEPAPredictor,
+    MaskedGeneEncoder,
+    MaskParams,
+    MaskPointer,
+    _mlp,
+    covariance_loss,
+    predictive_loss,
+    variance_loss,
+)
+from .checkpoint import MetricsLog, TrainingInterrupted, interrupt_signals, load_checkpoint, save_checkpoint
+from .config import JEPAConfig
+from .data import BatchPlan, CellSource
+
+__all__ = ["TrainResult", "build_modules", "ema_momentum", "fit", "learning_rate", "mask_seed", "resolve_device"]
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``"auto"`` → the first CUDA device if one is usable, else the CPU."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {str(device)!r} was requested but torch sees no CUDA device. Fix: use device='cpu' "
+                         "or 'auto'.")
+    return device
+
+
+def build_modules(n_genes: int, cfg: JEPAConfig, seed: int) -> nn.ModuleDict:
+    """Student encoder, teacher (a copy of the student when EMA is on), predictor and mask pointer."""
+    m = cfg.model
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        student = MaskedGeneEncoder(n_genes, n_hidden=m.n_hidden, n_latent=m.n_latent, n_layers=m.n_layers)
+        modules = nn.ModuleDict({
+            "student": student,
+            "predictor": JEPAPredictor(m.n_latent, pointer_dim=m.pointer_dim, n_hidden=m.predictor_hidden,
+                                       n_layers=m.predictor_layers),
+            "pointer": MaskPointer(n_genes, m.pointer_dim),
+        })
+        if m.expander_dim:
+            modules["expander"] = _mlp(m.n_latent, m.expander_dim, m.expander_dim, 1)
+        if cfg.train.ema:
+            teacher = MaskedGeneEncoder(n_genes, n_hidden=m.n_hidden, n_latent=m.n_latent, n_layers=m.n_layers)
+            teacher.load_state_dict(student.state_dict())
+            teacher.requires_grad_(False)
+            modules["teacher"] = teacher
+    return modules
+
+
+def embedding_encoder(modules: nn.ModuleDict) -> MaskedGeneEncoder:
+    """The encoder whose full-view output is the cell embedding: the teacher, or the student without EMA."""
+    return modules["teacher"] if "teacher" in modules else modules["student"]
+
+
+def learning_rate(step: int, cfg: JEPAConfig) -> float:
+    """Linear warm-up to ``lr``, then cosine decay to ``lr * lr_min_factor`` at ``max_steps``."""
+    t = cfg.train
+    if t.warmup_steps and step < t.warmup_steps:
+        return t.lr * (step + 1) / t.warmup_steps
+    span = max(1, t.max_steps - t.warmup_steps)
+    progress = min(1.0, (step - t.warmup_steps) / span)
+    floor = t.lr * t.lr_min_factor
+    return floor + (t.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def ema_momentum(step: int, cfg: JEPAConfig) -> float:
+    """Teacher momentum: cosine from ``ema_momentum`` at step 0 to ``ema_momentum_end`` at ``max_steps``."""
+    t = cfg.train
+    progress = min(1.0, step / max(1, t.max_steps))
+    return t.ema_momentum_end - (t.ema_momentum_end - t.ema_momentum) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def mask_seed(seed: int, step: int) -> int:
+    """The 64-bit mask seed of a training step (eval batches use ``step = -1``)."""
+    words = np.random.SeedSequence([int(seed), int(step) + 1, 0x4D41534B]).generate_state(2, np.uint32)
+    return int(words[0]) | (int(words[1]) << 32)
+
+
+def make_optimizer(modules: nn.ModuleDict, cfg: JEPAConfig) -> torch.optim.Optimizer:
+    """AdamW; weight decay on matrices only (not on biases and LayerNorm gains); the teacher is not optimised."""
+    decay, no_decay = [], []
+    for name, p in modules.named_parameters():
+        if name.startswith("teacher.") or not p.requires_grad:
+            continue
+        (decay if p.dim() >= 2 else no_decay).append(p)
+    return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.train.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.train.lr)
+
+
+@torch.no_grad()
+def _ema_update(modules: nn.ModuleDict, momentum: float) -> None:
+    if "teacher" not in modules:
+        return
+    for pt, ps in zip(modules["teacher"].parameters(), modules["student"].parameters(), strict=True):
+        pt.mul_(momentum).add_(ps.detach(), alpha=1.0 - momentum)
+
+
+def step_losses(modules: nn.ModuleDict, x: CSRBatch, mask: MaskParams, cfg: JEPAConfig):
+    """``(total, terms, full_view_embedding)`` of one batch; ``terms`` are detached floats-to-be."""
+    t = cfg.train
+    student = modules["student"]
+    z = student(x, mask)
+    hidden = mask.hidden(x.n_rows, x.n_genes, z.device)
+    pred = modules["predictor"](z, modules["pointer"](hidden))
+    teacher = embedding_encoder(modules)
+    with torch.no_grad():
+        full = teacher(x)
+        target = full if t.target == "cell" else teacher(x, keep=hidden)
+    pred_loss = predictive_loss(pred, target, t.loss)
+    total = pred_loss
+    terms = {"pred_loss": pred_loss.detach()}
+    if t.anticollapse:
+        e = modules["expander"](z) if "expander" in modules else z
+        var, cov = variance_loss(e), covariance_loss(e)
+        total = total + t.var_weight * var + t.cov_weight * cov
+        terms.update(var_loss=var.detach(), cov_loss=cov.detach())
+    terms["loss"] = total.detach()
+    return total, terms, full
+
+
+def _module_tensor(gene_to_module, device) -> torch.Tensor | None:
+    return None if gene_to_module is None else torch.as_tensor(np.asarray(gene_to_module), dtype=torch.int32,
+                                                               device=device)
+
+
+def _mask(cfg: JEPAConfig, seed: int, gene_to_module) -> MaskParams:
+    k = cfg.mask
+    return MaskParams(kind=k.kind, ratio=k.ratio, seed=seed, block_size=k.block_size,
+                      gene_to_module=gene_to_module if k.kind == "module" else None)
+
+
+def _rows_digest(rows: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(rows, dtype=np.int64).tobytes()).hexdigest()[:16]
+
+
+@dataclass
+class TrainResult:
+    """What :func:`fit` returns: the final step, the metrics records and where checkpoints went."""
+
+    step: int
+    history: list[dict]
+    resumed_from: int
+    last_checkpoint: Path | None
+    best_checkpoint: Path | None
+    best: dict | None
+
+
+def _diag_record(z: torch.Tensor) -> dict:
+    d = collapse_diagnostics(z.detach().float().cpu().numpy(), max_cells=None)
+    return {k: d[k] for k in ("std_mean", "std_min", "effective_rank", "effective_rank_fraction", "mean_cosine")}
+
+
+@torch.no_grad()
+def evaluate_batch(modules: nn.ModuleDict, x: CSRBatch, cfg: JEPAConfig, gene_to_module) -> dict:
+    """Losses (fixed mask, ``mask_seed(seed, -1)``) and collapse diagnostics on a fixed batch."""
+    _, terms, full = step_losses(modules, x, _mask(cfg, mask_seed(cfg.train.seed, -1), gene_to_module), cfg)
+    return {**{k: float(v) for k, v in terms.items()}, **_diag_record(full), "n_cells": x.n_rows}
+
+
+def _payload(modules, optimizer, step, cfg, var_names, rows_digest, best, extra) -> dict:
+    return {"step": int(step), "config": cfg.to_dict(), "config_digest": cfg.digest(), "var_names": list(var_names),
+            "modules": {k: v.state_dict() for k, v in modules.items()}, "optimizer": optimizer.state_dict(),
+            "torch_rng": torch.get_rng_state(), "train_rows": rows_digest, "best": best, **extra}
+
+
+def fit(modules: nn.ModuleDict, source: CellSource, *, cfg: JEPAConfig, var_names, train_rows, eval_rows,
+        device: torch.device, gene_to_module=None, run_dir: str | Path | None = None, resume: bool = True,
+        progress: bool = True, handle_signals: bool | None = None, callback=None, extra_payload=None) -> TrainResult:
+    """Train ``modules`` in place on the rows ``train_rows`` of ``source``.
+
+    Parameters
+    ----------
+    modules
+        From :func:`build_modules` (moved to ``device`` here).
+    source
+        The cells (in memory or streamed).
+    cfg
+        The resolved config.
+    var_names
+        Gene names (stored in checkpoints; a resumed run must have the same).
+    train_rows, eval_rows
+        Rows to train on and rows of the fixed evaluation batch (best.pt selection).
+    device
+        Where to train.
+    gene_to_module
+        int32 module id per gene (mask kind ``module``).
+    run_dir
+        Folder for ``metrics.jsonl`` and ``checkpoints/{last,best}.pt``; ``None`` keeps metrics in memory only.
+    resume
+        Continue from ``run_dir/checkpoints/last.pt`` when it exists (its config and rows must match).
+    progress
+        Show a tqdm bar with the loss and collapse metrics.
+    handle_signals
+        Catch SIGTERM/SIGUSR1: finish the step, checkpoint, raise :class:`TrainingInterrupted`.
+        Default: on when ``run_dir`` is given.
+    callback
+        ``callback(step, record_or_None)`` after every step (tests, custom logging).
+    extra_payload
+        More (weights-only-safe) entries stored in every checkpoint.
+    """
+    from tqdm.auto import tqdm
+
+    t = cfg.train
+    run_dir = None if run_dir is None else Path(run_dir)
+    ckpt_dir = None if run_dir is None else run_dir / "checkpoints"
+    last_path = None if ckpt_dir is None else ckpt_dir / "last.pt"
+    best_path = None if ckpt_dir is None else ckpt_dir / "best.pt"
+    handle_signals = run_dir is not None if handle_signals is None else handle_signals
+    extra_payload = dict(extra_payload or {})
+    plan = BatchPlan(train_rows, batch_size=t.batch_size, chunk_size=source.chunk_size, seed=t.seed)
+    rows_digest = _rows_digest(plan.rows)
+    modules.to(device)
+    optimizer = make_optimizer(modules, cfg)
+    module_t = _module_tensor(gene_to_module, device)
+    start, best = 0, None
+    if last_path is not None and resume and last_path.is_file():
+        payload = load_checkpoint(last_path, map_location=device)
+        if payload["config_digest"] != cfg.digest():
+            raise InputError(f"{last_path} was written with a different config; resuming would mix two runs. Fix: "
+                             "use a new --out folder, or --restart to start this one over.")
+        if list(payload["var_names"]) != list(var_names) or payload["train_rows"] != rows_digest:
+            raise InputError(f"{last_path} was trained on other genes or cells than these (a different file or "
+                             "split). Fix: use a new --out folder, or --restart.")
+        for name, module in modules.items():
+            module.load_state_dict(payload["modules"][name])
+        optimizer.load_state_dict(payload["optimizer"])
+        torch.set_rng_state(payload["torch_rng"])
+        start, best = int(payload["step"]), payload.get("best")
+        logger.warning("resuming from %s at step %d of %d", last_path, start, t.max_steps)
+    metrics = MetricsLog(None if run_dir is None else run_dir / "metrics.jsonl")
+    metrics.load(up_to_step=start)
+    eval_rows = np.asarray(eval_rows, dtype=np.int64)
+    eval_x = CSRBatch.from_scipy(source.read(eval_rows), device) if eval_rows.size >= 2 else None
+
+    def save(path, step):
+        if path is not None:
+            save_checkpoint(path, _payload(modules, optimizer, step, cfg, var_names, rows_digest, best, extra_payload))
+
+    n_cells, t0, tick = 0, time.perf_counter(), time.perf_counter()
+    modules.train()
+    with interrupt_signals(handle_signals) as flag, tqdm(total=t.max_steps, initial=start, desc="JEPA pretraining",
+                                                         unit="step", disable=not progress or None,
+                                                         dynamic_ncols=True) as bar:
+        for step in range(start, t.max_steps):
+            rows = plan.rows_for_step(step)
+            x = CSRBatch.from_scipy(source.read(rows), device)
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(step, cfg)
+            total, terms, full = step_losses(modules, x, _mask(cfg, mask_seed(t.seed, step), module_t), cfg)
+            if not torch.isfinite(total):
+                raise CelljepaError(f"the loss became {float(total)} at step {step + 1}; lower train.lr or check the "
+                                 "input values.")
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            if t.grad_clip:
+                torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], t.grad_clip)
+            optimizer.step()
+            momentum = ema_momentum(step, cfg)
+            _ema_update(modules, momentum)
+            done = step + 1
+            n_cells += x.n_rows
+            record = None
+            if done % t.log_every == 0 or done == t.max_steps:
+                now = time.perf_counter()
+                record = {"step": done, **{k: float(v) for k, v in terms.items()}, "lr": learning_rate(step, cfg),
+                          "ema_momentum": momentum if t.ema else None, **_diag_record(full),
+                          "cells_per_s": n_cells / max(now - tick, 1e-9), "elapsed_s": now - t0}
+                n_cells, tick = 0, now
+                metrics.append(record)
+                bar.set_postfix(loss=f"{record['loss']:.4f}", rank=f"{record['effective_rank']:.1f}",
+                                std_min=f"{record['std_min']:.3f}", refresh=False)
+            if eval_x is not None and (done % t.eval_every == 0 or done == t.max_steps):
+                modules.eval()
+                ev = {"step": done, "split": "eval", **evaluate_batch(modules, eval_x, cfg, module_t)}
+                modules.train()
+                metrics.append(ev)
+                if best is None or ev["loss"] < best["loss"]:
+                    best = {"step": done, "loss": ev["loss"]}
+                    save(best_path, done)
+            if done % t.checkpoint_every == 0 or done == t.max_steps:
+                save(last_path, done)
+            bar.update(1)
+            if callback is not None:
+                callback(done, record)
+            if flag["signal"] is not None and done < t.max_steps:
+                save(last_path, done)
+                raise TrainingInterrupted(done, last_path, flag["signal"])
+    modules.eval()
+    return TrainResult(step=t.max_steps, history=list(metrics.records), resumed_from=start, last_checkpoint=last_path,
+                       best_checkpoint=best_path if best is not None and best_path is not None else None, best=best)

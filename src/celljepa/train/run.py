@@ -1,0 +1,185 @@
+"""``celljepa pretrain``: one JEPA pretraining run folder.
+
+``OUT/`` receives ``config.yaml`` (resolved), ``metrics.jsonl``, ``checkpoints/{last,best}.pt``,
+``model/`` (:meth:`CellJEPA.save`), ``embeddings.npz`` (``obs_names``, ``X_jepa``) and ``eval.json``
+(collapse diagnostics, kNN accuracy of labels on X_jepa versus X_pca).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .._errors import InputError
+from .._io import atomic_path, check_readable_h5ad, remove_tree_quietly, write_json_atomic, write_text_atomic
+from .._logging import logger
+from .config import JEPAConfig, load_config
+
+__all__ = ["FAST_DEV", "embedding_eval", "pretrain"]
+
+# --fast-dev: a smoke run that exercises every stage in seconds.
+FAST_DEV = {"train": {"max_steps": 20, "log_every": 5, "eval_every": 10, "checkpoint_every": 10},
+            "data": {"eval_cells": 256}, "eval": {"max_cells": 2000}}
+
+
+def _config_yaml(cfg: JEPAConfig) -> str:
+    import yaml
+
+    header = "# Resolved celljepa pretraining config (every key; edit a copy and pass it with --config).\n"
+    return header + yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+
+
+def pca_embedding(source, fit_rows: np.ndarray, rows: np.ndarray, n_pcs: int, seed: int) -> tuple[np.ndarray, dict]:
+    """``n_pcs`` PCs of all genes (scanpy, zero-centred) fitted on ``fit_rows``, coordinates of ``rows``."""
+    import anndata as ad
+    import scanpy as sc
+
+    fit = source.read(fit_rows)
+    n_comp = int(min(n_pcs, fit.shape[0] - 1, fit.shape[1] - 1))
+    if n_comp < 1:
+        raise InputError("too few cells or genes for the PCA comparison.")
+    work = ad.AnnData(fit)
+    sc.pp.pca(work, n_comps=n_comp, zero_center=True, random_state=seed)
+    loadings = np.asarray(work.varm["PCs"], dtype=np.float64)
+    mean = np.asarray(fit.mean(axis=0), dtype=np.float64).ravel()
+    x = source.read(rows)
+    coords = np.asarray(x @ loadings) - mean @ loadings
+    return coords, {"n_pcs": n_comp, "fit_cells": int(fit_rows.size), "genes": int(fit.shape[1])}
+
+
+def embedding_eval(model, adata, *, train_rows: np.ndarray, labels=None, cfg: JEPAConfig | None = None,
+                   progress: bool = False) -> dict:
+    """Collapse diagnostics of the embedding and kNN accuracy of ``labels`` on X_jepa versus X_pca.
+
+    Both embeddings are computed for the same seeded subsample of at most ``eval.max_cells`` cells;
+    the PCA (``eval.n_pcs`` components of all the model's genes) is fitted on the training cells of
+    that subsample only, like the encoder.
+    """
+    from ..eval.embedding import collapse_diagnostics, is_collapsed, knn_table
+    from .data import CellSource
+
+    cfg = cfg or model.config
+    e = cfg.eval
+    rng = np.random.default_rng([cfg.train.seed, 0xE7A2])
+    n = adata.n_obs
+    rows = np.arange(n) if n <= e.max_cells else np.sort(rng.choice(n, e.max_cells, replace=False))
+    fit_rows = np.intersect1d(rows, train_rows)
+    sub = adata[rows]
+    z = model.get_latent_representation(sub if not getattr(adata, "isbacked", False) else sub.to_memory(),
+                                        progress=progress)
+    source = CellSource.from_adata(adata, cfg.data.layer, chunk_size=max(cfg.data.chunk_size, 1))
+    try:
+        pcs, pca_info = pca_embedding(source, fit_rows, rows, e.n_pcs, cfg.train.seed)
+    finally:
+        source.close()
+    diag = collapse_diagnostics(z, max_cells=None)
+    obs = adata.obs.iloc[rows]
+    knn = knn_table({"X_jepa": z, "X_pca": pcs}, obs, list(labels if labels is not None else e.labels), k=e.knn_k,
+                    n_folds=e.knn_folds, seed=cfg.train.seed, max_cells=None)
+    return {"diagnostics": diag, "collapsed": is_collapsed(diag), "pca_diagnostics": collapse_diagnostics(pcs),
+            "knn": knn, "pca": pca_info, "n_cells": int(rows.size), "knn_k": e.knn_k, "knn_folds": e.knn_folds}
+
+
+def _split_rows(split_path, adata) -> tuple[np.ndarray, np.ndarray | None, dict]:
+    from ..splits import fold_roles, read_split
+
+    fold = read_split(split_path)
+    roles = np.asarray(fold_roles(fold, adata.obs_names))
+    train = np.flatnonzero(roles == "train")
+    val = np.flatnonzero(roles == "val")
+    if train.size < 2:
+        raise InputError(f"split {split_path} lists {train.size} training cells of this file; is it the split of "
+                         f"another dataset (split dataset_id {fold.get('dataset_id')!r})?")
+    info = {k: fold[k] for k in ("dataset_id", "split_name", "seed", "fold", "n_folds")}
+    info.update(path=str(split_path), n_train_cells=int(train.size), n_val_cells=int(val.size))
+    return train, (val if val.size >= 2 else None), info
+
+
+def pretrain(h5ad: str | os.PathLike, *, out: str | os.PathLike, config: str | os.PathLike | JEPAConfig | None = None,
+             split: str | os.PathLike | None = None, fast_dev: bool = False, backed: bool | None = None,
+             overrides: dict | None = None, restart: bool = False, progress: bool = True,
+             handle_signals: bool = True) -> dict:
+    """Run JEPA pretraining on ``h5ad`` into the run folder ``out`` and return ``eval.json``'s content.
+
+    Running it again on the same folder resumes from ``checkpoints/last.pt`` (a finished run only
+    re-writes its outputs); ``restart=True`` clears the folder's training state first.
+
+    Raises
+    ------
+    celljepa.train.checkpoint.TrainingInterrupted
+        On SIGTERM/SIGUSR1, after the checkpoint is written.
+    """
+    import anndata as ad
+
+    from ..models import CellJEPA
+
+    out = Path(out)
+    h5ad = check_readable_h5ad(h5ad)
+    cfg = config if isinstance(config, JEPAConfig) else load_config(config, overrides=None)
+    merged = {s: {} for s in cfg.to_dict()}
+    for extra in ((FAST_DEV if fast_dev else {}), overrides or {}):
+        for section, values in extra.items():
+            merged[section].update(values)
+    if backed is not None:
+        merged["data"]["backed"] = bool(backed)
+    cfg = cfg.replace(**merged)
+    config_path = out / "config.yaml"
+    if restart:
+        remove_tree_quietly(out / "checkpoints")
+        (out / "metrics.jsonl").unlink(missing_ok=True)
+    elif (out / "checkpoints" / "last.pt").is_file() and config_path.is_file():
+        previous = load_config(config_path)
+        if previous.digest() != cfg.digest():
+            raise InputError(f"{out} holds a run with a different config ({config_path}). Fix: use a new --out "
+                             "folder, or --restart to start this one over.")
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(config_path, _config_yaml(cfg))
+    t0 = time.perf_counter()
+    adata = ad.read_h5ad(h5ad, backed="r" if cfg.data.backed else None)
+    try:
+        train_rows, eval_rows, split_info = (np.arange(adata.n_obs), None, None)
+        if split is not None:
+            train_rows, eval_rows, split_info = _split_rows(split, adata)
+        model = CellJEPA(adata, config=cfg)
+        model.train(train_indices=train_rows, eval_indices=eval_rows, run_dir=out, progress=progress,
+                    handle_signals=handle_signals)
+        train_s = time.perf_counter() - t0
+        model.save(out / "model", overwrite=True)
+        result = embedding_eval(model, adata, train_rows=train_rows, progress=progress)
+        z = model.get_latent_representation(adata, progress=progress) if not cfg.data.backed else None
+        if z is not None:
+            with atomic_path(out / "embeddings.npz") as tmp, open(tmp, "wb") as fh:
+                np.savez(fh, obs_names=np.asarray(adata.obs_names, dtype=str), X_jepa=z)
+        result.update(source=str(h5ad), dataset_id=str(adata.uns.get("dataset_id", h5ad.stem)), split=split_info,
+                      n_obs=int(adata.n_obs), n_vars=int(adata.n_vars), n_train_cells=int(train_rows.size),
+                      train_info=model.train_info_, gene_sets=model.gene_sets_source_,
+                      final=_last(model.history_, eval_split=False), final_eval=_last(model.history_, eval_split=True),
+                      train_seconds=round(train_s, 2), total_seconds=round(time.perf_counter() - t0, 2),
+                      embeddings="embeddings.npz" if z is not None else None)
+        write_json_atomic(out / "eval.json", result)
+    finally:
+        if getattr(adata, "isbacked", False):
+            adata.file.close()
+    logger.info("pretraining run written to %s", out)
+    return result
+
+
+def _last(history: list[dict], *, eval_split: bool) -> dict | None:
+    rows = [r for r in history if (r.get("split") == "eval") == eval_split]
+    return rows[-1] if rows else None
+
+
+def knn_summary(result: dict) -> pd.DataFrame:
+    """The kNN table of an ``eval.json`` as a DataFrame (label × embedding accuracy)."""
+    rows = []
+    for label, by_emb in result["knn"].items():
+        if "skipped" in by_emb:
+            continue
+        for emb, r in by_emb.items():
+            rows.append({"label": label, "embedding": emb, "accuracy": r["accuracy"], "accuracy_sd": r["accuracy_sd"],
+                         "n_classes": r["n_classes"], "chance": r["chance"]})
+    return pd.DataFrame(rows)

@@ -1,0 +1,96 @@
+"""The JEPA building blocks: encoder, mask pointer, predictor and the loss terms."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from celljepa import InputError
+from celljepa.kernels import mask_for
+from celljepa.models.modules import (
+    CSRBatch,
+    JEPAPredictor,
+    MaskedGeneEncoder,
+    MaskParams,
+    MaskPointer,
+    covariance_loss,
+    predictive_loss,
+    variance_loss,
+)
+
+
+@pytest.fixture
+def batch():
+    x = sp.random(16, 40, density=0.3, format="csr", dtype=np.float32, random_state=0)
+    return x, CSRBatch.from_scipy(x)
+
+
+def test_encoder_first_layer_is_expression_weighted_gene_vectors(batch):
+    x, xb = batch
+    torch.manual_seed(0)
+    enc = MaskedGeneEncoder(40, n_hidden=8, n_latent=4, n_layers=1)
+    h = torch.from_numpy(x.toarray()) @ enc.gene_weight + enc.gene_bias
+    expected = enc.mlp(torch.nn.functional.gelu(enc.norm(h)))
+    torch.testing.assert_close(enc(xb), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_encoder_mask_hides_exactly_the_mask_for_genes(batch):
+    x, xb = batch
+    enc = MaskedGeneEncoder(40, n_hidden=8, n_latent=4, n_layers=0)
+    mask = MaskParams(kind="random", ratio=0.5, seed=7)
+    hidden = mask.hidden(16, 40, torch.device("cpu"))
+    assert torch.equal(hidden, mask_for(7, 16, 40, kind="random", ratio=0.5))
+    dense = torch.from_numpy(x.toarray()) * (~hidden)
+    expected = enc.mlp(torch.nn.functional.gelu(enc.norm(dense @ enc.gene_weight + enc.gene_bias)))
+    torch.testing.assert_close(enc(xb, mask), expected, rtol=1e-5, atol=1e-5)
+    # the explicit keep mask used for "predict the hidden part" targets is the complement view
+    explicit = enc(xb, keep=hidden)
+    dense_h = torch.from_numpy(x.toarray()) * hidden
+    expected_h = enc.mlp(torch.nn.functional.gelu(enc.norm(dense_h @ enc.gene_weight + enc.gene_bias)))
+    torch.testing.assert_close(explicit, expected_h, rtol=1e-5, atol=1e-5)
+
+
+def test_encoder_refuses_wrong_gene_count(batch):
+    _, xb = batch
+    with pytest.raises(InputError, match="40 genes but the encoder was built for 41"):
+        MaskedGeneEncoder(41, n_hidden=4, n_latent=2)(xb)
+
+
+def test_pointer_is_the_mean_query_of_hidden_genes_and_zero_when_nothing_is_hidden():
+    ptr = MaskPointer(5, dim=3)
+    hidden = torch.tensor([[True, False, True, False, False], [False] * 5])
+    out = ptr(hidden)
+    torch.testing.assert_close(out[0], (ptr.query[0] + ptr.query[2]) / 2)
+    assert torch.equal(out[1], torch.zeros(3))
+
+
+def test_predictor_shape():
+    pred = JEPAPredictor(6, pointer_dim=3, n_hidden=8, n_layers=2)
+    assert pred(torch.randn(4, 6), torch.randn(4, 3)).shape == (4, 6)
+
+
+def test_predictive_losses():
+    t = torch.randn(32, 8)
+    assert predictive_loss(t.clone(), t, "cosine").item() == pytest.approx(0.0, abs=1e-6)
+    assert predictive_loss(-t, t, "cosine").item() == pytest.approx(4.0, abs=1e-5)
+    normed = torch.nn.functional.layer_norm(t, (8,))
+    assert predictive_loss(normed, 3 * t + 1, "l2").item() == pytest.approx(0.0, abs=1e-6)  # scale-free target
+    assert predictive_loss(normed + 0.1, t, "smooth_l1").item() == pytest.approx(0.5 * 0.01, rel=1e-3)
+    p = torch.randn(32, 8, requires_grad=True)
+    target = torch.randn(32, 8, requires_grad=True)
+    predictive_loss(p, target).backward()
+    assert target.grad is None  # stop-gradient on the target
+    with pytest.raises(InputError, match="loss must be one of"):
+        predictive_loss(p, target, "mse")
+
+
+def test_variance_and_covariance_terms():
+    rng = torch.Generator().manual_seed(0)
+    z = torch.randn(4000, 4, generator=rng)
+    assert variance_loss(z).item() < 0.02  # unit std: nothing to push
+    assert variance_loss(torch.zeros(10, 4)).item() == pytest.approx(1 - 1e-2, abs=1e-3)
+    assert covariance_loss(z).item() < 0.01
+    corr = torch.cat([z[:, :1], z[:, :1]], dim=1)  # two identical unit-variance dims: cov 1 off-diagonal twice
+    assert covariance_loss(corr).item() == pytest.approx(2 * 1.0 / 2, rel=0.1)
