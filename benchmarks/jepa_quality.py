@@ -81,10 +81,15 @@ def main() -> None:
     p.add_argument("--runs", type=Path, default=Path("runs/jepa_quality"))
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--jobs", type=int, default=1)
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="config override applied to every run (e.g. mask.kind=module)")
+    p.add_argument("--tag", default="", help="suffix of the run names, e.g. -module")
     args = p.parse_args()
+    common = [x for s in args.sets for x in ("--set", s)]
     data = dict(item.split("=", 1) for item in args.data)
-    jobs = [(f"{d}/seed{s}", path, args.runs, ["--seed", str(s)]) for d, path in data.items() for s in args.seeds]
-    jobs += [(f"{d}/{a}", data[d], args.runs, ["--seed", "0", *extra])
+    jobs = [(f"{d}/seed{s}{args.tag}", path, args.runs, ["--seed", str(s), *common])
+            for d, path in data.items() for s in args.seeds]
+    jobs += [(f"{d}/{a}{args.tag}", data[d], args.runs, ["--seed", "0", *common, *extra])
              for d in args.ablations for a, extra in ABLATIONS.items()]
     threads = max(1, (os.cpu_count() or 1) // max(1, args.jobs))
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
