@@ -229,6 +229,10 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--jepa", action="store_true",
+                   help="also pretrain a CellJEPA encoder per dataset and report its embedding (diagnostics, kNN)")
+    p.add_argument("--jepa-config", type=Path, help="pretraining config for --jepa (default: built-in defaults)")
+    p.add_argument("--jepa-steps", type=int, help="override train.max_steps of the --jepa config")
 
 
 def _cmd_benchmark(args: argparse.Namespace) -> int:
@@ -240,8 +244,15 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     for dataset_id, adata in datasets.items():
         write_h5ad_atomic(adata, processed_path(args.out / "data", dataset_id))
     plan = {d: p["splits"] for d, p in DEMO_PLAN.items()}
+    jepa = None
+    if args.jepa or args.jepa_config or args.jepa_steps:
+        from .train.config import load_config
+
+        train = {"seed": args.seed, **({"max_steps": args.jepa_steps} if args.jepa_steps else {})}
+        jepa = load_config(args.jepa_config, overrides={"train": train})
     benchmark(datasets, plan, out=args.out, seed=args.seed, config=EvalConfig(seed=args.seed),
-              figure_maker=_fold_figures, combined_figure_maker=_combined_figures, progress=not args.no_progress)
+              figure_maker=_fold_figures, combined_figure_maker=_combined_figures, progress=not args.no_progress,
+              jepa=jepa)
     print(args.out / "report.md")
     return EXIT_OK
 

@@ -91,3 +91,21 @@ def test_benchmark_cli_on_the_whole_demo(tmp_path):
     results = json.loads((tmp_path / "metrics_combined.json").read_text())["results"]
     assert set(results) == {"norman2019/S1_unseen_perturbation", "norman2019/S3_unseen_combo",
                             "sciplex_gxe/S1_unseen_perturbation", "sciplex_gxe/S2_unseen_context"}
+
+
+def test_benchmark_with_jepa_embeddings(tmp_path):
+    from celljepa.train.config import load_config
+
+    datasets = demo_datasets()
+    jepa = load_config(overrides={"train": {"max_steps": 12, "batch_size": 64, "log_every": 4},
+                                  "model": {"n_hidden": 32, "predictor_hidden": 32, "n_latent": 16}})
+    benchmark({"sciplex_gxe": datasets["sciplex_gxe"]}, {"sciplex_gxe": {"S2_unseen_context": 3}}, out=tmp_path,
+              progress=False, jepa=jepa)
+    emb = json.loads((tmp_path / "metrics_combined.json").read_text())["jepa_embeddings"]["sciplex_gxe"]
+    assert emb["diagnostics"]["dims"] == 16 and emb["knn"]["cell_type"]["X_pca"]["n_classes"] == 3
+    assert (tmp_path / "sciplex_gxe" / "jepa" / "model" / "model.pt").is_file()
+    assert (tmp_path / "sciplex_gxe" / "jepa" / "checkpoints" / "last.pt").is_file()
+    report = (tmp_path / "report.md").read_text()
+    section = report.split("## JEPA embeddings", 1)[1].split("## Every fold", 1)[0]
+    row = next(line for line in section.splitlines() if line.startswith("| sciplex_gxe |"))
+    assert f"{emb['knn']['cell_type']['X_jepa']['accuracy']:.3f}" in row and "| 12 |" in row

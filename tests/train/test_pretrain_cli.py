@@ -12,6 +12,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from _realdata import read_quiet
 
 from celljepa.cli import EXIT_INTERRUPTED, main
 from celljepa.train.checkpoint import load_checkpoint
@@ -55,6 +56,13 @@ def test_fast_dev_run_on_kang_writes_every_output(ingested, tmp_path, capsys):
         assert all(np.isfinite(r[key]) for r in train), key
     with np.load(out / "embeddings.npz") as f:
         assert f["X_jepa"].shape == (1975, 128)
+        z = f["X_jepa"]
+    import celljepa as cj
+
+    kang = cj.models.CellJEPA.load(out).get_latent_representation(read_quiet(ingested["kang2018"]))
+    assert np.array_equal(kang, z)  # the run folder loads as a model and reproduces its embeddings
+    best = cj.models.CellJEPA.load(out / "checkpoints" / "best.pt")
+    assert best.var_names == cj.models.CellJEPA.load(out).var_names
     config = (out / "config.yaml").read_text()
     assert "max_steps: 20" in config and "kind: module" in config and "target: hidden" in config
     # a finished run, run again: nothing to train, same outputs

@@ -338,7 +338,8 @@ class CellJEPA:
     def load(cls, path: str | os.PathLike, adata=None, *, device: str = "cpu") -> CellJEPA:
         """Load a model saved with :meth:`save` (a folder or its ``model.pt``) or a run's checkpoint.
 
-        A run's ``checkpoints/best.pt`` or ``last.pt`` works too; weights are read with ``weights_only=True``.
+        A ``celljepa pretrain`` run folder (its ``model/``) and a run's ``checkpoints/best.pt`` or
+        ``last.pt`` work too; weights are read with ``weights_only=True``.
 
         ``adata`` (optional) is attached for :meth:`get_latent_representation`; it is aligned to the
         model's genes by name (missing genes → zero with a warning; < 50% overlap → error).
@@ -348,6 +349,8 @@ class CellJEPA:
         from ..train.loop import build_modules
 
         path = Path(path)
+        if path.is_dir() and not (path / MODEL_FILE).is_file() and (path / "model" / MODEL_FILE).is_file():
+            path = path / "model"  # a `celljepa pretrain` run folder
         file = path / MODEL_FILE if path.is_dir() else path
         payload = load_checkpoint(file, map_location=device)
         model = cls.__new__(cls)
