@@ -34,9 +34,9 @@ def test_digest_ignores_cadence_but_not_training():
 
 
 @pytest.mark.parametrize(("raw", "message"), [
-    ({"trian": {}}, "unknown section 'trian' (did you mean 'train'?)"),
-    ({"train": {"max_step": 5}}, "unknown key 'max_step' (did you mean 'max_steps'?)"),
-    ({"mask": {"kind": "modules"}}, "got 'modules' (did you mean 'module'?)"),
+    ({"trian": {}}, "unknown section 'trian'. Did you mean 'train'?"),
+    ({"train": {"max_step": 5}}, "unknown key 'max_step'. Did you mean 'max_steps'"),
+    ({"mask": {"kind": "modules"}}, "got 'modules'. Did you mean 'module'?"),
     ({"mask": {"ratio": 1.0}}, "mask.ratio must be in (0, 1)"),
     ({"train": {"ema": "maybe"}}, "must be on/off"),
     ({"train": {"batch_size": 1}}, "at least 2"),

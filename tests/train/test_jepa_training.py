@@ -136,6 +136,7 @@ def test_save_load_and_gene_alignment(cells, tmp_path):
     {"train": {"anticollapse": False}},
     {"train": {"target": "cell", "loss": "l2"}},
     {"train": {"loss": "smooth_l1"}},
+    {"model": {"expander_dim": 24}},
     {"mask": {"kind": "block", "block_size": 16}},
     {"mask": {"kind": "module", "gene_sets": "hallmark"}},
 ])
@@ -147,6 +148,8 @@ def test_ablation_switches_train(cells, change):
         assert "var_loss" not in record
     if not change.get("train", {}).get("ema", True):
         assert "teacher" not in model.module_
+    if change.get("model", {}).get("expander_dim"):
+        assert "expander" in model.module_
     if change.get("mask", {}).get("kind") == "module":
         assert model.module_names_[-1] == "unassigned" and len(model.module_names_) > 10
 

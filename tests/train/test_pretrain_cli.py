@@ -93,7 +93,7 @@ def test_config_mismatch_and_bad_override(ingested, tmp_path, capsys):
     assert "different config" in capsys.readouterr().err
     assert main([*args, "--set", "train.max_steps=6", "--restart"]) == 0
     assert main([*args, "--set", "train.emaa=off"]) == 1
-    assert "did you mean 'ema'" in capsys.readouterr().err
+    assert "Did you mean 'ema'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main([*args, "--set", "noequals"])
 

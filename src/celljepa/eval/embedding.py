@@ -76,8 +76,8 @@ def is_collapsed(diagnostics: dict) -> bool:
     return not (np.isfinite(frac) and np.isfinite(std_min)) or frac < MIN_RANK_FRACTION or std_min < MIN_STD
 
 
-def knn_accuracy(x, labels, *, k: int = 15, n_folds: int = 5, seed: int = 0, max_cells: int | None = 20_000,
-                 standardize: bool = False) -> dict[str, float]:
+def knn_accuracy(x, labels, *, k: int = 15, n_folds: int = 5, seed: int = 0,
+                 max_cells: int | None = 20_000) -> dict[str, float]:
     """Stratified ``n_folds``-fold accuracy of a ``k``-nearest-neighbour classifier (Euclidean) on ``x``.
 
     Classes with fewer than ``n_folds`` cells are dropped (reported in ``n_dropped``). Above
@@ -100,7 +100,6 @@ def knn_accuracy(x, labels, *, k: int = 15, n_folds: int = 5, seed: int = 0, max
     from sklearn.metrics import balanced_accuracy_score
     from sklearn.model_selection import StratifiedKFold
     from sklearn.neighbors import KNeighborsClassifier
-    from sklearn.preprocessing import StandardScaler
 
     x = np.asarray(x, dtype=np.float64)
     y = pd.Series(np.asarray(labels)).astype(str).to_numpy()
@@ -122,12 +121,8 @@ def knn_accuracy(x, labels, *, k: int = 15, n_folds: int = 5, seed: int = 0, max
         x, y = x[idx], y[idx]
     accs, baccs = [], []
     for train, test in StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed).split(x, y):
-        xtr, xte = x[train], x[test]
-        if standardize:
-            scaler = StandardScaler().fit(xtr)
-            xtr, xte = scaler.transform(xtr), scaler.transform(xte)
-        clf = KNeighborsClassifier(n_neighbors=min(k, len(train))).fit(xtr, y[train])
-        pred = clf.predict(xte)
+        clf = KNeighborsClassifier(n_neighbors=min(k, len(train))).fit(x[train], y[train])
+        pred = clf.predict(x[test])
         accs.append(float((pred == y[test]).mean()))
         baccs.append(float(balanced_accuracy_score(y[test], pred)))
     _, c = np.unique(y, return_counts=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from .._errors import CelljepaError, InputError
-from .._io import atomic_path, dumps_json
+from .._io import atomic_path
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -94,9 +94,6 @@ class MetricsLog:
             with self.path.open("a", encoding="utf-8") as fh:
                 fh.write(json.dumps(record, sort_keys=True) + "\n")
                 fh.flush()
-
-    def dumps(self) -> str:
-        return dumps_json(self.records)
 
 
 @contextmanager

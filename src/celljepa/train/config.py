@@ -7,7 +7,6 @@ rejects unknown keys (with a suggestion), so a typo never silently falls back to
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import json
 import os
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import InputError
+from ..data._keys import suggest
 
 __all__ = ["DataConfig", "EvalConfig", "JEPAConfig", "MaskConfig", "ModelConfig", "TrainConfig", "load_config"]
 
@@ -125,8 +125,8 @@ class JEPAConfig:
             kwargs[f.name] = _section(f.default_factory, section, f"{source}: {f.name}")
         if raw:
             bad = sorted(raw)[0]
-            raise InputError(f"{source}: unknown section {bad!r}{_suggest(bad, [f.name for f in fields(cls)])}. "
-                             f"Sections: {', '.join(f.name for f in fields(cls))}.")
+            names = [f.name for f in fields(cls)]
+            raise InputError(f"{source}: unknown section {bad!r}.{suggest(bad, names)} Sections: {', '.join(names)}.")
         cfg = cls(**kwargs)
         cfg.check(source)
         return cfg
@@ -216,11 +216,6 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict | None = 
 
 
 # ---------------------------------------------------------------------------------------- helpers
-def _suggest(word: str, options) -> str:
-    close = difflib.get_close_matches(word, list(options), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
 _ON = {"on", "true", "yes", "1"}
 _OFF = {"off", "false", "no", "0"}
 
@@ -259,7 +254,7 @@ def _section(factory, values: dict, where: str):
     names = [f.name for f in dataclasses.fields(obj)]
     for key, value in values.items():
         if key not in names:
-            raise InputError(f"{where}: unknown key {key!r}{_suggest(key, names)}. Keys: {', '.join(names)}.")
+            raise InputError(f"{where}: unknown key {key!r}.{suggest(key, names)} Keys: {', '.join(names)}.")
         setattr(obj, key, _coerce(value, getattr(obj, key), f"{where}.{key}"))
     return obj
 
@@ -278,5 +273,5 @@ def _nonnegative(source, section, obj, keys) -> None:
 
 def _choice(source, key, value, options) -> None:
     if value not in options:
-        raise InputError(f"{source}: {key} must be one of {', '.join(options)}, got {value!r}"
-                         f"{_suggest(str(value), options)}.")
+        raise InputError(f"{source}: {key} must be one of {', '.join(options)}, got {value!r}."
+                         f"{suggest(str(value), options)}")

@@ -117,11 +117,6 @@ class CellSource:
         self._file = self._dataset = None
         self._cache.clear()
 
-    def __getstate__(self):  # picklable for worker processes: reopen lazily
-        state = self.__dict__.copy()
-        state.update(_file=None, _dataset=None, _cache=OrderedDict())
-        return state
-
     def _chunk(self, c: int) -> sp.csr_matrix:
         if c in self._cache:
             self._cache.move_to_end(c)

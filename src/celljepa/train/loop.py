@@ -120,8 +120,12 @@ def _ema_update(modules: nn.ModuleDict, momentum: float) -> None:
         pt.mul_(momentum).add_(ps.detach(), alpha=1.0 - momentum)
 
 
-def step_losses(modules: nn.ModuleDict, x: CSRBatch, mask: MaskParams, cfg: JEPAConfig):
-    """``(total, terms, full_view_embedding)`` of one batch; ``terms`` are detached floats-to-be."""
+def step_losses(modules: nn.ModuleDict, x: CSRBatch, mask: MaskParams, cfg: JEPAConfig, *, need_full: bool = True):
+    """``(total, terms, full_view_embedding)`` of one batch; ``terms`` are detached floats-to-be.
+
+    The teacher's full-view embedding is the target when ``train.target`` is ``cell``; with ``hidden``
+    it is computed only when ``need_full`` (for the diagnostics) and ``None`` otherwise.
+    """
     t = cfg.train
     student = modules["student"]
     z = student(x, mask)
@@ -129,7 +133,7 @@ def step_losses(modules: nn.ModuleDict, x: CSRBatch, mask: MaskParams, cfg: JEPA
     pred = modules["predictor"](z, modules["pointer"](hidden))
     teacher = embedding_encoder(modules)
     with torch.no_grad():
-        full = teacher(x)
+        full = teacher(x) if t.target == "cell" or need_full else None
         target = full if t.target == "cell" else teacher(x, keep=hidden)
     pred_loss = predictive_loss(pred, target, t.loss)
     total = pred_loss
@@ -271,7 +275,10 @@ def fit(modules: nn.ModuleDict, source: CellSource, *, cfg: JEPAConfig, var_name
             x = CSRBatch.from_scipy(source.read(rows), device)
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, cfg)
-            total, terms, full = step_losses(modules, x, _mask(cfg, mask_seed(t.seed, step), module_t), cfg)
+            done = step + 1
+            log_now = done % t.log_every == 0 or done == t.max_steps
+            total, terms, full = step_losses(modules, x, _mask(cfg, mask_seed(t.seed, step), module_t), cfg,
+                                             need_full=log_now)
             if not torch.isfinite(total):
                 raise CelljepaError(f"the loss became {float(total)} at step {step + 1}; lower train.lr or check the "
                                  "input values.")
@@ -282,10 +289,9 @@ def fit(modules: nn.ModuleDict, source: CellSource, *, cfg: JEPAConfig, var_name
             optimizer.step()
             momentum = ema_momentum(step, cfg)
             _ema_update(modules, momentum)
-            done = step + 1
             n_cells += x.n_rows
             record = None
-            if done % t.log_every == 0 or done == t.max_steps:
+            if log_now:
                 now = time.perf_counter()
                 record = {"step": done, **{k: float(v) for k, v in terms.items()}, "lr": learning_rate(step, cfg),
                           "ema_momentum": momentum if t.ema else None, **_diag_record(full),

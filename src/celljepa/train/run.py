@@ -33,51 +33,49 @@ def _config_yaml(cfg: JEPAConfig) -> str:
     return header + yaml.safe_dump(cfg.to_dict(), sort_keys=False)
 
 
-def pca_embedding(source, fit_rows: np.ndarray, rows: np.ndarray, n_pcs: int, seed: int) -> tuple[np.ndarray, dict]:
-    """``n_pcs`` PCs of all genes (scanpy, zero-centred) fitted on ``fit_rows``, coordinates of ``rows``."""
+def pca_embedding(x, fit: np.ndarray, n_pcs: int, seed: int) -> tuple[np.ndarray, dict]:
+    """Coordinates of every row of ``x`` on ``n_pcs`` PCs of all genes fitted (scanpy) on the rows ``fit``."""
     import anndata as ad
     import scanpy as sc
 
-    fit = source.read(fit_rows)
-    n_comp = int(min(n_pcs, fit.shape[0] - 1, fit.shape[1] - 1))
+    from .data import _to_csr32
+
+    x = _to_csr32(x)
+    train = x[fit]
+    n_comp = int(min(n_pcs, train.shape[0] - 1, train.shape[1] - 1))
     if n_comp < 1:
         raise InputError("too few cells or genes for the PCA comparison.")
-    work = ad.AnnData(fit)
+    work = ad.AnnData(train)
     sc.pp.pca(work, n_comps=n_comp, zero_center=True, random_state=seed)
     loadings = np.asarray(work.varm["PCs"], dtype=np.float64)
-    mean = np.asarray(fit.mean(axis=0), dtype=np.float64).ravel()
-    x = source.read(rows)
+    mean = np.asarray(train.mean(axis=0), dtype=np.float64).ravel()
     coords = np.asarray(x @ loadings) - mean @ loadings
-    return coords, {"n_pcs": n_comp, "fit_cells": int(fit_rows.size), "genes": int(fit.shape[1])}
+    return coords, {"n_pcs": n_comp, "fit_cells": int(train.shape[0]), "genes": int(x.shape[1])}
 
 
 def embedding_eval(model, adata, *, train_rows: np.ndarray, labels=None, cfg: JEPAConfig | None = None,
-                   progress: bool = False) -> dict:
+                   progress: bool = False, embedding: np.ndarray | None = None) -> dict:
     """Collapse diagnostics of the embedding and kNN accuracy of ``labels`` on X_jepa versus X_pca.
 
-    Both embeddings are computed for the same seeded subsample of at most ``eval.max_cells`` cells;
-    the PCA (``eval.n_pcs`` components of all the model's genes) is fitted on the training cells of
-    that subsample only, like the encoder.
+    Both embeddings are computed for the same seeded subsample of at most ``eval.max_cells`` cells
+    (read once); the PCA (``eval.n_pcs`` components of all the model's genes) is fitted on the training
+    cells of that subsample only, like the encoder. ``embedding`` (all cells of ``adata``), when
+    already computed, is used instead of encoding the subsample again.
     """
     from ..eval.embedding import collapse_diagnostics, is_collapsed, knn_table
-    from .data import CellSource
 
     cfg = cfg or model.config
     e = cfg.eval
     rng = np.random.default_rng([cfg.train.seed, 0xE7A2])
     n = adata.n_obs
     rows = np.arange(n) if n <= e.max_cells else np.sort(rng.choice(n, e.max_cells, replace=False))
-    fit_rows = np.intersect1d(rows, train_rows)
     sub = adata[rows]
-    z = model.get_latent_representation(sub if not getattr(adata, "isbacked", False) else sub.to_memory(),
-                                        progress=progress)
-    source = CellSource.from_adata(adata, cfg.data.layer, chunk_size=max(cfg.data.chunk_size, 1))
-    try:
-        pcs, pca_info = pca_embedding(source, fit_rows, rows, e.n_pcs, cfg.train.seed)
-    finally:
-        source.close()
+    sub = sub.to_memory() if getattr(adata, "isbacked", False) else sub
+    z = embedding[rows] if embedding is not None else model.get_latent_representation(sub, progress=progress)
+    x = sub.layers[cfg.data.layer] if cfg.data.layer else sub.X
+    pcs, pca_info = pca_embedding(x, np.isin(rows, train_rows), e.n_pcs, cfg.train.seed)
     diag = collapse_diagnostics(z, max_cells=None)
-    obs = adata.obs.iloc[rows]
+    obs = sub.obs
     knn = knn_table({"X_jepa": z, "X_pca": pcs}, obs, list(labels if labels is not None else e.labels), k=e.knn_k,
                     n_folds=e.knn_folds, seed=cfg.train.seed, max_cells=None)
     return {"diagnostics": diag, "collapsed": is_collapsed(diag), "pca_diagnostics": collapse_diagnostics(pcs),
@@ -149,8 +147,8 @@ def pretrain(h5ad: str | os.PathLike, *, out: str | os.PathLike, config: str | o
                     handle_signals=handle_signals)
         train_s = time.perf_counter() - t0
         model.save(out / "model", overwrite=True)
-        result = embedding_eval(model, adata, train_rows=train_rows, progress=progress)
         z = model.get_latent_representation(adata, progress=progress) if not cfg.data.backed else None
+        result = embedding_eval(model, adata, train_rows=train_rows, progress=progress, embedding=z)
         if z is not None:
             with atomic_path(out / "embeddings.npz") as tmp, open(tmp, "wb") as fh:
                 np.savez(fh, obs_names=np.asarray(adata.obs_names, dtype=str), X_jepa=z)
