@@ -1,4 +1,7 @@
-"""The ``celljepa`` command line: ingest, validate, splits, eval-baselines, benchmark, pretrain, info."""
+"""The ``celljepa`` command line.
+
+Commands: ingest, validate, splits, eval-baselines, benchmark, pretrain, train-transition, sweep, info.
+"""
 
 from __future__ import annotations
 
@@ -178,6 +181,10 @@ def _combined_figures(combined: dict, out: Path) -> list[Path]:
         plt.close(pl.benchmark(metrics, metrics_to_show=["edistance", "delta_pearson", "mse", "mrr"],
                                title=f"{key} (all folds, 95% bootstrap CIs)", save=path, show=False))
         paths.append(path)
+    if any("verdict" in m for m in combined.values()):
+        path = out / "figures" / "verdict.png"
+        plt.close(pl.verdict(combined, save=path, show=False))
+        paths.insert(0, path)
     return paths
 
 
@@ -218,42 +225,150 @@ def _cmd_eval_baselines(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _add_jepa_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--jepa-config", type=Path, help="JEPA pretraining config (configs/jepa/; default: built-in)")
+    p.add_argument("--jepa-steps", type=int,
+                   help=f"train.max_steps of each fold's encoder (default {BENCHMARK_JEPA_STEPS} in benchmarks)")
+    p.add_argument("--jepa-set", dest="jepa_overrides", action="append", type=_override, default=[],
+                   metavar="SECTION.KEY=VALUE", help="override one JEPA config key, e.g. train.ema=off (repeatable)")
+    p.add_argument("--transition-config", type=Path, help="transition model config (configs/transition/)")
+    p.add_argument("--transition-set", dest="transition_overrides", action="append", type=_flat_override, default=[],
+                   metavar="KEY=VALUE", help="override one transition setting, e.g. set_size=128 (repeatable)")
+
+
+BENCHMARK_JEPA_STEPS = 400
+
+
+def _jepa_and_transition(args: argparse.Namespace, seed: int):
+    from .models.transition import load_transition_config
+    from .train.config import load_config
+
+    overrides: dict = {"train": {"seed": seed, "max_steps": args.jepa_steps or BENCHMARK_JEPA_STEPS}}
+    if args.jepa_config and not args.jepa_steps:
+        del overrides["train"]["max_steps"]
+    for section, key, value in args.jepa_overrides:
+        overrides.setdefault(section, {})[key] = value
+    jepa = load_config(args.jepa_config, overrides=overrides)
+    transition = load_transition_config(args.transition_config, dict(args.transition_overrides))
+    return jepa, transition.replace(seed=seed)
+
+
+def _plan_arg(text: str) -> dict[str, int]:
+    from .splits import check_split_name
+
+    plan = {}
+    for part in _csv(text):
+        name, _, k = part.partition(":")
+        try:
+            plan[check_split_name(name)] = int(k) if k else 5
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected SPLIT[:FOLDS], got {part!r}") from None
+    return plan
+
+
 def _add_benchmark(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "benchmark", help="run the benchmark (ingest, splits, baselines, report) on a dataset collection",
+        "benchmark", help="run the benchmark (ingest, splits, baselines, JEPA models, report)",
         description="demo: the bundled file as its two studies, norman2019 (S1, S3) and sciplex_gxe (S1, S2); "
-                    "writes OUT/data/<dataset>/lognorm-v1.h5ad, one run folder per dataset x split x fold, "
-                    "metrics_combined.json and report.md.",
+                    "or --h5ad FILE --splits S1_unseen_perturbation:5,... for one processed dataset. Per fold: "
+                    "baselines tuned on validation groups, and (unless --no-jepa) a JEPA encoder pretrained on the "
+                    "cells the predictors may see plus the prototype and set transition models. Writes one run "
+                    "folder per dataset x split x fold, metrics_combined.json and report.md (with the verdict).",
     )
     p.add_argument("--dataset", default="demo", choices=["demo"], help="dataset collection (default demo)")
+    p.add_argument("--h5ad", type=Path, help="benchmark this processed .h5ad (celljepa ingest) instead")
+    p.add_argument("--splits", type=_plan_arg, help="with --h5ad: SPLIT[:FOLDS],... (default S1_unseen_perturbation:5)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    p.add_argument("--jepa", action="store_true",
-                   help="also pretrain a CellJEPA encoder per dataset and report its embedding (diagnostics, kNN)")
-    p.add_argument("--jepa-config", type=Path, help="pretraining config for --jepa (default: built-in defaults)")
-    p.add_argument("--jepa-steps", type=int, help="override train.max_steps of the --jepa config")
+    p.add_argument("--no-jepa", action="store_true", help="baselines only (no JEPA pretraining, no transition models)")
+    p.add_argument("--jepa", action="store_true", help=argparse.SUPPRESS)  # JEPA is part of the default benchmark
+    p.add_argument("--jepa-knn", action="store_true",
+                   help="also pretrain one encoder on all cells of each dataset and report kNN accuracy vs PCA")
+    p.add_argument("--max-folds", type=int, help="score only the first K folds of each split (quick runs)")
+    _add_jepa_args(p)
 
 
 def _cmd_benchmark(args: argparse.Namespace) -> int:
+    from ._errors import InputError
     from ._io import write_h5ad_atomic
     from .bench import DEMO_PLAN, EvalConfig, benchmark, demo_datasets
     from .data.ingest import processed_path
+    from .data.readers import read_source
 
-    datasets = demo_datasets()
-    for dataset_id, adata in datasets.items():
-        write_h5ad_atomic(adata, processed_path(args.out / "data", dataset_id))
-    plan = {d: p["splits"] for d, p in DEMO_PLAN.items()}
-    jepa = None
-    if args.jepa or args.jepa_config or args.jepa_steps:
+    if args.h5ad is not None:
+        adata = read_source(args.h5ad)
+        dataset_id = str(adata.uns.get("dataset_id", args.h5ad.stem))
+        datasets = {dataset_id: adata}
+        plan = {dataset_id: args.splits or {"S1_unseen_perturbation": 5}}
+    else:
+        if args.splits:
+            raise InputError("--splits needs --h5ad (the demo has a fixed plan).")
+        datasets = demo_datasets()
+        for dataset_id, adata in datasets.items():
+            write_h5ad_atomic(adata, processed_path(args.out / "data", dataset_id))
+        plan = {d: p["splits"] for d, p in DEMO_PLAN.items()}
+    jepa = transition = jepa_knn = None
+    if not args.no_jepa:
+        jepa, transition = _jepa_and_transition(args, args.seed)
+    if args.jepa_knn:
         from .train.config import load_config
 
-        train = {"seed": args.seed, **({"max_steps": args.jepa_steps} if args.jepa_steps else {})}
-        jepa = load_config(args.jepa_config, overrides={"train": train})
+        jepa_knn = load_config(args.jepa_config, overrides={"train": {"seed": args.seed}})
     benchmark(datasets, plan, out=args.out, seed=args.seed, config=EvalConfig(seed=args.seed),
               figure_maker=_fold_figures, combined_figure_maker=_combined_figures, progress=not args.no_progress,
-              jepa=jepa)
+              jepa=jepa, transition=transition, jepa_knn=jepa_knn, max_folds=args.max_folds)
     print(args.out / "report.md")
+    return EXIT_OK
+
+
+def _flat_override(text: str) -> tuple[str, object]:
+    import yaml
+
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE (e.g. set_size=128), got {text!r}")
+    return key.strip(), yaml.safe_load(value) if value.strip() else None
+
+
+def _add_train_transition(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train-transition", help="train the JEPA transition models on one split fold and score them",
+        description="Load the CellJEPA encoder of a pretraining run (celljepa pretrain --split SPLIT.json), train "
+                    "the prototype and set transition models on the fold's training cells (early stopping on its "
+                    "validation groups), score them beside every baseline in the fold's evaluation space, and write "
+                    "OUT/config.json, metrics.json, per_condition.csv, split.json, eval_space.npz, report.md and "
+                    "models/<name>/transition.pt (load with JEPATransition.load).",
+    )
+    p.add_argument("h5ad", type=Path, help="a processed .h5ad (celljepa ingest)")
+    p.add_argument("--jepa", required=True, type=Path, help="pretraining run folder (or its model/ folder)")
+    p.add_argument("--split", required=True, type=Path, help="split JSON of one fold (celljepa splits)")
+    p.add_argument("--config", type=Path, help="transition config YAML (configs/transition/default.yaml)")
+    p.add_argument("--set", dest="overrides", action="append", type=_flat_override, default=[], metavar="KEY=VALUE",
+                   help="override one transition setting, e.g. --set loss_space=jepa (repeatable)")
+    p.add_argument("--kinds", type=_csv, default=["prototype", "set"], help="models to train (default prototype,set)")
+    p.add_argument("--drug-metadata", type=Path, help="drug targets/pathways table for drug: tokens")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--allow-unsplit-encoder", action="store_true",
+                   help="accept an encoder pretrained without this split (it has seen the test cells, unlabelled)")
+    p.add_argument("--out", required=True, type=Path, help="run folder, e.g. runs/<run_id>")
+
+
+def _cmd_train_transition(args: argparse.Namespace) -> int:
+    from .bench.run import train_transition
+    from .data.readers import read_source
+    from .models.transition import load_transition_config
+
+    cfg = load_transition_config(args.config, dict(args.overrides)).replace(seed=args.seed)
+    adata = read_source(args.h5ad)
+    result = train_transition(adata, jepa_run=args.jepa, split=args.split, out=args.out, config=cfg,
+                              kinds=args.kinds, drug_metadata=args.drug_metadata, source=str(args.h5ad),
+                              allow_unsplit_encoder=args.allow_unsplit_encoder, figure_maker=_fold_figures)
+    m = result.metrics
+    from .eval.report import verdict_sentence
+
+    print(args.out / "report.md")
+    print(verdict_sentence(f"{m['dataset_id']} {m['split']} fold {m['fold']}", m))
     return EXIT_OK
 
 
@@ -317,6 +432,51 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _add_sweep(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "sweep", help="run a config grid (ablations x seeds) of JEPA benchmarks and collect one ablation table",
+        description="Expand GRID (configs/sweeps/*.yaml) into tasks (ablation, seed); run all of them in turn, or only "
+                    "--task I (e.g. one Slurm array task: --task $SLURM_ARRAY_TASK_ID), each into OUT/<ablation>/"
+                    "seed<k>/ (a finished task is skipped). Afterwards, or with --collect alone, merge the finished "
+                    "tasks into OUT/ablation.md and ablation.json and list missing ones.",
+    )
+    p.add_argument("--grid", required=True, type=Path, help="grid YAML")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--task", type=int, help="run only this task index")
+    p.add_argument("--collect", action="store_true", help="only merge finished tasks")
+    p.add_argument("--list", action="store_true", help="print the tasks and exit")
+    p.add_argument("--data", action="append", default=[], metavar="NAME=H5AD",
+                   help="processed .h5ad of a grid dataset (overrides its h5ad:)")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from ._errors import InputError
+    from .bench.sweep import _load_datasets, collect_sweep, load_grid, run_sweep_task
+
+    data = {}
+    for item in args.data:
+        name, sep, path = item.partition("=")
+        if not sep:
+            raise InputError(f"--data expects NAME=H5AD, got {item!r}.")
+        data[name.strip()] = path.strip()
+    grid = load_grid(args.grid, data)
+    if args.list:
+        for i, (ablation, seed) in enumerate(grid.tasks):
+            print(f"{i}\t{ablation}\tseed{seed}\t{grid.task_dir(args.out, ablation, seed)}")
+        return EXIT_OK
+    if not args.collect:
+        indices = [args.task] if args.task is not None else range(len(grid.tasks))
+        datasets = _load_datasets(grid)
+        for i in indices:
+            run_sweep_task(grid, i, args.out, progress=not args.no_progress, datasets=datasets)
+    result = collect_sweep(grid, args.out)
+    print(f"{args.out / 'ablation.md'}: {result['finished']}/{result['tasks']} tasks finished")
+    for m in result["missing"]:
+        print(f"missing: task {m['index']} ({m['ablation']}, seed {m['seed']})")
+    return EXIT_OK if args.task is not None or not result["missing"] else EXIT_ERROR
+
+
 def _add_info(sub: argparse._SubParsersAction) -> None:
     sub.add_parser("info", help="print versions and the build of the compiled kernels (JSON)")
 
@@ -331,6 +491,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 COMMANDS = {"ingest": (_add_ingest, _cmd_ingest), "validate": (_add_validate, _cmd_validate),
             "splits": (_add_splits, _cmd_splits), "eval-baselines": (_add_eval_baselines, _cmd_eval_baselines),
             "benchmark": (_add_benchmark, _cmd_benchmark), "pretrain": (_add_pretrain, _cmd_pretrain),
+            "train-transition": (_add_train_transition, _cmd_train_transition), "sweep": (_add_sweep, _cmd_sweep),
             "info": (_add_info, _cmd_info)}
 
 

@@ -47,3 +47,26 @@ def test_edistance_plots(tmp_path):
     with pytest.raises(cj.InputError, match="cj.tl.edistance"):
         cj.pl.edistance(cj.datasets.demo(), show=False)
     assert np.isfinite(mat.to_numpy()).all()
+
+
+def _verdict(outcome, diff, low, high):
+    return {"dataset_id": "d", "split": "S1", "verdict": {
+        "model": "jepa_set", "baseline": "ridge", "outcome": outcome, "n": 5,
+        "edistance": {"diff": diff, "ci_low": low, "ci_high": high, "n": 5},
+        "delta_pearson": {"diff": -diff, "ci_low": -high, "ci_high": -low, "n": 5}}}
+
+
+def test_verdict_forest_plot(tmp_path):
+    combined = {"results": {"a/S1": _verdict("wins", -0.3, -0.5, -0.1), "b/S2": _verdict("loses", 0.2, 0.1, 0.3),
+                            "c/S3": _verdict("ties", 0.0, -0.1, 0.1)}}
+    (tmp_path / "metrics_combined.json").write_text(__import__("json").dumps(combined))
+    fig = cj.pl.verdict(tmp_path, save=tmp_path / "v.png", show=False)
+    assert (tmp_path / "v.png").stat().st_size > 5000 and len(fig.axes) == 2
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert labels[0].startswith("a/S1 (jepa_set vs ridge)") and len(labels) == 3
+    xs = sorted(float(c.lines[0].get_xdata()[0]) for c in fig.axes[0].containers)
+    assert xs == pytest.approx([-0.3, 0.0, 0.2])
+    assert {t.get_text() for t in fig.axes[1].get_legend().get_texts()} == {"wins", "ties", "loses"}
+    plt.close(fig)
+    with pytest.raises(cj.InputError, match="no verdicts"):
+        cj.pl.verdict({"results": {"a/S1": {"methods": {}}}}, show=False)

@@ -55,6 +55,8 @@ class FoldResult:
     metrics: dict
     params: dict
     timings: dict = field(default_factory=dict)
+    methods: list = field(default_factory=list, repr=False)
+    encoder: object | None = field(default=None, repr=False)
 
 
 def _positions(obs_names: pd.Index, names) -> np.ndarray:
@@ -66,7 +68,8 @@ def _positions(obs_names: pd.Index, names) -> np.ndarray:
     return np.sort(pos)
 
 
-def prepare_fold(adata: AnnData, fold: dict, config: EvalConfig) -> tuple[EvaluationSpace, TrainData, list]:
+def prepare_fold(adata: AnnData, fold: dict, config: EvalConfig, *,
+                 require_test: bool = True) -> tuple[EvaluationSpace, TrainData, list]:
     """Fit the evaluation space on training cells and assemble what predictors may see.
 
     Predictors see training and validation cells and the control cells of every context; the
@@ -89,11 +92,11 @@ def prepare_fold(adata: AnnData, fold: dict, config: EvalConfig) -> tuple[Evalua
     val_conds = [(c, val_rows[r]) for c, r in conditions_of(obs_visible.iloc[val_rows])]
     gene_embedding = {str(g): space.components[:, i] for i, g in enumerate(space.genes)}
     train = TrainData(z=z_visible, obs=obs_visible.reset_index(drop=True), train_conditions=train_conds,
-                      val_conditions=val_conds, gene_embedding=gene_embedding)
+                      val_conditions=val_conds, gene_embedding=gene_embedding, space=space, positions=visible)
     test_perturbed = test_pos[~is_ctrl[test_pos]]
     test = [(c, test_perturbed[r]) for c, r in conditions_of(adata.obs.iloc[test_perturbed])
             if len(r) >= config.min_cells]
-    if not test:
+    if not test and require_test:
         raise InputError(f"fold {fold['fold']} of {fold['split_name']} has no test condition with "
                          f">= {config.min_cells} cells.")
     contexts = {c.context_id for c, _ in test}
@@ -105,17 +108,79 @@ def prepare_fold(adata: AnnData, fold: dict, config: EvalConfig) -> tuple[Evalua
     return space, train, test
 
 
+def fold_encoder(adata: AnnData, train: TrainData, fold: dict, jepa, *, run_dir=None, progress: bool = False):
+    """The fold's JEPA encoder: ``jepa`` itself when it is a trained CellJEPA, else one pretrained now.
+
+    A new encoder sees only the cells the predictors may see (training and validation cells and the
+    control cells of every context); the validation cells choose its best checkpoint. Returns the
+    encoder and the embedding of ``train``'s rows.
+    """
+    from ..models import CellJEPA
+
+    if isinstance(jepa, CellJEPA):
+        encoder = jepa
+    else:
+        encoder = CellJEPA(adata, config=jepa)
+        val_pos = _positions(adata.obs_names, fold["val_cells"])
+        encoder.train(train_indices=train.positions, eval_indices=val_pos if val_pos.size >= 2 else None,
+                      run_dir=run_dir, progress=progress, handle_signals=False)
+    return encoder, encoder.get_latent_representation(adata[train.positions])
+
+
+def encoder_summary(encoder, embedding) -> dict:
+    """Steps, parameter count and collapse diagnostics of a fold's encoder on the cells it may see."""
+    from ..eval.embedding import collapse_diagnostics, is_collapsed
+
+    diag = collapse_diagnostics(embedding)
+    n_params = sum(p.numel() for p in encoder.module_.parameters()) if encoder.module_ is not None else 0
+    return {"steps": int(encoder.train_info_.get("steps", 0)), "n_parameters": int(n_params),
+            "effective_rank": float(diag["effective_rank"]), "dims": int(diag["dims"]),
+            "std_min": float(diag["std_min"]), "collapsed": bool(is_collapsed(diag)),
+            "mask": encoder.config.mask.kind, "ema": bool(encoder.config.train.ema),
+            "anticollapse": bool(encoder.config.train.anticollapse)}
+
+
+def default_methods(test: list, *, jepa: bool, transition=None) -> list[PerturbationModel]:
+    """The baselines that apply to the test conditions, plus both JEPA transition models when ``jepa``."""
+    combos = any(c.is_combo for c, _ in test)
+    genes = any(C.token_kind(t) == "gene" for c, _ in test for t in c.tokens)
+    methods = default_baselines(combos=combos, gene_perturbations=genes)
+    if jepa:
+        from ..models.transition import JEPATransition
+
+        methods += [JEPATransition("prototype", transition), JEPATransition("set", transition)]
+    return methods
+
+
 def score_fold(adata: AnnData, fold: dict, methods: list[PerturbationModel] | None = None,
-               config: EvalConfig | None = None) -> FoldResult:
-    """Fit every method on the fold's training data and score its predictions on the test conditions."""
+               config: EvalConfig | None = None, *, jepa=None, transition=None, jepa_run_dir=None,
+               progress: bool = False) -> FoldResult:
+    """Fit every method on the fold's training data and score its predictions on the test conditions.
+
+    Parameters
+    ----------
+    methods
+        Predictors to score (default: the applicable baselines, plus the JEPA prototype and set models
+        when ``jepa`` is given).
+    jepa
+        A :class:`~celljepa.train.config.JEPAConfig` (an encoder is pretrained on the fold's visible
+        cells) or a trained :class:`~celljepa.models.CellJEPA`; its embeddings go to ``TrainData.embedding``.
+    transition
+        A :class:`~celljepa.models.transition.TransitionConfig` for the default JEPA models.
+    """
     config = config or EvalConfig()
     t0 = time.perf_counter()
     space, train, test = prepare_fold(adata, fold, config)
     t_space = time.perf_counter() - t0
+    timings = {"evaluation_space_s": t_space}
+    if jepa is not None:
+        t1 = time.perf_counter()
+        train.encoder, train.embedding = fold_encoder(adata, train, fold, jepa, run_dir=jepa_run_dir,
+                                                      progress=progress)
+        timings["jepa_pretrain_s"] = time.perf_counter() - t1
+        encoder_info = encoder_summary(train.encoder, train.embedding)
     if methods is None:
-        combos = any(c.is_combo for c, _ in test)
-        genes = any(C.token_kind(t) == "gene" for c, _ in test for t in c.tokens)
-        methods = default_baselines(combos=combos, gene_perturbations=genes)
+        methods = default_methods(test, jepa=jepa is not None, transition=transition)
     gene_idx = space.gene_indices(adata.var_names)
 
     obs_z, obs_mean_genes, ctrl_mean_genes, ctrl_mean_z = {}, {}, {}, {}
@@ -131,7 +196,7 @@ def score_fold(adata: AnnData, fold: dict, methods: list[PerturbationModel] | No
         ctrl_mean_genes[ctx] = np.asarray(xc.mean(axis=0)).ravel()
         ctrl_mean_z[ctx] = train.control_mean(ctx)
 
-    rows_out, params, timings = [], {}, {"evaluation_space_s": t_space}
+    rows_out, params = [], ({"jepa_encoder": encoder_info} if jepa is not None else {})
     preds: dict[tuple[str, Condition], np.ndarray] = {}
     for method in methods:
         t1 = time.perf_counter()
@@ -156,7 +221,8 @@ def score_fold(adata: AnnData, fold: dict, methods: list[PerturbationModel] | No
             cz = ctrl_mean_z[cond.context_id]
             pred_genes = space.inverse_transform(pm) - space.inverse_transform(cz) + ctrl_mean_genes[cond.context_id]
             rows_out.append({
-                "method": method.name, "condition": cond.key, "context_id": cond.context_id,
+                "method": method.name, "is_baseline": bool(method.is_baseline), "condition": cond.key,
+                "context_id": cond.context_id,
                 "perturbation_id": cond.perturbation_id, "dose": cond.dose, "time_hours": cond.time_hours,
                 "n_tokens": len(cond.tokens), "n_cells_observed": len(rows),
                 "n_cells_predicted": len(preds[(method.name, cond)]),
@@ -172,11 +238,35 @@ def score_fold(adata: AnnData, fold: dict, methods: list[PerturbationModel] | No
     metrics = summarize(per_condition, n_boot=config.n_bootstrap, seed=config.seed)
     metrics.update({"dataset_id": fold["dataset_id"], "split": fold["split_name"], "fold": fold["fold"],
                     "seed": fold["seed"]})
+    if train.encoder is not None:
+        metrics["embedding_space"] = embedding_space_diagnostics(adata, train, test, methods, config)
     timings["total_s"] = time.perf_counter() - t0
     logger.info("fold %s/%s: %d test conditions, best baseline %s", fold["split_name"], fold["fold"],
                 metrics["n_test_conditions"], metrics["best_baseline"])
     return FoldResult(fold=fold, space=space, per_condition=per_condition, metrics=metrics, params=params,
-                      timings=timings)
+                      timings=timings, methods=list(methods), encoder=train.encoder)
+
+
+def embedding_space_diagnostics(adata: AnnData, train: TrainData, test: list, methods, config: EvalConfig) -> dict:
+    """Secondary diagnostics: mean E-distance in the encoder's own space, per JEPA model and for no change.
+
+    Never a headline number (a model can shrink its own space); reported next to the no-change value
+    in the same space for scale.
+    """
+    models = [m for m in methods if hasattr(m, "predict_embedding")]
+    if not models:
+        return {}
+    z_obs = {c: train.encoder.get_latent_representation(adata[rows]) for c, rows in test}
+    out = {}
+    cond_keys = [c for c, _ in test]
+    ctrl = {c: train.embedding[train.control_rows(c.context_id)] for c in cond_keys}
+    for name, sets in [("no_change", ctrl)] + [(m.name, {c: m.predict_embedding(c) for c in cond_keys})
+                                               for m in models]:
+        e = edistance_sets([sets[c] for c in cond_keys], [z_obs[c] for c in cond_keys], cap=config.cap,
+                           n_resamples=config.n_resamples, seed=config.seed, pair_keys=list(range(len(cond_keys))))
+        out[name] = float(np.mean(e))
+    return {"edistance_mean": out, "note": "E-distance in the JEPA embedding space; a diagnostic, not comparable "
+                                           "across encoders or with the evaluation space"}
 
 
 def summarize(per_condition: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0,
@@ -187,6 +277,9 @@ def summarize(per_condition: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0,
     (E-distance, lower is better), and paired bootstrap differences of every other method against it.
     """
     methods = list(dict.fromkeys(per_condition["method"]))
+    if baselines is None and "is_baseline" in per_condition:
+        flags = per_condition.drop_duplicates("method").set_index("method")["is_baseline"].astype(bool)
+        baselines = [m for m in methods if flags[m]] or None
     wide = {m: per_condition[per_condition["method"] == m].set_index("condition") for m in methods}
     conditions = wide[methods[0]].index
     out = {"n_test_conditions": int(len(conditions)), "methods": {}, "comparisons": {},
@@ -197,6 +290,8 @@ def summarize(per_condition: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0,
     candidates = baselines or methods
     best = min(candidates, key=lambda m: out["methods"][m][PRIMARY]["mean"])
     out["best_baseline"] = best
+    out["baselines"] = list(candidates)
+    models = [m for m in methods if m not in candidates]
     for m in methods:
         if m == best:
             continue
@@ -206,4 +301,27 @@ def summarize(per_condition: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0,
                                       wide[best].loc[conditions, k].to_numpy(), n_boot=n_boot, seed=seed)
             comp[k] = {key: d[key] for key in ("diff", "ci_low", "ci_high")} | {"n": d["n"]}
         out["comparisons"][f"{m} vs {best}"] = comp
+    if models:
+        out["verdict"] = verdict(out, models)
     return out
+
+
+def verdict(metrics: dict, models: list[str]) -> dict:
+    """The best model (lowest mean E-distance) against the best baseline, as win / tie / loss.
+
+    Both are picked by the same rule (lowest mean primary metric over the test conditions). "wins"
+    needs the paired 95% CI of the E-distance difference to lie below 0; "loses" above 0.
+    """
+    best_model = min(models, key=lambda m: metrics["methods"][m][PRIMARY]["mean"])
+    comp = metrics["comparisons"][f"{best_model} vs {metrics['best_baseline']}"]
+    d = comp[PRIMARY]
+    if d["n"] == 0 or not np.isfinite(d["diff"]):
+        outcome = "undetermined"
+    elif d["ci_high"] < 0:
+        outcome = "wins"
+    elif d["ci_low"] > 0:
+        outcome = "loses"
+    else:
+        outcome = "ties"
+    return {"model": best_model, "baseline": metrics["best_baseline"], "outcome": outcome,
+            "edistance": comp[PRIMARY], "delta_pearson": comp["delta_pearson"], "n": d["n"]}

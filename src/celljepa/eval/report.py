@@ -104,3 +104,39 @@ def verdict_lines(metrics: Mapping) -> list[str]:
             out.append(f"- {label}: no difference on {primary} (CI [{_fmt(d['ci_low'])}, {_fmt(d['ci_high'])}] "
                        f"includes 0), n = {d['n']} conditions.")
     return out
+
+
+def verdict_sentence(label: str, metrics: Mapping) -> str:
+    """One sentence: whether the best JEPA model wins, ties or loses against the best baseline."""
+    v = metrics["verdict"]
+    e, p = v["edistance"], v["delta_pearson"]
+    word = {"wins": "beats", "loses": "loses to", "ties": "ties with", "undetermined": "cannot be compared with"}
+    return (f"On {label}, `{v['model']}` {word[v['outcome']]} `{v['baseline']}`: E-distance difference "
+            f"{_fmt(e['diff'])} [{_fmt(e['ci_low'])}, {_fmt(e['ci_high'])}], Δ Pearson difference {_fmt(p['diff'])} "
+            f"[{_fmt(p['ci_low'])}, {_fmt(p['ci_high'])}], n = {v['n']} test conditions.")
+
+
+def verdict_table(combined: Mapping[str, Mapping]) -> str:
+    """Markdown table of the verdicts of every dataset × split that has one."""
+    lines = ["| dataset | split | n | best baseline | E-dist baseline | best JEPA model | E-dist JEPA | "
+             "Δ E-distance [95% CI] | Δ Δ Pearson [95% CI] | verdict |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for m in combined.values():
+        if "verdict" not in m:
+            continue
+        v = m["verdict"]
+        e, p = v["edistance"], v["delta_pearson"]
+        lines.append(f"| {m['dataset_id']} | {m['split']} | {v['n']} | {v['baseline']} | "
+                     f"{_fmt(m['methods'][v['baseline']]['edistance']['mean'])} | {v['model']} | "
+                     f"{_fmt(m['methods'][v['model']]['edistance']['mean'])} | {_fmt(e['diff'])} "
+                     f"[{_fmt(e['ci_low'])}, {_fmt(e['ci_high'])}] | {_fmt(p['diff'])} [{_fmt(p['ci_low'])}, "
+                     f"{_fmt(p['ci_high'])}] | **{v['outcome']}** |")
+    return "\n".join(lines)
+
+
+def verdict_sentences(combined: Mapping[str, Mapping]) -> list[str]:
+    """One bullet per dataset × split with a verdict."""
+    out = []
+    for m in combined.values():
+        if "verdict" in m:
+            out.append("- " + verdict_sentence(f"{m['dataset_id']} {m['split']}", m))
+    return out

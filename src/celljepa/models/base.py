@@ -74,6 +74,13 @@ class TrainData:
     gene_embedding
         Optional ``{gene name: vector}`` (the perturbed gene's loading in the training PCA) for
         methods that generalise to unseen gene perturbations.
+    embedding
+        Optional ``(n_cells, d)`` learned representation of the same cells (e.g. ``X_jepa`` of an
+        encoder pretrained on these cells only), for predictors that work in that space.
+    encoder
+        The encoder that produced ``embedding`` (a trained :class:`~celljepa.models.CellJEPA`), or None.
+    space
+        The fold's :class:`~celljepa.eval.space.EvaluationSpace`, or None.
     """
 
     z: np.ndarray
@@ -81,17 +88,25 @@ class TrainData:
     train_conditions: list[tuple[Condition, np.ndarray]]
     val_conditions: list[tuple[Condition, np.ndarray]]
     gene_embedding: dict[str, np.ndarray] = field(default_factory=dict)
+    embedding: np.ndarray | None = None
+    encoder: object | None = field(default=None, repr=False)
+    space: object | None = field(default=None, repr=False)
+    positions: np.ndarray | None = field(default=None, repr=False)
     _controls: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
-    def control_cells(self, context_id: str) -> np.ndarray:
-        """Evaluation-space coordinates of the control cells of ``context_id``."""
+    def control_rows(self, context_id: str) -> np.ndarray:
+        """Row positions (in ``z``) of the control cells of ``context_id``."""
         if context_id not in self._controls:
             mask = self.obs[C.IS_CONTROL].to_numpy(dtype=bool) & (
                 self.obs[C.CONTEXT_ID].astype(str).to_numpy() == context_id)
             if not mask.any():
                 raise KeyError(f"no control cells for context '{context_id}'")
-            self._controls[context_id] = self.z[mask]
+            self._controls[context_id] = np.flatnonzero(mask)
         return self._controls[context_id]
+
+    def control_cells(self, context_id: str) -> np.ndarray:
+        """Evaluation-space coordinates of the control cells of ``context_id``."""
+        return self.z[self.control_rows(context_id)]
 
     def control_mean(self, context_id: str) -> np.ndarray:
         return self.control_cells(context_id).mean(axis=0)
@@ -109,6 +124,8 @@ class PerturbationModel(ABC):
     """
 
     name: str = "model"
+    #: Baselines compete for "best baseline" in reports; models are compared against the best one.
+    is_baseline: bool = True
 
     @abstractmethod
     def fit(self, train: TrainData) -> PerturbationModel:

@@ -1,0 +1,247 @@
+"""Config grids (ablations × seeds) of JEPA benchmarks: expand into tasks, run one or all, collect one table.
+
+A grid is a YAML file (see ``configs/sweeps/ablations.yaml``)::
+
+    seeds: [0, 1, 2]            # model seeds (JEPA encoder and transition models); splits keep split_seed
+    split_seed: 0
+    max_folds: 2                # first K folds of every split (null: all)
+    jepa: {train.max_steps: 500}          # base JEPA overrides, SECTION.KEY: VALUE
+    transition: {}                        # base transition settings
+    datasets:
+      demo: {norman2019: [S1_unseen_perturbation, S3_unseen_combo], sciplex_gxe: [S1_unseen_perturbation]}
+      kang2018: {h5ad: data/kang2018/lognorm-v1.h5ad, splits: {S2_unseen_context: 7}}
+    ablations:
+      default: {}
+      ema_off: {train.ema: false}
+
+Task ``i`` of the grid is ``(ablation, seed)`` in row-major order; each writes its own benchmark run
+folder ``OUT/<ablation>/seed<k>/``, so tasks can run as a Slurm array and ``collect`` merges them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from .._errors import InputError
+from .._io import write_json_atomic, write_text_atomic
+from .._logging import logger
+
+__all__ = ["SweepGrid", "collect_sweep", "load_grid", "run_sweep_task"]
+
+
+@dataclass(frozen=True)
+class SweepGrid:
+    """A parsed grid file."""
+
+    seeds: tuple[int, ...]
+    split_seed: int
+    max_folds: int | None
+    jepa: dict
+    transition: dict
+    datasets: dict
+    ablations: dict
+    source: str = ""
+
+    @property
+    def tasks(self) -> list[tuple[str, int]]:
+        return [(a, s) for a in self.ablations for s in self.seeds]
+
+    def task_dir(self, out: Path, ablation: str, seed: int) -> Path:
+        return out / ablation / f"seed{seed}"
+
+
+def _nested(flat: dict, where: str) -> dict:
+    out: dict = {}
+    for key, value in (flat or {}).items():
+        section, dot, name = str(key).partition(".")
+        if not dot:
+            raise InputError(f"{where}: expected SECTION.KEY keys (e.g. train.ema), got {key!r}.")
+        out.setdefault(section, {})[name] = value
+    return out
+
+
+def load_grid(path: str | os.PathLike, data: dict[str, str] | None = None) -> SweepGrid:
+    """Read and check a grid file; ``data`` maps dataset ids to processed .h5ad paths (overrides ``h5ad:``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"sweep grid {path} does not exist.")
+    g = yaml.safe_load(path.read_text()) or {}
+    unknown = set(g) - {"seeds", "split_seed", "max_folds", "jepa", "transition", "datasets", "ablations"}
+    if unknown:
+        raise InputError(f"{path}: unknown key(s) {sorted(unknown)}.")
+    if not g.get("datasets") or not g.get("ablations"):
+        raise InputError(f"{path}: a grid needs 'datasets' and 'ablations'.")
+    datasets = {}
+    for name, spec in g["datasets"].items():
+        if name == "demo":
+            datasets[name] = {d: {s: None for s in splits} for d, splits in spec.items()}
+            continue
+        spec = dict(spec or {})
+        h5ad = (data or {}).get(name, spec.get("h5ad"))
+        if not h5ad:
+            raise InputError(f"{path}: dataset {name!r} needs h5ad: PATH (or --data {name}=PATH).")
+        splits = spec.get("splits") or {"S1_unseen_perturbation": 5}
+        if isinstance(splits, list):
+            splits = {s: None for s in splits}
+        datasets[name] = {"h5ad": str(h5ad), "splits": splits}
+    for name, over in g["ablations"].items():
+        _nested(over, f"{path}: ablation {name}")
+    _nested(g.get("jepa") or {}, f"{path}: jepa")
+    return SweepGrid(seeds=tuple(int(s) for s in g.get("seeds", [0])), split_seed=int(g.get("split_seed", 0)),
+                     max_folds=g.get("max_folds"), jepa=dict(g.get("jepa") or {}),
+                     transition=dict(g.get("transition") or {}), datasets=datasets,
+                     ablations={k: dict(v or {}) for k, v in g["ablations"].items()}, source=str(path))
+
+
+def _load_datasets(grid: SweepGrid):
+    from ..data.readers import read_source
+    from .run import DEMO_PLAN, demo_datasets
+
+    datasets, plan = {}, {}
+    for name, spec in grid.datasets.items():
+        if name == "demo":
+            demo = demo_datasets()
+            for d, splits in spec.items():
+                if d not in demo:
+                    raise InputError(f"{grid.source}: the demo has datasets {sorted(demo)}, not {d!r}.")
+                datasets[d] = demo[d]
+                plan[d] = {s: DEMO_PLAN[d]["splits"].get(s, 5) for s in splits}
+        else:
+            adata = read_source(spec["h5ad"])
+            datasets[name] = adata
+            plan[name] = {s: (k or 5) for s, k in spec["splits"].items()}
+    return datasets, plan
+
+
+def run_sweep_task(grid: SweepGrid, index: int, out: str | os.PathLike, *, progress: bool = True,
+                   datasets=None) -> Path:
+    """Run task ``index`` (an ``(ablation, seed)`` pair) as a benchmark into its own folder; skip if done."""
+    from ..models.transition import TransitionConfig
+    from ..train.config import JEPAConfig
+    from .evaluate import EvalConfig
+    from .run import benchmark
+
+    tasks = grid.tasks
+    if not 0 <= index < len(tasks):
+        raise InputError(f"task {index} does not exist: the grid has tasks 0..{len(tasks) - 1}.")
+    ablation, seed = tasks[index]
+    run_dir = grid.task_dir(Path(out), ablation, seed)
+    if (run_dir / "metrics_combined.json").is_file():
+        logger.info("sweep task %d (%s, seed %d) is done already: %s", index, ablation, seed, run_dir)
+        return run_dir
+    jepa_over = _nested(grid.jepa, "jepa")
+    for section, values in _nested(grid.ablations[ablation], ablation).items():
+        jepa_over.setdefault(section, {}).update(values)
+    jepa_over.setdefault("train", {})["seed"] = seed
+    jepa = JEPAConfig().replace(**jepa_over)
+    transition = TransitionConfig().replace(**{**grid.transition, "seed": seed})
+    if datasets is None:
+        datasets = _load_datasets(grid)
+    data, plan = datasets
+    benchmark(data, plan, out=run_dir, seed=grid.split_seed, config=EvalConfig(seed=grid.split_seed),
+              progress=progress, jepa=jepa, transition=transition, max_folds=grid.max_folds,
+              title=f"celljepa sweep task {index}: ablation {ablation}, model seed {seed}")
+    write_json_atomic(run_dir / "task.json", {"index": index, "ablation": ablation, "seed": seed,
+                                              "jepa": jepa.to_dict(), "transition": transition.to_dict(),
+                                              "grid": grid.source})
+    return run_dir
+
+
+def _fmt_sd(values: list[float]) -> str:
+    if not values:
+        return "–"
+    v = np.asarray(values, dtype=float)
+    return f"{v.mean():.3f} ± {v.std(ddof=1):.3f}" if v.size > 1 else f"{v[0]:.3f}"
+
+
+def collect_sweep(grid: SweepGrid, out: str | os.PathLike) -> dict:
+    """Merge finished tasks into ``OUT/ablation.json`` and ``OUT/ablation.md``; list missing tasks."""
+    out = Path(out)
+    rows, missing = [], []
+    for index, (ablation, seed) in enumerate(grid.tasks):
+        path = grid.task_dir(out, ablation, seed) / "metrics_combined.json"
+        if not path.is_file():
+            missing.append({"index": index, "ablation": ablation, "seed": seed, "folder": str(path.parent)})
+            continue
+        combined = json.loads(path.read_text())
+        encoders: dict[str, list[dict]] = {}
+        for r in combined["per_fold"]:
+            if "encoder" in r:
+                encoders.setdefault(f"{r['dataset_id']}/{r['split']}", []).append(r["encoder"])
+        for key, m in combined["results"].items():
+            row = {"ablation": ablation, "seed": seed, "dataset_split": key, "n": m["n_test_conditions"],
+                   "best_baseline": m["best_baseline"],
+                   "baseline_edistance": m["methods"][m["best_baseline"]]["edistance"]["mean"]}
+            for name in ("jepa_set", "jepa_prototype"):
+                if name in m["methods"]:
+                    e = m["methods"][name]["edistance"]
+                    row[name] = e["mean"]
+                    row[f"{name}_ci"] = [e["ci_low"], e["ci_high"]]
+                    comp = m["comparisons"].get(f"{name} vs {m['best_baseline']}", {}).get("edistance")
+                    if comp:
+                        row[f"{name}_diff"] = comp["diff"]
+                        row[f"{name}_diff_ci"] = [comp["ci_low"], comp["ci_high"]]
+            if "verdict" in m:
+                row["verdict"] = m["verdict"]["outcome"]
+            enc = encoders.get(key, [])
+            if enc:
+                row["effective_rank"] = float(np.mean([e["effective_rank"] for e in enc]))
+                row["collapsed_folds"] = int(sum(e["collapsed"] for e in enc))
+                row["folds"] = len(enc)
+            rows.append(row)
+    result = {"grid": grid.source, "tasks": len(grid.tasks), "finished": len(grid.tasks) - len(missing),
+              "missing": missing, "rows": rows}
+    write_json_atomic(out / "ablation.json", result)
+    write_text_atomic(out / "ablation.md", _ablation_markdown(grid, rows, missing))
+    return result
+
+
+def _ablation_markdown(grid: SweepGrid, rows: list[dict], missing: list[dict]) -> str:
+    keys = list(dict.fromkeys(r["dataset_split"] for r in rows))
+    abls = list(grid.ablations)
+    lines = ["# Ablation table", "",
+             f"Grid `{grid.source}`: ablations {', '.join(abls)} × model seeds {list(grid.seeds)}; split seed "
+             f"{grid.split_seed}; {'all folds' if grid.max_folds is None else f'first {grid.max_folds} fold(s)'} "
+             "of each split. Cells: mean ± sd over seeds of the mean test E-distance (evaluation space, lower is "
+             "better). The baselines do not depend on the JEPA seed, so their column is one number.", "",
+             "| dataset / split | best baseline | " + " | ".join(f"{a}: set | {a}: prototype" for a in abls) + " |",
+             "|---|---|" + "---|---|" * len(abls)]
+    for key in keys:
+        sel = [r for r in rows if r["dataset_split"] == key]
+        base = sel[0]
+        cells = []
+        for a in abls:
+            ra = [r for r in sel if r["ablation"] == a]
+            cells += [_fmt_sd([r["jepa_set"] for r in ra if "jepa_set" in r]),
+                      _fmt_sd([r["jepa_prototype"] for r in ra if "jepa_prototype" in r])]
+        lines.append(f"| {key} | {base['best_baseline']} {base['baseline_edistance']:.3f} | "
+                     + " | ".join(cells) + " |")
+    lines += ["", "## Encoders: effective rank (mean over folds and seeds) and collapsed folds", "",
+              "| dataset / split | " + " | ".join(abls) + " |", "|---|" + "---|" * len(abls)]
+    for key in keys:
+        cells = []
+        for a in abls:
+            ra = [r for r in rows if r["dataset_split"] == key and r["ablation"] == a and "effective_rank" in r]
+            cells.append(f"{np.mean([r['effective_rank'] for r in ra]):.1f} "
+                         f"({sum(r['collapsed_folds'] for r in ra)}/{sum(r['folds'] for r in ra)} collapsed)"
+                         if ra else "–")
+        lines.append(f"| {key} | " + " | ".join(cells) + " |")
+    lines += ["", "## Every task: jepa_set − best baseline, E-distance, paired 95% CI", "",
+              "| ablation | seed | dataset / split | n | jepa_set | diff [95% CI] | verdict (best JEPA model) |",
+              "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ci = r.get("jepa_set_diff_ci")
+        diff = (f"{r['jepa_set_diff']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "–")
+        lines.append(f"| {r['ablation']} | {r['seed']} | {r['dataset_split']} | {r['n']} | "
+                     f"{r.get('jepa_set', float('nan')):.3f} | {diff} | {r.get('verdict', '–')} |")
+    if missing:
+        lines += ["", "## Missing or failed tasks", ""]
+        lines += [f"- task {m['index']} ({m['ablation']}, seed {m['seed']}): no metrics_combined.json in "
+                  f"`{m['folder']}`" for m in missing]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,121 @@
+"""train-transition, sweep and the benchmark with JEPA models, end to end through the CLI on real data."""
+
+from __future__ import annotations
+
+import json
+
+import anndata as ad
+import numpy as np
+import pytest
+
+import celljepa as cj
+from celljepa.bench import benchmark, demo_datasets
+from celljepa.cli import main
+from celljepa.models.transition import JEPATransition, TransitionConfig
+from celljepa.train.config import load_config
+
+SMALL = ["--set", "train.batch_size=64", "--set", "model.n_hidden=32", "--set", "model.predictor_hidden=32",
+         "--set", "model.n_latent=16"]
+
+
+@pytest.fixture(scope="module")
+def kang_fold(ingested, tmp_path_factory):
+    out = tmp_path_factory.mktemp("kang_splits")
+    assert main(["splits", str(ingested["kang2018"]), "--split", "S2_unseen_context", "--folds", "7",
+                 "--out", str(out)]) == 0
+    return sorted(out.glob("kang2018.S2_unseen_context.seed0.fold*.json"))[0]
+
+
+@pytest.fixture(scope="module")
+def kang_pretrained(ingested, kang_fold, tmp_path_factory):
+    run = tmp_path_factory.mktemp("kang_jepa")
+    assert main(["pretrain", str(ingested["kang2018"]), "--split", str(kang_fold), "--out", str(run), "--fast-dev",
+                 "--no-progress", *SMALL]) == 0
+    return run
+
+
+def test_train_transition_on_kang_unseen_cell_type(ingested, kang_fold, kang_pretrained, tmp_path, capsys):
+    out = tmp_path / "tt"
+    assert main(["train-transition", str(ingested["kang2018"]), "--jepa", str(kang_pretrained), "--split",
+                 str(kang_fold), "--out", str(out), "--set", "max_steps=30", "--set", "eval_every=10"]) == 0
+    printed = capsys.readouterr().out
+    assert "kang2018 S2_unseen_context fold 0" in printed and ("beats" in printed or "ties" in printed
+                                                                or "loses" in printed)
+    m = json.loads((out / "metrics.json").read_text())
+    assert {"jepa_set", "jepa_prototype"} <= set(m["methods"]) and m["verdict"]["n"] == m["n_test_conditions"]
+    conf = json.loads((out / "config.json").read_text())
+    assert conf["transition"]["max_steps"] == 30 and conf["encoder_split_matches"] is True
+    assert "jepa_set" in conf["methods"] and conf["methods"]["jepa_set"]["decoder_alpha"] > 0
+    report = (out / "report.md").read_text()
+    assert "## Methods" in report and "| jepa_set |" in report and "| jepa_prototype |" in report
+    assert "## Diagnostics in the JEPA embedding space (secondary)" in report
+    # the saved model predicts again, with its encoder and evaluation space
+    model = JEPATransition.load(out / "models" / "jepa_set")
+    adata = ad.read_h5ad(ingested["kang2018"])
+    test_ctx = json.loads(kang_fold.read_text())["test_groups"][0]
+    pred = cj.tl.predict_perturbation(adata, model, perturbation="stimulated", context=test_ctx)
+    n_ctrl = int(((adata.obs["context_id"] == test_ctx) & adata.obs["is_control"]).sum())
+    assert pred.n_obs == n_ctrl and pred.obsm["X_jepa"].shape[1] == 16 and np.isfinite(pred.X).all()
+
+
+def test_train_transition_refuses_an_encoder_that_saw_the_test_cells(ingested, kang_fold, tmp_path, capsys):
+    run = tmp_path / "unsplit"
+    assert main(["pretrain", str(ingested["kang2018"]), "--out", str(run), "--fast-dev", "--no-progress", *SMALL]) == 0
+    code = main(["train-transition", str(ingested["kang2018"]), "--jepa", str(run), "--split", str(kang_fold),
+                 "--out", str(tmp_path / "tt")])
+    err = capsys.readouterr().err
+    assert code == 1 and "pretrained without a split" in err and "--allow-unsplit-encoder" in err
+    assert not (tmp_path / "tt").exists()
+
+
+def test_sweep_runs_tasks_and_collects_the_ablation_table(tmp_path, capsys):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("""
+seeds: [0, 1]
+max_folds: 1
+jepa: {train.max_steps: 12, train.batch_size: 64, model.n_hidden: 32, model.predictor_hidden: 32, model.n_latent: 16}
+transition: {max_steps: 20, eval_every: 10}
+datasets:
+  demo: {sciplex_gxe: [S2_unseen_context]}
+ablations:
+  default: {}
+  ema_off: {train.ema: false}
+""")
+    out = tmp_path / "sweep"
+    assert main(["sweep", "--grid", str(grid), "--out", str(out), "--list"]) == 0
+    listing = capsys.readouterr().out.splitlines()
+    assert len(listing) == 4 and listing[3].split("\t")[:3] == ["3", "ema_off", "seed1"]
+    assert main(["sweep", "--grid", str(grid), "--out", str(out), "--task", "2", "--no-progress"]) == 0
+    assert main(["sweep", "--grid", str(grid), "--out", str(out), "--collect"]) == 1
+    printed = capsys.readouterr().out
+    assert "1/4 tasks finished" in printed and "missing: task 0 (default, seed 0)" in printed
+    task = json.loads((out / "ema_off" / "seed0" / "task.json").read_text())
+    assert task["jepa"]["train"]["ema"] is False and task["jepa"]["train"]["seed"] == 0
+    assert main(["sweep", "--grid", str(grid), "--out", str(out), "--no-progress"]) == 0
+    table = json.loads((out / "ablation.json").read_text())
+    assert table["finished"] == 4 and not table["missing"] and len(table["rows"]) == 4
+    md = (out / "ablation.md").read_text()
+    assert "| sciplex_gxe/S2_unseen_context |" in md and "ema_off: set" in md
+    # a model seed changes the encoder; the baselines do not move
+    rows = {(r["ablation"], r["seed"]): r for r in table["rows"]}
+    assert rows[("default", 0)]["baseline_edistance"] == rows[("default", 1)]["baseline_edistance"]
+    assert rows[("default", 0)]["effective_rank"] != rows[("default", 1)]["effective_rank"]
+
+
+def test_benchmark_with_jepa_models_writes_the_verdict(tmp_path):
+    datasets = demo_datasets()
+    jepa = load_config(overrides={"train": {"max_steps": 12, "batch_size": 64},
+                                  "model": {"n_hidden": 32, "predictor_hidden": 32, "n_latent": 16}})
+    combined = benchmark({"sciplex_gxe": datasets["sciplex_gxe"]}, {"sciplex_gxe": {"S2_unseen_context": 3}},
+                         out=tmp_path, progress=False, jepa=jepa, transition=TransitionConfig(max_steps=20),
+                         max_folds=2)
+    m = combined["sciplex_gxe/S2_unseen_context"]
+    assert m["n_folds"] == 2 and m["verdict"]["outcome"] in ("wins", "ties", "loses")
+    report = (tmp_path / "report.md").read_text()
+    assert "## Verdict: best JEPA model against the best tuned baseline" in report
+    row = next(line for line in report.splitlines() if line.startswith("| sciplex_gxe | S2_unseen_context |"))
+    assert f"**{m['verdict']['outcome']}**" in row
+    assert "collapsed folds" in report and "JEPA pretraining" in report
+    fold_conf = json.loads((tmp_path / "sciplex_gxe/S2_unseen_context/fold0/config.json").read_text())
+    assert fold_conf["jepa"]["train"]["max_steps"] == 12 and fold_conf["transition"]["max_steps"] == 20
+    assert fold_conf["methods"]["jepa_encoder"]["steps"] == 12

@@ -1,0 +1,159 @@
+"""Transition models on synthetic sets: residual parameterisation, the set loss, determinism, persistence."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from celljepa._errors import InputError
+from celljepa.eval.edistance import edistance_sets
+from celljepa.models.base import Condition, TrainData
+from celljepa.models.baselines import MeanShift
+from celljepa.models.transition import ActionFeaturizer, JEPATransition, TransitionConfig, load_transition_config
+
+D = 6
+
+
+def _synthetic(contract: float = 0.3, seed: int = 0):
+    """Four contexts; perturbation P shifts cells AND contracts them towards the context centre.
+
+    Training contexts a, b; validation c; test d (only its controls are visible). A mean shift cannot
+    reproduce the contraction, a per-cell map can.
+    """
+    rng = np.random.default_rng(seed)
+    centres = {c: rng.normal(0, 3, D) for c in "abcd"}
+    shift = np.r_[2.0, -1.0, np.zeros(D - 2)]
+    z, obs, conds = [], [], {}
+    row = 0
+    for ctx, centre in centres.items():
+        ctrl = centre + rng.normal(size=(200, D))
+        z.append(ctrl)
+        obs += [(ctx, "control", "control:CTRL", True)] * 200
+        row += 200
+        pert = centre + shift + contract * rng.normal(size=(200, D))
+        z.append(pert)
+        obs += [(ctx, "P", "gene:P", False)] * 200
+        conds[ctx] = (Condition(ctx, "P", ("gene:P",)), np.arange(row, row + 200))
+        row += 200
+    frame = pd.DataFrame(obs, columns=["context_id", "perturbation_id", "perturbation_tokens", "is_control"])
+    z = np.vstack(z)
+    test_cond, test_rows = conds["d"]
+    visible = np.setdiff1d(np.arange(len(z)), test_rows)
+    remap = -np.ones(len(z), dtype=int)
+    remap[visible] = np.arange(visible.size)
+    train = TrainData(z=z[visible], obs=frame.iloc[visible].reset_index(drop=True),
+                      train_conditions=[(conds[c][0], remap[conds[c][1]]) for c in "ab"],
+                      val_conditions=[(conds["c"][0], remap[conds["c"][1]])], embedding=z[visible].copy())
+    return train, test_cond, z[test_rows]
+
+
+def _edist(pred, obs):
+    return float(edistance_sets([pred], [obs], cap=256, n_resamples=5, seed=0)[0])
+
+
+def test_untrained_model_is_exactly_the_mean_shift_baseline():
+    train, cond, _ = _synthetic()
+    model = JEPATransition("set", TransitionConfig(max_steps=1, lr=0.0, eval_every=1)).fit(train)
+    de = np.mean([train.shift(c, r) for c, r in train.train_conditions], axis=0)
+    np.testing.assert_allclose(model.predict(cond), train.control_cells("d") + de, atol=1e-4)
+    assert model.params()["best_step"] == 0 and model.params()["init_val_edistance"] == model.val_edistance_
+    assert model.init_ == "mean_shift"
+
+
+def test_start_is_no_change_when_validation_prefers_it():
+    train, cond, _ = _synthetic()
+    # validation context c: make its perturbed cells look like its controls, so a zero residual wins
+    (c_cond, c_rows), = train.val_conditions
+    ctrl = train.control_rows("c")
+    train.z[c_rows] = train.z[ctrl]
+    train.embedding[c_rows] = train.embedding[ctrl]
+    model = JEPATransition("set", TransitionConfig(max_steps=1, lr=0.0, eval_every=1)).fit(train)
+    assert model.init_ == "no_change"
+    np.testing.assert_allclose(model.predict(cond), train.control_cells("d"), atol=1e-5)
+
+
+def test_set_model_learns_the_contraction_a_mean_shift_cannot():
+    train, cond, observed = _synthetic()
+    ms = MeanShift().fit(train)
+    # one context-free map: with two training contexts a context vector would only let the map memorise them
+    cfg = TransitionConfig(max_steps=300, eval_every=25, patience=20, seed=1, use_context=False)
+    model = JEPATransition("set", cfg).fit(train)
+    e_set, e_ms = _edist(model.predict(cond), observed), _edist(ms.predict(cond), observed)
+    assert e_set < 0.5 * e_ms, (e_set, e_ms)
+    pred = model.predict(cond)
+    assert pred.std(axis=0).mean() < 0.7 * train.control_cells("d").std(axis=0).mean()
+    assert model.val_edistance_ < model.init_val_edistance_
+
+
+def test_prototype_model_shifts_the_controls_by_one_vector():
+    train, cond, observed = _synthetic()
+    model = JEPATransition("prototype", TransitionConfig(max_steps=150, eval_every=25)).fit(train)
+    pred, ctrl = model.predict(cond), train.control_cells("d")
+    delta = pred - ctrl
+    np.testing.assert_allclose(delta, np.broadcast_to(delta[0], delta.shape), atol=1e-4)
+    # the mean is learned: closer to the observed mean than the controls are
+    assert np.linalg.norm(pred.mean(0) - observed.mean(0)) < np.linalg.norm(ctrl.mean(0) - observed.mean(0))
+
+
+@pytest.mark.parametrize("loss_space", ["decoded", "jepa"])
+def test_fit_is_deterministic_for_a_seed(loss_space):
+    train, cond, _ = _synthetic()
+    cfg = TransitionConfig(max_steps=40, eval_every=10, loss_space=loss_space, seed=3)
+    a = JEPATransition("set", cfg).fit(train).predict(cond)
+    b = JEPATransition("set", cfg).fit(train).predict(cond)
+    np.testing.assert_array_equal(a, b)
+    c = JEPATransition("set", cfg.replace(seed=4)).fit(train).predict(cond)
+    assert not np.array_equal(a, c)
+
+
+def test_save_and_load_round_trip(tmp_path):
+    train, cond, _ = _synthetic()
+    model = JEPATransition("set", TransitionConfig(max_steps=30, eval_every=10)).fit(train)
+    model.save(tmp_path / "m")
+    back = JEPATransition.load(tmp_path / "m")
+    ctrl = train.control_rows("d")
+    expected = model.predict_cells(cond, train.embedding[ctrl], train.z[ctrl])
+    got = back.predict_cells(cond, train.embedding[ctrl], train.z[ctrl])
+    np.testing.assert_allclose(got[1], expected[1], atol=1e-6)
+    np.testing.assert_allclose(got[0], expected[0], atol=1e-6)
+    assert back.kind == "set" and back.vocab_ == model.vocab_
+    with pytest.raises(InputError, match="no transition model"):
+        JEPATransition.load(tmp_path / "nothing")
+
+
+def test_errors_name_the_fix():
+    train, cond, _ = _synthetic()
+    train.embedding = None
+    with pytest.raises(InputError, match="needs JEPA embeddings"):
+        JEPATransition("set").fit(train)
+    with pytest.raises(InputError, match="kind must be one of"):
+        JEPATransition("diffusion")
+    with pytest.raises(InputError, match="loss_space"):
+        TransitionConfig(loss_space="pca")
+    with pytest.raises(InputError, match="unknown transition setting 'set_sise'.*set_size"):
+        TransitionConfig().replace(set_sise=3)
+    with pytest.raises(InputError, match="not fitted"):
+        JEPATransition("set").predict(cond)
+
+
+def test_config_file_and_overrides(tmp_path):
+    path = tmp_path / "t.yaml"
+    path.write_text("transition:\n  set_size: 32\n  loss_space: jepa\n")
+    cfg = load_transition_config(path, {"max_steps": 7})
+    assert (cfg.set_size, cfg.loss_space, cfg.max_steps) == (32, "jepa", 7)
+    assert load_transition_config() == TransitionConfig()
+
+
+def test_featurizer_marks_known_and_unknown_tokens():
+    feats = ActionFeaturizer.build(pca_loadings={"A": np.array([1.0, 0.0]), "B": np.array([0.0, 2.0])})
+    a, unknown = feats.token("gene:A"), feats.token("gene:ZZZ")
+    assert feats.dim == 2 + 1 + 0 + 1 and a[2] == 1.0 and not unknown.any()
+    assert not feats.token("drug:aspirin").any()
+
+
+def test_shipped_default_config_is_the_built_in_default():
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "configs" / "transition" / "default.yaml"
+    assert load_transition_config(path) == TransitionConfig()
