@@ -114,7 +114,9 @@ def test_benchmark_with_jepa_models_writes_the_verdict(tmp_path):
     report = (tmp_path / "report.md").read_text()
     assert "## Verdict: best JEPA model against the best tuned baseline" in report
     row = next(line for line in report.splitlines() if line.startswith("| sciplex_gxe | S2_unseen_context |"))
-    assert f"**{m['verdict']['outcome']}**" in row
+    assert f"**{m['verdict']['outcome']}**" in row and "pca_set" in m["methods"]
+    twin = m["verdict"]["vs_pca_twin"]
+    assert row.endswith(f"{twin['diff']:.3f} [{twin['ci_low']:.3f}, {twin['ci_high']:.3f}] |")
     assert "collapsed folds" in report and "JEPA pretraining" in report
     fold_conf = json.loads((tmp_path / "sciplex_gxe/S2_unseen_context/fold0/config.json").read_text())
     assert fold_conf["jepa"]["train"]["max_steps"] == 12 and fold_conf["transition"]["max_steps"] == 20

@@ -157,3 +157,14 @@ def test_shipped_default_config_is_the_built_in_default():
 
     path = Path(__file__).resolve().parents[2] / "configs" / "transition" / "default.yaml"
     assert load_transition_config(path) == TransitionConfig()
+
+
+def test_pca_twin_needs_no_embedding():
+    train, cond, observed = _synthetic()
+    train.embedding = None
+    twin = JEPATransition("set", TransitionConfig(max_steps=30, eval_every=10), space="pca").fit(train)
+    assert twin.name == "pca_set" and twin.is_control and not twin.is_baseline
+    assert twin.predict(cond).shape == train.control_cells("d").shape
+    assert train.embedding is None  # the caller's TrainData is left as it was
+    with pytest.raises(InputError, match="space must be"):
+        JEPATransition("set", space="umap")

@@ -30,16 +30,17 @@ def s1_fold(norman):
 
 @pytest.fixture(scope="module")
 def scored(norman, s1_fold):
-    return score_fold(norman, s1_fold, jepa=load_config(overrides=SMALL), transition=QUICK)
+    return score_fold(norman, s1_fold, jepa=load_config(overrides=SMALL), transition=QUICK, pca_twin=True)
 
 
 def test_jepa_models_are_scored_like_baselines(scored, s1_fold, norman):
     m, per = scored.metrics, scored.per_condition
-    assert {"jepa_prototype", "jepa_set"} <= set(m["methods"])
+    assert {"jepa_prototype", "jepa_set", "pca_set"} <= set(m["methods"])
     assert m["best_baseline"] in m["baselines"] and "jepa_set" not in m["baselines"]
     assert set(per.groupby("method")["condition"].apply(frozenset).map(len)) == {m["n_test_conditions"]}
     assert "jepa_set vs " + m["best_baseline"] in m["comparisons"]
     v = m["verdict"]
+    assert v["vs_pca_twin"]["twin"] == "pca_set" and v["vs_pca_twin"]["n"] == m["n_test_conditions"]
     assert v["model"] in ("jepa_set", "jepa_prototype") and v["outcome"] in ("wins", "ties", "loses")
     e = v["edistance"]
     assert (v["outcome"] == "wins") == (e["ci_high"] < 0) and (v["outcome"] == "loses") == (e["ci_low"] > 0)

@@ -140,8 +140,12 @@ def encoder_summary(encoder, embedding) -> dict:
             "anticollapse": bool(encoder.config.train.anticollapse)}
 
 
-def default_methods(test: list, *, jepa: bool, transition=None) -> list[PerturbationModel]:
-    """The baselines that apply to the test conditions, plus both JEPA transition models when ``jepa``."""
+def default_methods(test: list, *, jepa: bool, transition=None, pca_twin: bool = False) -> list[PerturbationModel]:
+    """The baselines that apply to the test conditions, plus both JEPA transition models when ``jepa``.
+
+    ``pca_twin`` adds the control ``pca_set``: the set model on the evaluation space's PCA instead of the
+    JEPA embedding, which tells a gain of the JEPA space from a gain of the set-level model itself.
+    """
     combos = any(c.is_combo for c, _ in test)
     genes = any(C.token_kind(t) == "gene" for c, _ in test for t in c.tokens)
     methods = default_baselines(combos=combos, gene_perturbations=genes)
@@ -149,12 +153,14 @@ def default_methods(test: list, *, jepa: bool, transition=None) -> list[Perturba
         from ..models.transition import JEPATransition
 
         methods += [JEPATransition("prototype", transition), JEPATransition("set", transition)]
+        if pca_twin:
+            methods.append(JEPATransition("set", transition, space="pca"))
     return methods
 
 
 def score_fold(adata: AnnData, fold: dict, methods: list[PerturbationModel] | None = None,
                config: EvalConfig | None = None, *, jepa=None, transition=None, jepa_run_dir=None,
-               progress: bool = False) -> FoldResult:
+               progress: bool = False, pca_twin: bool = False) -> FoldResult:
     """Fit every method on the fold's training data and score its predictions on the test conditions.
 
     Parameters
@@ -180,7 +186,7 @@ def score_fold(adata: AnnData, fold: dict, methods: list[PerturbationModel] | No
         timings["jepa_pretrain_s"] = time.perf_counter() - t1
         encoder_info = encoder_summary(train.encoder, train.embedding)
     if methods is None:
-        methods = default_methods(test, jepa=jepa is not None, transition=transition)
+        methods = default_methods(test, jepa=jepa is not None, transition=transition, pca_twin=pca_twin)
     gene_idx = space.gene_indices(adata.var_names)
 
     obs_z, obs_mean_genes, ctrl_mean_genes, ctrl_mean_z = {}, {}, {}, {}
@@ -221,7 +227,8 @@ def score_fold(adata: AnnData, fold: dict, methods: list[PerturbationModel] | No
             cz = ctrl_mean_z[cond.context_id]
             pred_genes = space.inverse_transform(pm) - space.inverse_transform(cz) + ctrl_mean_genes[cond.context_id]
             rows_out.append({
-                "method": method.name, "is_baseline": bool(method.is_baseline), "condition": cond.key,
+                "method": method.name, "is_baseline": bool(method.is_baseline),
+                "is_control": bool(getattr(method, "is_control", False)), "condition": cond.key,
                 "context_id": cond.context_id,
                 "perturbation_id": cond.perturbation_id, "dose": cond.dose, "time_hours": cond.time_hours,
                 "n_tokens": len(cond.tokens), "n_cells_observed": len(rows),
@@ -253,7 +260,7 @@ def embedding_space_diagnostics(adata: AnnData, train: TrainData, test: list, me
     Never a headline number (a model can shrink its own space); reported next to the no-change value
     in the same space for scale.
     """
-    models = [m for m in methods if hasattr(m, "predict_embedding")]
+    models = [m for m in methods if hasattr(m, "predict_embedding") and not getattr(m, "is_control", False)]
     if not models:
         return {}
     z_obs = {c: train.encoder.get_latent_representation(adata[rows]) for c, rows in test}
@@ -291,7 +298,11 @@ def summarize(per_condition: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0,
     best = min(candidates, key=lambda m: out["methods"][m][PRIMARY]["mean"])
     out["best_baseline"] = best
     out["baselines"] = list(candidates)
-    models = [m for m in methods if m not in candidates]
+    controls = []
+    if "is_control" in per_condition:
+        flags = per_condition.drop_duplicates("method").set_index("method")["is_control"].astype(bool)
+        controls = [m for m in methods if flags[m]]
+    models = [m for m in methods if m not in candidates and m not in controls]
     for m in methods:
         if m == best:
             continue
@@ -303,6 +314,11 @@ def summarize(per_condition: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0,
         out["comparisons"][f"{m} vs {best}"] = comp
     if models:
         out["verdict"] = verdict(out, models)
+        twin = next((c for c in controls if c.startswith("pca_")), None)
+        if twin is not None:
+            d = paired_bootstrap_diff(wide[out["verdict"]["model"]].loc[conditions, PRIMARY].to_numpy(),
+                                      wide[twin].loc[conditions, PRIMARY].to_numpy(), n_boot=n_boot, seed=seed)
+            out["verdict"]["vs_pca_twin"] = {"twin": twin, **{k: d[k] for k in ("diff", "ci_low", "ci_high", "n")}}
     return out
 
 

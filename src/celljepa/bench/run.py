@@ -163,7 +163,7 @@ def benchmark(datasets: dict[str, AnnData], plan: dict[str, dict[str, int]], *, 
               seed: int = 0, config: EvalConfig | None = None, figure_maker: FigureMaker | None = None,
               combined_figure_maker: Callable[[dict, Path], list[Path]] | None = None,
               progress: bool = True, jepa=None, transition=None, jepa_knn=None, max_folds: int | None = None,
-              title: str | None = None) -> dict:
+              title: str | None = None, pca_twin: bool = True) -> dict:
     """Run baselines (and JEPA models) on every dataset × split × fold; one run folder each and a combined report.
 
     ``plan`` maps dataset id → {split name: number of folds}. Returns the combined metrics
@@ -183,6 +183,9 @@ def benchmark(datasets: dict[str, AnnData], plan: dict[str, dict[str, int]], *, 
         kNN accuracy of ``cell_type`` and ``perturbation_id`` on it against PCA (``OUT/<dataset>/jepa/``).
     max_folds
         Score only the first ``max_folds`` folds of each split (quick sweeps).
+    pca_twin
+        With ``jepa``, also score ``pca_set``: the set model on the evaluation space's PCA instead of the
+        JEPA embedding (a control: is a gain due to the JEPA space or to the set-level model?).
     """
     cfg = config or EvalConfig(seed=seed)
     out = Path(out)
@@ -202,7 +205,7 @@ def benchmark(datasets: dict[str, AnnData], plan: dict[str, dict[str, int]], *, 
         bar.set_postfix_str(f"{dataset_id} {split} fold {fold['fold']}")
         adata = datasets[dataset_id]
         run_dir = out / dataset_id / split / f"fold{fold['fold']}"
-        result = score_fold(adata, fold, config=cfg, jepa=jepa, transition=transition)
+        result = score_fold(adata, fold, config=cfg, jepa=jepa, transition=transition, pca_twin=pca_twin)
         extra = {"jepa": jepa.to_dict(), "transition": _transition_dict(transition)} if jepa is not None else {}
         write_fold_run(result, adata, run_dir, config=_run_config(adata, fold, cfg, result, **extra),
                        figure_maker=figure_maker)
@@ -318,7 +321,9 @@ def _combined_report(datasets, plan, combined, per_fold, elapsed, figures, out: 
         lines += ["## Verdict: best JEPA model against the best tuned baseline", "",
                   "Per dataset × split, the JEPA model and the baseline with the lowest mean E-distance over the "
                   "test conditions; the difference (JEPA − baseline) with its paired 95% bootstrap CI. JEPA *wins* "
-                  "only when the E-distance CI lies below 0.", "", R.verdict_table(combined), "",
+                  "only when the E-distance CI lies below 0. The last column compares the JEPA model with its "
+                  "control `pca_set`, the same set model on the evaluation space's PCA instead of JEPA embeddings: "
+                  "is a gain due to the JEPA space or to the set-level model?", "", R.verdict_table(combined), "",
                   *R.verdict_sentences(combined), "",
                   "JEPA encoders (one per fold, pretrained on the cells the predictors may see; collapse = "
                   "effective rank < 25% of the dimension or a dimension with std < 1e-3):", "",

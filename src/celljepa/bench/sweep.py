@@ -145,7 +145,7 @@ def run_sweep_task(grid: SweepGrid, index: int, out: str | os.PathLike, *, progr
         datasets = _load_datasets(grid)
     data, plan = datasets
     benchmark(data, plan, out=run_dir, seed=grid.split_seed, config=EvalConfig(seed=grid.split_seed),
-              progress=progress, jepa=jepa, transition=transition, max_folds=grid.max_folds,
+              progress=progress, jepa=jepa, transition=transition, max_folds=grid.max_folds, pca_twin=False,
               title=f"celljepa sweep task {index}: ablation {ablation}, model seed {seed}")
     write_json_atomic(run_dir / "task.json", {"index": index, "ablation": ablation, "seed": seed,
                                               "jepa": jepa.to_dict(), "transition": transition.to_dict(),

@@ -111,15 +111,27 @@ def verdict_sentence(label: str, metrics: Mapping) -> str:
     v = metrics["verdict"]
     e, p = v["edistance"], v["delta_pearson"]
     word = {"wins": "beats", "loses": "loses to", "ties": "ties with", "undetermined": "cannot be compared with"}
-    return (f"On {label}, `{v['model']}` {word[v['outcome']]} `{v['baseline']}`: E-distance difference "
+    text = (f"On {label}, `{v['model']}` {word[v['outcome']]} `{v['baseline']}`: E-distance difference "
             f"{_fmt(e['diff'])} [{_fmt(e['ci_low'])}, {_fmt(e['ci_high'])}], Δ Pearson difference {_fmt(p['diff'])} "
             f"[{_fmt(p['ci_low'])}, {_fmt(p['ci_high'])}], n = {v['n']} test conditions.")
+    twin = v.get("vs_pca_twin")
+    if twin:
+        if twin["ci_high"] < 0:
+            how = "better than"
+        elif twin["ci_low"] > 0:
+            how = "worse than"
+        else:
+            how = "no different from"
+        text += (f" Against the same set model on PCA (`{twin['twin']}`) it is {how} it: E-distance difference "
+                 f"{_fmt(twin['diff'])} [{_fmt(twin['ci_low'])}, {_fmt(twin['ci_high'])}].")
+    return text
 
 
 def verdict_table(combined: Mapping[str, Mapping]) -> str:
     """Markdown table of the verdicts of every dataset × split that has one."""
     lines = ["| dataset | split | n | best baseline | E-dist baseline | best JEPA model | E-dist JEPA | "
-             "Δ E-distance [95% CI] | Δ Δ Pearson [95% CI] | verdict |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "Δ E-distance [95% CI] | Δ Δ Pearson [95% CI] | verdict | JEPA − PCA twin, E-distance [95% CI] |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for m in combined.values():
         if "verdict" not in m:
             continue
@@ -129,8 +141,14 @@ def verdict_table(combined: Mapping[str, Mapping]) -> str:
                      f"{_fmt(m['methods'][v['baseline']]['edistance']['mean'])} | {v['model']} | "
                      f"{_fmt(m['methods'][v['model']]['edistance']['mean'])} | {_fmt(e['diff'])} "
                      f"[{_fmt(e['ci_low'])}, {_fmt(e['ci_high'])}] | {_fmt(p['diff'])} [{_fmt(p['ci_low'])}, "
-                     f"{_fmt(p['ci_high'])}] | **{v['outcome']}** |")
+                     f"{_fmt(p['ci_high'])}] | **{v['outcome']}** | {_twin_cell(v.get('vs_pca_twin'))} |")
     return "\n".join(lines)
+
+
+def _twin_cell(twin) -> str:
+    if not twin:
+        return "–"
+    return f"{_fmt(twin['diff'])} [{_fmt(twin['ci_low'])}, {_fmt(twin['ci_high'])}]"
 
 
 def verdict_sentences(combined: Mapping[str, Mapping]) -> list[str]:

@@ -278,15 +278,20 @@ class JEPATransition(PerturbationModel):
     """
 
     def __init__(self, kind: str = "set", config: TransitionConfig | None = None, *, drug_metadata=None,
-                 name: str | None = None, **overrides):
+                 name: str | None = None, space: str = "jepa", **overrides):
         if kind not in KINDS:
             raise InputError(f"kind must be one of {KINDS}, got {kind!r}.")
+        if space not in ("jepa", "pca"):
+            raise InputError(f"space must be 'jepa' or 'pca', got {space!r}.")
         self.kind = kind
+        self.space = space
         self.is_baseline = False
+        # The PCA twin is a control: the same model on the evaluation space's PCA instead of JEPA embeddings.
+        self.is_control = space == "pca"
         base = config or TransitionConfig()
         self.config = base.replace(**overrides) if overrides else base
         self.drug_metadata = drug_metadata
-        self.name = name or f"jepa_{kind}"
+        self.name = name or (f"jepa_{kind}" if space == "jepa" else f"pca_{kind}")
         self.net_: TransitionNet | None = None
 
     # ------------------------------------------------------------------ setup
@@ -405,6 +410,9 @@ class JEPATransition(PerturbationModel):
         """Train on ``train.train_conditions``; early-stop on the validation E-distance (evaluation space)."""
         from ..kernels import edistance_loss
 
+        if self.space == "pca":
+            train = dataclasses.replace(train, embedding=np.asarray(train.z, dtype=np.float32), encoder=None,
+                                        _controls={})
         if train.embedding is None:
             raise InputError(f"{self.name} needs JEPA embeddings of the fold's cells (TrainData.embedding). Fix: "
                              "score with score_fold(..., jepa=JEPAConfig or CellJEPA), or `celljepa benchmark`.")
