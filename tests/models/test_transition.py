@@ -168,3 +168,29 @@ def test_pca_twin_needs_no_embedding():
     assert train.embedding is None  # the caller's TrainData is left as it was
     with pytest.raises(InputError, match="space must be"):
         JEPATransition("set", space="umap")
+
+
+def test_a_zero_residual_predicts_the_controls_exactly():
+    train, cond, _ = _synthetic()
+    train.z = train.z + 1e-3 * np.pi  # coordinates that float32 cannot hold exactly
+    train.embedding = train.z.astype(np.float32)
+    model = JEPATransition("set", TransitionConfig(max_steps=1, lr=0.0, eval_every=1)).fit(train)
+    with __import__("torch").no_grad():
+        model.net_.body[-1].bias.zero_()
+    np.testing.assert_array_equal(model.predict(cond), train.control_cells("d"))
+
+
+def test_verdict_calls_rounding_a_tie():
+    from celljepa.bench.evaluate import summarize
+
+    rows = []
+    for i in range(6):
+        base = 0.02 + 0.01 * i
+        rows += [{"method": "no_change", "is_baseline": True, "condition": f"c{i}", "edistance": base},
+                 {"method": "jepa_set", "is_baseline": False, "condition": f"c{i}", "edistance": base + 1e-10}]
+    frame = pd.DataFrame(rows)
+    for k in ("mse", "cosine_distance", "delta_pearson", "delta_pearson_top20_de", "top1", "mrr"):
+        frame[k] = 0.5
+    assert summarize(frame, n_boot=200)["verdict"]["outcome"] == "ties"
+    frame.loc[frame["method"] == "jepa_set", "edistance"] += 0.01
+    assert summarize(frame, n_boot=200)["verdict"]["outcome"] == "loses"

@@ -30,6 +30,8 @@ METRICS: dict[str, bool] = {
     "mrr": True,
 }
 PRIMARY = "edistance"
+# Differences below this (relative to the baseline's E-distance) are rounding, not a result.
+VERDICT_ATOL = 1e-6
 
 
 @dataclass
@@ -326,13 +328,17 @@ def verdict(metrics: dict, models: list[str]) -> dict:
     """The best model (lowest mean E-distance) against the best baseline, as win / tie / loss.
 
     Both are picked by the same rule (lowest mean primary metric over the test conditions). "wins"
-    needs the paired 95% CI of the E-distance difference to lie below 0; "loses" above 0.
+    needs the paired 95% CI of the E-distance difference to lie below 0; "loses" above 0; a CI within
+    ``VERDICT_ATOL`` of 0 (identical predictions up to rounding) is a tie.
     """
     best_model = min(models, key=lambda m: metrics["methods"][m][PRIMARY]["mean"])
     comp = metrics["comparisons"][f"{best_model} vs {metrics['best_baseline']}"]
     d = comp[PRIMARY]
+    scale = abs(metrics["methods"][metrics["best_baseline"]][PRIMARY]["mean"])
     if d["n"] == 0 or not np.isfinite(d["diff"]):
         outcome = "undetermined"
+    elif max(abs(d["ci_low"]), abs(d["ci_high"])) <= VERDICT_ATOL * max(scale, 1.0):
+        outcome = "ties"  # identical predictions up to floating-point rounding
     elif d["ci_high"] < 0:
         outcome = "wins"
     elif d["ci_low"] > 0:

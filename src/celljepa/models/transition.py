@@ -579,6 +579,10 @@ class JEPATransition(PerturbationModel):
         z = torch.as_tensor(z_control, device=dev)
         e = torch.as_tensor(np.asarray(eval_control, dtype=np.float32), device=dev)
         pz, pe = self._map(enc, z, e, torch.as_tensor([len(z)], device=dev), drop=False)
+        if self.config.decoder == "residual":
+            # Add the decoded residual to the float64 coordinates: a zero residual gives the controls exactly.
+            delta = (pe - e).cpu().numpy().astype(np.float64)
+            return pz.cpu().numpy().astype(np.float64), np.asarray(eval_control, dtype=np.float64) + delta
         return pz.cpu().numpy().astype(np.float64), pe.cpu().numpy().astype(np.float64)
 
     def predict_embedding(self, condition: Condition) -> np.ndarray:
