@@ -76,7 +76,7 @@ def verdict(results, *, metrics: tuple[str, ...] = ("edistance", "delta_pearson"
         ax.set_yticklabels([f"{k} ({table[k]['verdict']['model']} vs {table[k]['verdict']['baseline']})"
                             for k in keys] if ax is axes[0][0] else [], fontsize=8)
         better = "← JEPA better" if metric == "edistance" else "JEPA better →"
-        ax.set_xlabel(f"Δ {'E-distance' if metric == 'edistance' else 'Δ Pearson'} (JEPA − baseline)   {better}",
+        ax.set_xlabel(f"Δ {'E-distance' if metric == 'edistance' else 'Δ Pearson'} (JEPA − baseline)\n{better}",
                       fontsize=8)
     handles = [plt.Line2D([], [], marker="o", linestyle="", color=c, label=o) for o, c in _COLORS.items()
                if any(t["verdict"]["outcome"] == o for t in table.values())]
