@@ -162,7 +162,7 @@ def default_methods(test: list, *, jepa: bool, transition=None, pca_twin: bool =
 
 def score_fold(adata: AnnData, fold: dict, methods: list[PerturbationModel] | None = None,
                config: EvalConfig | None = None, *, jepa=None, transition=None, jepa_run_dir=None,
-               progress: bool = False, pca_twin: bool = False) -> FoldResult:
+               progress: bool = False, pca_twin: bool = False, extra_methods=None) -> FoldResult:
     """Fit every method on the fold's training data and score its predictions on the test conditions.
 
     Parameters
@@ -175,6 +175,8 @@ def score_fold(adata: AnnData, fold: dict, methods: list[PerturbationModel] | No
         cells) or a trained :class:`~celljepa.models.CellJEPA`; its embeddings go to ``TrainData.embedding``.
     transition
         A :class:`~celljepa.models.transition.TransitionConfig` for the default JEPA models.
+    extra_methods
+        Predictors scored after the default ones (when ``methods`` is None).
     """
     config = config or EvalConfig()
     t0 = time.perf_counter()
@@ -188,7 +190,8 @@ def score_fold(adata: AnnData, fold: dict, methods: list[PerturbationModel] | No
         timings["jepa_pretrain_s"] = time.perf_counter() - t1
         encoder_info = encoder_summary(train.encoder, train.embedding)
     if methods is None:
-        methods = default_methods(test, jepa=jepa is not None, transition=transition, pca_twin=pca_twin)
+        methods = default_methods(test, jepa=jepa is not None and extra_methods is None, transition=transition,
+                                  pca_twin=pca_twin) + list(extra_methods or [])
     gene_idx = space.gene_indices(adata.var_names)
 
     obs_z, obs_mean_genes, ctrl_mean_genes, ctrl_mean_z = {}, {}, {}, {}

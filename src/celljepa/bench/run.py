@@ -389,7 +389,6 @@ def train_transition(adata: AnnData, *, jepa_run: str | os.PathLike, split: str 
     from ..models import CellJEPA
     from ..models.transition import JEPATransition, TransitionConfig
     from ..splits import read_split
-    from .evaluate import default_methods, prepare_fold
 
     jepa_run, out = Path(jepa_run), Path(out)
     fold = read_split(split)
@@ -407,12 +406,10 @@ def train_transition(adata: AnnData, *, jepa_run: str | os.PathLike, split: str 
     cfg = config or TransitionConfig()
     drugs = read_drug_metadata(drug_metadata) if drug_metadata else None
     eval_cfg = EvalConfig(seed=fold["seed"])
-    _, _, test = prepare_fold(adata, fold, eval_cfg)
-    methods = [m for m in default_methods(test, jepa=False)]
-    methods += [JEPATransition(k, cfg, drug_metadata=drugs) for k in kinds]
+    models = [JEPATransition(k, cfg, drug_metadata=drugs) for k in kinds]
     created = not out.exists()
     try:
-        result = score_fold(adata, fold, methods=methods, config=eval_cfg, jepa=encoder)
+        result = score_fold(adata, fold, config=eval_cfg, jepa=encoder, extra_methods=models)
         write_fold_run(result, adata, out, config=_run_config(
             adata, fold, eval_cfg, result, input=source or "", jepa_run=str(jepa_run.resolve()),
             encoder_split_matches=same, transition=cfg.to_dict(), kinds=list(kinds),

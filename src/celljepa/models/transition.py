@@ -536,26 +536,25 @@ class JEPATransition(PerturbationModel):
             obs_rows.append(orow)
             sizes_c.append(len(crow))
             sizes_o.append(len(orow))
-        return (self._encode([c for c, _ in conds]), np.concatenate(ctrl_rows), np.concatenate(obs_rows),
-                np.asarray(sizes_c), np.asarray(sizes_o))
+        crow, orow, dev = np.concatenate(ctrl_rows), np.concatenate(obs_rows), self.device_
+        size_c = torch.as_tensor(sizes_c, device=dev)
+        size_o = torch.as_tensor(sizes_o, device=dev)
+        return (self._encode([c for c, _ in conds]),
+                torch.from_numpy(self._emb[crow]).to(dev),
+                torch.from_numpy(np.asarray(train.z[crow], dtype=np.float32)).to(dev),
+                torch.from_numpy(np.asarray(train.z[orow], dtype=np.float32)).to(dev),
+                size_c, torch.cat([size_c.new_zeros(1), size_c.cumsum(0)]),
+                torch.cat([size_o.new_zeros(1), size_o.cumsum(0)]))
 
     @torch.no_grad()
     def _val_score(self, val) -> float:
         from ..kernels import edistance_loss
 
-        enc, crow, orow, sc_, so_ = val
-        dev = self.device_
-        z = torch.from_numpy(self._emb[crow]).to(dev)
-        e = torch.from_numpy(np.asarray(self._train.z[crow], dtype=np.float32)).to(dev)
-        size_c = torch.as_tensor(sc_, device=dev)
+        enc, z, e, obs, size_c, off_p, off_o = val
         was = self.net_.training
         self.net_.eval()
         _, pred_e = self._map(enc, z, e, size_c, drop=False)
         self.net_.train(was)
-        obs = torch.from_numpy(np.asarray(self._train.z[orow], dtype=np.float32)).to(dev)
-        off_p = torch.cat([size_c.new_zeros(1), size_c.cumsum(0)])
-        size_o = torch.as_tensor(so_, device=dev)
-        off_o = torch.cat([size_o.new_zeros(1), size_o.cumsum(0)])
         return float(edistance_loss(pred_e, off_p, obs, off_o).mean())
 
     # ------------------------------------------------------------------ prediction
