@@ -1,6 +1,6 @@
 """The ``celljepa`` command line.
 
-Commands: ingest, validate, splits, eval-baselines, benchmark, pretrain, train-transition, sweep, info.
+Commands: ingest, validate, splits, eval-baselines, benchmark, pretrain, train-transition, sweep, slurm, info.
 """
 
 from __future__ import annotations
@@ -338,7 +338,8 @@ def _add_train_transition(sub: argparse._SubParsersAction) -> None:
                     "the prototype and set transition models on the fold's training cells (early stopping on its "
                     "validation groups), score them beside every baseline in the fold's evaluation space, and write "
                     "OUT/config.json, metrics.json, per_condition.csv, split.json, eval_space.npz, report.md and "
-                    "models/<name>/transition.pt (load with JEPATransition.load).",
+                    "models/<name>/transition.pt (load with JEPATransition.load). Under torchrun or srun with several "
+                    "tasks the transition models train with DistributedDataParallel (rank 0 scores and writes).",
     )
     p.add_argument("h5ad", type=Path, help="a processed .h5ad (celljepa ingest)")
     p.add_argument("--jepa", required=True, type=Path, help="pretraining run folder (or its model/ folder)")
@@ -358,12 +359,16 @@ def _cmd_train_transition(args: argparse.Namespace) -> int:
     from .bench.run import train_transition
     from .data.readers import read_source
     from .models.transition import load_transition_config
+    from .train.distributed import distributed_session
 
     cfg = load_transition_config(args.config, dict(args.overrides)).replace(seed=args.seed)
     adata = read_source(args.h5ad)
-    result = train_transition(adata, jepa_run=args.jepa, split=args.split, out=args.out, config=cfg,
-                              kinds=args.kinds, drug_metadata=args.drug_metadata, source=str(args.h5ad),
-                              allow_unsplit_encoder=args.allow_unsplit_encoder, figure_maker=_fold_figures)
+    with distributed_session(cfg.device):
+        result = train_transition(adata, jepa_run=args.jepa, split=args.split, out=args.out, config=cfg,
+                                  kinds=args.kinds, drug_metadata=args.drug_metadata, source=str(args.h5ad),
+                                  allow_unsplit_encoder=args.allow_unsplit_encoder, figure_maker=_fold_figures)
+    if result is None:  # a rank other than 0 of a distributed run: rank 0 reports
+        return EXIT_OK
     m = result.metrics
     from .eval.report import verdict_sentence
 
@@ -389,7 +394,8 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
                     "metrics.jsonl, checkpoints/{last,best}.pt, model/, embeddings.npz and eval.json (collapse "
                     "diagnostics, kNN accuracy on X_jepa vs X_pca). On SIGTERM or SIGUSR1 the current step finishes, "
                     f"a checkpoint is written and the command exits with code {EXIT_INTERRUPTED}; the same command "
-                    "again resumes.",
+                    "again resumes. Under torchrun or srun with several tasks it trains with DistributedDataParallel "
+                    "(train.batch_size is the global batch; rank 0 writes the run folder).",
     )
     p.add_argument("h5ad", type=Path, help="a processed .h5ad (celljepa ingest)")
     p.add_argument("--config", type=Path, help="YAML config (see configs/jepa/); default: built-in defaults")
@@ -407,6 +413,7 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
     from .train.checkpoint import TrainingInterrupted
+    from .train.distributed import distributed_session
     from .train.run import knn_summary, pretrain
 
     overrides: dict = {}
@@ -417,12 +424,15 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     if args.device is not None:
         overrides.setdefault("train", {})["device"] = args.device
     try:
-        result = pretrain(args.h5ad, out=args.out, config=args.config, split=args.split, fast_dev=args.fast_dev,
-                          backed=True if args.backed else None, overrides=overrides, restart=args.restart,
-                          progress=not args.no_progress)
+        with distributed_session(args.device):
+            result = pretrain(args.h5ad, out=args.out, config=args.config, split=args.split, fast_dev=args.fast_dev,
+                              backed=True if args.backed else None, overrides=overrides, restart=args.restart,
+                              progress=not args.no_progress)
     except TrainingInterrupted as stop:
         print(f"celljepa pretrain: {stop}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    if result is None:  # a rank other than 0 of a distributed run: rank 0 reports
+        return EXIT_OK
     d = result["diagnostics"]
     print(f"{args.out / 'eval.json'}: effective rank {d['effective_rank']:.1f}/{d['dims']}, min std {d['std_min']:.4f}"
           f"{' (COLLAPSED)' if result['collapsed'] else ''}")
@@ -435,10 +445,11 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 def _add_sweep(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "sweep", help="run a config grid (ablations x seeds) of JEPA benchmarks and collect one ablation table",
-        description="Expand GRID (configs/sweeps/*.yaml) into tasks (ablation, seed); run all of them in turn, or only "
-                    "--task I (e.g. one Slurm array task: --task $SLURM_ARRAY_TASK_ID), each into OUT/<ablation>/"
-                    "seed<k>/ (a finished task is skipped). Afterwards, or with --collect alone, merge the finished "
-                    "tasks into OUT/ablation.md and ablation.json and list missing ones.",
+        description="Expand GRID (configs/sweeps/*.yaml) into tasks (ablation, seed; and fold with fold_tasks: true); "
+                    "run all of them in turn, or only --task I (e.g. one Slurm array task: --task "
+                    "$SLURM_ARRAY_TASK_ID; `celljepa slurm sweep` writes that array), each into OUT/<ablation>/"
+                    "seed<k>[/fold<f>]/ (a finished task is skipped). Afterwards, or with --collect alone, merge the "
+                    "finished tasks into OUT/ablation.md and ablation.json and list missing or failed ones.",
     )
     p.add_argument("--grid", required=True, type=Path, help="grid YAML")
     p.add_argument("--out", required=True, type=Path)
@@ -451,19 +462,13 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from ._errors import InputError
-    from .bench.sweep import _load_datasets, collect_sweep, load_grid, run_sweep_task
+    from .bench.sweep import _load_datasets, collect_sweep, load_grid, parse_data_args, run_sweep_task
 
-    data = {}
-    for item in args.data:
-        name, sep, path = item.partition("=")
-        if not sep:
-            raise InputError(f"--data expects NAME=H5AD, got {item!r}.")
-        data[name.strip()] = path.strip()
-    grid = load_grid(args.grid, data)
+    grid = load_grid(args.grid, parse_data_args(args.data))
     if args.list:
-        for i, (ablation, seed) in enumerate(grid.tasks):
-            print(f"{i}\t{ablation}\tseed{seed}\t{grid.task_dir(args.out, ablation, seed)}")
+        for i, (ablation, seed, fold) in enumerate(grid.tasks):
+            where = grid.task_dir(args.out, ablation, seed, fold)
+            print(f"{i}\t{ablation}\tseed{seed}" + ("" if fold is None else f"\tfold{fold}") + f"\t{where}")
         return EXIT_OK
     if not args.collect:
         indices = [args.task] if args.task is not None else range(len(grid.tasks))
@@ -473,7 +478,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     result = collect_sweep(grid, args.out)
     print(f"{args.out / 'ablation.md'}: {result['finished']}/{result['tasks']} tasks finished")
     for m in result["missing"]:
-        print(f"missing: task {m['index']} ({m['ablation']}, seed {m['seed']})")
+        print(f"missing: task {m['index']} ({m['ablation']}, seed {m['seed']}): {m['state']}, {m['folder']}")
     return EXIT_OK if args.task is not None or not result["missing"] else EXIT_ERROR
 
 
@@ -488,11 +493,23 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _add_slurm(sub: argparse._SubParsersAction) -> None:
+    from .slurm._cli import add_parser
+
+    add_parser(sub)
+
+
+def _cmd_slurm(args: argparse.Namespace) -> int:
+    from .slurm._cli import run
+
+    return run(args)
+
+
 COMMANDS = {"ingest": (_add_ingest, _cmd_ingest), "validate": (_add_validate, _cmd_validate),
             "splits": (_add_splits, _cmd_splits), "eval-baselines": (_add_eval_baselines, _cmd_eval_baselines),
             "benchmark": (_add_benchmark, _cmd_benchmark), "pretrain": (_add_pretrain, _cmd_pretrain),
             "train-transition": (_add_train_transition, _cmd_train_transition), "sweep": (_add_sweep, _cmd_sweep),
-            "info": (_add_info, _cmd_info)}
+            "slurm": (_add_slurm, _cmd_slurm), "info": (_add_info, _cmd_info)}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -102,6 +102,44 @@ ablations:
     assert rows[("default", 0)]["effective_rank"] != rows[("default", 1)]["effective_rank"]
 
 
+FOLD_GRID = """
+seeds: [0]
+max_folds: 2
+fold_tasks: {fold_tasks}
+jepa: {{train.max_steps: 12, train.batch_size: 64, model.n_hidden: 32, model.predictor_hidden: 32, model.n_latent: 16}}
+transition: {{max_steps: 20, eval_every: 10}}
+datasets:
+  demo: {{sciplex_gxe: [S2_unseen_context]}}
+ablations:
+  default: {{}}
+"""
+
+
+def test_sweep_fold_tasks_pool_to_the_numbers_of_one_task_running_every_fold(tmp_path, capsys):
+    per_fold, whole = tmp_path / "per_fold.yaml", tmp_path / "whole.yaml"
+    per_fold.write_text(FOLD_GRID.format(fold_tasks="true"))
+    whole.write_text(FOLD_GRID.format(fold_tasks="false"))
+    out_f, out_w = tmp_path / "f", tmp_path / "w"
+    assert main(["sweep", "--grid", str(per_fold), "--out", str(out_f), "--list"]) == 0
+    listing = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
+    assert [row[:4] for row in listing] == [["0", "default", "seed0", "fold0"], ["1", "default", "seed0", "fold1"]]
+    assert main(["sweep", "--grid", str(per_fold), "--out", str(out_f), "--task", "1", "--no-progress"]) == 0
+    assert main(["sweep", "--grid", str(per_fold), "--out", str(out_f), "--collect"]) == 1
+    printed = capsys.readouterr().out
+    assert "1/2 tasks finished" in printed and "missing: task 0 (default, seed 0): not started" in printed
+    assert json.loads((out_f / "ablation.json").read_text())["rows"] == []  # half a pair is not pooled
+    (out_f / "default" / "seed0" / "fold0").mkdir(parents=True)  # a task that died before writing results
+    assert main(["sweep", "--grid", str(per_fold), "--out", str(out_f), "--collect"]) == 1
+    assert "started, not finished (failed or still running)" in capsys.readouterr().out
+    assert main(["sweep", "--grid", str(per_fold), "--out", str(out_f), "--task", "0", "--no-progress"]) == 0
+    assert main(["sweep", "--grid", str(per_fold), "--out", str(out_f), "--collect"]) == 0
+    assert main(["sweep", "--grid", str(whole), "--out", str(out_w), "--no-progress"]) == 0
+    (a,), (b,) = (json.loads((o / "ablation.json").read_text())["rows"] for o in (out_f, out_w))
+    assert a["n"] == b["n"] > 0 and a["folds"] == b["folds"] == 2
+    for key in ("baseline_edistance", "jepa_set", "jepa_set_ci", "jepa_set_diff", "jepa_set_diff_ci", "verdict"):
+        assert a[key] == b[key], key
+
+
 def test_benchmark_with_jepa_models_writes_the_verdict(tmp_path):
     datasets = demo_datasets()
     jepa = load_config(overrides={"train": {"max_steps": 12, "batch_size": 64},
@@ -121,3 +159,41 @@ def test_benchmark_with_jepa_models_writes_the_verdict(tmp_path):
     fold_conf = json.loads((tmp_path / "sciplex_gxe/S2_unseen_context/fold0/config.json").read_text())
     assert fold_conf["jepa"]["train"]["max_steps"] == 12 and fold_conf["transition"]["max_steps"] == 20
     assert fold_conf["methods"]["jepa_encoder"]["steps"] == 12
+
+
+def _tensors(obj, prefix=""):
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _tensors(v, f"{prefix}{k}.")
+    elif hasattr(obj, "dtype") and hasattr(obj, "shape"):
+        yield prefix, obj
+
+
+@pytest.mark.skipif(not __import__("torch").distributed.is_available(), reason="torch without torch.distributed")
+def test_train_transition_under_torchrun_matches_one_process(ingested, kang_fold, kang_pretrained, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    import torch
+
+    args = ["train-transition", str(ingested["kang2018"]), "--jepa", str(kang_pretrained), "--split", str(kang_fold),
+            "--set", "max_steps=30", "--set", "eval_every=10", "--kinds", "set"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one = subprocess.run([sys.executable, "-m", "celljepa.cli", *args, "--out", str(tmp_path / "one")], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                          "-m", "celljepa.cli", *args, "--out", str(tmp_path / "two")], env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert two.returncode == 0, two.stderr
+    assert "distributed: 2 ranks" in two.stderr
+    a = torch.load(tmp_path / "one" / "models" / "jepa_set" / "transition.pt", weights_only=True)
+    b = torch.load(tmp_path / "two" / "models" / "jepa_set" / "transition.pt", weights_only=True)
+    ta, tb = dict(_tensors(a)), dict(_tensors(b))
+    assert ta.keys() == tb.keys() and any("body" in k for k in ta)
+    worst = max(float((ta[k].double() - tb[k].double()).abs().max()) for k in ta if ta[k].numel())
+    assert worst < 1e-4, f"largest difference {worst:.2e}"
+    ma = json.loads((tmp_path / "one" / "metrics.json").read_text())["methods"]["jepa_set"]["edistance"]["mean"]
+    mb = json.loads((tmp_path / "two" / "metrics.json").read_text())["methods"]["jepa_set"]["edistance"]["mean"]
+    assert mb == pytest.approx(ma, rel=1e-3)

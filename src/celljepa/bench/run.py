@@ -21,7 +21,8 @@ from .._settings import settings
 from ..data.ingest import ingest_anndata
 from ..eval import report as R
 from ..splits import check_split_name, make_split_folds
-from .evaluate import EvalConfig, FoldResult, score_fold, summarize
+from ..train.distributed import is_main
+from .evaluate import EvalConfig, FoldResult, fold_encoder, prepare_fold, score_fold, summarize
 
 FigureMaker = Callable[[FoldResult, Path], list[Path]]
 
@@ -163,7 +164,7 @@ def benchmark(datasets: dict[str, AnnData], plan: dict[str, dict[str, int]], *, 
               seed: int = 0, config: EvalConfig | None = None, figure_maker: FigureMaker | None = None,
               combined_figure_maker: Callable[[dict, Path], list[Path]] | None = None,
               progress: bool = True, jepa=None, transition=None, jepa_knn=None, max_folds: int | None = None,
-              title: str | None = None, pca_twin: bool = True) -> dict:
+              title: str | None = None, pca_twin: bool = True, folds=None) -> dict:
     """Run baselines (and JEPA models) on every dataset × split × fold; one run folder each and a combined report.
 
     ``plan`` maps dataset id → {split name: number of folds}. Returns the combined metrics
@@ -183,6 +184,9 @@ def benchmark(datasets: dict[str, AnnData], plan: dict[str, dict[str, int]], *, 
         kNN accuracy of ``cell_type`` and ``perturbation_id`` on it against PCA (``OUT/<dataset>/jepa/``).
     max_folds
         Score only the first ``max_folds`` folds of each split (quick sweeps).
+    folds
+        Score only these fold indices of each split (one fold per Slurm array task); a split with fewer
+        folds contributes the ones it has.
     pca_twin
         With ``jepa``, also score ``pca_set``: the set model on the evaluation space's PCA instead of the
         JEPA embedding (a control: is a gain due to the JEPA space or to the set-level model?).
@@ -194,9 +198,10 @@ def benchmark(datasets: dict[str, AnnData], plan: dict[str, dict[str, int]], *, 
     for dataset_id, splits in plan.items():
         adata = datasets[dataset_id]
         for split, k in splits.items():
-            folds = make_split_folds(adata.obs, split, dataset_id=dataset_id, n_folds=k, seed=seed)
-            for fold in folds[:max_folds]:
-                jobs.append((dataset_id, split, fold))
+            split_folds = make_split_folds(adata.obs, split, dataset_id=dataset_id, n_folds=k, seed=seed)
+            for fold in split_folds[:max_folds]:
+                if folds is None or fold["fold"] in folds:
+                    jobs.append((dataset_id, split, fold))
     combined: dict[str, dict] = {}
     pooled: dict[tuple[str, str], list[pd.DataFrame]] = {}
     per_fold: list[dict] = []
@@ -384,6 +389,10 @@ def train_transition(adata: AnnData, *, jepa_run: str | os.PathLike, split: str 
     The encoder must have been pretrained on this fold's training cells (``celljepa pretrain --split``);
     otherwise it has seen the test cells and the run is refused unless ``allow_unsplit_encoder``.
     Writes the fold run folder plus ``models/<name>/transition.pt`` for every model.
+
+    Under torch.distributed (``torchrun``/``srun``) every rank trains the transition models with
+    DistributedDataParallel; rank 0 alone fits the baselines, scores and writes, and the other ranks
+    return ``None``.
     """
     from ..data.drugs import read_drug_metadata
     from ..models import CellJEPA
@@ -407,6 +416,13 @@ def train_transition(adata: AnnData, *, jepa_run: str | os.PathLike, split: str 
     drugs = read_drug_metadata(drug_metadata) if drug_metadata else None
     eval_cfg = EvalConfig(seed=fold["seed"])
     models = [JEPATransition(k, cfg, drug_metadata=drugs) for k in kinds]
+    if not is_main():
+        # the other ranks only take their share of the transition models' training
+        _, train, _ = prepare_fold(adata, fold, eval_cfg)
+        train.encoder, train.embedding = fold_encoder(adata, train, fold, encoder)
+        for m in models:
+            m.fit(train)
+        return None
     created = not out.exists()
     try:
         result = score_fold(adata, fold, config=eval_cfg, jepa=encoder, extra_methods=models)

@@ -16,6 +16,10 @@ A grid is a YAML file (see ``configs/sweeps/ablations.yaml``)::
 
 Task ``i`` of the grid is ``(ablation, seed)`` in row-major order; each writes its own benchmark run
 folder ``OUT/<ablation>/seed<k>/``, so tasks can run as a Slurm array and ``collect`` merges them.
+With ``fold_tasks: true`` every fold is a task of its own, ``(ablation, seed, fold)``, writing
+``OUT/<ablation>/seed<k>/fold<f>/`` (fold ``f`` of every split that has it); ``collect`` pools the folds
+of an ``(ablation, seed)`` pair as one benchmark run would (``celljepa slurm sweep`` turns the tasks into
+one job array).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from .._errors import InputError
 from .._io import write_json_atomic, write_text_atomic
 from .._logging import logger
 
-__all__ = ["SweepGrid", "collect_sweep", "load_grid", "run_sweep_task"]
+__all__ = ["SweepGrid", "collect_sweep", "load_grid", "parse_data_args", "run_sweep_task"]
 
 
 @dataclass(frozen=True)
@@ -47,13 +51,18 @@ class SweepGrid:
     datasets: dict
     ablations: dict
     source: str = ""
+    #: 0: each task runs every fold of an (ablation, seed); K > 0: folds 0..K-1 are tasks of their own
+    fold_tasks: int = 0
 
     @property
-    def tasks(self) -> list[tuple[str, int]]:
-        return [(a, s) for a in self.ablations for s in self.seeds]
+    def tasks(self) -> list[tuple[str, int, int | None]]:
+        """``(ablation, seed, fold)`` of every task in row-major order (``fold`` is None without fold tasks)."""
+        folds = range(self.fold_tasks) if self.fold_tasks else [None]
+        return [(a, s, f) for a in self.ablations for s in self.seeds for f in folds]
 
-    def task_dir(self, out: Path, ablation: str, seed: int) -> Path:
-        return out / ablation / f"seed{seed}"
+    def task_dir(self, out: Path, ablation: str, seed: int, fold: int | None = None) -> Path:
+        base = Path(out) / ablation / f"seed{seed}"
+        return base if fold is None else base / f"fold{fold}"
 
 
 def _nested(flat: dict, where: str) -> dict:
@@ -66,13 +75,25 @@ def _nested(flat: dict, where: str) -> dict:
     return out
 
 
+def parse_data_args(items) -> dict[str, str]:
+    """``["NAME=H5AD", ...]`` (the ``--data`` options of ``celljepa sweep``) → ``{NAME: H5AD}``."""
+    data = {}
+    for item in items:
+        name, sep, path = str(item).partition("=")
+        if not sep:
+            raise InputError(f"--data expects NAME=H5AD, got {item!r}.")
+        data[name.strip()] = path.strip()
+    return data
+
+
 def load_grid(path: str | os.PathLike, data: dict[str, str] | None = None) -> SweepGrid:
     """Read and check a grid file; ``data`` maps dataset ids to processed .h5ad paths (overrides ``h5ad:``)."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"sweep grid {path} does not exist.")
     g = yaml.safe_load(path.read_text()) or {}
-    unknown = set(g) - {"seeds", "split_seed", "max_folds", "jepa", "transition", "datasets", "ablations"}
+    unknown = set(g) - {"seeds", "split_seed", "max_folds", "jepa", "transition", "datasets", "ablations",
+                        "fold_tasks"}
     if unknown:
         raise InputError(f"{path}: unknown key(s) {sorted(unknown)}.")
     if not g.get("datasets") or not g.get("ablations"):
@@ -93,35 +114,52 @@ def load_grid(path: str | os.PathLike, data: dict[str, str] | None = None) -> Sw
     for name, over in g["ablations"].items():
         _nested(over, f"{path}: ablation {name}")
     _nested(g.get("jepa") or {}, f"{path}: jepa")
+    max_folds = g.get("max_folds")
+    fold_tasks = 0
+    if g.get("fold_tasks"):
+        counts = [k for splits in _fold_counts(datasets).values() for k in splits.values()]
+        fold_tasks = max(min(k, max_folds or k) for k in counts)
     return SweepGrid(seeds=tuple(int(s) for s in g.get("seeds", [0])), split_seed=int(g.get("split_seed", 0)),
-                     max_folds=g.get("max_folds"), jepa=dict(g.get("jepa") or {}),
+                     max_folds=max_folds, jepa=dict(g.get("jepa") or {}),
                      transition=dict(g.get("transition") or {}), datasets=datasets,
-                     ablations={k: dict(v or {}) for k, v in g["ablations"].items()}, source=str(path))
+                     ablations={k: dict(v or {}) for k, v in g["ablations"].items()}, source=str(path),
+                     fold_tasks=fold_tasks)
+
+
+def _fold_counts(datasets: dict) -> dict[str, dict[str, int]]:
+    """Folds of every split of a grid's datasets (the demo's from its plan)."""
+    from .run import DEMO_PLAN
+
+    plan = {}
+    for name, spec in datasets.items():
+        if name == "demo":
+            for d, splits in spec.items():
+                if d not in DEMO_PLAN:
+                    raise InputError(f"the demo has datasets {sorted(DEMO_PLAN)}, not {d!r}.")
+                plan[d] = {s: DEMO_PLAN[d]["splits"].get(s, 5) for s in splits}
+        else:
+            plan[name] = {s: (k or 5) for s, k in spec["splits"].items()}
+    return plan
 
 
 def _load_datasets(grid: SweepGrid):
     from ..data.readers import read_source
-    from .run import DEMO_PLAN, demo_datasets
+    from .run import demo_datasets
 
-    datasets, plan = {}, {}
+    plan = _fold_counts(grid.datasets)
+    datasets = {}
     for name, spec in grid.datasets.items():
         if name == "demo":
             demo = demo_datasets()
-            for d, splits in spec.items():
-                if d not in demo:
-                    raise InputError(f"{grid.source}: the demo has datasets {sorted(demo)}, not {d!r}.")
-                datasets[d] = demo[d]
-                plan[d] = {s: DEMO_PLAN[d]["splits"].get(s, 5) for s in splits}
+            datasets.update({d: demo[d] for d in spec})
         else:
-            adata = read_source(spec["h5ad"])
-            datasets[name] = adata
-            plan[name] = {s: (k or 5) for s, k in spec["splits"].items()}
+            datasets[name] = read_source(spec["h5ad"])
     return datasets, plan
 
 
 def run_sweep_task(grid: SweepGrid, index: int, out: str | os.PathLike, *, progress: bool = True,
                    datasets=None) -> Path:
-    """Run task ``index`` (an ``(ablation, seed)`` pair) as a benchmark into its own folder; skip if done."""
+    """Run task ``index`` (``(ablation, seed[, fold])``) as a benchmark into its own folder; skip if done."""
     from ..models.transition import TransitionConfig
     from ..train.config import JEPAConfig
     from .evaluate import EvalConfig
@@ -130,8 +168,8 @@ def run_sweep_task(grid: SweepGrid, index: int, out: str | os.PathLike, *, progr
     tasks = grid.tasks
     if not 0 <= index < len(tasks):
         raise InputError(f"task {index} does not exist: the grid has tasks 0..{len(tasks) - 1}.")
-    ablation, seed = tasks[index]
-    run_dir = grid.task_dir(Path(out), ablation, seed)
+    ablation, seed, fold = tasks[index]
+    run_dir = grid.task_dir(Path(out), ablation, seed, fold)
     if (run_dir / "metrics_combined.json").is_file():
         logger.info("sweep task %d (%s, seed %d) is done already: %s", index, ablation, seed, run_dir)
         return run_dir
@@ -146,8 +184,10 @@ def run_sweep_task(grid: SweepGrid, index: int, out: str | os.PathLike, *, progr
     data, plan = datasets
     benchmark(data, plan, out=run_dir, seed=grid.split_seed, config=EvalConfig(seed=grid.split_seed),
               progress=progress, jepa=jepa, transition=transition, max_folds=grid.max_folds, pca_twin=False,
-              title=f"celljepa sweep task {index}: ablation {ablation}, model seed {seed}")
-    write_json_atomic(run_dir / "task.json", {"index": index, "ablation": ablation, "seed": seed,
+              folds=None if fold is None else [fold],
+              title=f"celljepa sweep task {index}: ablation {ablation}, model seed {seed}"
+                    + ("" if fold is None else f", fold {fold}"))
+    write_json_atomic(run_dir / "task.json", {"index": index, "ablation": ablation, "seed": seed, "fold": fold,
                                               "jepa": jepa.to_dict(), "transition": transition.to_dict(),
                                               "grid": grid.source})
     return run_dir
@@ -160,16 +200,54 @@ def _fmt_sd(values: list[float]) -> str:
     return f"{v.mean():.3f} ± {v.std(ddof=1):.3f}" if v.size > 1 else f"{v[0]:.3f}"
 
 
+def _pooled_folds(grid: SweepGrid, folders: list[Path]) -> dict:
+    """One ``metrics_combined.json``-like dict for the fold tasks of one (ablation, seed): folds pooled."""
+    import pandas as pd
+
+    from .evaluate import EvalConfig, summarize
+
+    frames: dict[str, list[pd.DataFrame]] = {}
+    per_fold: list[dict] = []
+    for folder in folders:
+        combined = json.loads((folder / "metrics_combined.json").read_text())
+        per_fold += combined["per_fold"]
+        for key in combined["results"]:
+            frames.setdefault(key, []).append(pd.read_csv(folder / key / "per_condition_all_folds.csv",
+                                                             float_precision="round_trip"))
+    cfg = EvalConfig(seed=grid.split_seed)
+    results = {}
+    for key, parts in frames.items():
+        frame = pd.concat(parts, ignore_index=True)
+        results[key] = summarize(frame, n_boot=cfg.n_bootstrap, seed=grid.split_seed)
+        results[key]["n_folds"] = len(parts)
+    return {"results": results, "per_fold": per_fold}
+
+
+def _task_state(folder: Path) -> str:
+    return "started, not finished (failed or still running)" if folder.is_dir() else "not started"
+
+
 def collect_sweep(grid: SweepGrid, out: str | os.PathLike) -> dict:
-    """Merge finished tasks into ``OUT/ablation.json`` and ``OUT/ablation.md``; list missing tasks."""
+    """Merge finished tasks into ``OUT/ablation.json`` and ``OUT/ablation.md``; list missing or failed tasks.
+
+    With fold tasks, the folds of an ``(ablation, seed)`` are pooled once all of them have finished
+    (the same numbers as one task running every fold); until then the pair is left out of the table.
+    """
     out = Path(out)
     rows, missing = [], []
-    for index, (ablation, seed) in enumerate(grid.tasks):
-        path = grid.task_dir(out, ablation, seed) / "metrics_combined.json"
-        if not path.is_file():
-            missing.append({"index": index, "ablation": ablation, "seed": seed, "folder": str(path.parent)})
+    groups: dict[tuple[str, int], list[tuple[int, Path]]] = {}
+    for index, (ablation, seed, fold) in enumerate(grid.tasks):
+        groups.setdefault((ablation, seed), []).append((index, grid.task_dir(out, ablation, seed, fold)))
+    for (ablation, seed), tasks in groups.items():
+        absent = [(i, f) for i, f in tasks if not (f / "metrics_combined.json").is_file()]
+        missing += [{"index": i, "ablation": ablation, "seed": seed, "folder": str(f), "state": _task_state(f)}
+                    for i, f in absent]
+        if absent:
             continue
-        combined = json.loads(path.read_text())
+        if grid.fold_tasks:
+            combined = _pooled_folds(grid, [f for _, f in tasks])
+        else:
+            combined = json.loads((tasks[0][1] / "metrics_combined.json").read_text())
         encoders: dict[str, list[dict]] = {}
         for r in combined["per_fold"]:
             if "encoder" in r:
@@ -242,6 +320,6 @@ def _ablation_markdown(grid: SweepGrid, rows: list[dict], missing: list[dict]) -
                      f"{r.get('jepa_set', float('nan')):.3f} | {diff} | {r.get('verdict', '–')} |")
     if missing:
         lines += ["", "## Missing or failed tasks", ""]
-        lines += [f"- task {m['index']} ({m['ablation']}, seed {m['seed']}): no metrics_combined.json in "
-                  f"`{m['folder']}`" for m in missing]
+        lines += [f"- task {m['index']} ({m['ablation']}, seed {m['seed']}): {m['state']}; no metrics_combined.json "
+                  f"in `{m['folder']}`" for m in missing]
     return "\n".join(lines) + "\n"

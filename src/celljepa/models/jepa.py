@@ -179,13 +179,14 @@ class CellJEPA:
         ``self``, trained; ``history_`` holds the metrics records.
         """
         from ..train.data import CellSource
+        from ..train.distributed import training_device
         from ..train.loop import build_modules, fit, resolve_device
 
         over = {k: v for k, v in {"max_steps": max_steps, "batch_size": batch_size, "lr": lr, "seed": seed,
                                   "device": None if device is None else str(device)}.items() if v is not None}
         self.config = self.config.replace(train=over)
         cfg = self.config
-        dev = resolve_device(cfg.train.device)
+        dev = resolve_device(training_device(cfg.train.device))
         source = CellSource.from_adata(self.adata, cfg.data.layer, chunk_size=cfg.data.chunk_size)
         train_rows = self._positions(train_indices, "train_indices")
         if eval_indices is None:

@@ -75,17 +75,20 @@ class MaskParams:
     seed: int = 0
     block_size: int = 16
     gene_to_module: torch.Tensor | None = None
+    #: Row ``i`` of the batch is cell ``cell_offset + i`` of the step's global batch (its rank's slice
+    #: under DDP), so every rank draws the masks a single process would draw for those rows.
+    cell_offset: int = 0
 
     def kwargs(self) -> dict:
         return {"kind": self.kind, "ratio": self.ratio, "seed": self.seed, "block_size": self.block_size,
-                "gene_to_module": self.gene_to_module}
+                "gene_to_module": self.gene_to_module, "cell_offset": self.cell_offset}
 
     def hidden(self, n_rows: int, n_genes: int, device: torch.device) -> torch.Tensor:
         """The ``(n_rows, n_genes)`` boolean hidden mask (True = hidden), as the kernel draws it."""
         if self.kind == "none":
             return torch.zeros(n_rows, n_genes, dtype=torch.bool, device=device)
         return mask_for(self.seed, n_rows, n_genes, kind=self.kind, ratio=self.ratio, block_size=self.block_size,
-                        gene_to_module=self.gene_to_module, device=device)
+                        gene_to_module=self.gene_to_module, cell_offset=self.cell_offset, device=device)
 
 
 def _mlp(n_in: int, n_hidden: int, n_out: int, n_layers: int) -> nn.Sequential:

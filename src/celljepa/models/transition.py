@@ -42,6 +42,7 @@ from torch import nn
 from .._errors import InputError
 from .._logging import logger
 from ..data import contract as C
+from ..train import distributed as D
 from .base import Condition, PerturbationModel, TrainData
 from .modules import _mlp
 
@@ -233,8 +234,22 @@ class TransitionNet(nn.Module):
         with torch.no_grad():
             head.bias.copy_(torch.as_tensor(init_shift, dtype=head.bias.dtype))
 
-    def forward(self, state: torch.Tensor, action: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        return self.body(torch.cat([state, action, context], dim=1))
+    def forward(self, state: torch.Tensor, token_idx: torch.Tensor, token_feat: torch.Tensor,
+                token_mask: torch.Tensor, dose_time: torch.Tensor, ctx_mean: torch.Tensor,
+                sizes: torch.Tensor | None, use_context: bool) -> torch.Tensor:
+        """Residuals of ``state`` rows; condition ``i`` covers ``sizes[i]`` rows (one row each when ``None``)."""
+        action, context = self.action(token_idx, token_feat, token_mask, dose_time, ctx_mean)
+        centre = ctx_mean
+        if not use_context:
+            context = torch.zeros_like(context)
+        if sizes is not None:
+            action = action.repeat_interleave(sizes, dim=0)
+            context = context.repeat_interleave(sizes, dim=0)
+            centre = centre.repeat_interleave(sizes, dim=0)
+        # The state enters relative to its context's control mean: the map is the same wherever a context
+        # sits in the embedding (the context itself enters through ``context``), so it can transfer to
+        # contexts it has not seen.
+        return self.body(torch.cat([state - centre, action, context], dim=1))
 
 
 @dataclass
@@ -370,23 +385,19 @@ class JEPATransition(PerturbationModel):
         return dz + correction
 
     # ------------------------------------------------------------------ model pieces
-    def _residual(self, enc: _Encoded, state: torch.Tensor, sizes: torch.Tensor | None, drop: bool) -> torch.Tensor:
-        if drop and self.config.token_dropout > 0:
-            keep = (torch.rand(enc.token_idx.shape, generator=self._gen_t, device="cpu")
-                    >= self.config.token_dropout).to(enc.token_idx.device)
-            enc = dataclasses.replace(enc, token_idx=enc.token_idx * keep)
-        action, context = self.net_.action(enc.token_idx, enc.token_feat, enc.token_mask, enc.dose_time, enc.ctx_mean)
-        centre = enc.ctx_mean
-        if not self.config.use_context:
-            context = torch.zeros_like(context)
-        if sizes is not None:
-            action = action.repeat_interleave(sizes, dim=0)
-            context = context.repeat_interleave(sizes, dim=0)
-            centre = centre.repeat_interleave(sizes, dim=0)
-        # The state enters relative to its context's control mean: the map is the same wherever a context
-        # sits in the embedding (the context itself enters through ``context``), so it can transfer to
-        # contexts it has not seen.
-        return self.net_(state - centre, action, context)
+    def _token_keep(self, shape) -> torch.Tensor | None:
+        """Token dropout of one training step (a draw of the seeded generator), or ``None`` without dropout."""
+        if self.config.token_dropout <= 0:
+            return None
+        return torch.rand(shape, generator=self._gen_t, device="cpu") >= self.config.token_dropout
+
+    def _residual(self, enc: _Encoded, state: torch.Tensor, sizes: torch.Tensor | None,
+                  keep: torch.Tensor | None = None, net: nn.Module | None = None) -> torch.Tensor:
+        if keep is not None:
+            enc = dataclasses.replace(enc, token_idx=enc.token_idx * keep.to(enc.token_idx.device))
+        net = self.net_ if net is None else net
+        return net(state, enc.token_idx, enc.token_feat, enc.token_mask, enc.dose_time, enc.ctx_mean, sizes,
+                   self.config.use_context)
 
     def _decode(self, z_state: torch.Tensor, eval_state: torch.Tensor, resid: torch.Tensor) -> torch.Tensor:
         if self.config.decoder == "residual":
@@ -394,15 +405,15 @@ class JEPATransition(PerturbationModel):
         return (z_state + resid) @ self._W + self._b
 
     def _map(self, enc: _Encoded, z: torch.Tensor, e: torch.Tensor, sizes: torch.Tensor,
-             drop: bool) -> tuple[torch.Tensor, torch.Tensor]:
+             keep: torch.Tensor | None = None, net: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Predicted (JEPA, evaluation-space) cells for sets of control cells."""
         if self.kind == "set":
-            resid = self._residual(enc, z, sizes, drop)
+            resid = self._residual(enc, z, sizes, keep, net)
         else:
             offsets = torch.cat([sizes.new_zeros(1), sizes.cumsum(0)])
             means = torch.stack([z[a:b].mean(0) for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist(),
                                                                  strict=True)])
-            resid = self._residual(enc, means, None, drop).repeat_interleave(sizes, dim=0)
+            resid = self._residual(enc, means, None, keep, net).repeat_interleave(sizes, dim=0)
         return z + resid, self._decode(z, e, resid)
 
     # ------------------------------------------------------------------ training
@@ -450,12 +461,12 @@ class JEPATransition(PerturbationModel):
         if val is not None:
             # Start from the better of the two simplest answers on validation: the mean training shift
             # or no change (zero residual); the starting model stays a candidate for early stopping.
-            best_val = self._val_score(val)
+            best_val = D.broadcast_float(self._val_score(val))
             head = self.net_.body[-1]
             shift = head.bias.detach().clone()
             with torch.no_grad():
                 head.bias.zero_()
-            zero_val = self._val_score(val)
+            zero_val = D.broadcast_float(self._val_score(val))
             if zero_val < best_val:
                 best_val, self.init_ = zero_val, "no_change"
             else:
@@ -467,6 +478,20 @@ class JEPATransition(PerturbationModel):
         else:
             self.init_val_edistance_ = float("nan")
         b = min(cfg.conditions_per_step, len(conds))
+        # Under torch.distributed every rank draws the same b conditions (and token dropout) and trains on
+        # its share of them; the loss is scaled so that DDP's average over ranks is the mean over all b.
+        layout = D.current()
+        world, rank = (1, 0) if layout is None else (layout.world_size, layout.rank)
+        if b < world:
+            raise InputError(f"{self.name}: {b} conditions per step cannot be shared by {world} ranks. Fix: train "
+                             "on fewer ranks, or raise conditions_per_step.")
+        mine = np.array_split(np.arange(b), world)[rank]
+        net = self.net_
+        if world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            # without the context vector its linear map gets no gradient
+            net = DistributedDataParallel(self.net_, find_unused_parameters=not cfg.use_context)
         step = 0
         for step in range(1, cfg.max_steps + 1):
             pick = rng.choice(len(conds), b, replace=False)
@@ -478,29 +503,34 @@ class JEPATransition(PerturbationModel):
                 ctrl_rows.append(rng.choice(crow, n, replace=False))
                 obs_rows.append(rng.choice(rows, n, replace=False))
                 sizes.append(n)
+            keep = self._token_keep(enc_all.token_idx[:b].shape)
+            if world > 1:
+                pick, sizes = pick[mine], [sizes[i] for i in mine]
+                ctrl_rows, obs_rows = [ctrl_rows[i] for i in mine], [obs_rows[i] for i in mine]
+                keep = None if keep is None else keep[torch.from_numpy(mine)]
             cr = torch.from_numpy(np.concatenate(ctrl_rows)).to(self.device_)
             orow = torch.from_numpy(np.concatenate(obs_rows)).to(self.device_)
             size_t = torch.as_tensor(sizes, device=self.device_)
             offsets = torch.cat([size_t.new_zeros(1), size_t.cumsum(0)])
             enc = enc_all.select(torch.as_tensor(pick, device=self.device_))
-            pred_z, pred_e = self._map(enc, z_all[cr], e_all[cr], size_t, drop=True)
+            pred_z, pred_e = self._map(enc, z_all[cr], e_all[cr], size_t, keep, net)
             pred = pred_z if cfg.loss_space == "jepa" else pred_e
             obs = target_all[orow]
             if self.kind == "set":
-                loss = edistance_loss(pred, offsets, obs, offsets).mean()
+                loss = edistance_loss(pred, offsets, obs, offsets).sum() * (world / b)
             else:
                 loss = pred.new_zeros(())
             if self.kind == "prototype" or cfg.mean_weight > 0:
                 seg = torch.repeat_interleave(torch.arange(len(sizes), device=self.device_), size_t)
                 pm = torch.zeros(len(sizes), pred.shape[1], device=self.device_).index_add_(0, seg, pred)
                 om = torch.zeros(len(sizes), obs.shape[1], device=self.device_).index_add_(0, seg, obs)
-                mse = ((pm - om) / size_t[:, None]).pow(2).sum(1).mean()
+                mse = ((pm - om) / size_t[:, None]).pow(2).sum(1).sum() * (world / b)
                 loss = loss + (mse if self.kind == "prototype" else cfg.mean_weight * mse)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             if val is not None and (step % cfg.eval_every == 0 or step == cfg.max_steps):
-                score = self._val_score(val)
+                score = D.broadcast_float(self._val_score(val))
                 history.append({"step": step, "train_loss": float(loss.detach()), "val_edistance": score})
                 if score < best_val - 1e-6:
                     best_val, best_step, bad = score, step, 0
@@ -553,7 +583,7 @@ class JEPATransition(PerturbationModel):
         enc, z, e, obs, size_c, off_p, off_o = val
         was = self.net_.training
         self.net_.eval()
-        _, pred_e = self._map(enc, z, e, size_c, drop=False)
+        _, pred_e = self._map(enc, z, e, size_c)
         self.net_.train(was)
         return float(edistance_loss(pred_e, off_p, obs, off_o).mean())
 
@@ -577,7 +607,7 @@ class JEPATransition(PerturbationModel):
         enc = self._encode([condition], ctx_means=z_control.mean(0, keepdims=True))
         z = torch.as_tensor(z_control, device=dev)
         e = torch.as_tensor(np.asarray(eval_control, dtype=np.float32), device=dev)
-        pz, pe = self._map(enc, z, e, torch.as_tensor([len(z)], device=dev), drop=False)
+        pz, pe = self._map(enc, z, e, torch.as_tensor([len(z)], device=dev))
         if self.config.decoder == "residual":
             # Add the decoded residual to the float64 coordinates: a zero residual gives the controls exactly.
             delta = (pe - e).cpu().numpy().astype(np.float64)

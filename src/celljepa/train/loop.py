@@ -4,6 +4,13 @@ Everything a step depends on is a function of ``(config, step)``: the batch rows
 (:class:`~celljepa.train.data.BatchPlan`), the mask seed (:func:`mask_seed`), the learning rate and the
 EMA momentum. A checkpoint therefore holds the weights, the optimiser, the teacher and the torch RNG
 state; resuming at step ``s`` replays exactly what an uninterrupted run would have done.
+
+Under torch.distributed (``torchrun``/``srun``, see :mod:`celljepa.train.distributed`) every rank builds
+the same global batch and trains on its slice through DistributedDataParallel; the VICReg terms are
+computed on the embeddings gathered from all ranks, so a run on ``W`` ranks computes the gradient of the
+same objective as one process with the same global batch. The teacher is updated from the synchronised
+student on every rank; rank 0 alone writes metrics and checkpoints (plain module weights, loadable by a
+single process).
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from ..models.modules import (
     predictive_loss,
     variance_loss,
 )
+from . import distributed as D
 from .checkpoint import MetricsLog, TrainingInterrupted, interrupt_signals, load_checkpoint, save_checkpoint
 from .config import JEPAConfig
 from .data import BatchPlan, CellSource
@@ -120,11 +128,14 @@ def _ema_update(modules: nn.ModuleDict, momentum: float) -> None:
         pt.mul_(momentum).add_(ps.detach(), alpha=1.0 - momentum)
 
 
-def step_losses(modules: nn.ModuleDict, x: CSRBatch, mask: MaskParams, cfg: JEPAConfig, *, need_full: bool = True):
+def step_losses(modules: nn.ModuleDict, x: CSRBatch, mask: MaskParams, cfg: JEPAConfig, *, need_full: bool = True,
+                gather: bool = False):
     """``(total, terms, full_view_embedding)`` of one batch; ``terms`` are detached floats-to-be.
 
     The teacher's full-view embedding is the target when ``train.target`` is ``cell``; with ``hidden``
-    it is computed only when ``need_full`` (for the diagnostics) and ``None`` otherwise.
+    it is computed only when ``need_full`` (for the diagnostics) and ``None`` otherwise. With ``gather``
+    (distributed training) the VICReg terms see the embeddings of every rank's slice of the batch
+    (an all-gather that carries gradients), as one process with the whole batch would.
     """
     t = cfg.train
     student = modules["student"]
@@ -140,6 +151,8 @@ def step_losses(modules: nn.ModuleDict, x: CSRBatch, mask: MaskParams, cfg: JEPA
     terms = {"pred_loss": pred_loss.detach()}
     if t.anticollapse:
         e = modules["expander"](z) if "expander" in modules else z
+        if gather:
+            e = _GatherRows.apply(e)
         var, cov = variance_loss(e), covariance_loss(e)
         total = total + t.var_weight * var + t.cov_weight * cov
         terms.update(var_loss=var.detach(), cov_loss=cov.detach())
@@ -152,10 +165,60 @@ def _module_tensor(gene_to_module, device) -> torch.Tensor | None:
                                                                device=device)
 
 
-def _mask(cfg: JEPAConfig, seed: int, gene_to_module) -> MaskParams:
+def _mask(cfg: JEPAConfig, seed: int, gene_to_module, cell_offset: int = 0) -> MaskParams:
     k = cfg.mask
     return MaskParams(kind=k.kind, ratio=k.ratio, seed=seed, block_size=k.block_size,
-                      gene_to_module=gene_to_module if k.kind == "module" else None)
+                      gene_to_module=gene_to_module if k.kind == "module" else None, cell_offset=cell_offset)
+
+
+class _GatherRows(torch.autograd.Function):
+    """All ranks' rows, concatenated in rank order, with gradients flowing back to each rank's own rows.
+
+    Every rank computes the same loss of the gathered rows, so the gradient of a rank's rows is the sum
+    of all ranks' gradients for them (all-reduce); DistributedDataParallel's averaging over ranks then
+    leaves exactly the single-process gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, rows: torch.Tensor) -> torch.Tensor:
+        world = torch.distributed.get_world_size()
+        parts = [torch.empty_like(rows) for _ in range(world)]
+        torch.distributed.all_gather(parts, rows.contiguous())
+        ctx.rank, ctx.n = torch.distributed.get_rank(), rows.shape[0]
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous()
+        torch.distributed.all_reduce(grad)
+        return grad[ctx.rank * ctx.n:(ctx.rank + 1) * ctx.n]
+
+
+class _Objective(nn.Module):
+    """The training loss as one module, so that DistributedDataParallel can wrap every trained part."""
+
+    def __init__(self, modules: nn.ModuleDict, cfg: JEPAConfig, gather: bool):
+        super().__init__()
+        self.parts, self.cfg, self.gather = modules, cfg, gather
+
+    def forward(self, x: CSRBatch, mask: MaskParams, need_full: bool):
+        return step_losses(self.parts, x, mask, self.cfg, need_full=need_full, gather=self.gather)
+
+
+def _gathered(t: torch.Tensor, world: int) -> torch.Tensor:
+    """Rows of every rank (no gradient), for the metrics of a distributed step."""
+    if world == 1:
+        return t
+    with torch.no_grad():
+        return _GatherRows.apply(t)
+
+
+def _mean_over_ranks(value: torch.Tensor, world: int) -> torch.Tensor:
+    if world == 1:
+        return value
+    value = value.clone()
+    torch.distributed.all_reduce(value)
+    return value / world
 
 
 def _rows_digest(rows: np.ndarray) -> str:
@@ -238,6 +301,13 @@ def fit(modules: nn.ModuleDict, source: CellSource, *, cfg: JEPAConfig, var_name
     extra_payload = dict(extra_payload or {})
     plan = BatchPlan(train_rows, batch_size=t.batch_size, chunk_size=source.chunk_size, seed=t.seed)
     rows_digest = _rows_digest(plan.rows)
+    layout = D.current()
+    world, rank = (1, 0) if layout is None else (layout.world_size, layout.rank)
+    main = rank == 0
+    if plan.batch_size % world:
+        raise InputError(f"the batch of {plan.batch_size} cells cannot be split evenly over {world} ranks. Fix: set "
+                         f"train.batch_size to a multiple of {world} (it is the global batch of all ranks).")
+    local = plan.batch_size // world
     modules.to(device)
     optimizer = make_optimizer(modules, cfg)
     module_t = _module_tensor(gene_to_module, device)
@@ -256,30 +326,36 @@ def fit(modules: nn.ModuleDict, source: CellSource, *, cfg: JEPAConfig, var_name
         torch.set_rng_state(payload["torch_rng"])
         start, best = int(payload["step"]), payload.get("best")
         logger.warning("resuming from %s at step %d of %d", last_path, start, t.max_steps)
-    metrics = MetricsLog(None if run_dir is None else run_dir / "metrics.jsonl")
+    metrics = MetricsLog(None if run_dir is None or not main else run_dir / "metrics.jsonl")
     metrics.load(up_to_step=start)
     eval_rows = np.asarray(eval_rows, dtype=np.int64)
-    eval_x = CSRBatch.from_scipy(source.read(eval_rows), device) if eval_rows.size >= 2 else None
+    eval_x = CSRBatch.from_scipy(source.read(eval_rows), device) if eval_rows.size >= 2 and main else None
+    objective = _Objective(modules, cfg, gather=world > 1)
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        unused = "expander" in modules and not t.anticollapse
+        # the batch is already on this rank's device: no device_ids, so DDP does not copy the inputs
+        objective = DistributedDataParallel(objective, device_ids=None, find_unused_parameters=unused)
 
     def save(path, step):
-        if path is not None:
+        if path is not None and main:
             save_checkpoint(path, _payload(modules, optimizer, step, cfg, var_names, rows_digest, best, extra_payload))
 
     n_cells, t0, tick = 0, time.perf_counter(), time.perf_counter()
     modules.train()
     with interrupt_signals(handle_signals) as flag, tqdm(total=t.max_steps, initial=start, desc="JEPA pretraining",
-                                                         unit="step", disable=not progress or None,
+                                                         unit="step", disable=not (progress and main) or None,
                                                          dynamic_ncols=True) as bar:
         for step in range(start, t.max_steps):
-            rows = plan.rows_for_step(step)
+            rows = plan.rows_for_step(step)[rank * local:(rank + 1) * local]
             x = CSRBatch.from_scipy(source.read(rows), device)
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, cfg)
             done = step + 1
             log_now = done % t.log_every == 0 or done == t.max_steps
-            total, terms, full = step_losses(modules, x, _mask(cfg, mask_seed(t.seed, step), module_t), cfg,
-                                             need_full=log_now)
-            if not torch.isfinite(total):
+            total, terms, full = objective(x, _mask(cfg, mask_seed(t.seed, step), module_t, rank * local), log_now)
+            if D.any_rank(not torch.isfinite(total)):
                 raise CelljepaError(f"the loss became {float(total)} at step {step + 1}; lower train.lr or check the "
                                  "input values.")
             optimizer.zero_grad(set_to_none=True)
@@ -289,9 +365,12 @@ def fit(modules: nn.ModuleDict, source: CellSource, *, cfg: JEPAConfig, var_name
             optimizer.step()
             momentum = ema_momentum(step, cfg)
             _ema_update(modules, momentum)
-            n_cells += x.n_rows
+            n_cells += x.n_rows * world
             record = None
             if log_now:
+                terms["pred_loss"] = _mean_over_ranks(terms["pred_loss"], world)
+                terms["loss"] = _mean_over_ranks(terms["loss"], world)
+                full = _gathered(full, world)
                 now = time.perf_counter()
                 record = {"step": done, **{k: float(v) for k, v in terms.items()}, "lr": learning_rate(step, cfg),
                           "ema_momentum": momentum if t.ema else None, **_diag_record(full),
@@ -313,9 +392,10 @@ def fit(modules: nn.ModuleDict, source: CellSource, *, cfg: JEPAConfig, var_name
             bar.update(1)
             if callback is not None:
                 callback(done, record)
-            if flag["signal"] is not None and done < t.max_steps:
+            if D.any_rank(flag["signal"] is not None) and done < t.max_steps:
                 save(last_path, done)
-                raise TrainingInterrupted(done, last_path, flag["signal"])
+                D.barrier()
+                raise TrainingInterrupted(done, last_path, flag["signal"] or "a signal on another rank")
     modules.eval()
     return TrainResult(step=t.max_steps, history=list(metrics.records), resumed_from=start, last_checkpoint=last_path,
                        best_checkpoint=best_path if best is not None and best_path is not None else None, best=best)

@@ -18,6 +18,7 @@ from .._errors import InputError
 from .._io import atomic_path, check_readable_h5ad, remove_tree_quietly, write_json_atomic, write_text_atomic
 from .._logging import logger
 from .config import JEPAConfig, load_config
+from .distributed import barrier, is_main
 
 __all__ = ["FAST_DEV", "embedding_eval", "pretrain"]
 
@@ -100,11 +101,15 @@ def _split_rows(split_path, adata) -> tuple[np.ndarray, np.ndarray | None, dict]
 def pretrain(h5ad: str | os.PathLike, *, out: str | os.PathLike, config: str | os.PathLike | JEPAConfig | None = None,
              split: str | os.PathLike | None = None, fast_dev: bool = False, backed: bool | None = None,
              overrides: dict | None = None, restart: bool = False, progress: bool = True,
-             handle_signals: bool = True) -> dict:
+             handle_signals: bool = True) -> dict | None:
     """Run JEPA pretraining on ``h5ad`` into the run folder ``out`` and return ``eval.json``'s content.
 
     Running it again on the same folder resumes from ``checkpoints/last.pt`` (a finished run only
     re-writes its outputs); ``restart=True`` clears the folder's training state first.
+
+    Under torch.distributed (``torchrun`` or ``srun``, :func:`celljepa.train.distributed.distributed_session`)
+    every rank trains on its slice of each batch and rank 0 writes the run folder; the other ranks
+    return ``None``.
 
     Raises
     ------
@@ -126,16 +131,20 @@ def pretrain(h5ad: str | os.PathLike, *, out: str | os.PathLike, config: str | o
         merged["data"]["backed"] = bool(backed)
     cfg = cfg.replace(**merged)
     config_path = out / "config.yaml"
+    main = is_main()
     if restart:
-        remove_tree_quietly(out / "checkpoints")
-        (out / "metrics.jsonl").unlink(missing_ok=True)
+        if main:
+            remove_tree_quietly(out / "checkpoints")
+            (out / "metrics.jsonl").unlink(missing_ok=True)
+        barrier()
     elif (out / "checkpoints" / "last.pt").is_file() and config_path.is_file():
         previous = load_config(config_path)
         if previous.digest() != cfg.digest():
             raise InputError(f"{out} holds a run with a different config ({config_path}). Fix: use a new --out "
                              "folder, or --restart to start this one over.")
-    out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(config_path, _config_yaml(cfg))
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(config_path, _config_yaml(cfg))
     t0 = time.perf_counter()
     adata = ad.read_h5ad(h5ad, backed="r" if cfg.data.backed else None)
     try:
@@ -146,6 +155,8 @@ def pretrain(h5ad: str | os.PathLike, *, out: str | os.PathLike, config: str | o
         model.train(train_indices=train_rows, eval_indices=eval_rows, run_dir=out, progress=progress,
                     handle_signals=handle_signals)
         train_s = time.perf_counter() - t0
+        if not main:
+            return None
         model.save(out / "model", overwrite=True)
         z = model.get_latent_representation(adata, progress=progress) if not cfg.data.backed else None
         result = embedding_eval(model, adata, train_rows=train_rows, progress=progress, embedding=z)
