@@ -193,7 +193,8 @@ def test_train_transition_under_torchrun_matches_one_process(ingested, kang_fold
     ta, tb = dict(_tensors(a)), dict(_tensors(b))
     assert ta.keys() == tb.keys() and any("body" in k for k in ta)
     worst = max(float((ta[k].double() - tb[k].double()).abs().max()) for k in ta if ta[k].numel())
-    assert worst < 1e-4, f"largest difference {worst:.2e}"
+    print(f"transition set model, 2 ranks vs 1 process: largest weight difference {worst:.2e}")
+    assert worst < 1e-5, f"largest difference {worst:.2e}"
     ma = json.loads((tmp_path / "one" / "metrics.json").read_text())["methods"]["jepa_set"]["edistance"]["mean"]
     mb = json.loads((tmp_path / "two" / "metrics.json").read_text())["methods"]["jepa_set"]["edistance"]["mean"]
     assert mb == pytest.approx(ma, rel=1e-3)
