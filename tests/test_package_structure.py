@@ -12,8 +12,8 @@ import celljepa as cj
 PUBLIC = [(mod, name) for mod in (cj.pp, cj.tl, cj.pl) for name in mod.__all__]
 # Plots of results (metrics files) rather than of an AnnData.
 RESULT_PLOTS = {"benchmark", "jepa_training", "verdict"}
-# Tools that return a new AnnData (predicted cells) rather than annotating the input.
-NEW_ANNDATA = {"predict_perturbation"}
+# Functions that return a new AnnData (predicted cells, other genes) rather than annotating the input.
+NEW_ANNDATA = {"predict_perturbation", "harmonize_genes"}  # harmonize_genes: the genes change
 
 
 @pytest.mark.parametrize(("module", "name"), PUBLIC, ids=[f"{m.__name__}.{n}" for m, n in PUBLIC])
