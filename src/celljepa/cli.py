@@ -1,6 +1,7 @@
 """The ``celljepa`` command line.
 
-Commands: ingest, validate, splits, eval-baselines, benchmark, pretrain, train-transition, sweep, slurm, info.
+Commands: ingest, validate, splits, eval-baselines, benchmark, pretrain, train-transition, sweep, report, slurm,
+info.
 """
 
 from __future__ import annotations
@@ -397,7 +398,11 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
                     "again resumes. Under torchrun or srun with several tasks it trains with DistributedDataParallel "
                     "(train.batch_size is the global batch; rank 0 writes the run folder).",
     )
-    p.add_argument("h5ad", type=Path, help="a processed .h5ad (celljepa ingest)")
+    p.add_argument("h5ad", type=Path, nargs="+",
+                   help="processed .h5ad file(s) (celljepa ingest); several: one model on all of them")
+    p.add_argument("--feature-set", help="map the data onto a gene list: a stored id (foundation-v1, the default with "
+                                         "several files), a feature set file, or intersection / union_hvg built from "
+                                         "the given files; genes a dataset lacks are absent")
     p.add_argument("--config", type=Path, help="YAML config (see configs/jepa/); default: built-in defaults")
     p.add_argument("--split", type=Path, help="split JSON (celljepa splits): train on its training cells only")
     p.add_argument("--out", required=True, type=Path, help="run folder, e.g. runs/<run_id>")
@@ -427,7 +432,7 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
         with distributed_session(args.device):
             result = pretrain(args.h5ad, out=args.out, config=args.config, split=args.split, fast_dev=args.fast_dev,
                               backed=True if args.backed else None, overrides=overrides, restart=args.restart,
-                              progress=not args.no_progress)
+                              progress=not args.no_progress, feature_set=args.feature_set)
     except TrainingInterrupted as stop:
         print(f"celljepa pretrain: {stop}", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -505,11 +510,37 @@ def _cmd_slurm(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report", help="merge benchmark, fold and sweep runs into one report (verdicts, tables, ablations, compute)",
+        description="Merge run folders into OUT/report.md, OUT/report.json and OUT/figures/where_jepa_helps.png: a "
+                    "benchmark run (metrics_combined.json), a fold run of eval-baselines / train-transition "
+                    "(metrics.json + config.json) or a sweep folder (ablation.json). Every number is copied from "
+                    "the runs, never re-estimated. Prints the report's path.",
+    )
+    p.add_argument("--runs", required=True, nargs="+", type=Path, metavar="RUN", help="run folders to merge")
+    p.add_argument("--out", required=True, type=Path, help="output folder, e.g. reports/<name>")
+    p.add_argument("--title", help="title of the report")
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .bench.consolidate import consolidate
+
+    _headless_pyplot()
+    report = consolidate(args.runs, args.out, title=args.title)
+    outcomes = [v["outcome"] for v in report["verdicts"]]
+    counts = ", ".join(f"{outcomes.count(o)} {o}" for o in ("wins", "ties", "loses", "undetermined") if o in outcomes)
+    print(f"{args.out / 'report.md'}: {len(report['runs'])} run(s), {len(outcomes)} verdict row(s)"
+          + (f" ({counts})" if counts else ""))
+    return EXIT_OK
+
+
 COMMANDS = {"ingest": (_add_ingest, _cmd_ingest), "validate": (_add_validate, _cmd_validate),
             "splits": (_add_splits, _cmd_splits), "eval-baselines": (_add_eval_baselines, _cmd_eval_baselines),
             "benchmark": (_add_benchmark, _cmd_benchmark), "pretrain": (_add_pretrain, _cmd_pretrain),
             "train-transition": (_add_train_transition, _cmd_train_transition), "sweep": (_add_sweep, _cmd_sweep),
-            "slurm": (_add_slurm, _cmd_slurm), "info": (_add_info, _cmd_info)}
+            "slurm": (_add_slurm, _cmd_slurm), "info": (_add_info, _cmd_info),
+            "report": (_add_report, _cmd_report)}
 
 
 def build_parser() -> argparse.ArgumentParser:

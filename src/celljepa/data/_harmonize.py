@@ -39,8 +39,8 @@ from anndata import AnnData
 from .._errors import CelljepaWarning, InputError
 from .._io import write_text_atomic
 
-__all__ = ["FEATURE_SET_STRATEGIES", "FeatureSet", "build_feature_set", "feature_set_path", "gene_keys",
-           "harmonize_genes", "list_feature_sets", "load_feature_set"]
+__all__ = ["FEATURE_SET_STRATEGIES", "FeatureSet", "build_feature_set", "combine_datasets", "feature_set_path",
+           "gene_keys", "gene_presence", "harmonize_genes", "list_feature_sets", "load_feature_set"]
 
 FEATURE_SET_STRATEGIES = ("intersection", "union_hvg", "foundation")
 _ENSEMBL = re.compile(r"^(ENS[A-Z]*G\d{6,})(\.\d+)?$", re.IGNORECASE)
@@ -408,3 +408,73 @@ def harmonize_genes(adata: AnnData, feature_set, *, id_column: str | None = None
                               "n_dropped": int(adata.n_vars - len(used)),
                               "duplicates": len(duplicates), **report}
     return out
+
+
+def combine_datasets(datasets: Mapping[str, AnnData], feature_set, *, id_column: str | None = None,
+                     aliases=None) -> AnnData:
+    """Several datasets mapped onto one feature set and stacked: one AnnData for multi-dataset training.
+
+    ``obs["dataset_id"]`` names each cell's dataset (obs names become ``<cell>:<dataset>``),
+    ``uns["absent_genes"]`` maps each dataset to the genes of the list it does not measure (see
+    :func:`gene_presence`), and ``uns["feature_set"]`` records the list. ``obs`` columns that only some
+    datasets have are kept (missing values elsewhere); layers are kept when every dataset has them.
+
+    Examples
+    --------
+    >>> import celljepa as cj
+    >>> from celljepa.bench import demo_datasets
+    >>> d = demo_datasets()
+    >>> both = cj.datasets.combine_datasets({"norman": d["norman2019"], "sciplex": d["sciplex_gxe"]}, "foundation-v1")
+    >>> sorted(both.obs["dataset_id"].unique()), both.n_vars == len(cj.datasets.load_feature_set("foundation-v1").genes)
+    (['norman', 'sciplex'], True)
+    """
+    import anndata as ad
+
+    if len(datasets) < 1:
+        raise InputError("combine_datasets needs at least one dataset.")
+    fs = load_feature_set(feature_set)
+    parts, absent = {}, {}
+    for name, adata in datasets.items():
+        h = harmonize_genes(adata, fs, id_column=id_column, aliases=aliases, dataset_id=name)
+        absent[name] = np.asarray(h.var_names[h.var["absent"].to_numpy()], dtype=str)
+        h.obs["dataset_id"] = name
+        parts[name] = h
+    layers = set.intersection(*(set(p.layers) for p in parts.values()))
+    for p in parts.values():
+        for k in list(p.layers):
+            if k not in layers:
+                del p.layers[k]
+        p.uns = {}
+        p.obsm = {}
+    out = ad.concat(parts, join="outer", merge=None, index_unique=":")
+    out.obs["dataset_id"] = pd.Categorical(out.obs["dataset_id"].astype(str), categories=list(datasets))
+    out.var = pd.DataFrame(index=pd.Index(list(fs.genes)))
+    out.uns["feature_set"] = fs.info()
+    out.uns["absent_genes"] = absent
+    return out
+
+
+def gene_presence(adata: AnnData) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(group_index, present)`` of a harmonised dataset, or ``None`` when every gene is measured.
+
+    ``present[g, j]`` is False where group ``g`` (a dataset of :func:`combine_datasets`, or the single
+    dataset of :func:`harmonize_genes`) does not measure gene ``j``; ``group_index[i]`` is cell ``i``'s
+    group. Training uses it so that absent genes are never prediction targets.
+    """
+    names = np.asarray(adata.var_names, dtype=str)
+    if "absent_genes" in adata.uns and "dataset_id" in adata.obs:
+        absent = adata.uns["absent_genes"]
+        groups = adata.obs["dataset_id"].astype(str).to_numpy()
+        order = sorted(set(groups.tolist()))
+        unknown = [g for g in order if g not in absent]
+        if unknown:
+            raise InputError(f"uns['absent_genes'] has no entry for dataset(s) {unknown}; rebuild the data with "
+                             "cj.datasets.combine_datasets.")
+        present = np.stack([~np.isin(names, np.asarray(absent[g], dtype=str)) for g in order])
+        index = np.searchsorted(np.asarray(order), groups)
+        return index.astype(np.int64), present
+    if "absent" in adata.var:
+        flags = adata.var["absent"].to_numpy(dtype=bool)
+        if flags.any():
+            return np.zeros(adata.n_obs, dtype=np.int64), ~flags[None, :]
+    return None

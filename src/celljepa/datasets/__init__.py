@@ -1,6 +1,14 @@
 """Datasets: the bundled demo, simulated screens, gene-set collections, feature sets and readers for public files."""
 
-from ..data._harmonize import FeatureSet, build_feature_set, gene_keys, list_feature_sets, load_feature_set
+from ..data._harmonize import (
+    FeatureSet,
+    build_feature_set,
+    combine_datasets,
+    gene_keys,
+    gene_presence,
+    list_feature_sets,
+    load_feature_set,
+)
 from ..data.genesets import builtin_gene_set_path, builtin_gene_sets, read_gene_sets
 from ..data.simulate_h5ad import write_simulated_h5ad
 from ..kernels import read_gmt
@@ -11,7 +19,9 @@ __all__ = [
     "DEMO_DATASET_ID",
     "FeatureSet",
     "build_feature_set",
+    "combine_datasets",
     "gene_keys",
+    "gene_presence",
     "list_feature_sets",
     "load_feature_set",
     "builtin_gene_set_path",

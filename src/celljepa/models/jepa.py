@@ -178,6 +178,7 @@ class CellJEPA:
         -------
         ``self``, trained; ``history_`` holds the metrics records.
         """
+        from ..data._harmonize import gene_presence
         from ..train.data import CellSource
         from ..train.distributed import training_device
         from ..train.loop import build_modules, fit, resolve_device
@@ -197,6 +198,12 @@ class CellJEPA:
             if eval_rows.size > cfg.data.eval_cells:
                 rng = np.random.default_rng([cfg.train.seed, 0xE7A1])
                 eval_rows = np.sort(rng.choice(eval_rows, cfg.data.eval_cells, replace=False))
+        groups = None
+        if cfg.data.balance_key is not None:
+            if cfg.data.balance_key not in self.adata.obs:
+                raise InputError(f"data.balance_key {cfg.data.balance_key!r} is not an obs column; obs has "
+                                 f"{list(self.adata.obs.columns)[:12]}.")
+            groups = self.adata.obs[cfg.data.balance_key].astype(str).to_numpy()
         modules = build_modules(len(self.var_names), cfg, cfg.train.seed)
         extra = {"module_names": list(self.module_names_),
                  "gene_to_module": None if self.gene_to_module_ is None else torch.from_numpy(self.gene_to_module_)}
@@ -204,7 +211,7 @@ class CellJEPA:
             result = fit(modules, source, cfg=cfg, var_names=self.var_names, train_rows=train_rows,
                          eval_rows=eval_rows, device=dev, gene_to_module=self.gene_to_module_, run_dir=run_dir,
                          resume=resume, progress=progress, handle_signals=handle_signals, callback=callback,
-                         extra_payload=extra)
+                         extra_payload=extra, groups=groups, gene_present=gene_presence(self.adata))
         finally:
             source.close()
         self.module_ = modules

@@ -81,6 +81,7 @@ class DataConfig:
     backed: bool = False  #: stream chunks from a backed .h5ad instead of loading it
     chunk_size: int = 65_536  #: cells per chunk (backed mode; bounds memory)
     eval_cells: int = 2048  #: cells of the fixed evaluation batch that picks best.pt (a split's val cells if given)
+    balance_key: str | None = None  #: obs column whose groups get equal shares of every batch (e.g. dataset_id)
 
 
 @dataclass

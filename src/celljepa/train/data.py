@@ -18,7 +18,7 @@ import scipy.sparse as sp
 
 from .._errors import InputError
 
-__all__ = ["BatchPlan", "CellSource"]
+__all__ = ["BalancedBatchPlan", "BatchPlan", "CellSource"]
 
 
 def _to_csr32(x) -> sp.csr_matrix:
@@ -202,3 +202,73 @@ class BatchPlan:
         if epoch != self._epoch:
             self._epoch, self._order = epoch, self.epoch_order(epoch)
         return self._order[i * self.batch_size:(i + 1) * self.batch_size]
+
+
+class BalancedBatchPlan:
+    """Batches with an equal share of cells from every group (e.g. dataset), a pure function of the step.
+
+    Each group is an endless stream of its own rows, reshuffled every time it is used up; step ``s``
+    takes the next ``batch_size // n_groups`` rows of every stream (the first ``batch_size % n_groups``
+    groups one more). A small dataset is thus revisited more often than a large one, so neither
+    dominates the embedding. Rows are read in random order (no chunk locality).
+
+    Parameters
+    ----------
+    rows
+        Row indices the model may train on.
+    groups
+        Group label of every row of the *file* (indexed by row), e.g. ``obs["dataset_id"]``.
+    batch_size
+        Cells per batch over all groups (at least one per group).
+    seed
+        Shuffling seed.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from celljepa.train.data import BalancedBatchPlan
+    >>> plan = BalancedBatchPlan(np.arange(12), np.array(["a"] * 10 + ["b"] * 2), batch_size=4, seed=0)
+    >>> rows = plan.rows_for_step(0)
+    >>> len(rows), int((rows >= 10).sum())
+    (4, 2)
+    """
+
+    def __init__(self, rows, groups, *, batch_size: int, seed: int):
+        self.rows = np.sort(np.asarray(rows, dtype=np.int64))
+        labels = np.asarray(groups).astype(str)[self.rows]
+        self.group_names = sorted(set(labels.tolist()))
+        if self.rows.size < 2:
+            raise InputError(f"training needs at least 2 cells, got {self.rows.size}.")
+        self.batch_size = min(int(batch_size), self.rows.size)
+        if self.batch_size < len(self.group_names):
+            raise InputError(f"a batch of {self.batch_size} cells cannot hold one cell of each of the "
+                             f"{len(self.group_names)} groups. Fix: raise train.batch_size.")
+        self.seed = int(seed)
+        self._rows = [self.rows[labels == g] for g in self.group_names]
+        base, extra = divmod(self.batch_size, len(self.group_names))
+        self._take = [base + (i < extra) for i in range(len(self.group_names))]
+        self._orders: dict[tuple[int, int], np.ndarray] = {}
+
+    def _order(self, g: int, epoch: int) -> np.ndarray:
+        key = (g, epoch)
+        if key not in self._orders:
+            if len(self._orders) > 4 * len(self._rows):
+                self._orders.clear()
+            rng = np.random.default_rng([self.seed, 0xBA1, g, epoch])
+            self._orders[key] = rng.permutation(self._rows[g])
+        return self._orders[key]
+
+    def rows_for_step(self, step: int) -> np.ndarray:
+        out = []
+        for g, (pool, take) in enumerate(zip(self._rows, self._take, strict=True)):
+            start = int(step) * take
+            picked = []
+            while take > 0:
+                epoch, offset = divmod(start, pool.size)
+                chunk = self._order(g, epoch)[offset:offset + take]
+                picked.append(chunk)
+                take -= chunk.size
+                start += chunk.size
+            out.append(np.concatenate(picked))
+        return np.concatenate(out)
+

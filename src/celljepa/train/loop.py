@@ -42,7 +42,7 @@ from ..models.modules import (
 from . import distributed as D
 from .checkpoint import MetricsLog, TrainingInterrupted, interrupt_signals, load_checkpoint, save_checkpoint
 from .config import JEPAConfig
-from .data import BatchPlan, CellSource
+from .data import BalancedBatchPlan, BatchPlan, CellSource
 
 __all__ = ["TrainResult", "build_modules", "ema_momentum", "fit", "learning_rate", "mask_seed", "resolve_device"]
 
@@ -129,18 +129,22 @@ def _ema_update(modules: nn.ModuleDict, momentum: float) -> None:
 
 
 def step_losses(modules: nn.ModuleDict, x: CSRBatch, mask: MaskParams, cfg: JEPAConfig, *, need_full: bool = True,
-                gather: bool = False):
+                gather: bool = False, present: torch.Tensor | None = None):
     """``(total, terms, full_view_embedding)`` of one batch; ``terms`` are detached floats-to-be.
 
     The teacher's full-view embedding is the target when ``train.target`` is ``cell``; with ``hidden``
     it is computed only when ``need_full`` (for the diagnostics) and ``None`` otherwise. With ``gather``
     (distributed training) the VICReg terms see the embeddings of every rank's slice of the batch
-    (an all-gather that carries gradients), as one process with the whole batch would.
+    (an all-gather that carries gradients), as one process with the whole batch would. ``present``
+    (cells × genes, bool) marks the genes each cell's dataset measures: absent genes are never
+    prediction targets (they are not in the hidden set the pointer and the target see).
     """
     t = cfg.train
     student = modules["student"]
     z = student(x, mask)
     hidden = mask.hidden(x.n_rows, x.n_genes, z.device)
+    if present is not None:
+        hidden = hidden & present
     pred = modules["predictor"](z, modules["pointer"](hidden))
     teacher = embedding_encoder(modules)
     with torch.no_grad():
@@ -201,8 +205,8 @@ class _Objective(nn.Module):
         super().__init__()
         self.parts, self.cfg, self.gather = modules, cfg, gather
 
-    def forward(self, x: CSRBatch, mask: MaskParams, need_full: bool):
-        return step_losses(self.parts, x, mask, self.cfg, need_full=need_full, gather=self.gather)
+    def forward(self, x: CSRBatch, mask: MaskParams, need_full: bool, present: torch.Tensor | None = None):
+        return step_losses(self.parts, x, mask, self.cfg, need_full=need_full, gather=self.gather, present=present)
 
 
 def _gathered(t: torch.Tensor, world: int) -> torch.Tensor:
@@ -243,9 +247,11 @@ def _diag_record(z: torch.Tensor) -> dict:
 
 
 @torch.no_grad()
-def evaluate_batch(modules: nn.ModuleDict, x: CSRBatch, cfg: JEPAConfig, gene_to_module) -> dict:
+def evaluate_batch(modules: nn.ModuleDict, x: CSRBatch, cfg: JEPAConfig, gene_to_module,
+                   present: torch.Tensor | None = None) -> dict:
     """Losses (fixed mask, ``mask_seed(seed, -1)``) and collapse diagnostics on a fixed batch."""
-    _, terms, full = step_losses(modules, x, _mask(cfg, mask_seed(cfg.train.seed, -1), gene_to_module), cfg)
+    _, terms, full = step_losses(modules, x, _mask(cfg, mask_seed(cfg.train.seed, -1), gene_to_module), cfg,
+                                 present=present)
     return {**{k: float(v) for k, v in terms.items()}, **_diag_record(full), "n_cells": x.n_rows}
 
 
@@ -257,7 +263,8 @@ def _payload(modules, optimizer, step, cfg, var_names, rows_digest, best, extra)
 
 def fit(modules: nn.ModuleDict, source: CellSource, *, cfg: JEPAConfig, var_names, train_rows, eval_rows,
         device: torch.device, gene_to_module=None, run_dir: str | Path | None = None, resume: bool = True,
-        progress: bool = True, handle_signals: bool | None = None, callback=None, extra_payload=None) -> TrainResult:
+        progress: bool = True, handle_signals: bool | None = None, callback=None, extra_payload=None,
+        groups=None, gene_present=None) -> TrainResult:
     """Train ``modules`` in place on the rows ``train_rows`` of ``source``.
 
     Parameters
@@ -289,6 +296,12 @@ def fit(modules: nn.ModuleDict, source: CellSource, *, cfg: JEPAConfig, var_name
         ``callback(step, record_or_None)`` after every step (tests, custom logging).
     extra_payload
         More (weights-only-safe) entries stored in every checkpoint.
+    groups
+        Group label of every row of ``source`` (e.g. its dataset): batches then hold an equal share of
+        every group (:class:`~celljepa.train.data.BalancedBatchPlan`).
+    gene_present
+        ``(group_index, present)``: the group index of every row and a ``(n_groups, n_genes)`` boolean
+        matrix of the genes each group measures; absent genes are never prediction targets.
     """
     from tqdm.auto import tqdm
 
@@ -299,7 +312,8 @@ def fit(modules: nn.ModuleDict, source: CellSource, *, cfg: JEPAConfig, var_name
     best_path = None if ckpt_dir is None else ckpt_dir / "best.pt"
     handle_signals = run_dir is not None if handle_signals is None else handle_signals
     extra_payload = dict(extra_payload or {})
-    plan = BatchPlan(train_rows, batch_size=t.batch_size, chunk_size=source.chunk_size, seed=t.seed)
+    plan = (BatchPlan(train_rows, batch_size=t.batch_size, chunk_size=source.chunk_size, seed=t.seed)
+            if groups is None else BalancedBatchPlan(train_rows, groups, batch_size=t.batch_size, seed=t.seed))
     rows_digest = _rows_digest(plan.rows)
     layout = D.current()
     world, rank = (1, 0) if layout is None else (layout.world_size, layout.rank)
@@ -330,6 +344,14 @@ def fit(modules: nn.ModuleDict, source: CellSource, *, cfg: JEPAConfig, var_name
     metrics.load(up_to_step=start)
     eval_rows = np.asarray(eval_rows, dtype=np.int64)
     eval_x = CSRBatch.from_scipy(source.read(eval_rows), device) if eval_rows.size >= 2 and main else None
+
+    def present_of(rows: np.ndarray) -> torch.Tensor | None:
+        if gene_present is None:
+            return None
+        group_index, present = gene_present
+        return torch.from_numpy(np.ascontiguousarray(present[group_index[rows]])).to(device)
+
+    eval_present = present_of(eval_rows) if eval_x is not None else None
     objective = _Objective(modules, cfg, gather=world > 1)
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
@@ -354,7 +376,8 @@ def fit(modules: nn.ModuleDict, source: CellSource, *, cfg: JEPAConfig, var_name
                 group["lr"] = learning_rate(step, cfg)
             done = step + 1
             log_now = done % t.log_every == 0 or done == t.max_steps
-            total, terms, full = objective(x, _mask(cfg, mask_seed(t.seed, step), module_t, rank * local), log_now)
+            total, terms, full = objective(x, _mask(cfg, mask_seed(t.seed, step), module_t, rank * local), log_now,
+                                           present_of(rows))
             if D.any_rank(not torch.isfinite(total)):
                 raise CelljepaError(f"the loss became {float(total)} at step {step + 1}; lower train.lr or check the "
                                  "input values.")
@@ -381,7 +404,7 @@ def fit(modules: nn.ModuleDict, source: CellSource, *, cfg: JEPAConfig, var_name
                                 std_min=f"{record['std_min']:.3f}", refresh=False)
             if eval_x is not None and (done % t.eval_every == 0 or done == t.max_steps):
                 modules.eval()
-                ev = {"step": done, "split": "eval", **evaluate_batch(modules, eval_x, cfg, module_t)}
+                ev = {"step": done, "split": "eval", **evaluate_batch(modules, eval_x, cfg, module_t, eval_present)}
                 modules.train()
                 metrics.append(ev)
                 if best is None or ev["loss"] < best["loss"]:

@@ -98,14 +98,21 @@ def _split_rows(split_path, adata) -> tuple[np.ndarray, np.ndarray | None, dict]
     return train, (val if val.size >= 2 else None), info
 
 
-def pretrain(h5ad: str | os.PathLike, *, out: str | os.PathLike, config: str | os.PathLike | JEPAConfig | None = None,
+def pretrain(h5ad, *, out: str | os.PathLike, config: str | os.PathLike | JEPAConfig | None = None,
              split: str | os.PathLike | None = None, fast_dev: bool = False, backed: bool | None = None,
              overrides: dict | None = None, restart: bool = False, progress: bool = True,
-             handle_signals: bool = True) -> dict | None:
+             handle_signals: bool = True, feature_set: str | os.PathLike | None = None) -> dict | None:
     """Run JEPA pretraining on ``h5ad`` into the run folder ``out`` and return ``eval.json``'s content.
 
     Running it again on the same folder resumes from ``checkpoints/last.pt`` (a finished run only
     re-writes its outputs); ``restart=True`` clears the folder's training state first.
+
+    ``h5ad`` may be several files: each is mapped onto ``feature_set`` (a stored list such as
+    ``foundation-v1``, a feature set file, or ``intersection`` / ``union_hvg`` built from these training
+    files; default ``foundation-v1``), genes a dataset lacks are absent (never prediction targets), the
+    cells are stacked with ``obs["dataset_id"]``, and every batch holds an equal share of each dataset
+    (``data.balance_key``). The list used is written to ``OUT/feature_set.txt``. One file with
+    ``feature_set`` is mapped onto it the same way.
 
     Under torch.distributed (``torchrun`` or ``srun``, :func:`celljepa.train.distributed.distributed_session`)
     every rank trains on its slice of each batch and rank 0 writes the run folder; the other ranks
@@ -121,7 +128,13 @@ def pretrain(h5ad: str | os.PathLike, *, out: str | os.PathLike, config: str | o
     from ..models import CellJEPA
 
     out = Path(out)
-    h5ad = check_readable_h5ad(h5ad)
+    paths = [check_readable_h5ad(p) for p in (h5ad if isinstance(h5ad, (list, tuple)) else [h5ad])]
+    combined = len(paths) > 1 or feature_set is not None
+    if combined and len(paths) > 1 and not (overrides or {}).get("data", {}).get("balance_key"):
+        overrides = {**(overrides or {}), "data": {**(overrides or {}).get("data", {}), "balance_key": "dataset_id"}}
+    if combined and (backed or split is not None):
+        raise InputError("several datasets (or --feature-set) are held in memory and take no --split yet. Fix: drop "
+                         "--backed/--split, or pretrain on one dataset.")
     cfg = config if isinstance(config, JEPAConfig) else load_config(config, overrides=None)
     merged = {s: {} for s in cfg.to_dict()}
     for extra in ((FAST_DEV if fast_dev else {}), overrides or {}):
@@ -146,7 +159,14 @@ def pretrain(h5ad: str | os.PathLike, *, out: str | os.PathLike, config: str | o
         out.mkdir(parents=True, exist_ok=True)
         write_text_atomic(config_path, _config_yaml(cfg))
     t0 = time.perf_counter()
-    adata = ad.read_h5ad(h5ad, backed="r" if cfg.data.backed else None)
+    fs_info = None
+    if combined:
+        adata, fs = _combined_data(paths, feature_set or "foundation-v1")
+        fs_info = {**fs.info(), "absent_genes": {k: int(len(v)) for k, v in adata.uns.get("absent_genes", {}).items()}}
+        if main:
+            fs.write(out / "feature_set.txt")
+    else:
+        adata = ad.read_h5ad(paths[0], backed="r" if cfg.data.backed else None)
     try:
         train_rows, eval_rows, split_info = (np.arange(adata.n_obs), None, None)
         if split is not None:
@@ -163,7 +183,10 @@ def pretrain(h5ad: str | os.PathLike, *, out: str | os.PathLike, config: str | o
         if z is not None:
             with atomic_path(out / "embeddings.npz") as tmp, open(tmp, "wb") as fh:
                 np.savez(fh, obs_names=np.asarray(adata.obs_names, dtype=str), X_jepa=z)
-        result.update(source=str(h5ad), dataset_id=str(adata.uns.get("dataset_id", h5ad.stem)), split=split_info,
+        dataset_id = ("+".join(adata.obs["dataset_id"].cat.categories) if combined and len(paths) > 1
+                      else str(adata.uns.get("dataset_id", paths[0].stem)))
+        result.update(source=", ".join(str(p) for p in paths), dataset_id=dataset_id, split=split_info,
+                      feature_set=fs_info,
                       n_obs=int(adata.n_obs), n_vars=int(adata.n_vars), n_train_cells=int(train_rows.size),
                       train_info=model.train_info_, gene_sets=model.gene_sets_source_,
                       final=_last(model.history_, eval_split=False), final_eval=_last(model.history_, eval_split=True),
@@ -192,3 +215,28 @@ def knn_summary(result: dict) -> pd.DataFrame:
             rows.append({"label": label, "embedding": emb, "accuracy": r["accuracy"], "accuracy_sd": r["accuracy_sd"],
                          "n_classes": r["n_classes"], "chance": r["chance"]})
     return pd.DataFrame(rows)
+
+
+def _combined_data(paths, feature_set):
+    """Read the files and map them onto one feature set (built from them when a strategy is named)."""
+    import anndata as ad
+
+    from ..data._harmonize import build_feature_set, combine_datasets, harmonize_genes, load_feature_set
+
+    datasets = {}
+    for p in paths:
+        adata = ad.read_h5ad(p)
+        name = str(adata.uns.get("dataset_id", p.stem))
+        if name in datasets:
+            name = f"{name}_{len(datasets)}"
+        datasets[name] = adata
+    spec = str(feature_set)
+    if spec in ("intersection", "union_hvg"):
+        fs = build_feature_set(datasets, strategy=spec, name=f"{spec}-{'+'.join(datasets)}")
+    else:
+        fs = load_feature_set(feature_set)
+    if len(datasets) == 1:
+        (name, only), = datasets.items()
+        return harmonize_genes(only, fs, dataset_id=name), fs
+    return combine_datasets(datasets, fs), fs
+

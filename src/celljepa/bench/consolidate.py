@@ -1,0 +1,674 @@
+"""One report from many runs: ``celljepa report --runs RUN [RUN ...] --out OUT``.
+
+Merges benchmark runs (``metrics_combined.json``), single fold runs of ``eval-baselines`` /
+``train-transition`` (``metrics.json`` + ``config.json``) and sweep folders (``ablation.json``) into
+``OUT/report.md``, ``OUT/report.json`` and ``OUT/figures/where_jepa_helps.png``.
+
+Nothing is re-estimated: every mean, CI, paired difference and verdict is copied from the runs' own
+metrics files, which follow the evaluation protocol (``docs/evaluation.md``).
+
+Run kinds are pluggable: :data:`KIND_FILES` names the files that mark a kind (checked in order) and
+:data:`LOADERS` maps the kind to a function ``loader(path) -> run`` returning the keys of
+:func:`new_run`. A future kind (for example cross-dataset holdout runs) adds one entry to each and
+fills ``run["holdout"]``; the report's sections read only the normalised run dicts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .. import __version__
+from .._errors import InputError
+from .._io import write_atomic, write_text_atomic
+from .._logging import logger
+from ..eval import report as R
+
+__all__ = ["KIND_FILES", "LOADERS", "SCHEMA", "consolidate", "detect_kind", "load_run", "new_run"]
+
+#: Version tag of the report.json layout.
+SCHEMA = "celljepa.report/1"
+FIGURE = "where_jepa_helps.png"
+#: Metrics of the per-dataset tables, in column order (those a run holds are shown).
+TABLE_METRICS = ("edistance", "mse", "delta_pearson", "delta_pearson_top20_de", "top1", "mrr")
+
+#: Files that mark each kind of run folder, checked in this order; the first kind with all its files wins.
+KIND_FILES: dict[str, tuple[str, ...]] = {
+    "benchmark": ("metrics_combined.json",),
+    "sweep": ("ablation.json",),
+    "fold": ("metrics.json", "config.json"),
+}
+
+
+# --------------------------------------------------------------------------------------------- loading
+
+
+def new_run(path: Path, kind: str) -> dict:
+    """An empty normalised run: the keys every loader fills.
+
+    Parameters
+    ----------
+    path
+        The run folder.
+    kind
+        The run kind (a key of :data:`KIND_FILES`).
+
+    Returns
+    -------
+    dict
+        ``path``, ``kind``, ``label`` (set by :func:`consolidate`), ``versions`` (as recorded),
+        ``date`` and ``date_source``, ``wall_time_s`` (None when not recorded), ``summary`` (one line),
+        ``results`` (``"dataset/split"`` → metrics in the metrics.json layout, with ``n_folds`` or ``fold``),
+        ``per_fold`` (``{"dataset_id", "split", "fold", "timings", "task"}`` per timed fold; ``task``: the sweep
+        task folder or None),
+        ``ablations`` (ablation.json rows), ``missing`` (unfinished sweep tasks) and ``holdout``
+        (``{"train_datasets", "test_dataset", "split", "metrics"}`` per cross-dataset result).
+    """
+    return {"path": str(path), "kind": kind, "label": "", "versions": {}, "date": None, "date_source": None,
+            "wall_time_s": None, "summary": "", "results": {}, "per_fold": [], "ablations": [], "missing": [],
+            "holdout": []}
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise InputError(f"cannot read {path}: {err}. Fix: rerun the command that wrote it, or leave this run "
+                         "out of --runs.") from None
+
+
+def _date(versions: Mapping, marker: Path) -> tuple[str, str]:
+    for key in ("date", "finished", "started"):
+        if versions.get(key):
+            return str(versions[key]), "recorded"
+    stamp = datetime.fromtimestamp(marker.stat().st_mtime, tz=timezone.utc)
+    return stamp.strftime("%Y-%m-%d %H:%M UTC"), "file time"
+
+
+def _load_benchmark(path: Path) -> dict:
+    run = new_run(path, "benchmark")
+    marker = path / "metrics_combined.json"
+    data = _read_json(marker)
+    if not isinstance(data.get("results"), dict):
+        raise InputError(f"{marker} has no 'results': not a benchmark's metrics_combined.json. Fix: point --runs "
+                         "at the folder `celljepa benchmark --out` wrote.")
+    bad = [k for k, m in data["results"].items() if not isinstance(m, dict) or "methods" not in m]
+    if bad:
+        raise InputError(f"{marker}: results {bad} have no 'methods'. Fix: rerun the benchmark that wrote it.")
+    run["versions"] = dict(data.get("versions") or {})
+    run["date"], run["date_source"] = _date(run["versions"], marker)
+    run["wall_time_s"] = data.get("wall_time_s")
+    run["results"] = dict(data["results"])
+    run["per_fold"] = [{"dataset_id": r["dataset_id"], "split": r["split"], "fold": r["fold"],
+                        "timings": dict(r.get("timings") or {}), "task": None}
+                       for r in data.get("per_fold", [])]
+    n = len(data.get("per_fold", []))
+    run["summary"] = f"{len(run['results'])} dataset × split, {n} fold{'' if n == 1 else 's'}"
+    return run
+
+
+def _load_fold(path: Path) -> dict:
+    run = new_run(path, "fold")
+    metrics = _read_json(path / "metrics.json")
+    config = _read_json(path / "config.json")
+    missing = [k for k in ("methods", "dataset_id", "split") if k not in metrics]
+    if missing:
+        raise InputError(f"{path / 'metrics.json'} lacks {missing}: not a run folder's metrics.json. Fix: point "
+                         "--runs at a folder written by `celljepa eval-baselines` or `celljepa train-transition`.")
+    run["versions"] = dict(config.get("versions") or {})
+    run["date"], run["date_source"] = _date(run["versions"], path / "metrics.json")
+    timings = dict(metrics.get("timings") or config.get("timings_s") or {})
+    run["wall_time_s"] = timings.get("total_s")
+    fold, n_folds = metrics.get("fold", config.get("fold")), config.get("n_folds")
+    run["results"] = {f"{metrics['dataset_id']}/{metrics['split']}": {**metrics, "fold": fold,
+                                                                       "n_folds_split": n_folds}}
+    if timings:
+        run["per_fold"] = [{"dataset_id": metrics["dataset_id"], "split": metrics["split"], "fold": fold,
+                            "timings": timings, "task": None}]
+    run["summary"] = f"{metrics['dataset_id']} {metrics['split']} fold {fold}" + (f" of {n_folds}" if n_folds else "")
+    return run
+
+
+def _sweep_tasks(path: Path) -> list[Path]:
+    """Task folders of a sweep (``<ablation>/seed<k>[/fold<f>]/metrics_combined.json``) that are present."""
+    return sorted(p.parent for p in list(path.glob("*/seed*/metrics_combined.json"))
+                  + list(path.glob("*/seed*/fold*/metrics_combined.json")))
+
+
+def _load_sweep(path: Path) -> dict:
+    run = new_run(path, "sweep")
+    marker = path / "ablation.json"
+    data = _read_json(marker)
+    if not isinstance(data.get("rows"), list):
+        raise InputError(f"{marker} has no 'rows': not a sweep's ablation.json. Fix: run `celljepa sweep --grid "
+                         f"GRID --out {path} --collect` first.")
+    run["ablations"] = list(data["rows"])
+    run["missing"] = list(data.get("missing") or [])
+    tasks = _sweep_tasks(path)
+    walls = []
+    for task in tasks:
+        combined = _read_json(task / "metrics_combined.json")
+        name = task.relative_to(path).as_posix()
+        run["versions"] = run["versions"] or dict(combined.get("versions") or {})
+        if combined.get("wall_time_s") is not None:
+            walls.append(float(combined["wall_time_s"]))
+        run["per_fold"] += [{"dataset_id": r["dataset_id"], "split": r["split"], "fold": r["fold"],
+                             "timings": dict(r.get("timings") or {}), "task": name}
+                            for r in combined.get("per_fold", [])]
+    run["date"], run["date_source"] = _date(run["versions"], marker)
+    run["wall_time_s"] = sum(walls) if walls else None
+    run["task_folders"] = len(tasks)
+    finished, total = data.get("finished", len(run["ablations"])), data.get("tasks", "?")
+    run["summary"] = (f"{finished}/{total} sweep tasks, {len(run['ablations'])} rows"
+                      + (f"; {len(tasks)} task folder(s) timed" if tasks else "; task folders not present"))
+    return run
+
+
+#: Run kind → loader ``loader(path) -> run`` (the keys of :func:`new_run`).
+LOADERS: dict[str, Callable[[Path], dict]] = {"benchmark": _load_benchmark, "sweep": _load_sweep,
+                                              "fold": _load_fold}
+
+
+def detect_kind(path: str | os.PathLike) -> str:
+    """The kind of a run folder, from the files it holds (see :data:`KIND_FILES`).
+
+    Parameters
+    ----------
+    path
+        A run folder (or one of its marker files).
+
+    Returns
+    -------
+    str
+        ``"benchmark"``, ``"sweep"``, ``"fold"`` or another registered kind.
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        what = "does not exist" if not folder.exists() else "is a file, not a run folder"
+        raise InputError(f"run '{folder}' {what}. Fix: pass run folders to --runs (a benchmark, a fold run or a "
+                         "sweep folder).")
+    for kind, files in KIND_FILES.items():
+        if all((folder / f).is_file() for f in files):
+            return kind
+    looked = "; ".join(f"{' + '.join(files)} ({kind})" for kind, files in KIND_FILES.items())
+    raise InputError(f"'{folder}' is not a run folder: none of {looked} is in it. Fix: pass the folder that "
+                     "`celljepa benchmark`, `eval-baselines`, `train-transition` or `sweep` wrote.")
+
+
+def load_run(path: str | os.PathLike) -> dict:
+    """Detect the kind of a run folder and load it as a normalised run (:func:`new_run`).
+
+    Parameters
+    ----------
+    path
+        A run folder, or its marker file (``metrics_combined.json``, ``ablation.json``, ``metrics.json``).
+
+    Returns
+    -------
+    dict
+        The normalised run.
+    """
+    path = Path(path)
+    if path.is_file() and any(path.name in files for files in KIND_FILES.values()):
+        path = path.parent
+    return LOADERS[detect_kind(path)](path)
+
+
+def _labels(paths: Sequence[Path]) -> list[str]:
+    """Short unique labels: the folder names, with parent folders added until they differ."""
+    parts = [p.resolve().parts for p in paths]
+    depth = 1
+    while True:
+        labels = ["/".join(p[-depth:]) for p in parts]
+        if len(set(labels)) == len(labels) or depth > max(len(p) for p in parts):
+            return labels
+        depth += 1
+
+
+# ------------------------------------------------------------------------------------------ collecting
+
+
+def _clean(obj):
+    """JSON-safe copy: non-finite floats become None (report.json is plain JSON)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Mapping):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def _folds_text(m: Mapping) -> str:
+    if m.get("fold") not in (None, "all"):
+        total = m.get("n_folds_split")
+        return f"fold {m['fold']}" + (f" of {total}" if total else "")
+    n = m.get("n_folds", "?")
+    return f"{n} fold" if n == 1 else f"{n} folds"
+
+
+def _verdict_rows(runs: list[dict]) -> list[dict]:
+    rows = []
+    for run in runs:
+        for key, m in run["results"].items():
+            if "verdict" not in m:
+                continue
+            v, means = m["verdict"], {k: s["edistance"]["mean"] for k, s in m["methods"].items()}
+            twin = v.get("vs_pca_twin")
+            rows.append({"run": run["label"], "dataset_id": m.get("dataset_id", key.split("/")[0]),
+                         "split": m.get("split", key.split("/")[-1]), "folds": _folds_text(m), "n": v["n"],
+                         "baseline": v["baseline"], "baseline_edistance": means[v["baseline"]],
+                         "model": v["model"], "model_edistance": means[v["model"]],
+                         "edistance": dict(v["edistance"]), "delta_pearson": dict(v["delta_pearson"]),
+                         "outcome": v["outcome"], "vs_pca_twin": dict(twin) if twin else None})
+    return rows
+
+
+def _role(m: Mapping, method: str) -> str:
+    if method in m.get("baselines", []):
+        return "baseline"
+    if method.startswith("pca_"):
+        return "control"
+    return "model"
+
+
+def _dataset_tables(runs: list[dict]) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for run in runs:
+        for key, m in run["results"].items():
+            dataset = m.get("dataset_id", key.split("/")[0])
+            methods = []
+            for name, stats in m["methods"].items():
+                entry = {"method": name, "role": _role(m, name), "best_baseline": name == m.get("best_baseline")}
+                entry.update({k: {s: stats[k].get(s) for s in ("mean", "ci_low", "ci_high", "n")}
+                              for k in TABLE_METRICS if k in stats})
+                methods.append(entry)
+            out.setdefault(dataset, []).append({
+                "run": run["label"], "split": m.get("split", key.split("/")[-1]), "folds": _folds_text(m),
+                "n_test_conditions": m.get("n_test_conditions"), "best_baseline": m.get("best_baseline"),
+                "verdict": m["verdict"]["outcome"] if "verdict" in m else None, "methods": methods})
+    return out
+
+
+def _holdout_rows(runs: list[dict]) -> list[dict]:
+    rows = []
+    for run in runs:
+        for h in run["holdout"]:
+            m = h["metrics"]
+            v = m.get("verdict")
+            rows.append({"run": run["label"], "train_datasets": list(h.get("train_datasets", [])),
+                         "test_dataset": h.get("test_dataset"), "split": h.get("split"),
+                         "n": m.get("n_test_conditions"), "best_baseline": m.get("best_baseline"),
+                         "model": v["model"] if v else None, "edistance": dict(v["edistance"]) if v else None,
+                         "outcome": v["outcome"] if v else None,
+                         "methods": {k: s["edistance"] for k, s in m["methods"].items()}})
+    return rows
+
+
+def _compute(runs: list[dict]) -> dict:
+    folds, by_step = [], {}
+    for run in runs:
+        for f in run["per_fold"]:
+            folds.append({"run": run["label"], "task": f["task"], "dataset_id": f["dataset_id"],
+                          "split": f["split"], "fold": f["fold"], "timings": f["timings"]})
+    for k in _step_columns(folds):
+        if k != "total_s":
+            by_step[k] = sum(float(f["timings"][k]) for f in folds if f["timings"].get(k) is not None)
+    walls = [r["wall_time_s"] for r in runs if r["wall_time_s"] is not None]
+    return {"runs": [{"run": r["label"], "kind": r["kind"], "wall_time_s": r["wall_time_s"],
+                      "timed_folds": len(r["per_fold"]), "versions": r["versions"]} for r in runs],
+            "folds": folds,
+            "totals": {"wall_time_s": sum(walls), "runs_timed": len(walls),
+                       "runs_without_wall_time": [r["label"] for r in runs if r["wall_time_s"] is None],
+                       "fold_total_s": sum(float(f["timings"].get("total_s") or 0.0) for f in folds),
+                       "by_step_s": by_step}}
+
+
+# ------------------------------------------------------------------------------------------- markdown
+
+
+def _f(x, digits: int = 3) -> str:
+    return R._fmt(x, digits)
+
+
+def _ci(d: Mapping | None, key: str = "diff") -> str:
+    if not d:
+        return "–"
+    if d.get(key) is None:
+        return "n/a"
+    return f"{_f(d[key])} [{_f(d['ci_low'])}, {_f(d['ci_high'])}]"
+
+
+def _secs(x) -> str:
+    if x is None:
+        return "–"
+    x = float(x)
+    return f"{x:,.0f}" if x >= 100 else (f"{x:.1f}" if x >= 1 else f"{x:.2f}")
+
+
+def _runs_section(report: dict) -> list[str]:
+    lines = ["## Runs merged", "", "| run | kind | path | contents | celljepa | commit | date | wall time |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in report["runs"]:
+        v = r["versions"]
+        commit = v.get("commit") or v.get("git_commit") or "–"
+        date = f"{r['date']} ({r['date_source']})" if r["date"] else "–"
+        wall = f"{_secs(r['wall_time_s'])} s" if r["wall_time_s"] is not None else "not recorded"
+        lines.append(f"| {r['label']} | {r['kind']} | `{r['path']}` | {r['summary']} | {v.get('celljepa', '–')} | "
+                     f"{commit} | {date} | {wall} |")
+    return lines + [""]
+
+
+def _verdict_section(report: dict) -> list[str]:
+    rows = report["verdicts"]
+    lines = ["## Verdict per dataset × split: best JEPA model against the best tuned baseline", ""]
+    if not rows:
+        return lines + ["No run holds a verdict: the runs merged have no JEPA models (baseline-only runs).", ""]
+    lines += ["Per run and dataset × split, the JEPA model and the baseline with the lowest mean E-distance over the "
+              "test conditions (both picked on the test mean, by the same rule), and the paired 95% bootstrap CI of "
+              "the difference JEPA − baseline, as the run recorded them. JEPA *wins* only when the E-distance CI "
+              "lies below 0, *loses* when it lies above 0, and *ties* otherwise. The last column compares the JEPA "
+              "model with its PCA twin (`pca_set`: the same set model on the evaluation space's PCA) where the run "
+              "scored one. A dataset × split present in several runs has one row per run.", "",
+              "| run | dataset | split | folds | n | best baseline | E-dist baseline | best JEPA model | E-dist JEPA | "
+              "Δ E-distance [95% CI] | Δ Δ Pearson [95% CI] | verdict | JEPA − PCA twin, E-distance [95% CI] |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for v in rows:
+        lines.append(f"| {v['run']} | {v['dataset_id']} | {v['split']} | {v['folds']} | {v['n']} | {v['baseline']} | "
+                     f"{_f(v['baseline_edistance'])} | {v['model']} | {_f(v['model_edistance'])} | "
+                     f"{_ci(v['edistance'])} | {_ci(v['delta_pearson'])} | **{v['outcome']}** | "
+                     f"{_ci(v['vs_pca_twin'])} |")
+    counts = {o: sum(v["outcome"] == o for v in rows) for o in ("wins", "ties", "loses", "undetermined")}
+    lines += ["", "Outcomes: " + ", ".join(f"{n} {o}" for o, n in counts.items() if n) + f" ({len(rows)} rows).", ""]
+    if report["figures"]:
+        lines += [f"![where JEPA helps]({report['figures'][0]})", ""]
+    return lines
+
+
+def _methods_table(entry: Mapping) -> str:
+    shown = [k for k in TABLE_METRICS
+             if any(m.get(k, {}).get("mean") is not None for m in entry["methods"])]
+    lines = ["| method | role | " + " | ".join(R._NAMES.get(k, k) for k in shown) + " |",
+             "|---|---|" + "---|" * len(shown)]
+    for m in entry["methods"]:
+        name = f"**{m['method']}** (best baseline)" if m["best_baseline"] else m["method"]
+        cells = [R.ci_cell(m[k]) if k in m else "–" for k in shown]
+        lines.append(f"| {name} | {m['role']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _datasets_section(report: dict) -> list[str]:
+    lines = ["## Results per dataset", "",
+             "Every method of every split: mean over the test conditions with its 95% bootstrap CI (conditions "
+             "pooled over the run's folds), in the split's evaluation space. E-distance is the primary metric. "
+             "Metrics no method has a value for (e.g. retrieval with a single test condition per fold) are left out.",
+             ""]
+    for dataset, entries in report["datasets"].items():
+        lines += [f"### {dataset}", ""]
+        for e in entries:
+            verdict = f"; verdict **{e['verdict']}**" if e["verdict"] else "; no JEPA model"
+            lines += [f"#### {e['split']} · run {e['run']} ({e['folds']}, {e['n_test_conditions']} test conditions)",
+                      "", f"Best baseline `{e['best_baseline']}`{verdict}.", "", _methods_table(e), ""]
+    return lines
+
+
+def _holdout_section(report: dict) -> list[str]:
+    rows = report["holdout"]
+    if not rows:
+        return []
+    lines = ["## Cross-dataset holdout", "",
+             "Trained on some datasets, scored on a dataset none of them contains; best JEPA model against the best "
+             "baseline as the run recorded it.", "",
+             "| run | trained on | tested on | split | n | best baseline | best JEPA model | Δ E-distance [95% CI] | "
+             "verdict |", "|---|---|---|---|---|---|---|---|---|"]
+    for h in rows:
+        lines.append(f"| {h['run']} | {', '.join(h['train_datasets'])} | {h['test_dataset']} | {h['split'] or '–'} | "
+                     f"{h['n']} | {h['best_baseline']} | {h['model'] or '–'} | {_ci(h['edistance'])} | "
+                     f"{h['outcome'] or '–'} |")
+    return lines + [""]
+
+
+def _ablation_section(report: dict) -> list[str]:
+    rows = report["ablations"]
+    if not rows and not report["ablations_missing"]:
+        return []
+    lines = ["## Ablations", "",
+             "The rows of each sweep's `ablation.json`: per ablation, model seed and dataset × split, the mean test "
+             "E-distance of the JEPA set and prototype models [95% CI], their paired difference with the best "
+             "baseline [95% CI], the verdict of the best JEPA model, and the encoders' mean effective rank and "
+             "collapsed folds.", "",
+             "| run | ablation | seed | dataset / split | n | best baseline | jepa_set | jepa_set − baseline | "
+             "jepa_prototype | jepa_prototype − baseline | verdict | effective rank | collapsed folds |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+
+    def pair(r, name):
+        mean, ci = r.get(name), r.get(f"{name}_ci")
+        if mean is None:
+            return "–", "–"
+        cell = f"{_f(mean)} [{_f(ci[0])}, {_f(ci[1])}]" if ci else _f(mean)
+        dci = r.get(f"{name}_diff_ci")
+        diff = f"{_f(r[f'{name}_diff'])} [{_f(dci[0])}, {_f(dci[1])}]" if dci else "–"
+        return cell, diff
+
+    for r in rows:
+        s, sd = pair(r, "jepa_set")
+        p, pd_ = pair(r, "jepa_prototype")
+        collapsed = f"{r['collapsed_folds']}/{r['folds']}" if "collapsed_folds" in r else "–"
+        head = " | ".join(str(r.get(k, "–")) for k in ("run", "ablation", "seed", "dataset_split", "n"))
+        lines.append(f"| {head} | {r.get('best_baseline', '–')} {_f(r.get('baseline_edistance'))} | {s} | "
+                     f"{sd} | {p} | {pd_} | "
+                     f"{r.get('verdict', '–')} | {_f(r.get('effective_rank'), 1)} | {collapsed} |")
+    if report["ablations_missing"]:
+        lines += ["", "Missing or failed sweep tasks:", ""]
+        lines += [f"- {m['run']}: task {m.get('index')} ({m.get('ablation')}, seed {m.get('seed')}): "
+                  f"{m.get('state', 'missing')}" for m in report["ablations_missing"]]
+    return lines + [""]
+
+
+def _step_columns(folds: Iterable[Mapping]) -> list[str]:
+    keys = list(dict.fromkeys(k for f in folds for k in f["timings"]))
+    head = [k for k in ("evaluation_space_s", "jepa_pretrain_s") if k in keys]
+    return head + [k for k in keys if k not in head and k != "total_s"] + (["total_s"] if "total_s" in keys else [])
+
+
+def _compute_section(report: dict) -> list[str]:
+    c = report["compute"]
+    t = c["totals"]
+    lines = ["## Compute", "",
+             f"Total wall time {_secs(t['wall_time_s'])} s over {t['runs_timed']} run(s) (the runs' own wall times; "
+             f"timed folds {_secs(t['fold_total_s'])} s)."
+             + (f" Not recorded for: {', '.join(t['runs_without_wall_time'])}." if t["runs_without_wall_time"] else ""),
+             "", "| run | kind | wall time s | timed folds |", "|---|---|---|---|"]
+    lines += [f"| {r['run']} | {r['kind']} | {_secs(r['wall_time_s'])} | {r['timed_folds']} |" for r in c["runs"]]
+    if t["by_step_s"]:
+        lines += ["", "Summed over every timed fold (seconds; a method's time is its fit and prediction on the fold):",
+                  "", "| step | seconds |", "|---|---|"]
+        lines += [f"| {k.removesuffix('_s')} | {_secs(v)} |" for k, v in t["by_step_s"].items()]
+    if c["folds"]:
+        cols = _step_columns(c["folds"])
+        lines += ["", "Per fold (seconds): evaluation space, JEPA pretraining, each method's fit + predict, total.", "",
+                  "| run | dataset | split | fold | " + " | ".join(k.removesuffix("_s") for k in cols) + " |",
+                  "|---|---|---|---|" + "---|" * len(cols)]
+        for f in c["folds"]:
+            where = f["run"] if f["task"] is None else f"{f['run']} · {f['task']}"
+            lines.append(f"| {where} | {f['dataset_id']} | {f['split']} | {f['fold']} | "
+                         + " | ".join(_secs(f["timings"].get(k)) for k in cols) + " |")
+    keys = ["celljepa", "commit", "python", "torch", "anndata", "scanpy", "scikit-learn", "kernel_backend", "device",
+            "machine", "cpus"]
+    lines += ["", "Machine and versions as recorded by each run:", "",
+              "| run | " + " | ".join(keys) + " | other |", "|---|" + "---|" * (len(keys) + 1)]
+    for r in c["runs"]:
+        v = r["versions"]
+        other = ", ".join(f"{k} {v[k]}" for k in v if k not in keys) or "–"
+        lines.append(f"| {r['run']} | " + " | ".join(str(v.get(k, "–")) for k in keys) + f" | {other} |")
+    return lines + [""]
+
+
+def render_markdown(report: Mapping) -> str:
+    """The markdown of a consolidated report (the dict :func:`consolidate` returns / report.json holds).
+
+    Parameters
+    ----------
+    report
+        A consolidated report.
+
+    Returns
+    -------
+    str
+        report.md's text.
+    """
+    lines = [f"# {report['title']}", "",
+             f"{len(report['runs'])} run(s) merged by `celljepa report` (celljepa {report['celljepa']}). Every number "
+             "is copied from the runs' own metrics files, which follow the evaluation protocol "
+             "(`docs/evaluation.md`): one evaluation space per split fitted on training cells, predictions are sets "
+             "of cells, E-distance is the primary metric (lower is better), 95% bootstrap CIs over test conditions, "
+             "paired bootstrap CIs for comparisons. Nothing is re-estimated here. `report.json` holds the same "
+             "numbers.", ""]
+    for section in (_runs_section, _verdict_section, _datasets_section, _holdout_section, _ablation_section,
+                    _compute_section):
+        lines += section(report)
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+# -------------------------------------------------------------------------------------------- figure
+
+
+def where_jepa_helps(verdicts: Sequence[Mapping], path: Path, *, title: str | None = None) -> Path:
+    """Forest plot of the verdict rows (best JEPA − best baseline, E-distance, paired 95% CI), written to ``path``.
+
+    Draws with :func:`celljepa.pl.verdict` (same colours and layout): one row per run × dataset × split,
+    the run named only where a dataset × split comes from several runs.
+
+    Parameters
+    ----------
+    verdicts
+        Rows of ``report["verdicts"]``.
+    path
+        The PNG to write (atomically).
+    title
+        Figure title.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
+    import matplotlib.pyplot as plt
+
+    from ..pl import verdict as plot_verdict
+
+    seen: dict[str, int] = {}
+    for v in verdicts:
+        seen[f"{v['dataset_id']}/{v['split']}"] = seen.get(f"{v['dataset_id']}/{v['split']}", 0) + 1
+    table = {}
+    for v in verdicts:
+        key = f"{v['dataset_id']}/{v['split']}"
+        if seen[key] > 1:
+            key = f"{key} [{v['run']}]"
+        nan = float("nan")
+        table[key] = {"dataset_id": v["dataset_id"], "split": v["split"], "verdict": {
+            "model": v["model"], "baseline": v["baseline"], "outcome": v["outcome"], "n": v["n"],
+            "edistance": {k: nan if v["edistance"][k] is None else v["edistance"][k]
+                          for k in ("diff", "ci_low", "ci_high")}}}
+    with warnings.catch_warnings():  # pl.verdict's narrow default size; widened below
+        warnings.simplefilter("ignore", UserWarning)
+        fig = plot_verdict(table, metrics=("edistance",), show=False,
+                           title=title or "Where JEPA helps: best JEPA model − best baseline, E-distance "
+                                          "(paired 95% bootstrap CI)")
+    try:
+        # the numbers beside each row: the rows of one dataset can be far smaller than another's
+        ax = fig.axes[0]
+        right = ax.twinx()
+        right.set_ylim(ax.get_ylim())
+        right.set_yticks(range(len(verdicts) - 1, -1, -1))
+        right.set_yticklabels([f"{_ci(v['edistance'])} {v['outcome']}, n = {v['n']}" for v in verdicts], fontsize=8)
+        right.tick_params(length=0)
+        fig.set_size_inches(11.0, fig.get_size_inches()[1])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            fig.tight_layout()
+        write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=150, bbox_inches="tight"))
+    finally:
+        plt.close(fig)
+    return path
+
+
+# ------------------------------------------------------------------------------------------ the entry
+
+
+def consolidate(runs: Sequence[str | os.PathLike], out: str | os.PathLike, *, title: str | None = None) -> dict:
+    """Merge benchmark, fold and sweep runs into one report: ``OUT/report.md``, ``report.json``, ``figures/``.
+
+    Parameters
+    ----------
+    runs
+        Run folders: a benchmark run (``metrics_combined.json``), a fold run of ``eval-baselines`` /
+        ``train-transition`` (``metrics.json`` + ``config.json``) or a sweep folder (``ablation.json``).
+        The kind is detected from the files (:data:`KIND_FILES`); a folder given twice is merged once.
+    out
+        Output folder (created).
+    title
+        The report's title.
+
+    Returns
+    -------
+    dict
+        The report as written to report.json: ``runs``, ``verdicts`` (one row per run × dataset × split with
+        a verdict), ``datasets`` (dataset → per split and run, every method's metrics), ``holdout``,
+        ``ablations``, ``compute`` and ``figures``.
+
+    Examples
+    --------
+    >>> from celljepa.bench.consolidate import consolidate
+    >>> report = consolidate(["runs/demo", "runs/kang2018"], "reports/all")  # doctest: +SKIP
+    >>> [(v["dataset_id"], v["split"], v["outcome"]) for v in report["verdicts"]]  # doctest: +SKIP
+    """
+    if isinstance(runs, (str, os.PathLike)):
+        runs = [runs]
+    if not runs:
+        raise InputError("no runs given. Fix: pass one or more run folders, e.g. --runs runs/demo runs/kang2018.")
+    paths, seen = [], set()
+    for r in runs:
+        p = Path(r)
+        if p.is_file() and any(p.name in files for files in KIND_FILES.values()):
+            p = p.parent
+        key = p.resolve()
+        if key in seen:
+            logger.info("report: %s given twice; merged once", p)
+            continue
+        seen.add(key)
+        paths.append(p)
+    loaded = [load_run(p) for p in paths]
+    for run, label in zip(loaded, _labels(paths), strict=True):
+        run["label"] = label
+    out = Path(out)
+    verdicts = _verdict_rows(loaded)
+    report = {
+        "schema": SCHEMA, "celljepa": __version__,
+        "title": title or "celljepa report: " + ", ".join(r["label"] for r in loaded),
+        "runs": [{k: r[k] for k in ("label", "path", "kind", "summary", "versions", "date", "date_source",
+                                    "wall_time_s")} for r in loaded],
+        "verdicts": verdicts,
+        "datasets": _dataset_tables(loaded),
+        "holdout": _holdout_rows(loaded),
+        "ablations": [{"run": r["label"], **row} for r in loaded for row in r["ablations"]],
+        "ablations_missing": [{"run": r["label"], **m} for r in loaded for m in r["missing"]],
+        "compute": _compute(loaded),
+        "figures": [f"figures/{FIGURE}"] if verdicts else [],
+    }
+    report = _clean(report)
+    figure = out / "figures" / FIGURE
+    if report["verdicts"]:
+        where_jepa_helps(report["verdicts"], figure)
+    elif figure.is_file():
+        figure.unlink()  # a stale figure of an earlier report in the same folder
+    # key order kept (not sorted): render_markdown(json.load(report.json)) gives report.md again
+    write_text_atomic(out / "report.json", json.dumps(report, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
+    write_text_atomic(out / "report.md", render_markdown(report))
+    logger.info("report: %d runs, %d verdict rows; %s", len(loaded), len(report["verdicts"]), out / "report.md")
+    return report

@@ -1,0 +1,230 @@
+"""`celljepa report`: merging benchmark, fold and sweep runs into one report, from real runs."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from celljepa._errors import InputError
+from celljepa.bench import benchmark, demo_datasets
+from celljepa.bench import consolidate as C
+from celljepa.cli import main
+from celljepa.models.transition import TransitionConfig
+from celljepa.train.config import load_config
+
+RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "transition"
+KANG = RESULTS / "kang2018"
+ABLATIONS = RESULTS / "ablations"
+
+
+def _kang_complete() -> bool:
+    path = KANG / "metrics_combined.json"
+    if not path.is_file():
+        return False
+    data = json.loads(path.read_text())
+    return bool(data.get("results")) and bool(data.get("per_fold")) and data.get("wall_time_s") is not None
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A JEPA benchmark (sciplex_gxe S2, 2 folds, tiny JEPA) and a baseline-only one (norman2019 S1, 1 fold)."""
+    root = tmp_path_factory.mktemp("runs")
+    datasets = demo_datasets()
+    jepa = load_config(overrides={"train": {"max_steps": 12, "batch_size": 64},
+                                  "model": {"n_hidden": 32, "predictor_hidden": 32, "n_latent": 16}})
+    benchmark({"sciplex_gxe": datasets["sciplex_gxe"]}, {"sciplex_gxe": {"S2_unseen_context": 3}},
+              out=root / "jepa_run", progress=False, jepa=jepa, transition=TransitionConfig(max_steps=20),
+              max_folds=2)
+    benchmark({"norman2019": datasets["norman2019"]}, {"norman2019": {"S1_unseen_perturbation": 3}},
+              out=root / "baseline_run", progress=False, max_folds=1)
+    paths = {"jepa": root / "jepa_run", "base": root / "baseline_run",
+             "fold": root / "jepa_run" / "sciplex_gxe" / "S2_unseen_context" / "fold1"}
+    if _kang_complete():
+        paths["kang"] = KANG
+    return paths
+
+
+@pytest.fixture(scope="module")
+def merged(runs, tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    report = C.consolidate(list(runs.values()), out, title="test report")
+    return report, out
+
+
+def _combined(path: Path) -> dict:
+    return json.loads((path / "metrics_combined.json").read_text())["results"]
+
+
+def _same(a, b) -> bool:
+    return (a is None and (b is None or (isinstance(b, float) and math.isnan(b)))) or a == b
+
+
+def test_kinds_are_detected_from_the_files(runs):
+    assert C.detect_kind(runs["jepa"]) == "benchmark"
+    assert C.detect_kind(runs["fold"]) == "fold"
+    assert C.detect_kind(ABLATIONS) == "sweep"
+
+
+def test_verdict_rows_equal_the_runs_own_verdicts(runs, merged):
+    report, _ = merged
+    labels = {r["path"]: r["label"] for r in report["runs"]}
+    expected = []
+    for name in ("jepa", "kang"):
+        if name in runs:
+            expected += [(labels[str(runs[name])], m) for m in _combined(runs[name]).values() if "verdict" in m]
+    expected.append((labels[str(runs["fold"])], json.loads((runs["fold"] / "metrics.json").read_text())))
+    rows = report["verdicts"]
+    assert len(rows) == len(expected)
+    for label, m in expected:
+        row = next(r for r in rows if r["run"] == label and r["dataset_id"] == m["dataset_id"]
+                   and r["split"] == m["split"])
+        v = m["verdict"]
+        assert row["outcome"] == v["outcome"] and row["model"] == v["model"] and row["baseline"] == v["baseline"]
+        assert row["n"] == v["n"] == m["n_test_conditions"]
+        for key in ("diff", "ci_low", "ci_high"):
+            assert row["edistance"][key] == v["edistance"][key]  # copied exactly, not recomputed
+            assert _same(row["delta_pearson"][key], v["delta_pearson"][key])
+        assert row["model_edistance"] == m["methods"][v["model"]]["edistance"]["mean"]
+        if "vs_pca_twin" in v:
+            assert all(row["vs_pca_twin"][k] == v["vs_pca_twin"][k] for k in ("diff", "ci_low", "ci_high"))
+        else:
+            assert row["vs_pca_twin"] is None
+    # the same dataset × split from two runs (the benchmark and one of its folds): two rows, labelled by run
+    both = [r["run"] for r in rows if (r["dataset_id"], r["split"]) == ("sciplex_gxe", "S2_unseen_context")]
+    assert sorted(both) == sorted([labels[str(runs["jepa"])], labels[str(runs["fold"])]])
+
+
+def test_baseline_only_run_has_tables_but_no_verdict(runs, merged):
+    report, out = merged
+    label = next(r["label"] for r in report["runs"] if r["path"] == str(runs["base"]))
+    assert not [r for r in report["verdicts"] if r["run"] == label]
+    entry = next(e for e in report["datasets"]["norman2019"] if e["run"] == label)
+    assert entry["verdict"] is None and entry["split"] == "S1_unseen_perturbation"
+    assert entry["folds"] == "1 fold"
+    assert "jepa_set" not in {m["method"] for m in entry["methods"]}
+
+
+def test_dataset_tables_hold_every_method_of_every_run(runs, merged):
+    report, out = merged
+    md = (out / "report.md").read_text()
+    labels = {r["path"]: r["label"] for r in report["runs"]}
+    for name in ("jepa", "base", "kang"):
+        if name not in runs:
+            continue
+        for m in _combined(runs[name]).values():
+            entry = next(e for e in report["datasets"][m["dataset_id"]]
+                         if e["run"] == labels[str(runs[name])] and e["split"] == m["split"])
+            assert [x["method"] for x in entry["methods"]] == list(m["methods"])
+            best = [x["method"] for x in entry["methods"] if x["best_baseline"]]
+            assert best == [m["best_baseline"]]
+            for x in entry["methods"]:
+                assert x["edistance"]["mean"] == m["methods"][x["method"]]["edistance"]["mean"]
+                name_cell = f"**{x['method']}** (best baseline)" if x["best_baseline"] else x["method"]
+                assert f"| {name_cell} | {x['role']} | " in md
+
+
+def test_sections_in_order_and_no_invented_holdout(merged):
+    _, out = merged
+    md = (out / "report.md").read_text()
+    heads = ["# test report", "## Runs merged", "## Verdict per dataset × split", "## Results per dataset",
+             "## Compute"]
+    positions = [md.index(h) for h in heads]
+    assert positions == sorted(positions)
+    assert "## Cross-dataset holdout" not in md and "## Ablations" not in md
+    assert "![where JEPA helps](figures/where_jepa_helps.png)" in md
+
+
+def test_compute_totals_are_the_sum_of_the_runs_wall_times(runs, merged):
+    report, _ = merged
+    walls = []
+    for name in ("jepa", "base", "kang"):
+        if name in runs:
+            walls.append(json.loads((runs[name] / "metrics_combined.json").read_text())["wall_time_s"])
+    walls.append(json.loads((runs["fold"] / "config.json").read_text())["timings_s"]["total_s"])
+    totals = report["compute"]["totals"]
+    assert totals["wall_time_s"] == pytest.approx(sum(walls), rel=1e-12)
+    assert totals["runs_timed"] == len(walls) and not totals["runs_without_wall_time"]
+    folds = report["compute"]["folds"]
+    assert len(folds) == 2 + 1 + 1 + (7 if "kang" in runs else 0)
+    assert totals["fold_total_s"] == pytest.approx(sum(f["timings"]["total_s"] for f in folds))
+    pre = sum(f["timings"].get("jepa_pretrain_s", 0.0) for f in folds)
+    assert totals["by_step_s"]["jepa_pretrain_s"] == pytest.approx(pre)
+    assert report["compute"]["runs"][0]["versions"]["celljepa"]
+
+
+def test_figure_is_a_png(merged):
+    report, out = merged
+    png = out / "figures" / "where_jepa_helps.png"
+    assert report["figures"] == ["figures/where_jepa_helps.png"]
+    assert png.stat().st_size > 0 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_json_round_trips(merged):
+    report, out = merged
+    text = (out / "report.json").read_text()
+    loaded = json.loads(text)
+    assert loaded == report and "NaN" not in text
+    assert loaded["schema"] == C.SCHEMA
+    # report.json holds everything the markdown shows
+    assert C.render_markdown(loaded) == (out / "report.md").read_text()
+
+
+def test_unknown_folder_is_an_input_error(tmp_path):
+    (tmp_path / "notes.txt").write_text("nothing here")
+    with pytest.raises(InputError, match="metrics_combined.json") as err:
+        C.consolidate([tmp_path], tmp_path / "out")
+    assert str(tmp_path) in str(err.value) and "ablation.json" in str(err.value) and "config.json" in str(err.value)
+    with pytest.raises(InputError, match="does not exist"):
+        C.consolidate([tmp_path / "missing"], tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_sweep_folder_adds_the_ablation_rows(runs, tmp_path):
+    rows = json.loads((ABLATIONS / "ablation.json").read_text())["rows"]
+    report = C.consolidate([runs["base"], ABLATIONS], tmp_path)
+    assert len(report["ablations"]) == len(rows)
+    assert [r["jepa_set_diff"] for r in report["ablations"]] == [r.get("jepa_set_diff") for r in rows]
+    md = (tmp_path / "report.md").read_text()
+    assert "## Ablations" in md and md.index("## Ablations") < md.index("## Compute")
+    # no verdict in these runs: no figure, and the compute summary says which wall time is unknown
+    assert report["verdicts"] == [] and not (tmp_path / "figures" / "where_jepa_helps.png").exists()
+    assert report["compute"]["totals"]["runs_without_wall_time"] == ["ablations"]
+
+
+def test_a_new_run_kind_fills_the_holdout_section(runs, tmp_path, monkeypatch):
+    """The loader registry: a (future) holdout kind only adds marker files and a loader."""
+    metrics = _combined(runs["jepa"])["sciplex_gxe/S2_unseen_context"]
+    folder = tmp_path / "holdout_run"
+    folder.mkdir()
+    (folder / "holdout.json").write_text(json.dumps({"train_datasets": ["norman2019"], "test_dataset": "sciplex_gxe",
+                                                     "metrics": metrics}))
+
+    def load(path):
+        run = C.new_run(path, "holdout")
+        data = json.loads((path / "holdout.json").read_text())
+        run["holdout"] = [{"train_datasets": data["train_datasets"], "test_dataset": data["test_dataset"],
+                           "split": None, "metrics": data["metrics"]}]
+        return run
+
+    monkeypatch.setitem(C.KIND_FILES, "holdout", ("holdout.json",))
+    monkeypatch.setitem(C.LOADERS, "holdout", load)
+    report = C.consolidate([folder], tmp_path / "out")
+    (row,) = report["holdout"]
+    assert row["edistance"]["diff"] == metrics["verdict"]["edistance"]["diff"]
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "## Cross-dataset holdout" in md and "| holdout_run | norman2019 | sciplex_gxe |" in md
+
+
+def test_cli_report(runs, tmp_path, capsys):
+    out = tmp_path / "reports" / "cli"
+    assert main(["report", "--runs", str(runs["jepa"]), str(runs["base"]), "--out", str(out),
+                 "--title", "CLI report"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith(str(out / "report.md")) and "2 run(s), 1 verdict row(s) (1 " in printed
+    assert (out / "report.md").read_text().startswith("# CLI report")
+    assert main(["report", "--runs", str(tmp_path / "reports"), "--out", str(tmp_path / "x")]) == 1
+    err = capsys.readouterr().err
+    assert "is not a run folder" in err and "Fix:" in err
