@@ -1,7 +1,7 @@
 """The ``celljepa`` command line.
 
-Commands: ingest, validate, splits, eval-baselines, benchmark, pretrain, train-transition, sweep, report, slurm,
-info.
+Commands: ingest, validate, splits, eval-baselines, benchmark, pretrain, train-transition, sweep, holdout, report,
+slurm, info.
 """
 
 from __future__ import annotations
@@ -498,6 +498,66 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _add_holdout(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "holdout", help="cross-dataset holdout (S4): pretrain on the other datasets, evaluate on the held-out one",
+        description="Map every dataset onto one feature set, pretrain a CellJEPA encoder on all datasets but "
+                    "--holdout, and on the held-out dataset compare (a) kNN accuracy of its labels on that encoder's "
+                    "embedding, on a JEPA pretrained on it alone and on its own PCA, and (b) the transition models "
+                    "on its own splits with the encoder from elsewhere versus its own, beside the tuned baselines. "
+                    "Writes OUT/holdout.json, holdout.md and feature_set.txt (celljepa report merges them).",
+    )
+    p.add_argument("--data", action="append", default=[], metavar="NAME=H5AD",
+                   help="a processed dataset (repeatable); 'demo' adds the demo's norman2019 and sciplex_gxe")
+    p.add_argument("--holdout", required=True, help="the dataset held out")
+    p.add_argument("--splits", type=_csv, default=["S1_unseen_perturbation:3"],
+                   help="the held-out dataset's own splits, SPLIT:FOLDS,... (default S1_unseen_perturbation:3)")
+    p.add_argument("--max-folds", type=int, help="score only the first K folds of each split")
+    p.add_argument("--feature-set", default="foundation-v1", help="gene list (stored id, file, intersection, "
+                                                                  "union_hvg); default foundation-v1")
+    p.add_argument("--jepa-steps", type=int, default=400, help="train.max_steps of every encoder (default 400)")
+    p.add_argument("--jepa-set", action="append", default=[], type=_override, metavar="SECTION.KEY=VALUE")
+    p.add_argument("--transition-set", action="append", default=[], type=_flat_override, metavar="KEY=VALUE")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _cmd_holdout(args: argparse.Namespace) -> int:
+    from ._errors import InputError
+    from .bench.holdout import holdout_markdown, holdout_run
+    from .bench.run import demo_datasets
+    from .bench.sweep import parse_data_args
+    from .data.readers import read_source
+    from .models.transition import TransitionConfig
+    from .train.config import load_config
+
+    datasets = {}
+    for item in args.data:
+        if item == "demo":
+            demo = demo_datasets()
+            datasets.update({k: demo[k] for k in ("norman2019", "sciplex_gxe")})
+        else:
+            datasets.update({k: read_source(v) for k, v in parse_data_args([item]).items()})
+    splits = {}
+    for item in args.splits:
+        name, _, k = item.partition(":")
+        splits[name] = int(k) if k else 3
+    if args.holdout not in datasets:
+        raise InputError(f"--holdout {args.holdout!r} is not one of the --data datasets {list(datasets)}.")
+    over: dict = {"train": {"max_steps": args.jepa_steps, "seed": args.seed}}
+    for section, key, value in args.jepa_set:
+        over.setdefault(section, {})[key] = value
+    jepa = load_config(overrides=over)
+    transition = TransitionConfig().replace(**{**dict(args.transition_set), "seed": args.seed})
+    result = holdout_run(datasets, args.holdout, out=args.out, jepa=jepa, transition=transition,
+                         feature_set=args.feature_set, splits=splits, max_folds=args.max_folds, seed=args.seed,
+                         progress=not args.no_progress)
+    print(args.out / "holdout.md")
+    print(holdout_markdown(result))
+    return EXIT_OK
+
+
 def _add_slurm(sub: argparse._SubParsersAction) -> None:
     from .slurm._cli import add_parser
 
@@ -539,7 +599,7 @@ COMMANDS = {"ingest": (_add_ingest, _cmd_ingest), "validate": (_add_validate, _c
             "splits": (_add_splits, _cmd_splits), "eval-baselines": (_add_eval_baselines, _cmd_eval_baselines),
             "benchmark": (_add_benchmark, _cmd_benchmark), "pretrain": (_add_pretrain, _cmd_pretrain),
             "train-transition": (_add_train_transition, _cmd_train_transition), "sweep": (_add_sweep, _cmd_sweep),
-            "slurm": (_add_slurm, _cmd_slurm), "info": (_add_info, _cmd_info),
+            "holdout": (_add_holdout, _cmd_holdout), "slurm": (_add_slurm, _cmd_slurm), "info": (_add_info, _cmd_info),
             "report": (_add_report, _cmd_report)}
 
 

@@ -194,30 +194,6 @@ def test_sweep_folder_adds_the_ablation_rows(runs, tmp_path):
     assert report["compute"]["totals"]["runs_without_wall_time"] == ["ablations"]
 
 
-def test_a_new_run_kind_fills_the_holdout_section(runs, tmp_path, monkeypatch):
-    """The loader registry: a (future) holdout kind only adds marker files and a loader."""
-    metrics = _combined(runs["jepa"])["sciplex_gxe/S2_unseen_context"]
-    folder = tmp_path / "holdout_run"
-    folder.mkdir()
-    (folder / "holdout.json").write_text(json.dumps({"train_datasets": ["norman2019"], "test_dataset": "sciplex_gxe",
-                                                     "metrics": metrics}))
-
-    def load(path):
-        run = C.new_run(path, "holdout")
-        data = json.loads((path / "holdout.json").read_text())
-        run["holdout"] = [{"train_datasets": data["train_datasets"], "test_dataset": data["test_dataset"],
-                           "split": None, "metrics": data["metrics"]}]
-        return run
-
-    monkeypatch.setitem(C.KIND_FILES, "holdout", ("holdout.json",))
-    monkeypatch.setitem(C.LOADERS, "holdout", load)
-    report = C.consolidate([folder], tmp_path / "out")
-    (row,) = report["holdout"]
-    assert row["edistance"]["diff"] == metrics["verdict"]["edistance"]["diff"]
-    md = (tmp_path / "out" / "report.md").read_text()
-    assert "## Cross-dataset holdout" in md and "| holdout_run | norman2019 | sciplex_gxe |" in md
-
-
 def test_cli_report(runs, tmp_path, capsys):
     out = tmp_path / "reports" / "cli"
     assert main(["report", "--runs", str(runs["jepa"]), str(runs["base"]), "--out", str(out),

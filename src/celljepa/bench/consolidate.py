@@ -39,6 +39,7 @@ TABLE_METRICS = ("edistance", "mse", "delta_pearson", "delta_pearson_top20_de", 
 
 #: Files that mark each kind of run folder, checked in this order; the first kind with all its files wins.
 KIND_FILES: dict[str, tuple[str, ...]] = {
+    "holdout": ("holdout.json",),
     "benchmark": ("metrics_combined.json",),
     "sweep": ("ablation.json",),
     "fold": ("metrics.json", "config.json"),
@@ -170,8 +171,29 @@ def _load_sweep(path: Path) -> dict:
 
 
 #: Run kind → loader ``loader(path) -> run`` (the keys of :func:`new_run`).
-LOADERS: dict[str, Callable[[Path], dict]] = {"benchmark": _load_benchmark, "sweep": _load_sweep,
-                                              "fold": _load_fold}
+def _load_holdout(path: Path) -> dict:
+    """A ``celljepa holdout`` folder: its prediction metrics (as results) and one holdout entry per split."""
+    run = new_run(path, "holdout")
+    marker = path / "holdout.json"
+    data = _read_json(marker)
+    missing = [k for k in ("holdout", "pretrained_on", "prediction", "transfer") if k not in data]
+    if missing:
+        raise InputError(f"{marker} lacks {missing}: not a holdout.json of `celljepa holdout`. Fix: rerun it.")
+    run["date"], run["date_source"] = _date({}, marker)
+    run["wall_time_s"] = data.get("wall_time_s")
+    for split, m in data["prediction"].items():
+        run["results"][f"{data['holdout']}/{split}"] = m
+        run["holdout"].append({"train_datasets": list(data["pretrained_on"]), "test_dataset": data["holdout"],
+                               "split": split, "metrics": m, "others_vs_self": m.get("others_vs_self", {}),
+                               "transfer": data["transfer"]["knn"]})
+    run["per_fold"] = [{"dataset_id": data["holdout"], "split": "S4_holdout_dataset", "fold": "all",
+                        "timings": dict(data.get("timings") or {}), "task": None}]
+    run["summary"] = f"{data['holdout']} held out, encoder pretrained on {', '.join(data['pretrained_on'])}"
+    return run
+
+
+LOADERS: dict[str, Callable[[Path], dict]] = {"holdout": _load_holdout, "benchmark": _load_benchmark,
+                                              "sweep": _load_sweep, "fold": _load_fold}
 
 
 def detect_kind(path: str | os.PathLike) -> str:
@@ -306,7 +328,9 @@ def _holdout_rows(runs: list[dict]) -> list[dict]:
                          "n": m.get("n_test_conditions"), "best_baseline": m.get("best_baseline"),
                          "model": v["model"] if v else None, "edistance": dict(v["edistance"]) if v else None,
                          "outcome": v["outcome"] if v else None,
-                         "methods": {k: s["edistance"] for k, s in m["methods"].items()}})
+                         "methods": {k: s["edistance"] for k, s in m["methods"].items()},
+                         "others_vs_self": dict(h.get("others_vs_self") or {}),
+                         "transfer": dict(h.get("transfer") or {})})
     return rows
 
 
@@ -430,6 +454,30 @@ def _holdout_section(report: dict) -> list[str]:
         lines.append(f"| {h['run']} | {', '.join(h['train_datasets'])} | {h['test_dataset']} | {h['split'] or '–'} | "
                      f"{h['n']} | {h['best_baseline']} | {h['model'] or '–'} | {_ci(h['edistance'])} | "
                      f"{h['outcome'] or '–'} |")
+    pairs = [h for h in rows if h.get("others_vs_self")]
+    if pairs:
+        lines += ["", "Does more, different data help? The transition set model on the encoder pretrained on the other "
+                  "datasets minus the same model on the held-out dataset's own encoder (mean test E-distance, paired "
+                  "95% CI; below 0: the other datasets help).", "",
+                  "| tested on | split | n | elsewhere − own, jepa_set [95% CI] | elsewhere − own, jepa_prototype |",
+                  "|---|---|---|---|---|"]
+        for h in pairs:
+            o = h["others_vs_self"]
+            lines.append(f"| {h['test_dataset']} | {h['split']} | {o.get('set', {}).get('n', '–')} | "
+                         f"{_ci(o.get('set'))} | {_ci(o.get('prototype'))} |")
+    transfer = {h["test_dataset"]: h["transfer"] for h in rows if h.get("transfer")}
+    if transfer:
+        lines += ["", "Embedding transfer: kNN accuracy of the held-out dataset's labels on the encoder pretrained "
+                  "elsewhere, on a JEPA pretrained on the dataset alone, and on its own PCA.", "",
+                  "| tested on | label | classes | JEPA elsewhere | JEPA alone | PCA alone |",
+                  "|---|---|---|---|---|---|"]
+        for test, knn in transfer.items():
+            for label, by in knn.items():
+                if "skipped" in by:
+                    continue
+                lines.append(f"| {test} | {label} | {by['X_pca_self']['n_classes']} | "
+                             f"{by['X_jepa_others']['accuracy']:.3f} | {by['X_jepa_self']['accuracy']:.3f} | "
+                             f"{by['X_pca_self']['accuracy']:.3f} |")
     return lines + [""]
 
 

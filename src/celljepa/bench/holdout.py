@@ -1,0 +1,246 @@
+"""Cross-dataset holdout (``S4_holdout_dataset``): does pretraining on *other* datasets help a new one.
+
+One whole dataset is held out. All datasets are mapped onto one feature set
+(:func:`~celljepa.data._harmonize.harmonize_genes`); a CellJEPA encoder is pretrained on the other
+datasets together (balanced batches, absent genes never targets) and never sees a cell of the held-out
+one. Then, on the held-out dataset:
+
+(a) **embedding transfer**: kNN accuracy of its labels (``cell_type``, ``perturbation_id``) on the
+    embedding of the encoder pretrained elsewhere, against 50 PCs fitted on the held-out dataset alone
+    and against a JEPA encoder pretrained on the held-out dataset alone (same config; its labels unseen);
+(b) **perturbation prediction** on its own splits (S1/S2 folds): the transition models on the encoder
+    pretrained elsewhere against the same models on an encoder pretrained on the fold's visible cells
+    of the held-out dataset (as ``celljepa benchmark`` does), beside the tuned baselines, all in the
+    fold's one evaluation space; paired bootstrap CIs over test conditions.
+
+Both arms of (b) are scored on the harmonised dataset (the feature set's genes), so their evaluation
+space is the same, and may differ from a benchmark on the dataset's native genes.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .._errors import InputError
+from .._io import write_json_atomic, write_text_atomic
+from .._logging import logger
+
+__all__ = ["HOLDOUT_SPLIT", "holdout_run"]
+
+HOLDOUT_SPLIT = "S4_holdout_dataset"
+
+
+def _pretrain(adata, jepa, *, progress: bool, run_dir: Path | None = None):
+    from ..models import CellJEPA
+
+    model = CellJEPA(adata, config=jepa)
+    model.train(run_dir=run_dir, progress=progress, handle_signals=False)
+    return model
+
+
+def _transfer(held, enc_others, enc_self, *, seed: int, labels, n_pcs: int, progress: bool) -> dict:
+    from ..eval.embedding import collapse_diagnostics, knn_table
+    from ..train.run import pca_embedding
+
+    x = held.X
+    pcs, pca_info = pca_embedding(x, np.arange(held.n_obs), n_pcs, seed)
+    emb = {"X_jepa_others": enc_others.get_latent_representation(held, progress=progress),
+           "X_jepa_self": enc_self.get_latent_representation(held, progress=progress), "X_pca_self": pcs}
+    knn = knn_table(emb, held.obs, list(labels), seed=seed)
+    return {"knn": knn, "pca": pca_info, "diagnostics": {k: collapse_diagnostics(v) for k, v in emb.items()}}
+
+
+def _prediction(held, dataset_id: str, splits: dict[str, int], enc_others, jepa, transition, *, seed: int,
+                max_folds: int | None, progress: bool) -> dict:
+    from ..eval.bootstrap import paired_bootstrap_diff
+    from ..splits import make_split_folds
+    from .evaluate import PRIMARY, EvalConfig, score_fold, summarize
+
+    cfg = EvalConfig(seed=seed)
+    out = {}
+    for split, k in splits.items():
+        frames = []
+        folds = make_split_folds(held.obs, split, dataset_id=dataset_id, n_folds=k, seed=seed)[:max_folds]
+        for fold in folds:
+            own = score_fold(held, fold, config=cfg, jepa=jepa, transition=transition, progress=progress)
+            other = score_fold(held, fold, config=cfg, jepa=enc_others, transition=transition, progress=progress)
+            a = own.per_condition.copy()
+            b = other.per_condition[~other.per_condition["is_baseline"]].copy()
+            jepa_rows = ~a["is_baseline"]
+            a.loc[jepa_rows, "method"] = a.loc[jepa_rows, "method"] + "_self"
+            b["method"] = b["method"] + "_others"
+            frame = pd.concat([a, b], ignore_index=True)
+            frame["fold"] = fold["fold"]
+            frames.append(frame)
+        frame = pd.concat(frames, ignore_index=True)
+        frame["condition"] = frame["fold"].astype(str) + ":" + frame["condition"]
+        metrics = summarize(frame, n_boot=cfg.n_bootstrap, seed=seed)
+        wide = frame.pivot_table(index="condition", columns="method", values=PRIMARY, aggfunc="first")
+        others_vs_self = {}
+        for kind in ("set", "prototype"):
+            a_name, b_name = f"jepa_{kind}_others", f"jepa_{kind}_self"
+            if a_name in wide and b_name in wide:
+                d = paired_bootstrap_diff(wide[a_name].to_numpy(), wide[b_name].to_numpy(), n_boot=cfg.n_bootstrap,
+                                          seed=seed)
+                others_vs_self[kind] = {key: d[key] for key in ("diff", "ci_low", "ci_high", "n")}
+        metrics.update({"dataset_id": dataset_id, "split": split, "n_folds": len(folds),
+                        "others_vs_self": others_vs_self})
+        out[split] = metrics
+    return out
+
+
+def _others_outcome(d: dict, scale: float) -> str:
+    """``helps`` when the paired CI of (elsewhere − own) lies below 0, ``hurts`` above, else no difference."""
+    from .evaluate import VERDICT_ATOL
+
+    if d["n"] == 0 or not np.isfinite(d["diff"]):
+        return "undetermined"
+    if max(abs(d["ci_low"]), abs(d["ci_high"])) <= VERDICT_ATOL * max(abs(scale), 1.0):
+        return "no difference"  # identical up to rounding
+    return "helps" if d["ci_high"] < 0 else "hurts" if d["ci_low"] > 0 else "no difference"
+
+
+def holdout_run(datasets: dict, holdout: str, *, out: str | os.PathLike, jepa, transition=None,
+                feature_set="foundation-v1", splits: dict[str, int] | None = None, max_folds: int | None = None,
+                seed: int = 0, labels=("cell_type", "perturbation_id"), n_pcs: int = 50,
+                progress: bool = True) -> dict:
+    """Hold ``holdout`` out of ``datasets``, pretrain on the others, evaluate transfer and prediction on it.
+
+    Parameters
+    ----------
+    datasets
+        ``{dataset id: AnnData}`` in the celljepa contract (log-normalised ``X``), at least two.
+    holdout
+        The dataset held out.
+    out
+        Folder for ``holdout.json``, ``holdout.md`` and ``feature_set.txt``.
+    jepa
+        A :class:`~celljepa.train.config.JEPAConfig` for every encoder (the one pretrained on the other
+        datasets, the one on the held-out dataset alone, and the per-fold ones).
+    transition
+        A :class:`~celljepa.models.transition.TransitionConfig` for the transition models.
+    feature_set
+        The gene list every dataset is mapped onto (a stored id or file; ``intersection`` /
+        ``union_hvg`` are built from the *other* datasets only).
+    splits
+        The held-out dataset's own splits and fold counts (default ``{"S1_unseen_perturbation": 3}``).
+    max_folds
+        Score only the first folds of each split.
+    seed
+        Split and model seed.
+    labels, n_pcs
+        Labels scored by kNN and the PCA size of the transfer comparison.
+    progress
+        Progress bars.
+
+    Returns
+    -------
+    The content of ``holdout.json``.
+    """
+    from ..data._harmonize import build_feature_set, combine_datasets, harmonize_genes, load_feature_set
+
+    if holdout not in datasets:
+        raise InputError(f"the held-out dataset {holdout!r} is not among the datasets {list(datasets)}.")
+    others = {k: v for k, v in datasets.items() if k != holdout}
+    if not others:
+        raise InputError("a holdout run needs at least two datasets: the held-out one and one to pretrain on.")
+    out = Path(out)
+    t0 = time.perf_counter()
+    spec = str(feature_set)
+    fs = (build_feature_set(others, strategy=spec, name=f"{spec}-without-{holdout}")
+          if spec in ("intersection", "union_hvg") else load_feature_set(feature_set))
+    out.mkdir(parents=True, exist_ok=True)
+    fs.write(out / "feature_set.txt")
+    held = harmonize_genes(datasets[holdout], fs, dataset_id=holdout)
+    timings = {}
+    t1 = time.perf_counter()
+    if len(others) > 1:
+        combined = combine_datasets(others, fs)
+        enc_others = _pretrain(combined, jepa.replace(data={"balance_key": "dataset_id"}), progress=progress)
+    else:
+        (name, only), = others.items()
+        enc_others = _pretrain(harmonize_genes(only, fs, dataset_id=name), jepa, progress=progress)
+    timings["pretrain_others_s"] = time.perf_counter() - t1
+    t1 = time.perf_counter()
+    enc_self = _pretrain(held, jepa, progress=progress)
+    timings["pretrain_self_s"] = time.perf_counter() - t1
+    t1 = time.perf_counter()
+    transfer = _transfer(held, enc_others, enc_self, seed=seed, labels=labels, n_pcs=n_pcs, progress=progress)
+    timings["transfer_s"] = time.perf_counter() - t1
+    t1 = time.perf_counter()
+    prediction = _prediction(held, holdout, splits or {"S1_unseen_perturbation": 3}, enc_others, jepa, transition,
+                             seed=seed, max_folds=max_folds, progress=progress)
+    timings["prediction_s"] = time.perf_counter() - t1
+    present = int((~held.var["absent"]).sum())
+    result = {"split": HOLDOUT_SPLIT, "holdout": holdout, "pretrained_on": list(others), "seed": seed,
+              "feature_set": fs.info(), "genes_present_in_holdout": present,
+              "n_cells": {"holdout": int(held.n_obs), **{k: int(v.n_obs) for k, v in others.items()}},
+              "jepa": jepa.to_dict(), "transition": None if transition is None else transition.to_dict(),
+              "encoders": {"others": {**enc_others.train_info_, "n_genes": len(enc_others.var_names)},
+                           "self": {**enc_self.train_info_, "n_genes": len(enc_self.var_names)}},
+              "transfer": transfer, "prediction": prediction,
+              "timings": timings, "wall_time_s": time.perf_counter() - t0}
+    write_json_atomic(out / "holdout.json", result)
+    write_text_atomic(out / "holdout.md", holdout_markdown(result))
+    logger.info("holdout %s: written to %s in %.0f s", holdout, out, result["wall_time_s"])
+    return result
+
+
+def holdout_rows(result: dict) -> list[dict]:
+    """One row per held-out split: prediction with the encoder from elsewhere vs the dataset's own."""
+    rows = []
+    for split, m in result["prediction"].items():
+        for kind, d in m["others_vs_self"].items():
+            name = f"jepa_{kind}"
+            rows.append({"holdout": result["holdout"], "pretrained_on": "+".join(result["pretrained_on"]),
+                         "split": split, "model": name, "n": d["n"],
+                         "edistance_others": m["methods"][f"{name}_others"]["edistance"]["mean"],
+                         "edistance_self": m["methods"][f"{name}_self"]["edistance"]["mean"],
+                         "best_baseline": m["best_baseline"],
+                         "edistance_baseline": m["methods"][m["best_baseline"]]["edistance"]["mean"],
+                         "diff": d["diff"], "ci_low": d["ci_low"], "ci_high": d["ci_high"],
+                         "outcome": _others_outcome(d, m["methods"][f"{name}_self"]["edistance"]["mean"]),
+                         "verdict": m.get("verdict", {}).get("outcome")})
+    return rows
+
+
+def transfer_rows(result: dict) -> list[dict]:
+    """The kNN accuracy per label on the three embeddings of the held-out dataset."""
+    rows = []
+    for label, by in result["transfer"]["knn"].items():
+        if "skipped" in by:
+            continue
+        rows.append({"holdout": result["holdout"], "label": label, "n_classes": by["X_pca_self"]["n_classes"],
+                     **{k: by[k]["accuracy"] for k in ("X_jepa_others", "X_jepa_self", "X_pca_self")}})
+    return rows
+
+
+def holdout_markdown(result: dict) -> str:
+    """``holdout.md``: the two questions of a holdout run, as tables."""
+    lines = [f"# Cross-dataset holdout: {result['holdout']}", "",
+             f"Encoder pretrained on {', '.join(result['pretrained_on'])} (never a cell of {result['holdout']}); "
+             f"feature set `{result['feature_set']['id']}` ({result['genes_present_in_holdout']} of "
+             f"{result['feature_set']['n_genes']} genes measured in {result['holdout']}). Wall time "
+             f"{result['wall_time_s']:.0f} s.", "",
+             "## (a) Embedding transfer: kNN accuracy of labels in the held-out dataset", "",
+             "| label | classes | JEPA pretrained elsewhere | JEPA on this dataset alone | PCA on this dataset |",
+             "|---|---|---|---|---|"]
+    for r in transfer_rows(result):
+        lines.append(f"| {r['label']} | {r['n_classes']} | {r['X_jepa_others']:.3f} | {r['X_jepa_self']:.3f} | "
+                     f"{r['X_pca_self']:.3f} |")
+    lines += ["", "## (b) Perturbation prediction inside the held-out dataset", "",
+              "Mean test E-distance (evaluation space, lower is better); the difference is elsewhere − own "
+              "encoder, paired over test conditions, 95% bootstrap CI.", "",
+              "| split | model | n | encoder from elsewhere | own encoder | best baseline | elsewhere − own "
+              "[95% CI] | more data | best JEPA vs baseline |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in holdout_rows(result):
+        lines.append(f"| {r['split']} | {r['model']} | {r['n']} | {r['edistance_others']:.3f} | "
+                     f"{r['edistance_self']:.3f} | {r['best_baseline']} {r['edistance_baseline']:.3f} | "
+                     f"{r['diff']:+.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}] | {r['outcome']} | "
+                     f"{r['verdict'] or '–'} |")
+    return "\n".join(lines) + "\n"

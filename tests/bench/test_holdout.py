@@ -1,0 +1,83 @@
+"""Cross-dataset holdout on the demo's two studies: transfer, prediction with another dataset's encoder, report."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from celljepa import InputError
+from celljepa.bench import demo_datasets
+from celljepa.bench.holdout import holdout_rows, holdout_run, transfer_rows
+from celljepa.cli import main
+from celljepa.models.transition import TransitionConfig
+from celljepa.train.config import load_config
+
+JEPA = {"train": {"max_steps": 12, "batch_size": 64}, "model": {"n_hidden": 32, "predictor_hidden": 32, "n_latent": 16}}
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    d = demo_datasets()
+    out = tmp_path_factory.mktemp("holdout") / "sciplex_gxe"
+    res = holdout_run({"norman2019": d["norman2019"], "sciplex_gxe": d["sciplex_gxe"]}, "sciplex_gxe", out=out,
+                      jepa=load_config(overrides=JEPA), transition=TransitionConfig(max_steps=20), max_folds=1,
+                      progress=False)
+    return out, res, d
+
+
+def test_the_held_out_dataset_is_never_seen_by_the_encoder_from_elsewhere(result):
+    out, res, d = result
+    assert res["split"] == "S4_holdout_dataset" and res["pretrained_on"] == ["norman2019"]
+    assert res["encoders"]["others"]["n_train_cells"] == d["norman2019"].n_obs
+    assert res["encoders"]["self"]["n_train_cells"] == d["sciplex_gxe"].n_obs
+    assert res["encoders"]["others"]["n_genes"] == res["feature_set"]["n_genes"] == res["encoders"]["self"]["n_genes"]
+    assert json.loads((out / "holdout.json").read_text())["holdout"] == "sciplex_gxe"
+    assert (out / "feature_set.txt").is_file() and (out / "holdout.md").read_text().startswith("# Cross-dataset")
+
+
+def test_transfer_scores_three_embeddings_of_the_held_out_cells(result):
+    _, res, _ = result
+    rows = {r["label"]: r for r in transfer_rows(res)}
+    assert set(rows) == {"cell_type", "perturbation_id"} and rows["cell_type"]["n_classes"] == 3
+    for r in rows.values():
+        for key in ("X_jepa_others", "X_jepa_self", "X_pca_self"):
+            assert 0.0 <= r[key] <= 1.0
+    assert rows["cell_type"]["X_pca_self"] > 0.9  # three cell lines separate on their own PCA
+
+
+def test_prediction_compares_the_two_encoders_on_the_same_conditions(result):
+    _, res, _ = result
+    m = res["prediction"]["S1_unseen_perturbation"]
+    assert {"jepa_set_self", "jepa_set_others", "jepa_prototype_self", "jepa_prototype_others"} <= set(m["methods"])
+    assert m["best_baseline"] in m["baselines"] and not any(b.endswith(("_self", "_others")) for b in m["baselines"])
+    (row,) = [r for r in holdout_rows(res) if r["model"] == "jepa_set"]
+    # the paired difference is over the same conditions: its mean is the difference of the two means
+    assert row["n"] == m["n_test_conditions"] > 0
+    assert row["diff"] == pytest.approx(row["edistance_others"] - row["edistance_self"], abs=1e-9)
+    assert row["ci_low"] <= row["diff"] <= row["ci_high"]
+    assert row["outcome"] in ("helps", "hurts", "no difference") and np.isfinite(row["edistance_baseline"])
+
+
+def test_cli_and_the_report_merge_holdout_runs(tmp_path, capsys):
+    out = tmp_path / "h"
+    args = ["holdout", "--data", "demo", "--holdout", "norman2019", "--max-folds", "1", "--jepa-steps", "12",
+            "--jepa-set", "train.batch_size=64", "--jepa-set", "model.n_hidden=32", "--jepa-set",
+            "model.predictor_hidden=32", "--jepa-set", "model.n_latent=16", "--transition-set", "max_steps=20",
+            "--no-progress", "--out", str(out)]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "# Cross-dataset holdout: norman2019" in printed and "sciplex_gxe" in printed
+    assert main(["report", "--runs", str(out), "--out", str(tmp_path / "rep")]) == 0
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "## Cross-dataset holdout" in md and "| norman2019 | S1_unseen_perturbation |" in md
+    assert "Embedding transfer" in md and "elsewhere − own, jepa_set" in md
+    assert main([*args[:4], "kang2018", *args[5:]]) == 1
+    assert "is not one of the --data datasets" in capsys.readouterr().err
+
+
+def test_a_holdout_needs_another_dataset():
+    d = demo_datasets()
+    with pytest.raises(InputError, match="at least two datasets"):
+        holdout_run({"norman2019": d["norman2019"]}, "norman2019", out="unused", jepa=load_config())
