@@ -97,3 +97,31 @@ def test_intersection_feature_set_is_built_from_the_training_files(ingested, tmp
     assert result["feature_set"]["absent_genes"] == {"kang2018": 0, "perturbench_devel": 0}
     assert main(["pretrain", str(kang), "--split", "x.json", "--feature-set", "foundation-v1",
                  "--out", str(tmp_path / "no")]) == 1
+
+
+def test_dataset_covariate_is_learned_per_training_dataset_and_none_for_an_unseen_one(tmp_path):
+    from celljepa.bench import demo_datasets
+
+    d = demo_datasets()
+    both = cj.datasets.combine_datasets({"norman": d["norman2019"], "sciplex": d["sciplex_gxe"]}, "foundation-v1")
+    cfg = JEPAConfig().replace(model={"n_latent": 16, "n_hidden": 32, "predictor_hidden": 32, "pointer_dim": 8,
+                                      "dataset_covariate": True},
+                               train={"max_steps": 20, "batch_size": 64}, data={"balance_key": "dataset_id"})
+    model = cj.models.CellJEPA(both, config=cfg).train(progress=False)
+    assert model.covariate_names_ == ["norman", "sciplex"] and model.covariate_key_ == "dataset_id"
+    weight = model.module_["student"].covariate.weight.detach()
+    assert weight.shape == (3, 32) and torch.count_nonzero(weight[0]) == 0 and torch.count_nonzero(weight[1:]) > 0
+    z = model.get_latent_representation(both[:50].copy())
+    unseen = both[:50].copy()
+    unseen.obs["dataset_id"] = "another_screen"  # a dataset the model has not seen: no covariate
+    z_none = model.get_latent_representation(unseen)
+    assert not np.allclose(z, z_none)
+    model.save(tmp_path / "m")
+    again = cj.models.CellJEPA.load(tmp_path / "m")
+    assert again.covariate_names_ == ["norman", "sciplex"]
+    np.testing.assert_allclose(again.get_latent_representation(both[:50].copy()), z, atol=1e-6)
+    plain = cj.models.CellJEPA(both, config=cfg.replace(model={"dataset_covariate": False}))
+    plain.train(max_steps=2, progress=False)
+    assert plain.module_["student"].covariate is None
+    with pytest.raises(cj.InputError, match="dataset_covariate needs obs"):
+        cj.models.CellJEPA(d["norman2019"], config=cfg.replace(data={"balance_key": None})).train(progress=False)

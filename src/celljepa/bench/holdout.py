@@ -166,14 +166,16 @@ def holdout_run(datasets: dict, holdout: str, *, out: str | os.PathLike, jepa, t
         (name, only), = others.items()
         enc_others = _pretrain(harmonize_genes(only, fs, dataset_id=name), jepa, progress=progress)
     timings["pretrain_others_s"] = time.perf_counter() - t1
+    # one dataset: no dataset covariate for the held-out dataset's own encoders
+    own = jepa.replace(model={"dataset_covariate": False})
     t1 = time.perf_counter()
-    enc_self = _pretrain(held, jepa, progress=progress)
+    enc_self = _pretrain(held, own, progress=progress)
     timings["pretrain_self_s"] = time.perf_counter() - t1
     t1 = time.perf_counter()
     transfer = _transfer(held, enc_others, enc_self, seed=seed, labels=labels, n_pcs=n_pcs, progress=progress)
     timings["transfer_s"] = time.perf_counter() - t1
     t1 = time.perf_counter()
-    prediction = _prediction(held, holdout, splits or {"S1_unseen_perturbation": 3}, enc_others, jepa, transition,
+    prediction = _prediction(held, holdout, splits or {"S1_unseen_perturbation": 3}, enc_others, own, transition,
                              seed=seed, max_folds=max_folds, progress=progress)
     timings["prediction_s"] = time.perf_counter() - t1
     present = int((~held.var["absent"]).sum())

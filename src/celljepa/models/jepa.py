@@ -129,6 +129,8 @@ class CellJEPA:
         self.var_names = _check_var_names(adata.var_names, "adata")
         self._init_modules_meta()
         self.module_ = None
+        self.covariate_key_: str | None = None
+        self.covariate_names_: list[str] = []
         self.history_: list[dict] = []
         self.is_trained_ = False
         self.train_info_: dict = {}
@@ -204,14 +206,17 @@ class CellJEPA:
                 raise InputError(f"data.balance_key {cfg.data.balance_key!r} is not an obs column; obs has "
                                  f"{list(self.adata.obs.columns)[:12]}.")
             groups = self.adata.obs[cfg.data.balance_key].astype(str).to_numpy()
-        modules = build_modules(len(self.var_names), cfg, cfg.train.seed)
-        extra = {"module_names": list(self.module_names_),
+        covariates = self._fit_covariates()
+        modules = build_modules(len(self.var_names), cfg, cfg.train.seed, len(self.covariate_names_))
+        extra = {"module_names": list(self.module_names_), "covariate_key": self.covariate_key_,
+                 "covariate_names": list(self.covariate_names_),
                  "gene_to_module": None if self.gene_to_module_ is None else torch.from_numpy(self.gene_to_module_)}
         try:
             result = fit(modules, source, cfg=cfg, var_names=self.var_names, train_rows=train_rows,
                          eval_rows=eval_rows, device=dev, gene_to_module=self.gene_to_module_, run_dir=run_dir,
                          resume=resume, progress=progress, handle_signals=handle_signals, callback=callback,
-                         extra_payload=extra, groups=groups, gene_present=gene_presence(self.adata))
+                         extra_payload=extra, groups=groups, gene_present=gene_presence(self.adata),
+                         covariates=covariates)
         finally:
             source.close()
         self.module_ = modules
@@ -268,6 +273,29 @@ class CellJEPA:
         return (lambda x: (x @ select).tocsr()), overlap
 
     @torch.no_grad()
+    def _fit_covariates(self) -> np.ndarray | None:
+        """With ``model.dataset_covariate``: the datasets of the training AnnData and each cell's index."""
+        cfg = self.config
+        if not cfg.model.dataset_covariate:
+            self.covariate_key_, self.covariate_names_ = None, []
+            return None
+        key = cfg.data.balance_key or "dataset_id"
+        if key not in self.adata.obs:
+            raise InputError(f"model.dataset_covariate needs obs[{key!r}] (the dataset of every cell). Fix: train on "
+                             "several files (celljepa pretrain A.h5ad B.h5ad) or set data.balance_key.")
+        self.covariate_key_ = key
+        self.covariate_names_ = sorted(self.adata.obs[key].astype(str).unique().tolist())
+        return self._covariate_index(self.adata)
+
+    def _covariate_index(self, adata) -> np.ndarray | None:
+        """Each cell's covariate (1-based position of its dataset; 0 for a dataset the model has not seen)."""
+        if not self.covariate_names_:
+            return None
+        if self.covariate_key_ not in adata.obs:
+            return np.zeros(adata.n_obs, dtype=np.int64)
+        lookup = {name: i + 1 for i, name in enumerate(self.covariate_names_)}
+        return np.array([lookup.get(v, 0) for v in adata.obs[self.covariate_key_].astype(str)], dtype=np.int64)
+
     def get_latent_representation(self, adata=None, *, batch_size: int = 2048, layer: str | None = None,
                                   device: str | None = None, progress: bool = False) -> np.ndarray:
         """The teacher's full-view embedding of every cell of ``adata`` (default: the training AnnData).
@@ -295,12 +323,14 @@ class CellJEPA:
         encoder = embedding_encoder(self.module_).to(dev).eval()
         source = CellSource.from_adata(adata, layer, chunk_size=max(self.config.data.chunk_size, batch_size))
         out = np.empty((adata.n_obs, self.config.model.n_latent), dtype=np.float32)
+        cov = self._covariate_index(adata)
         try:
             for rows, x in tqdm(source.iter_rows(np.arange(adata.n_obs), batch_size), desc="embedding",
                                 total=-(-adata.n_obs // batch_size), disable=not progress or None, leave=False):
                 if align is not None:
                     x = align(x)
-                out[rows] = encoder(CSRBatch.from_scipy(x, dev)).float().cpu().numpy()
+                c = None if cov is None else torch.as_tensor(cov[rows], device=dev)
+                out[rows] = encoder(CSRBatch.from_scipy(x, dev), covariate=c).float().cpu().numpy()
         finally:
             source.close()
         return out
@@ -310,6 +340,7 @@ class CellJEPA:
         self._require_trained()
         return {"config": self.config.to_dict(), "var_names": list(self.var_names),
                 "module_names": list(self.module_names_), "gene_sets_source": self.gene_sets_source_,
+                "covariate_key": self.covariate_key_, "covariate_names": list(self.covariate_names_),
                 "gene_to_module": None if self.gene_to_module_ is None else torch.from_numpy(self.gene_to_module_),
                 "modules": {k: {n: t.detach().cpu() for n, t in v.state_dict().items()}
                             for k, v in self.module_.items()},
@@ -368,7 +399,10 @@ class CellJEPA:
         model.gene_to_module_ = None if g2m is None else g2m.numpy().astype(np.int32)
         model.module_names_ = list(payload.get("module_names") or [])
         model.gene_sets_source_ = payload.get("gene_sets_source")
-        modules = build_modules(len(model.var_names), model.config, model.config.train.seed)
+        model.covariate_key_ = payload.get("covariate_key")
+        model.covariate_names_ = list(payload.get("covariate_names") or [])
+        modules = build_modules(len(model.var_names), model.config, model.config.train.seed,
+                                len(model.covariate_names_))
         for name, module in modules.items():
             module.load_state_dict(payload["modules"][name])
         model.module_ = modules.eval()

@@ -130,7 +130,8 @@ class MaskedGeneEncoder(nn.Module):
     torch.Size([4, 8])
     """
 
-    def __init__(self, n_genes: int, *, n_hidden: int = 256, n_latent: int = 128, n_layers: int = 2):
+    def __init__(self, n_genes: int, *, n_hidden: int = 256, n_latent: int = 128, n_layers: int = 2,
+                 n_covariates: int = 0):
         super().__init__()
         if n_genes < 1 or n_hidden < 1 or n_latent < 1 or n_layers < 0:
             raise InputError(f"encoder sizes must be positive, got n_genes={n_genes}, n_hidden={n_hidden}, "
@@ -140,9 +141,19 @@ class MaskedGeneEncoder(nn.Module):
         self.gene_bias = nn.Parameter(torch.zeros(n_hidden))
         self.norm = nn.LayerNorm(n_hidden)
         self.mlp = _mlp(n_hidden, n_hidden, n_latent, n_layers)
+        # Covariate 0 is "none" (a dataset the model has not seen) and stays a zero vector.
+        self.covariate = nn.Embedding(n_covariates + 1, n_hidden, padding_idx=0) if n_covariates else None
+        if self.covariate is not None:
+            nn.init.normal_(self.covariate.weight, std=0.02)
+            with torch.no_grad():
+                self.covariate.weight[0].zero_()
 
-    def forward(self, x: CSRBatch, mask: MaskParams | None = None, *, keep: torch.Tensor | None = None) -> torch.Tensor:
-        """Embed a batch; ``mask`` hides genes (default: full view), ``keep`` is an explicit keep mask."""
+    def forward(self, x: CSRBatch, mask: MaskParams | None = None, *, keep: torch.Tensor | None = None,
+                covariate: torch.Tensor | None = None) -> torch.Tensor:
+        """Embed a batch; ``mask`` hides genes (default: full view), ``keep`` is an explicit keep mask.
+
+        ``covariate`` (one index per cell, 0 = none) adds the learned vector of each cell's dataset.
+        """
         if x.n_genes != self.n_genes:
             raise InputError(f"the batch has {x.n_genes} genes but the encoder was built for {self.n_genes}.")
         if keep is not None:
@@ -151,6 +162,8 @@ class MaskedGeneEncoder(nn.Module):
         else:
             h = masked_encode(x.as_tuple(), self.gene_weight, self.gene_bias, validate=False,
                               **(mask or MaskParams()).kwargs())
+        if self.covariate is not None and covariate is not None:
+            h = h + self.covariate(covariate)
         return self.mlp(F.gelu(self.norm(h)))
 
 

@@ -34,6 +34,9 @@ class ModelConfig:
     predictor_layers: int = 2  #: hidden blocks of the predictor MLP
     pointer_dim: int = 64  #: size of the learned "which genes were hidden" pointer
     expander_dim: int = 0  #: > 0: the anti-collapse terms act on an MLP expander of z (VICReg) instead of z
+    #: one learned vector per training dataset (obs[data.balance_key], else obs["dataset_id"]) added to the
+    #: encoder's gene layer; a dataset the model has not seen adds none
+    dataset_covariate: bool = False
 
 
 @dataclass

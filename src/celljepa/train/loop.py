@@ -58,12 +58,13 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return device
 
 
-def build_modules(n_genes: int, cfg: JEPAConfig, seed: int) -> nn.ModuleDict:
+def build_modules(n_genes: int, cfg: JEPAConfig, seed: int, n_covariates: int = 0) -> nn.ModuleDict:
     """Student encoder, teacher (a copy of the student when EMA is on), predictor and mask pointer."""
     m = cfg.model
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        student = MaskedGeneEncoder(n_genes, n_hidden=m.n_hidden, n_latent=m.n_latent, n_layers=m.n_layers)
+        student = MaskedGeneEncoder(n_genes, n_hidden=m.n_hidden, n_latent=m.n_latent, n_layers=m.n_layers,
+                                    n_covariates=n_covariates)
         modules = nn.ModuleDict({
             "student": student,
             "predictor": JEPAPredictor(m.n_latent, pointer_dim=m.pointer_dim, n_hidden=m.predictor_hidden,
@@ -73,7 +74,8 @@ def build_modules(n_genes: int, cfg: JEPAConfig, seed: int) -> nn.ModuleDict:
         if m.expander_dim:
             modules["expander"] = _mlp(m.n_latent, m.expander_dim, m.expander_dim, 1)
         if cfg.train.ema:
-            teacher = MaskedGeneEncoder(n_genes, n_hidden=m.n_hidden, n_latent=m.n_latent, n_layers=m.n_layers)
+            teacher = MaskedGeneEncoder(n_genes, n_hidden=m.n_hidden, n_latent=m.n_latent, n_layers=m.n_layers,
+                                        n_covariates=n_covariates)
             teacher.load_state_dict(student.state_dict())
             teacher.requires_grad_(False)
             modules["teacher"] = teacher
@@ -129,7 +131,7 @@ def _ema_update(modules: nn.ModuleDict, momentum: float) -> None:
 
 
 def step_losses(modules: nn.ModuleDict, x: CSRBatch, mask: MaskParams, cfg: JEPAConfig, *, need_full: bool = True,
-                gather: bool = False, present: torch.Tensor | None = None):
+                gather: bool = False, present: torch.Tensor | None = None, covariate: torch.Tensor | None = None):
     """``(total, terms, full_view_embedding)`` of one batch; ``terms`` are detached floats-to-be.
 
     The teacher's full-view embedding is the target when ``train.target`` is ``cell``; with ``hidden``
@@ -141,15 +143,15 @@ def step_losses(modules: nn.ModuleDict, x: CSRBatch, mask: MaskParams, cfg: JEPA
     """
     t = cfg.train
     student = modules["student"]
-    z = student(x, mask)
+    z = student(x, mask, covariate=covariate)
     hidden = mask.hidden(x.n_rows, x.n_genes, z.device)
     if present is not None:
         hidden = hidden & present
     pred = modules["predictor"](z, modules["pointer"](hidden))
     teacher = embedding_encoder(modules)
     with torch.no_grad():
-        full = teacher(x) if t.target == "cell" or need_full else None
-        target = full if t.target == "cell" else teacher(x, keep=hidden)
+        full = teacher(x, covariate=covariate) if t.target == "cell" or need_full else None
+        target = full if t.target == "cell" else teacher(x, keep=hidden, covariate=covariate)
     pred_loss = predictive_loss(pred, target, t.loss)
     total = pred_loss
     terms = {"pred_loss": pred_loss.detach()}
@@ -205,8 +207,10 @@ class _Objective(nn.Module):
         super().__init__()
         self.parts, self.cfg, self.gather = modules, cfg, gather
 
-    def forward(self, x: CSRBatch, mask: MaskParams, need_full: bool, present: torch.Tensor | None = None):
-        return step_losses(self.parts, x, mask, self.cfg, need_full=need_full, gather=self.gather, present=present)
+    def forward(self, x: CSRBatch, mask: MaskParams, need_full: bool, present: torch.Tensor | None = None,
+                covariate: torch.Tensor | None = None):
+        return step_losses(self.parts, x, mask, self.cfg, need_full=need_full, gather=self.gather, present=present,
+                           covariate=covariate)
 
 
 def _gathered(t: torch.Tensor, world: int) -> torch.Tensor:
@@ -248,10 +252,10 @@ def _diag_record(z: torch.Tensor) -> dict:
 
 @torch.no_grad()
 def evaluate_batch(modules: nn.ModuleDict, x: CSRBatch, cfg: JEPAConfig, gene_to_module,
-                   present: torch.Tensor | None = None) -> dict:
+                   present: torch.Tensor | None = None, covariate: torch.Tensor | None = None) -> dict:
     """Losses (fixed mask, ``mask_seed(seed, -1)``) and collapse diagnostics on a fixed batch."""
     _, terms, full = step_losses(modules, x, _mask(cfg, mask_seed(cfg.train.seed, -1), gene_to_module), cfg,
-                                 present=present)
+                                 present=present, covariate=covariate)
     return {**{k: float(v) for k, v in terms.items()}, **_diag_record(full), "n_cells": x.n_rows}
 
 
@@ -264,7 +268,7 @@ def _payload(modules, optimizer, step, cfg, var_names, rows_digest, best, extra)
 def fit(modules: nn.ModuleDict, source: CellSource, *, cfg: JEPAConfig, var_names, train_rows, eval_rows,
         device: torch.device, gene_to_module=None, run_dir: str | Path | None = None, resume: bool = True,
         progress: bool = True, handle_signals: bool | None = None, callback=None, extra_payload=None,
-        groups=None, gene_present=None) -> TrainResult:
+        groups=None, gene_present=None, covariates=None) -> TrainResult:
     """Train ``modules`` in place on the rows ``train_rows`` of ``source``.
 
     Parameters
@@ -302,6 +306,8 @@ def fit(modules: nn.ModuleDict, source: CellSource, *, cfg: JEPAConfig, var_name
     gene_present
         ``(group_index, present)``: the group index of every row and a ``(n_groups, n_genes)`` boolean
         matrix of the genes each group measures; absent genes are never prediction targets.
+    covariates
+        Covariate index of every row of ``source`` (0 = none), for an encoder built with ``n_covariates``.
     """
     from tqdm.auto import tqdm
 
@@ -352,6 +358,11 @@ def fit(modules: nn.ModuleDict, source: CellSource, *, cfg: JEPAConfig, var_name
         return torch.from_numpy(np.ascontiguousarray(present[group_index[rows]])).to(device)
 
     eval_present = present_of(eval_rows) if eval_x is not None else None
+
+    def covariate_of(rows: np.ndarray) -> torch.Tensor | None:
+        return None if covariates is None else torch.as_tensor(covariates[rows], dtype=torch.long, device=device)
+
+    eval_covariate = covariate_of(eval_rows) if eval_x is not None else None
     objective = _Objective(modules, cfg, gather=world > 1)
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
@@ -377,7 +388,7 @@ def fit(modules: nn.ModuleDict, source: CellSource, *, cfg: JEPAConfig, var_name
             done = step + 1
             log_now = done % t.log_every == 0 or done == t.max_steps
             total, terms, full = objective(x, _mask(cfg, mask_seed(t.seed, step), module_t, rank * local), log_now,
-                                           present_of(rows))
+                                           present_of(rows), covariate_of(rows))
             if D.any_rank(not torch.isfinite(total)):
                 raise CelljepaError(f"the loss became {float(total)} at step {step + 1}; lower train.lr or check the "
                                  "input values.")
@@ -404,7 +415,8 @@ def fit(modules: nn.ModuleDict, source: CellSource, *, cfg: JEPAConfig, var_name
                                 std_min=f"{record['std_min']:.3f}", refresh=False)
             if eval_x is not None and (done % t.eval_every == 0 or done == t.max_steps):
                 modules.eval()
-                ev = {"step": done, "split": "eval", **evaluate_batch(modules, eval_x, cfg, module_t, eval_present)}
+                ev = {"step": done, "split": "eval", **evaluate_batch(modules, eval_x, cfg, module_t, eval_present,
+                                                                     eval_covariate)}
                 modules.train()
                 metrics.append(ev)
                 if best is None or ev["loss"] < best["loss"]:
