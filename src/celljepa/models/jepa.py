@@ -272,7 +272,6 @@ class CellJEPA:
                                shape=(len(names), len(self.var_names)))
         return (lambda x: (x @ select).tocsr()), overlap
 
-    @torch.no_grad()
     def _fit_covariates(self) -> np.ndarray | None:
         """With ``model.dataset_covariate``: the datasets of the training AnnData and each cell's index."""
         cfg = self.config
@@ -296,6 +295,7 @@ class CellJEPA:
         lookup = {name: i + 1 for i, name in enumerate(self.covariate_names_)}
         return np.array([lookup.get(v, 0) for v in adata.obs[self.covariate_key_].astype(str)], dtype=np.int64)
 
+    @torch.no_grad()
     def get_latent_representation(self, adata=None, *, batch_size: int = 2048, layer: str | None = None,
                                   device: str | None = None, progress: bool = False) -> np.ndarray:
         """The teacher's full-view embedding of every cell of ``adata`` (default: the training AnnData).
