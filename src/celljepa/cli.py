@@ -510,14 +510,12 @@ def _add_holdout(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", action="append", default=[], metavar="NAME=H5AD",
                    help="a processed dataset (repeatable); 'demo' adds the demo's norman2019 and sciplex_gxe")
     p.add_argument("--holdout", required=True, help="the dataset held out")
-    p.add_argument("--splits", type=_csv, default=["S1_unseen_perturbation:3"],
-                   help="the held-out dataset's own splits, SPLIT:FOLDS,... (default S1_unseen_perturbation:3)")
+    p.add_argument("--splits", type=_plan_arg, default={"S1_unseen_perturbation": 3},
+                   help="the held-out dataset's own splits, SPLIT[:FOLDS],... (default S1_unseen_perturbation:3)")
     p.add_argument("--max-folds", type=int, help="score only the first K folds of each split")
     p.add_argument("--feature-set", default="foundation-v1", help="gene list (stored id, file, intersection, "
                                                                   "union_hvg); default foundation-v1")
-    p.add_argument("--jepa-steps", type=int, default=400, help="train.max_steps of every encoder (default 400)")
-    p.add_argument("--jepa-set", action="append", default=[], type=_override, metavar="SECTION.KEY=VALUE")
-    p.add_argument("--transition-set", action="append", default=[], type=_flat_override, metavar="KEY=VALUE")
+    _add_jepa_args(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--no-progress", action="store_true")
@@ -529,8 +527,6 @@ def _cmd_holdout(args: argparse.Namespace) -> int:
     from .bench.run import demo_datasets
     from .bench.sweep import parse_data_args
     from .data.readers import read_source
-    from .models.transition import TransitionConfig
-    from .train.config import load_config
 
     datasets = {}
     for item in args.data:
@@ -539,19 +535,11 @@ def _cmd_holdout(args: argparse.Namespace) -> int:
             datasets.update({k: demo[k] for k in ("norman2019", "sciplex_gxe")})
         else:
             datasets.update({k: read_source(v) for k, v in parse_data_args([item]).items()})
-    splits = {}
-    for item in args.splits:
-        name, _, k = item.partition(":")
-        splits[name] = int(k) if k else 3
     if args.holdout not in datasets:
         raise InputError(f"--holdout {args.holdout!r} is not one of the --data datasets {list(datasets)}.")
-    over: dict = {"train": {"max_steps": args.jepa_steps, "seed": args.seed}}
-    for section, key, value in args.jepa_set:
-        over.setdefault(section, {})[key] = value
-    jepa = load_config(overrides=over)
-    transition = TransitionConfig().replace(**{**dict(args.transition_set), "seed": args.seed})
+    jepa, transition = _jepa_and_transition(args, args.seed)
     result = holdout_run(datasets, args.holdout, out=args.out, jepa=jepa, transition=transition,
-                         feature_set=args.feature_set, splits=splits, max_folds=args.max_folds, seed=args.seed,
+                         feature_set=args.feature_set, splits=args.splits, max_folds=args.max_folds, seed=args.seed,
                          progress=not args.no_progress)
     print(args.out / "holdout.md")
     print(holdout_markdown(result))

@@ -142,7 +142,7 @@ def holdout_run(datasets: dict, holdout: str, *, out: str | os.PathLike, jepa, t
     -------
     The content of ``holdout.json``.
     """
-    from ..data._harmonize import build_feature_set, combine_datasets, harmonize_genes, load_feature_set
+    from ..data._harmonize import combine_datasets, harmonize_genes, resolve_feature_set
 
     if holdout not in datasets:
         raise InputError(f"the held-out dataset {holdout!r} is not among the datasets {list(datasets)}.")
@@ -151,9 +151,7 @@ def holdout_run(datasets: dict, holdout: str, *, out: str | os.PathLike, jepa, t
         raise InputError("a holdout run needs at least two datasets: the held-out one and one to pretrain on.")
     out = Path(out)
     t0 = time.perf_counter()
-    spec = str(feature_set)
-    fs = (build_feature_set(others, strategy=spec, name=f"{spec}-without-{holdout}")
-          if spec in ("intersection", "union_hvg") else load_feature_set(feature_set))
+    fs = resolve_feature_set(feature_set, others, name=f"without-{holdout}")
     out.mkdir(parents=True, exist_ok=True)
     fs.write(out / "feature_set.txt")
     held = harmonize_genes(datasets[holdout], fs, dataset_id=holdout)

@@ -410,6 +410,16 @@ def harmonize_genes(adata: AnnData, feature_set, *, id_column: str | None = None
     return out
 
 
+def resolve_feature_set(spec, training: Mapping[str, AnnData], *, name: str) -> FeatureSet:
+    """``intersection`` / ``union_hvg``: built from ``training`` (named ``<strategy>-<name>``); else loaded.
+
+    ``spec`` may also be a :class:`FeatureSet`, a stored id (``foundation-v1``) or a feature set file.
+    """
+    if str(spec) in ("intersection", "union_hvg"):
+        return build_feature_set(training, strategy=str(spec), name=f"{spec}-{name}")
+    return load_feature_set(spec)
+
+
 def combine_datasets(datasets: Mapping[str, AnnData], feature_set, *, id_column: str | None = None,
                      aliases=None) -> AnnData:
     """Several datasets mapped onto one feature set and stacked: one AnnData for multi-dataset training.

@@ -221,7 +221,7 @@ def _combined_data(paths, feature_set):
     """Read the files and map them onto one feature set (built from them when a strategy is named)."""
     import anndata as ad
 
-    from ..data._harmonize import build_feature_set, combine_datasets, harmonize_genes, load_feature_set
+    from ..data._harmonize import combine_datasets, harmonize_genes, resolve_feature_set
 
     datasets = {}
     for p in paths:
@@ -230,11 +230,7 @@ def _combined_data(paths, feature_set):
         if name in datasets:
             name = f"{name}_{len(datasets)}"
         datasets[name] = adata
-    spec = str(feature_set)
-    if spec in ("intersection", "union_hvg"):
-        fs = build_feature_set(datasets, strategy=spec, name=f"{spec}-{'+'.join(datasets)}")
-    else:
-        fs = load_feature_set(feature_set)
+    fs = resolve_feature_set(feature_set, datasets, name="+".join(datasets))
     if len(datasets) == 1:
         (name, only), = datasets.items()
         return harmonize_genes(only, fs, dataset_id=name), fs
