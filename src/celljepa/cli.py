@@ -221,8 +221,8 @@ def _cmd_eval_baselines(args: argparse.Namespace) -> int:
                             config=EvalConfig(n_hvg=args.n_hvg, n_pcs=args.n_pcs, seed=args.seed),
                             figure_maker=_fold_figures)
     m = result.metrics
-    print(f"{args.out / 'report.md'}: {m['n_test_conditions']} test conditions, best baseline {m['best_baseline']} "
-          f"(E-distance {m['methods'][m['best_baseline']]['edistance']['mean']:.3f})")
+    print(f"{args.out / 'report.md'}: {m['n_test_conditions']} test conditions, comparator {m['comparator']} "
+          f"(chosen on validation; test E-distance {m['methods'][m['comparator']]['edistance']['mean']:.3f})")
     return EXIT_OK
 
 
@@ -238,6 +238,37 @@ def _add_jepa_args(p: argparse.ArgumentParser) -> None:
 
 
 BENCHMARK_JEPA_STEPS = 400
+
+
+def _seeds_arg(text: str) -> list[int]:
+    try:
+        seeds = [int(x) for x in _csv(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, e.g. 0,1,2; got {text!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"expected distinct integers, e.g. 0,1,2; got {text!r}")
+    return seeds
+
+
+def _add_protocol_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seed", type=int, default=0,
+                   help="split seed and model seed when --split-seeds / --model-seeds are not given (default 0)")
+    p.add_argument("--split-seeds", type=_seeds_arg, metavar="S,S,...",
+                   help="split seeds, e.g. 0,1,2 (headline results: 3; seed 7 is reserved for final verdicts)")
+    p.add_argument("--model-seeds", type=_seeds_arg, metavar="S,S,...",
+                   help="JEPA encoder and transition model seeds, e.g. 0,1,2; a condition's score is their mean")
+    p.add_argument("--primary", default="jepa_set", choices=["jepa_set", "jepa_prototype"],
+                   help="the pre-registered model of the verdict (default jepa_set)")
+    p.add_argument("--transductive", action="store_true",
+                   help="let every method fit on the unlabeled control cells of held-out contexts (recorded in the "
+                        "run config; default: inductive)")
+
+
+def _protocol(args: argparse.Namespace) -> tuple[list[int], list[int], dict]:
+    """Split seeds, model seeds and EvalConfig settings of the protocol options."""
+    split_seeds = args.split_seeds or [args.seed]
+    model_seeds = args.model_seeds or [args.seed]
+    return split_seeds, model_seeds, {"primary": args.primary, "transductive": args.transductive}
 
 
 def _jepa_and_transition(args: argparse.Namespace, seed: int):
@@ -279,7 +310,7 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", default="demo", choices=["demo"], help="dataset collection (default demo)")
     p.add_argument("--h5ad", type=Path, help="benchmark this processed .h5ad (celljepa ingest) instead")
     p.add_argument("--splits", type=_plan_arg, help="with --h5ad: SPLIT[:FOLDS],... (default S1_unseen_perturbation:5)")
-    p.add_argument("--seed", type=int, default=0)
+    _add_protocol_args(p)
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--no-jepa", action="store_true", help="baselines only (no JEPA pretraining, no transition models)")
@@ -310,15 +341,17 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
             write_h5ad_atomic(adata, processed_path(args.out / "data", dataset_id))
         plan = {d: p["splits"] for d, p in DEMO_PLAN.items()}
     jepa = transition = jepa_knn = None
+    split_seeds, model_seeds, protocol = _protocol(args)
     if not args.no_jepa:
-        jepa, transition = _jepa_and_transition(args, args.seed)
+        jepa, transition = _jepa_and_transition(args, model_seeds[0])
     if args.jepa_knn:
         from .train.config import load_config
 
-        jepa_knn = load_config(args.jepa_config, overrides={"train": {"seed": args.seed}})
-    benchmark(datasets, plan, out=args.out, seed=args.seed, config=EvalConfig(seed=args.seed),
-              figure_maker=_fold_figures, combined_figure_maker=_combined_figures, progress=not args.no_progress,
-              jepa=jepa, transition=transition, jepa_knn=jepa_knn, max_folds=args.max_folds)
+        jepa_knn = load_config(args.jepa_config, overrides={"train": {"seed": model_seeds[0]}})
+    benchmark(datasets, plan, out=args.out, split_seeds=split_seeds, model_seeds=model_seeds,
+              config=EvalConfig(seed=split_seeds[0], **protocol), figure_maker=_fold_figures,
+              combined_figure_maker=_combined_figures, progress=not args.no_progress, jepa=jepa,
+              transition=transition, jepa_knn=jepa_knn, max_folds=args.max_folds)
     print(args.out / "report.md")
     return EXIT_OK
 
@@ -516,7 +549,7 @@ def _add_holdout(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--feature-set", default="foundation-v1", help="gene list (stored id, file, intersection, "
                                                                   "union_hvg); default foundation-v1")
     _add_jepa_args(p)
-    p.add_argument("--seed", type=int, default=0)
+    _add_protocol_args(p)
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--no-progress", action="store_true")
 
@@ -537,10 +570,14 @@ def _cmd_holdout(args: argparse.Namespace) -> int:
             datasets.update({k: read_source(v) for k, v in parse_data_args([item]).items()})
     if args.holdout not in datasets:
         raise InputError(f"--holdout {args.holdout!r} is not one of the --data datasets {list(datasets)}.")
-    jepa, transition = _jepa_and_transition(args, args.seed)
+    from .bench import EvalConfig
+
+    split_seeds, model_seeds, protocol = _protocol(args)
+    jepa, transition = _jepa_and_transition(args, model_seeds[0])
     result = holdout_run(datasets, args.holdout, out=args.out, jepa=jepa, transition=transition,
-                         feature_set=args.feature_set, splits=args.splits, max_folds=args.max_folds, seed=args.seed,
-                         progress=not args.no_progress)
+                         feature_set=args.feature_set, splits=args.splits, max_folds=args.max_folds,
+                         split_seeds=split_seeds, model_seeds=model_seeds,
+                         config=EvalConfig(seed=split_seeds[0], **protocol), progress=not args.no_progress)
     print(args.out / "holdout.md")
     print(holdout_markdown(result))
     return EXIT_OK
@@ -577,7 +614,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
     _headless_pyplot()
     report = consolidate(args.runs, args.out, title=args.title)
     outcomes = [v["outcome"] for v in report["verdicts"]]
-    counts = ", ".join(f"{outcomes.count(o)} {o}" for o in ("wins", "ties", "loses", "undetermined") if o in outcomes)
+    from .eval.verdict import OUTCOMES
+
+    counts = ", ".join(f"{outcomes.count(o)} {o}" for o in (*OUTCOMES, "old protocol") if o in outcomes)
     print(f"{args.out / 'report.md'}: {len(report['runs'])} run(s), {len(outcomes)} verdict row(s)"
           + (f" ({counts})" if counts else ""))
     return EXIT_OK

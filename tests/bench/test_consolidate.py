@@ -25,7 +25,8 @@ def _kang_complete() -> bool:
     if not path.is_file():
         return False
     data = json.loads(path.read_text())
-    return bool(data.get("results")) and bool(data.get("per_fold")) and data.get("wall_time_s") is not None
+    return (bool(data.get("results")) and bool(data.get("per_fold")) and data.get("wall_time_s") is not None
+            and all("comparator" in m for m in data["results"].values()))
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +42,7 @@ def runs(tmp_path_factory):
     benchmark({"norman2019": datasets["norman2019"]}, {"norman2019": {"S1_unseen_perturbation": 3}},
               out=root / "baseline_run", progress=False, max_folds=1)
     paths = {"jepa": root / "jepa_run", "base": root / "baseline_run",
-             "fold": root / "jepa_run" / "sciplex_gxe" / "S2_unseen_context" / "fold1"}
+             "fold": root / "jepa_run" / "sciplex_gxe" / "S2_unseen_context" / "split_seed0" / "fold1"}
     if _kang_complete():
         paths["kang"] = KANG
     return paths
@@ -69,6 +70,10 @@ def test_kinds_are_detected_from_the_files(runs):
 
 
 def test_verdict_rows_equal_the_runs_own_verdicts(runs, merged):
+    from statsmodels.stats.multitest import multipletests
+
+    from celljepa.eval.verdict import outcome
+
     report, _ = merged
     labels = {r["path"]: r["label"] for r in report["runs"]}
     expected = []
@@ -82,16 +87,27 @@ def test_verdict_rows_equal_the_runs_own_verdicts(runs, merged):
         row = next(r for r in rows if r["run"] == label and r["dataset_id"] == m["dataset_id"]
                    and r["split"] == m["split"])
         v = m["verdict"]
-        assert row["outcome"] == v["outcome"] and row["model"] == v["model"] and row["baseline"] == v["baseline"]
-        assert row["n"] == v["n"] == m["n_test_conditions"]
+        assert row["model"] == v["model"] == "jepa_set" and row["baseline"] == v["baseline"] == m["comparator"]
+        assert row["n"] == v["n"] == m["n_effect_conditions"]
+        for key in ("diff", "ci_low", "ci_high", "p", "n"):
+            assert _same(row["edistance"][key], v["edistance"][key])  # copied exactly, not recomputed
         for key in ("diff", "ci_low", "ci_high"):
-            assert row["edistance"][key] == v["edistance"][key]  # copied exactly, not recomputed
             assert _same(row["delta_pearson"][key], v["delta_pearson"][key])
-        assert row["model_edistance"] == m["methods"][v["model"]]["edistance"]["mean"]
         if "vs_pca_twin" in v:
-            assert all(row["vs_pca_twin"][k] == v["vs_pca_twin"][k] for k in ("diff", "ci_low", "ci_high"))
+            assert all(_same(row["vs_pca_twin"][k], v["vs_pca_twin"][k]) for k in ("diff", "ci_low", "ci_high", "p"))
         else:
             assert row["vs_pca_twin"] is None
+    # the Holm correction is redone over every claim of this report, and each outcome follows from it
+    claims = [r["edistance"] for r in rows] + [r["vs_pca_twin"] for r in rows
+                                               if r["vs_pca_twin"] and not r["vs_pca_twin"].get("same_as_comparator")]
+    assert report["holm_family_size"] == len(claims)
+    p_holm = multipletests([c["p"] for c in claims], method="holm")[1]
+    for c, p in zip(claims, p_holm, strict=True):
+        assert c["p_holm"] == pytest.approx(p) and c["family_size"] == len(claims)
+        assert c["outcome"] == outcome(c, p_adjusted=p, scale=c["scale"])
+    for r in rows:
+        assert r["outcome"] == r["edistance"]["outcome"]
+        assert r["outcome"] == "insufficient evidence" or r["n"] >= 10
     # the same dataset × split from two runs (the benchmark and one of its folds): two rows, labelled by run
     both = [r["run"] for r in rows if (r["dataset_id"], r["split"]) == ("sciplex_gxe", "S2_unseen_context")]
     assert sorted(both) == sorted([labels[str(runs["jepa"])], labels[str(runs["fold"])]])
@@ -118,11 +134,11 @@ def test_dataset_tables_hold_every_method_of_every_run(runs, merged):
             entry = next(e for e in report["datasets"][m["dataset_id"]]
                          if e["run"] == labels[str(runs[name])] and e["split"] == m["split"])
             assert [x["method"] for x in entry["methods"]] == list(m["methods"])
-            best = [x["method"] for x in entry["methods"] if x["best_baseline"]]
-            assert best == [m["best_baseline"]]
+            best = [x["method"] for x in entry["methods"] if x["comparator"]]
+            assert best == [m["comparator"]]
             for x in entry["methods"]:
                 assert x["edistance"]["mean"] == m["methods"][x["method"]]["edistance"]["mean"]
-                name_cell = f"**{x['method']}** (best baseline)" if x["best_baseline"] else x["method"]
+                name_cell = f"**{x['method']}** (comparator)" if x["comparator"] else x["method"]
                 assert f"| {name_cell} | {x['role']} | " in md
 
 
@@ -148,7 +164,8 @@ def test_compute_totals_are_the_sum_of_the_runs_wall_times(runs, merged):
     assert totals["wall_time_s"] == pytest.approx(sum(walls), rel=1e-12)
     assert totals["runs_timed"] == len(walls) and not totals["runs_without_wall_time"]
     folds = report["compute"]["folds"]
-    assert len(folds) == 2 + 1 + 1 + (7 if "kang" in runs else 0)
+    kang = len(json.loads((runs["kang"] / "metrics_combined.json").read_text())["per_fold"]) if "kang" in runs else 0
+    assert len(folds) == 2 + 1 + 1 + kang
     assert totals["fold_total_s"] == pytest.approx(sum(f["timings"]["total_s"] for f in folds))
     pre = sum(f["timings"].get("jepa_pretrain_s", 0.0) for f in folds)
     assert totals["by_step_s"]["jepa_pretrain_s"] == pytest.approx(pre)
@@ -204,3 +221,26 @@ def test_cli_report(runs, tmp_path, capsys):
     assert main(["report", "--runs", str(tmp_path / "reports"), "--out", str(tmp_path / "x")]) == 1
     err = capsys.readouterr().err
     assert "is not a run folder" in err and "Fix:" in err
+
+
+def test_a_run_from_before_the_protocol_is_never_a_claim(runs, tmp_path):
+    import shutil
+
+    old = tmp_path / "old_fold"
+    shutil.copytree(runs["fold"], old)
+    m = json.loads((old / "metrics.json").read_text())
+    # what runs wrote before: the comparator picked on test as "best_baseline", no p-values
+    m["best_baseline"] = m.pop("comparator")
+    for key in ("p", "p_holm", "outcome"):
+        m["verdict"]["edistance"].pop(key, None)
+    m["verdict"]["outcome"] = "wins"
+    (old / "metrics.json").write_text(json.dumps(m))
+    report = C.consolidate([old, runs["jepa"]], tmp_path / "out")
+    rows = {r["run"]: r for r in report["verdicts"]}
+    assert rows["old_fold"]["outcome"] == "old protocol" and rows["old_fold"]["old_protocol"]
+    # the old row is not in the Holm family: the new run's rows alone are
+    new = [r for r in report["verdicts"] if not r["old_protocol"]]
+    assert report["holm_family_size"] == len(new) + sum(
+        1 for r in new if r["vs_pca_twin"] and not r["vs_pca_twin"].get("same_as_comparator"))
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "**old protocol**" in md and "old protocol, not a claim" in md

@@ -39,10 +39,12 @@ def test_train_transition_on_kang_unseen_cell_type(ingested, kang_fold, kang_pre
     assert main(["train-transition", str(ingested["kang2018"]), "--jepa", str(kang_pretrained), "--split",
                  str(kang_fold), "--out", str(out), "--set", "max_steps=30", "--set", "eval_every=10"]) == 0
     printed = capsys.readouterr().out
-    assert "kang2018 S2_unseen_context fold 0" in printed and ("beats" in printed or "ties" in printed
-                                                                or "loses" in printed)
+    assert "kang2018 S2_unseen_context fold 0" in printed and "(chosen on validation)" in printed
     m = json.loads((out / "metrics.json").read_text())
-    assert {"jepa_set", "jepa_prototype"} <= set(m["methods"]) and m["verdict"]["n"] == m["n_test_conditions"]
+    assert {"jepa_set", "jepa_prototype"} <= set(m["methods"]) and m["verdict"]["n"] == m["n_effect_conditions"]
+    # one fold of Kang S2 has one test condition: never enough for a claim
+    assert m["n_test_conditions"] == 1 and m["verdict"]["outcome"] == "insufficient evidence"
+    assert "has insufficient evidence against" in printed and m["primary"] == "jepa_set"
     conf = json.loads((out / "config.json").read_text())
     assert conf["transition"]["max_steps"] == 30 and conf["encoder_split_matches"] is True
     assert "jepa_set" in conf["methods"] and conf["methods"]["jepa_set"]["decoder_alpha"] > 0
@@ -98,7 +100,7 @@ ablations:
     assert "| sciplex_gxe/S2_unseen_context |" in md and "ema_off: set" in md
     # a model seed changes the encoder; the baselines do not move
     rows = {(r["ablation"], r["seed"]): r for r in table["rows"]}
-    assert rows[("default", 0)]["baseline_edistance"] == rows[("default", 1)]["baseline_edistance"]
+    assert rows[("default", 0)]["comparator_edistance"] == rows[("default", 1)]["comparator_edistance"]
     assert rows[("default", 0)]["effective_rank"] != rows[("default", 1)]["effective_rank"]
 
 
@@ -136,7 +138,8 @@ def test_sweep_fold_tasks_pool_to_the_numbers_of_one_task_running_every_fold(tmp
     assert main(["sweep", "--grid", str(whole), "--out", str(out_w), "--no-progress"]) == 0
     (a,), (b,) = (json.loads((o / "ablation.json").read_text())["rows"] for o in (out_f, out_w))
     assert a["n"] == b["n"] > 0 and a["folds"] == b["folds"] == 2
-    for key in ("baseline_edistance", "jepa_set", "jepa_set_ci", "jepa_set_diff", "jepa_set_diff_ci", "verdict"):
+    for key in ("comparator", "comparator_edistance", "jepa_set", "jepa_set_ci", "jepa_set_diff", "jepa_set_diff_ci",
+                "verdict", "verdict_n"):
         assert a[key] == b[key], key
 
 
@@ -148,15 +151,17 @@ def test_benchmark_with_jepa_models_writes_the_verdict(tmp_path):
                          out=tmp_path, progress=False, jepa=jepa, transition=TransitionConfig(max_steps=20),
                          max_folds=2)
     m = combined["sciplex_gxe/S2_unseen_context"]
-    assert m["n_folds"] == 2 and m["verdict"]["outcome"] in ("wins", "ties", "loses")
+    assert m["n_folds"] == 2 and m["verdict"]["outcome"] in ("ties", "insufficient evidence", "undetermined")
+    assert m["roles"]["pca_set"] == "pca_twin" and m["comparator_choice"]["validation"]["pca_set"]["eligible"]
     report = (tmp_path / "report.md").read_text()
-    assert "## Verdict: best JEPA model against the best tuned baseline" in report
+    assert "## Verdict: the pre-registered JEPA model against the comparator chosen on validation" in report
+    assert "**Provisional verdict**: 1 split seed and 1 model seed" in report
     row = next(line for line in report.splitlines() if line.startswith("| sciplex_gxe | S2_unseen_context |"))
     assert f"**{m['verdict']['outcome']}**" in row and "pca_set" in m["methods"]
     twin = m["verdict"]["vs_pca_twin"]
-    assert row.endswith(f"{twin['diff']:.3f} [{twin['ci_low']:.3f}, {twin['ci_high']:.3f}] |")
+    assert f"{twin['diff']:.3f} [{twin['ci_low']:.3f}, {twin['ci_high']:.3f}]" in row
     assert "collapsed folds" in report and "JEPA pretraining" in report
-    fold_conf = json.loads((tmp_path / "sciplex_gxe/S2_unseen_context/fold0/config.json").read_text())
+    fold_conf = json.loads((tmp_path / "sciplex_gxe/S2_unseen_context/split_seed0/fold0/config.json").read_text())
     assert fold_conf["jepa"]["train"]["max_steps"] == 12 and fold_conf["transition"]["max_steps"] == 20
     assert fold_conf["methods"]["jepa_encoder"]["steps"] == 12
 

@@ -163,7 +163,7 @@ def test_pca_twin_needs_no_embedding():
     train, cond, observed = _synthetic()
     train.embedding = None
     twin = JEPATransition("set", TransitionConfig(max_steps=30, eval_every=10), space="pca").fit(train)
-    assert twin.name == "pca_set" and twin.is_control and not twin.is_baseline
+    assert twin.name == "pca_set" and twin.role == "pca_twin" and not twin.is_baseline
     assert twin.predict(cond).shape == train.control_cells("d").shape
     assert train.embedding is None  # the caller's TrainData is left as it was
     with pytest.raises(InputError, match="space must be"):
@@ -184,7 +184,7 @@ def test_verdict_calls_rounding_a_tie():
     from celljepa.bench.evaluate import summarize
 
     rows = []
-    for i in range(6):
+    for i in range(12):
         base = 0.02 + 0.01 * i
         rows += [{"method": "no_change", "is_baseline": True, "condition": f"c{i}", "edistance": base},
                  {"method": "jepa_set", "is_baseline": False, "condition": f"c{i}", "edistance": base + 1e-10}]

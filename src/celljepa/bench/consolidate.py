@@ -4,7 +4,7 @@ Merges benchmark runs (``metrics_combined.json``), single fold runs of ``eval-ba
 ``train-transition`` (``metrics.json`` + ``config.json``) and sweep folders (``ablation.json``) into
 ``OUT/report.md``, ``OUT/report.json`` and ``OUT/figures/where_jepa_helps.png``.
 
-Nothing is re-estimated: every mean, CI, paired difference and verdict is copied from the runs' own
+Nothing is re-estimated: every mean, CI, paired difference and p-value is copied from the runs' own
 metrics files, which follow the evaluation protocol (``docs/evaluation.md``).
 
 Run kinds are pluggable: :data:`KIND_FILES` names the files that mark a kind (checked in order) and
@@ -32,7 +32,7 @@ from ..eval import report as R
 __all__ = ["KIND_FILES", "LOADERS", "SCHEMA", "consolidate", "detect_kind", "load_run", "new_run"]
 
 #: Version tag of the report.json layout.
-SCHEMA = "celljepa.report/1"
+SCHEMA = "celljepa.report/2"
 FIGURE = "where_jepa_helps.png"
 #: Metrics of the per-dataset tables, in column order (those a run holds are shown).
 TABLE_METRICS = ("edistance", "mse", "delta_pearson", "delta_pearson_top20_de", "top1", "mrr")
@@ -274,29 +274,80 @@ def _folds_text(m: Mapping) -> str:
     return f"{n} fold" if n == 1 else f"{n} folds"
 
 
+def _twin_row(v: Mapping) -> dict | None:
+    twin = v.get("vs_pca_twin")
+    return dict(twin) if twin else None
+
+
 def _verdict_rows(runs: list[dict]) -> list[dict]:
+    """One row per run × dataset × split with a verdict; the report's claims are Holm-corrected together.
+
+    Each row keeps the run's own comparison (CI, sign-flip p, n); ``p_holm`` and ``outcome`` are recomputed
+    here over every verdict row of this report (primary vs comparator, and vs the PCA twin where it is not
+    the comparator), since the family is now the whole report. Rows of runs from before the pre-registered
+    protocol (no p-value; comparator picked on test) are kept as *old protocol* and are never a claim.
+    """
     rows = []
     for run in runs:
         for key, m in run["results"].items():
             if "verdict" not in m:
                 continue
             v, means = m["verdict"], {k: s["edistance"]["mean"] for k, s in m["methods"].items()}
-            twin = v.get("vs_pca_twin")
+            old = "p" not in v["edistance"] or "comparator" not in m
             rows.append({"run": run["label"], "dataset_id": m.get("dataset_id", key.split("/")[0]),
                          "split": m.get("split", key.split("/")[-1]), "folds": _folds_text(m), "n": v["n"],
-                         "baseline": v["baseline"], "baseline_edistance": means[v["baseline"]],
-                         "model": v["model"], "model_edistance": means[v["model"]],
+                         "n_without_effect": v.get("n_without_effect"),
+                         "split_seeds": m.get("split_seeds"), "model_seeds": m.get("model_seeds"),
+                         "provisional": m.get("provisional"),
+                         "baseline": v["baseline"], "baseline_edistance": (v.get("means") or {}).get("baseline",
+                                                                                                    means[v["baseline"]]),
+                         "comparator_reason": v.get("comparator_reason"),
+                         "model": v["model"], "model_edistance": (v.get("means") or {}).get("model", means[v["model"]]),
                          "edistance": dict(v["edistance"]), "delta_pearson": dict(v["delta_pearson"]),
-                         "outcome": v["outcome"], "vs_pca_twin": dict(twin) if twin else None})
+                         "outcome": "old protocol" if old else v["outcome"], "old_protocol": old,
+                         "vs_pca_twin": _twin_row(v)})
     return rows
 
 
+def _holm_report(verdicts: list[dict], holdout: list[dict]) -> int:
+    """Holm over every claim of the report: verdict rows, twin rows and holdout elsewhere-vs-own rows."""
+    from ..eval.verdict import apply_holm
+
+    family = []
+    for r in verdicts:
+        if r["old_protocol"]:
+            continue
+        family.append(r["edistance"])
+        if r["vs_pca_twin"] and not r["vs_pca_twin"].get("same_as_comparator"):
+            family.append(r["vs_pca_twin"])
+    for h in holdout:
+        family += [d for d in h["others_vs_self"].values() if "p" in d]
+    apply_holm(family)
+    for r in verdicts:
+        if not r["old_protocol"]:
+            r["outcome"] = r["edistance"]["outcome"]
+            twin = r["vs_pca_twin"]
+            if twin and twin.get("same_as_comparator"):
+                twin.update({k: r["edistance"][k] for k in ("p_holm", "outcome", "family_size")})
+        elif r["vs_pca_twin"]:
+            r["vs_pca_twin"]["outcome"] = "old protocol"
+    for h in holdout:
+        for d in h["others_vs_self"].values():
+            d["outcome"] = ({"wins": "helps", "loses": "hurts", "ties": "no difference"}.get(d["outcome"], d["outcome"])
+                            if "p" in d else "old protocol")
+    return len(family)
+
+
 def _role(m: Mapping, method: str) -> str:
+    roles = m.get("roles")
+    if roles and method in roles:
+        return {"baseline": "baseline", "pca_twin": "PCA twin", "peer": "peer", "jepa": "JEPA"}.get(roles[method],
+                                                                                                   roles[method])
     if method in m.get("baselines", []):
         return "baseline"
     if method.startswith("pca_"):
-        return "control"
-    return "model"
+        return "PCA twin"
+    return "JEPA"
 
 
 def _dataset_tables(runs: list[dict]) -> dict[str, list[dict]]:
@@ -306,13 +357,13 @@ def _dataset_tables(runs: list[dict]) -> dict[str, list[dict]]:
             dataset = m.get("dataset_id", key.split("/")[0])
             methods = []
             for name, stats in m["methods"].items():
-                entry = {"method": name, "role": _role(m, name), "best_baseline": name == m.get("best_baseline")}
+                entry = {"method": name, "role": _role(m, name), "comparator": name == R.comparator_of(m)}
                 entry.update({k: {s: stats[k].get(s) for s in ("mean", "ci_low", "ci_high", "n")}
                               for k in TABLE_METRICS if k in stats})
                 methods.append(entry)
             out.setdefault(dataset, []).append({
                 "run": run["label"], "split": m.get("split", key.split("/")[-1]), "folds": _folds_text(m),
-                "n_test_conditions": m.get("n_test_conditions"), "best_baseline": m.get("best_baseline"),
+                "n_test_conditions": m.get("n_test_conditions"), "comparator": R.comparator_of(m),
                 "verdict": m["verdict"]["outcome"] if "verdict" in m else None, "methods": methods})
     return out
 
@@ -325,11 +376,11 @@ def _holdout_rows(runs: list[dict]) -> list[dict]:
             v = m.get("verdict")
             rows.append({"run": run["label"], "train_datasets": list(h.get("train_datasets", [])),
                          "test_dataset": h.get("test_dataset"), "split": h.get("split"),
-                         "n": m.get("n_test_conditions"), "best_baseline": m.get("best_baseline"),
+                         "n": v["n"] if v else m.get("n_test_conditions"), "comparator": R.comparator_of(m),
                          "model": v["model"] if v else None, "edistance": dict(v["edistance"]) if v else None,
                          "outcome": v["outcome"] if v else None,
                          "methods": {k: s["edistance"] for k, s in m["methods"].items()},
-                         "others_vs_self": dict(h.get("others_vs_self") or {}),
+                         "others_vs_self": {k: dict(d) for k, d in (h.get("others_vs_self") or {}).items()},
                          "transfer": dict(h.get("transfer") or {})})
     return rows
 
@@ -390,25 +441,43 @@ def _runs_section(report: dict) -> list[str]:
 
 def _verdict_section(report: dict) -> list[str]:
     rows = report["verdicts"]
-    lines = ["## Verdict per dataset × split: best JEPA model against the best tuned baseline", ""]
+    lines = ["## Verdict per dataset × split: the pre-registered JEPA model against the comparator chosen on "
+             "validation", ""]
     if not rows:
         return lines + ["No run holds a verdict: the runs merged have no JEPA models (baseline-only runs).", ""]
-    lines += ["Per run and dataset × split, the JEPA model and the baseline with the lowest mean E-distance over the "
-              "test conditions (both picked on the test mean, by the same rule), and the paired 95% bootstrap CI of "
-              "the difference JEPA − baseline, as the run recorded them. JEPA *wins* only when the E-distance CI "
-              "lies below 0, *loses* when it lies above 0, and *ties* otherwise. The last column compares the JEPA "
-              "model with its PCA twin (`pca_set`: the same set model on the evaluation space's PCA) where the run "
-              "scored one. A dataset × split present in several runs has one row per run.", "",
-              "| run | dataset | split | folds | n | best baseline | E-dist baseline | best JEPA model | E-dist JEPA | "
-              "Δ E-distance [95% CI] | Δ Δ Pearson [95% CI] | verdict | JEPA − PCA twin, E-distance [95% CI] |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    family = report.get("holm_family_size", "all")
+    lines += ["Per run and dataset × split: the primary model named in the run config against the non-JEPA method "
+              "(baselines, the PCA twin, peers) with the best *validation* score, on the test conditions with a "
+              "detectable effect (n; conditions without one in parentheses). Each row keeps its run's paired 95% "
+              "bootstrap CI and sign-flip p-value; the Holm correction is redone here over the "
+              f"{family} claims of this report. *wins* needs the CI below 0, Holm p < 0.05 and n ≥ 10; *loses* the "
+              "same above 0; fewer conditions give *insufficient evidence*. The last columns ask whether the JEPA "
+              "space itself helps: the same comparison against the PCA twin `pca_set`. A dataset × split present "
+              "in several runs has one row per run.", "",
+              "| run | dataset | split | seeds (split × model) | n (no effect) | comparator | E-dist comparator | "
+              "primary | E-dist primary | Δ E-distance [95% CI] | p (Holm) | verdict | JEPA − PCA twin [95% CI] | "
+              "p (Holm) | JEPA space vs PCA |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for v in rows:
-        lines.append(f"| {v['run']} | {v['dataset_id']} | {v['split']} | {v['folds']} | {v['n']} | {v['baseline']} | "
+        seeds = (f"{len(v['split_seeds'] or [0])} × {len(v['model_seeds'] or [0])}" if v.get("split_seeds")
+                 else "–")
+        if v.get("provisional"):
+            seeds += " (provisional)"
+        twin = v["vs_pca_twin"] or {}
+        lines.append(f"| {v['run']} | {v['dataset_id']} | {v['split']} | {seeds} | {v['n']} "
+                     f"({v['n_without_effect'] if v['n_without_effect'] is not None else '–'}) | {v['baseline']} | "
                      f"{_f(v['baseline_edistance'])} | {v['model']} | {_f(v['model_edistance'])} | "
-                     f"{_ci(v['edistance'])} | {_ci(v['delta_pearson'])} | **{v['outcome']}** | "
-                     f"{_ci(v['vs_pca_twin'])} |")
-    counts = {o: sum(v["outcome"] == o for v in rows) for o in ("wins", "ties", "loses", "undetermined")}
+                     f"{_ci(v['edistance'])} | {R._p(v['edistance'].get('p_holm'))} | **{v['outcome']}** | "
+                     f"{_ci(twin)} | {R._p(twin.get('p_holm'))} | {twin.get('outcome', '–')} |")
+    counts = {o: sum(v["outcome"] == o for v in rows)
+              for o in ("wins", "ties", "loses", "insufficient evidence", "undetermined", "old protocol")}
     lines += ["", "Outcomes: " + ", ".join(f"{n} {o}" for o, n in counts.items() if n) + f" ({len(rows)} rows).", ""]
+    lines += ["In words, per dataset × split: does the JEPA space beat its PCA twin?", ""]
+    for v in rows:
+        lines.append(f"- {v['dataset_id']} {v['split']} ({v['run']}): "
+                     + R.twin_sentence({"vs_pca_twin": v["vs_pca_twin"]}) if not v["old_protocol"] else
+                     f"- {v['dataset_id']} {v['split']} ({v['run']}): old protocol, not a claim.")
+    lines.append("")
     if report["figures"]:
         lines += [f"![where JEPA helps]({report['figures'][0]})", ""]
     return lines
@@ -420,7 +489,7 @@ def _methods_table(entry: Mapping) -> str:
     lines = ["| method | role | " + " | ".join(R._NAMES.get(k, k) for k in shown) + " |",
              "|---|---|" + "---|" * len(shown)]
     for m in entry["methods"]:
-        name = f"**{m['method']}** (best baseline)" if m["best_baseline"] else m["method"]
+        name = f"**{m['method']}** (comparator)" if m.get("comparator", m.get("best_baseline")) else m["method"]
         cells = [R.ci_cell(m[k]) if k in m else "–" for k in shown]
         lines.append(f"| {name} | {m['role']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -437,7 +506,8 @@ def _datasets_section(report: dict) -> list[str]:
         for e in entries:
             verdict = f"; verdict **{e['verdict']}**" if e["verdict"] else "; no JEPA model"
             lines += [f"#### {e['split']} · run {e['run']} ({e['folds']}, {e['n_test_conditions']} test conditions)",
-                      "", f"Best baseline `{e['best_baseline']}`{verdict}.", "", _methods_table(e), ""]
+                      "", f"Comparator `{e.get('comparator', e.get('best_baseline'))}` (chosen on validation)"
+                      f"{verdict}.", "", _methods_table(e), ""]
     return lines
 
 
@@ -446,25 +516,29 @@ def _holdout_section(report: dict) -> list[str]:
     if not rows:
         return []
     lines = ["## Cross-dataset holdout", "",
-             "Trained on some datasets, scored on a dataset none of them contains; best JEPA model against the best "
-             "baseline as the run recorded it.", "",
-             "| run | trained on | tested on | split | n | best baseline | best JEPA model | Δ E-distance [95% CI] | "
+             "Trained on some datasets, scored on a dataset none of them contains: the primary model on the encoder "
+             "pretrained elsewhere against the comparator chosen on validation (its verdict row is above).", "",
+             "| run | trained on | tested on | split | n | comparator | primary | Δ E-distance [95% CI] | "
              "verdict |", "|---|---|---|---|---|---|---|---|---|"]
     for h in rows:
         lines.append(f"| {h['run']} | {', '.join(h['train_datasets'])} | {h['test_dataset']} | {h['split'] or '–'} | "
-                     f"{h['n']} | {h['best_baseline']} | {h['model'] or '–'} | {_ci(h['edistance'])} | "
-                     f"{h['outcome'] or '–'} |")
+                     f"{h['n']} | {h.get('comparator', h.get('best_baseline'))} | {h['model'] or '–'} | "
+                     f"{_ci(h['edistance'])} | {h['outcome'] or '–'} |")
     pairs = [h for h in rows if h.get("others_vs_self")]
     if pairs:
-        lines += ["", "Does more, different data help? The transition set model on the encoder pretrained on the other "
-                  "datasets minus the same model on the held-out dataset's own encoder (mean test E-distance, paired "
-                  "95% CI; below 0: the other datasets help).", "",
-                  "| tested on | split | n | elsewhere − own, jepa_set [95% CI] | elsewhere − own, jepa_prototype |",
-                  "|---|---|---|---|---|"]
+        lines += ["", "Does more, different data help? The transition models on the encoder pretrained on the other "
+                  "datasets minus the same models on the held-out dataset's own encoder (mean test E-distance on the "
+                  "conditions with an effect, paired 95% CI, sign-flip p Holm-corrected with the claims above; "
+                  "*helps* needs the CI below 0, Holm p < 0.05 and n ≥ 10).", "",
+                  "| tested on | split | n | elsewhere − own, jepa_set [95% CI] | p (Holm) | outcome | "
+                  "elsewhere − own, jepa_prototype | p (Holm) | outcome |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for h in pairs:
             o = h["others_vs_self"]
-            lines.append(f"| {h['test_dataset']} | {h['split']} | {o.get('set', {}).get('n', '–')} | "
-                         f"{_ci(o.get('set'))} | {_ci(o.get('prototype'))} |")
+            st, pr = o.get("set", {}), o.get("prototype", {})
+            lines.append(f"| {h['test_dataset']} | {h['split']} | {st.get('n', '–')} | {_ci(st)} | "
+                         f"{R._p(st.get('p_holm'))} | {st.get('outcome', '–')} | {_ci(pr)} | "
+                         f"{R._p(pr.get('p_holm'))} | {pr.get('outcome', '–')} |")
     transfer = {h["test_dataset"]: h["transfer"] for h in rows if h.get("transfer")}
     if transfer:
         lines += ["", "Embedding transfer: kNN accuracy of the held-out dataset's labels on the encoder pretrained "
@@ -487,11 +561,11 @@ def _ablation_section(report: dict) -> list[str]:
         return []
     lines = ["## Ablations", "",
              "The rows of each sweep's `ablation.json`: per ablation, model seed and dataset × split, the mean test "
-             "E-distance of the JEPA set and prototype models [95% CI], their paired difference with the best "
-             "baseline [95% CI], the verdict of the best JEPA model, and the encoders' mean effective rank and "
-             "collapsed folds.", "",
-             "| run | ablation | seed | dataset / split | n | best baseline | jepa_set | jepa_set − baseline | "
-             "jepa_prototype | jepa_prototype − baseline | verdict | effective rank | collapsed folds |",
+             "E-distance of the JEPA set and prototype models [95% CI], their paired difference with the comparator "
+             "chosen on validation [95% CI, all conditions], the task's verdict (the report rule within the task) "
+             "and the encoders' mean effective rank and collapsed folds.", "",
+             "| run | ablation | seed | dataset / split | n | comparator | jepa_set | jepa_set − comparator | "
+             "jepa_prototype | jepa_prototype − comparator | verdict | effective rank | collapsed folds |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def pair(r, name):
@@ -508,9 +582,12 @@ def _ablation_section(report: dict) -> list[str]:
         p, pd_ = pair(r, "jepa_prototype")
         collapsed = f"{r['collapsed_folds']}/{r['folds']}" if "collapsed_folds" in r else "–"
         head = " | ".join(str(r.get(k, "–")) for k in ("run", "ablation", "seed", "dataset_split", "n"))
-        lines.append(f"| {head} | {r.get('best_baseline', '–')} {_f(r.get('baseline_edistance'))} | {s} | "
+        comp = r.get("comparator", r.get("best_baseline", "–"))
+        comp_e = r.get("comparator_edistance", r.get("baseline_edistance"))
+        verdict = r.get("verdict", "–") if "comparator" in r else "old protocol"
+        lines.append(f"| {head} | {comp} {_f(comp_e)} | {s} | "
                      f"{sd} | {p} | {pd_} | "
-                     f"{r.get('verdict', '–')} | {_f(r.get('effective_rank'), 1)} | {collapsed} |")
+                     f"{verdict} | {_f(r.get('effective_rank'), 1)} | {collapsed} |")
     if report["ablations_missing"]:
         lines += ["", "Missing or failed sweep tasks:", ""]
         lines += [f"- {m['run']}: task {m.get('index')} ({m.get('ablation')}, seed {m.get('seed')}): "
@@ -575,8 +652,8 @@ def render_markdown(report: Mapping) -> str:
              "is copied from the runs' own metrics files, which follow the evaluation protocol "
              "(`docs/evaluation.md`): one evaluation space per split fitted on training cells, predictions are sets "
              "of cells, E-distance is the primary metric (lower is better), 95% bootstrap CIs over test conditions, "
-             "paired bootstrap CIs for comparisons. Nothing is re-estimated here. `report.json` holds the same "
-             "numbers.", ""]
+             "paired bootstrap CIs and sign-flip p-values for comparisons. Only the Holm correction is redone, over "
+             "the claims of this report. `report.json` holds the same numbers.", ""]
     for section in (_runs_section, _verdict_section, _datasets_section, _holdout_section, _ablation_section,
                     _compute_section):
         lines += section(report)
@@ -587,7 +664,7 @@ def render_markdown(report: Mapping) -> str:
 
 
 def where_jepa_helps(verdicts: Sequence[Mapping], path: Path, *, title: str | None = None) -> Path:
-    """Forest plot of the verdict rows (best JEPA − best baseline, E-distance, paired 95% CI), written to ``path``.
+    """Forest plot of the verdict rows (primary − comparator, E-distance, paired 95% CI), written to ``path``.
 
     Draws with :func:`celljepa.pl.verdict` (same colours and layout): one row per run × dataset × split,
     the run named only where a dataset × split comes from several runs.
@@ -626,8 +703,8 @@ def where_jepa_helps(verdicts: Sequence[Mapping], path: Path, *, title: str | No
     with warnings.catch_warnings():  # pl.verdict's narrow default size; widened below
         warnings.simplefilter("ignore", UserWarning)
         fig = plot_verdict(table, metrics=("edistance",), show=False,
-                           title=title or "Where JEPA helps: best JEPA model − best baseline, E-distance "
-                                          "(paired 95% bootstrap CI)")
+                           title=title or "Where JEPA helps: primary JEPA model − comparator chosen on "
+                                          "validation, E-distance (paired 95% bootstrap CI)")
     try:
         # the numbers beside each row: the rows of one dataset can be far smaller than another's
         ax = fig.axes[0]
@@ -696,6 +773,8 @@ def consolidate(runs: Sequence[str | os.PathLike], out: str | os.PathLike, *, ti
         run["label"] = label
     out = Path(out)
     verdicts = _verdict_rows(loaded)
+    holdout = _holdout_rows(loaded)
+    family = _holm_report(verdicts, holdout)
     report = {
         "schema": SCHEMA, "celljepa": __version__,
         "title": title or "celljepa report: " + ", ".join(r["label"] for r in loaded),
@@ -703,7 +782,7 @@ def consolidate(runs: Sequence[str | os.PathLike], out: str | os.PathLike, *, ti
                                     "wall_time_s")} for r in loaded],
         "verdicts": verdicts,
         "datasets": _dataset_tables(loaded),
-        "holdout": _holdout_rows(loaded),
+        "holdout": holdout, "holm_family_size": family,
         "ablations": [{"run": r["label"], **row} for r in loaded for row in r["ablations"]],
         "ablations_missing": [{"run": r["label"], **m} for r in loaded for m in r["missing"]],
         "compute": _compute(loaded),

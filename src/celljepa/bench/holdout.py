@@ -55,60 +55,88 @@ def _transfer(held, enc_others, enc_self, *, seed: int, labels, n_pcs: int, prog
     return {"knn": knn, "pca": pca_info, "diagnostics": {k: collapse_diagnostics(v) for k, v in emb.items()}}
 
 
-def _prediction(held, dataset_id: str, splits: dict[str, int], enc_others, jepa, transition, *, seed: int,
-                max_folds: int | None, progress: bool) -> dict:
-    from ..eval.bootstrap import paired_bootstrap_diff
-    from ..splits import make_split_folds
-    from .evaluate import PRIMARY, EvalConfig, score_fold, summarize
+def _prediction(held, dataset_id: str, splits: dict[str, int], enc_others: dict, jepa, transition, *,
+                split_seeds, model_seeds, config, max_folds: int | None, progress: bool) -> dict:
+    """Per split: JEPA models on the fold's own encoders and on the encoders pretrained elsewhere.
 
-    cfg = EvalConfig(seed=seed)
+    ``*_self`` and ``*_others`` are scored beside the baselines and the PCA twin, pooled over folds and split
+    seeds like a benchmark.
+    """
+    import dataclasses
+
+    from ..eval.verdict import paired_comparison
+    from ..splits import make_split_folds
+    from .evaluate import PRIMARY, pool_conditions, score_fold, summarize
+
     out = {}
     for split, k in splits.items():
-        frames = []
-        folds = make_split_folds(held.obs, split, dataset_id=dataset_id, n_folds=k, seed=seed)[:max_folds]
-        for fold in folds:
-            own = score_fold(held, fold, config=cfg, jepa=jepa, transition=transition, progress=progress)
-            other = score_fold(held, fold, config=cfg, jepa=enc_others, transition=transition, progress=progress)
-            a = own.per_condition.copy()
-            b = other.per_condition[~other.per_condition["is_baseline"]].copy()
-            jepa_rows = ~a["is_baseline"]
-            a.loc[jepa_rows, "method"] = a.loc[jepa_rows, "method"] + "_self"
-            b["method"] = b["method"] + "_others"
-            frame = pd.concat([a, b], ignore_index=True)
-            frame["fold"] = fold["fold"]
-            frames.append(frame)
-        frame = pd.concat(frames, ignore_index=True)
-        frame["condition"] = frame["fold"].astype(str) + ":" + frame["condition"]
-        metrics = summarize(frame, n_boot=cfg.n_bootstrap, seed=seed)
-        wide = frame.pivot_table(index="condition", columns="method", values=PRIMARY, aggfunc="first")
+        parts, vals = [], []
+        for s in split_seeds:
+            cfg = dataclasses.replace(config, seed=s)
+            for fold in make_split_folds(held.obs, split, dataset_id=dataset_id, n_folds=k, seed=s)[:max_folds]:
+                own = score_fold(held, fold, config=cfg, jepa=jepa, transition=transition, model_seeds=model_seeds,
+                                 progress=progress, pca_twin=True)
+                other = score_fold(held, fold, config=cfg, jepa=enc_others, transition=transition,
+                                   model_seeds=model_seeds, progress=progress)
+                for frame_own, frame_other, store in ((own.per_condition, other.per_condition, parts),
+                                                      (own.validation, other.validation, vals)):
+                    a = frame_own.copy()
+                    b = frame_other[frame_other["role"] == "jepa"].copy()
+                    jepa_rows = a["role"] == "jepa"
+                    a.loc[jepa_rows, "method"] = a.loc[jepa_rows, "method"] + "_self"
+                    b["method"] = b["method"] + "_others"
+                    frame = pd.concat([a, b], ignore_index=True)
+                    frame["split_seed"], frame["fold"] = s, fold["fold"]
+                    store.append(frame)
+        pooled = pool_conditions(parts, effect_alpha=config.effect_alpha)
+        metrics = summarize(pooled, pd.concat(vals, ignore_index=True), primary=f"{config.primary}_others",
+                            n_boot=config.n_bootstrap, seed=split_seeds[0], min_conditions=config.min_conditions)
+        effect = pooled.drop_duplicates("condition").set_index("condition")["has_effect"].astype(bool)
+        wide = pooled.pivot_table(index="condition", columns="method", values=PRIMARY, aggfunc="first")
+        wide = wide.loc[effect[effect].index]
         others_vs_self = {}
         for kind in ("set", "prototype"):
             a_name, b_name = f"jepa_{kind}_others", f"jepa_{kind}_self"
             if a_name in wide and b_name in wide:
-                d = paired_bootstrap_diff(wide[a_name].to_numpy(), wide[b_name].to_numpy(), n_boot=cfg.n_bootstrap,
-                                          seed=seed)
-                others_vs_self[kind] = {key: d[key] for key in ("diff", "ci_low", "ci_high", "n")}
-        metrics.update({"dataset_id": dataset_id, "split": split, "n_folds": len(folds),
-                        "others_vs_self": others_vs_self})
+                d = paired_comparison(wide[a_name].to_numpy(), wide[b_name].to_numpy(), n_boot=config.n_bootstrap,
+                                      seed=split_seeds[0])
+                d["scale"] = float(np.nanmean(wide[b_name].to_numpy())) if len(wide) else 1.0
+                others_vs_self[kind] = d
+        metrics.update({"dataset_id": dataset_id, "split": split, "n_folds": k if max_folds is None else
+                        min(k, max_folds), "split_seeds": list(split_seeds), "model_seeds": list(model_seeds),
+                        "others_vs_self": others_vs_self, "_pooled": pooled})
         out[split] = metrics
     return out
 
 
-def _others_outcome(d: dict, scale: float) -> str:
-    """``helps`` when the paired CI of (elsewhere − own) lies below 0, ``hurts`` above, else no difference."""
-    from .evaluate import VERDICT_ATOL
+def _others_outcome(d: dict) -> str:
+    """``helps`` / ``hurts`` / ``no difference`` / ``insufficient evidence`` from a Holm-corrected comparison."""
+    return {"wins": "helps", "loses": "hurts", "ties": "no difference"}.get(d.get("outcome"),
+                                                                           d.get("outcome", "undetermined"))
 
-    if d["n"] == 0 or not np.isfinite(d["diff"]):
-        return "undetermined"
-    if max(abs(d["ci_low"]), abs(d["ci_high"])) <= VERDICT_ATOL * max(abs(scale), 1.0):
-        return "no difference"  # identical up to rounding
-    return "helps" if d["ci_high"] < 0 else "hurts" if d["ci_low"] > 0 else "no difference"
+
+def _holm_family(prediction: dict) -> int:
+    """Holm over every claim of a holdout run: each split's verdict rows and its elsewhere-vs-own rows."""
+    from ..eval.verdict import apply_holm, verdict_rows
+
+    rows = []
+    for m in prediction.values():
+        rows += verdict_rows(m) + list(m["others_vs_self"].values())
+    apply_holm(rows)
+    for m in prediction.values():
+        if m.get("verdict"):
+            v = m["verdict"]
+            v["outcome"] = v["edistance"]["outcome"]
+            twin = v.get("vs_pca_twin")
+            if twin and twin.get("same_as_comparator"):
+                twin.update({k: v["edistance"][k] for k in ("p_holm", "outcome", "family_size")})
+    return len(rows)
 
 
 def holdout_run(datasets: dict, holdout: str, *, out: str | os.PathLike, jepa, transition=None,
                 feature_set="foundation-v1", splits: dict[str, int] | None = None, max_folds: int | None = None,
-                seed: int = 0, labels=("cell_type", "perturbation_id"), n_pcs: int = 50,
-                progress: bool = True) -> dict:
+                seed: int = 0, split_seeds=None, model_seeds=None, config=None,
+                labels=("cell_type", "perturbation_id"), n_pcs: int = 50, progress: bool = True) -> dict:
     """Hold ``holdout`` out of ``datasets``, pretrain on the others, evaluate transfer and prediction on it.
 
     Parameters
@@ -132,7 +160,13 @@ def holdout_run(datasets: dict, holdout: str, *, out: str | os.PathLike, jepa, t
     max_folds
         Score only the first folds of each split.
     seed
-        Split and model seed.
+        Split and model seed when ``split_seeds`` / ``model_seeds`` are not given.
+    split_seeds, model_seeds
+        Split seeds of the held-out dataset's folds and model seeds of every encoder pretrained elsewhere and
+        of the per-fold ones (the transfer part uses the first model seed).
+    config
+        A :class:`~celljepa.bench.evaluate.EvalConfig` with the protocol settings (``primary``,
+        ``transductive``); the verdict's primary is its ``primary`` on the encoder from elsewhere.
     labels, n_pcs
         Labels scored by kNN and the PCA size of the transfer comparison.
     progress
@@ -155,33 +189,51 @@ def holdout_run(datasets: dict, holdout: str, *, out: str | os.PathLike, jepa, t
     out.mkdir(parents=True, exist_ok=True)
     fs.write(out / "feature_set.txt")
     held = harmonize_genes(datasets[holdout], fs, dataset_id=holdout)
+    from .evaluate import EvalConfig
+
+    split_seeds = [int(x) for x in (split_seeds or [seed])]
+    model_seeds = [int(x) for x in (model_seeds or [seed])]
+    config = config or EvalConfig(seed=split_seeds[0])
     timings = {}
     t1 = time.perf_counter()
-    if len(others) > 1:
-        combined = combine_datasets(others, fs)
-        enc_others = _pretrain(combined, jepa.replace(data={"balance_key": "dataset_id"}), progress=progress)
-    else:
-        (name, only), = others.items()
-        enc_others = _pretrain(harmonize_genes(only, fs, dataset_id=name), jepa, progress=progress)
+    enc_others = {}
+    for ms in model_seeds:
+        cfg = jepa.replace(train={"seed": ms})
+        if len(others) > 1:
+            combined = combine_datasets(others, fs)
+            enc_others[ms] = _pretrain(combined, cfg.replace(data={"balance_key": "dataset_id"}), progress=progress)
+        else:
+            (name, only), = others.items()
+            enc_others[ms] = _pretrain(harmonize_genes(only, fs, dataset_id=name), cfg, progress=progress)
     timings["pretrain_others_s"] = time.perf_counter() - t1
     # one dataset: no dataset covariate for the held-out dataset's own encoders
     own = jepa.replace(model={"dataset_covariate": False})
     t1 = time.perf_counter()
-    enc_self = _pretrain(held, own, progress=progress)
+    enc_self = _pretrain(held, own.replace(train={"seed": model_seeds[0]}), progress=progress)
     timings["pretrain_self_s"] = time.perf_counter() - t1
     t1 = time.perf_counter()
-    transfer = _transfer(held, enc_others, enc_self, seed=seed, labels=labels, n_pcs=n_pcs, progress=progress)
+    transfer = _transfer(held, enc_others[model_seeds[0]], enc_self, seed=model_seeds[0], labels=labels, n_pcs=n_pcs,
+                         progress=progress)
     timings["transfer_s"] = time.perf_counter() - t1
     t1 = time.perf_counter()
     prediction = _prediction(held, holdout, splits or {"S1_unseen_perturbation": 3}, enc_others, own, transition,
-                             seed=seed, max_folds=max_folds, progress=progress)
+                             split_seeds=split_seeds, model_seeds=model_seeds, config=config, max_folds=max_folds,
+                             progress=progress)
+    family = _holm_family(prediction)
+    for split, m in prediction.items():
+        m["holm_family_size"] = family
+        out_split = out / split
+        write_text_atomic(out_split / "per_condition.csv", m.pop("_pooled").to_csv(index=False))
     timings["prediction_s"] = time.perf_counter() - t1
     present = int((~held.var["absent"]).sum())
-    result = {"split": HOLDOUT_SPLIT, "holdout": holdout, "pretrained_on": list(others), "seed": seed,
+    enc_first = enc_others[model_seeds[0]]
+    result = {"split": HOLDOUT_SPLIT, "holdout": holdout, "pretrained_on": list(others), "seed": split_seeds[0],
+              "split_seeds": split_seeds, "model_seeds": model_seeds, "primary": config.primary,
+              "transductive": bool(config.transductive),
               "feature_set": fs.info(), "genes_present_in_holdout": present,
               "n_cells": {"holdout": int(held.n_obs), **{k: int(v.n_obs) for k, v in others.items()}},
               "jepa": jepa.to_dict(), "transition": None if transition is None else transition.to_dict(),
-              "encoders": {"others": {**enc_others.train_info_, "n_genes": len(enc_others.var_names)},
+              "encoders": {"others": {**enc_first.train_info_, "n_genes": len(enc_first.var_names)},
                            "self": {**enc_self.train_info_, "n_genes": len(enc_self.var_names)}},
               "transfer": transfer, "prediction": prediction,
               "timings": timings, "wall_time_s": time.perf_counter() - t0}
@@ -192,19 +244,24 @@ def holdout_run(datasets: dict, holdout: str, *, out: str | os.PathLike, jepa, t
 
 
 def holdout_rows(result: dict) -> list[dict]:
-    """One row per held-out split: prediction with the encoder from elsewhere vs the dataset's own."""
+    """One row per held-out split and JEPA model: the encoder from elsewhere vs the dataset's own."""
     rows = []
     for split, m in result["prediction"].items():
+        comparator = m.get("comparator", m.get("best_baseline"))
         for kind, d in m["others_vs_self"].items():
             name = f"jepa_{kind}"
             rows.append({"holdout": result["holdout"], "pretrained_on": "+".join(result["pretrained_on"]),
                          "split": split, "model": name, "n": d["n"],
-                         "edistance_others": m["methods"][f"{name}_others"]["edistance"]["mean"],
-                         "edistance_self": m["methods"][f"{name}_self"]["edistance"]["mean"],
-                         "best_baseline": m["best_baseline"],
-                         "edistance_baseline": m["methods"][m["best_baseline"]]["edistance"]["mean"],
-                         "diff": d["diff"], "ci_low": d["ci_low"], "ci_high": d["ci_high"],
-                         "outcome": _others_outcome(d, m["methods"][f"{name}_self"]["edistance"]["mean"]),
+                         "edistance_others": m["methods"][f"{name}_others"]["edistance_effect"]["mean"]
+                         if "edistance_effect" in m["methods"][f"{name}_others"] else
+                         m["methods"][f"{name}_others"]["edistance"]["mean"],
+                         "edistance_self": m["methods"][f"{name}_self"]["edistance_effect"]["mean"]
+                         if "edistance_effect" in m["methods"][f"{name}_self"] else
+                         m["methods"][f"{name}_self"]["edistance"]["mean"],
+                         "comparator": comparator,
+                         "edistance_comparator": m["methods"][comparator]["edistance"]["mean"],
+                         "diff": d["diff"], "ci_low": d["ci_low"], "ci_high": d["ci_high"], "p": d.get("p"),
+                         "p_holm": d.get("p_holm"), "outcome": _others_outcome(d),
                          "verdict": m.get("verdict", {}).get("outcome")})
     return rows
 
@@ -234,13 +291,23 @@ def holdout_markdown(result: dict) -> str:
         lines.append(f"| {r['label']} | {r['n_classes']} | {r['X_jepa_others']:.3f} | {r['X_jepa_self']:.3f} | "
                      f"{r['X_pca_self']:.3f} |")
     lines += ["", "## (b) Perturbation prediction inside the held-out dataset", "",
-              "Mean test E-distance (evaluation space, lower is better); the difference is elsewhere − own "
-              "encoder, paired over test conditions, 95% bootstrap CI.", "",
-              "| split | model | n | encoder from elsewhere | own encoder | best baseline | elsewhere − own "
-              "[95% CI] | more data | best JEPA vs baseline |", "|---|---|---|---|---|---|---|---|---|"]
+              f"Split seeds {result.get('split_seeds', [result.get('seed')])}, model seeds "
+              f"{result.get('model_seeds', [result.get('seed')])}; mean test E-distance (evaluation space, lower is "
+              "better) on the conditions with a detectable effect. elsewhere − own is paired over those "
+              "conditions (95% bootstrap CI, sign-flip p, Holm over every claim of this run); *helps* / *hurts* "
+              "need the CI to exclude 0, Holm p < 0.05 and n ≥ 10, fewer conditions give *insufficient "
+              "evidence*. The comparator is the non-JEPA method with the best validation score.", "",
+              "| split | model | n | encoder from elsewhere | own encoder | comparator (validation) | elsewhere − own "
+              "[95% CI] | p (Holm) | more data | primary vs comparator |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in holdout_rows(result):
+        p = "n/a" if r["p_holm"] is None else f"{r['p_holm']:.2g}"
         lines.append(f"| {r['split']} | {r['model']} | {r['n']} | {r['edistance_others']:.3f} | "
-                     f"{r['edistance_self']:.3f} | {r['best_baseline']} {r['edistance_baseline']:.3f} | "
-                     f"{r['diff']:+.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}] | {r['outcome']} | "
+                     f"{r['edistance_self']:.3f} | {r['comparator']} {r['edistance_comparator']:.3f} | "
+                     f"{r['diff']:+.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}] | {p} | {r['outcome']} | "
                      f"{r['verdict'] or '–'} |")
+    for split, m in result["prediction"].items():
+        if m.get("verdict"):
+            from ..eval.report import verdict_sentence
+
+            lines += ["", "- " + verdict_sentence(f"{result['holdout']} {split} (encoder from elsewhere)", m)]
     return "\n".join(lines) + "\n"

@@ -20,9 +20,19 @@ from .._logging import logger
 from .._settings import settings
 from ..data.ingest import ingest_anndata
 from ..eval import report as R
+from ..eval.verdict import MIN_CONDITIONS, holm_over
 from ..splits import check_split_name, make_split_folds
 from ..train.distributed import is_main
-from .evaluate import EvalConfig, FoldResult, fold_encoder, prepare_fold, score_fold, summarize
+from .evaluate import (
+    EvalConfig,
+    FoldResult,
+    fold_encoder,
+    pool_conditions,
+    prepare_fold,
+    score_fold,
+    seed_summary,
+    summarize,
+)
 
 FigureMaker = Callable[[FoldResult, Path], list[Path]]
 
@@ -41,19 +51,30 @@ def _versions() -> dict:
 
 def _fold_report(result: FoldResult, adata: AnnData, figures: list[Path], out: Path) -> str:
     m = result.metrics
-    lines = [f"# {m['dataset_id']} · {m['split']} · fold {m['fold']} · seed {m['seed']}", "",
+    lines = [f"# {m['dataset_id']} · {m['split']} · fold {m['fold']} · split seed {m['seed']}", "",
              "## Dataset", "", R.dataset_summary(adata.obs, adata.n_vars), "",
              "## Split", "", R.split_summary(result.fold), "",
+             "- Inputs only: " + ("none held out" if m["split"] != "S2_unseen_context" else
+                                  ("held-out contexts' control cells were fitted on (`--transductive`)"
+                                   if m.get("transductive") else
+                                   "the held-out contexts' control cells are where predictions start; no method, "
+                                   "JEPA pretraining included, fits on them")), "",
              "## Evaluation space", "",
              f"{result.space.describe()['n_genes']} HVGs and {result.space.n_pcs} PCs fitted on the training cells "
              "only (`eval_space.npz`). Every method hands in predicted cells; metrics are means over "
-             f"{m['n_test_conditions']} test conditions with 95% bootstrap CIs (1,000 resamples over conditions).", "",
+             f"{m['n_test_conditions']} test conditions with 95% bootstrap CIs (1,000 resamples over conditions)"
+             + (f", averaged over model seeds {m['model_seeds']}" if len(m.get("model_seeds") or []) > 1 else "")
+             + ".", "",
              "## Methods", "", R.methods_table(m), "",
-             f"## Paired comparisons against the best baseline (`{m['best_baseline']}`)", "",
-             "Difference (method − best baseline) with its 95% paired bootstrap CI; a claim needs the CI to "
-             "exclude 0.", "", R.comparisons_table(m), "", *R.verdict_lines(m), "",
-             *([R.verdict_sentence(f"{m['dataset_id']} {m['split']} fold {m['fold']}", m), ""]
-               if "verdict" in m else []),
+             "## Comparator (chosen on the validation conditions)", "", R.comparator_table(m), "",
+             "## Effects and noise floor", "", *R.effects_lines(m), "",
+             f"## Paired comparisons against the comparator (`{m['comparator']}`)", "",
+             "Difference (method − comparator) with its 95% paired bootstrap CI over all test conditions; "
+             "descriptive. A claim needs the verdict rule below.", "", R.comparisons_table(m), "",
+             *([f"## Verdict (one fold: {m['verdict']['n']} conditions; claims need at least "
+                f"{MIN_CONDITIONS})", "",
+                R.verdict_sentence(f"{m['dataset_id']} {m['split']} fold {m['fold']}", m), ""]
+               if "verdict" in m else ([m["verdict_note"], ""] if "verdict_note" in m else [])),
              *(_embedding_space_lines(m)),
              "## Chosen hyperparameters (validation groups only)", ""]
     for name, params in result.params.items():
@@ -96,6 +117,10 @@ def write_fold_run(result: FoldResult, adata: AnnData, out: Path, *, config: dic
                write_text_atomic(out / "per_condition.csv", result.per_condition.to_csv(index=False)),
                write_json_atomic(out / "split.json", result.fold),
                result.space.save(out / "eval_space.npz")]
+    if result.validation is not None:
+        written.append(write_text_atomic(out / "validation.csv", result.validation.to_csv(index=False)))
+    if result.per_seed is not None and result.per_seed["model_seed"].nunique() > 1:
+        written.append(write_text_atomic(out / "per_condition_seeds.csv", result.per_seed.to_csv(index=False)))
     figures = figure_maker(result, out) if figure_maker else []
     written.append(write_text_atomic(out / "report.md", _fold_report(result, adata, figures, out)))
     return written + figures
@@ -160,23 +185,43 @@ def demo_datasets() -> dict[str, AnnData]:
     return out
 
 
+def _seed_list(seeds, default) -> list[int]:
+    out = [int(x) for x in (seeds if seeds is not None else [default])]
+    if not out or len(set(out)) != len(out):
+        raise InputError(f"seeds must be distinct integers, got {list(seeds)}.")
+    return out
+
+
 def benchmark(datasets: dict[str, AnnData], plan: dict[str, dict[str, int]], *, out: str | os.PathLike,
-              seed: int = 0, config: EvalConfig | None = None, figure_maker: FigureMaker | None = None,
+              seed: int = 0, split_seeds=None, model_seeds=None, config: EvalConfig | None = None,
+              figure_maker: FigureMaker | None = None,
               combined_figure_maker: Callable[[dict, Path], list[Path]] | None = None,
               progress: bool = True, jepa=None, transition=None, jepa_knn=None, max_folds: int | None = None,
               title: str | None = None, pca_twin: bool = True, folds=None) -> dict:
-    """Run baselines (and JEPA models) on every dataset × split × fold; one run folder each and a combined report.
+    """Run baselines (and JEPA models) on every dataset × split × split seed × fold; one report.
 
-    ``plan`` maps dataset id → {split name: number of folds}. Returns the combined metrics
-    (per dataset × split, conditions pooled over folds).
+    ``plan`` maps dataset id → {split name: number of folds}. One run folder per fold
+    (``OUT/<dataset>/<split>/split_seed<s>/fold<k>/``); per dataset × split the conditions of every fold
+    and split seed are pooled (a condition's score is its mean over split seeds and model seeds), the
+    comparator is chosen on the pooled validation conditions and the verdict rows of the whole report
+    are Holm-corrected together. Returns the combined metrics.
 
     Parameters
     ----------
+    seed
+        The split seed when ``split_seeds`` is not given.
+    split_seeds, model_seeds
+        Split seeds (folds are drawn per seed) and model seeds (JEPA encoder and transition models; each
+        seed pretrains its own encoder per fold). Headline results use at least 3 of each; fewer make the
+        report say its verdict is provisional. ``model_seeds=None`` keeps the seeds the configs hold.
+    config
+        The evaluation settings (``primary`` model, ``transductive``, ...); its ``seed`` is replaced by each
+        split seed.
     jepa
-        A :class:`~celljepa.train.config.JEPAConfig`: per fold, a CellJEPA encoder is pretrained on the
-        cells the predictors may see (never the test fold's perturbed cells) and the prototype and set
-        transition models are trained on it and scored beside the baselines; the report gains the
-        verdict (best JEPA model vs best baseline, paired CIs) and the encoders' collapse diagnostics.
+        A :class:`~celljepa.train.config.JEPAConfig`: per fold and model seed, a CellJEPA encoder is
+        pretrained on the cells the methods may fit on (never a test fold's perturbed cells, nor a held-out
+        context's controls unless ``config.transductive``) and the prototype and set transition models are
+        trained on it and scored beside the baselines.
     transition
         A :class:`~celljepa.models.transition.TransitionConfig` for both transition models.
     jepa_knn
@@ -189,64 +234,120 @@ def benchmark(datasets: dict[str, AnnData], plan: dict[str, dict[str, int]], *, 
         folds contributes the ones it has.
     pca_twin
         With ``jepa``, also score ``pca_set``: the set model on the evaluation space's PCA instead of the
-        JEPA embedding (a control: is a gain due to the JEPA space or to the set-level model?).
+        JEPA embedding (in the comparator pool, and the control of the JEPA space).
     """
-    cfg = config or EvalConfig(seed=seed)
+    base = config or EvalConfig(seed=seed)
+    s_seeds = _seed_list(split_seeds, seed)
+    m_seeds = _seed_list(model_seeds, None) if model_seeds is not None else None
     out = Path(out)
     t0 = time.perf_counter()
     jobs = []
     for dataset_id, splits in plan.items():
         adata = datasets[dataset_id]
         for split, k in splits.items():
-            split_folds = make_split_folds(adata.obs, split, dataset_id=dataset_id, n_folds=k, seed=seed)
-            for fold in split_folds[:max_folds]:
-                if folds is None or fold["fold"] in folds:
-                    jobs.append((dataset_id, split, fold))
-    combined: dict[str, dict] = {}
-    pooled: dict[tuple[str, str], list[pd.DataFrame]] = {}
+            for s in s_seeds:
+                split_folds = make_split_folds(adata.obs, split, dataset_id=dataset_id, n_folds=k, seed=s)
+                for fold in split_folds[:max_folds]:
+                    if folds is None or fold["fold"] in folds:
+                        jobs.append((dataset_id, split, s, fold))
+    frames: dict[tuple[str, str], list[pd.DataFrame]] = {}
+    vals: dict[tuple[str, str], list[pd.DataFrame]] = {}
+    seeds_frames: dict[tuple[str, str], list[pd.DataFrame]] = {}
     per_fold: list[dict] = []
     bar = tqdm(jobs, desc="benchmark", unit="fold", disable=not progress)
-    for dataset_id, split, fold in bar:
-        bar.set_postfix_str(f"{dataset_id} {split} fold {fold['fold']}")
+    for dataset_id, split, s, fold in bar:
+        bar.set_postfix_str(f"{dataset_id} {split} split seed {s} fold {fold['fold']}")
         adata = datasets[dataset_id]
-        run_dir = out / dataset_id / split / f"fold{fold['fold']}"
-        result = score_fold(adata, fold, config=cfg, jepa=jepa, transition=transition, pca_twin=pca_twin)
-        extra = {"jepa": jepa.to_dict(), "transition": _transition_dict(transition)} if jepa is not None else {}
+        cfg = dataclasses.replace(base, seed=s)
+        run_dir = out / dataset_id / split / f"split_seed{s}" / f"fold{fold['fold']}"
+        result = score_fold(adata, fold, config=cfg, jepa=jepa, transition=transition, model_seeds=m_seeds,
+                            pca_twin=pca_twin)
+        extra = ({"jepa": jepa.to_dict(), "transition": _transition_dict(transition), "model_seeds": m_seeds}
+                 if jepa is not None else {})
         write_fold_run(result, adata, run_dir, config=_run_config(adata, fold, cfg, result, **extra),
                        figure_maker=figure_maker)
-        frame = result.per_condition.copy()
-        frame["fold"] = fold["fold"]
-        pooled.setdefault((dataset_id, split), []).append(frame)
-        per_fold.append({"dataset_id": dataset_id, "split": split, "fold": fold["fold"],
+        key = (dataset_id, split)
+        for store, frame in ((frames, result.per_condition), (vals, result.validation), (seeds_frames,
+                                                                                         result.per_seed)):
+            frame = frame.copy()
+            frame["split_seed"], frame["fold"] = s, fold["fold"]
+            store.setdefault(key, []).append(frame)
+        per_fold.append({"dataset_id": dataset_id, "split": split, "split_seed": s, "fold": fold["fold"],
                          "n_test_conditions": result.metrics["n_test_conditions"],
-                         "best_baseline": result.metrics["best_baseline"],
+                         "n_effect_conditions": result.metrics["n_effect_conditions"],
+                         "comparator": result.metrics["comparator"],
                          **{f"edistance_{m}": v["edistance"]["mean"] for m, v in result.metrics["methods"].items()},
                          **({"encoder": result.params["jepa_encoder"]} if "jepa_encoder" in result.params else {}),
                          "timings": result.timings})
-    for (dataset_id, split), frames in pooled.items():
-        frame = pd.concat(frames, ignore_index=True)
-        frame["condition"] = frame["fold"].astype(str) + ":" + frame["condition"]
-        metrics = summarize(frame, n_boot=cfg.n_bootstrap, seed=seed)
-        metrics.update({"dataset_id": dataset_id, "split": split, "fold": "all", "seed": seed,
-                        "n_folds": len(frames)})
-        combined[f"{dataset_id}/{split}"] = metrics
-        write_text_atomic(out / dataset_id / split / "per_condition_all_folds.csv", frame.to_csv(index=False))
-        write_json_atomic(out / dataset_id / split / "metrics_all_folds.json", metrics)
+    combined = {}
+    for (dataset_id, split), parts in frames.items():
+        key = (dataset_id, split)
+        combined[f"{dataset_id}/{split}"] = _pooled_metrics(parts, vals[key], seeds_frames[key], base, s_seeds,
+                                                            m_seeds, dataset_id=dataset_id, split=split,
+                                                            jepa=jepa is not None)
+    family = holm_over(combined.values(), min_conditions=base.min_conditions)
+    for (dataset_id, split), parts in frames.items():
+        folder = out / dataset_id / split
+        metrics = combined[f"{dataset_id}/{split}"]
+        metrics["holm_family_size"] = family
+        raw = pd.concat(parts, ignore_index=True)
+        write_text_atomic(folder / "per_condition_all_folds.csv", raw.to_csv(index=False))
+        write_text_atomic(folder / "per_condition.csv", metrics.pop("_pooled").to_csv(index=False))
+        write_text_atomic(folder / "validation_all_folds.csv",
+                          pd.concat(vals[(dataset_id, split)], ignore_index=True).to_csv(index=False))
+        write_json_atomic(folder / "metrics_all_folds.json", metrics)
     embeddings = ({d: _jepa_embedding(datasets[d], jepa_knn, out / d / "jepa", progress) for d in plan}
                   if jepa_knn is not None else {})
     elapsed = time.perf_counter() - t0
-    write_json_atomic(out / "metrics_combined.json", {"seed": seed, "wall_time_s": elapsed, "results": combined,
+    write_json_atomic(out / "metrics_combined.json", {"seed": s_seeds[0], "split_seeds": s_seeds,
+                                                      "model_seeds": m_seeds, "primary": base.primary,
+                                                      "transductive": base.transductive,
+                                                      "wall_time_s": elapsed, "results": combined,
                                                       "per_fold": per_fold, "jepa_embeddings": embeddings,
                                                       "versions": _versions()})
     figures = combined_figure_maker(combined, out) if combined_figure_maker else []
     report = _combined_report(datasets, plan, combined, per_fold, elapsed, figures, out, title=title,
-                              jepa=jepa, transition=transition)
+                              jepa=jepa, transition=transition, config=base)
     if embeddings:
         report = report.replace("## Every fold (mean E-distance per method)", _jepa_section(embeddings)
                                 + "## Every fold (mean E-distance per method)")
     write_text_atomic(out / "report.md", report)
     logger.info("benchmark: %d folds in %.1f s; report at %s", len(jobs), elapsed, out / "report.md")
     return combined
+
+
+def provisional_reason(split_seeds, model_seeds, *, jepa: bool) -> str | None:
+    """Why a verdict is provisional (fewer than 3 split seeds, or 3 model seeds with JEPA models), or None."""
+    why = []
+    if len(split_seeds) < 3:
+        why.append(f"{len(split_seeds)} split seed{'s' if len(split_seeds) != 1 else ''}")
+    n_model = len(model_seeds) if model_seeds else 1
+    if jepa and n_model < 3:
+        why.append(f"{n_model} model seed{'s' if n_model != 1 else ''}")
+    return None if not why else " and ".join(why) + " (headline results use at least 3 of each)"
+
+
+def _pooled_metrics(parts, val_parts, seed_parts, cfg: EvalConfig, split_seeds, model_seeds, *, dataset_id: str,
+                    split: str, jepa: bool) -> dict:
+    """One dataset × split: conditions pooled over folds and split seeds, comparator on pooled validation."""
+    pooled = pool_conditions(parts, effect_alpha=cfg.effect_alpha)
+    validation = pd.concat(val_parts, ignore_index=True)
+    metrics = summarize(pooled, validation, primary=cfg.primary, n_boot=cfg.n_bootstrap, seed=split_seeds[0],
+                        min_conditions=cfg.min_conditions)
+    by_seed = {s: pool_conditions([p for p in parts if int(p["split_seed"].iloc[0]) == s],
+                                  effect_alpha=cfg.effect_alpha) for s in split_seeds
+               if any(int(p["split_seed"].iloc[0]) == s for p in parts)}
+    metrics["seeds"] = seed_summary(by_seed, seed_parts, metrics, n_boot=cfg.n_bootstrap, seed=split_seeds[0])
+    n_folds = {s: sum(int(p["split_seed"].iloc[0]) == s for p in parts) for s in split_seeds}
+    metrics.update({"dataset_id": dataset_id, "split": split, "fold": "all", "seed": split_seeds[0],
+                    "split_seeds": list(split_seeds), "model_seeds": model_seeds,
+                    "n_folds": max(n_folds.values()), "n_folds_per_seed": n_folds,
+                    "transductive": bool(cfg.transductive)})
+    reason = provisional_reason(split_seeds, model_seeds, jepa=jepa)
+    if reason:
+        metrics["provisional"] = reason
+    metrics["_pooled"] = pooled
+    return metrics
 
 
 def _jepa_embedding(adata: AnnData, cfg, run_dir: Path, progress: bool) -> dict:
@@ -313,52 +414,80 @@ def _encoder_table(per_fold: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def verdict_preamble(combined: dict, *, family: int | None = None) -> list[str]:
+    """The rule of the verdict, in words (shared by benchmark and consolidated reports)."""
+    first = next((m for m in combined.values() if "verdict" in m), {})
+    primary = first.get("primary", "jepa_set")
+    return [f"The primary model `{primary}` was named in the run config before the run. Its comparator is the "
+            "non-JEPA method (every baseline, the PCA twin `pca_set`, any peer) with the lowest mean E-distance on "
+            "the *validation* conditions, pooled over folds and split seeds; test scores choose nothing. The "
+            "verdict uses the test conditions whose observed cells differ detectably from their controls (E-test); "
+            "n counts them, the others are in parentheses and shown apart. A condition's score is its mean over "
+            "model seeds and split seeds. *wins* needs the paired 95% bootstrap CI of the E-distance difference "
+            f"below 0, a sign-flip permutation p < 0.05 after Holm correction over the "
+            f"{family if family is not None else 'verdict'} rows of this report, and n ≥ {MIN_CONDITIONS}; *loses* "
+            f"the same above 0; fewer than {MIN_CONDITIONS} conditions give *insufficient evidence*. The last "
+            "columns ask whether the JEPA space itself helps: the same comparison against `pca_set`, the same set "
+            "model on the evaluation space's PCA."]
+
+
 def _combined_report(datasets, plan, combined, per_fold, elapsed, figures, out: Path, *, title=None, jepa=None,
-                     transition=None) -> str:
+                     transition=None, config: EvalConfig | None = None) -> str:
     head = title or ("celljepa benchmark: baselines and JEPA transition models" if jepa is not None
                      else "celljepa benchmark: baselines")
+    first = next(iter(combined.values()), {})
     lines = [f"# {head}", "",
              "Every number follows the evaluation protocol (`docs/evaluation.md`): one evaluation space per "
-             "split (HVGs + PCA on training cells), predictions are sets of cells, "
-             "E-distance is the primary metric (lower is better), 95% bootstrap CIs over test conditions "
-             "pooled across folds, paired bootstrap CIs for comparisons.", ""]
+             "split and split seed (HVGs + PCA on training cells), predictions are sets of cells, "
+             "E-distance is the primary metric (lower is better), 95% bootstrap CIs over test conditions, "
+             f"split seeds {first.get('split_seeds')}, model seeds {first.get('model_seeds') or 'as configured'}, "
+             + ("transductive (held-out contexts' unlabeled controls were fitted on by every method)."
+                if config is not None and config.transductive else
+                "inductive (no cell of a held-out group, its controls included, is fitted on)."), ""]
+    if any(m.get("provisional") for m in combined.values()):
+        lines += [f"**Provisional verdict**: {first.get('provisional')}. Rerun with `--split-seeds 0,1,2 "
+                  "--model-seeds 0,1,2` for a headline result.", ""]
     if any("verdict" in m for m in combined.values()):
-        lines += ["## Verdict: best JEPA model against the best tuned baseline", "",
-                  "Per dataset × split, the JEPA model and the baseline with the lowest mean E-distance over the "
-                  "test conditions; the difference (JEPA − baseline) with its paired 95% bootstrap CI. JEPA *wins* "
-                  "only when the E-distance CI lies below 0. The last column compares the JEPA model with its "
-                  "control `pca_set`, the same set model on the evaluation space's PCA instead of JEPA embeddings: "
-                  "is a gain due to the JEPA space or to the set-level model?", "", R.verdict_table(combined), "",
+        family = first.get("holm_family_size")
+        lines += ["## Verdict: the pre-registered JEPA model against the comparator chosen on validation", "",
+                  *verdict_preamble(combined, family=family), "", R.verdict_table(combined), "",
                   *R.verdict_sentences(combined), "",
-                  "JEPA encoders (one per fold, pretrained on the cells the predictors may see; collapse = "
-                  "effective rank < 25% of the dimension or a dimension with std < 1e-3):", "",
+                  "JEPA encoders (one per fold and model seed, pretrained on the cells the methods may fit on; "
+                  "collapse = effective rank < 25% of the dimension or a dimension with std < 1e-3):", "",
                   _encoder_table(per_fold), ""]
     for dataset_id, splits in plan.items():
         adata = datasets[dataset_id]
         lines += [f"## {dataset_id}", "", R.dataset_summary(adata.obs, adata.n_vars), ""]
         for split in splits:
             m = combined[f"{dataset_id}/{split}"]
-            lines += [f"### {split} ({m['n_folds']} folds, {m['n_test_conditions']} test conditions)", "",
+            lines += [f"### {split} ({m['n_folds']} folds × {len(m.get('split_seeds', [0]))} split seed(s), "
+                      f"{m['n_test_conditions']} test conditions)", "",
                       f"Held out: {R.HELD_OUT.get(split, 'groups')}; every group is a test group in exactly one "
-                      "fold, validation groups are carved from the training groups.", "",
-                      R.methods_table(m), "", f"Paired comparisons against the best baseline (`{m['best_baseline']}`):",
-                      "", R.comparisons_table(m, ["edistance", "delta_pearson", "mse"]), "", *R.verdict_lines(m), ""]
+                      "fold per split seed, validation groups are carved from the training groups.", "",
+                      R.methods_table(m), "", R.comparator_table(m), "", *R.effects_lines(m), "",
+                      R.effect_methods_table(m), "",
+                      f"Paired comparisons against the comparator (`{m['comparator']}`), all test conditions, "
+                      "descriptive:", "", R.comparisons_table(m, ["edistance", "delta_pearson", "mse"]), "",
+                      *(["Every split seed (conditions with an effect; the verdict pools them):", ""]
+                        + R.seeds_lines(m) if m.get("seeds") else [])]
     lines += ["## Every fold (mean E-distance per method)", ""]
     table = pd.DataFrame(per_fold)
     cols = [c for c in table.columns if c.startswith("edistance_")]
-    lines.append("| dataset | split | fold | n | best | " + " | ".join(c[len("edistance_"):] for c in cols) + " |")
-    lines.append("|---|---|---|---|---|" + "---|" * len(cols))
+    lines.append("| dataset | split | split seed | fold | n | comparator | "
+                 + " | ".join(c[len("edistance_"):] for c in cols) + " |")
+    lines.append("|---|---|---|---|---|---|" + "---|" * len(cols))
     for _, r in table.iterrows():
         cells = " | ".join("n/a" if pd.isna(r[c]) else f"{r[c]:.3f}" for c in cols)
-        lines.append(f"| {r['dataset_id']} | {r['split']} | {r['fold']} | {r['n_test_conditions']} | "
-                     f"{r['best_baseline']} | {cells} |")
+        lines.append(f"| {r['dataset_id']} | {r['split']} | {r['split_seed']} | {r['fold']} | "
+                     f"{r['n_test_conditions']} | {r['comparator']} | {cells} |")
     lines += ["", "## Compute", "", f"{len(per_fold)} folds in {elapsed:.1f} s on CPU ({os.cpu_count()} cores), "
-              f"celljepa {__version__}. Per-fold runs (config.json, metrics.json, per_condition.csv, report.md, "
-              "figures) are in `<dataset>/<split>/fold<k>/`.", ""]
+              f"celljepa {__version__}. Per-fold runs (config.json, metrics.json, per_condition.csv, validation.csv, "
+              "report.md, figures) are in `<dataset>/<split>/split_seed<s>/fold<k>/`; the pooled conditions behind "
+              "each verdict are in `<dataset>/<split>/per_condition.csv`.", ""]
     if jepa is not None:
         pre = sum(r["timings"].get("jepa_pretrain_s", 0.0) for r in per_fold)
         trans = sum(v for r in per_fold for k, v in r["timings"].items()
-                    if k.startswith("jepa_") and k != "jepa_pretrain_s")
+                    if k.startswith(("jepa_", "pca_")) and k != "jepa_pretrain_s")
         enc = next((r["encoder"] for r in per_fold if "encoder" in r), None)
         lines += [f"JEPA pretraining {pre:.0f} s and transition training {trans:.0f} s of the total"
                   + (f"; encoder {enc['n_parameters']:,} parameters" if enc else "") + ".", "",
@@ -414,7 +543,7 @@ def train_transition(adata: AnnData, *, jepa_run: str | os.PathLike, split: str 
     encoder = CellJEPA.load(jepa_run)
     cfg = config or TransitionConfig()
     drugs = read_drug_metadata(drug_metadata) if drug_metadata else None
-    eval_cfg = EvalConfig(seed=fold["seed"])
+    eval_cfg = EvalConfig(seed=fold["seed"], primary="jepa_set" if "set" in kinds else f"jepa_{kinds[0]}")
     models = [JEPATransition(k, cfg, drug_metadata=drugs) for k in kinds]
     if not is_main():
         # the other ranks only take their share of the transition models' training

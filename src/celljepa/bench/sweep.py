@@ -183,7 +183,7 @@ def run_sweep_task(grid: SweepGrid, index: int, out: str | os.PathLike, *, progr
         datasets = _load_datasets(grid)
     data, plan = datasets
     benchmark(data, plan, out=run_dir, seed=grid.split_seed, config=EvalConfig(seed=grid.split_seed),
-              progress=progress, jepa=jepa, transition=transition, max_folds=grid.max_folds, pca_twin=False,
+              progress=progress, jepa=jepa, transition=transition, max_folds=grid.max_folds, pca_twin=True,
               folds=None if fold is None else [fold],
               title=f"celljepa sweep task {index}: ablation {ablation}, model seed {seed}"
                     + ("" if fold is None else f", fold {fold}"))
@@ -204,9 +204,11 @@ def _pooled_folds(grid: SweepGrid, folders: list[Path]) -> dict:
     """One ``metrics_combined.json``-like dict for the fold tasks of one (ablation, seed): folds pooled."""
     import pandas as pd
 
-    from .evaluate import EvalConfig, summarize
+    from ..eval.verdict import holm_over
+    from .evaluate import EvalConfig, pool_conditions, summarize
 
     frames: dict[str, list[pd.DataFrame]] = {}
+    vals: dict[str, list[pd.DataFrame]] = {}
     per_fold: list[dict] = []
     for folder in folders:
         combined = json.loads((folder / "metrics_combined.json").read_text())
@@ -214,12 +216,16 @@ def _pooled_folds(grid: SweepGrid, folders: list[Path]) -> dict:
         for key in combined["results"]:
             frames.setdefault(key, []).append(pd.read_csv(folder / key / "per_condition_all_folds.csv",
                                                              float_precision="round_trip"))
+            vals.setdefault(key, []).append(pd.read_csv(folder / key / "validation_all_folds.csv",
+                                                           float_precision="round_trip"))
     cfg = EvalConfig(seed=grid.split_seed)
     results = {}
     for key, parts in frames.items():
-        frame = pd.concat(parts, ignore_index=True)
-        results[key] = summarize(frame, n_boot=cfg.n_bootstrap, seed=grid.split_seed)
+        pooled = pool_conditions(parts, effect_alpha=cfg.effect_alpha)
+        results[key] = summarize(pooled, pd.concat(vals[key], ignore_index=True), primary=cfg.primary,
+                                 n_boot=cfg.n_bootstrap, seed=grid.split_seed)
         results[key]["n_folds"] = len(parts)
+    holm_over(results.values())
     return {"results": results, "per_fold": per_fold}
 
 
@@ -253,20 +259,22 @@ def collect_sweep(grid: SweepGrid, out: str | os.PathLike) -> dict:
             if "encoder" in r:
                 encoders.setdefault(f"{r['dataset_id']}/{r['split']}", []).append(r["encoder"])
         for key, m in combined["results"].items():
+            comparator = m["comparator"]
             row = {"ablation": ablation, "seed": seed, "dataset_split": key, "n": m["n_test_conditions"],
-                   "best_baseline": m["best_baseline"],
-                   "baseline_edistance": m["methods"][m["best_baseline"]]["edistance"]["mean"]}
-            for name in ("jepa_set", "jepa_prototype"):
+                   "n_effect": m.get("n_effect_conditions"), "comparator": comparator,
+                   "comparator_edistance": m["methods"][comparator]["edistance"]["mean"]}
+            for name in ("jepa_set", "jepa_prototype", "pca_set"):
                 if name in m["methods"]:
                     e = m["methods"][name]["edistance"]
                     row[name] = e["mean"]
                     row[f"{name}_ci"] = [e["ci_low"], e["ci_high"]]
-                    comp = m["comparisons"].get(f"{name} vs {m['best_baseline']}", {}).get("edistance")
+                    comp = m["comparisons"].get(f"{name} vs {comparator}", {}).get("edistance")
                     if comp:
                         row[f"{name}_diff"] = comp["diff"]
                         row[f"{name}_diff_ci"] = [comp["ci_low"], comp["ci_high"]]
             if "verdict" in m:
                 row["verdict"] = m["verdict"]["outcome"]
+                row["verdict_n"] = m["verdict"]["n"]
             enc = encoders.get(key, [])
             if enc:
                 row["effective_rank"] = float(np.mean([e["effective_rank"] for e in enc]))
@@ -287,8 +295,9 @@ def _ablation_markdown(grid: SweepGrid, rows: list[dict], missing: list[dict]) -
              f"Grid `{grid.source}`: ablations {', '.join(abls)} × model seeds {list(grid.seeds)}; split seed "
              f"{grid.split_seed}; {'all folds' if grid.max_folds is None else f'first {grid.max_folds} fold(s)'} "
              "of each split. Cells: mean ± sd over seeds of the mean test E-distance (evaluation space, lower is "
-             "better). The baselines do not depend on the JEPA seed, so their column is one number.", "",
-             "| dataset / split | best baseline | " + " | ".join(f"{a}: set | {a}: prototype" for a in abls) + " |",
+             "better). The baselines do not depend on the JEPA seed, so their column is one number; the "
+             "comparator is the non-JEPA method with the best validation score.", "",
+             "| dataset / split | comparator | " + " | ".join(f"{a}: set | {a}: prototype" for a in abls) + " |",
              "|---|---|" + "---|---|" * len(abls)]
     for key in keys:
         sel = [r for r in rows if r["dataset_split"] == key]
@@ -298,7 +307,7 @@ def _ablation_markdown(grid: SweepGrid, rows: list[dict], missing: list[dict]) -
             ra = [r for r in sel if r["ablation"] == a]
             cells += [_fmt_sd([r["jepa_set"] for r in ra if "jepa_set" in r]),
                       _fmt_sd([r["jepa_prototype"] for r in ra if "jepa_prototype" in r])]
-        lines.append(f"| {key} | {base['best_baseline']} {base['baseline_edistance']:.3f} | "
+        lines.append(f"| {key} | {base['comparator']} {base['comparator_edistance']:.3f} | "
                      + " | ".join(cells) + " |")
     lines += ["", "## Encoders: effective rank (mean over folds and seeds) and collapsed folds", "",
               "| dataset / split | " + " | ".join(abls) + " |", "|---|" + "---|" * len(abls)]
@@ -310,14 +319,17 @@ def _ablation_markdown(grid: SweepGrid, rows: list[dict], missing: list[dict]) -
                          f"({sum(r['collapsed_folds'] for r in ra)}/{sum(r['folds'] for r in ra)} collapsed)"
                          if ra else "–")
         lines.append(f"| {key} | " + " | ".join(cells) + " |")
-    lines += ["", "## Every task: jepa_set − best baseline, E-distance, paired 95% CI", "",
-              "| ablation | seed | dataset / split | n | jepa_set | diff [95% CI] | verdict (best JEPA model) |",
+    lines += ["", "## Every task: jepa_set − comparator, E-distance, paired 95% CI", "",
+              "The verdict of each task follows the report rule (conditions with an effect, Holm over the task's "
+              "rows, n ≥ 10 or *insufficient evidence*).", "",
+              "| ablation | seed | dataset / split | n | jepa_set | diff [95% CI] (all conditions) | verdict (n) |",
               "|---|---|---|---|---|---|---|"]
     for r in rows:
         ci = r.get("jepa_set_diff_ci")
         diff = (f"{r['jepa_set_diff']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "–")
+        verdict = f"{r['verdict']} ({r.get('verdict_n', '?')})" if r.get("verdict") else "–"
         lines.append(f"| {r['ablation']} | {r['seed']} | {r['dataset_split']} | {r['n']} | "
-                     f"{r.get('jepa_set', float('nan')):.3f} | {diff} | {r.get('verdict', '–')} |")
+                     f"{r.get('jepa_set', float('nan')):.3f} | {diff} | {verdict} |")
     if missing:
         lines += ["", "## Missing or failed tasks", ""]
         lines += [f"- task {m['index']} ({m['ablation']}, seed {m['seed']}): {m['state']}; no metrics_combined.json "

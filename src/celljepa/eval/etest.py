@@ -104,7 +104,8 @@ def etest_groups(
         rows.append({"group": name, "edistance": float(observed), "pvalue": (1 + exceed) / (1 + R),
                      "n_cells": int(len(groups[name])), "n_control": int(len(control)), "n_permutations": R})
     out = pd.DataFrame(rows).set_index("group")
-    out["pvalue_adj_holm_sidak"] = multipletests(out["pvalue"].to_numpy(), method="holm-sidak")[1]
+    with np.errstate(divide="ignore"):  # p = 1 makes Holm–Sidak take log(0); its result (1) is right
+        out["pvalue_adj_holm_sidak"] = multipletests(out["pvalue"].to_numpy(), method="holm-sidak")[1]
     out["pvalue_adj_bh"] = multipletests(out["pvalue"].to_numpy(), method="fdr_bh")[1]
     out["significant"] = out["pvalue_adj_holm_sidak"] < alpha
     return out

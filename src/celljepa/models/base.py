@@ -81,6 +81,11 @@ class TrainData:
         The encoder that produced ``embedding`` (a trained :class:`~celljepa.models.CellJEPA`), or None.
     space
         The fold's :class:`~celljepa.eval.space.EvaluationSpace`, or None.
+    fit_rows
+        Boolean mask over the rows of ``z``: the cells a method may *fit* on (training and validation
+        cells). The other rows are held-out-context control cells, visible only as the inputs a
+        prediction starts from (inductive evaluation); None means every row may be fitted on
+        (``--transductive``).
     """
 
     z: np.ndarray
@@ -92,6 +97,7 @@ class TrainData:
     encoder: object | None = field(default=None, repr=False)
     space: object | None = field(default=None, repr=False)
     positions: np.ndarray | None = field(default=None, repr=False)
+    fit_rows: np.ndarray | None = field(default=None, repr=False)
     _controls: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     def control_rows(self, context_id: str) -> np.ndarray:
@@ -115,6 +121,14 @@ class TrainData:
         """Observed mean shift of a condition: its mean minus its context's control mean."""
         return self.z[rows].mean(axis=0) - self.control_mean(condition.context_id)
 
+    def fit_mask(self) -> np.ndarray:
+        """Boolean mask of the rows of ``z`` a method may fit on (see ``fit_rows``)."""
+        return np.ones(len(self.z), dtype=bool) if self.fit_rows is None else np.asarray(self.fit_rows, dtype=bool)
+
+    def fitting_conditions(self, refit: bool) -> list[tuple[Condition, np.ndarray]]:
+        """The conditions a final fit uses: training, plus validation when ``refit`` (after tuning)."""
+        return self.train_conditions + (self.val_conditions if refit else [])
+
 
 class PerturbationModel(ABC):
     """A perturbation predictor: learn from :class:`TrainData`, predict a set of cells per condition.
@@ -124,16 +138,38 @@ class PerturbationModel(ABC):
     """
 
     name: str = "model"
-    #: Baselines compete for "best baseline" in reports; models are compared against the best one.
-    is_baseline: bool = True
+    #: ``"baseline"``, ``"pca_twin"`` or ``"peer"``: the non-JEPA methods, whose member with the best
+    #: *validation* score is the comparator of a report; ``"jepa"``: a model in a JEPA embedding space.
+    role: str = "baseline"
+    #: Whether :meth:`fit` refits on training + validation conditions once tuned. Such a method is fitted
+    #: a second time with ``refit=False`` (training conditions only) to score it on the validation conditions.
+    refits_on_validation: bool = True
+
+    @property
+    def is_baseline(self) -> bool:
+        """True for the simple baselines (``role == "baseline"``)."""
+        return self.role == "baseline"
 
     @abstractmethod
-    def fit(self, train: TrainData) -> PerturbationModel:
-        """Learn from training cells; tune hyperparameters on ``train.val_conditions`` only."""
+    def fit(self, train: TrainData, *, refit: bool = True) -> PerturbationModel:
+        """Learn from training cells; tune hyperparameters on ``train.val_conditions`` only.
+
+        With ``refit=True`` the tuned model may be refitted on training + validation conditions (the
+        model that predicts the test conditions); with ``refit=False`` it is fitted on the training
+        conditions only, so that its predictions of the validation conditions are honest validation scores.
+        """
 
     @abstractmethod
     def predict(self, condition: Condition) -> np.ndarray:
         """Predicted cells ``(n, k)`` in the evaluation space for ``condition``."""
+
+    def covers(self, condition: Condition) -> bool:
+        """Whether the method has what it needs for ``condition`` (e.g. an embedding of every perturbed gene).
+
+        A method that covers few conditions falls back to a generic answer for the rest; reports mark it
+        instead of letting it pose as a baseline.
+        """
+        return True
 
     def params(self) -> dict:
         """Chosen hyperparameters, for the run's config."""

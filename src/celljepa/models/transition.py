@@ -292,6 +292,9 @@ class JEPATransition(PerturbationModel):
     >>> result.metrics["methods"]["jepa_set"]["edistance"]["mean"]          # doctest: +SKIP
     """
 
+    #: Validation conditions only early-stop the network and choose the decoder's alpha; it is never refitted.
+    refits_on_validation = False
+
     def __init__(self, kind: str = "set", config: TransitionConfig | None = None, *, drug_metadata=None,
                  name: str | None = None, space: str = "jepa", **overrides):
         if kind not in KINDS:
@@ -300,9 +303,10 @@ class JEPATransition(PerturbationModel):
             raise InputError(f"space must be 'jepa' or 'pca', got {space!r}.")
         self.kind = kind
         self.space = space
-        self.is_baseline = False
-        # The PCA twin is a control: the same model on the evaluation space's PCA instead of JEPA embeddings.
-        self.is_control = space == "pca"
+        # The PCA twin is the same model on the evaluation space's PCA instead of JEPA embeddings: a non-JEPA
+        # method, in the comparator pool beside the baselines, and the control that tells a gain of the JEPA
+        # space from a gain of the model itself.
+        self.role = "pca_twin" if space == "pca" else "jepa"
         base = config or TransitionConfig()
         self.config = base.replace(**overrides) if overrides else base
         self.drug_metadata = drug_metadata
@@ -344,9 +348,14 @@ class JEPATransition(PerturbationModel):
         return self._ctx_cache[context_id]
 
     def _fit_decoder(self, train: TrainData) -> None:
-        """Ridge JEPA → evaluation space on training cells; alpha by MSE on validation cells."""
+        """Ridge JEPA → evaluation space on training cells; alpha by MSE on validation cells.
+
+        Only rows a method may fit on (``train.fit_mask()``) enter: held-out-context controls are inputs, not
+        training data, unless the evaluation is transductive.
+        """
         val_rows = np.concatenate([r for _, r in train.val_conditions]) if train.val_conditions else np.array([], int)
-        fit_mask = np.ones(len(train.z), dtype=bool)
+        fittable = train.fit_mask()
+        fit_mask = fittable.copy()
         fit_mask[val_rows] = False
         x, y = self._emb, train.z
         best = (np.inf, 10.0)
@@ -364,7 +373,7 @@ class JEPATransition(PerturbationModel):
             self.decoder_r2_ = float(1.0 - resid / total) if total > 0 else float("nan")
         else:
             self.decoder_r2_ = float("nan")
-        ridge = Ridge(alpha=self.decoder_alpha_).fit(x, y)
+        ridge = Ridge(alpha=self.decoder_alpha_).fit(x[fittable], y[fittable])
         self._W = torch.as_tensor(ridge.coef_.T, dtype=torch.float32, device=self.device_)  # (d, k)
         self._b = torch.as_tensor(ridge.intercept_, dtype=torch.float32, device=self.device_)
 
@@ -417,8 +426,11 @@ class JEPATransition(PerturbationModel):
         return z + resid, self._decode(z, e, resid)
 
     # ------------------------------------------------------------------ training
-    def fit(self, train: TrainData) -> JEPATransition:
-        """Train on ``train.train_conditions``; early-stop on the validation E-distance (evaluation space)."""
+    def fit(self, train: TrainData, *, refit: bool = True) -> JEPATransition:
+        """Train on ``train.train_conditions``; early-stop on the validation E-distance (evaluation space).
+
+        ``refit`` is accepted for the interface; the model is never refitted on validation conditions.
+        """
         from ..kernels import edistance_loss
 
         if self.space == "pca":

@@ -57,7 +57,7 @@ def benchmark(
     metrics_to_show
         Metrics to draw (default: all present).
     highlight
-        Method drawn in a contrasting colour (default: the best baseline when recorded).
+        Method drawn in a contrasting colour (default: the comparator when recorded).
     title
         Figure title (default: dataset, split and fold when known).
     ncols
@@ -83,7 +83,7 @@ def benchmark(
     if missing:
         raise InputError(f"metric(s) {missing} are not in the results; available: {sorted(set(table['metric']))}.")
     if highlight is None and isinstance(raw, dict):
-        highlight = raw.get("best_baseline")
+        highlight = raw.get("comparator", raw.get("best_baseline"))
     methods = list(dict.fromkeys(table["method"]))
     ncols = min(ncols, len(shown))
     nrows = int(np.ceil(len(shown) / ncols))

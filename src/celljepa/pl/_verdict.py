@@ -1,4 +1,4 @@
-"""``cj.pl.verdict``: where JEPA beats, ties with or loses to the best baseline (paired differences)."""
+"""``cj.pl.verdict``: where the primary JEPA model beats, ties with or loses to its comparator (paired differences)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import numpy as np
 from .._errors import InputError
 from ._utils import finish
 
-_COLORS = {"wins": "#55a868", "ties": "#8c8c8c", "loses": "#c44e52", "undetermined": "#cccccc"}
+_COLORS = {"wins": "#55a868", "ties": "#8c8c8c", "loses": "#c44e52", "insufficient evidence": "#8172b3",
+           "undetermined": "#cccccc", "old protocol": "#dddddd"}
 
 
 def _results(results) -> dict:
@@ -34,7 +35,10 @@ def _results(results) -> dict:
 
 def verdict(results, *, metrics: tuple[str, ...] = ("edistance", "delta_pearson"), title: str | None = None,
             show: bool | None = None, save: str | os.PathLike | None = None):
-    """Forest plot of the best JEPA model minus the best baseline, per dataset × split, with paired 95% CIs.
+    """Forest plot of the primary JEPA model minus its comparator, per dataset × split, with paired 95% CIs.
+
+    The comparator is the non-JEPA method chosen on validation conditions; colours are the verdicts
+    (wins / ties / loses / insufficient evidence, see :mod:`celljepa.eval.verdict`).
 
     Parameters
     ----------
@@ -51,7 +55,7 @@ def verdict(results, *, metrics: tuple[str, ...] = ("edistance", "delta_pearson"
 
     Returns
     -------
-    The matplotlib figure; a row per dataset × split, coloured by the verdict (wins / ties / loses).
+    The matplotlib figure; a row per dataset × split, coloured by the verdict.
 
     Examples
     --------
@@ -76,11 +80,12 @@ def verdict(results, *, metrics: tuple[str, ...] = ("edistance", "delta_pearson"
         ax.set_yticklabels([f"{k} ({table[k]['verdict']['model']} vs {table[k]['verdict']['baseline']})"
                             for k in keys] if ax is axes[0][0] else [], fontsize=8)
         better = "← JEPA better" if metric == "edistance" else "JEPA better →"
-        ax.set_xlabel(f"Δ {'E-distance' if metric == 'edistance' else 'Δ Pearson'} (JEPA − baseline)\n{better}",
+        ax.set_xlabel(f"Δ {'E-distance' if metric == 'edistance' else 'Δ Pearson'} (JEPA − comparator)\n{better}",
                       fontsize=8)
     handles = [plt.Line2D([], [], marker="o", linestyle="", color=c, label=o) for o, c in _COLORS.items()
                if any(t["verdict"]["outcome"] == o for t in table.values())]
     axes[0][-1].legend(handles=handles, fontsize=8, loc="best", title="verdict (E-distance)", title_fontsize=8)
-    fig.suptitle(title or "Best JEPA model vs best tuned baseline (paired 95% bootstrap CIs)", fontsize=10)
+    fig.suptitle(title or "Primary JEPA model vs comparator chosen on validation (paired 95% bootstrap CIs)",
+                 fontsize=10)
     finish(fig, show=show, save=save)
     return fig
