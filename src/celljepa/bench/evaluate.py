@@ -266,7 +266,12 @@ def _seed_label(jepa, transition, seed: int | None) -> int:
 
 
 def _fit_and_predict(method: PerturbationModel, train: TrainData, test: list, val: list):
-    """Fit ``method``; predictions of the test conditions and honest ones of the validation conditions."""
+    """Fit ``method``; predictions of the test conditions and honest ones of the validation conditions.
+
+    A method that refits on validation conditions is fitted once on training conditions alone to predict
+    them; an early-stopped one predicts each validation condition with the checkpoint chosen without it
+    (``predict_validation``).
+    """
     val_preds = {}
     if val and method.refits_on_validation:
         method.fit(train, refit=False)
@@ -274,7 +279,8 @@ def _fit_and_predict(method: PerturbationModel, train: TrainData, test: list, va
         method.fit(train, refit=True)
     else:
         method.fit(train)
-        val_preds = {c: np.asarray(method.predict(c), dtype=np.float64) for c, _ in val}
+        predict_val = getattr(method, "predict_validation", method.predict)
+        val_preds = {c: np.asarray(predict_val(c), dtype=np.float64) for c, _ in val}
     preds = {c: np.asarray(method.predict(c), dtype=np.float64) for c, _ in test}
     covers = {c: bool(method.covers(c)) for c, _ in test + val}
     return preds, val_preds, covers
@@ -359,6 +365,7 @@ def score_fold(adata: AnnData, fold: dict, methods: list[PerturbationModel] | No
     val_preds: dict[tuple[str, int | None, Condition], np.ndarray] = {}
     covers: dict[tuple[str, Condition], bool] = {}
     role: dict[str, str] = {}
+    selection: dict[str, str] = {}
     fitted: list[PerturbationModel] = []
     for seed, method, view in runs:
         t1 = time.perf_counter()
@@ -370,6 +377,8 @@ def score_fold(adata: AnnData, fold: dict, methods: list[PerturbationModel] | No
         if method.name not in params:
             params[method.name] = method.params()
         role[method.name] = method.role
+        selection.setdefault(method.name, getattr(method, "val_selection_",
+                                                  "fitted on training conditions, tuned on validation"))
         fitted.append(method)
     views = {id(v): v for _, _, v in runs if v.encoder is not None}
     for key, view in views.items():  # one encoder per model seed: its JEPA models in its own space
@@ -382,6 +391,7 @@ def score_fold(adata: AnnData, fold: dict, methods: list[PerturbationModel] | No
     effects = _effects(adata, train, test, space, config)
     per_condition = per_condition.join(effects, on="condition")
     validation = _score_validation(train, val, val_preds, covers, role, config)
+    validation["val_selection"] = validation["method"].map(selection)
     metrics = summarize(per_condition, validation, primary=config.primary, n_boot=config.n_bootstrap,
                         seed=config.seed, min_conditions=config.min_conditions)
     metrics.update({"dataset_id": fold["dataset_id"], "split": fold["split_name"], "fold": fold["fold"],
@@ -568,6 +578,10 @@ def choose_comparator(roles: dict[str, str], validation: pd.DataFrame | None, *,
         entry = {"edistance": float(e.mean()) if e.size else None, "n": int(e.size),
                  "coverage": coverage if np.isfinite(coverage) else None, "role": roles[m],
                  "test_coverage": (test_coverage or {}).get(m)}
+        if sel is not None and "val_selection" in sel and len(sel):
+            kinds = sel["val_selection"].dropna().astype(str)
+            entry["selection"] = "; ".join(f"{k} ({n} of {len(sel)})" if len(kinds.unique()) > 1 else k
+                                           for k, n in kinds.value_counts().items())
         if roles[m] not in NON_JEPA_ROLES:
             entry.update(eligible=False, why="JEPA model (not a comparator)")
         elif not e.size:

@@ -243,6 +243,12 @@ def holdout_run(datasets: dict, holdout: str, *, out: str | os.PathLike, jepa, t
     return result
 
 
+def _effect_mean(metrics: dict, method: str) -> float:
+    """Mean test E-distance of a method over the conditions with an effect (all conditions in older runs)."""
+    stats = metrics["methods"][method]
+    return stats.get("edistance_effect", stats["edistance"])["mean"]
+
+
 def holdout_rows(result: dict) -> list[dict]:
     """One row per held-out split and JEPA model: the encoder from elsewhere vs the dataset's own."""
     rows = []
@@ -252,14 +258,9 @@ def holdout_rows(result: dict) -> list[dict]:
             name = f"jepa_{kind}"
             rows.append({"holdout": result["holdout"], "pretrained_on": "+".join(result["pretrained_on"]),
                          "split": split, "model": name, "n": d["n"],
-                         "edistance_others": m["methods"][f"{name}_others"]["edistance_effect"]["mean"]
-                         if "edistance_effect" in m["methods"][f"{name}_others"] else
-                         m["methods"][f"{name}_others"]["edistance"]["mean"],
-                         "edistance_self": m["methods"][f"{name}_self"]["edistance_effect"]["mean"]
-                         if "edistance_effect" in m["methods"][f"{name}_self"] else
-                         m["methods"][f"{name}_self"]["edistance"]["mean"],
-                         "comparator": comparator,
-                         "edistance_comparator": m["methods"][comparator]["edistance"]["mean"],
+                         "edistance_others": _effect_mean(m, f"{name}_others"),
+                         "edistance_self": _effect_mean(m, f"{name}_self"),
+                         "comparator": comparator, "edistance_comparator": _effect_mean(m, comparator),
                          "diff": d["diff"], "ci_low": d["ci_low"], "ci_high": d["ci_high"], "p": d.get("p"),
                          "p_holm": d.get("p_holm"), "outcome": _others_outcome(d),
                          "verdict": m.get("verdict", {}).get("outcome")})

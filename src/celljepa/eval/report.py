@@ -106,14 +106,16 @@ def comparator_table(metrics: Mapping) -> str:
         return ""
     lines = [f"Comparator: **`{choice['comparator']}`**: {choice['reason']}. Rule: {choice['rule']}; test scores "
              "choose nothing.", "",
-             "| method | role | validation E-distance ↓ | validation conditions | coverage (validation) | eligible |",
-             "|---|---|---|---|---|---|"]
+             "| method | role | validation E-distance ↓ | validation conditions | how the score was obtained | "
+             "coverage (validation) | eligible |",
+             "|---|---|---|---|---|---|---|"]
     ranked = sorted(choice["validation"].items(),
                     key=lambda kv: (kv[1]["edistance"] is None, kv[1]["edistance"] or 0.0))
     for m, e in ranked:
         cov = "–" if e.get("coverage") is None else f"{e['coverage']:.0%}"
         elig = "yes" if e["eligible"] else f"no: {e['why']}"
-        lines.append(f"| {m} | {_ROLE.get(e.get('role'), '–')} | {_fmt(e['edistance'])} | {e['n']} | {cov} | {elig} |")
+        lines.append(f"| {m} | {_ROLE.get(e.get('role'), '–')} | {_fmt(e['edistance'])} | {e['n']} | "
+                     f"{e.get('selection', '–')} | {cov} | {elig} |")
     return "\n".join(lines)
 
 
