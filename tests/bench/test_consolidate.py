@@ -139,6 +139,10 @@ def test_dataset_tables_hold_every_method_of_every_run(runs, merged):
             for x in entry["methods"]:
                 assert x["edistance"]["mean"] == m["methods"][x["method"]]["edistance"]["mean"]
                 name_cell = f"**{x['method']}** (comparator)" if x["comparator"] else x["method"]
+                cov = m.get("coverage", {}).get(x["method"])
+                assert x["coverage"] == cov
+                if cov is not None and cov < 0.5:  # a near-0-coverage method is marked, not posing as a baseline
+                    name_cell += f" (covers {cov:.0%} of test conditions)"
                 assert f"| {name_cell} | {x['role']} | " in md
 
 
@@ -244,3 +248,11 @@ def test_a_run_from_before_the_protocol_is_never_a_claim(runs, tmp_path):
         1 for r in new if r["vs_pca_twin"] and not r["vs_pca_twin"].get("same_as_comparator"))
     md = (tmp_path / "out" / "report.md").read_text()
     assert "**old protocol**" in md and "old protocol, not a claim" in md
+    # nowhere does the old run say "wins" or claim a validation choice: not in the per-dataset section either
+    entry = next(e for e in report["datasets"][m["dataset_id"]] if e["run"] == "old_fold")
+    assert entry["verdict"] == "old protocol" and entry["old_protocol"]
+    section = md[md.index("run old_fold"):]
+    section = section[:section.index("\n|")]
+    assert "old protocol: not a claim" in section and "chosen on validation" not in section
+    assert "**wins**" not in md
+    assert "The figure leaves out the rows of the old protocol (no claim)." in md

@@ -357,15 +357,24 @@ def _dataset_tables(runs: list[dict]) -> dict[str, list[dict]]:
             dataset = m.get("dataset_id", key.split("/")[0])
             methods = []
             for name, stats in m["methods"].items():
-                entry = {"method": name, "role": _role(m, name), "comparator": name == R.comparator_of(m)}
+                entry = {"method": name, "role": _role(m, name), "comparator": name == R.comparator_of(m),
+                         "coverage": m.get("coverage", {}).get(name)}
                 entry.update({k: {s: stats[k].get(s) for s in ("mean", "ci_low", "ci_high", "n")}
                               for k in TABLE_METRICS if k in stats})
                 methods.append(entry)
             out.setdefault(dataset, []).append({
                 "run": run["label"], "split": m.get("split", key.split("/")[-1]), "folds": _folds_text(m),
                 "n_test_conditions": m.get("n_test_conditions"), "comparator": R.comparator_of(m),
-                "verdict": m["verdict"]["outcome"] if "verdict" in m else None, "methods": methods})
+                "verdict": (("old protocol" if _old_protocol(m) else m["verdict"]["outcome"])
+                            if "verdict" in m else None),
+                "old_protocol": _old_protocol(m), "methods": methods})
     return out
+
+
+def _old_protocol(m: Mapping) -> bool:
+    """A metrics dict written before the pre-registered protocol: comparator picked on test, no p-value."""
+    v = m.get("verdict")
+    return "comparator" not in m or (v is not None and "p" not in v.get("edistance", {}))
 
 
 def _holdout_rows(runs: list[dict]) -> list[dict]:
@@ -378,7 +387,8 @@ def _holdout_rows(runs: list[dict]) -> list[dict]:
                          "test_dataset": h.get("test_dataset"), "split": h.get("split"),
                          "n": v["n"] if v else m.get("n_test_conditions"), "comparator": R.comparator_of(m),
                          "model": v["model"] if v else None, "edistance": dict(v["edistance"]) if v else None,
-                         "outcome": v["outcome"] if v else None,
+                         "outcome": ("old protocol" if _old_protocol(m) else v["outcome"]) if v else None,
+                         "old_protocol": _old_protocol(m),
                          "methods": {k: s["edistance"] for k, s in m["methods"].items()},
                          "others_vs_self": {k: dict(d) for k, d in (h.get("others_vs_self") or {}).items()},
                          "transfer": dict(h.get("transfer") or {})})
@@ -480,6 +490,9 @@ def _verdict_section(report: dict) -> list[str]:
     lines.append("")
     if report["figures"]:
         lines += [f"![where JEPA helps]({report['figures'][0]})", ""]
+        old = [v["old_protocol"] for v in report["verdicts"]]
+        if any(old) and not all(old):
+            lines += ["The figure leaves out the rows of the old protocol (no claim).", ""]
     return lines
 
 
@@ -490,6 +503,8 @@ def _methods_table(entry: Mapping) -> str:
              "|---|---|" + "---|" * len(shown)]
     for m in entry["methods"]:
         name = f"**{m['method']}** (comparator)" if m.get("comparator", m.get("best_baseline")) else m["method"]
+        if m.get("coverage") is not None and m["coverage"] < 0.5:  # near-0 coverage: not posing as a baseline
+            name += f" (covers {m['coverage']:.0%} of test conditions)"
         cells = [R.ci_cell(m[k]) if k in m else "–" for k in shown]
         lines.append(f"| {name} | {m['role']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -505,8 +520,10 @@ def _datasets_section(report: dict) -> list[str]:
         lines += [f"### {dataset}", ""]
         for e in entries:
             verdict = f"; verdict **{e['verdict']}**" if e["verdict"] else "; no JEPA model"
+            how = ("best baseline on the test mean, old protocol: not a claim" if e.get("old_protocol")
+                   else "chosen on validation")
             lines += [f"#### {e['split']} · run {e['run']} ({e['folds']}, {e['n_test_conditions']} test conditions)",
-                      "", f"Comparator `{e.get('comparator', e.get('best_baseline'))}` (chosen on validation)"
+                      "", f"Comparator `{e.get('comparator', e.get('best_baseline'))}` ({how})"
                       f"{verdict}.", "", _methods_table(e), ""]
     return lines
 
@@ -667,7 +684,8 @@ def where_jepa_helps(verdicts: Sequence[Mapping], path: Path, *, title: str | No
     """Forest plot of the verdict rows (primary − comparator, E-distance, paired 95% CI), written to ``path``.
 
     Draws with :func:`celljepa.pl.verdict` (same colours and layout): one row per run × dataset × split,
-    the run named only where a dataset × split comes from several runs.
+    the run named only where a dataset × split comes from several runs, the CI and outcome written beside
+    each row. Rows of the old protocol (no claim) are left out unless there is nothing else.
 
     Parameters
     ----------
@@ -687,6 +705,8 @@ def where_jepa_helps(verdicts: Sequence[Mapping], path: Path, *, title: str | No
 
     from ..pl import verdict as plot_verdict
 
+    # rows of the old protocol are no claim (and would set the scale): drawn only when nothing else is left
+    verdicts = [v for v in verdicts if not v.get("old_protocol")] or list(verdicts)
     seen: dict[str, int] = {}
     for v in verdicts:
         seen[f"{v['dataset_id']}/{v['split']}"] = seen.get(f"{v['dataset_id']}/{v['split']}", 0) + 1
@@ -713,6 +733,8 @@ def where_jepa_helps(verdicts: Sequence[Mapping], path: Path, *, title: str | No
         right.set_yticks(range(len(verdicts) - 1, -1, -1))
         right.set_yticklabels([f"{_ci(v['edistance'])} {v['outcome']}, n = {v['n']}" for v in verdicts], fontsize=8)
         right.tick_params(length=0)
+        if ax.get_legend() is not None:  # the numbers on the right name each outcome; a legend would cover them
+            ax.get_legend().remove()
         fig.set_size_inches(11.0, fig.get_size_inches()[1])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)

@@ -68,7 +68,7 @@ def verdict(results, *, metrics: tuple[str, ...] = ("edistance", "delta_pearson"
         raise InputError(f"metrics must be among ('edistance', 'delta_pearson'), got {unknown}.")
     keys = list(table)
     y = np.arange(len(keys))[::-1]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 0.55 * len(keys) + 1.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics) + 1.6, 0.55 * len(keys) + 1.6), squeeze=False)
     for ax, metric in zip(axes[0], metrics, strict=True):
         for yi, key in zip(y, keys, strict=True):
             v = table[key]["verdict"]
@@ -76,15 +76,18 @@ def verdict(results, *, metrics: tuple[str, ...] = ("edistance", "delta_pearson"
             ax.errorbar(d["diff"], yi, xerr=[[d["diff"] - d["ci_low"]], [d["ci_high"] - d["diff"]]], fmt="o",
                         color=_COLORS[v["outcome"]], capsize=3)
         ax.axvline(0, color="0.3", linewidth=0.8)
+        ax.xaxis.set_major_locator(plt.MaxNLocator(4))
+        ax.tick_params(axis="x", labelsize=8)
         ax.set_yticks(y)
         ax.set_yticklabels([f"{k} ({table[k]['verdict']['model']} vs {table[k]['verdict']['baseline']})"
                             for k in keys] if ax is axes[0][0] else [], fontsize=8)
         better = "← JEPA better" if metric == "edistance" else "JEPA better →"
-        ax.set_xlabel(f"Δ {'E-distance' if metric == 'edistance' else 'Δ Pearson'} (JEPA − comparator)\n{better}",
+        ax.set_xlabel(f"Δ {'E-distance' if metric == 'edistance' else 'Δ Pearson'}\n(JEPA − comparator)\n{better}",
                       fontsize=8)
     handles = [plt.Line2D([], [], marker="o", linestyle="", color=c, label=o) for o, c in _COLORS.items()
                if any(t["verdict"]["outcome"] == o for t in table.values())]
-    axes[0][-1].legend(handles=handles, fontsize=8, loc="best", title="verdict (E-distance)", title_fontsize=8)
+    axes[0][-1].legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False,
+                       title="verdict (E-distance)", title_fontsize=8)  # beside the panels: never over a CI
     fig.suptitle(title or "Primary JEPA model vs comparator chosen on validation (paired 95% bootstrap CIs)",
                  fontsize=10)
     finish(fig, show=show, save=save)
