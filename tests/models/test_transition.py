@@ -219,8 +219,11 @@ def test_validation_predictions_use_the_checkpoint_chosen_without_the_condition(
         if chosen != model.best_step_:
             assert not np.allclose(pred, model.predict(c))
         ref = copy.deepcopy(model)
-        ref.net_.load_state_dict(model._val_states[chosen])
+        if chosen != model.best_step_:  # the best step's weights are the model's own; no copy is kept
+            ref.net_.load_state_dict(model._val_states[chosen])
         np.testing.assert_allclose(pred, ref.predict(c), atol=1e-6)
+    # only the checkpoints a validation condition uses are kept
+    assert set(model._val_states) == set(model.val_loo_steps_.values()) - {model.best_step_}
     np.testing.assert_array_equal(model.predict(cond), before)  # the best weights are back
     np.testing.assert_array_equal(model.predict_validation(cond), before)  # not a validation condition
     one = JEPATransition("set", TransitionConfig(max_steps=20, eval_every=10)).fit(_synthetic()[0])

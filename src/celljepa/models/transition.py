@@ -488,7 +488,7 @@ class JEPATransition(PerturbationModel):
             self.init_val_edistance_ = best_val
             best_state = copy.deepcopy(self.net_.state_dict())
             history.append({"step": 0, "train_loss": float("nan"), "val_edistance": best_val})
-            self._keep_checkpoint(0, val)
+            self._keep_checkpoint(0, self._val_losses(val))
         else:
             self.init_val_edistance_ = float("nan")
         b = min(cfg.conditions_per_step, len(conds))
@@ -544,9 +544,10 @@ class JEPATransition(PerturbationModel):
             loss.backward()
             opt.step()
             if val is not None and (step % cfg.eval_every == 0 or step == cfg.max_steps):
-                score = D.broadcast_float(self._val_score(val))
+                losses = self._val_losses(val)  # once per evaluation: the score and the kept curve
+                score = D.broadcast_float(float(losses.mean()))
                 history.append({"step": step, "train_loss": float(loss.detach()), "val_edistance": score})
-                self._keep_checkpoint(step, val)
+                self._keep_checkpoint(step, losses)
                 if score < best_val - 1e-6:
                     best_val, best_step, bad = score, step, 0
                     best_state = copy.deepcopy(self.net_.state_dict())
@@ -607,11 +608,11 @@ class JEPATransition(PerturbationModel):
     def _val_score(self, val) -> float:
         return float(self._val_losses(val).mean())
 
-    def _keep_checkpoint(self, step: int, val) -> None:
+    def _keep_checkpoint(self, step: int, losses: torch.Tensor) -> None:
         """Keep the weights and per-condition validation losses of an evaluation step (for honest validation)."""
-        if len(val[4]) < 2:  # one validation condition: nothing to leave out
+        if losses.numel() < 2:  # one validation condition: nothing to leave out
             return
-        self._val_curve.append((step, self._val_losses(val).double().cpu().numpy()))
+        self._val_curve.append((step, losses.double().cpu().numpy()))
         self._val_states[step] = {k: v.detach().clone() for k, v in self.net_.state_dict().items()}
 
     def _leave_one_out_steps(self, val) -> None:
@@ -637,6 +638,8 @@ class JEPATransition(PerturbationModel):
         for i, c in enumerate(conds):
             others = (total - curve[:, i]) / (curve.shape[1] - 1)
             self.val_loo_steps_[c.key] = int(steps[int(np.argmin(others))])
+        used = set(self.val_loo_steps_.values()) - {self.best_step_}
+        self._val_states = {k: v for k, v in self._val_states.items() if k in used}  # free the rest
         self.val_selection_ = "leave-one-condition-out"
 
     def predict_validation(self, condition: Condition) -> np.ndarray:
