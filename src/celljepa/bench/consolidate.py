@@ -293,7 +293,7 @@ def _verdict_rows(runs: list[dict]) -> list[dict]:
             if "verdict" not in m:
                 continue
             v, means = m["verdict"], {k: s["edistance"]["mean"] for k, s in m["methods"].items()}
-            old = "p" not in v["edistance"] or "comparator" not in m
+            old = _old_protocol(m)
             rows.append({"run": run["label"], "dataset_id": m.get("dataset_id", key.split("/")[0]),
                          "split": m.get("split", key.split("/")[-1]), "folds": _folds_text(m), "n": v["n"],
                          "n_without_effect": v.get("n_without_effect"),
