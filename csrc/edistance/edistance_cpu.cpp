@@ -35,6 +35,7 @@
 #endif
 
 #include "common/bindings.hpp"
+#include "common/pointers.hpp"
 
 namespace celljepa {
 namespace edk {
@@ -260,11 +261,6 @@ static void set_loss(const T* p, i64 np_, const T* o, i64 no, i64 d, const i64* 
   (void)avx2;
 }
 
-template <class T>
-static inline T* ptr(std::uintptr_t a) {
-  return reinterpret_cast<T*>(a);
-}
-
 }  // namespace edk
 
 void bind_edistance_cpu(pybind11::module_& m) {
@@ -276,13 +272,13 @@ void bind_edistance_cpu(pybind11::module_& m) {
          std::uintptr_t blocks, i64 nblocks, bool same_xy, bool squared, bool is_double, std::uintptr_t out) {
         py::gil_scoped_release nogil;
         if (is_double)
-          edk::block_sums<double>(edk::ptr<const double>(x), nx, edk::ptr<const double>(y), ny, d,
-                                  edk::ptr<const i64>(xoff), edk::ptr<const i64>(yoff), edk::ptr<const i64>(blocks),
-                                  nblocks, same_xy, squared, edk::ptr<double>(out));
+          edk::block_sums<double>(cptr<double>(x), nx, cptr<double>(y), ny, d,
+                                  cptr<i64>(xoff), cptr<i64>(yoff), cptr<i64>(blocks),
+                                  nblocks, same_xy, squared, mptr<double>(out));
         else
-          edk::block_sums<float>(edk::ptr<const float>(x), nx, edk::ptr<const float>(y), ny, d,
-                                 edk::ptr<const i64>(xoff), edk::ptr<const i64>(yoff), edk::ptr<const i64>(blocks),
-                                 nblocks, same_xy, squared, edk::ptr<double>(out));
+          edk::block_sums<float>(cptr<float>(x), nx, cptr<float>(y), ny, d,
+                                 cptr<i64>(xoff), cptr<i64>(yoff), cptr<i64>(blocks),
+                                 nblocks, same_xy, squared, mptr<double>(out));
       },
       py::arg("x"), py::arg("nx"), py::arg("y"), py::arg("ny"), py::arg("d"), py::arg("x_offsets"),
       py::arg("y_offsets"), py::arg("blocks"), py::arg("n_blocks"), py::arg("same_xy"), py::arg("squared"),
@@ -295,13 +291,13 @@ void bind_edistance_cpu(pybind11::module_& m) {
          i64 nsets, bool squared, bool is_double, std::uintptr_t sums, std::uintptr_t gp, std::uintptr_t go) {
         py::gil_scoped_release nogil;
         if (is_double)
-          edk::set_loss<double>(edk::ptr<const double>(p), np_, edk::ptr<const double>(o), no, d,
-                                edk::ptr<const i64>(poff), edk::ptr<const i64>(ooff), nsets, squared,
-                                edk::ptr<double>(sums), edk::ptr<double>(gp), edk::ptr<double>(go));
+          edk::set_loss<double>(cptr<double>(p), np_, cptr<double>(o), no, d,
+                                cptr<i64>(poff), cptr<i64>(ooff), nsets, squared,
+                                mptr<double>(sums), mptr<double>(gp), mptr<double>(go));
         else
-          edk::set_loss<float>(edk::ptr<const float>(p), np_, edk::ptr<const float>(o), no, d,
-                               edk::ptr<const i64>(poff), edk::ptr<const i64>(ooff), nsets, squared,
-                               edk::ptr<double>(sums), edk::ptr<float>(gp), edk::ptr<float>(go));
+          edk::set_loss<float>(cptr<float>(p), np_, cptr<float>(o), no, d,
+                               cptr<i64>(poff), cptr<i64>(ooff), nsets, squared,
+                               mptr<double>(sums), mptr<float>(gp), mptr<float>(go));
       },
       py::arg("pred"), py::arg("n_pred"), py::arg("obs"), py::arg("n_obs"), py::arg("d"), py::arg("pred_offsets"),
       py::arg("obs_offsets"), py::arg("n_sets"), py::arg("squared"), py::arg("is_double"), py::arg("sums"),

@@ -6,15 +6,9 @@
 #include <cstdint>
 
 #include "common/bindings.hpp"
+#include "common/pointers.hpp"
 
 namespace celljepa {
-
-namespace {
-template <class T>
-T* dptr(std::uintptr_t a) {
-  return reinterpret_cast<T*>(a);
-}
-}  // namespace
 
 void bind_edistance_cuda(pybind11::module_& m) {
   namespace py = pybind11;
@@ -25,9 +19,9 @@ void bind_edistance_cuda(pybind11::module_& m) {
       [](std::uintptr_t x, i64 n, i64 d, std::uintptr_t norms, std::uintptr_t offsets, std::uintptr_t blocks,
          std::uintptr_t items, i64 n_items, bool squared, bool is_double, std::uintptr_t part, std::uintptr_t stream) {
         py::gil_scoped_release nogil;
-        cuda_ed::block_sums(dptr<const void>(x), n, d, dptr<void>(norms), dptr<const i64>(offsets),
-                            dptr<const i64>(blocks), dptr<const i64>(items), n_items, squared, is_double,
-                            dptr<double>(part), stream);
+        cuda_ed::block_sums(cptr<void>(x), n, d, mptr<void>(norms), cptr<i64>(offsets),
+                            cptr<i64>(blocks), cptr<i64>(items), n_items, squared, is_double,
+                            mptr<double>(part), stream);
       },
       py::arg("x"), py::arg("n"), py::arg("d"), py::arg("norms"), py::arg("offsets"), py::arg("blocks"),
       py::arg("items"), py::arg("n_items"), py::arg("squared"), py::arg("is_double"), py::arg("part"),
@@ -41,10 +35,10 @@ void bind_edistance_cuda(pybind11::module_& m) {
          std::uintptr_t grad_pred, std::uintptr_t grad_obs, std::uintptr_t stream) {
         (void)n_sets;
         py::gil_scoped_release nogil;
-        cuda_ed::set_loss(dptr<const void>(pred), n_pred, dptr<const void>(obs), n_obs, d, dptr<void>(pred_norms),
-                          dptr<void>(obs_norms), dptr<const i64>(pred_offsets), dptr<const i64>(obs_offsets),
-                          dptr<const i64>(items), n_items, squared, is_double, dptr<double>(part),
-                          dptr<void>(grad_pred), dptr<void>(grad_obs), stream);
+        cuda_ed::set_loss(cptr<void>(pred), n_pred, cptr<void>(obs), n_obs, d, mptr<void>(pred_norms),
+                          mptr<void>(obs_norms), cptr<i64>(pred_offsets), cptr<i64>(obs_offsets),
+                          cptr<i64>(items), n_items, squared, is_double, mptr<double>(part),
+                          mptr<void>(grad_pred), mptr<void>(grad_obs), stream);
       },
       py::arg("pred"), py::arg("n_pred"), py::arg("obs"), py::arg("n_obs"), py::arg("d"), py::arg("pred_norms"),
       py::arg("obs_norms"), py::arg("pred_offsets"), py::arg("obs_offsets"), py::arg("n_sets"), py::arg("items"),

@@ -20,6 +20,8 @@
 #endif
 
 #include "common/bindings.hpp"
+#include "common/mask_params.hpp"
+#include "common/pointers.hpp"
 #include "masked_encode/mask_rng.hpp"
 
 namespace py = pybind11;
@@ -226,23 +228,6 @@ int check_csr(const std::int64_t* crow, const std::int64_t* col, std::int64_t B,
   return bad;
 }
 
-template <typename P>
-const P* ptr(std::uintptr_t a) {
-  return reinterpret_cast<const P*>(a);
-}
-template <typename P>
-P* mptr(std::uintptr_t a) {
-  return reinterpret_cast<P*>(a);
-}
-
-MaskParams make_params(int kind, std::uint64_t seed, std::int64_t cell_offset, std::uint64_t thr,
-                       std::int64_t block_size, std::uintptr_t gene_to_module) {
-  if (kind < mask_rng::kNone || kind > mask_rng::kModule) throw std::invalid_argument("masked_encode: bad mask kind");
-  if (kind == mask_rng::kBlock && block_size < 1) throw std::invalid_argument("masked_encode: block_size must be >= 1");
-  if (kind == mask_rng::kModule && gene_to_module == 0)
-    throw std::invalid_argument("masked_encode: module mask needs gene_to_module");
-  return MaskParams{kind, seed, cell_offset, thr, block_size, ptr<std::int32_t>(gene_to_module)};
-}
 
 }  // namespace
 
@@ -255,14 +240,14 @@ void bind_masked_encode_cpu(py::module_& m) {
       [](std::uintptr_t crow, std::uintptr_t col, std::uintptr_t values, std::int64_t n_rows, std::uintptr_t weight,
          std::int64_t hidden, std::uintptr_t bias, std::uintptr_t out, bool is_double, int kind, std::uint64_t seed,
          std::int64_t cell_offset, std::uint64_t thr, std::int64_t block_size, std::uintptr_t gene_to_module) {
-        const auto p = make_params(kind, seed, cell_offset, thr, block_size, gene_to_module);
+        const auto p = make_mask_params(kind, seed, cell_offset, thr, block_size, gene_to_module);
         py::gil_scoped_release nogil;
         if (is_double)
-          forward(ptr<std::int64_t>(crow), ptr<std::int64_t>(col), ptr<double>(values), n_rows, ptr<double>(weight),
-                  hidden, ptr<double>(bias), mptr<double>(out), p);
+          forward(cptr<std::int64_t>(crow), cptr<std::int64_t>(col), cptr<double>(values), n_rows, cptr<double>(weight),
+                  hidden, cptr<double>(bias), mptr<double>(out), p);
         else
-          forward(ptr<std::int64_t>(crow), ptr<std::int64_t>(col), ptr<float>(values), n_rows, ptr<float>(weight),
-                  hidden, ptr<float>(bias), mptr<float>(out), p);
+          forward(cptr<std::int64_t>(crow), cptr<std::int64_t>(col), cptr<float>(values), n_rows, cptr<float>(weight),
+                  hidden, cptr<float>(bias), mptr<float>(out), p);
       },
       py::arg("crow"), py::arg("col"), py::arg("values"), py::arg("n_rows"), py::arg("weight"), py::arg("hidden"),
       py::arg("bias"), py::arg("out"), py::arg("is_double"), py::arg("kind"), py::arg("seed"), py::arg("cell_offset"),
@@ -275,13 +260,13 @@ void bind_masked_encode_cpu(py::module_& m) {
          std::int64_t hidden, std::int64_t n_genes, std::uintptr_t dweight, bool is_double, int kind,
          std::uint64_t seed, std::int64_t cell_offset, std::uint64_t thr, std::int64_t block_size,
          std::uintptr_t gene_to_module) {
-        const auto p = make_params(kind, seed, cell_offset, thr, block_size, gene_to_module);
+        const auto p = make_mask_params(kind, seed, cell_offset, thr, block_size, gene_to_module);
         py::gil_scoped_release nogil;
         if (is_double)
-          grad_weight(ptr<std::int64_t>(crow), ptr<std::int64_t>(col), ptr<double>(values), n_rows, ptr<double>(dout),
+          grad_weight(cptr<std::int64_t>(crow), cptr<std::int64_t>(col), cptr<double>(values), n_rows, cptr<double>(dout),
                       hidden, n_genes, mptr<double>(dweight), p);
         else
-          grad_weight(ptr<std::int64_t>(crow), ptr<std::int64_t>(col), ptr<float>(values), n_rows, ptr<float>(dout),
+          grad_weight(cptr<std::int64_t>(crow), cptr<std::int64_t>(col), cptr<float>(values), n_rows, cptr<float>(dout),
                       hidden, n_genes, mptr<float>(dweight), p);
       },
       py::arg("crow"), py::arg("col"), py::arg("values"), py::arg("n_rows"), py::arg("dout"), py::arg("hidden"),
@@ -293,14 +278,14 @@ void bind_masked_encode_cpu(py::module_& m) {
       [](std::uintptr_t crow, std::uintptr_t col, std::int64_t n_rows, std::uintptr_t weight, std::int64_t hidden,
          std::uintptr_t dout, std::uintptr_t dvalues, bool is_double, int kind, std::uint64_t seed,
          std::int64_t cell_offset, std::uint64_t thr, std::int64_t block_size, std::uintptr_t gene_to_module) {
-        const auto p = make_params(kind, seed, cell_offset, thr, block_size, gene_to_module);
+        const auto p = make_mask_params(kind, seed, cell_offset, thr, block_size, gene_to_module);
         py::gil_scoped_release nogil;
         if (is_double)
-          grad_values(ptr<std::int64_t>(crow), ptr<std::int64_t>(col), n_rows, ptr<double>(weight), hidden,
-                      ptr<double>(dout), mptr<double>(dvalues), p);
+          grad_values(cptr<std::int64_t>(crow), cptr<std::int64_t>(col), n_rows, cptr<double>(weight), hidden,
+                      cptr<double>(dout), mptr<double>(dvalues), p);
         else
-          grad_values(ptr<std::int64_t>(crow), ptr<std::int64_t>(col), n_rows, ptr<float>(weight), hidden,
-                      ptr<float>(dout), mptr<float>(dvalues), p);
+          grad_values(cptr<std::int64_t>(crow), cptr<std::int64_t>(col), n_rows, cptr<float>(weight), hidden,
+                      cptr<float>(dout), mptr<float>(dvalues), p);
       },
       py::arg("crow"), py::arg("col"), py::arg("n_rows"), py::arg("weight"), py::arg("hidden"), py::arg("dout"),
       py::arg("dvalues"), py::arg("is_double"), py::arg("kind"), py::arg("seed"), py::arg("cell_offset"),
@@ -310,9 +295,9 @@ void bind_masked_encode_cpu(py::module_& m) {
       "mask_bits",
       [](std::uintptr_t cells, std::int64_t n_cells, std::int64_t n_genes, std::uintptr_t out, int kind,
          std::uint64_t seed, std::uint64_t thr, std::int64_t block_size, std::uintptr_t gene_to_module) {
-        const auto p = make_params(kind, seed, 0, thr, block_size, gene_to_module);
+        const auto p = make_mask_params(kind, seed, 0, thr, block_size, gene_to_module);
         py::gil_scoped_release nogil;
-        mask_bits(ptr<std::int64_t>(cells), n_cells, n_genes, mptr<std::uint8_t>(out), p);
+        mask_bits(cptr<std::int64_t>(cells), n_cells, n_genes, mptr<std::uint8_t>(out), p);
       },
       py::arg("cells"), py::arg("n_cells"), py::arg("n_genes"), py::arg("out"), py::arg("kind"), py::arg("seed"),
       py::arg("thr"), py::arg("block_size"), py::arg("gene_to_module"),
@@ -321,7 +306,7 @@ void bind_masked_encode_cpu(py::module_& m) {
       "check_csr",
       [](std::uintptr_t crow, std::uintptr_t col, std::int64_t n_rows, std::int64_t nnz, std::int64_t n_genes) {
         py::gil_scoped_release nogil;
-        return check_csr(ptr<std::int64_t>(crow), ptr<std::int64_t>(col), n_rows, nnz, n_genes);
+        return check_csr(cptr<std::int64_t>(crow), cptr<std::int64_t>(col), n_rows, nnz, n_genes);
       },
       py::arg("crow"), py::arg("col"), py::arg("n_rows"), py::arg("nnz"), py::arg("n_genes"),
       "CSR check: 0 ok, 1 bad crow ends, 2 crow decreasing, 3 column out of range, 4 columns not strictly "

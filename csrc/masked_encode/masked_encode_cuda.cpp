@@ -8,6 +8,8 @@
 #include <stdexcept>
 
 #include "common/bindings.hpp"
+#include "common/mask_params.hpp"
+#include "common/pointers.hpp"
 #include "masked_encode/masked_encode.hpp"
 
 namespace py = pybind11;
@@ -18,23 +20,6 @@ namespace {
 using mask_rng::MaskParams;
 namespace mc = masked_encode_cuda;
 
-template <typename P>
-const P* ptr(std::uintptr_t a) {
-  return reinterpret_cast<const P*>(a);
-}
-template <typename P>
-P* mptr(std::uintptr_t a) {
-  return reinterpret_cast<P*>(a);
-}
-
-MaskParams make_params(int kind, std::uint64_t seed, std::int64_t cell_offset, std::uint64_t thr,
-                       std::int64_t block_size, std::uintptr_t gene_to_module) {
-  if (kind < mask_rng::kNone || kind > mask_rng::kModule) throw std::invalid_argument("masked_encode: bad mask kind");
-  if (kind == mask_rng::kBlock && block_size < 1) throw std::invalid_argument("masked_encode: block_size must be >= 1");
-  if (kind == mask_rng::kModule && gene_to_module == 0)
-    throw std::invalid_argument("masked_encode: module mask needs gene_to_module");
-  return MaskParams{kind, seed, cell_offset, thr, block_size, ptr<std::int32_t>(gene_to_module)};
-}
 
 }  // namespace
 
@@ -45,14 +30,14 @@ void bind_masked_encode_cuda(py::module_& m) {
          std::int64_t hidden, std::uintptr_t bias, std::uintptr_t out, bool is_double, int kind, std::uint64_t seed,
          std::int64_t cell_offset, std::uint64_t thr, std::int64_t block_size, std::uintptr_t gene_to_module,
          std::uintptr_t stream) {
-        const auto p = make_params(kind, seed, cell_offset, thr, block_size, gene_to_module);
+        const auto p = make_mask_params(kind, seed, cell_offset, thr, block_size, gene_to_module);
         py::gil_scoped_release nogil;
         if (is_double)
-          mc::forward(ptr<std::int64_t>(crow), ptr<std::int64_t>(col), ptr<double>(values), n_rows,
-                      ptr<double>(weight), hidden, ptr<double>(bias), mptr<double>(out), p, stream);
+          mc::forward(cptr<std::int64_t>(crow), cptr<std::int64_t>(col), cptr<double>(values), n_rows,
+                      cptr<double>(weight), hidden, cptr<double>(bias), mptr<double>(out), p, stream);
         else
-          mc::forward(ptr<std::int64_t>(crow), ptr<std::int64_t>(col), ptr<float>(values), n_rows, ptr<float>(weight),
-                      hidden, ptr<float>(bias), mptr<float>(out), p, stream);
+          mc::forward(cptr<std::int64_t>(crow), cptr<std::int64_t>(col), cptr<float>(values), n_rows, cptr<float>(weight),
+                      hidden, cptr<float>(bias), mptr<float>(out), p, stream);
       },
       py::arg("crow"), py::arg("col"), py::arg("values"), py::arg("n_rows"), py::arg("weight"), py::arg("hidden"),
       py::arg("bias"), py::arg("out"), py::arg("is_double"), py::arg("kind"), py::arg("seed"), py::arg("cell_offset"),
@@ -64,14 +49,14 @@ void bind_masked_encode_cuda(py::module_& m) {
          std::int64_t hidden, std::uintptr_t dweight, bool is_double, int kind, std::uint64_t seed,
          std::int64_t cell_offset, std::uint64_t thr, std::int64_t block_size, std::uintptr_t gene_to_module,
          std::uintptr_t stream) {
-        const auto p = make_params(kind, seed, cell_offset, thr, block_size, gene_to_module);
+        const auto p = make_mask_params(kind, seed, cell_offset, thr, block_size, gene_to_module);
         py::gil_scoped_release nogil;
         if (is_double)
-          mc::grad_weight(ptr<std::int64_t>(crow), ptr<std::int64_t>(col), ptr<double>(values), n_rows,
-                          ptr<double>(dout), hidden, mptr<double>(dweight), p, stream);
+          mc::grad_weight(cptr<std::int64_t>(crow), cptr<std::int64_t>(col), cptr<double>(values), n_rows,
+                          cptr<double>(dout), hidden, mptr<double>(dweight), p, stream);
         else
-          mc::grad_weight(ptr<std::int64_t>(crow), ptr<std::int64_t>(col), ptr<float>(values), n_rows,
-                          ptr<float>(dout), hidden, mptr<float>(dweight), p, stream);
+          mc::grad_weight(cptr<std::int64_t>(crow), cptr<std::int64_t>(col), cptr<float>(values), n_rows,
+                          cptr<float>(dout), hidden, mptr<float>(dweight), p, stream);
       },
       py::arg("crow"), py::arg("col"), py::arg("values"), py::arg("n_rows"), py::arg("dout"), py::arg("hidden"),
       py::arg("dweight"), py::arg("is_double"), py::arg("kind"), py::arg("seed"), py::arg("cell_offset"),
@@ -83,14 +68,14 @@ void bind_masked_encode_cuda(py::module_& m) {
          std::uintptr_t dout, std::uintptr_t dvalues, bool is_double, int kind, std::uint64_t seed,
          std::int64_t cell_offset, std::uint64_t thr, std::int64_t block_size, std::uintptr_t gene_to_module,
          std::uintptr_t stream) {
-        const auto p = make_params(kind, seed, cell_offset, thr, block_size, gene_to_module);
+        const auto p = make_mask_params(kind, seed, cell_offset, thr, block_size, gene_to_module);
         py::gil_scoped_release nogil;
         if (is_double)
-          mc::grad_values(ptr<std::int64_t>(crow), ptr<std::int64_t>(col), n_rows, ptr<double>(weight), hidden,
-                          ptr<double>(dout), mptr<double>(dvalues), p, stream);
+          mc::grad_values(cptr<std::int64_t>(crow), cptr<std::int64_t>(col), n_rows, cptr<double>(weight), hidden,
+                          cptr<double>(dout), mptr<double>(dvalues), p, stream);
         else
-          mc::grad_values(ptr<std::int64_t>(crow), ptr<std::int64_t>(col), n_rows, ptr<float>(weight), hidden,
-                          ptr<float>(dout), mptr<float>(dvalues), p, stream);
+          mc::grad_values(cptr<std::int64_t>(crow), cptr<std::int64_t>(col), n_rows, cptr<float>(weight), hidden,
+                          cptr<float>(dout), mptr<float>(dvalues), p, stream);
       },
       py::arg("crow"), py::arg("col"), py::arg("n_rows"), py::arg("weight"), py::arg("hidden"), py::arg("dout"),
       py::arg("dvalues"), py::arg("is_double"), py::arg("kind"), py::arg("seed"), py::arg("cell_offset"),
@@ -101,9 +86,9 @@ void bind_masked_encode_cuda(py::module_& m) {
       [](std::uintptr_t cells, std::int64_t n_cells, std::int64_t n_genes, std::uintptr_t out, int kind,
          std::uint64_t seed, std::uint64_t thr, std::int64_t block_size, std::uintptr_t gene_to_module,
          std::uintptr_t stream) {
-        const auto p = make_params(kind, seed, 0, thr, block_size, gene_to_module);
+        const auto p = make_mask_params(kind, seed, 0, thr, block_size, gene_to_module);
         py::gil_scoped_release nogil;
-        mc::mask_bits(ptr<std::int64_t>(cells), n_cells, n_genes, mptr<std::uint8_t>(out), p, stream);
+        mc::mask_bits(cptr<std::int64_t>(cells), n_cells, n_genes, mptr<std::uint8_t>(out), p, stream);
       },
       py::arg("cells"), py::arg("n_cells"), py::arg("n_genes"), py::arg("out"), py::arg("kind"), py::arg("seed"),
       py::arg("thr"), py::arg("block_size"), py::arg("gene_to_module"), py::arg("stream"),

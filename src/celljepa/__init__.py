@@ -1,11 +1,13 @@
-"""celljepa: perturbation response prediction with joint-embedding predictive architectures, for AnnData."""
+"""celljepa: perturbation response prediction with joint-embedding predictive architectures, for AnnData.
+
+The subpackages load on first use (``cj.pp``, ``cj.tl``, ``cj.pl``, ...), so ``import celljepa.kernels``
+needs neither anndata nor scanpy, and ``celljepa --help`` starts without torch.
+"""
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as _version
+import importlib
 
-from . import datasets, kernels, models, pl, pp, splits, tl
 from ._errors import (
     BackendUnavailableError,
     CelljepaError,
@@ -15,12 +17,29 @@ from ._errors import (
     SplitError,
     Violation,
 )
+from ._logging import logger as _logger
+from ._settings import align_numba_threads as _align_numba_threads
 from ._settings import settings
+from ._version import __version__
 
-try:
-    __version__ = _version("celljepa")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
-    __version__ = "0.0.0"
+if (_why := _align_numba_threads()) not in (None, "set"):
+    _logger.warning(_why)
+
+# the public subpackages, imported on first attribute access (PEP 562)
+_SUBPACKAGES = ("bench", "data", "datasets", "eval", "kernels", "models", "nn", "pl", "pp", "splits", "tl", "train")
+
+
+def __getattr__(name: str):
+    if name in _SUBPACKAGES:
+        module = importlib.import_module(f"{__name__}.{name}")
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_SUBPACKAGES))
+
 
 __all__ = [
     "BackendUnavailableError",
@@ -30,6 +49,7 @@ __all__ = [
     "InputError",
     "SplitError",
     "Violation",
+    "__version__",
     "datasets",
     "kernels",
     "models",

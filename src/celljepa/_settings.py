@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import sys
 
 from ._errors import InputError
 from ._logging import logger
@@ -60,3 +62,30 @@ class Settings:
 
 
 settings = Settings()
+
+
+def align_numba_threads(environ=None, modules=None) -> str | None:
+    """Give numba the thread count of ``OMP_NUM_THREADS``; called once at ``import celljepa``.
+
+    scanpy runs numba kernels (``normalize_total`` and ``log1p`` on sparse data, ...). Without
+    ``NUMBA_NUM_THREADS``, numba starts one thread per core of the *machine* and, through the OpenMP runtime
+    it shares with torch, raises torch's threads above ``OMP_NUM_THREADS`` too: on a Slurm node or beside
+    other jobs the spinning threads slow everything down many times. When ``OMP_NUM_THREADS`` is set and
+    ``NUMBA_NUM_THREADS`` is not, this sets it to the same value, which works while numba is not imported
+    yet (importing celljepa before scanpy); later, it returns a warning (logged at import) with the fix.
+
+    Returns
+    -------
+    What was done: ``"set"``, a warning text, or ``None`` (nothing to do).
+    """
+    environ = os.environ if environ is None else environ
+    modules = sys.modules if modules is None else modules
+    omp = environ.get("OMP_NUM_THREADS", "").strip()
+    if not omp.isdigit() or int(omp) < 1 or environ.get("NUMBA_NUM_THREADS"):
+        return None
+    if "numba" not in modules:
+        environ["NUMBA_NUM_THREADS"] = omp
+        return "set"
+    return (f"numba was imported before celljepa without NUMBA_NUM_THREADS: scanpy's numba kernels will start one "
+            f"thread per core and raise torch's threads above OMP_NUM_THREADS={omp}. Fix: export "
+            f"NUMBA_NUM_THREADS={omp} (or import celljepa before scanpy).")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+import celljepa as cj
 from celljepa._errors import InputError
 from celljepa.bench import benchmark, demo_datasets
 from celljepa.bench import consolidate as C
@@ -51,8 +52,15 @@ def runs(tmp_path_factory):
 @pytest.fixture(scope="module")
 def merged(runs, tmp_path_factory):
     out = tmp_path_factory.mktemp("report")
-    report = C.consolidate(list(runs.values()), out, title="test report")
+    report = C.consolidate(list(runs.values()), out, title="test report", figure_maker=_figure)
     return report, out
+
+
+def _figure(verdicts, path):
+    import matplotlib.pyplot as plt
+
+    plt.close(cj.pl.where_jepa_helps(verdicts, save=path, show=False, return_fig=True))
+    return path
 
 
 def _combined(path: Path) -> dict:
@@ -193,6 +201,15 @@ def test_report_json_round_trips(merged):
     assert C.render_markdown(loaded) == (out / "report.md").read_text()
 
 
+def test_no_figure_maker_no_figure(runs, tmp_path):
+    report = C.consolidate([runs["jepa"]], tmp_path)
+    assert report["verdicts"] and report["figures"] == []
+    assert not (tmp_path / "figures").exists() and "![where JEPA helps]" not in (tmp_path / "report.md").read_text()
+    # the same figure from the written report.json
+    fig = cj.pl.where_jepa_helps(tmp_path, save=tmp_path / "w.png", show=False, return_fig=True)
+    assert len(fig.axes) == 2 and (tmp_path / "w.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_unknown_folder_is_an_input_error(tmp_path):
     (tmp_path / "notes.txt").write_text("nothing here")
     with pytest.raises(InputError, match="metrics_combined.json") as err:
@@ -205,7 +222,7 @@ def test_unknown_folder_is_an_input_error(tmp_path):
 
 def test_sweep_folder_adds_the_ablation_rows(runs, tmp_path):
     rows = json.loads((ABLATIONS / "ablation.json").read_text())["rows"]
-    report = C.consolidate([runs["base"], ABLATIONS], tmp_path)
+    report = C.consolidate([runs["base"], ABLATIONS], tmp_path, figure_maker=_figure)
     assert len(report["ablations"]) == len(rows)
     assert [r["jepa_set_diff"] for r in report["ablations"]] == [r.get("jepa_set_diff") for r in rows]
     md = (tmp_path / "report.md").read_text()
@@ -239,7 +256,7 @@ def test_a_run_from_before_the_protocol_is_never_a_claim(runs, tmp_path):
         m["verdict"]["edistance"].pop(key, None)
     m["verdict"]["outcome"] = "wins"
     (old / "metrics.json").write_text(json.dumps(m))
-    report = C.consolidate([old, runs["jepa"]], tmp_path / "out")
+    report = C.consolidate([old, runs["jepa"]], tmp_path / "out", figure_maker=_figure)
     rows = {r["run"]: r for r in report["verdicts"]}
     assert rows["old_fold"]["outcome"] == "old protocol" and rows["old_fold"]["old_protocol"]
     # the old row is not in the Holm family: the new run's rows alone are

@@ -106,7 +106,7 @@ def test_benchmark_workflow_on_part_of_the_demo(tmp_path):
 
 @pytest.mark.slow
 def test_benchmark_cli_on_the_whole_demo(tmp_path):
-    assert main(["benchmark", "--dataset", "demo", "--out", str(tmp_path), "--no-progress"]) == 0
+    assert main(["benchmark", "--data", "demo", "--out", str(tmp_path), "--no-progress"]) == 0
     results = json.loads((tmp_path / "metrics_combined.json").read_text())["results"]
     assert set(results) == {"norman2019/S1_unseen_perturbation", "norman2019/S3_unseen_combo",
                             "sciplex_gxe/S1_unseen_perturbation", "sciplex_gxe/S2_unseen_context"}
@@ -132,7 +132,7 @@ def test_benchmark_with_jepa_embeddings(tmp_path):
 
 def test_benchmark_cli_split_seeds_and_the_transductive_flag(ingested, tmp_path, capsys):
     out = tmp_path / "kang"
-    assert main(["benchmark", "--h5ad", str(ingested["kang2018"]), "--splits", "S2_unseen_context:7", "--max-folds",
+    assert main(["benchmark", "--data", str(ingested["kang2018"]), "--splits", "S2_unseen_context:7", "--max-folds",
                  "2", "--no-jepa", "--split-seeds", "0,1", "--transductive", "--no-progress", "--out", str(out)]) == 0
     data = json.loads((out / "metrics_combined.json").read_text())
     assert data["split_seeds"] == [0, 1] and data["transductive"] is True

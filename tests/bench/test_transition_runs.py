@@ -29,7 +29,7 @@ def kang_fold(ingested, tmp_path_factory):
 @pytest.fixture(scope="module")
 def kang_pretrained(ingested, kang_fold, tmp_path_factory):
     run = tmp_path_factory.mktemp("kang_jepa")
-    assert main(["pretrain", str(ingested["kang2018"]), "--split", str(kang_fold), "--out", str(run), "--fast-dev",
+    assert main(["pretrain", str(ingested["kang2018"]), "--split-file", str(kang_fold), "--out", str(run), "--fast-dev",
                  "--no-progress", *SMALL]) == 0
     return run
 
@@ -63,7 +63,7 @@ def test_train_transition_on_kang_unseen_cell_type(ingested, kang_fold, kang_pre
 def test_train_transition_refuses_an_encoder_that_saw_the_test_cells(ingested, kang_fold, tmp_path, capsys):
     run = tmp_path / "unsplit"
     assert main(["pretrain", str(ingested["kang2018"]), "--out", str(run), "--fast-dev", "--no-progress", *SMALL]) == 0
-    code = main(["train-transition", str(ingested["kang2018"]), "--jepa", str(run), "--split", str(kang_fold),
+    code = main(["train-transition", str(ingested["kang2018"]), "--jepa", str(run), "--split-file", str(kang_fold),
                  "--out", str(tmp_path / "tt")])
     err = capsys.readouterr().err
     assert code == 1 and "pretrained without a split" in err and "--allow-unsplit-encoder" in err
@@ -182,8 +182,8 @@ def test_train_transition_under_torchrun_matches_one_process(ingested, kang_fold
 
     import torch
 
-    args = ["train-transition", str(ingested["kang2018"]), "--jepa", str(kang_pretrained), "--split", str(kang_fold),
-            "--set", "max_steps=30", "--set", "eval_every=10", "--kinds", "set"]
+    args = ["train-transition", str(ingested["kang2018"]), "--jepa", str(kang_pretrained), "--split-file",
+            str(kang_fold), "--set", "max_steps=30", "--set", "eval_every=10", "--kinds", "set"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     one = subprocess.run([sys.executable, "-m", "celljepa.cli", *args, "--out", str(tmp_path / "one")], env=env,
                          capture_output=True, text=True, timeout=600)

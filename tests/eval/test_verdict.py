@@ -11,7 +11,15 @@ from statsmodels.stats.multitest import multipletests
 
 from celljepa.bench.evaluate import choose_comparator, pool_conditions, summarize
 from celljepa.eval.effects import condition_effects, split_half_noise
-from celljepa.eval.verdict import apply_holm, holm_over, outcome, paired_comparison, sign_flip_pvalue
+from celljepa.eval.verdict import (
+    apply_holm,
+    enumerated_sign_flip_hits,
+    exact_sign_flip_hits,
+    holm_over,
+    outcome,
+    paired_comparison,
+    sign_flip_pvalue,
+)
 
 
 def _brute_force(d):
@@ -25,6 +33,17 @@ def _brute_force(d):
                                [0.1] * 8])
 def test_exact_sign_flip_equals_brute_force(d):
     assert sign_flip_pvalue(d) == pytest.approx(_brute_force(d), abs=1e-12)
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 9, 14, 17])
+def test_meet_in_the_middle_count_equals_every_pattern_enumerated(n):
+    rng = np.random.default_rng(n)
+    # continuous values, values rounded to one decimal (many tied sums) and all-equal values
+    for d in (rng.normal(0.1, 1.0, n), np.round(rng.normal(0.0, 1.0, n), 1), np.full(n, 0.3)):
+        # thresholds sit 1e-9 below a possible tie, as in sign_flip_pvalue: sums equal up to rounding count
+        for t in (abs(d.sum()) - 1e-9, 0.5 * abs(d.sum()) - 1e-9, abs(d).sum() + 1.0):
+            assert exact_sign_flip_hits(d, t) == enumerated_sign_flip_hits(d, t)
+    assert exact_sign_flip_hits(np.ones(n), 0.0) == 2 ** n
 
 
 def test_sign_flip_hand_computed_and_edge_cases():

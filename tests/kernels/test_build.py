@@ -77,3 +77,29 @@ def test_settings_backend_is_used_and_checked():
     finally:
         cj.settings.kernel_backend = old
     assert resolve_backend() == "cpu"
+
+
+def test_kernels_import_and_run_without_anndata_scanpy_or_pandas():
+    # the scverse stack made unimportable (None in sys.modules): the kernels must import and compute without it
+    code = (
+        "import sys\n"
+        "for name in ('anndata', 'scanpy', 'pandas', 'sklearn', 'h5py'):\n"
+        "    sys.modules[name] = None\n"
+        "import torch\n"
+        "import celljepa.kernels as k\n"
+        "x = torch.randn(30, 4, dtype=torch.float64); off = torch.tensor([0, 15, 30])\n"
+        "print(torch.allclose(k.edistance(x, off, backend='reference'), k.edistance(x, off)))\n"
+        "w = torch.randn(6, 3, dtype=torch.float64)\n"
+        "dense = torch.randn(5, 6, dtype=torch.float64).relu()\n"
+        "h = k.masked_encode(dense.to_sparse_csr(), w, kind='random', ratio=0.5, seed=1)\n"
+        "print(tuple(h.shape))\n"
+        "print(sorted(m for m, v in sys.modules.items() if v is not None and m.split('.')[0] in\n"
+        "             ('anndata', 'scanpy', 'pandas')))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n")[:3] == ["True", "(5, 3)", "[]"]
+    # the same hook does stop the rest of the package, so the check can fail
+    code = code.split("import torch")[0] + "import celljepa.data.genesets\n"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode != 0 and "import of pandas halted" in proc.stderr

@@ -23,13 +23,11 @@ from celljepa import InputError
 from celljepa.kernels import _reference_masked_encode as ref
 from celljepa.kernels import (
     available_backends,
-    gene_module_map,
     load_core,
     load_cuda,
     mask_for,
     masked_encode,
     module_mask_for,
-    read_gmt,
 )
 
 BACKENDS = available_backends()
@@ -514,57 +512,6 @@ def test_validation_errors():
         masked_encode(x, w, kind="explicit", keep=np.ones(x.shape))
     with pytest.raises(cj.BackendUnavailableError if load_cuda() is None else InputError):
         masked_encode(x, w, backend="cuda")
-
-
-# --------------------------------------------------------------------------------- gene sets
-def test_read_gmt_real_hallmark_and_reactome():
-    hallmark = read_gmt(GENESETS / "msigdb/h.all.v7.0.symbols.gmt")
-    assert len(hallmark) == 50
-    assert "HALLMARK_TNFA_SIGNALING_VIA_NFKB" in hallmark
-    assert hallmark["HALLMARK_TNFA_SIGNALING_VIA_NFKB"][:3] == ["JUNB", "CXCL2", "ATF3"]
-    assert all(len(g) > 0 for g in hallmark.values())
-    reactome = read_gmt(GENESETS / "reactome/ReactomePathways.gmt")
-    assert len(reactome) > 2000
-    assert reactome["2-LTR-circle-formation"][:3] == ["BANF1", "HMGA1", "LIG4"]
-
-
-def test_gene_module_map_on_hallmark():
-    hallmark = read_gmt(GENESETS / "msigdb/h.all.v7.0.symbols.gmt")
-    var_names = ["JUNB", "MYC", "NOT_A_GENE", "TP53", "CXCL2", "ALSO_NOT"]
-    ids, names = gene_module_map(var_names, hallmark)
-    assert ids.dtype == np.int32 and len(ids) == len(var_names)
-    assert names[-1] == "unassigned" and ids[2] == ids[5] == len(names) - 1
-    first = next(s for s in hallmark if "JUNB" in hallmark[s])
-    assert names[ids[0]] == first == "HALLMARK_TNFA_SIGNALING_VIA_NFKB"
-    # every used module holds at least one gene (empty sets dropped) and ids are compact
-    assert set(ids.tolist()) == set(range(len(names)))
-    ids_size, names_size = gene_module_map(var_names, hallmark, priority="size")
-    sizes = {s: len(g) for s, g in hallmark.items()}
-    for g, mid in zip(var_names, ids_size, strict=True):
-        if names_size[mid] != "unassigned":
-            cands = [s for s in hallmark if g in hallmark[s]]
-            assert sizes[names_size[mid]] == min(sizes[s] for s in cands)
-    # usable as a module mask
-    m = mask_for(0, 10, len(var_names), kind="module", ratio=0.5, gene_to_module=ids)
-    assert m.shape == (10, 6)
-    assert torch.equal(m[:, 2], m[:, 5])
-
-
-def test_read_gmt_malformed(tmp_path):
-    p = tmp_path / "bad.gmt"
-    p.write_text("OK\tdesc\tA\tB\nBROKEN_LINE_NO_TABS\n")
-    with pytest.raises(InputError, match="bad.gmt:2"):
-        read_gmt(p)
-    p.write_text("EMPTY\tdesc\t\t\n")
-    with pytest.raises(InputError, match="no genes"):
-        read_gmt(p)
-    p.write_text("S\td\tA\nS\td\tB\n")
-    with pytest.raises(InputError, match="twice"):
-        read_gmt(p)
-    with pytest.raises(InputError, match="does not exist"):
-        read_gmt(tmp_path / "missing.gmt")
-    p.write_text("S\td\tA\tA\tB\t\n\n")
-    assert read_gmt(p) == {"S": ["A", "B"]}
 
 
 # --------------------------------------------------------------------------------- CUDA vs CPU

@@ -147,6 +147,35 @@ def test_config_file_and_overrides(tmp_path):
     assert load_transition_config() == TransitionConfig()
 
 
+def test_config_values_are_typed_like_the_jepa_config(tmp_path):
+    # YAML 1.1 reads 3e-4 as a string and "no" as a string in quotes: both become what the setting is
+    path = tmp_path / "t.yaml"
+    path.write_text("lr: 3e-4\nuse_context: 'no'\nmax_steps: 20.0\n")
+    cfg = load_transition_config(path)
+    assert (cfg.lr, cfg.use_context, cfg.max_steps) == (3e-4, False, 20)
+    assert isinstance(cfg.lr, float) and isinstance(cfg.max_steps, int)
+    for bad, message in [({"lr": "fast"}, "lr must be a number, got 'fast'"),
+                         ({"use_context": "maybe"}, "use_context must be on/off"),
+                         ({"max_steps": 2.5}, "max_steps must be an integer"),
+                         ({"lr": -1.0}, "lr must be >= 0"),
+                         ({"weight_decay": -0.1}, "weight_decay must be >= 0"),
+                         ({"decoder": "residul"}, "Did you mean 'residual'"),
+                         ({"device": "gpu"}, "device must be auto, cpu, cuda")]:
+        with pytest.raises(InputError, match=message):
+            load_transition_config(overrides=bad)
+
+
+def test_bad_transition_set_is_a_clean_cli_error(tmp_path, capsys):
+    from celljepa.cli import main
+
+    out = tmp_path / "run"
+    code = main(["benchmark", "--data", "demo", "--out", str(out), "--transition-set", "lr=fast"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "transition config: lr must be a number, got 'fast'" in err and "Traceback" not in err
+    assert not out.exists(), "a bad setting is refused before anything is written"
+
+
 def test_featurizer_marks_known_and_unknown_tokens():
     feats = ActionFeaturizer.build(pca_loadings={"A": np.array([1.0, 0.0]), "B": np.array([0.0, 2.0])})
     a, unknown = feats.token("gene:A"), feats.token("gene:ZZZ")

@@ -9,8 +9,9 @@ import celljepa as cj
 from celljepa._errors import InputError
 from celljepa.bench import demo_datasets
 from celljepa.bench.evaluate import EvalConfig, prepare_fold, score_fold
-from celljepa.models.transition import JEPATransition, TransitionConfig, fit_transition
+from celljepa.models.transition import JEPATransition, TransitionConfig
 from celljepa.splits import make_split_folds
+from celljepa.tl import fit_transition
 from celljepa.train.config import load_config
 
 SMALL = {"train": {"max_steps": 30, "batch_size": 64, "log_every": 10},

@@ -24,13 +24,14 @@ def trained(demo_processed, tmp_path_factory):
 
 def test_from_model_and_run_folder(trained, tmp_path):
     model, run = trained
-    fig = cj.pl.jepa_training(model, show=False, save=tmp_path / "a.png")
+    fig = cj.pl.jepa_training(model, show=False, save=tmp_path / "a.png", return_fig=True)
     assert (tmp_path / "a.png").stat().st_size > 0
     assert [ax.get_title() for ax in fig.axes] == ["loss (train)", "effective rank / dims", "min per-dim std",
                                                   "mean pairwise cosine"]
     assert len(fig.axes[0].lines) == 2  # the training curve and the evaluation-batch points
     plt.close(fig)
-    fig = cj.pl.jepa_training({"a": run, "b": run / "metrics.jsonl"}, metrics=("loss",), show=False)
+    fig = cj.pl.jepa_training({"a": run, "b": run / "metrics.jsonl"}, metrics=("loss",), show=False,
+                              return_fig=True)
     assert len(fig.axes) == 1 and fig.axes[0].get_legend() is not None
     plt.close(fig)
 
@@ -49,6 +50,6 @@ def test_from_anndata_after_jepa_embed(demo_processed):
     with pytest.raises(InputError, match="run cj.tl.jepa_embed"):
         cj.pl.jepa_training(adata, show=False)
     cj.tl.jepa_embed(adata, n_latent=8, max_steps=10, batch_size=64, mask="random", progress=False)
-    fig = cj.pl.jepa_training(adata, show=False)
+    fig = cj.pl.jepa_training(adata, show=False, return_fig=True)
     assert len(fig.axes[0].lines) == 1 and len(fig.axes[0].lines[0].get_xdata()) == 1  # log_every=10: one point
     plt.close(fig)

@@ -21,7 +21,7 @@ METRICS = {"dataset_id": "d", "split": "S1_unseen_perturbation", "fold": 0, "bes
 
 def test_benchmark_plot(tmp_path):
     path = tmp_path / "bars.png"
-    fig = cj.pl.benchmark(METRICS, save=path, show=False)
+    fig = cj.pl.benchmark(METRICS, save=path, show=False, return_fig=True)
     assert path.stat().st_size > 5000
     assert len(fig.axes) == 2
     for ax in fig.axes:
@@ -36,12 +36,12 @@ def test_benchmark_plot(tmp_path):
 
 def test_edistance_plots(tmp_path):
     mat = pd.DataFrame([[0, 1.0, 2.0], [1.0, 0, 1.5], [2.0, 1.5, 0]], index=list("abc"), columns=list("abc"))
-    fig = cj.pl.edistance(distances=mat, save=tmp_path / "heat.png", show=False)
+    fig = cj.pl.edistance(distances=mat, save=tmp_path / "heat.png", show=False, return_fig=True)
     assert (tmp_path / "heat.png").stat().st_size > 3000
     assert sorted(t.get_text() for t in fig.axes[0].get_xticklabels()) == ["a", "b", "c"]
     plt.close(fig)
     series = pd.Series([0.5, 0.0, 2.0], index=["x", "control", "y"])
-    fig = cj.pl.edistance(distances=series, show=False)
+    fig = cj.pl.edistance(distances=series, show=False, return_fig=True)
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["control", "x", "y"]
     plt.close(fig)
     with pytest.raises(cj.InputError, match="cj.tl.edistance"):
@@ -60,7 +60,7 @@ def test_verdict_forest_plot(tmp_path):
     combined = {"results": {"a/S1": _verdict("wins", -0.3, -0.5, -0.1), "b/S2": _verdict("loses", 0.2, 0.1, 0.3),
                             "c/S3": _verdict("ties", 0.0, -0.1, 0.1)}}
     (tmp_path / "metrics_combined.json").write_text(__import__("json").dumps(combined))
-    fig = cj.pl.verdict(tmp_path, save=tmp_path / "v.png", show=False)
+    fig = cj.pl.verdict(tmp_path, save=tmp_path / "v.png", show=False, return_fig=True)
     assert (tmp_path / "v.png").stat().st_size > 5000 and len(fig.axes) == 2
     labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
     assert labels[0].startswith("a/S1 (jepa_set vs ridge)") and len(labels) == 3

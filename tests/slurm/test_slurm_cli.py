@@ -76,12 +76,12 @@ def test_distributed_pretrain_and_transition(cwd, capsys):
     out = capsys.readouterr().out
     assert "export MASTER_ADDR=" in out and "export MASTER_PORT=" in out
     assert _flag(out, "nodes") == "2" and _flag(out, "ntasks-per-node") == "4"
-    argv = ["slurm", "transition", "--ntasks-per-node", "2", "--", "d.h5ad", "--jepa", "run", "--split",
+    argv = ["slurm", "transition", "--ntasks-per-node", "2", "--", "d.h5ad", "--jepa", "run", "--split-file",
             "s.json", "--out", "tr"]
     assert _main(argv) == 0
     out = capsys.readouterr().out
     assert (cwd / "tr/slurm/transition.sbatch").read_text() == out
-    assert _srun(out)[:6] == ["celljepa", "train-transition", "d.h5ad", "--jepa", "run", "--split"]
+    assert _srun(out)[:6] == ["celljepa", "train-transition", "d.h5ad", "--jepa", "run", "--split-file"]
     assert "MASTER_ADDR" in out
     assert "--signal" not in out and "scontrol requeue" not in out, "transition does not resume mid-run"
     assert _flag(out, "job-name") == "celljepa-transition"
@@ -94,7 +94,7 @@ def test_wrapped_typo_fails_before_anything_is_written(cwd, capsys):
     assert list(cwd.iterdir()) == []
     assert _main(["slurm", "pretrain", "--", "d.h5ad", "--out", "run", "--set", "no-dot"]) == 2
     assert "SECTION.KEY=VALUE" in capsys.readouterr().err
-    assert _main(["slurm", "transition", "--", "d.h5ad", "--out", "run"]) == 2  # --jepa and --split missing
+    assert _main(["slurm", "transition", "--", "d.h5ad", "--out", "run"]) == 2  # --jepa and --split-file missing
     assert "--jepa" in capsys.readouterr().err
     assert list(cwd.iterdir()) == []
 

@@ -12,7 +12,7 @@ from _realdata import read_quiet
 
 import celljepa as cj
 from celljepa.cli import main
-from celljepa.models.modules import CSRBatch
+from celljepa.nn.modules import CSRBatch
 from celljepa.train.config import JEPAConfig
 from celljepa.train.data import BalancedBatchPlan
 from celljepa.train.loop import _mask, build_modules, step_losses
@@ -95,7 +95,7 @@ def test_intersection_feature_set_is_built_from_the_training_files(ingested, tmp
     assert fs.strategy == "intersection" and fs.sources == ("kang2018", "perturbench_devel")
     result = json.loads((out / "eval.json").read_text())
     assert result["feature_set"]["absent_genes"] == {"kang2018": 0, "perturbench_devel": 0}
-    assert main(["pretrain", str(kang), "--split", "x.json", "--feature-set", "foundation-v1",
+    assert main(["pretrain", str(kang), "--split-file", "x.json", "--feature-set", "foundation-v1",
                  "--out", str(tmp_path / "no")]) == 1
 
 

@@ -77,7 +77,7 @@ def test_split_restricts_training_cells(ingested, tmp_path):
     split = sorted(splits.glob("*fold0.json"))[0]
     fold = json.loads(split.read_text())
     out = tmp_path / "run"
-    assert main(["pretrain", str(ingested["kang2018"]), "--split", str(split), "--out", str(out), "--fast-dev",
+    assert main(["pretrain", str(ingested["kang2018"]), "--split-file", str(split), "--out", str(out), "--fast-dev",
                  "--no-progress", "--set", "mask.kind=random", *TINY]) == 0
     result = json.loads((out / "eval.json").read_text())
     assert result["n_train_cells"] == len(fold["train_cells"]) < 1975

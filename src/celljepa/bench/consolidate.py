@@ -18,15 +18,14 @@ from __future__ import annotations
 import json
 import math
 import os
-import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .. import __version__
 from .._errors import InputError
-from .._io import write_atomic, write_text_atomic
+from .._io import write_text_atomic
 from .._logging import logger
+from .._version import __version__
 from ..eval import report as R
 
 __all__ = ["KIND_FILES", "LOADERS", "SCHEMA", "consolidate", "detect_kind", "load_run", "new_run"]
@@ -677,78 +676,11 @@ def render_markdown(report: Mapping) -> str:
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
-# -------------------------------------------------------------------------------------------- figure
-
-
-def where_jepa_helps(verdicts: Sequence[Mapping], path: Path, *, title: str | None = None) -> Path:
-    """Forest plot of the verdict rows (primary − comparator, E-distance, paired 95% CI), written to ``path``.
-
-    Draws with :func:`celljepa.pl.verdict` (same colours and layout): one row per run × dataset × split,
-    the run named only where a dataset × split comes from several runs, the CI and outcome written beside
-    each row. Rows of the old protocol (no claim) are left out unless there is nothing else.
-
-    Parameters
-    ----------
-    verdicts
-        Rows of ``report["verdicts"]``.
-    path
-        The PNG to write (atomically).
-    title
-        Figure title.
-
-    Returns
-    -------
-    Path
-        ``path``.
-    """
-    import matplotlib.pyplot as plt
-
-    from ..pl import verdict as plot_verdict
-
-    # rows of the old protocol are no claim (and would set the scale): drawn only when nothing else is left
-    verdicts = [v for v in verdicts if not v.get("old_protocol")] or list(verdicts)
-    seen: dict[str, int] = {}
-    for v in verdicts:
-        seen[f"{v['dataset_id']}/{v['split']}"] = seen.get(f"{v['dataset_id']}/{v['split']}", 0) + 1
-    table = {}
-    for v in verdicts:
-        key = f"{v['dataset_id']}/{v['split']}"
-        if seen[key] > 1:
-            key = f"{key} [{v['run']}]"
-        nan = float("nan")
-        table[key] = {"dataset_id": v["dataset_id"], "split": v["split"], "verdict": {
-            "model": v["model"], "baseline": v["baseline"], "outcome": v["outcome"], "n": v["n"],
-            "edistance": {k: nan if v["edistance"][k] is None else v["edistance"][k]
-                          for k in ("diff", "ci_low", "ci_high")}}}
-    with warnings.catch_warnings():  # pl.verdict's narrow default size; widened below
-        warnings.simplefilter("ignore", UserWarning)
-        fig = plot_verdict(table, metrics=("edistance",), show=False,
-                           title=title or "Where JEPA helps: primary JEPA model − comparator chosen on "
-                                          "validation, E-distance (paired 95% bootstrap CI)")
-    try:
-        # the numbers beside each row: the rows of one dataset can be far smaller than another's
-        ax = fig.axes[0]
-        right = ax.twinx()
-        right.set_ylim(ax.get_ylim())
-        right.set_yticks(range(len(verdicts) - 1, -1, -1))
-        right.set_yticklabels([f"{_ci(v['edistance'])} {v['outcome']}, n = {v['n']}" for v in verdicts], fontsize=8)
-        right.tick_params(length=0)
-        if ax.get_legend() is not None:  # the numbers on the right name each outcome; a legend would cover them
-            ax.get_legend().remove()
-        fig.set_size_inches(11.0, fig.get_size_inches()[1])
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            fig.tight_layout()
-        write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=150, bbox_inches="tight"))
-    finally:
-        plt.close(fig)
-    return path
-
-
 # ------------------------------------------------------------------------------------------ the entry
 
 
-def consolidate(runs: Sequence[str | os.PathLike], out: str | os.PathLike, *, title: str | None = None) -> dict:
+def consolidate(runs: Sequence[str | os.PathLike], out: str | os.PathLike, *, title: str | None = None,
+                figure_maker: Callable[[list[dict], Path], Path] | None = None) -> dict:
     """Merge benchmark, fold and sweep runs into one report: ``OUT/report.md``, ``report.json``, ``figures/``.
 
     Parameters
@@ -761,6 +693,9 @@ def consolidate(runs: Sequence[str | os.PathLike], out: str | os.PathLike, *, ti
         Output folder (created).
     title
         The report's title.
+    figure_maker
+        ``figure_maker(verdict_rows, path)`` draws ``figures/where_jepa_helps.png`` (``celljepa report`` passes
+        :func:`celljepa.pl.where_jepa_helps`); without it the report has no figure.
 
     Returns
     -------
@@ -808,12 +743,12 @@ def consolidate(runs: Sequence[str | os.PathLike], out: str | os.PathLike, *, ti
         "ablations": [{"run": r["label"], **row} for r in loaded for row in r["ablations"]],
         "ablations_missing": [{"run": r["label"], **m} for r in loaded for m in r["missing"]],
         "compute": _compute(loaded),
-        "figures": [f"figures/{FIGURE}"] if verdicts else [],
+        "figures": [f"figures/{FIGURE}"] if verdicts and figure_maker is not None else [],
     }
     report = _clean(report)
     figure = out / "figures" / FIGURE
-    if report["verdicts"]:
-        where_jepa_helps(report["verdicts"], figure)
+    if report["figures"]:
+        figure_maker(report["verdicts"], figure)
     elif figure.is_file():
         figure.unlink()  # a stale figure of an earlier report in the same folder
     # key order kept (not sorted): render_markdown(json.load(report.json)) gives report.md again

@@ -45,7 +45,7 @@ def _pretrain(adata, jepa, *, progress: bool, run_dir: Path | None = None):
 
 def _transfer(held, enc_others, enc_self, *, seed: int, labels, n_pcs: int, progress: bool) -> dict:
     from ..eval.embedding import collapse_diagnostics, knn_table
-    from ..train.run import pca_embedding
+    from .pretrain import pca_embedding
 
     x = held.X
     pcs, pca_info = pca_embedding(x, np.arange(held.n_obs), n_pcs, seed)

@@ -13,12 +13,12 @@ import pandas as pd
 from anndata import AnnData
 from tqdm.auto import tqdm
 
-from .. import __version__
 from .._errors import InputError
 from .._io import remove_tree_quietly, write_json_atomic, write_text_atomic
 from .._logging import logger
 from .._settings import settings
-from ..data.ingest import ingest_anndata
+from .._version import __version__
+from ..data._ingest import ingest_anndata
 from ..eval import report as R
 from ..eval.verdict import MIN_CONDITIONS, holm_over
 from ..splits import check_split_name, make_split_folds
@@ -183,6 +183,40 @@ def demo_datasets() -> dict[str, AnnData]:
         out[dataset_id] = ingest_anndata(part, dataset_id=dataset_id, source=f"celljepa demo ({plan['filter']})",
                                          format="perturbench")
     return out
+
+
+def load_data_args(items) -> dict[str, AnnData]:
+    """The datasets of the ``--data`` options of ``celljepa benchmark`` and ``holdout``, in order.
+
+    Each item is ``demo`` (the demo's two studies, :func:`demo_datasets`), ``NAME=H5AD`` (a processed file
+    under that name) or ``H5AD`` (named by its ``uns['dataset_id']``, else the file name).
+
+    Examples
+    --------
+    >>> from celljepa.bench.run import load_data_args
+    >>> list(load_data_args(["demo"]))
+    ['norman2019', 'sciplex_gxe']
+    """
+    from ..data.readers import read_source
+
+    datasets: dict[str, AnnData] = {}
+    for item in items:
+        item = str(item).strip()
+        if item == "demo":
+            new = demo_datasets()
+        else:
+            name, sep, path = item.partition("=")
+            if sep and not (name.strip() and path.strip()):
+                raise InputError(f"--data expects demo, NAME=H5AD or H5AD, got {item!r}.")
+            adata = read_source(Path(path.strip() if sep else item))
+            new = {name.strip() if sep else str(adata.uns.get("dataset_id", Path(item).stem)): adata}
+        twice = sorted(set(new) & set(datasets))
+        if twice:
+            raise InputError(f"dataset {twice[0]!r} is given twice in --data. Fix: name each file, NAME=H5AD.")
+        datasets.update(new)
+    if not datasets:
+        raise InputError("no dataset given. Fix: --data demo, --data NAME=H5AD or --data H5AD.")
+    return datasets
 
 
 def _seed_list(seeds, default) -> list[int]:
@@ -355,7 +389,7 @@ def _jepa_embedding(adata: AnnData, cfg, run_dir: Path, progress: bool) -> dict:
     import numpy as np
 
     from ..models import CellJEPA
-    from ..train.run import embedding_eval
+    from .pretrain import embedding_eval
 
     t0 = time.perf_counter()
     model = CellJEPA(adata, config=cfg)
@@ -538,7 +572,7 @@ def train_transition(adata: AnnData, *, jepa_run: str | os.PathLike, split: str 
                 f"was pretrained on split {enc_split.get('split_name')} fold {enc_split.get('fold')} "
                 f"(seed {enc_split.get('seed')}) of {enc_split.get('dataset_id')}")
         raise InputError(f"the encoder {jepa_run} {seen}, so it has seen cells of this fold's test set. Fix: run "
-                         f"`celljepa pretrain ... --split {split}` first, or pass --allow-unsplit-encoder to "
+                         f"`celljepa pretrain ... --split-file {split}` first, or pass --allow-unsplit-encoder to "
                          "accept it.")
     encoder = CellJEPA.load(jepa_run)
     cfg = config or TransitionConfig()

@@ -34,6 +34,12 @@ PREPROCESS_VERSION = "lognorm-v1"
 DEFAULT_TARGET_SUM = 1e4
 DEFAULT_MIN_CELLS = 10
 
+# the OOD splits (celljepa.splits); split files, run folders and reports are named by them
+S1 = "S1_unseen_perturbation"
+S2 = "S2_unseen_context"
+S3 = "S3_unseen_combo"
+SPLIT_NAMES = (S1, S2, S3)
+
 # Labels that mean "control" in the layouts we read; used to catch a control label left among perturbations.
 KNOWN_CONTROL_LABELS = frozenset(
     {"control", "ctrl", "non-targeting", "nontargeting", "non_targeting", "nt", "dmso", "vehicle", "unperturbed"}

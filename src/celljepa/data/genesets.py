@@ -4,7 +4,7 @@ Readers for the layouts gene sets come in: GMT files (MSigDB, Reactome, Enrichr/
 ``set, gene`` tables, DoRothEA TF regulons and PROGENy pathway weight matrices, plus the gene sets
 shipped with the package (MSigDB Hallmark v7.0). Every reader returns ``{set name: [gene, ...]}``
 with genes deduplicated within a set and sets in file order, ready for
-:func:`celljepa.kernels.gene_module_map`.
+:func:`gene_module_map`.
 """
 
 from __future__ import annotations
@@ -13,21 +13,23 @@ import gzip
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .._errors import InputError
-from ..kernels import read_gmt
 
 __all__ = [
     "BUILTIN_GENE_SETS",
     "GENESET_FORMATS",
     "builtin_gene_set_path",
     "builtin_gene_sets",
+    "gene_module_map",
     "read_gene_sets",
+    "read_gmt",
     "resolve_gene_sets",
 ]
 
@@ -43,6 +45,7 @@ _GENE_COLUMNS = ("gene", "target", "symbol")
 _DOROTHEA_COLUMNS = ("tf", "confidence", "target")
 _CONFIDENCE_LEVELS = "ABCDE"
 _MISSING = ("", "NA", "NAN")  # PROGENy cells read as weight 0
+UNASSIGNED = "unassigned"  # the module of genes in no set
 _DELIMITERS = {".csv": ",", ".tsv": "\t", ".tab": "\t", ".txt": "\t"}
 
 _LAYOUTS_HELP = (
@@ -55,6 +58,121 @@ _LAYOUTS_HELP = (
 
 
 # ---------------------------------------------------------------------------------------- helpers
+
+def read_gmt(path: str | os.PathLike) -> dict[str, list[str]]:
+    r"""Read a GMT gene-set file: one set per line, ``name<TAB>description<TAB>gene<TAB>gene...``.
+
+    Blank lines are skipped, empty gene fields (trailing tabs) ignored and duplicate genes within a
+    set dropped (first occurrence kept). Sets keep the file order.
+
+    Raises
+    ------
+    celljepa.InputError
+        A line with fewer than three fields, an empty set name, a set without genes or a set name
+        that appears twice.
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> from celljepa.data.genesets import read_gmt
+    >>> p = os.path.join(tempfile.mkdtemp(), "s.gmt")
+    >>> _ = open(p, "w").write("SET_A\tdesc\tTP53\tMYC\n")
+    >>> read_gmt(p)
+    {'SET_A': ['TP53', 'MYC']}
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"GMT file {str(path)!r} does not exist.")
+    sets: dict[str, list[str]] = {}
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            line = line.rstrip("\r\n")
+            if not line.strip():
+                continue
+            fields = line.split("\t")
+            if len(fields) < 3:
+                raise InputError(
+                    f"{path.name}:{lineno}: malformed GMT line (needs name<TAB>description<TAB>genes..., "
+                    f"got {len(fields)} tab-separated field(s))."
+                )
+            name = fields[0].strip()
+            if not name:
+                raise InputError(f"{path.name}:{lineno}: empty gene-set name.")
+            genes = list(dict.fromkeys(g.strip() for g in fields[2:] if g.strip()))
+            if not genes:
+                raise InputError(f"{path.name}:{lineno}: gene set {name!r} lists no genes.")
+            if name in sets:
+                raise InputError(f"{path.name}:{lineno}: gene set {name!r} appears twice.")
+            sets[name] = genes
+    return sets
+
+
+def gene_module_map(var_names: Sequence[str], gene_sets: Mapping[str, Sequence[str]], *,
+                    priority: str = "given", drop_empty: bool = True) -> tuple[np.ndarray, list[str]]:
+    """Map genes (``adata.var_names``) to modules for ``kind="module"`` masking.
+
+    A gene in several sets takes the first set in the priority order: ``"given"`` = the mapping's
+    iteration order (file order for :func:`read_gmt`), ``"size"`` = smallest set first (most
+    specific; ties by name), ``"name"`` = sets sorted by name. Gene symbols match exactly
+    (case-sensitive). Genes in no set form their own last module named ``"unassigned"``.
+
+    Parameters
+    ----------
+    var_names
+        Gene names of the data columns, in order.
+    gene_sets
+        Set name → gene symbols (e.g. from :func:`read_gmt`).
+    priority
+        ``"given"``, ``"size"`` or ``"name"`` (see above).
+    drop_empty
+        Drop sets that own no gene of ``var_names`` (none of their genes is present, or all of them
+        went to earlier sets), so module ids are compact; with ``False`` every set keeps its rank as id.
+
+    Returns
+    -------
+    ``(gene_to_module, module_names)``: an int32 array with one module id per gene (``-1`` never
+    occurs; the "unassigned" bucket has the last id when any gene is unassigned) and the module names.
+
+    Examples
+    --------
+    >>> from celljepa.data.genesets import gene_module_map
+    >>> ids, names = gene_module_map(["A", "B", "C", "D"], {"S1": ["A", "B"], "S2": ["B", "C"]})
+    >>> ids.tolist(), names
+    ([0, 0, 1, 2], ['S1', 'S2', 'unassigned'])
+    """
+    if priority not in ("given", "size", "name"):
+        raise InputError(f"priority must be 'given', 'size' or 'name', got {priority!r}.")
+    var_names = [str(v) for v in var_names]
+    order = list(gene_sets)
+    if priority == "size":
+        order.sort(key=lambda s: (len(gene_sets[s]), s))
+    elif priority == "name":
+        order.sort()
+    position: dict[str, list[int]] = {}
+    for i, g in enumerate(var_names):
+        position.setdefault(g, []).append(i)
+    ids = np.full(len(var_names), -1, dtype=np.int64)
+    for rank, s in enumerate(order):
+        hits = np.asarray([i for g in gene_sets[s] for i in position.get(g, ())], dtype=np.int64)
+        if hits.size:
+            hits = hits[ids[hits] < 0]
+            ids[hits] = rank
+    if drop_empty:  # keep only sets that own at least one gene, renumbered in priority order
+        used = np.unique(ids[ids >= 0])
+        remap = np.full(len(order), -1, dtype=np.int64)
+        remap[used] = np.arange(used.size)
+        ids = np.where(ids >= 0, remap[np.maximum(ids, 0)], -1)
+        names = [str(order[r]) for r in used]
+    else:
+        names = [str(s) for s in order]
+    if (ids < 0).any():
+        ids[ids < 0] = len(names)
+        names.append(UNASSIGNED)
+    if len(names) > np.iinfo(np.int32).max:
+        raise InputError("too many modules for an int32 map.")
+    return ids.astype(np.int32), names
+
+
 def _base_suffix(path: Path) -> tuple[str, bool]:
     """The file suffix without a trailing ``.gz`` (lower case) and whether the file is gzipped."""
     suffixes = [s.lower() for s in path.suffixes]
@@ -234,7 +352,7 @@ def read_gene_sets(
 
     ``"gmt"``
         GMT (``.gmt``, optionally ``.gmt.gz``): ``name<TAB>description<TAB>gene...`` per line, read
-        with :func:`celljepa.kernels.read_gmt` (MSigDB, Reactome, Enrichr libraries).
+        with :func:`read_gmt` (MSigDB, Reactome, Enrichr libraries).
     ``"dorothea"``
         DoRothEA TF regulons, a table with columns ``tf, confidence, target`` (and ``mor``): one set per
         TF holding its targets of confidence ``min_confidence`` or better. The sign (``mor``) is ignored.

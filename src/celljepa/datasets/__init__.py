@@ -9,9 +9,8 @@ from ..data._harmonize import (
     list_feature_sets,
     load_feature_set,
 )
-from ..data.genesets import builtin_gene_set_path, builtin_gene_sets, read_gene_sets
+from ..data.genesets import builtin_gene_set_path, builtin_gene_sets, read_gene_sets, read_gmt
 from ..data.simulate_h5ad import write_simulated_h5ad
-from ..kernels import read_gmt
 from ._demo import DEMO_DATASET_ID, demo, demo_path
 from ._simulate import simulate
 

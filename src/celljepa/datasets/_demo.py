@@ -48,7 +48,7 @@ def demo(*, preprocessed: bool = True) -> AnnData:
         adata = ad.read_h5ad(demo_path())
     if not preprocessed:
         return adata
-    from ..data.ingest import ingest_anndata
+    from ..data._ingest import ingest_anndata
 
     return ingest_anndata(adata, dataset_id=DEMO_DATASET_ID, source=f"celljepa bundled {_DEMO_FILE}",
                           format="perturbench")

@@ -21,8 +21,8 @@ from statsmodels.stats.multitest import multipletests
 
 from .bootstrap import N_BOOTSTRAP, paired_bootstrap_diff
 
-__all__ = ["ALPHA", "MIN_CONDITIONS", "OUTCOMES", "apply_holm", "holm", "holm_over", "outcome",
-           "paired_comparison", "sign_flip_pvalue", "verdict_rows"]
+__all__ = ["ALPHA", "MIN_CONDITIONS", "OUTCOMES", "apply_holm", "enumerated_sign_flip_hits", "exact_sign_flip_hits",
+           "holm", "holm_over", "outcome", "paired_comparison", "sign_flip_pvalue", "verdict_rows"]
 
 #: Fewest conditions a "wins" or "loses" can rest on.
 MIN_CONDITIONS = 10
@@ -64,17 +64,7 @@ def sign_flip_pvalue(diffs, *, exact_max_n: int = EXACT_MAX_N, n_permutations: i
     # compare sums (same ordering as means) with a tolerance for floating-point ties
     tol = 1e-9 * max(1.0, float(np.abs(d).sum()))
     if n <= exact_max_n:
-        total = 2 ** n
-        hits = 0
-        chunk = 1 << min(n, 16)
-        bits = np.arange(n, dtype=np.int64)
-        total_sum = d.sum()
-        for start in range(0, total, chunk):
-            masks = np.arange(start, min(start + chunk, total), dtype=np.int64)
-            flipped = ((masks[:, None] >> bits) & 1).astype(np.float64)  # 1 where the sign flips
-            sums = total_sum - 2.0 * (flipped @ d)
-            hits += int(np.count_nonzero(np.abs(sums) >= observed - tol))
-        return hits / total
+        return exact_sign_flip_hits(d, observed - tol) / 2 ** n
     rng = np.random.default_rng([seed, 0x5F1])
     hits = 0
     done = 0
@@ -84,6 +74,48 @@ def sign_flip_pvalue(diffs, *, exact_max_n: int = EXACT_MAX_N, n_permutations: i
         hits += int(np.count_nonzero(np.abs(signs @ d) >= observed - tol))
         done += k
     return (1 + hits) / (1 + n_permutations)
+
+
+def _half_sums(d: np.ndarray) -> np.ndarray:
+    """The ``2^len(d)`` sums ``Σ ±d_i`` over every sign pattern of ``d``."""
+    sums = np.zeros(1)
+    for v in d:
+        sums = np.concatenate([sums + v, sums - v])
+    return sums
+
+
+def exact_sign_flip_hits(d: np.ndarray, threshold: float) -> int:
+    """How many of the ``2^n`` sign patterns ``s`` give ``|Σ s_i d_i| ≥ threshold`` (exact count).
+
+    Meet in the middle: the sums of the two halves of ``d`` are enumerated (``2^(n/2)`` each) and, for each
+    sum of the first half, the sums of the second half that reach the threshold are counted in the sorted
+    second half, so the work is ``O(2^(n/2) · n)`` instead of the ``O(2^n · n)`` of enumerating every
+    pattern (:func:`enumerated_sign_flip_hits`, the reference).
+    """
+    d = np.asarray(d, dtype=np.float64)
+    if threshold <= 0:
+        return 2 ** d.size
+    h = d.size // 2
+    first, second = _half_sums(d[:h]), np.sort(_half_sums(d[h:]))
+    # s1 + s2 >= t  <=>  s2 >= t - s1;   s1 + s2 <= -t  <=>  s2 <= -t - s1 (disjoint since t > 0)
+    above = second.size - np.searchsorted(second, threshold - first, side="left")
+    below = np.searchsorted(second, -threshold - first, side="right")
+    return int(above.sum() + below.sum())
+
+
+def enumerated_sign_flip_hits(d: np.ndarray, threshold: float) -> int:
+    """Reference of :func:`exact_sign_flip_hits`: every one of the ``2^n`` patterns, in chunks."""
+    d = np.asarray(d, dtype=np.float64)
+    n = d.size
+    total, hits = 2 ** n, 0
+    chunk = 1 << min(n, 16)
+    bits = np.arange(n, dtype=np.int64)
+    total_sum = d.sum()
+    for start in range(0, total, chunk):
+        masks = np.arange(start, min(start + chunk, total), dtype=np.int64)
+        flipped = ((masks[:, None] >> bits) & 1).astype(np.float64)  # 1 where the sign flips
+        hits += int(np.count_nonzero(np.abs(total_sum - 2.0 * (flipped @ d)) >= threshold))
+    return hits
 
 
 def paired_comparison(a, b, *, n_boot: int = N_BOOTSTRAP, seed: int = 0) -> dict:

@@ -7,7 +7,7 @@ CUDA (tensor on a GPU and ``_cuda`` built) → C++ (``_core``) → reference; ``
 
 from ._edistance import cross_distance_means, edistance, edistance_loss
 from ._ext import available_backends, build_info, load_core, load_cuda, resolve_backend
-from ._masked_encode import gene_module_map, mask_for, masked_encode, module_mask_for, read_gmt
+from ._masked_encode import mask_for, masked_encode, module_mask_for
 
 __all__ = [
     "available_backends",
@@ -15,12 +15,10 @@ __all__ = [
     "cross_distance_means",
     "edistance",
     "edistance_loss",
-    "gene_module_map",
     "load_core",
     "load_cuda",
     "mask_for",
     "masked_encode",
     "module_mask_for",
-    "read_gmt",
     "resolve_backend",
 ]

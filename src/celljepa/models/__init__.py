@@ -1,9 +1,9 @@
-"""Models: baselines, the JEPA encoder and the transition predictors (pure nn.Modules plus AnnData-aware wrappers)."""
+"""Models: baselines, the JEPA encoder and the transition predictors (AnnData-aware; their nn.Modules: celljepa.nn)."""
 
-from . import baselines, modules, transition
+from . import baselines, transition
 from .base import Condition, PerturbationModel, TrainData
 from .jepa import CellJEPA
-from .transition import JEPATransition, TransitionConfig, fit_transition
+from .transition import JEPATransition, TransitionConfig
 
 __all__ = ["CellJEPA", "Condition", "JEPATransition", "PerturbationModel", "TrainData", "TransitionConfig",
-           "baselines", "fit_transition", "modules", "transition"]
+           "baselines", "transition"]

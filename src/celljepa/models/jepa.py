@@ -47,8 +47,7 @@ def _check_var_names(var_names, where: str) -> list[str]:
 
 def module_map(var_names, gene_sets, priority: str) -> tuple[np.ndarray, list[str], str]:
     """Module id per gene from a gene-set spec; errors when the sets do not cover the genes."""
-    from ..data.genesets import resolve_gene_sets
-    from ..kernels import gene_module_map
+    from ..data.genesets import gene_module_map, resolve_gene_sets
 
     sets, description = resolve_gene_sets(gene_sets)
     ids, names = gene_module_map(var_names, sets, priority=priority)
@@ -309,9 +308,9 @@ class CellJEPA:
         """
         from tqdm.auto import tqdm
 
+        from ..nn.modules import CSRBatch
         from ..train.data import CellSource
         from ..train.loop import embedding_encoder, resolve_device
-        from .modules import CSRBatch
 
         self._require_trained()
         adata = self.adata if adata is None else adata

@@ -3,7 +3,7 @@
 A transition model maps control cells of a context, embedded by a pretrained
 :class:`~celljepa.models.CellJEPA`, to the perturbed state of the same context:
 
-* :class:`ActionEncoder` turns a condition into vectors: learned token embeddings summed over its
+* :class:`~celljepa.nn.ActionEncoder` turns a condition into vectors: learned token embeddings summed over its
   ``perturbation_tokens`` (a combination is several tokens), fixed features that let an *unseen*
   action generalise (for ``gene:`` tokens the perturbed gene's own vector of the JEPA encoder and its
   loading in the training PCA; for ``drug:`` tokens target / pathway metadata), a small MLP of log
@@ -42,12 +42,13 @@ from torch import nn
 from .._errors import InputError
 from .._logging import logger
 from ..data import contract as C
+from ..data._keys import suggest
+from ..nn.transition import TransitionNet
 from ..train import distributed as D
+from ..train.config import check_choice, coerce_setting
 from .base import Condition, PerturbationModel, TrainData
-from .modules import _mlp
 
-__all__ = ["ActionEncoder", "ActionFeaturizer", "JEPATransition", "TransitionConfig", "TransitionNet",
-           "fit_transition", "load_transition_config"]
+__all__ = ["ActionFeaturizer", "JEPATransition", "TransitionConfig", "load_transition_config"]
 
 KINDS = ("set", "prototype")
 LOSS_SPACES = ("decoded", "jepa")
@@ -114,27 +115,30 @@ class TransitionConfig:
     device: str = "cpu"
 
     def __post_init__(self):
-        if self.loss_space not in LOSS_SPACES:
-            raise InputError(f"loss_space must be one of {LOSS_SPACES}, got {self.loss_space!r}.")
-        if self.gene_features not in GENE_FEATURES:
-            raise InputError(f"gene_features must be one of {GENE_FEATURES}, got {self.gene_features!r}.")
-        if self.decoder not in DECODERS:
-            raise InputError(f"decoder must be one of {DECODERS}, got {self.decoder!r}.")
+        source = "transition config"
+        for f in dataclasses.fields(self):  # types first: YAML's "3e-4" is a string, "no" is not False
+            object.__setattr__(self, f.name, coerce_setting(getattr(self, f.name), f.default, f"{source}: {f.name}"))
+        check_choice(source, "loss_space", self.loss_space, LOSS_SPACES)
+        check_choice(source, "gene_features", self.gene_features, GENE_FEATURES)
+        check_choice(source, "decoder", self.decoder, DECODERS)
         for name in ("n_hidden", "action_dim", "max_steps", "conditions_per_step", "set_size", "eval_every",
                      "patience"):
-            if int(getattr(self, name)) < 1:
-                raise InputError(f"transition config: {name} must be >= 1, got {getattr(self, name)}.")
+            if getattr(self, name) < 1:
+                raise InputError(f"{source}: {name} must be >= 1, got {getattr(self, name)}.")
+        for name in ("n_layers", "lr", "weight_decay", "mean_weight", "seed"):  # lr 0: the untrained map
+            if not getattr(self, name) >= 0:
+                raise InputError(f"{source}: {name} must be >= 0, got {getattr(self, name)}.")
         if not 0.0 <= self.token_dropout < 1.0:
-            raise InputError(f"token_dropout must be in [0, 1), got {self.token_dropout}.")
+            raise InputError(f"{source}: token_dropout must be in [0, 1), got {self.token_dropout}.")
+        if self.device != "auto" and not (self.device == "cpu" or self.device.startswith("cuda")):
+            raise InputError(f"{source}: device must be auto, cpu, cuda or cuda:N, got {self.device!r}.")
 
     def replace(self, **changes) -> TransitionConfig:
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
         if unknown:
-            from ..data._keys import suggest
-
             key = sorted(unknown)[0]
             names = [f.name for f in dataclasses.fields(self)]
-            raise InputError(f"unknown transition setting {key!r}{suggest(key, names)}.")
+            raise InputError(f"unknown transition setting {key!r}.{suggest(key, names)} Settings: {', '.join(names)}.")
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
@@ -199,62 +203,9 @@ class ActionFeaturizer:
         return out
 
 
-class ActionEncoder(nn.Module):
-    """Condition → (action vector, context vector).
-
-    ``action = Σ_tokens [E(token) + W_f · features(token)] + MLP(log1p dose, time)``;
-    ``context = W_c · mean control embedding``. Token index 0 is "unknown" (unseen tokens, token dropout).
-    """
-
-    def __init__(self, n_tokens: int, feature_dim: int, n_latent: int, action_dim: int):
-        super().__init__()
-        self.embed = nn.Embedding(n_tokens + 1, action_dim)
-        nn.init.normal_(self.embed.weight, std=0.1)
-        self.features = nn.Linear(feature_dim, action_dim)
-        self.dose_time = nn.Sequential(nn.Linear(4, 32), nn.GELU(), nn.Linear(32, action_dim))
-        self.context = nn.Linear(n_latent, action_dim)
-
-    def forward(self, token_idx: torch.Tensor, token_feat: torch.Tensor, token_mask: torch.Tensor,
-                dose_time: torch.Tensor, ctx_mean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        per_token = self.embed(token_idx) + self.features(token_feat)  # (B, T, A)
-        action = (per_token * token_mask.unsqueeze(-1)).sum(1) + self.dose_time(dose_time)
-        return action, self.context(ctx_mean)
-
-
-class TransitionNet(nn.Module):
-    """``g(state, action, context)``: the residual in JEPA space (zero-initialised head, bias = mean shift)."""
-
-    def __init__(self, n_tokens: int, feature_dim: int, n_latent: int, cfg: TransitionConfig,
-                 init_shift: np.ndarray):
-        super().__init__()
-        self.action = ActionEncoder(n_tokens, feature_dim, n_latent, cfg.action_dim)
-        self.body = _mlp(n_latent + 2 * cfg.action_dim, cfg.n_hidden, n_latent, cfg.n_layers)
-        head = self.body[-1]
-        nn.init.zeros_(head.weight)
-        with torch.no_grad():
-            head.bias.copy_(torch.as_tensor(init_shift, dtype=head.bias.dtype))
-
-    def forward(self, state: torch.Tensor, token_idx: torch.Tensor, token_feat: torch.Tensor,
-                token_mask: torch.Tensor, dose_time: torch.Tensor, ctx_mean: torch.Tensor,
-                sizes: torch.Tensor | None, use_context: bool) -> torch.Tensor:
-        """Residuals of ``state`` rows; condition ``i`` covers ``sizes[i]`` rows (one row each when ``None``)."""
-        action, context = self.action(token_idx, token_feat, token_mask, dose_time, ctx_mean)
-        centre = ctx_mean
-        if not use_context:
-            context = torch.zeros_like(context)
-        if sizes is not None:
-            action = action.repeat_interleave(sizes, dim=0)
-            context = context.repeat_interleave(sizes, dim=0)
-            centre = centre.repeat_interleave(sizes, dim=0)
-        # The state enters relative to its context's control mean: the map is the same wherever a context
-        # sits in the embedding (the context itself enters through ``context``), so it can transfer to
-        # contexts it has not seen.
-        return self.body(torch.cat([state - centre, action, context], dim=1))
-
-
 @dataclass
 class _Encoded:
-    """Tensors of a list of conditions, ready for :class:`ActionEncoder`."""
+    """Tensors of a list of conditions, ready for :class:`~celljepa.nn.ActionEncoder`."""
 
     token_idx: torch.Tensor
     token_feat: torch.Tensor
@@ -458,7 +409,8 @@ class JEPATransition(PerturbationModel):
         self._fit_decoder(train)
         torch.manual_seed(cfg.seed)
         self._gen_t = torch.Generator().manual_seed(cfg.seed + 1)
-        self.net_ = TransitionNet(len(self.vocab_), self.featurizer_.dim, self._d, cfg,
+        self.net_ = TransitionNet(len(self.vocab_), self.featurizer_.dim, self._d, action_dim=cfg.action_dim,
+                                  n_hidden=cfg.n_hidden, n_layers=cfg.n_layers,
                                   init_shift=self._initial_shift(train, conds)).to(self.device_)
         opt = torch.optim.AdamW(self.net_.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         enc_all = self._encode([c for c, _ in conds])
@@ -772,8 +724,9 @@ class JEPATransition(PerturbationModel):
             drugs = DrugFeatures(tuple(d["names"]), tuple(d["features"]), d["matrix"].numpy(), d["source"])
         model.featurizer_ = ActionFeaturizer(dict(zip(p["gene_names"], gv, strict=True)), p["gene_dim"], drugs)
         model._d = int(p["n_latent"])
-        model.net_ = TransitionNet(len(model.vocab_), model.featurizer_.dim, model._d, model.config,
-                                   init_shift=np.zeros(model._d)).to(model.device_)
+        cfg = model.config
+        model.net_ = TransitionNet(len(model.vocab_), model.featurizer_.dim, model._d, action_dim=cfg.action_dim,
+                                   n_hidden=cfg.n_hidden, n_layers=cfg.n_layers).to(model.device_)
         model.net_.load_state_dict(p["state_dict"])
         model.net_.eval()
         model._W, model._b = p["W"].to(model.device_), p["b"].to(model.device_)
@@ -805,50 +758,3 @@ def load_transition_config(path=None, overrides: dict | None = None) -> Transiti
         values = dict(loaded.get("transition", loaded))
     values.update(overrides or {})
     return cfg.replace(**values) if values else cfg
-
-
-def fit_transition(adata, encoder, *, kind: str = "set", config: TransitionConfig | None = None,
-                   fold: dict | None = None,
-                   val_fraction: float = 0.15, seed: int = 0, n_hvg: int | None = None, n_pcs: int | None = None,
-                   drug_metadata=None) -> JEPATransition:
-    """Fit a transition model on ``adata`` with a trained CellJEPA ``encoder``.
-
-    Without ``fold`` every perturbation is used for training except a seeded ``val_fraction`` of
-    perturbations held out for early stopping and the decoder's alpha; with ``fold`` (a split dict of
-    ``celljepa splits``) its training and validation cells are used. The evaluation space (HVGs + PCA)
-    is fitted on the training cells.
-
-    Examples
-    --------
-    >>> import celljepa as cj                                                         # doctest: +SKIP
-    >>> adata = cj.bench.demo_datasets()["norman2019"]                                # doctest: +SKIP
-    >>> jepa = cj.models.CellJEPA(adata).train(max_steps=300)                         # doctest: +SKIP
-    >>> model = cj.models.transition.fit_transition(adata, jepa)                      # doctest: +SKIP
-    >>> pred = cj.tl.predict_perturbation(adata, model, perturbation="gene:KLF1", context="K562")  # doctest: +SKIP
-    """
-    from ..bench.evaluate import EvalConfig, fold_encoder, prepare_fold
-
-    if fold is None:
-        fold = _all_cells_fold(adata, val_fraction=val_fraction, seed=seed)
-    ecfg = EvalConfig(seed=seed, **{k: v for k, v in {"n_hvg": n_hvg, "n_pcs": n_pcs}.items() if v is not None})
-    space, train, _ = prepare_fold(adata, fold, ecfg, require_test=False)
-    train.encoder, train.embedding = fold_encoder(adata, train, fold, encoder)
-    cfg = (config or TransitionConfig()).replace(seed=seed)
-    return JEPATransition(kind, cfg, drug_metadata=drug_metadata).fit(train)
-
-
-def _all_cells_fold(adata, *, val_fraction: float, seed: int) -> dict:
-    obs = adata.obs
-    is_ctrl = obs[C.IS_CONTROL].to_numpy(dtype=bool)
-    perts = np.array(sorted(obs.loc[~is_ctrl, C.PERTURBATION_ID].astype(str).unique()))
-    if perts.size < 2:
-        raise InputError("fitting a transition model needs at least 2 perturbations (one for validation).")
-    rng = np.random.default_rng([seed, 0xF17])
-    n_val = max(1, int(round(val_fraction * perts.size)))
-    val = set(rng.choice(perts, n_val, replace=False).tolist())
-    pid = obs[C.PERTURBATION_ID].astype(str).to_numpy()
-    is_val = ~is_ctrl & np.isin(pid, list(val))
-    names = np.asarray(adata.obs_names, dtype=str)
-    return {"dataset_id": str(adata.uns.get("dataset_id", "dataset")), "split_name": "all_cells", "fold": 0,
-            "n_folds": 1, "seed": seed, "train_cells": names[~is_val].tolist(), "val_cells": names[is_val].tolist(),
-            "test_cells": [], "train_groups": sorted(set(perts) - val), "val_groups": sorted(val), "test_groups": []}

@@ -1,9 +1,15 @@
-"""Plotting: datasets, E-distances, benchmark results and verdicts, JEPA training curves."""
+"""Plotting: datasets, E-distances, benchmark results and verdicts, JEPA training curves.
+
+Every function takes ``ax=`` (draw into these axes; for a plot of one panel), ``show=`` (default: on an
+interactive backend when nothing is saved), ``save=`` (a file, the format from its suffix, written
+atomically) and ``return_fig=``, and returns ``None`` when it shows the figure, else the Figure with
+``return_fig=True``, else the Axes (a list of Axes for several panels), as scanpy's plots do.
+"""
 
 from ._benchmark import benchmark
 from ._condition_counts import condition_counts
 from ._edistance import edistance
 from ._jepa_training import jepa_training
-from ._verdict import verdict
+from ._verdict import verdict, where_jepa_helps
 
-__all__ = ["benchmark", "condition_counts", "edistance", "jepa_training", "verdict"]
+__all__ = ["benchmark", "condition_counts", "edistance", "jepa_training", "verdict", "where_jepa_helps"]

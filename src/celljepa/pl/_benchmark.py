@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from .._errors import InputError
-from ._utils import finish
+from ._utils import finish, panels
 
 _LABELS = {"edistance": "E-distance ↓", "mse": "MSE of mean ↓", "cosine_distance": "cosine distance ↓",
            "delta_pearson": "Δ Pearson ↑", "delta_pearson_top20_de": "Δ Pearson, top-20 DE ↑",
@@ -44,9 +44,11 @@ def benchmark(
     highlight: str | None = None,
     title: str | None = None,
     ncols: int = 4,
+    ax: plt.Axes | None = None,
     show: bool | None = None,
     save: str | os.PathLike | None = None,
-) -> plt.Figure:
+    return_fig: bool = False,
+):
     """Bar chart per metric: each method's mean over test conditions with its 95% bootstrap CI.
 
     Parameters
@@ -62,17 +64,21 @@ def benchmark(
         Figure title (default: dataset, split and fold when known).
     ncols
         Panels per row.
-    show, save
-        Show the figure / save it to this file.
+    ax
+        Axes to draw into (with one metric to show).
+    show, save, return_fig
+        Show the figure / save it to this file (atomically) / return the Figure (see :mod:`celljepa.pl`).
 
     Returns
     -------
-    The matplotlib figure; one axes per metric, one bar per method.
+    ``None`` when shown; else the Figure with ``return_fig``, else the Axes (a list, one per metric; one bar
+    per method).
 
     Examples
     --------
     >>> import celljepa as cj
-    >>> fig = cj.pl.benchmark("runs/demo/norman2019/S1_unseen_perturbation/fold0/metrics.json", save="bars.png")
+    >>> fig = cj.pl.benchmark("runs/demo/norman2019/S1_unseen_perturbation/fold0/metrics.json",
+    ...                       save="bars.png", return_fig=True)  # doctest: +SKIP
     """
     raw = metrics
     table = _table(metrics)
@@ -87,7 +93,7 @@ def benchmark(
     methods = list(dict.fromkeys(table["method"]))
     ncols = min(ncols, len(shown))
     nrows = int(np.ceil(len(shown) / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 2.8 * nrows + 0.4), squeeze=False)
+    fig, axes, created = panels(ax, nrows, ncols, (3.2 * ncols, 2.8 * nrows + 0.4), f"{len(shown)} metrics")
     for ax in axes.ravel()[len(shown):]:
         ax.remove()
     for ax, metric in zip(axes.ravel(), shown, strict=False):
@@ -105,6 +111,5 @@ def benchmark(
     if title is None and isinstance(raw, dict) and "dataset_id" in raw:
         title = f"{raw['dataset_id']} · {raw.get('split', '')} · fold {raw.get('fold', '')} (95% bootstrap CIs)"
     if title:
-        fig.suptitle(title, fontsize=10)
-    finish(fig, show=show, save=save)
-    return fig
+        (fig.suptitle if created else axes[0][0].set_title)(title, fontsize=10)
+    return finish(fig, axes, show=show, save=save, return_fig=return_fig, created=created)

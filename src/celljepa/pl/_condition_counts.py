@@ -11,6 +11,7 @@ from anndata import AnnData
 
 from .._errors import InputError
 from ..data import contract as C
+from ._utils import finish, panels
 
 
 def condition_counts(
@@ -21,7 +22,8 @@ def condition_counts(
     ax: plt.Axes | None = None,
     show: bool | None = None,
     save: str | os.PathLike | None = None,
-) -> plt.Axes | None:
+    return_fig: bool = False,
+):
     """Bar chart of cells per perturbation, stacked by context, with the ``min_cells`` line.
 
     Parameters
@@ -34,20 +36,18 @@ def condition_counts(
         Show at most this many perturbations (the largest first; controls always shown).
     ax
         Axes to draw into; a new figure otherwise.
-    show
-        Show the figure (default: when no ``ax`` and no ``save`` is given).
-    save
-        File to save the figure to (format from the extension).
+    show, save, return_fig
+        Show the figure / save it to this file (atomically) / return the Figure (see :mod:`celljepa.pl`).
 
     Returns
     -------
-    The axes when ``show`` is ``False``, else ``None``.
+    ``None`` when shown; else the Figure with ``return_fig``, else the Axes.
 
     Examples
     --------
     >>> import celljepa as cj
     >>> adata = cj.datasets.demo()
-    >>> cj.pl.condition_counts(adata, save="counts.png")
+    >>> ax = cj.pl.condition_counts(adata, save="counts.png")
     """
     for col in (C.PERTURBATION_ID, C.CONTEXT_ID):
         if col not in adata.obs.columns:
@@ -59,8 +59,8 @@ def condition_counts(
     keep = [C.CONTROL_ID] if C.CONTROL_ID in order.index else []
     keep += [p for p in order.index if p != C.CONTROL_ID][: max(0, max_conditions - len(keep))]
     table = table.loc[keep]
-    if ax is None:
-        _, ax = plt.subplots(figsize=(max(6.0, 0.22 * len(table) + 2), 4.0))
+    fig, axes, created = panels(ax, 1, 1, (max(6.0, 0.22 * len(table) + 2), 4.0))
+    ax = axes[0][0]
     bottom = np.zeros(len(table))
     cmap = plt.get_cmap("tab10" if table.shape[1] <= 10 else "tab20")
     for i, context in enumerate(table.columns):
@@ -72,12 +72,4 @@ def condition_counts(
     ax.set_ylabel("cells")
     ax.set_title(f"{adata.uns.get('dataset_id', 'dataset')}: cells per perturbation and context")
     ax.legend(title="context_id", fontsize=7, title_fontsize=8, frameon=False, ncol=2)
-    ax.figure.tight_layout()
-    if save is not None:
-        ax.figure.savefig(save, dpi=150)
-    if show is None:
-        show = save is None and ax is not None and plt.get_backend().lower() not in {"agg", "pdf", "svg"}
-    if show:
-        plt.show()
-        return None
-    return ax
+    return finish(fig, axes, show=show, save=save, return_fig=return_fig, created=created)

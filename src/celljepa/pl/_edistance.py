@@ -10,7 +10,7 @@ import pandas as pd
 from anndata import AnnData
 
 from .._errors import InputError
-from ._utils import finish
+from ._utils import finish, panels
 
 
 def edistance(
@@ -23,7 +23,8 @@ def edistance(
     ax: plt.Axes | None = None,
     show: bool | None = None,
     save: str | os.PathLike | None = None,
-) -> plt.Figure:
+    return_fig: bool = False,
+):
     """Plot E-distances from :func:`celljepa.tl.edistance`.
 
     An all-pairs result is drawn as a heatmap (rows and columns ordered by hierarchical clustering
@@ -44,19 +45,19 @@ def edistance(
         Colour map of the heatmap.
     ax
         Axes to draw into.
-    show, save
-        Show the figure / save it to this file.
+    show, save, return_fig
+        Show the figure / save it to this file (atomically) / return the Figure (see :mod:`celljepa.pl`).
 
     Returns
     -------
-    The matplotlib figure.
+    ``None`` when shown; else the Figure with ``return_fig``, else the Axes.
 
     Examples
     --------
     >>> import celljepa as cj, scanpy as sc
     >>> adata = cj.datasets.demo(); sc.pp.pca(adata)
     >>> cj.tl.edistance(adata, "perturbation_id")
-    >>> fig = cj.pl.edistance(adata, save="edistance.png")
+    >>> ax = cj.pl.edistance(adata, save="edistance.png")
     """
     if distances is None:
         if adata is None or key not in adata.uns:
@@ -64,12 +65,11 @@ def edistance(
         distances = adata.uns[key]["distances"]
     if isinstance(distances, pd.DataFrame) and distances.shape[1] == 1 and distances.columns[0] == "edistance":
         distances = distances["edistance"]
-    if ax is None:
-        n = len(distances)
-        size = (max(5.0, 0.25 * n + 2), max(4.0, 0.25 * n + 1.5)) if isinstance(distances, pd.DataFrame) \
-            else (6.0, max(3.0, 0.22 * n + 1))
-        fig, ax = plt.subplots(figsize=size)
-    fig = ax.figure
+    n = len(distances)
+    size = (max(5.0, 0.25 * n + 2), max(4.0, 0.25 * n + 1.5)) if isinstance(distances, pd.DataFrame) \
+        else (6.0, max(3.0, 0.22 * n + 1))
+    fig, axes, created = panels(ax, 1, 1, size)
+    ax = axes[0][0]
     if isinstance(distances, pd.Series):
         s = distances.sort_values()
         ax.barh(np.arange(len(s)), s.to_numpy(), color="#4c72b0")
@@ -96,5 +96,4 @@ def edistance(
         ax.set_xlabel(mat.columns.name or "")
         ax.set_ylabel(mat.index.name or "")
     ax.set_title("E-distance")
-    finish(fig, show=show, save=save)
-    return fig
+    return finish(fig, axes, show=show, save=save, return_fig=return_fig, created=created)

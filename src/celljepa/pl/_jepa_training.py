@@ -13,6 +13,7 @@ from anndata import AnnData
 
 from .._errors import InputError
 from ._utils import finish
+from ._utils import panels as make_panels
 
 PANELS = (
     ("loss", "loss (train)", "linear"),
@@ -51,7 +52,8 @@ def _records(run, key: str = "jepa") -> pd.DataFrame:
 
 
 def jepa_training(run, *, key: str = "jepa", metrics: tuple[str, ...] | None = None, title: str | None = None,
-                  show: bool | None = None, save: str | os.PathLike | None = None) -> plt.Figure:
+                  ax: plt.Axes | None = None, show: bool | None = None, save: str | os.PathLike | None = None,
+                  return_fig: bool = False):
     """Loss and collapse curves of one or several pretraining runs.
 
     Panels: training loss (dotted: the fixed evaluation batch), effective rank as a share of the
@@ -70,19 +72,21 @@ def jepa_training(run, *, key: str = "jepa", metrics: tuple[str, ...] | None = N
         Record keys to plot (default: the four panels above).
     title
         Figure title.
-    show, save
-        As in scanpy: show the figure, or save it to a file.
+    ax
+        Axes to draw into (with one metric).
+    show, save, return_fig
+        Show the figure / save it to this file (atomically) / return the Figure (see :mod:`celljepa.pl`).
 
     Returns
     -------
-    The matplotlib figure.
+    ``None`` when shown; else the Figure with ``return_fig``, else the Axes (a list, one per panel).
 
     Examples
     --------
     >>> import celljepa as cj
     >>> model = cj.models.CellJEPA(cj.datasets.demo(), n_latent=16, mask="random")
     >>> _ = model.train(max_steps=20, progress=False)
-    >>> fig = cj.pl.jepa_training(model, show=False)
+    >>> fig = cj.pl.jepa_training(model, show=False, return_fig=True)
     """
     runs = dict(run) if isinstance(run, Mapping) else {None: run}
     tables = {label: _records(r, key) for label, r in runs.items()}
@@ -90,7 +94,7 @@ def jepa_training(run, *, key: str = "jepa", metrics: tuple[str, ...] | None = N
     panels += [(m, m, "linear") for m in (metrics or ()) if m not in {p[0] for p in PANELS}]
     if not panels:
         raise InputError("no metrics to plot.")
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.2), squeeze=False)
+    fig, axes, created = make_panels(ax, 1, len(panels), (3.6 * len(panels), 3.2), f"{len(panels)} metrics")
     colors = plt.rcParams["axes.prop_cycle"].by_key().get("color", ["C0"])
     for i, (label, table) in enumerate(tables.items()):
         color = colors[i % len(colors)]
@@ -113,6 +117,5 @@ def jepa_training(run, *, key: str = "jepa", metrics: tuple[str, ...] | None = N
     if len(tables) > 1 or any(label is not None for label in tables):
         axes[0][0].legend(fontsize=8, frameon=False)
     if title:
-        fig.suptitle(title)
-    finish(fig, show=show, save=save)
-    return fig
+        (fig.suptitle if created else axes[0][0].set_title)(title)
+    return finish(fig, axes, show=show, save=save, return_fig=return_fig, created=created)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 
 from .._errors import InputError
-from ._utils import finish
+from ..eval.report import diff_cell
+from ._utils import finish, panels
 
 _COLORS = {"wins": "#55a868", "ties": "#8c8c8c", "loses": "#c44e52", "insufficient evidence": "#8172b3",
            "undetermined": "#cccccc", "old protocol": "#dddddd"}
@@ -34,7 +36,8 @@ def _results(results) -> dict:
 
 
 def verdict(results, *, metrics: tuple[str, ...] = ("edistance", "delta_pearson"), title: str | None = None,
-            show: bool | None = None, save: str | os.PathLike | None = None):
+            legend: bool = True, ax: plt.Axes | None = None, show: bool | None = None,
+            save: str | os.PathLike | None = None, return_fig: bool = False):
     """Forest plot of the primary JEPA model minus its comparator, per dataset × split, with paired 95% CIs.
 
     The comparator is the non-JEPA method chosen on validation conditions; colours are the verdicts
@@ -50,17 +53,22 @@ def verdict(results, *, metrics: tuple[str, ...] = ("edistance", "delta_pearson"
         ``"delta_pearson"`` (above 0: JEPA better).
     title
         Figure title.
-    show, save
-        Show the figure / write it to a file (the format from the suffix).
+    legend
+        Draw the legend of the verdict colours (beside the last panel).
+    ax
+        Axes to draw into (with one metric).
+    show, save, return_fig
+        Show the figure / save it to this file (atomically) / return the Figure (see :mod:`celljepa.pl`).
 
     Returns
     -------
-    The matplotlib figure; a row per dataset × split, coloured by the verdict.
+    ``None`` when shown; else the Figure with ``return_fig``, else the Axes (a list, one per metric); a row per
+    dataset × split, coloured by the verdict.
 
     Examples
     --------
     >>> import celljepa as cj
-    >>> fig = cj.pl.verdict("runs/demo", save="verdict.png")  # doctest: +SKIP
+    >>> fig = cj.pl.verdict("runs/demo", save="verdict.png", return_fig=True)  # doctest: +SKIP
     """
     table = _results(results)
     unknown = [m for m in metrics if m not in ("edistance", "delta_pearson")]
@@ -68,7 +76,8 @@ def verdict(results, *, metrics: tuple[str, ...] = ("edistance", "delta_pearson"
         raise InputError(f"metrics must be among ('edistance', 'delta_pearson'), got {unknown}.")
     keys = list(table)
     y = np.arange(len(keys))[::-1]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics) + 1.6, 0.55 * len(keys) + 1.6), squeeze=False)
+    fig, axes, created = panels(ax, 1, len(metrics), (4.2 * len(metrics) + 1.6, 0.55 * len(keys) + 1.6),
+                                f"{len(metrics)} metrics")
     for ax, metric in zip(axes[0], metrics, strict=True):
         for yi, key in zip(y, keys, strict=True):
             v = table[key]["verdict"]
@@ -86,9 +95,87 @@ def verdict(results, *, metrics: tuple[str, ...] = ("edistance", "delta_pearson"
                       fontsize=8)
     handles = [plt.Line2D([], [], marker="o", linestyle="", color=c, label=o) for o, c in _COLORS.items()
                if any(t["verdict"]["outcome"] == o for t in table.values())]
-    axes[0][-1].legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False,
-                       title="verdict (E-distance)", title_fontsize=8)  # beside the panels: never over a CI
-    fig.suptitle(title or "Primary JEPA model vs comparator chosen on validation (paired 95% bootstrap CIs)",
-                 fontsize=10)
-    finish(fig, show=show, save=save)
-    return fig
+    if legend:
+        axes[0][-1].legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False,
+                           title="verdict (E-distance)", title_fontsize=8)  # beside the panels: never over a CI
+    (fig.suptitle if created else axes[0][0].set_title)(
+        title or "Primary JEPA model vs comparator chosen on validation (paired 95% bootstrap CIs)", fontsize=10)
+    return finish(fig, axes, show=show, save=save, return_fig=return_fig, created=created)
+
+
+def where_jepa_helps(verdicts, *, title: str | None = None, ax: plt.Axes | None = None, show: bool | None = None,
+                     save: str | os.PathLike | None = None, return_fig: bool = False):
+    """Forest plot of a consolidated report's verdict rows, with each row's CI and outcome written beside it.
+
+    The figure of ``celljepa report`` (``figures/where_jepa_helps.png``): :func:`verdict` on the E-distance
+    (primary JEPA model − comparator chosen on validation, paired 95% CI), one row per run × dataset ×
+    split, the run named only where a dataset × split comes from several runs. Rows of the old protocol
+    (no claim) are left out unless there is nothing else.
+
+    Parameters
+    ----------
+    verdicts
+        ``report["verdicts"]`` of :func:`celljepa.bench.consolidate.consolidate`, a ``report.json`` path,
+        or its folder.
+    title
+        Figure title.
+    ax
+        Axes to draw into.
+    show, save, return_fig
+        Show the figure / save it to this file (atomically) / return the Figure (see :mod:`celljepa.pl`).
+
+    Returns
+    -------
+    ``None`` when shown; else the Figure with ``return_fig``, else the Axes.
+
+    Examples
+    --------
+    >>> import celljepa as cj
+    >>> fig = cj.pl.where_jepa_helps("benchmarks/results/report", save="where.png")  # doctest: +SKIP
+    """
+    if isinstance(verdicts, (str, os.PathLike)):
+        path = Path(verdicts)
+        if path.is_dir():
+            path = path / "report.json"
+        if not path.is_file():
+            raise InputError(f"report file '{path}' not found (a consolidated report's report.json or its folder).")
+        verdicts = json.loads(path.read_text())["verdicts"]
+    verdicts = list(verdicts)
+    given = ax
+    if not verdicts:
+        raise InputError("no verdict rows to draw: the report has no run with a verdict.")
+    # rows of the old protocol are no claim (and would set the scale): drawn only when nothing else is left
+    verdicts = [v for v in verdicts if not v.get("old_protocol")] or verdicts
+    seen: dict[str, int] = {}
+    for v in verdicts:
+        seen[f"{v['dataset_id']}/{v['split']}"] = seen.get(f"{v['dataset_id']}/{v['split']}", 0) + 1
+    table = {}
+    nan = float("nan")
+    for v in verdicts:
+        key = f"{v['dataset_id']}/{v['split']}"
+        if seen[key] > 1:
+            key = f"{key} [{v['run']}]"
+        table[key] = {"dataset_id": v["dataset_id"], "split": v["split"], "verdict": {
+            "model": v["model"], "baseline": v["baseline"], "outcome": v["outcome"], "n": v["n"],
+            "edistance": {k: nan if v["edistance"][k] is None else v["edistance"][k]
+                          for k in ("diff", "ci_low", "ci_high")}}}
+    with warnings.catch_warnings():  # verdict's narrow default size; widened below
+        warnings.simplefilter("ignore", UserWarning)
+        ax = verdict(table, metrics=("edistance",), legend=False, ax=ax, show=False,
+                     title=title or "Where JEPA helps: primary JEPA model − comparator chosen on validation, "
+                                    "E-distance (paired 95% bootstrap CI)")
+    created = given is None
+    # the numbers beside each row (they name each outcome, so no legend): one dataset's rows can be far
+    # smaller than another's
+    fig = ax.figure
+    right = ax.twinx()
+    right.set_ylim(ax.get_ylim())
+    right.set_yticks(range(len(verdicts) - 1, -1, -1))
+    right.set_yticklabels([f"{diff_cell(v['edistance'])} {v['outcome']}, n = {v['n']}" for v in verdicts],
+                          fontsize=8)
+    right.tick_params(length=0)
+    if created:
+        fig.set_size_inches(11.0, fig.get_size_inches()[1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return finish(fig, [ax], show=show, save=save, return_fig=return_fig, created=created)

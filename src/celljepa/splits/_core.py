@@ -19,14 +19,13 @@ from ..data.contract import (
     IS_CONTROL,
     PERTURBATION_ID,
     PERTURBATION_TOKENS,
+    S1,
+    S2,
+    S3,
+    SPLIT_NAMES,
     n_tokens,
     split_tokens,
 )
-
-S1 = "S1_unseen_perturbation"
-S2 = "S2_unseen_context"
-S3 = "S3_unseen_combo"
-SPLIT_NAMES = (S1, S2, S3)
 
 ROLES = ("train", "val", "test", "unused")
 SPLIT_COLUMNS = (PERTURBATION_ID, IS_CONTROL, CONTEXT_ID, PERTURBATION_TOKENS)

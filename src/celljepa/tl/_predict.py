@@ -43,7 +43,7 @@ def predict_perturbation(adata: AnnData, model, *, perturbation: str, context: s
         its control cells of ``context`` are the starting states.
     model
         A fitted :class:`~celljepa.models.transition.JEPATransition` (from
-        :func:`~celljepa.models.transition.fit_transition`, the harness, or
+        :func:`~celljepa.tl.fit_transition`, the harness, or
         ``JEPATransition.load(run_dir / "models" / "jepa_set")``).
     perturbation
         A ``perturbation_id`` of ``adata`` or perturbation tokens (``"gene:KLF1"``,
@@ -84,7 +84,7 @@ def predict_perturbation(adata: AnnData, model, *, perturbation: str, context: s
     model._require_fit()
     if getattr(model, "encoder_", None) is None or getattr(model, "space_", None) is None:
         raise InputError("the model has no JEPA encoder or evaluation space attached. Fix: fit it with "
-                         "fit_transition(...) or load it with JEPATransition.load(folder).")
+                         "cj.tl.fit_transition(...) or load it with JEPATransition.load(folder).")
     contexts = adata.obs[C.CONTEXT_ID].astype(str).to_numpy()
     ctrl = np.flatnonzero(adata.obs[C.IS_CONTROL].to_numpy(dtype=bool) & (contexts == str(context)))
     if ctrl.size == 0:

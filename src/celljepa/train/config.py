@@ -17,7 +17,8 @@ from typing import Any
 from .._errors import InputError
 from ..data._keys import suggest
 
-__all__ = ["DataConfig", "EvalConfig", "JEPAConfig", "MaskConfig", "ModelConfig", "TrainConfig", "load_config"]
+__all__ = ["DataConfig", "EvalConfig", "JEPAConfig", "MaskConfig", "ModelConfig", "TrainConfig", "check_choice",
+           "coerce_setting", "load_config"]
 
 MASK_KINDS = ("random", "block", "module")
 TARGETS = ("cell", "hidden")
@@ -158,11 +159,11 @@ class JEPAConfig:
         m, k, t, d, e = self.model, self.mask, self.train, self.data, self.eval
         _positive(source, "model", m, ("n_latent", "n_hidden", "predictor_hidden", "pointer_dim"))
         _nonnegative(source, "model", m, ("n_layers", "predictor_layers", "expander_dim"))
-        _choice(source, "mask.kind", k.kind, MASK_KINDS)
+        check_choice(source, "mask.kind", k.kind, MASK_KINDS)
         if not 0.0 < k.ratio < 1.0:
             raise InputError(f"{source}: mask.ratio must be in (0, 1), got {k.ratio}.")
         _positive(source, "mask", k, ("block_size",))
-        _choice(source, "mask.priority", k.priority, ("given", "size", "name"))
+        check_choice(source, "mask.priority", k.priority, ("given", "size", "name"))
         _positive(source, "train", t, ("max_steps", "batch_size", "log_every", "eval_every", "checkpoint_every"))
         _nonnegative(source, "train", t, ("warmup_steps", "weight_decay", "grad_clip", "var_weight", "cov_weight",
                                           "seed"))
@@ -175,10 +176,10 @@ class JEPAConfig:
         for key in ("ema_momentum", "ema_momentum_end"):
             if not 0.0 <= getattr(t, key) <= 1.0:
                 raise InputError(f"{source}: train.{key} must be in [0, 1], got {getattr(t, key)}.")
-        from ..models.modules import LOSSES
+        from ..nn.modules import LOSSES
 
-        _choice(source, "train.loss", t.loss, LOSSES)
-        _choice(source, "train.target", t.target, TARGETS)
+        check_choice(source, "train.loss", t.loss, LOSSES)
+        check_choice(source, "train.target", t.target, TARGETS)
         if t.device != "auto" and not (t.device == "cpu" or t.device.startswith("cuda")):
             raise InputError(f"{source}: train.device must be auto, cpu, cuda or cuda:N, got {t.device!r}.")
         _positive(source, "data", d, ("chunk_size", "eval_cells"))
@@ -224,7 +225,17 @@ _ON = {"on", "true", "yes", "1"}
 _OFF = {"off", "false", "no", "0"}
 
 
-def _coerce(value: Any, default: Any, where: str) -> Any:
+def coerce_setting(value: Any, default: Any, where: str) -> Any:
+    """``value`` as the type of ``default``, or an InputError naming ``where``.
+
+    Booleans take on/off, true/false, yes/no, 1/0; integers take integral floats; floats take numeric
+    strings (YAML reads ``3e-4`` as a string).
+
+    Examples
+    --------
+    >>> coerce_setting("3e-4", 1e-3, "lr"), coerce_setting("no", True, "use_context")
+    (0.0003, False)
+    """
     if isinstance(default, bool):
         if isinstance(value, bool):
             return value
@@ -259,7 +270,7 @@ def _section(factory, values: dict, where: str):
     for key, value in values.items():
         if key not in names:
             raise InputError(f"{where}: unknown key {key!r}.{suggest(key, names)} Keys: {', '.join(names)}.")
-        setattr(obj, key, _coerce(value, getattr(obj, key), f"{where}.{key}"))
+        setattr(obj, key, coerce_setting(value, getattr(obj, key), f"{where}.{key}"))
     return obj
 
 
@@ -275,7 +286,8 @@ def _nonnegative(source, section, obj, keys) -> None:
             raise InputError(f"{source}: {section}.{key} must be >= 0, got {getattr(obj, key)}.")
 
 
-def _choice(source, key, value, options) -> None:
+def check_choice(source, key, value, options) -> None:
+    """An InputError naming ``source`` and ``key`` (with a suggestion) unless ``value`` is among ``options``."""
     if value not in options:
         raise InputError(f"{source}: {key} must be one of {', '.join(options)}, got {value!r}."
                          f"{suggest(str(value), options)}")

@@ -21,7 +21,7 @@ from .._errors import InputError
 __all__ = ["BalancedBatchPlan", "BatchPlan", "CellSource"]
 
 
-def _to_csr32(x) -> sp.csr_matrix:
+def to_csr32(x) -> sp.csr_matrix:
     x = sp.csr_matrix(x) if not sp.issparse(x) else x.tocsr()
     if x.dtype != np.float32:
         x = x.astype(np.float32)
@@ -68,7 +68,7 @@ class CellSource:
         if layer is not None and layer not in adata.layers:
             raise InputError(f"layer {layer!r} is not in adata.layers (layers: {', '.join(adata.layers) or 'none'}). "
                              "Fix: pass layer=None to use X, or one of the listed layers.")
-        x = _to_csr32(adata.layers[layer] if layer is not None else adata.X)
+        x = to_csr32(adata.layers[layer] if layer is not None else adata.X)
         src = cls(adata.n_obs, adata.n_vars, matrix=x, layer=layer, chunk_size=chunk_size)
         _check_values(x, src.where)
         return src
@@ -123,7 +123,7 @@ class CellSource:
             return self._cache[c]
         ds = self._open()
         start, stop = c * self.chunk_size, min((c + 1) * self.chunk_size, self.n_obs)
-        x = _to_csr32(ds[start:stop])
+        x = to_csr32(ds[start:stop])
         _check_values(x, f"{self._path}: {self.where} rows {start}..{stop - 1}")
         self._cache[c] = x
         while len(self._cache) > self._cache_chunks:

@@ -28,14 +28,14 @@ from torch import nn
 from .._errors import CelljepaError, InputError
 from .._logging import logger
 from ..eval.embedding import collapse_diagnostics
-from ..models.modules import (
+from ..nn.modules import (
     CSRBatch,
     JEPAPredictor,
     MaskedGeneEncoder,
     MaskParams,
     MaskPointer,
-    _mlp,
     covariance_loss,
+    mlp,
     predictive_loss,
     variance_loss,
 )
@@ -72,7 +72,7 @@ def build_modules(n_genes: int, cfg: JEPAConfig, seed: int, n_covariates: int = 
             "pointer": MaskPointer(n_genes, m.pointer_dim),
         })
         if m.expander_dim:
-            modules["expander"] = _mlp(m.n_latent, m.expander_dim, m.expander_dim, 1)
+            modules["expander"] = mlp(m.n_latent, m.expander_dim, m.expander_dim, 1)
         if cfg.train.ema:
             teacher = MaskedGeneEncoder(n_genes, n_hidden=m.n_hidden, n_latent=m.n_latent, n_layers=m.n_layers,
                                         n_covariates=n_covariates)

@@ -17,8 +17,8 @@ import pandas as pd
 from .._errors import InputError
 from .._io import atomic_path, check_readable_h5ad, remove_tree_quietly, write_json_atomic, write_text_atomic
 from .._logging import logger
-from .config import JEPAConfig, load_config
-from .distributed import barrier, is_main
+from ..train.config import JEPAConfig, load_config
+from ..train.distributed import barrier, is_main
 
 __all__ = ["FAST_DEV", "embedding_eval", "pretrain"]
 
@@ -39,9 +39,9 @@ def pca_embedding(x, fit: np.ndarray, n_pcs: int, seed: int) -> tuple[np.ndarray
     import anndata as ad
     import scanpy as sc
 
-    from .data import _to_csr32
+    from ..train.data import to_csr32
 
-    x = _to_csr32(x)
+    x = to_csr32(x)
     train = x[fit]
     n_comp = int(min(n_pcs, train.shape[0] - 1, train.shape[1] - 1))
     if n_comp < 1:
@@ -133,8 +133,8 @@ def pretrain(h5ad, *, out: str | os.PathLike, config: str | os.PathLike | JEPACo
     if combined and len(paths) > 1 and not (overrides or {}).get("data", {}).get("balance_key"):
         overrides = {**(overrides or {}), "data": {**(overrides or {}).get("data", {}), "balance_key": "dataset_id"}}
     if combined and (backed or split is not None):
-        raise InputError("several datasets (or --feature-set) are held in memory and take no --split yet. Fix: drop "
-                         "--backed/--split, or pretrain on one dataset.")
+        raise InputError("several datasets (or --feature-set) are held in memory and take no --split-file yet. Fix: "
+                         "drop --backed/--split-file, or pretrain on one dataset.")
     cfg = config if isinstance(config, JEPAConfig) else load_config(config, overrides=None)
     merged = {s: {} for s in cfg.to_dict()}
     for extra in ((FAST_DEV if fast_dev else {}), overrides or {}):

@@ -6,6 +6,7 @@
 * :class:`MaskPointer`: a learned summary of *which genes were hidden* (a mean of per-gene query
   vectors over the hidden genes, independent of their expression, so nothing of the hidden values leaks).
 * :class:`JEPAPredictor`: ``(z_context, pointer) -> predicted teacher embedding``.
+* :func:`mlp`: the Linear-GELU stack every head uses.
 * Losses: :func:`predictive_loss` (cosine, smooth-L1 or L2 to a stop-gradient target),
   :func:`variance_loss` and :func:`covariance_loss` (VICReg-style anti-collapse terms).
 """
@@ -28,6 +29,7 @@ __all__ = [
     "MaskPointer",
     "MaskedGeneEncoder",
     "covariance_loss",
+    "mlp",
     "predictive_loss",
     "variance_loss",
 ]
@@ -91,7 +93,7 @@ class MaskParams:
                         gene_to_module=self.gene_to_module, cell_offset=self.cell_offset, device=device)
 
 
-def _mlp(n_in: int, n_hidden: int, n_out: int, n_layers: int) -> nn.Sequential:
+def mlp(n_in: int, n_hidden: int, n_out: int, n_layers: int) -> nn.Sequential:
     """``n_layers`` hidden blocks ``Linear → LayerNorm → GELU`` then a linear head (n_layers >= 0)."""
     layers: list[nn.Module] = []
     width = n_in
@@ -140,7 +142,7 @@ class MaskedGeneEncoder(nn.Module):
         self.gene_weight = nn.Parameter(torch.randn(n_genes, n_hidden) * (1.0 / n_hidden**0.5))
         self.gene_bias = nn.Parameter(torch.zeros(n_hidden))
         self.norm = nn.LayerNorm(n_hidden)
-        self.mlp = _mlp(n_hidden, n_hidden, n_latent, n_layers)
+        self.mlp = mlp(n_hidden, n_hidden, n_latent, n_layers)
         # Covariate 0 is "none" (a dataset the model has not seen) and stays a zero vector.
         self.covariate = nn.Embedding(n_covariates + 1, n_hidden, padding_idx=0) if n_covariates else None
         if self.covariate is not None:
@@ -188,7 +190,7 @@ class JEPAPredictor(nn.Module):
 
     def __init__(self, n_latent: int, *, pointer_dim: int = 64, n_hidden: int = 256, n_layers: int = 2):
         super().__init__()
-        self.net = _mlp(n_latent + pointer_dim, n_hidden, n_latent, n_layers)
+        self.net = mlp(n_latent + pointer_dim, n_hidden, n_latent, n_layers)
 
     def forward(self, z_context: torch.Tensor, pointer: torch.Tensor) -> torch.Tensor:
         return self.net(torch.cat([z_context, pointer], dim=1))

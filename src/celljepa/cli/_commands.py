@@ -1,21 +1,18 @@
-"""The ``celljepa`` command line.
+"""The commands of ``celljepa`` except ``slurm`` (which wraps them; :mod:`celljepa.cli._slurm`).
 
-Commands: ingest, validate, splits, eval-baselines, benchmark, pretrain, train-transition, sweep, holdout, report,
-slurm, info.
+Each command is a pair ``(_add_NAME(subparsers), _cmd_NAME(args) -> exit code)`` in :data:`COMMANDS`; the
+heavy imports (torch, scanpy, anndata) happen inside the ``_cmd_*`` functions, so ``celljepa --help`` is fast.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 
-from . import __version__
-from ._errors import CelljepaError, ContractError
-from ._settings import settings
+from .._errors import ContractError
+from .._version import __version__
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 EXIT_INTERRUPTED = 75  # EX_TEMPFAIL: stopped on SIGTERM/SIGUSR1 after a checkpoint; run the command again to resume
@@ -60,8 +57,8 @@ def _add_ingest(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_ingest(args: argparse.Namespace) -> int:
-    from .data.ingest import ingest
-    from .datasets import demo_path
+    from ..data._ingest import ingest
+    from ..datasets import demo_path
 
     source = demo_path() if args.source == "demo" else Path(args.source)
     keys = {
@@ -94,8 +91,8 @@ def _add_validate(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from .data._validate import validate
-    from .data.readers import read_source
+    from ..data._validate import validate
+    from ..data.readers import read_source
 
     adata = read_source(args.h5ad)
     violations = validate(adata, min_cells=args.min_cells, strict=False)
@@ -109,7 +106,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _add_splits(sub: argparse._SubParsersAction) -> None:
-    from .splits import SPLIT_NAMES
+    from ..data.contract import SPLIT_NAMES
 
     p = sub.add_parser(
         "splits", help="write deterministic OOD split files (one JSON per fold)",
@@ -117,18 +114,15 @@ def _add_splits(sub: argparse._SubParsersAction) -> None:
                     f"Splits: {', '.join(SPLIT_NAMES)}. Same inputs and seed give byte-identical files.",
     )
     p.add_argument("h5ad", type=Path)
-    p.add_argument("--split", required=True, help=f"one of {', '.join(SPLIT_NAMES)}")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--folds", type=int, default=5, help="number of folds (default 5; fewer than 3 is a pilot)")
-    p.add_argument("--val-fraction", type=float, default=0.15, help="share of non-test groups used for validation")
+    _add_split_args(p)
     p.add_argument("--out", required=True, type=Path)
 
 
 def _cmd_splits(args: argparse.Namespace) -> int:
     import anndata as ad
 
-    from ._io import check_readable_h5ad
-    from .splits import check_split_name, make_split_folds, write_split_files
+    from .._io import check_readable_h5ad
+    from ..splits import check_split_name, make_split_folds, write_split_files
 
     split = check_split_name(args.split)
     check_readable_h5ad(args.h5ad)
@@ -156,23 +150,32 @@ def _headless_pyplot():
 
 
 def _fold_figures(result, out: Path) -> list[Path]:
-    from . import pl
+    from .. import pl
 
     plt = _headless_pyplot()
     fig_dir = out / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
     bars = fig_dir / "metrics_ci.png"
-    plt.close(pl.benchmark(result.metrics, save=bars, show=False))
+    plt.close(pl.benchmark(result.metrics, save=bars, show=False, return_fig=True))
     heat = fig_dir / "edistance_heatmap.png"
     table = result.per_condition.pivot(index="condition", columns="method", values="edistance")
     table = table[list(dict.fromkeys(result.per_condition["method"]))]
     table.index.name, table.columns.name = "test condition", "method"
-    plt.close(pl.edistance(distances=table, cluster=False, save=heat, show=False))
+    plt.close(pl.edistance(distances=table, cluster=False, save=heat, show=False, return_fig=True))
     return [bars, heat]
 
 
+def _report_figure(verdicts: list[dict], path: Path) -> Path:
+    from .. import pl
+
+    plt = _headless_pyplot()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    plt.close(pl.where_jepa_helps(verdicts, save=path, show=False, return_fig=True))
+    return path
+
+
 def _combined_figures(combined: dict, out: Path) -> list[Path]:
-    from . import pl
+    from .. import pl
 
     plt = _headless_pyplot()
     paths = []
@@ -180,17 +183,17 @@ def _combined_figures(combined: dict, out: Path) -> list[Path]:
     for key, metrics in combined.items():
         path = out / "figures" / f"{key.replace('/', '__')}.png"
         plt.close(pl.benchmark(metrics, metrics_to_show=["edistance", "delta_pearson", "mse", "mrr"],
-                               title=f"{key} (all folds, 95% bootstrap CIs)", save=path, show=False))
+                               title=f"{key} (all folds, 95% bootstrap CIs)", save=path, show=False,
+                               return_fig=True))
         paths.append(path)
     if any("verdict" in m for m in combined.values()):
         path = out / "figures" / "verdict.png"
-        plt.close(pl.verdict(combined, save=path, show=False))
+        plt.close(pl.verdict(combined, save=path, show=False, return_fig=True))
         paths.insert(0, path)
     return paths
 
 
 def _add_eval_baselines(sub: argparse._SubParsersAction) -> None:
-    from .splits import SPLIT_NAMES
 
     p = sub.add_parser(
         "eval-baselines", help="score the baselines on one split fold and write a run folder",
@@ -199,20 +202,17 @@ def _add_eval_baselines(sub: argparse._SubParsersAction) -> None:
                     "per_condition.csv, split.json, eval_space.npz, figures/ and report.md into OUT.",
     )
     p.add_argument("h5ad", type=Path, help="a processed .h5ad (celljepa ingest)")
-    p.add_argument("--split", required=True, help=f"one of {', '.join(SPLIT_NAMES)}")
-    p.add_argument("--fold", type=int, required=True)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--folds", type=int, default=5, help="number of folds of the split (default 5)")
-    p.add_argument("--val-fraction", type=float, default=0.15)
+    _add_split_args(p)
+    p.add_argument("--fold", type=int, required=True, help="the fold to score (0 .. --folds - 1)")
     p.add_argument("--n-hvg", type=int, default=2000)
     p.add_argument("--n-pcs", type=int, default=50)
     p.add_argument("--out", required=True, type=Path, help="run folder, e.g. runs/<run_id>")
 
 
 def _cmd_eval_baselines(args: argparse.Namespace) -> int:
-    from .bench import EvalConfig, eval_baselines
-    from .data.readers import read_source
-    from .splits import check_split_name
+    from ..bench import EvalConfig, eval_baselines
+    from ..data.readers import read_source
+    from ..splits import check_split_name
 
     check_split_name(args.split)
     adata = read_source(args.h5ad)
@@ -272,8 +272,8 @@ def _protocol(args: argparse.Namespace) -> tuple[list[int], list[int], dict]:
 
 
 def _jepa_and_transition(args: argparse.Namespace, seed: int):
-    from .models.transition import load_transition_config
-    from .train.config import load_config
+    from ..models.transition import load_transition_config
+    from ..train.config import load_config
 
     overrides: dict = {"train": {"seed": seed, "max_steps": args.jepa_steps or BENCHMARK_JEPA_STEPS}}
     if args.jepa_config and not args.jepa_steps:
@@ -286,7 +286,7 @@ def _jepa_and_transition(args: argparse.Namespace, seed: int):
 
 
 def _plan_arg(text: str) -> dict[str, int]:
-    from .splits import check_split_name
+    from ..splits import check_split_name
 
     plan = {}
     for part in _csv(text):
@@ -298,21 +298,48 @@ def _plan_arg(text: str) -> dict[str, int]:
     return plan
 
 
+def _add_data(p: argparse.ArgumentParser, *, default_demo: bool = False) -> None:
+    p.add_argument("--data", action="append", default=[], metavar="demo|NAME=H5AD|H5AD",
+                   help="a dataset (repeatable): demo (its two studies, norman2019 and sciplex_gxe), a processed "
+                        ".h5ad under a name, or one named by its uns['dataset_id']" + (" (default demo)" if default_demo
+                                                                                      else ""))
+
+
+def _add_split_args(p: argparse.ArgumentParser) -> None:
+    """``--split NAME`` and how its folds are drawn (``splits``, ``eval-baselines``)."""
+    from ..data.contract import SPLIT_NAMES
+
+    p.add_argument("--split", required=True, metavar="NAME", help=f"the split: {', '.join(SPLIT_NAMES)}")
+    p.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
+    p.add_argument("--folds", type=int, default=5, help="number of folds (default 5; fewer than 3 is a pilot)")
+    p.add_argument("--val-fraction", type=float, default=0.15, help="share of non-test groups used for validation")
+
+
+def _add_progress(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars (e.g. in batch jobs)")
+
+
+def _add_split_file(p: argparse.ArgumentParser, *, required: bool, help: str) -> None:
+    p.add_argument("--split-file", required=required, type=Path, metavar="JSON", help=help)
+
+
 def _add_benchmark(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "benchmark", help="run the benchmark (ingest, splits, baselines, JEPA models, report)",
-        description="demo: the bundled file as its two studies, norman2019 (S1, S3) and sciplex_gxe (S1, S2); "
-                    "or --h5ad FILE --splits S1_unseen_perturbation:5,... for one processed dataset. Per fold: "
+        description="--data demo (the default): the bundled file as its two studies, norman2019 (S1, S3) and "
+                    "sciplex_gxe (S1, S2); --data [NAME=]H5AD --splits S1_unseen_perturbation:5,... for processed "
+                    "datasets (repeatable; demo and files can be mixed). Per fold: "
                     "baselines tuned on validation groups, and (unless --no-jepa) a JEPA encoder pretrained on the "
                     "cells the predictors may see plus the prototype and set transition models. Writes one run "
                     "folder per dataset x split x fold, metrics_combined.json and report.md (with the verdict).",
     )
-    p.add_argument("--dataset", default="demo", choices=["demo"], help="dataset collection (default demo)")
-    p.add_argument("--h5ad", type=Path, help="benchmark this processed .h5ad (celljepa ingest) instead")
-    p.add_argument("--splits", type=_plan_arg, help="with --h5ad: SPLIT[:FOLDS],... (default S1_unseen_perturbation:5)")
+    _add_data(p, default_demo=True)
+    p.add_argument("--splits", type=_plan_arg,
+                   help="the splits of the --data files, SPLIT[:FOLDS],... (default S1_unseen_perturbation:5; the "
+                        "demo keeps its own)")
     _add_protocol_args(p)
     p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _add_progress(p)
     p.add_argument("--no-jepa", action="store_true", help="baselines only (no JEPA pretraining, no transition models)")
     p.add_argument("--jepa", action="store_true", help=argparse.SUPPRESS)  # JEPA is part of the default benchmark
     p.add_argument("--jepa-knn", action="store_true",
@@ -322,32 +349,32 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_benchmark(args: argparse.Namespace) -> int:
-    from ._errors import InputError
-    from ._io import write_h5ad_atomic
-    from .bench import DEMO_PLAN, EvalConfig, benchmark, demo_datasets
-    from .data.ingest import processed_path
-    from .data.readers import read_source
+    from .._errors import InputError
+    from .._io import write_h5ad_atomic
+    from ..bench import DEMO_PLAN, EvalConfig, benchmark
+    from ..bench.run import load_data_args
+    from ..data._ingest import processed_path
 
-    if args.h5ad is not None:
-        adata = read_source(args.h5ad)
-        dataset_id = str(adata.uns.get("dataset_id", args.h5ad.stem))
-        datasets = {dataset_id: adata}
-        plan = {dataset_id: args.splits or {"S1_unseen_perturbation": 5}}
-    else:
-        if args.splits:
-            raise InputError("--splits needs --h5ad (the demo has a fixed plan).")
-        datasets = demo_datasets()
-        for dataset_id, adata in datasets.items():
-            write_h5ad_atomic(adata, processed_path(args.out / "data", dataset_id))
-        plan = {d: p["splits"] for d, p in DEMO_PLAN.items()}
+    # every setting is checked before a file is read or written
+    items = args.data or ["demo"]
+    if args.splits and items == ["demo"]:
+        raise InputError("--splits is for --data files (the demo has a fixed plan).")
     jepa = transition = jepa_knn = None
     split_seeds, model_seeds, protocol = _protocol(args)
     if not args.no_jepa:
         jepa, transition = _jepa_and_transition(args, model_seeds[0])
     if args.jepa_knn:
-        from .train.config import load_config
+        from ..train.config import load_config
 
         jepa_knn = load_config(args.jepa_config, overrides={"train": {"seed": model_seeds[0]}})
+    datasets = load_data_args(items)
+    plan = {}
+    for dataset_id, adata in datasets.items():
+        if "demo" in items and dataset_id in DEMO_PLAN:  # the demo's studies: their fixed plan, data written out
+            plan[dataset_id] = DEMO_PLAN[dataset_id]["splits"]
+            write_h5ad_atomic(adata, processed_path(args.out / "data", dataset_id))
+        else:
+            plan[dataset_id] = args.splits or {"S1_unseen_perturbation": 5}
     benchmark(datasets, plan, out=args.out, split_seeds=split_seeds, model_seeds=model_seeds,
               config=EvalConfig(seed=split_seeds[0], **protocol), figure_maker=_fold_figures,
               combined_figure_maker=_combined_figures, progress=not args.no_progress, jepa=jepa,
@@ -368,7 +395,7 @@ def _flat_override(text: str) -> tuple[str, object]:
 def _add_train_transition(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train-transition", help="train the JEPA transition models on one split fold and score them",
-        description="Load the CellJEPA encoder of a pretraining run (celljepa pretrain --split SPLIT.json), train "
+        description="Load the CellJEPA encoder of a pretraining run (celljepa pretrain --split-file SPLIT.json), train "
                     "the prototype and set transition models on the fold's training cells (early stopping on its "
                     "validation groups), score them beside every baseline in the fold's evaluation space, and write "
                     "OUT/config.json, metrics.json, per_condition.csv, split.json, eval_space.npz, report.md and "
@@ -377,7 +404,7 @@ def _add_train_transition(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("h5ad", type=Path, help="a processed .h5ad (celljepa ingest)")
     p.add_argument("--jepa", required=True, type=Path, help="pretraining run folder (or its model/ folder)")
-    p.add_argument("--split", required=True, type=Path, help="split JSON of one fold (celljepa splits)")
+    _add_split_file(p, required=True, help="split JSON of one fold (celljepa splits)")
     p.add_argument("--config", type=Path, help="transition config YAML (configs/transition/default.yaml)")
     p.add_argument("--set", dest="overrides", action="append", type=_flat_override, default=[], metavar="KEY=VALUE",
                    help="override one transition setting, e.g. --set loss_space=jepa (repeatable)")
@@ -390,21 +417,21 @@ def _add_train_transition(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_train_transition(args: argparse.Namespace) -> int:
-    from .bench.run import train_transition
-    from .data.readers import read_source
-    from .models.transition import load_transition_config
-    from .train.distributed import distributed_session
+    from ..bench.run import train_transition
+    from ..data.readers import read_source
+    from ..models.transition import load_transition_config
+    from ..train.distributed import distributed_session
 
     cfg = load_transition_config(args.config, dict(args.overrides)).replace(seed=args.seed)
     adata = read_source(args.h5ad)
     with distributed_session(cfg.device):
-        result = train_transition(adata, jepa_run=args.jepa, split=args.split, out=args.out, config=cfg,
+        result = train_transition(adata, jepa_run=args.jepa, split=args.split_file, out=args.out, config=cfg,
                                   kinds=args.kinds, drug_metadata=args.drug_metadata, source=str(args.h5ad),
                                   allow_unsplit_encoder=args.allow_unsplit_encoder, figure_maker=_fold_figures)
     if result is None:  # a rank other than 0 of a distributed run: rank 0 reports
         return EXIT_OK
     m = result.metrics
-    from .eval.report import verdict_sentence
+    from ..eval.report import verdict_sentence
 
     print(args.out / "report.md")
     print(verdict_sentence(f"{m['dataset_id']} {m['split']} fold {m['fold']}", m))
@@ -437,7 +464,7 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
                                          "several files), a feature set file, or intersection / union_hvg built from "
                                          "the given files; genes a dataset lacks are absent")
     p.add_argument("--config", type=Path, help="YAML config (see configs/jepa/); default: built-in defaults")
-    p.add_argument("--split", type=Path, help="split JSON (celljepa splits): train on its training cells only")
+    _add_split_file(p, required=False, help="split JSON (celljepa splits): train on its training cells only")
     p.add_argument("--out", required=True, type=Path, help="run folder, e.g. runs/<run_id>")
     p.add_argument("--fast-dev", action="store_true", help="a 20-step smoke run of every stage")
     p.add_argument("--backed", action="store_true", help="stream cells from disk in chunks (data.chunk_size)")
@@ -446,13 +473,13 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", dest="overrides", action="append", type=_override, default=[], metavar="SECTION.KEY=VALUE",
                    help="override one config key, e.g. --set train.ema=off --set mask.kind=random (repeatable)")
     p.add_argument("--restart", action="store_true", help="discard the folder's checkpoints and start over")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    _add_progress(p)
 
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
-    from .train.checkpoint import TrainingInterrupted
-    from .train.distributed import distributed_session
-    from .train.run import knn_summary, pretrain
+    from ..bench.pretrain import knn_summary, pretrain
+    from ..train.checkpoint import TrainingInterrupted
+    from ..train.distributed import distributed_session
 
     overrides: dict = {}
     for section, key, value in args.overrides:
@@ -463,8 +490,9 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
         overrides.setdefault("train", {})["device"] = args.device
     try:
         with distributed_session(args.device):
-            result = pretrain(args.h5ad, out=args.out, config=args.config, split=args.split, fast_dev=args.fast_dev,
-                              backed=True if args.backed else None, overrides=overrides, restart=args.restart,
+            result = pretrain(args.h5ad, out=args.out, config=args.config, split=args.split_file,
+                              fast_dev=args.fast_dev, backed=True if args.backed else None, overrides=overrides,
+                              restart=args.restart,
                               progress=not args.no_progress, feature_set=args.feature_set)
     except TrainingInterrupted as stop:
         print(f"celljepa pretrain: {stop}", file=sys.stderr)
@@ -496,11 +524,11 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--list", action="store_true", help="print the tasks and exit")
     p.add_argument("--data", action="append", default=[], metavar="NAME=H5AD",
                    help="processed .h5ad of a grid dataset (overrides its h5ad:)")
-    p.add_argument("--no-progress", action="store_true")
+    _add_progress(p)
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from .bench.sweep import _load_datasets, collect_sweep, load_grid, parse_data_args, run_sweep_task
+    from ..bench.sweep import _load_datasets, collect_sweep, load_grid, parse_data_args, run_sweep_task
 
     grid = load_grid(args.grid, parse_data_args(args.data))
     if args.list:
@@ -525,7 +553,7 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from .kernels import available_backends, build_info
+    from ..kernels import available_backends, build_info
 
     print(json.dumps({"celljepa": __version__, "build": build_info(), "backends": available_backends()}, indent=2))
     return EXIT_OK
@@ -540,8 +568,7 @@ def _add_holdout(sub: argparse._SubParsersAction) -> None:
                     "on its own splits with the encoder from elsewhere versus its own, beside the tuned baselines. "
                     "Writes OUT/holdout.json, holdout.md and feature_set.txt (celljepa report merges them).",
     )
-    p.add_argument("--data", action="append", default=[], metavar="NAME=H5AD",
-                   help="a processed dataset (repeatable); 'demo' adds the demo's norman2019 and sciplex_gxe")
+    _add_data(p)
     p.add_argument("--holdout", required=True, help="the dataset held out")
     p.add_argument("--splits", type=_plan_arg, default={"S1_unseen_perturbation": 3},
                    help="the held-out dataset's own splits, SPLIT[:FOLDS],... (default S1_unseen_perturbation:3)")
@@ -551,29 +578,20 @@ def _add_holdout(sub: argparse._SubParsersAction) -> None:
     _add_jepa_args(p)
     _add_protocol_args(p)
     p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--no-progress", action="store_true")
+    _add_progress(p)
 
 
 def _cmd_holdout(args: argparse.Namespace) -> int:
-    from ._errors import InputError
-    from .bench.holdout import holdout_markdown, holdout_run
-    from .bench.run import demo_datasets
-    from .bench.sweep import parse_data_args
-    from .data.readers import read_source
-
-    datasets = {}
-    for item in args.data:
-        if item == "demo":
-            demo = demo_datasets()
-            datasets.update({k: demo[k] for k in ("norman2019", "sciplex_gxe")})
-        else:
-            datasets.update({k: read_source(v) for k, v in parse_data_args([item]).items()})
-    if args.holdout not in datasets:
-        raise InputError(f"--holdout {args.holdout!r} is not one of the --data datasets {list(datasets)}.")
-    from .bench import EvalConfig
+    from .._errors import InputError
+    from ..bench import EvalConfig
+    from ..bench.holdout import holdout_markdown, holdout_run
+    from ..bench.run import load_data_args
 
     split_seeds, model_seeds, protocol = _protocol(args)
     jepa, transition = _jepa_and_transition(args, model_seeds[0])
+    datasets = load_data_args(args.data)
+    if args.holdout not in datasets:
+        raise InputError(f"--holdout {args.holdout!r} is not one of the --data datasets {list(datasets)}.")
     result = holdout_run(datasets, args.holdout, out=args.out, jepa=jepa, transition=transition,
                          feature_set=args.feature_set, splits=args.splits, max_folds=args.max_folds,
                          split_seeds=split_seeds, model_seeds=model_seeds,
@@ -581,18 +599,6 @@ def _cmd_holdout(args: argparse.Namespace) -> int:
     print(args.out / "holdout.md")
     print(holdout_markdown(result))
     return EXIT_OK
-
-
-def _add_slurm(sub: argparse._SubParsersAction) -> None:
-    from .slurm._cli import add_parser
-
-    add_parser(sub)
-
-
-def _cmd_slurm(args: argparse.Namespace) -> int:
-    from .slurm._cli import run
-
-    return run(args)
 
 
 def _add_report(sub: argparse._SubParsersAction) -> None:
@@ -609,12 +615,11 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from .bench.consolidate import consolidate
+    from ..bench.consolidate import consolidate
 
-    _headless_pyplot()
-    report = consolidate(args.runs, args.out, title=args.title)
+    report = consolidate(args.runs, args.out, title=args.title, figure_maker=_report_figure)
     outcomes = [v["outcome"] for v in report["verdicts"]]
-    from .eval.verdict import OUTCOMES
+    from ..eval.verdict import OUTCOMES
 
     counts = ", ".join(f"{outcomes.count(o)} {o}" for o in (*OUTCOMES, "old protocol") if o in outcomes)
     print(f"{args.out / 'report.md'}: {len(report['runs'])} run(s), {len(outcomes)} verdict row(s)"
@@ -626,37 +631,30 @@ COMMANDS = {"ingest": (_add_ingest, _cmd_ingest), "validate": (_add_validate, _c
             "splits": (_add_splits, _cmd_splits), "eval-baselines": (_add_eval_baselines, _cmd_eval_baselines),
             "benchmark": (_add_benchmark, _cmd_benchmark), "pretrain": (_add_pretrain, _cmd_pretrain),
             "train-transition": (_add_train_transition, _cmd_train_transition), "sweep": (_add_sweep, _cmd_sweep),
-            "holdout": (_add_holdout, _cmd_holdout), "slurm": (_add_slurm, _cmd_slurm), "info": (_add_info, _cmd_info),
+            "holdout": (_add_holdout, _cmd_holdout), "info": (_add_info, _cmd_info),
             "report": (_add_report, _cmd_report)}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the ``celljepa`` command."""
+def build_parser(commands: dict | None = None) -> argparse.ArgumentParser:
+    """The argument parser of the ``celljepa`` command with ``commands`` (default :data:`COMMANDS`)."""
     parser = argparse.ArgumentParser(prog="celljepa", description="Perturbation response prediction with JEPA.")
     parser.add_argument("--version", action="version", version=f"celljepa {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-v info, -vv debug)")
+    _add_verbosity(parser, default=0)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add, _ in COMMANDS.values():
+    for add, _ in (COMMANDS if commands is None else commands).values():
         add(sub)
+    for sp in sub.choices.values():  # -v / -q after the command too (not reset when absent there)
+        _add_verbosity(sp, default=argparse.SUPPRESS)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit code (0 ok, 1 error or invalid data, 2 usage)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return EXIT_USAGE
-    settings.verbosity = min(3, 1 + args.verbose) if args.verbose else 2
-    try:
-        return COMMANDS[args.command][1](args)
-    except CelljepaError as err:
-        if os.environ.get("CELLJEPA_DEBUG"):
-            raise
-        print(f"celljepa {args.command}: error: {err}", file=sys.stderr)
-        return EXIT_ERROR
+def _add_verbosity(p: argparse.ArgumentParser, *, default) -> None:
+    p.add_argument("-v", "--verbose", action="count", default=default,
+                   help="more log output (default: the start and end of each step; -v adds debug messages)")
+    p.add_argument("-q", "--quiet", action="count", default=default,
+                   help="less log output (-q warnings only, -qq errors only)")
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+def verbosity(args: argparse.Namespace) -> int:
+    """``cj.settings.verbosity`` of the parsed arguments: 2 (info) by default, -v 3 (debug), -q 1, -qq 0."""
+    return max(0, min(3, 2 + getattr(args, "verbose", 0) - getattr(args, "quiet", 0)))

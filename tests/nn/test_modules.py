@@ -9,7 +9,7 @@ import torch
 
 from celljepa import InputError
 from celljepa.kernels import mask_for
-from celljepa.models.modules import (
+from celljepa.nn.modules import (
     CSRBatch,
     JEPAPredictor,
     MaskedGeneEncoder,

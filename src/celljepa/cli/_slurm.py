@@ -1,6 +1,6 @@
 """``celljepa slurm``: render (and submit) sbatch scripts for the long celljepa commands.
 
-``celljepa/cli.py`` registers :func:`add_parser` and :func:`run` as the ``slurm`` command.
+``celljepa.cli`` registers :func:`add_parser` and :func:`run` as the ``slurm`` command.
 """
 
 from __future__ import annotations
@@ -11,13 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .._errors import InputError
-from ._render import ShellVar, render_sbatch, submit, write_script
+from ..slurm._render import ShellVar, render_sbatch, submit, write_script
+from ._commands import EXIT_OK, EXIT_USAGE, build_parser
 
 # slurm subcommand -> (celljepa command it wraps, usage of the wrapped arguments, help)
 WRAPPED = {
     "pretrain": ("pretrain", "H5AD --out RUN [pretrain options]",
                  "sbatch script for `celljepa pretrain` (resumable: requeued after a checkpoint on SIGUSR1)"),
-    "transition": ("train-transition", "H5AD --jepa RUN --split SPLIT.json --out RUN [train-transition options]",
+    "transition": ("train-transition", "H5AD --jepa RUN --split-file SPLIT.json --out RUN [train-transition options]",
                    "sbatch script for `celljepa train-transition`"),
     "benchmark": ("benchmark", "--out RUN [benchmark options]", "sbatch script for `celljepa benchmark`"),
     "sweep": ("sweep", "--grid GRID --out OUT [--data NAME=H5AD ...]",
@@ -98,8 +99,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _wrapped_parser(command: str) -> argparse.ArgumentParser:
     """The real parser of ``celljepa COMMAND``, raising instead of exiting on bad arguments."""
-    from ..cli import build_parser
-
     parser = build_parser()
     sp = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
 
@@ -205,8 +204,6 @@ def run(args: argparse.Namespace) -> int:
     Bad input (an impossible option, a missing grid, no ``sbatch`` with ``--submit``) raises
     :class:`~celljepa.InputError`, which the command line prints.
     """
-    from ..cli import EXIT_OK, EXIT_USAGE
-
     if args.slurm_command is None:
         args.slurm_parser.print_help()
         return EXIT_USAGE

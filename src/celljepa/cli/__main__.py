@@ -1,0 +1,7 @@
+"""``python -m celljepa.cli ARGS`` runs ``celljepa ARGS``."""
+
+import sys
+
+from . import main
+
+sys.exit(main())
