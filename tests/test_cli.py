@@ -50,10 +50,35 @@ def test_splits_refuses_folds_without_test_groups(ingested, tmp_path, capsys):
     assert not (tmp_path / "s2").exists() or not any((tmp_path / "s2").iterdir())
 
 
-def test_unknown_split_name_suggests(ingested, tmp_path, capsys):
-    code = main(["splits", str(ingested["kang2018"]), "--split", "S2_unseen_contxt", "--out", str(tmp_path)])
-    assert code == 1
-    assert "S2_unseen_context" in capsys.readouterr().err
+@pytest.mark.parametrize("argv", [
+    ["splits", "DATA", "--split", "S2_unseen_contxt", "--out", "OUT"],
+    ["eval-baselines", "DATA", "--split", "S2_unseen_contxt", "--fold", "0", "--out", "OUT"],
+    ["benchmark", "--data", "DATA", "--splits", "S2_unseen_contxt:3", "--out", "OUT"],
+])
+def test_unknown_split_name_suggests(ingested, tmp_path, capsys, argv):
+    # one check, in the parser: a usage error with the suggestion, before any file is read or written
+    argv = [str(ingested["kang2018"]) if a == "DATA" else str(tmp_path / "out") if a == "OUT" else a for a in argv]
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    assert "Did you mean 'S2_unseen_context'?" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_verbosity_flags_before_or_after_the_command():
+    from celljepa.cli import build_parser, verbosity
+
+    parser = build_parser()
+    levels = {tuple(a): verbosity(parser.parse_args(a)) for a in (["info"], ["-v", "info"], ["info", "-v"],
+                                                                    ["info", "-q"], ["-q", "info", "-q"])}
+    assert levels == {("info",): 2, ("-v", "info"): 3, ("info", "-v"): 3, ("info", "-q"): 1, ("-q", "info", "-q"): 1}
+
+
+def test_help_imports_neither_torch_nor_scanpy():
+    code = ("import sys\nfrom celljepa.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('torch', 'scanpy', 'anndata', 'pandas') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_s3_on_a_dataset_without_combos(ingested, tmp_path, capsys):

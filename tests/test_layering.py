@@ -25,7 +25,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("data/eval", frozenset({"celljepa.data", "celljepa.eval", "celljepa.splits", "celljepa.datasets"})),
     ("kernels", frozenset({"celljepa.kernels"})),
     ("base", frozenset({"celljepa._io", "celljepa._errors", "celljepa._logging", "celljepa._settings",
-                        "celljepa._version"})),
+                        "celljepa._version", "celljepa._defaults"})),
 )
 
 

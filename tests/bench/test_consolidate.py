@@ -10,7 +10,7 @@ import pytest
 
 import celljepa as cj
 from celljepa._errors import InputError
-from celljepa.bench import benchmark, demo_datasets
+from celljepa.bench import RunConfig, benchmark, demo_datasets
 from celljepa.bench import consolidate as C
 from celljepa.cli import main
 from celljepa.models.transition import TransitionConfig
@@ -38,8 +38,8 @@ def runs(tmp_path_factory):
     jepa = load_config(overrides={"train": {"max_steps": 12, "batch_size": 64},
                                   "model": {"n_hidden": 32, "predictor_hidden": 32, "n_latent": 16}})
     benchmark({"sciplex_gxe": datasets["sciplex_gxe"]}, {"sciplex_gxe": {"S2_unseen_context": 3}},
-              out=root / "jepa_run", progress=False, jepa=jepa, transition=TransitionConfig(max_steps=20),
-              max_folds=2)
+              out=root / "jepa_run", progress=False,
+              run=RunConfig(jepa=jepa, transition=TransitionConfig(max_steps=20)), max_folds=2)
     benchmark({"norman2019": datasets["norman2019"]}, {"norman2019": {"S1_unseen_perturbation": 3}},
               out=root / "baseline_run", progress=False, max_folds=1)
     paths = {"jepa": root / "jepa_run", "base": root / "baseline_run",

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from celljepa import InputError
-from celljepa.bench import demo_datasets
+from celljepa.bench import RunConfig, demo_datasets
 from celljepa.bench.holdout import holdout_rows, holdout_run, transfer_rows
 from celljepa.cli import main
 from celljepa.models.transition import TransitionConfig
@@ -22,8 +22,8 @@ def result(tmp_path_factory):
     d = demo_datasets()
     out = tmp_path_factory.mktemp("holdout") / "sciplex_gxe"
     res = holdout_run({"norman2019": d["norman2019"], "sciplex_gxe": d["sciplex_gxe"]}, "sciplex_gxe", out=out,
-                      jepa=load_config(overrides=JEPA), transition=TransitionConfig(max_steps=20), max_folds=1,
-                      progress=False)
+                      run=RunConfig(jepa=load_config(overrides=JEPA), transition=TransitionConfig(max_steps=20)),
+                      max_folds=1, progress=False)
     return out, res, d
 
 
@@ -87,4 +87,4 @@ def test_cli_and_the_report_merge_holdout_runs(tmp_path, capsys):
 def test_a_holdout_needs_another_dataset():
     d = demo_datasets()
     with pytest.raises(InputError, match="at least two datasets"):
-        holdout_run({"norman2019": d["norman2019"]}, "norman2019", out="unused", jepa=load_config())
+        holdout_run({"norman2019": d["norman2019"]}, "norman2019", out="unused", run=RunConfig(jepa=load_config()))

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import celljepa as cj
-from celljepa.bench import benchmark, demo_datasets
+from celljepa.bench import RunConfig, benchmark, demo_datasets
 from celljepa.cli import main
 from celljepa.models.transition import JEPATransition, TransitionConfig
 from celljepa.train.config import load_config
@@ -148,8 +148,8 @@ def test_benchmark_with_jepa_models_writes_the_verdict(tmp_path):
     jepa = load_config(overrides={"train": {"max_steps": 12, "batch_size": 64},
                                   "model": {"n_hidden": 32, "predictor_hidden": 32, "n_latent": 16}})
     combined = benchmark({"sciplex_gxe": datasets["sciplex_gxe"]}, {"sciplex_gxe": {"S2_unseen_context": 3}},
-                         out=tmp_path, progress=False, jepa=jepa, transition=TransitionConfig(max_steps=20),
-                         max_folds=2)
+                         out=tmp_path, progress=False,
+                         run=RunConfig(jepa=jepa, transition=TransitionConfig(max_steps=20)), max_folds=2)
     m = combined["sciplex_gxe/S2_unseen_context"]
     assert m["n_folds"] == 2 and m["verdict"]["outcome"] in ("ties", "insufficient evidence", "undetermined")
     assert m["roles"]["pca_set"] == "pca_twin" and m["comparator_choice"]["validation"]["pca_set"]["eligible"]

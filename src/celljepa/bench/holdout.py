@@ -29,6 +29,7 @@ import pandas as pd
 from .._errors import InputError
 from .._io import write_json_atomic, write_text_atomic
 from .._logging import logger
+from .config import RunConfig
 
 __all__ = ["HOLDOUT_SPLIT", "holdout_run"]
 
@@ -56,23 +57,22 @@ def _transfer(held, enc_others, enc_self, *, seed: int, labels, n_pcs: int, prog
 
 
 def _prediction(held, dataset_id: str, splits: dict[str, int], enc_others: dict, jepa, transition, *,
-                split_seeds, model_seeds, config, max_folds: int | None, progress: bool) -> dict:
+                run: RunConfig, max_folds: int | None, progress: bool) -> dict:
     """Per split: JEPA models on the fold's own encoders and on the encoders pretrained elsewhere.
 
     ``*_self`` and ``*_others`` are scored beside the baselines and the PCA twin, pooled over folds and split
     seeds like a benchmark.
     """
-    import dataclasses
-
     from ..eval.verdict import paired_comparison
     from ..splits import make_split_folds
     from .evaluate import PRIMARY, pool_conditions, score_fold, summarize
 
+    split_seeds, model_seeds, config = list(run.split_seeds), list(run.model_seeds), run.evaluation
     out = {}
     for split, k in splits.items():
         parts, vals = [], []
         for s in split_seeds:
-            cfg = dataclasses.replace(config, seed=s)
+            cfg = run.evaluation_for(s)
             for fold in make_split_folds(held.obs, split, dataset_id=dataset_id, n_folds=k, seed=s)[:max_folds]:
                 own = score_fold(held, fold, config=cfg, jepa=jepa, transition=transition, model_seeds=model_seeds,
                                  progress=progress, pca_twin=True)
@@ -133,9 +133,8 @@ def _holm_family(prediction: dict) -> int:
     return len(rows)
 
 
-def holdout_run(datasets: dict, holdout: str, *, out: str | os.PathLike, jepa, transition=None,
+def holdout_run(datasets: dict, holdout: str, *, out: str | os.PathLike, run: RunConfig,
                 feature_set="foundation-v1", splits: dict[str, int] | None = None, max_folds: int | None = None,
-                seed: int = 0, split_seeds=None, model_seeds=None, config=None,
                 labels=("cell_type", "perturbation_id"), n_pcs: int = 50, progress: bool = True) -> dict:
     """Hold ``holdout`` out of ``datasets``, pretrain on the others, evaluate transfer and prediction on it.
 
@@ -147,11 +146,12 @@ def holdout_run(datasets: dict, holdout: str, *, out: str | os.PathLike, jepa, t
         The dataset held out.
     out
         Folder for ``holdout.json``, ``holdout.md`` and ``feature_set.txt``.
-    jepa
-        A :class:`~celljepa.train.config.JEPAConfig` for every encoder (the one pretrained on the other
-        datasets, the one on the held-out dataset alone, and the per-fold ones).
-    transition
-        A :class:`~celljepa.models.transition.TransitionConfig` for the transition models.
+    run
+        The :class:`~celljepa.bench.config.RunConfig`: ``run.jepa`` for every encoder (the one pretrained on the
+        other datasets, the one on the held-out dataset alone, and the per-fold ones), ``run.transition`` for
+        the transition models, the split seeds of the held-out dataset's folds, the model seeds of every
+        encoder (the transfer part uses the first) and the evaluation settings (``primary``, ``transductive``;
+        the verdict's primary is ``primary`` on the encoder from elsewhere).
     feature_set
         The gene list every dataset is mapped onto (a stored id or file; ``intersection`` /
         ``union_hvg`` are built from the *other* datasets only).
@@ -159,14 +159,6 @@ def holdout_run(datasets: dict, holdout: str, *, out: str | os.PathLike, jepa, t
         The held-out dataset's own splits and fold counts (default ``{"S1_unseen_perturbation": 3}``).
     max_folds
         Score only the first folds of each split.
-    seed
-        Split and model seed when ``split_seeds`` / ``model_seeds`` are not given.
-    split_seeds, model_seeds
-        Split seeds of the held-out dataset's folds and model seeds of every encoder pretrained elsewhere and
-        of the per-fold ones (the transfer part uses the first model seed).
-    config
-        A :class:`~celljepa.bench.evaluate.EvalConfig` with the protocol settings (``primary``,
-        ``transductive``); the verdict's primary is its ``primary`` on the encoder from elsewhere.
     labels, n_pcs
         Labels scored by kNN and the PCA size of the transfer comparison.
     progress
@@ -180,6 +172,8 @@ def holdout_run(datasets: dict, holdout: str, *, out: str | os.PathLike, jepa, t
 
     if holdout not in datasets:
         raise InputError(f"the held-out dataset {holdout!r} is not among the datasets {list(datasets)}.")
+    if run.jepa is None:
+        raise InputError("a holdout run pretrains encoders: give the RunConfig a JEPA config (run.jepa).")
     others = {k: v for k, v in datasets.items() if k != holdout}
     if not others:
         raise InputError("a holdout run needs at least two datasets: the held-out one and one to pretrain on.")
@@ -189,16 +183,13 @@ def holdout_run(datasets: dict, holdout: str, *, out: str | os.PathLike, jepa, t
     out.mkdir(parents=True, exist_ok=True)
     fs.write(out / "feature_set.txt")
     held = harmonize_genes(datasets[holdout], fs, dataset_id=holdout)
-    from .evaluate import EvalConfig
-
-    split_seeds = [int(x) for x in (split_seeds or [seed])]
-    model_seeds = [int(x) for x in (model_seeds or [seed])]
-    config = config or EvalConfig(seed=split_seeds[0])
+    split_seeds, model_seeds = list(run.split_seeds), list(run.model_seeds)
+    config, jepa, transition = run.evaluation, run.jepa_for(model_seeds[0]), run.transition_for(model_seeds[0])
     timings = {}
     t1 = time.perf_counter()
     enc_others = {}
     for ms in model_seeds:
-        cfg = jepa.replace(train={"seed": ms})
+        cfg = run.jepa_for(ms)
         if len(others) > 1:
             combined = combine_datasets(others, fs)
             enc_others[ms] = _pretrain(combined, cfg.replace(data={"balance_key": "dataset_id"}), progress=progress)
@@ -217,8 +208,7 @@ def holdout_run(datasets: dict, holdout: str, *, out: str | os.PathLike, jepa, t
     timings["transfer_s"] = time.perf_counter() - t1
     t1 = time.perf_counter()
     prediction = _prediction(held, holdout, splits or {"S1_unseen_perturbation": 3}, enc_others, own, transition,
-                             split_seeds=split_seeds, model_seeds=model_seeds, config=config, max_folds=max_folds,
-                             progress=progress)
+                             run=run, max_folds=max_folds, progress=progress)
     family = _holm_family(prediction)
     for split, m in prediction.items():
         m["holm_family_size"] = family

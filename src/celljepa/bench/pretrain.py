@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .._defaults import FAST_DEV_JEPA_STEPS
 from .._errors import InputError
 from .._io import atomic_path, check_readable_h5ad, remove_tree_quietly, write_json_atomic, write_text_atomic
 from .._logging import logger
@@ -23,7 +24,7 @@ from ..train.distributed import barrier, is_main
 __all__ = ["FAST_DEV", "embedding_eval", "pretrain"]
 
 # --fast-dev: a smoke run that exercises every stage in seconds.
-FAST_DEV = {"train": {"max_steps": 20, "log_every": 5, "eval_every": 10, "checkpoint_every": 10},
+FAST_DEV = {"train": {"max_steps": FAST_DEV_JEPA_STEPS, "log_every": 5, "eval_every": 10, "checkpoint_every": 10},
             "data": {"eval_cells": 256}, "eval": {"max_cells": 2000}}
 
 

@@ -21,8 +21,9 @@ from .._version import __version__
 from ..data._ingest import ingest_anndata
 from ..eval import report as R
 from ..eval.verdict import MIN_CONDITIONS, holm_over
-from ..splits import check_split_name, make_split_folds
+from ..splits import make_split_folds
 from ..train.distributed import is_main
+from .config import RunConfig
 from .evaluate import (
     EvalConfig,
     FoldResult,
@@ -144,13 +145,13 @@ def eval_baselines(adata: AnnData, *, split: str, fold: int, seed: int = 0, n_fo
     The fold is derived from the split name, seed and number of folds exactly as ``celljepa splits``
     does (so ``split.json`` equals that command's file for the fold).
     """
-    split = check_split_name(split)
     cfg = config or EvalConfig(seed=seed)
     dataset_id = str(adata.uns.get("dataset_id", "dataset"))
     folds = make_split_folds(adata.obs, split, dataset_id=dataset_id, n_folds=n_folds, seed=seed,
-                             val_fraction=val_fraction)
+                             val_fraction=val_fraction)  # checks the split name (did-you-mean) once
     if not 0 <= fold < len(folds):
-        raise InputError(f"--fold {fold} does not exist: {split} has folds 0..{len(folds) - 1} with --folds {n_folds}.")
+        raise InputError(f"--fold {fold} does not exist: {folds[0]['split_name']} has folds 0..{len(folds) - 1} with "
+                         f"--folds {n_folds}.")
     out = Path(out)
     created = not out.exists()
     try:
@@ -219,18 +220,10 @@ def load_data_args(items) -> dict[str, AnnData]:
     return datasets
 
 
-def _seed_list(seeds, default) -> list[int]:
-    out = [int(x) for x in (seeds if seeds is not None else [default])]
-    if not out or len(set(out)) != len(out):
-        raise InputError(f"seeds must be distinct integers, got {list(seeds)}.")
-    return out
-
-
 def benchmark(datasets: dict[str, AnnData], plan: dict[str, dict[str, int]], *, out: str | os.PathLike,
-              seed: int = 0, split_seeds=None, model_seeds=None, config: EvalConfig | None = None,
-              figure_maker: FigureMaker | None = None,
+              run: RunConfig | None = None, figure_maker: FigureMaker | None = None,
               combined_figure_maker: Callable[[dict, Path], list[Path]] | None = None,
-              progress: bool = True, jepa=None, transition=None, jepa_knn=None, max_folds: int | None = None,
+              progress: bool = True, jepa_knn=None, max_folds: int | None = None,
               title: str | None = None, pca_twin: bool = True, folds=None) -> dict:
     """Run baselines (and JEPA models) on every dataset × split × split seed × fold; one report.
 
@@ -242,22 +235,13 @@ def benchmark(datasets: dict[str, AnnData], plan: dict[str, dict[str, int]], *, 
 
     Parameters
     ----------
-    seed
-        The split seed when ``split_seeds`` is not given.
-    split_seeds, model_seeds
-        Split seeds (folds are drawn per seed) and model seeds (JEPA encoder and transition models; each
-        seed pretrains its own encoder per fold). Headline results use at least 3 of each; fewer make the
-        report say its verdict is provisional. ``model_seeds=None`` keeps the seeds the configs hold.
-    config
-        The evaluation settings (``primary`` model, ``transductive``, ...); its ``seed`` is replaced by each
-        split seed.
-    jepa
-        A :class:`~celljepa.train.config.JEPAConfig`: per fold and model seed, a CellJEPA encoder is
-        pretrained on the cells the methods may fit on (never a test fold's perturbed cells, nor a held-out
-        context's controls unless ``config.transductive``) and the prototype and set transition models are
-        trained on it and scored beside the baselines.
-    transition
-        A :class:`~celljepa.models.transition.TransitionConfig` for both transition models.
+    run
+        The :class:`~celljepa.bench.config.RunConfig`: split seeds (folds are drawn per seed), model seeds,
+        the evaluation settings (``primary``, ``transductive``, ...), and with ``run.jepa`` the JEPA models:
+        per fold and model seed a CellJEPA encoder is pretrained on the cells the methods may fit on (never
+        a test fold's perturbed cells, nor a held-out context's controls unless ``transductive``) and the
+        prototype and set transition models (``run.transition``) are trained on it and scored beside the
+        baselines. Default: ``RunConfig()`` (split seed 0, baselines only).
     jepa_knn
         A JEPAConfig: also pretrain one encoder on all cells of each dataset (labels unseen) and report
         kNN accuracy of ``cell_type`` and ``perturbation_id`` on it against PCA (``OUT/<dataset>/jepa/``).
@@ -270,9 +254,12 @@ def benchmark(datasets: dict[str, AnnData], plan: dict[str, dict[str, int]], *, 
         With ``jepa``, also score ``pca_set``: the set model on the evaluation space's PCA instead of the
         JEPA embedding (in the comparator pool, and the control of the JEPA space).
     """
-    base = config or EvalConfig(seed=seed)
-    s_seeds = _seed_list(split_seeds, seed)
-    m_seeds = _seed_list(model_seeds, None) if model_seeds is not None else None
+    run = run or RunConfig()
+    base = run.evaluation
+    s_seeds = list(run.split_seeds)
+    m_seeds = list(run.model_seeds)
+    jepa = run.jepa_for(m_seeds[0]) if run.jepa is not None else None  # score_fold seeds it per model seed
+    transition = run.transition_for(m_seeds[0])
     out = Path(out)
     t0 = time.perf_counter()
     jobs = []
@@ -292,7 +279,7 @@ def benchmark(datasets: dict[str, AnnData], plan: dict[str, dict[str, int]], *, 
     for dataset_id, split, s, fold in bar:
         bar.set_postfix_str(f"{dataset_id} {split} split seed {s} fold {fold['fold']}")
         adata = datasets[dataset_id]
-        cfg = dataclasses.replace(base, seed=s)
+        cfg = run.evaluation_for(s)
         run_dir = out / dataset_id / split / f"split_seed{s}" / f"fold{fold['fold']}"
         result = score_fold(adata, fold, config=cfg, jepa=jepa, transition=transition, model_seeds=m_seeds,
                             pca_twin=pca_twin)

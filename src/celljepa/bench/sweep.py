@@ -162,7 +162,7 @@ def run_sweep_task(grid: SweepGrid, index: int, out: str | os.PathLike, *, progr
     """Run task ``index`` (``(ablation, seed[, fold])``) as a benchmark into its own folder; skip if done."""
     from ..models.transition import TransitionConfig
     from ..train.config import JEPAConfig
-    from .evaluate import EvalConfig
+    from .config import RunConfig
     from .run import benchmark
 
     tasks = grid.tasks
@@ -182,8 +182,8 @@ def run_sweep_task(grid: SweepGrid, index: int, out: str | os.PathLike, *, progr
     if datasets is None:
         datasets = _load_datasets(grid)
     data, plan = datasets
-    benchmark(data, plan, out=run_dir, seed=grid.split_seed, config=EvalConfig(seed=grid.split_seed),
-              progress=progress, jepa=jepa, transition=transition, max_folds=grid.max_folds, pca_twin=True,
+    run = RunConfig(split_seeds=(grid.split_seed,), model_seeds=(seed,), jepa=jepa, transition=transition)
+    benchmark(data, plan, out=run_dir, run=run, progress=progress, max_folds=grid.max_folds, pca_twin=True,
               folds=None if fold is None else [fold],
               title=f"celljepa sweep task {index}: ablation {ablation}, model seed {seed}"
                     + ("" if fold is None else f", fold {fold}"))

@@ -11,6 +11,7 @@ import json
 import sys
 from pathlib import Path
 
+from .._defaults import BENCHMARK_JEPA_STEPS
 from .._errors import ContractError
 from .._version import __version__
 
@@ -122,9 +123,9 @@ def _cmd_splits(args: argparse.Namespace) -> int:
     import anndata as ad
 
     from .._io import check_readable_h5ad
-    from ..splits import check_split_name, make_split_folds, write_split_files
+    from ..splits import make_split_folds, write_split_files
 
-    split = check_split_name(args.split)
+    split = args.split  # checked by the parser (_split_name)
     check_readable_h5ad(args.h5ad)
     backed = ad.read_h5ad(args.h5ad, backed="r")  # only obs and uns are needed
     try:
@@ -212,10 +213,8 @@ def _add_eval_baselines(sub: argparse._SubParsersAction) -> None:
 def _cmd_eval_baselines(args: argparse.Namespace) -> int:
     from ..bench import EvalConfig, eval_baselines
     from ..data.readers import read_source
-    from ..splits import check_split_name
 
-    check_split_name(args.split)
-    adata = read_source(args.h5ad)
+    adata = read_source(args.h5ad)  # args.split is checked by the parser (_split_name)
     result = eval_baselines(adata, split=args.split, fold=args.fold, seed=args.seed, n_folds=args.folds,
                             val_fraction=args.val_fraction, out=args.out, source=str(args.h5ad),
                             config=EvalConfig(n_hvg=args.n_hvg, n_pcs=args.n_pcs, seed=args.seed),
@@ -236,8 +235,6 @@ def _add_jepa_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--transition-set", dest="transition_overrides", action="append", type=_flat_override, default=[],
                    metavar="KEY=VALUE", help="override one transition setting, e.g. set_size=128 (repeatable)")
 
-
-BENCHMARK_JEPA_STEPS = 400
 
 
 def _seeds_arg(text: str) -> list[int]:
@@ -264,37 +261,48 @@ def _add_protocol_args(p: argparse.ArgumentParser) -> None:
                         "run config; default: inductive)")
 
 
-def _protocol(args: argparse.Namespace) -> tuple[list[int], list[int], dict]:
-    """Split seeds, model seeds and EvalConfig settings of the protocol options."""
-    split_seeds = args.split_seeds or [args.seed]
-    model_seeds = args.model_seeds or [args.seed]
-    return split_seeds, model_seeds, {"primary": args.primary, "transductive": args.transductive}
+def _run_config(args: argparse.Namespace, *, jepa: bool = True):
+    """The :class:`~celljepa.bench.config.RunConfig` of the protocol and model options (checked here, first).
 
-
-def _jepa_and_transition(args: argparse.Namespace, seed: int):
+    Encoder steps: ``--jepa-steps``, else what ``--jepa-config`` / ``--jepa-set train.max_steps=`` say, else
+    :data:`~celljepa._defaults.BENCHMARK_JEPA_STEPS`.
+    """
+    from ..bench.config import RunConfig
+    from ..bench.evaluate import EvalConfig
     from ..models.transition import load_transition_config
     from ..train.config import load_config
 
-    overrides: dict = {"train": {"seed": seed, "max_steps": args.jepa_steps or BENCHMARK_JEPA_STEPS}}
-    if args.jepa_config and not args.jepa_steps:
-        del overrides["train"]["max_steps"]
+    overrides: dict = {}
     for section, key, value in args.jepa_overrides:
         overrides.setdefault(section, {})[key] = value
-    jepa = load_config(args.jepa_config, overrides=overrides)
-    transition = load_transition_config(args.transition_config, dict(args.transition_overrides))
-    return jepa, transition.replace(seed=seed)
+    steps = args.jepa_steps
+    if steps is None and not args.jepa_config and "max_steps" not in overrides.get("train", {}):
+        steps = BENCHMARK_JEPA_STEPS
+    return RunConfig(split_seeds=args.split_seeds or [args.seed], model_seeds=args.model_seeds or [args.seed],
+                     evaluation=EvalConfig(primary=args.primary, transductive=args.transductive),
+                     jepa=load_config(args.jepa_config, overrides=overrides) if jepa else None,
+                     transition=load_transition_config(args.transition_config, dict(args.transition_overrides)),
+                     jepa_steps=steps if jepa else None)
+
+
+def _split_name(text: str) -> str:
+    """The one check of a split name on the command line (a did-you-mean in the usage error)."""
+    from .._errors import SplitError
+    from ..splits import check_split_name
+
+    try:
+        return check_split_name(text)
+    except SplitError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _plan_arg(text: str) -> dict[str, int]:
-    from ..splits import check_split_name
-
     plan = {}
     for part in _csv(text):
         name, _, k = part.partition(":")
-        try:
-            plan[check_split_name(name)] = int(k) if k else 5
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected SPLIT[:FOLDS], got {part!r}") from None
+        if k and not k.isdigit():
+            raise argparse.ArgumentTypeError(f"expected SPLIT[:FOLDS], got {part!r}")
+        plan[_split_name(name)] = int(k) if k else 5
     return plan
 
 
@@ -309,7 +317,8 @@ def _add_split_args(p: argparse.ArgumentParser) -> None:
     """``--split NAME`` and how its folds are drawn (``splits``, ``eval-baselines``)."""
     from ..data.contract import SPLIT_NAMES
 
-    p.add_argument("--split", required=True, metavar="NAME", help=f"the split: {', '.join(SPLIT_NAMES)}")
+    p.add_argument("--split", required=True, type=_split_name, metavar="NAME",
+                   help=f"the split: {', '.join(SPLIT_NAMES)}")
     p.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
     p.add_argument("--folds", type=int, default=5, help="number of folds (default 5; fewer than 3 is a pilot)")
     p.add_argument("--val-fraction", type=float, default=0.15, help="share of non-test groups used for validation")
@@ -351,7 +360,7 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
 def _cmd_benchmark(args: argparse.Namespace) -> int:
     from .._errors import InputError
     from .._io import write_h5ad_atomic
-    from ..bench import DEMO_PLAN, EvalConfig, benchmark
+    from ..bench import DEMO_PLAN, benchmark
     from ..bench.run import load_data_args
     from ..data._ingest import processed_path
 
@@ -359,14 +368,12 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     items = args.data or ["demo"]
     if args.splits and items == ["demo"]:
         raise InputError("--splits is for --data files (the demo has a fixed plan).")
-    jepa = transition = jepa_knn = None
-    split_seeds, model_seeds, protocol = _protocol(args)
-    if not args.no_jepa:
-        jepa, transition = _jepa_and_transition(args, model_seeds[0])
+    run = _run_config(args, jepa=not args.no_jepa)
+    jepa_knn = None
     if args.jepa_knn:
         from ..train.config import load_config
 
-        jepa_knn = load_config(args.jepa_config, overrides={"train": {"seed": model_seeds[0]}})
+        jepa_knn = load_config(args.jepa_config, overrides={"train": {"seed": run.model_seeds[0]}})
     datasets = load_data_args(items)
     plan = {}
     for dataset_id, adata in datasets.items():
@@ -375,10 +382,9 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
             write_h5ad_atomic(adata, processed_path(args.out / "data", dataset_id))
         else:
             plan[dataset_id] = args.splits or {"S1_unseen_perturbation": 5}
-    benchmark(datasets, plan, out=args.out, split_seeds=split_seeds, model_seeds=model_seeds,
-              config=EvalConfig(seed=split_seeds[0], **protocol), figure_maker=_fold_figures,
-              combined_figure_maker=_combined_figures, progress=not args.no_progress, jepa=jepa,
-              transition=transition, jepa_knn=jepa_knn, max_folds=args.max_folds)
+    benchmark(datasets, plan, out=args.out, run=run, figure_maker=_fold_figures,
+              combined_figure_maker=_combined_figures, progress=not args.no_progress, jepa_knn=jepa_knn,
+              max_folds=args.max_folds)
     print(args.out / "report.md")
     return EXIT_OK
 
@@ -583,19 +589,15 @@ def _add_holdout(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_holdout(args: argparse.Namespace) -> int:
     from .._errors import InputError
-    from ..bench import EvalConfig
     from ..bench.holdout import holdout_markdown, holdout_run
     from ..bench.run import load_data_args
 
-    split_seeds, model_seeds, protocol = _protocol(args)
-    jepa, transition = _jepa_and_transition(args, model_seeds[0])
+    run = _run_config(args)
     datasets = load_data_args(args.data)
     if args.holdout not in datasets:
         raise InputError(f"--holdout {args.holdout!r} is not one of the --data datasets {list(datasets)}.")
-    result = holdout_run(datasets, args.holdout, out=args.out, jepa=jepa, transition=transition,
-                         feature_set=args.feature_set, splits=args.splits, max_folds=args.max_folds,
-                         split_seeds=split_seeds, model_seeds=model_seeds,
-                         config=EvalConfig(seed=split_seeds[0], **protocol), progress=not args.no_progress)
+    result = holdout_run(datasets, args.holdout, out=args.out, run=run, feature_set=args.feature_set,
+                         splits=args.splits, max_folds=args.max_folds, progress=not args.no_progress)
     print(args.out / "holdout.md")
     print(holdout_markdown(result))
     return EXIT_OK
