@@ -9,7 +9,12 @@ import scipy.sparse as sp
 
 from celljepa._errors import InputError
 from celljepa.data import contract
-from celljepa.data.simulate import simulate, simulate_chunks
+from celljepa.data.simulate import SimulationSpec, simulate_chunks
+from celljepa.data.simulate import simulate as _simulate
+
+
+def simulate(*args, **kwargs):
+    return _simulate(SimulationSpec(*args, **kwargs))
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +167,7 @@ def test_determinism_and_seed(small):
 def test_simulate_equals_concatenated_chunks(small):
     chunks = list(
         simulate_chunks(
-            3_000, 60, 8, 3, combos=4, n_programs=6, control_fraction=0.15, chunk_size=1_000, seed=3
+            SimulationSpec(3_000, 60, 8, 3, combos=4, n_programs=6, control_fraction=0.15, chunk_size=1_000, seed=3)
         )
     )
     assert [c.n_obs for c in chunks] == [1_000, 1_000, 1_000]
@@ -240,7 +245,7 @@ def test_million_cells_chunked():
     n, chunk_size = 1_000_000, 100_000
     total, seen = 0, set()
     n_chunks = 0
-    for chunk in simulate_chunks(n, 50, 20, 4, combos=5, chunk_size=chunk_size, seed=0):
+    for chunk in simulate_chunks(SimulationSpec(n, 50, 20, 4, combos=5, chunk_size=chunk_size, seed=0)):
         n_chunks += 1
         assert chunk.n_obs <= chunk_size
         assert chunk.n_vars == 50
@@ -279,9 +284,11 @@ def test_input_errors(kwargs, match):
     args = dict(n_cells=1_000, n_genes=20, n_perturbations=4, n_contexts=2)
     args.update(kwargs)
     with pytest.raises(InputError, match=match):
-        simulate_chunks(**args)
+        SimulationSpec(**args)
     with pytest.raises(InputError, match="Fix:"):
         simulate(**args)
+    with pytest.raises(InputError, match="takes a SimulationSpec"):
+        next(simulate_chunks(1_000))
 
 
 def test_max_combos_allowed():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Iterator
+from dataclasses import asdict, dataclass
 
 import anndata
 import numpy as np
@@ -26,7 +27,7 @@ from celljepa.data.contract import (
     perturbation_id_from_tokens,
 )
 
-__all__ = ["simulate", "simulate_chunks"]
+__all__ = ["SimulationSpec", "simulate", "simulate_chunks"]
 
 # Fixed model constants (stored in ``uns["simulation"]`` so the truth is fully recoverable).
 _TARGET_LOG_FOLD_CHANGE = -2.0  # natural-log change of a targeted gene's rate (about 7.4-fold knock-down)
@@ -110,6 +111,64 @@ def _validate(
         chunk_size=chunk_size,
         seed=seed,
     )
+
+
+@dataclass(frozen=True)
+class SimulationSpec:
+    """Size, layout and seed of a simulated screen, checked on creation (the arguments of every simulator).
+
+    Attributes
+    ----------
+    n_cells
+        Total number of cells, at least ``n_contexts * (n_perturbations + combos + 1)``.
+    n_genes
+        Number of genes (var_names ``GENE00000``, ...).
+    n_perturbations
+        Number of single-gene perturbations; at most ``n_genes`` (perturbation ``j`` targets gene ``j``).
+    n_contexts
+        Number of contexts (``ctx0``, ...).
+    combos
+        Number of distinct pairs of singles added as combination perturbations, chosen from the seed.
+    n_programs
+        Number of latent programs.
+    control_fraction
+        Fraction of each context's cells that are controls, strictly between 0 and 1.
+    chunk_size
+        Cells simulated at a time (the draws depend on it: each chunk has its own random stream).
+    seed
+        Nonnegative seed; equal specs give equal data.
+
+    Raises
+    ------
+    InputError
+        On a non-positive size, ``control_fraction`` outside (0, 1), ``n_perturbations > n_genes``, more
+        combos than pairs, or too few cells for every condition (each message says the fix).
+
+    Examples
+    --------
+    >>> from celljepa.data.simulate import SimulationSpec
+    >>> SimulationSpec(2_000, 100, 8, 2, combos=3).n_conditions
+    24
+    """
+
+    n_cells: int
+    n_genes: int
+    n_perturbations: int
+    n_contexts: int
+    combos: int = 0
+    n_programs: int = 10
+    control_fraction: float = 0.1
+    chunk_size: int = 100_000
+    seed: int = 0
+
+    def __post_init__(self):
+        for key, value in _validate(**asdict(self)).items():
+            object.__setattr__(self, key, value)
+
+    @property
+    def n_conditions(self) -> int:
+        """Contexts × (perturbations + combinations + control)."""
+        return self.n_contexts * (self.n_perturbations + self.combos + 1)
 
 
 def _pair_from_index(k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -317,18 +376,7 @@ class _Model:
         return anndata.AnnData(X=X, obs=obs, var=var, uns={"simulation": self.uns()})
 
 
-def simulate_chunks(
-    n_cells: int,
-    n_genes: int,
-    n_perturbations: int,
-    n_contexts: int,
-    *,
-    combos: int = 0,
-    n_programs: int = 10,
-    control_fraction: float = 0.1,
-    chunk_size: int = 100_000,
-    seed: int = 0,
-) -> Iterator[anndata.AnnData]:
+def simulate_chunks(spec: SimulationSpec) -> Iterator[anndata.AnnData]:
     """Simulate perturbation data with known effects, yielding AnnData chunks of at most ``chunk_size`` cells.
 
     Model: ``K = n_programs`` latent programs with nonnegative sparse gene loadings ``W`` (K x G) and gene
@@ -351,26 +399,11 @@ def simulate_chunks(
 
     Parameters
     ----------
-    n_cells
-        Total number of cells, at least ``n_contexts * (n_perturbations + combos + 1)``.
-    n_genes
-        Number of genes (var_names ``GENE00000``, ...).
-    n_perturbations
-        Number of single-gene perturbations; at most ``n_genes`` (perturbation ``j`` targets gene ``j``).
-    n_contexts
-        Number of contexts (``ctx0``, ...).
-    combos
-        Number of distinct pairs of singles added as combination perturbations, chosen from the seed.
-    n_programs
-        Number of latent programs.
-    control_fraction
-        Fraction of each context's cells that are controls, strictly between 0 and 1.
-    chunk_size
-        Maximum number of cells per yielded chunk.
-    seed
-        Nonnegative seed. Global parameters come from ``SeedSequence([seed])`` and chunk ``i`` from
-        ``SeedSequence([seed, i])``, so the output is identical for identical arguments; the counts depend
-        on ``chunk_size`` too (a different chunking gives different draws, with the same truth).
+    spec
+        The screen's size, layout and seed (:class:`SimulationSpec`). Global parameters come from
+        ``SeedSequence([seed])`` and chunk ``i`` from ``SeedSequence([seed, i])``, so the output is identical for
+        identical specs; the counts depend on ``chunk_size`` too (a different chunking gives different draws,
+        with the same truth).
 
     Yields
     ------
@@ -380,23 +413,17 @@ def simulate_chunks(
         ``dose`` and ``time_hours`` (NaN); obs_names ``sim_cell_0000000``, ... unique across chunks;
         ``uns["simulation"]`` holds the parameters and the true effects (identical in every chunk).
 
-    Raises
-    ------
-    InputError
-        On a non-positive size, ``control_fraction`` outside (0, 1), ``n_perturbations > n_genes``, more
-        combos than pairs, or too few cells for every condition.
-
     Examples
     --------
-    >>> from celljepa.data.simulate import simulate_chunks
-    >>> sizes = [chunk.n_obs for chunk in simulate_chunks(2_500, 50, 5, 2, chunk_size=1_000)]
+    >>> from celljepa.data.simulate import SimulationSpec, simulate_chunks
+    >>> sizes = [chunk.n_obs for chunk in simulate_chunks(SimulationSpec(2_500, 50, 5, 2, chunk_size=1_000))]
     >>> sizes
     [1000, 1000, 500]
     """
-    params = _validate(
-        n_cells, n_genes, n_perturbations, n_contexts, combos, n_programs, control_fraction, chunk_size, seed
-    )
-    return _iter_chunks(_Model(params))
+    if not isinstance(spec, SimulationSpec):
+        raise InputError(f"simulate_chunks takes a SimulationSpec, got {type(spec).__name__}. Fix: "
+                         "simulate_chunks(SimulationSpec(n_cells, n_genes, n_perturbations, n_contexts, ...)).")
+    return _iter_chunks(_Model(asdict(spec)))
 
 
 def _iter_chunks(model: _Model) -> Iterator[anndata.AnnData]:
@@ -405,27 +432,26 @@ def _iter_chunks(model: _Model) -> Iterator[anndata.AnnData]:
         yield model.chunk(index, start, min(start + size, n))
 
 
-def simulate(
-    n_cells: int,
-    n_genes: int,
-    n_perturbations: int,
-    n_contexts: int,
-    *,
-    combos: int = 0,
-    n_programs: int = 10,
-    control_fraction: float = 0.1,
-    chunk_size: int = 100_000,
-    seed: int = 0,
-) -> anndata.AnnData:
+def simulate(spec: SimulationSpec) -> anndata.AnnData:
     """Simulate perturbation data with known effects as one AnnData (the concatenated chunks).
 
-    See :func:`simulate_chunks` for the model, the arguments and the determinism guarantees; the result
-    equals the concatenation of its chunks, with a CSR ``X`` of raw counts.
+    See :func:`simulate_chunks` for the model and the determinism guarantees; the result equals the
+    concatenation of its chunks, with a CSR ``X`` of raw counts. ``cj.datasets.simulate`` is the user-facing
+    form (with normalisation and provenance).
+
+    Parameters
+    ----------
+    spec
+        The screen's size, layout and seed (:class:`SimulationSpec`).
+
+    Returns
+    -------
+    AnnData of raw counts with the contract columns and the ground truth in ``uns["simulation"]``.
 
     Examples
     --------
-    >>> from celljepa.data.simulate import simulate
-    >>> adata = simulate(2_000, 100, 8, 2, combos=3, seed=1)
+    >>> from celljepa.data.simulate import SimulationSpec, simulate
+    >>> adata = simulate(SimulationSpec(2_000, 100, 8, 2, combos=3, seed=1))
     >>> adata.shape
     (2000, 100)
     >>> sorted(adata.obs["context_id"].unique())
@@ -433,19 +459,7 @@ def simulate(
     >>> adata.uns["simulation"]["perturbation_program_effects"].shape
     (11, 10)
     """
-    chunks = list(
-        simulate_chunks(
-            n_cells,
-            n_genes,
-            n_perturbations,
-            n_contexts,
-            combos=combos,
-            n_programs=n_programs,
-            control_fraction=control_fraction,
-            chunk_size=chunk_size,
-            seed=seed,
-        )
-    )
+    chunks = list(simulate_chunks(spec))
     if len(chunks) == 1:
         return chunks[0]
     X = sp.vstack([c.X for c in chunks], format="csr")

@@ -18,7 +18,7 @@ from .._logging import log_step
 from . import contract as C
 from ._normalize import normalize
 from ._standardize import set_provenance
-from .simulate import simulate_chunks
+from .simulate import SimulationSpec, simulate_chunks
 
 __all__ = ["write_simulated_h5ad"]
 
@@ -122,10 +122,9 @@ def write_simulated_h5ad(
             f"compression={compression!r} is not supported. Fix: pass None, 'gzip' or 'lzf'."
         )
     # Validates the arguments now (the chunks themselves are drawn lazily).
-    chunks = simulate_chunks(
-        n_cells, n_genes, n_perturbations, n_contexts, combos=combos, n_programs=n_programs,
-        control_fraction=control_fraction, chunk_size=chunk_size, seed=seed,
-    )
+    chunks = simulate_chunks(SimulationSpec(n_cells, n_genes, n_perturbations, n_contexts, combos=combos,
+                                            n_programs=n_programs, control_fraction=control_fraction,
+                                            chunk_size=chunk_size, seed=seed))
     n_chunks = -(-int(n_cells) // int(chunk_size))
     dataset_kwargs = {"compression": compression} if compression else {}
     sparse_kwargs = {**dataset_kwargs, "chunks": (_H5_CHUNK,)}

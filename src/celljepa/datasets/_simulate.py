@@ -6,6 +6,7 @@ from anndata import AnnData
 
 from ..data._normalize import normalize
 from ..data._standardize import set_provenance
+from ..data.simulate import SimulationSpec
 from ..data.simulate import simulate as _simulate_counts
 
 
@@ -57,10 +58,9 @@ def simulate(
     >>> adata = cj.datasets.simulate(5_000, 200, 20, 3, combos=5, seed=0)
     >>> cj.pp.validate(adata)
     """
-    adata = _simulate_counts(
-        n_cells, n_genes, n_perturbations, n_contexts, combos=combos, n_programs=n_programs,
-        control_fraction=control_fraction, chunk_size=chunk_size, seed=seed,
-    )
+    adata = _simulate_counts(SimulationSpec(n_cells, n_genes, n_perturbations, n_contexts, combos=combos,
+                                            n_programs=n_programs, control_fraction=control_fraction,
+                                            chunk_size=chunk_size, seed=seed))
     if preprocessed:
         normalize(adata, assume="counts")
         set_provenance(adata, dataset_id=f"simulated_seed{seed}", source="celljepa.datasets.simulate")
