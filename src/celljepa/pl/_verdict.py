@@ -131,7 +131,7 @@ def where_jepa_helps(verdicts, *, title: str | None = None, ax: plt.Axes | None 
     Examples
     --------
     >>> import celljepa as cj
-    >>> fig = cj.pl.where_jepa_helps("benchmarks/results/report", save="where.png")  # doctest: +SKIP
+    >>> ax = cj.pl.where_jepa_helps("benchmarks/results/report", save="where.png")  # doctest: +SKIP
     """
     if isinstance(verdicts, (str, os.PathLike)):
         path = Path(verdicts)
