@@ -6,6 +6,7 @@ import pytest
 
 from celljepa import InputError
 from celljepa.bench import EvalConfig, RunConfig
+from celljepa.bench.run import provisional_reason
 from celljepa.models.transition import TransitionConfig
 from celljepa.train.config import JEPAConfig
 
@@ -22,8 +23,11 @@ def test_each_stage_gets_its_seed_steps_and_device_from_the_run():
     # without jepa_steps / device the configs keep their own
     plain = RunConfig(jepa=jepa)
     assert plain.jepa_for(0).train.max_steps == 77 and plain.jepa_for(0).train.device == "auto"
-    assert plain.provisional and not RunConfig(split_seeds=(0, 1, 2), model_seeds=(0, 1, 2), jepa=jepa).provisional
-    assert RunConfig().to_dict()["jepa"] is None
+    # the report's rule reads the run's seeds: 1 x 1 is provisional, 3 x 3 is not
+    assert provisional_reason(plain.split_seeds, plain.model_seeds, jepa=True).startswith("1 split seed and 1 model")
+    full = RunConfig(split_seeds=(0, 1, 2), model_seeds=(0, 1, 2), jepa=jepa)
+    assert provisional_reason(full.split_seeds, full.model_seeds, jepa=True) is None
+    assert RunConfig().jepa is None
 
 
 def test_a_seed_is_given_once():

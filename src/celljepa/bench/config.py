@@ -109,19 +109,3 @@ class RunConfig:
         if self.device is not None:
             changes["device"] = self.device
         return self.transition.replace(**changes)
-
-    def replace(self, **changes) -> RunConfig:
-        """A copy with some fields changed (checked again)."""
-        return dataclasses.replace(self, **changes)
-
-    @property
-    def provisional(self) -> bool:
-        """Fewer than 3 split seeds, or fewer than 3 model seeds with JEPA models."""
-        return len(self.split_seeds) < 3 or (self.jepa is not None and len(self.model_seeds) < 3)
-
-    def to_dict(self) -> dict:
-        """Everything, for the run's config files."""
-        return {"split_seeds": list(self.split_seeds), "model_seeds": list(self.model_seeds),
-                "evaluation": dataclasses.asdict(self.evaluation),
-                "jepa": None if self.jepa is None else self.jepa.to_dict(),
-                "transition": self.transition.to_dict(), "jepa_steps": self.jepa_steps, "device": self.device}
