@@ -93,6 +93,13 @@ def test_generic_layout_needs_keys():
         cj.data.ingest_anndata(a, dataset_id="kang", source="test", format="generic")
 
 
+def test_misspelled_contract_key_suggests_the_keyword():
+    a = read_quiet(real_path("scgen/valid.h5ad"))
+    with pytest.raises(cj.InputError, match="unknown contract key 'context_kye'.*Did you mean 'context_key'"):
+        cj.data.ingest_anndata(a, dataset_id="kang", source="test", format="generic",
+                               perturbation_key="condition", control_values="control", context_kye="cell_type")
+
+
 def test_unknown_format_suggests():
     a = read_quiet(real_path("scx/norman_subset.h5ad"))
     with pytest.raises(cj.InputError, match="Did you mean 'gears'"):

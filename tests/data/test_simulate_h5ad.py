@@ -117,6 +117,8 @@ def test_bad_arguments_write_nothing(tmp_path):
         write_simulated_h5ad(tmp_path / "a.h5ad", 1_000, 10, 20, 2, progress=False)
     with pytest.raises(InputError, match="compression"):
         write_simulated_h5ad(tmp_path / "b.h5ad", *ARGS, compression="zstd", progress=False)
+    with pytest.raises(InputError, match="'sed' is not a simulation option. Did you mean 'seed'"):
+        write_simulated_h5ad(tmp_path / "c.h5ad", *ARGS, sed=1, progress=False)
     assert list(tmp_path.iterdir()) == []
 
 

@@ -166,6 +166,8 @@ def test_docstring_examples_run():
     import doctest
 
     from celljepa.data import _harmonize as harmonize
+    from celljepa.pp import _harmonize_genes
 
-    result = doctest.testmod(harmonize, raise_on_error=False, optionflags=doctest.ELLIPSIS)
-    assert result.attempted >= 4 and result.failed == 0
+    for module, n in ((harmonize, 2), (_harmonize_genes, 4)):
+        result = doctest.testmod(module, raise_on_error=False, optionflags=doctest.ELLIPSIS)
+        assert result.attempted >= n and result.failed == 0, module.__name__

@@ -168,7 +168,7 @@ def holdout_run(datasets: dict, holdout: str, *, out: str | os.PathLike, run: Ru
     -------
     The content of ``holdout.json``.
     """
-    from ..data._harmonize import combine_datasets, harmonize_genes, resolve_feature_set
+    from ..data._harmonize import combine_datasets, map_genes, resolve_feature_set
 
     if holdout not in datasets:
         raise InputError(f"the held-out dataset {holdout!r} is not among the datasets {list(datasets)}.")
@@ -182,7 +182,7 @@ def holdout_run(datasets: dict, holdout: str, *, out: str | os.PathLike, run: Ru
     fs = resolve_feature_set(feature_set, others, name=f"without-{holdout}")
     out.mkdir(parents=True, exist_ok=True)
     fs.write(out / "feature_set.txt")
-    held = harmonize_genes(datasets[holdout], fs, dataset_id=holdout)
+    held = map_genes(datasets[holdout], fs, name=holdout)
     split_seeds, model_seeds = list(run.split_seeds), list(run.model_seeds)
     config, jepa, transition = run.evaluation, run.jepa_for(model_seeds[0]), run.transition_for(model_seeds[0])
     timings = {}
@@ -195,7 +195,7 @@ def holdout_run(datasets: dict, holdout: str, *, out: str | os.PathLike, run: Ru
             enc_others[ms] = _pretrain(combined, cfg.replace(data={"balance_key": "dataset_id"}), progress=progress)
         else:
             (name, only), = others.items()
-            enc_others[ms] = _pretrain(harmonize_genes(only, fs, dataset_id=name), cfg, progress=progress)
+            enc_others[ms] = _pretrain(map_genes(only, fs, name=name), cfg, progress=progress)
     timings["pretrain_others_s"] = time.perf_counter() - t1
     # one dataset: no dataset covariate for the held-out dataset's own encoders
     own = jepa.replace(model={"dataset_covariate": False})

@@ -222,7 +222,7 @@ def _combined_data(paths, feature_set):
     """Read the files and map them onto one feature set (built from them when a strategy is named)."""
     import anndata as ad
 
-    from ..data._harmonize import combine_datasets, harmonize_genes, resolve_feature_set
+    from ..data._harmonize import combine_datasets, map_genes, resolve_feature_set
 
     datasets = {}
     for p in paths:
@@ -234,6 +234,6 @@ def _combined_data(paths, feature_set):
     fs = resolve_feature_set(feature_set, datasets, name="+".join(datasets))
     if len(datasets) == 1:
         (name, only), = datasets.items()
-        return harmonize_genes(only, fs, dataset_id=name), fs
+        return map_genes(only, fs, name=name), fs
     return combine_datasets(datasets, fs), fs
 

@@ -92,11 +92,11 @@ def _add_validate(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from ..data._validate import validate
+    from ..data._validate import contract_violations
     from ..data.readers import read_source
 
     adata = read_source(args.h5ad)
-    violations = validate(adata, min_cells=args.min_cells, strict=False)
+    violations = contract_violations(adata, min_cells=args.min_cells)
     if violations:
         print(str(ContractError(violations, source=str(args.h5ad))), file=sys.stderr)
         return EXIT_ERROR

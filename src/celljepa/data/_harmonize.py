@@ -2,7 +2,7 @@
 
 Datasets measure different genes under different names (Kang 2018: 6,998 symbols; Papalexi 2021: 299;
 the GEARS Norman subset: Ensembl IDs with a symbol column). A :class:`FeatureSet` is a named, versioned,
-hashed gene list; :func:`harmonize_genes` maps a dataset onto it:
+hashed gene list; :func:`map_genes` (``cj.pp.harmonize_genes``) maps a dataset onto it:
 
 * identifiers are cleaned first (:func:`gene_keys`): the symbol column is used when the names are
   Ensembl IDs, version suffixes (``ENSG….12``) and surrounding blanks are dropped, names are compared
@@ -40,7 +40,7 @@ from .._errors import CelljepaWarning, InputError
 from .._io import write_text_atomic
 
 __all__ = ["FEATURE_SET_STRATEGIES", "FeatureSet", "build_feature_set", "combine_datasets", "feature_set_path",
-           "gene_keys", "gene_presence", "harmonize_genes", "list_feature_sets", "load_feature_set"]
+           "gene_keys", "gene_presence", "list_feature_sets", "load_feature_set", "map_genes"]
 
 FEATURE_SET_STRATEGIES = ("intersection", "union_hvg", "foundation")
 _ENSEMBL = re.compile(r"^(ENS[A-Z]*G\d{6,})(\.\d+)?$", re.IGNORECASE)
@@ -343,40 +343,11 @@ def _reindex(x, columns: np.ndarray, n_out: int):
     return sp.csr_matrix((sel.data, (sel.row, present[sel.col])), shape=(x.shape[0], n_out), dtype=x.dtype)
 
 
-def harmonize_genes(adata: AnnData, feature_set, *, id_column: str | None = None, aliases=None,
-                    dataset_id: str | None = None) -> AnnData:
-    """Map ``adata`` onto a feature set: same genes in the same order, absent genes flagged.
+def map_genes(adata: AnnData, fs: FeatureSet, *, name: str, id_column: str | None = None, aliases=None) -> AnnData:
+    """``adata`` reindexed onto the genes of ``fs``, as :func:`celljepa.pp.harmonize_genes` describes.
 
-    Parameters
-    ----------
-    adata
-        A dataset (``X`` and every layer are reindexed; ``obs``, ``obsm`` and ``uns`` are kept;
-        ``varm`` is dropped, it belongs to the old genes).
-    feature_set
-        A :class:`FeatureSet`, a stored id (``"foundation-v1"``) or a feature set file.
-    id_column, aliases
-        As in :func:`gene_keys`.
-    dataset_id
-        Name used in messages (default ``uns["dataset_id"]``).
-
-    Returns
-    -------
-    A new AnnData (the genes change, so there is no in-place form): ``var_names`` = the feature set's
-    genes, ``var["absent"]`` (True where the dataset does not measure the gene: zero columns that are
-    not observations), ``var["source_id"]`` (the dataset's own identifier) and ``uns["feature_set"]``
-    (:meth:`FeatureSet.info` plus ``n_present``, ``n_absent``, ``n_dropped`` and the identifier report).
-
-    Examples
-    --------
-    >>> import celljepa as cj
-    >>> from celljepa.bench import demo_datasets
-    >>> norman = demo_datasets()["norman2019"]
-    >>> h = cj.pp.harmonize_genes(norman, "foundation-v1")
-    >>> h.n_vars == len(cj.datasets.load_feature_set("foundation-v1").genes), int((~h.var["absent"]).sum()) > 100
-    (True, True)
+    ``name`` names the dataset in messages; ``id_column`` and ``aliases`` are as in :func:`gene_keys`.
     """
-    fs = load_feature_set(feature_set)
-    name = dataset_id or str(adata.uns.get("dataset_id", "this dataset"))
     keys, report = gene_keys(adata, id_column=id_column, aliases=aliases)
     first: dict[str, int] = {}
     duplicates = []
@@ -389,7 +360,7 @@ def harmonize_genes(adata: AnnData, feature_set, *, id_column: str | None = None
         import warnings
 
         warnings.warn(f"{name}: {len(duplicates)} genes map to a name already seen ({duplicates[:5]}); the first "
-                      "column of each is kept.", CelljepaWarning, stacklevel=2)
+                      "column of each is kept.", CelljepaWarning, stacklevel=3)
     columns = np.array([first.get(g.upper(), -1) for g in fs.genes], dtype=np.int64)
     n_present = int((columns >= 0).sum())
     if n_present == 0:
@@ -445,7 +416,7 @@ def combine_datasets(datasets: Mapping[str, AnnData], feature_set, *, id_column:
     fs = load_feature_set(feature_set)
     parts, absent = {}, {}
     for name, adata in datasets.items():
-        h = harmonize_genes(adata, fs, id_column=id_column, aliases=aliases, dataset_id=name)
+        h = map_genes(adata, fs, name=name, id_column=id_column, aliases=aliases)
         absent[name] = np.asarray(h.var_names[h.var["absent"].to_numpy()], dtype=str)
         h.obs["dataset_id"] = name
         parts[name] = h
@@ -468,7 +439,7 @@ def gene_presence(adata: AnnData) -> tuple[np.ndarray, np.ndarray] | None:
     """``(group_index, present)`` of a harmonised dataset, or ``None`` when every gene is measured.
 
     ``present[g, j]`` is False where group ``g`` (a dataset of :func:`combine_datasets`, or the single
-    dataset of :func:`harmonize_genes`) does not measure gene ``j``; ``group_index[i]`` is cell ``i``'s
+    dataset of :func:`celljepa.pp.harmonize_genes`) does not measure gene ``j``; ``group_index[i]`` is cell ``i``'s
     group. Training uses it so that absent genes are never prediction targets.
     """
     names = np.asarray(adata.var_names, dtype=str)

@@ -12,9 +12,9 @@ from .._errors import InputError
 from .._io import write_h5ad_atomic
 from .._logging import log_step, logger
 from . import contract as C
-from ._normalize import normalize
-from ._standardize import drop_none, set_provenance, standardize
-from ._validate import validate
+from ._normalize import log_normalize
+from ._standardize import drop_none, set_provenance, write_contract
+from ._validate import check_contract
 from .readers import layout_for, merge_keys, prepare_scperturb_dose, read_source
 
 
@@ -38,15 +38,15 @@ def ingest_anndata(
     layout = layout_for(adata, format)
     dose_unit = prepare_scperturb_dose(adata) if layout.name == "scperturb" else None
     std_keys = merge_keys(layout, keys)
-    standardize(adata, **std_keys)
-    normalize(adata, assume=assume)
+    write_contract(adata, std_keys)
+    log_normalize(adata, assume=assume)
     set_provenance(adata, dataset_id=dataset_id, source=source)
     meta = dict(adata.uns.get("celljepa", {}))
     meta.update(drop_none({"format": layout.name, "min_cells": int(min_cells), "dose_unit": dose_unit}))
     adata.uns["celljepa"] = meta
     for note in layout.notes:
         logger.info("ingest (%s): %s", layout.name, note)
-    validate(adata, min_cells=min_cells)
+    check_contract(adata, min_cells=min_cells)
     return adata
 
 

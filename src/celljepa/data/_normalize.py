@@ -1,4 +1,4 @@
-"""Library-size normalisation + log1p (through scanpy), with detection of data already log-normalised."""
+"""Library-size normalisation + log1p (through scanpy) in place, with detection of data already log-normalised."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from .._errors import InputError
-from .._logging import log_step, logger
+from .._logging import logger
 from . import contract as C
 
 XState = Literal["counts", "log1p"]
@@ -64,90 +64,45 @@ def detect_x_state(matrix, *, where: str = "X") -> XState:
     )
 
 
-def normalize(
-    adata: AnnData,
-    *,
-    target_sum: float = C.DEFAULT_TARGET_SUM,
-    counts_layer: str = C.COUNTS_LAYER,
-    assume: XState | None = None,
-    copy: bool = False,
-) -> AnnData | None:
-    """Keep raw counts in ``layers['counts']`` and set ``X`` to library-size normalised log1p values.
-
-    Normalisation is :func:`scanpy.pp.normalize_total` followed by :func:`scanpy.pp.log1p`. Data
-    whose ``X`` is already log-normalised (detected as non-integer values below 30, or declared with
-    ``assume='log1p'``) is not normalised a second time; the log says so and ``uns['preprocess']``
-    records it. No batch correction is applied (see ``docs/decisions.md``).
-
-    Parameters
-    ----------
-    adata
-        Annotated data matrix.
-    target_sum
-        Total counts per cell after normalisation.
-    counts_layer
-        Layer that holds (or will hold) the raw counts.
-    assume
-        ``None`` detects what ``X`` holds; ``"counts"`` or ``"log1p"`` declares it.
-    copy
-        Return a modified copy instead of writing in place.
-
-    Returns
-    -------
-    Returns ``None`` (or the copy when ``copy=True``) and sets
-
-    ``adata.X``
-        log1p(library-size normalised counts), float32 (unchanged if it was already log-normalised).
-    ``adata.layers['counts']``
-        The raw counts, when ``X`` held counts.
-    ``adata.uns['preprocess_name' | 'preprocess_version' | 'preprocess' | 'log1p']``
-        What was done.
-
-    Examples
-    --------
-    >>> import celljepa as cj, scanpy as sc
-    >>> adata = cj.datasets.simulate(1000, 100, 5, 2, seed=0, preprocessed=False)
-    >>> cj.pp.normalize(adata)
-    >>> "counts" in adata.layers
-    True
-    """
-    adata = adata.copy() if copy else adata
+def log_normalize(adata: AnnData, *, assume: XState | None = None, target_sum: float = C.DEFAULT_TARGET_SUM,
+                  counts_layer: str = C.COUNTS_LAYER) -> list[str]:
+    """Normalise ``adata`` in place as :func:`celljepa.pp.normalize` describes; return the keys written."""
     if assume not in (None, "counts", "log1p"):
         raise InputError(f"assume={assume!r} must be None, 'counts' or 'log1p'.")
     if adata.n_obs == 0 or adata.n_vars == 0:
         raise InputError(f"AnnData is empty ({adata.n_obs} cells × {adata.n_vars} genes); nothing to normalise.")
-    with log_step("normalize") as written:
-        detected = detect_x_state(adata.X)
-        state = assume or detected
-        if counts_layer in adata.layers:
-            check_counts(adata.layers[counts_layer], where=f"layers['{counts_layer}']")
-        if state == "counts":
-            check_counts(adata.X, where="X")
-            adata.layers[counts_layer] = adata.X.copy()
-            adata.X = adata.X.astype(np.float32)
-            sc.pp.normalize_total(adata, target_sum=target_sum)
-            sc.pp.log1p(adata)
-            written += [f"layers['{counts_layer}']", "X"]
-            normalized_here = True
-        else:
-            logger.warning(
-                "normalize: X is already log-normalised (%s); not normalising again.",
-                "declared" if assume else "detected: non-integer values below 30",
-            )
-            adata.uns.setdefault("log1p", {"base": None})
-            normalized_here = False
-        adata.uns["preprocess_name"] = C.PREPROCESS_NAME
-        adata.uns["preprocess_version"] = C.PREPROCESS_VERSION
-        adata.uns["preprocess"] = {
-            "x_state_in": state,
-            "x_state_detected": detected,
-            "normalized_here": normalized_here,
-            "target_sum": float(target_sum) if normalized_here else float("nan"),
-            "counts_layer": counts_layer if counts_layer in adata.layers else "",
-            "batch_correction": "none",
-        }
-        written.append("uns['preprocess']")
-    return adata if copy else None
+    written = []
+    detected = detect_x_state(adata.X)
+    state = assume or detected
+    if counts_layer in adata.layers:
+        check_counts(adata.layers[counts_layer], where=f"layers['{counts_layer}']")
+    if state == "counts":
+        check_counts(adata.X, where="X")
+        adata.layers[counts_layer] = adata.X.copy()
+        adata.X = adata.X.astype(np.float32)
+        sc.pp.normalize_total(adata, target_sum=target_sum)
+        sc.pp.log1p(adata)
+        written += [f"layers['{counts_layer}']", "X"]
+        normalized_here = True
+    else:
+        logger.warning(
+            "normalize: X is already log-normalised (%s); not normalising again.",
+            "declared" if assume else "detected: non-integer values below 30",
+        )
+        adata.uns.setdefault("log1p", {"base": None})
+        normalized_here = False
+    adata.uns["preprocess_name"] = C.PREPROCESS_NAME
+    adata.uns["preprocess_version"] = C.PREPROCESS_VERSION
+    adata.uns["preprocess"] = {
+        "x_state_in": state,
+        "x_state_detected": detected,
+        "normalized_here": normalized_here,
+        "target_sum": float(target_sum) if normalized_here else float("nan"),
+        "counts_layer": counts_layer if counts_layer in adata.layers else "",
+        "batch_correction": "none",
+    }
+    written.append("uns['preprocess']")
+    return written
 
 
 def check_counts(matrix, *, where: str) -> None:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import datetime as _dt
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from anndata import AnnData
 
 from .._errors import InputError
-from .._logging import log_step, logger
+from .._logging import logger
 from . import contract as C
 from ._keys import require_obs_key, suggest
 
@@ -41,6 +42,22 @@ KIND_ALIASES: dict[str, str] = {
     "stimulus": "cytokine",
     "protein": "cytokine",
     "ligand": "cytokine",
+}
+
+# Defaults of the optional contract keys (the keywords of cj.pp.standardize that describe the source).
+REQUIRED_KEYS = ("perturbation_key", "control_values")
+KEY_DEFAULTS: dict[str, Any] = {
+    "context_key": None,
+    "context_value": "default",
+    "dose_key": None,
+    "time_key": None,
+    "time_unit": "h",
+    "combo_sep": None,
+    "perturbation_kind": "gene",
+    "kind_key": None,
+    "control_key": None,
+    "cell_type_key": None,
+    "batch_key": None,
 }
 
 _TIME_UNITS = {"h": 1.0, "hour": 1.0, "hours": 1.0, "hr": 1.0, "hrs": 1.0, "min": 1 / 60, "minutes": 1 / 60,
@@ -76,96 +93,28 @@ def _parse_time(value: object, unit_scale: float) -> float:
     return C.parse_number(value) * unit_scale
 
 
-def standardize(
-    adata: AnnData,
-    *,
-    perturbation_key: str,
-    control_values: str | Sequence[str],
-    context_key: str | None = None,
-    context_value: str = "default",
-    dose_key: str | None = None,
-    time_key: str | None = None,
-    time_unit: str = "h",
-    combo_sep: str | None = None,
-    perturbation_kind: str = "gene",
-    kind_key: str | None = None,
-    control_key: str | None = None,
-    cell_type_key: str | None = None,
-    batch_key: str | None = None,
-    dataset_id: str | None = None,
-    source: str | None = None,
-    copy: bool = False,
-) -> AnnData | None:
-    """Write the celljepa contract columns into ``adata.obs``.
+def write_contract(adata: AnnData, keys: Mapping[str, Any]) -> list[str]:
+    """Write the contract columns into ``adata.obs`` in place, as :func:`celljepa.pp.standardize` describes.
 
-    Every cell gets a canonical ``perturbation_id`` (names sorted and joined by ``+``, ``control``
-    for controls), ``perturbation_tokens`` (``gene:KLF1|gene:MAP2K6``; ``control:CTRL``),
-    ``is_control``, ``context_id``, ``dose`` and ``time_hours``. Combination labels are split on
-    ``combo_sep`` and control parts inside them are dropped (GEARS writes ``KLF1+ctrl``), so
-    ``B+A`` and ``A+B`` give the same id.
-
-    Parameters
-    ----------
-    adata
-        Annotated data matrix (cells × genes).
-    perturbation_key
-        obs column holding the perturbation label of each cell.
-    control_values
-        Label(s) in ``perturbation_key`` that mark control cells (``"control"``, ``"ctrl"``,
-        ``"non-targeting"``). Each must occur in the column.
-    context_key
-        obs column with the biological context (cell line, cell type). ``None`` gives every cell
-        ``context_value``.
-    context_value
-        Context of all cells when ``context_key`` is ``None`` (e.g. ``"THP-1"``).
-    dose_key
-        obs column with the dose (numbers, or strings such as ``"1+1"``); ``NaN`` when absent.
-    time_key
-        obs column with the time since perturbation; strings may carry a unit (``"24h"``).
-    time_unit
-        Unit of plain numbers in ``time_key``: ``"h"``, ``"min"`` or ``"d"``.
-    combo_sep
-        Separator of combination labels (``"+"``). ``None``: labels are single perturbations.
-    perturbation_kind
-        Token kind for every perturbation (``"gene"``, ``"drug"``, ``"cytokine"``, ...).
-    kind_key
-        obs column with a per-cell perturbation type (``"CRISPRi"``, ``"drug"``) mapped to a kind;
-        overrides ``perturbation_kind``.
-    control_key
-        Optional boolean/0-1 obs column that flags controls; it must agree with ``control_values``.
-    cell_type_key, batch_key
-        Optional obs columns copied to the contract columns ``cell_type`` and ``batch``.
-    dataset_id, source
-        Provenance written to ``adata.uns`` (with ``created_at`` and ``feature_set``).
-    copy
-        Return a modified copy instead of writing in place.
-
-    Returns
-    -------
-    Returns ``None`` (or the copy when ``copy=True``) and sets
-
-    ``adata.obs['perturbation_id' | 'is_control' | 'context_id' | 'perturbation_tokens' | 'dose' | 'time_hours']``
-        The contract columns (strings as categoricals, ``is_control`` bool, dose/time float).
-    ``adata.obs['cell_type' | 'batch']``
-        When ``cell_type_key`` / ``batch_key`` are given.
-    ``adata.uns['celljepa']['standardize']``
-        The parameters used.
-    ``adata.uns['dataset_id' | 'source' | 'created_at' | 'feature_set']``
-        Provenance, when ``dataset_id`` is given.
-
-    Pre-existing obs columns with contract names are kept as ``<name>_raw``.
-
-    Examples
-    --------
-    >>> import celljepa as cj
-    >>> adata = cj.datasets.demo(preprocessed=False)
-    >>> cj.pp.standardize(adata, perturbation_key="perturbation", control_values="control",
-    ...                   context_key="cell_type", combo_sep="+", dataset_id="perturbench_devel")
-    >>> adata.obs["perturbation_tokens"].iloc[0]
-    'gene:KLF1|gene:MAP2K6'
+    ``keys`` are the keywords of :func:`celljepa.pp.standardize` that name the source's columns and labels
+    (``perturbation_key`` and ``control_values`` required; :data:`KEY_DEFAULTS` fills the rest; ``None``
+    means the default). Returns the keys written.
     """
-    adata = adata.copy() if copy else adata
+    unknown = sorted(set(keys) - set(KEY_DEFAULTS) - set(REQUIRED_KEYS))
+    if unknown:
+        raise InputError(f"unknown contract key {unknown[0]!r}.{suggest(unknown[0], [*REQUIRED_KEYS, *KEY_DEFAULTS])}")
+    missing = [k for k in REQUIRED_KEYS if keys.get(k) is None]
+    if missing:
+        raise InputError(f"{' and '.join(missing)} must be given: the obs column of the perturbation labels and "
+                         "the label(s) of control cells.")
+    k = {**KEY_DEFAULTS, **{key: value for key, value in keys.items() if value is not None}}
+    perturbation_key, control_values = k["perturbation_key"], k["control_values"]
+    context_key, context_value = k["context_key"], k["context_value"]
+    dose_key, time_key, time_unit = k["dose_key"], k["time_key"], k["time_unit"]
+    combo_sep, perturbation_kind, kind_key = k["combo_sep"], k["perturbation_kind"], k["kind_key"]
+    control_key, cell_type_key, batch_key = k["control_key"], k["cell_type_key"], k["batch_key"]
     obs = adata.obs
+    written: list[str] = []
     controls = _as_list(control_values)
     if not controls:
         raise InputError("control_values is empty: name the label(s) that mark control cells, e.g. 'control'.")
@@ -183,137 +132,121 @@ def standardize(
             f"Use one of {', '.join(C.TOKEN_KINDS)}."
         )
 
-    with log_step("standardize") as written:
-        raw = obs[perturbation_key]
-        missing = raw.isna().to_numpy()
-        if missing.any():
-            raise InputError(
-                f"obs['{perturbation_key}'] has {int(missing.sum())} cell(s) without a perturbation label "
-                f"(first: '{obs.index[np.flatnonzero(missing)[0]]}'). Label them (e.g. as a control value) "
-                "or remove them before standardize."
-            )
-        labels = raw.astype(str).str.strip()
-        present = set(labels.unique())
-        absent = [c for c in controls if c not in present]
-        if absent:
-            raise InputError(
-                f"control value(s) {absent} do not occur in obs['{perturbation_key}'].{suggest(absent[0], present)} "
-                f"Values present include: {', '.join(sorted(present)[:15])}."
-            )
-        control_set = set(controls)
-
-        if kind_key is not None:
-            kinds = obs[kind_key].astype(str).str.strip()
-        else:
-            kinds = pd.Series(perturbation_kind, index=obs.index)
-
-        # Resolve each distinct (label, kind) once; cells then map by code.
-        pairs = pd.MultiIndex.from_arrays([labels.to_numpy(), kinds.to_numpy()])
-        codes, uniques = pd.factorize(pairs)
-        token_of: list[str] = []
-        for label, kind_value in uniques:
-            if label in control_set:
-                token_of.append(C.CONTROL_TOKEN)
-                continue
-            parts = [p.strip() for p in (label.split(combo_sep) if combo_sep else [label])]
-            parts = [p for p in parts if p and p not in control_set]
-            if not parts:
-                token_of.append(C.CONTROL_TOKEN)
-                continue
-            kind = _kind_of(kind_value, column=kind_key) if kind_key is not None else perturbation_kind
-            try:
-                token_of.append(C.join_tokens(C.make_token(kind, p) for p in parts))
-            except ValueError as err:
-                raise InputError(f"obs['{perturbation_key}'] label '{label}': {err}.") from None
-        token_arr = np.asarray(token_of, dtype=object)[codes]
-        pid_of = {t: C.perturbation_id_from_tokens(C.split_tokens(t)) for t in set(token_of)}
-        pid_arr = np.asarray([pid_of[t] for t in token_of], dtype=object)[codes]
-        is_control = token_arr == C.CONTROL_TOKEN
-
-        if control_key is not None:
-            flag = obs[control_key]
-            try:
-                flag_bool = flag.astype(str).str.strip().str.lower().map(
-                    {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
-                )
-            except Exception:  # pragma: no cover - defensive
-                flag_bool = pd.Series(np.nan, index=obs.index)
-            if flag_bool.isna().any():
-                raise InputError(f"obs['{control_key}'] must be boolean or 0/1 to serve as control_key.")
-            disagree = flag_bool.to_numpy(dtype=bool) != is_control
-            if disagree.any():
-                bad = sorted(set(labels[disagree]))[:10]
-                raise InputError(
-                    f"obs['{control_key}'] disagrees with control_values={controls} for {int(disagree.sum())} "
-                    f"cell(s) with labels {bad}: a perturbation label is flagged as control or vice versa. "
-                    "Fix control_values or the control column."
-                )
-
-        if context_key is not None:
-            ctx = obs[context_key]
-            if ctx.isna().any():
-                raise InputError(
-                    f"obs['{context_key}'] has {int(ctx.isna().sum())} cell(s) without a context. "
-                    "Fill them or drop those cells."
-                )
-            context = ctx.astype(str).str.strip().to_numpy(dtype=object)
-        else:
-            context = np.full(adata.n_obs, str(context_value), dtype=object)
-
-        dose = _map_numbers(obs[dose_key], C.parse_number) if dose_key else np.full(adata.n_obs, np.nan)
-        scale = _TIME_UNITS[time_unit]
-        time = (_map_numbers(obs[time_key], lambda v: _parse_time(v, scale)) if time_key
-                else np.full(adata.n_obs, np.nan))
-
-        new = {
-            C.PERTURBATION_ID: pd.Categorical(pid_arr),
-            C.IS_CONTROL: is_control.astype(bool),
-            C.CONTEXT_ID: pd.Categorical(context),
-            C.PERTURBATION_TOKENS: pd.Categorical(token_arr),
-            C.DOSE: dose.astype(np.float64),
-            C.TIME_HOURS: time.astype(np.float64),
-        }
-        if cell_type_key is not None:
-            new["cell_type"] = pd.Categorical(obs[cell_type_key].astype(str).to_numpy())
-        if batch_key is not None:
-            new["batch"] = pd.Categorical(obs[batch_key].astype(str).to_numpy())
-        # Columns the source already had under a contract name (PerturBench's string "dose") are kept
-        # as <name>_raw; a second standardize call just overwrites its own earlier output.
-        restandardizing = "standardize" in adata.uns.get("celljepa", {})
-        for name, values in new.items():
-            if name in obs.columns and not restandardizing and f"{name}_raw" not in obs.columns:
-                obs[f"{name}_raw"] = obs[name]
-            obs[name] = values
-            written.append(f"obs['{name}']")
-
-        params = {
-            "perturbation_key": perturbation_key,
-            "control_values": controls,
-            "context_key": context_key,
-            "context_value": context_value if context_key is None else None,
-            "dose_key": dose_key,
-            "time_key": time_key,
-            "time_unit": time_unit,
-            "combo_sep": combo_sep,
-            "perturbation_kind": perturbation_kind if kind_key is None else None,
-            "kind_key": kind_key,
-            "control_key": control_key,
-            "cell_type_key": cell_type_key,
-            "batch_key": batch_key,
-        }
-        meta = dict(adata.uns.get("celljepa", {}))
-        meta["standardize"] = drop_none(params)
-        adata.uns["celljepa"] = meta
-        written.append("uns['celljepa']['standardize']")
-        if dataset_id is not None:
-            set_provenance(adata, dataset_id=dataset_id, source=source or "in-memory AnnData")
-            written.append("uns[provenance]")
-        n_ctrl = int(is_control.sum())
-        logger.info(
-            "standardize: %d cells, %d perturbations, %d contexts, %d control cells",
-            adata.n_obs, len(set(pid_arr[~is_control])), len(set(context)), n_ctrl,
+    raw = obs[perturbation_key]
+    missing = raw.isna().to_numpy()
+    if missing.any():
+        raise InputError(
+            f"obs['{perturbation_key}'] has {int(missing.sum())} cell(s) without a perturbation label "
+            f"(first: '{obs.index[np.flatnonzero(missing)[0]]}'). Label them (e.g. as a control value) "
+            "or remove them before standardize."
         )
-    return adata if copy else None
+    labels = raw.astype(str).str.strip()
+    present = set(labels.unique())
+    absent = [c for c in controls if c not in present]
+    if absent:
+        raise InputError(
+            f"control value(s) {absent} do not occur in obs['{perturbation_key}'].{suggest(absent[0], present)} "
+            f"Values present include: {', '.join(sorted(present)[:15])}."
+        )
+    control_set = set(controls)
+
+    if kind_key is not None:
+        kinds = obs[kind_key].astype(str).str.strip()
+    else:
+        kinds = pd.Series(perturbation_kind, index=obs.index)
+
+    # Resolve each distinct (label, kind) once; cells then map by code.
+    pairs = pd.MultiIndex.from_arrays([labels.to_numpy(), kinds.to_numpy()])
+    codes, uniques = pd.factorize(pairs)
+    token_of: list[str] = []
+    for label, kind_value in uniques:
+        if label in control_set:
+            token_of.append(C.CONTROL_TOKEN)
+            continue
+        parts = [p.strip() for p in (label.split(combo_sep) if combo_sep else [label])]
+        parts = [p for p in parts if p and p not in control_set]
+        if not parts:
+            token_of.append(C.CONTROL_TOKEN)
+            continue
+        kind = _kind_of(kind_value, column=kind_key) if kind_key is not None else perturbation_kind
+        try:
+            token_of.append(C.join_tokens(C.make_token(kind, p) for p in parts))
+        except ValueError as err:
+            raise InputError(f"obs['{perturbation_key}'] label '{label}': {err}.") from None
+    token_arr = np.asarray(token_of, dtype=object)[codes]
+    pid_of = {t: C.perturbation_id_from_tokens(C.split_tokens(t)) for t in set(token_of)}
+    pid_arr = np.asarray([pid_of[t] for t in token_of], dtype=object)[codes]
+    is_control = token_arr == C.CONTROL_TOKEN
+
+    if control_key is not None:
+        flag = obs[control_key]
+        try:
+            flag_bool = flag.astype(str).str.strip().str.lower().map(
+                {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+            )
+        except Exception:  # pragma: no cover - defensive
+            flag_bool = pd.Series(np.nan, index=obs.index)
+        if flag_bool.isna().any():
+            raise InputError(f"obs['{control_key}'] must be boolean or 0/1 to serve as control_key.")
+        disagree = flag_bool.to_numpy(dtype=bool) != is_control
+        if disagree.any():
+            bad = sorted(set(labels[disagree]))[:10]
+            raise InputError(
+                f"obs['{control_key}'] disagrees with control_values={controls} for {int(disagree.sum())} "
+                f"cell(s) with labels {bad}: a perturbation label is flagged as control or vice versa. "
+                "Fix control_values or the control column."
+            )
+
+    if context_key is not None:
+        ctx = obs[context_key]
+        if ctx.isna().any():
+            raise InputError(
+                f"obs['{context_key}'] has {int(ctx.isna().sum())} cell(s) without a context. "
+                "Fill them or drop those cells."
+            )
+        context = ctx.astype(str).str.strip().to_numpy(dtype=object)
+    else:
+        context = np.full(adata.n_obs, str(context_value), dtype=object)
+
+    dose = _map_numbers(obs[dose_key], C.parse_number) if dose_key else np.full(adata.n_obs, np.nan)
+    scale = _TIME_UNITS[time_unit]
+    time = (_map_numbers(obs[time_key], lambda v: _parse_time(v, scale)) if time_key
+            else np.full(adata.n_obs, np.nan))
+
+    new = {
+        C.PERTURBATION_ID: pd.Categorical(pid_arr),
+        C.IS_CONTROL: is_control.astype(bool),
+        C.CONTEXT_ID: pd.Categorical(context),
+        C.PERTURBATION_TOKENS: pd.Categorical(token_arr),
+        C.DOSE: dose.astype(np.float64),
+        C.TIME_HOURS: time.astype(np.float64),
+    }
+    if cell_type_key is not None:
+        new["cell_type"] = pd.Categorical(obs[cell_type_key].astype(str).to_numpy())
+    if batch_key is not None:
+        new["batch"] = pd.Categorical(obs[batch_key].astype(str).to_numpy())
+    # Columns the source already had under a contract name (PerturBench's string "dose") are kept
+    # as <name>_raw; a second standardize call just overwrites its own earlier output.
+    restandardizing = "standardize" in adata.uns.get("celljepa", {})
+    for name, values in new.items():
+        if name in obs.columns and not restandardizing and f"{name}_raw" not in obs.columns:
+            obs[f"{name}_raw"] = obs[name]
+        obs[name] = values
+        written.append(f"obs['{name}']")
+
+    params = {"perturbation_key": perturbation_key, **k, "control_values": controls,
+              "context_value": context_value if context_key is None else None,
+              "perturbation_kind": perturbation_kind if kind_key is None else None}
+    meta = dict(adata.uns.get("celljepa", {}))
+    meta["standardize"] = drop_none(params)
+    adata.uns["celljepa"] = meta
+    written.append("uns['celljepa']['standardize']")
+    n_ctrl = int(is_control.sum())
+    logger.info(
+        "standardize: %d cells, %d perturbations, %d contexts, %d control cells",
+        adata.n_obs, len(set(pid_arr[~is_control])), len(set(context)), n_ctrl,
+    )
+    return written
 
 
 def _map_numbers(column: pd.Series, parse) -> np.ndarray:

@@ -33,40 +33,10 @@ def _fmt(values, n: int = 8) -> str:
     return shown + (f", ... ({len(values)} in all)" if len(values) > n else "")
 
 
-def validate(adata: AnnData, *, min_cells: int | None = None, strict: bool = True) -> list[Violation] | None:
-    """Check ``adata`` against the celljepa data contract.
+def contract_violations(adata: AnnData, *, min_cells: int | None = None) -> list[Violation]:
+    """Every violation of the data contract in ``adata`` (empty when valid); see :func:`celljepa.pp.validate`.
 
-    Rules: the contract columns exist with the right types and no missing values; ``is_control``
-    matches the ``control:CTRL`` token and no perturbed cell carries a control-like label; tokens
-    follow ``kind:name``; ``var_names`` and ``obs_names`` are unique; ``X`` is finite; raw counts
-    (``layers['counts']``) are non-negative integers; every context has control cells; every
-    ``(context_id, perturbation_id, dose, time_hours)`` condition has at least ``min_cells`` cells;
-    there is at least one perturbed condition; the provenance keys are in ``uns``.
-
-    Parameters
-    ----------
-    adata
-        Annotated data matrix, usually after :func:`celljepa.pp.standardize` and
-        :func:`celljepa.pp.normalize`.
-    min_cells
-        Minimum cells per condition. ``None`` uses the value recorded at ingestion
-        (``uns['celljepa']['min_cells']``), else 10.
-    strict
-        Raise :class:`celljepa.ContractError` listing every violation (default). With
-        ``strict=False`` return the list of :class:`celljepa.Violation` instead (empty when valid).
-
-    Returns
-    -------
-    ``None`` when valid and ``strict``; the list of violations when ``strict=False``.
-
-    Examples
-    --------
-    >>> import celljepa as cj
-    >>> adata = cj.datasets.demo()
-    >>> cj.pp.validate(adata)
-    >>> bad = adata.copy(); del bad.obs["context_id"]
-    >>> [v.rule for v in cj.pp.validate(bad, strict=False)]
-    ['required_column']
+    ``min_cells`` ``None`` uses the value recorded at ingestion (``uns['celljepa']['min_cells']``), else 10.
     """
     v: list[Violation] = []
     add = v.append
@@ -194,9 +164,12 @@ def validate(adata: AnnData, *, min_cells: int | None = None, strict: bool = Tru
         add(Violation("provenance", "uns", f"missing provenance key(s): {', '.join(missing_keys)}.",
                       "pass dataset_id= to cj.pp.standardize and run cj.pp.normalize (or use `celljepa ingest`)."))
 
-    if strict:
-        if v:
-            dataset_id = adata.uns.get("dataset_id")
-            raise ContractError(v, source=dataset_id if isinstance(dataset_id, str) else None)
-        return None
     return v
+
+
+def check_contract(adata: AnnData, *, min_cells: int | None = None) -> None:
+    """Raise :class:`celljepa.ContractError` listing every violation of the contract, if there is any."""
+    violations = contract_violations(adata, min_cells=min_cells)
+    if violations:
+        dataset_id = adata.uns.get("dataset_id")
+        raise ContractError(violations, source=dataset_id if isinstance(dataset_id, str) else None)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import anndata
 import numpy as np
@@ -26,6 +26,8 @@ from celljepa.data.contract import (
     make_token,
     perturbation_id_from_tokens,
 )
+
+from ._keys import suggest
 
 __all__ = ["SimulationSpec", "simulate", "simulate_chunks"]
 
@@ -164,6 +166,22 @@ class SimulationSpec:
     def __post_init__(self):
         for key, value in _validate(**asdict(self)).items():
             object.__setattr__(self, key, value)
+
+    @classmethod
+    def of(cls, n_cells: int, n_genes: int, n_perturbations: int, n_contexts: int, **options) -> SimulationSpec:
+        """The spec of a screen from its size and named options, with a clear error for an unknown option.
+
+        Examples
+        --------
+        >>> SimulationSpec.of(2_000, 100, 8, 2, seed=3).seed
+        3
+        """
+        names = [f.name for f in fields(cls)]
+        for key in options:
+            if key not in names[4:]:
+                raise InputError(f"{key!r} is not a simulation option.{suggest(key, names[4:])} "
+                                 f"Options: {', '.join(names[4:])}.")
+        return cls(n_cells, n_genes, n_perturbations, n_contexts, **options)
 
     @property
     def n_conditions(self) -> int:

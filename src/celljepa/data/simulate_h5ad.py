@@ -16,7 +16,7 @@ from .._errors import InputError
 from .._io import atomic_path
 from .._logging import log_step
 from . import contract as C
-from ._normalize import normalize
+from ._normalize import log_normalize
 from ._standardize import set_provenance
 from .simulate import SimulationSpec, simulate_chunks
 
@@ -45,14 +45,10 @@ def write_simulated_h5ad(
     n_perturbations: int,
     n_contexts: int,
     *,
-    combos: int = 0,
-    n_programs: int = 10,
-    control_fraction: float = 0.1,
-    chunk_size: int = 100_000,
-    seed: int = 0,
     layer_counts: bool = False,
     compression: str | None = None,
     progress: bool = True,
+    **options,
 ) -> Path:
     """Simulate a perturbation screen and write it to an ``.h5ad`` file with memory bounded by ``chunk_size``.
 
@@ -71,23 +67,17 @@ def write_simulated_h5ad(
         Target ``.h5ad`` file; its folder is created if needed and an existing file is replaced.
     n_cells, n_genes, n_perturbations, n_contexts
         Size of the screen (perturbation *j* targets gene *j*, so ``n_perturbations <= n_genes``).
-    combos
-        Number of two-gene combinations added to the singles.
-    n_programs
-        Number of latent programs.
-    control_fraction
-        Fraction of control cells in every context, strictly between 0 and 1.
-    chunk_size
-        Cells simulated, normalised and written at a time; peak memory grows with it, not with
-        ``n_cells``. The draws depend on it, as each chunk has its own random stream.
-    seed
-        Nonnegative random seed; equal arguments give equal files (up to ``uns['created_at']``).
     layer_counts
         Also store the raw counts in ``layers['counts']`` (about doubles the file size).
     compression
         HDF5 compression of the stored arrays: ``None`` (fastest, largest), ``"gzip"`` or ``"lzf"``.
     progress
         Show a progress bar over the chunks.
+    **options
+        The screen's options, as in :func:`celljepa.datasets.simulate`: ``combos``, ``n_programs``,
+        ``control_fraction``, ``chunk_size`` and ``seed`` (see :class:`celljepa.data.simulate.SimulationSpec`).
+        ``chunk_size`` cells are simulated, normalised and written at a time: peak memory grows with it,
+        not with ``n_cells``. Equal arguments give equal files (up to ``uns['created_at']``).
 
     Returns
     -------
@@ -122,10 +112,9 @@ def write_simulated_h5ad(
             f"compression={compression!r} is not supported. Fix: pass None, 'gzip' or 'lzf'."
         )
     # Validates the arguments now (the chunks themselves are drawn lazily).
-    chunks = simulate_chunks(SimulationSpec(n_cells, n_genes, n_perturbations, n_contexts, combos=combos,
-                                            n_programs=n_programs, control_fraction=control_fraction,
-                                            chunk_size=chunk_size, seed=seed))
-    n_chunks = -(-int(n_cells) // int(chunk_size))
+    spec = SimulationSpec.of(n_cells, n_genes, n_perturbations, n_contexts, **options)
+    chunks = simulate_chunks(spec)
+    n_chunks = -(-spec.n_cells // spec.chunk_size)
     dataset_kwargs = {"compression": compression} if compression else {}
     sparse_kwargs = {**dataset_kwargs, "chunks": (_H5_CHUNK,)}
 
@@ -139,7 +128,7 @@ def write_simulated_h5ad(
         bar = tqdm(total=n_chunks, desc="simulate", unit="chunk", disable=not progress or None)
         try:
             for chunk in chunks:
-                normalize(chunk, assume="counts")
+                log_normalize(chunk, assume="counts")
                 _append_csr(f, "X", chunk.X, sparse_kwargs)
                 if layers is not None:
                     _append_csr(layers, C.COUNTS_LAYER, chunk.layers[C.COUNTS_LAYER], sparse_kwargs)
@@ -153,7 +142,7 @@ def write_simulated_h5ad(
 
         obs = pd.concat(obs_parts, axis=0) if len(obs_parts) > 1 else obs_parts[0]
         del obs_parts
-        set_provenance(first, dataset_id=f"simulated_seed{seed}", source=_SOURCE)
+        set_provenance(first, dataset_id=f"simulated_seed{spec.seed}", source=_SOURCE)
         first.uns["celljepa"] = {"format": "simulated", "min_cells": 1}
         if not layer_counts:
             first.uns["preprocess"] = {**first.uns["preprocess"], "counts_layer": ""}

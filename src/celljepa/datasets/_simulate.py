@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from anndata import AnnData
 
-from ..data._normalize import normalize
+from ..data._normalize import log_normalize
 from ..data._standardize import set_provenance
 from ..data.simulate import SimulationSpec
 from ..data.simulate import simulate as _simulate_counts
@@ -62,7 +62,7 @@ def simulate(
                                             n_programs=n_programs, control_fraction=control_fraction,
                                             chunk_size=chunk_size, seed=seed))
     if preprocessed:
-        normalize(adata, assume="counts")
+        log_normalize(adata, assume="counts")
         set_provenance(adata, dataset_id=f"simulated_seed{seed}", source="celljepa.datasets.simulate")
         adata.uns["celljepa"] = {"format": "simulated", "min_cells": 1}
     return adata

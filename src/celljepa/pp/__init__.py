@@ -1,8 +1,12 @@
-"""Preprocessing: bring perturbation data into the celljepa contract, normalise, validate, harmonise genes."""
+"""Preprocessing: bring perturbation data into the celljepa contract, normalise, validate, harmonise genes.
 
-from ..data._harmonize import harmonize_genes
-from ..data._normalize import normalize
-from ..data._standardize import standardize
-from ..data._validate import validate
+One private module per function (``_standardize``, ``_normalize``, ``_validate``, ``_harmonize_genes``); each
+is the public face of a contract operation of :mod:`celljepa.data`, which ingestion and the workflows use.
+"""
+
+from ._harmonize_genes import harmonize_genes
+from ._normalize import normalize
+from ._standardize import standardize
+from ._validate import validate
 
 __all__ = ["harmonize_genes", "normalize", "standardize", "validate"]
