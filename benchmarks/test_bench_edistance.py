@@ -5,6 +5,8 @@ Groups
 * ``edistance-allpairs-100x200x50``: all-pairs E-distance, 100 groups x 200 cells x 50 dims, float32. The
   ``matmul`` entries time ``torch.matmul`` in the same run; the summary prints the kernel's multiply-add
   rate ((N^2 / 2) * d MACs) as a percentage of matmul's.
+* ``edistance-squared-100x200x50``: all-pairs squared (scPerturb) E-distance, the exact O(N·d) closed form
+  (what the ``auto`` backend runs for squared distances) against the pairwise C++ kernel (the peer).
 * ``edistance-setloss-64x128x64``: set loss forward + backward, 64 conditions x 128 cells x 64 dims.
 * ``edistance-onesided-1M`` (only with ``CELLJEPA_BENCH_SCALE=1``): one-sided E-distance of 1,000,000 cells x
   50 dims (1,000 groups against a control group), with peak RSS.
@@ -111,6 +113,19 @@ def _report_mac_rate(benchmark):
                   f"({ref_rate / 1e9:.1f} GMAC/s)")
 
 
+@pytest.mark.benchmark(group="edistance-squared-100x200x50")
+def test_squared_closed_form(benchmark, cells):
+    x, off = cells
+    e = benchmark.pedantic(edistance, (x, off), kwargs={"squared": True}, rounds=20, warmup_rounds=2)
+    torch.testing.assert_close(e, edistance(x, off, squared=True, backend="cpu"), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.benchmark(group="edistance-squared-100x200x50")
+def test_squared_pairwise_kernel_peer(benchmark, cells):
+    x, off = cells
+    benchmark.pedantic(edistance, (x, off), kwargs={"squared": True, "backend": "cpu"}, rounds=5, warmup_rounds=1)
+
+
 B, NB, DL = 64, 128, 64
 
 
@@ -181,6 +196,15 @@ def test_scperturb_celljepa_tool(benchmark, cells_adata):
 
     benchmark.pedantic(cj.tl.edistance, (cells_adata, "group"),
                        kwargs={"equalize": False, "squared": True, "backend": "cpu"}, rounds=3, warmup_rounds=1)
+
+
+@pytest.mark.benchmark(group="edistance-allpairs-vs-scperturb")
+def test_scperturb_celljepa_closed_form(benchmark, cells_adata):
+    """The same tool on the auto backend: squared distances take the exact closed form."""
+    import celljepa as cj
+
+    benchmark.pedantic(cj.tl.edistance, (cells_adata, "group"), kwargs={"equalize": False, "squared": True},
+                       rounds=5, warmup_rounds=1)
 
 
 @pytest.mark.benchmark(group="edistance-allpairs-vs-scperturb")

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as _dt
+import glob
 import json
 import os
 import shutil
+import socket
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -12,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import InputError
+from ._logging import logger
 
 
 def _umask() -> int:
@@ -20,12 +25,70 @@ def _umask() -> int:
     return mask
 
 
+_HOST = socket.gethostname()
+LOCK_NAME = ".celljepa.lock"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
+def _fsync_path(path: Path, *, folder: bool = False) -> None:
+    """Flush a file's (or a folder's entries') data to disk; a file system that cannot is skipped."""
+    try:
+        fd = os.open(path, os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if folder else 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # e.g. a folder on a file system without directory fsync
+        pass
+    finally:
+        os.close(fd)
+
+
+def _tmp_prefix(target: Path) -> str:
+    # "~" cannot occur in a host name, so the writer of a temporary file can be read back from its name
+    return f".{target.name}~{_HOST}~{os.getpid()}~"
+
+
+def remove_stale_tmp(target: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files of ``target`` left by a process of this host that no longer runs.
+
+    A write killed mid-way (SIGKILL, node failure) cannot clean up after itself; the next write of the same
+    target removes what it left, and says so in the log. Files of live processes, or of other hosts, are kept.
+    """
+    target = Path(target)
+    removed = []
+    if not target.parent.is_dir():
+        return removed
+    for tmp in target.parent.glob(f".{glob.escape(target.name)}~*~*~*.tmp"):
+        host, pid = tmp.name[len(target.name) + 2:].split("~")[:2]
+        if host == _HOST and pid.isdigit() and not _pid_alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+            logger.warning("removed '%s', a temporary file left by process %s (stopped while writing)", tmp, pid)
+    return removed
+
+
+def _denied(target: Path) -> str:
+    return f"cannot write '{target}': permission denied. Fix: choose a folder you can write to."
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike, *, suffix: str | None = None) -> Iterator[Path]:
-    """Yield a temporary path in the target's folder; rename it onto ``path`` on success.
+    """Yield a temporary path in the target's folder; on success flush it to disk and rename it onto ``path``.
 
-    On any exception the temporary file is removed, and so is any folder this call had to create,
-    so a failed write leaves nothing behind.
+    The file and then its folder are fsync'ed, so after a power loss the target is either the old file or the
+    complete new one. On any exception the temporary file is removed, and so is any folder this call had to
+    create, so a failed write leaves nothing behind; the temporary file of a killed process is removed by the
+    next write of the same target (:func:`remove_stale_tmp`).
     """
     target = Path(path)
     created: list[Path] = []
@@ -33,17 +96,31 @@ def atomic_path(path: str | os.PathLike, *, suffix: str | None = None) -> Iterat
     while not parent.exists():
         created.append(parent)
         parent = parent.parent
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{target.name}.", suffix=(suffix if suffix is not None else target.suffix) + ".tmp",
-        dir=target.parent,
-    )
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise InputError(f"cannot write '{target}': a part of its folder is a file. Fix: choose another path.") \
+            from None
+    except PermissionError:
+        raise InputError(_denied(target)) from None
+    remove_stale_tmp(target)
+    try:
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=_tmp_prefix(target), suffix=(suffix if suffix is not None else target.suffix) + ".tmp",
+            dir=target.parent,
+        )
+    except PermissionError:
+        raise InputError(_denied(target)) from None
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         yield tmp
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual permissions
+        _fsync_path(tmp)
+        if target.is_dir():
+            raise InputError(f"cannot write '{target}': it is a folder. Fix: choose another path.")
         os.replace(tmp, target)
+        _fsync_path(target.parent, folder=True)
     except BaseException:
         tmp.unlink(missing_ok=True)
         for folder in created:  # innermost first
@@ -52,6 +129,68 @@ def atomic_path(path: str | os.PathLike, *, suffix: str | None = None) -> Iterat
             except OSError:
                 break
         raise
+
+
+def _read_lock(lock: Path) -> dict:
+    try:
+        return json.loads(lock.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+@contextmanager
+def folder_lock(folder: str | os.PathLike, *, option: str = "--out") -> Iterator[Path]:
+    """Hold ``folder`` for this process: a second writer is refused with a clear error, not interleaved.
+
+    The lock is a file ``folder/.celljepa.lock`` (created exclusively) holding the holder's PID, host, start
+    time and command line; it is removed on exit. A lock of a process of this host that no longer runs (killed)
+    is taken over, with a warning. The folder is created if needed.
+
+    Raises
+    ------
+    InputError
+        When ``folder`` is a file or cannot be written, or another live process holds it.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"{option} '{folder}' is a file, not a folder. Fix: pass a folder path (it is created).")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise InputError(f"{option} '{folder}': a part of the path is a file. Fix: pass another folder.") from None
+    except PermissionError:
+        raise InputError(f"{option} '{folder}' cannot be created: permission denied. Fix: pass a folder you can "
+                         "write to.") from None
+    lock = folder / LOCK_NAME
+    started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    me = {"pid": os.getpid(), "host": _HOST, "started": started, "command": " ".join(sys.argv)}
+    while True:
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = _read_lock(lock)
+            pid = holder.get("pid")
+            if holder.get("host") == _HOST and isinstance(pid, int) and not _pid_alive(pid):
+                logger.warning("%s '%s' was locked by process %d, which stopped without releasing it; taking over",
+                               option, folder, pid)
+                lock.unlink(missing_ok=True)
+                continue
+            raise InputError(
+                f"{option} '{folder}' is in use by process {pid} on {holder.get('host', '?')} since "
+                f"{holder.get('started', '?')} ({holder.get('command', '?')}); two runs must not write one folder. "
+                f"Fix: wait for it to finish, pass another {option}, or, if that process is gone, delete '{lock}'."
+            ) from None
+        except PermissionError:
+            raise InputError(f"{option} '{folder}' is not writable: permission denied. Fix: pass a folder you can "
+                             "write to.") from None
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(me))
+        break
+    try:
+        yield folder
+    finally:
+        if _read_lock(lock).get("pid") == me["pid"]:
+            lock.unlink(missing_ok=True)
 
 
 def write_atomic(path: str | os.PathLike, writer: Callable[[Path], Any]) -> Path:
@@ -71,6 +210,22 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
             os.fsync(fh.fileno())
 
     return write_atomic(path, _write)
+
+
+def load_yaml(text: str, *, source: str) -> Any:
+    """Parse plain YAML (numbers, strings, lists, mappings); anything else is an :class:`InputError` naming ``source``.
+
+    Tags that build Python objects (``!!python/object``) are refused, never executed.
+    """
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        problem = str(err).splitlines()[0] if str(err) else type(err).__name__
+        tag = " It uses a tag that builds a Python object, which is never loaded." if "python/" in str(err) else ""
+        raise InputError(f"{source} is not plain YAML ({problem}).{tag} Fix: write numbers, strings, lists and "
+                         "mappings only.") from None
 
 
 def dumps_json(obj: Any) -> str:

@@ -345,3 +345,48 @@ def test_cuda_python_path_with_emulated_kernels(monkeypatch):
         rga, rgb = torch.autograd.grad((rl * torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)).sum(), [ra, rb])
         for u, v in ((loss, rl), (ga, rga), (gb, rgb)):
             torch.testing.assert_close(u.detach(), v.detach(), **TOL[torch.float64])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("sizes", [(40, 1, 75, 2), (300, 200, 5)])
+def test_squared_closed_form_equals_the_pairwise_sums(dtype, sizes):
+    from celljepa.kernels import squared_distance_means
+
+    x, off = _data(sizes, 7, dtype, seed=3)
+    tol = TOL[dtype]
+    want = cross_distance_means(x.to(torch.float64), off, squared=True, backend="reference")
+    torch.testing.assert_close(squared_distance_means(x, off), want, equal_nan=True, **tol)
+    pairs = torch.tensor([[0, 1], [2, 0], [1, 1], [2, 2]])
+    want = cross_distance_means(x.to(torch.float64), off, squared=True, pairs=pairs, backend="reference")
+    torch.testing.assert_close(squared_distance_means(x, off, pairs=pairs), want, equal_nan=True, **tol)
+    # the auto backend takes the closed form for squared distances
+    torch.testing.assert_close(cross_distance_means(x, off, squared=True), squared_distance_means(x, off),
+                               equal_nan=True, rtol=0, atol=0)
+
+
+def test_squared_closed_form_is_well_conditioned_far_from_the_origin():
+    """float32 cells around 1e3: the closed form works on deviations from the group means, so it keeps the
+    accuracy of the float64 pairwise sums where ``‖x‖² − ‖μ‖²`` would lose every digit."""
+    from celljepa.kernels import squared_distance_means
+
+    x, off = _data((120, 80), 5, torch.float64, seed=4)
+    x = x * 0.01 + 1e3
+    want = cross_distance_means(x, off, squared=True, backend="reference")
+    got = squared_distance_means(x.to(torch.float32), off)
+    # float32 storage of 1e3 + 0.01·z keeps ~4 significant digits of the deviations
+    torch.testing.assert_close(got, want, rtol=2e-3, atol=1e-7)
+    assert (got > 0).all()
+
+
+def test_squared_edistance_and_gradients_through_the_closed_form():
+    from celljepa.kernels import squared_distance_means
+
+    x, off = _data((30, 50), 4, torch.float64, seed=5)
+    e = edistance(x, off, squared=True)
+    want = edistance(x, off, squared=True, backend="reference")
+    torch.testing.assert_close(e, want, rtol=1e-10, atol=1e-11)
+    xr = x.clone().requires_grad_(True)
+    squared_distance_means(xr, off, pairs=torch.tensor([[0, 1]]))[0, 0].backward()
+    # d/dx_i of mean_{i,j}‖x_i − y_j‖² for x_i in the first group: 2 (x_i − mean y) / n_a
+    expect = 2 * (x[:30] - x[30:].mean(0)) / 30
+    torch.testing.assert_close(xr.grad[:30], expect, rtol=1e-10, atol=1e-12)

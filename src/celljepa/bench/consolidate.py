@@ -82,6 +82,11 @@ def _read_json(path: Path) -> dict:
                          "out of --runs.") from None
 
 
+def _recorded(data: Mapping) -> dict:
+    """Versions and provenance (commit, date, host, threads, command) as a run recorded them."""
+    return {**dict(data.get("versions") or {}), **dict(data.get("provenance") or {})}
+
+
 def _date(versions: Mapping, marker: Path) -> tuple[str, str]:
     for key in ("date", "finished", "started"):
         if versions.get(key):
@@ -100,7 +105,7 @@ def _load_benchmark(path: Path) -> dict:
     bad = [k for k, m in data["results"].items() if not isinstance(m, dict) or "methods" not in m]
     if bad:
         raise InputError(f"{marker}: results {bad} have no 'methods'. Fix: rerun the benchmark that wrote it.")
-    run["versions"] = dict(data.get("versions") or {})
+    run["versions"] = _recorded(data)
     run["date"], run["date_source"] = _date(run["versions"], marker)
     run["wall_time_s"] = data.get("wall_time_s")
     run["results"] = dict(data["results"])
@@ -120,7 +125,7 @@ def _load_fold(path: Path) -> dict:
     if missing:
         raise InputError(f"{path / 'metrics.json'} lacks {missing}: not a run folder's metrics.json. Fix: point "
                          "--runs at a folder written by `celljepa eval-baselines` or `celljepa train-transition`.")
-    run["versions"] = dict(config.get("versions") or {})
+    run["versions"] = _recorded(config)
     run["date"], run["date_source"] = _date(run["versions"], path / "metrics.json")
     timings = dict(metrics.get("timings") or config.get("timings_s") or {})
     run["wall_time_s"] = timings.get("total_s")
@@ -154,7 +159,7 @@ def _load_sweep(path: Path) -> dict:
     for task in tasks:
         combined = _read_json(task / "metrics_combined.json")
         name = task.relative_to(path).as_posix()
-        run["versions"] = run["versions"] or dict(combined.get("versions") or {})
+        run["versions"] = run["versions"] or _recorded(combined)
         if combined.get("wall_time_s") is not None:
             walls.append(float(combined["wall_time_s"]))
         run["per_fold"] += [{"dataset_id": r["dataset_id"], "split": r["split"], "fold": r["fold"],
@@ -178,7 +183,8 @@ def _load_holdout(path: Path) -> dict:
     missing = [k for k in ("holdout", "pretrained_on", "prediction", "transfer") if k not in data]
     if missing:
         raise InputError(f"{marker} lacks {missing}: not a holdout.json of `celljepa holdout`. Fix: rerun it.")
-    run["date"], run["date_source"] = _date({}, marker)
+    run["versions"] = _recorded(data)
+    run["date"], run["date_source"] = _date(run["versions"], marker)
     run["wall_time_s"] = data.get("wall_time_s")
     for split, m in data["prediction"].items():
         run["results"][f"{data['holdout']}/{split}"] = m

@@ -30,6 +30,8 @@ from .._errors import InputError
 from .._io import write_json_atomic, write_text_atomic
 from .._logging import logger
 from .config import RunConfig
+from .provenance import provenance, versions
+from .tasks import locks_out
 
 __all__ = ["HOLDOUT_SPLIT", "holdout_run"]
 
@@ -133,6 +135,7 @@ def _holm_family(prediction: dict) -> int:
     return len(rows)
 
 
+@locks_out
 def holdout_run(datasets: dict, holdout: str, *, out: str | os.PathLike, run: RunConfig,
                 feature_set="foundation-v1", splits: dict[str, int] | None = None, max_folds: int | None = None,
                 labels=("cell_type", "perturbation_id"), n_pcs: int = 50, progress: bool = True) -> dict:
@@ -168,8 +171,6 @@ def holdout_run(datasets: dict, holdout: str, *, out: str | os.PathLike, run: Ru
     -------
     The content of ``holdout.json``.
     """
-    from ..data._harmonize import combine_datasets, map_genes, resolve_feature_set
-
     if holdout not in datasets:
         raise InputError(f"the held-out dataset {holdout!r} is not among the datasets {list(datasets)}.")
     if run.jepa is None:
@@ -177,6 +178,8 @@ def holdout_run(datasets: dict, holdout: str, *, out: str | os.PathLike, run: Ru
     others = {k: v for k, v in datasets.items() if k != holdout}
     if not others:
         raise InputError("a holdout run needs at least two datasets: the held-out one and one to pretrain on.")
+    from ..data._harmonize import combine_datasets, map_genes, resolve_feature_set
+
     out = Path(out)
     t0 = time.perf_counter()
     fs = resolve_feature_set(feature_set, others, name=f"without-{holdout}")
@@ -226,7 +229,8 @@ def holdout_run(datasets: dict, holdout: str, *, out: str | os.PathLike, run: Ru
               "encoders": {"others": {**enc_first.train_info_, "n_genes": len(enc_first.var_names)},
                            "self": {**enc_self.train_info_, "n_genes": len(enc_self.var_names)}},
               "transfer": transfer, "prediction": prediction,
-              "timings": timings, "wall_time_s": time.perf_counter() - t0}
+              "timings": timings, "wall_time_s": time.perf_counter() - t0, "versions": versions(),
+              "provenance": provenance()}
     write_json_atomic(out / "holdout.json", result)
     write_text_atomic(out / "holdout.md", holdout_markdown(result))
     logger.info("holdout %s: written to %s in %.0f s", holdout, out, result["wall_time_s"])

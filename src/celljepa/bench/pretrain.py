@@ -20,6 +20,7 @@ from .._io import atomic_path, check_readable_h5ad, remove_tree_quietly, write_j
 from .._logging import logger
 from ..train.config import JEPAConfig, load_config
 from ..train.distributed import barrier, is_main
+from .tasks import locks_out
 
 __all__ = ["FAST_DEV", "embedding_eval", "pretrain"]
 
@@ -99,6 +100,30 @@ def _split_rows(split_path, adata) -> tuple[np.ndarray, np.ndarray | None, dict]
     return train, (val if val.size >= 2 else None), info
 
 
+def _read(path: Path, *, backed: bool):
+    """Read an .h5ad (backed on request), with a clear error for a file that is cut short or damaged."""
+    import anndata as ad
+
+    try:
+        return ad.read_h5ad(path, backed="r" if backed else None)
+    except Exception as err:  # noqa: BLE001 - h5py/anndata raise many kinds for a damaged file
+        raise InputError(f"cannot read '{path}' ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+                         ": the file is damaged or cut short. Fix: copy or write it again.") from None
+
+
+def _require_log_data(adata, source: str) -> None:
+    """Pretraining reads log-normalised expression: raw counts, NaN or negative values are refused."""
+    from ..data._normalize import detect_x_state
+
+    x = adata.X[:20_000] if getattr(adata, "isbacked", False) else adata.X  # backed: the first rows
+    state = detect_x_state(x, where=f"X of {source}")
+    if state == "counts":
+        raise InputError(f"X of {source} holds raw counts (integers), but pretraining reads log-normalised "
+                         "expression. Fix: `celljepa ingest` the file first (it keeps the counts in "
+                         "layers['counts'] and log-normalises X), or cj.pp.normalize(adata).")
+
+
+@locks_out
 def pretrain(h5ad, *, out: str | os.PathLike, config: str | os.PathLike | JEPAConfig | None = None,
              split: str | os.PathLike | None = None, fast_dev: bool = False, backed: bool | None = None,
              overrides: dict | None = None, restart: bool = False, progress: bool = True,
@@ -124,8 +149,6 @@ def pretrain(h5ad, *, out: str | os.PathLike, config: str | os.PathLike | JEPACo
     celljepa.train.checkpoint.TrainingInterrupted
         On SIGTERM/SIGUSR1, after the checkpoint is written.
     """
-    import anndata as ad
-
     from ..models import CellJEPA
 
     out = Path(out)
@@ -156,18 +179,19 @@ def pretrain(h5ad, *, out: str | os.PathLike, config: str | os.PathLike | JEPACo
         if previous.digest() != cfg.digest():
             raise InputError(f"{out} holds a run with a different config ({config_path}). Fix: use a new --out "
                              "folder, or --restart to start this one over.")
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(config_path, _config_yaml(cfg))
     t0 = time.perf_counter()
     fs_info = None
     if combined:
         adata, fs = _combined_data(paths, feature_set or "foundation-v1")
         fs_info = {**fs.info(), "absent_genes": {k: int(len(v)) for k, v in adata.uns.get("absent_genes", {}).items()}}
-        if main:
-            fs.write(out / "feature_set.txt")
     else:
-        adata = ad.read_h5ad(paths[0], backed="r" if cfg.data.backed else None)
+        adata = _read(paths[0], backed=cfg.data.backed)
+    _require_log_data(adata, ", ".join(map(str, paths)))
+    if main:  # the data are read and checked: only now the run folder gets its files
+        out.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(config_path, _config_yaml(cfg))
+        if combined:
+            fs.write(out / "feature_set.txt")
     try:
         train_rows, eval_rows, split_info = (np.arange(adata.n_obs), None, None)
         if split is not None:

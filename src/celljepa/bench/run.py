@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,9 +13,8 @@ from anndata import AnnData
 from tqdm.auto import tqdm
 
 from .._errors import InputError
-from .._io import remove_tree_quietly, write_json_atomic, write_text_atomic
+from .._io import LOCK_NAME, remove_tree_quietly, write_json_atomic, write_text_atomic
 from .._logging import logger
-from .._settings import settings
 from .._version import __version__
 from ..data._ingest import ingest_anndata
 from ..eval import report as R
@@ -34,20 +32,10 @@ from .evaluate import (
     seed_summary,
     summarize,
 )
+from .provenance import provenance, versions
+from .tasks import FRAMES_FILE, config_digest, data_fingerprint, load_finished_fold, locks_out, write_frames
 
 FigureMaker = Callable[[FoldResult, Path], list[Path]]
-
-
-def _versions() -> dict:
-    from importlib.metadata import version
-
-    import sklearn
-    import torch
-
-    return {"celljepa": __version__, "python": platform.python_version(), "torch": torch.__version__,
-            "anndata": version("anndata"), "scanpy": version("scanpy"), "scikit-learn": sklearn.__version__,
-            "kernel_backend": settings.kernel_backend, "device": "cpu", "machine": platform.machine(),
-            "cpus": os.cpu_count()}
 
 
 def _fold_report(result: FoldResult, adata: AnnData, figures: list[Path], out: Path) -> str:
@@ -111,10 +99,15 @@ def _embedding_space_lines(metrics: dict) -> list[str]:
 
 def write_fold_run(result: FoldResult, adata: AnnData, out: Path, *, config: dict,
                    figure_maker: FigureMaker | None = None) -> list[Path]:
-    """Write config.json, metrics.json, per_condition.csv, split.json, eval_space.npz, figures, report.md."""
+    """Write config.json, per_condition.csv, split.json, eval_space.npz, figures, report.md, then metrics.json.
+
+    ``metrics.json`` is written last and carries the digest of ``config`` (:func:`.tasks.config_digest`), so a
+    folder with it is a finished fold that a restarted run reads back instead of recomputing.
+    """
     out.mkdir(parents=True, exist_ok=True)
-    written = [write_json_atomic(out / "config.json", config),
-               write_json_atomic(out / "metrics.json", result.metrics),
+    digest = config_digest(config)
+    written = [write_json_atomic(out / "config.json", {**config, "config_digest": digest,
+                                                       "provenance": provenance()}),
                write_text_atomic(out / "per_condition.csv", result.per_condition.to_csv(index=False)),
                write_json_atomic(out / "split.json", result.fold),
                result.space.save(out / "eval_space.npz")]
@@ -124,19 +117,28 @@ def write_fold_run(result: FoldResult, adata: AnnData, out: Path, *, config: dic
         written.append(write_text_atomic(out / "per_condition_seeds.csv", result.per_seed.to_csv(index=False)))
     figures = figure_maker(result, out) if figure_maker else []
     written.append(write_text_atomic(out / "report.md", _fold_report(result, adata, figures, out)))
+    written.append(write_frames(result, out / FRAMES_FILE))
+    written.append(write_json_atomic(out / "metrics.json", {**result.metrics, "config_digest": digest}))
     return written + figures
 
 
-def _run_config(adata: AnnData, fold: dict, cfg: EvalConfig, result: FoldResult | None, **extra) -> dict:
+def _run_config(adata: AnnData, fold: dict, cfg: EvalConfig, result: FoldResult | None, *, data: str,
+                **extra) -> dict:
     conf = {"dataset_id": fold["dataset_id"], "split": fold["split_name"], "fold": fold["fold"],
             "seed": fold["seed"], "n_folds": fold["n_folds"], "evaluation": dataclasses.asdict(cfg),
-            "versions": _versions(), "source": str(adata.uns.get("source", "")), **extra}
+            "versions": versions(), "source": str(adata.uns.get("source", "")), "data": data, **extra}
     if result is not None:
         conf["methods"] = result.params
         conf["timings_s"] = result.timings
     return conf
 
 
+def _empty(out: Path) -> bool:
+    """Whether a run folder holds nothing yet but its lock (so a failed run may remove it)."""
+    return not out.exists() or not any(p.name != LOCK_NAME for p in out.iterdir())
+
+
+@locks_out
 def eval_baselines(adata: AnnData, *, split: str, fold: int, seed: int = 0, n_folds: int = 5,
                    val_fraction: float = 0.15, out: str | os.PathLike, config: EvalConfig | None = None,
                    figure_maker: FigureMaker | None = None, source: str | None = None) -> FoldResult:
@@ -153,10 +155,11 @@ def eval_baselines(adata: AnnData, *, split: str, fold: int, seed: int = 0, n_fo
         raise InputError(f"--fold {fold} does not exist: {folds[0]['split_name']} has folds 0..{len(folds) - 1} with "
                          f"--folds {n_folds}.")
     out = Path(out)
-    created = not out.exists()
+    created = _empty(out)
     try:
         result = score_fold(adata, folds[fold], config=cfg)
         write_fold_run(result, adata, out, config=_run_config(adata, folds[fold], cfg, result,
+                                                                data=data_fingerprint(adata),
                                                                 val_fraction=val_fraction, input=source or ""),
                        figure_maker=figure_maker)
     except BaseException:
@@ -220,6 +223,7 @@ def load_data_args(items) -> dict[str, AnnData]:
     return datasets
 
 
+@locks_out
 def benchmark(datasets: dict[str, AnnData], plan: dict[str, dict[str, int]], *, out: str | os.PathLike,
               run: RunConfig | None = None, figure_maker: FigureMaker | None = None,
               combined_figure_maker: Callable[[dict, Path], list[Path]] | None = None,
@@ -255,12 +259,12 @@ def benchmark(datasets: dict[str, AnnData], plan: dict[str, dict[str, int]], *, 
         JEPA embedding (in the comparator pool, and the control of the JEPA space).
     """
     run = run or RunConfig()
+    out = Path(out)
     base = run.evaluation
     s_seeds = list(run.split_seeds)
     m_seeds = list(run.model_seeds)
     jepa = run.jepa_for(m_seeds[0]) if run.jepa is not None else None  # score_fold seeds it per model seed
     transition = run.transition_for(m_seeds[0])
-    out = Path(out)
     t0 = time.perf_counter()
     jobs = []
     for dataset_id, splits in plan.items():
@@ -275,18 +279,26 @@ def benchmark(datasets: dict[str, AnnData], plan: dict[str, dict[str, int]], *, 
     vals: dict[tuple[str, str], list[pd.DataFrame]] = {}
     seeds_frames: dict[tuple[str, str], list[pd.DataFrame]] = {}
     per_fold: list[dict] = []
+    fingerprints = {d: data_fingerprint(datasets[d]) for d in plan}
+    extra = ({"jepa": jepa.to_dict(), "transition": _transition_dict(transition), "model_seeds": m_seeds}
+             if jepa is not None else {})
+    skipped = 0
     bar = tqdm(jobs, desc="benchmark", unit="fold", disable=not progress)
     for dataset_id, split, s, fold in bar:
         bar.set_postfix_str(f"{dataset_id} {split} split seed {s} fold {fold['fold']}")
         adata = datasets[dataset_id]
         cfg = run.evaluation_for(s)
         run_dir = out / dataset_id / split / f"split_seed{s}" / f"fold{fold['fold']}"
-        result = score_fold(adata, fold, config=cfg, jepa=jepa, transition=transition, model_seeds=m_seeds,
-                            pca_twin=pca_twin)
-        extra = ({"jepa": jepa.to_dict(), "transition": _transition_dict(transition), "model_seeds": m_seeds}
-                 if jepa is not None else {})
-        write_fold_run(result, adata, run_dir, config=_run_config(adata, fold, cfg, result, **extra),
-                       figure_maker=figure_maker)
+        digest = config_digest(_run_config(adata, fold, cfg, None, data=fingerprints[dataset_id], **extra))
+        result = load_finished_fold(run_dir, fold, digest)
+        if result is not None:
+            skipped += 1
+        else:
+            result = score_fold(adata, fold, config=cfg, jepa=jepa, transition=transition, model_seeds=m_seeds,
+                                pca_twin=pca_twin)
+            write_fold_run(result, adata, run_dir,
+                           config=_run_config(adata, fold, cfg, result, data=fingerprints[dataset_id], **extra),
+                           figure_maker=figure_maker)
         key = (dataset_id, split)
         for store, frame in ((frames, result.per_condition), (vals, result.validation), (seeds_frames,
                                                                                          result.per_seed)):
@@ -300,6 +312,9 @@ def benchmark(datasets: dict[str, AnnData], plan: dict[str, dict[str, int]], *, 
                          **{f"edistance_{m}": v["edistance"]["mean"] for m, v in result.metrics["methods"].items()},
                          **({"encoder": result.params["jepa_encoder"]} if "jepa_encoder" in result.params else {}),
                          "timings": result.timings})
+    if skipped:
+        logger.info("benchmark: %d of %d folds were finished in %s already: read back, not recomputed", skipped,
+                    len(jobs), out)
     combined = {}
     for (dataset_id, split), parts in frames.items():
         key = (dataset_id, split)
@@ -325,7 +340,8 @@ def benchmark(datasets: dict[str, AnnData], plan: dict[str, dict[str, int]], *, 
                                                       "transductive": base.transductive,
                                                       "wall_time_s": elapsed, "results": combined,
                                                       "per_fold": per_fold, "jepa_embeddings": embeddings,
-                                                      "versions": _versions()})
+                                                      "versions": versions(),
+                                                      "provenance": {**provenance(), "folds_resumed": skipped}})
     figures = combined_figure_maker(combined, out) if combined_figure_maker else []
     report = _combined_report(datasets, plan, combined, per_fold, elapsed, figures, out, title=title,
                               jepa=jepa, transition=transition, config=base)
@@ -530,6 +546,7 @@ def _encoder_split(jepa_run: Path) -> dict | None:
     return None
 
 
+@locks_out
 def train_transition(adata: AnnData, *, jepa_run: str | os.PathLike, split: str | os.PathLike,
                      out: str | os.PathLike, config=None, kinds=("prototype", "set"), drug_metadata=None,
                      source: str | None = None, allow_unsplit_encoder: bool = False,
@@ -573,11 +590,12 @@ def train_transition(adata: AnnData, *, jepa_run: str | os.PathLike, split: str 
         for m in models:
             m.fit(train)
         return None
-    created = not out.exists()
+    created = _empty(out)
     try:
         result = score_fold(adata, fold, config=eval_cfg, jepa=encoder, extra_methods=models)
         write_fold_run(result, adata, out, config=_run_config(
-            adata, fold, eval_cfg, result, input=source or "", jepa_run=str(jepa_run.resolve()),
+            adata, fold, eval_cfg, result, data=data_fingerprint(adata), input=source or "",
+            jepa_run=str(jepa_run.resolve()),
             encoder_split_matches=same, transition=cfg.to_dict(), kinds=list(kinds),
             drug_metadata=str(drug_metadata or "")), figure_maker=figure_maker)
         model_dir = jepa_run / "model" if (jepa_run / "model").is_dir() else jepa_run

@@ -30,10 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from .._errors import InputError
-from .._io import write_json_atomic, write_text_atomic
+from .._io import load_yaml, write_json_atomic, write_text_atomic
 from .._logging import logger
 
 __all__ = ["SweepGrid", "collect_sweep", "load_grid", "parse_data_args", "run_sweep_task"]
@@ -91,7 +90,7 @@ def load_grid(path: str | os.PathLike, data: dict[str, str] | None = None) -> Sw
     path = Path(path)
     if not path.is_file():
         raise InputError(f"sweep grid {path} does not exist.")
-    g = yaml.safe_load(path.read_text()) or {}
+    g = load_yaml(path.read_text(), source=f"sweep grid {path}") or {}
     unknown = set(g) - {"seeds", "split_seed", "max_folds", "jepa", "transition", "datasets", "ablations",
                         "fold_tasks"}
     if unknown:

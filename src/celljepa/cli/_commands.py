@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from .._defaults import BENCHMARK_JEPA_STEPS
-from .._errors import ContractError
+from .._errors import ContractError, InputError
 from .._version import __version__
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
@@ -389,13 +389,21 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _flat_override(text: str) -> tuple[str, object]:
-    import yaml
+def _yaml_value(text: str, value: str):
+    """A ``--set`` value parsed as plain YAML (a usage error, not a traceback, when it is not)."""
+    from .._io import load_yaml
 
+    try:
+        return load_yaml(value, source=f"the value of {text!r}") if value.strip() else None
+    except InputError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _flat_override(text: str) -> tuple[str, object]:
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE (e.g. set_size=128), got {text!r}")
-    return key.strip(), yaml.safe_load(value) if value.strip() else None
+    return key.strip(), _yaml_value(text, value)
 
 
 def _add_train_transition(sub: argparse._SubParsersAction) -> None:
@@ -445,13 +453,11 @@ def _cmd_train_transition(args: argparse.Namespace) -> int:
 
 
 def _override(text: str) -> tuple[str, str, object]:
-    import yaml
-
     key, sep, value = text.partition("=")
     section, dot, name = key.strip().partition(".")
     if not sep or not dot or not section or not name:
         raise argparse.ArgumentTypeError(f"expected SECTION.KEY=VALUE (e.g. train.ema=off), got {text!r}")
-    return section, name, yaml.safe_load(value) if value.strip() else None
+    return section, name, _yaml_value(text, value)
 
 
 def _add_pretrain(sub: argparse._SubParsersAction) -> None:
@@ -482,11 +488,7 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
     _add_progress(p)
 
 
-def _cmd_pretrain(args: argparse.Namespace) -> int:
-    from ..bench.pretrain import knn_summary, pretrain
-    from ..train.checkpoint import TrainingInterrupted
-    from ..train.distributed import distributed_session
-
+def _pretrain_overrides(args: argparse.Namespace) -> dict:
     overrides: dict = {}
     for section, key, value in args.overrides:
         overrides.setdefault(section, {})[key] = value
@@ -494,6 +496,32 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
         overrides.setdefault("train", {})["seed"] = args.seed
     if args.device is not None:
         overrides.setdefault("train", {})["device"] = args.device
+    return overrides
+
+
+def check_settings(command: str, args: argparse.Namespace) -> None:
+    """Build the configs a command's arguments describe, so that a bad value fails now.
+
+    ``celljepa slurm`` calls it before it writes a job script, rather than the job failing hours later.
+    """
+    if command == "pretrain":
+        from ..train.config import load_config
+
+        load_config(args.config, overrides=_pretrain_overrides(args))
+    elif command == "train-transition":
+        from ..models.transition import load_transition_config
+
+        load_transition_config(args.config, dict(args.overrides))
+    elif command in ("benchmark", "holdout"):
+        _run_config(args, jepa=not getattr(args, "no_jepa", False))
+
+
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    from ..bench.pretrain import knn_summary, pretrain
+    from ..train.checkpoint import TrainingInterrupted
+    from ..train.distributed import distributed_session
+
+    overrides = _pretrain_overrides(args)
     try:
         with distributed_session(args.device):
             result = pretrain(args.h5ad, out=args.out, config=args.config, split=args.split_file,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .._errors import InputError
 from ..slurm._render import ShellVar, render_sbatch, submit, write_script
-from ._commands import EXIT_OK, EXIT_USAGE, build_parser
+from ._commands import EXIT_OK, EXIT_USAGE, build_parser, check_settings
 
 # slurm subcommand -> (celljepa command it wraps, usage of the wrapped arguments, help)
 WRAPPED = {
@@ -141,6 +141,7 @@ def _plan(args: argparse.Namespace) -> list[_Job]:
         raise _WrappedUsageError(f"no arguments for `celljepa {wrapped_command}`. Fix: put them after --, e.g. "
                                  f"celljepa slurm {name} --time 24:00:00 -- {WRAPPED[name][1]}")
     ns = _parse_wrapped(wrapped_command, args.wrapped)
+    check_settings(wrapped_command, ns)
     tasks = args.nodes * args.ntasks_per_node
     if tasks > 1 and name not in DISTRIBUTED:
         raise InputError(f"celljepa {wrapped_command} does not train distributed, but --nodes {args.nodes} x "

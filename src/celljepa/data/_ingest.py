@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from anndata import AnnData
 
 from .._errors import InputError
@@ -39,6 +40,7 @@ def ingest_anndata(
     dose_unit = prepare_scperturb_dose(adata) if layout.name == "scperturb" else None
     std_keys = merge_keys(layout, keys)
     write_contract(adata, std_keys)
+    _drop_empty_cells(adata)
     log_normalize(adata, assume=assume)
     set_provenance(adata, dataset_id=dataset_id, source=source)
     meta = dict(adata.uns.get("celljepa", {}))
@@ -48,6 +50,19 @@ def ingest_anndata(
         logger.info("ingest (%s): %s", layout.name, note)
     check_contract(adata, min_cells=min_cells)
     return adata
+
+
+def _drop_empty_cells(adata: AnnData) -> None:
+    """Drop cells without a single count (nothing measured; library-size normalisation is undefined for them)."""
+    totals = np.asarray(adata.X.sum(axis=1)).ravel()
+    empty = totals == 0
+    if empty.any():
+        logger.warning("ingest: dropped %d cell(s) with no counts at all (e.g. %s); nothing was measured in them.",
+                       int(empty.sum()), list(adata.obs_names[empty][:3]))
+        adata._inplace_subset_obs(~empty)
+        meta = dict(adata.uns.get("celljepa", {}))
+        meta["dropped_empty_cells"] = int(empty.sum())
+        adata.uns["celljepa"] = meta
 
 
 def processed_path(out_dir: str | os.PathLike, dataset_id: str) -> Path:
@@ -80,7 +95,8 @@ def ingest(
         adata = read_source(source)
         target = processed_path(out_dir, dataset_id)
         if target.exists() and not overwrite:
-            raise InputError(f"'{target}' exists; pass overwrite=True (CLI: --overwrite) to replace it.")
+            raise InputError(f"'{target}' exists. Fix: pass overwrite=True (CLI: drop --no-overwrite) to replace "
+                             "it, or another --dataset-id / --out.")
         ingest_anndata(adata, dataset_id=dataset_id, source=str(Path(source).resolve()), format=format,
                        min_cells=min_cells, assume=assume, **keys)
         write_h5ad_atomic(adata, target)

@@ -73,6 +73,12 @@ def log_normalize(adata: AnnData, *, assume: XState | None = None, target_sum: f
         raise InputError(f"AnnData is empty ({adata.n_obs} cells × {adata.n_vars} genes); nothing to normalise.")
     written = []
     detected = detect_x_state(adata.X)
+    if assume is None and detected == "counts" and "log1p" in adata.uns:
+        raise InputError(
+            "X holds integers, as raw counts do, but uns['log1p'] says it was log-transformed: normalising it "
+            "would log it twice. Fix: assume='log1p' (CLI: --assume log1p) if X is log-normalised, or "
+            "assume='counts' (and del adata.uns['log1p']) if X holds raw counts."
+        )
     state = assume or detected
     if counts_layer in adata.layers:
         check_counts(adata.layers[counts_layer], where=f"layers['{counts_layer}']")

@@ -19,6 +19,14 @@ DEFAULT_N_HVG = 2000
 DEFAULT_N_PCS = 50
 
 
+def _require_finite(x, what: str) -> None:
+    values = x.data if sp.issparse(x) else np.asarray(x)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        raise InputError(f"X has {int(bad.sum())} NaN/inf value(s) in {what}. Fix: `celljepa validate FILE` lists "
+                         "them; re-ingest the raw counts (`celljepa ingest`) or remove those cells.")
+
+
 def _dense(x) -> np.ndarray:
     return np.asarray(x.toarray() if sp.issparse(x) else x, dtype=np.float64)
 
@@ -55,6 +63,9 @@ class EvaluationSpace:
         """
         if train.n_obs < 3:
             raise InputError(f"the training fold has {train.n_obs} cells; an evaluation space needs at least 3.")
+        if n_hvg < 1 or n_pcs < 1:
+            raise InputError(f"n_hvg={n_hvg} and n_pcs={n_pcs} must both be at least 1 (CLI: --n-hvg, --n-pcs).")
+        _require_finite(train.X, "the training cells")
         work = AnnData(train.X.copy(), var=train.var[[]].copy())
         work.uns["log1p"] = {"base": None}
         if work.n_vars > n_hvg:
@@ -84,7 +95,11 @@ class EvaluationSpace:
 
     def transform(self, adata_or_genes) -> np.ndarray:
         """Coordinates in the evaluation space: ``(x_hvg − mean) · componentsᵀ``."""
-        x = self.genes_of(adata_or_genes) if isinstance(adata_or_genes, AnnData) else np.asarray(adata_or_genes)
+        if isinstance(adata_or_genes, AnnData):
+            x = self.genes_of(adata_or_genes)
+            _require_finite(x, "the cells to project")
+        else:
+            x = np.asarray(adata_or_genes)
         if x.shape[1] != self.components.shape[1]:
             raise InputError(f"expected {self.components.shape[1]} genes, got {x.shape[1]}.")
         return (x - self.mean) @ self.components.T

@@ -40,6 +40,7 @@ from sklearn.linear_model import Ridge
 from torch import nn
 
 from .._errors import InputError
+from .._io import load_yaml
 from .._logging import logger
 from ..data import contract as C
 from ..data._keys import suggest
@@ -713,7 +714,13 @@ class JEPATransition(PerturbationModel):
         if not file.is_file():
             raise InputError(f"no transition model at {dir_path} (expected {file}). Fix: point to a folder written "
                              "by JEPATransition.save or `celljepa train-transition`.")
-        p = torch.load(file, map_location="cpu", weights_only=True)
+        try:
+            p = torch.load(file, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 - any unpickling failure means "not a model file of ours"
+            raise InputError(f"{file} is not a celljepa transition model ({type(err).__name__}; objects other than "
+                             "tensors and plain containers are never unpickled). Fix: point to a folder written by "
+                             "JEPATransition.save or `celljepa train-transition`; never load model files from "
+                             "sources you do not trust.") from None
         model = cls(p["kind"], TransitionConfig(**{**p["config"], "device": device}), name=p["name"])
         model.device_ = model._device()
         model.vocab_ = dict(p["vocab"])
@@ -747,12 +754,10 @@ def load_transition_config(path=None, overrides: dict | None = None) -> Transiti
     cfg = TransitionConfig()
     values: dict = {}
     if path is not None:
-        import yaml
-
         path = Path(path)
         if not path.is_file():
             raise InputError(f"transition config {path} does not exist.")
-        loaded = yaml.safe_load(path.read_text()) or {}
+        loaded = load_yaml(path.read_text(), source=f"transition config {path}") or {}
         if not isinstance(loaded, dict):
             raise InputError(f"{path}: expected a mapping of settings.")
         values = dict(loaded.get("transition", loaded))

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import InputError
+from .._io import load_yaml
 from ..data._keys import suggest
 
 __all__ = ["DataConfig", "EvalConfig", "JEPAConfig", "MaskConfig", "ModelConfig", "TrainConfig", "check_choice",
@@ -200,16 +201,11 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict | None = 
     raw: dict = {}
     source = "defaults"
     if path is not None:
-        import yaml
-
         path = Path(path)
         source = str(path)
         if not path.is_file():
             raise InputError(f"config file {source!r} does not exist (see configs/ for examples).")
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as err:
-            raise InputError(f"config file {source!r} is not valid YAML: {err}") from None
+        raw = load_yaml(path.read_text(encoding="utf-8"), source=f"config file {source!r}") or {}
         if not isinstance(raw, dict):
             raise InputError(f"config file {source!r} must hold a mapping of sections, got {type(raw).__name__}.")
     for name, values in (overrides or {}).items():

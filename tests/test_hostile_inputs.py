@@ -1,0 +1,224 @@
+"""Faulty inputs as a new user makes them: each ends in a named error that says what to fix, nothing half-written.
+
+One test per case of the hostile-input battery (wrong or lost silently, raw tracebacks, misleading errors).
+"""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+from _realdata import real_path
+
+import celljepa as cj
+from celljepa._errors import InputError
+from celljepa._io import folder_lock
+from celljepa.cli import main
+
+S2 = ["--split", "S2_unseen_context", "--fold", "0", "--folds", "3"]
+
+
+def _files(folder):
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+
+
+def test_integer_log_data_is_not_log_normalised_twice():
+    """(a) log data that happen to be integers, with uns['log1p']: refused, never logged a second time."""
+    a = cj.datasets.simulate(600, 40, 4, 2, seed=0, preprocessed=False)
+    a.X = sp.csr_matrix(np.log1p(a.X.toarray()).round())  # log data rounded to integers
+    a.uns["log1p"] = {"base": None}
+    before = a.X.copy()
+    with pytest.raises(InputError, match=r"uns\['log1p'\] says it was log-transformed.*assume='log1p'"):
+        cj.pp.normalize(a)
+    assert (a.X != before).nnz == 0 and "counts" not in a.layers
+    cj.pp.normalize(a, assume="log1p")
+    assert (a.X != before).nnz == 0 and a.uns["preprocess"]["normalized_here"] is False
+
+
+def test_second_run_on_one_out_folder_is_refused(ingested, tmp_path, capsys):
+    """(b) two eval-baselines runs on one --out: the second is refused, not interleaved."""
+    out = tmp_path / "run"
+    with folder_lock(out):  # the first run, still working
+        code = main(["eval-baselines", str(ingested["kang2018"]), *S2, "--out", str(out), "--n-pcs", "12"])
+        assert code == 1
+    err = capsys.readouterr().err
+    assert "is in use by process" in err and "two runs must not write one folder" in err
+    assert _files(out) == []
+
+
+def test_failed_run_keeps_a_folder_another_run_completed(ingested, tmp_path, monkeypatch):
+    """(c) a run that fails never deletes what a finished run wrote into the same folder."""
+    from celljepa.bench import run as run_module
+
+    out = tmp_path / "run"
+    assert main(["eval-baselines", str(ingested["kang2018"]), *S2, "--out", str(out)]) == 0
+    done = _files(out)
+    assert "metrics.json" in done
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("node failure")
+
+    monkeypatch.setattr(run_module, "score_fold", boom)
+    with pytest.raises(RuntimeError):
+        cj.bench.run.eval_baselines(ad.read_h5ad(ingested["kang2018"]), split="S2_unseen_context", fold=0,
+                                    n_folds=3, out=out)
+    assert _files(out) == done
+
+
+@pytest.fixture
+def raw_counts_file(tmp_path):
+    path = tmp_path / "raw.h5ad"
+    cj.datasets.simulate(600, 40, 4, 2, seed=0, preprocessed=False).write_h5ad(path)
+    return path
+
+
+def test_pretrain_on_raw_counts_is_refused(raw_counts_file, tmp_path, capsys):
+    """(d) pretraining reads log-normalised data: raw counts are refused before a run folder exists."""
+    out = tmp_path / "p"
+    assert main(["pretrain", str(raw_counts_file), "--out", str(out), "--fast-dev", "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "holds raw counts" in err and "`celljepa ingest` the file first" in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "nan"])
+def test_pretrain_on_a_damaged_file_leaves_no_run_folder(tmp_path, capsys, damage):
+    a = cj.datasets.simulate(600, 40, 4, 2, seed=0)
+    path = tmp_path / "d.h5ad"
+    if damage == "nan":
+        a.X = a.X.toarray()
+        a.X[5, 3] = np.nan
+        a.write_h5ad(path)
+        match = "NaN/inf"
+    else:
+        a.write_h5ad(path)
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+        match = "damaged or cut short"
+    out = tmp_path / "p"
+    assert main(["pretrain", str(path), "--out", str(out), "--fast-dev", "--no-progress"]) == 1
+    assert match in capsys.readouterr().err
+    assert not out.exists()  # not a folder with only config.yaml
+
+
+def test_dataset_id_cannot_climb_out_of_out(tmp_path, capsys):
+    """(e) --dataset-id .. would write one level above --out."""
+    out = tmp_path / "processed"
+    code = main(["ingest", str(real_path("scgen/valid.h5ad")), "--dataset-id", "..", "--out", str(out),
+                 "--format", "generic", "--perturbation-key", "condition", "--control-values", "control",
+                 "--context-key", "cell_type"])
+    assert code == 1
+    assert "dataset_id='..'" in capsys.readouterr().err
+    assert _files(tmp_path) == []
+
+
+def test_dataset_id_error_names_the_rule():
+    with pytest.raises(InputError, match="does not start with a dot"):
+        cj.pp.standardize(cj.datasets.demo(preprocessed=False), perturbation_key="perturbation",
+                          control_values="control", dataset_id="..")
+
+
+def test_out_that_is_a_file_is_a_clear_error(ingested, tmp_path, capsys):
+    target = tmp_path / "taken"
+    target.write_text("a file")
+    assert main(["eval-baselines", str(ingested["kang2018"]), *S2, "--out", str(target)]) == 1
+    assert "is a file, not a folder" in capsys.readouterr().err
+    assert target.read_text() == "a file"
+
+
+def test_nan_in_x_is_named_before_scoring(ingested, tmp_path, capsys):
+    a = ad.read_h5ad(ingested["kang2018"])
+    a.X = a.X.toarray() if sp.issparse(a.X) else a.X
+    a.X[:50, 0] = np.nan
+    path = tmp_path / "nan.h5ad"
+    a.write_h5ad(path)
+    out = tmp_path / "run"
+    assert main(["eval-baselines", str(path), *S2, "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "NaN/inf value(s)" in err and "celljepa validate" in err and "Bin edges" not in err
+    assert not out.exists()
+
+
+def test_zero_pcs_is_blamed_on_the_option(ingested, tmp_path, capsys):
+    assert main(["eval-baselines", str(ingested["kang2018"]), *S2, "--out", str(tmp_path / "r"), "--n-pcs", "0"]) == 1
+    err = capsys.readouterr().err
+    assert "n_pcs=0" in err and "--n-pcs" in err and "cells" not in err.split("n_pcs=0")[0]
+    assert not (tmp_path / "r").exists()
+
+
+def test_no_overwrite_error_names_a_real_option(tmp_path, capsys):
+    args = ["ingest", str(real_path("scgen/valid.h5ad")), "--dataset-id", "kang", "--out", str(tmp_path),
+            "--format", "generic", "--perturbation-key", "condition", "--control-values", "control",
+            "--context-key", "cell_type"]
+    assert main(args) == 0
+    assert main([*args, "--no-overwrite"]) == 1
+    err = capsys.readouterr().err
+    assert "drop --no-overwrite" in err and "--overwrite)" not in err
+
+
+PYTHON_YAML = "!!python/object/apply:os.system ['echo pwned']\n"
+
+
+def test_python_yaml_tags_are_refused_everywhere(tmp_path, capsys):
+    from celljepa.bench.sweep import load_grid
+    from celljepa.models.transition import load_transition_config
+    from celljepa.train.config import load_config
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(PYTHON_YAML)
+    for load in (load_grid, load_transition_config, load_config):
+        with pytest.raises(InputError, match="not plain YAML.*builds a Python object"):
+            load(bad)
+    with pytest.raises(SystemExit) as stop:
+        main(["train-transition", "X.h5ad", "--jepa", "J", "--split-file", "S.json", "--out", "O",
+              "--set", "lr=!!python/name:os.system"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "not plain YAML" in err and "Traceback" not in err
+
+
+def test_a_pickle_is_not_a_model_file(tmp_path):
+    import pickle
+
+    from celljepa.models.transition import JEPATransition
+
+    class Payload:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    with open(folder / "transition.pt", "wb") as fh:
+        pickle.dump({"kind": Payload()}, fh)
+    with pytest.raises(InputError, match="is not a celljepa transition model.*never unpickled"):
+        JEPATransition.load(folder)
+    torch.save({"x": torch.zeros(1)}, tmp_path / "ok.pt")  # a plain tensor file still loads with torch
+
+
+def test_cells_without_counts_are_dropped_and_reported(tmp_path, caplog):
+    a = cj.datasets.simulate(900, 40, 4, 2, seed=1, preprocessed=False)
+    x = a.X.tolil()
+    x[[3, 7], :] = 0
+    a.X = x.tocsr()
+    empty = list(a.obs_names[[3, 7]])
+    with caplog.at_level("WARNING", logger="celljepa"):
+        cj.data.ingest_anndata(a, dataset_id="sim", source="test", format="generic", perturbation_key="perturbation",
+                               control_values="control", context_key="context", min_cells=1)
+    assert "dropped 2 cell(s) with no counts" in caplog.text
+    assert not set(empty) & set(a.obs_names) and a.uns["celljepa"]["dropped_empty_cells"] == 2
+    assert np.isfinite(a.X.data).all()
+
+
+def test_slurm_checks_set_values_before_writing_a_job(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code = main(["slurm", "pretrain", "--time", "1:00:00", "--", "data.h5ad", "--out", "runs/p",
+                 "--set", "train.lr=fast"])
+    assert code != 0
+    assert "lr" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+    code = main(["slurm", "benchmark", "--time", "1:00:00", "--", "--out", "runs/b", "--transition-set",
+                 "n_layers=-2"])
+    assert code != 0 and "n_layers" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
