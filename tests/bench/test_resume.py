@@ -11,6 +11,7 @@ import scipy.sparse as sp
 from celljepa._errors import InputError
 from celljepa._io import folder_lock
 from celljepa.bench import EvalConfig, RunConfig, benchmark, demo_datasets
+from celljepa.bench.run import benchmark_tasks
 from celljepa.bench.tasks import FRAMES_FILE, data_fingerprint
 
 PLAN = {"sciplex_gxe": {"S2_unseen_context": 3}}
@@ -88,3 +89,69 @@ def test_a_second_benchmark_on_the_same_folder_is_refused(sciplex, tmp_path):
         with pytest.raises(InputError, match="is in use by process .* two runs must not write one folder"):
             benchmark(sciplex, PLAN, out=out, progress=False, max_folds=1)
     assert not any(out.iterdir())  # nothing written, and the other run's lock left alone until it ends
+
+
+def test_fold_tasks_run_apart_then_collect_equals_one_run(sciplex, tmp_path):
+    """Array tasks: each fold task writes its folder; --collect merges them into the numbers of one whole run."""
+    whole, apart = tmp_path / "whole", tmp_path / "apart"
+    benchmark(sciplex, PLAN, out=whole, progress=False)
+    assert len(benchmark_tasks(sciplex, PLAN)) == 3
+    with pytest.raises(InputError, match=r"3 of 3 fold tasks are not finished .* task\(s\) 0, 1, 2"):
+        benchmark(sciplex, PLAN, out=apart, progress=False, collect=True)
+    assert not (apart / "metrics_combined.json").exists()
+    assert benchmark(sciplex, PLAN, out=apart, tasks=[2, 0]) == {"tasks": {0: "computed", 2: "computed"}}
+    assert not (apart / "metrics_combined.json").exists()  # a task writes its fold only
+    with pytest.raises(InputError, match=r"1 of 3 fold tasks are not finished .* task\(s\) 1\. Fix"):
+        benchmark(sciplex, PLAN, out=apart, progress=False, collect=True)
+    assert benchmark(sciplex, PLAN, out=apart, tasks=[1, 2]) == {"tasks": {1: "computed", 2: "done"}}
+    benchmark(sciplex, PLAN, out=apart, progress=False, collect=True)
+    assert _same(_combined(apart), _combined(whole))
+    with pytest.raises(InputError, match="task 3 does not exist: this benchmark has tasks 0..2"):
+        benchmark(sciplex, PLAN, out=apart, tasks=[3])
+
+
+def test_a_signal_stops_a_task_and_the_next_run_redoes_only_that_fold(sciplex, tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from celljepa.bench import run as run_module
+    from celljepa.bench.tasks import TaskInterrupted
+
+    out = tmp_path / "run"
+    benchmark(sciplex, PLAN, out=out, tasks=[0])
+    real = run_module.score_fold
+
+    def preempted(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGUSR1)  # Slurm's --signal=USR1@S, delivered mid-fold
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(run_module, "score_fold", preempted)
+    with pytest.raises(TaskInterrupted, match="stopped by SIGUSR1: finished folds are kept"):
+        benchmark(sciplex, PLAN, out=out, tasks=[0, 1])
+    assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL  # the handler is gone again
+    fold1 = out / "sciplex_gxe" / "S2_unseen_context" / "split_seed0" / "fold1"
+    assert not (fold1 / "metrics.json").exists() and not (fold1 / ".celljepa.lock").exists()
+    monkeypatch.setattr(run_module, "score_fold", real)
+    assert benchmark(sciplex, PLAN, out=out, tasks=[0, 1]) == {"tasks": {0: "done", 1: "computed"}}
+
+
+def test_cli_lists_tasks_and_stops_with_exit_75(ingested, tmp_path, capsys, monkeypatch):
+    import os
+    import signal
+
+    from celljepa.bench import run as run_module
+    from celljepa.cli import main
+
+    args = ["benchmark", "--data", f"kang={ingested['kang2018']}", "--splits", "S2_unseen_context:7", "--max-folds",
+            "2", "--no-jepa", "--out", str(tmp_path / "k"), "--no-progress"]
+    assert main([*args, "--task", "1"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["task 1: computed"]
+    assert main([*args, "--list"]) == 0
+    rows = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
+    assert [(r[0], r[1], r[2], r[4], r[5]) for r in rows] == [("0", "kang", "S2_unseen_context", "fold0", "to do"),
+                                                              ("1", "kang", "S2_unseen_context", "fold1", "done")]
+    monkeypatch.setattr(run_module, "score_fold", lambda *a, **k: os.kill(os.getpid(), signal.SIGUSR1))
+    assert main([*args, "--task", "0-1"]) == 75
+    assert "stopped by SIGUSR1" in capsys.readouterr().err
+    assert main([*args, "--collect"]) == 1
+    assert "1 of 2 fold tasks are not finished" in capsys.readouterr().err

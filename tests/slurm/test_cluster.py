@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -178,3 +179,40 @@ def test_sbatch_refusal_reaches_the_user(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert code == 1 and "sbatch refused" in err and "invalid partition" in err.lower(), err
     assert (tmp_path / "r" / "slurm" / "pretrain.sbatch").is_file()  # kept, to submit by hand
+
+
+BENCH = ["--max-folds", "1", "--jepa-steps", "400", "--jepa-set", "model.n_hidden=32", "--jepa-set",
+         "model.predictor_hidden=32", "--jepa-set", "model.n_latent=16", "--jepa-set", "train.batch_size=64",
+         "--transition-set", "max_steps=60"]
+
+
+def test_benchmark_array_requeues_a_signalled_task_and_collects(tmp_path):
+    """4 fold tasks of the demo as a job array; task 0 gets SIGUSR1 mid-fold, exits 75, is requeued and finishes;
+    the collect job then merges all 4 folds."""
+    out = _celljepa("slurm", "benchmark", "--time", "20", "--submit", "--", "--out", "bm", *BENCH,
+                    cwd=tmp_path).stdout.split()
+    assert len(out) == 2 and all(x.isdigit() for x in out), out
+    array_id, collect_id = out
+    lock = tmp_path / "bm" / "norman2019" / "S1_unseen_perturbation" / "split_seed0" / "fold0" / ".celljepa.lock"
+    deadline = time.monotonic() + 300
+    while not lock.is_file():  # task 0 is inside its fold: the handlers are installed, the fold is running
+        assert time.monotonic() < deadline, f"task 0 did not start: {_states(array_id)}"
+        time.sleep(0.05)
+    # SIGUSR1 to the task's celljepa process (the lock names it), as Slurm's --signal=USR1@S sends it to the job
+    # step. Not `scancel --signal`: for an array task slurmctld answers "try again later" while it delivers, and
+    # scancel's retries signal the task again after its requeue.
+    os.kill(json.loads(lock.read_text())["pid"], signal.SIGUSR1)
+    tasks = _wait(array_id, timeout=900)
+    logs = _log(tmp_path / "bm" / "slurm")
+    assert sorted(r["ArrayTaskId"] for r in tasks) == ["0", "1", "2", "3"], tasks
+    assert [r["JobState"] for r in tasks] == ["COMPLETED"] * 4, logs
+    restarts = {r["ArrayTaskId"]: r["Restarts"] for r in tasks}
+    assert restarts["0"] == "1", (restarts, logs)
+    assert "stopped by SIGUSR1: finished folds are kept" in logs and "requeueing job" in logs
+    (collect,) = _wait(collect_id)
+    assert collect["JobState"] == "COMPLETED", _log(tmp_path / "bm" / "slurm")
+    combined = json.loads((tmp_path / "bm" / "metrics_combined.json").read_text())
+    assert set(combined["results"]) == {"norman2019/S1_unseen_perturbation", "norman2019/S3_unseen_combo",
+                                        "sciplex_gxe/S1_unseen_perturbation", "sciplex_gxe/S2_unseen_context"}
+    assert combined["provenance"]["folds_resumed"] == 4  # the collect job computed nothing
+    assert "jepa_set" in combined["results"]["norman2019/S1_unseen_perturbation"]["methods"]

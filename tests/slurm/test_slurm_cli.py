@@ -114,10 +114,24 @@ def test_benchmark_is_not_distributed(cwd, capsys):
     err = capsys.readouterr().err
     assert "does not train distributed" in err and "--nodes 1" in err
     assert list(cwd.iterdir()) == []
-    assert _main(["slurm", "benchmark", "--gpus-per-node", "1", "--", "--out", "b", "--max-folds", "1"]) == 0
-    out = capsys.readouterr().out
-    assert _srun(out) == ["celljepa", "benchmark", "--out", "b", "--max-folds", "1", "--no-progress"]
-    assert (cwd / "b/slurm/benchmark.sbatch").is_file() and "--signal" not in out
+
+
+def test_benchmark_array_of_fold_tasks_and_collect(cwd, capsys):
+    """One array task per fold task (the demo, one fold per split: 4), requeued on SIGUSR1; then a collect job."""
+    assert _main(["slurm", "benchmark", "--gpus-per-node", "1", "--max-parallel", "3", "--", "--out", "b",
+                  "--max-folds", "1", "--no-jepa"]) == 0
+    out, err = capsys.readouterr()
+    array = (cwd / "b/slurm/benchmark.sbatch").read_text()
+    collect = (cwd / "b/slurm/collect.sbatch").read_text()
+    assert out == array + collect and "afterany" in err
+    assert _flag(array, "array") == "0-3%3" and _flag(array, "signal") == "USR1@300"
+    assert _srun(array) == ["celljepa", "benchmark", "--out", "b", "--max-folds", "1", "--no-jepa", "--task",
+                            "${SLURM_ARRAY_TASK_ID}", "--no-progress"]
+    assert "scontrol requeue" in array  # exit 75 (a task stopped by SIGUSR1) requeues it
+    assert _srun(collect) == ["celljepa", "benchmark", "--out", "b", "--max-folds", "1", "--no-jepa", "--collect"]
+    assert _flag(collect, "array") is None and "--requeue" not in collect
+    assert _main(["slurm", "benchmark", "--", "--out", "c", "--max-folds", "1", "--task", "2"]) == 1
+    assert "--task" in capsys.readouterr().err
 
 
 def test_bad_sbatch_values_are_input_errors(cwd, capsys):

@@ -13,7 +13,7 @@ from anndata import AnnData
 from tqdm.auto import tqdm
 
 from .._errors import InputError
-from .._io import LOCK_NAME, remove_tree_quietly, write_json_atomic, write_text_atomic
+from .._io import LOCK_NAME, folder_lock, remove_tree_quietly, write_json_atomic, write_text_atomic
 from .._logging import logger
 from .._version import __version__
 from ..data._ingest import ingest_anndata
@@ -33,7 +33,15 @@ from .evaluate import (
     summarize,
 )
 from .provenance import provenance, versions
-from .tasks import FRAMES_FILE, config_digest, data_fingerprint, load_finished_fold, locks_out, write_frames
+from .tasks import (
+    FRAMES_FILE,
+    config_digest,
+    data_fingerprint,
+    load_finished_fold,
+    locks_out,
+    stop_on_signals,
+    write_frames,
+)
 
 FigureMaker = Callable[[FoldResult, Path], list[Path]]
 
@@ -223,12 +231,42 @@ def load_data_args(items) -> dict[str, AnnData]:
     return datasets
 
 
-@locks_out
+def benchmark_tasks(datasets: dict[str, AnnData], plan: dict[str, dict[str, int]], *, run: RunConfig | None = None,
+                    max_folds: int | None = None, folds=None) -> list[tuple[str, str, int, dict]]:
+    """The fold tasks of a benchmark, in the order task indices count them: ``(dataset, split, split seed, fold)``.
+
+    Examples
+    --------
+    >>> from celljepa.bench.run import benchmark_tasks, demo_datasets
+    >>> d = demo_datasets()
+    >>> tasks = benchmark_tasks(d, {"sciplex_gxe": {"S2_unseen_context": 3}})
+    >>> [(t[0], t[2], t[3]["fold"]) for t in tasks]
+    [('sciplex_gxe', 0, 0), ('sciplex_gxe', 0, 1), ('sciplex_gxe', 0, 2)]
+    """
+    run = run or RunConfig()
+    jobs = []
+    for dataset_id, splits in plan.items():
+        adata = datasets[dataset_id]
+        for split, k in splits.items():
+            for s in run.split_seeds:
+                split_folds = make_split_folds(adata.obs, split, dataset_id=dataset_id, n_folds=k, seed=s)
+                for fold in split_folds[:max_folds]:
+                    if folds is None or fold["fold"] in folds:
+                        jobs.append((dataset_id, split, s, fold))
+    return jobs
+
+
+def task_dir(out: str | os.PathLike, dataset_id: str, split: str, split_seed: int, fold: int) -> Path:
+    """The run folder of one fold task: ``OUT/<dataset>/<split>/split_seed<s>/fold<k>``."""
+    return Path(out) / dataset_id / split / f"split_seed{split_seed}" / f"fold{fold}"
+
+
 def benchmark(datasets: dict[str, AnnData], plan: dict[str, dict[str, int]], *, out: str | os.PathLike,
               run: RunConfig | None = None, figure_maker: FigureMaker | None = None,
               combined_figure_maker: Callable[[dict, Path], list[Path]] | None = None,
               progress: bool = True, jepa_knn=None, max_folds: int | None = None,
-              title: str | None = None, pca_twin: bool = True, folds=None) -> dict:
+              title: str | None = None, pca_twin: bool = True, folds=None, tasks=None,
+              collect: bool = False) -> dict:
     """Run baselines (and JEPA models) on every dataset × split × split seed × fold; one report.
 
     ``plan`` maps dataset id → {split name: number of folds}. One run folder per fold
@@ -257,48 +295,104 @@ def benchmark(datasets: dict[str, AnnData], plan: dict[str, dict[str, int]], *, 
     pca_twin
         With ``jepa``, also score ``pca_set``: the set model on the evaluation space's PCA instead of the
         JEPA embedding (in the comparator pool, and the control of the JEPA space).
+    tasks
+        Run only these fold tasks (indices into :func:`benchmark_tasks`; one Slurm array task each) and write
+        their run folders, nothing combined; each holds its own folder's lock, so tasks run in parallel. A
+        finished task is skipped. SIGUSR1/SIGTERM stop the task (:class:`TaskInterrupted`): finished folds are
+        kept, the fold in progress is redone when the task runs again.
+    collect
+        Compute nothing: read every fold task back and write the combined metrics and report; unfinished
+        tasks are an error that lists them.
+
+    Returns
+    -------
+    The combined metrics (``metrics_combined.json``'s ``results``); with ``tasks``, ``{"tasks": {index: "done"
+    | "computed"}}``.
     """
     run = run or RunConfig()
     out = Path(out)
+    if tasks is not None and collect:
+        raise InputError("tasks= runs fold tasks and collect= merges them: pass one of the two (CLI: --task or "
+                         "--collect).")
+    jobs = benchmark_tasks(datasets, plan, run=run, max_folds=max_folds, folds=folds)
+    fold_result = _FoldTasks(datasets, plan, out, run, figure_maker, pca_twin)
+    if tasks is not None:
+        tasks = sorted(set(int(i) for i in tasks))
+        bad = [i for i in tasks if not 0 <= i < len(jobs)]
+        if bad:
+            raise InputError(f"task {bad[0]} does not exist: this benchmark has tasks 0..{len(jobs) - 1} "
+                             "(`celljepa benchmark ... --list` prints them).")
+        states = {}
+        with stop_on_signals():
+            for i in tasks:
+                dataset_id, split, s, fold = jobs[i]
+                with folder_lock(task_dir(out, dataset_id, split, s, fold["fold"])):
+                    states[i] = fold_result(dataset_id, split, s, fold)[1]
+                logger.info("benchmark task %d (%s %s split seed %d fold %d): %s", i, dataset_id, split, s,
+                            fold["fold"], states[i])
+        return {"tasks": states}
+    with folder_lock(out):
+        return _combined_run(datasets, plan, out, run, jobs, fold_result, collect=collect,
+                             combined_figure_maker=combined_figure_maker, progress=progress, jepa_knn=jepa_knn,
+                             title=title)
+
+
+class _FoldTasks:
+    """Scores a fold task, or reads it back when its folder holds a finished run with the same inputs."""
+
+    def __init__(self, datasets, plan, out: Path, run: RunConfig, figure_maker, pca_twin: bool):
+        self.datasets, self.out, self.run, self.figure_maker, self.pca_twin = datasets, out, run, figure_maker, pca_twin
+        m_seeds = list(run.model_seeds)
+        self.jepa = run.jepa_for(m_seeds[0]) if run.jepa is not None else None  # score_fold seeds per model seed
+        self.transition = run.transition_for(m_seeds[0])
+        self.fingerprints = {d: data_fingerprint(datasets[d]) for d in plan}
+        self.extra = ({"jepa": self.jepa.to_dict(), "transition": _transition_dict(self.transition),
+                       "model_seeds": m_seeds} if self.jepa is not None else {})
+
+    def config(self, dataset_id: str, split_seed: int, fold: dict, result: FoldResult | None) -> dict:
+        return _run_config(self.datasets[dataset_id], fold, self.run.evaluation_for(split_seed), result,
+                           data=self.fingerprints[dataset_id], **self.extra)
+
+    def finished(self, dataset_id: str, split: str, split_seed: int, fold: dict) -> FoldResult | None:
+        digest = config_digest(self.config(dataset_id, split_seed, fold, None))
+        return load_finished_fold(task_dir(self.out, dataset_id, split, split_seed, fold["fold"]), fold, digest)
+
+    def __call__(self, dataset_id: str, split: str, split_seed: int, fold: dict, *, compute: bool = True
+                 ) -> tuple[FoldResult | None, str]:
+        result = self.finished(dataset_id, split, split_seed, fold)
+        if result is not None:
+            return result, "done"
+        if not compute:
+            return None, "missing"
+        adata = self.datasets[dataset_id]
+        result = score_fold(adata, fold, config=self.run.evaluation_for(split_seed), jepa=self.jepa,
+                            transition=self.transition, model_seeds=list(self.run.model_seeds),
+                            pca_twin=self.pca_twin)
+        write_fold_run(result, adata, task_dir(self.out, dataset_id, split, split_seed, fold["fold"]),
+                       config=self.config(dataset_id, split_seed, fold, result), figure_maker=self.figure_maker)
+        return result, "computed"
+
+
+def _combined_run(datasets, plan, out: Path, run: RunConfig, jobs, fold_result: _FoldTasks, *, collect: bool,
+                  combined_figure_maker, progress: bool, jepa_knn, title) -> dict:
     base = run.evaluation
     s_seeds = list(run.split_seeds)
     m_seeds = list(run.model_seeds)
-    jepa = run.jepa_for(m_seeds[0]) if run.jepa is not None else None  # score_fold seeds it per model seed
-    transition = run.transition_for(m_seeds[0])
+    jepa = fold_result.jepa
     t0 = time.perf_counter()
-    jobs = []
-    for dataset_id, splits in plan.items():
-        adata = datasets[dataset_id]
-        for split, k in splits.items():
-            for s in s_seeds:
-                split_folds = make_split_folds(adata.obs, split, dataset_id=dataset_id, n_folds=k, seed=s)
-                for fold in split_folds[:max_folds]:
-                    if folds is None or fold["fold"] in folds:
-                        jobs.append((dataset_id, split, s, fold))
     frames: dict[tuple[str, str], list[pd.DataFrame]] = {}
     vals: dict[tuple[str, str], list[pd.DataFrame]] = {}
     seeds_frames: dict[tuple[str, str], list[pd.DataFrame]] = {}
     per_fold: list[dict] = []
-    fingerprints = {d: data_fingerprint(datasets[d]) for d in plan}
-    extra = ({"jepa": jepa.to_dict(), "transition": _transition_dict(transition), "model_seeds": m_seeds}
-             if jepa is not None else {})
-    skipped = 0
+    skipped, missing = 0, []
     bar = tqdm(jobs, desc="benchmark", unit="fold", disable=not progress)
-    for dataset_id, split, s, fold in bar:
+    for i, (dataset_id, split, s, fold) in enumerate(bar):
         bar.set_postfix_str(f"{dataset_id} {split} split seed {s} fold {fold['fold']}")
-        adata = datasets[dataset_id]
-        cfg = run.evaluation_for(s)
-        run_dir = out / dataset_id / split / f"split_seed{s}" / f"fold{fold['fold']}"
-        digest = config_digest(_run_config(adata, fold, cfg, None, data=fingerprints[dataset_id], **extra))
-        result = load_finished_fold(run_dir, fold, digest)
-        if result is not None:
-            skipped += 1
-        else:
-            result = score_fold(adata, fold, config=cfg, jepa=jepa, transition=transition, model_seeds=m_seeds,
-                                pca_twin=pca_twin)
-            write_fold_run(result, adata, run_dir,
-                           config=_run_config(adata, fold, cfg, result, data=fingerprints[dataset_id], **extra),
-                           figure_maker=figure_maker)
+        result, state = fold_result(dataset_id, split, s, fold, compute=not collect)
+        if state == "missing":
+            missing.append(i)
+            continue
+        skipped += state == "done"
         key = (dataset_id, split)
         for store, frame in ((frames, result.per_condition), (vals, result.validation), (seeds_frames,
                                                                                          result.per_seed)):
@@ -312,7 +406,11 @@ def benchmark(datasets: dict[str, AnnData], plan: dict[str, dict[str, int]], *, 
                          **{f"edistance_{m}": v["edistance"]["mean"] for m, v in result.metrics["methods"].items()},
                          **({"encoder": result.params["jepa_encoder"]} if "jepa_encoder" in result.params else {}),
                          "timings": result.timings})
-    if skipped:
+    if missing:
+        raise InputError(f"{len(missing)} of {len(jobs)} fold tasks are not finished in {out}: task(s) "
+                         f"{', '.join(map(str, missing[:20]))}{' ...' if len(missing) > 20 else ''}. Fix: run them "
+                         "(celljepa benchmark ... --task I), then --collect again; nothing combined was written.")
+    if skipped and not collect:
         logger.info("benchmark: %d of %d folds were finished in %s already: read back, not recomputed", skipped,
                     len(jobs), out)
     combined = {}
@@ -334,7 +432,8 @@ def benchmark(datasets: dict[str, AnnData], plan: dict[str, dict[str, int]], *, 
         write_json_atomic(folder / "metrics_all_folds.json", metrics)
     embeddings = ({d: _jepa_embedding(datasets[d], jepa_knn, out / d / "jepa", progress) for d in plan}
                   if jepa_knn is not None else {})
-    elapsed = time.perf_counter() - t0
+    # collecting: the folds' own compute time (they ran elsewhere, e.g. as array tasks)
+    elapsed = (sum(f["timings"].get("total_s", 0.0) for f in per_fold) if collect else time.perf_counter() - t0)
     write_json_atomic(out / "metrics_combined.json", {"seed": s_seeds[0], "split_seeds": s_seeds,
                                                       "model_seeds": m_seeds, "primary": base.primary,
                                                       "transductive": base.transductive,
@@ -344,7 +443,7 @@ def benchmark(datasets: dict[str, AnnData], plan: dict[str, dict[str, int]], *, 
                                                       "provenance": {**provenance(), "folds_resumed": skipped}})
     figures = combined_figure_maker(combined, out) if combined_figure_maker else []
     report = _combined_report(datasets, plan, combined, per_fold, elapsed, figures, out, title=title,
-                              jepa=jepa, transition=transition, config=base)
+                              jepa=jepa, transition=fold_result.transition, config=base)
     if embeddings:
         report = report.replace("## Every fold (mean E-distance per method)", _jepa_section(embeddings)
                                 + "## Every fold (mean E-distance per method)")

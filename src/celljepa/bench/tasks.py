@@ -12,7 +12,10 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from contextlib import nullcontext
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import h5py
@@ -22,8 +25,10 @@ import scipy.sparse as sp
 from anndata import AnnData
 from anndata.io import read_elem, write_elem
 
+from .._errors import CelljepaError
 from .._io import atomic_path, dumps_json, folder_lock
 from ..data import contract as C
+from ..train.checkpoint import SIGNALS
 from ..train.distributed import is_main
 from .evaluate import FoldResult
 
@@ -32,6 +37,40 @@ _FRAMES = ("per_condition", "validation", "per_seed")
 # config entries that describe the run, not what determines the fold's result
 _NOT_INPUTS = ("versions", "methods", "timings_s", "provenance", "config_digest")
 _CHUNK_ROWS = 65_536
+
+
+class TaskInterrupted(CelljepaError):  # noqa: N818 - a stop, not a failure
+    """A fold task stopped by SIGUSR1/SIGTERM (e.g. Slurm before the time limit); run it again to finish it.
+
+    The CLI exits with code 75 (``EXIT_INTERRUPTED``), on which celljepa's sbatch scripts requeue the job.
+    """
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """Turn SIGUSR1 and SIGTERM into :class:`TaskInterrupted` while fold tasks run (main thread only).
+
+    The exception is raised wherever the task is; files are written atomically and a fold's ``metrics.json``
+    last, so what stops mid-fold leaves no finished-looking folder: the fold is redone on the next run.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, _frame):
+        raise TaskInterrupted(f"stopped by {signal.Signals(signum).name}: finished folds are kept, the fold in "
+                              "progress is redone when the same command runs again")
+
+    previous = {}
+    for name in SIGNALS:
+        sig = getattr(signal, name, None)
+        if sig is not None:
+            previous[sig] = signal.signal(sig, stop)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def locks_out(func):

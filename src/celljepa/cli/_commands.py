@@ -354,37 +354,83 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--jepa-knn", action="store_true",
                    help="also pretrain one encoder on all cells of each dataset and report kNN accuracy vs PCA")
     p.add_argument("--max-folds", type=int, help="score only the first K folds of each split (quick runs)")
+    tasks = p.add_mutually_exclusive_group()
+    tasks.add_argument("--list", action="store_true", help="print the fold tasks (index, dataset, split, split seed, "
+                       "fold, state, folder) and exit")
+    tasks.add_argument("--task", type=_task_indices, metavar="I|A-B|I,J",
+                       help="run only these fold tasks (e.g. one Slurm array task: --task $SLURM_ARRAY_TASK_ID); "
+                            "writes their run folders, nothing combined")
+    tasks.add_argument("--collect", action="store_true",
+                       help="compute nothing: merge the finished fold tasks into metrics_combined.json and report.md "
+                            "(an error listing the unfinished ones)")
     _add_jepa_args(p)
 
 
-def _cmd_benchmark(args: argparse.Namespace) -> int:
-    from .._errors import InputError
-    from .._io import write_h5ad_atomic
-    from ..bench import DEMO_PLAN, benchmark
-    from ..bench.run import load_data_args
-    from ..data._ingest import processed_path
+def _task_indices(text: str) -> list[int]:
+    """``3``, ``0-3`` or ``1,4,7``: the fold task indices of ``--task``."""
+    out: list[int] = []
+    try:
+        for part in text.split(","):
+            first, sep, last = part.strip().partition("-")
+            out += list(range(int(first), int(last) + 1)) if sep else [int(first)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected I, A-B or I,J,... (task indices), got {text!r}") from None
+    if not out or min(out) < 0:
+        raise argparse.ArgumentTypeError(f"task indices are 0 or more, got {text!r}")
+    return out
 
-    # every setting is checked before a file is read or written
+
+def benchmark_inputs(args: argparse.Namespace):
+    """``(datasets, plan, run)`` of ``celljepa benchmark``'s arguments; every setting is checked first."""
+    from ..bench import DEMO_PLAN
+    from ..bench.run import load_data_args
+
     items = args.data or ["demo"]
     if args.splits and items == ["demo"]:
         raise InputError("--splits is for --data files (the demo has a fixed plan).")
     run = _run_config(args, jepa=not args.no_jepa)
+    datasets = load_data_args(items)
+    plan = {d: DEMO_PLAN[d]["splits"] if "demo" in items and d in DEMO_PLAN else
+            (args.splits or {"S1_unseen_perturbation": 5}) for d in datasets}
+    return datasets, plan, run
+
+
+def _cmd_benchmark(args: argparse.Namespace) -> int:
+    from .._io import write_h5ad_atomic
+    from ..bench import DEMO_PLAN, benchmark
+    from ..bench.run import benchmark_tasks, task_dir
+    from ..bench.tasks import TaskInterrupted
+    from ..data._ingest import processed_path
+
+    datasets, plan, run = benchmark_inputs(args)
     jepa_knn = None
     if args.jepa_knn:
         from ..train.config import load_config
 
         jepa_knn = load_config(args.jepa_config, overrides={"train": {"seed": run.model_seeds[0]}})
-    datasets = load_data_args(items)
-    plan = {}
-    for dataset_id, adata in datasets.items():
-        if "demo" in items and dataset_id in DEMO_PLAN:  # the demo's studies: their fixed plan, data written out
-            plan[dataset_id] = DEMO_PLAN[dataset_id]["splits"]
-            write_h5ad_atomic(adata, processed_path(args.out / "data", dataset_id))
-        else:
-            plan[dataset_id] = args.splits or {"S1_unseen_perturbation": 5}
-    benchmark(datasets, plan, out=args.out, run=run, figure_maker=_fold_figures,
-              combined_figure_maker=_combined_figures, progress=not args.no_progress, jepa_knn=jepa_knn,
-              max_folds=args.max_folds)
+    if args.list:
+        from ..bench.run import _FoldTasks
+
+        state = _FoldTasks(datasets, plan, args.out, run, None, True)
+        for i, (d, split, s, fold) in enumerate(benchmark_tasks(datasets, plan, run=run, max_folds=args.max_folds)):
+            done = "done" if state.finished(d, split, s, fold) is not None else "to do"
+            print(f"{i}\t{d}\t{split}\tsplit_seed{s}\tfold{fold['fold']}\t{done}\t"
+                  f"{task_dir(args.out, d, split, s, fold['fold'])}")
+        return EXIT_OK
+    try:
+        result = benchmark(datasets, plan, out=args.out, run=run, figure_maker=_fold_figures,
+                           combined_figure_maker=_combined_figures, progress=not args.no_progress,
+                           jepa_knn=jepa_knn, max_folds=args.max_folds, tasks=args.task, collect=args.collect)
+    except TaskInterrupted as stop:
+        print(f"celljepa benchmark: {stop}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if args.task is not None:
+        for i, state in result["tasks"].items():
+            print(f"task {i}: {state}")
+        return EXIT_OK
+    for dataset_id in datasets:  # the demo's studies as processed files beside the run, for reuse
+        if "demo" in (args.data or ["demo"]) and dataset_id in DEMO_PLAN:
+            write_h5ad_atomic(datasets[dataset_id], processed_path(args.out / "data", dataset_id))
     print(args.out / "report.md")
     return EXIT_OK
 

@@ -20,12 +20,16 @@ WRAPPED = {
                  "sbatch script for `celljepa pretrain` (resumable: requeued after a checkpoint on SIGUSR1)"),
     "transition": ("train-transition", "H5AD --jepa RUN --split-file SPLIT.json --out RUN [train-transition options]",
                    "sbatch script for `celljepa train-transition`"),
-    "benchmark": ("benchmark", "--out RUN [benchmark options]", "sbatch script for `celljepa benchmark`"),
+    "benchmark": ("benchmark", "--out RUN [benchmark options]",
+                  "sbatch job array for `celljepa benchmark` (one fold task per array index, requeued on SIGUSR1) "
+                  "plus a collect job"),
     "sweep": ("sweep", "--grid GRID --out OUT [--data NAME=H5AD ...]",
               "sbatch job array for `celljepa sweep` (one task per array index) plus a collect job"),
 }
 DISTRIBUTED = frozenset({"pretrain", "transition"})  # commands that train with DDP under srun with several tasks
-DEFAULT_SIGNAL_SECONDS = {"pretrain": 300}  # only pretrain checkpoints and resumes mid-run
+# pretrain checkpoints and resumes mid-run; a benchmark fold task stops, keeps its finished folds and is requeued
+DEFAULT_SIGNAL_SECONDS = {"pretrain": 300, "benchmark": 300}
+ARRAYS = frozenset({"sweep", "benchmark"})  # commands that run as a job array of tasks plus a collect job
 COLLECT_TIME = "01:00:00"
 
 
@@ -59,7 +63,7 @@ def _add_sbatch_options(p: argparse.ArgumentParser, name: str) -> None:
     default_signal = DEFAULT_SIGNAL_SECONDS.get(name)
     g.add_argument("--signal-seconds", type=int, metavar="S",
                    help="send SIGUSR1 this many seconds before the time limit; 0: no signal (default "
-                        + (f"{default_signal}: pretrain writes a checkpoint, exits 75 and the job is requeued)"
+                        + (f"{default_signal}: the command stops cleanly, exits 75 and the job is requeued)"
                            if default_signal else "none: this command does not resume mid-run)"))
     g.add_argument("--setup", action="append", default=[], metavar="LINE",
                    help="shell line run before the command, verbatim (e.g. 'source .venv/bin/activate'; repeatable)")
@@ -68,7 +72,7 @@ def _add_sbatch_options(p: argparse.ArgumentParser, name: str) -> None:
                         "(repeatable)")
     g.add_argument("--no-requeue", action="store_true",
                    help="do not requeue the job after preemption, node failure or a checkpoint exit")
-    if name == "sweep":
+    if name in ARRAYS:
         g.add_argument("--max-parallel", type=int, metavar="K", help="run at most K array tasks at a time")
     p.add_argument("--submit", action="store_true",
                    help="submit with sbatch --parsable and print the job id(s) instead of the script")
@@ -147,7 +151,7 @@ def _plan(args: argparse.Namespace) -> list[_Job]:
         raise InputError(f"celljepa {wrapped_command} does not train distributed, but --nodes {args.nodes} x "
                          f"--ntasks-per-node {args.ntasks_per_node} asks for {tasks} processes. Fix: --nodes 1 "
                          "--ntasks-per-node 1" + (" (the array runs tasks in parallel; see --max-parallel)."
-                                                   if name == "sweep" else "."))
+                                                   if name in ARRAYS else "."))
     requeue = not args.no_requeue
     if name == "pretrain" and ns.restart and requeue:
         raise InputError("--restart in a requeueable job would discard the checkpoint every time the job is "
@@ -167,7 +171,7 @@ def _plan(args: argparse.Namespace) -> list[_Job]:
     job_name = args.job_name or f"celljepa-{name}"
     wrapped = list(args.wrapped)
 
-    if name != "sweep":
+    if name not in ARRAYS:
         command = ["celljepa", wrapped_command, *wrapped]
         if getattr(ns, "no_progress", True) is False:
             command.append("--no-progress")  # progress bars make unreadable log files
@@ -177,26 +181,38 @@ def _plan(args: argparse.Namespace) -> list[_Job]:
                              signal_seconds=signal or None, requeue=requeue, distributed=tasks > 1, **common)
         return [_Job(slurm_dir / f"{name}.sbatch", text)]
 
-    from ..bench.sweep import load_grid, parse_data_args
-
     if ns.task is not None or ns.collect or ns.list:
         raise InputError("the arguments after -- contain --task, --collect or --list. Fix: drop them; each array "
                          "task gets --task $SLURM_ARRAY_TASK_ID and a collect job runs after the array.")
-    n = len(load_grid(ns.grid, parse_data_args(ns.data)).tasks)
+    n = _count_tasks(name, ns)
     if args.max_parallel is not None and args.max_parallel < 1:
         raise InputError(f"--max-parallel must be at least 1, got {args.max_parallel}.")
     array = f"0-{n - 1}" + (f"%{args.max_parallel}" if args.max_parallel else "")
-    command = ["celljepa", "sweep", *wrapped, "--task", ShellVar("SLURM_ARRAY_TASK_ID")]
+    command = ["celljepa", wrapped_command, *wrapped, "--task", ShellVar("SLURM_ARRAY_TASK_ID")]
     if not ns.no_progress:
         command.append("--no-progress")
-    sweep = render_sbatch(command, job_name=job_name, time=args.time, gpus_per_node=args.gpus_per_node,
+    array_job = render_sbatch(command, job_name=job_name, time=args.time, gpus_per_node=args.gpus_per_node,
                           cpus_per_task=args.cpus_per_task, mem=args.mem, array=array,
                           output=str(logs / "%x-%A_%a.out"), signal_seconds=signal or None, requeue=requeue,
                           **common)
-    collect = render_sbatch(["celljepa", "sweep", *wrapped, "--collect"], job_name=f"{job_name}-collect",
-                            time=COLLECT_TIME, cpus_per_task=1, output=str(logs / "%x-%j.out"), requeue=False,
-                            **common)
-    return [_Job(slurm_dir / "sweep.sbatch", sweep), _Job(slurm_dir / "collect.sbatch", collect, dependency_on=0)]
+    collect = render_sbatch(["celljepa", wrapped_command, *wrapped, "--collect"],
+                            job_name=f"{job_name}-collect", time=COLLECT_TIME, cpus_per_task=1,
+                            output=str(logs / "%x-%j.out"), requeue=False, **common)
+    return [_Job(slurm_dir / f"{name}.sbatch", array_job), _Job(slurm_dir / "collect.sbatch", collect,
+                                                                dependency_on=0)]
+
+
+def _count_tasks(name: str, ns: argparse.Namespace) -> int:
+    """The number of array tasks: the grid's tasks of a sweep, the fold tasks of a benchmark (data are read)."""
+    if name == "sweep":
+        from ..bench.sweep import load_grid, parse_data_args
+
+        return len(load_grid(ns.grid, parse_data_args(ns.data)).tasks)
+    from ..bench.run import benchmark_tasks
+    from ._commands import benchmark_inputs
+
+    datasets, plan, run = benchmark_inputs(ns)
+    return len(benchmark_tasks(datasets, plan, run=run, max_folds=ns.max_folds))
 
 
 def run(args: argparse.Namespace) -> int:
