@@ -88,3 +88,27 @@ def test_a_holdout_needs_another_dataset():
     d = demo_datasets()
     with pytest.raises(InputError, match="at least two datasets"):
         holdout_run({"norman2019": d["norman2019"]}, "norman2019", out="unused", run=RunConfig(jepa=load_config()))
+
+
+def test_a_restarted_holdout_reads_back_its_encoders_and_folds(result, caplog, monkeypatch):
+    """A second run on the same folder trains and scores nothing: encoders and folds are read back by digest."""
+    from celljepa.bench import evaluate as evaluate_module
+    from celljepa.bench import holdout as holdout_module
+
+    out, res, d = result
+    assert (out / "encoders" / "others_seed0" / "inputs.json").is_file()
+    assert (out / "S1_unseen_perturbation" / "split_seed0" / "fold0" / "fold.json").is_file()
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished encoder was trained again")
+
+    monkeypatch.setattr(holdout_module, "_pretrain", no_training)
+    monkeypatch.setattr(evaluate_module, "score_fold", no_training)
+    again = holdout_run({"norman2019": d["norman2019"], "sciplex_gxe": d["sciplex_gxe"]}, "sciplex_gxe", out=out,
+                        run=RunConfig(jepa=load_config(overrides=JEPA), transition=TransitionConfig(max_steps=20)),
+                        max_folds=1, progress=False)
+    def same(a, b):  # NaN-safe
+        return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+
+    assert same(again["prediction"], res["prediction"]) and same(again["transfer"], res["transfer"])
+    assert same(again["encoders"], res["encoders"])

@@ -155,3 +155,35 @@ def test_cli_lists_tasks_and_stops_with_exit_75(ingested, tmp_path, capsys, monk
     assert "stopped by SIGUSR1" in capsys.readouterr().err
     assert main([*args, "--collect"]) == 1
     assert "1 of 2 fold tasks are not finished" in capsys.readouterr().err
+
+
+def test_a_backed_file_scores_like_the_same_data_in_memory(sciplex, tmp_path):
+    """eval-baselines on a backed file (X never loaded whole) gives the numbers of the in-memory run."""
+    import anndata as ad
+    import numpy as np
+    import pandas as pd
+
+    from celljepa.bench import eval_baselines
+
+    path = tmp_path / "sciplex.h5ad"
+    sciplex["sciplex_gxe"].write_h5ad(path)
+    backed = ad.read_h5ad(path, backed="r")
+    kw = dict(split="S2_unseen_context", fold=1, n_folds=3)
+    mem = eval_baselines(sciplex["sciplex_gxe"], out=tmp_path / "mem", **kw)
+    disk = eval_baselines(backed, out=tmp_path / "disk", **kw)
+    backed.file.close()
+    a, b = mem.per_condition, disk.per_condition
+    pd.testing.assert_frame_equal(a[["method", "condition"]], b[["method", "condition"]])
+    for col in ("edistance", "mse", "delta_pearson"):
+        np.testing.assert_allclose(b[col].to_numpy(float), a[col].to_numpy(float), rtol=1e-6, atol=1e-9,
+                                   err_msg=col)
+    assert disk.metrics["comparator"] == mem.metrics["comparator"]
+
+
+def test_backed_benchmark_asks_for_no_jepa(tmp_path, capsys):
+    from celljepa.cli import main
+
+    assert main(["benchmark", "--data", "x=missing.h5ad", "--backed", "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert "--backed" in err and "Fix: add --no-jepa" in err
+    assert not (tmp_path / "o").exists()

@@ -266,3 +266,27 @@ def test_linear_go_has_an_embedding_for_genes_outside_the_data():
     assert not lin.covers(Condition("c", "d", ("drug:dexamethasone",)))
     # the PCA-loading form covers only genes that are dimensions of the space
     assert not LinearGWP().fit(make_train(["A", "B"], ["C"])).covers(Condition("c1", "KLF1", ("gene:KLF1",)))
+
+
+def test_large_control_sets_are_sampled_once_for_every_method():
+    """Above MAX_SET_CELLS control cells, predictions start from one seeded sample (bounded memory at scale);
+    the control mean still uses every control cell."""
+    import pandas as pd
+
+    from celljepa.models.base import MAX_SET_CELLS, TrainData
+
+    rng = np.random.default_rng(0)
+    n = MAX_SET_CELLS + 3000
+    obs = pd.DataFrame({"is_control": np.r_[np.ones(n, bool), np.zeros(10, bool)],
+                        "context_id": ["a"] * (n + 10)})
+    z = rng.normal(size=(n + 10, 4))
+    train = TrainData(z=z, obs=obs, train_conditions=[], val_conditions=[])
+    cells = train.control_cells("a")
+    assert cells.shape == (MAX_SET_CELLS, 4)
+    np.testing.assert_array_equal(cells, train.control_cells("a"))  # the same sample every call
+    rows = {tuple(r) for r in z[:n]}
+    assert all(tuple(r) in rows for r in cells)  # control cells only
+    np.testing.assert_allclose(train.control_mean("a"), z[:n].mean(axis=0))
+    small = TrainData(z=z[n - 50:], obs=obs.iloc[n - 50:].reset_index(drop=True), train_conditions=[],
+                      val_conditions=[])
+    np.testing.assert_array_equal(small.control_cells("a"), z[n - 50:n])  # small sets: every cell, in order

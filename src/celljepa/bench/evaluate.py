@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 from anndata import AnnData
 
 from .._errors import InputError
@@ -25,7 +26,7 @@ from ..eval import metrics as M
 from ..eval.bootstrap import bootstrap_ci, paired_bootstrap_diff
 from ..eval.edistance import DEFAULT_CAP, DEFAULT_RESAMPLES, edistance_sets
 from ..eval.effects import condition_effects
-from ..eval.space import DEFAULT_N_HVG, DEFAULT_N_PCS, EvaluationSpace
+from ..eval.space import DEFAULT_N_HVG, DEFAULT_N_PCS, EvaluationSpace, iter_blocks
 from ..eval.verdict import ALPHA, MIN_CONDITIONS, holm_over, paired_comparison
 from ..models.base import Condition, PerturbationModel, TrainData, conditions_of
 from ..models.baselines import default_baselines
@@ -135,12 +136,12 @@ def prepare_fold(adata: AnnData, fold: dict, config: EvalConfig, *,
     train_pos = _positions(adata.obs_names, fold["train_cells"])
     val_pos = _positions(adata.obs_names, fold["val_cells"])
     test_pos = _positions(adata.obs_names, fold["test_cells"])
-    space = EvaluationSpace.fit(adata[train_pos], n_hvg=config.n_hvg, n_pcs=config.n_pcs, seed=config.seed)
+    space = EvaluationSpace.fit(adata, rows=train_pos, n_hvg=config.n_hvg, n_pcs=config.n_pcs, seed=config.seed)
 
     is_ctrl = adata.obs[C.IS_CONTROL].to_numpy(dtype=bool)
     inputs = test_pos[is_ctrl[test_pos]]
     visible = np.sort(np.concatenate([train_pos, val_pos, inputs]))
-    z_visible = space.transform(adata[visible])
+    z_visible = space.transform(adata, rows=visible)
     obs_visible = adata.obs.iloc[visible]
     roles = np.full(len(visible), "input", dtype=object)
     roles[np.isin(visible, train_pos)] = "train"
@@ -411,9 +412,18 @@ def score_fold(adata: AnnData, fold: dict, methods: list[PerturbationModel] | No
 
 def _observed(adata: AnnData, space: EvaluationSpace, rows) -> tuple[np.ndarray, np.ndarray]:
     gene_idx = space.gene_indices(adata.var_names)
-    x = adata.X[rows][:, gene_idx]
-    x = np.asarray(x.toarray() if hasattr(x, "toarray") else x, dtype=np.float64)
+    blocks = [np.asarray(b.toarray() if sp.issparse(b) else b, dtype=np.float64)
+              for b in iter_blocks(adata, rows, gene_idx)]
+    x = np.vstack(blocks)
     return space.transform(x), x.mean(axis=0)
+
+
+def _column_means(adata: AnnData, rows, columns) -> np.ndarray:
+    """Mean of ``adata.X[rows][:, columns]``, accumulated block by block (backed data are never loaded whole)."""
+    total = np.zeros(len(columns))
+    for block in iter_blocks(adata, rows, columns):
+        total += np.asarray(block.sum(axis=0), dtype=np.float64).ravel()
+    return total / max(len(rows), 1)
 
 
 def _score_test(adata, space, train: TrainData, test, preds, covers, role, config: EvalConfig) -> pd.DataFrame:
@@ -425,8 +435,11 @@ def _score_test(adata, space, train: TrainData, test, preds, covers, role, confi
     for ctx in {c.context_id for c, _ in test}:
         mask = (adata.obs[C.IS_CONTROL].to_numpy(dtype=bool)
                 & (adata.obs[C.CONTEXT_ID].astype(str).to_numpy() == ctx))
-        xc = adata.X[np.flatnonzero(mask)][:, gene_idx]
-        ctrl_mean_genes[ctx] = np.asarray(xc.mean(axis=0)).ravel()
+        if adata.isbacked:
+            ctrl_mean_genes[ctx] = _column_means(adata, np.flatnonzero(mask), gene_idx)
+        else:
+            xc = adata.X[np.flatnonzero(mask)][:, gene_idx]
+            ctrl_mean_genes[ctx] = np.asarray(xc.mean(axis=0)).ravel()
         ctrl_mean_z[ctx] = train.control_mean(ctx)
     keys = list(preds)
     cond_index = {cond: i for i, (cond, _) in enumerate(test)}
@@ -477,7 +490,8 @@ def _average_seeds(per_seed: pd.DataFrame) -> pd.DataFrame:
 
 def _effects(adata, train: TrainData, test, space, config: EvalConfig) -> pd.DataFrame:
     observed = [_observed(adata, space, rows)[0] for _, rows in test]
-    controls = {ctx: train.control_cells(ctx) for ctx in {c.context_id for c, _ in test}}
+    # every control cell (the sets predictions start from may be a sample of them, see TrainData.control_cells)
+    controls = {ctx: train.z[train.control_rows(ctx)] for ctx in {c.context_id for c, _ in test}}
     return condition_effects([c.key for c, _ in test], observed, [c.context_id for c, _ in test], controls,
                              cap=config.cap, n_resamples=config.n_resamples, n_permutations=config.n_permutations,
                              alpha=config.effect_alpha, seed=config.seed)

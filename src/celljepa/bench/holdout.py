@@ -1,7 +1,7 @@
 """Cross-dataset holdout (``S4_holdout_dataset``): does pretraining on *other* datasets help a new one.
 
 One whole dataset is held out. All datasets are mapped onto one feature set
-(:func:`~celljepa.data._harmonize.harmonize_genes`); a CellJEPA encoder is pretrained on the other
+(:func:`celljepa.pp.harmonize_genes`); a CellJEPA encoder is pretrained on the other
 datasets together (balanced batches, absent genes never targets) and never sees a cell of the held-out
 one. Then, on the held-out dataset:
 
@@ -15,10 +15,16 @@ one. Then, on the held-out dataset:
 
 Both arms of (b) are scored on the harmonised dataset (the feature set's genes), so their evaluation
 space is the same, and may differ from a benchmark on the dataset's native genes.
+
+A run resumes: the encoders are saved under ``OUT/encoders/`` and every scored fold under
+``OUT/<split>/split_seed<s>/fold<k>/``, each with the digest of its inputs written last; a restarted run
+reads back whatever finished with the same inputs and computes the rest.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import time
 from pathlib import Path
@@ -31,7 +37,7 @@ from .._io import write_json_atomic, write_text_atomic
 from .._logging import logger
 from .config import RunConfig
 from .provenance import provenance, versions
-from .tasks import locks_out
+from .tasks import config_digest, data_fingerprint, locks_out, read_tables, write_tables
 
 __all__ = ["HOLDOUT_SPLIT", "holdout_run"]
 
@@ -44,6 +50,29 @@ def _pretrain(adata, jepa, *, progress: bool, run_dir: Path | None = None):
     model = CellJEPA(adata, config=jepa)
     model.train(run_dir=run_dir, progress=progress, handle_signals=False)
     return model
+
+
+def _finished(marker: Path, digest: str) -> bool:
+    try:
+        return json.loads(marker.read_text(encoding="utf-8")).get("config_digest") == digest
+    except (OSError, ValueError):
+        return False
+
+
+def _encoder(path: Path, inputs: dict, train):
+    """The encoder saved in ``path`` from the same ``inputs``, or ``train()``'s, saved there (digest last)."""
+    from ..models import CellJEPA
+
+    digest = config_digest(inputs)
+    if _finished(path / "inputs.json", digest):
+        try:
+            return CellJEPA.load(path), digest
+        except InputError:  # a damaged model file: train again
+            pass
+    model = train()
+    model.save(path, overwrite=True)
+    write_json_atomic(path / "inputs.json", {"config_digest": digest})
+    return model, digest
 
 
 def _transfer(held, enc_others, enc_self, *, seed: int, labels, n_pcs: int, progress: bool) -> dict:
@@ -59,7 +88,7 @@ def _transfer(held, enc_others, enc_self, *, seed: int, labels, n_pcs: int, prog
 
 
 def _prediction(held, dataset_id: str, splits: dict[str, int], enc_others: dict, jepa, transition, *,
-                run: RunConfig, max_folds: int | None, progress: bool) -> dict:
+                run: RunConfig, max_folds: int | None, progress: bool, out: Path, encoders: list[str]) -> dict:
     """Per split: JEPA models on the fold's own encoders and on the encoders pretrained elsewhere.
 
     ``*_self`` and ``*_others`` are scored beside the baselines and the PCA twin, pooled over folds and split
@@ -70,18 +99,30 @@ def _prediction(held, dataset_id: str, splits: dict[str, int], enc_others: dict,
     from .evaluate import PRIMARY, pool_conditions, score_fold, summarize
 
     split_seeds, model_seeds, config = list(run.split_seeds), list(run.model_seeds), run.evaluation
-    out = {}
+    fingerprint = data_fingerprint(held)
+    result = {}
     for split, k in splits.items():
         parts, vals = [], []
         for s in split_seeds:
             cfg = run.evaluation_for(s)
             for fold in make_split_folds(held.obs, split, dataset_id=dataset_id, n_folds=k, seed=s)[:max_folds]:
+                folder = out / split / f"split_seed{s}" / f"fold{fold['fold']}"
+                digest = config_digest({"holdout": dataset_id, "split": split, "seed": s, "fold": fold["fold"],
+                                        "n_folds": k, "evaluation": dataclasses.asdict(cfg), "jepa": jepa.to_dict(),
+                                        "transition": None if transition is None else transition.to_dict(),
+                                        "model_seeds": model_seeds, "data": fingerprint, "encoders": encoders})
+                if _finished(folder / "fold.json", digest):
+                    tables = read_tables(folder / "tables.h5")
+                    parts.append(tables["per_condition"])
+                    vals.append(tables["validation"])
+                    continue
                 own = score_fold(held, fold, config=cfg, jepa=jepa, transition=transition, model_seeds=model_seeds,
                                  progress=progress, pca_twin=True)
                 other = score_fold(held, fold, config=cfg, jepa=enc_others, transition=transition,
                                    model_seeds=model_seeds, progress=progress)
-                for frame_own, frame_other, store in ((own.per_condition, other.per_condition, parts),
-                                                      (own.validation, other.validation, vals)):
+                frames = []
+                for frame_own, frame_other in ((own.per_condition, other.per_condition),
+                                               (own.validation, other.validation)):
                     a = frame_own.copy()
                     b = frame_other[frame_other["role"] == "jepa"].copy()
                     jepa_rows = a["role"] == "jepa"
@@ -89,7 +130,11 @@ def _prediction(held, dataset_id: str, splits: dict[str, int], enc_others: dict,
                     b["method"] = b["method"] + "_others"
                     frame = pd.concat([a, b], ignore_index=True)
                     frame["split_seed"], frame["fold"] = s, fold["fold"]
-                    store.append(frame)
+                    frames.append(frame)
+                write_tables(folder / "tables.h5", {"per_condition": frames[0], "validation": frames[1]})
+                write_json_atomic(folder / "fold.json", {"config_digest": digest})  # last: the fold is finished
+                parts.append(frames[0])
+                vals.append(frames[1])
         pooled = pool_conditions(parts, effect_alpha=config.effect_alpha)
         metrics = summarize(pooled, pd.concat(vals, ignore_index=True), primary=f"{config.primary}_others",
                             n_boot=config.n_bootstrap, seed=split_seeds[0], min_conditions=config.min_conditions)
@@ -107,8 +152,8 @@ def _prediction(held, dataset_id: str, splits: dict[str, int], enc_others: dict,
         metrics.update({"dataset_id": dataset_id, "split": split, "n_folds": k if max_folds is None else
                         min(k, max_folds), "split_seeds": list(split_seeds), "model_seeds": list(model_seeds),
                         "others_vs_self": others_vs_self, "_pooled": pooled})
-        out[split] = metrics
-    return out
+        result[split] = metrics
+    return result
 
 
 def _others_outcome(d: dict) -> str:
@@ -190,20 +235,30 @@ def holdout_run(datasets: dict, holdout: str, *, out: str | os.PathLike, run: Ru
     config, jepa, transition = run.evaluation, run.jepa_for(model_seeds[0]), run.transition_for(model_seeds[0])
     timings = {}
     t1 = time.perf_counter()
-    enc_others = {}
+    enc_others, digests = {}, []
+    others_data = {name: data_fingerprint(a) for name, a in others.items()}
     for ms in model_seeds:
         cfg = run.jepa_for(ms)
         if len(others) > 1:
-            combined = combine_datasets(others, fs)
-            enc_others[ms] = _pretrain(combined, cfg.replace(data={"balance_key": "dataset_id"}), progress=progress)
+            cfg = cfg.replace(data={"balance_key": "dataset_id"})
+
+            def train(cfg=cfg):
+                return _pretrain(combine_datasets(others, fs), cfg, progress=progress)
         else:
             (name, only), = others.items()
-            enc_others[ms] = _pretrain(map_genes(only, fs, name=name), cfg, progress=progress)
+
+            def train(cfg=cfg, name=name, only=only):
+                return _pretrain(map_genes(only, fs, name=name), cfg, progress=progress)
+        enc_others[ms], digest = _encoder(out / "encoders" / f"others_seed{ms}", {
+            "jepa": cfg.to_dict(), "data": others_data, "feature_set": fs.info()}, train)
+        digests.append(digest)
     timings["pretrain_others_s"] = time.perf_counter() - t1
     # one dataset: no dataset covariate for the held-out dataset's own encoders
     own = jepa.replace(model={"dataset_covariate": False})
     t1 = time.perf_counter()
-    enc_self = _pretrain(held, own.replace(train={"seed": model_seeds[0]}), progress=progress)
+    own_first = own.replace(train={"seed": model_seeds[0]})
+    enc_self, _ = _encoder(out / "encoders" / "self", {"jepa": own_first.to_dict(), "data": data_fingerprint(held)},
+                           lambda: _pretrain(held, own_first, progress=progress))
     timings["pretrain_self_s"] = time.perf_counter() - t1
     t1 = time.perf_counter()
     transfer = _transfer(held, enc_others[model_seeds[0]], enc_self, seed=model_seeds[0], labels=labels, n_pcs=n_pcs,
@@ -211,7 +266,7 @@ def holdout_run(datasets: dict, holdout: str, *, out: str | os.PathLike, run: Ru
     timings["transfer_s"] = time.perf_counter() - t1
     t1 = time.perf_counter()
     prediction = _prediction(held, holdout, splits or {"S1_unseen_perturbation": 3}, enc_others, own, transition,
-                             run=run, max_folds=max_folds, progress=progress)
+                             run=run, max_folds=max_folds, progress=progress, out=out, encoders=digests)
     family = _holm_family(prediction)
     for split, m in prediction.items():
         m["holm_family_size"] = family

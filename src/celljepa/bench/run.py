@@ -197,11 +197,12 @@ def demo_datasets() -> dict[str, AnnData]:
     return out
 
 
-def load_data_args(items) -> dict[str, AnnData]:
+def load_data_args(items, *, backed: bool = False) -> dict[str, AnnData]:
     """The datasets of the ``--data`` options of ``celljepa benchmark`` and ``holdout``, in order.
 
     Each item is ``demo`` (the demo's two studies, :func:`demo_datasets`), ``NAME=H5AD`` (a processed file
-    under that name) or ``H5AD`` (named by its ``uns['dataset_id']``, else the file name).
+    under that name) or ``H5AD`` (named by its ``uns['dataset_id']``, else the file name). ``backed=True``
+    leaves the files' ``X`` on disk (the demo is small and always in memory).
 
     Examples
     --------
@@ -220,7 +221,7 @@ def load_data_args(items) -> dict[str, AnnData]:
             name, sep, path = item.partition("=")
             if sep and not (name.strip() and path.strip()):
                 raise InputError(f"--data expects demo, NAME=H5AD or H5AD, got {item!r}.")
-            adata = read_source(Path(path.strip() if sep else item))
+            adata = read_source(Path(path.strip() if sep else item), backed=backed)
             new = {name.strip() if sep else str(adata.uns.get("dataset_id", Path(item).stem)): adata}
         twice = sorted(set(new) & set(datasets))
         if twice:

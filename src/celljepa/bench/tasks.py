@@ -127,25 +127,29 @@ def config_digest(config: dict) -> str:
     return hashlib.sha256(dumps_json(inputs).encode()).hexdigest()[:16]
 
 
-def write_frames(result: FoldResult, path: Path) -> Path:
-    """Store the fold's result tables exactly (HDF5, the anndata encoding: dtypes and categories kept)."""
+def write_tables(path: Path, frames: dict[str, pd.DataFrame | None]) -> Path:
+    """Store tables exactly (HDF5, the anndata encoding: dtypes and categories kept), atomically."""
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        for name in _FRAMES:
-            frame = getattr(result, name)
+        for name, frame in frames.items():
             if frame is not None:
                 write_elem(f, name, frame.reset_index(drop=True).rename(index=str))
     return path
 
 
-def _read_frames(path: Path) -> dict[str, pd.DataFrame]:
+def read_tables(path: Path) -> dict[str, pd.DataFrame]:
+    """The tables of :func:`write_tables`, with a fresh ``RangeIndex``."""
     with h5py.File(path, "r") as f:
         out = {}
-        for name in _FRAMES:
-            if name in f:
-                frame = read_elem(f[name])
-                frame.index = pd.RangeIndex(len(frame))
-                out[name] = frame
+        for name in f:
+            frame = read_elem(f[name])
+            frame.index = pd.RangeIndex(len(frame))
+            out[name] = frame
         return out
+
+
+def write_frames(result: FoldResult, path: Path) -> Path:
+    """Store the fold's result tables (:func:`write_tables`)."""
+    return write_tables(path, {name: getattr(result, name) for name in _FRAMES})
 
 
 def load_finished_fold(run_dir: Path, fold: dict, digest: str) -> FoldResult | None:
@@ -155,7 +159,7 @@ def load_finished_fold(run_dir: Path, fold: dict, digest: str) -> FoldResult | N
         if metrics.get("config_digest") != digest:
             return None
         config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
-        frames = _read_frames(run_dir / FRAMES_FILE)
+        frames = read_tables(run_dir / FRAMES_FILE)
     except (OSError, ValueError, KeyError):
         return None
     if "per_condition" not in frames:

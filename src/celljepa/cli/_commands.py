@@ -208,13 +208,14 @@ def _add_eval_baselines(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-hvg", type=int, default=2000)
     p.add_argument("--n-pcs", type=int, default=50)
     p.add_argument("--out", required=True, type=Path, help="run folder, e.g. runs/<run_id>")
+    _add_backed(p)
 
 
 def _cmd_eval_baselines(args: argparse.Namespace) -> int:
     from ..bench import EvalConfig, eval_baselines
     from ..data.readers import read_source
 
-    adata = read_source(args.h5ad)  # args.split is checked by the parser (_split_name)
+    adata = read_source(args.h5ad, backed=args.backed)  # args.split is checked by the parser (_split_name)
     result = eval_baselines(adata, split=args.split, fold=args.fold, seed=args.seed, n_folds=args.folds,
                             val_fraction=args.val_fraction, out=args.out, source=str(args.h5ad),
                             config=EvalConfig(n_hvg=args.n_hvg, n_pcs=args.n_pcs, seed=args.seed),
@@ -324,6 +325,12 @@ def _add_split_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-fraction", type=float, default=0.15, help="share of non-test groups used for validation")
 
 
+def _add_backed(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backed", action="store_true",
+                   help="leave X on disk and read it in chunks (million-cell files; the evaluation space is fitted "
+                        "without densifying the training matrix)")
+
+
 def _add_progress(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide progress bars (e.g. in batch jobs)")
 
@@ -354,6 +361,7 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--jepa-knn", action="store_true",
                    help="also pretrain one encoder on all cells of each dataset and report kNN accuracy vs PCA")
     p.add_argument("--max-folds", type=int, help="score only the first K folds of each split (quick runs)")
+    _add_backed(p)
     tasks = p.add_mutually_exclusive_group()
     tasks.add_argument("--list", action="store_true", help="print the fold tasks (index, dataset, split, split seed, "
                        "fold, state, folder) and exit")
@@ -389,7 +397,11 @@ def benchmark_inputs(args: argparse.Namespace):
     if args.splits and items == ["demo"]:
         raise InputError("--splits is for --data files (the demo has a fixed plan).")
     run = _run_config(args, jepa=not args.no_jepa)
-    datasets = load_data_args(items)
+    if args.backed and run.jepa is not None:
+        raise InputError("--backed runs the baselines, the evaluation space and the scoring on data left on disk; "
+                         "the fold encoders of the JEPA models need the data in memory. Fix: add --no-jepa, or "
+                         "drop --backed.")
+    datasets = load_data_args(items, backed=args.backed)
     plan = {d: DEMO_PLAN[d]["splits"] if "demo" in items and d in DEMO_PLAN else
             (args.splits or {"S1_unseen_perturbation": 5}) for d in datasets}
     return datasets, plan, run

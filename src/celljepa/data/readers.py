@@ -32,13 +32,16 @@ class Layout:
     notes: list[str] = field(default_factory=list)
 
 
-def read_source(path: str | Path) -> AnnData:
-    """Read an ``.h5ad`` file with clear errors for missing, empty, non-HDF5 or unreadable files."""
+def read_source(path: str | Path, *, backed: bool = False) -> AnnData:
+    """Read an ``.h5ad`` file with clear errors for missing, empty, non-HDF5 or unreadable files.
+
+    ``backed=True`` leaves ``X`` on disk (read-only; ``obs``, ``var`` and ``uns`` are loaded).
+    """
     p = check_readable_h5ad(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # old-format uns entries (e.g. scGen's 'neighbors') still load
-            adata = ad.read_h5ad(p)
+            adata = ad.read_h5ad(p, backed="r" if backed else None)
     except Exception as err:  # h5py/anndata raise many types; the user needs the file and the reason
         raise InputError(f"'{p}' is an HDF5 file but not a readable AnnData (.h5ad): {err}") from None
     if adata.n_obs == 0 or adata.n_vars == 0:

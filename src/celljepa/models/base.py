@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
@@ -9,6 +10,9 @@ import numpy as np
 import pandas as pd
 
 from ..data import contract as C
+
+# Largest control set a prediction starts from (see TrainData.control_cells): above it, a seeded sample.
+MAX_SET_CELLS = 2048
 
 
 @dataclass(frozen=True)
@@ -111,11 +115,21 @@ class TrainData:
         return self._controls[context_id]
 
     def control_cells(self, context_id: str) -> np.ndarray:
-        """Evaluation-space coordinates of the control cells of ``context_id``."""
-        return self.z[self.control_rows(context_id)]
+        """Evaluation-space coordinates of the control cells a prediction of ``context_id`` starts from.
+
+        Every control cell of the context, or, above :data:`MAX_SET_CELLS`, a seeded sample of that many (the
+        same for every method): a predicted set then has a bounded size however large the screen, and the
+        E-distance, which compares at most ``cap`` (256) cells per resample, loses nothing.
+        """
+        rows = self.control_rows(context_id)
+        if len(rows) > MAX_SET_CELLS:
+            rng = np.random.default_rng([zlib.crc32(str(context_id).encode()), len(rows)])
+            rows = np.sort(rng.choice(rows, MAX_SET_CELLS, replace=False))
+        return self.z[rows]
 
     def control_mean(self, context_id: str) -> np.ndarray:
-        return self.control_cells(context_id).mean(axis=0)
+        """Mean of every control cell of ``context_id`` in the evaluation space."""
+        return self.z[self.control_rows(context_id)].mean(axis=0)
 
     def shift(self, condition: Condition, rows: np.ndarray) -> np.ndarray:
         """Observed mean shift of a condition: its mean minus its context's control mean."""
