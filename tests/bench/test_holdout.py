@@ -112,3 +112,30 @@ def test_a_restarted_holdout_reads_back_its_encoders_and_folds(result, caplog, m
 
     assert same(again["prediction"], res["prediction"]) and same(again["transfer"], res["transfer"])
     assert same(again["encoders"], res["encoders"])
+
+
+def test_holdout_tasks_run_apart_then_collect_equals_one_run(result, tmp_path):
+    """Encoder tasks, then fold tasks (as two Slurm arrays would run them), then --collect: the same numbers."""
+    from celljepa.bench.holdout import holdout_tasks
+
+    out, res, d = result
+    data = {"norman2019": d["norman2019"], "sciplex_gxe": d["sciplex_gxe"]}
+    run = RunConfig(jepa=load_config(overrides=JEPA), transition=TransitionConfig(max_steps=20))
+    apart = tmp_path / "apart"
+    listed = holdout_tasks(data, "sciplex_gxe", out=apart, run=run, max_folds=1)
+    assert [(k, label) for k, label, _ in listed] == [("encoder", "others_seed0"), ("encoder", "self"),
+                                                     ("fold", "S1_unseen_perturbation split_seed0 fold0")]
+    kw = dict(out=apart, run=run, max_folds=1, progress=False)
+    with pytest.raises(InputError, match=r"encoder task\(s\) \[0, 1\] .* are not finished"):
+        holdout_run(data, "sciplex_gxe", tasks=[2], **kw)
+    with pytest.raises(InputError, match=r"3 of 3 holdout tasks are not finished .* task\(s\) 0, 1, 2"):
+        holdout_run(data, "sciplex_gxe", collect=True, **kw)
+    assert holdout_run(data, "sciplex_gxe", tasks=[1, 0], **kw) == {"tasks": {0: "done", 1: "done"}}
+    assert holdout_run(data, "sciplex_gxe", tasks=[2], **kw) == {"tasks": {2: "done"}}
+    assert not (apart / "holdout.json").exists()
+    merged = holdout_run(data, "sciplex_gxe", collect=True, **kw)
+
+    def same(a, b):  # NaN-safe
+        return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+
+    assert same(merged["prediction"], res["prediction"]) and same(merged["transfer"], res["transfer"])

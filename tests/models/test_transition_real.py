@@ -95,7 +95,7 @@ def test_held_out_context_controls_are_inputs_only_unless_transductive(transduct
     assert all(train.control_rows(x).size > 0 for x in ctx)
     # the transition decoder is fitted on the fittable rows only: opening them up changes its fit
     one_step = TransitionConfig(max_steps=1, eval_every=1)
-    w = [JEPATransition("set", one_step, space="pca").fit(dataclasses.replace(train, fit_rows=rows, _controls={}))._W
+    w = [JEPATransition("set", one_step, space="pca").fit(dataclasses.replace(train, fit_rows=rows))._W
          for rows in (train.fit_rows, None)]
     assert (transductive and train.fit_rows is None) or not np.allclose(w[0].numpy(), w[1].numpy())
 

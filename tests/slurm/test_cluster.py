@@ -216,3 +216,24 @@ def test_benchmark_array_requeues_a_signalled_task_and_collects(tmp_path):
                                         "sciplex_gxe/S1_unseen_perturbation", "sciplex_gxe/S2_unseen_context"}
     assert combined["provenance"]["folds_resumed"] == 4  # the collect job computed nothing
     assert "jepa_set" in combined["results"]["norman2019/S1_unseen_perturbation"]["methods"]
+
+
+def test_holdout_encoder_array_then_fold_array_then_collect(tmp_path):
+    """The holdout as three jobs: the encoders (array), the folds (array, afterok), the collect job (afterany)."""
+    out = _celljepa("slurm", "holdout", "--time", "20", "--submit", "--", "--data", "demo", "--holdout",
+                    "sciplex_gxe", "--max-folds", "1", "--jepa-steps", "12", "--jepa-set", "model.n_hidden=32",
+                    "--jepa-set", "model.predictor_hidden=32", "--jepa-set", "model.n_latent=16", "--jepa-set",
+                    "train.batch_size=64", "--transition-set", "max_steps=20", "--out", "ho",
+                    cwd=tmp_path).stdout.split()
+    assert len(out) == 3 and all(x.isdigit() for x in out), out
+    encoders, folds, collect = out
+    logs = lambda: _log(tmp_path / "ho" / "slurm")  # noqa: E731
+    assert [r["JobState"] for r in _wait(encoders)] == ["COMPLETED"] * 2, logs()
+    fold_tasks = _wait(folds)
+    assert [(r["ArrayTaskId"], r["JobState"]) for r in fold_tasks] == [("2", "COMPLETED")], logs()
+    (record,) = _wait(collect)
+    assert record["JobState"] == "COMPLETED", logs()
+    result = json.loads((tmp_path / "ho" / "holdout.json").read_text())
+    assert result["holdout"] == "sciplex_gxe" and "jepa_set_others" in result["prediction"][
+        "S1_unseen_perturbation"]["methods"]
+    assert (tmp_path / "ho" / "encoders" / "self" / "inputs.json").is_file()

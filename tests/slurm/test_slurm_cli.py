@@ -210,3 +210,19 @@ def test_registered_in_the_main_cli(cwd, capsys):
     assert capsys.readouterr().out == (cwd / "run/slurm/pretrain.sbatch").read_text()
     assert cli.main(["slurm", "benchmark", "--nodes", "3", "--", "--out", "b"]) == 1
     assert capsys.readouterr().err.startswith("celljepa slurm: error: celljepa benchmark does not train distributed")
+
+
+def test_holdout_arrays_encoders_then_folds_then_collect(cwd, capsys):
+    argv = ["slurm", "holdout", "--max-parallel", "2", "--", "--data", "demo", "--holdout", "sciplex_gxe",
+            "--max-folds", "2", "--out", "h"]
+    assert _main(argv) == 0
+    out, err = capsys.readouterr()
+    enc = (cwd / "h/slurm/holdout-encoders.sbatch").read_text()
+    folds = (cwd / "h/slurm/holdout-folds.sbatch").read_text()
+    collect = (cwd / "h/slurm/collect.sbatch").read_text()
+    assert out == enc + folds + collect
+    # norman2019 is pretrained on (one model seed) and sciplex_gxe alone: 2 encoder tasks, then 2 folds
+    assert _flag(enc, "array") == "0-1%2" and _flag(folds, "array") == "2-3%2"
+    assert _srun(folds)[-3:] == ["--task", "${SLURM_ARRAY_TASK_ID}", "--no-progress"]
+    assert _srun(collect)[-1] == "--collect" and _flag(collect, "array") is None
+    assert "--dependency=afterok:$j0" in err and "--dependency=afterany:$j1" in err

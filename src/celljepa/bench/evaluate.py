@@ -350,7 +350,7 @@ def score_fold(adata: AnnData, fold: dict, methods: list[PerturbationModel] | No
             t1 = time.perf_counter()
             encoder, embedding = fold_encoder(adata, train, fold, jcfg, run_dir=jepa_run_dir, progress=progress)
             timings["jepa_pretrain_s"] = timings.get("jepa_pretrain_s", 0.0) + time.perf_counter() - t1
-            view = dataclasses.replace(train, encoder=encoder, embedding=embedding, _controls={})
+            view = dataclasses.replace(train, encoder=encoder, embedding=embedding)
             encoders.append(encoder_summary(encoder, embedding))
             if first_encoder is None:
                 first_encoder = encoder

@@ -33,11 +33,11 @@ import numpy as np
 import pandas as pd
 
 from .._errors import InputError
-from .._io import write_json_atomic, write_text_atomic
+from .._io import folder_lock, write_json_atomic, write_text_atomic
 from .._logging import logger
 from .config import RunConfig
 from .provenance import provenance, versions
-from .tasks import config_digest, data_fingerprint, locks_out, read_tables, write_tables
+from .tasks import config_digest, data_fingerprint, read_tables, stop_on_signals, task_indices, write_tables
 
 __all__ = ["HOLDOUT_SPLIT", "holdout_run"]
 
@@ -60,7 +60,10 @@ def _finished(marker: Path, digest: str) -> bool:
 
 
 def _encoder(path: Path, inputs: dict, train):
-    """The encoder saved in ``path`` from the same ``inputs``, or ``train()``'s, saved there (digest last)."""
+    """The encoder saved in ``path`` from the same ``inputs``, or ``train()``'s, saved there (digest last).
+
+    ``train=None``: ``(None, digest)`` when there is no finished encoder.
+    """
     from ..models import CellJEPA
 
     digest = config_digest(inputs)
@@ -69,6 +72,8 @@ def _encoder(path: Path, inputs: dict, train):
             return CellJEPA.load(path), digest
         except InputError:  # a damaged model file: train again
             pass
+    if train is None:
+        return None, digest
     model = train()
     model.save(path, overwrite=True)
     write_json_atomic(path / "inputs.json", {"config_digest": digest})
@@ -87,73 +92,150 @@ def _transfer(held, enc_others, enc_self, *, seed: int, labels, n_pcs: int, prog
     return {"knn": knn, "pca": pca_info, "diagnostics": {k: collapse_diagnostics(v) for k, v in emb.items()}}
 
 
-def _prediction(held, dataset_id: str, splits: dict[str, int], enc_others: dict, jepa, transition, *,
-                run: RunConfig, max_folds: int | None, progress: bool, out: Path, encoders: list[str]) -> dict:
-    """Per split: JEPA models on the fold's own encoders and on the encoders pretrained elsewhere.
+class _Holdout:
+    """One holdout run's inputs and its tasks, each computed or read back by the digest of its inputs.
 
-    ``*_self`` and ``*_others`` are scored beside the baselines and the PCA twin, pooled over folds and split
-    seeds like a benchmark.
+    The tasks are the encoders (from elsewhere per model seed, and on the held-out dataset alone), then the
+    held-out dataset's folds.
     """
-    from ..eval.verdict import paired_comparison
-    from ..splits import make_split_folds
-    from .evaluate import PRIMARY, pool_conditions, score_fold, summarize
 
-    split_seeds, model_seeds, config = list(run.split_seeds), list(run.model_seeds), run.evaluation
-    fingerprint = data_fingerprint(held)
-    result = {}
-    for split, k in splits.items():
-        parts, vals = [], []
-        for s in split_seeds:
-            cfg = run.evaluation_for(s)
-            for fold in make_split_folds(held.obs, split, dataset_id=dataset_id, n_folds=k, seed=s)[:max_folds]:
-                folder = out / split / f"split_seed{s}" / f"fold{fold['fold']}"
-                digest = config_digest({"holdout": dataset_id, "split": split, "seed": s, "fold": fold["fold"],
-                                        "n_folds": k, "evaluation": dataclasses.asdict(cfg), "jepa": jepa.to_dict(),
-                                        "transition": None if transition is None else transition.to_dict(),
-                                        "model_seeds": model_seeds, "data": fingerprint, "encoders": encoders})
-                if _finished(folder / "fold.json", digest):
-                    tables = read_tables(folder / "tables.h5")
-                    parts.append(tables["per_condition"])
-                    vals.append(tables["validation"])
-                    continue
-                own = score_fold(held, fold, config=cfg, jepa=jepa, transition=transition, model_seeds=model_seeds,
-                                 progress=progress, pca_twin=True)
-                other = score_fold(held, fold, config=cfg, jepa=enc_others, transition=transition,
-                                   model_seeds=model_seeds, progress=progress)
-                frames = []
-                for frame_own, frame_other in ((own.per_condition, other.per_condition),
-                                               (own.validation, other.validation)):
-                    a = frame_own.copy()
-                    b = frame_other[frame_other["role"] == "jepa"].copy()
-                    jepa_rows = a["role"] == "jepa"
-                    a.loc[jepa_rows, "method"] = a.loc[jepa_rows, "method"] + "_self"
-                    b["method"] = b["method"] + "_others"
-                    frame = pd.concat([a, b], ignore_index=True)
-                    frame["split_seed"], frame["fold"] = s, fold["fold"]
-                    frames.append(frame)
-                write_tables(folder / "tables.h5", {"per_condition": frames[0], "validation": frames[1]})
-                write_json_atomic(folder / "fold.json", {"config_digest": digest})  # last: the fold is finished
-                parts.append(frames[0])
-                vals.append(frames[1])
-        pooled = pool_conditions(parts, effect_alpha=config.effect_alpha)
-        metrics = summarize(pooled, pd.concat(vals, ignore_index=True), primary=f"{config.primary}_others",
-                            n_boot=config.n_bootstrap, seed=split_seeds[0], min_conditions=config.min_conditions)
-        effect = pooled.drop_duplicates("condition").set_index("condition")["has_effect"].astype(bool)
-        wide = pooled.pivot_table(index="condition", columns="method", values=PRIMARY, aggfunc="first")
-        wide = wide.loc[effect[effect].index]
-        others_vs_self = {}
-        for kind in ("set", "prototype"):
-            a_name, b_name = f"jepa_{kind}_others", f"jepa_{kind}_self"
-            if a_name in wide and b_name in wide:
-                d = paired_comparison(wide[a_name].to_numpy(), wide[b_name].to_numpy(), n_boot=config.n_bootstrap,
-                                      seed=split_seeds[0])
-                d["scale"] = float(np.nanmean(wide[b_name].to_numpy())) if len(wide) else 1.0
-                others_vs_self[kind] = d
-        metrics.update({"dataset_id": dataset_id, "split": split, "n_folds": k if max_folds is None else
-                        min(k, max_folds), "split_seeds": list(split_seeds), "model_seeds": list(model_seeds),
-                        "others_vs_self": others_vs_self, "_pooled": pooled})
-        result[split] = metrics
-    return result
+    def __init__(self, datasets: dict, holdout: str, out: Path, run: RunConfig, feature_set, splits, max_folds,
+                 progress: bool):
+        from ..data._harmonize import map_genes, resolve_feature_set
+        from ..splits import make_split_folds
+
+        self.holdout, self.out, self.run, self.progress = holdout, out, run, progress
+        self.others = {k: v for k, v in datasets.items() if k != holdout}
+        self.fs = resolve_feature_set(feature_set, self.others, name=f"without-{holdout}")
+        self.held = map_genes(datasets[holdout], self.fs, name=holdout)
+        self.model_seeds = list(run.model_seeds)
+        self.jepa, self.transition = run.jepa_for(self.model_seeds[0]), run.transition_for(self.model_seeds[0])
+        # one dataset: no dataset covariate for the held-out dataset's own encoders
+        self.own = self.jepa.replace(model={"dataset_covariate": False})
+        self.splits = splits or {"S1_unseen_perturbation": 3}
+        self.max_folds = max_folds
+        others_data = {name: data_fingerprint(a) for name, a in self.others.items()}
+        self.encoder_specs = []  # (folder, inputs, config, on other datasets)
+        for ms in self.model_seeds:
+            cfg = run.jepa_for(ms)
+            if len(self.others) > 1:
+                cfg = cfg.replace(data={"balance_key": "dataset_id"})
+            self.encoder_specs.append((out / "encoders" / f"others_seed{ms}",
+                                       {"jepa": cfg.to_dict(), "data": others_data, "feature_set": self.fs.info()},
+                                       cfg, True))
+        own_first = self.own.replace(train={"seed": self.model_seeds[0]})
+        self.fingerprint = data_fingerprint(self.held)
+        self.encoder_specs.append((out / "encoders" / "self", {"jepa": own_first.to_dict(), "data": self.fingerprint},
+                                   own_first, False))
+        self.encoder_digests = [config_digest(inputs) for _, inputs, _, _ in self.encoder_specs]
+        self.folds = [(split, s, fold, k) for split, k in self.splits.items() for s in run.split_seeds
+                      for fold in make_split_folds(self.held.obs, split, dataset_id=holdout, n_folds=k,
+                                                   seed=s)[:max_folds]]
+
+    def tasks(self) -> list[tuple[str, str, Path]]:
+        """``(kind, label, folder)`` of every task: the encoders first, then the folds."""
+        enc = [("encoder", folder.name, folder) for folder, _, _, _ in self.encoder_specs]
+        return enc + [("fold", f"{split} split_seed{s} fold{fold['fold']}", self.fold_dir(split, s, fold))
+                      for split, s, fold, _ in self.folds]
+
+    def fold_dir(self, split: str, s: int, fold: dict) -> Path:
+        return self.out / split / f"split_seed{s}" / f"fold{fold['fold']}"
+
+    def encoder(self, i: int, *, train: bool = True):
+        """Encoder task ``i``: read back when finished with the same inputs, else trained and saved (or None)."""
+        from ..data._harmonize import combine_datasets, map_genes
+
+        folder, inputs, cfg, elsewhere = self.encoder_specs[i]
+
+        def fit():
+            if not elsewhere:
+                return _pretrain(self.held, cfg, progress=self.progress)
+            if len(self.others) > 1:
+                return _pretrain(combine_datasets(self.others, self.fs), cfg, progress=self.progress)
+            (name, only), = self.others.items()
+            return _pretrain(map_genes(only, self.fs, name=name), cfg, progress=self.progress)
+
+        return _encoder(folder, inputs, fit if train else None)[0]
+
+    def encoders(self, *, train: bool = True) -> tuple[dict, object]:
+        """``({model seed: encoder from elsewhere}, encoder on the held-out dataset)``."""
+        models = [self.encoder(i, train=train) for i in range(len(self.encoder_specs))]
+        missing = [i for i, m in enumerate(models) if m is None]
+        if missing:
+            raise InputError(f"encoder task(s) {missing} of {self.out} are not finished. Fix: run them first "
+                             "(celljepa holdout ... --task I; `celljepa slurm holdout` runs the encoders as the first "
+                             "array).")
+        return dict(zip(self.model_seeds, models[:-1], strict=True)), models[-1]
+
+    def fold_digest(self, split: str, s: int, fold: dict, k: int) -> str:
+        return config_digest({"holdout": self.holdout, "split": split, "seed": s, "fold": fold["fold"], "n_folds": k,
+                              "evaluation": dataclasses.asdict(self.run.evaluation_for(s)), "jepa": self.own.to_dict(),
+                              "transition": None if self.transition is None else self.transition.to_dict(),
+                              "model_seeds": self.model_seeds, "data": self.fingerprint,
+                              "encoders": self.encoder_digests[:-1]})
+
+    def fold(self, j: int, enc_others: dict | None, *, compute: bool = True) -> dict | None:
+        """Fold task ``j``: ``{"per_condition", "validation"}`` tables, read back or computed (or None)."""
+        from .evaluate import score_fold
+
+        split, s, fold, k = self.folds[j]
+        folder, digest = self.fold_dir(split, s, fold), self.fold_digest(split, s, fold, k)
+        if _finished(folder / "fold.json", digest):
+            try:
+                return read_tables(folder / "tables.h5")
+            except (OSError, KeyError, ValueError):
+                pass
+        if not compute:
+            return None
+        cfg = self.run.evaluation_for(s)
+        own = score_fold(self.held, fold, config=cfg, jepa=self.own, transition=self.transition,
+                         model_seeds=self.model_seeds, progress=self.progress, pca_twin=True)
+        other = score_fold(self.held, fold, config=cfg, jepa=enc_others, transition=self.transition,
+                           model_seeds=self.model_seeds, progress=self.progress)
+        tables = {}
+        for name, frame_own, frame_other in (("per_condition", own.per_condition, other.per_condition),
+                                             ("validation", own.validation, other.validation)):
+            a = frame_own.copy()
+            b = frame_other[frame_other["role"] == "jepa"].copy()
+            jepa_rows = a["role"] == "jepa"
+            a.loc[jepa_rows, "method"] = a.loc[jepa_rows, "method"] + "_self"
+            b["method"] = b["method"] + "_others"
+            frame = pd.concat([a, b], ignore_index=True)
+            frame["split_seed"], frame["fold"] = s, fold["fold"]
+            tables[name] = frame
+        write_tables(folder / "tables.h5", tables)
+        write_json_atomic(folder / "fold.json", {"config_digest": digest})  # last: the fold is finished
+        return tables
+
+    def prediction(self, tables: list[dict]) -> dict:
+        """Per split: the fold tables pooled over folds and split seeds like a benchmark, and the verdicts."""
+        from ..eval.verdict import paired_comparison
+        from .evaluate import PRIMARY, pool_conditions, summarize
+
+        config, split_seeds = self.run.evaluation, list(self.run.split_seeds)
+        result = {}
+        for split, k in self.splits.items():
+            mine = [t for t, (sp_, _, _, _) in zip(tables, self.folds, strict=True) if sp_ == split]
+            pooled = pool_conditions([t["per_condition"] for t in mine], effect_alpha=config.effect_alpha)
+            metrics = summarize(pooled, pd.concat([t["validation"] for t in mine], ignore_index=True),
+                                primary=f"{config.primary}_others", n_boot=config.n_bootstrap, seed=split_seeds[0],
+                                min_conditions=config.min_conditions)
+            effect = pooled.drop_duplicates("condition").set_index("condition")["has_effect"].astype(bool)
+            wide = pooled.pivot_table(index="condition", columns="method", values=PRIMARY, aggfunc="first")
+            wide = wide.loc[effect[effect].index]
+            others_vs_self = {}
+            for kind in ("set", "prototype"):
+                a_name, b_name = f"jepa_{kind}_others", f"jepa_{kind}_self"
+                if a_name in wide and b_name in wide:
+                    d = paired_comparison(wide[a_name].to_numpy(), wide[b_name].to_numpy(),
+                                          n_boot=config.n_bootstrap, seed=split_seeds[0])
+                    d["scale"] = float(np.nanmean(wide[b_name].to_numpy())) if len(wide) else 1.0
+                    others_vs_self[kind] = d
+            metrics.update({"dataset_id": self.holdout, "split": split, "n_folds": k if self.max_folds is None else
+                            min(k, self.max_folds), "split_seeds": split_seeds, "model_seeds": self.model_seeds,
+                            "others_vs_self": others_vs_self, "_pooled": pooled})
+            result[split] = metrics
+        return result
 
 
 def _others_outcome(d: dict) -> str:
@@ -180,10 +262,31 @@ def _holm_family(prediction: dict) -> int:
     return len(rows)
 
 
-@locks_out
+def holdout_tasks(datasets: dict, holdout: str, *, out: str | os.PathLike, run: RunConfig,
+                  feature_set="foundation-v1", splits: dict[str, int] | None = None,
+                  max_folds: int | None = None) -> list[tuple[str, str, Path]]:
+    """The tasks of a holdout run, in the order task indices count them: ``(kind, label, folder)``.
+
+    The encoders (one from elsewhere per model seed, then the one on the held-out dataset alone) come first,
+    then the held-out dataset's folds (split × split seed × fold).
+    """
+    _check(datasets, holdout, run)
+    return _Holdout(datasets, holdout, Path(out), run, feature_set, splits, max_folds, False).tasks()
+
+
+def _check(datasets: dict, holdout: str, run: RunConfig) -> None:
+    if holdout not in datasets:
+        raise InputError(f"the held-out dataset {holdout!r} is not among the datasets {list(datasets)}.")
+    if run.jepa is None:
+        raise InputError("a holdout run pretrains encoders: give the RunConfig a JEPA config (run.jepa).")
+    if len(datasets) < 2:
+        raise InputError("a holdout run needs at least two datasets: the held-out one and one to pretrain on.")
+
+
 def holdout_run(datasets: dict, holdout: str, *, out: str | os.PathLike, run: RunConfig,
                 feature_set="foundation-v1", splits: dict[str, int] | None = None, max_folds: int | None = None,
-                labels=("cell_type", "perturbation_id"), n_pcs: int = 50, progress: bool = True) -> dict:
+                labels=("cell_type", "perturbation_id"), n_pcs: int = 50, progress: bool = True, tasks=None,
+                collect: bool = False) -> dict:
     """Hold ``holdout`` out of ``datasets``, pretrain on the others, evaluate transfer and prediction on it.
 
     Parameters
@@ -211,76 +314,81 @@ def holdout_run(datasets: dict, holdout: str, *, out: str | os.PathLike, run: Ru
         Labels scored by kNN and the PCA size of the transfer comparison.
     progress
         Progress bars.
+    tasks
+        Run only these tasks (indices into :func:`holdout_tasks`: the encoders first, then the folds; one Slurm
+        array task each) and write their folders, nothing combined; a fold task needs the encoders finished.
+        SIGUSR1/SIGTERM stop a task (:class:`~celljepa.bench.tasks.TaskInterrupted`).
+    collect
+        Compute nothing: read every task back and write ``holdout.json``; unfinished tasks are an error that
+        lists them.
 
     Returns
     -------
     The content of ``holdout.json``.
     """
-    if holdout not in datasets:
-        raise InputError(f"the held-out dataset {holdout!r} is not among the datasets {list(datasets)}.")
-    if run.jepa is None:
-        raise InputError("a holdout run pretrains encoders: give the RunConfig a JEPA config (run.jepa).")
-    others = {k: v for k, v in datasets.items() if k != holdout}
-    if not others:
-        raise InputError("a holdout run needs at least two datasets: the held-out one and one to pretrain on.")
-    from ..data._harmonize import combine_datasets, map_genes, resolve_feature_set
-
+    _check(datasets, holdout, run)
+    if tasks is not None and collect:
+        raise InputError("tasks= runs holdout tasks and collect= merges them: pass one of the two (CLI: --task or "
+                         "--collect).")
     out = Path(out)
+    h = _Holdout(datasets, holdout, out, run, feature_set, splits, max_folds, progress)
+    n_enc = len(h.encoder_specs)
+    if tasks is not None:
+        listed = h.tasks()
+        tasks = task_indices(tasks, len(listed), "holdout")
+        states = {}
+        with stop_on_signals():
+            enc_others = None
+            for i in tasks:
+                with folder_lock(listed[i][2]):
+                    if i < n_enc:
+                        h.encoder(i)
+                    else:
+                        if enc_others is None:
+                            enc_others = h.encoders(train=False)[0]
+                        h.fold(i - n_enc, enc_others)
+                states[i] = "done"
+                logger.info("holdout task %d (%s %s): done", i, listed[i][0], listed[i][1])
+        return {"tasks": states}
+    with folder_lock(out):
+        return _combined(h, out, labels=labels, n_pcs=n_pcs, collect=collect)
+
+
+def _combined(h: _Holdout, out: Path, *, labels, n_pcs: int, collect: bool) -> dict:
     t0 = time.perf_counter()
-    fs = resolve_feature_set(feature_set, others, name=f"without-{holdout}")
-    out.mkdir(parents=True, exist_ok=True)
-    fs.write(out / "feature_set.txt")
-    held = map_genes(datasets[holdout], fs, name=holdout)
-    split_seeds, model_seeds = list(run.split_seeds), list(run.model_seeds)
-    config, jepa, transition = run.evaluation, run.jepa_for(model_seeds[0]), run.transition_for(model_seeds[0])
+    n_enc = len(h.encoder_specs)
+    if collect:
+        missing = [i for i in range(n_enc) if h.encoder(i, train=False) is None]
+        missing += [n_enc + j for j in range(len(h.folds)) if h.fold(j, None, compute=False) is None]
+        if missing:
+            raise InputError(f"{len(missing)} of {n_enc + len(h.folds)} holdout tasks are not finished in {out}: "
+                             f"task(s) {', '.join(map(str, missing[:20]))}. Fix: run them (celljepa holdout ... "
+                             "--task I), then --collect again; nothing combined was written.")
+    h.fs.write(out / "feature_set.txt")
     timings = {}
     t1 = time.perf_counter()
-    enc_others, digests = {}, []
-    others_data = {name: data_fingerprint(a) for name, a in others.items()}
-    for ms in model_seeds:
-        cfg = run.jepa_for(ms)
-        if len(others) > 1:
-            cfg = cfg.replace(data={"balance_key": "dataset_id"})
-
-            def train(cfg=cfg):
-                return _pretrain(combine_datasets(others, fs), cfg, progress=progress)
-        else:
-            (name, only), = others.items()
-
-            def train(cfg=cfg, name=name, only=only):
-                return _pretrain(map_genes(only, fs, name=name), cfg, progress=progress)
-        enc_others[ms], digest = _encoder(out / "encoders" / f"others_seed{ms}", {
-            "jepa": cfg.to_dict(), "data": others_data, "feature_set": fs.info()}, train)
-        digests.append(digest)
-    timings["pretrain_others_s"] = time.perf_counter() - t1
-    # one dataset: no dataset covariate for the held-out dataset's own encoders
-    own = jepa.replace(model={"dataset_covariate": False})
+    enc_others, enc_self = h.encoders()
+    timings["pretrain_s"] = time.perf_counter() - t1
+    seed = h.model_seeds[0]
     t1 = time.perf_counter()
-    own_first = own.replace(train={"seed": model_seeds[0]})
-    enc_self, _ = _encoder(out / "encoders" / "self", {"jepa": own_first.to_dict(), "data": data_fingerprint(held)},
-                           lambda: _pretrain(held, own_first, progress=progress))
-    timings["pretrain_self_s"] = time.perf_counter() - t1
-    t1 = time.perf_counter()
-    transfer = _transfer(held, enc_others[model_seeds[0]], enc_self, seed=model_seeds[0], labels=labels, n_pcs=n_pcs,
-                         progress=progress)
+    transfer = _transfer(h.held, enc_others[seed], enc_self, seed=seed, labels=labels, n_pcs=n_pcs,
+                         progress=h.progress)
     timings["transfer_s"] = time.perf_counter() - t1
     t1 = time.perf_counter()
-    prediction = _prediction(held, holdout, splits or {"S1_unseen_perturbation": 3}, enc_others, own, transition,
-                             run=run, max_folds=max_folds, progress=progress, out=out, encoders=digests)
+    prediction = h.prediction([h.fold(j, enc_others) for j in range(len(h.folds))])
     family = _holm_family(prediction)
     for split, m in prediction.items():
         m["holm_family_size"] = family
-        out_split = out / split
-        write_text_atomic(out_split / "per_condition.csv", m.pop("_pooled").to_csv(index=False))
+        write_text_atomic(out / split / "per_condition.csv", m.pop("_pooled").to_csv(index=False))
     timings["prediction_s"] = time.perf_counter() - t1
-    present = int((~held.var["absent"]).sum())
-    enc_first = enc_others[model_seeds[0]]
-    result = {"split": HOLDOUT_SPLIT, "holdout": holdout, "pretrained_on": list(others), "seed": split_seeds[0],
-              "split_seeds": split_seeds, "model_seeds": model_seeds, "primary": config.primary,
-              "transductive": bool(config.transductive),
-              "feature_set": fs.info(), "genes_present_in_holdout": present,
-              "n_cells": {"holdout": int(held.n_obs), **{k: int(v.n_obs) for k, v in others.items()}},
-              "jepa": jepa.to_dict(), "transition": None if transition is None else transition.to_dict(),
+    config, held = h.run.evaluation, h.held
+    enc_first = enc_others[seed]
+    result = {"split": HOLDOUT_SPLIT, "holdout": h.holdout, "pretrained_on": list(h.others),
+              "seed": list(h.run.split_seeds)[0], "split_seeds": list(h.run.split_seeds), "model_seeds": h.model_seeds,
+              "primary": config.primary, "transductive": bool(config.transductive),
+              "feature_set": h.fs.info(), "genes_present_in_holdout": int((~held.var["absent"]).sum()),
+              "n_cells": {"holdout": int(held.n_obs), **{k: int(v.n_obs) for k, v in h.others.items()}},
+              "jepa": h.jepa.to_dict(), "transition": None if h.transition is None else h.transition.to_dict(),
               "encoders": {"others": {**enc_first.train_info_, "n_genes": len(enc_first.var_names)},
                            "self": {**enc_self.train_info_, "n_genes": len(enc_self.var_names)}},
               "transfer": transfer, "prediction": prediction,
@@ -288,7 +396,7 @@ def holdout_run(datasets: dict, holdout: str, *, out: str | os.PathLike, run: Ru
               "provenance": provenance()}
     write_json_atomic(out / "holdout.json", result)
     write_text_atomic(out / "holdout.md", holdout_markdown(result))
-    logger.info("holdout %s: written to %s in %.0f s", holdout, out, result["wall_time_s"])
+    logger.info("holdout %s: written to %s in %.0f s", h.holdout, out, result["wall_time_s"])
     return result
 
 

@@ -40,6 +40,7 @@ from .tasks import (
     load_finished_fold,
     locks_out,
     stop_on_signals,
+    task_indices,
     write_frames,
 )
 
@@ -318,11 +319,7 @@ def benchmark(datasets: dict[str, AnnData], plan: dict[str, dict[str, int]], *, 
     jobs = benchmark_tasks(datasets, plan, run=run, max_folds=max_folds, folds=folds)
     fold_result = _FoldTasks(datasets, plan, out, run, figure_maker, pca_twin)
     if tasks is not None:
-        tasks = sorted(set(int(i) for i in tasks))
-        bad = [i for i in tasks if not 0 <= i < len(jobs)]
-        if bad:
-            raise InputError(f"task {bad[0]} does not exist: this benchmark has tasks 0..{len(jobs) - 1} "
-                             "(`celljepa benchmark ... --list` prints them).")
+        tasks = task_indices(tasks, len(jobs), "benchmark")
         states = {}
         with stop_on_signals():
             for i in tasks:

@@ -25,7 +25,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 from anndata.io import read_elem, write_elem
 
-from .._errors import CelljepaError
+from .._errors import CelljepaError, InputError
 from .._io import atomic_path, dumps_json, folder_lock
 from ..data import contract as C
 from ..train.checkpoint import SIGNALS
@@ -71,6 +71,16 @@ def stop_on_signals() -> Iterator[None]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+def task_indices(tasks, n_tasks: int, command: str) -> list[int]:
+    """``tasks`` as sorted unique indices, each checked against the ``n_tasks`` a command has."""
+    out = sorted({int(i) for i in tasks})
+    bad = [i for i in out if not 0 <= i < n_tasks]
+    if bad:
+        raise InputError(f"task {bad[0]} does not exist: this {command} has tasks 0..{n_tasks - 1} "
+                         f"(`celljepa {command} ... --list` prints them).")
+    return out
 
 
 def locks_out(func):

@@ -362,16 +362,24 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
                    help="also pretrain one encoder on all cells of each dataset and report kNN accuracy vs PCA")
     p.add_argument("--max-folds", type=int, help="score only the first K folds of each split (quick runs)")
     _add_backed(p)
-    tasks = p.add_mutually_exclusive_group()
-    tasks.add_argument("--list", action="store_true", help="print the fold tasks (index, dataset, split, split seed, "
-                       "fold, state, folder) and exit")
-    tasks.add_argument("--task", type=_task_indices, metavar="I|A-B|I,J",
-                       help="run only these fold tasks (e.g. one Slurm array task: --task $SLURM_ARRAY_TASK_ID); "
-                            "writes their run folders, nothing combined")
-    tasks.add_argument("--collect", action="store_true",
-                       help="compute nothing: merge the finished fold tasks into metrics_combined.json and report.md "
-                            "(an error listing the unfinished ones)")
+    _add_task_args(p, what="fold tasks (index, dataset, split, split seed, fold, state, folder)")
     _add_jepa_args(p)
+
+
+def _run_tasks(command: str, args: argparse.Namespace, call):
+    """``(exit code, None)`` when the command ran tasks (``--task``) or was stopped (75), else ``(None, result)``."""
+    from ..bench.tasks import TaskInterrupted
+
+    try:
+        result = call()
+    except TaskInterrupted as stop:
+        print(f"celljepa {command}: {stop}", file=sys.stderr)
+        return EXIT_INTERRUPTED, None
+    if args.task is not None:
+        for i, state in result["tasks"].items():
+            print(f"task {i}: {state}")
+        return EXIT_OK, None
+    return None, result
 
 
 def _task_indices(text: str) -> list[int]:
@@ -411,7 +419,6 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     from .._io import write_h5ad_atomic
     from ..bench import DEMO_PLAN, benchmark
     from ..bench.run import benchmark_tasks, task_dir
-    from ..bench.tasks import TaskInterrupted
     from ..data._ingest import processed_path
 
     datasets, plan, run = benchmark_inputs(args)
@@ -429,17 +436,12 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
             print(f"{i}\t{d}\t{split}\tsplit_seed{s}\tfold{fold['fold']}\t{done}\t"
                   f"{task_dir(args.out, d, split, s, fold['fold'])}")
         return EXIT_OK
-    try:
-        result = benchmark(datasets, plan, out=args.out, run=run, figure_maker=_fold_figures,
-                           combined_figure_maker=_combined_figures, progress=not args.no_progress,
-                           jepa_knn=jepa_knn, max_folds=args.max_folds, tasks=args.task, collect=args.collect)
-    except TaskInterrupted as stop:
-        print(f"celljepa benchmark: {stop}", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    if args.task is not None:
-        for i, state in result["tasks"].items():
-            print(f"task {i}: {state}")
-        return EXIT_OK
+    code, _ = _run_tasks("benchmark", args, lambda: benchmark(
+        datasets, plan, out=args.out, run=run, figure_maker=_fold_figures, combined_figure_maker=_combined_figures,
+        progress=not args.no_progress, jepa_knn=jepa_knn, max_folds=args.max_folds, tasks=args.task,
+        collect=args.collect))
+    if code is not None:
+        return code
     for dataset_id in datasets:  # the demo's studies as processed files beside the run, for reuse
         if "demo" in (args.data or ["demo"]) and dataset_id in DEMO_PLAN:
             write_h5ad_atomic(datasets[dataset_id], processed_path(args.out / "data", dataset_id))
@@ -671,19 +673,45 @@ def _add_holdout(sub: argparse._SubParsersAction) -> None:
     _add_protocol_args(p)
     p.add_argument("--out", required=True, type=Path)
     _add_progress(p)
+    _add_task_args(p, what="tasks (the encoders first, then the folds)")
 
 
-def _cmd_holdout(args: argparse.Namespace) -> int:
-    from .._errors import InputError
-    from ..bench.holdout import holdout_markdown, holdout_run
+def _add_task_args(p: argparse.ArgumentParser, *, what: str) -> None:
+    tasks = p.add_mutually_exclusive_group()
+    tasks.add_argument("--list", action="store_true", help=f"print the {what} with their state and exit")
+    tasks.add_argument("--task", type=_task_indices, metavar="I|A-B|I,J",
+                       help="run only these tasks (e.g. one Slurm array task: --task $SLURM_ARRAY_TASK_ID); writes "
+                            "their folders, nothing combined; exit 75 when stopped by SIGUSR1/SIGTERM")
+    tasks.add_argument("--collect", action="store_true",
+                       help="compute nothing: merge the finished tasks into the combined outputs (an error listing "
+                            "the unfinished ones)")
+
+
+def holdout_inputs(args: argparse.Namespace):
+    """``(datasets, run)`` of ``celljepa holdout``'s arguments; every setting is checked first."""
     from ..bench.run import load_data_args
 
     run = _run_config(args)
     datasets = load_data_args(args.data)
     if args.holdout not in datasets:
         raise InputError(f"--holdout {args.holdout!r} is not one of the --data datasets {list(datasets)}.")
-    result = holdout_run(datasets, args.holdout, out=args.out, run=run, feature_set=args.feature_set,
-                         splits=args.splits, max_folds=args.max_folds, progress=not args.no_progress)
+    return datasets, run
+
+
+def _cmd_holdout(args: argparse.Namespace) -> int:
+    from ..bench.holdout import holdout_markdown, holdout_run, holdout_tasks
+
+    datasets, run = holdout_inputs(args)
+    common = dict(out=args.out, run=run, feature_set=args.feature_set, splits=args.splits, max_folds=args.max_folds)
+    if args.list:
+        for i, (kind, label, folder) in enumerate(holdout_tasks(datasets, args.holdout, **common)):
+            done = (folder / ("inputs.json" if kind == "encoder" else "fold.json")).is_file()
+            print(f"{i}\t{kind}\t{label}\t{'done' if done else 'to do'}\t{folder}")
+        return EXIT_OK
+    code, result = _run_tasks("holdout", args, lambda: holdout_run(
+        datasets, args.holdout, **common, progress=not args.no_progress, tasks=args.task, collect=args.collect))
+    if code is not None:
+        return code
     print(args.out / "holdout.md")
     print(holdout_markdown(result))
     return EXIT_OK

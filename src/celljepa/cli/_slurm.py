@@ -23,13 +23,16 @@ WRAPPED = {
     "benchmark": ("benchmark", "--out RUN [benchmark options]",
                   "sbatch job array for `celljepa benchmark` (one fold task per array index, requeued on SIGUSR1) "
                   "plus a collect job"),
+    "holdout": ("holdout", "--data NAME=H5AD ... --holdout NAME --out RUN [holdout options]",
+                "sbatch job arrays for `celljepa holdout`: the encoders, then the folds (after the encoders), then a "
+                "collect job"),
     "sweep": ("sweep", "--grid GRID --out OUT [--data NAME=H5AD ...]",
               "sbatch job array for `celljepa sweep` (one task per array index) plus a collect job"),
 }
 DISTRIBUTED = frozenset({"pretrain", "transition"})  # commands that train with DDP under srun with several tasks
 # pretrain checkpoints and resumes mid-run; a benchmark fold task stops, keeps its finished folds and is requeued
-DEFAULT_SIGNAL_SECONDS = {"pretrain": 300, "benchmark": 300}
-ARRAYS = frozenset({"sweep", "benchmark"})  # commands that run as a job array of tasks plus a collect job
+DEFAULT_SIGNAL_SECONDS = {"pretrain": 300, "benchmark": 300, "holdout": 300}
+ARRAYS = frozenset({"sweep", "benchmark", "holdout"})  # commands that run as a job array of tasks plus a collect job
 COLLECT_TIME = "01:00:00"
 
 
@@ -134,7 +137,8 @@ def _parse_wrapped(command: str, argv: list[str]) -> argparse.Namespace:
 class _Job:
     path: Path
     text: str
-    dependency_on: int | None = None  # index of the job whose id goes into afterany:<id>
+    dependency_on: int | None = None  # index of the job whose id goes into <dependency>:<id>
+    dependency: str = "afterany"
 
 
 def _plan(args: argparse.Namespace) -> list[_Job]:
@@ -184,26 +188,46 @@ def _plan(args: argparse.Namespace) -> list[_Job]:
     if ns.task is not None or ns.collect or ns.list:
         raise InputError("the arguments after -- contain --task, --collect or --list. Fix: drop them; each array "
                          "task gets --task $SLURM_ARRAY_TASK_ID and a collect job runs after the array.")
-    n = _count_tasks(name, ns)
     if args.max_parallel is not None and args.max_parallel < 1:
         raise InputError(f"--max-parallel must be at least 1, got {args.max_parallel}.")
-    array = f"0-{n - 1}" + (f"%{args.max_parallel}" if args.max_parallel else "")
     command = ["celljepa", wrapped_command, *wrapped, "--task", ShellVar("SLURM_ARRAY_TASK_ID")]
     if not ns.no_progress:
         command.append("--no-progress")
-    array_job = render_sbatch(command, job_name=job_name, time=args.time, gpus_per_node=args.gpus_per_node,
-                          cpus_per_task=args.cpus_per_task, mem=args.mem, array=array,
-                          output=str(logs / "%x-%A_%a.out"), signal_seconds=signal or None, requeue=requeue,
-                          **common)
+
+    def array_job(first: int, last: int, job: str) -> str:
+        array = f"{first}-{last}" + (f"%{args.max_parallel}" if args.max_parallel else "")
+        return render_sbatch(command, job_name=job, time=args.time, gpus_per_node=args.gpus_per_node,
+                             cpus_per_task=args.cpus_per_task, mem=args.mem, array=array,
+                             output=str(logs / "%x-%A_%a.out"), signal_seconds=signal or None, requeue=requeue,
+                             **common)
+
     collect = render_sbatch(["celljepa", wrapped_command, *wrapped, "--collect"],
                             job_name=f"{job_name}-collect", time=COLLECT_TIME, cpus_per_task=1,
                             output=str(logs / "%x-%j.out"), requeue=False, **common)
-    return [_Job(slurm_dir / f"{name}.sbatch", array_job), _Job(slurm_dir / "collect.sbatch", collect,
-                                                                dependency_on=0)]
+    if name == "holdout":  # the folds need the encoders: two arrays, the second after the first succeeded
+        n_enc, n = _count_tasks(name, ns)
+        return [_Job(slurm_dir / "holdout-encoders.sbatch", array_job(0, n_enc - 1, f"{job_name}-encoders")),
+                _Job(slurm_dir / "holdout-folds.sbatch", array_job(n_enc, n - 1, f"{job_name}-folds"),
+                     dependency_on=0, dependency="afterok"),
+                _Job(slurm_dir / "collect.sbatch", collect, dependency_on=1)]
+    n = _count_tasks(name, ns)
+    return [_Job(slurm_dir / f"{name}.sbatch", array_job(0, n - 1, job_name)),
+            _Job(slurm_dir / "collect.sbatch", collect, dependency_on=0)]
 
 
-def _count_tasks(name: str, ns: argparse.Namespace) -> int:
-    """The number of array tasks: the grid's tasks of a sweep, the fold tasks of a benchmark (data are read)."""
+def _count_tasks(name: str, ns: argparse.Namespace):
+    """The number of array tasks: the grid's tasks of a sweep, the fold tasks of a benchmark (data are read).
+
+    For a holdout: ``(encoder tasks, all tasks)``.
+    """
+    if name == "holdout":
+        from ..bench.holdout import holdout_tasks
+        from ._commands import holdout_inputs
+
+        datasets, run = holdout_inputs(ns)
+        tasks = holdout_tasks(datasets, ns.holdout, out=ns.out, run=run, feature_set=ns.feature_set,
+                              splits=ns.splits, max_folds=ns.max_folds)
+        return sum(kind == "encoder" for kind, _, _ in tasks), len(tasks)
     if name == "sweep":
         from ..bench.sweep import load_grid, parse_data_args
 
@@ -237,14 +261,17 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.flush()
         for job in jobs:
             print(f"# written to {job.path}", file=sys.stderr)
-        if len(jobs) == 2:
-            print(f"# submit both: jid=$(sbatch --parsable {jobs[0].path}) && "
-                  f"sbatch --dependency=afterany:$jid {jobs[1].path}   (or rerun with --submit)", file=sys.stderr)
+        if len(jobs) > 1:
+            steps = [f"j0=$(sbatch --parsable {jobs[0].path})"]
+            for i, job in enumerate(jobs[1:], start=1):
+                steps.append(f"j{i}=$(sbatch --parsable --dependency={job.dependency}:$j{job.dependency_on} "
+                             f"{job.path})")
+            print(f"# submit all: {' && '.join(steps)}   (or rerun with --submit)", file=sys.stderr)
         return EXIT_OK
     ids: list[str] = []
     for job in jobs:
         print(f"# written to {job.path}", file=sys.stderr)
-        dependency = None if job.dependency_on is None else f"afterany:{ids[job.dependency_on]}"
+        dependency = None if job.dependency_on is None else f"{job.dependency}:{ids[job.dependency_on]}"
         ids.append(submit(job.path, dependency=dependency))
         print(ids[-1])
     return EXIT_OK

@@ -102,7 +102,9 @@ class TrainData:
     space: object | None = field(default=None, repr=False)
     positions: np.ndarray | None = field(default=None, repr=False)
     fit_rows: np.ndarray | None = field(default=None, repr=False)
-    _controls: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    # caches of the rows and means of each context's control cells (fresh in every copy: init=False)
+    _controls: dict[str, np.ndarray] = field(default_factory=dict, repr=False, init=False)
+    _control_means: dict[str, np.ndarray] = field(default_factory=dict, repr=False, init=False)
 
     def control_rows(self, context_id: str) -> np.ndarray:
         """Row positions (in ``z``) of the control cells of ``context_id``."""
@@ -128,8 +130,10 @@ class TrainData:
         return self.z[rows]
 
     def control_mean(self, context_id: str) -> np.ndarray:
-        """Mean of every control cell of ``context_id`` in the evaluation space."""
-        return self.z[self.control_rows(context_id)].mean(axis=0)
+        """Mean of every control cell of ``context_id`` in the evaluation space (computed once per context)."""
+        if context_id not in self._control_means:
+            self._control_means[context_id] = self.z[self.control_rows(context_id)].mean(axis=0)
+        return self._control_means[context_id].copy()
 
     def shift(self, condition: Condition, rows: np.ndarray) -> np.ndarray:
         """Observed mean shift of a condition: its mean minus its context's control mean."""

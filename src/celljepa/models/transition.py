@@ -386,8 +386,7 @@ class JEPATransition(PerturbationModel):
         from ..kernels import edistance_loss
 
         if self.space == "pca":
-            train = dataclasses.replace(train, embedding=np.asarray(train.z, dtype=np.float32), encoder=None,
-                                        _controls={})
+            train = dataclasses.replace(train, embedding=np.asarray(train.z, dtype=np.float32), encoder=None)
         if train.embedding is None:
             raise InputError(f"{self.name} needs JEPA embeddings of the fold's cells (TrainData.embedding). Fix: "
                              "score with score_fold(..., jepa=JEPAConfig or CellJEPA), or `celljepa benchmark`.")
