@@ -355,32 +355,33 @@ def holdout_run(datasets: dict, holdout: str, *, out: str | os.PathLike, run: Ru
 
 
 def _combined(h: _Holdout, out: Path, *, labels, n_pcs: int, collect: bool) -> dict:
+    """Every task computed (or, with ``collect``, only read back: unfinished ones are an error), then combined."""
     t0 = time.perf_counter()
     n_enc = len(h.encoder_specs)
-    if collect:
-        missing = [i for i in range(n_enc) if h.encoder(i, train=False) is None]
-        missing += [n_enc + j for j in range(len(h.folds)) if h.fold(j, None, compute=False) is None]
-        if missing:
-            raise InputError(f"{len(missing)} of {n_enc + len(h.folds)} holdout tasks are not finished in {out}: "
-                             f"task(s) {', '.join(map(str, missing[:20]))}. Fix: run them (celljepa holdout ... "
-                             "--task I), then --collect again; nothing combined was written.")
-    h.fs.write(out / "feature_set.txt")
     timings = {}
     t1 = time.perf_counter()
-    enc_others, enc_self = h.encoders()
+    models = [h.encoder(i, train=not collect) for i in range(n_enc)]  # each loaded or trained once
     timings["pretrain_s"] = time.perf_counter() - t1
-    seed = h.model_seeds[0]
+    enc_others = None if None in models else dict(zip(h.model_seeds, models[:-1], strict=True))
+    t1 = time.perf_counter()
+    tables = [h.fold(j, enc_others, compute=not collect) for j in range(len(h.folds))]
+    missing = [i for i, m in enumerate(models) if m is None] + [n_enc + j for j, t in enumerate(tables) if t is None]
+    if missing:
+        raise InputError(f"{len(missing)} of {n_enc + len(h.folds)} holdout tasks are not finished in {out}: "
+                         f"task(s) {', '.join(map(str, missing[:20]))}. Fix: run them (celljepa holdout ... "
+                         "--task I), then --collect again; nothing combined was written.")
+    prediction = h.prediction(tables)
+    timings["prediction_s"] = time.perf_counter() - t1
+    h.fs.write(out / "feature_set.txt")
+    enc_self, seed = models[-1], h.model_seeds[0]
     t1 = time.perf_counter()
     transfer = _transfer(h.held, enc_others[seed], enc_self, seed=seed, labels=labels, n_pcs=n_pcs,
                          progress=h.progress)
     timings["transfer_s"] = time.perf_counter() - t1
-    t1 = time.perf_counter()
-    prediction = h.prediction([h.fold(j, enc_others) for j in range(len(h.folds))])
     family = _holm_family(prediction)
     for split, m in prediction.items():
         m["holm_family_size"] = family
         write_text_atomic(out / split / "per_condition.csv", m.pop("_pooled").to_csv(index=False))
-    timings["prediction_s"] = time.perf_counter() - t1
     config, held = h.run.evaluation, h.held
     enc_first = enc_others[seed]
     result = {"split": HOLDOUT_SPLIT, "holdout": h.holdout, "pretrained_on": list(h.others),
