@@ -19,7 +19,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("face", frozenset({"celljepa", "celljepa.pp", "celljepa.tl", "celljepa.pl", "celljepa.cli"})),
     ("workflows", frozenset({"celljepa.bench", "celljepa.slurm"})),
-    ("models", frozenset({"celljepa.models"})),
+    ("models", frozenset({"celljepa.models", "celljepa.peers"})),
     ("train", frozenset({"celljepa.train"})),
     ("nn", frozenset({"celljepa.nn"})),
     ("data/eval", frozenset({"celljepa.data", "celljepa.eval", "celljepa.splits", "celljepa.datasets"})),

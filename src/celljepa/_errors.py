@@ -22,6 +22,10 @@ class BackendUnavailableError(CelljepaError, RuntimeError):
     """A compiled backend was requested explicitly but is not built or has no device."""
 
 
+class PeerError(CelljepaError, RuntimeError):
+    """A peer tool (scGen, GEARS, CPA, ...) failed in its own environment; the message names its log."""
+
+
 class CelljepaWarning(UserWarning):
     """Warnings about data or configuration that celljepa can continue with."""
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .._defaults import BENCHMARK_JEPA_STEPS, FAST_DEV_JEPA_STEPS
 from .._errors import InputError
 from ..models.transition import TransitionConfig
+from ..peers import PeerModel, parse_peers
 from ..train.config import JEPAConfig
 from .evaluate import EvalConfig
 
@@ -54,6 +56,12 @@ class RunConfig:
     device
         ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` for the encoders and the transition models (``None``:
         the device each config holds).
+    peers
+        Published tools scored beside the baselines (``("scgen", "gears")``; :mod:`celljepa.peers`): each is
+        trained once per fold, with the first model seed, and joins the comparator pool.
+    peer_params
+        ``{peer: {setting: value}}`` overrides of a peer's published settings (e.g. fewer epochs for a smoke
+        run); stated in every fold's config.
 
     Examples
     --------
@@ -73,8 +81,14 @@ class RunConfig:
     transition: TransitionConfig = field(default_factory=TransitionConfig)
     jepa_steps: int | None = None
     device: str | None = None
+    peers: tuple[str, ...] = ()
+    peer_params: dict = field(default_factory=dict)
 
     def __post_init__(self):
+        object.__setattr__(self, "peers", parse_peers(self.peers))
+        unknown = [p for p in self.peer_params if p not in self.peers]
+        if unknown:
+            raise InputError(f"settings for peer(s) {unknown} that the run does not score (peers: {list(self.peers)}).")
         object.__setattr__(self, "split_seeds", _seeds("split_seeds", self.split_seeds))
         object.__setattr__(self, "model_seeds", _seeds("model_seeds", self.model_seeds))
         if self.evaluation.seed not in (EvalConfig().seed, self.split_seeds[0]):
@@ -102,6 +116,14 @@ class RunConfig:
         if self.jepa_steps is not None:
             train["max_steps"] = int(self.jepa_steps)
         return self.jepa.replace(train=train)
+
+    def peer_models(self, workdir=None) -> list:
+        """The :class:`~celljepa.peers.PeerModel` of every peer, seeded with the first model seed.
+
+        Each keeps its exchange files and log under ``workdir/<peer>`` when ``workdir`` is given.
+        """
+        return [PeerModel(name, seed=self.model_seeds[0], params=self.peer_params.get(name),
+                          workdir=None if workdir is None else Path(workdir) / name) for name in self.peers]
 
     def transition_for(self, model_seed: int) -> TransitionConfig:
         """The transition config of ``model_seed`` (seed and device from this run)."""

@@ -376,6 +376,33 @@ def _dataset_tables(runs: list[dict]) -> dict[str, list[dict]]:
     return out
 
 
+def _peer_rows(runs: list[dict]) -> list[dict]:
+    """One row per run × dataset × split × peer: its scores with CIs, coverage, compute time and the split's verdict."""
+    rows = []
+    for run in runs:
+        for key, m in run["results"].items():
+            roles = m.get("roles") or {}
+            peers = [name for name, role in roles.items() if role == "peer" and name in m["methods"]]
+            if not peers:
+                continue
+            dataset, split = m.get("dataset_id", key.split("/")[0]), m.get("split", key.split("/")[-1])
+            folds = [f for f in run["per_fold"] if f["dataset_id"] == dataset and f["split"] == split]
+            v = m.get("verdict") or {}
+            for name in peers:
+                stats = m["methods"][name]
+                seconds = [float(f["timings"][f"{name}_s"]) for f in folds if f["timings"].get(f"{name}_s") is not None]
+                rows.append({"run": run["label"], "dataset_id": dataset, "split": split, "peer": name,
+                             "folds": _folds_text(m), "n_test_conditions": m.get("n_test_conditions"),
+                             "coverage": m.get("coverage", {}).get(name),
+                             **{k: {s: stats[k].get(s) for s in ("mean", "ci_low", "ci_high", "n")}
+                                for k in ("edistance", "delta_pearson") if k in stats},
+                             "compute_s": sum(seconds) if seconds else None, "timed_folds": len(seconds),
+                             "comparator": R.comparator_of(m), "model": v.get("model"),
+                             "verdict": ("old protocol" if _old_protocol(m) else v.get("outcome")) if v else None,
+                             "verdict_edistance": dict(v["edistance"]) if v else None})
+    return rows
+
+
 def _old_protocol(m: Mapping) -> bool:
     """A metrics dict written before the pre-registered protocol: comparator picked on test, no p-value."""
     v = m.get("verdict")
@@ -499,6 +526,32 @@ def _verdict_section(report: dict) -> list[str]:
         if any(old) and not all(old):
             lines += ["The figure leaves out the rows of the old protocol (no claim).", ""]
     return lines
+
+
+def _peers_section(report: dict) -> list[str]:
+    rows = report.get("peers") or []
+    if not rows:
+        return []
+    lines = ["## Peers: published tools on the same folds", "",
+             "Each peer trained with its own code and published defaults on every fold's training conditions, its "
+             "predicted cells projected into the fold's evaluation space and scored like every other method (mean "
+             "over test conditions, 95% bootstrap CI; a condition a peer cannot predict is answered with no change "
+             "and counts against its coverage). Compute: the peer's fit and prediction summed over the folds. The "
+             "last columns are the split's verdict: the primary JEPA model against the best non-JEPA method "
+             "(baselines, PCA twin and these peers) chosen on validation.", "",
+             "| run | dataset | split | peer | coverage | E-distance [95% CI] | Pearson-Δ [95% CI] | "
+             "compute s (folds) | comparator | primary − comparator [95% CI] | verdict |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        cov = f"{r['coverage']:.0%}" if r.get("coverage") is not None else "–"
+        comp = f"**{r['comparator']}**" if r["comparator"] == r["peer"] else str(r["comparator"])
+        lines.append(f"| {r['run']} | {r['dataset_id']} | {r['split']} | {r['peer']} | {cov} | "
+                     f"{R.ci_cell(r['edistance']) if r.get('edistance') else '–'} | "
+                     f"{R.ci_cell(r['delta_pearson']) if r.get('delta_pearson') else '–'} | "
+                     f"{_secs(r['compute_s'])} ({r['timed_folds']}) | {comp} | "
+                     f"{_ci(r['verdict_edistance']) if r.get('verdict_edistance') else '–'} | "
+                     f"{r['verdict'] or 'no JEPA model'} |")
+    return lines + [""]
 
 
 def _methods_table(entry: Mapping) -> str:
@@ -676,8 +729,8 @@ def render_markdown(report: Mapping) -> str:
              "of cells, E-distance is the primary metric (lower is better), 95% bootstrap CIs over test conditions, "
              "paired bootstrap CIs and sign-flip p-values for comparisons. Only the Holm correction is redone, over "
              "the claims of this report. `report.json` holds the same numbers.", ""]
-    for section in (_runs_section, _verdict_section, _datasets_section, _holdout_section, _ablation_section,
-                    _compute_section):
+    for section in (_runs_section, _verdict_section, _peers_section, _datasets_section, _holdout_section,
+                    _ablation_section, _compute_section):
         lines += section(report)
     return "\n".join(lines).rstrip("\n") + "\n"
 
@@ -745,6 +798,7 @@ def consolidate(runs: Sequence[str | os.PathLike], out: str | os.PathLike, *, ti
                                     "wall_time_s")} for r in loaded],
         "verdicts": verdicts,
         "datasets": _dataset_tables(loaded),
+        "peers": _peer_rows(loaded),
         "holdout": holdout, "holm_family_size": family,
         "ablations": [{"run": r["label"], **row} for r in loaded for row in r["ablations"]],
         "ablations_missing": [{"run": r["label"], **m} for r in loaded for m in r["missing"]],

@@ -26,10 +26,12 @@ from ..eval import metrics as M
 from ..eval.bootstrap import bootstrap_ci, paired_bootstrap_diff
 from ..eval.edistance import DEFAULT_CAP, DEFAULT_RESAMPLES, edistance_sets
 from ..eval.effects import condition_effects
+from ..eval.predictions import predictions_anndata
 from ..eval.space import DEFAULT_N_HVG, DEFAULT_N_PCS, EvaluationSpace, iter_blocks
 from ..eval.verdict import ALPHA, MIN_CONDITIONS, holm_over, paired_comparison
 from ..models.base import Condition, PerturbationModel, TrainData, conditions_of
 from ..models.baselines import default_baselines
+from ..peers import PeerModel
 
 # Metric name -> True when larger is better.
 METRICS: dict[str, bool] = {
@@ -113,6 +115,7 @@ class FoldResult:
     encoder: object | None = field(default=None, repr=False)
     validation: pd.DataFrame | None = None
     per_seed: pd.DataFrame | None = None
+    predictions: AnnData | None = field(default=None, repr=False)
 
 
 def _positions(obs_names: pd.Index, names) -> np.ndarray:
@@ -153,7 +156,7 @@ def prepare_fold(adata: AnnData, fold: dict, config: EvalConfig, *,
     gene_embedding = {str(g): space.components[:, i] for i, g in enumerate(space.genes)}
     train = TrainData(z=z_visible, obs=obs_visible.reset_index(drop=True), train_conditions=train_conds,
                       val_conditions=val_conds, gene_embedding=gene_embedding, space=space, positions=visible,
-                      fit_rows=None if config.transductive else roles != "input")
+                      fit_rows=None if config.transductive else roles != "input", source=adata)
     test_perturbed = test_pos[~is_ctrl[test_pos]]
     test = [(c, test_perturbed[r]) for c, r in conditions_of(adata.obs.iloc[test_perturbed])
             if len(r) >= config.min_cells]
@@ -276,20 +279,24 @@ def _fit_and_predict(method: PerturbationModel, train: TrainData, test: list, va
     val_preds = {}
     if val and method.refits_on_validation:
         method.fit(train, refit=False)
-        val_preds = {c: np.asarray(method.predict(c), dtype=np.float64) for c, _ in val}
+        val_preds = {c: np.asarray(x, dtype=np.float64) for c, x in method.predict_many([c for c, _ in val]).items()}
         method.fit(train, refit=True)
-    else:
+    elif hasattr(method, "predict_validation"):
         method.fit(train)
-        predict_val = getattr(method, "predict_validation", method.predict)
-        val_preds = {c: np.asarray(predict_val(c), dtype=np.float64) for c, _ in val}
-    preds = {c: np.asarray(method.predict(c), dtype=np.float64) for c, _ in test}
+        val_preds = {c: np.asarray(method.predict_validation(c), dtype=np.float64) for c, _ in val}
+    else:  # fitted on training conditions only: one call predicts the validation and test conditions
+        method.fit(train)
+        both = method.predict_many([c for c, _ in val] + [c for c, _ in test])
+        val_preds = {c: np.asarray(both[c], dtype=np.float64) for c, _ in val}
+    preds = {c: np.asarray(x, dtype=np.float64) for c, x in method.predict_many([c for c, _ in test]).items()}
     covers = {c: bool(method.covers(c)) for c, _ in test + val}
     return preds, val_preds, covers
 
 
 def score_fold(adata: AnnData, fold: dict, methods: list[PerturbationModel] | None = None,
                config: EvalConfig | None = None, *, jepa=None, transition=None, model_seeds=None,
-               jepa_run_dir=None, progress: bool = False, pca_twin: bool = False, extra_methods=None) -> FoldResult:
+               jepa_run_dir=None, progress: bool = False, pca_twin: bool = False, extra_methods=None,
+               peers=None, keep_predictions: bool = False) -> FoldResult:
     """Fit every method on the fold's training data and score its predictions on the test conditions.
 
     Parameters
@@ -311,6 +318,12 @@ def score_fold(adata: AnnData, fold: dict, methods: list[PerturbationModel] | No
         Predictors scored after the default ones (when ``methods`` is None).
     pca_twin
         With ``jepa``, also score ``pca_set`` (see :func:`default_methods`).
+    peers
+        Peer tools (:class:`~celljepa.peers.PeerModel`) scored beside the baselines, fitted once (when
+        ``methods`` is None).
+    keep_predictions
+        Also return every method's predicted cells beside the observed ones as an AnnData in cell-eval's layout
+        (``FoldResult.predictions``, :func:`celljepa.eval.predictions.predictions_anndata`).
 
     Examples
     --------
@@ -337,7 +350,7 @@ def score_fold(adata: AnnData, fold: dict, methods: list[PerturbationModel] | No
     if methods is not None:
         fixed, seeded_factory = list(methods), None
     else:
-        fixed = default_baselines(**_applicable(test, multi_context)) + list(extra_methods or [])
+        fixed = default_baselines(**_applicable(test, multi_context)) + list(extra_methods or []) + list(peers or [])
         seeded_factory = (lambda tcfg: _jepa_methods(tcfg, pca_twin)) if (jepa is not None
                                                                           and extra_methods is None) else None
     seeds = list(model_seeds) if model_seeds else [None]
@@ -405,9 +418,33 @@ def score_fold(adata: AnnData, fold: dict, methods: list[PerturbationModel] | No
                 fold["split_name"], fold["fold"], metrics["n_test_conditions"], metrics["n_effect_conditions"],
                 metrics["comparator"])
     unique = list({m.name: m for m in fitted}.values())
+    kept = _fold_predictions(adata, space, test, preds, unique, role) if keep_predictions else None
     return FoldResult(fold=fold, space=space, per_condition=per_condition, metrics=metrics, params=params,
                       timings=timings, methods=unique, encoder=first_encoder, validation=validation,
-                      per_seed=per_seed)
+                      per_seed=per_seed, predictions=kept)
+
+
+def _fold_predictions(adata: AnnData, space: EvaluationSpace, test: list, preds: dict, methods: list,
+                      role: dict) -> AnnData:
+    """The fold's predicted cells (every method and model seed) beside the observed test and control cells."""
+    gene_idx = space.gene_indices(adata.var_names)
+
+    def genes(rows) -> np.ndarray:
+        return np.vstack([np.asarray(b.toarray() if sp.issparse(b) else b, dtype=np.float64)
+                          for b in iter_blocks(adata, rows, gene_idx)])
+
+    is_ctrl = adata.obs[C.IS_CONTROL].to_numpy(dtype=bool)
+    ctx_of = adata.obs[C.CONTEXT_ID].astype(str).to_numpy()
+    observed = {c.key: genes(rows) for c, rows in test}
+    contexts = sorted({c.context_id for c, _ in test})
+    controls = {ctx: genes(np.flatnonzero(is_ctrl & (ctx_of == ctx))) for ctx in contexts}
+    native = {(m.name, None, c.key): x for m in methods for c, x in getattr(m, "native_", {}).items()
+              if c.key in observed}
+    return predictions_anndata(space, observed=observed, controls=controls,
+                               predicted={(name, seed, c.key): x for (name, seed, c), x in preds.items()},
+                               native=native, roles=role,
+                               conditions={c.key: {"context_id": c.context_id, "perturbation_id": c.perturbation_id}
+                                           for c, _ in test})
 
 
 def _observed(adata: AnnData, space: EvaluationSpace, rows) -> tuple[np.ndarray, np.ndarray]:
@@ -596,6 +633,8 @@ def choose_comparator(roles: dict[str, str], validation: pd.DataFrame | None, *,
             kinds = sel["val_selection"].dropna().astype(str)
             entry["selection"] = "; ".join(f"{k} ({n} of {len(sel)})" if len(kinds.unique()) > 1 else k
                                            for k, n in kinds.value_counts().items())
+        if roles[m] == "peer":  # a peer is never tuned on validation conditions (folds stored before said so)
+            entry["selection"] = PeerModel.val_selection_
         if roles[m] not in NON_JEPA_ROLES:
             entry.update(eligible=False, why="JEPA model (not a comparator)")
         elif not e.size:

@@ -18,6 +18,7 @@ from .._logging import logger
 from .._version import __version__
 from ..data._ingest import ingest_anndata
 from ..eval import report as R
+from ..eval.predictions import write_predictions
 from ..eval.verdict import MIN_CONDITIONS, holm_over
 from ..splits import make_split_folds
 from ..train.distributed import is_main
@@ -33,6 +34,7 @@ from .evaluate import (
     summarize,
 )
 from .provenance import provenance, versions
+from .reuse import reuse_fold
 from .tasks import (
     FRAMES_FILE,
     config_digest,
@@ -45,6 +47,9 @@ from .tasks import (
 )
 
 FigureMaker = Callable[[FoldResult, Path], list[Path]]
+
+#: A fold's predicted and observed cells (``benchmark(..., predictions=True)``, ``--predictions``).
+PREDICTIONS_FILE = "predictions.h5ad"
 
 
 def _fold_report(result: FoldResult, adata: AnnData, figures: list[Path], out: Path) -> str:
@@ -122,6 +127,8 @@ def write_fold_run(result: FoldResult, adata: AnnData, out: Path, *, config: dic
                result.space.save(out / "eval_space.npz")]
     if result.validation is not None:
         written.append(write_text_atomic(out / "validation.csv", result.validation.to_csv(index=False)))
+    if result.predictions is not None:
+        written.append(write_predictions(out / PREDICTIONS_FILE, result.predictions))
     if result.per_seed is not None and result.per_seed["model_seed"].nunique() > 1:
         written.append(write_text_atomic(out / "per_condition_seeds.csv", result.per_seed.to_csv(index=False)))
     figures = figure_maker(result, out) if figure_maker else []
@@ -268,7 +275,7 @@ def benchmark(datasets: dict[str, AnnData], plan: dict[str, dict[str, int]], *, 
               combined_figure_maker: Callable[[dict, Path], list[Path]] | None = None,
               progress: bool = True, jepa_knn=None, max_folds: int | None = None,
               title: str | None = None, pca_twin: bool = True, folds=None, tasks=None,
-              collect: bool = False) -> dict:
+              collect: bool = False, predictions: bool = False, reuse: str | os.PathLike | None = None) -> dict:
     """Run baselines (and JEPA models) on every dataset × split × split seed × fold; one report.
 
     ``plan`` maps dataset id → {split name: number of folds}. One run folder per fold
@@ -305,6 +312,13 @@ def benchmark(datasets: dict[str, AnnData], plan: dict[str, dict[str, int]], *, 
     collect
         Compute nothing: read every fold task back and write the combined metrics and report; unfinished
         tasks are an error that lists them.
+    reuse
+        A finished run of the same plan, seeds and settings: score only the baselines and ``run.peers`` here,
+        check the baselines equal the stored ones, merge the peers' rows with every stored method's and redo
+        each fold's comparator choice and verdict (:mod:`celljepa.bench.reuse`); no encoder is retrained.
+    predictions
+        Write each fold's predicted and observed cells as ``predictions.h5ad`` in its run folder (cell-eval's
+        layout, :mod:`celljepa.eval.predictions`; every method, model seed and test condition).
 
     Returns
     -------
@@ -317,7 +331,7 @@ def benchmark(datasets: dict[str, AnnData], plan: dict[str, dict[str, int]], *, 
         raise InputError("tasks= runs fold tasks and collect= merges them: pass one of the two (CLI: --task or "
                          "--collect).")
     jobs = benchmark_tasks(datasets, plan, run=run, max_folds=max_folds, folds=folds)
-    fold_result = _FoldTasks(datasets, plan, out, run, figure_maker, pca_twin)
+    fold_result = _FoldTasks(datasets, plan, out, run, figure_maker, pca_twin, predictions, reuse)
     if tasks is not None:
         tasks = task_indices(tasks, len(jobs), "benchmark")
         states = {}
@@ -338,14 +352,26 @@ def benchmark(datasets: dict[str, AnnData], plan: dict[str, dict[str, int]], *, 
 class _FoldTasks:
     """Scores a fold task, or reads it back when its folder holds a finished run with the same inputs."""
 
-    def __init__(self, datasets, plan, out: Path, run: RunConfig, figure_maker, pca_twin: bool):
+    def __init__(self, datasets, plan, out: Path, run: RunConfig, figure_maker, pca_twin: bool,
+                 predictions: bool = False, reuse: Path | None = None):
         self.datasets, self.out, self.run, self.figure_maker, self.pca_twin = datasets, out, run, figure_maker, pca_twin
+        self.predictions, self.reuse = predictions, None if reuse is None else Path(reuse)
+        if self.reuse is not None and not run.peers:
+            raise InputError("--reuse adds methods to a finished run: name them with --peers.")
+        if self.reuse is not None and self.reuse.resolve() == Path(out).resolve():
+            raise InputError("--reuse must name another run folder than --out (the reused run is only read).")
         m_seeds = list(run.model_seeds)
         self.jepa = run.jepa_for(m_seeds[0]) if run.jepa is not None else None  # score_fold seeds per model seed
         self.transition = run.transition_for(m_seeds[0])
         self.fingerprints = {d: data_fingerprint(datasets[d]) for d in plan}
         self.extra = ({"jepa": self.jepa.to_dict(), "transition": _transition_dict(self.transition),
                        "model_seeds": m_seeds} if self.jepa is not None else {})
+        if run.peers:
+            self.extra["peers"] = {p: {"seed": m_seeds[0], "params": run.peer_params.get(p, {})} for p in run.peers}
+        if predictions:  # a finished fold without its predictions file is scored again
+            self.extra["predictions"] = PREDICTIONS_FILE
+        if self.reuse is not None:
+            self.extra["reused_from"] = str(self.reuse)
 
     def config(self, dataset_id: str, split_seed: int, fold: dict, result: FoldResult | None) -> dict:
         return _run_config(self.datasets[dataset_id], fold, self.run.evaluation_for(split_seed), result,
@@ -363,10 +389,18 @@ class _FoldTasks:
         if not compute:
             return None, "missing"
         adata = self.datasets[dataset_id]
-        result = score_fold(adata, fold, config=self.run.evaluation_for(split_seed), jepa=self.jepa,
-                            transition=self.transition, model_seeds=list(self.run.model_seeds),
-                            pca_twin=self.pca_twin)
-        write_fold_run(result, adata, task_dir(self.out, dataset_id, split, split_seed, fold["fold"]),
+        folder = task_dir(self.out, dataset_id, split, split_seed, fold["fold"])
+        if self.reuse is not None:
+            result = reuse_fold(adata, fold, task_dir(self.reuse, dataset_id, split, split_seed, fold["fold"]),
+                                config=self.config(dataset_id, split_seed, fold, None),
+                                evaluation=self.run.evaluation_for(split_seed),
+                                new_methods=self.run.peer_models(folder / "peers"), keep_predictions=self.predictions)
+        else:
+            result = score_fold(adata, fold, config=self.run.evaluation_for(split_seed), jepa=self.jepa,
+                                transition=self.transition, model_seeds=list(self.run.model_seeds),
+                                pca_twin=self.pca_twin, peers=self.run.peer_models(folder / "peers"),
+                                keep_predictions=self.predictions)
+        write_fold_run(result, adata, folder,
                        config=self.config(dataset_id, split_seed, fold, result), figure_maker=self.figure_maker)
         return result, "computed"
 

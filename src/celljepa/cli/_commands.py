@@ -7,6 +7,7 @@ heavy imports (torch, scanpy, anndata) happen inside the ``_cmd_*`` functions, s
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -308,7 +309,7 @@ def _plan_arg(text: str) -> dict[str, int]:
 
 
 def _add_data(p: argparse.ArgumentParser, *, default_demo: bool = False) -> None:
-    p.add_argument("--data", action="append", default=[], metavar="demo|NAME=H5AD|H5AD",
+    p.add_argument("--data", "--h5ad", action="append", default=[], metavar="demo|NAME=H5AD|H5AD",
                    help="a dataset (repeatable): demo (its two studies, norman2019 and sciplex_gxe), a processed "
                         ".h5ad under a name, or one named by its uns['dataset_id']" + (" (default demo)" if default_demo
                                                                                       else ""))
@@ -361,9 +362,27 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--jepa-knn", action="store_true",
                    help="also pretrain one encoder on all cells of each dataset and report kNN accuracy vs PCA")
     p.add_argument("--max-folds", type=int, help="score only the first K folds of each split (quick runs)")
+    p.add_argument("--peers", default="", metavar="NAME,...",
+                   help="published tools scored beside the baselines, e.g. scgen,gears,cpa (see `celljepa peers list`)")
+    p.add_argument("--peer-set", action="append", default=[], type=_peer_override, metavar="PEER.KEY=VALUE",
+                   dest="peer_overrides", help="override a peer's published setting, e.g. gears.epochs=5 (repeatable)")
+    p.add_argument("--reuse", type=Path, metavar="RUN",
+                   help="add the --peers to a finished run of the same plan and settings: score the baselines (checked "
+                        "equal to RUN's) and the peers here, take every other method from RUN, redo the verdicts")
+    p.add_argument("--predictions", action="store_true",
+                   help="write each fold's predicted and observed cells as predictions.h5ad (the layout cell-eval "
+                        "reads; every method, model seed and test condition: large for big screens)")
     _add_backed(p)
     _add_task_args(p, what="fold tasks (index, dataset, split, split seed, fold, state, folder)")
     _add_jepa_args(p)
+
+
+def _peer_override(text: str) -> tuple[str, str, object]:
+    key, sep, value = text.partition("=")
+    peer, dot, name = key.strip().partition(".")
+    if not sep or not dot or not peer or not name:
+        raise argparse.ArgumentTypeError(f"expected PEER.KEY=VALUE (e.g. gears.epochs=5), got {text!r}")
+    return peer.strip().lower(), name.strip(), _yaml_value(text, value)
 
 
 def _run_tasks(command: str, args: argparse.Namespace, call):
@@ -405,6 +424,16 @@ def benchmark_inputs(args: argparse.Namespace):
     if args.splits and items == ["demo"]:
         raise InputError("--splits is for --data files (the demo has a fixed plan).")
     run = _run_config(args, jepa=not args.no_jepa)
+    peer_params: dict = {}
+    for peer, key, value in args.peer_overrides:
+        peer_params.setdefault(peer, {})[key] = value
+    run = dataclasses.replace(run, peers=args.peers, peer_params=peer_params)
+    if run.peers and not args.collect and not args.list:
+        from ..peers import peer_status
+
+        missing = [st for st in map(peer_status, run.peers) if not st["available"]]
+        if missing:
+            raise InputError("peer(s) not available: " + "; ".join(f"{st['name']}: {st['reason']}" for st in missing))
     if args.backed and run.jepa is not None:
         raise InputError("--backed runs the baselines, the evaluation space and the scoring on data left on disk; "
                          "the fold encoders of the JEPA models need the data in memory. Fix: add --no-jepa, or "
@@ -430,7 +459,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     if args.list:
         from ..bench.run import _FoldTasks
 
-        state = _FoldTasks(datasets, plan, args.out, run, None, True)
+        state = _FoldTasks(datasets, plan, args.out, run, None, True, args.predictions, args.reuse)
         for i, (d, split, s, fold) in enumerate(benchmark_tasks(datasets, plan, run=run, max_folds=args.max_folds)):
             done = "done" if state.finished(d, split, s, fold) is not None else "to do"
             print(f"{i}\t{d}\t{split}\tsplit_seed{s}\tfold{fold['fold']}\t{done}\t"
@@ -439,7 +468,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     code, _ = _run_tasks("benchmark", args, lambda: benchmark(
         datasets, plan, out=args.out, run=run, figure_maker=_fold_figures, combined_figure_maker=_combined_figures,
         progress=not args.no_progress, jepa_knn=jepa_knn, max_folds=args.max_folds, tasks=args.task,
-        collect=args.collect))
+        collect=args.collect, predictions=args.predictions, reuse=args.reuse))
     if code is not None:
         return code
     for dataset_id in datasets:  # the demo's studies as processed files beside the run, for reuse
@@ -743,12 +772,55 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _add_peers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "peers", help="the published tools scored beside celljepa (scGen, GEARS, CPA, State): list, install, remove",
+        description="list: each peer, whether it runs here (its import is tried) and why not. install NAME: make "
+                    "its isolated environment under the peers folder ($CELLJEPA_PEERS_HOME, default "
+                    "~/.cache/celljepa/peers) with pip, from PyPI; benchmarks then run it there through a "
+                    "subprocess. remove NAME: delete that environment.",
+    )
+    p.add_argument("action", choices=("list", "install", "remove"))
+    p.add_argument("names", nargs="*", metavar="NAME", help="peers to install or remove (list: all by default)")
+    p.add_argument("--python", help="install: the interpreter to make the environment with (default: the version "
+                                    "the peer needs, found on PATH or in pyenv)")
+    p.add_argument("--force", action="store_true", help="install: make an installed environment again")
+    p.add_argument("--json", action="store_true", help="list: print JSON")
+
+
+def _cmd_peers(args: argparse.Namespace) -> int:
+    from ..peers import PEERS, install_peer, parse_peers, peer_status, peers_home, remove_peer
+
+    names = parse_peers(args.names) if args.names else ()
+    if args.action == "list":
+        rows = [peer_status(n) for n in (names or tuple(PEERS))]
+        if args.json:
+            print(json.dumps(rows, indent=1))
+            return EXIT_OK
+        print(f"peers folder: {peers_home()}")
+        for row in rows:
+            state = f"available ({row['where']})" if row["available"] else f"not available: {row['reason']}"
+            print(f"{row['name']:<6} {state}")
+            print(f"       {row['title']}; predicts {row['predicts']}")
+        return EXIT_OK
+    if not names:
+        raise InputError(f"`celljepa peers {args.action}` needs the name of a peer: {', '.join(PEERS)}.")
+    for name in names:
+        if args.action == "install":
+            install_peer(name, python=args.python, force=args.force)
+        elif remove_peer(name):
+            print(f"removed {name}'s environment")
+        else:
+            print(f"{name} has no environment under {peers_home()}")
+    return EXIT_OK
+
+
 COMMANDS = {"ingest": (_add_ingest, _cmd_ingest), "validate": (_add_validate, _cmd_validate),
             "splits": (_add_splits, _cmd_splits), "eval-baselines": (_add_eval_baselines, _cmd_eval_baselines),
             "benchmark": (_add_benchmark, _cmd_benchmark), "pretrain": (_add_pretrain, _cmd_pretrain),
             "train-transition": (_add_train_transition, _cmd_train_transition), "sweep": (_add_sweep, _cmd_sweep),
             "holdout": (_add_holdout, _cmd_holdout), "info": (_add_info, _cmd_info),
-            "report": (_add_report, _cmd_report)}
+            "report": (_add_report, _cmd_report), "peers": (_add_peers, _cmd_peers)}
 
 
 def build_parser(commands: dict | None = None) -> argparse.ArgumentParser:

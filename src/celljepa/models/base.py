@@ -90,6 +90,9 @@ class TrainData:
         cells). The other rows are held-out-context control cells, visible only as the inputs a
         prediction starts from (inductive evaluation); None means every row may be fitted on
         (``--transductive``).
+    source
+        The AnnData the rows come from (row ``i`` of ``z`` is cell ``positions[i]`` of ``source``), for methods
+        that learn in gene space (the peers); None when the data are not at hand.
     """
 
     z: np.ndarray
@@ -102,6 +105,7 @@ class TrainData:
     space: object | None = field(default=None, repr=False)
     positions: np.ndarray | None = field(default=None, repr=False)
     fit_rows: np.ndarray | None = field(default=None, repr=False)
+    source: object | None = field(default=None, repr=False)
     # caches of the rows and means of each context's control cells (fresh in every copy: init=False)
     _controls: dict[str, np.ndarray] = field(default_factory=dict, repr=False, init=False)
     _control_means: dict[str, np.ndarray] = field(default_factory=dict, repr=False, init=False)
@@ -116,8 +120,8 @@ class TrainData:
             self._controls[context_id] = np.flatnonzero(mask)
         return self._controls[context_id]
 
-    def control_cells(self, context_id: str) -> np.ndarray:
-        """Evaluation-space coordinates of the control cells a prediction of ``context_id`` starts from.
+    def start_rows(self, context_id: str) -> np.ndarray:
+        """Row positions (in ``z``) of the control cells a prediction of ``context_id`` starts from.
 
         Every control cell of the context, or, above :data:`MAX_SET_CELLS`, a seeded sample of that many (the
         same for every method): a predicted set then has a bounded size however large the screen, and the
@@ -127,7 +131,14 @@ class TrainData:
         if len(rows) > MAX_SET_CELLS:
             rng = np.random.default_rng([zlib.crc32(str(context_id).encode()), len(rows)])
             rows = np.sort(rng.choice(rows, MAX_SET_CELLS, replace=False))
-        return self.z[rows]
+        return rows
+
+    def control_cells(self, context_id: str) -> np.ndarray:
+        """Evaluation-space coordinates of the control cells a prediction of ``context_id`` starts from.
+
+        The cells of :meth:`start_rows`.
+        """
+        return self.z[self.start_rows(context_id)]
 
     def control_mean(self, context_id: str) -> np.ndarray:
         """Mean of every control cell of ``context_id`` in the evaluation space (computed once per context)."""
@@ -180,6 +191,13 @@ class PerturbationModel(ABC):
     @abstractmethod
     def predict(self, condition: Condition) -> np.ndarray:
         """Predicted cells ``(n, k)`` in the evaluation space for ``condition``."""
+
+    def predict_many(self, conditions: list[Condition]) -> dict[Condition, np.ndarray]:
+        """:meth:`predict` of every condition.
+
+        A method that predicts all at once (a peer run in its own process) overrides this.
+        """
+        return {c: self.predict(c) for c in conditions}
 
     def covers(self, condition: Condition) -> bool:
         """Whether the method has what it needs for ``condition`` (e.g. an embedding of every perturbed gene).

@@ -1,0 +1,213 @@
+"""The peer mechanism on a real fold: work folder, subprocess, projection, coverage, errors, the benchmark.
+
+The peer here is a gene-space mean shift run by ``_shift_runner.py`` in a child process through the same
+exchange as scGen, GEARS and CPA; the real tools have their own smoke tests (``test_peer_tools.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+
+from celljepa._errors import InputError, PeerError
+from celljepa.bench.config import RunConfig
+from celljepa.bench.evaluate import EvalConfig, prepare_fold, score_fold
+from celljepa.bench.reuse import _check_baselines
+from celljepa.bench.run import benchmark, demo_datasets
+from celljepa.cli import main
+from celljepa.data import contract as C
+from celljepa.eval.space import EvaluationSpace
+from celljepa.models.baselines import MeanShift, NoChange
+from celljepa.peers import PEERS, PeerModel, PeerSpec, install_peer, parse_peers, peer_status
+from celljepa.peers._env import RUNNERS, _find_python
+from celljepa.splits import make_split_folds
+
+HERE = Path(__file__).resolve().parent
+
+
+@pytest.fixture
+def shift_peer(monkeypatch, tmp_path):
+    """Register the test runner as peer ``shift`` (it runs in this interpreter: its module is ``json``)."""
+    folder = tmp_path / "runner"
+    folder.mkdir()
+    shutil.copy(RUNNERS / "_common.py", folder / "_common.py")
+    shutil.copy(HERE / "_shift_runner.py", folder / "shift.py")
+    monkeypatch.setitem(PEERS, "shift", PeerSpec(name="shift", title="mean shift (test)", module="json",
+                                                 runner=str(folder / "shift.py"), install=()))
+    monkeypatch.setenv("CELLJEPA_PEERS_HOME", str(tmp_path / "home"))
+    return "shift"
+
+
+@pytest.fixture(scope="module")
+def sciplex_fold():
+    adata = demo_datasets()["sciplex_gxe"]
+    fold = make_split_folds(adata.obs, "S2_unseen_context", dataset_id="sciplex_gxe", n_folds=3)[0]
+    return adata, fold
+
+
+def _expected(adata, train, cond):
+    """The mean-shift prediction computed here, in gene space, from the cells the peer may fit on."""
+    genes = train.space.gene_indices(adata.var_names)
+    x = np.asarray(adata.X[train.positions][:, genes].toarray() if hasattr(adata.X, "toarray")
+                   else adata.X[train.positions][:, genes], dtype=np.float64)
+    obs = train.obs
+    ctrl = obs[C.IS_CONTROL].to_numpy(bool)
+    ctx = obs[C.CONTEXT_ID].astype(str).to_numpy()
+    fit = np.zeros(len(obs), bool)
+    for _, rows in train.train_conditions:
+        fit[rows] = True
+    fit |= ctrl & train.fit_mask()
+    rows = fit & (obs[C.PERTURBATION_ID].astype(str).to_numpy() == cond.perturbation_id)
+    shift = np.mean([x[rows & (ctx == c)].mean(0) - x[fit & ctrl & (ctx == c)].mean(0)
+                     for c in np.unique(ctx[rows])], axis=0)
+    return x[train.start_rows(cond.context_id)] + shift
+
+
+def test_peer_model_predicts_through_its_own_process(shift_peer, sciplex_fold, tmp_path):
+    adata, fold = sciplex_fold
+    space, train, test = prepare_fold(adata, fold, EvalConfig())
+    conds = [c for c, _ in train.val_conditions] + [c for c, _ in test]
+    model = PeerModel(shift_peer, seed=3, workdir=tmp_path / "work").fit(train)
+    preds = model.predict_many(conds)
+    for cond in conds:
+        expected = _expected(adata, train, cond)
+        assert preds[cond].shape == (len(train.start_rows(cond.context_id)), space.n_pcs)
+        np.testing.assert_allclose(model.native_[cond], expected, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(preds[cond], space.transform(expected), rtol=1e-3, atol=1e-3)
+        assert model.covers(cond)
+    # the held-out context's controls were inputs only, the validation and test cells never sent
+    request = json.loads((tmp_path / "work" / "request.json").read_text())
+    assert request["seed"] == 3 and len(request["queries"]) == len(conds)
+    assert {"request.json", "result.json", "runner.log"} <= {p.name for p in (tmp_path / "work").iterdir()}
+    assert not (tmp_path / "work" / "train.h5ad").exists()  # exchange files removed once read
+    params = model.params()
+    assert params["version"] == "test" and params["fit_s"] >= 0 and params["wall_s"] > 0
+    assert params["environment"] == "current" and params["n_not_covered"] == 0
+    assert model.predict(conds[0]) is preds[conds[0]]  # cached: no second run
+
+
+def test_uncovered_conditions_fall_back_to_no_change(shift_peer, sciplex_fold):
+    adata, fold = sciplex_fold
+    space, train, test = prepare_fold(adata, fold, EvalConfig())
+    seen = {c.perturbation_id for c, _ in train.train_conditions}
+    cond = test[0][0]
+    # a condition whose perturbation has no training cells: rename it
+    unseen = type(cond)(cond.context_id, "NOT_A_GENE", ("gene:NOT_A_GENE",))
+    assert unseen.perturbation_id not in seen
+    model = PeerModel(shift_peer).fit(train)
+    preds = model.predict_many([cond, unseen])
+    assert model.covers(cond) and not model.covers(unseen)
+    np.testing.assert_array_equal(preds[unseen], train.control_cells(cond.context_id))
+    assert model.not_covered_ == {unseen.key: "perturbation unseen in training"}
+
+
+def test_a_failing_peer_names_its_log(shift_peer, sciplex_fold, tmp_path):
+    adata, fold = sciplex_fold
+    _, train, test = prepare_fold(adata, fold, EvalConfig())
+    model = PeerModel(shift_peer, params={"fail": True}, workdir=tmp_path / "w").fit(train)
+    with pytest.raises(PeerError, match=r"(?s)failed \(exit status 1\).*kept at .*w/runner.log.*asked to fail"):
+        model.predict(test[0][0])
+    with pytest.raises(PeerError, match="ran past 1 s"):
+        PeerModel(shift_peer, params={"sleep": 30}, timeout_s=1).fit(train).predict(test[0][0])
+
+
+def test_score_fold_puts_a_peer_in_the_comparator_pool(shift_peer, sciplex_fold):
+    adata, fold = sciplex_fold
+    result = score_fold(adata, fold, methods=[NoChange(), MeanShift(), PeerModel(shift_peer)])
+    per = result.per_condition
+    assert set(per.loc[per["method"] == "shift", "role"]) == {"peer"}
+    assert result.metrics["roles"]["shift"] == "peer"
+    entry = result.metrics["comparator_choice"]["validation"]["shift"]
+    assert entry["eligible"] and entry["role"] == "peer" and entry["coverage"] == 1.0
+    assert result.params["shift"]["peer"] == "mean shift (test)"
+    assert (result.validation["method"] == "shift").sum() > 0
+
+
+def test_benchmark_with_a_peer_and_resume(shift_peer, tmp_path):
+    d = {"sciplex_gxe": demo_datasets()["sciplex_gxe"]}
+    plan = {"sciplex_gxe": {"S2_unseen_context": 3}}
+    run = RunConfig(peers=("shift",), peer_params={"shift": {"sleep": 0}})
+    combined = benchmark(d, plan, out=tmp_path / "run", run=run, progress=False, max_folds=1, predictions=True)
+    m = combined["sciplex_gxe/S2_unseen_context"]
+    assert "shift" in m["methods"] and m["roles"]["shift"] == "peer"
+    fold = tmp_path / "run/sciplex_gxe/S2_unseen_context/split_seed0/fold0"
+    config = json.loads((fold / "config.json").read_text())
+    assert config["peers"] == {"shift": {"seed": 0, "params": {"sleep": 0}}}
+    assert (fold / "peers/shift/result.json").is_file()
+    per = pd.read_csv(fold / "per_condition.csv")
+    assert (per["method"] == "shift").any()
+    # the fold's predictions, cell-eval's layout: the peer's cells keep their own gene-space values
+    pred = ad.read_h5ad(fold / "predictions.h5ad")
+    shift = pred[pred.obs["method"] == "shift"]
+    assert set(shift.obs["gene_space"]) == {"native"} and set(shift.obs["role"]) == {"peer"}
+    assert set(pred.obs.loc[pred.obs["method"] == "mean_shift", "gene_space"]) == {"reconstructed"}
+    assert set(shift.obs["condition"]) == set(per.loc[per["method"] == "shift", "condition"])
+    space = EvaluationSpace.load(fold / "eval_space.npz")
+    np.testing.assert_allclose(shift.obsm["X_eval"], space.transform(np.asarray(shift.X, dtype=np.float64)),
+                               atol=1e-3)
+    # the same run again reads the fold back (the peer is not run a second time)
+    (fold / "peers/shift/result.json").unlink()
+    again = benchmark(d, plan, out=tmp_path / "run", run=run, progress=False, max_folds=1, predictions=True)
+    key = "sciplex_gxe/S2_unseen_context"
+    assert again[key]["methods"]["shift"]["edistance"] == combined[key]["methods"]["shift"]["edistance"]
+    assert not (fold / "peers/shift/result.json").exists()
+
+
+def test_peer_names_settings_and_status(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("CELLJEPA_PEERS_HOME", str(tmp_path))
+    assert parse_peers("GEARS, scgen,gears") == ("gears", "scgen")
+    with pytest.raises(InputError, match="unknown peer 'scgem'; known: scgen, gears, cpa, state"):
+        parse_peers("scgem")
+    with pytest.raises(InputError, match=r"settings for peer\(s\) \['cpa'\]"):
+        RunConfig(peers=("gears",), peer_params={"cpa": {"max_epochs": 1}})
+    status = peer_status("cpa", check_import=False)
+    assert not status["available"] and "celljepa peers install cpa" in status["reason"]
+    assert "needs Python 3.10" in status["reason"]
+    with pytest.raises(InputError, match="failed"):
+        install_peer("gears", python=str(tmp_path / "no-python"))
+    with pytest.raises(InputError, match=r"needs Python 3.99 and none was found.*--python"):
+        _find_python("3.99")
+    assert list(tmp_path.iterdir()) == []  # nothing half-made
+    capsys.readouterr()
+    assert main(["peers", "list", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in rows] == ["scgen", "gears", "cpa", "state"]
+    assert all(r["reason"] for r in rows if not r["available"])
+    code = main(["benchmark", "--out", str(tmp_path / "b"), "--no-jepa", "--peers", "cpa"])
+    assert code != 0 and "peer(s) not available: cpa" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as usage:
+        main(["benchmark", "--out", str(tmp_path / "b"), "--peer-set", "gears=5"])
+    assert usage.value.code == 2 and "expected PEER.KEY=VALUE" in capsys.readouterr().err
+
+
+def test_reuse_adds_a_peer_to_a_finished_run(shift_peer, tmp_path):
+    d = {"sciplex_gxe": demo_datasets()["sciplex_gxe"]}
+    plan = {"sciplex_gxe": {"S2_unseen_context": 3}}
+    first = benchmark(d, plan, out=tmp_path / "a", run=RunConfig(), progress=False, max_folds=1)
+    added = benchmark(d, plan, out=tmp_path / "b", run=RunConfig(peers=("shift",)), progress=False, max_folds=1,
+                      reuse=tmp_path / "a")
+    a, b = first["sciplex_gxe/S2_unseen_context"], added["sciplex_gxe/S2_unseen_context"]
+    assert set(b["methods"]) == set(a["methods"]) | {"shift"}
+    for method, stats in a["methods"].items():  # the stored methods' scores are carried over exactly
+        assert b["methods"][method]["edistance"]["mean"] == stats["edistance"]["mean"]
+    fold = "sciplex_gxe/S2_unseen_context/split_seed0/fold0"
+    metrics = json.loads((tmp_path / "b" / fold / "metrics.json").read_text())
+    assert metrics["reused"]["methods_added"] == ["shift"] and metrics["reused"]["baselines_checked"] > 0
+    assert "shift" in metrics["comparator_choice"]["validation"]
+    # a stored run that is not the same fold (here: a baseline's score edited) is refused, nothing merged
+    stored = pd.read_csv(tmp_path / "a" / fold / "per_condition.csv")
+    here = pd.read_csv(tmp_path / "b" / fold / "per_condition.csv")
+    _check_baselines(here, stored, tmp_path / "a")  # the same fold: accepted
+    stored.loc[stored["method"] == "mean_shift", "edistance"] += 0.01
+    with pytest.raises(InputError, match=r"differ from the ones stored .*edistance: max difference 0.01"):
+        _check_baselines(here, stored, tmp_path / "a")
+    with pytest.raises(InputError, match="lacks 1 baseline row"):
+        _check_baselines(here, stored.drop(index=stored.index[stored["role"] == "baseline"][0]), tmp_path / "a")
+    with pytest.raises(InputError, match="name them with --peers"):
+        benchmark(d, plan, out=tmp_path / "c", run=RunConfig(), progress=False, reuse=tmp_path / "a")
