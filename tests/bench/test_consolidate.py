@@ -273,3 +273,31 @@ def test_a_run_from_before_the_protocol_is_never_a_claim(runs, tmp_path):
     assert "old protocol: not a claim" in section and "chosen on validation" not in section
     assert "**wins**" not in md
     assert "The figure leaves out the rows of the old protocol (no claim)." in md
+
+
+def test_a_run_repeated_with_more_methods_supersedes_the_first(runs, tmp_path):
+    """Peers added to a run (--reuse) repeat its test: one hypothesis, one claim, the larger pool's."""
+    import shutil
+
+    extended = tmp_path / "with_peer"
+    shutil.copytree(runs["jepa"], extended)
+    data = json.loads((extended / "metrics_combined.json").read_text())
+    for m in data["results"].values():  # one more method in the pool, as --reuse --peers NAME gives
+        m["methods"]["somepeer"] = {**m["methods"]["no_change"], "role": "peer"}
+    (extended / "metrics_combined.json").write_text(json.dumps(data))
+    for order in ([runs["jepa"], extended], [extended, runs["jepa"]]):
+        report = C.consolidate(order, tmp_path / "out", figure_maker=_figure)
+        rows = {r["run"]: r for r in report["verdicts"]}
+        first, second = rows["jepa_run"], rows["with_peer"]
+        assert first["superseded_by"] == "with_peer" and first["outcome"] == "superseded"
+        assert second["superseded_by"] is None and second["outcome"] == second["edistance"]["outcome"]
+        claims = 1 + (1 if second["vs_pca_twin"] and not second["vs_pca_twin"].get("same_as_comparator") else 0)
+        assert report["holm_family_size"] == claims  # the superseded row is no claim
+        md = (tmp_path / "out" / "report.md").read_text()
+        assert "**superseded**" in md and "(jepa_run): superseded by with_peer" in md
+    # the same run given under two names: equal pools, the one listed last is the claim
+    twin = tmp_path / "again"
+    shutil.copytree(runs["jepa"], twin)
+    report = C.consolidate([runs["jepa"], twin], tmp_path / "out2", figure_maker=_figure)
+    rows = {r["run"]: r for r in report["verdicts"]}
+    assert rows["jepa_run"]["superseded_by"] == "again" and rows["again"]["superseded_by"] is None

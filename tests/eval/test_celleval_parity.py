@@ -1,9 +1,9 @@
 """Predictions as AnnData, and parity of the benchmark's per-condition metrics with cell-eval's.
 
 On a real fold (Norman 2019 demo, ``S1_unseen_perturbation`` fold 0, every applicable baseline): the
-benchmark's own numbers come from :func:`celljepa.bench.evaluate.score_fold`; the predicted sets are rebuilt
-exactly as it builds them (``prepare_fold`` + ``_fit_and_predict``), written with
-:func:`celljepa.eval.predictions.write_predictions`, cut with ``cell_eval_inputs`` and scored by cell-eval.
+benchmark's own numbers and predicted sets come from :func:`celljepa.bench.evaluate.score_fold` with
+``keep_predictions=True``; the predictions are written with :func:`celljepa.eval.predictions.write_predictions`,
+cut with ``cell_eval_inputs`` and scored by cell-eval.
 ``docs/cell-eval.md`` is the table of what agrees and why the rest differs.
 """
 
@@ -35,27 +35,17 @@ from celljepa.eval.space import EvaluationSpace
 
 @pytest.fixture(scope="module")
 def fold_predictions(tmp_path_factory):
-    """One scored fold, its predicted sets rebuilt as score_fold builds them, and predictions.h5ad."""
+    """One fold scored by the benchmark with its predictions kept, and those predictions as a file."""
     from celljepa.bench import evaluate as E
     from celljepa.bench.run import demo_datasets
-    from celljepa.models.baselines import default_baselines
     from celljepa.splits import make_split_folds
 
     adata = demo_datasets()["norman2019"]
     fold = make_split_folds(adata.obs, "S1_unseen_perturbation", dataset_id="norman2019")[0]
-    result = E.score_fold(adata, fold)  # baselines only: the benchmark's own per-condition numbers
-
+    result = E.score_fold(adata, fold, keep_predictions=True)  # every applicable baseline
     config = E.EvalConfig()
-    space, train, test = E.prepare_fold(adata, fold, config)
-    val = [(c, r) for c, r in train.val_conditions if len(r) >= config.min_cells]
-    multi = len({c.context_id for c, _ in train.train_conditions + train.val_conditions}) > 1
-    preds, covers, roles = {}, {}, {}
-    for method in default_baselines(**E._applicable(test, multi)):
-        p, _, cov = E._fit_and_predict(method, train, test, val)
-        preds.update({(method.name, None, c): x for c, x in p.items()})
-        covers.update({(method.name, c): v for c, v in cov.items()})
-        roles[method.name] = method.role
-    per = E._score_test(adata, space, train, test, preds, covers, roles, config)
+    _, train, test = E.prepare_fold(adata, fold, config)
+    space, pred = result.space, result.predictions
 
     gene_idx = space.gene_indices(adata.var_names)
 
@@ -67,14 +57,14 @@ def fold_predictions(tmp_path_factory):
     contexts = sorted({c.context_id for c, _ in test})
     observed = {c.key: genes(r) for c, r in test}
     controls = {ctx: genes(np.flatnonzero(is_ctrl & (ctx_col == ctx))) for ctx in contexts}
-    conditions = {c.key: {"context_id": c.context_id, "perturbation_id": c.perturbation_id} for c, _ in test}
-    predicted = {(m, s, c.key): x for (m, s, c), x in preds.items()}
-    pred = predictions_anndata(space, observed=observed, controls=controls, predicted=predicted,
-                               conditions=conditions, roles=roles)
+    methods = sorted(set(pred.obs["method"].astype(str)) - {"observed"})
+    method_col, cond_col = pred.obs["method"].astype(str).to_numpy(), pred.obs["condition"].astype(str).to_numpy()
+    preds = {(m, None, c): pred.obsm[EVAL_KEY][(method_col == m) & (cond_col == c.key)] for m in methods
+             for c, _ in test}
     path = write_predictions(tmp_path_factory.mktemp("fold") / "predictions.h5ad", pred)
-    return {"adata": adata, "space": space, "train": train, "test": test, "result": result, "per": per,
-            "preds": preds, "observed": observed, "controls": controls, "pred": pred, "path": path,
-            "methods": list(roles), "outdir": tmp_path_factory.mktemp("cell-eval")}
+    return {"adata": adata, "space": space, "train": train, "test": test, "result": result,
+            "per": result.per_seed, "config": config, "preds": preds, "observed": observed, "controls": controls,
+            "pred": pred, "path": path, "methods": methods, "outdir": tmp_path_factory.mktemp("cell-eval")}
 
 
 def _our_gene_means(f, cond_key: str, method: str):
@@ -88,13 +78,22 @@ def _our_gene_means(f, cond_key: str, method: str):
     return pred_genes, f["observed"][cond_key].mean(axis=0), ctrl_genes
 
 
-def test_rebuilt_predictions_are_score_folds(fold_predictions):
-    f = fold_predictions
-    ours = f["per"].set_index(["method", "condition"]).sort_index()
-    bench = f["result"].per_seed.set_index(["method", "condition"]).sort_index()
-    assert list(ours.index) == list(bench.index)
-    for col in ("edistance", "mse", "delta_pearson", "delta_pearson_top20_de", "rank"):
-        np.testing.assert_allclose(ours[col].to_numpy(float), bench[col].to_numpy(float), rtol=1e-12, atol=1e-12)
+def test_kept_predictions_are_what_was_scored(fold_predictions):
+    """The predicted sets in predictions.h5ad give back score_fold's per-condition numbers exactly."""
+    f, config = fold_predictions, fold_predictions["config"]
+    test = f["test"]
+    assert {m for m, _, _ in f["preds"]} == set(f["per"]["method"]) and all(len(x) for x in f["preds"].values())
+    index = {c: i for i, (c, _) in enumerate(test)}
+    obs_z = {c: f["space"].transform(f["observed"][c.key]) for c, _ in test}
+    keys = list(f["preds"])
+    e = edistance_sets([f["preds"][k] for k in keys], [obs_z[k[2]] for k in keys], cap=config.cap,
+                       n_resamples=config.n_resamples, seed=config.seed, pair_keys=[index[k[2]] for k in keys])
+    per = f["per"].set_index(["method", "condition"])
+    for (method, _, cond), value in zip(keys, e, strict=True):
+        row = per.loc[(method, cond.key)]
+        np.testing.assert_allclose(value, row["edistance"], rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(M.mse(f["preds"][(method, None, cond)].mean(0), obs_z[cond].mean(0)), row["mse"],
+                                   rtol=1e-10, atol=1e-12)
 
 
 # ------------------------------------------------------------------------------- layout (no cell-eval)

@@ -24,8 +24,9 @@ from celljepa.cli import main
 from celljepa.data import contract as C
 from celljepa.eval.space import EvaluationSpace
 from celljepa.models.baselines import MeanShift, NoChange
-from celljepa.peers import PEERS, PeerModel, PeerSpec, install_peer, parse_peers, peer_status
-from celljepa.peers._env import RUNNERS, _find_python
+from celljepa.peers import PEERS, NoSpaceError, PeerModel, PeerSpec, install_peer, parse_peers, peer_status
+from celljepa.peers import _env as peers_env
+from celljepa.peers._env import RUNNERS, _find_python, _share_identical_files
 from celljepa.splits import make_split_folds
 
 HERE = Path(__file__).resolve().parent
@@ -161,6 +162,7 @@ def test_benchmark_with_a_peer_and_resume(shift_peer, tmp_path):
 
 def test_peer_names_settings_and_status(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("CELLJEPA_PEERS_HOME", str(tmp_path))
+    monkeypatch.setattr(peers_env, "_free_gb", lambda folder: 1e3)  # whatever this disk has free
     assert parse_peers("GEARS, scgen,gears") == ("gears", "scgen")
     with pytest.raises(InputError, match="unknown peer 'scgem'; known: scgen, gears, cpa, state"):
         parse_peers("scgem")
@@ -211,3 +213,46 @@ def test_reuse_adds_a_peer_to_a_finished_run(shift_peer, tmp_path):
         _check_baselines(here, stored.drop(index=stored.index[stored["role"] == "baseline"][0]), tmp_path / "a")
     with pytest.raises(InputError, match="name them with --peers"):
         benchmark(d, plan, out=tmp_path / "c", run=RunConfig(), progress=False, reuse=tmp_path / "a")
+
+
+def test_install_needs_room_on_the_disk(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("CELLJEPA_PEERS_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(peers_env, "_free_gb", lambda folder: 2.0)
+    with pytest.raises(NoSpaceError, match=r"'gears' needs about 2\.5 GB .* has 2\.0 GB free; nothing was installed"):
+        install_peer("gears")
+    with pytest.raises(NoSpaceError, match="keeping 3 GB free"):
+        install_peer("scgen", keep_free_gb=3)
+    assert not (tmp_path / "home").exists()
+    capsys.readouterr()
+    assert main(["peers", "install", "gears", "cpa", "--if-space"]) == 0  # skipped, said so, no failure
+    out = capsys.readouterr().out
+    assert "skipped gears: peer 'gears' needs about 2.5 GB" in out and "skipped cpa" in out
+    assert main(["peers", "install", "gears"]) != 0  # without --if-space it is an error
+    assert "CELLJEPA_PEERS_HOME" in capsys.readouterr().err
+    assert main(["peers", "list", "--available"]) == 0
+    assert "gears" not in capsys.readouterr().out.split()
+
+
+def test_identical_files_are_shared_between_environments(tmp_path):
+    def env(name: str, files: dict) -> Path:
+        site = tmp_path / name / "lib" / "python3.11" / "site-packages"
+        for rel, data in files.items():
+            (site / rel).parent.mkdir(parents=True, exist_ok=True)
+            (site / rel).write_bytes(data)
+        return tmp_path / name
+
+    big, other = b"t" * 200_000, b"u" * 200_000
+    old = env("old", {"torch/lib.so": big, "torch/small.py": b"s" * 10, "scipy/x.so": big,
+                      "numpy/core.so": other})
+    new = env("new", {"torch/lib.so": big, "torch/small.py": b"s" * 10, "scipy/x.so": other,
+                      "numpy/core.so": big})
+    elsewhere = env("py310", {"torch/lib.so": big})
+    (elsewhere / "lib" / "python3.11").rename(elsewhere / "lib" / "python3.10")
+    site_new, site_old = (p / "lib" / "python3.11" / "site-packages" for p in (new, old))
+    assert _share_identical_files(new, [old, elsewhere]) == len(big)  # same path, same bytes: only torch/lib.so
+    assert (site_new / "torch/lib.so").stat().st_ino == (site_old / "torch/lib.so").stat().st_ino
+    for rel in ("torch/small.py", "scipy/x.so", "numpy/core.so"):  # too small, different bytes, different path
+        assert (site_new / rel).stat().st_ino != (site_old / rel).stat().st_ino
+    assert _share_identical_files(new, [old]) == 0  # already shared
+    shutil.rmtree(old)  # removing one environment leaves the other whole
+    assert (site_new / "torch/lib.so").read_bytes() == big

@@ -310,8 +310,33 @@ def _verdict_rows(runs: list[dict]) -> list[dict]:
                          "model": v["model"], "model_edistance": (v.get("means") or {}).get("model", means[v["model"]]),
                          "edistance": dict(v["edistance"]), "delta_pearson": dict(v["delta_pearson"]),
                          "outcome": "old protocol" if old else v["outcome"], "old_protocol": old,
-                         "vs_pca_twin": _twin_row(v)})
+                         "vs_pca_twin": _twin_row(v), "methods": sorted(m["methods"]), "superseded_by": None})
+    _mark_superseded(rows)
     return rows
+
+
+_SAME_TEST = ("dataset_id", "split", "folds", "split_seeds", "model_seeds", "model")
+
+
+def _mark_superseded(rows: list[dict]) -> None:
+    """A row another run repeats on the same folds and seeds with a larger method pool is *superseded*.
+
+    Adding peers to a finished run (``--reuse``) repeats its verdict on the same test conditions with the
+    peers in the comparator pool: the two rows are one hypothesis, and the report keeps the later one as the
+    claim (the one whose pool holds the other's; with equal pools, the run listed last). A superseded row stays
+    in the table, marked, and is not in the Holm family.
+    """
+    for i, row in enumerate(rows):
+        if row["old_protocol"]:
+            continue
+        pool = set(row["methods"])
+        for j, other in enumerate(rows):
+            if j == i or other["old_protocol"] or other["superseded_by"]:
+                continue
+            if all(row[k] == other[k] for k in _SAME_TEST) and pool <= set(other["methods"]) \
+                    and (pool < set(other["methods"]) or j > i):
+                row["superseded_by"], row["outcome"] = other["run"], "superseded"
+                break
 
 
 def _holm_report(verdicts: list[dict], holdout: list[dict]) -> int:
@@ -320,7 +345,7 @@ def _holm_report(verdicts: list[dict], holdout: list[dict]) -> int:
 
     family = []
     for r in verdicts:
-        if r["old_protocol"]:
+        if r["old_protocol"] or r.get("superseded_by"):
             continue
         family.append(r["edistance"])
         if r["vs_pca_twin"] and not r["vs_pca_twin"].get("same_as_comparator"):
@@ -329,7 +354,10 @@ def _holm_report(verdicts: list[dict], holdout: list[dict]) -> int:
         family += [d for d in h["others_vs_self"].values() if "p" in d]
     apply_holm(family)
     for r in verdicts:
-        if not r["old_protocol"]:
+        if r.get("superseded_by"):
+            if r["vs_pca_twin"]:
+                r["vs_pca_twin"]["outcome"] = "superseded"
+        elif not r["old_protocol"]:
             r["outcome"] = r["edistance"]["outcome"]
             twin = r["vs_pca_twin"]
             if twin and twin.get("same_as_comparator"):
@@ -495,7 +523,9 @@ def _verdict_section(report: dict) -> list[str]:
               f"{family} claims of this report. *wins* needs the CI below 0, Holm p < 0.05 and n ≥ 10; *loses* the "
               "same above 0; fewer conditions give *insufficient evidence*. The last columns ask whether the JEPA "
               "space itself helps: the same comparison against the PCA twin `pca_set`. A dataset × split present "
-              "in several runs has one row per run.", "",
+              "in several runs has one row per run; where a run repeats another's test on the same folds and seeds "
+              "with more methods in the pool (peers added with `--reuse`), the other row is *superseded*: shown, "
+              "not a claim, not in the Holm family.", "",
               "| run | dataset | split | seeds (split × model) | n (no effect) | comparator | E-dist comparator | "
               "primary | E-dist primary | Δ E-distance [95% CI] | p (Holm) | verdict | JEPA − PCA twin [95% CI] | "
               "p (Holm) | JEPA space vs PCA |",
@@ -512,10 +542,15 @@ def _verdict_section(report: dict) -> list[str]:
                      f"{_ci(v['edistance'])} | {R._p(v['edistance'].get('p_holm'))} | **{v['outcome']}** | "
                      f"{_ci(twin)} | {R._p(twin.get('p_holm'))} | {twin.get('outcome', '–')} |")
     counts = {o: sum(v["outcome"] == o for v in rows)
-              for o in ("wins", "ties", "loses", "insufficient evidence", "undetermined", "old protocol")}
+              for o in ("wins", "ties", "loses", "insufficient evidence", "undetermined", "old protocol",
+                        "superseded")}
     lines += ["", "Outcomes: " + ", ".join(f"{n} {o}" for o, n in counts.items() if n) + f" ({len(rows)} rows).", ""]
     lines += ["In words, per dataset × split: does the JEPA space beat its PCA twin?", ""]
     for v in rows:
+        if v.get("superseded_by"):
+            lines.append(f"- {v['dataset_id']} {v['split']} ({v['run']}): superseded by {v['superseded_by']} "
+                         "(the same test with more methods in the pool), not a claim.")
+            continue
         lines.append(f"- {v['dataset_id']} {v['split']} ({v['run']}): "
                      + R.twin_sentence({"vs_pca_twin": v["vs_pca_twin"]}) if not v["old_protocol"] else
                      f"- {v['dataset_id']} {v['split']} ({v['run']}): old protocol, not a claim.")
@@ -808,7 +843,7 @@ def consolidate(runs: Sequence[str | os.PathLike], out: str | os.PathLike, *, ti
     report = _clean(report)
     figure = out / "figures" / FIGURE
     if report["figures"]:
-        figure_maker(report["verdicts"], figure)
+        figure_maker([v for v in report["verdicts"] if not v.get("superseded_by")] or report["verdicts"], figure)
     elif figure.is_file():
         figure.unlink()  # a stale figure of an earlier report in the same folder
     # key order kept (not sorted): render_markdown(json.load(report.json)) gives report.md again

@@ -400,9 +400,10 @@ def score_fold(adata: AnnData, fold: dict, methods: list[PerturbationModel] | No
         if diag:
             diagnostics.append(diag)
 
-    per_seed = _score_test(adata, space, train, test, preds, covers, role, config)
+    observed = _read_test_cells(adata, space, test, keep_genes=keep_predictions)
+    per_seed = _score_test(space, train, test, observed, preds, covers, role, config)
     per_condition = _average_seeds(per_seed)
-    effects = _effects(adata, train, test, space, config)
+    effects = _effects(train, test, observed, config)
     per_condition = per_condition.join(effects, on="condition")
     validation = _score_validation(train, val, val_preds, covers, role, config)
     validation["val_selection"] = validation["method"].map(selection)
@@ -418,41 +419,65 @@ def score_fold(adata: AnnData, fold: dict, methods: list[PerturbationModel] | No
                 fold["split_name"], fold["fold"], metrics["n_test_conditions"], metrics["n_effect_conditions"],
                 metrics["comparator"])
     unique = list({m.name: m for m in fitted}.values())
-    kept = _fold_predictions(adata, space, test, preds, unique, role) if keep_predictions else None
+    kept = _fold_predictions(space, test, observed, preds, unique, role) if keep_predictions else None
     return FoldResult(fold=fold, space=space, per_condition=per_condition, metrics=metrics, params=params,
                       timings=timings, methods=unique, encoder=first_encoder, validation=validation,
                       per_seed=per_seed, predictions=kept)
 
 
-def _fold_predictions(adata: AnnData, space: EvaluationSpace, test: list, preds: dict, methods: list,
+def _fold_predictions(space: EvaluationSpace, test: list, observed: _TestCells, preds: dict, methods: list,
                       role: dict) -> AnnData:
     """The fold's predicted cells (every method and model seed) beside the observed test and control cells."""
-    gene_idx = space.gene_indices(adata.var_names)
-
-    def genes(rows) -> np.ndarray:
-        return np.vstack([np.asarray(b.toarray() if sp.issparse(b) else b, dtype=np.float64)
-                          for b in iter_blocks(adata, rows, gene_idx)])
-
-    is_ctrl = adata.obs[C.IS_CONTROL].to_numpy(dtype=bool)
-    ctx_of = adata.obs[C.CONTEXT_ID].astype(str).to_numpy()
-    observed = {c.key: genes(rows) for c, rows in test}
-    contexts = sorted({c.context_id for c, _ in test})
-    controls = {ctx: genes(np.flatnonzero(is_ctrl & (ctx_of == ctx))) for ctx in contexts}
     native = {(m.name, None, c.key): x for m in methods for c, x in getattr(m, "native_", {}).items()
-              if c.key in observed}
-    return predictions_anndata(space, observed=observed, controls=controls,
+              if c.key in observed.genes}
+    return predictions_anndata(space, observed=observed.genes, controls=observed.control_genes,
                                predicted={(name, seed, c.key): x for (name, seed, c), x in preds.items()},
                                native=native, roles=role,
                                conditions={c.key: {"context_id": c.context_id, "perturbation_id": c.perturbation_id}
                                            for c, _ in test})
 
 
-def _observed(adata: AnnData, space: EvaluationSpace, rows) -> tuple[np.ndarray, np.ndarray]:
+@dataclass
+class _TestCells:
+    """The observed cells of a fold's test conditions, read once.
+
+    Their evaluation-space coordinates and gene means, the gene means of their contexts' controls, and the
+    gene-space cells of both when predictions are kept.
+    """
+
+    z: dict
+    mean_genes: dict
+    control_mean_genes: dict
+    genes: dict | None = None
+    control_genes: dict | None = None
+
+
+def _gene_block_rows(adata: AnnData, rows, gene_idx) -> np.ndarray:
+    return np.vstack([np.asarray(b.toarray() if sp.issparse(b) else b, dtype=np.float64)
+                      for b in iter_blocks(adata, rows, gene_idx)])
+
+
+def _read_test_cells(adata: AnnData, space: EvaluationSpace, test: list, *, keep_genes: bool = False) -> _TestCells:
+    """Read each test condition's observed cells (gene space of ``space``) once, block by block."""
     gene_idx = space.gene_indices(adata.var_names)
-    blocks = [np.asarray(b.toarray() if sp.issparse(b) else b, dtype=np.float64)
-              for b in iter_blocks(adata, rows, gene_idx)]
-    x = np.vstack(blocks)
-    return space.transform(x), x.mean(axis=0)
+    out = _TestCells(z={}, mean_genes={}, control_mean_genes={}, genes={} if keep_genes else None,
+                     control_genes={} if keep_genes else None)
+    for cond, rows in test:
+        x = _gene_block_rows(adata, rows, gene_idx)
+        out.z[cond], out.mean_genes[cond] = space.transform(x), x.mean(axis=0)
+        if keep_genes:
+            out.genes[cond.key] = x
+    is_ctrl = adata.obs[C.IS_CONTROL].to_numpy(dtype=bool)
+    ctx_of = adata.obs[C.CONTEXT_ID].astype(str).to_numpy()
+    for ctx in sorted({c.context_id for c, _ in test}):
+        rows = np.flatnonzero(is_ctrl & (ctx_of == ctx))
+        if adata.isbacked:
+            out.control_mean_genes[ctx] = _column_means(adata, rows, gene_idx)
+        else:
+            out.control_mean_genes[ctx] = np.asarray(adata.X[rows][:, gene_idx].mean(axis=0)).ravel()
+        if keep_genes:
+            out.control_genes[ctx] = _gene_block_rows(adata, rows, gene_idx)
+    return out
 
 
 def _column_means(adata: AnnData, rows, columns) -> np.ndarray:
@@ -463,21 +488,11 @@ def _column_means(adata: AnnData, rows, columns) -> np.ndarray:
     return total / max(len(rows), 1)
 
 
-def _score_test(adata, space, train: TrainData, test, preds, covers, role, config: EvalConfig) -> pd.DataFrame:
+def _score_test(space, train: TrainData, test, observed: _TestCells, preds, covers, role,
+                config: EvalConfig) -> pd.DataFrame:
     """Metrics of every (method, model seed, test condition) in the evaluation space."""
-    gene_idx = space.gene_indices(adata.var_names)
-    obs_z, obs_mean_genes, ctrl_mean_genes, ctrl_mean_z = {}, {}, {}, {}
-    for cond, rows in test:
-        obs_z[cond], obs_mean_genes[cond] = _observed(adata, space, rows)
-    for ctx in {c.context_id for c, _ in test}:
-        mask = (adata.obs[C.IS_CONTROL].to_numpy(dtype=bool)
-                & (adata.obs[C.CONTEXT_ID].astype(str).to_numpy() == ctx))
-        if adata.isbacked:
-            ctrl_mean_genes[ctx] = _column_means(adata, np.flatnonzero(mask), gene_idx)
-        else:
-            xc = adata.X[np.flatnonzero(mask)][:, gene_idx]
-            ctrl_mean_genes[ctx] = np.asarray(xc.mean(axis=0)).ravel()
-        ctrl_mean_z[ctx] = train.control_mean(ctx)
+    obs_z, obs_mean_genes, ctrl_mean_genes = observed.z, observed.mean_genes, observed.control_mean_genes
+    ctrl_mean_z = {ctx: train.control_mean(ctx) for ctx in {c.context_id for c, _ in test}}
     keys = list(preds)
     cond_index = {cond: i for i, (cond, _) in enumerate(test)}
     # Keyed by condition: every method and seed is scored on the same subsampled observed cells.
@@ -525,8 +540,8 @@ def _average_seeds(per_seed: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index()
 
 
-def _effects(adata, train: TrainData, test, space, config: EvalConfig) -> pd.DataFrame:
-    observed = [_observed(adata, space, rows)[0] for _, rows in test]
+def _effects(train: TrainData, test, observed: _TestCells, config: EvalConfig) -> pd.DataFrame:
+    observed = [observed.z[c] for c, _ in test]
     # every control cell (the sets predictions start from may be a sample of them, see TrainData.control_cells)
     controls = {ctx: train.z[train.control_rows(ctx)] for ctx in {c.context_id for c, _ in test}}
     return condition_effects([c.key for c, _ in test], observed, [c.context_id for c, _ in test], controls,

@@ -785,15 +785,26 @@ def _add_peers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--python", help="install: the interpreter to make the environment with (default: the version "
                                     "the peer needs, found on PATH or in pyenv)")
     p.add_argument("--force", action="store_true", help="install: make an installed environment again")
+    p.add_argument("--keep-free", type=float, default=0.0, metavar="GB",
+                   help="install: leave this much disk free besides the environment (default 0)")
+    p.add_argument("--if-space", action="store_true",
+                   help="install: skip a peer the disk has no room for, saying so, instead of failing")
     p.add_argument("--json", action="store_true", help="list: print JSON")
+    p.add_argument("--available", action="store_true",
+                   help="list: print only the names of the peers that run here, one per line")
 
 
 def _cmd_peers(args: argparse.Namespace) -> int:
-    from ..peers import PEERS, install_peer, parse_peers, peer_status, peers_home, remove_peer
+    from ..peers import PEERS, NoSpaceError, install_peer, parse_peers, peer_status, peers_home, remove_peer
 
     names = parse_peers(args.names) if args.names else ()
     if args.action == "list":
         rows = [peer_status(n) for n in (names or tuple(PEERS))]
+        if args.available:
+            for row in rows:
+                if row["available"]:
+                    print(row["name"])
+            return EXIT_OK
         if args.json:
             print(json.dumps(rows, indent=1))
             return EXIT_OK
@@ -807,7 +818,12 @@ def _cmd_peers(args: argparse.Namespace) -> int:
         raise InputError(f"`celljepa peers {args.action}` needs the name of a peer: {', '.join(PEERS)}.")
     for name in names:
         if args.action == "install":
-            install_peer(name, python=args.python, force=args.force)
+            try:
+                install_peer(name, python=args.python, force=args.force, keep_free_gb=args.keep_free)
+            except NoSpaceError as err:
+                if not args.if_space:
+                    raise
+                print(f"celljepa peers: skipped {name}: {err}")
         elif remove_peer(name):
             print(f"removed {name}'s environment")
         else:

@@ -15,7 +15,7 @@ Examples
 'gene perturbations'
 """
 
-from ._env import PeerEnvironment, install_peer, locate_peer, peer_status, peers_home, remove_peer
+from ._env import NoSpaceError, PeerEnvironment, install_peer, locate_peer, peer_status, peers_home, remove_peer
 from ._model import PeerModel
 from ._registry import PEERS, PeerSpec, peer_spec
 
@@ -24,6 +24,7 @@ __all__ = [
     "PeerEnvironment",
     "PeerModel",
     "PeerSpec",
+    "NoSpaceError",
     "install_peer",
     "locate_peer",
     "parse_peers",

@@ -12,6 +12,7 @@ that reaches the network (pip, from PyPI), and only when asked.
 
 from __future__ import annotations
 
+import filecmp
 import glob
 import importlib.util
 import json
@@ -28,11 +29,18 @@ from .._io import write_json_atomic
 from .._logging import logger
 from ._registry import PEERS, PeerSpec, peer_spec
 
-__all__ = ["PeerEnvironment", "RUNNERS", "install_peer", "locate_peer", "peer_status", "peers_home", "remove_peer"]
+__all__ = ["NoSpaceError", "PeerEnvironment", "RUNNERS", "install_peer", "locate_peer", "peer_status", "peers_home",
+           "remove_peer"]
 
 RUNNERS = Path(__file__).resolve().parent / "_runners"
 ENV_FILE = "environment.json"
 _IMPORT_TIMEOUT_S = 300
+_UNPACK_GB = 0.7  # pip unpacks the largest wheel (torch) in a temporary folder before installing it
+_SHARE_MIN_BYTES = 1 << 16  # smaller files are not worth a link
+
+
+class NoSpaceError(InputError):
+    """The disk has no room for a peer's environment (raised before anything is installed)."""
 
 
 def peers_home() -> Path:
@@ -147,19 +155,100 @@ def _child_env(threads: int | None) -> dict:
     return env
 
 
-def install_peer(name: str, *, python: str | None = None, force: bool = False, echo=print) -> Path:
+def _free_gb(folder: Path) -> float:
+    """Free space, in GB, of the file system holding ``folder`` (its nearest existing parent)."""
+    folder = Path(folder).resolve()
+    while not folder.exists():
+        folder = folder.parent
+    return shutil.disk_usage(folder).free / 1e9
+
+
+def _check_space(spec: PeerSpec, home: Path, keep_free_gb: float) -> None:
+    need = spec.disk_gb + _UNPACK_GB + keep_free_gb
+    free = _free_gb(home)
+    if free < need:
+        keep = f", keeping {keep_free_gb:g} GB free" if keep_free_gb else ""
+        raise NoSpaceError(
+            f"peer {spec.name!r} needs about {spec.disk_gb + _UNPACK_GB:.1f} GB of disk to install{keep} and "
+            f"{home} has {free:.1f} GB free; nothing was installed. Fix: free some space, or point "
+            f"CELLJEPA_PEERS_HOME at a larger disk.")
+
+
+def _site_packages(env: Path) -> list[Path]:
+    return sorted(p for p in env.glob("lib*/python*/site-packages") if p.is_dir())
+
+
+def _share_identical_files(env: Path, others: list[Path]) -> int:
+    """Hard-link each file of ``env``'s site-packages to the identical file of another environment; bytes saved.
+
+    Peers pin the same wheels (torch above all: 750 MB per environment), so identical files are linked instead
+    of stored again. Only files of the same path under a site-packages of the same Python version are compared
+    (size, then every byte); pip never writes into an installed file, it replaces or deletes it, so a shared file
+    changes in no environment when another is upgraded or removed.
+    """
+    saved = 0
+    own = {p.parent.name: p for p in _site_packages(env)}
+    for other in others:
+        for theirs in _site_packages(other):
+            mine = own.get(theirs.parent.name)  # python3.11 with python3.11
+            if mine is None or mine.resolve() == theirs.resolve():
+                continue
+            for root, _, files in os.walk(mine):
+                for fname in files:
+                    path = Path(root) / fname
+                    twin = theirs / path.relative_to(mine)
+                    try:
+                        st, tw = path.lstat(), twin.lstat()
+                    except OSError:
+                        continue
+                    if (not path.is_file() or path.is_symlink() or not twin.is_file() or twin.is_symlink()
+                            or st.st_size < _SHARE_MIN_BYTES or st.st_size != tw.st_size
+                            or (st.st_ino == tw.st_ino and st.st_dev == tw.st_dev)
+                            or not filecmp.cmp(path, twin, shallow=False)):
+                        continue
+                    link = path.with_name(f".{fname}~link")
+                    try:
+                        os.link(twin, link)
+                        os.replace(link, path)
+                    except OSError:  # another file system, or links not allowed: keep the copy
+                        link.unlink(missing_ok=True)
+                        continue
+                    saved += st.st_size
+    return saved
+
+
+def _sharing_candidates(home: Path, exclude: Path) -> list[Path]:
+    """Environments whose files a new one may share: the other peers' and this interpreter's."""
+    found = [p for p in sorted(home.iterdir()) if p.is_dir() and p != exclude and (p / ENV_FILE).is_file()] \
+        if home.is_dir() else []
+    return found + [Path(sys.prefix)]
+
+
+def install_peer(name: str, *, python: str | None = None, force: bool = False, keep_free_gb: float = 0.0,
+                 echo=print) -> Path:
     """Make the isolated environment of peer ``name`` under :func:`peers_home` (pip, from PyPI).
 
     The environment is built in a temporary folder and renamed into place when every step succeeded, so an
-    interrupted install leaves no half-made environment; ``force`` replaces an existing one.
+    interrupted install leaves no half-made environment; ``force`` replaces an existing one. Before anything is
+    installed, the disk must have room for it (:attr:`PeerSpec.disk_gb`, plus ``keep_free_gb``), else
+    :class:`NoSpaceError`. After each pip step, files identical to another peer's environment or to this
+    interpreter's (the same torch wheel, say) are hard-linked rather than stored twice.
 
     Parameters
     ----------
     python
         The interpreter to make the environment with (default: the version the peer needs, found on PATH or
         in pyenv; this one when the peer has no such need).
+    keep_free_gb
+        Space to leave free on the disk besides the environment (for the work that follows it).
     echo
         Where progress lines go (``print``; ``None`` for silence).
+
+    Examples
+    --------
+    >>> from celljepa.peers import install_peer
+    >>> install_peer("gears")  # doctest: +SKIP
+    peers: making gears's environment with ... in ~/.cache/celljepa/peers/gears
     """
     spec = peer_spec(name)
     target = _env_dir(spec.name)
@@ -169,6 +258,7 @@ def install_peer(name: str, *, python: str | None = None, force: bool = False, e
     base = python or (_find_python(spec.python) if spec.python else sys.executable)
     say = echo or (lambda *_: None)
     home = peers_home()
+    _check_space(spec, home, keep_free_gb)
     home.mkdir(parents=True, exist_ok=True)
     tmp = home / f".{spec.name}~{os.getpid()}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -177,10 +267,13 @@ def install_peer(name: str, *, python: str | None = None, force: bool = False, e
         say(f"peers: making {spec.name}'s environment with {base} in {target}")
         subprocess.run([base, "-m", "venv", str(tmp)], check=True)
         py = str(_env_python(tmp))
-        subprocess.run([py, "-m", "pip", "install", "-q", "--upgrade", "pip"], check=True, env=_child_env(None))
+        pip = [py, "-m", "pip", "install", "-q", "--no-cache-dir"]  # no second copy of every wheel in pip's cache
+        subprocess.run([*pip, "--upgrade", "pip"], check=True, env=_child_env(None))
+        others, shared = _sharing_candidates(home, target), 0
         for args in spec.install:
             say(f"peers: pip install {' '.join(args)}")
-            subprocess.run([py, "-m", "pip", "install", "-q", *args], check=True, env=_child_env(None))
+            subprocess.run([*pip, *args], check=True, env=_child_env(None))
+            shared += _share_identical_files(tmp, others)
         err = _import_error(py, spec.module)
         if err is not None:
             raise InputError(f"peer {spec.name!r} installed but `import {spec.module}` fails: {err}")
@@ -190,7 +283,8 @@ def install_peer(name: str, *, python: str | None = None, force: bool = False, e
         write_json_atomic(tmp / ENV_FILE, {"peer": spec.name, "python": version, "install": spec.install,
                                            "packages": frozen.splitlines(),
                                            "installed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                                           "install_s": round(time.perf_counter() - t0, 1)})
+                                           "install_s": round(time.perf_counter() - t0, 1),
+                                           "shared_gb": round(shared / 1e9, 2)})
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)
@@ -201,7 +295,8 @@ def install_peer(name: str, *, python: str | None = None, force: bool = False, e
         raise InputError(f"installing peer {spec.name!r} failed: {err}; nothing was installed.") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    say(f"peers: {spec.name} ready in {time.perf_counter() - t0:.0f} s ({target})")
+    say(f"peers: {spec.name} ready in {time.perf_counter() - t0:.0f} s ({target}; {shared / 1e9:.1f} GB shared "
+        f"with other environments)")
     logger.info("peer %s installed at %s", spec.name, target)
     return target
 

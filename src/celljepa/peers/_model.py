@@ -35,6 +35,28 @@ def _kind(condition: Condition) -> str:
     return kinds.pop() if len(kinds) == 1 else "mixed"
 
 
+def _write_gene_go(work: Path, genes, names: pd.Series, queries: list[dict]) -> None:
+    """``gene_go.tsv``: the GO biological-process terms of the fold's genes and of the perturbed genes.
+
+    From the table shipped with celljepa: a GO-graph tool (GEARS) builds its gene graph from them instead of a
+    download.
+    """
+    from ..data.go import read_go_table
+
+    table = read_go_table()
+    wanted = set(map(str, genes))
+    for joined in names.unique():
+        wanted.update(n for n in str(joined).split("+") if n)
+    for q in queries:
+        wanted.update(q["names"])
+    lines = ["symbol\tterms"] + [f"{g}\t{';'.join(table[g])}" for g in sorted(wanted) if table.get(g)]
+    (work / "gene_go.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+# what a runner may read besides train.h5ad and request.json (PeerSpec.inputs): name -> writer
+_INPUTS = {"gene_go": _write_gene_go}
+
+
 class PeerModel(PerturbationModel):
     """A published perturbation model (scGen, GEARS, CPA, State) trained on a fold and scored in its evaluation space.
 
@@ -197,31 +219,16 @@ class PeerModel(PerturbationModel):
         queries = [{"key": c.key, "context": c.context_id, "perturbation": c.perturbation_id,
                     "tokens": list(c.tokens), "names": _names(c), "kind": _kind(c),
                     "dose": None if not np.isfinite(c.dose) else float(c.dose)} for c in conditions]
-        if self.name == "gears":
-            self._write_gene_go(work, exchange.var_names, exchange.obs["names"], queries)
+        for item in self.spec.inputs:
+            if item not in _INPUTS:
+                raise InputError(f"peer {self.name!r} asks for input {item!r}; known inputs: {', '.join(_INPUTS)}.")
+            _INPUTS[item](work, exchange.var_names, exchange.obs["names"], queries)
         request = {"peer": self.name, "seed": self.seed, "threads": self.threads, "params": self.settings,
                    "queries": queries}
         (work / "request.json").write_text(json.dumps(request, indent=1), encoding="utf-8")
         for stale in ("predictions.h5ad", "result.json"):
             (work / stale).unlink(missing_ok=True)
         return queries
-
-    @staticmethod
-    def _write_gene_go(work: Path, genes, names: pd.Series, queries: list[dict]) -> None:
-        """The GO biological-process terms of the genes GEARS needs (expression genes and perturbed genes).
-
-        From the table shipped with celljepa: GEARS builds its gene graph from them instead of a download.
-        """
-        from ..data.go import read_go_table
-
-        table = read_go_table()
-        wanted = set(map(str, genes))
-        for joined in names.unique():
-            wanted.update(n for n in str(joined).split("+") if n)
-        for q in queries:
-            wanted.update(q["names"])
-        lines = ["symbol\tterms"] + [f"{g}\t{';'.join(table[g])}" for g in sorted(wanted) if table.get(g)]
-        (work / "gene_go.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
     def _call(self, python: str, work: Path, *, keep_log: bool) -> None:
         runner = RUNNERS / self.spec.runner

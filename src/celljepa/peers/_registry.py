@@ -32,6 +32,14 @@ class PeerSpec:
         What the tool can predict, in the words of the benchmark's splits.
     defaults
         Its published training settings, as the runner uses them (documentation; the runner reads its own).
+    inputs
+        What the runner reads besides ``train.h5ad`` and ``request.json``: ``"gene_go"`` writes
+        ``gene_go.tsv``, the GO biological-process terms of the fold's genes and of the perturbed genes (from
+        the table shipped with celljepa), for a tool that builds a gene graph from GO.
+    disk_gb
+        The size of its environment as installed (measured), for the free-space check of
+        :func:`~celljepa.peers.install_peer`; files identical to another environment's are shared, so it
+        usually takes less.
     """
 
     name: str
@@ -42,6 +50,8 @@ class PeerSpec:
     python: str | None = None
     predicts: str = ""
     defaults: dict = field(default_factory=dict)
+    inputs: tuple[str, ...] = ()
+    disk_gb: float = 2.0
 
 
 PEERS: dict[str, PeerSpec] = {spec.name: spec for spec in (
@@ -59,6 +69,7 @@ PEERS: dict[str, PeerSpec] = {spec.name: spec for spec in (
                   "chex==0.1.86", "optax==0.2.3", "numpyro==0.15.0", "setuptools<81", "torch==2.13.0")),
         predicts="a perturbation seen in training, in a new context (S2, unseen cell type or cell line)",
         defaults={"max_epochs": 100, "batch_size": 32, "early_stopping": True, "early_stopping_patience": 25},
+        disk_gb=2.3,
     ),
     PeerSpec(
         name="gears",
@@ -71,6 +82,8 @@ PEERS: dict[str, PeerSpec] = {spec.name: spec for spec in (
         predicts="gene perturbations, single and combinations, including genes never perturbed in training "
                  "(S1, S3), through a GO gene graph",
         defaults={"epochs": 20, "lr": 1e-3, "hidden_size": 64, "batch_size": 32},
+        inputs=("gene_go",),
+        disk_gb=1.8,
     ),
     PeerSpec(
         name="cpa",
@@ -93,6 +106,7 @@ PEERS: dict[str, PeerSpec] = {spec.name: spec for spec in (
         predicts="combinations of perturbations seen in training, in contexts seen in training (S3)",
         defaults={"max_epochs": 2000, "batch_size": 2048, "early_stopping_patience": 5, "n_latent": 32,
                   "recon_loss": "gauss"},
+        disk_gb=5.7,
     ),
     PeerSpec(
         name="state",
@@ -102,6 +116,7 @@ PEERS: dict[str, PeerSpec] = {spec.name: spec for spec in (
         install=(("torch==2.13.0",), ("arc-state==0.11.1", "torch==2.13.0")),
         predicts="perturbations seen in training, in new contexts (S2)",
         defaults={"model": "state_sm", "max_steps": 400, "batch_size": 8, "lr": 1e-4},
+        disk_gb=2.5,
     ),
 )}
 
