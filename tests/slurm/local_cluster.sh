@@ -113,7 +113,8 @@ install_packages() {
 
 write_config() {
     local cpus mem_total mem_real
-    cpus=$(nproc)
+    # The machine's CPUs: GNU nproc would print OMP_NUM_THREADS instead when it is set.
+    cpus=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)
     # Total memory in MB, as `free -m` prints it (read directly: minimal images lack procps).
     mem_total=$(awk '/^MemTotal:/ {print int($2 / 1024)}' /proc/meminfo)
     # Leave 10% (at least 256 MB) headroom: slurmd drains a node that reports less memory than this.
