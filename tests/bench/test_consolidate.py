@@ -284,6 +284,7 @@ def test_a_run_repeated_with_more_methods_supersedes_the_first(runs, tmp_path):
     data = json.loads((extended / "metrics_combined.json").read_text())
     for m in data["results"].values():  # one more method in the pool, as --reuse --peers NAME gives
         m["methods"]["somepeer"] = {**m["methods"]["no_change"], "role": "peer"}
+        m["roles"]["somepeer"] = "peer"
     (extended / "metrics_combined.json").write_text(json.dumps(data))
     for order in ([runs["jepa"], extended], [extended, runs["jepa"]]):
         report = C.consolidate(order, tmp_path / "out", figure_maker=_figure)
@@ -295,6 +296,9 @@ def test_a_run_repeated_with_more_methods_supersedes_the_first(runs, tmp_path):
         assert report["holm_family_size"] == claims  # the superseded row is no claim
         md = (tmp_path / "out" / "report.md").read_text()
         assert "**superseded**" in md and "(jepa_run): superseded by with_peer" in md
+        # the peers table: the superseding run's peer row, with the verdict this report states
+        assert [(r["run"], r["peer"]) for r in report["peers"]] == [("with_peer", "somepeer")] * len(data["results"])
+        assert all(r["verdict"] == second["outcome"] for r in report["peers"])
     # the same run given under two names: equal pools, the one listed last is the claim
     twin = tmp_path / "again"
     shutil.copytree(runs["jepa"], twin)

@@ -431,6 +431,24 @@ def _peer_rows(runs: list[dict]) -> list[dict]:
     return rows
 
 
+def _with_report_verdicts(peer_rows: list[dict], verdicts: list[dict]) -> list[dict]:
+    """Peer rows with their split's verdict as this report states it (Holm over the report).
+
+    The rows of a superseded verdict are left out: the run that supersedes it holds the same peers on the same
+    folds.
+    """
+    by_key = {(v["run"], v["dataset_id"], v["split"]): v for v in verdicts}
+    out = []
+    for row in peer_rows:
+        v = by_key.get((row["run"], row["dataset_id"], row["split"]))
+        if v is not None and v.get("superseded_by"):
+            continue
+        if v is not None:
+            row = {**row, "verdict": v["outcome"]}
+        out.append(row)
+    return out
+
+
 def _old_protocol(m: Mapping) -> bool:
     """A metrics dict written before the pre-registered protocol: comparator picked on test, no p-value."""
     v = m.get("verdict")
@@ -536,11 +554,13 @@ def _verdict_section(report: dict) -> list[str]:
         if v.get("provisional"):
             seeds += " (provisional)"
         twin = v["vs_pca_twin"] or {}
+        claim = not v.get("superseded_by")  # a superseded row has no p-value of this report's family
         lines.append(f"| {v['run']} | {v['dataset_id']} | {v['split']} | {seeds} | {v['n']} "
                      f"({v['n_without_effect'] if v['n_without_effect'] is not None else '–'}) | {v['baseline']} | "
                      f"{_f(v['baseline_edistance'])} | {v['model']} | {_f(v['model_edistance'])} | "
-                     f"{_ci(v['edistance'])} | {R._p(v['edistance'].get('p_holm'))} | **{v['outcome']}** | "
-                     f"{_ci(twin)} | {R._p(twin.get('p_holm'))} | {twin.get('outcome', '–')} |")
+                     f"{_ci(v['edistance'])} | {R._p(v['edistance'].get('p_holm')) if claim else '–'} | "
+                     f"**{v['outcome']}** | {_ci(twin)} | {R._p(twin.get('p_holm')) if claim else '–'} | "
+                     f"{twin.get('outcome', '–')} |")
     counts = {o: sum(v["outcome"] == o for v in rows)
               for o in ("wins", "ties", "loses", "insufficient evidence", "undetermined", "old protocol",
                         "superseded")}
@@ -572,8 +592,9 @@ def _peers_section(report: dict) -> list[str]:
              "predicted cells projected into the fold's evaluation space and scored like every other method (mean "
              "over test conditions, 95% bootstrap CI; a condition a peer cannot predict is answered with no change "
              "and counts against its coverage). Compute: the peer's fit and prediction summed over the folds. The "
-             "last columns are the split's verdict: the primary JEPA model against the best non-JEPA method "
-             "(baselines, PCA twin and these peers) chosen on validation.", "",
+             "last columns are the split's verdict (as the verdict table above states it): the primary JEPA model "
+             "against the best non-JEPA method (baselines, PCA twin and these peers) chosen on validation. A run "
+             "superseded by another holding the same peers on the same folds is not repeated here.", "",
              "| run | dataset | split | peer | coverage | E-distance [95% CI] | Pearson-Δ [95% CI] | "
              "compute s (folds) | comparator | primary − comparator [95% CI] | verdict |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -833,7 +854,7 @@ def consolidate(runs: Sequence[str | os.PathLike], out: str | os.PathLike, *, ti
                                     "wall_time_s")} for r in loaded],
         "verdicts": verdicts,
         "datasets": _dataset_tables(loaded),
-        "peers": _peer_rows(loaded),
+        "peers": _with_report_verdicts(_peer_rows(loaded), verdicts),
         "holdout": holdout, "holm_family_size": family,
         "ablations": [{"run": r["label"], **row} for r in loaded for row in r["ablations"]],
         "ablations_missing": [{"run": r["label"], **m} for r in loaded for m in r["missing"]],
