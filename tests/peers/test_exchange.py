@@ -227,6 +227,9 @@ def test_install_needs_room_on_the_disk(monkeypatch, tmp_path, capsys):
     assert main(["peers", "install", "gears", "cpa", "--if-space"]) == 0  # skipped, said so, no failure
     out = capsys.readouterr().out
     assert "skipped gears: peer 'gears' needs about 2.5 GB" in out and "skipped cpa" in out
+    assert main(["peers", "install", "--if-space", "--keep-free", "1", "scgen"]) == 0  # options before the name
+    said = capsys.readouterr().out
+    assert "skipped scgen: peer 'scgen' needs about 3.0 GB of disk to install, keeping 1 GB free" in said
     assert main(["peers", "install", "gears"]) != 0  # without --if-space it is an error
     assert "CELLJEPA_PEERS_HOME" in capsys.readouterr().err
     assert main(["peers", "list", "--available"]) == 0

@@ -780,18 +780,23 @@ def _add_peers(sub: argparse._SubParsersAction) -> None:
                     "~/.cache/celljepa/peers) with pip, from PyPI; benchmarks then run it there through a "
                     "subprocess. remove NAME: delete that environment.",
     )
-    p.add_argument("action", choices=("list", "install", "remove"))
-    p.add_argument("names", nargs="*", metavar="NAME", help="peers to install or remove (list: all by default)")
-    p.add_argument("--python", help="install: the interpreter to make the environment with (default: the version "
-                                    "the peer needs, found on PATH or in pyenv)")
-    p.add_argument("--force", action="store_true", help="install: make an installed environment again")
-    p.add_argument("--keep-free", type=float, default=0.0, metavar="GB",
-                   help="install: leave this much disk free besides the environment (default 0)")
-    p.add_argument("--if-space", action="store_true",
-                   help="install: skip a peer the disk has no room for, saying so, instead of failing")
-    p.add_argument("--json", action="store_true", help="list: print JSON")
-    p.add_argument("--available", action="store_true",
-                   help="list: print only the names of the peers that run here, one per line")
+    actions = p.add_subparsers(dest="action", metavar="{list,install,remove}", required=True)
+    a = actions.add_parser("list", help="each peer, whether it runs here, and why not")
+    a.add_argument("names", nargs="*", metavar="NAME", help="the peers to show (default: all)")
+    a.add_argument("--json", action="store_true", help="print JSON")
+    a.add_argument("--available", action="store_true",
+                   help="print only the names of the peers that run here, one per line")
+    a = actions.add_parser("install", help="make a peer's isolated environment (pip, from PyPI)")
+    a.add_argument("names", nargs="+", metavar="NAME", help="the peers to install")
+    a.add_argument("--python", help="the interpreter to make the environment with (default: the version the "
+                                    "peer needs, found on PATH or in pyenv)")
+    a.add_argument("--force", action="store_true", help="make an installed environment again")
+    a.add_argument("--keep-free", type=float, default=0.0, metavar="GB",
+                   help="leave this much disk free besides the environment (default 0)")
+    a.add_argument("--if-space", action="store_true",
+                   help="skip a peer the disk has no room for, saying so, instead of failing")
+    a = actions.add_parser("remove", help="delete a peer's environment")
+    a.add_argument("names", nargs="+", metavar="NAME", help="the peers to remove")
 
 
 def _cmd_peers(args: argparse.Namespace) -> int:
@@ -814,8 +819,6 @@ def _cmd_peers(args: argparse.Namespace) -> int:
             print(f"{row['name']:<6} {state}")
             print(f"       {row['title']}; predicts {row['predicts']}")
         return EXIT_OK
-    if not names:
-        raise InputError(f"`celljepa peers {args.action}` needs the name of a peer: {', '.join(PEERS)}.")
     for name in names:
         if args.action == "install":
             try:
