@@ -84,20 +84,24 @@ def main() -> None:
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="config override applied to every run (e.g. mask.kind=module)")
     p.add_argument("--tag", default="", help="suffix of the run names, e.g. -module")
+    p.add_argument("--feature-set", help="map the data onto this gene list first (e.g. genome-v1)")
+    p.add_argument("--name", default="quality", help="stem of the output files (OUT/NAME.json, OUT/NAME.md)")
     args = p.parse_args()
     common = [x for s in args.sets for x in ("--set", s)]
+    if args.feature_set:
+        common += ["--feature-set", args.feature_set]
     data = dict(item.split("=", 1) for item in args.data)
     jobs = [(f"{d}/seed{s}{args.tag}", path, args.runs, ["--seed", str(s), *common])
             for d, path in data.items() for s in args.seeds]
     jobs += [(f"{d}/{a}{args.tag}", data[d], args.runs, ["--seed", "0", *common, *extra])
              for d in args.ablations for a, extra in ABLATIONS.items()]
-    threads = max(1, (os.cpu_count() or 1) // max(1, args.jobs))
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // max(1, args.jobs)))
+    env = {**os.environ, "OMP_NUM_THREADS": threads}
     with ThreadPoolExecutor(args.jobs) as pool:
         rows = list(pool.map(lambda j: _run(j, args.runs, env), jobs))
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "quality.json").write_text(json.dumps(rows, indent=2) + "\n")
-    (args.out / "quality.md").write_text(_markdown(rows))
+    (args.out / f"{args.name}.json").write_text(json.dumps(rows, indent=2) + "\n")
+    (args.out / f"{args.name}.md").write_text(_markdown(rows))
     print(_markdown(rows))
 
 

@@ -7,6 +7,12 @@ Workload: 4,096 cells × 2,000 genes at 10 % density (200 nonzeros per cell, flo
 - peer: densify the CSR batch (``to_dense``), draw a dense keep mask (``torch.rand(B, G) >= r``),
   ``(x_dense * keep) @ W + b`` with ``W``/``b`` requiring grad, then ``backward``.
 
+Gene tokens over the genome-wide vocabulary (group ``gene-tokens-...``): one training batch, 256 cells × 300
+tokens (gene id, log-expression) each over the 42,815 genes of ``genome-v1``, H = 512, ratio 0.7 (the JEPA
+student's view). Peer: PyTorch's bag-of-tokens layer, ``torch.nn.functional.embedding_bag(mode="sum",
+per_sample_weights=values)`` over the kept tokens (a ``torch.rand`` mask per token). Both compute
+``h = (x ⊙ keep) · W + b`` and a dense ``dW``.
+
 Peak memory is measured per method in a fresh subprocess: the peak resident set (``VmHWM`` in
 /proc/self/status, reset to the current RSS through /proc/self/clear_refs just before the call; not
 ``ru_maxrss``, which a child inherits from its parent across fork/exec) after one forward + backward
@@ -28,25 +34,27 @@ from celljepa.kernels import masked_encode
 
 B, G, H, NNZ_PER_ROW, RATIO = 4096, 2000, 256, 200, 0.25
 GROUP = "masked-encode-4096x2000-d0.1-H256-fwd+bwd"
+VOCAB = dict(b=256, g=42815, h=512, nnz=300, ratio=0.7)
+TOKENS_GROUP = "gene-tokens-256x300-of-42815-H512-fwd+bwd"
 
 
-def make_data(seed: int = 0):
-    """CSR batch with exactly NNZ_PER_ROW sorted columns per row (no dense temporaries)."""
+def make_data(seed: int = 0, *, b: int = B, g: int = G, h: int = H, nnz: int = NNZ_PER_ROW):
+    """CSR batch with exactly ``nnz`` sorted columns per row (no dense temporaries)."""
     rng = np.random.default_rng(seed)
-    cols = np.stack([np.sort(rng.choice(G, NNZ_PER_ROW, replace=False)) for _ in range(B)])
-    crow = torch.arange(0, B * NNZ_PER_ROW + 1, NNZ_PER_ROW, dtype=torch.int64)
+    cols = np.stack([np.sort(rng.choice(g, nnz, replace=False)) for _ in range(b)])
+    crow = torch.arange(0, b * nnz + 1, nnz, dtype=torch.int64)
     col = torch.from_numpy(cols.reshape(-1).astype(np.int64))
-    values = torch.from_numpy(rng.gamma(2.0, 1.0, B * NNZ_PER_ROW).astype(np.float32))
-    g = torch.Generator().manual_seed(seed)
-    w = (torch.randn(G, H, generator=g) / G**0.5).requires_grad_(True)
-    b = torch.zeros(H, requires_grad=True)
-    dout = torch.randn(B, H, generator=g)
-    return crow, col, values, w, b, dout
+    values = torch.from_numpy(rng.gamma(2.0, 1.0, b * nnz).astype(np.float32))
+    gen = torch.Generator().manual_seed(seed)
+    w = (torch.randn(g, h, generator=gen) / g**0.5).requires_grad_(True)
+    bias = torch.zeros(h, requires_grad=True)
+    dout = torch.randn(b, h, generator=gen)
+    return crow, col, values, w, bias, dout
 
 
-def run_celljepa(crow, col, values, w, b, dout, seed=1):
+def run_celljepa(crow, col, values, w, b, dout, seed=1, ratio=RATIO):
     w.grad = b.grad = None
-    h = masked_encode((crow, col, values, G), w, b, kind="random", ratio=RATIO, seed=seed)
+    h = masked_encode((crow, col, values, w.shape[0]), w, b, kind="random", ratio=ratio, seed=seed)
     h.backward(dout)
     return w.grad
 
@@ -57,6 +65,16 @@ def run_peer(crow, col, values, w, b, dout, seed=1):
     x = torch.sparse_csr_tensor(crow, col, values, size=(n, G)).to_dense()
     keep = torch.rand(n, G, generator=torch.Generator().manual_seed(seed)) >= RATIO
     h = (x * keep) @ w + b
+    h.backward(dout)
+    return w.grad
+
+
+def run_embedding_bag(crow, col, values, w, b, dout, seed=1, ratio=VOCAB["ratio"]):
+    w.grad = b.grad = None
+    n = crow.numel() - 1
+    keep = torch.rand(col.numel(), generator=torch.Generator().manual_seed(seed)) >= ratio
+    offsets = torch.searchsorted(torch.repeat_interleave(torch.arange(n), crow.diff())[keep], torch.arange(n))
+    h = torch.nn.functional.embedding_bag(col[keep], w, offsets, mode="sum", per_sample_weights=values[keep]) + b
     h.backward(dout)
     return w.grad
 
@@ -78,6 +96,25 @@ def test_peer_densify_matmul(benchmark, data):
     run_peer(*data)
     dw = benchmark(run_peer, *data)
     assert dw.shape == (G, H)
+
+
+@pytest.fixture(scope="module")
+def tokens():
+    return make_data(0, b=VOCAB["b"], g=VOCAB["g"], h=VOCAB["h"], nnz=VOCAB["nnz"])
+
+
+@pytest.mark.benchmark(group=TOKENS_GROUP)
+def test_celljepa_gene_tokens(benchmark, tokens):
+    run_celljepa(*tokens, ratio=VOCAB["ratio"])
+    dw = benchmark(run_celljepa, *tokens, ratio=VOCAB["ratio"])
+    assert dw.shape == (VOCAB["g"], VOCAB["h"]) and torch.isfinite(dw).all()
+
+
+@pytest.mark.benchmark(group=TOKENS_GROUP)
+def test_peer_embedding_bag_gene_tokens(benchmark, tokens):
+    run_embedding_bag(*tokens)
+    dw = benchmark(run_embedding_bag, *tokens)
+    assert dw.shape == (VOCAB["g"], VOCAB["h"]) and torch.isfinite(dw).all()
 
 
 _MEASURE = r"""

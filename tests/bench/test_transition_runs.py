@@ -6,6 +6,7 @@ import json
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import pytest
 
 import celljepa as cj
@@ -74,6 +75,7 @@ def test_sweep_runs_tasks_and_collects_the_ablation_table(tmp_path, capsys):
     grid = tmp_path / "grid.yaml"
     grid.write_text("""
 seeds: [0, 1]
+split_seeds: [0, 1]
 max_folds: 1
 jepa: {train.max_steps: 12, train.batch_size: 64, model.n_hidden: 32, model.predictor_hidden: 32, model.n_latent: 16}
 transition: {max_steps: 20, eval_every: 10}
@@ -102,6 +104,25 @@ ablations:
     rows = {(r["ablation"], r["seed"]): r for r in table["rows"]}
     assert rows[("default", 0)]["comparator_edistance"] == rows[("default", 1)]["comparator_edistance"]
     assert rows[("default", 0)]["effective_rank"] != rows[("default", 1)]["effective_rank"]
+    combined = json.loads((out / "default" / "seed0" / "metrics_combined.json").read_text())
+    assert combined["split_seeds"] == [0, 1]
+    # the validation table: validation conditions only, averaged over model seeds, one row per ablation
+    val = {r["ablation"]: r for r in table["validation"]}
+    assert set(val) == {"default", "ema_off"} and val["default"]["model_seeds"] == [0, 1]
+    frames = [pd.read_csv(out / "default" / f"seed{k}" / "sciplex_gxe" / "S2_unseen_context" /
+                          "validation_all_folds.csv") for k in (0, 1)]
+    v = pd.concat(frames)
+    assert set(v["split_seed"]) == {0, 1}
+    per_unit = v.groupby(["method", "split_seed", "fold", "condition"])["edistance"].mean()
+    assert val["default"]["n_validation"] == len(per_unit["jepa_set"])
+    assert np.isclose(val["default"]["methods"]["jepa_set"]["edistance"], per_unit["jepa_set"].mean())
+    diff = val["default"]["jepa_set_vs_pca_twin"]
+    assert np.isclose(diff["diff"], (per_unit["jepa_set"] - per_unit["pca_set"]).mean())
+    assert diff["ci_low"] <= diff["diff"] <= diff["ci_high"]
+    assert "## Validation (what a configuration is chosen on)" in md and "split seed(s) 0, 1" in md
+    grid.write_text(grid.read_text().replace("split_seeds: [0, 1]", "split_seeds: [0, 1]\nsplit_seed: 3"))
+    assert main(["sweep", "--grid", str(grid), "--out", str(out), "--list"]) == 1
+    assert "give split_seed or split_seeds, not both" in capsys.readouterr().err
 
 
 FOLD_GRID = """

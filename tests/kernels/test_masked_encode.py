@@ -543,3 +543,42 @@ def test_cuda_matches_cpu(kind, dtype):
     torch.cuda.synchronize()
     expect = _mask_of(kw, 64, 500)
     assert torch.equal(out.cpu().bool(), expect)
+
+
+@needs_core
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("kind", ["random", "module"])
+def test_genome_vocabulary_gene_tokens_match_the_dense_oracle(backend, kind):
+    """Cells as sparse (gene id, value) tokens over the 42,815-gene genome-v1 vocabulary: a few hundred
+    tokens per cell, absent genes simply absent, Hallmark modules mapped onto the vocabulary."""
+    from celljepa.data.genesets import builtin_gene_sets, gene_module_map
+
+    vocab = cj.datasets.load_feature_set("genome-v1").genes
+    n_genes = len(vocab)
+    rng = np.random.default_rng(3)
+    n_cells, per_cell = 24, 300
+    cols = np.sort(np.stack([rng.choice(n_genes, per_cell, replace=False) for _ in range(n_cells)]), axis=1)
+    x = sp.csr_matrix((rng.gamma(2.0, 1.0, n_cells * per_cell), cols.ravel(),
+                       np.arange(0, n_cells * per_cell + 1, per_cell)), shape=(n_cells, n_genes))
+    modules, names = gene_module_map(list(vocab), builtin_gene_sets("hallmark"), priority="size")
+    assert len(names) > 40 and (np.asarray(modules) >= 0).sum() > 4000
+    w = torch.from_numpy(rng.standard_normal((n_genes, 5)))
+    b = torch.from_numpy(rng.standard_normal(5))
+    kw = _mask_kwargs(kind, np.asarray(modules, dtype=np.int32), ratio=0.5)
+    hidden = _mask_of(kw, n_cells, n_genes)
+    dev = _device(backend)
+    xt, values = _tuple(x, torch.float64, dev, requires_grad=True)
+    wr, br = w.to(dev).requires_grad_(True), b.to(dev).requires_grad_(True)
+    h = masked_encode(xt, wr, br, backend=backend, **kw)
+    dout = torch.randn(h.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1)).to(dev)
+    h.backward(dout)
+    eh, edw, edb, edv = _dense_oracle(x, w, b, hidden, dout)
+    tol = dict(rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(h.detach().cpu(), eh, **tol)
+    torch.testing.assert_close(wr.grad.cpu(), edw, **tol)
+    torch.testing.assert_close(br.grad.cpu(), edb, **tol)
+    torch.testing.assert_close(values.grad.cpu(), edv, **tol)
+    # only the rows of genes that occur in the batch receive a gradient
+    touched = np.zeros(n_genes, dtype=bool)
+    touched[np.unique(cols)] = True
+    assert torch.count_nonzero(wr.grad.cpu()[~touched]) == 0

@@ -94,3 +94,47 @@ def test_variance_and_covariance_terms():
     assert covariance_loss(z).item() < 0.01
     corr = torch.cat([z[:, :1], z[:, :1]], dim=1)  # two identical unit-variance dims: cov 1 off-diagonal twice
     assert covariance_loss(corr).item() == pytest.approx(2 * 1.0 / 2, rel=0.1)
+
+
+def _go_encoder(n_genes=40, k=6, seed=0):
+    torch.manual_seed(seed)
+    feats = torch.randn(n_genes, k)
+    feats[::7] = 0.0  # genes without GO annotations
+    return MaskedGeneEncoder(n_genes, n_hidden=8, n_latent=4, n_layers=1, gene_features=feats), feats
+
+
+def test_go_encoder_gene_vectors_are_projected_features_plus_a_residual(batch):
+    x, xb = batch
+    enc, feats = _go_encoder()
+    assert enc.n_gene_features == 6 and torch.count_nonzero(enc.gene_weight) == 0  # residual starts at zero
+    with torch.no_grad():
+        enc.gene_weight.normal_()
+    w = enc.gene_weight + feats @ enc.gene_proj
+    torch.testing.assert_close(enc.effective_weight(), w)
+    expected = enc.mlp(torch.nn.functional.gelu(enc.norm(torch.from_numpy(x.toarray()) @ w + enc.gene_bias)))
+    torch.testing.assert_close(enc(xb), expected, rtol=1e-5, atol=1e-5)
+    enc(xb).sum().backward()
+    # both the projection and the per-gene residual learn; the features are a fixed buffer
+    assert enc.gene_proj.grad.abs().sum() > 0 and enc.gene_weight.grad.abs().sum() > 0
+    assert "gene_features" in dict(enc.named_buffers()) and "gene_features" not in dict(enc.named_parameters())
+
+
+def test_go_encoder_embeds_genes_it_was_not_built_on(batch):
+    x, _ = batch
+    enc, feats = _go_encoder()
+    new_feats = torch.randn(5, 6)
+    w_new = enc.feature_weight(new_feats)
+    torch.testing.assert_close(w_new, new_feats @ enc.gene_proj)
+    # 40 known genes + 5 new ones: a cell expressing only known genes embeds as before
+    wide = sp.hstack([x, sp.csr_matrix((16, 5), dtype=np.float32)], format="csr")
+    full = torch.cat([enc.effective_weight(), w_new])
+    torch.testing.assert_close(enc(CSRBatch.from_scipy(wide), weight=full), enc(CSRBatch.from_scipy(x)))
+    # a cell expressing a new gene moves by that gene's GO-projected vector
+    wide[0, 42] = 3.0
+    moved = enc(CSRBatch.from_scipy(wide), weight=full)
+    assert not torch.allclose(moved[0], enc(CSRBatch.from_scipy(x))[0])
+    free = MaskedGeneEncoder(40, n_hidden=8, n_latent=4)
+    with pytest.raises(InputError, match="free gene vectors"):
+        free.feature_weight(new_feats)
+    with pytest.raises(InputError, match=r"gene_features must be \(n_genes=40, k\)"):
+        MaskedGeneEncoder(40, n_hidden=8, n_latent=4, gene_features=torch.zeros(39, 6))

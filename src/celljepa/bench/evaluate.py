@@ -186,9 +186,15 @@ def fold_encoder(adata: AnnData, train: TrainData, fold: dict, jepa, *, run_dir=
     else:
         encoder = CellJEPA(adata, config=jepa)
         val_pos = _positions(adata.obs_names, fold["val_cells"])
-        encoder.train(train_indices=train.positions[train.fit_mask()],
+        fit = train.fit_mask()
+        # the action-conditioned objective learns from the training conditions and the control cells only,
+        # never from a validation condition's labels (they choose checkpoints, comparators and configurations)
+        is_ctrl = train.obs[C.IS_CONTROL].astype(bool).to_numpy()
+        action_rows = np.concatenate([r for _, r in train.train_conditions] + [np.flatnonzero(fit & is_ctrl)])
+        encoder.train(train_indices=train.positions[fit],
                       eval_indices=val_pos if val_pos.size >= 2 else None,
-                      run_dir=run_dir, progress=progress, handle_signals=False)
+                      run_dir=run_dir, progress=progress, handle_signals=False,
+                      action_indices=train.positions[np.unique(action_rows.astype(np.int64))])
     return encoder, encoder.get_latent_representation(adata[train.positions])
 
 

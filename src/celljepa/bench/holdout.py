@@ -110,6 +110,10 @@ class _Holdout:
         self.held = map_genes(datasets[holdout], self.fs, name=holdout)
         self.model_seeds = list(run.model_seeds)
         self.jepa, self.transition = run.jepa_for(self.model_seeds[0]), run.transition_for(self.model_seeds[0])
+        if self.jepa.model.gene_embedding == "go":
+            # GO gene features embed any gene of the list, so the held-out dataset keeps only the genes it
+            # measures (a genome-wide list would otherwise add tens of thousands of empty columns)
+            self.held = self.held[:, ~self.held.var["absent"].to_numpy(dtype=bool)].copy()
         # one dataset: no dataset covariate for the held-out dataset's own encoders
         self.own = self.jepa.replace(model={"dataset_covariate": False})
         self.splits = splits or {"S1_unseen_perturbation": 3}

@@ -3,7 +3,7 @@
 A grid is a YAML file (see ``configs/sweeps/ablations.yaml``)::
 
     seeds: [0, 1, 2]            # model seeds (JEPA encoder and transition models); splits keep split_seed
-    split_seed: 0
+    split_seed: 0               # or split_seeds: [0, 1, 2] (every split seed draws its own folds)
     max_folds: 2                # first K folds of every split (null: all)
     jepa: {train.max_steps: 500}          # base JEPA overrides, SECTION.KEY: VALUE
     transition: {}                        # base transition settings
@@ -16,6 +16,9 @@ A grid is a YAML file (see ``configs/sweeps/ablations.yaml``)::
 
 Task ``i`` of the grid is ``(ablation, seed)`` in row-major order; each writes its own benchmark run
 folder ``OUT/<ablation>/seed<k>/``, so tasks can run as a Slurm array and ``collect`` merges them.
+``collect`` reports the test E-distances and, for choosing a configuration, the *validation* E-distances
+(the validation conditions of every fold, never a test condition) with bootstrap CIs and paired
+differences to the PCA twin and to the comparator.
 With ``fold_tasks: true`` every fold is a task of its own, ``(ablation, seed, fold)``, writing
 ``OUT/<ablation>/seed<k>/fold<f>/`` (fold ``f`` of every split that has it); ``collect`` pools the folds
 of an ``(ablation, seed)`` pair as one benchmark run would (``celljepa slurm sweep`` turns the tasks into
@@ -43,7 +46,7 @@ class SweepGrid:
     """A parsed grid file."""
 
     seeds: tuple[int, ...]
-    split_seed: int
+    split_seeds: tuple[int, ...]
     max_folds: int | None
     jepa: dict
     transition: dict
@@ -52,6 +55,11 @@ class SweepGrid:
     source: str = ""
     #: 0: each task runs every fold of an (ablation, seed); K > 0: folds 0..K-1 are tasks of their own
     fold_tasks: int = 0
+
+    @property
+    def split_seed(self) -> int:
+        """The first split seed (the bootstrap seed of the pooled summaries)."""
+        return self.split_seeds[0]
 
     @property
     def tasks(self) -> list[tuple[str, int, int | None]]:
@@ -91,8 +99,8 @@ def load_grid(path: str | os.PathLike, data: dict[str, str] | None = None) -> Sw
     if not path.is_file():
         raise InputError(f"sweep grid {path} does not exist.")
     g = load_yaml(path.read_text(), source=f"sweep grid {path}") or {}
-    unknown = set(g) - {"seeds", "split_seed", "max_folds", "jepa", "transition", "datasets", "ablations",
-                        "fold_tasks"}
+    unknown = set(g) - {"seeds", "split_seed", "split_seeds", "max_folds", "jepa", "transition", "datasets",
+                        "ablations", "fold_tasks"}
     if unknown:
         raise InputError(f"{path}: unknown key(s) {sorted(unknown)}.")
     if not g.get("datasets") or not g.get("ablations"):
@@ -118,7 +126,12 @@ def load_grid(path: str | os.PathLike, data: dict[str, str] | None = None) -> Sw
     if g.get("fold_tasks"):
         counts = [k for splits in _fold_counts(datasets).values() for k in splits.values()]
         fold_tasks = max(min(k, max_folds or k) for k in counts)
-    return SweepGrid(seeds=tuple(int(s) for s in g.get("seeds", [0])), split_seed=int(g.get("split_seed", 0)),
+    if "split_seed" in g and "split_seeds" in g:
+        raise InputError(f"{path}: give split_seed or split_seeds, not both.")
+    split_seeds = g.get("split_seeds", [g.get("split_seed", 0)])
+    if not isinstance(split_seeds, list) or not split_seeds:
+        raise InputError(f"{path}: split_seeds must be a non-empty list of integers, got {split_seeds!r}.")
+    return SweepGrid(seeds=tuple(int(s) for s in g.get("seeds", [0])), split_seeds=tuple(int(s) for s in split_seeds),
                      max_folds=max_folds, jepa=dict(g.get("jepa") or {}),
                      transition=dict(g.get("transition") or {}), datasets=datasets,
                      ablations={k: dict(v or {}) for k, v in g["ablations"].items()}, source=str(path),
@@ -181,7 +194,7 @@ def run_sweep_task(grid: SweepGrid, index: int, out: str | os.PathLike, *, progr
     if datasets is None:
         datasets = _load_datasets(grid)
     data, plan = datasets
-    run = RunConfig(split_seeds=(grid.split_seed,), model_seeds=(seed,), jepa=jepa, transition=transition)
+    run = RunConfig(split_seeds=grid.split_seeds, model_seeds=(seed,), jepa=jepa, transition=transition)
     benchmark(data, plan, out=run_dir, run=run, progress=progress, max_folds=grid.max_folds, pca_twin=True,
               folds=None if fold is None else [fold],
               title=f"celljepa sweep task {index}: ablation {ablation}, model seed {seed}"
@@ -280,22 +293,105 @@ def collect_sweep(grid: SweepGrid, out: str | os.PathLike) -> dict:
                 row["collapsed_folds"] = int(sum(e["collapsed"] for e in enc))
                 row["folds"] = len(enc)
             rows.append(row)
+    validation = _validation_rows(grid, groups, missing)
     result = {"grid": grid.source, "tasks": len(grid.tasks), "finished": len(grid.tasks) - len(missing),
-              "missing": missing, "rows": rows}
+              "missing": missing, "rows": rows, "validation": validation}
     write_json_atomic(out / "ablation.json", result)
-    write_text_atomic(out / "ablation.md", _ablation_markdown(grid, rows, missing))
+    write_text_atomic(out / "ablation.md", _ablation_markdown(grid, rows, missing, validation))
     return result
 
 
-def _ablation_markdown(grid: SweepGrid, rows: list[dict], missing: list[dict]) -> str:
+def _validation_rows(grid: SweepGrid, groups: dict, missing: list[dict]) -> list[dict]:
+    """Per ablation and dataset/split: validation E-distances pooled over model seeds, with bootstrap CIs.
+
+    A validation condition is one ``(split seed, fold, condition)``; its score is the mean over the model
+    seeds. The comparator is chosen as in a benchmark (the best non-JEPA method on these same conditions).
+    Only the validation conditions are read, so a configuration chosen on this table never saw a test score.
+    """
+    import pandas as pd
+
+    from ..eval.bootstrap import bootstrap_ci
+    from ..eval.verdict import paired_comparison
+    from .evaluate import choose_comparator
+
+    incomplete = {(m["ablation"], m["seed"]) for m in missing}
+    frames: dict[tuple[str, str], list[pd.DataFrame]] = {}
+    for (ablation, seed), tasks in groups.items():
+        if (ablation, seed) in incomplete:
+            continue
+        for _, folder in tasks:
+            for csv in sorted(Path(folder).glob("*/*/validation_all_folds.csv")):
+                key = f"{csv.parent.parent.name}/{csv.parent.name}"
+                frame = pd.read_csv(csv, float_precision="round_trip")
+                frame["model_seed"] = seed
+                frames.setdefault((ablation, key), []).append(frame)
+    out = []
+    for (ablation, key), parts in frames.items():
+        v = pd.concat(parts, ignore_index=True)
+        v["unit"] = v["split_seed"].astype(str) + "/" + v["fold"].astype(str) + "/" + v["condition"].astype(str)
+        roles = dict(zip(v["method"], v["role"], strict=False))
+        per_unit = v.groupby(["method", "unit"], sort=True).agg(edistance=("edistance", "mean"),
+                                                                   covered=("covered", "all")).reset_index()
+        choice = choose_comparator(roles, per_unit.assign(role=per_unit["method"].map(roles)))
+        wide = per_unit.pivot(index="unit", columns="method", values="edistance")
+        row = {"ablation": ablation, "dataset_split": key, "n_validation": int(len(wide)),
+               "model_seeds": sorted({int(x) for x in v["model_seed"]}), "comparator": choice["comparator"],
+               "methods": {}}
+        for m in wide.columns:
+            ci = bootstrap_ci(wide[m].dropna().to_numpy(), seed=grid.split_seed)
+            row["methods"][m] = {"edistance": ci["mean"], "ci_low": ci["ci_low"], "ci_high": ci["ci_high"],
+                                 "role": roles.get(m)}
+        for name in ("jepa_set", "jepa_prototype"):
+            if name not in wide:
+                continue
+            for other, label in (("pca_set", "pca_twin"), (choice["comparator"], "comparator")):
+                if other in wide and other != name:
+                    row[f"{name}_vs_{label}"] = paired_comparison(wide[name].to_numpy(), wide[other].to_numpy(),
+                                                                  seed=grid.split_seed)
+        out.append(row)
+    return out
+
+
+def _validation_markdown(grid: SweepGrid, validation: list[dict]) -> list[str]:
+    if not validation:
+        return []
+    lines = ["## Validation (what a configuration is chosen on)", "",
+             f"Validation conditions of split seed(s) {', '.join(map(str, grid.split_seeds))} (each fold's validation "
+             "perturbations; never a test condition), E-distance in the fold's evaluation space averaged over the "
+             "model seeds, mean [95% bootstrap CI]; differences are paired over the same validation conditions "
+             "(below 0: the JEPA model is closer to the observed cells).", "",
+             "| dataset / split | ablation | n val | jepa_set | pca_set | comparator | jepa_set − pca_set | "
+             "jepa_set − comparator |", "|---|---|---|---|---|---|---|---|"]
+
+    def cell(m):
+        return f"{m['edistance']:.3f} [{m['ci_low']:.3f}, {m['ci_high']:.3f}]" if m else "–"
+
+    def diff(d):
+        return f"{d['diff']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]" if d else "–"
+
+    for r in sorted(validation, key=lambda r: (r["dataset_split"], list(grid.ablations).index(r["ablation"])
+                                                if r["ablation"] in grid.ablations else 0)):
+        m = r["methods"]
+        comp = r["comparator"]
+        lines.append(f"| {r['dataset_split']} | {r['ablation']} | {r['n_validation']} | {cell(m.get('jepa_set'))} | "
+                     f"{cell(m.get('pca_set'))} | {comp} {cell(m.get(comp))} | {diff(r.get('jepa_set_vs_pca_twin'))} | "
+                     f"{diff(r.get('jepa_set_vs_comparator'))} |")
+    return lines + [""]
+
+
+def _ablation_markdown(grid: SweepGrid, rows: list[dict], missing: list[dict],
+                       validation: list[dict] | None = None) -> str:
     keys = list(dict.fromkeys(r["dataset_split"] for r in rows))
     abls = list(grid.ablations)
     lines = ["# Ablation table", "",
-             f"Grid `{grid.source}`: ablations {', '.join(abls)} × model seeds {list(grid.seeds)}; split seed "
-             f"{grid.split_seed}; {'all folds' if grid.max_folds is None else f'first {grid.max_folds} fold(s)'} "
+             f"Grid `{grid.source}`: ablations {', '.join(abls)} × model seeds {list(grid.seeds)}; split seed(s) "
+             f"{', '.join(map(str, grid.split_seeds))}; "
+             f"{'all folds' if grid.max_folds is None else f'first {grid.max_folds} fold(s)'} "
              "of each split. Cells: mean ± sd over seeds of the mean test E-distance (evaluation space, lower is "
              "better). The baselines do not depend on the JEPA seed, so their column is one number; the "
              "comparator is the non-JEPA method with the best validation score.", "",
+             *_validation_markdown(grid, validation or []),
+             "## Test (reported, never used for a choice)", "",
              "| dataset / split | comparator | " + " | ".join(f"{a}: set | {a}: prototype" for a in abls) + " |",
              "|---|---|" + "---|---|" * len(abls)]
     for key in keys:

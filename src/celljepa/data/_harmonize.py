@@ -23,6 +23,7 @@ from the training datasets only; a held-out dataset is mapped onto them afterwar
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -39,7 +40,8 @@ from anndata import AnnData
 from .._errors import CelljepaWarning, InputError
 from .._io import write_text_atomic
 
-__all__ = ["FEATURE_SET_STRATEGIES", "FeatureSet", "build_feature_set", "combine_datasets", "feature_set_path",
+__all__ = ["FEATURE_SET_STRATEGIES", "FeatureSet", "build_feature_set", "combine_datasets", "feature_set_aliases",
+           "feature_set_path",
            "gene_keys", "gene_presence", "list_feature_sets", "load_feature_set", "map_genes"]
 
 FEATURE_SET_STRATEGIES = ("intersection", "union_hvg", "foundation")
@@ -174,6 +176,31 @@ def feature_set_path(name: str) -> Path:
                      "feature set file, or build one with cj.datasets.build_feature_set.")
 
 
+def feature_set_aliases(fs: FeatureSet) -> Path | None:
+    """The alias table a stored feature set names (``params["aliases"]``, beside its file), or ``None``.
+
+    ``genome-v1`` ships NCBI's unambiguous aliases and previous symbols of its genes, so that data
+    with older symbols map onto it without an alias file of their own.
+    """
+    name = fs.params.get("aliases")
+    if not name:
+        return None
+    for d in _stored_dirs():
+        if (d / name).is_file():
+            return d / name
+    raise InputError(f"feature set {fs.id} names the alias table {name!r}, which is not installed beside it "
+                     f"({[str(d) for d in _stored_dirs()]}). Fix: reinstall celljepa, or pass aliases= explicitly.")
+
+
+@functools.lru_cache(maxsize=4)
+def _read_alias_file(path: str, size: int, mtime: int) -> dict[str, str]:
+    table = pd.read_csv(path, sep=None, engine="python", dtype=str, comment="#")
+    if table.shape[1] < 2:
+        raise InputError(f"alias table {path} needs two columns (alias, symbol); it has {list(table.columns)}.")
+    table = table.dropna(subset=list(table.columns[:2]))
+    return {a.strip().upper(): s.strip() for a, s in zip(table.iloc[:, 0], table.iloc[:, 1], strict=True)}
+
+
 def load_feature_set(name_or_path: str | os.PathLike) -> FeatureSet:
     """A stored feature set by id (``"foundation-v1"``) or a feature set file by path.
 
@@ -202,11 +229,8 @@ def _read_aliases(aliases) -> dict[str, str]:
     path = Path(aliases)
     if not path.is_file():
         raise InputError(f"alias table {path} does not exist (expected a two-column CSV/TSV: alias, symbol).")
-    table = pd.read_csv(path, sep=None, engine="python", dtype=str, comment="#")
-    if table.shape[1] < 2:
-        raise InputError(f"alias table {path} needs two columns (alias, symbol); it has {list(table.columns)}.")
-    table = table.dropna(subset=list(table.columns[:2]))
-    return {a.strip().upper(): s.strip() for a, s in zip(table.iloc[:, 0], table.iloc[:, 1], strict=True)}
+    st = path.stat()
+    return _read_alias_file(str(path.resolve()), st.st_size, st.st_mtime_ns)
 
 
 def gene_keys(adata: AnnData, *, id_column: str | None = None, aliases=None) -> tuple[list[str], dict]:
@@ -244,6 +268,8 @@ def gene_keys(adata: AnnData, *, id_column: str | None = None, aliases=None) -> 
                    for s, e in zip(symbols, ids, strict=True)]
             source = f"var[{col!r}] (var_names are Ensembl IDs)"
     alias = _read_aliases(aliases)
+    # an alias never takes the name of a gene the dataset measures under that name itself
+    own = {x.strip().upper() for x in ids} if alias else set()
     out, n_version, n_alias = [], 0, 0
     for raw in ids:
         name = raw.strip()
@@ -252,7 +278,7 @@ def gene_keys(adata: AnnData, *, id_column: str | None = None, aliases=None) -> 
             n_version += m.group(2) is not None
             name = m.group(1).upper()
         target = alias.get(name.upper())
-        if target is not None and target.upper() != name.upper():
+        if target is not None and target.upper() != name.upper() and target.upper() not in own:
             name, n_alias = target, n_alias + 1
         out.append(name)
     return out, {"id_source": source, "ensembl_versions_stripped": n_version, "aliases_applied": n_alias}
@@ -348,6 +374,8 @@ def map_genes(adata: AnnData, fs: FeatureSet, *, name: str, id_column: str | Non
 
     ``name`` names the dataset in messages; ``id_column`` and ``aliases`` are as in :func:`gene_keys`.
     """
+    if aliases is None:
+        aliases = feature_set_aliases(fs)
     keys, report = gene_keys(adata, id_column=id_column, aliases=aliases)
     first: dict[str, int] = {}
     duplicates = []

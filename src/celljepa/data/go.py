@@ -319,6 +319,23 @@ class GOEmbedding:
         i = self._index(name)
         return None if i is None else self.matrix[i].copy()
 
+    def matrix_for(self, names: Iterable[str], dtype=np.float32) -> tuple[np.ndarray, np.ndarray]:
+        """One row per name: ``(matrix, found)``; rows of names without an embedding are zero.
+
+        Examples
+        --------
+        >>> from celljepa.data.go import go_gene_embedding
+        >>> m, found = go_gene_embedding(8).matrix_for(["TP53", "NOT_A_GENE"])
+        >>> m.shape, found.tolist()
+        ((2, 8), [True, False])
+        """
+        index = [self._index(n) for n in names]
+        found = np.array([i is not None for i in index], dtype=bool)
+        out = np.zeros((len(index), self.matrix.shape[1]), dtype=dtype)
+        if found.any():
+            out[found] = self.matrix[[i for i in index if i is not None]]
+        return out, found
+
     def coverage(self, names: Iterable[str]) -> float:
         """The fraction of ``names`` that have an embedding (case-insensitive; duplicates count each time).
 

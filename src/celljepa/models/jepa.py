@@ -65,6 +65,49 @@ def module_map(var_names, gene_sets, priority: str) -> tuple[np.ndarray, list[st
     return ids, names, description
 
 
+def _measured(adata) -> np.ndarray:
+    """Per gene of ``adata``: measured by at least one of its datasets (not flagged absent everywhere)."""
+    from ..data._harmonize import gene_presence
+
+    try:
+        presence = gene_presence(adata)
+    except InputError:  # absent-gene records of other datasets than these cells': only the flags count
+        presence = None
+        if "absent" in adata.var:
+            return ~adata.var["absent"].to_numpy(dtype=bool)
+    if presence is None:
+        return np.ones(adata.n_vars, dtype=bool)
+    return presence[1].any(axis=0)
+
+
+def _symbols(adata) -> list[str]:
+    """Gene symbols of ``adata`` (the symbol column when var_names are Ensembl IDs; versions stripped)."""
+    from ..data._harmonize import gene_keys
+
+    return gene_keys(adata)[0]
+
+
+def go_features(names, n_components: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(features, found)``: the GO gene embedding's row per gene symbol (zeros where a gene has none).
+
+    A symbol without GO annotations is looked up again under its current NCBI symbol (the ``genome-v1``
+    alias table), so data with older symbols get the same features.
+    """
+    from ..data._harmonize import _read_aliases, feature_set_aliases, load_feature_set
+    from ..data.go import go_gene_embedding
+
+    names = [str(n) for n in names]
+    feats, found = go_gene_embedding(n_components).matrix_for(names)
+    if not found.all():
+        aliases = _read_aliases(feature_set_aliases(load_feature_set("genome-v1")))
+        retry = np.flatnonzero(~found)
+        current = [aliases.get(names[i].strip().upper(), "") for i in retry]
+        more, more_found = go_gene_embedding(n_components).matrix_for(current)
+        feats[retry[more_found]] = more[more_found]
+        found[retry[more_found]] = True
+    return feats, found
+
+
 def _peak_rss() -> int | None:
     """Peak resident memory of this process so far, in bytes (None where the OS does not say)."""
     try:
@@ -126,6 +169,12 @@ class CellJEPA:
         self.config = cfg.replace(model=model_over, mask=mask_over, data=data_over)
         self.adata = adata
         self.var_names = _check_var_names(adata.var_names, "adata")
+        self.columns_: np.ndarray | None = None
+        self.gene_features_: np.ndarray | None = None
+        self.go_info_: dict = {}
+        self.action_tokens_: list[str] = []
+        if self.config.model.gene_embedding == "go":
+            self._init_gene_features()
         self._init_modules_meta()
         self.module_ = None
         self.covariate_key_: str | None = None
@@ -133,6 +182,21 @@ class CellJEPA:
         self.history_: list[dict] = []
         self.is_trained_ = False
         self.train_info_: dict = {}
+
+    def _init_gene_features(self) -> None:
+        """GO gene features of the encoder's genes: those measured in at least one training dataset."""
+        measured = _measured(self.adata)
+        if not measured.all():
+            self.columns_ = np.flatnonzero(measured).astype(np.int64)
+            self.var_names = [self.var_names[i] for i in self.columns_]
+        if not self.var_names:
+            raise InputError("no gene of the AnnData is measured (every gene is flagged absent).")
+        symbols = _symbols(self.adata)
+        if self.columns_ is not None:
+            symbols = [symbols[i] for i in self.columns_]
+        self.gene_features_, found = go_features(symbols, self.config.model.go_components)
+        self.go_info_ = {"n_genes": len(self.var_names), "n_with_go": int(found.sum()),
+                         "n_dropped_absent": int(self.adata.n_vars - len(self.var_names))}
 
     def _init_modules_meta(self) -> None:
         k = self.config.mask
@@ -153,7 +217,7 @@ class CellJEPA:
     def train(self, max_steps: int | None = None, batch_size: int | None = None, lr: float | None = None,
               device: str | None = None, seed: int | None = None, *, train_indices=None, eval_indices=None,
               run_dir: str | os.PathLike | None = None, resume: bool = True, progress: bool = True,
-              handle_signals: bool | None = None, callback=None) -> CellJEPA:
+              handle_signals: bool | None = None, callback=None, action_indices=None) -> CellJEPA:
         """Train from a fresh initialisation (or resume a run folder's checkpoint).
 
         Parameters
@@ -174,6 +238,10 @@ class CellJEPA:
             Checkpoint and stop on SIGTERM/SIGUSR1 (default: when ``run_dir`` is given).
         callback
             ``callback(step, record)`` after each step.
+        action_indices
+            With ``train.action_weight > 0``: the cells whose perturbation labels the action-conditioned
+            objective may use (their conditions and the control cells of their contexts); default
+            ``train_indices``. A benchmark fold passes its training conditions and control cells only.
 
         Returns
         -------
@@ -190,6 +258,8 @@ class CellJEPA:
         cfg = self.config
         dev = resolve_device(training_device(cfg.train.device))
         source = CellSource.from_adata(self.adata, cfg.data.layer, chunk_size=cfg.data.chunk_size)
+        if self.columns_ is not None:
+            source.select_columns(self.columns_)
         train_rows = self._positions(train_indices, "train_indices")
         if eval_indices is None:
             rng = np.random.default_rng([cfg.train.seed, 0xE7A1])
@@ -206,15 +276,31 @@ class CellJEPA:
                                  f"{list(self.adata.obs.columns)[:12]}.")
             groups = self.adata.obs[cfg.data.balance_key].astype(str).to_numpy()
         covariates = self._fit_covariates()
-        modules = build_modules(len(self.var_names), cfg, cfg.train.seed, len(self.covariate_names_))
+        action = None
+        self.action_tokens_ = []
+        if cfg.train.action_weight > 0:
+            from ..train.action import ActionSampler
+
+            rows = train_rows if action_indices is None else self._positions(action_indices, "action_indices")
+            k = cfg.model.go_components
+            action = ActionSampler.from_obs(self.adata.obs, rows, self.var_names, cfg=cfg,
+                                            go_features=(lambda names: go_features(names, k))
+                                            if cfg.model.gene_embedding == "go" else None)
+            self.action_tokens_ = list(action.tokens)
+        modules = build_modules(len(self.var_names), cfg, cfg.train.seed, len(self.covariate_names_),
+                                gene_features=self._feature_tensor(), n_action_tokens=len(self.action_tokens_))
+        presence = gene_presence(self.adata)
+        if presence is not None and self.columns_ is not None:
+            presence = (presence[0], presence[1][:, self.columns_])
         extra = {"module_names": list(self.module_names_), "covariate_key": self.covariate_key_,
+                 "action_tokens": list(self.action_tokens_),
                  "covariate_names": list(self.covariate_names_),
                  "gene_to_module": None if self.gene_to_module_ is None else torch.from_numpy(self.gene_to_module_)}
         try:
             result = fit(modules, source, cfg=cfg, var_names=self.var_names, train_rows=train_rows,
                          eval_rows=eval_rows, device=dev, gene_to_module=self.gene_to_module_, run_dir=run_dir,
                          resume=resume, progress=progress, handle_signals=handle_signals, callback=callback,
-                         extra_payload=extra, groups=groups, gene_present=gene_presence(self.adata),
+                         extra_payload=extra, groups=groups, gene_present=presence, action=action,
                          covariates=covariates)
         finally:
             source.close()
@@ -223,8 +309,12 @@ class CellJEPA:
         self.is_trained_ = True
         self.train_info_ = {"steps": result.step, "resumed_from": result.resumed_from, "device": str(dev),
                             "n_train_cells": int(train_rows.size), "n_eval_cells": int(eval_rows.size),
-                            "best": result.best, "peak_rss_bytes": _peak_rss()}
+                            "best": result.best, "peak_rss_bytes": _peak_rss(), "kept": cfg.train.keep,
+                            "kept_step": (result.best or {}).get("step") if cfg.train.keep == "best" else result.step}
         return self
+
+    def _feature_tensor(self) -> torch.Tensor | None:
+        return None if self.gene_features_ is None else torch.from_numpy(np.asarray(self.gene_features_, np.float32))
 
     def _positions(self, indices, name: str) -> np.ndarray:
         n = self.adata.n_obs
@@ -249,27 +339,64 @@ class CellJEPA:
         if not self.is_trained_ or self.module_ is None:
             raise InputError("the model is not trained yet. Fix: call model.train() first, or CellJEPA.load(...).")
 
-    def _aligner(self, var_names):
-        """A function mapping a CSR on ``var_names`` columns onto the model's genes (zeros where missing)."""
+    def _aligner(self, var_names, measured: np.ndarray | None = None, symbols: list[str] | None = None):
+        """``(align, overlap, extra_features)`` for an AnnData on ``var_names``.
+
+        ``align`` maps its CSR onto the model's genes (``None`` when they are the same); with GO gene
+        features (``model.gene_embedding='go'``) the genes the model was not trained on but that have GO
+        features are appended after the model's genes, and ``extra_features`` holds their rows. ``measured``
+        flags the genes the AnnData measures (genes flagged absent are not appended); ``symbols`` are the
+        names GO features are looked up by (default ``var_names``).
+        """
         names = _check_var_names(var_names, "adata")
         if names == self.var_names:
-            return None, 1.0
+            return None, 1.0, None
+        go = self.config.model.gene_embedding == "go"
         pos = pd.Index(names).get_indexer(self.var_names)
         present = pos >= 0
-        overlap = float(present.mean())
-        if overlap < MIN_GENE_OVERLAP:
-            raise InputError(
-                f"only {int(present.sum())} of the model's {len(self.var_names)} genes ({overlap:.0%}) are in this "
-                f"AnnData; at least {MIN_GENE_OVERLAP:.0%} are needed. Fix: use data measured on the same genes (or "
-                "harmonise gene identifiers, e.g. symbols vs Ensembl IDs)."
-            )
-        if not present.all():
-            missing = [g for g, p in zip(self.var_names, present, strict=True) if not p]
-            warnings.warn(f"{len(missing)} of the model's {len(self.var_names)} genes are missing from this AnnData "
-                          f"(e.g. {missing[:3]}); they count as zero expression.", CelljepaWarning, stacklevel=3)
-        select = sp.csr_matrix((np.ones(int(present.sum()), dtype=np.float32), (pos[present], np.flatnonzero(present))),
-                               shape=(len(names), len(self.var_names)))
-        return (lambda x: (x @ select).tocsr()), overlap
+        measured = np.ones(len(names), dtype=bool) if measured is None else np.asarray(measured, dtype=bool)
+        extra_cols = np.zeros(0, dtype=np.int64)
+        extra_features = None
+        if go:
+            known = np.zeros(len(names), dtype=bool)
+            known[pos[present]] = True
+            candidates = np.flatnonzero(~known & measured)
+            lookup = names if symbols is None else list(symbols)
+            feats, found = go_features([lookup[i] for i in candidates], self.config.model.go_components)
+            extra_cols, extra_features = candidates[found], feats[found]
+            n_measured = max(int(measured.sum()), 1)
+            overlap = (int(measured[pos[present]].sum()) + extra_cols.size) / n_measured
+            if overlap < MIN_GENE_OVERLAP:
+                raise InputError(
+                    f"only {overlap:.0%} of this AnnData's {n_measured} measured genes are genes of the model or "
+                    f"have GO features (at least {MIN_GENE_OVERLAP:.0%} are needed); gene names must be symbols (e.g. "
+                    f"{names[:3]}). Fix: harmonise gene identifiers (cj.pp.harmonize_genes(adata, 'genome-v1'))."
+                )
+        else:
+            overlap = float(present.mean())
+            if overlap < MIN_GENE_OVERLAP:
+                raise InputError(
+                    f"only {int(present.sum())} of the model's {len(self.var_names)} genes ({overlap:.0%}) are in "
+                    f"this AnnData; at least {MIN_GENE_OVERLAP:.0%} are needed. Fix: use data measured on the same "
+                    "genes (or harmonise gene identifiers, e.g. symbols vs Ensembl IDs), or an encoder with GO gene "
+                    "features (model.gene_embedding='go'), which embeds other gene panels."
+                )
+            if not present.all():
+                missing = [g for g, p in zip(self.var_names, present, strict=True) if not p]
+                warnings.warn(f"{len(missing)} of the model's {len(self.var_names)} genes are missing from this "
+                              f"AnnData (e.g. {missing[:3]}); they count as zero expression.", CelljepaWarning,
+                              stacklevel=3)
+        n_out = len(self.var_names) + extra_cols.size
+        rows = np.concatenate([pos[present], extra_cols])
+        cols = np.concatenate([np.flatnonzero(present), len(self.var_names) + np.arange(extra_cols.size)])
+        select = sp.csr_matrix((np.ones(rows.size, dtype=np.float32), (rows, cols)), shape=(len(names), n_out))
+
+        def align(x):
+            out = (x @ select).tocsr()
+            out.sort_indices()
+            return out
+
+        return align, overlap, extra_features
 
     def _fit_covariates(self) -> np.ndarray | None:
         """With ``model.dataset_covariate``: the datasets of the training AnnData and each cell's index."""
@@ -316,10 +443,15 @@ class CellJEPA:
         adata = self.adata if adata is None else adata
         if adata is None:
             raise InputError("no AnnData: pass adata (a loaded model has none attached).")
-        align, _ = self._aligner(adata.var_names)
+        go = self.config.model.gene_embedding == "go"
+        align, _, extra = self._aligner(adata.var_names, _measured(adata) if go else None,
+                                        _symbols(adata) if go else None)
         layer = self.config.data.layer if layer is None else layer
         dev = resolve_device(device if device is not None else self.config.train.device)
         encoder = embedding_encoder(self.module_).to(dev).eval()
+        weight = None
+        if extra is not None and len(extra):
+            weight = torch.cat([encoder.effective_weight(), encoder.feature_weight(extra)])
         source = CellSource.from_adata(adata, layer, chunk_size=max(self.config.data.chunk_size, batch_size))
         out = np.empty((adata.n_obs, self.config.model.n_latent), dtype=np.float32)
         cov = self._covariate_index(adata)
@@ -329,7 +461,7 @@ class CellJEPA:
                 if align is not None:
                     x = align(x)
                 c = None if cov is None else torch.as_tensor(cov[rows], device=dev)
-                out[rows] = encoder(CSRBatch.from_scipy(x, dev), covariate=c).float().cpu().numpy()
+                out[rows] = encoder(CSRBatch.from_scipy(x, dev), covariate=c, weight=weight).float().cpu().numpy()
         finally:
             source.close()
         return out
@@ -343,7 +475,8 @@ class CellJEPA:
                 "gene_to_module": None if self.gene_to_module_ is None else torch.from_numpy(self.gene_to_module_),
                 "modules": {k: {n: t.detach().cpu() for n, t in v.state_dict().items()}
                             for k, v in self.module_.items()},
-                "history": self.history_, "train_info": self.train_info_}
+                "history": self.history_, "train_info": self.train_info_, "go_info": dict(self.go_info_),
+                "action_tokens": list(self.action_tokens_)}
 
     def save(self, dir_path: str | os.PathLike, *, overwrite: bool = False) -> Path:
         """Write ``dir_path/model.pt`` (weights, config, genes) and a readable ``dir_path/model.json``.
@@ -369,6 +502,7 @@ class CellJEPA:
         save_checkpoint(target, self._payload())
         write_json_atomic(out / "model.json", {"config": self.config.to_dict(), "n_genes": len(self.var_names),
                                                "gene_sets": self.gene_sets_source_, "train_info": self.train_info_,
+                                               "go_features": dict(self.go_info_) or None,
                                                "final": self.history_[-1] if self.history_ else None})
         return out
 
@@ -384,7 +518,7 @@ class CellJEPA:
         """
         from ..train.checkpoint import load_checkpoint
         from ..train.config import JEPAConfig
-        from ..train.loop import build_modules
+        from ..train.loop import build_modules, embedding_encoder
 
         path = Path(path)
         if path.is_dir() and not (path / MODEL_FILE).is_file() and (path / "model" / MODEL_FILE).is_file():
@@ -400,17 +534,24 @@ class CellJEPA:
         model.gene_sets_source_ = payload.get("gene_sets_source")
         model.covariate_key_ = payload.get("covariate_key")
         model.covariate_names_ = list(payload.get("covariate_names") or [])
+        model.columns_ = None
+        model.go_info_ = dict(payload.get("go_info") or {})
+        model.action_tokens_ = list(payload.get("action_tokens") or [])
         modules = build_modules(len(model.var_names), model.config, model.config.train.seed,
-                                len(model.covariate_names_))
+                                len(model.covariate_names_), n_action_tokens=len(model.action_tokens_))
         for name, module in modules.items():
             module.load_state_dict(payload["modules"][name])
         model.module_ = modules.eval()
+        enc = embedding_encoder(modules)
+        model.gene_features_ = enc.gene_features.numpy() if enc.n_gene_features else None
         model.history_ = list(payload.get("history") or [])
         model.train_info_ = dict(payload.get("train_info") or {"steps": payload.get("step")})
         model.is_trained_ = True
         model.adata = None
         if adata is not None:
-            model._aligner(adata.var_names)  # fail early on a gene mismatch
+            go = model.config.model.gene_embedding == "go"
+            model._aligner(adata.var_names, _measured(adata) if go else None,  # fail early on a gene mismatch
+                           _symbols(adata) if go else None)
             model.adata = adata
         logger.info("loaded %s (%d genes)", file, len(model.var_names))
         return model

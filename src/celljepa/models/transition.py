@@ -163,17 +163,37 @@ class ActionFeaturizer:
     gene_vectors: dict[str, np.ndarray] = field(default_factory=dict)
     gene_dim: int = 0
     drugs: object | None = None
+    #: an encoder with GO gene features: ``{"proj", "centre", "rms"}``, so a perturbed gene it does not measure
+    #: gets its GO-projected vector, scaled like the encoder's own (None otherwise)
+    go_block: dict | None = field(default=None, repr=False)
+
+    def _go_vector(self, name: str) -> np.ndarray | None:
+        from .jepa import go_features
+
+        proj = self.go_block["proj"]
+        feats, found = go_features([name], proj.shape[0])
+        if not found[0]:
+            return None
+        out = np.zeros(self.gene_dim)
+        out[: proj.shape[1]] = (feats[0].astype(np.float64) @ proj - self.go_block["centre"]) / self.go_block["rms"]
+        return out
 
     @classmethod
     def build(cls, *, encoder=None, pca_loadings: dict[str, np.ndarray] | None = None,
               drugs=None) -> ActionFeaturizer:
         blocks: list[dict[str, np.ndarray]] = []
+        go_block = None
         if encoder is not None and getattr(encoder, "module_", None) is not None:
             from ..train.loop import embedding_encoder
 
-            weight = embedding_encoder(encoder.module_).gene_weight.detach().cpu().numpy().astype(np.float64)
-            weight = _rms_scale(weight - weight.mean(axis=0))
-            blocks.append(dict(zip(encoder.var_names, weight, strict=True)))
+            enc = embedding_encoder(encoder.module_)
+            raw = enc.effective_weight().detach().cpu().numpy().astype(np.float64)
+            centre = raw.mean(axis=0)
+            rms = float(np.sqrt(np.mean((raw - centre) ** 2))) or 1.0
+            blocks.append(dict(zip(encoder.var_names, (raw - centre) / rms, strict=True)))
+            if enc.n_gene_features:  # a perturbed gene the encoder does not measure: its GO-projected vector
+                go_block = {"proj": enc.gene_proj.detach().cpu().numpy().astype(np.float64), "centre": centre,
+                            "rms": rms}
         if pca_loadings:
             names = list(pca_loadings)
             mat = _rms_scale(np.array([pca_loadings[g] for g in names], dtype=np.float64))
@@ -183,7 +203,7 @@ class ActionFeaturizer:
         vectors = {}
         for g in genes:
             vectors[g] = np.concatenate([b[g] if g in b else np.zeros(d) for b, d in zip(blocks, dims, strict=True)])
-        return cls(gene_vectors=vectors, gene_dim=int(sum(dims)), drugs=drugs)
+        return cls(gene_vectors=vectors, gene_dim=int(sum(dims)), drugs=drugs, go_block=go_block)
 
     @property
     def dim(self) -> int:
@@ -193,6 +213,10 @@ class ActionFeaturizer:
     def token(self, token: str) -> np.ndarray:
         out = np.zeros(self.dim, dtype=np.float32)
         kind, name = C.token_kind(token), C.token_name(token)
+        if kind == "gene" and name not in self.gene_vectors and self.go_block is not None:
+            vec = self._go_vector(name)
+            if vec is not None:
+                self.gene_vectors[name] = vec
         if kind == "gene" and name in self.gene_vectors:
             out[: self.gene_dim] = self.gene_vectors[name]
             out[self.gene_dim] = 1.0
@@ -686,6 +710,8 @@ class JEPATransition(PerturbationModel):
             "gene_vectors": torch.as_tensor(np.array(list(self.featurizer_.gene_vectors.values()))
                                             if self.featurizer_.gene_vectors else np.zeros((0, 0))),
             "gene_dim": int(self.featurizer_.gene_dim),
+            "go_block": None if self.featurizer_.go_block is None else {
+                k: torch.as_tensor(np.asarray(v)) for k, v in self.featurizer_.go_block.items()},
             "drugs": None if drugs is None else {"names": list(drugs.names), "features": list(drugs.features),
                                                   "matrix": torch.as_tensor(drugs.matrix), "source": drugs.source},
             "space": None if self.space_ is None else {"genes": [str(g) for g in self.space_.genes],
@@ -728,7 +754,11 @@ class JEPATransition(PerturbationModel):
         if p["drugs"] is not None:
             d = p["drugs"]
             drugs = DrugFeatures(tuple(d["names"]), tuple(d["features"]), d["matrix"].numpy(), d["source"])
-        model.featurizer_ = ActionFeaturizer(dict(zip(p["gene_names"], gv, strict=True)), p["gene_dim"], drugs)
+        go = p.get("go_block")
+        model.featurizer_ = ActionFeaturizer(dict(zip(p["gene_names"], gv, strict=True)), p["gene_dim"], drugs,
+                                             go_block=None if go is None else {
+                                                 "proj": go["proj"].numpy(), "centre": go["centre"].numpy(),
+                                                 "rms": float(go["rms"])})
         model._d = int(p["n_latent"])
         cfg = model.config
         model.net_ = TransitionNet(len(model.vocab_), model.featurizer_.dim, model._d, action_dim=cfg.action_dim,

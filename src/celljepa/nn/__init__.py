@@ -6,6 +6,7 @@ They take plain sizes and tensors (no AnnData, no files); the AnnData-aware mode
 
 from . import modules, transition
 from .modules import (
+    ActionPredictor,
     CSRBatch,
     JEPAPredictor,
     MaskedGeneEncoder,
@@ -19,6 +20,7 @@ from .transition import ActionEncoder, TransitionNet
 
 __all__ = [
     "ActionEncoder",
+    "ActionPredictor",
     "CSRBatch",
     "JEPAPredictor",
     "MaskPointer",

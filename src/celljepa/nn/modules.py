@@ -6,6 +6,8 @@
 * :class:`MaskPointer`: a learned summary of *which genes were hidden* (a mean of per-gene query
   vectors over the hidden genes, independent of their expression, so nothing of the hidden values leaks).
 * :class:`JEPAPredictor`: ``(z_context, pointer) -> predicted teacher embedding``.
+* :class:`ActionPredictor`: ``(control embeddings, action) -> predicted embeddings of the perturbed cells``
+  (the action-conditioned objective, trained with the E-distance set loss in latent space).
 * :func:`mlp`: the Linear-GELU stack every head uses.
 * Losses: :func:`predictive_loss` (cosine, smooth-L1 or L2 to a stop-gradient target),
   :func:`variance_loss` and :func:`covariance_loss` (VICReg-style anti-collapse terms).
@@ -24,6 +26,7 @@ from ..kernels import mask_for, masked_encode
 
 __all__ = [
     "LOSSES",
+    "ActionPredictor",
     "CSRBatch",
     "JEPAPredictor",
     "MaskPointer",
@@ -109,7 +112,13 @@ class MaskedGeneEncoder(nn.Module):
 
     ``W`` holds one learned ``n_hidden`` vector per gene, so the first layer is a sum of gene vectors
     weighted by the cell's (log-normalised) expression, computed over the nonzeros only; hidden genes
-    (the keep mask) are skipped inside the kernel.
+    (the keep mask) are skipped inside the kernel. The batch's columns are gene tokens: a cell is the set
+    of its nonzero ``(gene id, value)`` pairs, and a gene a dataset does not measure is simply absent.
+
+    With ``gene_features`` (one row of GO features per gene, :func:`celljepa.data.go.go_gene_embedding`)
+    ``W = F · P + R``: a learned projection ``P`` of the features plus a per-gene residual ``R`` that
+    starts at zero. Genes outside the training data then still have vectors (:meth:`feature_weight`), so
+    the encoder embeds data on other gene panels without a gene intersection.
 
     Parameters
     ----------
@@ -121,11 +130,15 @@ class MaskedGeneEncoder(nn.Module):
         Embedding size.
     n_layers
         Hidden blocks of the MLP after the gene layer.
+    n_covariates
+        Learned per-dataset vectors added to the gene layer (0 = none).
+    gene_features
+        ``(n_genes, k)`` GO features; ``None`` = free gene vectors.
 
     Examples
     --------
     >>> import scipy.sparse as sp, torch
-    >>> from celljepa.models.modules import CSRBatch, MaskedGeneEncoder
+    >>> from celljepa.nn.modules import CSRBatch, MaskedGeneEncoder
     >>> enc = MaskedGeneEncoder(50, n_hidden=16, n_latent=8, n_layers=1)
     >>> x = CSRBatch.from_scipy(sp.random(4, 50, density=0.2, format="csr", dtype="float32", random_state=0))
     >>> enc(x).shape
@@ -133,13 +146,24 @@ class MaskedGeneEncoder(nn.Module):
     """
 
     def __init__(self, n_genes: int, *, n_hidden: int = 256, n_latent: int = 128, n_layers: int = 2,
-                 n_covariates: int = 0):
+                 n_covariates: int = 0, gene_features: torch.Tensor | None = None):
         super().__init__()
         if n_genes < 1 or n_hidden < 1 or n_latent < 1 or n_layers < 0:
             raise InputError(f"encoder sizes must be positive, got n_genes={n_genes}, n_hidden={n_hidden}, "
                              f"n_latent={n_latent}, n_layers={n_layers}.")
         self.n_genes, self.n_hidden, self.n_latent = int(n_genes), int(n_hidden), int(n_latent)
-        self.gene_weight = nn.Parameter(torch.randn(n_genes, n_hidden) * (1.0 / n_hidden**0.5))
+        if gene_features is None:
+            self.gene_weight = nn.Parameter(torch.randn(n_genes, n_hidden) * (1.0 / n_hidden**0.5))
+            self.gene_proj = None
+        else:
+            feats = torch.as_tensor(gene_features, dtype=torch.float32)
+            if feats.dim() != 2 or feats.shape[0] != n_genes or feats.shape[1] < 1:
+                raise InputError(f"gene_features must be (n_genes={n_genes}, k) with k >= 1, got {tuple(feats.shape)}.")
+            # Gene vectors = GO features @ a learned projection + a per-gene residual (zero at the start), so a
+            # gene the encoder never saw still has a vector (its GO part), and seen genes can move off it.
+            self.register_buffer("gene_features", feats.contiguous())
+            self.gene_proj = nn.Parameter(torch.randn(feats.shape[1], n_hidden) * (1.0 / n_hidden**0.5))
+            self.gene_weight = nn.Parameter(torch.zeros(n_genes, n_hidden))
         self.gene_bias = nn.Parameter(torch.zeros(n_hidden))
         self.norm = nn.LayerNorm(n_hidden)
         self.mlp = mlp(n_hidden, n_hidden, n_latent, n_layers)
@@ -150,20 +174,39 @@ class MaskedGeneEncoder(nn.Module):
             with torch.no_grad():
                 self.covariate.weight[0].zero_()
 
+    @property
+    def n_gene_features(self) -> int:
+        """Width of the GO gene features (0: free gene vectors)."""
+        return 0 if self.gene_proj is None else int(self.gene_proj.shape[0])
+
+    def effective_weight(self) -> torch.Tensor:
+        """The ``(n_genes, n_hidden)`` gene vectors the first layer uses."""
+        if self.gene_proj is None:
+            return self.gene_weight
+        return self.gene_weight + self.gene_features @ self.gene_proj
+
+    def feature_weight(self, features: torch.Tensor) -> torch.Tensor:
+        """Gene vectors of genes the encoder was not built on, from their GO features (``(n, k)``)."""
+        if self.gene_proj is None:
+            raise InputError("this encoder has free gene vectors (model.gene_embedding='free'); only an encoder "
+                             "with GO gene features embeds genes it was not trained on.")
+        return torch.as_tensor(features, dtype=self.gene_proj.dtype, device=self.gene_proj.device) @ self.gene_proj
+
     def forward(self, x: CSRBatch, mask: MaskParams | None = None, *, keep: torch.Tensor | None = None,
-                covariate: torch.Tensor | None = None) -> torch.Tensor:
+                covariate: torch.Tensor | None = None, weight: torch.Tensor | None = None) -> torch.Tensor:
         """Embed a batch; ``mask`` hides genes (default: full view), ``keep`` is an explicit keep mask.
 
         ``covariate`` (one index per cell, 0 = none) adds the learned vector of each cell's dataset.
+        ``weight`` replaces the gene vectors (e.g. the encoder's genes followed by genes it embeds from
+        their GO features, :meth:`feature_weight`); the batch's columns index its rows.
         """
-        if x.n_genes != self.n_genes:
-            raise InputError(f"the batch has {x.n_genes} genes but the encoder was built for {self.n_genes}.")
+        w = self.effective_weight() if weight is None else weight
+        if x.n_genes != w.shape[0]:
+            raise InputError(f"the batch has {x.n_genes} genes but the encoder was built for {w.shape[0]}.")
         if keep is not None:
-            h = masked_encode(x.as_tuple(), self.gene_weight, self.gene_bias, kind="explicit", keep=keep,
-                              validate=False)
+            h = masked_encode(x.as_tuple(), w, self.gene_bias, kind="explicit", keep=keep, validate=False)
         else:
-            h = masked_encode(x.as_tuple(), self.gene_weight, self.gene_bias, validate=False,
-                              **(mask or MaskParams()).kwargs())
+            h = masked_encode(x.as_tuple(), w, self.gene_bias, validate=False, **(mask or MaskParams()).kwargs())
         if self.covariate is not None and covariate is not None:
             h = h + self.covariate(covariate)
         return self.mlp(F.gelu(self.norm(h)))
@@ -226,3 +269,33 @@ def covariance_loss(z: torch.Tensor) -> torch.Tensor:
     cov = (zc.T @ zc) / max(n - 1, 1)
     off = cov - torch.diag(torch.diagonal(cov))
     return off.pow(2).sum() / d
+
+
+class ActionPredictor(nn.Module):
+    """Action-conditioned JEPA predictor: control-cell embeddings + an action → predicted perturbed embeddings.
+
+    ``action = Σ_tokens [E(token) + W_g · gene_vector(token)]`` (a combination is several tokens; token 0 is
+    "unknown", used for unseen tokens and token dropout; ``gene_vector`` is the encoder's own vector of a
+    perturbed gene, zero for other tokens), and every control cell is moved by a residual
+    ``z + g([z − μ, action])`` (``μ`` the mean of its set; the head starts at zero, so the predictor starts
+    as "no change").
+    """
+
+    def __init__(self, n_tokens: int, gene_dim: int, n_latent: int, *, action_dim: int = 64, n_hidden: int = 256,
+                 n_layers: int = 2):
+        super().__init__()
+        self.embed = nn.Embedding(n_tokens + 1, action_dim)
+        nn.init.normal_(self.embed.weight, std=0.1)
+        self.gene = nn.Linear(gene_dim, action_dim)
+        self.net = mlp(n_latent + action_dim, n_hidden, n_latent, n_layers)
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
+    def forward(self, z: torch.Tensor, sizes: torch.Tensor, token_idx: torch.Tensor, gene_vec: torch.Tensor,
+                token_mask: torch.Tensor) -> torch.Tensor:
+        """``z``: control embeddings (set k covers sizes[k] rows); tokens ``(B, T)``; ``gene_vec`` ``(B, T, H)``."""
+        action = ((self.embed(token_idx) + self.gene(gene_vec)) * token_mask.unsqueeze(-1)).sum(1)
+        starts = torch.cumsum(sizes, 0) - sizes
+        centre = torch.stack([z[s:s + n].mean(0) for s, n in zip(starts.tolist(), sizes.tolist(), strict=True)])
+        rep = torch.repeat_interleave(torch.arange(len(sizes), device=z.device), sizes)
+        return z + self.net(torch.cat([z - centre[rep], action[rep]], dim=1))

@@ -22,6 +22,7 @@ __all__ = ["DataConfig", "EvalConfig", "JEPAConfig", "MaskConfig", "ModelConfig"
            "coerce_setting", "load_config"]
 
 MASK_KINDS = ("random", "block", "module")
+GENE_EMBEDDINGS = ("free", "go")
 TARGETS = ("cell", "hidden")
 
 
@@ -39,6 +40,10 @@ class ModelConfig:
     #: one learned vector per training dataset (obs[data.balance_key], else obs["dataset_id"]) added to the
     #: encoder's gene layer; a dataset the model has not seen adds none
     dataset_covariate: bool = False
+    #: free: one learned vector per input gene | go: GO features (go_components wide) @ a learned projection
+    #: + a per-gene residual, so genes outside the training data have vectors too (embeds other gene panels)
+    gene_embedding: str = "free"
+    go_components: int = 64  #: width of the GO gene features (gene_embedding=go)
 
 
 @dataclass
@@ -71,6 +76,16 @@ class TrainConfig:
     anticollapse: bool = True  #: VICReg variance + covariance terms on the student embedding
     var_weight: float = 1.0
     cov_weight: float = 0.01
+    #: > 0: add the action-conditioned objective with this weight: from the student's embeddings of control
+    #: cells and the perturbation, predict the teacher's embeddings of the perturbed cells of the same context
+    #: (E-distance set loss in latent space, no pairing); needs the contract's obs columns
+    #: last: the model after max_steps | best: the weights of the evaluation (validation-cell) step with the
+    #: lowest loss (eval_every apart), e.g. for long pretraining
+    keep: str = "last"
+    action_weight: float = 0.0
+    action_conditions: int = 8  #: conditions per step of the action objective
+    action_cells: int = 32  #: cells per control / perturbed set (fewer when a condition has fewer)
+    action_token_dropout: float = 0.5  #: share of tokens replaced by "unknown" (unseen perturbations: gene vectors)
     seed: int = 0
     device: str = "auto"  #: auto | cpu | cuda | cuda:N
     log_every: int = 10  #: steps between metrics.jsonl lines
@@ -160,6 +175,8 @@ class JEPAConfig:
         m, k, t, d, e = self.model, self.mask, self.train, self.data, self.eval
         _positive(source, "model", m, ("n_latent", "n_hidden", "predictor_hidden", "pointer_dim"))
         _nonnegative(source, "model", m, ("n_layers", "predictor_layers", "expander_dim"))
+        check_choice(source, "model.gene_embedding", m.gene_embedding, GENE_EMBEDDINGS)
+        _positive(source, "model", m, ("go_components",))
         check_choice(source, "mask.kind", k.kind, MASK_KINDS)
         if not 0.0 < k.ratio < 1.0:
             raise InputError(f"{source}: mask.ratio must be in (0, 1), got {k.ratio}.")
@@ -167,7 +184,12 @@ class JEPAConfig:
         check_choice(source, "mask.priority", k.priority, ("given", "size", "name"))
         _positive(source, "train", t, ("max_steps", "batch_size", "log_every", "eval_every", "checkpoint_every"))
         _nonnegative(source, "train", t, ("warmup_steps", "weight_decay", "grad_clip", "var_weight", "cov_weight",
-                                          "seed"))
+                                          "seed", "action_weight"))
+        _positive(source, "train", t, ("action_conditions",))
+        if t.action_cells < 2:
+            raise InputError(f"{source}: train.action_cells must be at least 2, got {t.action_cells}.")
+        if not 0.0 <= t.action_token_dropout < 1.0:
+            raise InputError(f"{source}: train.action_token_dropout must be in [0, 1), got {t.action_token_dropout}.")
         if t.batch_size < 2:
             raise InputError(f"{source}: train.batch_size must be at least 2 (the anti-collapse terms need a batch).")
         if not t.lr > 0:
@@ -181,6 +203,7 @@ class JEPAConfig:
 
         check_choice(source, "train.loss", t.loss, LOSSES)
         check_choice(source, "train.target", t.target, TARGETS)
+        check_choice(source, "train.keep", t.keep, ("last", "best"))
         if t.device != "auto" and not (t.device == "cpu" or t.device.startswith("cuda")):
             raise InputError(f"{source}: train.device must be auto, cpu, cuda or cuda:N, got {t.device!r}.")
         _positive(source, "data", d, ("chunk_size", "eval_cells"))

@@ -57,6 +57,7 @@ class CellSource:
         self._cache: OrderedDict[int, sp.csr_matrix] = OrderedDict()
         self._cache_chunks = max(1, int(cache_chunks))
         self.where = f"layers[{layer!r}]" if layer else "X"
+        self._columns: np.ndarray | None = None
 
     # ------------------------------------------------------------------ constructors
     @classmethod
@@ -83,6 +84,20 @@ class CellSource:
         shape = tuple(ds.shape)
         src.n_obs, src.n_vars = int(shape[0]), int(shape[1])
         return src
+
+    def select_columns(self, columns) -> CellSource:
+        """Serve only these columns (gene positions, in this order) from now on; returns ``self``."""
+        cols = np.asarray(columns, dtype=np.int64)
+        width = self.n_vars if self._columns is None else int(self._columns.size)
+        if cols.ndim != 1 or (cols.size and (cols.min() < 0 or cols.max() >= width)):
+            raise InputError(f"columns must be gene positions in [0, {width}).")
+        self._columns = cols if self._columns is None else self._columns[cols]
+        self.n_vars = int(cols.size)
+        if self._matrix is not None:  # in memory: slice once
+            self._matrix = self._matrix[:, self._columns].tocsr()
+            self._matrix.sort_indices()
+            self._columns = None
+        return self
 
     # ------------------------------------------------------------------ reading
     @property
@@ -137,6 +152,13 @@ class CellSource:
             raise InputError(f"row indices must lie in [0, {self.n_obs}).")
         if not self.backed:
             return self._matrix[rows]
+        out = self._read_backed(rows)
+        if self._columns is not None:
+            out = out[:, self._columns].tocsr()
+            out.sort_indices()
+        return out
+
+    def _read_backed(self, rows: np.ndarray) -> sp.csr_matrix:
         chunks = rows // self.chunk_size
         parts, order = [], []
         for c in np.unique(chunks):

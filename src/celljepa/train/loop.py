@@ -29,6 +29,7 @@ from .._errors import CelljepaError, InputError
 from .._logging import logger
 from ..eval.embedding import collapse_diagnostics
 from ..nn.modules import (
+    ActionPredictor,
     CSRBatch,
     JEPAPredictor,
     MaskedGeneEncoder,
@@ -58,13 +59,26 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return device
 
 
-def build_modules(n_genes: int, cfg: JEPAConfig, seed: int, n_covariates: int = 0) -> nn.ModuleDict:
-    """Student encoder, teacher (a copy of the student when EMA is on), predictor and mask pointer."""
+def build_modules(n_genes: int, cfg: JEPAConfig, seed: int, n_covariates: int = 0,
+                  gene_features: torch.Tensor | None = None, n_action_tokens: int = 0) -> nn.ModuleDict:
+    """Student encoder, teacher (a copy of the student when EMA is on), predictor and mask pointer.
+
+    ``gene_features`` (``(n_genes, model.go_components)``) is required with ``model.gene_embedding='go'``;
+    a model being loaded may pass zeros (the checkpoint holds the features). With ``train.action_weight > 0``
+    an :class:`~celljepa.nn.modules.ActionPredictor` over ``n_action_tokens`` tokens is added (``"action"``).
+    """
     m = cfg.model
+    if m.gene_embedding == "go":
+        if gene_features is None:
+            gene_features = torch.zeros(n_genes, m.go_components)
+        if tuple(gene_features.shape) != (n_genes, m.go_components):
+            raise InputError(f"gene_features must be ({n_genes}, {m.go_components}), got {tuple(gene_features.shape)}.")
+    else:
+        gene_features = None
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         student = MaskedGeneEncoder(n_genes, n_hidden=m.n_hidden, n_latent=m.n_latent, n_layers=m.n_layers,
-                                    n_covariates=n_covariates)
+                                    n_covariates=n_covariates, gene_features=gene_features)
         modules = nn.ModuleDict({
             "student": student,
             "predictor": JEPAPredictor(m.n_latent, pointer_dim=m.pointer_dim, n_hidden=m.predictor_hidden,
@@ -73,9 +87,12 @@ def build_modules(n_genes: int, cfg: JEPAConfig, seed: int, n_covariates: int = 
         })
         if m.expander_dim:
             modules["expander"] = mlp(m.n_latent, m.expander_dim, m.expander_dim, 1)
+        if cfg.train.action_weight > 0:
+            modules["action"] = ActionPredictor(n_action_tokens, m.n_hidden, m.n_latent, n_hidden=m.predictor_hidden,
+                                                n_layers=m.predictor_layers)
         if cfg.train.ema:
             teacher = MaskedGeneEncoder(n_genes, n_hidden=m.n_hidden, n_latent=m.n_latent, n_layers=m.n_layers,
-                                        n_covariates=n_covariates)
+                                        n_covariates=n_covariates, gene_features=gene_features)
             teacher.load_state_dict(student.state_dict())
             teacher.requires_grad_(False)
             modules["teacher"] = teacher
@@ -164,6 +181,28 @@ def step_losses(modules: nn.ModuleDict, x: CSRBatch, mask: MaskParams, cfg: JEPA
         terms.update(var_loss=var.detach(), cov_loss=cov.detach())
     terms["loss"] = total.detach()
     return total, terms, full
+
+
+def action_loss(modules: nn.ModuleDict, x_ctrl: CSRBatch, x_pert: CSRBatch, batch: dict, sampler,
+                covariates: tuple | None = None) -> torch.Tensor:
+    """The action-conditioned objective of one step (:mod:`celljepa.train.action`).
+
+    The mean E-distance between the predicted and the teacher's embeddings of the perturbed sets, in latent space.
+    """
+    from ..kernels import edistance_loss
+
+    student = modules["student"]
+    cov_ctrl, cov_pert = covariates or (None, None)
+    z = student(x_ctrl, covariate=cov_ctrl)
+    with torch.no_grad():
+        target = embedding_encoder(modules)(x_pert, covariate=cov_pert)
+    sizes = torch.as_tensor(batch["sizes"], device=z.device)
+    conds = batch["conditions"]
+    pred = modules["action"](z, sizes, torch.as_tensor(batch["token_idx"], device=z.device),
+                             sampler.gene_vectors(student, conds),
+                             torch.as_tensor(sampler.token_mask[conds], device=z.device))
+    offsets = torch.cat([sizes.new_zeros(1), torch.cumsum(sizes, 0)])
+    return edistance_loss(pred, offsets, target.to(pred.dtype), offsets).mean()
 
 
 def _module_tensor(gene_to_module, device) -> torch.Tensor | None:
@@ -268,7 +307,7 @@ def _payload(modules, optimizer, step, cfg, var_names, rows_digest, best, extra)
 def fit(modules: nn.ModuleDict, source: CellSource, *, cfg: JEPAConfig, var_names, train_rows, eval_rows,
         device: torch.device, gene_to_module=None, run_dir: str | Path | None = None, resume: bool = True,
         progress: bool = True, handle_signals: bool | None = None, callback=None, extra_payload=None,
-        groups=None, gene_present=None, covariates=None) -> TrainResult:
+        groups=None, gene_present=None, covariates=None, action=None) -> TrainResult:
     """Train ``modules`` in place on the rows ``train_rows`` of ``source``.
 
     Parameters
@@ -308,6 +347,9 @@ def fit(modules: nn.ModuleDict, source: CellSource, *, cfg: JEPAConfig, var_name
         matrix of the genes each group measures; absent genes are never prediction targets.
     covariates
         Covariate index of every row of ``source`` (0 = none), for an encoder built with ``n_covariates``.
+    action
+        An :class:`~celljepa.train.action.ActionSampler` for the action-conditioned objective
+        (``train.action_weight > 0``; one process only).
     """
     from tqdm.auto import tqdm
 
@@ -328,6 +370,12 @@ def fit(modules: nn.ModuleDict, source: CellSource, *, cfg: JEPAConfig, var_name
         raise InputError(f"the batch of {plan.batch_size} cells cannot be split evenly over {world} ranks. Fix: set "
                          f"train.batch_size to a multiple of {world} (it is the global batch of all ranks).")
     local = plan.batch_size // world
+    if (action is not None) != (t.action_weight > 0):
+        raise InputError("train.action_weight > 0 needs an ActionSampler (action=...), and an ActionSampler needs "
+                         "train.action_weight > 0.")
+    if action is not None and world > 1:
+        raise InputError("the action-conditioned objective (train.action_weight > 0) runs in one process; it is not "
+                         "available under torch.distributed. Fix: train.action_weight=0 for multi-GPU pretraining.")
     modules.to(device)
     optimizer = make_optimizer(modules, cfg)
     module_t = _module_tensor(gene_to_module, device)
@@ -376,6 +424,7 @@ def fit(modules: nn.ModuleDict, source: CellSource, *, cfg: JEPAConfig, var_name
             save_checkpoint(path, _payload(modules, optimizer, step, cfg, var_names, rows_digest, best, extra_payload))
 
     n_cells, t0, tick = 0, time.perf_counter(), time.perf_counter()
+    best_state = None
     modules.train()
     with interrupt_signals(handle_signals) as flag, tqdm(total=t.max_steps, initial=start, desc="JEPA pretraining",
                                                          unit="step", disable=not (progress and main) or None,
@@ -389,6 +438,15 @@ def fit(modules: nn.ModuleDict, source: CellSource, *, cfg: JEPAConfig, var_name
             log_now = done % t.log_every == 0 or done == t.max_steps
             total, terms, full = objective(x, _mask(cfg, mask_seed(t.seed, step), module_t, rank * local), log_now,
                                            present_of(rows), covariate_of(rows))
+            if action is not None:
+                batch = action.sample(step)
+                covs = (covariate_of(batch["ctrl_rows"]), covariate_of(batch["pert_rows"]))
+                a_loss = action_loss(modules, CSRBatch.from_scipy(source.read(batch["ctrl_rows"]), device),
+                                     CSRBatch.from_scipy(source.read(batch["pert_rows"]), device), batch, action,
+                                     covs)
+                total = total + t.action_weight * a_loss
+                terms["action_loss"] = a_loss.detach()
+                terms["loss"] = total.detach()
             if D.any_rank(not torch.isfinite(total)):
                 raise CelljepaError(f"the loss became {float(total)} at step {step + 1}; lower train.lr or check the "
                                  "input values.")
@@ -422,6 +480,9 @@ def fit(modules: nn.ModuleDict, source: CellSource, *, cfg: JEPAConfig, var_name
                 if best is None or ev["loss"] < best["loss"]:
                     best = {"step": done, "loss": ev["loss"]}
                     save(best_path, done)
+                    if t.keep == "best":
+                        best_state = {k: {n: v.detach().clone() for n, v in m.state_dict().items()}
+                                      for k, m in modules.items()}
             if done % t.checkpoint_every == 0 or done == t.max_steps:
                 save(last_path, done)
             bar.update(1)
@@ -431,6 +492,12 @@ def fit(modules: nn.ModuleDict, source: CellSource, *, cfg: JEPAConfig, var_name
                 save(last_path, done)
                 D.barrier()
                 raise TrainingInterrupted(done, last_path, flag["signal"] or "a signal on another rank")
+    if t.keep == "best" and best is not None:
+        if best_state is None and best_path is not None and best_path.is_file():  # best step before a resume
+            best_state = load_checkpoint(best_path, map_location=device)["modules"]
+        if best_state is not None:
+            for name, module in modules.items():
+                module.load_state_dict(best_state[name])
     modules.eval()
     return TrainResult(step=t.max_steps, history=list(metrics.records), resumed_from=start, last_checkpoint=last_path,
                        best_checkpoint=best_path if best is not None and best_path is not None else None, best=best)
