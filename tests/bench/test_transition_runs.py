@@ -120,6 +120,16 @@ ablations:
     assert np.isclose(diff["diff"], (per_unit["jepa_set"] - per_unit["pca_set"]).mean())
     assert diff["ci_low"] <= diff["diff"] <= diff["ci_high"]
     assert "## Validation (what a configuration is chosen on)" in md and "split seed(s) 0, 1" in md
+    # every configuration against the first one on the same validation conditions, and the rule's choice
+    frames_off = [pd.read_csv(out / "ema_off" / f"seed{k}" / "sciplex_gxe" / "S2_unseen_context" /
+                              "validation_all_folds.csv") for k in (0, 1)]
+    off = pd.concat(frames_off).groupby(["method", "split_seed", "fold", "condition"])["edistance"].mean()
+    vs = val["ema_off"]["jepa_set_vs_reference"]
+    assert vs["reference"] == "default" and np.isclose(vs["diff"], (off["jepa_set"] - per_unit["jepa_set"]).mean())
+    choice = table["choice"]
+    assert choice["reference"] == "default" and choice["ablations"]["ema_off"]["complete"]
+    assert choice["chosen"] == ("ema_off" if choice["ablations"]["ema_off"]["wins"] else "default")
+    assert "**Choice on validation**" in md
     grid.write_text(grid.read_text().replace("split_seeds: [0, 1]", "split_seeds: [0, 1]\nsplit_seed: 3"))
     assert main(["sweep", "--grid", str(grid), "--out", str(out), "--list"]) == 1
     assert "give split_seed or split_seeds, not both" in capsys.readouterr().err

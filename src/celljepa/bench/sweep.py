@@ -295,9 +295,9 @@ def collect_sweep(grid: SweepGrid, out: str | os.PathLike) -> dict:
             rows.append(row)
     validation = _validation_rows(grid, groups, missing)
     result = {"grid": grid.source, "tasks": len(grid.tasks), "finished": len(grid.tasks) - len(missing),
-              "missing": missing, "rows": rows, "validation": validation}
+              "missing": missing, "rows": rows, "validation": validation, "choice": _choice(grid, validation)}
     write_json_atomic(out / "ablation.json", result)
-    write_text_atomic(out / "ablation.md", _ablation_markdown(grid, rows, missing, validation))
+    write_text_atomic(out / "ablation.md", _ablation_markdown(grid, rows, missing, validation, result["choice"]))
     return result
 
 
@@ -315,6 +315,7 @@ def _validation_rows(grid: SweepGrid, groups: dict, missing: list[dict]) -> list
     from .evaluate import choose_comparator
 
     incomplete = {(m["ablation"], m["seed"]) for m in missing}
+    reference = next(iter(grid.ablations))
     frames: dict[tuple[str, str], list[pd.DataFrame]] = {}
     for (ablation, seed), tasks in groups.items():
         if (ablation, seed) in incomplete:
@@ -326,6 +327,7 @@ def _validation_rows(grid: SweepGrid, groups: dict, missing: list[dict]) -> list
                 frame["model_seed"] = seed
                 frames.setdefault((ablation, key), []).append(frame)
     out = []
+    primary: dict[tuple[str, str], pd.Series] = {}
     for (ablation, key), parts in frames.items():
         v = pd.concat(parts, ignore_index=True)
         v["unit"] = v["split_seed"].astype(str) + "/" + v["fold"].astype(str) + "/" + v["condition"].astype(str)
@@ -348,8 +350,49 @@ def _validation_rows(grid: SweepGrid, groups: dict, missing: list[dict]) -> list
                 if other in wide and other != name:
                     row[f"{name}_vs_{label}"] = paired_comparison(wide[name].to_numpy(), wide[other].to_numpy(),
                                                                   seed=grid.split_seed)
+        if "jepa_set" in wide:
+            primary[(ablation, key)] = wide["jepa_set"]
         out.append(row)
+    for row in out:  # every configuration against the grid's first one, on the same validation conditions
+        ref = primary.get((reference, row["dataset_split"]))
+        mine = primary.get((row["ablation"], row["dataset_split"]))
+        if row["ablation"] != reference and ref is not None and mine is not None:
+            both = pd.concat([mine.rename("a"), ref.rename("b")], axis=1, join="inner")
+            row["jepa_set_vs_reference"] = {**paired_comparison(both["a"].to_numpy(), both["b"].to_numpy(),
+                                                                seed=grid.split_seed), "reference": reference}
     return out
+
+
+def _choice(grid: SweepGrid, validation: list[dict]) -> dict:
+    """Which configuration the validation table supports as the default (the rule is stated in the result).
+
+    A configuration replaces the grid's first one (the current default) only if its ``jepa_set`` has the
+    lower mean validation E-distance on a majority of the dataset/splits, its paired CI against the
+    default lies below 0 on at least one and above 0 on none.
+    """
+    reference = next(iter(grid.ablations))
+    keys = sorted({r["dataset_split"] for r in validation})
+    summary = {}
+    for ablation in grid.ablations:
+        if ablation == reference:
+            continue
+        seeds = sorted(grid.seeds)
+        comps = {r["dataset_split"]: r["jepa_set_vs_reference"] for r in validation
+                 if r["ablation"] == ablation and "jepa_set_vs_reference" in r and r["model_seeds"] == seeds}
+        ref_done = all(r["model_seeds"] == seeds for r in validation if r["ablation"] == reference)
+        if len(comps) < len(keys) or not keys or not ref_done:
+            summary[ablation] = {"complete": False, "dataset_splits": len(comps), "of": len(keys)}
+            continue
+        lower = sum(c["diff"] < 0 for c in comps.values())
+        better = sorted(k for k, c in comps.items() if c["ci_high"] < 0)
+        worse = sorted(k for k, c in comps.items() if c["ci_low"] > 0)
+        summary[ablation] = {"complete": True, "lower_mean": lower, "of": len(keys), "better_ci": better,
+                             "worse_ci": worse, "wins": lower > len(keys) / 2 and bool(better) and not worse}
+    winners = [a for a, v in summary.items() if v.get("wins")]
+    best = min(winners, key=lambda a: -summary[a]["lower_mean"]) if winners else reference
+    return {"reference": reference, "rule": "a configuration replaces the first one only if its jepa_set has the lower "
+            "mean validation E-distance on a majority of the dataset/splits, and its paired 95% CI against the first "
+            "one lies below 0 on at least one and above 0 on none", "ablations": summary, "chosen": best}
 
 
 def _validation_markdown(grid: SweepGrid, validation: list[dict]) -> list[str]:
@@ -361,7 +404,8 @@ def _validation_markdown(grid: SweepGrid, validation: list[dict]) -> list[str]:
              "model seeds, mean [95% bootstrap CI]; differences are paired over the same validation conditions "
              "(below 0: the JEPA model is closer to the observed cells).", "",
              "| dataset / split | ablation | n val | jepa_set | pca_set | comparator | jepa_set − pca_set | "
-             "jepa_set − comparator |", "|---|---|---|---|---|---|---|---|"]
+             f"jepa_set − comparator | jepa_set − {next(iter(grid.ablations))}'s |",
+             "|---|---|---|---|---|---|---|---|---|"]
 
     def cell(m):
         return f"{m['edistance']:.3f} [{m['ci_low']:.3f}, {m['ci_high']:.3f}]" if m else "–"
@@ -373,14 +417,28 @@ def _validation_markdown(grid: SweepGrid, validation: list[dict]) -> list[str]:
                                                 if r["ablation"] in grid.ablations else 0)):
         m = r["methods"]
         comp = r["comparator"]
-        lines.append(f"| {r['dataset_split']} | {r['ablation']} | {r['n_validation']} | {cell(m.get('jepa_set'))} | "
+        lines.append(f"| {r['dataset_split']} | {r['ablation']} (seeds {', '.join(map(str, r['model_seeds']))}) | "
+                     f"{r['n_validation']} | {cell(m.get('jepa_set'))} | "
                      f"{cell(m.get('pca_set'))} | {comp} {cell(m.get(comp))} | {diff(r.get('jepa_set_vs_pca_twin'))} | "
-                     f"{diff(r.get('jepa_set_vs_comparator'))} |")
+                     f"{diff(r.get('jepa_set_vs_comparator'))} | {diff(r.get('jepa_set_vs_reference'))} |")
+    return lines + [""]
+
+
+def _choice_markdown(choice: dict | None) -> list[str]:
+    if not choice:
+        return []
+    lines = [f"**Choice on validation** (rule: {choice['rule']}): **{choice['chosen']}**.", ""]
+    for a, v in choice["ablations"].items():
+        if not v["complete"]:
+            lines.append(f"- {a}: incomplete ({v['dataset_splits']} of {v['of']} dataset/splits with every model seed)")
+        else:
+            lines.append(f"- {a}: lower mean on {v['lower_mean']} of {v['of']}; CI below 0 on "
+                         f"{', '.join(v['better_ci']) or 'none'}; above 0 on {', '.join(v['worse_ci']) or 'none'}")
     return lines + [""]
 
 
 def _ablation_markdown(grid: SweepGrid, rows: list[dict], missing: list[dict],
-                       validation: list[dict] | None = None) -> str:
+                       validation: list[dict] | None = None, choice: dict | None = None) -> str:
     keys = list(dict.fromkeys(r["dataset_split"] for r in rows))
     abls = list(grid.ablations)
     lines = ["# Ablation table", "",
@@ -391,6 +449,7 @@ def _ablation_markdown(grid: SweepGrid, rows: list[dict], missing: list[dict],
              "better). The baselines do not depend on the JEPA seed, so their column is one number; the "
              "comparator is the non-JEPA method with the best validation score.", "",
              *_validation_markdown(grid, validation or []),
+             *_choice_markdown(choice),
              "## Test (reported, never used for a choice)", "",
              "| dataset / split | comparator | " + " | ".join(f"{a}: set | {a}: prototype" for a in abls) + " |",
              "|---|---|" + "---|---|" * len(abls)]
