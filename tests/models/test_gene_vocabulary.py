@@ -58,6 +58,31 @@ def test_real_kang_panel_maps_onto_the_vocabulary_with_aliases(kang):
     np.testing.assert_allclose(h.X[:, j].toarray().ravel(), kang[:, src].X.toarray().ravel())
 
 
+def test_measured_only_keeps_the_measured_genes_in_the_vocabularys_order(kang):
+    fs = cj.datasets.load_feature_set("genome-v1")
+    full = map_genes(kang, fs, name="kang2018")
+    only = cj.pp.harmonize_genes(kang, fs, measured_only=True)
+    assert only.n_vars == full.uns["feature_set"]["n_present"] == int((~full.var["absent"]).sum())
+    assert not only.var["absent"].any()
+    keep = ~full.var["absent"].to_numpy()
+    assert list(only.var_names) == list(full.var_names[keep])
+    assert (only.X != full.X[:, np.flatnonzero(keep)]).nnz == 0
+    assert cj.datasets.gene_presence(only) is None  # nothing is absent
+
+
+def test_presence_records_of_other_datasets_fall_back_to_the_flags_only_when_asked():
+    d = demo_datasets()
+    both = cj.datasets.combine_datasets({"norman2019": d["norman2019"], "sciplex_gxe": d["sciplex_gxe"]},
+                                        "foundation-v1")
+    one = both[both.obs["dataset_id"] == "norman2019"].copy()
+    one.obs["dataset_id"] = "renamed"
+    one.var["absent"] = np.isin(one.var_names, both.uns["absent_genes"]["norman2019"])
+    with pytest.raises(InputError, match=r"no entry for dataset\(s\) \['renamed'\]"):
+        cj.datasets.gene_presence(one)
+    group, present = cj.datasets.gene_presence(one, fallback_to_flags=True)
+    assert (group == 0).all() and np.array_equal(present[0], ~one.var["absent"].to_numpy())
+
+
 def test_go_encoder_trained_on_one_panel_embeds_another(kang, tmp_path):
     d = demo_datasets()
     norman = map_genes(d["norman2019"], cj.datasets.load_feature_set("genome-v1"), name="norman2019")
@@ -115,6 +140,9 @@ def test_go_encoder_gives_unmeasured_perturbed_genes_an_action_feature(tmp_path)
     vec = feat.token(f"gene:{unmeasured}")
     assert vec[feat.gene_dim] == 1.0 and np.abs(vec[: feat.gene_dim]).sum() > 0  # known through GO
     assert feat.token("gene:NOT_A_GENE")[feat.gene_dim] == 0.0
+    calls = []
+    feat._go_vector = lambda name: calls.append(name)  # a gene without GO features is looked up once
+    assert feat.token("gene:NOT_A_GENE")[feat.gene_dim] == 0.0 and not calls
     free = fold_encoder(norman, train, fold, load_config(overrides=TINY))[0]
     free_feat = ActionFeaturizer.build(encoder=free)
     assert free_feat.token(f"gene:{unmeasured}")[free_feat.gene_dim] == 0.0  # unknown to free gene vectors

@@ -10,6 +10,7 @@ import torch
 from celljepa import InputError
 from celljepa.kernels import mask_for
 from celljepa.nn.modules import (
+    ActionPredictor,
     CSRBatch,
     JEPAPredictor,
     MaskedGeneEncoder,
@@ -138,3 +139,22 @@ def test_go_encoder_embeds_genes_it_was_not_built_on(batch):
         free.feature_weight(new_feats)
     with pytest.raises(InputError, match=r"gene_features must be \(n_genes=40, k\)"):
         MaskedGeneEncoder(40, n_hidden=8, n_latent=4, gene_features=torch.zeros(39, 6))
+
+
+def test_action_predictor_centres_each_set_on_its_own_mean():
+    torch.manual_seed(0)
+    pred = ActionPredictor(n_tokens=3, gene_dim=4, n_latent=6, action_dim=5, n_hidden=8)
+    torch.nn.init.normal_(pred.net[-1].weight)  # leave "no change" so the head is seen
+    sizes = torch.tensor([3, 1, 4])
+    z = torch.randn(int(sizes.sum()), 6)
+    tokens, mask = torch.tensor([[1, 0], [2, 3], [0, 0]]), torch.tensor([[1.0, 0.0], [1.0, 1.0], [1.0, 0.0]])
+    gene_vec = torch.randn(3, 2, 4)
+    out = pred(z, sizes, tokens, gene_vec, mask)
+    action = ((pred.embed(tokens) + pred.gene(gene_vec)) * mask.unsqueeze(-1)).sum(1)
+    expect, start = [], 0
+    for k, n in enumerate(sizes.tolist()):
+        part = z[start:start + n]
+        head = pred.net(torch.cat([part - part.mean(0), action[k].expand(n, -1)], dim=1))
+        expect.append(part + head)
+        start += n
+    torch.testing.assert_close(out, torch.cat(expect))

@@ -60,6 +60,25 @@ def test_backed_source_reads_the_same_rows_as_memory(small_h5ad):
     disk.close()
 
 
+def test_backed_source_serves_selected_columns_like_memory(small_h5ad):
+    adata, path = small_h5ad
+    cols = np.array([7, 3, 0, 42, 41])  # out of order, as an encoder's measured genes need not be
+    mem = CellSource.from_adata(adata).select_columns(cols)
+    disk = CellSource.from_h5ad(path, chunk_size=64).select_columns(cols)
+    assert disk.n_vars == mem.n_vars == 5
+    rows = np.random.default_rng(1).permutation(700)[:200]
+    got = disk.read(rows)
+    assert got.shape == (200, 5) and got.has_sorted_indices
+    assert (got != mem.read(rows)).nnz == 0
+    np.testing.assert_array_equal(got.toarray(), sp.csr_matrix(adata.X)[rows][:, cols].toarray())
+    disk.select_columns([4, 0])  # a selection of the selection
+    np.testing.assert_array_equal(disk.read(rows[:20]).toarray(),
+                                  sp.csr_matrix(adata.X)[rows[:20]][:, cols[[4, 0]]].toarray())
+    with pytest.raises(InputError, match=r"gene positions in \[0, 2\)"):
+        disk.select_columns([2])
+    disk.close()
+
+
 def test_dense_layer_and_errors(demo_processed):
     adata = demo_processed[:50].copy()
     adata.layers["dense"] = np.asarray(adata.X.toarray() if sp.issparse(adata.X) else adata.X)

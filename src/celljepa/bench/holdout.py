@@ -107,13 +107,11 @@ class _Holdout:
         self.holdout, self.out, self.run, self.progress = holdout, out, run, progress
         self.others = {k: v for k, v in datasets.items() if k != holdout}
         self.fs = resolve_feature_set(feature_set, self.others, name=f"without-{holdout}")
-        self.held = map_genes(datasets[holdout], self.fs, name=holdout)
         self.model_seeds = list(run.model_seeds)
         self.jepa, self.transition = run.jepa_for(self.model_seeds[0]), run.transition_for(self.model_seeds[0])
-        if self.jepa.model.gene_embedding == "go":
-            # GO gene features embed any gene of the list, so the held-out dataset keeps only the genes it
-            # measures (a genome-wide list would otherwise add tens of thousands of empty columns)
-            self.held = self.held[:, ~self.held.var["absent"].to_numpy(dtype=bool)].copy()
+        # GO gene vectors embed any gene of the list: the held-out dataset keeps only the genes it measures
+        self.held = map_genes(datasets[holdout], self.fs, name=holdout,
+                              measured_only=self.jepa.model.gene_embedding == "go")
         # one dataset: no dataset covariate for the held-out dataset's own encoders
         self.own = self.jepa.replace(model={"dataset_covariate": False})
         self.splits = splits or {"S1_unseen_perturbation": 3}

@@ -369,10 +369,14 @@ def _reindex(x, columns: np.ndarray, n_out: int):
     return sp.csr_matrix((sel.data, (sel.row, present[sel.col])), shape=(x.shape[0], n_out), dtype=x.dtype)
 
 
-def map_genes(adata: AnnData, fs: FeatureSet, *, name: str, id_column: str | None = None, aliases=None) -> AnnData:
+def map_genes(adata: AnnData, fs: FeatureSet, *, name: str, id_column: str | None = None, aliases=None,
+              measured_only: bool = False) -> AnnData:
     """``adata`` reindexed onto the genes of ``fs``, as :func:`celljepa.pp.harmonize_genes` describes.
 
     ``name`` names the dataset in messages; ``id_column`` and ``aliases`` are as in :func:`gene_keys`.
+    ``measured_only`` keeps only the list's genes the dataset measures (in the list's order, ``var["absent"]``
+    all False): the form for an encoder with GO gene vectors, which embeds any gene of the list, where a
+    genome-wide list would otherwise add tens of thousands of empty columns.
     """
     if aliases is None:
         aliases = feature_set_aliases(fs)
@@ -396,12 +400,16 @@ def map_genes(adata: AnnData, fs: FeatureSet, *, name: str, id_column: str | Non
                          f"{report['id_source']}, e.g. {keys[:3]}). Fix: id_column= the var column with gene "
                          "symbols, an alias table, or another feature set.")
     used = set(columns[columns >= 0].tolist())
+    genes = list(fs.genes)
+    if measured_only:
+        keep = np.flatnonzero(columns >= 0)
+        columns, genes = columns[keep], [genes[i] for i in keep]
     var = pd.DataFrame({"absent": columns < 0,
                         "source_id": [str(adata.var_names[c]) if c >= 0 else "" for c in columns]},
-                       index=pd.Index(list(fs.genes), name=None))
-    out = AnnData(X=_reindex(adata.X, columns, len(fs.genes)), obs=adata.obs.copy(), var=var,
+                       index=pd.Index(genes, name=None))
+    out = AnnData(X=_reindex(adata.X, columns, len(genes)), obs=adata.obs.copy(), var=var,
                      obsm={k: v.copy() for k, v in adata.obsm.items()},
-                     layers={k: _reindex(v, columns, len(fs.genes)) for k, v in adata.layers.items()},
+                     layers={k: _reindex(v, columns, len(genes)) for k, v in adata.layers.items()},
                      uns=dict(adata.uns))
     out.uns["feature_set"] = {**fs.info(), "n_present": n_present, "n_absent": int(len(fs.genes) - n_present),
                               "n_dropped": int(adata.n_vars - len(used)),
@@ -463,12 +471,16 @@ def combine_datasets(datasets: Mapping[str, AnnData], feature_set, *, id_column:
     return out
 
 
-def gene_presence(adata: AnnData) -> tuple[np.ndarray, np.ndarray] | None:
+def gene_presence(adata: AnnData, *, fallback_to_flags: bool = False) -> tuple[np.ndarray, np.ndarray] | None:
     """``(group_index, present)`` of a harmonised dataset, or ``None`` when every gene is measured.
 
     ``present[g, j]`` is False where group ``g`` (a dataset of :func:`combine_datasets`, or the single
     dataset of :func:`celljepa.pp.harmonize_genes`) does not measure gene ``j``; ``group_index[i]`` is cell ``i``'s
     group. Training uses it so that absent genes are never prediction targets.
+
+    ``uns["absent_genes"]`` without an entry for a dataset of these cells is an error, unless
+    ``fallback_to_flags``: then the per-gene ``var["absent"]`` flags (one group) are used, as for data that were
+    harmonised on their own but carry another combination's records (e.g. a held-out dataset).
     """
     names = np.asarray(adata.var_names, dtype=str)
     if "absent_genes" in adata.uns and "dataset_id" in adata.obs:
@@ -476,12 +488,19 @@ def gene_presence(adata: AnnData) -> tuple[np.ndarray, np.ndarray] | None:
         groups = adata.obs["dataset_id"].astype(str).to_numpy()
         order = sorted(set(groups.tolist()))
         unknown = [g for g in order if g not in absent]
+        if unknown and fallback_to_flags:
+            return _presence_from_flags(adata)
         if unknown:
             raise InputError(f"uns['absent_genes'] has no entry for dataset(s) {unknown}; rebuild the data with "
                              "cj.datasets.combine_datasets.")
         present = np.stack([~np.isin(names, np.asarray(absent[g], dtype=str)) for g in order])
         index = np.searchsorted(np.asarray(order), groups)
         return index.astype(np.int64), present
+    return _presence_from_flags(adata)
+
+
+def _presence_from_flags(adata: AnnData) -> tuple[np.ndarray, np.ndarray] | None:
+    """One group from ``var["absent"]`` (None when no gene is flagged)."""
     if "absent" in adata.var:
         flags = adata.var["absent"].to_numpy(dtype=bool)
         if flags.any():

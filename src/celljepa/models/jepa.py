@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import warnings
@@ -65,19 +66,26 @@ def module_map(var_names, gene_sets, priority: str) -> tuple[np.ndarray, list[st
     return ids, names, description
 
 
-def _measured(adata) -> np.ndarray:
-    """Per gene of ``adata``: measured by at least one of its datasets (not flagged absent everywhere)."""
+def _measured(adata, presence=False) -> np.ndarray:
+    """Per gene of ``adata``: measured by at least one of its datasets (not flagged absent everywhere).
+
+    ``presence``: ``gene_presence(adata)`` when the caller has it already.
+    """
     from ..data._harmonize import gene_presence
 
-    try:
-        presence = gene_presence(adata)
-    except InputError:  # absent-gene records of other datasets than these cells': only the flags count
-        presence = None
-        if "absent" in adata.var:
-            return ~adata.var["absent"].to_numpy(dtype=bool)
+    if presence is False:
+        presence = gene_presence(adata, fallback_to_flags=True)
     if presence is None:
         return np.ones(adata.n_vars, dtype=bool)
     return presence[1].any(axis=0)
+
+
+@functools.lru_cache(maxsize=1)
+def _genome_aliases() -> dict[str, str]:
+    """The ``genome-v1`` alias table (alias → current NCBI symbol), read once per process."""
+    from ..data._harmonize import _read_aliases, feature_set_aliases, load_feature_set
+
+    return _read_aliases(feature_set_aliases(load_feature_set("genome-v1")))
 
 
 def _symbols(adata) -> list[str]:
@@ -93,13 +101,12 @@ def go_features(names, n_components: int) -> tuple[np.ndarray, np.ndarray]:
     A symbol without GO annotations is looked up again under its current NCBI symbol (the ``genome-v1``
     alias table), so data with older symbols get the same features.
     """
-    from ..data._harmonize import _read_aliases, feature_set_aliases, load_feature_set
     from ..data.go import go_gene_embedding
 
     names = [str(n) for n in names]
     feats, found = go_gene_embedding(n_components).matrix_for(names)
     if not found.all():
-        aliases = _read_aliases(feature_set_aliases(load_feature_set("genome-v1")))
+        aliases = _genome_aliases()
         retry = np.flatnonzero(~found)
         current = [aliases.get(names[i].strip().upper(), "") for i in retry]
         more, more_found = go_gene_embedding(n_components).matrix_for(current)
@@ -173,6 +180,7 @@ class CellJEPA:
         self.gene_features_: np.ndarray | None = None
         self.go_info_: dict = {}
         self.action_tokens_: list[str] = []
+        self._presence = False  # gene_presence(adata), computed once (False: not yet)
         if self.config.model.gene_embedding == "go":
             self._init_gene_features()
         self._init_modules_meta()
@@ -183,9 +191,17 @@ class CellJEPA:
         self.is_trained_ = False
         self.train_info_: dict = {}
 
+    def _gene_presence(self):
+        """``gene_presence(self.adata)`` (which genes each of its datasets measures), computed once."""
+        from ..data._harmonize import gene_presence
+
+        if self._presence is False:
+            self._presence = gene_presence(self.adata)
+        return self._presence
+
     def _init_gene_features(self) -> None:
         """GO gene features of the encoder's genes: those measured in at least one training dataset."""
-        measured = _measured(self.adata)
+        measured = _measured(self.adata, self._gene_presence())
         if not measured.all():
             self.columns_ = np.flatnonzero(measured).astype(np.int64)
             self.var_names = [self.var_names[i] for i in self.columns_]
@@ -247,7 +263,6 @@ class CellJEPA:
         -------
         ``self``, trained; ``history_`` holds the metrics records.
         """
-        from ..data._harmonize import gene_presence
         from ..train.data import CellSource
         from ..train.distributed import training_device
         from ..train.loop import build_modules, fit, resolve_device
@@ -289,7 +304,7 @@ class CellJEPA:
             self.action_tokens_ = list(action.tokens)
         modules = build_modules(len(self.var_names), cfg, cfg.train.seed, len(self.covariate_names_),
                                 gene_features=self._feature_tensor(), n_action_tokens=len(self.action_tokens_))
-        presence = gene_presence(self.adata)
+        presence = self._gene_presence()
         if presence is not None and self.columns_ is not None:
             presence = (presence[0], presence[1][:, self.columns_])
         extra = {"module_names": list(self.module_names_), "covariate_key": self.covariate_key_,
@@ -535,6 +550,7 @@ class CellJEPA:
         model.covariate_key_ = payload.get("covariate_key")
         model.covariate_names_ = list(payload.get("covariate_names") or [])
         model.columns_ = None
+        model._presence = False
         model.go_info_ = dict(payload.get("go_info") or {})
         model.action_tokens_ = list(payload.get("action_tokens") or [])
         modules = build_modules(len(model.var_names), model.config, model.config.train.seed,

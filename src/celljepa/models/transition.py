@@ -166,6 +166,8 @@ class ActionFeaturizer:
     #: an encoder with GO gene features: ``{"proj", "centre", "rms"}``, so a perturbed gene it does not measure
     #: gets its GO-projected vector, scaled like the encoder's own (None otherwise)
     go_block: dict | None = field(default=None, repr=False)
+    #: genes looked up in the GO table without success (not looked up again)
+    _no_go: set = field(default_factory=set, init=False, repr=False, compare=False)
 
     def _go_vector(self, name: str) -> np.ndarray | None:
         from .jepa import go_features
@@ -213,9 +215,11 @@ class ActionFeaturizer:
     def token(self, token: str) -> np.ndarray:
         out = np.zeros(self.dim, dtype=np.float32)
         kind, name = C.token_kind(token), C.token_name(token)
-        if kind == "gene" and name not in self.gene_vectors and self.go_block is not None:
+        if kind == "gene" and name not in self.gene_vectors and self.go_block is not None and name not in self._no_go:
             vec = self._go_vector(name)
-            if vec is not None:
+            if vec is None:
+                self._no_go.add(name)
+            else:
                 self.gene_vectors[name] = vec
         if kind == "gene" and name in self.gene_vectors:
             out[: self.gene_dim] = self.gene_vectors[name]

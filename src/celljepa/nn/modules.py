@@ -295,7 +295,6 @@ class ActionPredictor(nn.Module):
                 token_mask: torch.Tensor) -> torch.Tensor:
         """``z``: control embeddings (set k covers sizes[k] rows); tokens ``(B, T)``; ``gene_vec`` ``(B, T, H)``."""
         action = ((self.embed(token_idx) + self.gene(gene_vec)) * token_mask.unsqueeze(-1)).sum(1)
-        starts = torch.cumsum(sizes, 0) - sizes
-        centre = torch.stack([z[s:s + n].mean(0) for s, n in zip(starts.tolist(), sizes.tolist(), strict=True)])
         rep = torch.repeat_interleave(torch.arange(len(sizes), device=z.device), sizes)
+        centre = z.new_zeros(len(sizes), z.shape[1]).index_add_(0, rep, z) / sizes.to(z.dtype).clamp_min(1)[:, None]
         return z + self.net(torch.cat([z - centre[rep], action[rep]], dim=1))

@@ -9,7 +9,7 @@ from ..data._harmonize import load_feature_set, map_genes
 
 
 def harmonize_genes(adata: AnnData, feature_set, *, id_column: str | None = None, aliases=None,
-                    dataset_id: str | None = None) -> AnnData:
+                    dataset_id: str | None = None, measured_only: bool = False) -> AnnData:
     """Map ``adata`` onto a feature set: same genes in the same order, absent genes flagged.
 
     Parameters
@@ -23,6 +23,10 @@ def harmonize_genes(adata: AnnData, feature_set, *, id_column: str | None = None
         As in :func:`gene_keys`.
     dataset_id
         Name used in messages (default ``uns["dataset_id"]``).
+    measured_only
+        Keep only the list's genes the dataset measures (in the list's order; no absent columns). For an
+        encoder with GO gene vectors (``model.gene_embedding: go``), which embeds any gene of the list, on a
+        genome-wide list such as ``"genome-v1"``.
 
     Returns
     -------
@@ -43,6 +47,6 @@ def harmonize_genes(adata: AnnData, feature_set, *, id_column: str | None = None
     fs = load_feature_set(feature_set)
     with log_step("harmonize_genes") as written:
         out = map_genes(adata, fs, name=dataset_id or str(adata.uns.get("dataset_id", "this dataset")),
-                        id_column=id_column, aliases=aliases)
+                        id_column=id_column, aliases=aliases, measured_only=measured_only)
         written.append(f"a new AnnData on {fs.id} ({out.uns['feature_set']['n_present']} genes present)")
     return out
