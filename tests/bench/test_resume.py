@@ -187,3 +187,15 @@ def test_backed_benchmark_asks_for_no_jepa(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--backed" in err and "Fix: add --no-jepa" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_a_run_records_the_commit_it_started_from(sciplex, tmp_path, monkeypatch):
+    import celljepa.bench.run as run_module
+
+    real = run_module.provenance
+    commits = iter(["aaaa", *["bbbb"] * 1000])  # the checkout moves on after the run started
+    monkeypatch.setattr(run_module, "provenance", lambda **kw: {**real(**kw), "git_commit": next(commits)})
+    benchmark(sciplex, PLAN, out=tmp_path / "r", progress=False)
+    prov = _combined(tmp_path / "r")["provenance"]
+    assert prov["git_commit"] == "aaaa" and prov["git_commit_at_end"] == "bbbb"
+    assert prov["started"] <= prov["date"]

@@ -405,6 +405,15 @@ class _FoldTasks:
         return result, "computed"
 
 
+def _run_provenance(started: dict, skipped: int) -> dict:
+    """Provenance of a combined run: the checkout it started from, the date and host it finished on."""
+    end = provenance()
+    out = {**end, "git_commit": started["git_commit"], "started": started["date"], "folds_resumed": skipped}
+    if end["git_commit"] != started["git_commit"]:
+        out["git_commit_at_end"] = end["git_commit"]
+    return out
+
+
 def _combined_run(datasets, plan, out: Path, run: RunConfig, jobs, fold_result: _FoldTasks, *, collect: bool,
                   combined_figure_maker, progress: bool, jepa_knn, title) -> dict:
     base = run.evaluation
@@ -412,6 +421,7 @@ def _combined_run(datasets, plan, out: Path, run: RunConfig, jobs, fold_result: 
     m_seeds = list(run.model_seeds)
     jepa = fold_result.jepa
     t0 = time.perf_counter()
+    started = provenance()  # the code the folds run with: a commit made during a long run is not it
     frames: dict[tuple[str, str], list[pd.DataFrame]] = {}
     vals: dict[tuple[str, str], list[pd.DataFrame]] = {}
     seeds_frames: dict[tuple[str, str], list[pd.DataFrame]] = {}
@@ -472,7 +482,7 @@ def _combined_run(datasets, plan, out: Path, run: RunConfig, jobs, fold_result: 
                                                       "wall_time_s": elapsed, "results": combined,
                                                       "per_fold": per_fold, "jepa_embeddings": embeddings,
                                                       "versions": versions(),
-                                                      "provenance": {**provenance(), "folds_resumed": skipped}})
+                                                      "provenance": _run_provenance(started, skipped)})
     figures = combined_figure_maker(combined, out) if combined_figure_maker else []
     report = _combined_report(datasets, plan, combined, per_fold, elapsed, figures, out, title=title,
                               jepa=jepa, transition=fold_result.transition, config=base)

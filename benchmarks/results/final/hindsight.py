@@ -1,0 +1,38 @@
+"""Post-hoc check of the split-seed-7 verdict: the JEPA set model against the non-JEPA method that is best
+*on the test conditions* (a choice no rule could make before seeing them, so it is an upper bound on the
+comparator's strength, never a claim). Reads the stored ``per_condition.csv`` files of this folder.
+
+    python benchmarks/results/final/hindsight.py > benchmarks/results/final/hindsight.md
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from celljepa.eval.bootstrap import paired_bootstrap_diff
+
+HERE = Path(__file__).parent
+
+
+def main() -> None:
+    print("| dataset | split | n | best non-JEPA on test | its E-distance | jepa_set | jepa_set − it [95% CI] |")
+    print("|---|---|---|---|---|---|---|")
+    for csv in sorted(HERE.glob("*/*/*/per_condition.csv")):
+        split, dataset = csv.parent.name, csv.parent.parent.name
+        df = pd.read_csv(csv)
+        df = df[df["has_effect"].astype(bool)]
+        wide = df.pivot_table(index="condition", columns="method", values="edistance")
+        roles = df.drop_duplicates("method").set_index("method")["role"]
+        covered = wide.notna().mean()
+        others = [m for m in wide.columns if roles[m] != "jepa" and covered[m] >= 0.5]
+        means = wide[others].mean().sort_values()
+        best = means.index[0]
+        d = paired_bootstrap_diff(wide["jepa_set"].to_numpy(), wide[best].to_numpy())
+        print(f"| {dataset} | {split} | {d['n']} | {best} | {means[best]:.3f} | {wide['jepa_set'].mean():.3f} | "
+              f"{d['diff']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] |")
+
+
+if __name__ == "__main__":
+    main()
