@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from celljepa.bench.evaluate import MIN_COVERAGE
 from celljepa.eval.bootstrap import paired_bootstrap_diff
 
 HERE = Path(__file__).parent
@@ -25,8 +26,8 @@ def main() -> None:
         df = df[df["has_effect"].astype(bool)]
         wide = df.pivot_table(index="condition", columns="method", values="edistance")
         roles = df.drop_duplicates("method").set_index("method")["role"]
-        covered = wide.notna().mean()
-        others = [m for m in wide.columns if roles[m] != "jepa" and covered[m] >= 0.5]
+        covered = df.groupby("method")["covered"].mean()  # a peer answers what it cannot predict with no change
+        others = [m for m in wide.columns if roles[m] != "jepa" and covered[m] >= MIN_COVERAGE]
         means = wide[others].mean().sort_values()
         best = means.index[0]
         d = paired_bootstrap_diff(wide["jepa_set"].to_numpy(), wide[best].to_numpy())

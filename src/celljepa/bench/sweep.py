@@ -57,6 +57,11 @@ class SweepGrid:
     fold_tasks: int = 0
 
     @property
+    def reference(self) -> str:
+        """The grid's first ablation: the current default, which the others are compared with."""
+        return next(iter(self.ablations))
+
+    @property
     def split_seed(self) -> int:
         """The first split seed (the bootstrap seed of the pooled summaries)."""
         return self.split_seeds[0]
@@ -315,7 +320,7 @@ def _validation_rows(grid: SweepGrid, groups: dict, missing: list[dict]) -> list
     from .evaluate import choose_comparator
 
     incomplete = {(m["ablation"], m["seed"]) for m in missing}
-    reference = next(iter(grid.ablations))
+    reference = grid.reference
     frames: dict[tuple[str, str], list[pd.DataFrame]] = {}
     for (ablation, seed), tasks in groups.items():
         if (ablation, seed) in incomplete:
@@ -370,16 +375,16 @@ def _choice(grid: SweepGrid, validation: list[dict]) -> dict:
     lower mean validation E-distance on a majority of the dataset/splits, its paired CI against the
     default lies below 0 on at least one and above 0 on none.
     """
-    reference = next(iter(grid.ablations))
+    reference = grid.reference
     keys = sorted({r["dataset_split"] for r in validation})
+    seeds = sorted(grid.seeds)
+    ref_done = all(r["model_seeds"] == seeds for r in validation if r["ablation"] == reference)
     summary = {}
     for ablation in grid.ablations:
         if ablation == reference:
             continue
-        seeds = sorted(grid.seeds)
         comps = {r["dataset_split"]: r["jepa_set_vs_reference"] for r in validation
                  if r["ablation"] == ablation and "jepa_set_vs_reference" in r and r["model_seeds"] == seeds}
-        ref_done = all(r["model_seeds"] == seeds for r in validation if r["ablation"] == reference)
         if len(comps) < len(keys) or not keys or not ref_done:
             summary[ablation] = {"complete": False, "dataset_splits": len(comps), "of": len(keys)}
             continue
@@ -389,7 +394,7 @@ def _choice(grid: SweepGrid, validation: list[dict]) -> dict:
         summary[ablation] = {"complete": True, "lower_mean": lower, "of": len(keys), "better_ci": better,
                              "worse_ci": worse, "wins": lower > len(keys) / 2 and bool(better) and not worse}
     winners = [a for a, v in summary.items() if v.get("wins")]
-    best = min(winners, key=lambda a: -summary[a]["lower_mean"]) if winners else reference
+    best = max(winners, key=lambda a: summary[a]["lower_mean"]) if winners else reference
     return {"reference": reference, "rule": "a configuration replaces the first one only if its jepa_set has the lower "
             "mean validation E-distance on a majority of the dataset/splits, and its paired 95% CI against the first "
             "one lies below 0 on at least one and above 0 on none", "ablations": summary, "chosen": best}
@@ -404,7 +409,7 @@ def _validation_markdown(grid: SweepGrid, validation: list[dict]) -> list[str]:
              "model seeds, mean [95% bootstrap CI]; differences are paired over the same validation conditions "
              "(below 0: the JEPA model is closer to the observed cells).", "",
              "| dataset / split | ablation | n val | jepa_set | pca_set | comparator | jepa_set − pca_set | "
-             f"jepa_set − comparator | jepa_set − {next(iter(grid.ablations))}'s |",
+             f"jepa_set − comparator | jepa_set − {grid.reference}'s |",
              "|---|---|---|---|---|---|---|---|---|"]
 
     def cell(m):
