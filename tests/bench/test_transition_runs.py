@@ -234,3 +234,32 @@ def test_train_transition_under_torchrun_matches_one_process(ingested, kang_fold
     ma = json.loads((tmp_path / "one" / "metrics.json").read_text())["methods"]["jepa_set"]["edistance"]["mean"]
     mb = json.loads((tmp_path / "two" / "metrics.json").read_text())["methods"]["jepa_set"]["edistance"]["mean"]
     assert mb == pytest.approx(ma, rel=1e-3)
+
+
+def test_the_choice_rule_needs_a_majority_a_ci_below_and_none_above():
+    from types import SimpleNamespace
+
+    from celljepa.bench.sweep import _choice
+
+    grid = SimpleNamespace(reference="free", ablations={"free": {}, "a": {}, "b": {}, "c": {}}, seeds=[0, 1])
+
+    def rows(ablation, diffs):
+        out = []
+        for k, (d, lo, hi) in enumerate(diffs):
+            r = {"ablation": ablation, "dataset_split": f"d{k}", "model_seeds": [0, 1]}
+            if ablation != "free":
+                r["jepa_set_vs_reference"] = {"diff": d, "ci_low": lo, "ci_high": hi}
+            out.append(r)
+        return out
+
+    val = (rows("free", [(0, 0, 0)] * 3)
+           + rows("a", [(-0.1, -0.2, -0.05), (-0.01, -0.05, 0.03), (0.01, -0.02, 0.04)])  # 2 of 3 lower, 1 CI below
+           + rows("b", [(-0.1, -0.2, -0.05), (-0.01, -0.05, 0.03), (0.05, 0.01, 0.09)])   # ... but one CI above
+           + rows("c", [(-0.1, -0.2, 0.05), (-0.01, -0.05, 0.03), (0.01, -0.02, 0.04)]))  # no CI below
+    choice = _choice(grid, val)
+    assert [choice["ablations"][x]["wins"] for x in "abc"] == [True, False, False]
+    assert choice["ablations"]["b"]["worse_ci"] == ["d2"] and choice["ablations"]["c"]["better_ci"] == []
+    assert choice["chosen"] == "a"
+    val[-1]["model_seeds"] = [0]  # a configuration missing a seed cannot be chosen, nor judged
+    assert not _choice(grid, val)["ablations"]["c"]["complete"]
+    assert _choice(grid, [r for r in val if r["ablation"] != "a"])["chosen"] == "free"
