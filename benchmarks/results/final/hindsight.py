@@ -18,10 +18,10 @@ HERE = Path(__file__).parent
 
 
 def main() -> None:
-    print("| dataset | split | n | best non-JEPA on test | its E-distance | jepa_set | jepa_set − it [95% CI] |")
-    print("|---|---|---|---|---|---|---|")
+    print("| run | dataset | split | n | best non-JEPA on test | its E-distance | jepa_set | jepa_set − it [95% CI] |")
+    print("|---|---|---|---|---|---|---|---|")
     for csv in sorted(HERE.glob("*/*/*/per_condition.csv")):
-        split, dataset = csv.parent.name, csv.parent.parent.name
+        split, dataset, run = csv.parent.name, csv.parent.parent.name, csv.parents[2].name
         df = pd.read_csv(csv)
         df = df[df["has_effect"].astype(bool)]
         wide = df.pivot_table(index="condition", columns="method", values="edistance")
@@ -31,8 +31,8 @@ def main() -> None:
         means = wide[others].mean().sort_values()
         best = means.index[0]
         d = paired_bootstrap_diff(wide["jepa_set"].to_numpy(), wide[best].to_numpy())
-        print(f"| {dataset} | {split} | {d['n']} | {best} | {means[best]:.3f} | {wide['jepa_set'].mean():.3f} | "
-              f"{d['diff']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] |")
+        print(f"| {run} | {dataset} | {split} | {d['n']} | {best} | {means[best]:.3f} | "
+              f"{wide['jepa_set'].mean():.3f} | {d['diff']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] |")
 
 
 if __name__ == "__main__":
