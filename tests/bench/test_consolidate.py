@@ -78,10 +78,6 @@ def test_kinds_are_detected_from_the_files(runs):
 
 
 def test_verdict_rows_equal_the_runs_own_verdicts(runs, merged):
-    from statsmodels.stats.multitest import multipletests
-
-    from celljepa.eval.verdict import outcome
-
     report, _ = merged
     labels = {r["path"]: r["label"] for r in report["runs"]}
     expected = []
@@ -97,28 +93,64 @@ def test_verdict_rows_equal_the_runs_own_verdicts(runs, merged):
         v = m["verdict"]
         assert row["model"] == v["model"] == "jepa_set" and row["baseline"] == v["baseline"] == m["comparator"]
         assert row["n"] == v["n"] == m["n_effect_conditions"]
-        for key in ("diff", "ci_low", "ci_high", "p", "n"):
-            assert _same(row["edistance"][key], v["edistance"][key])  # copied exactly, not recomputed
-        for key in ("diff", "ci_low", "ci_high"):
-            assert _same(row["delta_pearson"][key], v["delta_pearson"][key])
+        # copied exactly, labels and Holm p-values included: a report never corrects again
+        for key in ("diff", "ci_low", "ci_high", "p", "n", "p_holm", "outcome"):
+            assert _same(row["edistance"].get(key), v["edistance"].get(key))
         if "vs_pca_twin" in v:
-            assert all(_same(row["vs_pca_twin"][k], v["vs_pca_twin"][k]) for k in ("diff", "ci_low", "ci_high", "p"))
+            assert all(_same(row["vs_pca_twin"].get(k), v["vs_pca_twin"].get(k))
+                       for k in ("diff", "ci_low", "ci_high", "p", "p_holm", "outcome"))
         else:
             assert row["vs_pca_twin"] is None
-    # the Holm correction is redone over every claim of this report, and each outcome follows from it
-    claims = [r["edistance"] for r in rows] + [r["vs_pca_twin"] for r in rows
-                                               if r["vs_pca_twin"] and not r["vs_pca_twin"].get("same_as_comparator")]
-    assert report["holm_family_size"] == len(claims)
-    p_holm = multipletests([c["p"] for c in claims], method="holm")[1]
-    for c, p in zip(claims, p_holm, strict=True):
-        assert c["p_holm"] == pytest.approx(p) and c["family_size"] == len(claims)
-        assert c["outcome"] == outcome(c, p_adjusted=p, scale=c["scale"])
-    for r in rows:
-        assert r["outcome"] == r["edistance"]["outcome"]
-        assert r["outcome"] == "insufficient evidence" or r["n"] >= 10
+        if "claimable" in v:  # protocol v3: the run's own label
+            assert row["outcome"] == v["outcome"] == v["edistance"]["outcome"] and not row["old_protocol"]
+            assert row["secondary"].keys() == v["secondary"].keys() == {"mse", "delta_pearson"}
+            assert (v["n"] >= 10) == v["claimable"] and (row["outcome"] == "not claimable") == (not v["claimable"])
+        else:  # written under protocol v2 (a report-wide Holm family, "ties"): shown, never a v3 claim
+            assert row["outcome"] == "protocol v2" and row["old_protocol"]
+    # the family: claimable v3 rows only, each counted in its own run's family
+    assert report["holm_family_size"] == sum(
+        1 + bool(r["vs_pca_twin"] and not r["vs_pca_twin"].get("same_as_comparator"))
+        for r in rows if r.get("claimable") and not r["old_protocol"])
     # the same dataset × split from two runs (the benchmark and one of its folds): two rows, labelled by run
     both = [r["run"] for r in rows if (r["dataset_id"], r["split"]) == ("sciplex_gxe", "S2_unseen_context")]
     assert sorted(both) == sorted([labels[str(runs["jepa"])], labels[str(runs["fold"])]])
+
+
+def test_adding_an_unrelated_run_leaves_every_verdict_unchanged(runs, tmp_path):
+    """Protocol v3: Holm runs within each run's claims family, so merging runs changes no verdict."""
+    import shutil
+
+    from celljepa.eval.verdict import holm_over
+
+    claimable = tmp_path / "claimable"  # a run whose rows are in its claims family, labelled by its own Holm
+    shutil.copytree(runs["jepa"], claimable)
+    data = json.loads((claimable / "metrics_combined.json").read_text())
+    for m in data["results"].values():
+        m["verdict"]["claimable"], m["verdict"]["n"] = True, 12
+        for row in (m["verdict"]["edistance"], m["verdict"].get("vs_pca_twin") or {}):
+            row.update(n=12, p=0.004, ci_low=-0.3, ci_high=-0.1, diff=-0.2)
+    holm_over(data["results"].values())
+    (claimable / "metrics_combined.json").write_text(json.dumps(data))
+    other = tmp_path / "other"  # an unrelated run with claims of its own (another dataset, weaker evidence)
+    shutil.copytree(claimable, other)
+    data = json.loads((other / "metrics_combined.json").read_text())
+    data["results"] = {k.replace("sciplex_gxe", "other"): {**m, "dataset_id": "other"}
+                       for k, m in data["results"].items()}
+    for m in data["results"].values():
+        for row in (m["verdict"]["edistance"], m["verdict"].get("vs_pca_twin") or {}):
+            row.update(p=0.03)
+    holm_over(data["results"].values())
+    (other / "metrics_combined.json").write_text(json.dumps(data))
+    alone = C.consolidate([claimable], tmp_path / "alone")
+    more = C.consolidate([claimable, runs["base"], other, *([runs["kang"]] if "kang" in runs else [])],
+                         tmp_path / "more")
+    keep = ("edistance", "vs_pca_twin", "secondary", "outcome", "n", "baseline", "claimable")
+    first = [{k: r[k] for k in keep} for r in alone["verdicts"]]
+    again = [{k: r[k] for k in keep} for r in more["verdicts"] if r["run"] == alone["verdicts"][0]["run"]]
+    assert first == again and first[0]["outcome"] == "wins"
+    assert first[0]["edistance"]["p_holm"] == pytest.approx(0.004 * first[0]["edistance"]["family_size"])
+    # had the report pooled both runs into one family, the Holm p-values would have grown
+    assert more["holm_family_size"] > first[0]["edistance"]["family_size"]
 
 
 def test_baseline_only_run_has_tables_but_no_verdict(runs, merged):
@@ -259,10 +291,8 @@ def test_a_run_from_before_the_protocol_is_never_a_claim(runs, tmp_path):
     report = C.consolidate([old, runs["jepa"]], tmp_path / "out", figure_maker=_figure)
     rows = {r["run"]: r for r in report["verdicts"]}
     assert rows["old_fold"]["outcome"] == "old protocol" and rows["old_fold"]["old_protocol"]
-    # the old row is not in the Holm family: the new run's rows alone are
-    new = [r for r in report["verdicts"] if not r["old_protocol"]]
-    assert report["holm_family_size"] == len(new) + sum(
-        1 for r in new if r["vs_pca_twin"] and not r["vs_pca_twin"].get("same_as_comparator"))
+    # the old row is not in the claims family (nor are the new run's rows: too few conditions with an effect)
+    assert report["holm_family_size"] == 0
     md = (tmp_path / "out" / "report.md").read_text()
     assert "**old protocol**" in md and "old protocol, not a claim" in md
     # nowhere does the old run say "wins" or claim a validation choice: not in the per-dataset section either
@@ -292,8 +322,7 @@ def test_a_run_repeated_with_more_methods_supersedes_the_first(runs, tmp_path):
         first, second = rows["jepa_run"], rows["with_peer"]
         assert first["superseded_by"] == "with_peer" and first["outcome"] == "superseded"
         assert second["superseded_by"] is None and second["outcome"] == second["edistance"]["outcome"]
-        claims = 1 + (1 if second["vs_pca_twin"] and not second["vs_pca_twin"].get("same_as_comparator") else 0)
-        assert report["holm_family_size"] == claims  # the superseded row is no claim
+        assert report["holm_family_size"] == 0  # the superseded row is no claim; the other is not claimable
         md = (tmp_path / "out" / "report.md").read_text()
         assert "**superseded**" in md and "(jepa_run): superseded by with_peer" in md
         # the peers table: the superseding run's peer row, with the verdict this report states

@@ -34,7 +34,7 @@ def check_run(run, *, split, figures=True):
     assert all(k.endswith(f" vs {m['comparator']}") for k in m["comparisons"])
     per = pd.read_csv(run / "per_condition.csv")
     assert len(per) == len(m["methods"]) * m["n_test_conditions"]
-    assert {"noise_floor", "etest_p_adj", "has_effect", "covered", "role"} <= set(per.columns)
+    assert {"effect_se", "etest_p_adj", "has_effect", "covered", "role"} <= set(per.columns)
     assert m["n_effect_conditions"] == int(per.drop_duplicates("condition")["has_effect"].sum())
     report = (run / "report.md").read_text()
     assert "## Methods" in report and f"**{m['comparator']}** (comparator)" in report

@@ -89,7 +89,8 @@ def test_linear_gwp_generalises_through_gene_embeddings():
 
 def test_default_baselines_depend_on_the_split():
     names = [m.name for m in default_baselines(combos=True, gene_perturbations=True)]
-    assert names == ["no_change", "mean_shift", "ridge", "shift_scale", "additive", "linear_gwp", "linear_go"]
+    assert names == ["no_change", "mean_shift", "ridge", "shift_scale", "additive", "target_shift", "linear_gwp",
+                     "linear_go"]
     assert [m.name for m in default_baselines(combos=False, gene_perturbations=False)] == [
         "no_change", "mean_shift", "ridge", "shift_scale"]
     assert [m.name for m in default_baselines(combos=False, gene_perturbations=False, contexts=True)][4:] == [

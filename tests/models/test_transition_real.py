@@ -45,9 +45,10 @@ def test_jepa_models_are_scored_like_baselines(scored, s1_fold, norman):
     # the pre-registered primary model, never the better of the two JEPA models on test
     assert v["model"] == "jepa_set" and v["baseline"] == m["comparator"]
     e = v["edistance"]
-    assert e["n"] == m["n_effect_conditions"] and 0 < e["p"] <= 1 and e["p_holm"] >= e["p"]
+    assert e["n"] == m["n_effect_conditions"] and 0 < e["p"] <= 1
+    assert e["p_holm"] is None if e["n"] < 10 else e["p_holm"] >= e["p"]
     if e["n"] < 10:
-        assert v["outcome"] == "insufficient evidence"
+        assert v["outcome"] in ("not claimable", "undetermined")
     else:
         assert (v["outcome"] == "wins") == (e["ci_high"] < 0 and e["p_holm"] < 0.05)
         assert (v["outcome"] == "loses") == (e["ci_low"] > 0 and e["p_holm"] < 0.05)

@@ -16,12 +16,14 @@ import pytest  # noqa: E402
 import celljepa as cj  # noqa: E402
 
 VERDICT = {"dataset_id": "d", "split": "S1", "verdict": {
-    "model": "jepa_set", "baseline": "ridge", "outcome": "ties", "n": 12,
-    "edistance": {"diff": -0.1, "ci_low": -0.3, "ci_high": 0.1, "n": 12},
-    "delta_pearson": {"diff": 0.1, "ci_low": -0.1, "ci_high": 0.3, "n": 12}}}
+    "model": "jepa_set", "baseline": "ridge", "outcome": "no detectable difference", "n": 12,
+    "edistance": {"diff": -0.1, "ci_low": -0.3, "ci_high": 0.1, "n": 12, "outcome": "no detectable difference"},
+    "secondary": {"delta_pearson": {"vs_comparator": {"diff": 0.1, "ci_low": -0.1, "ci_high": 0.3, "n": 12,
+                                                      "outcome": "no detectable difference"}}}}}
 METRICS = {"methods": {m: {"edistance": {"mean": v, "ci_low": v - 0.1, "ci_high": v + 0.1, "n": 5}}
                        for m, v in (("no_change", 0.9), ("ridge", 0.4))}}
-ROWS = [{"dataset_id": "d", "split": "S1", "run": "r", "model": "jepa_set", "baseline": "ridge", "outcome": "ties",
+ROWS = [{"dataset_id": "d", "split": "S1", "run": "r", "model": "jepa_set", "baseline": "ridge",
+         "outcome": "no detectable difference",
          "n": 12, "old_protocol": False, "edistance": {"diff": -0.1, "ci_low": -0.3, "ci_high": 0.1}}]
 
 

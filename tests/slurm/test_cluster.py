@@ -187,8 +187,8 @@ BENCH = ["--max-folds", "1", "--jepa-steps", "400", "--jepa-set", "model.n_hidde
 
 
 def test_benchmark_array_requeues_a_signalled_task_and_collects(tmp_path):
-    """4 fold tasks of the demo as a job array; task 0 gets SIGUSR1 mid-fold, exits 75, is requeued and finishes;
-    the collect job then merges all 4 folds."""
+    """5 fold tasks of the demo as a job array; task 0 gets SIGUSR1 mid-fold, exits 75, is requeued and finishes;
+    the collect job then merges all 5 folds."""
     out = _celljepa("slurm", "benchmark", "--time", "20", "--submit", "--", "--out", "bm", *BENCH,
                     cwd=tmp_path).stdout.split()
     assert len(out) == 2 and all(x.isdigit() for x in out), out
@@ -204,17 +204,18 @@ def test_benchmark_array_requeues_a_signalled_task_and_collects(tmp_path):
     os.kill(json.loads(lock.read_text())["pid"], signal.SIGUSR1)
     tasks = _wait(array_id, timeout=900)
     logs = _log(tmp_path / "bm" / "slurm")
-    assert sorted(r["ArrayTaskId"] for r in tasks) == ["0", "1", "2", "3"], tasks
-    assert [r["JobState"] for r in tasks] == ["COMPLETED"] * 4, logs
+    assert sorted(r["ArrayTaskId"] for r in tasks) == ["0", "1", "2", "3", "4"], tasks
+    assert [r["JobState"] for r in tasks] == ["COMPLETED"] * 5, logs
     restarts = {r["ArrayTaskId"]: r["Restarts"] for r in tasks}
     assert restarts["0"] == "1", (restarts, logs)
     assert "stopped by SIGUSR1: finished folds are kept" in logs and "requeueing job" in logs
     (collect,) = _wait(collect_id)
     assert collect["JobState"] == "COMPLETED", _log(tmp_path / "bm" / "slurm")
     combined = json.loads((tmp_path / "bm" / "metrics_combined.json").read_text())
-    assert set(combined["results"]) == {"norman2019/S1_unseen_perturbation", "norman2019/S3_unseen_combo",
-                                        "sciplex_gxe/S1_unseen_perturbation", "sciplex_gxe/S2_unseen_context"}
-    assert combined["provenance"]["folds_resumed"] == 4  # the collect job computed nothing
+    assert set(combined["results"]) == {"norman2019/S1_unseen_perturbation", "norman2019/S1g_unseen_genes",
+                                        "norman2019/S3_unseen_combo", "sciplex_gxe/S1_unseen_perturbation",
+                                        "sciplex_gxe/S2_unseen_context"}
+    assert combined["provenance"]["folds_resumed"] == 5  # the collect job computed nothing
     assert "jepa_set" in combined["results"]["norman2019/S1_unseen_perturbation"]["methods"]
 
 

@@ -117,14 +117,14 @@ def test_benchmark_is_not_distributed(cwd, capsys):
 
 
 def test_benchmark_array_of_fold_tasks_and_collect(cwd, capsys):
-    """One array task per fold task (the demo, one fold per split: 4), requeued on SIGUSR1; then a collect job."""
+    """One array task per fold task (the demo, one fold per split: 5), requeued on SIGUSR1; then a collect job."""
     assert _main(["slurm", "benchmark", "--gpus-per-node", "1", "--max-parallel", "3", "--", "--out", "b",
                   "--max-folds", "1", "--no-jepa"]) == 0
     out, err = capsys.readouterr()
     array = (cwd / "b/slurm/benchmark.sbatch").read_text()
     collect = (cwd / "b/slurm/collect.sbatch").read_text()
     assert out == array + collect and "afterany" in err
-    assert _flag(array, "array") == "0-3%3" and _flag(array, "signal") == "USR1@300"
+    assert _flag(array, "array") == "0-4%3" and _flag(array, "signal") == "USR1@300"
     assert _srun(array) == ["celljepa", "benchmark", "--out", "b", "--max-folds", "1", "--no-jepa", "--task",
                             "${SLURM_ARRAY_TASK_ID}", "--no-progress"]
     assert "scontrol requeue" in array  # exit 75 (a task stopped by SIGUSR1) requeues it

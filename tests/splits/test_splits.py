@@ -13,7 +13,7 @@ import pytest
 
 import celljepa.splits as splits
 from celljepa._errors import InputError, SplitError
-from celljepa.data.contract import n_tokens, split_tokens
+from celljepa.data.contract import S1, S1G, S2, S3, n_tokens, split_tokens
 from celljepa.splits import (
     SPLIT_NAMES,
     check_split_name,
@@ -23,7 +23,6 @@ from celljepa.splits import (
     write_split_files,
 )
 
-S1, S2, S3 = SPLIT_NAMES
 DEVEL_SINGLES_K562 = 18
 DEVEL_DOUBLES = 15
 DEVEL_ELIGIBLE = {"KLF1+MAP2K6", "KLF1+TGFBR2", "MAP2K3+MAP2K6", "MAP2K3+SLC38A2", "MAPK1+TGFBR2"}
@@ -196,7 +195,7 @@ def test_fold_assignment_rule(toy_obs):
 def test_row_order_invariance(devel_obs):
     shuffled = devel_obs.sample(frac=1.0, random_state=123)
     assert not shuffled.index.equals(devel_obs.index)
-    for name, k in ((S1, 5), (S2, 4), (S3, 5)):
+    for name, k in ((S1, 5), (S1G, 5), (S2, 4), (S3, 5)):
         assert make_split_folds(devel_obs, name, dataset_id="d", n_folds=k, seed=2) == make_split_folds(
             shuffled, name, dataset_id="d", n_folds=k, seed=2
         )
@@ -341,6 +340,12 @@ def test_check_split_name():
     assert "Did you mean 'S2_unseen_context'" in msg and all(n in msg for n in SPLIT_NAMES)
     with pytest.raises(SplitError, match="Did you mean 'S3_unseen_combo'"):
         check_split_name("s3")
+    # a short code names its split even where another split's name starts with it (S1 / S1g)
+    with pytest.raises(SplitError, match="Did you mean 'S1_unseen_perturbation'"):
+        check_split_name("s1")
+    with pytest.raises(SplitError, match="Did you mean 'S1g_unseen_genes'"):
+        check_split_name("S1G")
+    assert SPLIT_NAMES == (S1, S1G, S2, S3)
     with pytest.raises(SplitError) as exc:
         check_split_name("zzzz")
     assert "Did you mean" not in str(exc.value)

@@ -58,7 +58,10 @@ class RunConfig:
         the device each config holds).
     peers
         Published tools scored beside the baselines (``("scgen", "gears")``; :mod:`celljepa.peers`): each is
-        trained once per fold, with the first model seed, and joins the comparator pool.
+        trained per fold and model seed, like every other trained method, and joins the comparator pool.
+    peer_seeds
+        ``{peer: n}``: train that peer with the first ``n`` model seeds only, where its compute does not fit
+        (``{"state": 1}``; key ``"*"`` for every peer). Stated in every fold's config and the report.
     peer_params
         ``{peer: {setting: value}}`` overrides of a peer's published settings (e.g. fewer epochs for a smoke
         run); stated in every fold's config.
@@ -83,12 +86,18 @@ class RunConfig:
     device: str | None = None
     peers: tuple[str, ...] = ()
     peer_params: dict = field(default_factory=dict)
+    peer_seeds: dict = field(default_factory=dict)
 
     def __post_init__(self):
         object.__setattr__(self, "peers", parse_peers(self.peers))
         unknown = [p for p in self.peer_params if p not in self.peers]
         if unknown:
             raise InputError(f"settings for peer(s) {unknown} that the run does not score (peers: {list(self.peers)}).")
+        bad = {p: n for p, n in self.peer_seeds.items() if (p != "*" and p not in self.peers)
+               or isinstance(n, bool) or not isinstance(n, int) or n < 1}
+        if bad:
+            raise InputError(f"peer_seeds {bad}: give {{peer: number of model seeds >= 1}} for peers the run scores "
+                             f"({list(self.peers)}), or '*' for all.")
         object.__setattr__(self, "split_seeds", _seeds("split_seeds", self.split_seeds))
         object.__setattr__(self, "model_seeds", _seeds("model_seeds", self.model_seeds))
         if self.evaluation.seed not in (EvalConfig().seed, self.split_seeds[0]):
@@ -117,13 +126,20 @@ class RunConfig:
             train["max_steps"] = int(self.jepa_steps)
         return self.jepa.replace(train=train)
 
-    def peer_models(self, workdir=None) -> list:
-        """The :class:`~celljepa.peers.PeerModel` of every peer, seeded with the first model seed.
+    def seeds_of_peer(self, name: str) -> tuple[int, ...]:
+        """The model seeds ``name`` is trained with: every model seed, or the first ``peer_seeds[name]``."""
+        n = self.peer_seeds.get(name, self.peer_seeds.get("*", len(self.model_seeds)))
+        return self.model_seeds[:n]
 
-        Each keeps its exchange files and log under ``workdir/<peer>`` when ``workdir`` is given.
+    def peer_models(self, workdir=None, seed: int | None = None) -> list:
+        """The :class:`~celljepa.peers.PeerModel` of every peer trained with model seed ``seed`` (default: the first).
+
+        Each keeps its exchange files and log under ``workdir/<peer>/seed<k>`` when ``workdir`` is given.
         """
-        return [PeerModel(name, seed=self.model_seeds[0], params=self.peer_params.get(name),
-                          workdir=None if workdir is None else Path(workdir) / name) for name in self.peers]
+        seed = self.model_seeds[0] if seed is None else int(seed)
+        return [PeerModel(name, seed=seed, params=self.peer_params.get(name),
+                          workdir=None if workdir is None else Path(workdir) / name / f"seed{seed}")
+                for name in self.peers if seed in self.seeds_of_peer(name)]
 
     def transition_for(self, model_seed: int) -> TransitionConfig:
         """The transition config of ``model_seed`` (seed and device from this run)."""

@@ -1,11 +1,14 @@
-"""Score perturbation predictors on one split fold: evaluation space, baselines, per-condition metrics, verdict.
+"""Score perturbation predictors on one split fold: evaluation space, fitting, per-condition metrics.
 
-The comparison is pre-registered (``docs/evaluation.md``): the primary model is named in the run config
-(:attr:`EvalConfig.primary`, default ``jepa_set``); its comparator is the non-JEPA method (every baseline,
-the PCA twin, any peer) with the best score on the *validation* conditions. Test scores never choose a
-method. Conditions whose observed cells do not differ detectably from their controls (E-test) are kept
-out of the verdict, and a claim needs a paired bootstrap CI, a Holm-corrected sign-flip p-value and at
-least :data:`~celljepa.eval.verdict.MIN_CONDITIONS` conditions (:mod:`celljepa.eval.verdict`).
+Every method is fitted on the fold's training data and predicts sets of cells in one evaluation space (HVGs +
+PCA on training cells). Its **validation score** is out of sample (evaluation protocol v3): the validation
+conditions are split into :data:`VALIDATION_PARTS` seeded parts, and each part is predicted by the method fitted
+on training conditions with every choice it makes (hyperparameters, early stopping, decoder, initialisation)
+tuned on the *other* part only; a method that tunes nothing on validation conditions is fitted once on training
+conditions. The same rule holds for baselines, the JEPA models, the PCA twin and peers. The method that
+predicts the test conditions is then fitted as it would be used: tuned on every validation condition (and
+refitted on training + validation where the method does so). Pooling over folds and seeds, the comparator
+choice and the verdict live in :mod:`celljepa.bench.pooling`.
 """
 
 from __future__ import annotations
@@ -23,35 +26,22 @@ from .._errors import InputError
 from .._logging import logger
 from ..data import contract as C
 from ..eval import metrics as M
-from ..eval.bootstrap import bootstrap_ci, paired_bootstrap_diff
+from ..eval.bootstrap import N_HIERARCHICAL
 from ..eval.edistance import DEFAULT_CAP, DEFAULT_RESAMPLES, edistance_sets
 from ..eval.effects import condition_effects
 from ..eval.predictions import predictions_anndata
 from ..eval.space import DEFAULT_N_HVG, DEFAULT_N_PCS, EvaluationSpace, iter_blocks
-from ..eval.verdict import ALPHA, MIN_CONDITIONS, holm_over, paired_comparison
+from ..eval.verdict import MIN_CONDITIONS
 from ..models.base import Condition, PerturbationModel, TrainData, conditions_of
 from ..models.baselines import default_baselines
-from ..peers import PeerModel
+from .pooling import DEFAULT_PRIMARY, KEEP_FIRST, METRICS, summarize
 
-# Metric name -> True when larger is better.
-METRICS: dict[str, bool] = {
-    "edistance": False,
-    "mse": False,
-    "cosine_distance": False,
-    "delta_pearson": True,
-    "delta_pearson_top20_de": True,
-    "top1": True,
-    "mrr": True,
-}
-PRIMARY = "edistance"
-#: The model a report's verdict is about, unless the run config names another.
-DEFAULT_PRIMARY = "jepa_set"
-#: Roles of the methods that compete to be the comparator.
-NON_JEPA_ROLES = ("baseline", "pca_twin", "peer")
-#: A method must cover at least this share of the validation conditions to be the comparator.
-MIN_COVERAGE = 0.5
-#: The comparator when no method has a validation score (no validation conditions): declared in advance.
-FALLBACK_COMPARATOR = "mean_shift"
+#: Seeded parts of a fold's validation conditions for the out-of-sample validation score (cross-fitting).
+VALIDATION_PARTS = 2
+#: How a method's validation score was obtained, by whether it tunes anything on validation conditions.
+CROSS_FITTED = ("cross-fitted: tuned on the other part of the validation conditions, scored on this one "
+                f"({VALIDATION_PARTS} seeded parts)")
+UNTUNED = "fitted on training conditions; tunes nothing on validation conditions"
 
 
 @dataclass
@@ -65,7 +55,7 @@ class EvalConfig:
     cap, n_resamples
         E-distance set-size cap and resamples.
     n_bootstrap
-        Bootstrap resamples of every CI.
+        Resamples of the hierarchical bootstrap behind every CI (default 10,000).
     min_cells
         Fewest cells of a scored condition.
     seed
@@ -86,7 +76,7 @@ class EvalConfig:
     n_pcs: int = DEFAULT_N_PCS
     cap: int = DEFAULT_CAP
     n_resamples: int = DEFAULT_RESAMPLES
-    n_bootstrap: int = 1000
+    n_bootstrap: int = N_HIERARCHICAL
     min_cells: int = 2
     seed: int = 0
     primary: str = DEFAULT_PRIMARY
@@ -275,34 +265,99 @@ def _seed_label(jepa, transition, seed: int | None) -> int:
     return int(getattr(getattr(cfg, "train", None), "seed", 0))
 
 
-def _fit_and_predict(method: PerturbationModel, train: TrainData, test: list, val: list):
-    """Fit ``method``; predictions of the test conditions and honest ones of the validation conditions.
+def validation_parts(val: list, *, seed: int, fold: int, n_parts: int = VALIDATION_PARTS) -> list[list]:
+    """The fold's validation conditions in ``n_parts`` seeded parts (fewer when there are fewer conditions).
 
-    A method that refits on validation conditions is fitted once on training conditions alone to predict
-    them; an early-stopped one predicts each validation condition with the checkpoint chosen without it
-    (``predict_validation``).
+    The same parts for every method of the fold (a function of the condition keys, the split seed and the fold).
+
+    Examples
+    --------
+    >>> from celljepa.models.base import Condition
+    >>> val = [(Condition("k562", p, (p,)), np.arange(3)) for p in "abcde"]
+    >>> [len(p) for p in validation_parts(val, seed=0, fold=1)]
+    [3, 2]
     """
-    val_preds = {}
-    if val and method.refits_on_validation:
-        method.fit(train, refit=False)
-        val_preds = {c: np.asarray(x, dtype=np.float64) for c, x in method.predict_many([c for c, _ in val]).items()}
-        method.fit(train, refit=True)
-    elif hasattr(method, "predict_validation"):
-        method.fit(train)
-        val_preds = {c: np.asarray(method.predict_validation(c), dtype=np.float64) for c, _ in val}
-    else:  # fitted on training conditions only: one call predicts the validation and test conditions
-        method.fit(train)
-        both = method.predict_many([c for c, _ in val] + [c for c, _ in test])
-        val_preds = {c: np.asarray(both[c], dtype=np.float64) for c, _ in val}
-    preds = {c: np.asarray(x, dtype=np.float64) for c, x in method.predict_many([c for c, _ in test]).items()}
-    covers = {c: bool(method.covers(c)) for c, _ in test + val}
-    return preds, val_preds, covers
+    if not val:
+        return []
+    order = sorted(range(len(val)), key=lambda i: val[i][0].key)
+    rng = np.random.default_rng([int(seed), int(fold), 0x7A11])
+    perm = [order[i] for i in rng.permutation(len(order))]
+    return [[val[i] for i in chunk] for chunk in np.array_split(perm, min(n_parts, len(val))) if len(chunk)]
+
+
+def _as_cells(x) -> np.ndarray | None:
+    """A prediction as float64 cells, or None where the method cannot predict the condition (n/a)."""
+    return None if x is None else np.asarray(x, dtype=np.float64)
+
+
+def tunes_on_validation(method: PerturbationModel) -> bool:
+    """Whether ``method`` makes any choice on validation conditions (then its validation score is cross-fitted)."""
+    return bool(getattr(method, "tunes_on_validation", True))
+
+
+def fit_views(method: PerturbationModel, train: TrainData, parts: list[list], scored: set):
+    """The fits :func:`_fit_and_predict` makes of ``method``, in order: ``(TrainData, refit, part)`` each.
+
+    A method that tunes on validation conditions is fitted once per part (tuned on the other parts, to predict
+    that part); one that tunes nothing once on training conditions (``part`` None: it predicts every scored
+    validation condition); then the fit that predicts the test conditions (``part`` ``"test"``), unless the
+    training-conditions fit already is that fit (a method that neither tunes nor refits). Ranks of a distributed
+    run that share the training of a method make the same fits in the same order.
+    """
+    if scored and tunes_on_validation(method):
+        for k, part in enumerate(parts):
+            tune = [cr for j, other in enumerate(parts) if j != k for cr in other]
+            yield dataclasses.replace(train, val_conditions=tune), False, part
+    elif scored:
+        yield train, False, None
+        if not method.refits_on_validation:
+            return
+    yield train, True, "test"
+
+
+def _fit_and_predict(method: PerturbationModel, train: TrainData, test: list, parts: list[list], scored: set):
+    """Fit ``method``; predictions of the test conditions and out-of-sample ones of the validation conditions.
+
+    ``parts`` are the fold's validation conditions in seeded parts (:func:`validation_parts`) and ``scored``
+    the validation conditions that are scored (enough cells). A method that tunes on validation conditions
+    predicts each part fitted on training conditions and tuned on the other parts only; one that tunes
+    nothing predicts them fitted on training conditions. The test predictions come from the method fitted as
+    it is used (:meth:`~celljepa.models.base.PerturbationModel.fit` with ``refit=True``: tuned on every
+    validation condition, refitted on training + validation where the method does so). A prediction may be
+    None: the method cannot predict that condition (n/a). The fits are :func:`fit_views`.
+
+    Returns ``(test predictions, validation predictions, covers, validation fits' params)``.
+    """
+    val_preds: dict = {}
+    covers: dict = {}
+    fits: list[dict] = []
+    both = None
+    every = [c for part in parts for c, _ in part if c in scored]
+    for view, refit, part in fit_views(method, train, parts, scored):
+        method.fit(view, refit=refit)
+        if part == "test":
+            both = method.predict_many([c for c, _ in test])
+            break
+        want = every if part is None else [c for c, _ in part if c in scored]
+        if part is None and not method.refits_on_validation:  # the same fit predicts the test conditions
+            both = method.predict_many(want + [c for c, _ in test])
+            got = {c: both[c] for c in want}
+        else:
+            got = method.predict_many(want) if want else {}
+        val_preds.update({c: _as_cells(x) for c, x in got.items()})
+        covers.update({c: bool(method.covers(c)) for c in want})
+        if want:
+            fits.append(method.params())
+    preds = {c: _as_cells(both[c]) for c, _ in test}
+    covers.update({c: bool(method.covers(c)) and preds[c] is not None for c, _ in test})
+    covers.update({c: covers.get(c, True) and val_preds[c] is not None for c in val_preds})
+    return preds, val_preds, covers, fits
 
 
 def score_fold(adata: AnnData, fold: dict, methods: list[PerturbationModel] | None = None,
                config: EvalConfig | None = None, *, jepa=None, transition=None, model_seeds=None,
                jepa_run_dir=None, progress: bool = False, pca_twin: bool = False, extra_methods=None,
-               peers=None, keep_predictions: bool = False) -> FoldResult:
+               peers=None, keep_predictions: bool = False, effects: pd.DataFrame | None = None) -> FoldResult:
     """Fit every method on the fold's training data and score its predictions on the test conditions.
 
     Parameters
@@ -325,11 +380,15 @@ def score_fold(adata: AnnData, fold: dict, methods: list[PerturbationModel] | No
     pca_twin
         With ``jepa``, also score ``pca_set`` (see :func:`default_methods`).
     peers
-        Peer tools (:class:`~celljepa.peers.PeerModel`) scored beside the baselines, fitted once (when
-        ``methods`` is None).
+        Peer tools scored beside the baselines (when ``methods`` is None): a list of
+        :class:`~celljepa.peers.PeerModel` (fitted once, with the first model seed) or ``peers(seed) -> list``
+        giving the peers of one model seed (each trains once per model seed, like every other trained method).
     keep_predictions
         Also return every method's predicted cells beside the observed ones as an AnnData in cell-eval's layout
         (``FoldResult.predictions``, :func:`celljepa.eval.predictions.predictions_anndata`).
+    effects
+        The fold's effect filter as :func:`fold_effects` computed it before any model was fitted (it depends on
+        the data alone); computed here when None.
 
     Examples
     --------
@@ -344,7 +403,9 @@ def score_fold(adata: AnnData, fold: dict, methods: list[PerturbationModel] | No
     t0 = time.perf_counter()
     space, train, test = prepare_fold(adata, fold, config)
     timings = {"evaluation_space_s": time.perf_counter() - t0}
+    parts = validation_parts(train.val_conditions, seed=fold["seed"], fold=fold["fold"])
     val = [(c, r) for c, r in train.val_conditions if len(r) >= config.min_cells]
+    scored = {c for c, _ in val}
     multi_context = len({c.context_id for c, _ in train.train_conditions + train.val_conditions}) > 1
 
     # (seed label or None for seed-independent methods, method, the TrainData it sees)
@@ -353,15 +414,16 @@ def score_fold(adata: AnnData, fold: dict, methods: list[PerturbationModel] | No
     encoders: list[dict] = []
     diagnostics: list[dict] = []
     first_encoder = None
+    seeds = list(model_seeds) if model_seeds else [None]
+    peer_runs: list[tuple[int | None, PerturbationModel]] = []
     if methods is not None:
         fixed, seeded_factory = list(methods), None
     else:
-        fixed = default_baselines(**_applicable(test, multi_context)) + list(extra_methods or []) + list(peers or [])
+        fixed = default_baselines(**_applicable(test, multi_context)) + list(extra_methods or [])
+        if peers is not None and not callable(peers):
+            fixed += list(peers)
         seeded_factory = (lambda tcfg: _jepa_methods(tcfg, pca_twin)) if (jepa is not None
                                                                           and extra_methods is None) else None
-    seeds = list(model_seeds) if model_seeds else [None]
-    if jepa is None:
-        seeds = [None]
     for seed in seeds:
         jcfg, tcfg = _seeded(jepa, transition, seed)
         view = train
@@ -373,32 +435,40 @@ def score_fold(adata: AnnData, fold: dict, methods: list[PerturbationModel] | No
             encoders.append(encoder_summary(encoder, embedding))
             if first_encoder is None:
                 first_encoder = encoder
-        label = _seed_label(jcfg, tcfg, seed)
+        label = _seed_label(jcfg, tcfg, seed) if jepa is not None else seed
         if seed == seeds[0]:
             runs += [(None, m, view) for m in fixed]
+        if methods is None and callable(peers):  # peers train once per model seed, like every trained method
+            peer_runs += [(seed, m) for m in peers(seed)]
         if seeded_factory is not None:
             runs += [(label, m, view) for m in seeded_factory(tcfg)]
     if encoders:
         params["jepa_encoder"] = _merge_encoder_summaries(encoders)
+    n_runs = pd.Series([m.name for _, m in peer_runs]).value_counts().to_dict() if peer_runs else {}
+    # a peer trained with one model seed is scored like a seed-free method (the same for every model seed)
+    runs += [(seed if n_runs[m.name] > 1 else None, m, train) for seed, m in peer_runs]
 
-    preds: dict[tuple[str, int | None, Condition], np.ndarray] = {}
-    val_preds: dict[tuple[str, int | None, Condition], np.ndarray] = {}
+    preds: dict[tuple[str, int | None, Condition], np.ndarray | None] = {}
+    val_preds: dict[tuple[str, int | None, Condition], np.ndarray | None] = {}
     covers: dict[tuple[str, Condition], bool] = {}
     role: dict[str, str] = {}
     selection: dict[str, str] = {}
     fitted: list[PerturbationModel] = []
     for seed, method, view in runs:
         t1 = time.perf_counter()
-        p, vp, cov = _fit_and_predict(method, view, test, val)
+        p, vp, cov, fits = _fit_and_predict(method, view, test, parts, scored)
         preds.update({(method.name, seed, c): x for c, x in p.items()})
         val_preds.update({(method.name, seed, c): x for c, x in vp.items()})
-        covers.update({(method.name, c): v for c, v in cov.items()})
+        for c, v in cov.items():  # covered when every model seed predicts it
+            covers[(method.name, c)] = covers.get((method.name, c), True) and v
         timings[f"{method.name}_s"] = timings.get(f"{method.name}_s", 0.0) + time.perf_counter() - t1
+        record = {**method.params(), **({"validation_fits": fits} if fits and method.role == "peer" else {})}
         if method.name not in params:
-            params[method.name] = method.params()
+            params[method.name] = record
+        if seed is not None and len(seeds) > 1:
+            params[method.name].setdefault("per_seed", {})[int(seed)] = record
         role[method.name] = method.role
-        selection.setdefault(method.name, getattr(method, "val_selection_",
-                                                  "fitted on training conditions, tuned on validation"))
+        selection.setdefault(method.name, CROSS_FITTED if tunes_on_validation(method) else UNTUNED)
         fitted.append(method)
     views = {id(v): v for _, _, v in runs if v.encoder is not None}
     for key, view in views.items():  # one encoder per model seed: its JEPA models in its own space
@@ -408,13 +478,15 @@ def score_fold(adata: AnnData, fold: dict, methods: list[PerturbationModel] | No
 
     observed = _read_test_cells(adata, space, test, keep_genes=keep_predictions)
     per_seed = _score_test(space, train, test, observed, preds, covers, role, config)
+    per_seed["split_seed"], per_seed["fold"] = int(fold["seed"]), int(fold["fold"])
     per_condition = _average_seeds(per_seed)
-    effects = _effects(train, test, observed, config)
+    if effects is None:
+        effects = _effects(train, test, observed, config)
     per_condition = per_condition.join(effects, on="condition")
     validation = _score_validation(train, val, val_preds, covers, role, config)
     validation["val_selection"] = validation["method"].map(selection)
-    metrics = summarize(per_condition, validation, primary=config.primary, n_boot=config.n_bootstrap,
-                        seed=config.seed, min_conditions=config.min_conditions)
+    metrics = summarize(per_condition, validation, per_seed=per_seed, primary=config.primary,
+                        n_boot=config.n_bootstrap, seed=config.seed, min_conditions=config.min_conditions)
     metrics.update({"dataset_id": fold["dataset_id"], "split": fold["split_name"], "fold": fold["fold"],
                     "seed": fold["seed"], "model_seeds": [s for s in seeds if s is not None],
                     "transductive": bool(config.transductive)})
@@ -437,7 +509,8 @@ def _fold_predictions(space: EvaluationSpace, test: list, observed: _TestCells, 
     native = {(m.name, None, c.key): x for m in methods for c, x in getattr(m, "native_", {}).items()
               if c.key in observed.genes}
     return predictions_anndata(space, observed=observed.genes, controls=observed.control_genes,
-                               predicted={(name, seed, c.key): x for (name, seed, c), x in preds.items()},
+                               predicted={(name, seed, c.key): x for (name, seed, c), x in preds.items()
+                                          if x is not None},
                                native=native, roles=role,
                                conditions={c.key: {"context_id": c.context_id, "perturbation_id": c.perturbation_id}
                                            for c, _ in test})
@@ -496,49 +569,57 @@ def _column_means(adata: AnnData, rows, columns) -> np.ndarray:
 
 def _score_test(space, train: TrainData, test, observed: _TestCells, preds, covers, role,
                 config: EvalConfig) -> pd.DataFrame:
-    """Metrics of every (method, model seed, test condition) in the evaluation space."""
+    """Metrics of every (method, model seed, test condition) in the evaluation space.
+
+    NaN where a method has no prediction (n/a: it cannot predict the condition).
+    """
     obs_z, obs_mean_genes, ctrl_mean_genes = observed.z, observed.mean_genes, observed.control_mean_genes
     ctrl_mean_z = {ctx: train.control_mean(ctx) for ctx in {c.context_id for c, _ in test}}
-    keys = list(preds)
+    keys = [k for k, x in preds.items() if x is not None]
     cond_index = {cond: i for i, (cond, _) in enumerate(test)}
     # Keyed by condition: every method and seed is scored on the same subsampled observed cells.
     e = edistance_sets([preds[k] for k in keys], [obs_z[k[2]] for k in keys], cap=config.cap,
                        n_resamples=config.n_resamples, seed=config.seed, pair_keys=[cond_index[k[2]] for k in keys])
     edist = dict(zip(keys, e, strict=True))
     obs_means = np.array([obs_z[c].mean(axis=0) for c, _ in test])
+    nan = float("nan")
     rows_out = []
-    for name, seed in dict.fromkeys((k[0], k[1]) for k in keys):
-        pred_means = np.array([preds[(name, seed, c)].mean(axis=0) for c, _ in test])
-        ranks = M.retrieval_ranks(pred_means, obs_means)
+    for name, seed in dict.fromkeys((k[0], k[1]) for k in preds):
+        sets = [preds[(name, seed, c)] for c, _ in test]
+        has = np.array([x is not None for x in sets])
+        pred_means = np.array([x.mean(axis=0) if x is not None else np.full(obs_means.shape[1], np.nan)
+                               for x in sets])
+        ranks = np.full(len(test), np.nan)
+        if has.any():  # the true condition ranked among every test condition, for the ones it predicts
+            ranks[has] = M.retrieval_ranks(pred_means[has], obs_means, truth=np.flatnonzero(has))
         for i, (cond, rows) in enumerate(test):
+            base = {"method": name, "role": role[name], "is_baseline": role[name] == "baseline",
+                    "model_seed": np.nan if seed is None else seed, "condition": cond.key,
+                    "context_id": cond.context_id, "perturbation_id": cond.perturbation_id, "dose": cond.dose,
+                    "time_hours": cond.time_hours, "n_tokens": len(cond.tokens), "n_cells_observed": len(rows),
+                    "n_cells_predicted": 0 if not has[i] else len(sets[i]), "covered": covers[(name, cond)]}
+            if not has[i]:
+                rows_out.append({**base, **{k: nan for k in METRICS}, "rank": nan})
+                continue
             pm, om = pred_means[i], obs_means[i]
             cz = ctrl_mean_z[cond.context_id]
             pred_genes = space.inverse_transform(pm) - space.inverse_transform(cz) + ctrl_mean_genes[cond.context_id]
             rows_out.append({
-                "method": name, "role": role[name], "is_baseline": role[name] == "baseline",
-                "model_seed": np.nan if seed is None else seed, "condition": cond.key,
-                "context_id": cond.context_id, "perturbation_id": cond.perturbation_id, "dose": cond.dose,
-                "time_hours": cond.time_hours, "n_tokens": len(cond.tokens), "n_cells_observed": len(rows),
-                "n_cells_predicted": len(preds[(name, seed, cond)]), "covered": covers[(name, cond)],
-                "edistance": edist[(name, seed, cond)], "mse": M.mse(pm, om),
+                **base, "edistance": edist[(name, seed, cond)], "mse": M.mse(pm, om),
                 "cosine_distance": M.cosine_distance(pm, om), "delta_pearson": M.delta_pearson(pm, om, cz),
                 "delta_pearson_top20_de": M.delta_pearson_top_de(pred_genes, obs_mean_genes[cond],
                                                                  ctrl_mean_genes[cond.context_id]),
                 # Retrieval needs at least two candidates; with one test condition it is undefined.
-                "top1": float(ranks[i] == 1) if len(test) > 1 else np.nan,
-                "mrr": 1.0 / ranks[i] if len(test) > 1 else np.nan, "rank": int(ranks[i]),
+                "top1": float(ranks[i] == 1) if len(test) > 1 else nan,
+                "mrr": 1.0 / ranks[i] if len(test) > 1 else nan, "rank": ranks[i],
             })
     return pd.DataFrame(rows_out)
-
-
-_KEEP_FIRST = ("role", "is_baseline", "context_id", "perturbation_id", "dose", "time_hours", "n_tokens",
-               "n_cells_observed", "n_cells_predicted", "covered")
 
 
 def _average_seeds(per_seed: pd.DataFrame) -> pd.DataFrame:
     """One row per method × condition: metrics averaged over model seeds, with their spread."""
     groups = per_seed.groupby(["method", "condition"], sort=False, dropna=False)
-    first = groups[list(_KEEP_FIRST)].first()
+    first = groups[list(KEEP_FIRST) + ["covered"]].first()
     means = groups[list(METRICS) + ["rank"]].mean()
     out = first.join(means)
     out["n_model_seeds"] = groups["model_seed"].count().clip(lower=1)
@@ -546,13 +627,26 @@ def _average_seeds(per_seed: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index()
 
 
+def fold_effects(adata: AnnData, fold: dict, config: EvalConfig | None = None) -> pd.DataFrame:
+    """The effect filter of one fold's test conditions, from the data alone (no method is fitted).
+
+    The evaluation space is fitted on the fold's training cells as :func:`score_fold` does; each test condition's
+    observed cells are tested against its context's controls (:func:`celljepa.eval.effects.condition_effects`).
+    The claims family of a run is known from these before any model is fitted.
+    """
+    config = config or EvalConfig(seed=fold["seed"])
+    space, train, test = prepare_fold(adata, fold, config)
+    observed = _read_test_cells(adata, space, test)
+    return _effects(train, test, observed, config)
+
+
 def _effects(train: TrainData, test, observed: _TestCells, config: EvalConfig) -> pd.DataFrame:
     observed = [observed.z[c] for c, _ in test]
     # every control cell (the sets predictions start from may be a sample of them, see TrainData.control_cells)
     controls = {ctx: train.z[train.control_rows(ctx)] for ctx in {c.context_id for c, _ in test}}
     return condition_effects([c.key for c, _ in test], observed, [c.context_id for c, _ in test], controls,
-                             cap=config.cap, n_resamples=config.n_resamples, n_permutations=config.n_permutations,
-                             alpha=config.effect_alpha, seed=config.seed)
+                             cap=config.cap, n_permutations=config.n_permutations, alpha=config.effect_alpha,
+                             seed=config.seed)
 
 
 def _score_validation(train: TrainData, val, val_preds, covers, role, config: EvalConfig) -> pd.DataFrame:
@@ -561,13 +655,14 @@ def _score_validation(train: TrainData, val, val_preds, covers, role, config: Ev
             "edistance"]
     if not val_preds:
         return pd.DataFrame(columns=cols)
-    keys = list(val_preds)
+    keys = [k for k, x in val_preds.items() if x is not None]
     index = {c: i for i, (c, _) in enumerate(val)}
     rows_of = dict(val)
     e = edistance_sets([val_preds[k] for k in keys], [train.z[rows_of[k[2]]] for k in keys], cap=config.cap,
                        n_resamples=config.n_resamples, seed=config.seed, pair_keys=[index[k[2]] for k in keys])
-    frame = pd.DataFrame([{"method": k[0], "condition": k[2].key, "edistance": v} for k, v in zip(keys, e,
-                                                                                               strict=True)])
+    scores = dict(zip(keys, e, strict=True))  # n/a (no prediction): NaN
+    frame = pd.DataFrame([{"method": k[0], "condition": k[2].key, "edistance": scores.get(k, np.nan)}
+                          for k in val_preds])
     frame = frame.groupby(["method", "condition"], sort=False)["edistance"].mean().reset_index()
     by_key = {c.key: (c, r) for c, r in val}
     frame["role"] = frame["method"].map(role)
@@ -607,230 +702,3 @@ def _merge_diagnostics(parts: list[dict]) -> dict:
             acc.setdefault(k, []).append(v)
     return {"edistance_mean": {k: float(np.mean(v)) for k, v in acc.items()}, "note": parts[0]["note"]
             + " (mean over model seeds)"}
-
-
-# ------------------------------------------------------------------------------------------ summaries
-
-
-def method_roles(per_condition: pd.DataFrame) -> dict[str, str]:
-    """``{method: role}`` from a per-condition frame (older frames: from their is_baseline / is_control flags)."""
-    first = per_condition.drop_duplicates("method").set_index("method")
-    if "role" in first:
-        return {m: str(r) for m, r in first["role"].items()}
-    out = {}
-    for m, r in first.iterrows():
-        if bool(r.get("is_baseline", False)):
-            out[m] = "baseline"
-        elif bool(r.get("is_control", False)) or str(m).startswith("pca_"):
-            out[m] = "pca_twin"
-        else:
-            out[m] = "jepa"
-    return out
-
-
-def choose_comparator(roles: dict[str, str], validation: pd.DataFrame | None, *,
-                      test_coverage: dict[str, float] | None = None) -> dict:
-    """The non-JEPA method with the lowest mean validation E-distance, and why.
-
-    Eligible: role ``baseline``, ``pca_twin`` or ``peer``, a validation score, and at least
-    :data:`MIN_COVERAGE` of the validation conditions covered. Without validation scores the comparator
-    is :data:`FALLBACK_COMPARATOR` (declared in advance), never a test score.
-
-    Returns
-    -------
-    ``{"comparator", "reason", "rule", "validation": {method: {"edistance", "n", "coverage", "eligible", "why"}}}``
-    """
-    pool = [m for m, r in roles.items() if r in NON_JEPA_ROLES]
-    table: dict[str, dict] = {}
-    for m in roles:
-        sel = validation[validation["method"] == m] if validation is not None and len(validation) else None
-        e = sel["edistance"].to_numpy(dtype=float) if sel is not None else np.array([])
-        e = e[np.isfinite(e)]
-        coverage = float(sel["covered"].astype(bool).mean()) if sel is not None and len(sel) else float("nan")
-        entry = {"edistance": float(e.mean()) if e.size else None, "n": int(e.size),
-                 "coverage": coverage if np.isfinite(coverage) else None, "role": roles[m],
-                 "test_coverage": (test_coverage or {}).get(m)}
-        if sel is not None and "val_selection" in sel and len(sel):
-            kinds = sel["val_selection"].dropna().astype(str)
-            entry["selection"] = "; ".join(f"{k} ({n} of {len(sel)})" if len(kinds.unique()) > 1 else k
-                                           for k, n in kinds.value_counts().items())
-        if roles[m] == "peer":  # a peer is never tuned on validation conditions (folds stored before said so)
-            entry["selection"] = PeerModel.val_selection_
-        if roles[m] not in NON_JEPA_ROLES:
-            entry.update(eligible=False, why="JEPA model (not a comparator)")
-        elif not e.size:
-            entry.update(eligible=False, why="no validation score")
-        elif coverage < MIN_COVERAGE:
-            entry.update(eligible=False, why=f"covers {coverage:.0%} of the validation conditions (< "
-                                             f"{MIN_COVERAGE:.0%}): not a baseline for this split")
-        else:
-            entry.update(eligible=True, why="")
-        table[m] = entry
-    rule = ("lowest mean E-distance on the validation conditions among the non-JEPA methods (baselines, PCA twin, "
-            f"peers) that cover at least {MIN_COVERAGE:.0%} of them")
-    eligible = [m for m in pool if table[m]["eligible"]]
-    if eligible:
-        best = min(eligible, key=lambda m: (table[m]["edistance"], pool.index(m)))
-        reason = (f"lowest validation E-distance ({table[best]['edistance']:.4g} over {table[best]['n']} validation "
-                  f"conditions) of {len(eligible)} eligible non-JEPA methods")
-    elif FALLBACK_COMPARATOR in pool:
-        best, reason = FALLBACK_COMPARATOR, (f"no validation scores: the pre-declared fallback "
-                                             f"{FALLBACK_COMPARATOR}")
-    elif pool:
-        best, reason = pool[0], "no validation scores: the first non-JEPA method"
-    else:
-        best, reason = None, "no non-JEPA method was scored"
-    return {"comparator": best, "reason": reason, "rule": rule, "validation": table}
-
-
-def _frame_by_method(per_condition: pd.DataFrame, methods: list[str]) -> dict[str, pd.DataFrame]:
-    return {m: per_condition[per_condition["method"] == m].set_index("condition") for m in methods}
-
-
-def summarize(per_condition: pd.DataFrame, validation: pd.DataFrame | None = None, *,
-              primary: str = DEFAULT_PRIMARY, comparator: str | None = None, n_boot: int = 1000, seed: int = 0,
-              min_conditions: int = MIN_CONDITIONS, alpha: float = ALPHA) -> dict:
-    """Aggregate per-condition metrics into the metrics.json layout of evaluation.md, with the verdict.
-
-    Means over conditions with 95% bootstrap CIs (seeded); the comparator chosen on ``validation``
-    (:func:`choose_comparator`) unless ``comparator`` names it; paired differences of every method
-    against it. When ``primary`` was scored, the verdict: primary vs comparator and primary vs its PCA
-    twin on the conditions with a detectable effect (``has_effect``), each with a paired bootstrap CI and
-    a sign-flip p-value, Holm-corrected over these rows (a report corrects over all of its rows again,
-    :func:`celljepa.eval.verdict.holm_over`).
-    """
-    methods = list(dict.fromkeys(per_condition["method"]))
-    roles = method_roles(per_condition)
-    wide = _frame_by_method(per_condition, methods)
-    conditions = wide[methods[0]].index
-    if "has_effect" in per_condition:
-        effect = wide[methods[0]]["has_effect"].astype(bool).to_numpy()
-    else:
-        effect = np.ones(len(conditions), dtype=bool)
-    effect_conds = conditions[effect]
-    test_coverage = {m: float(wide[m]["covered"].astype(bool).mean()) for m in methods
-                     if "covered" in wide[m]}
-    out = {"n_test_conditions": int(len(conditions)), "n_effect_conditions": int(effect.sum()),
-           "conditions_without_effect": [str(c) for c in conditions[~effect]], "methods": {}, "roles": roles,
-           "coverage": test_coverage, "comparisons": {}, "metric_higher_is_better": METRICS,
-           "primary_metric": PRIMARY, "primary": primary}
-    for m in methods:
-        out["methods"][m] = {k: bootstrap_ci(wide[m].loc[conditions, k].to_numpy(), n_boot=n_boot, seed=seed)
-                             for k in METRICS}
-        out["methods"][m]["edistance_effect"] = bootstrap_ci(wide[m].loc[effect_conds, PRIMARY].to_numpy(),
-                                                             n_boot=n_boot, seed=seed)
-    if "noise_floor" in per_condition:
-        nf = wide[methods[0]].loc[conditions, "noise_floor"].to_numpy(dtype=float)
-        out["noise_floor"] = {**bootstrap_ci(nf, n_boot=n_boot, seed=seed),
-                              "sd": float(np.nanstd(nf, ddof=1)) if np.isfinite(nf).sum() > 1 else None}
-    choice = choose_comparator(roles, validation, test_coverage=test_coverage)
-    if comparator is not None:
-        if comparator not in methods:
-            raise InputError(f"comparator {comparator!r} was not scored; methods: {methods}.")
-        choice = {**choice, "comparator": comparator, "reason": choice["reason"] if comparator ==
-                  choice["comparator"] else f"given by the caller ({choice['reason']} elsewhere)"}
-    best = choice["comparator"]
-    out["comparator"] = best
-    out["comparator_choice"] = choice
-    if best is None:
-        return out
-    for m in methods:
-        if m == best:
-            continue
-        comp = {}
-        for k in METRICS:
-            d = paired_bootstrap_diff(wide[m].loc[conditions, k].to_numpy(),
-                                      wide[best].loc[conditions, k].to_numpy(), n_boot=n_boot, seed=seed)
-            comp[k] = {key: d[key] for key in ("diff", "ci_low", "ci_high")} | {"n": d["n"]}
-        out["comparisons"][f"{m} vs {best}"] = comp
-    if primary in methods and roles.get(primary) == "jepa":
-        out["verdict"] = _verdict(wide, effect_conds, primary, best, roles, choice, n_boot=n_boot, seed=seed,
-                                  n_without=int((~effect).sum()))
-        holm_over([out], min_conditions=min_conditions, alpha=alpha)
-    elif any(r == "jepa" for r in roles.values()):
-        out["verdict_note"] = (f"the pre-registered primary model {primary!r} was not scored (JEPA models: "
-                               f"{[m for m, r in roles.items() if r == 'jepa']}); no verdict")
-    return out
-
-
-def _verdict(wide, conds, primary: str, comparator: str, roles, choice, *, n_boot: int, seed: int,
-             n_without: int) -> dict:
-    def values(m, k=PRIMARY):
-        return wide[m].loc[conds, k].to_numpy(dtype=float)
-
-    e = paired_comparison(values(primary), values(comparator), n_boot=n_boot, seed=seed)
-    e["scale"] = float(np.nanmean(values(comparator))) if len(conds) else 1.0
-    dp = paired_bootstrap_diff(values(primary, "delta_pearson"), values(comparator, "delta_pearson"),
-                               n_boot=n_boot, seed=seed)
-    v = {"model": primary, "baseline": comparator, "chosen_on": "validation", "comparator_reason": choice["reason"],
-         "conditions": "with a detectable effect (E-test vs control)", "n_without_effect": n_without,
-         "edistance": e, "delta_pearson": dp, "n": e["n"],
-         "means": {"model": float(np.nanmean(values(primary))) if len(conds) else None,
-                   "baseline": float(np.nanmean(values(comparator))) if len(conds) else None}}
-    twin = next((m for m, r in roles.items() if r == "pca_twin"), None)
-    if twin is not None:
-        t = paired_comparison(values(primary), values(twin), n_boot=n_boot, seed=seed)
-        t.update(twin=twin, scale=float(np.nanmean(values(twin))) if len(conds) else 1.0,
-                 twin_mean=float(np.nanmean(values(twin))) if len(conds) else None)
-        if twin == comparator:
-            t["same_as_comparator"] = True
-        v["vs_pca_twin"] = t
-    return v
-
-
-# ------------------------------------------------------------------------------------- pooling seeds
-
-
-def pool_conditions(frames: list[pd.DataFrame], *, effect_alpha: float = 0.05) -> pd.DataFrame:
-    """One row per method × condition over several folds and split seeds (a condition's mean over them).
-
-    Each frame is a fold's ``per_condition`` with ``split_seed`` and ``fold`` columns. A condition tested
-    under several split seeds gets the mean of its metrics; it *has an effect* when the median of its
-    adjusted E-test p-values is below ``effect_alpha``.
-    """
-    frame = pd.concat(frames, ignore_index=True)
-    groups = frame.groupby(["method", "condition"], sort=False, dropna=False)
-    keep = [c for c in _KEEP_FIRST if c in frame]
-    out = groups[keep].first()
-    numeric = [c for c in list(METRICS) + ["rank", "noise_floor", "etest_edistance", "edistance_sd_seeds"]
-               if c in frame]
-    out = out.join(groups[numeric].mean())
-    if "etest_p_adj" in frame:
-        out["etest_p_adj"] = groups["etest_p_adj"].median()
-        out["has_effect"] = out["etest_p_adj"] < effect_alpha
-    if "n_model_seeds" in frame:
-        out["n_model_seeds"] = groups["n_model_seeds"].max()
-    if "split_seed" in frame:
-        out["n_split_seeds"] = groups["split_seed"].nunique()
-    return out.reset_index()
-
-
-def seed_summary(frames: dict[int, pd.DataFrame], per_seed: list[pd.DataFrame], metrics: dict, *,
-                 n_boot: int = 1000, seed: int = 0) -> dict:
-    """Every split seed's own numbers, and the spread over model seeds, beside a pooled verdict.
-
-    ``frames`` maps split seed → that seed's per-condition rows (its folds pooled); the comparator is the
-    pooled one. Returns ``{"split_seeds": {seed: {...}}, "model_seeds": {method: {...}}}``.
-    """
-    out: dict = {"split_seeds": {}, "model_seeds": {}}
-    v = metrics.get("verdict")
-    for s, frame in frames.items():
-        m = summarize(frame, None, primary=metrics["primary"], comparator=metrics["comparator"], n_boot=n_boot,
-                      seed=seed)
-        entry = {"n": m["n_effect_conditions"], "n_test_conditions": m["n_test_conditions"],
-                 "means": {k: m["methods"][k]["edistance_effect"]["mean"] for k in m["methods"]}}
-        if v and "verdict" in m:
-            e = m["verdict"]["edistance"]
-            entry["vs_comparator"] = {k: e[k] for k in ("diff", "ci_low", "ci_high", "n", "p")}
-            twin = m["verdict"].get("vs_pca_twin")
-            if twin:
-                entry["vs_pca_twin"] = {k: twin[k] for k in ("diff", "ci_low", "ci_high", "n", "p")}
-        out["split_seeds"][int(s)] = entry
-    if per_seed:
-        frame = pd.concat(per_seed, ignore_index=True)
-        frame = frame[frame["model_seed"].notna()]
-        for method, sel in frame.groupby("method", sort=False):
-            by_seed = sel.groupby("model_seed")["edistance"].mean()
-            out["model_seeds"][method] = {"per_seed": {int(k): float(x) for k, x in by_seed.items()},
-                                          "sd": float(by_seed.std(ddof=1)) if len(by_seed) > 1 else None}
-    return out

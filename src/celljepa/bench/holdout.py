@@ -35,7 +35,12 @@ import pandas as pd
 from .._errors import InputError
 from .._io import folder_lock, write_json_atomic, write_text_atomic
 from .._logging import logger
+from ..eval.bootstrap import SeedCube
+from ..eval.report import holdout_markdown
+from ..eval.report.holdout import holdout_rows, transfer_rows  # noqa: F401 - importable here as before
+from ..eval.verdict import apply_holm, claimable, family_rows, holm_over
 from .config import RunConfig
+from .pooling import PRIMARY, paired_difference, pool_conditions, summarize
 from .provenance import provenance, versions
 from .tasks import config_digest, data_fingerprint, read_tables, stop_on_signals, task_indices, write_tables
 
@@ -177,7 +182,7 @@ class _Holdout:
                               "encoders": self.encoder_digests[:-1]})
 
     def fold(self, j: int, enc_others: dict | None, *, compute: bool = True) -> dict | None:
-        """Fold task ``j``: ``{"per_condition", "validation"}`` tables, read back or computed (or None)."""
+        """Fold task ``j``: ``{"per_condition", "validation", "per_seed"}`` tables, read back or computed (or None)."""
         from .evaluate import score_fold
 
         split, s, fold, k = self.folds[j]
@@ -196,7 +201,8 @@ class _Holdout:
                            model_seeds=self.model_seeds, progress=self.progress)
         tables = {}
         for name, frame_own, frame_other in (("per_condition", own.per_condition, other.per_condition),
-                                             ("validation", own.validation, other.validation)):
+                                             ("validation", own.validation, other.validation),
+                                             ("per_seed", own.per_seed, other.per_seed)):
             a = frame_own.copy()
             b = frame_other[frame_other["role"] == "jepa"].copy()
             jepa_rows = a["role"] == "jepa"
@@ -211,27 +217,26 @@ class _Holdout:
 
     def prediction(self, tables: list[dict]) -> dict:
         """Per split: the fold tables pooled over folds and split seeds like a benchmark, and the verdicts."""
-        from ..eval.verdict import paired_comparison
-        from .evaluate import PRIMARY, pool_conditions, summarize
-
         config, split_seeds = self.run.evaluation, list(self.run.split_seeds)
         result = {}
         for split, k in self.splits.items():
             mine = [t for t, (sp_, _, _, _) in zip(tables, self.folds, strict=True) if sp_ == split]
             pooled = pool_conditions([t["per_condition"] for t in mine], effect_alpha=config.effect_alpha)
+            per_seed = pd.concat([t["per_seed"] for t in mine], ignore_index=True)
             metrics = summarize(pooled, pd.concat([t["validation"] for t in mine], ignore_index=True),
-                                primary=f"{config.primary}_others", n_boot=config.n_bootstrap, seed=split_seeds[0],
-                                min_conditions=config.min_conditions)
-            effect = pooled.drop_duplicates("condition").set_index("condition")["has_effect"].astype(bool)
-            wide = pooled.pivot_table(index="condition", columns="method", values=PRIMARY, aggfunc="first")
-            wide = wide.loc[effect[effect].index]
+                                per_seed=per_seed, primary=f"{config.primary}_others", n_boot=config.n_bootstrap,
+                                seed=split_seeds[0], min_conditions=config.min_conditions)
+            first = pooled.drop_duplicates("condition")
+            effect = list(first.loc[first["has_effect"].astype(bool), "condition"])
+            cube = SeedCube.from_frame(per_seed, effect)
             others_vs_self = {}
             for kind in ("set", "prototype"):
                 a_name, b_name = f"jepa_{kind}_others", f"jepa_{kind}_self"
-                if a_name in wide and b_name in wide:
-                    d = paired_comparison(wide[a_name].to_numpy(), wide[b_name].to_numpy(),
-                                          n_boot=config.n_bootstrap, seed=split_seeds[0])
-                    d["scale"] = float(np.nanmean(wide[b_name].to_numpy())) if len(wide) else 1.0
+                if {a_name, b_name} <= set(per_seed["method"]):
+                    d = paired_difference(cube, a_name, b_name, PRIMARY, effect, n_boot=config.n_bootstrap,
+                                          seed=split_seeds[0])
+                    d["scale"] = abs(d["diff"]) if np.isfinite(d["diff"]) else 1.0
+                    d["claimable"] = claimable(len(effect), config.min_conditions)
                     others_vs_self[kind] = d
             metrics.update({"dataset_id": self.holdout, "split": split, "n_folds": k if self.max_folds is None else
                             min(k, self.max_folds), "split_seeds": split_seeds, "model_seeds": self.model_seeds,
@@ -240,27 +245,22 @@ class _Holdout:
         return result
 
 
-def _others_outcome(d: dict) -> str:
-    """``helps`` / ``hurts`` / ``no difference`` / ``insufficient evidence`` from a Holm-corrected comparison."""
-    return {"wins": "helps", "loses": "hurts", "ties": "no difference"}.get(d.get("outcome"),
-                                                                           d.get("outcome", "undetermined"))
-
-
 def _holm_family(prediction: dict) -> int:
-    """Holm over every claim of a holdout run: each split's verdict rows and its elsewhere-vs-own rows."""
-    from ..eval.verdict import apply_holm, verdict_rows
+    """Label every claim of a holdout run, its own family.
 
-    rows = []
-    for m in prediction.values():
-        rows += verdict_rows(m) + list(m["others_vs_self"].values())
+    The verdict rows of each split, and the claimable elsewhere-vs-own rows in the primary metric's family.
+    """
+    holm_over(list(prediction.values()))
+    extra = [d for m in prediction.values() for d in m["others_vs_self"].values() if d.get("claimable")]
+    rows = family_rows(list(prediction.values())) + extra
     apply_holm(rows)
     for m in prediction.values():
+        for d in m["others_vs_self"].values():
+            if not d.get("claimable"):
+                d.update(p_holm=None, outcome="not claimable", family_size=0)
         if m.get("verdict"):
-            v = m["verdict"]
-            v["outcome"] = v["edistance"]["outcome"]
-            twin = v.get("vs_pca_twin")
-            if twin and twin.get("same_as_comparator"):
-                twin.update({k: v["edistance"][k] for k in ("p_holm", "outcome", "family_size")})
+            m["verdict"]["outcome"] = m["verdict"]["edistance"]["outcome"]
+            m["verdict"]["family_sizes"]["edistance"] = len(rows)
     return len(rows)
 
 
@@ -401,74 +401,3 @@ def _combined(h: _Holdout, out: Path, *, labels, n_pcs: int, collect: bool) -> d
     write_text_atomic(out / "holdout.md", holdout_markdown(result))
     logger.info("holdout %s: written to %s in %.0f s", h.holdout, out, result["wall_time_s"])
     return result
-
-
-def _effect_mean(metrics: dict, method: str) -> float:
-    """Mean test E-distance of a method over the conditions with an effect (all conditions in older runs)."""
-    stats = metrics["methods"][method]
-    return stats.get("edistance_effect", stats["edistance"])["mean"]
-
-
-def holdout_rows(result: dict) -> list[dict]:
-    """One row per held-out split and JEPA model: the encoder from elsewhere vs the dataset's own."""
-    rows = []
-    for split, m in result["prediction"].items():
-        comparator = m.get("comparator", m.get("best_baseline"))
-        for kind, d in m["others_vs_self"].items():
-            name = f"jepa_{kind}"
-            rows.append({"holdout": result["holdout"], "pretrained_on": "+".join(result["pretrained_on"]),
-                         "split": split, "model": name, "n": d["n"],
-                         "edistance_others": _effect_mean(m, f"{name}_others"),
-                         "edistance_self": _effect_mean(m, f"{name}_self"),
-                         "comparator": comparator, "edistance_comparator": _effect_mean(m, comparator),
-                         "diff": d["diff"], "ci_low": d["ci_low"], "ci_high": d["ci_high"], "p": d.get("p"),
-                         "p_holm": d.get("p_holm"), "outcome": _others_outcome(d),
-                         "verdict": m.get("verdict", {}).get("outcome")})
-    return rows
-
-
-def transfer_rows(result: dict) -> list[dict]:
-    """The kNN accuracy per label on the three embeddings of the held-out dataset."""
-    rows = []
-    for label, by in result["transfer"]["knn"].items():
-        if "skipped" in by:
-            continue
-        rows.append({"holdout": result["holdout"], "label": label, "n_classes": by["X_pca_self"]["n_classes"],
-                     **{k: by[k]["accuracy"] for k in ("X_jepa_others", "X_jepa_self", "X_pca_self")}})
-    return rows
-
-
-def holdout_markdown(result: dict) -> str:
-    """``holdout.md``: the two questions of a holdout run, as tables."""
-    lines = [f"# Cross-dataset holdout: {result['holdout']}", "",
-             f"Encoder pretrained on {', '.join(result['pretrained_on'])} (never a cell of {result['holdout']}); "
-             f"feature set `{result['feature_set']['id']}` ({result['genes_present_in_holdout']} of "
-             f"{result['feature_set']['n_genes']} genes measured in {result['holdout']}). Wall time "
-             f"{result['wall_time_s']:.0f} s.", "",
-             "## (a) Embedding transfer: kNN accuracy of labels in the held-out dataset", "",
-             "| label | classes | JEPA pretrained elsewhere | JEPA on this dataset alone | PCA on this dataset |",
-             "|---|---|---|---|---|"]
-    for r in transfer_rows(result):
-        lines.append(f"| {r['label']} | {r['n_classes']} | {r['X_jepa_others']:.3f} | {r['X_jepa_self']:.3f} | "
-                     f"{r['X_pca_self']:.3f} |")
-    lines += ["", "## (b) Perturbation prediction inside the held-out dataset", "",
-              f"Split seeds {result.get('split_seeds', [result.get('seed')])}, model seeds "
-              f"{result.get('model_seeds', [result.get('seed')])}; mean test E-distance (evaluation space, lower is "
-              "better) on the conditions with a detectable effect. elsewhere − own is paired over those "
-              "conditions (95% bootstrap CI, sign-flip p, Holm over every claim of this run); *helps* / *hurts* "
-              "need the CI to exclude 0, Holm p < 0.05 and n ≥ 10, fewer conditions give *insufficient "
-              "evidence*. The comparator is the non-JEPA method with the best validation score.", "",
-              "| split | model | n | encoder from elsewhere | own encoder | comparator (validation) | elsewhere − own "
-              "[95% CI] | p (Holm) | more data | primary vs comparator |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in holdout_rows(result):
-        p = "n/a" if r["p_holm"] is None else f"{r['p_holm']:.2g}"
-        lines.append(f"| {r['split']} | {r['model']} | {r['n']} | {r['edistance_others']:.3f} | "
-                     f"{r['edistance_self']:.3f} | {r['comparator']} {r['edistance_comparator']:.3f} | "
-                     f"{r['diff']:+.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}] | {p} | {r['outcome']} | "
-                     f"{r['verdict'] or '–'} |")
-    for split, m in result["prediction"].items():
-        if m.get("verdict"):
-            from ..eval.report import verdict_sentence
-
-            lines += ["", "- " + verdict_sentence(f"{result['holdout']} {split} (encoder from elsewhere)", m)]
-    return "\n".join(lines) + "\n"

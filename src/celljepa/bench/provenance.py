@@ -39,6 +39,25 @@ def git_commit() -> str | None:
     return commit + ("+dirty" if dirty else "")
 
 
+def tree_state() -> dict | None:
+    """The checkout celljepa runs from: ``{"root", "commit", "changed"}``, or None outside a git checkout.
+
+    ``changed`` lists every modified, staged or untracked file that git does not ignore. None when celljepa does
+    not run from a git checkout (a non-editable install). Not cached: a final run checks the tree when it starts.
+    """
+    root = Path(__file__).resolve().parents[3]
+    if not (root / ".git").exists() or not (root / "src" / "celljepa").is_dir():
+        return None
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        status = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=all"],
+                                capture_output=True, text=True, timeout=30, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"root": str(root), "commit": commit, "changed": [line[3:] for line in status.splitlines() if line.strip()]}
+
+
 def versions() -> dict:
     """Versions of celljepa and the libraries that shape its numbers, and the machine's kind."""
     import torch

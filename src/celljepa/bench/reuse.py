@@ -21,13 +21,14 @@ import pandas as pd
 from anndata import AnnData
 
 from .._errors import InputError
-from .evaluate import FoldResult, score_fold, summarize
+from .evaluate import FoldResult, score_fold
+from .pooling import summarize
 
 __all__ = ["REUSE_TOLERANCE", "reuse_fold"]
 
 #: Largest difference between a baseline's score here and in the reused run (CSV round trip of float64).
 REUSE_TOLERANCE = 1e-9
-_CHECKED = ("edistance", "mse", "delta_pearson", "etest_edistance", "noise_floor")
+_CHECKED = ("edistance", "mse", "delta_pearson", "etest_edistance", "effect_se")
 _SAME_CONFIG = ("evaluation", "jepa", "transition", "model_seeds")
 
 
@@ -65,12 +66,14 @@ def reuse_fold(adata: AnnData, fold: dict, old_dir: Path, *, config: dict, evalu
     old_per = _read(old_dir, "per_condition.csv")
     old_val = _read(old_dir, "validation.csv")
     old_seeds = _read(old_dir, "per_condition_seeds.csv", required=False)
-    names = {m.name for m in new_methods}
+    seeds = config.get("model_seeds") or None
+    new_methods = new_methods if callable(new_methods) else (lambda seed, fixed=list(new_methods): fixed)
+    names = {m.name for m in new_methods(seeds[0] if seeds else None)}
     clash = names & set(old_per["method"])
     if clash:
         raise InputError(f"--reuse: {sorted(clash)} are already scored in {old_dir}.")
 
-    new = score_fold(adata, fold, config=evaluation, peers=new_methods)
+    new = score_fold(adata, fold, config=evaluation, peers=new_methods, model_seeds=seeds)
     _check_baselines(new.per_condition, old_per, old_dir)
 
     def merged(old: pd.DataFrame | None, frame: pd.DataFrame | None) -> pd.DataFrame | None:
@@ -85,8 +88,9 @@ def reuse_fold(adata: AnnData, fold: dict, old_dir: Path, *, config: dict, evalu
     per_condition = merged(old_per, new.per_condition)
     validation = merged(old_val, new.validation)
     per_seed = merged(old_seeds if old_seeds is not None else _seeds_of(old_per), new.per_seed)
-    metrics = summarize(per_condition, validation, primary=evaluation.primary, n_boot=evaluation.n_bootstrap,
-                        seed=evaluation.seed, min_conditions=evaluation.min_conditions)
+    per_seed["split_seed"], per_seed["fold"] = int(fold["seed"]), int(fold["fold"])
+    metrics = summarize(per_condition, validation, per_seed=per_seed, primary=evaluation.primary,
+                        n_boot=evaluation.n_bootstrap, seed=evaluation.seed, min_conditions=evaluation.min_conditions)
     keep = ("dataset_id", "split", "fold", "seed", "model_seeds", "transductive", "embedding_space")
     metrics.update({k: old_metrics[k] for k in keep if k in old_metrics})
     metrics["reused"] = {"from": str(old_dir), "methods_added": sorted(names),

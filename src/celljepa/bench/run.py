@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 from collections.abc import Callable
@@ -12,28 +13,29 @@ import pandas as pd
 from anndata import AnnData
 from tqdm.auto import tqdm
 
-from .._errors import InputError
+from .._errors import CelljepaError, InputError
 from .._io import LOCK_NAME, folder_lock, remove_tree_quietly, write_json_atomic, write_text_atomic
 from .._logging import logger
 from .._version import __version__
 from ..data._ingest import ingest_anndata
 from ..eval import report as R
 from ..eval.predictions import write_predictions
-from ..eval.verdict import MIN_CONDITIONS, holm_over
+from ..eval.verdict import MIN_CONDITIONS, claimable, holm_over
 from ..splits import make_split_folds
 from ..train.distributed import is_main
 from .config import RunConfig
 from .evaluate import (
     EvalConfig,
     FoldResult,
+    fit_views,
+    fold_effects,
     fold_encoder,
-    pool_conditions,
     prepare_fold,
     score_fold,
-    seed_summary,
-    summarize,
+    validation_parts,
 )
-from .provenance import provenance, versions
+from .pooling import CLAIMS_RULE, pool_conditions, pooled_effects, seed_summary, summarize
+from .provenance import provenance, tree_state, versions
 from .reuse import reuse_fold
 from .tasks import (
     FRAMES_FILE,
@@ -50,65 +52,17 @@ FigureMaker = Callable[[FoldResult, Path], list[Path]]
 
 #: A fold's predicted and observed cells (``benchmark(..., predictions=True)``, ``--predictions``).
 PREDICTIONS_FILE = "predictions.h5ad"
+#: Per dataset × split: every score by method, split seed, fold, model seed and condition (the units of the
+#: hierarchical bootstrap behind every CI; re-check any verdict from it).
+SEEDS_FILE = "per_seed_all_folds.csv"
 
 
-def _fold_report(result: FoldResult, adata: AnnData, figures: list[Path], out: Path) -> str:
-    m = result.metrics
-    lines = [f"# {m['dataset_id']} · {m['split']} · fold {m['fold']} · split seed {m['seed']}", "",
-             "## Dataset", "", R.dataset_summary(adata.obs, adata.n_vars), "",
-             "## Split", "", R.split_summary(result.fold), "",
-             "- Inputs only: " + ("none held out" if m["split"] != "S2_unseen_context" else
-                                  ("held-out contexts' control cells were fitted on (`--transductive`)"
-                                   if m.get("transductive") else
-                                   "the held-out contexts' control cells are where predictions start; no method, "
-                                   "JEPA pretraining included, fits on them")), "",
-             "## Evaluation space", "",
-             f"{result.space.describe()['n_genes']} HVGs and {result.space.n_pcs} PCs fitted on the training cells "
-             "only (`eval_space.npz`). Every method hands in predicted cells; metrics are means over "
-             f"{m['n_test_conditions']} test conditions with 95% bootstrap CIs (1,000 resamples over conditions)"
-             + (f", averaged over model seeds {m['model_seeds']}" if len(m.get("model_seeds") or []) > 1 else "")
-             + ".", "",
-             "## Methods", "", R.methods_table(m), "",
-             "## Comparator (chosen on the validation conditions)", "", R.comparator_table(m), "",
-             "## Effects and noise floor", "", *R.effects_lines(m), "",
-             f"## Paired comparisons against the comparator (`{m['comparator']}`)", "",
-             "Difference (method − comparator) with its 95% paired bootstrap CI over all test conditions; "
-             "descriptive. A claim needs the verdict rule below.", "", R.comparisons_table(m), "",
-             *([f"## Verdict (one fold: {m['verdict']['n']} conditions; claims need at least "
-                f"{MIN_CONDITIONS})", "",
-                R.verdict_sentence(f"{m['dataset_id']} {m['split']} fold {m['fold']}", m), ""]
-               if "verdict" in m else ([m["verdict_note"], ""] if "verdict_note" in m else [])),
-             *(_embedding_space_lines(m)),
-             "## Chosen hyperparameters (validation groups only)", ""]
-    for name, params in result.params.items():
-        if params:
-            lines.append(f"- `{name}`: " + ", ".join(f"{k} = {v:.4g}" if isinstance(v, float) else f"{k} = {v}"
-                                                    for k, v in params.items() if not k.startswith("config.")))
-    compute = f"Wall time {result.timings['total_s']:.1f} s on CPU ({os.cpu_count()} cores)"
-    if "jepa_encoder" in result.params:
-        enc = result.params["jepa_encoder"]
-        trans = {k: v for k, v in result.params.items() if k.startswith("jepa_") and k != "jepa_encoder"}
-        compute += (f": JEPA pretraining {result.timings.get('jepa_pretrain_s', 0.0):.1f} s "
-                    f"({enc['n_parameters']:,} parameters), "
-                    + ", ".join(f"{k} {v.get('train_seconds', 0):.1f} s ({v.get('n_parameters', 0):,} parameters)"
-                                for k, v in trans.items())
-                    + "; the baselines' only fitted parameters are ridge / linear coefficients.")
-    else:
-        compute += "; baselines have no trained parameters beyond the ridge coefficients."
-    lines += ["", "## Compute", "", compute, ""]
-    if figures:
-        lines += ["## Figures", ""] + [f"![{p.stem}]({p.relative_to(out).as_posix()})" for p in figures] + [""]
-    return "\n".join(lines)
-
-
-def _embedding_space_lines(metrics: dict) -> list[str]:
-    diag = metrics.get("embedding_space", {}).get("edistance_mean")
-    if not diag:
-        return []
-    cells = ", ".join(f"`{k}` {v:.3f}" for k, v in diag.items())
-    return ["## Diagnostics in the JEPA embedding space (secondary)", "",
-            f"Mean E-distance between predicted and observed cells in the fold encoder's own space: {cells}. Not "
-            "a headline: a model can shrink its own space; the evaluation-space numbers above are the result.", ""]
+def _fold_report_record(result: FoldResult, adata: AnnData, figures: list[Path], out: Path) -> dict:
+    """What a fold's ``report.md`` shows, as plain data (rendered by :func:`celljepa.eval.report.fold_report`)."""
+    return {"metrics": result.metrics, "dataset": R.dataset_summary(adata.obs, adata.n_vars), "split": result.fold,
+            "space": {"n_genes": result.space.describe()["n_genes"], "n_pcs": result.space.n_pcs},
+            "params": result.params, "timings": result.timings, "cpus": os.cpu_count(),
+            "figures": [p.relative_to(out).as_posix() for p in figures]}
 
 
 def write_fold_run(result: FoldResult, adata: AnnData, out: Path, *, config: dict,
@@ -132,7 +86,8 @@ def write_fold_run(result: FoldResult, adata: AnnData, out: Path, *, config: dic
     if result.per_seed is not None and result.per_seed["model_seed"].nunique() > 1:
         written.append(write_text_atomic(out / "per_condition_seeds.csv", result.per_seed.to_csv(index=False)))
     figures = figure_maker(result, out) if figure_maker else []
-    written.append(write_text_atomic(out / "report.md", _fold_report(result, adata, figures, out)))
+    written.append(write_text_atomic(out / "report.md",
+                                     R.fold_report(_fold_report_record(result, adata, figures, out))))
     written.append(write_frames(result, out / FRAMES_FILE))
     written.append(write_json_atomic(out / "metrics.json", {**result.metrics, "config_digest": digest}))
     return written + figures
@@ -187,7 +142,8 @@ def eval_baselines(adata: AnnData, *, split: str, fold: int, seed: int = 0, n_fo
 
 # The demo benchmark: the two studies of the bundled file, each with its own dataset id and splits.
 DEMO_PLAN = {
-    "norman2019": {"filter": "norman19", "splits": {"S1_unseen_perturbation": 3, "S3_unseen_combo": 3}},
+    "norman2019": {"filter": "norman19", "splits": {"S1_unseen_perturbation": 3, "S1g_unseen_genes": 3,
+                                                    "S3_unseen_combo": 3}},
     "sciplex_gxe": {"filter": "mcfaline23", "splits": {"S1_unseen_perturbation": 3, "S2_unseen_context": 3}},
 }
 
@@ -275,7 +231,8 @@ def benchmark(datasets: dict[str, AnnData], plan: dict[str, dict[str, int]], *, 
               combined_figure_maker: Callable[[dict, Path], list[Path]] | None = None,
               progress: bool = True, jepa_knn=None, max_folds: int | None = None,
               title: str | None = None, pca_twin: bool = True, folds=None, tasks=None,
-              collect: bool = False, predictions: bool = False, reuse: str | os.PathLike | None = None) -> dict:
+              collect: bool = False, predictions: bool = False, reuse: str | os.PathLike | None = None,
+              final: bool = False, held_out_datasets=()) -> dict:
     """Run baselines (and JEPA models) on every dataset × split × split seed × fold; one report.
 
     ``plan`` maps dataset id → {split name: number of folds}. One run folder per fold
@@ -319,6 +276,13 @@ def benchmark(datasets: dict[str, AnnData], plan: dict[str, dict[str, int]], *, 
     predictions
         Write each fold's predicted and observed cells as ``predictions.h5ad`` in its run folder (cell-eval's
         layout, :mod:`celljepa.eval.predictions`; every method, model seed and test condition).
+    final
+        A final verdict: refuse a checkout with uncommitted or untracked files, and before the first fold write
+        ``final.json`` (the commit, a digest of the full configuration, the datasets declared unseen during
+        development); a resumed task or collect must find the same commit and digest (:func:`freeze_final`).
+    held_out_datasets
+        With ``final``: the datasets of this run that were never seen while celljepa's models and defaults were
+        developed (the user's declaration, recorded and stated in the report). Split seeds hold nothing out.
 
     Returns
     -------
@@ -332,6 +296,12 @@ def benchmark(datasets: dict[str, AnnData], plan: dict[str, dict[str, int]], *, 
                          "--collect).")
     jobs = benchmark_tasks(datasets, plan, run=run, max_folds=max_folds, folds=folds)
     fold_result = _FoldTasks(datasets, plan, out, run, figure_maker, pca_twin, predictions, reuse)
+    if final:
+        freeze_final(out, datasets, plan, run, fold_result, held_out_datasets=held_out_datasets,
+                     max_folds=max_folds, folds=folds)
+    elif held_out_datasets:
+        raise InputError("--held-out-datasets declares data unseen during development for a final verdict: add "
+                         "--final.")
     if tasks is not None:
         tasks = task_indices(tasks, len(jobs), "benchmark")
         states = {}
@@ -367,11 +337,17 @@ class _FoldTasks:
         self.extra = ({"jepa": self.jepa.to_dict(), "transition": _transition_dict(self.transition),
                        "model_seeds": m_seeds} if self.jepa is not None else {})
         if run.peers:
-            self.extra["peers"] = {p: {"seed": m_seeds[0], "params": run.peer_params.get(p, {})} for p in run.peers}
+            self.extra["peers"] = {p: {"seeds": list(run.seeds_of_peer(p)), "params": run.peer_params.get(p, {})}
+                                   for p in run.peers}
         if predictions:  # a finished fold without its predictions file is scored again
             self.extra["predictions"] = PREDICTIONS_FILE
         if self.reuse is not None:
             self.extra["reused_from"] = str(self.reuse)
+        self.effects: dict = {}  # (dataset, split, split seed, fold) -> the effect filter the claims pass computed
+
+    def _peers(self, folder: Path):
+        """``seed -> the peers trained with that model seed`` for a fold (exchange files under ``folder/peers``)."""
+        return lambda seed: self.run.peer_models(folder / "peers", seed=seed)
 
     def config(self, dataset_id: str, split_seed: int, fold: dict, result: FoldResult | None) -> dict:
         return _run_config(self.datasets[dataset_id], fold, self.run.evaluation_for(split_seed), result,
@@ -394,12 +370,13 @@ class _FoldTasks:
             result = reuse_fold(adata, fold, task_dir(self.reuse, dataset_id, split, split_seed, fold["fold"]),
                                 config=self.config(dataset_id, split_seed, fold, None),
                                 evaluation=self.run.evaluation_for(split_seed),
-                                new_methods=self.run.peer_models(folder / "peers"), keep_predictions=self.predictions)
+                                new_methods=self._peers(folder), keep_predictions=self.predictions)
         else:
             result = score_fold(adata, fold, config=self.run.evaluation_for(split_seed), jepa=self.jepa,
                                 transition=self.transition, model_seeds=list(self.run.model_seeds),
-                                pca_twin=self.pca_twin, peers=self.run.peer_models(folder / "peers"),
-                                keep_predictions=self.predictions)
+                                pca_twin=self.pca_twin, peers=self._peers(folder),
+                                keep_predictions=self.predictions,
+                                effects=self.effects.get((dataset_id, split, split_seed, fold["fold"])))
         write_fold_run(result, adata, folder,
                        config=self.config(dataset_id, split_seed, fold, result), figure_maker=self.figure_maker)
         return result, "computed"
@@ -427,6 +404,10 @@ def _combined_run(datasets, plan, out: Path, run: RunConfig, jobs, fold_result: 
     seeds_frames: dict[tuple[str, str], list[pd.DataFrame]] = {}
     per_fold: list[dict] = []
     skipped, missing = 0, []
+    claims = None
+    if not collect:  # the claims family from the data alone, before any model is fitted
+        claims, fold_result.effects = claims_family(datasets, jobs, run, progress=progress)
+        write_json_atomic(out / CLAIMS_FILE, claims)
     bar = tqdm(jobs, desc="benchmark", unit="fold", disable=not progress)
     for i, (dataset_id, split, s, fold) in enumerate(bar):
         bar.set_postfix_str(f"{dataset_id} {split} split seed {s} fold {fold['fold']}")
@@ -461,13 +442,18 @@ def _combined_run(datasets, plan, out: Path, run: RunConfig, jobs, fold_result: 
         combined[f"{dataset_id}/{split}"] = _pooled_metrics(parts, vals[key], seeds_frames[key], base, s_seeds,
                                                             m_seeds, dataset_id=dataset_id, split=split,
                                                             jepa=jepa is not None)
-    family = holm_over(combined.values(), min_conditions=base.min_conditions)
+    if claims is not None:
+        _check_claims(claims, combined)
+    final_rec = json.loads((out / FINAL_FILE).read_text(encoding="utf-8")) if (out / FINAL_FILE).is_file() else None
+    family = holm_over(combined.values())  # this run's claims family, one per verdict metric
     for (dataset_id, split), parts in frames.items():
         folder = out / dataset_id / split
         metrics = combined[f"{dataset_id}/{split}"]
-        metrics["holm_family_size"] = family
+        metrics["holm_family_size"] = family["edistance"]
         raw = pd.concat(parts, ignore_index=True)
         write_text_atomic(folder / "per_condition_all_folds.csv", raw.to_csv(index=False))
+        write_text_atomic(folder / SEEDS_FILE, pd.concat(seeds_frames[(dataset_id, split)],
+                                                         ignore_index=True).to_csv(index=False))
         write_text_atomic(folder / "per_condition.csv", metrics.pop("_pooled").to_csv(index=False))
         write_text_atomic(folder / "validation_all_folds.csv",
                           pd.concat(vals[(dataset_id, split)], ignore_index=True).to_csv(index=False))
@@ -480,18 +466,128 @@ def _combined_run(datasets, plan, out: Path, run: RunConfig, jobs, fold_result: 
                                                       "model_seeds": m_seeds, "primary": base.primary,
                                                       "transductive": base.transductive,
                                                       "wall_time_s": elapsed, "results": combined,
+                                                      "claims": claims_record(combined, family),
+                                                      "final": final_rec,
                                                       "per_fold": per_fold, "jepa_embeddings": embeddings,
                                                       "versions": versions(),
                                                       "provenance": _run_provenance(started, skipped)})
     figures = combined_figure_maker(combined, out) if combined_figure_maker else []
-    report = _combined_report(datasets, plan, combined, per_fold, elapsed, figures, out, title=title,
-                              jepa=jepa, transition=fold_result.transition, config=base)
-    if embeddings:
-        report = report.replace("## Every fold (mean E-distance per method)", _jepa_section(embeddings)
-                                + "## Every fold (mean E-distance per method)")
+    report = R.benchmark_report({
+        "title": title, "plan": plan,
+        "datasets": {d: R.dataset_summary(datasets[d].obs, datasets[d].n_vars) for d in plan},
+        "combined": combined, "per_fold": per_fold, "transductive": base.transductive, "final": final_rec,
+        "jepa": None if jepa is None else jepa.to_dict(),
+        "transition": None if jepa is None else _transition_dict(fold_result.transition),
+        "jepa_embeddings": embeddings, "elapsed_s": elapsed, "cpus": os.cpu_count(), "celljepa": __version__,
+        "figures": [p.relative_to(out).as_posix() for p in figures]})
     write_text_atomic(out / "report.md", report)
     logger.info("benchmark: %d folds in %.1f s; report at %s", len(jobs), elapsed, out / "report.md")
     return combined
+
+
+CLAIMS_FILE = "claims.json"
+FINAL_FILE = "final.json"
+
+
+def claims_family(datasets: dict[str, AnnData], jobs, run: RunConfig, *, progress: bool = False
+                  ) -> tuple[dict, dict]:
+    """The claims family of a run from the data and the splits alone, before any model is fitted.
+
+    Each fold's effect filter (:func:`~celljepa.bench.evaluate.fold_effects`: evaluation space on its training
+    cells, E-test and standard error of every test condition) pooled per dataset × split over folds and split
+    seeds (:func:`~celljepa.bench.pooling.pooled_effects`); a row with at least ``min_conditions`` conditions
+    with an effect is claimable. Returns ``(claims, effects)``: the record written to ``claims.json`` and each
+    fold's effect table, keyed ``(dataset, split, split seed, fold)``, which the folds use as they are.
+    """
+    effects: dict = {}
+    parts: dict[str, list[pd.DataFrame]] = {}
+    for dataset_id, split, s, fold in tqdm(jobs, desc="claims family (effect filter)", unit="fold",
+                                           disable=not progress):
+        frame = fold_effects(datasets[dataset_id], fold, run.evaluation_for(s))
+        effects[(dataset_id, split, s, fold["fold"])] = frame
+        parts.setdefault(f"{dataset_id}/{split}", []).append(frame.reset_index())
+    rows = {}
+    for key, frames in parts.items():
+        flags = pooled_effects(pd.concat(frames, ignore_index=True), effect_alpha=run.evaluation.effect_alpha)
+        n = int(flags["has_effect"].sum())
+        rows[key] = {"n_test": int(len(flags)), "n_effect": n,
+                     "claimable": claimable(n, run.evaluation.min_conditions)}
+    return {"rule": CLAIMS_RULE, "computed": "from the data and the splits alone, before any model was fitted",
+            "min_conditions": run.evaluation.min_conditions, "rows": rows}, effects
+
+
+def _check_claims(claims: dict, combined: dict) -> None:
+    """The pooled verdict rows must rest on the claims family computed before fitting (the filter is data only)."""
+    for key, m in combined.items():
+        want = claims["rows"].get(key, {}).get("n_effect")
+        if want is not None and want != m["n_effect_conditions"]:
+            raise CelljepaError(f"{key}: {m['n_effect_conditions']} conditions with an effect after fitting, {want} "
+                                "before: the effect filter must not depend on the methods. This is a bug; please "
+                                "report it with the run folder.")
+
+
+def _final_config(datasets, plan, run: RunConfig, fold_result: _FoldTasks, held_out, max_folds, folds) -> dict:
+    """Everything that decides a final run's numbers, for its digest."""
+    return {"plan": plan, "split_seeds": list(run.split_seeds), "model_seeds": list(run.model_seeds),
+            "evaluation": dataclasses.asdict(run.evaluation), "data": {d: fold_result.fingerprints[d] for d in plan},
+            "jepa": fold_result.extra.get("jepa"), "transition": fold_result.extra.get("transition"),
+            "peers": fold_result.extra.get("peers", {}), "max_folds": max_folds,
+            "folds": None if folds is None else sorted(int(f) for f in folds),
+            "held_out_datasets": sorted(held_out), "celljepa": __version__}
+
+
+def freeze_final(out: Path, datasets, plan, run: RunConfig, fold_result: _FoldTasks, *, held_out_datasets=(),
+                 max_folds=None, folds=None) -> dict:
+    """Freeze a final run: a clean checkout, and its commit and configuration digest in ``OUT/final.json``.
+
+    Refuses a checkout with modified, staged or untracked files (a final verdict must name the code it ran), and
+    an install that is not a git checkout (``pip install -e .`` from the checkout). The first call writes
+    ``final.json`` before any fold is computed; a later call on the same folder (a resumed run, a fold task, a
+    collect) must find the same commit and digest, so a final run's configuration cannot change half-way.
+    """
+    held = [str(d) for d in held_out_datasets]
+    unknown = [d for d in held if d not in plan]
+    if unknown:
+        raise InputError(f"--held-out-datasets {unknown}: not datasets of this run ({', '.join(plan)}).")
+    tree = tree_state()
+    if tree is None:
+        raise InputError("--final records the commit of the code it runs, but celljepa does not run from a git "
+                         "checkout here. Fix: run it from a clone installed with `pip install -e .`.")
+    if tree["changed"]:
+        shown = ", ".join(tree["changed"][:10]) + (" ..." if len(tree["changed"]) > 10 else "")
+        raise InputError(f"--final refuses a dirty tree: {len(tree['changed'])} file(s) differ from commit "
+                         f"{tree['commit'][:12]} in {tree['root']} ({shown}). Fix: commit or remove them, then run "
+                         "again.")
+    config = _final_config(datasets, plan, run, fold_result, held, max_folds, folds)
+    record = {"commit": tree["commit"], "config_digest": config_digest(config), "config": config,
+              "frozen": provenance()["date"],
+              "held_out": (f"datasets declared unseen during development: {', '.join(held)}" if held else
+                           "no dataset of this run is declared unseen during development"),
+              "not_held_out": ("split seeds reshuffle the same conditions into folds: they hold nothing out. Data "
+                               "never seen in development means a whole dataset.")}
+    path = out / FINAL_FILE
+    if path.is_file():
+        old = json.loads(path.read_text(encoding="utf-8"))
+        if old.get("commit") != record["commit"] or old.get("config_digest") != record["config_digest"]:
+            raise InputError(f"{path} froze this final run at commit {str(old.get('commit'))[:12]} with "
+                             f"configuration {str(old.get('config_digest'))[:12]}; this call runs commit "
+                             f"{record['commit'][:12]} with {record['config_digest'][:12]}. A final run's "
+                             "configuration cannot change: use a new --out.")
+        return old
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, record)
+    logger.info("final run frozen: commit %s, configuration %s (%s)", record["commit"][:12],
+                record["config_digest"][:12], path)
+    return record
+
+
+def claims_record(combined: dict, family: dict[str, int]) -> dict:
+    """The run's claims family: per dataset × split, its conditions with an effect and whether it is claimable."""
+    return {"rule": CLAIMS_RULE, "family_sizes": family,
+            "rows": {key: {"n_effect": m["n_effect_conditions"],
+                           "claimable": bool(m.get("verdict", {}).get("claimable",
+                                                                     m["n_effect_conditions"] >= MIN_CONDITIONS))}
+                     for key, m in combined.items()}}
 
 
 def provisional_reason(split_seeds, model_seeds, *, jepa: bool) -> str | None:
@@ -510,12 +606,12 @@ def _pooled_metrics(parts, val_parts, seed_parts, cfg: EvalConfig, split_seeds, 
     """One dataset × split: conditions pooled over folds and split seeds, comparator on pooled validation."""
     pooled = pool_conditions(parts, effect_alpha=cfg.effect_alpha)
     validation = pd.concat(val_parts, ignore_index=True)
-    metrics = summarize(pooled, validation, primary=cfg.primary, n_boot=cfg.n_bootstrap, seed=split_seeds[0],
-                        min_conditions=cfg.min_conditions)
-    by_seed = {s: pool_conditions([p for p in parts if int(p["split_seed"].iloc[0]) == s],
-                                  effect_alpha=cfg.effect_alpha) for s in split_seeds
-               if any(int(p["split_seed"].iloc[0]) == s for p in parts)}
-    metrics["seeds"] = seed_summary(by_seed, seed_parts, metrics, n_boot=cfg.n_bootstrap, seed=split_seeds[0])
+    per_seed = pd.concat(seed_parts, ignore_index=True)
+    metrics = summarize(pooled, validation, per_seed=per_seed, primary=cfg.primary, n_boot=cfg.n_bootstrap,
+                        seed=split_seeds[0], min_conditions=cfg.min_conditions)
+    first = pooled.drop_duplicates("condition")
+    effect = first.loc[first["has_effect"].astype(bool), "condition"] if "has_effect" in first else first["condition"]
+    metrics["seeds"] = seed_summary(per_seed, metrics, effect, n_boot=cfg.n_bootstrap, seed=split_seeds[0])
     n_folds = {s: sum(int(p["split_seed"].iloc[0]) == s for p in parts) for s in split_seeds}
     metrics.update({"dataset_id": dataset_id, "split": split, "fold": "all", "seed": split_seeds[0],
                     "split_seeds": list(split_seeds), "model_seeds": model_seeds,
@@ -546,134 +642,10 @@ def _jepa_embedding(adata: AnnData, cfg, run_dir: Path, progress: bool) -> dict:
     return result
 
 
-def _jepa_section(embeddings: dict[str, dict]) -> str:
-    def acc(r, label, emb):
-        entry = r["knn"].get(label, {})
-        return f"{entry[emb]['accuracy']:.3f} ± {entry[emb]['accuracy_sd']:.3f}" if emb in entry else "–"
-
-    lines = ["## JEPA embeddings", "",
-             "A CellJEPA encoder pretrained on every cell of each dataset (no labels; `<dataset>/jepa/`). kNN "
-             "accuracy (k = 15, stratified 5-fold, mean ± sd over folds) on X_jepa and on 50 PCs of the same genes; "
-             "an embedding counts as collapsed below 25% effective rank or with a dimension of std < 1e-3.", "",
-             "| dataset | steps | effective rank | min std | mean cosine | collapsed | kNN cell_type JEPA | PCA | "
-             "kNN perturbation JEPA | PCA | train s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for dataset_id, r in embeddings.items():
-        d = r["diagnostics"]
-        steps = r["config"]["train"]["max_steps"]
-        lines.append(f"| {dataset_id} | {steps} | {d['effective_rank']:.1f} / {d['dims']} | "
-                     f"{d['std_min']:.3f} | {d['mean_cosine']:.3f} | {'yes' if r['collapsed'] else 'no'} | "
-                     f"{acc(r, 'cell_type', 'X_jepa')} | {acc(r, 'cell_type', 'X_pca')} | "
-                     f"{acc(r, 'perturbation_id', 'X_jepa')} | {acc(r, 'perturbation_id', 'X_pca')} | "
-                     f"{r['train_seconds']:.0f} |")
-    return "\n".join(lines) + "\n\n"
-
-
 def _transition_dict(transition) -> dict:
     from ..models.transition import TransitionConfig
 
     return (transition or TransitionConfig()).to_dict()
-
-
-def _encoder_table(per_fold: list[dict]) -> str:
-    rows = {}
-    for r in per_fold:
-        if "encoder" in r:
-            rows.setdefault((r["dataset_id"], r["split"]), []).append(r)
-    lines = ["| dataset | split | folds | steps | effective rank (mean, min) | min std (min) | collapsed folds | "
-             "pretrain s / fold | transition s / fold |", "|---|---|---|---|---|---|---|---|---|"]
-    for (d, split), rs in rows.items():
-        enc = [r["encoder"] for r in rs]
-        ranks = [e["effective_rank"] for e in enc]
-        pre = sum(r["timings"].get("jepa_pretrain_s", 0.0) for r in rs) / len(rs)
-        trans = sum(v for r in rs for k, v in r["timings"].items() if k.startswith("jepa_") and k != "jepa_pretrain_s")
-        lines.append(f"| {d} | {split} | {len(rs)} | {enc[0]['steps']} | {sum(ranks) / len(ranks):.1f}, "
-                     f"{min(ranks):.1f} / {enc[0]['dims']} | {min(e['std_min'] for e in enc):.3f} | "
-                     f"{sum(e['collapsed'] for e in enc)} | {pre:.1f} | {trans / len(rs):.1f} |")
-    return "\n".join(lines)
-
-
-def verdict_preamble(combined: dict, *, family: int | None = None) -> list[str]:
-    """The rule of the verdict, in words (shared by benchmark and consolidated reports)."""
-    first = next((m for m in combined.values() if "verdict" in m), {})
-    primary = first.get("primary", "jepa_set")
-    return [f"The primary model `{primary}` was named in the run config before the run. Its comparator is the "
-            "non-JEPA method (every baseline, the PCA twin `pca_set`, any peer) with the lowest mean E-distance on "
-            "the *validation* conditions, pooled over folds and split seeds; test scores choose nothing. The "
-            "verdict uses the test conditions whose observed cells differ detectably from their controls (E-test); "
-            "n counts them, the others are in parentheses and shown apart. A condition's score is its mean over "
-            "model seeds and split seeds. *wins* needs the paired 95% bootstrap CI of the E-distance difference "
-            f"below 0, a sign-flip permutation p < 0.05 after Holm correction over the "
-            f"{family if family is not None else 'verdict'} rows of this report, and n ≥ {MIN_CONDITIONS}; *loses* "
-            f"the same above 0; fewer than {MIN_CONDITIONS} conditions give *insufficient evidence*. The last "
-            "columns ask whether the JEPA space itself helps: the same comparison against `pca_set`, the same set "
-            "model on the evaluation space's PCA."]
-
-
-def _combined_report(datasets, plan, combined, per_fold, elapsed, figures, out: Path, *, title=None, jepa=None,
-                     transition=None, config: EvalConfig | None = None) -> str:
-    head = title or ("celljepa benchmark: baselines and JEPA transition models" if jepa is not None
-                     else "celljepa benchmark: baselines")
-    first = next(iter(combined.values()), {})
-    lines = [f"# {head}", "",
-             "Every number follows the evaluation protocol (`docs/evaluation.md`): one evaluation space per "
-             "split and split seed (HVGs + PCA on training cells), predictions are sets of cells, "
-             "E-distance is the primary metric (lower is better), 95% bootstrap CIs over test conditions, "
-             f"split seeds {first.get('split_seeds')}, model seeds {first.get('model_seeds') or 'as configured'}, "
-             + ("transductive (held-out contexts' unlabeled controls were fitted on by every method)."
-                if config is not None and config.transductive else
-                "inductive (no cell of a held-out group, its controls included, is fitted on)."), ""]
-    if any(m.get("provisional") for m in combined.values()):
-        lines += [f"**Provisional verdict**: {first.get('provisional')}. Rerun with `--split-seeds 0,1,2 "
-                  "--model-seeds 0,1,2` for a headline result.", ""]
-    if any("verdict" in m for m in combined.values()):
-        family = first.get("holm_family_size")
-        lines += ["## Verdict: the pre-registered JEPA model against the comparator chosen on validation", "",
-                  *verdict_preamble(combined, family=family), "", R.verdict_table(combined), "",
-                  *R.verdict_sentences(combined), "",
-                  "JEPA encoders (one per fold and model seed, pretrained on the cells the methods may fit on; "
-                  "collapse = effective rank < 25% of the dimension or a dimension with std < 1e-3):", "",
-                  _encoder_table(per_fold), ""]
-    for dataset_id, splits in plan.items():
-        adata = datasets[dataset_id]
-        lines += [f"## {dataset_id}", "", R.dataset_summary(adata.obs, adata.n_vars), ""]
-        for split in splits:
-            m = combined[f"{dataset_id}/{split}"]
-            lines += [f"### {split} ({m['n_folds']} folds × {len(m.get('split_seeds', [0]))} split seed(s), "
-                      f"{m['n_test_conditions']} test conditions)", "",
-                      f"Held out: {R.HELD_OUT.get(split, 'groups')}; every group is a test group in exactly one "
-                      "fold per split seed, validation groups are carved from the training groups.", "",
-                      R.methods_table(m), "", R.comparator_table(m), "", *R.effects_lines(m), "",
-                      R.effect_methods_table(m), "",
-                      f"Paired comparisons against the comparator (`{m['comparator']}`), all test conditions, "
-                      "descriptive:", "", R.comparisons_table(m, ["edistance", "delta_pearson", "mse"]), "",
-                      *(["Every split seed (conditions with an effect; the verdict pools them):", ""]
-                        + R.seeds_lines(m) if m.get("seeds") else [])]
-    lines += ["## Every fold (mean E-distance per method)", ""]
-    table = pd.DataFrame(per_fold)
-    cols = [c for c in table.columns if c.startswith("edistance_")]
-    lines.append("| dataset | split | split seed | fold | n | comparator | "
-                 + " | ".join(c[len("edistance_"):] for c in cols) + " |")
-    lines.append("|---|---|---|---|---|---|" + "---|" * len(cols))
-    for _, r in table.iterrows():
-        cells = " | ".join("n/a" if pd.isna(r[c]) else f"{r[c]:.3f}" for c in cols)
-        lines.append(f"| {r['dataset_id']} | {r['split']} | {r['split_seed']} | {r['fold']} | "
-                     f"{r['n_test_conditions']} | {r['comparator']} | {cells} |")
-    lines += ["", "## Compute", "", f"{len(per_fold)} folds in {elapsed:.1f} s on CPU ({os.cpu_count()} cores), "
-              f"celljepa {__version__}. Per-fold runs (config.json, metrics.json, per_condition.csv, validation.csv, "
-              "report.md, figures) are in `<dataset>/<split>/split_seed<s>/fold<k>/`; the pooled conditions behind "
-              "each verdict are in `<dataset>/<split>/per_condition.csv`.", ""]
-    if jepa is not None:
-        pre = sum(r["timings"].get("jepa_pretrain_s", 0.0) for r in per_fold)
-        trans = sum(v for r in per_fold for k, v in r["timings"].items()
-                    if k.startswith(("jepa_", "pca_")) and k != "jepa_pretrain_s")
-        enc = next((r["encoder"] for r in per_fold if "encoder" in r), None)
-        lines += [f"JEPA pretraining {pre:.0f} s and transition training {trans:.0f} s of the total"
-                  + (f"; encoder {enc['n_parameters']:,} parameters" if enc else "") + ".", "",
-                  "JEPA config (`jepa`) and transition config (`transition`) are in every fold's `config.json`:", "",
-                  "```", f"jepa: {jepa.to_dict()}", f"transition: {_transition_dict(transition)}", "```", ""]
-    if figures:
-        lines += ["## Figures", ""] + [f"![{p.stem}]({p.relative_to(out).as_posix()})" for p in figures] + [""]
-    return "\n".join(lines)
 
 
 def _encoder_split(jepa_run: Path) -> dict | None:
@@ -725,11 +697,14 @@ def train_transition(adata: AnnData, *, jepa_run: str | os.PathLike, split: str 
     eval_cfg = EvalConfig(seed=fold["seed"], primary="jepa_set" if "set" in kinds else f"jepa_{kinds[0]}")
     models = [JEPATransition(k, cfg, drug_metadata=drugs) for k in kinds]
     if not is_main():
-        # the other ranks only take their share of the transition models' training
-        _, train, _ = prepare_fold(adata, fold, eval_cfg)
+        # the other ranks only take their share of the transition models' training: the same fits, in order
+        _, train, test = prepare_fold(adata, fold, eval_cfg)
         train.encoder, train.embedding = fold_encoder(adata, train, fold, encoder)
+        parts = validation_parts(train.val_conditions, seed=fold["seed"], fold=fold["fold"])
+        scored = {c for c, r in train.val_conditions if len(r) >= eval_cfg.min_cells}
         for m in models:
-            m.fit(train)
+            for view, refit, _ in fit_views(m, train, parts, scored):
+                m.fit(view, refit=refit)
         return None
     created = _empty(out)
     try:

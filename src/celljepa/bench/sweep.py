@@ -37,6 +37,7 @@ import numpy as np
 from .._errors import InputError
 from .._io import load_yaml, write_json_atomic, write_text_atomic
 from .._logging import logger
+from ..eval import report as R
 
 __all__ = ["SweepGrid", "collect_sweep", "load_grid", "parse_data_args", "run_sweep_task"]
 
@@ -210,22 +211,18 @@ def run_sweep_task(grid: SweepGrid, index: int, out: str | os.PathLike, *, progr
     return run_dir
 
 
-def _fmt_sd(values: list[float]) -> str:
-    if not values:
-        return "–"
-    v = np.asarray(values, dtype=float)
-    return f"{v.mean():.3f} ± {v.std(ddof=1):.3f}" if v.size > 1 else f"{v[0]:.3f}"
-
-
 def _pooled_folds(grid: SweepGrid, folders: list[Path]) -> dict:
     """One ``metrics_combined.json``-like dict for the fold tasks of one (ablation, seed): folds pooled."""
     import pandas as pd
 
     from ..eval.verdict import holm_over
-    from .evaluate import EvalConfig, pool_conditions, summarize
+    from .evaluate import EvalConfig
+    from .pooling import pool_conditions, summarize
+    from .run import SEEDS_FILE
 
     frames: dict[str, list[pd.DataFrame]] = {}
     vals: dict[str, list[pd.DataFrame]] = {}
+    seeds: dict[str, list[pd.DataFrame]] = {}
     per_fold: list[dict] = []
     for folder in folders:
         combined = json.loads((folder / "metrics_combined.json").read_text())
@@ -235,11 +232,13 @@ def _pooled_folds(grid: SweepGrid, folders: list[Path]) -> dict:
                                                              float_precision="round_trip"))
             vals.setdefault(key, []).append(pd.read_csv(folder / key / "validation_all_folds.csv",
                                                            float_precision="round_trip"))
+            seeds.setdefault(key, []).append(pd.read_csv(folder / key / SEEDS_FILE, float_precision="round_trip"))
     cfg = EvalConfig(seed=grid.split_seed)
     results = {}
     for key, parts in frames.items():
         pooled = pool_conditions(parts, effect_alpha=cfg.effect_alpha)
-        results[key] = summarize(pooled, pd.concat(vals[key], ignore_index=True), primary=cfg.primary,
+        results[key] = summarize(pooled, pd.concat(vals[key], ignore_index=True),
+                                 per_seed=pd.concat(seeds[key], ignore_index=True), primary=cfg.primary,
                                  n_boot=cfg.n_bootstrap, seed=grid.split_seed)
         results[key]["n_folds"] = len(parts)
     holm_over(results.values())
@@ -302,8 +301,15 @@ def collect_sweep(grid: SweepGrid, out: str | os.PathLike) -> dict:
     result = {"grid": grid.source, "tasks": len(grid.tasks), "finished": len(grid.tasks) - len(missing),
               "missing": missing, "rows": rows, "validation": validation, "choice": _choice(grid, validation)}
     write_json_atomic(out / "ablation.json", result)
-    write_text_atomic(out / "ablation.md", _ablation_markdown(grid, rows, missing, validation, result["choice"]))
+    write_text_atomic(out / "ablation.md", R.ablation_markdown(_grid_record(grid), rows, missing, validation,
+                                                               result["choice"]))
     return result
+
+
+def _grid_record(grid: SweepGrid) -> dict:
+    """What ``ablation.md`` states about the grid, as plain data (:func:`celljepa.eval.report.ablation_markdown`)."""
+    return {"source": grid.source, "ablations": list(grid.ablations), "reference": grid.reference,
+            "seeds": list(grid.seeds), "split_seeds": list(grid.split_seeds), "max_folds": grid.max_folds}
 
 
 def _validation_rows(grid: SweepGrid, groups: dict, missing: list[dict]) -> list[dict]:
@@ -317,7 +323,7 @@ def _validation_rows(grid: SweepGrid, groups: dict, missing: list[dict]) -> list
 
     from ..eval.bootstrap import bootstrap_ci
     from ..eval.verdict import paired_comparison
-    from .evaluate import choose_comparator
+    from .pooling import choose_comparator
 
     incomplete = {(m["ablation"], m["seed"]) for m in missing}
     reference = grid.reference
@@ -398,99 +404,3 @@ def _choice(grid: SweepGrid, validation: list[dict]) -> dict:
     return {"reference": reference, "rule": "a configuration replaces the first one only if its jepa_set has the lower "
             "mean validation E-distance on a majority of the dataset/splits, and its paired 95% CI against the first "
             "one lies below 0 on at least one and above 0 on none", "ablations": summary, "chosen": best}
-
-
-def _validation_markdown(grid: SweepGrid, validation: list[dict]) -> list[str]:
-    if not validation:
-        return []
-    lines = ["## Validation (what a configuration is chosen on)", "",
-             f"Validation conditions of split seed(s) {', '.join(map(str, grid.split_seeds))} (each fold's validation "
-             "perturbations; never a test condition), E-distance in the fold's evaluation space averaged over the "
-             "model seeds, mean [95% bootstrap CI]; differences are paired over the same validation conditions "
-             "(below 0: the JEPA model is closer to the observed cells).", "",
-             "| dataset / split | ablation | n val | jepa_set | pca_set | comparator | jepa_set − pca_set | "
-             f"jepa_set − comparator | jepa_set − {grid.reference}'s |",
-             "|---|---|---|---|---|---|---|---|---|"]
-
-    def cell(m):
-        return f"{m['edistance']:.3f} [{m['ci_low']:.3f}, {m['ci_high']:.3f}]" if m else "–"
-
-    def diff(d):
-        return f"{d['diff']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]" if d else "–"
-
-    for r in sorted(validation, key=lambda r: (r["dataset_split"], list(grid.ablations).index(r["ablation"])
-                                                if r["ablation"] in grid.ablations else 0)):
-        m = r["methods"]
-        comp = r["comparator"]
-        lines.append(f"| {r['dataset_split']} | {r['ablation']} (seeds {', '.join(map(str, r['model_seeds']))}) | "
-                     f"{r['n_validation']} | {cell(m.get('jepa_set'))} | "
-                     f"{cell(m.get('pca_set'))} | {comp} {cell(m.get(comp))} | {diff(r.get('jepa_set_vs_pca_twin'))} | "
-                     f"{diff(r.get('jepa_set_vs_comparator'))} | {diff(r.get('jepa_set_vs_reference'))} |")
-    return lines + [""]
-
-
-def _choice_markdown(choice: dict | None) -> list[str]:
-    if not choice:
-        return []
-    lines = [f"**Choice on validation** (rule: {choice['rule']}): **{choice['chosen']}**.", ""]
-    for a, v in choice["ablations"].items():
-        if not v["complete"]:
-            lines.append(f"- {a}: incomplete ({v['dataset_splits']} of {v['of']} dataset/splits with every model seed)")
-        else:
-            lines.append(f"- {a}: lower mean on {v['lower_mean']} of {v['of']}; CI below 0 on "
-                         f"{', '.join(v['better_ci']) or 'none'}; above 0 on {', '.join(v['worse_ci']) or 'none'}")
-    return lines + [""]
-
-
-def _ablation_markdown(grid: SweepGrid, rows: list[dict], missing: list[dict],
-                       validation: list[dict] | None = None, choice: dict | None = None) -> str:
-    keys = list(dict.fromkeys(r["dataset_split"] for r in rows))
-    abls = list(grid.ablations)
-    lines = ["# Ablation table", "",
-             f"Grid `{grid.source}`: ablations {', '.join(abls)} × model seeds {list(grid.seeds)}; split seed(s) "
-             f"{', '.join(map(str, grid.split_seeds))}; "
-             f"{'all folds' if grid.max_folds is None else f'first {grid.max_folds} fold(s)'} "
-             "of each split. Cells: mean ± sd over seeds of the mean test E-distance (evaluation space, lower is "
-             "better). The baselines do not depend on the JEPA seed, so their column is one number; the "
-             "comparator is the non-JEPA method with the best validation score.", "",
-             *_validation_markdown(grid, validation or []),
-             *_choice_markdown(choice),
-             "## Test (reported, never used for a choice)", "",
-             "| dataset / split | comparator | " + " | ".join(f"{a}: set | {a}: prototype" for a in abls) + " |",
-             "|---|---|" + "---|---|" * len(abls)]
-    for key in keys:
-        sel = [r for r in rows if r["dataset_split"] == key]
-        base = sel[0]
-        cells = []
-        for a in abls:
-            ra = [r for r in sel if r["ablation"] == a]
-            cells += [_fmt_sd([r["jepa_set"] for r in ra if "jepa_set" in r]),
-                      _fmt_sd([r["jepa_prototype"] for r in ra if "jepa_prototype" in r])]
-        lines.append(f"| {key} | {base['comparator']} {base['comparator_edistance']:.3f} | "
-                     + " | ".join(cells) + " |")
-    lines += ["", "## Encoders: effective rank (mean over folds and seeds) and collapsed folds", "",
-              "| dataset / split | " + " | ".join(abls) + " |", "|---|" + "---|" * len(abls)]
-    for key in keys:
-        cells = []
-        for a in abls:
-            ra = [r for r in rows if r["dataset_split"] == key and r["ablation"] == a and "effective_rank" in r]
-            cells.append(f"{np.mean([r['effective_rank'] for r in ra]):.1f} "
-                         f"({sum(r['collapsed_folds'] for r in ra)}/{sum(r['folds'] for r in ra)} collapsed)"
-                         if ra else "–")
-        lines.append(f"| {key} | " + " | ".join(cells) + " |")
-    lines += ["", "## Every task: jepa_set − comparator, E-distance, paired 95% CI", "",
-              "The verdict of each task follows the report rule (conditions with an effect, Holm over the task's "
-              "rows, n ≥ 10 or *insufficient evidence*).", "",
-              "| ablation | seed | dataset / split | n | jepa_set | diff [95% CI] (all conditions) | verdict (n) |",
-              "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        ci = r.get("jepa_set_diff_ci")
-        diff = (f"{r['jepa_set_diff']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "–")
-        verdict = f"{r['verdict']} ({r.get('verdict_n', '?')})" if r.get("verdict") else "–"
-        lines.append(f"| {r['ablation']} | {r['seed']} | {r['dataset_split']} | {r['n']} | "
-                     f"{r.get('jepa_set', float('nan')):.3f} | {diff} | {verdict} |")
-    if missing:
-        lines += ["", "## Missing or failed tasks", ""]
-        lines += [f"- task {m['index']} ({m['ablation']}, seed {m['seed']}): {m['state']}; no metrics_combined.json "
-                  f"in `{m['folder']}`" for m in missing]
-    return "\n".join(lines) + "\n"

@@ -253,7 +253,8 @@ def _add_protocol_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0,
                    help="split seed and model seed when --split-seeds / --model-seeds are not given (default 0)")
     p.add_argument("--split-seeds", type=_seeds_arg, metavar="S,S,...",
-                   help="split seeds, e.g. 0,1,2 (headline results: 3; seed 7 is reserved for final verdicts)")
+                   help="split seeds, e.g. 0,1,2 (headline results: 3; they reshuffle the same conditions into folds "
+                        "and hold nothing out)")
     p.add_argument("--model-seeds", type=_seeds_arg, metavar="S,S,...",
                    help="JEPA encoder and transition model seeds, e.g. 0,1,2; a condition's score is their mean")
     p.add_argument("--primary", default="jepa_set", choices=["jepa_set", "jepa_prototype"],
@@ -366,6 +367,16 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
                    help="published tools scored beside the baselines, e.g. scgen,gears,cpa (see `celljepa peers list`)")
     p.add_argument("--peer-set", action="append", default=[], type=_peer_override, metavar="PEER.KEY=VALUE",
                    dest="peer_overrides", help="override a peer's published setting, e.g. gears.epochs=5 (repeatable)")
+    p.add_argument("--peer-seeds", type=_peer_seeds_arg, default={}, metavar="N|PEER=N,...",
+                   help="train peers with the first N model seeds only where their compute does not fit (default: "
+                        "every model seed, like every trained method), e.g. state=1 or 1; stated in the report")
+    p.add_argument("--final", action="store_true",
+                   help="a final verdict: refuse a dirty checkout, and freeze the commit and a digest of the full "
+                        "configuration in OUT/final.json before the first fold (run from a clone installed with "
+                        "`pip install -e .`)")
+    p.add_argument("--held-out-datasets", type=_csv, default=[], metavar="NAME,...",
+                   help="with --final: the datasets of this run never seen while the models and defaults were "
+                        "developed (recorded and stated in the report; split seeds hold nothing out)")
     p.add_argument("--reuse", type=Path, metavar="RUN",
                    help="add the --peers to a finished run of the same plan and settings: score the baselines (checked "
                         "equal to RUN's) and the peers here, take every other method from RUN, redo the verdicts")
@@ -383,6 +394,18 @@ def _peer_override(text: str) -> tuple[str, str, object]:
     if not sep or not dot or not peer or not name:
         raise argparse.ArgumentTypeError(f"expected PEER.KEY=VALUE (e.g. gears.epochs=5), got {text!r}")
     return peer.strip().lower(), name.strip(), _yaml_value(text, value)
+
+
+def _peer_seeds_arg(text: str) -> dict[str, int]:
+    """``N`` (every peer) or ``PEER=N,...``: how many model seeds each peer is trained with."""
+    out: dict[str, int] = {}
+    for part in _csv(text):
+        peer, sep, n = part.partition("=")
+        name, value = (peer.strip().lower(), n) if sep else ("*", peer)
+        if not value.strip().isdigit() or int(value) < 1:
+            raise argparse.ArgumentTypeError(f"expected N or PEER=N with N >= 1 (e.g. state=1), got {text!r}")
+        out[name] = int(value)
+    return out
 
 
 def _run_tasks(command: str, args: argparse.Namespace, call):
@@ -427,7 +450,7 @@ def benchmark_inputs(args: argparse.Namespace):
     peer_params: dict = {}
     for peer, key, value in args.peer_overrides:
         peer_params.setdefault(peer, {})[key] = value
-    run = dataclasses.replace(run, peers=args.peers, peer_params=peer_params)
+    run = dataclasses.replace(run, peers=args.peers, peer_params=peer_params, peer_seeds=args.peer_seeds)
     if run.peers and not args.collect and not args.list:
         from ..peers import peer_status
 
@@ -468,7 +491,8 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     code, _ = _run_tasks("benchmark", args, lambda: benchmark(
         datasets, plan, out=args.out, run=run, figure_maker=_fold_figures, combined_figure_maker=_combined_figures,
         progress=not args.no_progress, jepa_knn=jepa_knn, max_folds=args.max_folds, tasks=args.task,
-        collect=args.collect, predictions=args.predictions, reuse=args.reuse))
+        collect=args.collect, predictions=args.predictions, reuse=args.reuse, final=args.final,
+        held_out_datasets=args.held_out_datasets))
     if code is not None:
         return code
     for dataset_id in datasets:  # the demo's studies as processed files beside the run, for reuse
@@ -766,7 +790,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
     outcomes = [v["outcome"] for v in report["verdicts"]]
     from ..eval.verdict import OUTCOMES
 
-    counts = ", ".join(f"{outcomes.count(o)} {o}" for o in (*OUTCOMES, "old protocol") if o in outcomes)
+    counts = ", ".join(f"{outcomes.count(o)} {o}" for o in (*OUTCOMES, "old protocol", "protocol v2", "superseded")
+                       if o in outcomes)
     print(f"{args.out / 'report.md'}: {len(report['runs'])} run(s), {len(outcomes)} verdict row(s)"
           + (f" ({counts})" if counts else ""))
     return EXIT_OK

@@ -34,11 +34,15 @@ PREPROCESS_VERSION = "lognorm-v1"
 DEFAULT_TARGET_SUM = 1e4
 DEFAULT_MIN_CELLS = 10
 
-# the OOD splits (celljepa.splits); split files, run folders and reports are named by them
+# the OOD splits (celljepa.splits); split files, run folders and reports are named by them.
+# S1 holds out conditions (perturbation ids): a held-out combination may contain genes seen in training; the
+# name is kept because stored results use it. S1g holds out perturbation tokens (genes): no token of a test
+# condition occurs in any training or validation condition.
 S1 = "S1_unseen_perturbation"
+S1G = "S1g_unseen_genes"
 S2 = "S2_unseen_context"
 S3 = "S3_unseen_combo"
-SPLIT_NAMES = (S1, S2, S3)
+SPLIT_NAMES = (S1, S1G, S2, S3)
 
 # Labels that mean "control" in the layouts we read; used to catch a control label left among perturbations.
 KNOWN_CONTROL_LABELS = frozenset(

@@ -47,15 +47,17 @@ def delta_pearson_top_de(pred_mean, obs_mean, control_mean, k: int = TOP_DE) -> 
     return pearson(np.asarray(pred_mean)[idx] - c, np.asarray(obs_mean)[idx] - c)
 
 
-def retrieval_ranks(pred_means: np.ndarray, obs_means: np.ndarray) -> np.ndarray:
-    """Rank (1 = best) of each condition's true observed mean among all observed means.
+def retrieval_ranks(pred_means: np.ndarray, obs_means: np.ndarray, truth=None) -> np.ndarray:
+    """Rank (1 = best) of each prediction's true observed mean among all observed means.
 
-    Condition ``k``'s prediction is compared by Euclidean distance with every observed mean; ties
-    count against the prediction (rank = 1 + number of other conditions at a distance ≤ the true one).
+    Prediction ``k`` is compared by Euclidean distance with every observed mean; its true condition is
+    ``truth[k]`` (default ``k``: one prediction per observed condition, in order); ties count against the
+    prediction (rank = 1 + number of other conditions at a distance ≤ the true one).
     """
     p, o = np.asarray(pred_means, dtype=float), np.asarray(obs_means, dtype=float)
+    t = np.arange(len(p)) if truth is None else np.asarray(truth, dtype=int)
     d = np.sqrt(np.maximum(((p[:, None, :] - o[None, :, :]) ** 2).sum(-1), 0.0))
-    true = np.diagonal(d)[:, None]
+    true = d[np.arange(len(p)), t][:, None]
     others = d <= true
-    np.fill_diagonal(others, False)
+    others[np.arange(len(p)), t] = False
     return 1 + others.sum(axis=1)

@@ -1,15 +1,18 @@
-"""Claims between two methods: paired bootstrap CI, sign-flip permutation test, Holm correction, the n-guard.
+"""Claims between two methods: the claims family, sign-flip permutation test, Holm correction, the labels.
 
-A claim "A beats B" on the primary metric (E-distance, lower is better) needs all of
+A (dataset, split) row can carry a claim only when it has at least :data:`MIN_CONDITIONS` test conditions with
+a detectable effect. That count depends on the data, the split and the method-independent effect filter
+alone, so the **claims family** is known before any model is fitted. Holm correction runs over the claimable
+rows of one run (primary vs comparator, and primary vs the PCA twin), one family per verdict metric, so merging
+reports never changes a verdict. Labels (evaluation protocol v3):
 
-* the paired 95% bootstrap CI of ``metric(A) − metric(B)`` over conditions below 0,
-* a two-sided sign-flip permutation p-value of the mean difference below ``alpha`` after Holm
-  correction over the verdict rows of the report, and
-* at least :data:`MIN_CONDITIONS` conditions.
+* ``wins`` / ``loses``: the Holm-adjusted two-sided sign-flip p-value is below ``alpha`` and the 95% CI of the
+  difference lies on the same side of 0;
+* ``no detectable difference``: otherwise (the row says when the unadjusted CI excludes 0). Nothing is called
+  a tie: equality would need an equivalence test;
+* ``not claimable``: fewer than :data:`MIN_CONDITIONS` conditions with an effect; reported descriptively.
 
-Fewer conditions give ``"insufficient evidence"``, never a win or a loss (a percentile bootstrap over
-three values has ten distinct resamples). This module holds that rule once; reports, sweeps and
-holdout runs all call it.
+This module holds that rule once; benchmark reports, sweeps and holdout runs all call it.
 """
 
 from __future__ import annotations
@@ -21,12 +24,13 @@ from statsmodels.stats.multitest import multipletests
 
 from .bootstrap import N_BOOTSTRAP, paired_bootstrap_diff
 
-__all__ = ["ALPHA", "MIN_CONDITIONS", "OUTCOMES", "apply_holm", "enumerated_sign_flip_hits", "exact_sign_flip_hits",
-           "holm", "holm_over", "outcome", "paired_comparison", "sign_flip_pvalue", "verdict_rows"]
+__all__ = ["ALPHA", "MIN_CONDITIONS", "OUTCOMES", "VERDICT_METRICS", "apply_holm", "claimable",
+           "enumerated_sign_flip_hits", "exact_sign_flip_hits", "family_rows", "holm", "holm_over", "label",
+           "outcome", "paired_comparison", "sign_flip_pvalue"]
 
-#: Fewest conditions a "wins" or "loses" can rest on.
+#: Fewest conditions with an effect a row needs to be in the claims family.
 MIN_CONDITIONS = 10
-#: Family-wise error rate of the verdict rows of one report.
+#: Family-wise error rate of the claims of one run (per verdict metric).
 ALPHA = 0.05
 #: Differences whose CI lies within this (relative to the reference's mean) are rounding, not a result.
 ROUNDING_ATOL = 1e-6
@@ -34,7 +38,11 @@ ROUNDING_ATOL = 1e-6
 EXACT_MAX_N = 20
 #: Random sign patterns of the Monte-Carlo test.
 N_PERMUTATIONS = 100_000
-OUTCOMES = ("wins", "ties", "loses", "insufficient evidence", "undetermined")
+OUTCOMES = ("wins", "loses", "no detectable difference", "not claimable", "undetermined")
+#: The verdict metrics, each with its own Holm family: name -> True when larger is better. E-distance is the
+#: pre-registered primary metric; MSE and Pearson-delta (cell-eval's definitions, in the evaluation space)
+#: get verdict columns with the same statistics.
+VERDICT_METRICS: dict[str, bool] = {"edistance": False, "mse": False, "delta_pearson": True}
 
 
 def sign_flip_pvalue(diffs, *, exact_max_n: int = EXACT_MAX_N, n_permutations: int = N_PERMUTATIONS,
@@ -141,87 +149,144 @@ def holm(pvalues: Iterable[float]) -> np.ndarray:
     return out
 
 
-def outcome(comp: MutableMapping, *, p_adjusted: float | None = None, scale: float = 1.0,
-            min_conditions: int = MIN_CONDITIONS, alpha: float = ALPHA) -> str:
-    """The verdict word for one comparison ``A − B`` (lower is better): wins, loses, ties or insufficient evidence.
+def claimable(n_effect: int, min_conditions: int = MIN_CONDITIONS) -> bool:
+    """Whether a (dataset, split) row with ``n_effect`` conditions with an effect belongs to the claims family.
+
+    Examples
+    --------
+    >>> claimable(24), claimable(7)
+    (True, False)
+    """
+    return int(n_effect) >= int(min_conditions)
+
+
+def outcome(comp: MutableMapping, *, p_adjusted: float | None = None, claimable_row: bool = True,
+            higher_is_better: bool = False, scale: float = 1.0, alpha: float = ALPHA) -> str:
+    """The label of one comparison ``A − B``: wins, loses, no detectable difference, not claimable or undetermined.
 
     Parameters
     ----------
     comp
         ``{"diff", "ci_low", "ci_high", "n"}`` and ``"p"`` (see :func:`paired_comparison`).
     p_adjusted
-        The Holm-adjusted p-value of this row within its report (default: ``comp["p"]``, a family of one).
+        The Holm-adjusted p-value of this row within its run's claims family (default: ``comp["p"]``, a family
+        of one).
+    claimable_row
+        Whether the row is in the claims family (:func:`claimable`); otherwise ``"not claimable"``.
+    higher_is_better
+        The metric's direction (E-distance and MSE: lower is better; Pearson-delta: higher).
     scale
-        Magnitude of the reference's metric; a CI within ``ROUNDING_ATOL · max(scale, 1)`` of 0 is a tie
-        (identical predictions up to rounding).
+        Magnitude of the reference's metric; a CI within ``ROUNDING_ATOL · max(scale, 1)`` of 0 (identical
+        predictions up to rounding) is no detectable difference.
 
     Examples
     --------
     >>> outcome({"diff": -0.3, "ci_low": -0.5, "ci_high": -0.1, "n": 25, "p": 0.001})
     'wins'
-    >>> outcome({"diff": -0.3, "ci_low": -0.5, "ci_high": -0.1, "n": 7, "p": 0.01})
-    'insufficient evidence'
+    >>> outcome({"diff": 0.3, "ci_low": 0.1, "ci_high": 0.5, "n": 25, "p": 0.001}, p_adjusted=0.2)
+    'no detectable difference'
+    >>> outcome({"diff": -0.3, "ci_low": -0.5, "ci_high": -0.1, "n": 7, "p": 0.01}, claimable_row=False)
+    'not claimable'
     """
     n = int(comp.get("n") or 0)
     diff = comp.get("diff")
     if n == 0 or diff is None or not np.isfinite(diff):
         return "undetermined"
-    if n < min_conditions:
-        return "insufficient evidence"
+    if not claimable_row:
+        return "not claimable"
     low, high = comp["ci_low"], comp["ci_high"]
     if max(abs(low), abs(high)) <= ROUNDING_ATOL * max(abs(scale), 1.0):
-        return "ties"
+        return "no detectable difference"
     p = comp.get("p") if p_adjusted is None else p_adjusted
     significant = p is not None and np.isfinite(p) and p < alpha
-    if high < 0 and significant:
+    better_side = (low > 0) if higher_is_better else (high < 0)
+    worse_side = (high < 0) if higher_is_better else (low > 0)
+    if better_side and significant:
         return "wins"
-    if low > 0 and significant:
+    if worse_side and significant:
         return "loses"
-    return "ties"
+    return "no detectable difference"
 
 
-def apply_holm(rows: list[MutableMapping], *, min_conditions: int = MIN_CONDITIONS, alpha: float = ALPHA) -> None:
-    """Holm-correct the ``"p"`` of every row (one report's verdict rows) and set ``p_holm`` and ``outcome``.
+def label(row: MutableMapping) -> str:
+    """The label of a comparison row in words, with the qualifier its outcome needs.
 
-    Each row is a comparison dict (:func:`paired_comparison`) with an optional ``"scale"``.
+    ``not claimable (n = 7)``; ``no detectable difference (the unadjusted CI excludes 0)``; ``wins``.
+
+    Examples
+    --------
+    >>> label({"outcome": "not claimable", "n": 7})
+    'not claimable (n = 7)'
+    >>> label({"outcome": "no detectable difference", "ci_low": 0.06, "ci_high": 0.38})
+    'no detectable difference (the unadjusted CI excludes 0)'
+    """
+    o = row.get("outcome") or "undetermined"
+    if o == "not claimable":
+        return f"not claimable (n = {row.get('n', 0)})"
+    if o == "no detectable difference" and row.get("ci_low") is not None and row.get("ci_high") is not None \
+            and (row["ci_low"] > 0 or row["ci_high"] < 0):
+        return "no detectable difference (the unadjusted CI excludes 0)"
+    return o
+
+
+def apply_holm(rows: list[MutableMapping], *, alpha: float = ALPHA) -> None:
+    """Holm-correct the ``"p"`` of the rows of one claims family and set ``p_holm``, ``outcome``, ``family_size``.
+
+    Each row is a comparison dict (:func:`paired_comparison`) with optional ``"scale"`` and
+    ``"higher_is_better"``; rows passed here are claimable by definition.
     """
     adjusted = holm([r.get("p", np.nan) for r in rows])
     for r, p in zip(rows, adjusted, strict=True):
         r["p_holm"] = float(p) if np.isfinite(p) else None
         r["outcome"] = outcome(r, p_adjusted=r["p_holm"], scale=r.get("scale", 1.0),
-                               min_conditions=min_conditions, alpha=alpha)
+                               higher_is_better=bool(r.get("higher_is_better", False)), alpha=alpha)
         r["family_size"] = len(rows)
 
 
-def verdict_rows(metrics: MutableMapping) -> list[MutableMapping]:
-    """The comparisons of one ``metrics`` dict that belong to the Holm family: primary vs comparator and vs twin.
-
-    The twin row is left out when the twin *is* the comparator (the same comparison twice).
-    """
-    v = metrics.get("verdict")
-    if not v:
-        return []
-    rows = [v["edistance"]]
-    twin = v.get("vs_pca_twin")
+def _verdict_comparisons(v: MutableMapping, metric: str) -> list[MutableMapping]:
+    """The comparison rows of one verdict on ``metric``: vs the comparator, and vs the PCA twin unless it is it."""
+    if metric == "edistance":
+        rows = [v["edistance"]]
+        twin = v.get("vs_pca_twin")
+    else:
+        sec = (v.get("secondary") or {}).get(metric) or {}
+        rows = [sec["vs_comparator"]] if sec.get("vs_comparator") else []
+        twin = sec.get("vs_pca_twin")
     if twin and not twin.get("same_as_comparator"):
         rows.append(twin)
     return rows
 
 
-def holm_over(metrics_list: Iterable[MutableMapping], *, min_conditions: int = MIN_CONDITIONS,
-              alpha: float = ALPHA) -> int:
-    """Holm-correct the verdict rows of many ``metrics`` dicts as one family (one report) and set outcomes.
+def family_rows(metrics_list: Iterable[MutableMapping], metric: str = "edistance") -> list[MutableMapping]:
+    """The claims family of one run on ``metric``: the comparison rows of every claimable verdict."""
+    return [r for m in metrics_list if m.get("verdict") and m["verdict"].get("claimable")
+            for r in _verdict_comparisons(m["verdict"], metric)]
 
-    Returns the family size. Each verdict's ``outcome`` becomes that of its primary-vs-comparator row.
+
+def holm_over(metrics_list: Iterable[MutableMapping], *, alpha: float = ALPHA) -> dict[str, int]:
+    """Label every verdict of one run: Holm over its claimable rows, one family per verdict metric.
+
+    Rows of a verdict that is not claimable get ``"not claimable"`` (no adjusted p-value). A verdict's
+    ``outcome`` is that of its primary-metric row against the comparator. Call it once per run: a report that
+    merges runs copies their labels and never corrects again. Returns ``{metric: family size}``.
     """
     metrics_list = [m for m in metrics_list if m.get("verdict")]
-    rows = [r for m in metrics_list for r in verdict_rows(m)]
-    apply_holm(rows, min_conditions=min_conditions, alpha=alpha)
+    sizes = {}
+    for metric in VERDICT_METRICS:
+        apply_holm(family_rows(metrics_list, metric), alpha=alpha)
+        sizes[metric] = len(family_rows(metrics_list, metric))
+        for m in metrics_list:
+            v = m["verdict"]
+            rows = _verdict_comparisons(v, metric)
+            if not v.get("claimable"):
+                for r in rows:
+                    r.update(p_holm=None, family_size=0,
+                             outcome="undetermined" if outcome(r) == "undetermined" else "not claimable")
+            twin = (v.get("vs_pca_twin") if metric == "edistance"
+                    else ((v.get("secondary") or {}).get(metric) or {}).get("vs_pca_twin"))
+            if twin and twin.get("same_as_comparator") and rows:
+                twin.update({k: rows[0].get(k) for k in ("p_holm", "outcome", "family_size")})
     for m in metrics_list:
-        v = m["verdict"]
-        v["outcome"] = v["edistance"]["outcome"]
-        twin = v.get("vs_pca_twin")
-        if twin and twin.get("same_as_comparator"):
-            for key in ("p_holm", "outcome", "family_size"):
-                twin[key] = v["edistance"][key]
-    return len(rows)
+        m["verdict"]["outcome"] = m["verdict"]["edistance"]["outcome"]
+        m["verdict"]["family_sizes"] = sizes
+    return sizes

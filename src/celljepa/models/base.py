@@ -173,6 +173,10 @@ class PerturbationModel(ABC):
     #: Whether :meth:`fit` refits on training + validation conditions once tuned. Such a method is fitted
     #: a second time with ``refit=False`` (training conditions only) to score it on the validation conditions.
     refits_on_validation: bool = True
+    #: Whether :meth:`fit` makes any choice on ``train.val_conditions`` (hyperparameters, early stopping, ...). The
+    #: harness then scores such a method on validation conditions it did not tune on (cross-fitting); a method
+    #: that tunes nothing is scored on them from one fit on training conditions.
+    tunes_on_validation: bool = True
 
     @property
     def is_baseline(self) -> bool:

@@ -1,10 +1,11 @@
 """Baselines a reviewer expects, every one tuned on validation conditions only.
 
-Shift models (control cells + a predicted shift): no-change, mean-shift, additive (combinations), ridge
-from condition features, the linear model ``G·W·Pᵀ`` of Ahlmann-Eltze et al. (2025) with perturbation
-embeddings from the training PCA (``linear_gwp``) or from Gene Ontology annotations for every gene
-(``linear_go``). Context-aware models for unseen contexts: the shift as a ridge function of the
-context's control mean (``context_ridge``), the same linear map applied to every control cell
+Shift models (control cells + a predicted shift): no-change, mean-shift, additive (combinations), the
+mean shift plus the learned on-target change of each perturbed gene the space measures (``target_shift``,
+genetic screens), ridge from condition features, the linear model ``G·W·Pᵀ`` of Ahlmann-Eltze et al.
+(2025) with perturbation embeddings from the training PCA (``linear_gwp``) or from Gene Ontology
+annotations for every gene (``linear_go``). Context-aware models for unseen contexts: the shift as a
+ridge function of the context's control mean (``context_ridge``), the same linear map applied to every control cell
 (``cell_linear``), the shift of the nearest training context (``nearest_context``). Spread models:
 a shift plus a per-component spread ratio (``shift_scale``, and ``context_shift_scale`` on the
 context-aware shift).
@@ -17,10 +18,12 @@ then refits on training + validation conditions.
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 from sklearn.linear_model import Ridge
 
 from ..data import contract as C
 from ..eval.edistance import edistance_sets
+from ..eval.space import iter_blocks
 from .base import Condition, PerturbationModel, TrainData
 
 RIDGE_ALPHAS = (1e-3, 1e-2, 0.1, 1.0, 10.0, 100.0, 1e3, 1e4)
@@ -74,6 +77,7 @@ class NoChange(PerturbationModel):
     """Predicted cells = the context's control cells."""
 
     name = "no_change"
+    tunes_on_validation = False
 
     def fit(self, train: TrainData, *, refit: bool = True) -> NoChange:
         self._train = train
@@ -99,6 +103,7 @@ class MeanShift(ShiftModel):
     """
 
     name = "mean_shift"
+    tunes_on_validation = False
 
     def fit(self, train: TrainData, *, refit: bool = True) -> MeanShift:
         self._train = train
@@ -127,6 +132,241 @@ class Additive(MeanShift):
         if not condition.is_combo or condition.perturbation_id in self._shifts:
             return super().predict_shift(condition)
         return sum(self.shift_for(C.token_name(t)) for t in condition.tokens)
+
+
+#: Forms of the on-target effect of :class:`TargetShift`: one change in log units for every target, or a
+#: change proportional to the target's mean expression in the context's control cells.
+TARGET_FORMS = ("absolute", "proportional")
+#: Shrinkage of the learned on-target effect towards 0 (the mean shift alone), chosen on validation.
+TARGET_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
+#: Rows of the source read per block when :class:`TargetShift` reads gene columns.
+_TARGET_CHUNK = 20_000
+
+
+class TargetShift(MeanShift):
+    r"""The mean shift plus the perturbed genes' own learned change (genetic screens).
+
+    A CRISPR screen moves its target gene first: CRISPRi and knockouts lower the target's expression,
+    CRISPRa raises it. Where the evaluation space measures the target (it is one of the space's genes),
+    that change is a known move of the prediction. For a perturbation ``p`` not seen in the fitting
+    conditions, in context ``x``, with measured target genes ``g ∈ T(p)``:
+
+    .. math::
+
+        \hat z = z_{\mathrm{ctrl}} + ar s + \sum_{g \in T(p)} \max(w\,\delta_g(x), -c_g(x))\, d_g,
+        \qquad d_g = \mathrm{space.transform}(u + e_g) - \mathrm{space.transform}(u)
+
+    ``z_ctrl`` are the context's control cells, ``s̄`` the mean shift of :class:`MeanShift` (the mean over
+    the fitting conditions), ``c_g(x)`` the mean log-expression of ``g`` in the context's control cells,
+    ``d_g`` the move of the evaluation space for a change of 1 in gene ``g``'s log-expression (computed
+    through the space's own affine ``transform``; ``u`` is any point, e.g. the space's centre; the clip
+    keeps the predicted mean expression at or above 0). The on-target effect ``δ_g`` is learned from the
+    fitting conditions whose targets are measured: for each such condition and target, the observed
+    change ``Δ = mean_cells(x_g) − c_g(context)`` of the target's own log-expression, read from
+    ``train.source`` (the gene column, never the evaluation space's reconstruction). Two forms:
+
+    - ``absolute``: ``δ_g(x) = mean(Δ)`` (log units, the same for every target);
+    - ``proportional``: ``δ_g(x) = β · c_g(x)`` with ``β = Σ Δ·c / Σ c²`` (least squares through the origin).
+
+    The data decide the sign and size. The form and the shrinkage weight ``w`` (:data:`TARGET_WEIGHTS`;
+    ``w = 0`` is :class:`MeanShift`) are chosen by the validation E-distance
+    (:func:`validation_edistance`) on the validation conditions the model covers, with the effect learned
+    from the training conditions alone; without such conditions the effect is used as learned
+    (``absolute``, ``w = 1``). ``fit(refit=False)`` learns from training conditions only and never reads a
+    validation condition's cells; ``fit(refit=True)`` then relearns the chosen form on training +
+    validation conditions. A perturbation seen in the fitting conditions keeps its own mean shift (its
+    on-target change is already in it); a combination moves every measured target. A target outside the
+    space's genes cannot move the prediction: :meth:`covers` is True only when every token of the
+    condition is a gene the space measures (and an effect was learned).
+
+    Parameters
+    ----------
+    forms
+        Effect forms to choose from (:data:`TARGET_FORMS`).
+    weights
+        Shrinkage weights to choose from.
+
+    Examples
+    --------
+    >>> model = TargetShift()
+    >>> model.name, model.forms
+    ('target_shift', ('absolute', 'proportional'))
+    """
+
+    name = "target_shift"
+    tunes_on_validation = True  # the form and the weight (MeanShift alone tunes nothing)
+
+    def __init__(self, forms=TARGET_FORMS, weights=TARGET_WEIGHTS):
+        unknown = [f for f in forms if f not in TARGET_FORMS]
+        if unknown or not forms:
+            raise ValueError(f"TargetShift forms must be among {TARGET_FORMS}, got {tuple(forms)!r}.")
+        if not weights or any(not 0.0 <= float(w) <= 1.0 for w in weights):
+            raise ValueError(f"TargetShift weights must lie in [0, 1], got {tuple(weights)!r}.")
+        self.forms = tuple(forms)
+        self.weights = tuple(float(w) for w in weights)
+
+    # ---------------------------------------------------------------- data: the gene columns, read once per fit
+
+    def _measured_targets(self, condition: Condition) -> list[int]:
+        """Positions (in the space's genes) of the condition's gene tokens that the space measures."""
+        out = []
+        for t in condition.tokens:
+            if C.token_kind(t) == "gene":
+                j = self._gene_pos.get(C.token_name(t))
+                if j is not None:
+                    out.append(j)
+        return out
+
+    def _read(self, train: TrainData, conds) -> list[tuple]:
+        """Mean log-expression of the space's genes: per context over its control cells, per target condition.
+
+        One pass over the source rows of every context's control cells and of the cells of ``conds`` with a
+        measured target (block by block; backed files included); no other cell is read. Sets
+        ``self._ctrl_expr`` ``{context: (n_genes,)}`` and returns one point
+        ``(condition, gene position, Δ, control mean)`` per measured target of each condition.
+        """
+        is_ctrl = train.obs[C.IS_CONTROL].to_numpy(dtype=bool)
+        contexts = sorted(set(train.obs.loc[is_ctrl, C.CONTEXT_ID].astype(str)))
+        target_conds = [(c, r) for c, r in conds if self._measured_targets(c)]
+        row_lists = [train.control_rows(x) for x in contexts] + [np.asarray(r) for _, r in target_conds]
+        sizes = np.array([len(r) for r in row_lists], dtype=np.int64)
+        rows = np.concatenate(row_lists).astype(np.int64) if row_lists else np.zeros(0, np.int64)
+        group = np.repeat(np.arange(len(row_lists)), sizes)
+        positions = np.asarray(train.positions, dtype=np.int64)[rows]
+        sums = np.zeros((len(row_lists), len(self._columns)))
+        start = 0
+        for block in iter_blocks(train.source, positions, self._columns, chunk=_TARGET_CHUNK):
+            n = block.shape[0]
+            g = group[start:start + n]
+            indicator = sp.csr_matrix((np.ones(n), (g, np.arange(n))), shape=(len(row_lists), n))
+            part = indicator @ block
+            sums += np.asarray(part.toarray() if sp.issparse(part) else part, dtype=np.float64)
+            start += n
+        means = sums / np.maximum(sizes, 1)[:, None]
+        self._ctrl_expr = {x: means[i] for i, x in enumerate(contexts)}
+        points = []
+        for k, (c, _) in enumerate(target_conds):
+            ctrl = self._ctrl_expr[c.context_id]
+            for j in self._measured_targets(c):
+                points.append((c, j, float(means[len(contexts) + k, j] - ctrl[j]), float(ctrl[j])))
+        return points
+
+    @staticmethod
+    def _learn(points) -> dict[str, float]:
+        """The effect of each form from ``points`` (observed Δ and control means of measured targets)."""
+        if not points:
+            return {}
+        delta = np.array([p[2] for p in points])
+        ctrl = np.array([p[3] for p in points])
+        denom = float(ctrl @ ctrl)
+        return {"absolute": float(delta.mean()), "proportional": float(delta @ ctrl / denom) if denom > 0 else 0.0}
+
+    # ---------------------------------------------------------------- the model
+
+    def _direction(self, j: int) -> np.ndarray:
+        """The move of the evaluation space for +1 in gene ``j``'s log-expression (through ``space.transform``)."""
+        if j not in self._directions:
+            base = np.asarray(self._space.mean, dtype=np.float64)[None, :]
+            moved = base.copy()
+            moved[0, j] += 1.0
+            self._directions[j] = (self._space.transform(moved) - self._space.transform(base))[0]
+        return self._directions[j]
+
+    def _target_move(self, condition: Condition, form: str, weight: float) -> np.ndarray:
+        move = np.zeros(self._train.z.shape[1])
+        effect = self._effects.get(form)
+        if effect is None or weight == 0.0 or condition.perturbation_id in self._shifts:
+            return move
+        ctrl = self._ctrl_expr.get(condition.context_id)
+        if ctrl is None:  # a context without control cells in the data read: no control expression to start from
+            return move
+        for j in self._measured_targets(condition):
+            delta = weight * (effect if form == "absolute" else effect * ctrl[j])
+            move = move + max(delta, -float(ctrl[j])) * self._direction(j)
+        return move
+
+    def _shift_with(self, condition: Condition, form: str, weight: float) -> np.ndarray:
+        return MeanShift.predict_shift(self, condition) + self._target_move(condition, form, weight)
+
+    def predict_shift(self, condition: Condition) -> np.ndarray:
+        return self._shift_with(condition, self.form_, self.weight_)
+
+    def covers(self, condition: Condition) -> bool:
+        return bool(self._effects) and bool(condition.tokens) and all(
+            C.token_kind(t) == "gene" and C.token_name(t) in self._gene_pos for t in condition.tokens)
+
+    def _setup(self, train: TrainData) -> bool:
+        """The space's genes and their source columns; False when the model has no gene data to learn from."""
+        self._directions: dict[int, np.ndarray] = {}
+        self._gene_pos: dict[str, int] = {}
+        self._ctrl_expr, self._points, self._effects = {}, [], {}
+        space, source = train.space, train.source
+        if space is None or source is None or train.positions is None:
+            self.note_ = "no evaluation space or source data: the mean shift alone"
+            return False
+        lookup = {str(g): i for i, g in enumerate(map(str, source.var_names))}
+        genes = [str(g) for g in space.genes]
+        if any(g not in lookup for g in genes):
+            self.note_ = "the evaluation space's genes are not all in the source data: the mean shift alone"
+            return False
+        self._space = space
+        self._gene_pos = {g: i for i, g in enumerate(genes)}
+        self._columns = np.array([lookup[g] for g in genes], dtype=np.int64)
+        return True
+
+    def fit(self, train: TrainData, *, refit: bool = True) -> TargetShift:
+        MeanShift.fit(self, train, refit=False)  # the shift of the training conditions, for tuning
+        self.note_ = ""
+        self.form_, self.weight_, self.val_edistance_ = self.forms[0], 0.0, float("nan")
+        if not self._setup(train):
+            MeanShift.fit(self, train, refit=refit)
+            return self
+        # refit=False reads the training conditions' cells only (and the control cells): never a validation cell
+        points = self._read(train, train.fitting_conditions(refit))
+        in_train = {id(c) for c, _ in train.train_conditions}  # by identity (a NaN dose is never == itself)
+        train_points = [p for p in points if id(p[0]) in in_train]
+        self._effects = self._learn(train_points)
+        covered = [(c, r) for c, r in train.val_conditions
+                   if self.covers(c) and c.perturbation_id not in self._shifts and len(r) >= 2]
+        if self._effects and covered:
+            best = (np.inf, self.forms[0], 0.0)
+            for form in self.forms:
+                for w in self.weights:
+                    if w == 0.0 and form != self.forms[0]:
+                        continue  # w = 0 is the mean shift whatever the form
+                    err = validation_edistance(train, lambda c, f=form, w=w: self._train.control_cells(
+                        c.context_id) + self._shift_with(c, f, w), covered)
+                    if err < best[0]:
+                        best = (err, form, w)
+            self.val_edistance_, self.form_, self.weight_ = best
+        if self._effects and not np.isfinite(self.val_edistance_):  # nothing to tune on (or too few cells)
+            self.form_, self.weight_ = "absolute" if "absolute" in self.forms else self.forms[0], 1.0
+            self.val_edistance_ = float("nan")
+            self.note_ = "no covered validation condition: the learned effect as is"
+        if refit:
+            MeanShift.fit(self, train, refit=True)
+            self._effects = self._learn(points)
+        self._points = points if refit else train_points
+        return self
+
+    def params(self) -> dict:
+        """The chosen form and weight, the learned effect of each form and the data it was learned from.
+
+        ``effect`` is the chosen form's (log units for ``absolute``, a fraction of the control mean for
+        ``proportional``); ``n_perturbations`` / ``n_targets`` count the perturbations and (condition, target)
+        pairs it was learned from; ``mean_observed_change`` and ``share_down`` describe their observed Δ. Values
+        that do not exist (no measured target, nothing to tune on) are None.
+        """
+        deltas = np.array([p[2] for p in self._points])
+        return {"form": self.form_, "weight": self.weight_,
+                "effect": self._effects.get(self.form_),
+                "effect_unit": "log1p units" if self.form_ == "absolute" else "fraction of the control mean",
+                "effects": dict(self._effects), "n_perturbations": len({p[0].perturbation_id for p in self._points}),
+                "n_targets": len(self._points),
+                "mean_observed_change": float(deltas.mean()) if deltas.size else None,
+                "share_down": float((deltas < 0).mean()) if deltas.size else None,
+                "val_edistance": self.val_edistance_ if np.isfinite(self.val_edistance_) else None,
+                "note": self.note_}
 
 
 _FEATURE_SETS = ("tokens", "tokens+context", "tokens+context+dose_time")
@@ -474,6 +714,7 @@ class _Spread:
 
     #: The shift model whose prediction the spread ratio rescales (set by each subclass).
     _shift_model: type
+    tunes_on_validation = True  # the spread weight (a MeanShift alone tunes nothing)
 
     def fit(self, train: TrainData, *, refit: bool = True):
         base = self._shift_model
@@ -528,7 +769,7 @@ def default_baselines(*, combos: bool, gene_perturbations: bool, contexts: bool 
     combos
         The test conditions include combinations (adds ``additive``).
     gene_perturbations
-        Some perturbations are genes (adds ``linear_gwp`` and ``linear_go``).
+        Some perturbations are genes (adds ``target_shift``, ``linear_gwp`` and ``linear_go``).
     contexts
         The training data hold more than one context (adds the context-aware models ``context_ridge``,
         ``cell_linear``, ``nearest_context`` and ``context_shift_scale``; with a single context they
@@ -538,7 +779,7 @@ def default_baselines(*, combos: bool, gene_perturbations: bool, contexts: bool 
     if combos:
         out.append(Additive())
     if gene_perturbations:
-        out += [LinearGWP(), LinearGO()]
+        out += [TargetShift(), LinearGWP(), LinearGO()]
     if contexts:
         out += [ContextRidge(), CellLinear(), NearestContext(), ContextShiftScale()]
     return out

@@ -448,7 +448,6 @@ class JEPATransition(PerturbationModel):
         target_all = z_all if cfg.loss_space == "jepa" else e_all
         rng = np.random.default_rng([cfg.seed, 0x7A5])
         val = self._val_sets(train)
-        self._val_curve, self._val_states = [], {}
         best_val, best_step, best_state, bad, history = np.inf, 0, None, 0, []
         self.init_ = "mean_shift"
         if val is not None:
@@ -468,7 +467,6 @@ class JEPATransition(PerturbationModel):
             self.init_val_edistance_ = best_val
             best_state = copy.deepcopy(self.net_.state_dict())
             history.append({"step": 0, "train_loss": float("nan"), "val_edistance": best_val})
-            self._keep_checkpoint(0, self._val_losses(val))
         else:
             self.init_val_edistance_ = float("nan")
         b = min(cfg.conditions_per_step, len(conds))
@@ -524,10 +522,9 @@ class JEPATransition(PerturbationModel):
             loss.backward()
             opt.step()
             if val is not None and (step % cfg.eval_every == 0 or step == cfg.max_steps):
-                losses = self._val_losses(val)  # once per evaluation: the score and the kept curve
+                losses = self._val_losses(val)
                 score = D.broadcast_float(float(losses.mean()))
                 history.append({"step": step, "train_loss": float(loss.detach()), "val_edistance": score})
-                self._keep_checkpoint(step, losses)
                 if score < best_val - 1e-6:
                     best_val, best_step, bad = score, step, 0
                     best_state = copy.deepcopy(self.net_.state_dict())
@@ -542,7 +539,6 @@ class JEPATransition(PerturbationModel):
         self.net_.eval()
         self.history_ = history
         self.best_step_, self.val_edistance_, self.steps_run_ = best_step, float(best_val), step
-        self._leave_one_out_steps(val)
         self.train_seconds_ = time.perf_counter() - t0
         logger.info("%s: %d steps (best %d, val E-distance %.4f) in %.1f s", self.name, step, best_step, best_val,
                     self.train_seconds_)
@@ -587,57 +583,6 @@ class JEPATransition(PerturbationModel):
 
     def _val_score(self, val) -> float:
         return float(self._val_losses(val).mean())
-
-    def _keep_checkpoint(self, step: int, losses: torch.Tensor) -> None:
-        """Keep the weights and per-condition validation losses of an evaluation step (for honest validation)."""
-        if losses.numel() < 2:  # one validation condition: nothing to leave out
-            return
-        self._val_curve.append((step, losses.double().cpu().numpy()))
-        self._val_states[step] = {k: v.detach().clone() for k, v in self.net_.state_dict().items()}
-
-    def _leave_one_out_steps(self, val) -> None:
-        """Per validation condition, the evaluation step the *other* validation conditions would choose.
-
-        Early stopping picks the step with the lowest mean validation E-distance, so the chosen model's
-        score on those same conditions is optimistic. :meth:`predict_validation` predicts each validation
-        condition with the checkpoint chosen without it: an honest validation score, comparable with the
-        baselines' when the comparator is chosen. With a single validation condition there is nothing to
-        leave out (``val_selection_`` says so).
-        """
-        self.val_loo_steps_ = {}
-        if val is None:
-            self.val_selection_ = "no validation conditions"
-            return
-        conds = [c for c, r in self._train.val_conditions if len(r) >= 2]
-        if not self._val_curve:
-            self.val_selection_ = "selected on the same (single) validation condition"
-            return
-        steps = np.array([s for s, _ in self._val_curve])
-        curve = np.stack([v for _, v in self._val_curve])  # (steps, conditions)
-        total = curve.sum(axis=1)
-        for i, c in enumerate(conds):
-            others = (total - curve[:, i]) / (curve.shape[1] - 1)
-            self.val_loo_steps_[c.key] = int(steps[int(np.argmin(others))])
-        used = set(self.val_loo_steps_.values()) - {self.best_step_}
-        self._val_states = {k: v for k, v in self._val_states.items() if k in used}  # free the rest
-        self.val_selection_ = "leave-one-condition-out"
-
-    def predict_validation(self, condition: Condition) -> np.ndarray:
-        """Prediction of a validation condition by the checkpoint early stopping picks without it.
-
-        Falls back to :meth:`predict` for conditions that were not validation conditions of the fit, or
-        when there was a single validation condition.
-        """
-        self._require_fit()
-        step = getattr(self, "val_loo_steps_", {}).get(condition.key)
-        if step is None or step == self.best_step_:
-            return self.predict(condition)
-        best = {k: v.detach().clone() for k, v in self.net_.state_dict().items()}
-        try:
-            self.net_.load_state_dict(self._val_states[step])
-            return self.predict(condition)
-        finally:
-            self.net_.load_state_dict(best)
 
     # ------------------------------------------------------------------ prediction
     def _require_fit(self) -> None:
@@ -689,7 +634,6 @@ class JEPATransition(PerturbationModel):
                 "init": self.init_, "init_val_edistance": self.init_val_edistance_,
                 "decoder_alpha": self.decoder_alpha_,
                 "decoder_val_r2": self.decoder_r2_, "n_parameters": self.n_parameters(),
-                "val_selection": getattr(self, "val_selection_", "saved model"),
                 "train_seconds": round(self.train_seconds_, 2), "val_unseen_tokens": unseen,
                 **{f"config.{k}": v for k, v in self.config.to_dict().items()}}
 

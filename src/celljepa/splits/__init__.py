@@ -1,9 +1,10 @@
-"""Group splits of perturbation datasets: unseen perturbation, unseen context, unseen combination."""
+"""Group splits of perturbation datasets: unseen condition, unseen genes, unseen context, unseen combination."""
 
 from __future__ import annotations
 
 from ._core import (
     FOLD_KEYS,
+    OPTIONAL_FOLD_KEYS,
     ROLES,
     SPLIT_NAMES,
     check_split_name,
@@ -16,6 +17,7 @@ from ._core import (
 
 __all__ = [
     "FOLD_KEYS",
+    "OPTIONAL_FOLD_KEYS",
     "ROLES",
     "SPLIT_NAMES",
     "check_split_name",

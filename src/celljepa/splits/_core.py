@@ -1,4 +1,4 @@
-"""Group splits (unseen perturbation, unseen context, unseen combination) derived from metadata and a seed."""
+"""Group splits (unseen condition, unseen genes, unseen context, unseen combination) from metadata and a seed."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from ..data.contract import (
     PERTURBATION_ID,
     PERTURBATION_TOKENS,
     S1,
+    S1G,
     S2,
     S3,
     SPLIT_NAMES,
@@ -43,9 +44,13 @@ FOLD_KEYS = (
     "val_cells",
     "test_cells",
 )
+#: Keys a fold may hold beside :data:`FOLD_KEYS` (written and read when present): ``unused_perturbations``, the
+#: sorted perturbation ids that are in no role of an ``S1g_unseen_genes`` fold (their tokens mix roles).
+OPTIONAL_FOLD_KEYS = ("unused_perturbations",)
 
 _TRAIN, _VAL, _TEST, _UNUSED = 0, 1, 2, 3
-_GROUP_WORDS = {S1: "perturbations", S2: "contexts with perturbed cells", S3: "eligible combinations"}
+_GROUP_WORDS = {S1: "perturbations", S1G: "perturbation tokens", S2: "contexts with perturbed cells",
+                S3: "eligible combinations"}
 
 
 def check_split_name(name: str) -> str:
@@ -74,6 +79,10 @@ def check_split_name(name: str) -> str:
     Traceback (most recent call last):
     ...
     celljepa._errors.SplitError: Unknown split name 's1'. Did you mean 'S1_unseen_perturbation'? ...
+    >>> check_split_name("s1g")
+    Traceback (most recent call last):
+    ...
+    celljepa._errors.SplitError: Unknown split name 's1g'. Did you mean 'S1g_unseen_genes'? ...
     """
     if isinstance(name, str) and name in SPLIT_NAMES:
         return name
@@ -82,7 +91,10 @@ def check_split_name(name: str) -> str:
     suggestion = None
     if lowered:
         prefixed = [s for s in SPLIT_NAMES if s.lower().startswith(lowered)]
-        if len(prefixed) == 1:
+        codes = {s.split("_", 1)[0].lower(): s for s in SPLIT_NAMES}  # "s1", "s1g", "s2", "s3"
+        if lowered in codes:
+            suggestion = codes[lowered]
+        elif len(prefixed) == 1:
             suggestion = prefixed[0]
         else:
             lower_map = {s.lower(): s for s in SPLIT_NAMES}
@@ -106,10 +118,19 @@ def make_split_folds(
 
     Groups are held out, never single cells:
 
-    - ``S1_unseen_perturbation``: groups are the ``perturbation_id`` values of non-control cells.
-      ``train_cells`` are all control cells (of every context; they are the inputs a method
-      starts from) plus the cells of the training perturbations; ``val_cells`` / ``test_cells``
-      are the cells of the validation / test perturbations.
+    - ``S1_unseen_perturbation`` (*unseen condition*): groups are the ``perturbation_id`` values of
+      non-control cells. ``train_cells`` are all control cells (of every context; they are the inputs
+      a method starts from) plus the cells of the training perturbations; ``val_cells`` /
+      ``test_cells`` are the cells of the validation / test perturbations. A held-out perturbation
+      may be a combination whose genes are seen in training (``A+B`` held out, ``A`` trained on).
+    - ``S1g_unseen_genes``: groups are the perturbation *tokens* (genes, drugs, ...) of non-control
+      cells, so no token of a test condition occurs in any training or validation condition. Each
+      token gets a role (train / val / test) as groups do; a perturbation whose tokens all have one
+      role takes that role, one whose tokens mix roles is *unused* in that fold: its cells are in
+      none of the three cell lists and its id is in the fold's ``unused_perturbations``. A
+      combination is a test perturbation only in the fold whose test tokens hold all its tokens.
+      Controls are training cells, as in S1. Without combinations it is S1 with groups named by
+      token.
     - ``S2_unseen_context``: groups are the contexts (``context_id``) that have perturbed cells.
       Train / val / test cells are *all* cells of the train / val / test contexts, controls
       included: the controls of a held-out context are listed in ``test_cells`` because they are
@@ -149,8 +170,8 @@ def make_split_folds(
     -------
     list of dict
         One dict per fold with the keys ``dataset_id, split_name, seed, fold, n_folds, pilot,
-        train_groups, val_groups, test_groups, train_cells, val_cells, test_cells``; lists are
-        sorted and hold plain Python strings.
+        train_groups, val_groups, test_groups, train_cells, val_cells, test_cells`` (and, for
+        ``S1g_unseen_genes``, ``unused_perturbations``); lists are sorted and hold plain Python strings.
 
     Raises
     ------
@@ -158,8 +179,9 @@ def make_split_folds(
         Missing contract columns, missing values, duplicated cell names, a bad seed or dataset id.
     SplitError
         An unknown split name, ``n_folds < 2``, ``val_fraction`` outside ``[0, 1)``, fewer groups
-        than folds (a fold without test groups), a fold without training groups, or
-        ``S3_unseen_combo`` on a dataset without (eligible) combinations.
+        than folds (a fold without test groups), a fold without training groups,
+        ``S3_unseen_combo`` on a dataset without (eligible) combinations, or an ``S1g_unseen_genes``
+        fold without a test or a training perturbation (its tokens occur only in mixed combinations).
 
     Examples
     --------
@@ -182,6 +204,15 @@ def make_split_folds(
     (False, 1, 1)
     >>> all({"cell0", "cell4"} <= set(f["train_cells"]) for f in folds)
     True
+
+    Unseen genes: with ``A+B`` as well, the fold that holds out gene ``A`` cannot train on ``A+B``
+    (nor test it, since ``B`` is not held out): ``A+B`` is unused there.
+
+    >>> combo = pd.DataFrame({"perturbation_id": ["A+B"], "is_control": [False], "context_id": ["c1"],
+    ...                       "perturbation_tokens": ["gene:A|gene:B"]}, index=["cell6"])
+    >>> folds = make_split_folds(pd.concat([obs, combo]), "S1g_unseen_genes", dataset_id="toy", n_folds=3)
+    >>> folds[1]["test_groups"], folds[1]["test_cells"], folds[1]["unused_perturbations"]
+    (['gene:A'], ['cell1', 'cell5'], ['A+B'])
     """
     split_name = check_split_name(split_name)
     dataset_id = _check_dataset_id(dataset_id)
@@ -190,6 +221,8 @@ def make_split_folds(
     val_fraction = _check_val_fraction(val_fraction)
     table = _prepare(obs)
 
+    if split_name == S1G:
+        return _folds_s1g(table, dataset_id=dataset_id, n_folds=n_folds, seed=seed, val_fraction=val_fraction)
     if split_name == S1:
         groups, cell_group = _groups_s1(table)
         fixed_train = table["is_control"]
@@ -212,33 +245,99 @@ def make_split_folds(
     folds = []
     for fold in range(n_folds):
         role = _group_roles(group_fold, fold, seed, val_fraction)
-        if not np.any(role == _TRAIN):
-            n_rest = int(np.sum(group_fold != fold))
-            raise SplitError(
-                f"{split_name} on dataset {dataset_id!r}: fold {fold} would have no training groups "
-                f"({n_groups} {_GROUP_WORDS[split_name]}, {n_folds} folds, {n_rest} non-test group(s), "
-                f"all needed for validation with val_fraction={val_fraction}). "
-                "Use fewer folds, or val_fraction=0 to skip validation groups."
-            )
+        _require_train_groups(role, group_fold, fold, split_name, dataset_id, n_folds, val_fraction)
         cell_role = np.where(cell_group >= 0, role[np.maximum(cell_group, 0)], _TRAIN).astype(np.int8)
         cell_role[fixed_train] = _TRAIN
-        folds.append(
-            {
-                "dataset_id": dataset_id,
-                "split_name": split_name,
-                "seed": seed,
-                "fold": fold,
-                "n_folds": n_folds,
-                "pilot": bool(n_folds < 3),
-                "train_groups": _sorted_list(groups[role == _TRAIN]),
-                "val_groups": _sorted_list(groups[role == _VAL]),
-                "test_groups": _sorted_list(groups[role == _TEST]),
-                "train_cells": _sorted_list(names[cell_role == _TRAIN]),
-                "val_cells": _sorted_list(names[cell_role == _VAL]),
-                "test_cells": _sorted_list(names[cell_role == _TEST]),
-            }
-        )
+        folds.append(_fold_dict(split_name, dataset_id, seed, fold, n_folds, groups, role, names, cell_role))
     return folds
+
+
+def _fold_dict(split_name: str, dataset_id: str, seed: int, fold: int, n_folds: int, groups: np.ndarray,
+               role: np.ndarray, names: np.ndarray, cell_role: np.ndarray) -> dict:
+    return {
+        "dataset_id": dataset_id,
+        "split_name": split_name,
+        "seed": seed,
+        "fold": fold,
+        "n_folds": n_folds,
+        "pilot": bool(n_folds < 3),
+        "train_groups": _sorted_list(groups[role == _TRAIN]),
+        "val_groups": _sorted_list(groups[role == _VAL]),
+        "test_groups": _sorted_list(groups[role == _TEST]),
+        "train_cells": _sorted_list(names[cell_role == _TRAIN]),
+        "val_cells": _sorted_list(names[cell_role == _VAL]),
+        "test_cells": _sorted_list(names[cell_role == _TEST]),
+    }
+
+
+def _require_train_groups(role: np.ndarray, group_fold: np.ndarray, fold: int, split_name: str, dataset_id: str,
+                          n_folds: int, val_fraction: float) -> None:
+    if np.any(role == _TRAIN):
+        return
+    n_rest = int(np.sum(group_fold != fold))
+    raise SplitError(
+        f"{split_name} on dataset {dataset_id!r}: fold {fold} would have no training groups "
+        f"({len(group_fold)} {_GROUP_WORDS[split_name]}, {n_folds} folds, {n_rest} non-test group(s), "
+        f"all needed for validation with val_fraction={val_fraction}). "
+        "Use fewer folds, or val_fraction=0 to skip validation groups."
+    )
+
+
+def _folds_s1g(t: dict, *, dataset_id: str, n_folds: int, seed: int, val_fraction: float) -> list[dict]:
+    """The folds of ``S1g_unseen_genes``: tokens get roles as groups do; a perturbation takes the role its tokens share.
+
+    ``t["tok"]`` are the distinct ``perturbation_tokens`` strings ("conditions" here); each is split into its
+    tokens once. A condition whose tokens hold more than one role in a fold is unused in that fold.
+    """
+    perturbed = ~t["is_control"]
+    present = np.unique(t["tok_codes"][perturbed])  # the conditions of perturbed cells (codes into t["tok"])
+    cond_tokens = [sorted(set(split_tokens(t["tok"][int(k)]))) for k in present]
+    groups = np.asarray(sorted({tok for toks in cond_tokens for tok in toks}), dtype=object)
+    if len(groups) < n_folds:
+        raise SplitError(_too_few_groups_message(S1G, dataset_id, groups, n_folds))
+    index = {tok: i for i, tok in enumerate(groups.tolist())}
+    # condition x token membership as (condition, token) index pairs; per fold, the smallest and largest role of a
+    # condition's tokens (np.minimum.at / np.maximum.at) tell whether they share one role; cells follow by lookup
+    sizes = np.fromiter((len(toks) for toks in cond_tokens), dtype=np.int64, count=len(cond_tokens))
+    member_tok = np.fromiter((index[tok] for toks in cond_tokens for tok in toks), dtype=np.int64,
+                             count=int(sizes.sum()))
+    member_cond = np.repeat(np.arange(len(cond_tokens)), sizes)
+    code_to_cond = np.full(len(t["tok"]), -1, dtype=np.int64)
+    code_to_cond[present] = np.arange(len(present))
+    cell_cond = np.where(perturbed, code_to_cond[t["tok_codes"]], -1)
+
+    group_fold = _assign_folds(len(groups), n_folds, seed)
+    names = t["names"]
+    folds = []
+    for fold in range(n_folds):
+        role = _group_roles(group_fold, fold, seed, val_fraction)
+        _require_train_groups(role, group_fold, fold, S1G, dataset_id, n_folds, val_fraction)
+        member_role = role[member_tok].astype(np.int64)
+        low = np.full(len(cond_tokens), _UNUSED, dtype=np.int64)
+        high = np.full(len(cond_tokens), -1, dtype=np.int64)
+        np.minimum.at(low, member_cond, member_role)
+        np.maximum.at(high, member_cond, member_role)
+        cond_role = np.where(low == high, low, _UNUSED).astype(np.int8)
+        for needed, word in ((_TEST, "test"), (_TRAIN, "training")):
+            if not np.any(cond_role == needed):
+                raise SplitError(_s1g_empty_role_message(dataset_id, fold, n_folds, word, groups, role, needed))
+        cell_role = np.where(cell_cond >= 0, cond_role[np.maximum(cell_cond, 0)], _TRAIN).astype(np.int8)
+        out = _fold_dict(S1G, dataset_id, seed, fold, n_folds, groups, role, names, cell_role)
+        unused_pids = np.unique(t["pid_codes"][cell_role == _UNUSED])
+        out["unused_perturbations"] = _sorted_list(t["pid"][unused_pids])
+        folds.append(out)
+    return folds
+
+
+def _s1g_empty_role_message(dataset_id: str, fold: int, n_folds: int, word: str, groups: np.ndarray,
+                            role: np.ndarray, needed: int) -> str:
+    tokens = groups[role == needed]
+    listed = ", ".join(map(str, tokens[:10])) + (", ..." if len(tokens) > 10 else "")
+    return (
+        f"{S1G} on dataset {dataset_id!r}: fold {fold} of {n_folds} has no {word} perturbation: its {word} "
+        f"token(s) ({listed}) occur only in combinations with tokens of another role. "
+        f"Use fewer folds (--folds), another seed, or {S1} (held-out conditions may share genes with training)."
+    )
 
 
 def split_file_name(fold: dict) -> str:
@@ -262,8 +361,9 @@ def write_split_files(folds: Sequence[dict], out_dir: str | os.PathLike) -> list
     """Write each fold to ``out_dir/{dataset_id}.{split_name}.seed{seed}.fold{fold}.json``.
 
     Files are written atomically as deterministic JSON (sorted keys), so the same folds give
-    byte-identical files. If any write fails, the files this call already wrote are removed and
-    the error is raised again.
+    byte-identical files. The keys of :data:`FOLD_KEYS` are written, and those of
+    :data:`OPTIONAL_FOLD_KEYS` when the fold has them (``S1g_unseen_genes``). If any write fails,
+    the files this call already wrote are removed and the error is raised again.
 
     Parameters
     ----------
@@ -309,7 +409,7 @@ def write_split_files(folds: Sequence[dict], out_dir: str | os.PathLike) -> list
     written: list[Path] = []
     try:
         for fold, path in zip(folds, paths, strict=True):
-            write_json_atomic(path, {k: fold[k] for k in FOLD_KEYS})
+            write_json_atomic(path, {k: fold[k] for k in FOLD_KEYS + OPTIONAL_FOLD_KEYS if k in fold})
             written.append(path)
     except BaseException:
         for path in written:

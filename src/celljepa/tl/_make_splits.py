@@ -22,7 +22,9 @@ def make_splits(
 ) -> AnnData | None:
     """Make k-fold group splits for out-of-distribution evaluation.
 
-    ``S1_unseen_perturbation`` holds out perturbations, ``S2_unseen_context`` holds out contexts,
+    ``S1_unseen_perturbation`` holds out conditions (a held-out combination may contain seen genes),
+    ``S1g_unseen_genes`` holds out genes (no test gene is in any training or validation condition; perturbations
+    mixing held-out and seen genes are unused), ``S2_unseen_context`` holds out contexts,
     ``S3_unseen_combo`` holds out combinations whose singles are all seen. Folds are derived from
     the contract columns and ``seed`` only; validation groups are carved from the training groups;
     control cells of every context stay available as inputs. Fewer than 3 folds are labelled pilot.
@@ -32,7 +34,7 @@ def make_splits(
     adata
         Annotated data matrix with the contract columns (:func:`celljepa.pp.standardize`).
     split
-        ``"S1_unseen_perturbation"``, ``"S2_unseen_context"`` or ``"S3_unseen_combo"``.
+        ``"S1_unseen_perturbation"``, ``"S1g_unseen_genes"``, ``"S2_unseen_context"`` or ``"S3_unseen_combo"``.
     n_folds
         Number of folds (default 5).
     seed
@@ -82,7 +84,8 @@ def make_splits(
             "n_folds": int(n_folds),
             "pilot": bool(folds[0]["pilot"]),
             "folds": {
-                str(f["fold"]): {k: list(f[k]) for k in ("train_groups", "val_groups", "test_groups")}
+                str(f["fold"]): {k: list(f[k]) for k in ("train_groups", "val_groups", "test_groups",
+                                                         "unused_perturbations") if k in f}
                 for f in folds
             },
         }

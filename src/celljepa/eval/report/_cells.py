@@ -1,11 +1,18 @@
-"""Markdown reports and metrics.json files in the layout of evaluation.md."""
+"""The shared pieces of every report.
+
+Number formats, CI and difference cells, the method, comparator, comparison and verdict tables and sentences,
+the dataset and split summaries.
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
+from pathlib import PurePosixPath
 
 import pandas as pd
+
+from ..verdict import label as verdict_label
 
 _NAMES = {"edistance": "E-distance ↓", "mse": "MSE ↓", "cosine_distance": "cos dist ↓",
           "delta_pearson": "Δ Pearson ↑", "delta_pearson_top20_de": "Δ Pearson top-20 DE ↑",
@@ -120,20 +127,22 @@ def comparator_table(metrics: Mapping) -> str:
 
 
 def effects_lines(metrics: Mapping) -> list[str]:
-    """Sentences on the effect filter and the noise floor."""
+    """Sentences on the effect filter: how many conditions enter the verdict and why the others do not."""
     n, k = metrics.get("n_test_conditions", 0), metrics.get("n_effect_conditions")
     if k is None:
         return []
-    out = [f"Effect filter: {k} of {n} test conditions differ detectably from their controls (E-test, "
-           "Holm–Sidak adjusted p < 0.05) and enter the verdict."]
+    f = metrics.get("effect_filter") or {}
+    out = [f"Effect filter: {k} of {n} test conditions differ detectably from their controls and enter the verdict: "
+           "the E-test against the context's controls is significant (Holm–Sidak adjusted p < 0.05; "
+           f"{f.get('n_etest', '–')} conditions) and the E-distance to the controls exceeds 2 standard errors "
+           f"(split halves; {f.get('n_clears_noise', '–')} conditions). The filter depends on the data alone."]
+    if f.get("effect_se_median") is not None:
+        out[0] += (f" Median standard error {_fmt(f['effect_se_median'])}; median E-distance / standard error "
+                   f"{_fmt(f.get('effect_over_se_median'), 1)}.")
     without = metrics.get("conditions_without_effect", [])
     if without:
         shown = ", ".join(f"`{c}`" for c in without[:15]) + (", ..." if len(without) > 15 else "")
         out[0] += f" Without a detectable effect (shown apart, not in the verdict): {shown}."
-    nf = metrics.get("noise_floor")
-    if nf and nf.get("mean") is not None:
-        out.append(f"Noise floor: split halves of the same observed cells differ by E-distance {_fmt(nf['mean'])} "
-                   f"on average (sd {_fmt(nf.get('sd'))} over conditions); differences of that size are sampling.")
     return out
 
 
@@ -155,8 +164,11 @@ def dataset_summary(obs: pd.DataFrame, n_genes: int) -> str:
             f"{int(obs['is_control'].sum()):,} control cells.")
 
 
-HELD_OUT = {"S1_unseen_perturbation": "perturbations (every context)",
+HELD_OUT = {"S1_unseen_perturbation": "conditions: perturbations unseen as such (every context); a held-out "
+                                       "combination may contain perturbations seen in training",
             "S2_unseen_context": "whole contexts (their controls are inputs only)",
+            "S1g_unseen_genes": "genes (perturbation tokens): no token of a test condition is in any training or "
+                                 "validation condition; perturbations mixing held-out and seen tokens are unused",
             "S3_unseen_combo": "combinations whose singles are seen"}
 
 
@@ -170,6 +182,10 @@ def split_summary(fold: Mapping) -> str:
              f"{', ...' if len(fold['test_groups']) > 12 else ''}).",
              f"- Cells: {len(fold['train_cells']):,} train, {len(fold['val_cells']):,} validation, "
              f"{len(fold['test_cells']):,} test."]
+    unused = fold.get("unused_perturbations")
+    if unused:
+        lines.append(f"- Unused: {len(unused)} perturbations mix held-out and seen tokens "
+                     f"({', '.join(unused[:12])}{', ...' if len(unused) > 12 else ''}).")
     return "\n".join(lines)
 
 
@@ -192,45 +208,73 @@ def verdict_lines(metrics: Mapping) -> list[str]:
     return out
 
 
-_WORD = {"wins": "beats", "loses": "loses to", "ties": "ties with", "undetermined": "cannot be compared with",
-         "insufficient evidence": "has insufficient evidence against"}
+_NAMES_SHORT = {"edistance": "E-distance", "mse": "MSE", "delta_pearson": "Pearson-Δ"}
 
 
 def _claim(d: Mapping) -> str:
-    return (f"{diff_cell(d)}, sign-flip p = {_p(d.get('p'))}, Holm p = {_p(d.get('p_holm'))}, n = {d.get('n', 0)}")
+    held = (f", Holm p = {_p(d.get('p_holm'))} (family of {d.get('family_size')})" if d.get("p_holm") is not None
+            else "")
+    return f"{diff_cell(d)}, sign-flip p = {_p(d.get('p'))}{held}, n = {d.get('n', 0)}"
 
 
-def twin_sentence(v: Mapping) -> str:
-    """Whether the JEPA space beats its PCA twin, in words."""
-    twin = v.get("vs_pca_twin")
+def _said(d: Mapping) -> str:
+    return verdict_label(d)
+
+
+def twin_sentence(v: Mapping, metric: str = "edistance") -> str:
+    """Whether the JEPA space beats its PCA twin on ``metric``, in words."""
+    twin = v.get("vs_pca_twin") if metric == "edistance" else ((v.get("secondary") or {}).get(metric) or {}).get(
+        "vs_pca_twin")
     if not twin:
         return "No PCA twin was scored, so nothing here is attributable to the JEPA space."
     o = twin.get("outcome", "undetermined")
-    space = {"wins": "the JEPA space **beats** its PCA twin",
-             "loses": "the JEPA space is **worse** than its PCA twin",
-             "ties": "the JEPA space **does not beat** its PCA twin (tie)",
-             "insufficient evidence": "there are **too few conditions** to say whether the JEPA space beats its "
-                                      "PCA twin",
-             "undetermined": "the JEPA space and its PCA twin cannot be compared"}[o]
-    return f"Against `{twin['twin']}` (the same model on PCA), {space}: {_claim(twin)}."
+    name = _NAMES_SHORT.get(metric, metric)
+    space = {"wins": f"the JEPA space **beats** its PCA twin on {name}",
+             "loses": f"the JEPA space is **worse** than its PCA twin on {name}",
+             "no detectable difference": f"the JEPA space shows **no detectable difference** from its PCA twin on "
+                                         f"{name}",
+             "not claimable": f"the row is **not claimable** (n = {twin.get('n', 0)} conditions with an effect, "
+                              f"fewer than 10): {name} difference described only",
+             "undetermined": "the JEPA space and its PCA twin cannot be compared"}.get(o, o)
+    note = " (the unadjusted CI excludes 0)" if _said(twin).endswith("excludes 0)") else ""
+    return f"Against `{twin['twin']}` (the same model on PCA), {space}{note}: {_claim(twin)}."
+
+
+_VERBS = {"wins": "beats", "loses": "loses to", "no detectable difference": "shows no detectable difference from",
+          "not claimable": "is not claimable against", "undetermined": "cannot be compared with"}
 
 
 def verdict_sentence(label: str, metrics: Mapping) -> str:
-    """One sentence: whether the primary JEPA model wins, ties or loses against the validation-chosen comparator."""
+    """One sentence per verdict metric: the primary JEPA model against the validation-chosen comparator."""
     v = metrics["verdict"]
     e = v["edistance"]
-    text = (f"On {label}, `{v['model']}` {_WORD[v['outcome']]} `{v['baseline']}` (chosen on validation): "
-            f"E-distance difference {_claim(e)} conditions with an effect; Δ Pearson difference "
-            f"{diff_cell(v['delta_pearson'])}.")
+    note = " (the unadjusted CI excludes 0)" if _said(e).endswith("excludes 0)") else ""
+    n_note = f" (n = {v['n']} conditions with an effect; claims need 10)" if not v.get("claimable", True) else ""
+    text = (f"On {label}, `{v['model']}` {_VERBS.get(e.get('outcome'), e.get('outcome'))} `{v['baseline']}` (chosen "
+            f"on validation) on E-distance{note}{n_note}: difference {_claim(e)} conditions with an effect.")
+    for metric, rows in (v.get("secondary") or {}).items():
+        d = rows["vs_comparator"]
+        text += (f" {_NAMES_SHORT.get(metric, metric)}: {_said(d)}, {diff_cell(d)}"
+                 f"{', Holm p = ' + _p(d.get('p_holm')) if d.get('p_holm') is not None else ''}.")
     return text + " " + twin_sentence(v)
 
 
+def _seed_cell(v: Mapping, method: str | None) -> str:
+    means = (v.get("seed_means") or {}).get(method) if method else None
+    if not means:
+        return "–"
+    return " / ".join(_fmt(x) for x in means.values())
+
+
 def verdict_table(combined: Mapping[str, Mapping]) -> str:
-    """Markdown table of the verdicts of every dataset × split that has one."""
-    lines = ["| dataset | split | n (no effect) | comparator (validation) | E-dist comparator* | primary | "
-             "E-dist primary* | Δ E-distance [95% CI] | p (Holm) | verdict | JEPA − PCA twin [95% CI] | p (Holm) | "
-             "JEPA space vs PCA |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    """Markdown tables of the verdicts of every dataset × split: E-distance (primary), then MSE and Pearson-Δ."""
+    lines = ["| dataset | split | n (no effect) | comparator (validation) | comparator* | primary* | primary per "
+             "model seed* | primary − comparator [95% CI] | p | Holm p | verdict (E-distance) | primary − PCA twin "
+             "[95% CI] | Holm p | JEPA space vs PCA |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    second = ["| dataset | split | MSE: primary − comparator [95% CI] | Holm p | verdict | Pearson-Δ: primary − "
+              "comparator [95% CI] | Holm p | verdict | MSE vs PCA twin | Pearson-Δ vs PCA twin |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for m in combined.values():
         if "verdict" not in m:
             continue
@@ -239,11 +283,25 @@ def verdict_table(combined: Mapping[str, Mapping]) -> str:
         twin = v.get("vs_pca_twin") or {}
         means = v.get("means") or {}
         lines.append(f"| {m['dataset_id']} | {m['split']} | {v['n']} ({v.get('n_without_effect', 0)}) | "
-                     f"{v['baseline']} | {_fmt(means.get('baseline'))} | {v['model']} | {_fmt(means.get('model'))} | "
-                     f"{diff_cell(e)} | {_p(e.get('p_holm'))} | **{v['outcome']}** | {diff_cell(twin)} | "
-                     f"{_p(twin.get('p_holm'))} | {twin.get('outcome', '–')} |")
-    lines += ["", "\\* mean over the n conditions with a detectable effect (the methods tables below also give the "
-              "mean over all test conditions)."]
+                     f"{v['baseline']} | {_fmt(means.get('baseline'))} | {_fmt(means.get('model'))} | "
+                     f"{_seed_cell(v, v['model'])} | {diff_cell(e)} | {_p(e.get('p'))} | {_p(e.get('p_holm'))} | "
+                     f"**{_said(e)}** | {diff_cell(twin)} | {_p(twin.get('p_holm'))} | "
+                     f"{_said(twin) if twin else '–'} |")
+        sec = v.get("secondary") or {}
+        cells = []
+        for metric in ("mse", "delta_pearson"):
+            d = (sec.get(metric) or {}).get("vs_comparator") or {}
+            cells += [diff_cell(d), _p(d.get("p_holm")), _said(d) if d else "–"]
+        for metric in ("mse", "delta_pearson"):
+            d = (sec.get(metric) or {}).get("vs_pca_twin") or {}
+            cells.append(f"{diff_cell(d)} {_said(d)}" if d else "–")
+        second.append(f"| {m['dataset_id']} | {m['split']} | " + " | ".join(cells) + " |")
+    lines += ["", "\\* mean E-distance over the n conditions with a detectable effect; per model seed: mean over split "
+              "seeds (a method without model seeds shows one value). Every CI is the hierarchical bootstrap (split "
+              "seeds or folds, model seeds, conditions; 10,000 resamples). Rows with fewer than 10 conditions with an "
+              "effect are not claimable and carry no Holm p.", "",
+              "The same verdict on the secondary metrics (each its own Holm family; Pearson-Δ: higher is better):", "",
+              *second]
     return "\n".join(lines)
 
 
@@ -280,3 +338,21 @@ def seeds_lines(metrics: Mapping) -> list[str]:
                          + f" | {_fmt(e['sd'])} |")
         lines.append("")
     return lines
+
+
+def figure_lines(figures: list[str]) -> list[str]:
+    """The ``## Figures`` section: one image per path (relative to the report's folder), or nothing.
+
+    Parameters
+    ----------
+    figures
+        Figure paths relative to the folder of the report, in posix form (``figures/verdict.png``).
+
+    Returns
+    -------
+    list[str]
+        Markdown lines; empty without figures.
+    """
+    if not figures:
+        return []
+    return ["## Figures", ""] + [f"![{PurePosixPath(p).stem}]({p})" for p in figures] + [""]
