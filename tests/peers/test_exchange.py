@@ -52,7 +52,7 @@ def sciplex_fold():
     return adata, fold
 
 
-def _expected(adata, train, cond):
+def _expected(adata, train, cond, refit=True):
     """The mean-shift prediction computed here, in gene space, from the cells the peer may fit on."""
     genes = train.space.gene_indices(adata.var_names)
     x = np.asarray(adata.X[train.positions][:, genes].toarray() if hasattr(adata.X, "toarray")
@@ -61,7 +61,7 @@ def _expected(adata, train, cond):
     ctrl = obs[C.IS_CONTROL].to_numpy(bool)
     ctx = obs[C.CONTEXT_ID].astype(str).to_numpy()
     fit = np.zeros(len(obs), bool)
-    for _, rows in train.train_conditions:
+    for _, rows in train.fitting_conditions(refit):
         fit[rows] = True
     fit |= ctrl & train.fit_mask()
     rows = fit & (obs[C.PERTURBATION_ID].astype(str).to_numpy() == cond.perturbation_id)
@@ -74,7 +74,7 @@ def test_peer_model_predicts_through_its_own_process(shift_peer, sciplex_fold, t
     adata, fold = sciplex_fold
     space, train, test = prepare_fold(adata, fold, EvalConfig())
     conds = [c for c, _ in train.val_conditions] + [c for c, _ in test]
-    model = PeerModel(shift_peer, seed=3, workdir=tmp_path / "work").fit(train)
+    model = PeerModel(shift_peer, seed=3, workdir=tmp_path / "work").fit(train, refit=True)
     preds = model.predict_many(conds)
     for cond in conds:
         expected = _expected(adata, train, cond)
@@ -82,21 +82,94 @@ def test_peer_model_predicts_through_its_own_process(shift_peer, sciplex_fold, t
         np.testing.assert_allclose(model.native_[cond], expected, rtol=1e-4, atol=1e-4)
         np.testing.assert_allclose(preds[cond], space.transform(expected), rtol=1e-3, atol=1e-3)
         assert model.covers(cond)
-    # the held-out context's controls were inputs only, the validation and test cells never sent
-    request = json.loads((tmp_path / "work" / "request.json").read_text())
+    # the held-out context's controls were inputs only, the test cells never sent
+    work = tmp_path / "work" / "trainval_seed3"
+    request = json.loads((work / "request.json").read_text())
     assert request["seed"] == 3 and len(request["queries"]) == len(conds)
-    assert {"request.json", "result.json", "runner.log"} <= {p.name for p in (tmp_path / "work").iterdir()}
-    assert not (tmp_path / "work" / "train.h5ad").exists()  # exchange files removed once read
+    assert request["fitted_on"] == "training + validation conditions" and request["refit"] is True
+    assert {"request.json", "result.json", "runner.log"} <= {p.name for p in work.iterdir()}
+    assert not (work / "train.h5ad").exists()  # exchange files removed once read
     params = model.params()
     assert params["version"] == "test" and params["fit_s"] >= 0 and params["wall_s"] > 0
     assert params["environment"] == "current" and params["n_not_covered"] == 0
     assert model.predict(conds[0]) is preds[conds[0]]  # cached: no second run
 
 
-def test_uncovered_conditions_fall_back_to_no_change(shift_peer, sciplex_fold):
+def _roles(work: Path) -> pd.DataFrame:
+    obs = ad.read_h5ad(work / "train.h5ad").obs
+    for col in ("context", "perturbation", "role"):
+        obs[col] = obs[col].astype(str)
+    return obs
+
+
+def test_validation_fit_and_refit_use_different_cells(shift_peer, sciplex_fold, tmp_path):
+    """refit=False: training conditions only (validation unseen); refit=True: training + validation, trained again."""
+    adata, fold = sciplex_fold
+    _, train, test = prepare_fold(adata, fold, EvalConfig())
+    assert PeerModel.refits_on_validation and "validation conditions unseen" in PeerModel.val_selection_
+    assert not PeerModel.tunes_on_validation  # its own validation split comes from the cells it is fitted on
+    val = [c for c, _ in train.val_conditions]
+    model = PeerModel(shift_peer, seed=1, workdir=tmp_path / "w", keep_files=True)
+    first = model.fit(train, refit=False).predict_many(val)
+    record = model.params()
+    obs = _roles(tmp_path / "w" / "train_seed1")
+    fitted = obs[(obs["role"] == "train") & ~obs["is_control"]]
+    keys = set(fitted["context"] + "|" + fitted["perturbation"])
+    assert keys == {c.key for c, _ in train.train_conditions}  # no validation condition's cells sent
+    assert not keys & {c.key for c in val}
+    assert record["fitted_on"] == "training conditions" and record["n_conditions_fit"] == len(train.train_conditions)
+    assert record["n_cells_fit"] == int((obs["role"] == "train").sum())
+
+    second = model.fit(train, refit=True).predict_many(val + [c for c, _ in test])
+    obs = _roles(tmp_path / "w" / "trainval_seed1")
+    fitted = obs[(obs["role"] == "train") & ~obs["is_control"]]
+    assert set(fitted["context"] + "|" + fitted["perturbation"]) == keys | {c.key for c in val}
+    record = model.params()
+    assert record["fitted_on"] == "training + validation conditions"
+    assert record["n_conditions_fit"] == len(train.train_conditions) + len(train.val_conditions)
+    first_fit = model.fits_["training conditions"]
+    assert record["n_cells_fit"] > first_fit["n_cells_fit"] and first_fit["n_conditions_fit"] == len(
+        train.train_conditions)
+    # the refit trained again: the validation conditions' own cells now move their perturbations' shifts
+    changed = [c for c in val if not np.allclose(first[c], second[c])]
+    assert changed
+    for c in val:
+        np.testing.assert_allclose(model.native_[c], _expected(adata, train, c, refit=True), rtol=1e-4, atol=1e-4)
+
+
+def test_each_fit_records_what_it_did(shift_peer, sciplex_fold):
+    adata, fold = sciplex_fold
+    _, train, test = prepare_fold(adata, fold, EvalConfig())
+    model = PeerModel(shift_peer, seed=5).fit(train, refit=True)
+    assert model.params()["fitted_on"] == "training + validation conditions"  # known before the run
+    model.predict_many([c for c, _ in test])
+    params = model.params()
+    for key in ("fitted_on", "n_cells_fit", "n_conditions_fit", "seed", "epochs_trained", "max_epochs", "best_epoch",
+                "stopped_by", "train_loss_last", "val_loss_last", "validation", "scaling", "fit_s", "predict_s",
+                "wall_s", "n_cells_used", "n_conditions_used", "version", "environment"):
+        assert key in params, key
+    assert params["seed"] == 5 and params["epochs_trained"] == 1 and params["train_loss_last"] == [0.0]
+    assert params["n_conditions_used"] == params["n_conditions_fit"]  # what the runner saw is what was sent
+    assert list(model.fits_) == ["training + validation conditions"]  # no fit on training conditions only was run
+
+
+def test_transductive_makes_held_out_controls_fittable(shift_peer, sciplex_fold, tmp_path):
+    adata, fold = sciplex_fold
+    for transductive in (False, True):
+        _, train, test = prepare_fold(adata, fold, EvalConfig(transductive=transductive))
+        work = tmp_path / f"t{int(transductive)}"
+        PeerModel(shift_peer, workdir=work, keep_files=True).fit(train).predict_many([c for c, _ in test])
+        obs = _roles(work / "trainval_seed0")
+        held_out = obs["context"].isin({c.context_id for c, _ in test})
+        expected = "train" if transductive else "input"
+        assert set(obs.loc[held_out & obs["is_control"], "role"]) == {expected}
+        assert not (held_out & ~obs["is_control"]).any()  # a test condition's cells are never sent
+
+
+def test_uncovered_conditions_are_not_answered(shift_peer, sciplex_fold):
     adata, fold = sciplex_fold
     space, train, test = prepare_fold(adata, fold, EvalConfig())
-    seen = {c.perturbation_id for c, _ in train.train_conditions}
+    seen = {c.perturbation_id for c, _ in train.fitting_conditions(True)}
     cond = test[0][0]
     # a condition whose perturbation has no training cells: rename it
     unseen = type(cond)(cond.context_id, "NOT_A_GENE", ("gene:NOT_A_GENE",))
@@ -104,15 +177,34 @@ def test_uncovered_conditions_fall_back_to_no_change(shift_peer, sciplex_fold):
     model = PeerModel(shift_peer).fit(train)
     preds = model.predict_many([cond, unseen])
     assert model.covers(cond) and not model.covers(unseen)
-    np.testing.assert_array_equal(preds[unseen], train.control_cells(cond.context_id))
+    assert preds[unseen] is None and model.predict(unseen) is None  # n/a, not another method's answer
+    assert preds[cond].shape == (len(train.start_rows(cond.context_id)), space.n_pcs)
+    assert unseen not in model.native_
     assert model.not_covered_ == {unseen.key: "perturbation unseen in training"}
+    assert model.params()["n_not_covered"] == 1
+
+
+def test_a_runner_is_seeded(shift_peer, sciplex_fold):
+    """The request carries the seed; the runners seed Python, numpy and torch from it (``seed_everything``)."""
+    import importlib.util
+    import random
+
+    spec = importlib.util.spec_from_file_location("peer_common", RUNNERS / "_common.py")
+    common = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(common)
+    draws = []
+    for _ in range(2):
+        common.seed_everything(7, 1)
+        draws.append((random.random(), np.random.rand(), float(__import__("torch").rand(1))))
+    assert draws[0] == draws[1]
 
 
 def test_a_failing_peer_names_its_log(shift_peer, sciplex_fold, tmp_path):
     adata, fold = sciplex_fold
     _, train, test = prepare_fold(adata, fold, EvalConfig())
     model = PeerModel(shift_peer, params={"fail": True}, workdir=tmp_path / "w").fit(train)
-    with pytest.raises(PeerError, match=r"(?s)failed \(exit status 1\).*kept at .*w/runner.log.*asked to fail"):
+    failed = r"(?s)failed \(exit status 1\).*kept at .*w/trainval_seed0/runner.log.*asked to fail"
+    with pytest.raises(PeerError, match=failed):
         model.predict(test[0][0])
     with pytest.raises(PeerError, match="ran past 1 s"):
         PeerModel(shift_peer, params={"sleep": 30}, timeout_s=1).fit(train).predict(test[0][0])
@@ -139,8 +231,13 @@ def test_benchmark_with_a_peer_and_resume(shift_peer, tmp_path):
     assert "shift" in m["methods"] and m["roles"]["shift"] == "peer"
     fold = tmp_path / "run/sciplex_gxe/S2_unseen_context/split_seed0/fold0"
     config = json.loads((fold / "config.json").read_text())
-    assert config["peers"] == {"shift": {"seed": 0, "params": {"sleep": 0}}}
-    assert (fold / "peers/shift/result.json").is_file()
+    assert config["peers"]["shift"]["params"] == {"sleep": 0}
+    work = next((fold / "peers/shift").rglob("trainval_seed0"))  # the refit; train_seed0 holds the validation fit
+    result = work / "result.json"
+    assert result.is_file() and (work.parent / "train_seed0/result.json").is_file()
+    fitted = json.loads(result.read_text())["fit"]
+    assert fitted["n_conditions_used"] > json.loads((work.parent / "train_seed0/result.json").read_text())["fit"][
+        "n_conditions_used"]
     per = pd.read_csv(fold / "per_condition.csv")
     assert (per["method"] == "shift").any()
     # the fold's predictions, cell-eval's layout: the peer's cells keep their own gene-space values
@@ -153,11 +250,11 @@ def test_benchmark_with_a_peer_and_resume(shift_peer, tmp_path):
     np.testing.assert_allclose(shift.obsm["X_eval"], space.transform(np.asarray(shift.X, dtype=np.float64)),
                                atol=1e-3)
     # the same run again reads the fold back (the peer is not run a second time)
-    (fold / "peers/shift/result.json").unlink()
+    result.unlink()
     again = benchmark(d, plan, out=tmp_path / "run", run=run, progress=False, max_folds=1, predictions=True)
     key = "sciplex_gxe/S2_unseen_context"
     assert again[key]["methods"]["shift"]["edistance"] == combined[key]["methods"]["shift"]["edistance"]
-    assert not (fold / "peers/shift/result.json").exists()
+    assert not result.exists()
 
 
 def test_peer_names_settings_and_status(monkeypatch, tmp_path, capsys):

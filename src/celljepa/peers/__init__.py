@@ -2,9 +2,11 @@
 
 Each peer is a :class:`PeerModel`, a :class:`~celljepa.models.base.PerturbationModel` of role ``"peer"``: it
 joins the pool of non-JEPA methods whose best member, chosen on validation conditions, is the comparator of a
-verdict. A peer trains with its own code and published defaults in its own environment (an isolated virtual
-environment made by :func:`install_peer`, or this one when its package imports here), exchanging the fold's
-data and its predictions as ``.h5ad`` files with a subprocess; nothing is downloaded at run time.
+verdict. A peer trains with its own code, its own early stopping and its published settings sized to the data
+(``_runners/_rules.py``), on the same cells as the refitted baselines, in its own environment (an isolated
+virtual environment made by :func:`install_peer`, or this one when its package imports here), exchanging the
+fold's data and its predictions as ``.h5ad`` files with a subprocess; nothing is downloaded at run time. A
+condition it cannot predict gets no prediction (None: n/a).
 
 Examples
 --------

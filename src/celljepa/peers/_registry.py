@@ -31,11 +31,17 @@ class PeerSpec:
     predicts
         What the tool can predict, in the words of the benchmark's splits.
     defaults
-        Its published training settings, as the runner uses them (documentation; the runner reads its own).
+        Its published training settings, as the runner uses them (documentation; the runner reads its own, and
+        sizes batch, epochs or steps to the data with its rule in ``_runners/_rules.py``, named in
+        ``scaling``). ``num_similar_genes_go_graph`` also sets the GO graph written for a ``"go_graph"`` input.
+    scaling
+        The rule by which the runner sizes its training to the cells it fits on (documentation of
+        ``_runners/_rules.py``).
     inputs
-        What the runner reads besides ``train.h5ad`` and ``request.json``: ``"gene_go"`` writes
-        ``gene_go.tsv``, the GO biological-process terms of the fold's genes and of the perturbed genes (from
-        the table shipped with celljepa), for a tool that builds a gene graph from GO.
+        What the runner reads besides ``train.h5ad`` and ``request.json``: ``"go_graph"`` writes
+        ``gene_go.tsv`` (the GO biological-process terms of every gene of the table shipped with celljepa) and
+        ``go_graph.npz`` (GEARS's GO gene graph over all of them, :func:`celljepa.peers._gograph.go_graph`,
+        cached across folds), for a tool that builds a gene graph from GO.
     disk_gb
         The size of its environment as installed (measured), for the free-space check of
         :func:`~celljepa.peers.install_peer`; files identical to another environment's are shared, so it
@@ -50,6 +56,7 @@ class PeerSpec:
     python: str | None = None
     predicts: str = ""
     defaults: dict = field(default_factory=dict)
+    scaling: str = ""
     inputs: tuple[str, ...] = ()
     disk_gb: float = 2.0
 
@@ -69,6 +76,8 @@ PEERS: dict[str, PeerSpec] = {spec.name: spec for spec in (
                   "chex==0.1.86", "optax==0.2.3", "numpyro==0.15.0", "setuptools<81", "torch==2.13.0")),
         predicts="a perturbation seen in training, in a new context (S2, unseen cell type or cell line)",
         defaults={"max_epochs": 100, "batch_size": 32, "early_stopping": True, "early_stopping_patience": 25},
+        scaling="max_epochs = max(100, min(400, round(400 * 20,000 / n_cells))), batch = min(32, max(8, "
+                "0.9 * n_cells / 20)), patience 25 on scvi-tools' seeded 10 % validation split",
         disk_gb=2.3,
     ),
     PeerSpec(
@@ -81,8 +90,9 @@ PEERS: dict[str, PeerSpec] = {spec.name: spec for spec in (
                                       "numpy==2.2.6", "torch==2.13.0")),
         predicts="gene perturbations, single and combinations, including genes never perturbed in training "
                  "(S1, S3), through a GO gene graph",
-        defaults={"epochs": 20, "lr": 1e-3, "hidden_size": 64, "batch_size": 32},
-        inputs=("gene_go",),
+        defaults={"epochs": 20, "lr": 1e-3, "hidden_size": 64, "batch_size": 32, "num_similar_genes_go_graph": 20},
+        scaling="batch = clip(n_train / 100, 8, 32), 20 epochs; best epoch on a seeded 10 % of its perturbations",
+        inputs=("go_graph",),
         disk_gb=1.8,
     ),
     PeerSpec(
@@ -106,6 +116,8 @@ PEERS: dict[str, PeerSpec] = {spec.name: spec for spec in (
         predicts="combinations of perturbations seen in training, in contexts seen in training (S3)",
         defaults={"max_epochs": 2000, "batch_size": 2048, "early_stopping_patience": 5, "n_latent": 32,
                   "recon_loss": "gauss"},
+        scaling="batch = clip(n_train / 20, 32, 2048), up to 2,000 epochs, early stopping (5 checks, every 5 "
+                "epochs) on a seeded 15 % of its cells, best state restored",
         disk_gb=5.7,
     ),
     PeerSpec(
@@ -115,7 +127,9 @@ PEERS: dict[str, PeerSpec] = {spec.name: spec for spec in (
         runner="state.py",
         install=(("torch==2.13.0",), ("arc-state==0.11.1", "torch==2.13.0")),
         predicts="perturbations seen in training, in new contexts (S2)",
-        defaults={"model": "state_sm", "max_steps": 400, "batch_size": 8, "lr": 1e-4},
+        defaults={"model": "state_sm", "batch_size": 8, "lr": 1e-4},
+        scaling="max_steps = clip(250 passes over its training cells, 1,000, 4,000), validation every 100 steps on "
+                "a seeded 10 % of its conditions, best weights kept, at most 60 minutes",
         disk_gb=2.5,
     ),
 )}

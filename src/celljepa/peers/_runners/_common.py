@@ -16,14 +16,24 @@ fold's evaluation-space genes (``var_names``: gene symbols); ``obs`` columns
 
 - ``context`` (str), ``perturbation`` (str, ``"control"`` for controls), ``names`` (the perturbed names
   joined by ``+``, ``""`` for controls), ``is_control`` (bool),
-- ``role``: ``"train"`` (a cell the peer may fit on: training conditions and their contexts' controls) or
-  ``"input"`` (a control cell of a held-out context: never fitted on, only a starting point),
+- ``role``: ``"train"`` (a cell the peer may fit on: the fit's conditions, training or training + validation,
+  and the control cells a method may fit on) or ``"input"`` (a control cell of a held-out context: never fitted
+  on, only a starting point; ``--transductive`` makes those ``"train"`` too),
 - ``start`` (bool): the control cells a prediction of their context starts from (one predicted cell each).
+
+``request.json`` also says what the cells are: ``fitted_on`` (``"training conditions"`` or ``"training +
+validation conditions"``), ``n_cells_fit``, ``n_conditions_fit``. The runner draws its own seeded validation
+split (for its early stopping or best-checkpoint choice) from the ``role == "train"`` cells only, and sizes its
+training to them with its rule in ``_rules.py``.
 
 The runner writes ``WORKDIR/predictions.h5ad`` (``X``: predicted log-expression, same ``var_names``; ``obs``
 column ``query``: the key of the query the cell predicts, one cell per ``start`` cell of its context) and
-then, last, ``WORKDIR/result.json``: ``{"peer", "version", "seed", "fit_s", "predict_s", "params",
-"epochs", "not_covered": {key: reason}, "notes"}``. A query in ``not_covered`` has no predicted cells.
+then, last, ``WORKDIR/result.json``: ``{"peer", "version", "seed", "fit_s", "predict_s", "params", "fit",
+"not_covered": {key: reason}, "notes"}``. A query in ``not_covered`` has no predicted cells. ``fit`` is the
+record of the training (:func:`fit_record`): ``unit`` (``"epoch"`` or ``"step"``), ``trained``, ``max``,
+``best`` (chosen by the peer's own validation), ``stopped_by``, ``monitor``, ``train_loss_last`` and
+``val_loss_last`` (the last values of its curves), ``validation`` (how its validation split was drawn, and its
+size), ``scaling`` (the rule and the settings it chose), ``n_cells_used`` and ``n_conditions_used``.
 Both files are written to a temporary name and renamed, so a crash leaves no half-written result.
 """
 
@@ -75,6 +85,38 @@ def start_cells(train, context: str) -> np.ndarray:
 def fit_rows(train) -> np.ndarray:
     """Boolean mask of the cells the peer may fit on."""
     return train.obs["role"].astype(str).to_numpy() == "train"
+
+
+def fit_conditions(train) -> int:
+    """Number of perturbed ``(context, perturbation)`` conditions among the cells the peer may fit on."""
+    obs = train.obs
+    rows = fit_rows(train) & ~obs["is_control"].to_numpy(dtype=bool)
+    pairs = set(zip(obs["context"].astype(str).to_numpy()[rows], obs["perturbation"].astype(str).to_numpy()[rows],
+                    strict=True))
+    return len(pairs)
+
+
+def tail(values, n: int = 5) -> list:
+    """The last ``n`` finite values of a curve, as rounded floats (for ``result.json``)."""
+    out = []
+    for v in list(values)[-n:]:
+        try:
+            v = float(v)
+        except (TypeError, ValueError):
+            continue
+        if np.isfinite(v):
+            out.append(round(v, 6))
+    return out
+
+
+def fit_record(*, unit: str, trained: int, max_: int, best, monitor: str, stopped_by: str, train_loss, val_loss,
+               validation: dict, scaling: dict, n_cells_used: int, n_conditions_used: int, **extra) -> dict:
+    """The ``fit`` entry of ``result.json`` (see the module docstring)."""
+    return {"unit": unit, "trained": None if trained is None else int(trained), "max": int(max_),
+            "best": None if best is None else int(best), "stopped_by": stopped_by, "monitor": monitor,
+            "train_loss_last": tail(train_loss), "val_loss_last": tail(val_loss), "validation": validation,
+            "scaling": scaling, "n_cells_used": int(n_cells_used), "n_conditions_used": int(n_conditions_used),
+            **extra}
 
 
 def _atomic(path: Path, write) -> None:

@@ -13,7 +13,17 @@ CPA's own, used unchanged: ``cpa.CPA.setup_anndata``, the ``cpa.CPA`` model, its
 CPA's Norman 2019 tutorial (``docs/tutorials/Norman.ipynb``: ``model_params``, ``trainer_params``,
 ``train(max_epochs=2000, batch_size=2048, early_stopping_patience=5, check_val_every_n_epoch=5)``, a
 random 85/15 train/valid split), except ``recon_loss="gauss"`` (CPA's likelihood for normalised data:
-our ``X`` is log-normalised, the tutorial's counts) and the seed (the request's, not 8206).
+our ``X`` is log-normalised, the tutorial's counts), the seed (the request's, not 8206) and the batch size.
+
+Data it fits on and its own validation: the ``role == "train"`` cells (training conditions, or training +
+validation conditions for the refit, and the control cells it may fit on), split at random (seeded) into
+CPA's ``train`` (85 %) and ``valid`` (15 %) sets; CPA checks ``cpa_metric`` on ``valid`` every 5 epochs,
+stops after 5 checks without improvement and restores the best state (its ``SaveBestState``).
+
+Scaling rule (``_rules.cpa_settings``, on the cells of CPA's ``train`` split): ``batch_size = clip(n_train /
+20, 32, 2048)``, so an epoch has at least ~20 updates (the tutorial's 2,048 gives ~45 on its ~92,000 training
+cells, and would give one or two on a fold of a few thousand); up to 2,000 epochs; ``max_minutes`` (60) stops a
+run that early stopping has not ended (the best state is restored all the same).
 
 What this adapter does: condition ``ctrl`` for controls and CPA's ``A+B`` notation (names sorted) for
 perturbations, doses ``1.0`` (``1.0+1.0`` for pairs) as in the tutorial, the context as CPA's one
@@ -35,6 +45,7 @@ from pathlib import Path
 import _common
 import numpy as np
 import pandas as pd
+from _rules import cpa_settings
 
 # CPA's Norman 2019 tutorial (docs/tutorials/Norman.ipynb), recon_loss "nb" -> "gauss" for log data.
 MODEL = {
@@ -76,8 +87,10 @@ PLAN = {
     "adv_loss": "cce",
     "gradient_clip_value": 5.0,
 }
-TRAIN = {"max_epochs": 2000, "batch_size": 2048, "early_stopping_patience": 5, "check_val_every_n_epoch": 5}
-SPLIT = {"valid_fraction": 0.15, "predict_batch_size": 2048}
+# None: from _rules.cpa_settings (the tutorial: max_epochs 2000, batch 2048, patience 5, validation every 5 epochs)
+TRAIN = {"max_epochs": None, "batch_size": None, "early_stopping_patience": None, "check_val_every_n_epoch": None}
+SPLIT = {"valid_fraction": 0.15, "predict_batch_size": 2048, "max_minutes": 60.0}
+RULE = "batch_size = clip(floor(n_train / 20), 32, 2048); max_epochs 2000; validation every 5 epochs, patience 5"
 CTRL = "ctrl"
 UNSEEN_CONTEXT = "context unseen in training: CPA learns one embedding per covariate category"
 
@@ -102,6 +115,48 @@ def _import_cpa():
     finally:
         sys.path[:] = saved
     return cpa
+
+
+class _Curves:
+    """``cpa_metric`` at each validation check (CPA logs it but keeps no history of it), and the run's clock."""
+
+    def __init__(self):
+        self.epochs: list[int] = []
+        self.metric: list[float] = []
+        self.seconds = 0.0
+
+    def callback(self):
+        import time
+
+        from pytorch_lightning.callbacks import Callback
+
+        curves = self
+
+        class Record(Callback):
+            def on_train_start(self, trainer, pl_module):
+                self.t0 = time.perf_counter()
+
+            def on_validation_epoch_end(self, trainer, pl_module):
+                value = trainer.callback_metrics.get("cpa_metric")
+                if value is not None and not trainer.sanity_checking:
+                    curves.epochs.append(int(trainer.current_epoch))
+                    curves.metric.append(float(value))
+
+            def on_train_end(self, trainer, pl_module):
+                curves.seconds = time.perf_counter() - self.t0
+
+        return Record()
+
+    def best_epoch(self) -> int | None:
+        """The epoch (1-based) whose state CPA's ``SaveBestState`` restores: the first maximum after epoch 0."""
+        pairs = [(e, m) for e, m in zip(self.epochs, self.metric, strict=True) if e > 0]
+        if not pairs:
+            return None
+        best = max(m for _, m in pairs)
+        return next(e for e, m in pairs if m == best) + 1
+
+    def timed_out(self, split_p: dict) -> bool:
+        return bool(split_p.get("max_minutes")) and self.seconds >= 60 * float(split_p["max_minutes"]) - 1
 
 
 def _condition(names) -> str:
@@ -138,6 +193,9 @@ def run(workdir, request, train) -> None:
     rng = np.random.default_rng(seed)
     fit_idx = np.flatnonzero(fit)
     split = np.where(rng.random(len(fit_idx)) < split_p["valid_fraction"], "valid", "train")
+    scaled = cpa_settings(int((split == "train").sum()))
+    overridden = sorted(k for k, v in train_p.items() if v is not None and v != scaled[k])
+    train_p = {k: scaled[k] if v is None else v for k, v in train_p.items()}
     while len(fit_idx) and not (split == "valid").any() or (split == "train").sum() % int(train_p["batch_size"]) == 1:
         split[rng.choice(np.flatnonzero(split == "train"))] = "valid"  # no empty valid, no batch of 1 (BatchNorm)
     blocks = [
@@ -179,7 +237,7 @@ def run(workdir, request, train) -> None:
     )
 
     clock = _common.Clock()
-    predicted, epochs = {}, 0
+    predicted, epochs, history, curves = {}, 0, None, _Curves()
     ood = np.flatnonzero(adata.obs["split"].to_numpy() == "ood")
     old_cwd = os.getcwd()
     with tempfile.TemporaryDirectory() as scratch:  # anything lightning/scvi may write stays out of the way
@@ -200,10 +258,14 @@ def run(workdir, request, train) -> None:
                     model = cpa.CPA(
                         adata, split_key="split", train_split="train", valid_split="valid", test_split="ood", **model_p
                     )
+                    budget = {"max_time": {"seconds": int(60 * float(split_p["max_minutes"]))}} \
+                        if split_p.get("max_minutes") else {}
                     model.train(
-                        use_gpu=False, plan_kwargs=plan_p, save_path=False, enable_progress_bar=False, **train_p
+                        use_gpu=False, plan_kwargs=plan_p, save_path=False, enable_progress_bar=False,
+                        callbacks=[curves.callback()], **budget, **train_p,
                     )
-                epochs = int(model.runner.trainer.current_epoch)
+                epochs = int(model.runner.trainer.current_epoch)  # epochs completed
+                history = pd.DataFrame(model.epoch_history)
                 with clock("predict"):
                     target = adata[ood].copy()
                     model.predict(target, batch_size=split_p["predict_batch_size"])
@@ -213,6 +275,25 @@ def run(workdir, request, train) -> None:
         finally:
             os.chdir(old_cwd)
 
+    fit_cells = cells["split"].isin(["train", "valid"]).to_numpy()
+    n_conditions = int(cells.loc[fit_cells & (cells["condition"] != CTRL).to_numpy()]
+                       .groupby(["context", "condition"]).ngroups)
+    max_epochs = int(train_p["max_epochs"])
+    best = curves.best_epoch()
+    stopped = ("not fitted: no query covered" if not len(ood) else "time budget" if curves.timed_out(split_p)
+               else "early stopping" if epochs < max_epochs else "max_epochs")
+    train_rows = history[history["mode"] == "train"] if history is not None else None
+    valid_rows = history[history["mode"] == "valid"] if history is not None else None
+    fit_rec = _common.fit_record(
+        unit="epoch", trained=epochs, max_=max_epochs, best=best,
+        monitor="cpa_metric (validation; higher is better)", stopped_by=stopped,
+        train_loss=[] if train_rows is None else train_rows["recon_loss"], val_loss=[] if valid_rows is None
+        else valid_rows["recon_loss"], n_cells_used=int(fit_cells.sum()), n_conditions_used=n_conditions,
+        validation={"how": f"seeded random {split_p['valid_fraction']:.0%} of the cells it fits on",
+                    "n_cells": int((split == "valid").sum()), "n_train_cells": int((split == "train").sum())},
+        scaling={"rule": RULE, **scaled, "overridden": overridden},
+        val_cpa_metric_last=_common.tail(curves.metric), weights="best validation cpa_metric (CPA's SaveBestState)",
+    )
     result = {
         "peer": "cpa",
         "version": cpa.__version__,
@@ -220,11 +301,11 @@ def run(workdir, request, train) -> None:
         "fit_s": clock.seconds.get("fit", 0.0),
         "predict_s": clock.seconds.get("predict", 0.0),
         "params": {"model": model_p, "plan": plan_p, "train": train_p, **split_p},
-        "epochs": epochs,
+        "fit": fit_rec,
         "not_covered": not_covered,
         "notes": (
-            "CPA Norman-tutorial hyper-parameters with recon_loss='gauss' on log-normalised X; "
-            f"{int((split == 'train').sum())} train / {int((split == 'valid').sum())} valid cells; "
+            "CPA Norman-tutorial hyper-parameters with recon_loss='gauss' on log-normalised X, batch scaled to the "
+            f"fold; {int((split == 'train').sum())} train / {int((split == 'valid').sum())} valid cells; "
             "best validation cpa_metric state restored by CPA"
             if len(ood)
             else "not fitted: no query covered"

@@ -17,29 +17,38 @@ prediction (``create_cell_graph_for_prediction``), run through GEARS's trained b
 The adapter:
 
 - gives GEARS local copies of what it would download from Harvard Dataverse, in ``WORKDIR/gears_scratch``:
-  ``gene2go_all.pkl`` from ``WORKDIR/gene_go.tsv`` (celljepa's GO biological-process table, in place of
-  GEARS's own gene2go) and the perturbable-gene list (``PertData(gene_set_path=...)``: the expression
-  genes, the perturbed training genes and the query genes: GEARS's ``default_pert_graph=False`` rule plus the
-  query genes). Any GEARS download helper that would really download raises;
-- replaces GEARS's ``make_GO`` (the GO graph of a custom gene set; it runs a 25-process pool and caches to
-  ``./data`` under the working directory) by an exact vectorised copy: the same edge list, every ordered
-  gene pair whose GO term sets have Jaccard similarity > 0.1, in the same order, handed to GEARS in memory
-  (``go_edges.csv`` in the scratch folder is a copy for inspection). GEARS's ``get_similarity_network`` then
-  keeps per gene the ``num_similar_genes_go_graph`` + 1 best in-edges (self included), as it always does;
-- fits on the fold's ``role == "train"`` cells of all contexts pooled (GEARS has no context; ``cell_type``
-  is the context), in GEARS notation (``ctrl``, ``A+ctrl``, ``A+B``); it drops conditions GEARS cannot take:
-  more than two genes, a gene without GO terms (GEARS's ``filter_pert_in_go``), a condition with fewer than
-  two cells in a context (scanpy's DE test needs two), the controls of a context with no perturbation left
+  ``gene2go_all.pkl`` from ``WORKDIR/gene_go.tsv`` (celljepa's GO biological-process table, every gene with a
+  GO term, in place of GEARS's own gene2go) and the perturbable-gene list (``PertData(gene_set_path=...)``):
+  every gene of that table, so GEARS's perturbation graph is the widest the table gives (18,708 genes, against
+  the ~10,000 "essential" genes of GEARS's downloaded graph). Any GEARS download helper that would really
+  download raises;
+- hands GEARS the GO graph celljepa built and cached for that gene list (``WORKDIR/go_graph.npz``,
+  :mod:`celljepa.peers._gograph`) in place of ``make_GO`` (which would compare 18,708 x 18,708 gene pairs in
+  a 25-process pool): the same rule, Jaccard similarity of GO term sets > 0.1, already cut to each gene's
+  ``num_similar_genes_go_graph`` + 1 best in-edges (ties to the smaller source, as GEARS's ``nlargest`` keeps
+  the first listed). GEARS's ``get_similarity_network`` then applies its own top-k selection to it (unchanged
+  by it) and builds its graph objects as always;
+- fits on the ``role == "train"`` cells (training conditions, or training + validation conditions for the
+  refit, and the control cells it may fit on), all contexts pooled (GEARS has no context; ``cell_type`` is the
+  context), in GEARS notation (``ctrl``, ``A+ctrl``, ``A+B``); it drops conditions GEARS cannot take: more
+  than two genes, a gene without GO terms (GEARS's ``filter_pert_in_go``), a condition with fewer than two
+  cells in a context (scanpy's DE test needs two), the controls of a context with no perturbation left
   (GEARS's per-context DE test needs one);
-- splits with GEARS's ``custom`` split: validation = a seeded ``val_fraction`` (10 %) of the training
-  perturbations (held out of training, used for best-epoch selection as in GEARS), no test set;
+- splits with GEARS's ``custom`` split: validation = a seeded ``val_fraction`` (10 %) of the perturbations it
+  fits on (held out of training; GEARS keeps the model of the epoch with the best validation top-20-DE MSE,
+  its own best-model selection), no test set;
+- sizes the training to the data (``_rules.gears_settings``, on the cells of its training split):
+  ``batch_size = clip(floor(n_train / 100), 8, 32)`` (at least ~100 updates per epoch; GEARS halves its
+  learning rate after every epoch, so updates per epoch are what sets how much it trains), 20 epochs;
+- records per epoch GEARS's own training and validation metrics (overall MSE, top-20-DE MSE) and the mean
+  training loss, and the epoch its best-model selection kept;
 - predicts one cell per start cell of the query's context with the query's genes (GEARS's ``predict`` draws
   300 random controls and averages them; this keeps each cell's output).
 
 A query is covered when it is a gene perturbation of one or two genes, all in GEARS's perturbation graph.
 Defaults are GEARS's published ones (``model_initialize`` defaults with ``hidden_size=64``,
-``train(epochs=20, lr=1e-3, weight_decay=5e-4)``, batch size 32 as in its tutorials); ``request["params"]``
-may override any of ``DEFAULTS``.
+``train(epochs=20, lr=1e-3, weight_decay=5e-4)``, batch size 32 as in its tutorials, reduced on small data as
+above); ``request["params"]`` may override any of ``DEFAULTS``.
 """
 
 from __future__ import annotations
@@ -48,15 +57,18 @@ import os
 import pickle
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 try:
-    from ._common import Clock, fit_rows, main, seed_everything, start_cells, write_result
+    from ._common import Clock, fit_record, fit_rows, main, seed_everything, start_cells, write_result
+    from ._rules import gears_settings
 except ImportError:  # run as a script: _common sits beside this file
-    from _common import Clock, fit_rows, main, seed_everything, start_cells, write_result
+    from _common import Clock, fit_record, fit_rows, main, seed_everything, start_cells, write_result
+    from _rules import gears_settings
 
     # this file is named gears.py: keep its folder off the path so that ``import gears`` finds GEARS
     _HERE = Path(__file__).resolve().parent
@@ -67,8 +79,8 @@ DEFAULTS = {
     "hidden_size": 64, "num_go_gnn_layers": 1, "num_gene_gnn_layers": 1, "decoder_hidden_size": 16,
     "num_similar_genes_go_graph": 20, "num_similar_genes_co_express_graph": 20, "coexpress_threshold": 0.4,
     "uncertainty": False, "uncertainty_reg": 1, "direction_lambda": 0.1,
-    # GEARS.train defaults, PertData.get_dataloader as in GEARS's tutorials
-    "epochs": 20, "lr": 1e-3, "weight_decay": 5e-4, "batch_size": 32, "test_batch_size": 128,
+    # GEARS.train defaults; batch size (GEARS's tutorials: 32) and epochs from _rules.gears_settings (None)
+    "epochs": None, "lr": 1e-3, "weight_decay": 5e-4, "batch_size": None, "test_batch_size": 128,
     # the adapter's custom split
     "val_fraction": 0.1,
 }
@@ -77,6 +89,8 @@ MODEL_KEYS = ("hidden_size", "num_go_gnn_layers", "num_gene_gnn_layers", "decode
               "uncertainty", "uncertainty_reg", "direction_lambda")
 NAME = "fold"  # GEARS's dataset name
 GO_TSV = "gene_go.tsv"
+GO_GRAPH = "go_graph.npz"
+RULE = "batch_size = clip(floor(n_train / 100), 8, 32); epochs = 20 (GEARS halves its learning rate every epoch)"
 SCRATCH = "gears_scratch"
 PREDICT_BATCH = 300  # GEARS.predict's batch
 
@@ -108,30 +122,59 @@ def _read_gene2go(path: Path) -> dict[str, set]:
     return gene2go
 
 
-def _go_edges(pert_list, gene2go) -> pd.DataFrame:
-    """What GEARS's ``make_GO(data_path, pert_list, ...)`` returns.
+def _go_graph(path: Path, k: int) -> tuple[list, pd.DataFrame]:
+    """The genes and edges of celljepa's GO graph file, cut to ``k + 1`` in-edges per target gene.
 
-    (source, target, Jaccard of GO term sets) for every ordered gene pair with Jaccard > 0.1, sources then
-    targets in ``pert_list`` order, as its ``get_GO_edge_list`` yields them; the same floats (integer counts,
-    one division).
+    The edges are what GEARS's ``make_GO`` + ``nlargest(k + 1)`` keep (see the module docstring): sorted by
+    target, then decreasing Jaccard similarity, then source, so a target's first ``k + 1`` edges are its graph.
     """
-    import scipy.sparse as sp
-
-    genes = list(pert_list)
-    terms = sorted({t for g in genes for t in gene2go[g]})
-    col = {t: i for i, t in enumerate(terms)}
-    rows = np.repeat(np.arange(len(genes)), [len(gene2go[g]) for g in genes])
-    cols = np.fromiter((col[t] for g in genes for t in gene2go[g]), dtype=np.int64, count=len(rows))
-    b = sp.csr_matrix((np.ones(len(rows), dtype=np.int64), (rows, cols)), shape=(len(genes), len(terms)))
-    inter = (b @ b.T).tocoo()
-    size = np.asarray(b.sum(axis=1)).ravel()
-    src, dst, n = inter.row, inter.col, inter.data.astype(np.float64)
-    score = n / (size[src] + size[dst] - n)
-    keep = score > 0.1
-    order = np.lexsort((dst[keep], src[keep]))
+    with np.load(path, allow_pickle=False) as f:
+        genes = [str(g) for g in f["genes"]]
+        src, dst, score = f["source"], f["target"], f["importance"]
+        built_k = int(f["meta"][1])
+    if k > built_k:
+        raise ValueError(f"{path} keeps {built_k} neighbours per gene; num_similar_genes_go_graph={k} needs more")
+    rank = np.arange(len(dst)) - np.searchsorted(dst, dst, side="left")
+    keep = rank < k + 1
     names = np.asarray(genes, dtype=object)
-    return pd.DataFrame({"source": names[src[keep][order]], "target": names[dst[keep][order]],
-                         "importance": score[keep][order]})
+    edges = pd.DataFrame({"source": names[src[keep]], "target": names[dst[keep]], "importance": score[keep]})
+    return genes, edges
+
+
+def _record_training(gears_model) -> dict:
+    """Record GEARS's per-epoch metrics as ``GEARS.train`` computes them (it only prints them).
+
+    ``GEARS.train`` calls ``compute_metrics`` on the training then the validation predictions after each epoch,
+    and ``loss_fct`` at every step; both are wrapped (same results) to keep the curves.
+    """
+    curves = {"train_mse": [], "train_mse_de": [], "val_mse": [], "val_mse_de": [], "train_loss": [], "epoch_s": []}
+    steps: list[float] = []
+    clock = [time.perf_counter()]
+    compute_metrics, loss_fct = gears_model.compute_metrics, gears_model.loss_fct
+
+    def metrics(results):
+        out = compute_metrics(results)
+        which = "train" if len(curves["train_mse"]) == len(curves["val_mse"]) else "val"
+        curves[f"{which}_mse"].append(float(out[0]["mse"]))
+        curves[f"{which}_mse_de"].append(float(out[0]["mse_de"]))
+        if which == "val":  # the end of an epoch: training, then evaluating on the training and validation cells
+            now = time.perf_counter()
+            curves["epoch_s"].append(round(now - clock[0], 2))
+            clock[0] = now
+        if which == "train" and steps:
+            curves["train_loss"].append(float(np.mean(steps)))
+            steps.clear()
+        return out
+
+    def loss(*args, **kwargs):
+        if not steps and not curves["train_mse"]:
+            clock[0] = time.perf_counter()  # the first step of the first epoch
+        value = loss_fct(*args, **kwargs)
+        steps.append(float(value.detach()))
+        return value
+
+    gears_model.compute_metrics, gears_model.loss_fct = metrics, loss
+    return curves
 
 
 def _condition(names: str) -> str:
@@ -200,22 +243,22 @@ def run(workdir: Path, request: dict, train) -> None:
         shutil.rmtree(scratch)  # GEARS reuses cached splits and graphs found there
     scratch.mkdir()
 
+    k = int(params["num_similar_genes_go_graph"])
     with clock("fit"):
         gene2go = _read_gene2go(workdir / GO_TSV)
         with open(scratch / "gene2go_all.pkl", "wb") as f:
             pickle.dump(gene2go, f)
+        graph_genes, edges = _go_graph(workdir / GO_GRAPH, k)
         adata = _gears_adata(train, gene2go, notes)
-        pert_genes = set(adata.var["gene_name"])
-        pert_genes.update(g for c in adata.obs["condition"].unique() for g in c.split("+") if g != "ctrl")
-        pert_genes.update(g for q in request["queries"] if q.get("kind") == "gene" for g in q["names"])
         with open(scratch / "pert_genes.pkl", "wb") as f:
-            pickle.dump(sorted(pert_genes), f)
+            pickle.dump(graph_genes, f)  # every gene with GO terms: the widest perturbation graph
 
         pert_data = gears_pertdata.PertData(str(scratch), gene_set_path=str(scratch / "pert_genes.pkl"))
         pert_data.new_data_process(dataset_name=NAME, adata=adata)
         pert_list = pert_data.pert_names.tolist()
-        edges = _go_edges(pert_list, gene2go)
-        edges.to_csv(scratch / "go_edges.csv", index=False)
+        if pert_list != graph_genes:
+            raise ValueError(f"GEARS's perturbable genes ({len(pert_list)}) are not the GO graph's genes "
+                             f"({len(graph_genes)}): {GO_GRAPH} and {GO_TSV} do not match")
 
         def make_go(data_path, genes, data_name, num_workers=25, save=True):
             if list(genes) != pert_list:
@@ -226,7 +269,7 @@ def run(workdir: Path, request: dict, train) -> None:
 
         perts = sorted(c for c in pert_data.adata.obs["condition"].unique() if c != "ctrl")
         if len(perts) < 2:
-            raise ValueError(f"GEARS needs at least two training perturbations (one for validation); "
+            raise ValueError(f"GEARS needs at least two perturbations to fit on (one for its validation); "
                              f"found {len(perts)}")
         rng = np.random.default_rng(seed)
         n_val = min(len(perts) - 1, max(1, int(round(params["val_fraction"] * len(perts)))))
@@ -234,6 +277,13 @@ def run(workdir: Path, request: dict, train) -> None:
         split = {"train": ["ctrl"] + [p for p in perts if p not in set(val)], "val": val, "test": []}
         with open(scratch / "split.pkl", "wb") as f:
             pickle.dump(split, f)
+        condition = pert_data.adata.obs["condition"].astype(str)
+        n_train = int(condition.isin(split["train"]).sum())
+        n_val_cells = int(condition.isin(val).sum())
+        scaled = gears_settings(n_train)
+        for key, value in scaled.items():
+            if params[key] is None:
+                params[key] = value
         pert_data.prepare_split(split="custom", seed=seed, split_dict_path=str(scratch / "split.pkl"))
         pert_data.get_dataloader(batch_size=int(params["batch_size"]),
                                  test_batch_size=int(params["test_batch_size"]))
@@ -241,8 +291,11 @@ def run(workdir: Path, request: dict, train) -> None:
 
         model = gears_model.GEARS(pert_data, device="cpu")
         model.model_initialize(**{k: params[k] for k in MODEL_KEYS})
+        curves = _record_training(gears_model)
+        start_s = time.perf_counter()
         model.train(epochs=int(params["epochs"]), lr=float(params["lr"]),
                     weight_decay=float(params["weight_decay"]))
+        train_s = time.perf_counter() - start_s
     # GEARS's caches of the processed data (as large as the data): only the small files stay for inspection
     shutil.rmtree(scratch / NAME / "data_pyg", ignore_errors=True)
     (scratch / NAME / "perturb_processed.h5ad").unlink(missing_ok=True)
@@ -279,17 +332,36 @@ def run(workdir: Path, request: dict, train) -> None:
                     out.append((p[0] if params["uncertainty"] else p).numpy())
             predicted[key] = np.vstack(out)
 
-    notes.append(f"GO graph: {len(pert_list)} perturbable genes, {len(edges)} Jaccard > 0.1 edges before "
-                 f"GEARS's top-{params['num_similar_genes_go_graph'] + 1} per gene, "
-                 f"{int(model.config['G_go'].shape[1])} kept; co-expression graph: "
-                 f"{int(model.config['G_coexpress'].shape[1])} edges")
+    n_go = int(model.config["G_go"].shape[1])
+    notes.append(f"GO graph: {len(pert_list)} perturbable genes (every gene with GO terms), {len(edges)} edges "
+                 f"(top-{k + 1} per gene of the Jaccard > 0.1 pairs), {n_go} in GEARS's graph; co-expression "
+                 f"graph: {int(model.config['G_coexpress'].shape[1])} edges")
     notes.append(f"fitted on {pert_data.adata.n_obs} cells, {len(split['train']) - 1} training and "
                  f"{len(val)} validation perturbations (validation held out for best-epoch selection)")
+    epochs = int(params["epochs"])
+    val_de = curves["val_mse_de"]
+    best = int(np.argmin(val_de)) + 1 if len(val_de) else None  # GEARS keeps the first epoch of the minimum
+    n_conditions = int(pert_data.adata.obs.loc[pert_data.adata.obs["condition"] != "ctrl"]
+                       .groupby(["cell_type", "condition"], observed=True).ngroups)
+    fit = fit_record(
+        unit="epoch", trained=len(val_de), max_=epochs, best=best, monitor="validation top-20 DE MSE (mse_de)",
+        stopped_by="max_epochs (GEARS trains every epoch and keeps the best one)",
+        train_loss=curves["train_loss"], val_loss=curves["val_mse"],
+        n_cells_used=pert_data.adata.n_obs, n_conditions_used=n_conditions,
+        validation={"how": f"seeded random {params['val_fraction']:.0%} of the perturbations it fits on "
+                           "(GEARS's custom split)", "n_perturbations": len(val), "n_cells": n_val_cells,
+                    "perturbations": val},
+        scaling={"rule": RULE, **scaled, "n_train_cells": n_train,
+                 "overridden": sorted(k for k in scaled if request.get("params", {}).get(k) is not None)},
+        train_mse_last=curves["train_mse"][-5:], val_mse_de_last=[round(v, 6) for v in val_de[-5:]],
+        go_graph={"genes": len(pert_list), "edges": len(edges), "edges_in_gears_graph": n_go, "k": k},
+        train_s=round(train_s, 2), epoch_s=curves["epoch_s"],
+        steps_per_epoch=len(pert_data.dataloader["train_loader"]),
+    )
     result = {"peer": "gears", "version": version("cell-gears"), "seed": seed,
               "fit_s": round(clock.seconds.get("fit", 0.0), 3),
               "predict_s": round(clock.seconds.get("predict", 0.0), 3),
-              "params": params, "epochs": int(params["epochs"]), "not_covered": not_covered,
-              "notes": "; ".join(notes)}
+              "params": params, "fit": fit, "not_covered": not_covered, "notes": "; ".join(notes)}
     write_result(workdir, predicted, genes, result)
 
 

@@ -9,12 +9,24 @@ controls, which are then decoded.
 
 scGen's own: the model (``scgen.SCGEN`` with its default architecture: 2 x 800 hidden units, 100 latent
 dimensions, dropout 0.2), its training (``SCGEN.train`` with the settings of scGen's perturbation-prediction
-tutorial: max_epochs=100, batch_size=32, early stopping with patience 25 on the validation ELBO, scvi-tools'
-90/10 train/validation split) and its prediction (``SCGEN.predict``: delta, balancing, decoding).
+tutorial: batch_size=32, early stopping with patience 25 on the validation ELBO, scvi-tools' seeded 90/10
+train/validation split of the cells it is given) and its prediction (``SCGEN.predict``: delta, balancing,
+decoding). scvi-tools 0.19's early stopping ends the run and keeps the last epoch's weights (it does not
+restore the best): scGen's own behaviour, kept; the epoch of the best validation ELBO is recorded.
+
+Scaling rule (``_rules.scgen_settings``, on the cells it fits on): the tutorial's patience (25 epochs) and
+epoch budget (100) counted in updates, since its epochs are 388 updates (13,766 cells) and a fold's are ~40:
+``updates = ceil(0.9 * n_cells / batch_size)``, ``early_stopping_patience = max(25, ceil(25 * 388 /
+updates))``, ``max_epochs = max(100, ceil(100 * 388 / updates))``; ``batch_size = min(32, max(8, floor(0.9 *
+n_cells / 20)))`` (the tutorial's 32 unless an epoch would have fewer than ~20 updates); at most
+``max_minutes`` (60) of training. scGen's validation ELBO is lowest after 2 to 3 epochs (it weighs the KL term
+20,000 times more than scGen's training loss does), so the patience is what sets how long scGen trains: ~10,000
+updates in the tutorial, and here too. ``request["params"]`` may override any of them.
 
 What this adapter does:
-- fits one model on the ``role == "train"`` cells, with ``perturbation`` as scGen's condition (batch) key and
-  ``context`` as its cell-type (labels) key;
+- fits one model on the ``role == "train"`` cells (training conditions, or training + validation conditions
+  for the refit, and the control cells it may fit on), with ``perturbation`` as scGen's condition (batch) key
+  and ``context`` as its cell-type (labels) key;
 - covers a query only when its perturbation has training cells (scGen transfers a seen perturbation to a new
   context; it cannot invent an unseen one);
 - computes the delta of perturbation P with scGen's own ``restrict_arithmetic_to`` option, limited to the
@@ -37,7 +49,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from _common import Clock, fit_rows, main, start_cells, write_result
+from _common import Clock, fit_conditions, fit_record, fit_rows, main, start_cells, write_result
+from _rules import scgen_settings
 
 # This file is named scgen.py: drop its folder from the import path so that `import scgen` finds the package.
 _HERE = Path(__file__).resolve().parent
@@ -45,8 +58,9 @@ sys.path[:] = [p for p in sys.path if Path(p or os.getcwd()).resolve() != _HERE]
 
 PEER = "scgen"
 COND, CTX = "perturbation", "context"
-# scGen's published training settings (tutorial "scGen: perturbation prediction", scgen 2.x).
-DEFAULTS = {"max_epochs": 100, "batch_size": 32, "early_stopping": True, "early_stopping_patience": 25}
+RULE = ("updates = ceil(0.9 * n_cells / batch_size); early_stopping_patience = max(25, ceil(25 * 388 / updates)); "
+        "max_epochs = max(100, ceil(100 * 388 / updates)) (the tutorial's, counted in updates); batch_size = "
+        "min(32, max(8, floor(0.9 * n_cells / 20))); monitor elbo_validation; train_size 0.9; at most 60 minutes")
 UNSEEN = "perturbation unseen in training: scGen transfers a seen perturbation to a new context"
 
 
@@ -73,21 +87,34 @@ def run(workdir: Path, request: dict, train) -> None:
     scvi.settings.seed = seed  # seeds python, numpy and torch (via pytorch-lightning)
     scvi.settings.num_threads = threads
     torch.set_num_threads(threads)
+    rows = fit_rows(train)
+    scaled = scgen_settings(int(rows.sum()))
     extra = request.get("params") or {}
-    params = {k: type(v)(extra.get(k, v)) for k, v in DEFAULTS.items()}
+    unknown = sorted(set(extra) - set(scaled))
+    if unknown:
+        raise ValueError(f"unknown scGen params {unknown}; known: {sorted(scaled)}")
+    params = {k: type(v)(extra.get(k, v)) for k, v in scaled.items()}
+    budget = params.pop("max_minutes")
     clock = Clock()
 
     # --- fit one scGen model on the cells the peer may fit on
-    rows = fit_rows(train)
     obs = pd.DataFrame({COND: train.obs[COND].astype(str).to_numpy()[rows],
                         CTX: train.obs[CTX].astype(str).to_numpy()[rows]}, index=train.obs_names[rows])
     fit = ad.AnnData(np.asarray(train.X[rows], dtype=np.float32), obs=obs, var=pd.DataFrame(index=train.var_names))
     scgen.SCGEN.setup_anndata(fit, batch_key=COND, labels_key=CTX)
     model = scgen.SCGEN(fit)
     with clock("fit"):
-        model.train(**params, use_gpu=False, enable_progress_bar=False, simple_progress_bar=False)
+        model.train(**params, use_gpu=False, enable_progress_bar=False, simple_progress_bar=False,
+                    **({"max_time": {"seconds": int(60 * budget)}} if budget else {}))
     history = model.history or {}
-    epochs = int(len(history["elbo_train"])) if "elbo_train" in history else None
+
+    def curve(key: str) -> np.ndarray:
+        return history[key].iloc[:, 0].to_numpy(dtype=float) if key in history else np.zeros(0)
+
+    elbo_train, elbo_val = curve("elbo_train"), curve("elbo_validation")
+    monitored = curve(params["early_stopping_monitor"])
+    epochs = int(len(elbo_train))
+    n_val = int(len(model.validation_indices)) if getattr(model, "validation_indices", None) is not None else None
 
     # --- predict each covered query from its context's start cells
     both = fit.obs.groupby(CTX, observed=True)[COND].agg(lambda s: set(s))
@@ -121,11 +148,23 @@ def run(workdir: Path, request: dict, train) -> None:
         "seed": seed,
         "fit_s": round(clock.seconds.get("fit", 0.0), 2),
         "predict_s": round(clock.seconds.get("predict", 0.0), 2),
-        "params": {**params, **model.init_params_.get("non_kwargs", {}), "train_size": 0.9, "device": "cpu",
-                   "threads": threads, "fit_cells": int(rows.sum())},
-        "epochs": epochs,
+        "params": {**params, "max_minutes": budget, **model.init_params_.get("non_kwargs", {}), "device": "cpu",
+                   "threads": threads},
+        "fit": fit_record(
+            unit="epoch", trained=epochs, max_=params["max_epochs"],
+            best=int(np.argmin(monitored)) + 1 if len(monitored) else None, monitor=params["early_stopping_monitor"],
+            stopped_by=("time budget" if budget and clock.seconds["fit"] >= 60 * budget - 1 else "early stopping"
+                        if epochs < params["max_epochs"] else "max_epochs"),
+            train_loss=elbo_train, val_loss=elbo_val, n_cells_used=int(rows.sum()),
+            n_conditions_used=fit_conditions(train),
+            validation={"how": f"scvi-tools' seeded random {1 - params['train_size']:.0%} of the cells it fits on",
+                        "n_cells": n_val},
+            scaling={"rule": RULE, **scaled, "overridden": sorted(k for k in extra if extra[k] != scaled[k])},
+            weights="last epoch (scvi-tools 0.19 early stopping does not restore the best)",
+        ),
         "not_covered": not_covered,
-        "notes": ("scGen's own model, training (tutorial settings) and SCGEN.predict; the latent delta of a "
+        "notes": ("scGen's own model, training (tutorial settings scaled to the fold) and SCGEN.predict; the latent "
+                  "delta of a "
                   "perturbation comes from the training contexts holding both its control and perturbed cells "
                   "(restrict_arithmetic_to); held-out-context start cells carry a placeholder cell-type label, "
                   "unused by scGen's encoder."),
