@@ -181,13 +181,20 @@ def test_benchmark_with_jepa_models_writes_the_verdict(tmp_path):
                                   "model": {"n_hidden": 32, "predictor_hidden": 32, "n_latent": 16}})
     combined = benchmark({"sciplex_gxe": datasets["sciplex_gxe"]}, {"sciplex_gxe": {"S2_unseen_context": 3}},
                          out=tmp_path, progress=False,
-                         run=RunConfig(jepa=jepa, transition=TransitionConfig(max_steps=20)), max_folds=2)
+                         run=RunConfig(jepa=jepa, transition=TransitionConfig(max_steps=20), model_seeds=(0, 1)),
+                         max_folds=2)
     m = combined["sciplex_gxe/S2_unseen_context"]
     assert m["n_folds"] == 2 and m["verdict"]["outcome"] in ("not claimable", "undetermined")
+    # every model seed's record of a trained method, in the fold's config
+    conf = json.loads((tmp_path / "sciplex_gxe" / "S2_unseen_context" / "split_seed0" / "fold0" / "config.json")
+                      .read_text())
+    assert set(conf["methods"]["jepa_set"]["per_seed"]) == {"0", "1"}
+    assert "per_seed" not in conf["methods"]["jepa_set"]["per_seed"]["1"]
+    assert set(m["verdict"]["seed_means"]["jepa_set"]) == {0, 1} and m["model_seeds"] == [0, 1]
     assert m["roles"]["pca_set"] == "pca_twin" and m["comparator_choice"]["validation"]["pca_set"]["eligible"]
     report = (tmp_path / "report.md").read_text()
     assert "## Verdict: the pre-registered JEPA model against the comparator chosen on validation" in report
-    assert "**Provisional verdict**: 1 split seed and 1 model seed" in report
+    assert "**Provisional verdict**: 1 split seed and 2 model seeds" in report
     row = next(line for line in report.splitlines() if line.startswith("| sciplex_gxe | S2_unseen_context |"))
     assert f"**{label(m['verdict']['edistance'])}**" in row and "pca_set" in m["methods"]
     twin = m["verdict"]["vs_pca_twin"]

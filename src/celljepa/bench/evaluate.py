@@ -463,8 +463,8 @@ def score_fold(adata: AnnData, fold: dict, methods: list[PerturbationModel] | No
             covers[(method.name, c)] = covers.get((method.name, c), True) and v
         timings[f"{method.name}_s"] = timings.get(f"{method.name}_s", 0.0) + time.perf_counter() - t1
         record = {**method.params(), **({"validation_fits": fits} if fits and method.role == "peer" else {})}
-        if method.name not in params:
-            params[method.name] = record
+        if method.name not in params:  # the first seed's record, and every seed's under "per_seed"
+            params[method.name] = dict(record)
         if seed is not None and len(seeds) > 1:
             params[method.name].setdefault("per_seed", {})[int(seed)] = record
         role[method.name] = method.role

@@ -282,12 +282,15 @@ class SeedCube:
     def seed_means(self, method: str, metric: str, conditions: Sequence[str] | None = None) -> dict:
         """Mean of ``method`` per model seed over the (selected) conditions and split seeds: ``{seed: mean}``."""
         v = self.values(method, metric, conditions)
+        seeded = bool((self.frame.loc[self.frame["method"] == method, "_m"] >= 0).any())
+        if not seeded:  # a method without model seeds: one value
+            x = v[:, 0, :]
+            x = x[np.isfinite(x)]
+            return {"all": float(x.mean())} if x.size else {}
         out = {}
         for i, s in enumerate(self.model_seeds):
             x = v[:, i, :]
             x = x[np.isfinite(x)]
             if x.size:
-                out["all" if not np.isfinite(s) else int(s)] = float(x.mean())
-        if len(set(out.values())) == 1 and len(out) > 1:  # a method without model seeds: one value
-            return {"all": next(iter(out.values()))}
+                out[int(s)] = float(x.mean())
         return out
