@@ -6,6 +6,7 @@ exchange as scGen, GEARS and CPA; the real tools have their own smoke tests (``t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -356,3 +357,32 @@ def test_identical_files_are_shared_between_environments(tmp_path):
     assert _share_identical_files(new, [old]) == 0  # already shared
     shutil.rmtree(old)  # removing one environment leaves the other whole
     assert (site_new / "torch/lib.so").read_bytes() == big
+
+
+@pytest.mark.parametrize("rule", ["seen_perturbation", "seen_names_in_context", "genes"])
+def test_a_fit_asked_only_for_what_the_peer_cannot_predict_is_not_run(shift_peer, monkeypatch, rule):
+    """The coverage rule mirrors the runner's first check: nothing to predict, no fit, every answer n/a."""
+    adata = demo_datasets()["norman2019"]
+    fold = make_split_folds(adata.obs, "S1_unseen_perturbation", dataset_id="norman2019", n_folds=3)[0]
+    _, train, test = prepare_fold(adata, fold, EvalConfig())
+    spec = PEERS["shift"]
+    monkeypatch.setitem(PEERS, "shift", PeerSpec(**{**spec.__dict__, "coverage": rule}))
+    peer = PeerModel("shift", seed=3).fit(train, refit=False)
+    names = {t for c, _ in train.train_conditions for t in c.tokens}
+    # S1: every test perturbation is unseen in the data it fits on; some of its pairs hold seen genes, so for the
+    # rule on names, only those with a gene never seen
+    unseen = [c for c, _ in test if rule != "seen_names_in_context" or not set(c.tokens) <= names]
+    assert unseen
+    seen = train.train_conditions[0][0]
+    if rule == "genes":  # a gene rule covers these: the runner runs (and answers what it can)
+        assert peer._cannot_predict(unseen) is None
+        return
+    out = peer.predict_many(unseen)
+    assert all(x is None for x in out.values()) and not any(peer.covers(c) for c in unseen)
+    assert peer.result_.keys() == {"skipped"} and peer.params()["skipped"] and peer.params()["seed"] == 3
+    assert peer.params()["fitted_on"] == "training conditions"
+    assert peer._cannot_predict(unseen + [seen]) is None  # one condition it may predict: the runner decides
+    kinds = {"k562": "drug"}  # a drug screen: the gene rule has nothing to predict either
+    drug = [dataclasses.replace(c, tokens=("drug:x",)) for c in unseen]
+    monkeypatch.setitem(PEERS, "shift", PeerSpec(**{**spec.__dict__, "coverage": "genes"}))
+    assert PeerModel("shift").fit(train)._cannot_predict(drug) and kinds

@@ -189,3 +189,48 @@ def test_gears_runner_reads_the_graph_file(tmp_path, monkeypatch):
     assert len(kept) == len(edges)
     with pytest.raises(ValueError, match="keeps 20 neighbours"):
         gears._go_graph(tmp_path / "go_graph.npz", 25)
+
+
+def _gcn(graph: GOGraph, x: dict, layers: int) -> dict:
+    """GEARS's GO layers (``SGConv``, K = 1, GCN normalisation, remaining self-loops of weight 1), with ReLU between
+    layers, on embeddings given by gene name: the outputs of every gene, by name."""
+    n, genes = len(graph.genes), [str(g) for g in graph.genes]
+    src, dst, w = list(graph.source), list(graph.target), list(graph.importance)
+    loops = set(int(s) for s, t in zip(graph.source, graph.target, strict=True) if s == t)
+    for i in range(n):
+        if i not in loops:
+            src.append(i), dst.append(i), w.append(1.0)
+    src, dst, w = np.array(src), np.array(dst), np.array(w, dtype=float)
+    deg = np.bincount(dst, weights=w, minlength=n)
+    norm = w / np.sqrt(deg[src] * deg[dst])
+    h = np.array([x[g] for g in genes])
+    for layer in range(layers):
+        out = np.zeros_like(h)
+        np.add.at(out, dst, norm[:, None] * h[src])
+        h = np.maximum(out, 0) if layer < layers - 1 else out
+    return {g: h[i] for i, g in enumerate(genes)}
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_the_receptive_field_gives_gears_the_same_embeddings(layers, tmp_path, monkeypatch):
+    """On the real GO graph: the perturbed genes' GO-layer outputs on the subgraph equal those on the whole graph."""
+    monkeypatch.setenv("CELLJEPA_CACHE", str(tmp_path))
+    whole = go_graph(20)
+    perturbed = ["STAT1", "JAK2", "IFNGR1", "CEBPE", "KLF1", "NOT_A_GENE"]
+    sub = whole.receptive_field(perturbed, layers=layers)
+    assert len(sub.genes) < len(whole.genes) / 20 and set(perturbed[:-1]) <= set(map(str, sub.genes))
+    assert list(sub.genes) == sorted(sub.genes)  # GEARS's pert_names order
+    assert (np.diff(sub.target) >= 0).all()  # the file's edge order
+    rng = np.random.default_rng(layers)
+    x = {str(g): rng.normal(size=4) for g in whole.genes}
+    full, part = _gcn(whole, x, layers), _gcn(sub, x, layers)
+    for g in perturbed[:-1]:
+        np.testing.assert_allclose(part[g], full[g], rtol=1e-10, atol=1e-12)
+    # without the compensating self-loops a boundary gene's degree (and every message it sends) would change
+    plain = GOGraph(sub.genes, sub.source[sub.source != sub.target], sub.target[sub.source != sub.target],
+                    sub.importance[sub.source != sub.target], sub.k, sub.digest, sub.n_pairs, sub.build_s)
+    assert not np.allclose(_gcn(plain, x, layers)["STAT1"], full["STAT1"])
+    # the file GEARS's runner reads keeps every edge the runner's top-k cut would keep
+    sub.save(tmp_path / "sub.npz")
+    genes, edges = _load("gears")._go_graph(tmp_path / "sub.npz", 20)
+    assert genes == list(map(str, sub.genes)) and len(edges) == sub.n_edges

@@ -451,6 +451,7 @@ def score_fold(adata: AnnData, fold: dict, methods: list[PerturbationModel] | No
     preds: dict[tuple[str, int | None, Condition], np.ndarray | None] = {}
     val_preds: dict[tuple[str, int | None, Condition], np.ndarray | None] = {}
     covers: dict[tuple[str, Condition], bool] = {}
+    native: dict[tuple[str, int | None, str], np.ndarray] = {}  # a peer's own gene-space cells of the test fit
     role: dict[str, str] = {}
     selection: dict[str, str] = {}
     fitted: list[PerturbationModel] = []
@@ -458,6 +459,7 @@ def score_fold(adata: AnnData, fold: dict, methods: list[PerturbationModel] | No
         t1 = time.perf_counter()
         p, vp, cov, fits = _fit_and_predict(method, view, test, parts, scored)
         preds.update({(method.name, seed, c): x for c, x in p.items()})
+        native.update({(method.name, seed, c.key): x for c, x in getattr(method, "native_", {}).items()})
         val_preds.update({(method.name, seed, c): x for c, x in vp.items()})
         for c, v in cov.items():  # covered when every model seed predicts it
             covers[(method.name, c)] = covers.get((method.name, c), True) and v
@@ -497,21 +499,23 @@ def score_fold(adata: AnnData, fold: dict, methods: list[PerturbationModel] | No
                 fold["split_name"], fold["fold"], metrics["n_test_conditions"], metrics["n_effect_conditions"],
                 metrics["comparator"])
     unique = list({m.name: m for m in fitted}.values())
-    kept = _fold_predictions(space, test, observed, preds, unique, role) if keep_predictions else None
+    kept = _fold_predictions(space, test, observed, preds, native, role) if keep_predictions else None
     return FoldResult(fold=fold, space=space, per_condition=per_condition, metrics=metrics, params=params,
                       timings=timings, methods=unique, encoder=first_encoder, validation=validation,
                       per_seed=per_seed, predictions=kept)
 
 
-def _fold_predictions(space: EvaluationSpace, test: list, observed: _TestCells, preds: dict, methods: list,
+def _fold_predictions(space: EvaluationSpace, test: list, observed: _TestCells, preds: dict, native: dict,
                       role: dict) -> AnnData:
-    """The fold's predicted cells (every method and model seed) beside the observed test and control cells."""
-    native = {(m.name, None, c.key): x for m in methods for c, x in getattr(m, "native_", {}).items()
-              if c.key in observed.genes}
+    """The fold's predicted cells (every method and model seed) beside the observed test and control cells.
+
+    ``native`` holds a peer's own gene-space cells of each test condition, keyed ``(method, seed, condition key)``
+    like ``preds``.
+    """
     return predictions_anndata(space, observed=observed.genes, controls=observed.control_genes,
                                predicted={(name, seed, c.key): x for (name, seed, c), x in preds.items()
                                           if x is not None},
-                               native=native, roles=role,
+                               native={k: x for k, x in native.items() if k[2] in observed.genes}, roles=role,
                                conditions={c.key: {"context_id": c.context_id, "perturbation_id": c.perturbation_id}
                                            for c, _ in test})
 

@@ -51,15 +51,21 @@ def _write_go_graph(work: Path, genes, names: pd.Series, queries: list[dict], se
 
     key = "num_similar_genes_go_graph"
     k = int(settings.get(key, spec.defaults.get(key, 20)))
+    layers = int(settings.get("num_go_gnn_layers", spec.defaults.get("num_go_gnn_layers", 1)))
     t0 = time.perf_counter()
-    graph = go_graph(k)
+    whole = go_graph(k)
+    perturbed = {n for joined in names.unique() for n in str(joined).split("+") if n}
+    perturbed.update(n for q in queries for n in q["names"])
+    graph = whole.receptive_field(perturbed, layers=layers)  # what GEARS reads of the whole graph, exactly
     graph.save(work / "go_graph.npz")
     table = read_go_table()
     lines = ["symbol\tterms"] + [f"{g}\t{';'.join(table[g])}" for g in graph.genes]
     (work / "gene_go.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return {"go_graph": {"genes": int(len(graph.genes)), "edges": graph.n_edges, "pairs_jaccard_gt_0.1": graph.n_pairs,
-                         "k": graph.k, "table_sha256": graph.digest, "build_s": graph.build_s,
-                         "from_cache": graph.cached, "write_s": round(time.perf_counter() - t0, 2)}}
+    return {"go_graph": {"genes": int(len(whole.genes)), "edges": whole.n_edges, "pairs_jaccard_gt_0.1": whole.n_pairs,
+                         "k": whole.k, "table_sha256": whole.digest, "build_s": whole.build_s,
+                         "from_cache": whole.cached, "receptive_field": {"genes": int(len(graph.genes)),
+                                                                         "edges": graph.n_edges, "layers": layers},
+                         "write_s": round(time.perf_counter() - t0, 2)}}
 
 
 # what a runner may read besides train.h5ad and request.json (PeerSpec.inputs): name -> writer
@@ -180,8 +186,43 @@ class PeerModel(PerturbationModel):
             if self.result_:
                 logger.warning("peer %s: %d new condition(s) after a run; training it again (ask for every "
                                "condition in one predict_many call to train once)", self.name, len(todo))
-            self._run(todo)
+            why = self._cannot_predict(todo)
+            if why is None:
+                self._run(todo)
+            else:  # nothing it was asked for can be predicted: no fit, every answer n/a
+                self._predicted.update({c: None for c in todo})
+                self.not_covered_.update({c.key: why for c in todo})
+                self.result_ = {"skipped": why}
+                self.fits_[self.fitted_on] = {"fitted_on": self.fitted_on, "seed": self.seed, "skipped": why,
+                                              "n_not_covered": len(self.not_covered_)}
+                logger.info("peer %s: not fitted on %s: %s", self.name, self.fitted_on, why)
         return {c: self._predicted[c] for c in conditions}
+
+    def _cannot_predict(self, conditions: list[Condition]) -> str | None:
+        """Why the peer can predict none of ``conditions`` from this fit's data (its coverage rule), or None.
+
+        The rule (:attr:`~celljepa.peers.PeerSpec.coverage`) mirrors the first check of the peer's runner, so a
+        fit that would answer every condition n/a is not run; whenever one condition passes, the peer runs and
+        its runner decides every condition.
+        """
+        rule = self.spec.coverage
+        fitting = self._train.fitting_conditions(self._refit)
+        if rule == "seen_perturbation":
+            seen = {c.perturbation_id for c, _ in fitting}
+            if not any(c.perturbation_id in seen for c in conditions):
+                return "no condition asked of this fit has a perturbation seen in the data it fits on"
+        elif rule == "seen_names_in_context":
+            names = {n for c, _ in fitting for n in _names(c)}
+            obs = self._train.obs  # the contexts of every cell it fits on, control cells included
+            fit_ctrl = obs[C.IS_CONTROL].to_numpy(dtype=bool) & self._train.fit_mask()
+            contexts = {c.context_id for c, _ in fitting} | set(obs.loc[fit_ctrl, C.CONTEXT_ID].astype(str))
+            if not any(c.context_id in contexts and set(_names(c)) <= names for c in conditions):
+                return ("no condition asked of this fit has every perturbed name seen, in a context seen, in the "
+                        "data it fits on")
+        elif rule == "genes":
+            if not any(_kind(c) == "gene" and 1 <= len(c.tokens) <= 2 for c in conditions):
+                return "no condition asked of this fit perturbs one or two genes"
+        return None
 
     def covers(self, condition: Condition) -> bool:
         return condition.key not in self.not_covered_

@@ -46,6 +46,12 @@ class PeerSpec:
         The size of its environment as installed (measured), for the free-space check of
         :func:`~celljepa.peers.install_peer`; files identical to another environment's are shared, so it
         usually takes less.
+    coverage
+        What a condition needs so that the tool *may* predict it, mirroring the first check of its runner:
+        ``"seen_perturbation"`` (the perturbation has cells in the data it fits on), ``"seen_names_in_context"``
+        (every perturbed name seen in them, in a context seen in them), ``"genes"`` (one or two perturbed genes).
+        A fit asked only for conditions that fail it is not run (their predictions are n/a, as the runner
+        would say); the runner decides every other condition.
     """
 
     name: str
@@ -59,11 +65,13 @@ class PeerSpec:
     scaling: str = ""
     inputs: tuple[str, ...] = ()
     disk_gb: float = 2.0
+    coverage: str = ""
 
 
 PEERS: dict[str, PeerSpec] = {spec.name: spec for spec in (
     PeerSpec(
         name="scgen",
+        coverage="seen_perturbation",
         title="scGen 2.1.0 (Lotfollahi, Wolf & Theis 2019, Nat Methods 16:715)",
         module="scgen",
         runner="scgen.py",
@@ -82,6 +90,7 @@ PEERS: dict[str, PeerSpec] = {spec.name: spec for spec in (
     ),
     PeerSpec(
         name="gears",
+        coverage="genes",
         title="GEARS, cell-gears 0.1.2 (Roohani, Huang & Leskovec 2023, Nat Biotechnol 42:927)",
         module="gears",
         runner="gears.py",
@@ -97,6 +106,7 @@ PEERS: dict[str, PeerSpec] = {spec.name: spec for spec in (
     ),
     PeerSpec(
         name="cpa",
+        coverage="seen_names_in_context",
         title="CPA, cpa-tools 0.8.8 (Lotfollahi et al. 2023, Mol Syst Biol 19:e11517)",
         module="cpa",
         runner="cpa.py",
@@ -122,6 +132,7 @@ PEERS: dict[str, PeerSpec] = {spec.name: spec for spec in (
     ),
     PeerSpec(
         name="state",
+        coverage="seen_perturbation",
         title="State transition model, arc-state (Adduri et al. 2025, bioRxiv 2025.06.26.661135)",
         module="state",
         runner="state.py",

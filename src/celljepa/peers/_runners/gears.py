@@ -17,17 +17,19 @@ prediction (``create_cell_graph_for_prediction``), run through GEARS's trained b
 The adapter:
 
 - gives GEARS local copies of what it would download from Harvard Dataverse, in ``WORKDIR/gears_scratch``:
-  ``gene2go_all.pkl`` from ``WORKDIR/gene_go.tsv`` (celljepa's GO biological-process table, every gene with a
-  GO term, in place of GEARS's own gene2go) and the perturbable-gene list (``PertData(gene_set_path=...)``):
-  every gene of that table, so GEARS's perturbation graph is the widest the table gives (18,708 genes, against
-  the ~10,000 "essential" genes of GEARS's downloaded graph). Any GEARS download helper that would really
-  download raises;
-- hands GEARS the GO graph celljepa built and cached for that gene list (``WORKDIR/go_graph.npz``,
-  :mod:`celljepa.peers._gograph`) in place of ``make_GO`` (which would compare 18,708 x 18,708 gene pairs in
-  a 25-process pool): the same rule, Jaccard similarity of GO term sets > 0.1, already cut to each gene's
-  ``num_similar_genes_go_graph`` + 1 best in-edges (ties to the smaller source, as GEARS's ``nlargest`` keeps
-  the first listed). GEARS's ``get_similarity_network`` then applies its own top-k selection to it (unchanged
-  by it) and builds its graph objects as always;
+  ``gene2go_all.pkl`` from ``WORKDIR/gene_go.tsv`` (celljepa's GO biological-process table, in place of GEARS's
+  own gene2go) and the perturbable-gene list (``PertData(gene_set_path=...)``): the genes of the graph file.
+  Any GEARS download helper that would really download raises;
+- hands GEARS the GO graph celljepa built and cached over every gene of that table (18,708 genes, against the
+  ~10,000 "essential" genes of GEARS's downloaded graph; ``WORKDIR/go_graph.npz``, :mod:`celljepa.peers._gograph`)
+  in place of ``make_GO`` (which would compare 18,708 x 18,708 gene pairs in a 25-process pool): the same rule,
+  Jaccard similarity of GO term sets > 0.1, each gene's ``num_similar_genes_go_graph`` + 1 best in-edges chosen
+  among all 18,708 genes (ties to the smaller source, as GEARS's ``nlargest`` keeps the first listed), cut to
+  the part GEARS reads for the fold's perturbed genes (``GOGraph.receptive_field``: their in-edges over its
+  ``num_go_gnn_layers`` hops, boundary genes keeping their degree through a self-loop), on which every GO-layer
+  output GEARS uses equals the whole graph's (tested) while a step costs what a graph of a few hundred genes
+  costs. GEARS's ``get_similarity_network`` then applies its own top-k selection to it (unchanged by it) and
+  builds its graph objects as always;
 - fits on the ``role == "train"`` cells (training conditions, or training + validation conditions for the
   refit, and the control cells it may fit on), all contexts pooled (GEARS has no context; ``cell_type`` is the
   context), in GEARS notation (``ctrl``, ``A+ctrl``, ``A+B``); it drops conditions GEARS cannot take: more
@@ -251,7 +253,7 @@ def run(workdir: Path, request: dict, train) -> None:
         graph_genes, edges = _go_graph(workdir / GO_GRAPH, k)
         adata = _gears_adata(train, gene2go, notes)
         with open(scratch / "pert_genes.pkl", "wb") as f:
-            pickle.dump(graph_genes, f)  # every gene with GO terms: the widest perturbation graph
+            pickle.dump(graph_genes, f)  # the genes of the graph file (the receptive field of the perturbed genes)
 
         pert_data = gears_pertdata.PertData(str(scratch), gene_set_path=str(scratch / "pert_genes.pkl"))
         pert_data.new_data_process(dataset_name=NAME, adata=adata)
@@ -333,7 +335,8 @@ def run(workdir: Path, request: dict, train) -> None:
             predicted[key] = np.vstack(out)
 
     n_go = int(model.config["G_go"].shape[1])
-    notes.append(f"GO graph: {len(pert_list)} perturbable genes (every gene with GO terms), {len(edges)} edges "
+    notes.append(f"GO graph: {len(pert_list)} perturbable genes (the receptive field of the perturbed genes in the "
+                 f"graph over every gene with GO terms), {len(edges)} edges "
                  f"(top-{k + 1} per gene of the Jaccard > 0.1 pairs), {n_go} in GEARS's graph; co-expression "
                  f"graph: {int(model.config['G_coexpress'].shape[1])} edges")
     notes.append(f"fitted on {pert_data.adata.n_obs} cells, {len(split['train']) - 1} training and "
