@@ -26,24 +26,16 @@ def _package(name: str) -> str | None:
 @lru_cache(maxsize=1)
 def git_commit() -> str | None:
     """The commit of the checkout celljepa runs from (``+dirty`` with uncommitted changes), else ``None``."""
-    root = Path(__file__).resolve().parents[3]
-    if not (root / ".git").exists() or not (root / "src" / "celljepa").is_dir():
-        return None
-    try:
-        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                                timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return commit + ("+dirty" if dirty else "")
+    tree = tree_state(untracked=False)
+    return None if tree is None else tree["commit"] + ("+dirty" if tree["changed"] else "")
 
 
-def tree_state() -> dict | None:
+def tree_state(*, untracked: bool = True) -> dict | None:
     """The checkout celljepa runs from: ``{"root", "commit", "changed"}``, or None outside a git checkout.
 
-    ``changed`` lists every modified, staged or untracked file that git does not ignore. None when celljepa does
-    not run from a git checkout (a non-editable install). Not cached: a final run checks the tree when it starts.
+    ``changed`` lists every modified or staged file, and with ``untracked`` every untracked file that git does not
+    ignore. None when celljepa does not run from a git checkout (a non-editable install). Not cached: a final run
+    checks the tree when it starts.
     """
     root = Path(__file__).resolve().parents[3]
     if not (root / ".git").exists() or not (root / "src" / "celljepa").is_dir():
@@ -51,7 +43,8 @@ def tree_state() -> dict | None:
     try:
         commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
                                 timeout=10, check=True).stdout.strip()
-        status = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=all"],
+        status = subprocess.run(["git", "-C", str(root), "status", "--porcelain",
+                                 f"--untracked-files={'all' if untracked else 'no'}"],
                                 capture_output=True, text=True, timeout=30, check=True).stdout
     except (OSError, subprocess.SubprocessError):
         return None

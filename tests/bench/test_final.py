@@ -1,0 +1,82 @@
+"""A final verdict (`celljepa benchmark --final`): a clean tree, and its commit and configuration frozen first."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from celljepa._errors import InputError
+from celljepa.bench import RunConfig, benchmark, demo_datasets
+from celljepa.bench import run as R
+
+PLAN = {"sciplex_gxe": {"S2_unseen_context": 3}}
+
+
+@pytest.fixture(scope="module")
+def sciplex():
+    return {"sciplex_gxe": demo_datasets()["sciplex_gxe"]}
+
+
+def _tree(commit="a" * 40, changed=()):
+    return lambda **_: {"root": "/repo", "commit": commit, "changed": list(changed)}
+
+
+def test_a_final_run_refuses_a_dirty_tree_and_an_unknown_commit(sciplex, tmp_path, monkeypatch):
+    monkeypatch.setattr(R, "tree_state", _tree(changed=["src/celljepa/x.py", "notes.txt"]))
+    with pytest.raises(InputError, match="dirty tree: 2 file") as err:
+        benchmark(sciplex, PLAN, out=tmp_path / "dirty", final=True, max_folds=1, progress=False)
+    assert "notes.txt" in str(err.value) and not (tmp_path / "dirty").exists()
+    monkeypatch.setattr(R, "tree_state", lambda **_: None)
+    with pytest.raises(InputError, match="pip install -e"):
+        benchmark(sciplex, PLAN, out=tmp_path / "none", final=True, max_folds=1, progress=False)
+    with pytest.raises(InputError, match="add --final"):
+        benchmark(sciplex, PLAN, out=tmp_path / "x", held_out_datasets=["sciplex_gxe"], max_folds=1, progress=False)
+
+
+def test_the_configuration_is_frozen_before_the_first_fold(sciplex, tmp_path, monkeypatch):
+    monkeypatch.setattr(R, "tree_state", _tree())
+    seen = []
+    real = R.score_fold
+
+    def spy(*args, **kwargs):  # the record and the claims family exist before any fold is scored
+        seen.append(((tmp_path / "f" / "final.json").is_file(), (tmp_path / "f" / "claims.json").is_file()))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(R, "score_fold", spy)
+    combined = benchmark(sciplex, PLAN, out=tmp_path / "f", final=True, held_out_datasets=["sciplex_gxe"],
+                         max_folds=1, progress=False)
+    assert seen == [(True, True)]
+    record = json.loads((tmp_path / "f" / "final.json").read_text())
+    assert record["commit"] == "a" * 40 and len(record["config_digest"]) == 16
+    assert record["config"]["split_seeds"] == [0] and record["config"]["plan"] == PLAN
+    assert "sciplex_gxe" in record["held_out"] and "hold nothing out" in record["not_held_out"]
+    saved = json.loads((tmp_path / "f" / "metrics_combined.json").read_text())
+    assert saved["final"] == record and combined["sciplex_gxe/S2_unseen_context"]["n_folds"] == 1
+    report = (tmp_path / "f" / "report.md").read_text()
+    assert "## Final verdict: frozen before its first fold" in report and record["config_digest"][:12] in report
+    # the same command again (a resumed run, a fold task, a collect): the same commit and configuration
+    monkeypatch.setattr(R, "score_fold", real)
+    benchmark(sciplex, PLAN, out=tmp_path / "f", final=True, held_out_datasets=["sciplex_gxe"], max_folds=1,
+              progress=False, collect=True)
+    # another commit, or another configuration, on the frozen folder: refused
+    monkeypatch.setattr(R, "tree_state", _tree(commit="b" * 40))
+    with pytest.raises(InputError, match="cannot change"):
+        benchmark(sciplex, PLAN, out=tmp_path / "f", final=True, held_out_datasets=["sciplex_gxe"], max_folds=1,
+                  progress=False, collect=True)
+    monkeypatch.setattr(R, "tree_state", _tree())
+    with pytest.raises(InputError, match="cannot change"):
+        benchmark(sciplex, PLAN, out=tmp_path / "f", final=True, max_folds=1, progress=False,
+                  run=RunConfig(model_seeds=(0, 1)), collect=True)
+    assert json.loads((tmp_path / "f" / "final.json").read_text()) == record
+
+
+def test_the_claims_family_is_written_from_the_data_before_fitting(sciplex, tmp_path):
+    benchmark(sciplex, PLAN, out=tmp_path / "c", max_folds=2, progress=False)
+    claims = json.loads((tmp_path / "c" / "claims.json").read_text())
+    combined = json.loads((tmp_path / "c" / "metrics_combined.json").read_text())
+    row = claims["rows"]["sciplex_gxe/S2_unseen_context"]
+    m = combined["results"]["sciplex_gxe/S2_unseen_context"]
+    assert row["n_effect"] == m["n_effect_conditions"] and row["claimable"] is (row["n_effect"] >= 10)
+    assert combined["claims"]["rows"]["sciplex_gxe/S2_unseen_context"]["n_effect"] == row["n_effect"]
+    assert "before any model was fitted" in claims["computed"]
