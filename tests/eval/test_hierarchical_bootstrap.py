@@ -40,7 +40,7 @@ def test_split_seed_spread_is_resampled_with_conditions_crossed():
     s, m, n, sa, se = 30, 2, 200, 0.3, 1.0
     truth = np.sqrt(sa ** 2 / s + se ** 2 / n)
     sds = []
-    for k in range(20):
+    for k in range(12):
         v = rng.normal(0, sa, s)[:, None] + rng.normal(0, se, n)[None, :]
         v = np.repeat(v[:, None, :], m, axis=1)
         folds = rng.integers(0, 5, size=(s, n))
@@ -55,10 +55,10 @@ def test_model_seeds_are_drawn_per_fold():
     n = k * per
     folds = np.repeat(np.arange(k), per)[None, :]
     sds, truths = [], np.sqrt(sb ** 2 / (k * m) + se ** 2 / n)
-    for rep in range(20):
+    for rep in range(12):
         fit = rng.normal(0, sb, (k, m))  # a (fold, model seed) model's error, shared by the fold's conditions
         v = (fit[folds[0]].T + rng.normal(0, se, n)[None, :])[None]
-        sds.append(_sd(hierarchical_bootstrap(v, folds, n_boot=2000, seed=rep)))
+        sds.append(_sd(hierarchical_bootstrap(v, folds, n_boot=1000, seed=rep)))
     # folds at the top, then seeds and conditions within them: conservative by at most the lower levels' share
     assert truths * 0.85 < np.mean(sds) < truths * 1.6
 
