@@ -145,3 +145,56 @@ def test_a_single_validation_condition_is_scored_untuned():
     _, vp, _, _ = _fit_and_predict(model, train, test, parts, {c for c, _ in val})
     learned = np.mean([train.shift(c, r) for c, r in train.train_conditions], axis=0)
     np.testing.assert_allclose(vp[val[0][0]].mean(axis=0) - train.control_mean("k"), learned, atol=1e-9)
+
+
+def test_every_fold_of_norman_s1g_scores_the_same_baseline_pool():
+    """The pool is read from the fold's whole data: ``additive`` runs in every S1g fold, pairs tested or not."""
+    from celljepa.bench.evaluate import _applicable
+    from celljepa.bench.run import demo_datasets
+    from celljepa.data.contract import S1G
+    from celljepa.models.baselines import default_baselines
+    from celljepa.splits import make_split_folds
+
+    obs = demo_datasets()["norman2019"].obs.copy()
+    pools, pairs_tested = [], []
+    for fold in make_split_folds(obs, S1G, dataset_id="norman2019", n_folds=3, seed=0):
+        parts = {r: conditions_of(obs.loc[list(fold[f"{r}_cells"])]) for r in ("train", "val", "test")}
+        pairs_tested.append(any(c.is_combo for c, _ in parts["test"]))
+        pools.append([m.name for m in default_baselines(
+            **_applicable(parts["train"] + parts["val"] + parts["test"], contexts=False))])
+    assert not all(pairs_tested), "the check needs a fold whose test conditions hold no pair"
+    assert all(p == pools[0] for p in pools) and "additive" in pools[0]
+
+
+def test_a_method_missing_from_a_fold_is_uncovered_there_not_a_crash_and_not_a_lower_mean():
+    """Pooling folds where a method did not run: its conditions there are n/a, its coverage counts them."""
+    from celljepa.bench.pooling import METRICS, summarize
+
+    rng = np.random.default_rng(0)
+    rows, val, seeds = [], [], []
+    for fold in range(2):
+        for i in range(12):
+            cond = f"k|P{fold}_{i}"
+            for m, role, e in (("no_change", "baseline", 1.0), ("mean_shift", "baseline", 0.8),
+                               ("sparse", "baseline", 0.1), ("jepa_set", "jepa", 0.7), ("pca_set", "pca_twin", 0.75)):
+                if m == "sparse" and fold == 1:
+                    continue  # not run in fold 1
+                x = e + rng.normal(0, 0.05)
+                base = {"method": m, "role": role, "condition": cond, "covered": True, "has_effect": True}
+                base |= {k: 0.5 for k in METRICS} | {"edistance": x, "mse": x}
+                rows.append(base)
+                seeds.append(base | {"split_seed": 0, "fold": fold, "model_seed": 0 if role != "baseline" else np.nan})
+            for m, e in (("no_change", 1.0), ("mean_shift", 0.8), ("sparse", 0.05), ("pca_set", 0.7)):
+                if m == "sparse" and fold == 1:
+                    continue
+                val.append({"method": m, "condition": f"k|V{fold}_{i}", "split_seed": 0, "fold": fold,
+                            "edistance": e, "covered": True})
+    out = summarize(pd.DataFrame(rows), pd.DataFrame(val), per_seed=pd.DataFrame(seeds), n_boot=200)
+    choice = out["comparator_choice"]["validation"]["sparse"]
+    assert choice["coverage"] == pytest.approx(0.5)  # 12 of the 24 validation conditions
+    assert out["coverage"]["sparse"] == pytest.approx(0.5)
+    assert out["n_test_conditions"] == 24 and out["verdict"]["n"] == 24
+    # covering half the conditions is eligible by the rule (>= 50 %), so it is chosen on its lower mean; its
+    # verdict pairs only the conditions it predicted
+    assert out["comparator"] == "sparse"
+    assert out["verdict"]["edistance"]["n"] == 12

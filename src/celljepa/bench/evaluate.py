@@ -215,7 +215,10 @@ def _merge_encoder_summaries(summaries: list[dict]) -> dict:
 
 def default_methods(test: list, *, jepa: bool, transition=None, pca_twin: bool = False,
                     contexts: bool = False) -> list[PerturbationModel]:
-    """The baselines that apply to the test conditions, plus both JEPA transition models when ``jepa``.
+    """The baselines that apply to a fold, plus both JEPA transition models when ``jepa``.
+
+    ``test`` holds the conditions the applicability is read from: pass all of the fold's (training, validation
+    and test), as :func:`evaluate_fold` does, so that every fold of a split scores the same pool.
 
     ``pca_twin`` adds ``pca_set``: the set model on the evaluation space's PCA instead of the JEPA
     embedding. It is a non-JEPA method (in the comparator pool) and the control that tells a gain of
@@ -228,9 +231,16 @@ def default_methods(test: list, *, jepa: bool, transition=None, pca_twin: bool =
     return methods
 
 
-def _applicable(test: list, contexts: bool) -> dict:
-    return {"combos": any(c.is_combo for c, _ in test),
-            "gene_perturbations": any(C.token_kind(t) == "gene" for c, _ in test for t in c.tokens),
+def _applicable(conditions: list, contexts: bool) -> dict:
+    """Which baselines apply, from every condition of the fold (training, validation and test).
+
+    Decided from the fold's whole data, not its test conditions alone, so that every fold of a split scores the
+    same pool: a split whose test conditions are single genes in one fold and pairs in another (Norman S1g) runs
+    ``additive`` in all of them (it predicts a single gene by its mean shift), and a comparator pooled over folds
+    is scored on every fold's conditions.
+    """
+    return {"combos": any(c.is_combo for c, _ in conditions),
+            "gene_perturbations": any(C.token_kind(t) == "gene" for c, _ in conditions for t in c.tokens),
             "contexts": contexts}
 
 
@@ -419,7 +429,8 @@ def score_fold(adata: AnnData, fold: dict, methods: list[PerturbationModel] | No
     if methods is not None:
         fixed, seeded_factory = list(methods), None
     else:
-        fixed = default_baselines(**_applicable(test, multi_context)) + list(extra_methods or [])
+        fixed = default_baselines(**_applicable(train.train_conditions + train.val_conditions + test,
+                                                multi_context)) + list(extra_methods or [])
         if peers is not None and not callable(peers):
             fixed += list(peers)
         seeded_factory = (lambda tcfg: _jepa_methods(tcfg, pca_twin)) if (jepa is not None

@@ -83,11 +83,16 @@ def choose_comparator(roles: dict[str, str], validation: pd.DataFrame | None, *,
     """
     pool = [m for m, r in roles.items() if r in NON_JEPA_ROLES]
     table: dict[str, dict] = {}
+    # every validation unit (condition, per fold and split seed) any method was scored on: a method not run in a
+    # fold has no row there and covers none of that fold's conditions
+    units = [c for c in ("split_seed", "fold", "condition") if validation is not None and c in validation]
+    n_units = len(validation[units].drop_duplicates()) if validation is not None and len(validation) else 0
     for m in roles:
         sel = validation[validation["method"] == m] if validation is not None and len(validation) else None
         e = sel["edistance"].to_numpy(dtype=float) if sel is not None else np.array([])
         e = e[np.isfinite(e)]
-        coverage = float(sel["covered"].astype(bool).mean()) if sel is not None and len(sel) else float("nan")
+        coverage = (float(sel["covered"].astype(bool).sum()) / n_units if sel is not None and len(sel) and n_units
+                    else float("nan"))
         entry = {"edistance": float(e.mean()) if e.size else None, "n": int(e.size),
                  "coverage": coverage if np.isfinite(coverage) else None, "role": roles[m],
                  "test_coverage": (test_coverage or {}).get(m)}
@@ -124,7 +129,25 @@ def choose_comparator(roles: dict[str, str], validation: pd.DataFrame | None, *,
 
 
 def _frame_by_method(per_condition: pd.DataFrame, methods: list[str]) -> dict[str, pd.DataFrame]:
-    return {m: per_condition[per_condition["method"] == m].set_index("condition") for m in methods}
+    """One frame per method, every one indexed by all the conditions of ``per_condition`` (first-seen order).
+
+    A method without a row for a condition (not run in that fold) gets a row of NaN metrics with ``covered``
+    False: it is n/a there, counted against its coverage, never scored with another method's value.
+    """
+    conditions = pd.Index(list(dict.fromkeys(per_condition["condition"])), name="condition")
+    out = {}
+    for m in methods:
+        frame = per_condition[per_condition["method"] == m].set_index("condition")
+        if len(frame) != len(conditions) or not frame.index.equals(conditions):
+            first = frame.iloc[0] if len(frame) else None
+            frame = frame.reindex(conditions)
+            if "covered" in frame:
+                frame["covered"] = frame["covered"].astype("boolean").fillna(False).astype(bool)
+            for col in ("method", "role", "is_baseline"):
+                if col in frame and first is not None:
+                    frame[col] = frame[col].fillna(first[col])
+        out[m] = frame
+    return out
 
 
 def _interval(cube: SeedCube, values: np.ndarray, conditions, *, n_boot: int, seed: int) -> dict:
@@ -180,8 +203,9 @@ def summarize(per_condition: pd.DataFrame, validation: pd.DataFrame | None = Non
     roles = method_roles(per_condition)
     wide = _frame_by_method(per_condition, methods)
     conditions = wide[methods[0]].index
-    if "has_effect" in per_condition:
-        effect = wide[methods[0]]["has_effect"].astype(bool).to_numpy()
+    if "has_effect" in per_condition:  # data only: the same for every method that scored a condition
+        effect = (per_condition.groupby("condition", sort=False)["has_effect"].first().reindex(conditions)
+                  .astype("boolean").fillna(False).to_numpy(dtype=bool))
     else:
         effect = np.ones(len(conditions), dtype=bool)
     effect_conds = list(conditions[effect])
@@ -190,7 +214,8 @@ def summarize(per_condition: pd.DataFrame, validation: pd.DataFrame | None = Non
         if col not in frame:
             frame[col] = default
     cube = SeedCube.from_frame(frame, conditions)
-    test_coverage = {m: float(wide[m]["covered"].astype(bool).mean()) for m in methods if "covered" in wide[m]}
+    test_coverage = {m: float(wide[m]["covered"].astype(bool).mean()) for m in methods
+                     if "covered" in wide[m]}
     out = {"n_test_conditions": int(len(conditions)), "n_effect_conditions": int(effect.sum()),
            "conditions_without_effect": [str(c) for c in conditions[~effect]], "methods": {}, "roles": roles,
            "coverage": test_coverage, "comparisons": {}, "metric_higher_is_better": METRICS,
@@ -206,7 +231,7 @@ def summarize(per_condition: pd.DataFrame, validation: pd.DataFrame | None = Non
         r = _interval(cube, cube.values(m, PRIMARY, effect_conds), effect_conds, n_boot=n_boot, seed=seed)
         stats["edistance_effect"] = {key: r[key] for key in ("mean", "ci_low", "ci_high", "n")}
         out["methods"][m] = stats
-    out["effect_filter"] = _effect_summary(wide[methods[0]])
+    out["effect_filter"] = _effect_summary(per_condition.groupby("condition", sort=False).first().reindex(conditions))
     choice = choose_comparator(roles, validation, test_coverage=test_coverage)
     if comparator is not None:
         if comparator not in methods:
