@@ -80,3 +80,31 @@ def test_the_claims_family_is_written_from_the_data_before_fitting(sciplex, tmp_
     assert row["n_effect"] == m["n_effect_conditions"] and row["claimable"] is (row["n_effect"] >= 10)
     assert combined["claims"]["rows"]["sciplex_gxe/S2_unseen_context"]["n_effect"] == row["n_effect"]
     assert "before any model was fitted" in claims["computed"]
+
+
+def test_fold_tasks_fix_the_claims_family_before_their_first_fit_and_collect_checks_it(sciplex, tmp_path,
+                                                                                       monkeypatch):
+    seen = []
+    real = R.score_fold
+
+    def spy(*args, **kwargs):
+        seen.append((tmp_path / "t" / "claims.json").is_file())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(R, "score_fold", spy)
+    benchmark(sciplex, PLAN, out=tmp_path / "t", max_folds=2, progress=False, tasks="1")
+    claims = json.loads((tmp_path / "t" / "claims.json").read_text())
+    assert seen == [True] and "before the first fold task" in claims["computed"]
+    assert claims["rows"]["sciplex_gxe/S2_unseen_context"]["n_test"] > 0
+    benchmark(sciplex, PLAN, out=tmp_path / "t", max_folds=2, progress=False, tasks="0")
+    assert json.loads((tmp_path / "t" / "claims.json").read_text()) == claims  # written once, never again
+    combined = benchmark(sciplex, PLAN, out=tmp_path / "t", max_folds=2, progress=False, collect=True)
+    saved = json.loads((tmp_path / "t" / "metrics_combined.json").read_text())
+    assert saved["claims"]["fixed"] == claims["computed"]
+    n = combined["sciplex_gxe/S2_unseen_context"]["n_effect_conditions"]
+    assert n == claims["rows"]["sciplex_gxe/S2_unseen_context"]["n_effect"]
+    # a claims family that the folds contradict is a bug, never silently accepted
+    claims["rows"]["sciplex_gxe/S2_unseen_context"]["n_effect"] = n + 1
+    (tmp_path / "t" / "claims.json").write_text(json.dumps(claims))
+    with pytest.raises(R.CelljepaError, match="must not depend on the methods"):
+        benchmark(sciplex, PLAN, out=tmp_path / "t", max_folds=2, progress=False, collect=True)

@@ -16,7 +16,7 @@ from celljepa.bench.tasks import FRAMES_FILE, data_fingerprint
 
 PLAN = {"sciplex_gxe": {"S2_unseen_context": 3}}
 # what differs between two runs of the same work: clocks, hosts, how many folds were read back
-RUN_ONLY = ("wall_time_s", "provenance", "timings")
+RUN_ONLY = ("wall_time_s", "provenance", "timings", "fixed")  # "fixed": when the claims family was written
 
 
 def _same(a, b) -> bool:

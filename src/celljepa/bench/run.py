@@ -304,6 +304,10 @@ def benchmark(datasets: dict[str, AnnData], plan: dict[str, dict[str, int]], *, 
                          "--final.")
     if tasks is not None:
         tasks = task_indices(tasks, len(jobs), "benchmark")
+        if not (out / CLAIMS_FILE).is_file():  # the first task fixes the claims family before any model is fitted
+            claims, fold_result.effects = claims_family(datasets, jobs, run, progress=progress,
+                                                        when="before the first fold task fitted a model")
+            write_json_atomic(out / CLAIMS_FILE, claims)
         states = {}
         with stop_on_signals():
             for i in tasks:
@@ -404,9 +408,14 @@ def _combined_run(datasets, plan, out: Path, run: RunConfig, jobs, fold_result: 
     seeds_frames: dict[tuple[str, str], list[pd.DataFrame]] = {}
     per_fold: list[dict] = []
     skipped, missing = 0, []
-    claims = None
     if not collect:  # the claims family from the data alone, before any model is fitted
         claims, fold_result.effects = claims_family(datasets, jobs, run, progress=progress)
+        write_json_atomic(out / CLAIMS_FILE, claims)
+    elif (out / CLAIMS_FILE).is_file():  # written by the first fold task
+        claims = json.loads((out / CLAIMS_FILE).read_text(encoding="utf-8"))
+    else:  # fold tasks of a version that did not write it: the same data-only pass, now
+        claims, _ = claims_family(datasets, jobs, run, progress=progress,
+                                  when="at collect (no fold task recorded it): from the data alone, as before fitting")
         write_json_atomic(out / CLAIMS_FILE, claims)
     bar = tqdm(jobs, desc="benchmark", unit="fold", disable=not progress)
     for i, (dataset_id, split, s, fold) in enumerate(bar):
@@ -442,8 +451,7 @@ def _combined_run(datasets, plan, out: Path, run: RunConfig, jobs, fold_result: 
         combined[f"{dataset_id}/{split}"] = _pooled_metrics(parts, vals[key], seeds_frames[key], base, s_seeds,
                                                             m_seeds, dataset_id=dataset_id, split=split,
                                                             jepa=jepa is not None)
-    if claims is not None:
-        _check_claims(claims, combined)
+    _check_claims(claims, combined)
     final_rec = json.loads((out / FINAL_FILE).read_text(encoding="utf-8")) if (out / FINAL_FILE).is_file() else None
     family = holm_over(combined.values())  # this run's claims family, one per verdict metric
     for (dataset_id, split), parts in frames.items():
@@ -466,7 +474,8 @@ def _combined_run(datasets, plan, out: Path, run: RunConfig, jobs, fold_result: 
                                                       "model_seeds": m_seeds, "primary": base.primary,
                                                       "transductive": base.transductive,
                                                       "wall_time_s": elapsed, "results": combined,
-                                                      "claims": claims_record(combined, family),
+                                                      "claims": claims_record(combined, family,
+                                                                              fixed=claims.get("computed")),
                                                       "final": final_rec,
                                                       "per_fold": per_fold, "jepa_embeddings": embeddings,
                                                       "versions": versions(),
@@ -489,8 +498,8 @@ CLAIMS_FILE = "claims.json"
 FINAL_FILE = "final.json"
 
 
-def claims_family(datasets: dict[str, AnnData], jobs, run: RunConfig, *, progress: bool = False
-                  ) -> tuple[dict, dict]:
+def claims_family(datasets: dict[str, AnnData], jobs, run: RunConfig, *, progress: bool = False,
+                  when: str = "before any model was fitted") -> tuple[dict, dict]:
     """The claims family of a run from the data and the splits alone, before any model is fitted.
 
     Each fold's effect filter (:func:`~celljepa.bench.evaluate.fold_effects`: evaluation space on its training
@@ -512,7 +521,7 @@ def claims_family(datasets: dict[str, AnnData], jobs, run: RunConfig, *, progres
         n = int(flags["has_effect"].sum())
         rows[key] = {"n_test": int(len(flags)), "n_effect": n,
                      "claimable": claimable(n, run.evaluation.min_conditions)}
-    return {"rule": CLAIMS_RULE, "computed": "from the data and the splits alone, before any model was fitted",
+    return {"rule": CLAIMS_RULE, "computed": f"from the data and the splits alone, {when}",
             "min_conditions": run.evaluation.min_conditions, "rows": rows}, effects
 
 
@@ -581,9 +590,12 @@ def freeze_final(out: Path, datasets, plan, run: RunConfig, fold_result: _FoldTa
     return record
 
 
-def claims_record(combined: dict, family: dict[str, int]) -> dict:
-    """The run's claims family: per dataset × split, its conditions with an effect and whether it is claimable."""
-    return {"rule": CLAIMS_RULE, "family_sizes": family,
+def claims_record(combined: dict, family: dict[str, int], *, fixed: str | None = None) -> dict:
+    """The run's claims family: per dataset × split, its conditions with an effect and whether it is claimable.
+
+    ``fixed`` says when the family was fixed (``claims.json``'s ``computed``: before any model was fitted).
+    """
+    return {"rule": CLAIMS_RULE, "family_sizes": family, "fixed": fixed,
             "rows": {key: {"n_effect": m["n_effect_conditions"],
                            "claimable": bool(m.get("verdict", {}).get("claimable",
                                                                      m["n_effect_conditions"] >= MIN_CONDITIONS))}
