@@ -145,7 +145,7 @@ def _frame_by_method(per_condition: pd.DataFrame, methods: list[str]) -> dict[st
                 frame["covered"] = frame["covered"].astype("boolean").fillna(False).astype(bool)
             for col in ("method", "role", "is_baseline"):
                 if col in frame and first is not None:
-                    frame[col] = frame[col].fillna(first[col])
+                    frame.loc[frame[col].isna(), col] = first[col]
         out[m] = frame
     return out
 
