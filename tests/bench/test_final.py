@@ -108,3 +108,37 @@ def test_fold_tasks_fix_the_claims_family_before_their_first_fit_and_collect_che
     (tmp_path / "t" / "claims.json").write_text(json.dumps(claims))
     with pytest.raises(R.CelljepaError, match="must not depend on the methods"):
         benchmark(sciplex, PLAN, out=tmp_path / "t", max_folds=2, progress=False, collect=True)
+
+
+def test_fold_tasks_started_together_compute_the_claims_family_once(sciplex, tmp_path, monkeypatch):
+    """A Slurm array's first tasks start together: one computes the family, the others wait and read it."""
+    import threading
+    import time
+
+    calls = []
+    real = R.claims_family
+
+    def slow(*args, **kwargs):
+        calls.append(threading.get_ident())
+        time.sleep(0.5)  # the others arrive while the first still computes
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(R, "claims_family", slow)
+    jobs = R.benchmark_tasks(sciplex, PLAN, run=RunConfig(), max_folds=2)
+    got = [None] * 4
+
+    def task(i):
+        got[i] = R.fixed_claims(tmp_path / "a", sciplex, jobs, RunConfig(), when="by a fold task")
+
+    threads = [threading.Thread(target=task, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1  # computed once
+    claims = json.loads((tmp_path / "a" / "claims.json").read_text())
+    assert all(g[0] == claims for g in got)
+    assert sum(bool(g[1]) for g in got) == 1  # only the task that computed it holds the folds' effect tables
+    # a whole run recomputes it (its folds use the effect tables) and finds the same family
+    again, effects = R.fixed_claims(tmp_path / "a", sciplex, jobs, RunConfig(), recompute=True)
+    assert len(calls) == 2 and effects and again["rows"] == claims["rows"]

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
+from filelock import FileLock
 from anndata import AnnData
 from tqdm.auto import tqdm
 
@@ -304,10 +305,9 @@ def benchmark(datasets: dict[str, AnnData], plan: dict[str, dict[str, int]], *, 
                          "--final.")
     if tasks is not None:
         tasks = task_indices(tasks, len(jobs), "benchmark")
-        if not (out / CLAIMS_FILE).is_file():  # the first task fixes the claims family before any model is fitted
-            claims, fold_result.effects = claims_family(datasets, jobs, run, progress=progress,
-                                                        when="before the first fold task fitted a model")
-            write_json_atomic(out / CLAIMS_FILE, claims)
+        # the first task fixes the claims family before any model is fitted; the others read it
+        _, fold_result.effects = fixed_claims(out, datasets, jobs, run, progress=progress,
+                                              when="before the first fold task fitted a model")
         states = {}
         with stop_on_signals():
             for i in tasks:
@@ -408,15 +408,11 @@ def _combined_run(datasets, plan, out: Path, run: RunConfig, jobs, fold_result: 
     seeds_frames: dict[tuple[str, str], list[pd.DataFrame]] = {}
     per_fold: list[dict] = []
     skipped, missing = 0, []
-    if not collect:  # the claims family from the data alone, before any model is fitted
-        claims, fold_result.effects = claims_family(datasets, jobs, run, progress=progress)
-        write_json_atomic(out / CLAIMS_FILE, claims)
-    elif (out / CLAIMS_FILE).is_file():  # written by the first fold task
-        claims = json.loads((out / CLAIMS_FILE).read_text(encoding="utf-8"))
-    else:  # fold tasks of a version that did not write it: the same data-only pass, now
-        claims, _ = claims_family(datasets, jobs, run, progress=progress,
-                                  when="at collect (no fold task recorded it): from the data alone, as before fitting")
-        write_json_atomic(out / CLAIMS_FILE, claims)
+    if not collect:  # the claims family from the data alone, before any model is fitted (its effects feed the folds)
+        claims, fold_result.effects = fixed_claims(out, datasets, jobs, run, progress=progress, recompute=True)
+    else:  # written by the first fold task; fold tasks of a version that did not write it: the same pass, now
+        claims, _ = fixed_claims(out, datasets, jobs, run, progress=progress,
+                                 when="at collect (no fold task recorded it): from the data alone, as before fitting")
     bar = tqdm(jobs, desc="benchmark", unit="fold", disable=not progress)
     for i, (dataset_id, split, s, fold) in enumerate(bar):
         bar.set_postfix_str(f"{dataset_id} {split} split seed {s} fold {fold['fold']}")
@@ -495,6 +491,7 @@ def _combined_run(datasets, plan, out: Path, run: RunConfig, jobs, fold_result: 
 
 
 CLAIMS_FILE = "claims.json"
+CLAIMS_LOCK = ".claims.lock"
 FINAL_FILE = "final.json"
 
 
@@ -523,6 +520,26 @@ def claims_family(datasets: dict[str, AnnData], jobs, run: RunConfig, *, progres
                      "claimable": claimable(n, run.evaluation.min_conditions)}
     return {"rule": CLAIMS_RULE, "computed": f"from the data and the splits alone, {when}",
             "min_conditions": run.evaluation.min_conditions, "rows": rows}, effects
+
+
+def fixed_claims(out: Path, datasets: dict[str, AnnData], jobs, run: RunConfig, *, progress: bool = False,
+                 when: str = "before any model was fitted", recompute: bool = False) -> tuple[dict, dict]:
+    """The run's claims family, computed once: ``OUT/claims.json`` read back, or computed and written.
+
+    Fold tasks started together (a Slurm array) take a file lock (``OUT/.claims.lock``, :mod:`filelock`; the
+    operating system releases it if its holder dies): the first computes the family with :func:`claims_family`
+    and writes it atomically, the others wait and read it. ``recompute`` (a whole run, which feeds each fold the
+    effect table it computes) computes it even when the file exists. Returns ``(claims, effects)``; ``effects``
+    is empty when the family was read back (each fold then computes its own effect filter, data only).
+    """
+    path = Path(out) / CLAIMS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(path.parent / CLAIMS_LOCK):
+        if path.is_file() and not recompute:
+            return json.loads(path.read_text(encoding="utf-8")), {}
+        claims, effects = claims_family(datasets, jobs, run, progress=progress, when=when)
+        write_json_atomic(path, claims)
+        return claims, effects
 
 
 def _check_claims(claims: dict, combined: dict) -> None:
