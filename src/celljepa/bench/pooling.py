@@ -203,9 +203,10 @@ def summarize(per_condition: pd.DataFrame, validation: pd.DataFrame | None = Non
     roles = method_roles(per_condition)
     wide = _frame_by_method(per_condition, methods)
     conditions = wide[methods[0]].index
-    if "has_effect" in per_condition:  # data only: the same for every method that scored a condition
-        effect = (per_condition.groupby("condition", sort=False)["has_effect"].first().reindex(conditions)
-                  .astype("boolean").fillna(False).to_numpy(dtype=bool))
+    # the effect filter is data only: the same for every method that scored a condition
+    first = per_condition.groupby("condition", sort=False).first().reindex(conditions)
+    if "has_effect" in first:
+        effect = first["has_effect"].astype("boolean").fillna(False).to_numpy(dtype=bool)
     else:
         effect = np.ones(len(conditions), dtype=bool)
     effect_conds = list(conditions[effect])
@@ -231,7 +232,7 @@ def summarize(per_condition: pd.DataFrame, validation: pd.DataFrame | None = Non
         r = _interval(cube, cube.values(m, PRIMARY, effect_conds), effect_conds, n_boot=n_boot, seed=seed)
         stats["edistance_effect"] = {key: r[key] for key in ("mean", "ci_low", "ci_high", "n")}
         out["methods"][m] = stats
-    out["effect_filter"] = _effect_summary(per_condition.groupby("condition", sort=False).first().reindex(conditions))
+    out["effect_filter"] = _effect_summary(first)
     choice = choose_comparator(roles, validation, test_coverage=test_coverage)
     if comparator is not None:
         if comparator not in methods:
