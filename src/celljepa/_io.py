@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
+
 from ._errors import InputError
 from ._logging import logger
 
@@ -136,6 +138,23 @@ def _read_lock(lock: Path) -> dict:
         return json.loads(lock.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
+
+
+@contextmanager
+def waiting_lock(path: str | os.PathLike) -> Iterator[None]:
+    """Wait for the exclusive lock ``path`` (:mod:`filelock`; released by the system if its holder dies).
+
+    Unlike :func:`folder_lock`, which refuses a second writer, this lets concurrent processes (the tasks of a
+    Slurm array) take turns on a short step. The lock file is removed on release, so no run folder keeps it; a
+    process that was already waiting may then share the step with one that arrives after, so the step must
+    read what an earlier holder wrote before doing the work (check, then compute).
+    """
+    path = Path(path)
+    with FileLock(path):
+        try:
+            yield
+        finally:
+            path.unlink(missing_ok=True)
 
 
 @contextmanager

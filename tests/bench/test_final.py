@@ -136,6 +136,7 @@ def test_fold_tasks_started_together_compute_the_claims_family_once(sciplex, tmp
     for t in threads:
         t.join()
     assert len(calls) == 1  # computed once
+    assert not (tmp_path / "a" / ".claims.lock").exists()  # no lock file left in the run folder
     claims = json.loads((tmp_path / "a" / "claims.json").read_text())
     assert all(g[0] == claims for g in got)
     assert sum(bool(g[1]) for g in got) == 1  # only the task that computed it holds the folds' effect tables

@@ -10,12 +10,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
-from filelock import FileLock
 from anndata import AnnData
 from tqdm.auto import tqdm
 
 from .._errors import CelljepaError, InputError
-from .._io import LOCK_NAME, folder_lock, remove_tree_quietly, write_json_atomic, write_text_atomic
+from .._io import LOCK_NAME, folder_lock, remove_tree_quietly, waiting_lock, write_json_atomic, write_text_atomic
 from .._logging import logger
 from .._version import __version__
 from ..data._ingest import ingest_anndata
@@ -526,15 +525,15 @@ def fixed_claims(out: Path, datasets: dict[str, AnnData], jobs, run: RunConfig, 
                  when: str = "before any model was fitted", recompute: bool = False) -> tuple[dict, dict]:
     """The run's claims family, computed once: ``OUT/claims.json`` read back, or computed and written.
 
-    Fold tasks started together (a Slurm array) take a file lock (``OUT/.claims.lock``, :mod:`filelock`; the
-    operating system releases it if its holder dies): the first computes the family with :func:`claims_family`
+    Fold tasks started together (a Slurm array) take turns on ``OUT/.claims.lock``
+    (:func:`~celljepa._io.waiting_lock`): the first computes the family with :func:`claims_family`
     and writes it atomically, the others wait and read it. ``recompute`` (a whole run, which feeds each fold the
     effect table it computes) computes it even when the file exists. Returns ``(claims, effects)``; ``effects``
     is empty when the family was read back (each fold then computes its own effect filter, data only).
     """
     path = Path(out) / CLAIMS_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(path.parent / CLAIMS_LOCK):
+    with waiting_lock(path.parent / CLAIMS_LOCK):
         if path.is_file() and not recompute:
             return json.loads(path.read_text(encoding="utf-8")), {}
         claims, effects = claims_family(datasets, jobs, run, progress=progress, when=when)
