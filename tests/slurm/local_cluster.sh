@@ -8,7 +8,8 @@
 # STATE_DIR (default /tmp/celljepa-slurm) holds slurm.conf, the daemons' logs, PID files, the
 # controller's state and slurmd's spool. The same slurm.conf is also installed as
 # /etc/slurm/slurm.conf so that sbatch/squeue/sacct/scontrol/srun work without SLURM_CONF, which
-# means one such cluster per machine.
+# means one such cluster per machine. A cold start (neither daemon of STATE_DIR alive) forgets the
+# jobs of the last run: their processes died with the daemons.
 #
 # Needs root (package install, SlurmUser=root) and no systemd: the daemons are started directly.
 # Written for Debian 12 (Slurm 22.05, MUNGE 0.5.15).
@@ -164,6 +165,7 @@ JobCompType=jobcomp/filetxt
 JobCompLoc=$STATE_DIR/jobcomp.log
 
 JobRequeue=1
+${FIRST_JOB_ID:+FirstJobId=$FIRST_JOB_ID}
 ReturnToService=2
 # Short timers so tests are fast: schedule every 2 s (backfill every 1 s) instead of 60 s / 30 s,
 # keep finished jobs in 'scontrol show job' for 10 min, SIGKILL 5 s after SIGTERM. MessageTimeout
@@ -193,6 +195,24 @@ EOF
     mkdir -p "$(dirname "$ETC_CONF")"
     cp "$CONF" "$ETC_CONF"
 }
+
+# forget_dead_jobs: before a cold start (neither daemon of this state dir alive), drop the
+# controller's saved jobs and slurmd's spool. Their processes died with the daemons (a killed
+# session, a reboot), but a recovered controller would still count them as running: the node
+# would come up 'mix' and never idle. Job IDs keep increasing (FirstJobId, from jobcomp.log) so
+# that `sacct -c` never sees two jobs with one ID.
+forget_dead_jobs() {
+    local last=0
+    if [[ -n $(ls -A "$STATE_DIR/state" 2>/dev/null) || -n $(ls -A "$STATE_DIR/spool" 2>/dev/null) ]]; then
+        log "no daemon of $STATE_DIR is running: forgetting the jobs of its last run"
+    fi
+    rm -rf "$STATE_DIR/state" "$STATE_DIR/spool"
+    if [[ -s $STATE_DIR/jobcomp.log ]]; then
+        last=$(grep -o 'JobId=[0-9]*' "$STATE_DIR/jobcomp.log" | cut -d= -f2 | sort -n | tail -n 1)
+    fi
+    FIRST_JOB_ID=$((${last:-0} + 1000))
+}
+FIRST_JOB_ID=""
 
 # ------------------------------------------------------------------------------------------ daemons
 
@@ -353,6 +373,9 @@ cmd_start() {
         return 0
     fi
     install_packages
+    if ! pid_of slurmctld >/dev/null && ! pid_of slurmd >/dev/null; then
+        forget_dead_jobs
+    fi
     write_config
     start_munge
     start_slurmctld
