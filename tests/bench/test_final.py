@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from celljepa._errors import InputError
+from celljepa._errors import CelljepaError, InputError
 from celljepa.bench import RunConfig, benchmark, demo_datasets
+from celljepa.bench import claims as C
 from celljepa.bench import run as R
 
 PLAN = {"sciplex_gxe": {"S2_unseen_context": 3}}
@@ -106,7 +107,7 @@ def test_fold_tasks_fix_the_claims_family_before_their_first_fit_and_collect_che
     # a claims family that the folds contradict is a bug, never silently accepted
     claims["rows"]["sciplex_gxe/S2_unseen_context"]["n_effect"] = n + 1
     (tmp_path / "t" / "claims.json").write_text(json.dumps(claims))
-    with pytest.raises(R.CelljepaError, match="must not depend on the methods"):
+    with pytest.raises(CelljepaError, match="must not depend on the methods"):
         benchmark(sciplex, PLAN, out=tmp_path / "t", max_folds=2, progress=False, collect=True)
 
 
@@ -116,19 +117,19 @@ def test_fold_tasks_started_together_compute_the_claims_family_once(sciplex, tmp
     import time
 
     calls = []
-    real = R.claims_family
+    real = C.claims_family
 
     def slow(*args, **kwargs):
         calls.append(threading.get_ident())
         time.sleep(0.5)  # the others arrive while the first still computes
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(R, "claims_family", slow)
+    monkeypatch.setattr(C, "claims_family", slow)
     jobs = R.benchmark_tasks(sciplex, PLAN, run=RunConfig(), max_folds=2)
     got = [None] * 4
 
     def task(i):
-        got[i] = R.fixed_claims(tmp_path / "a", sciplex, jobs, RunConfig(), when="by a fold task")
+        got[i] = C.fixed_claims(tmp_path / "a", sciplex, jobs, RunConfig(), when="by a fold task")
 
     threads = [threading.Thread(target=task, args=(i,)) for i in range(4)]
     for t in threads:
@@ -141,5 +142,5 @@ def test_fold_tasks_started_together_compute_the_claims_family_once(sciplex, tmp
     assert all(g[0] == claims for g in got)
     assert sum(bool(g[1]) for g in got) == 1  # only the task that computed it holds the folds' effect tables
     # a whole run recomputes it (its folds use the effect tables) and finds the same family
-    again, effects = R.fixed_claims(tmp_path / "a", sciplex, jobs, RunConfig(), recompute=True)
+    again, effects = C.fixed_claims(tmp_path / "a", sciplex, jobs, RunConfig(), recompute=True)
     assert len(calls) == 2 and effects and again["rows"] == claims["rows"]

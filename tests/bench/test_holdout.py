@@ -19,11 +19,22 @@ JEPA = {"train": {"max_steps": 12, "batch_size": 64}, "model": {"n_hidden": 32, 
 
 @pytest.fixture(scope="module")
 def result(tmp_path_factory):
+    from celljepa.bench import holdout as holdout_module
+
     d = demo_datasets()
     out = tmp_path_factory.mktemp("holdout") / "sciplex_gxe"
-    res = holdout_run({"norman2019": d["norman2019"], "sciplex_gxe": d["sciplex_gxe"]}, "sciplex_gxe", out=out,
-                      run=RunConfig(jepa=load_config(overrides=JEPA), transition=TransitionConfig(max_steps=20)),
-                      max_folds=1, progress=False)
+    real, seen = holdout_module._pretrain, []
+
+    def pretrain(*args, **kwargs):  # records whether the claims family was on disk before the first fit
+        seen.append((out / "claims.json").is_file())
+        return real(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(holdout_module, "_pretrain", pretrain)
+        res = holdout_run({"norman2019": d["norman2019"], "sciplex_gxe": d["sciplex_gxe"]}, "sciplex_gxe", out=out,
+                          run=RunConfig(jepa=load_config(overrides=JEPA), transition=TransitionConfig(max_steps=20)),
+                          max_folds=1, progress=False)
+    res["_claims_before_first_fit"] = seen[0]
     return out, res, d
 
 
@@ -63,6 +74,16 @@ def test_prediction_compares_the_two_encoders_on_the_same_conditions(result):
     v = m["verdict"]
     assert not v["claimable"] and m["holm_family_size"] == 0
     assert m["others_vs_self"]["set"]["outcome"] == "not claimable" and m["others_vs_self"]["set"]["p_holm"] is None
+
+
+def test_the_claims_family_is_fixed_from_the_data_before_any_encoder_is_trained(result):
+    out, res, _ = result
+    assert res.pop("_claims_before_first_fit") is True
+    claims = json.loads((out / "claims.json").read_text())
+    assert claims == res["claims"] and claims["computed"].endswith("before any model was fitted")
+    row = claims["rows"]["sciplex_gxe/S1_unseen_perturbation"]
+    m = res["prediction"]["S1_unseen_perturbation"]
+    assert row["n_effect"] == m["n_effect_conditions"] and row["claimable"] is False
 
 
 def test_cli_and_the_report_merge_holdout_runs(tmp_path, capsys):
@@ -128,10 +149,15 @@ def test_holdout_tasks_run_apart_then_collect_equals_one_run(result, tmp_path):
         holdout_run(data, "sciplex_gxe", tasks=[2], **kw)
     with pytest.raises(InputError, match=r"3 of 3 holdout tasks are not finished .* task\(s\) 0, 1, 2"):
         holdout_run(data, "sciplex_gxe", collect=True, **kw)
+    (apart / "claims.json").unlink()  # the refused collect above computed the family (data only); start over
     assert holdout_run(data, "sciplex_gxe", tasks=[1, 0], **kw) == {"tasks": {0: "done", 1: "done"}}
+    assert not (apart / "claims.json").exists()  # encoder tasks score no condition
     assert holdout_run(data, "sciplex_gxe", tasks=[2], **kw) == {"tasks": {2: "done"}}
+    claims = json.loads((apart / "claims.json").read_text())  # fixed by the fold task before it fitted
+    assert claims["computed"].endswith("before the first fold task fitted a model")
     assert not (apart / "holdout.json").exists()
     merged = holdout_run(data, "sciplex_gxe", collect=True, **kw)
+    assert merged["claims"] == claims and claims["rows"] == res["claims"]["rows"]
 
     def same(a, b):  # NaN-safe
         return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)

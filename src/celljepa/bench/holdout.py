@@ -39,6 +39,7 @@ from ..eval.bootstrap import SeedCube
 from ..eval.report import holdout_markdown
 from ..eval.report.holdout import holdout_rows, transfer_rows  # noqa: F401 - importable here as before
 from ..eval.verdict import apply_holm, claimable, family_rows, holm_over
+from .claims import check_claims, fixed_claims
 from .config import RunConfig
 from .pooling import PRIMARY, paired_difference, pool_conditions, summarize
 from .provenance import provenance, versions
@@ -138,6 +139,14 @@ class _Holdout:
         self.folds = [(split, s, fold, k) for split, k in self.splits.items() for s in run.split_seeds
                       for fold in make_split_folds(self.held.obs, split, dataset_id=holdout, n_folds=k,
                                                    seed=s)[:max_folds]]
+        self.effects: dict = {}  # each fold's effect filter, when this process computed the claims family
+
+    def claims(self, *, when: str = "before any model was fitted", recompute: bool = False) -> dict:
+        """The claims family of the held-out dataset's splits, from the data alone (``OUT/claims.json``)."""
+        jobs = [(self.holdout, split, s, fold) for split, s, fold, _ in self.folds]
+        claims, self.effects = fixed_claims(self.out, {self.holdout: self.held}, jobs, self.run,
+                                            progress=self.progress, when=when, recompute=recompute)
+        return claims
 
     def tasks(self) -> list[tuple[str, str, Path]]:
         """``(kind, label, folder)`` of every task: the encoders first, then the folds."""
@@ -195,10 +204,11 @@ class _Holdout:
         if not compute:
             return None
         cfg = self.run.evaluation_for(s)
+        effects = self.effects.get((self.holdout, split, s, fold["fold"]))  # the claims pass's, when it ran here
         own = score_fold(self.held, fold, config=cfg, jepa=self.own, transition=self.transition,
-                         model_seeds=self.model_seeds, progress=self.progress, pca_twin=True)
+                         model_seeds=self.model_seeds, progress=self.progress, pca_twin=True, effects=effects)
         other = score_fold(self.held, fold, config=cfg, jepa=enc_others, transition=self.transition,
-                           model_seeds=self.model_seeds, progress=self.progress)
+                           model_seeds=self.model_seeds, progress=self.progress, effects=effects)
         tables = {}
         for name, frame_own, frame_other in (("per_condition", own.per_condition, other.per_condition),
                                              ("validation", own.validation, other.validation),
@@ -339,6 +349,8 @@ def holdout_run(datasets: dict, holdout: str, *, out: str | os.PathLike, run: Ru
         listed = h.tasks()
         tasks = task_indices(tasks, len(listed), "holdout")
         states = {}
+        if any(i >= n_enc for i in tasks):  # the first fold task fixes the claims family before fitting
+            h.claims(when="before the first fold task fitted a model")
         with stop_on_signals():
             enc_others = None
             for i in tasks:
@@ -361,6 +373,10 @@ def _combined(h: _Holdout, out: Path, *, labels, n_pcs: int, collect: bool) -> d
     t0 = time.perf_counter()
     n_enc = len(h.encoder_specs)
     timings = {}
+    if not collect:  # from the data alone, before any model is fitted (its effect tables feed the folds)
+        claims = h.claims(recompute=True)
+    else:  # written by the first fold task; fold tasks of a version that did not write it: the same pass, now
+        claims = h.claims(when="at collect (no fold task recorded it): from the data alone, as before fitting")
     t1 = time.perf_counter()
     models = [h.encoder(i, train=not collect) for i in range(n_enc)]  # each loaded or trained once
     timings["pretrain_s"] = time.perf_counter() - t1
@@ -373,6 +389,7 @@ def _combined(h: _Holdout, out: Path, *, labels, n_pcs: int, collect: bool) -> d
                          f"task(s) {', '.join(map(str, missing[:20]))}. Fix: run them (celljepa holdout ... "
                          "--task I), then --collect again; nothing combined was written.")
     prediction = h.prediction(tables)
+    check_claims(claims, {f"{h.holdout}/{split}": m for split, m in prediction.items()})
     timings["prediction_s"] = time.perf_counter() - t1
     h.fs.write(out / "feature_set.txt")
     enc_self, seed = models[-1], h.model_seeds[0]
@@ -394,7 +411,7 @@ def _combined(h: _Holdout, out: Path, *, labels, n_pcs: int, collect: bool) -> d
               "jepa": h.jepa.to_dict(), "transition": None if h.transition is None else h.transition.to_dict(),
               "encoders": {"others": {**enc_first.train_info_, "n_genes": len(enc_first.var_names)},
                            "self": {**enc_self.train_info_, "n_genes": len(enc_self.var_names)}},
-              "transfer": transfer, "prediction": prediction,
+              "transfer": transfer, "prediction": prediction, "claims": claims,
               "timings": timings, "wall_time_s": time.perf_counter() - t0, "versions": versions(),
               "provenance": provenance()}
     write_json_atomic(out / "holdout.json", result)

@@ -13,28 +13,28 @@ import pandas as pd
 from anndata import AnnData
 from tqdm.auto import tqdm
 
-from .._errors import CelljepaError, InputError
-from .._io import LOCK_NAME, folder_lock, remove_tree_quietly, waiting_lock, write_json_atomic, write_text_atomic
+from .._errors import InputError
+from .._io import LOCK_NAME, folder_lock, remove_tree_quietly, write_json_atomic, write_text_atomic
 from .._logging import logger
 from .._version import __version__
 from ..data._ingest import ingest_anndata
 from ..eval import report as R
 from ..eval.predictions import write_predictions
-from ..eval.verdict import MIN_CONDITIONS, claimable, holm_over
+from ..eval.verdict import MIN_CONDITIONS, holm_over
 from ..splits import make_split_folds
 from ..train.distributed import is_main
+from .claims import CLAIMS_FILE, CLAIMS_LOCK, check_claims, claims_family, fixed_claims  # noqa: F401
 from .config import RunConfig
 from .evaluate import (
     EvalConfig,
     FoldResult,
     fit_views,
-    fold_effects,
     fold_encoder,
     prepare_fold,
     score_fold,
     validation_parts,
 )
-from .pooling import CLAIMS_RULE, pool_conditions, pooled_effects, seed_summary, summarize
+from .pooling import CLAIMS_RULE, pool_conditions, seed_summary, summarize
 from .provenance import provenance, tree_state, versions
 from .reuse import reuse_fold
 from .tasks import (
@@ -446,7 +446,7 @@ def _combined_run(datasets, plan, out: Path, run: RunConfig, jobs, fold_result: 
         combined[f"{dataset_id}/{split}"] = _pooled_metrics(parts, vals[key], seeds_frames[key], base, s_seeds,
                                                             m_seeds, dataset_id=dataset_id, split=split,
                                                             jepa=jepa is not None)
-    _check_claims(claims, combined)
+    check_claims(claims, combined)
     final_rec = json.loads((out / FINAL_FILE).read_text(encoding="utf-8")) if (out / FINAL_FILE).is_file() else None
     family = holm_over(combined.values())  # this run's claims family, one per verdict metric
     for (dataset_id, split), parts in frames.items():
@@ -489,66 +489,7 @@ def _combined_run(datasets, plan, out: Path, run: RunConfig, jobs, fold_result: 
     return combined
 
 
-CLAIMS_FILE = "claims.json"
-CLAIMS_LOCK = ".claims.lock"
 FINAL_FILE = "final.json"
-
-
-def claims_family(datasets: dict[str, AnnData], jobs, run: RunConfig, *, progress: bool = False,
-                  when: str = "before any model was fitted") -> tuple[dict, dict]:
-    """The claims family of a run from the data and the splits alone, before any model is fitted.
-
-    Each fold's effect filter (:func:`~celljepa.bench.evaluate.fold_effects`: evaluation space on its training
-    cells, E-test and standard error of every test condition) pooled per dataset × split over folds and split
-    seeds (:func:`~celljepa.bench.pooling.pooled_effects`); a row with at least ``min_conditions`` conditions
-    with an effect is claimable. Returns ``(claims, effects)``: the record written to ``claims.json`` and each
-    fold's effect table, keyed ``(dataset, split, split seed, fold)``, which the folds use as they are.
-    """
-    effects: dict = {}
-    parts: dict[str, list[pd.DataFrame]] = {}
-    for dataset_id, split, s, fold in tqdm(jobs, desc="claims family (effect filter)", unit="fold",
-                                           disable=not progress):
-        frame = fold_effects(datasets[dataset_id], fold, run.evaluation_for(s))
-        effects[(dataset_id, split, s, fold["fold"])] = frame
-        parts.setdefault(f"{dataset_id}/{split}", []).append(frame.reset_index())
-    rows = {}
-    for key, frames in parts.items():
-        flags = pooled_effects(pd.concat(frames, ignore_index=True), effect_alpha=run.evaluation.effect_alpha)
-        n = int(flags["has_effect"].sum())
-        rows[key] = {"n_test": int(len(flags)), "n_effect": n,
-                     "claimable": claimable(n, run.evaluation.min_conditions)}
-    return {"rule": CLAIMS_RULE, "computed": f"from the data and the splits alone, {when}",
-            "min_conditions": run.evaluation.min_conditions, "rows": rows}, effects
-
-
-def fixed_claims(out: Path, datasets: dict[str, AnnData], jobs, run: RunConfig, *, progress: bool = False,
-                 when: str = "before any model was fitted", recompute: bool = False) -> tuple[dict, dict]:
-    """The run's claims family, computed once: ``OUT/claims.json`` read back, or computed and written.
-
-    Fold tasks started together (a Slurm array) take turns on ``OUT/.claims.lock``
-    (:func:`~celljepa._io.waiting_lock`): the first computes the family with :func:`claims_family`
-    and writes it atomically, the others wait and read it. ``recompute`` (a whole run, which feeds each fold the
-    effect table it computes) computes it even when the file exists. Returns ``(claims, effects)``; ``effects``
-    is empty when the family was read back (each fold then computes its own effect filter, data only).
-    """
-    path = Path(out) / CLAIMS_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with waiting_lock(path.parent / CLAIMS_LOCK):
-        if path.is_file() and not recompute:
-            return json.loads(path.read_text(encoding="utf-8")), {}
-        claims, effects = claims_family(datasets, jobs, run, progress=progress, when=when)
-        write_json_atomic(path, claims)
-        return claims, effects
-
-
-def _check_claims(claims: dict, combined: dict) -> None:
-    """The pooled verdict rows must rest on the claims family computed before fitting (the filter is data only)."""
-    for key, m in combined.items():
-        want = claims["rows"].get(key, {}).get("n_effect")
-        if want is not None and want != m["n_effect_conditions"]:
-            raise CelljepaError(f"{key}: {m['n_effect_conditions']} conditions with an effect after fitting, {want} "
-                                "before: the effect filter must not depend on the methods. This is a bug; please "
-                                "report it with the run folder.")
 
 
 def _final_config(datasets, plan, run: RunConfig, fold_result: _FoldTasks, held_out, max_folds, folds) -> dict:
