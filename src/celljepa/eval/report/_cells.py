@@ -296,9 +296,9 @@ def verdict_table(combined: Mapping[str, Mapping]) -> str:
             d = (sec.get(metric) or {}).get("vs_pca_twin") or {}
             cells.append(f"{diff_cell(d)} {_said(d)}" if d else "–")
         second.append(f"| {m['dataset_id']} | {m['split']} | " + " | ".join(cells) + " |")
-    lines += ["", "\\* mean E-distance over the n conditions with a detectable effect; per model seed: the mean of that "
-              "seed's (condition, split seed) scores, so a condition tested in several split seeds counts once per "
-              "split seed, while the pooled mean averages each condition over its split seeds first (a method "
+    lines += ["", "\\* mean E-distance over the n conditions with a detectable effect; per model seed: the mean of "
+              "that seed's (condition, split seed) scores, so a condition tested in several split seeds counts once "
+              "per split seed, while the pooled mean averages each condition over its split seeds first (a method "
               "without model seeds shows one value). Every CI is the hierarchical bootstrap (split "
               "seeds or folds, model seeds, conditions; 10,000 resamples). Rows with fewer than 10 conditions with an "
               "effect are not claimable and carry no Holm p.", "",
