@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -141,6 +142,32 @@ def test_fold_tasks_started_together_compute_the_claims_family_once(sciplex, tmp
     claims = json.loads((tmp_path / "a" / "claims.json").read_text())
     assert all(g[0] == claims for g in got)
     assert sum(bool(g[1]) for g in got) == 1  # only the task that computed it holds the folds' effect tables
-    # a whole run recomputes it (its folds use the effect tables) and finds the same family
-    again, effects = C.fixed_claims(tmp_path / "a", sciplex, jobs, RunConfig(), recompute=True)
-    assert len(calls) == 2 and effects and again["rows"] == claims["rows"]
+    # the same inputs later (a restarted run): read back, not computed again
+    again, effects = C.fixed_claims(tmp_path / "a", sciplex, jobs, RunConfig())
+    assert len(calls) == 1 and not effects and again == claims
+    # other inputs in the same folder (here the evaluation settings): computed again and replaced
+    other = RunConfig(evaluation=dataclasses.replace(RunConfig().evaluation, effect_alpha=0.01))
+    new, effects = C.fixed_claims(tmp_path / "a", sciplex, jobs, other)
+    assert len(calls) == 2 and effects and new["inputs"] != claims["inputs"]
+    assert json.loads((tmp_path / "a" / "claims.json").read_text()) == new
+
+
+def test_a_restarted_run_reads_its_claims_family_back_and_a_refused_collect_writes_nothing(sciplex, tmp_path,
+                                                                                          monkeypatch):
+    calls = []
+    real = C.claims_family
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(C, "claims_family", counted)
+    with pytest.raises(InputError, match="not finished"):
+        benchmark(sciplex, PLAN, out=tmp_path / "r", max_folds=2, progress=False, collect=True)
+    assert calls == [] and not (tmp_path / "r" / "claims.json").exists()
+    first = benchmark(sciplex, PLAN, out=tmp_path / "r", max_folds=2, progress=False)
+    assert len(calls) == 1
+    claims = json.loads((tmp_path / "r" / "claims.json").read_text())
+    again = benchmark(sciplex, PLAN, out=tmp_path / "r", max_folds=2, progress=False)  # every fold read back
+    assert len(calls) == 1 and json.loads((tmp_path / "r" / "claims.json").read_text()) == claims
+    assert json.dumps(again, sort_keys=True, default=str) == json.dumps(first, sort_keys=True, default=str)

@@ -141,11 +141,12 @@ class _Holdout:
                                                    seed=s)[:max_folds]]
         self.effects: dict = {}  # each fold's effect filter, when this process computed the claims family
 
-    def claims(self, *, when: str = "before any model was fitted", recompute: bool = False) -> dict:
+    def claims(self, *, when: str = "before any model was fitted") -> dict:
         """The claims family of the held-out dataset's splits, from the data alone (``OUT/claims.json``)."""
         jobs = [(self.holdout, split, s, fold) for split, s, fold, _ in self.folds]
         claims, self.effects = fixed_claims(self.out, {self.holdout: self.held}, jobs, self.run,
-                                            progress=self.progress, when=when, recompute=recompute)
+                                            progress=self.progress, when=when,
+                                            fingerprints={self.holdout: self.fingerprint})
         return claims
 
     def tasks(self) -> list[tuple[str, str, Path]]:
@@ -349,8 +350,6 @@ def holdout_run(datasets: dict, holdout: str, *, out: str | os.PathLike, run: Ru
         listed = h.tasks()
         tasks = task_indices(tasks, len(listed), "holdout")
         states = {}
-        if any(i >= n_enc for i in tasks):  # the first fold task fixes the claims family before fitting
-            h.claims(when="before the first fold task fitted a model")
         with stop_on_signals():
             enc_others = None
             for i in tasks:
@@ -358,8 +357,10 @@ def holdout_run(datasets: dict, holdout: str, *, out: str | os.PathLike, run: Ru
                     if i < n_enc:
                         h.encoder(i)
                     else:
-                        if enc_others is None:
+                        if enc_others is None:  # refused here, before anything is written, while encoders run
                             enc_others = h.encoders(train=False)[0]
+                            # the first fold task fixes the claims family before it fits a model
+                            h.claims(when="before the first fold task fitted a model")
                         h.fold(i - n_enc, enc_others)
                 states[i] = "done"
                 logger.info("holdout task %d (%s %s): done", i, listed[i][0], listed[i][1])
@@ -373,10 +374,9 @@ def _combined(h: _Holdout, out: Path, *, labels, n_pcs: int, collect: bool) -> d
     t0 = time.perf_counter()
     n_enc = len(h.encoder_specs)
     timings = {}
+    claims = None
     if not collect:  # from the data alone, before any model is fitted (its effect tables feed the folds)
-        claims = h.claims(recompute=True)
-    else:  # written by the first fold task; fold tasks of a version that did not write it: the same pass, now
-        claims = h.claims(when="at collect (no fold task recorded it): from the data alone, as before fitting")
+        claims = h.claims()
     t1 = time.perf_counter()
     models = [h.encoder(i, train=not collect) for i in range(n_enc)]  # each loaded or trained once
     timings["pretrain_s"] = time.perf_counter() - t1
@@ -388,6 +388,8 @@ def _combined(h: _Holdout, out: Path, *, labels, n_pcs: int, collect: bool) -> d
         raise InputError(f"{len(missing)} of {n_enc + len(h.folds)} holdout tasks are not finished in {out}: "
                          f"task(s) {', '.join(map(str, missing[:20]))}. Fix: run them (celljepa holdout ... "
                          "--task I), then --collect again; nothing combined was written.")
+    if collect:  # written by the first fold task; fold tasks of a version that did not write it: the same pass, now
+        claims = h.claims(when="at collect (no fold task recorded it): from the data alone, as before fitting")
     prediction = h.prediction(tables)
     check_claims(claims, {f"{h.holdout}/{split}": m for split, m in prediction.items()})
     timings["prediction_s"] = time.perf_counter() - t1

@@ -306,7 +306,8 @@ def benchmark(datasets: dict[str, AnnData], plan: dict[str, dict[str, int]], *, 
         tasks = task_indices(tasks, len(jobs), "benchmark")
         # the first task fixes the claims family before any model is fitted; the others read it
         _, fold_result.effects = fixed_claims(out, datasets, jobs, run, progress=progress,
-                                              when="before the first fold task fitted a model")
+                                              when="before the first fold task fitted a model",
+                                              fingerprints=fold_result.fingerprints)
         states = {}
         with stop_on_signals():
             for i in tasks:
@@ -407,11 +408,10 @@ def _combined_run(datasets, plan, out: Path, run: RunConfig, jobs, fold_result: 
     seeds_frames: dict[tuple[str, str], list[pd.DataFrame]] = {}
     per_fold: list[dict] = []
     skipped, missing = 0, []
+    claims = None
     if not collect:  # the claims family from the data alone, before any model is fitted (its effects feed the folds)
-        claims, fold_result.effects = fixed_claims(out, datasets, jobs, run, progress=progress, recompute=True)
-    else:  # written by the first fold task; fold tasks of a version that did not write it: the same pass, now
-        claims, _ = fixed_claims(out, datasets, jobs, run, progress=progress,
-                                 when="at collect (no fold task recorded it): from the data alone, as before fitting")
+        claims, fold_result.effects = fixed_claims(out, datasets, jobs, run, progress=progress,
+                                                   fingerprints=fold_result.fingerprints)
     bar = tqdm(jobs, desc="benchmark", unit="fold", disable=not progress)
     for i, (dataset_id, split, s, fold) in enumerate(bar):
         bar.set_postfix_str(f"{dataset_id} {split} split seed {s} fold {fold['fold']}")
@@ -437,6 +437,9 @@ def _combined_run(datasets, plan, out: Path, run: RunConfig, jobs, fold_result: 
         raise InputError(f"{len(missing)} of {len(jobs)} fold tasks are not finished in {out}: task(s) "
                          f"{', '.join(map(str, missing[:20]))}{' ...' if len(missing) > 20 else ''}. Fix: run them "
                          "(celljepa benchmark ... --task I), then --collect again; nothing combined was written.")
+    if collect:  # written by the first fold task; fold tasks of a version that did not write it: the same pass, now
+        claims, _ = fixed_claims(out, datasets, jobs, run, progress=progress, fingerprints=fold_result.fingerprints,
+                                 when="at collect (no fold task recorded it): from the data alone, as before fitting")
     if skipped and not collect:
         logger.info("benchmark: %d of %d folds were finished in %s already: read back, not recomputed", skipped,
                     len(jobs), out)
