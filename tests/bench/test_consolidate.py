@@ -252,6 +252,17 @@ def test_unknown_folder_is_an_input_error(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_merged_report_never_replaces_a_runs_own_report(runs, tmp_path, capsys):
+    own = (runs["base"] / "report.md").read_bytes()
+    with pytest.raises(InputError, match="is the run folder .* Fix: write the merged report to another folder"):
+        C.consolidate([runs["base"]], runs["base"])
+    with pytest.raises(InputError, match=r"holds a run \(metrics_combined.json\)"):
+        C.consolidate([runs["jepa"]], runs["base"])  # another run's folder, not given with --runs
+    assert main(["report", "--runs", str(runs["base"]), "--out", str(runs["base"])]) == 1
+    assert "Fix:" in capsys.readouterr().err
+    assert (runs["base"] / "report.md").read_bytes() == own and not (runs["base"] / "report.json").exists()
+
+
 def test_sweep_folder_adds_the_ablation_rows(runs, tmp_path):
     rows = json.loads((ABLATIONS / "ablation.json").read_text())["rows"]
     report = C.consolidate([runs["base"], ABLATIONS], tmp_path, figure_maker=_figure)

@@ -481,6 +481,21 @@ def _compute(runs: list[dict]) -> dict:
 # ------------------------------------------------------------------------------------------ the entry
 
 
+def _check_out(out: Path, paths: Sequence[Path]) -> None:
+    """A merged report never writes into a run folder: its ``report.md`` would replace the run's own."""
+    target = out.resolve()
+    for p in paths:
+        if p.resolve() == target:
+            raise InputError(f"--out {out} is the run folder {p} given with --runs: the merged report.md would "
+                             "replace the run's own report. Fix: write the merged report to another folder, e.g. "
+                             "--out reports/merged.")
+    marks = [f for files in KIND_FILES.values() if all((out / f).is_file() for f in files) for f in files]
+    if marks:
+        raise InputError(f"--out {out} holds a run ({', '.join(marks)}): the merged report.md would replace the "
+                         "run's own report. Fix: write the merged report to another folder, e.g. --out "
+                         "reports/merged.")
+
+
 def consolidate(runs: Sequence[str | os.PathLike], out: str | os.PathLike, *, title: str | None = None,
                 figure_maker: Callable[[list[dict], Path], Path] | None = None) -> dict:
     """Merge benchmark, fold and sweep runs into one report: ``OUT/report.md``, ``report.json``, ``figures/``.
@@ -527,6 +542,7 @@ def consolidate(runs: Sequence[str | os.PathLike], out: str | os.PathLike, *, ti
             continue
         seen.add(key)
         paths.append(p)
+    _check_out(Path(out), paths)
     loaded = [load_run(p) for p in paths]
     for run, label in zip(loaded, _labels(paths), strict=True):
         run["label"] = label
