@@ -222,3 +222,24 @@ def test_slurm_checks_set_values_before_writing_a_job(tmp_path, monkeypatch, cap
                  "n_layers=-2"])
     assert code != 0 and "n_layers" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+def test_an_ablation_or_dataset_name_never_leaves_the_sweep_folder(tmp_path, capsys):
+    from celljepa._io import folder_name
+
+    out = tmp_path / "deep" / "runs"
+    for name, line in (("../../escape", "  ../../escape: {train.ema: false}"), ("a/b", "  a/b: {}"),
+                       (".hidden", "  .hidden: {}")):
+        grid = tmp_path / "grid.yaml"
+        grid.write_text("seeds: [0]\ndatasets:\n  demo:\n    sciplex_gxe: [S2_unseen_context]\nablations:\n"
+                        f"  default: {{}}\n{line}\n")
+        for extra in (["--list"], ["--task", "1"]):
+            assert main(["sweep", "--grid", str(grid), "--out", str(out), *extra]) == 1
+            err = capsys.readouterr().err
+            assert f"ablation {name!r} cannot be a folder name" in err and "Fix: rename it" in err
+            assert "Traceback" not in err
+    assert not (tmp_path / "escape").exists() and not out.exists()  # nothing written anywhere
+    grid.write_text("datasets:\n  ../x:\n    h5ad: a.h5ad\nablations:\n  default: {}\n")
+    assert main(["sweep", "--grid", str(grid), "--out", str(out), "--list"]) == 1
+    assert "dataset '../x' cannot be a folder name" in capsys.readouterr().err
+    assert folder_name("mask_ratio-0.75+ema", "ablation") == "mask_ratio-0.75+ema"

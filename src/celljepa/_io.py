@@ -247,6 +247,24 @@ def load_yaml(text: str, *, source: str) -> Any:
                          "mappings only.") from None
 
 
+def folder_name(name: Any, what: str) -> str:
+    """``name`` checked for use as one folder or file name inside a run folder (never a path that leaves it).
+
+    Letters, digits and ``._+-``, not starting with a dot: ``../..``, ``a/b``, an empty or hidden name is refused
+    with an :class:`~celljepa._errors.InputError` naming ``what``.
+
+    Examples
+    --------
+    >>> folder_name("no_mask_ratio-0.5", "ablation")
+    'no_mask_ratio-0.5'
+    """
+    text = str(name)
+    if not text or text.startswith(".") or any(not (c.isalnum() or c in "._+-") for c in text):
+        raise InputError(f"{what} {text!r} cannot be a folder name: use letters, digits and . _ + - only, not "
+                         "starting with a dot (no path separators). Fix: rename it.")
+    return text
+
+
 def dumps_json(obj: Any) -> str:
     """Serialise ``obj`` deterministically: sorted keys, two-space indent, trailing newline."""
     return json.dumps(obj, sort_keys=True, indent=2, ensure_ascii=False) + "\n"

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from .._errors import InputError
-from .._io import load_yaml, write_json_atomic, write_text_atomic
+from .._io import folder_name, load_yaml, write_json_atomic, write_text_atomic
 from .._logging import logger
 from ..eval import report as R
 
@@ -124,6 +124,8 @@ def load_grid(path: str | os.PathLike, data: dict[str, str] | None = None) -> Sw
         if isinstance(splits, list):
             splits = {s: None for s in splits}
         datasets[name] = {"h5ad": str(h5ad), "splits": splits}
+    for name in (*g["datasets"], *g["ablations"]):  # each names a folder under --out
+        folder_name(name, f"{path}: {'dataset' if name in g['datasets'] else 'ablation'}")
     for name, over in g["ablations"].items():
         _nested(over, f"{path}: ablation {name}")
     _nested(g.get("jepa") or {}, f"{path}: jepa")
