@@ -236,10 +236,10 @@ def test_an_ablation_or_dataset_name_never_leaves_the_sweep_folder(tmp_path, cap
         for extra in (["--list"], ["--task", "1"]):
             assert main(["sweep", "--grid", str(grid), "--out", str(out), *extra]) == 1
             err = capsys.readouterr().err
-            assert f"ablation {name!r} cannot be a folder name" in err and "Fix: rename it" in err
+            assert f"ablation={name!r} is not a folder name" in err and "Fix: rename it" in err
             assert "Traceback" not in err
     assert not (tmp_path / "escape").exists() and not out.exists()  # nothing written anywhere
     grid.write_text("datasets:\n  ../x:\n    h5ad: a.h5ad\nablations:\n  default: {}\n")
     assert main(["sweep", "--grid", str(grid), "--out", str(out), "--list"]) == 1
-    assert "dataset '../x' cannot be a folder name" in capsys.readouterr().err
+    assert "dataset='../x' is not a folder name" in capsys.readouterr().err
     assert folder_name("mask_ratio-0.75+ema", "ablation") == "mask_ratio-0.75+ema"

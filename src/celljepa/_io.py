@@ -260,8 +260,9 @@ def folder_name(name: Any, what: str) -> str:
     """
     text = str(name)
     if not text or text.startswith(".") or any(not (c.isalnum() or c in "._+-") for c in text):
-        raise InputError(f"{what} {text!r} cannot be a folder name: use letters, digits and . _ + - only, not "
-                         "starting with a dot (no path separators). Fix: rename it.")
+        raise InputError(f"{what}={text!r} is not a folder name: it must be letters, digits and . _ + - only, "
+                         "and one that does not start with a dot (it names a folder inside --out; no spaces or "
+                         "slashes). Fix: rename it, e.g. 'norman2019'.")
     return text
 
 

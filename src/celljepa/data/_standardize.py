@@ -11,6 +11,7 @@ import pandas as pd
 from anndata import AnnData
 
 from .._errors import InputError
+from .._io import folder_name
 from .._logging import logger
 from . import contract as C
 from ._keys import require_obs_key, suggest
@@ -262,12 +263,7 @@ def drop_none(mapping: Mapping) -> dict:
 
 def set_provenance(adata: AnnData, *, dataset_id: str, source: str) -> None:
     """Write ``dataset_id``, ``source``, ``created_at`` (UTC, ISO 8601) and ``feature_set`` to ``adata.uns``."""
-    if (not str(dataset_id).strip() or any(ch in str(dataset_id) for ch in "/\\ \t\n")
-            or str(dataset_id).startswith(".")):
-        raise InputError(
-            f"dataset_id={dataset_id!r} must be a non-empty name without spaces or slashes that does not start "
-            "with a dot (it names a folder inside --out), e.g. 'norman2019'."
-        )
+    folder_name(dataset_id, "dataset_id")
     adata.uns["dataset_id"] = str(dataset_id)
     adata.uns["source"] = str(source)
     adata.uns["created_at"] = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()

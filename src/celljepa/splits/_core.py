@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .._errors import InputError, SplitError
-from .._io import write_json_atomic
+from .._io import folder_name, write_json_atomic
 from ..data.contract import (
     CONTEXT_ID,
     IS_CONTROL,
@@ -525,11 +525,7 @@ def fold_roles(fold: dict, obs_names: Iterable[str]) -> pd.Categorical:
 def _check_dataset_id(dataset_id) -> str:
     if not isinstance(dataset_id, str) or not dataset_id.strip():
         raise InputError(f"dataset_id must be a non-empty string, got {dataset_id!r}.")
-    if "/" in dataset_id or "\\" in dataset_id or dataset_id in {".", ".."}:
-        raise InputError(
-            f"dataset_id {dataset_id!r} cannot be used in a file name; drop the path separators."
-        )
-    return dataset_id
+    return folder_name(dataset_id, "dataset_id")
 
 
 def _check_seed(seed) -> int:
