@@ -243,3 +243,95 @@ def test_an_ablation_or_dataset_name_never_leaves_the_sweep_folder(tmp_path, cap
     assert main(["sweep", "--grid", str(grid), "--out", str(out), "--list"]) == 1
     assert "dataset='../x' is not a folder name" in capsys.readouterr().err
     assert folder_name("mask_ratio-0.75+ema", "ablation") == "mask_ratio-0.75+ema"
+
+
+def _tree(folder):
+    """Every file under ``folder`` (hidden ones included) with a digest of its bytes: what a run changed."""
+    import hashlib
+    from pathlib import Path
+
+    folder = Path(folder)
+    if not folder.exists():
+        return {}
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_rounded_log_data_are_refused_and_a_counts_layer_is_never_overwritten(ingested):
+    """Bad 1: integer log data (max 7) are not normalised a second time; an existing counts layer is kept."""
+    a = ad.read_h5ad(ingested["papalexi2021"])[:3000].copy()
+    counts = a.layers["counts"].copy()
+    a.X = sp.csr_matrix(np.round(a.X.toarray()))  # log1p values rounded to integers, max about 7
+    assert a.X.max() <= 15
+    rounded = a.X.copy()
+    del a.uns["log1p"], a.uns["preprocess"]  # no record says it was logged
+    with pytest.raises(InputError, match=r"only integers from 0 to \d+ .* look like log-normalised values that "
+                                         r"were rounded.*assume='counts'"):
+        cj.pp.normalize(a)
+    assert (a.X != rounded).nnz == 0 and (a.layers["counts"] != counts).nnz == 0
+    # declared as counts: X differs from the counts layer, so normalising it would replace the raw counts
+    with pytest.raises(InputError, match=r"layers\['counts'\] already holds raw counts.*losing the raw counts"):
+        cj.pp.normalize(a, assume="counts")
+    assert (a.X != rounded).nnz == 0 and (a.layers["counts"] != counts).nnz == 0
+    # the counts themselves in X: normalised, and the layer is the same counts as before
+    a.X = counts.copy()
+    cj.pp.normalize(a)
+    assert (a.layers["counts"] != counts).nnz == 0 and a.uns["preprocess"]["normalized_here"] is True
+    assert not np.allclose(a.X.toarray(), np.round(a.X.toarray()))
+
+
+def test_raw_counts_never_reach_the_encoder_on_any_door(ingested, tmp_path, capsys):
+    """Bad 6: jepa_embed on raw counts and pretrain on layers['counts'] are named errors, not silent training."""
+    a = ad.read_h5ad(ingested["papalexi2021"])[:600].copy()
+    raw = a.copy()
+    raw.X = raw.layers["counts"].copy()
+    del raw.uns["log1p"], raw.uns["preprocess"]
+    with pytest.raises(InputError, match=r"X holds raw counts.*cj.pp.normalize\(adata\)"):
+        cj.tl.jepa_embed(raw, max_steps=2)
+    assert "X_jepa" not in raw.obsm
+    with pytest.raises(InputError, match=r"layers\['counts'\] holds raw counts.*not the counts layer"):
+        cj.tl.jepa_embed(a, layer="counts", max_steps=2)
+    assert "X_jepa" not in a.obsm
+    out = tmp_path / "p"
+    code = main(["pretrain", str(ingested["papalexi2021"]), "--out", str(out), "--fast-dev", "--no-progress",
+                 "--set", "data.layer=counts"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "layers['counts'] of" in err and "holds raw counts" in err and "Traceback" not in err
+    assert not out.exists()
+    # the evaluation space is the same door for eval-baselines and benchmark
+    full = ad.read_h5ad(ingested["papalexi2021"])
+    full.X = full.layers["counts"]
+    del full.uns["log1p"], full.uns["preprocess"]
+    path = tmp_path / "raw.h5ad"
+    full.write_h5ad(path)
+    code = main(["eval-baselines", str(path), "--split", "S1_unseen_perturbation", "--fold", "0", "--folds", "3",
+                 "--out", str(tmp_path / "e")])
+    assert code == 1
+    assert "X holds raw counts" in capsys.readouterr().err and not (tmp_path / "e").exists()
+
+
+def test_a_yaml_alias_bomb_is_refused_at_once(ingested, tmp_path, capsys):
+    """Bad 8: a 400-byte config whose nested aliases expand to 9**9 labels is refused before any expansion."""
+    import signal
+    import time
+
+    lines = ["eval:", "  labels: &l0 [cell_type, cell_type, cell_type, cell_type, cell_type, cell_type, cell_type, "
+             "cell_type, cell_type]"]
+    lines += [f"x{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, 9)]
+    text = "\n".join(lines) + "\n"
+    assert len(text) < 600
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(text)
+    out = tmp_path / "p"
+    signal.signal(signal.SIGALRM, lambda *_: (_ for _ in ()).throw(TimeoutError("the alias bomb was expanded")))
+    signal.alarm(60)
+    try:
+        t0 = time.perf_counter()
+        code = main(["pretrain", str(ingested["kang2018"]), "--config", str(bomb), "--out", str(out), "--no-progress"])
+    finally:
+        signal.alarm(0)
+    assert code == 1 and time.perf_counter() - t0 < 30
+    err = capsys.readouterr().err
+    assert "uses a YAML alias (line 3: alias *l0)" in err and "Fix: write the values out" in err
+    assert not out.exists()

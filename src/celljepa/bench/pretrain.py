@@ -111,16 +111,20 @@ def _read(path: Path, *, backed: bool):
                          ": the file is damaged or cut short. Fix: copy or write it again.") from None
 
 
-def _require_log_data(adata, source: str) -> None:
-    """Pretraining reads log-normalised expression: raw counts, NaN or negative values are refused."""
-    from ..data._normalize import detect_x_state
+def _require_log_data(adata, source: str, layer: str | None = None) -> None:
+    """Pretraining reads log-normalised expression (X or ``layer``): raw counts, NaN or negative values are refused."""
+    from ..data._normalize import require_log_normalized
 
-    x = adata.X[:20_000] if getattr(adata, "isbacked", False) else adata.X  # backed: the first rows
-    state = detect_x_state(x, where=f"X of {source}")
-    if state == "counts":
-        raise InputError(f"X of {source} holds raw counts (integers), but pretraining reads log-normalised "
-                         "expression. Fix: `celljepa ingest` the file first (it keeps the counts in "
-                         "layers['counts'] and log-normalises X), or cj.pp.normalize(adata).")
+    where = f"layers[{layer!r}]" if layer else "X"
+    if layer and layer not in adata.layers:
+        raise InputError(f"{source} has no layers[{layer!r}] (layers: {', '.join(adata.layers) or 'none'}). "
+                         "Fix: drop --layer / data.layer to read X, or name one of the listed layers.")
+    require_log_normalized(adata.layers[layer] if layer else adata.X, where=f"{where} of {source}",
+                           uns=None if layer else adata.uns,
+                           fix=("`celljepa ingest` the file first (it keeps the counts in layers['counts'] and "
+                                "log-normalises X), or cj.pp.normalize(adata); pretrain reads X, not the counts "
+                                "layer." if layer else "`celljepa ingest` the file first (it keeps the counts in "
+                                "layers['counts'] and log-normalises X), or cj.pp.normalize(adata)."))
 
 
 @locks_out
@@ -186,7 +190,7 @@ def pretrain(h5ad, *, out: str | os.PathLike, config: str | os.PathLike | JEPACo
         fs_info = {**fs.info(), "absent_genes": {k: int(len(v)) for k, v in adata.uns.get("absent_genes", {}).items()}}
     else:
         adata = _read(paths[0], backed=cfg.data.backed)
-    _require_log_data(adata, ", ".join(map(str, paths)))
+    _require_log_data(adata, ", ".join(map(str, paths)), cfg.data.layer)
     if main:  # the data are read and checked: only now the run folder gets its files
         out.mkdir(parents=True, exist_ok=True)
         write_text_atomic(config_path, _config_yaml(cfg))

@@ -32,19 +32,60 @@ def _all_values(matrix) -> np.ndarray:
     return np.asarray(matrix).ravel()
 
 
-def detect_x_state(matrix, *, where: str = "X") -> XState:
-    """Tell whether a matrix holds raw counts or log-normalised values.
+#: Integer-valued data whose largest value is at most this, over at least :data:`_JUDGED_VALUES` stored values,
+#: are rounded log values, not counts: a real cell's top genes carry tens to thousands of UMIs.
+INTEGER_LOG_MAX = 15
+_JUDGED_VALUES = 1_000
 
-    Integer-valued, non-negative → ``"counts"``; non-integer with a maximum below 30 → ``"log1p"``.
-    Negative values (scaled data) and non-integer values above 30 (normalised but not logged) are
-    ambiguous and raise :class:`InputError` asking for raw counts or an explicit declaration.
+
+def _uns_says_log(uns) -> str | None:
+    """The ``uns`` record that says X was log-transformed (scanpy's ``log1p``, celljepa's ``preprocess``)."""
+    if uns is None:
+        return None
+    if "log1p" in uns:
+        return "uns['log1p']"
+    pre = uns.get("preprocess")
+    if isinstance(pre, dict) and (pre.get("normalized_here") or pre.get("x_state_in") == "log1p"):
+        return "uns['preprocess']"
+    return None
+
+
+def detect_x_state(matrix, *, where: str = "X", uns=None, judge: bool = True) -> XState:
+    """Tell whether a matrix holds raw counts or log-normalised values: celljepa's one rule, on every entry point.
+
+    Ingest, :func:`celljepa.pp.normalize`, the encoder (:class:`celljepa.models.CellJEPA`, so
+    :func:`celljepa.tl.jepa_embed` and ``celljepa pretrain``) and the evaluation space (``eval-baselines``,
+    ``benchmark``, ``holdout``) all decide with it:
+
+    - non-integer values with a maximum below 30 → ``"log1p"``;
+    - integers → ``"counts"``, unless ``uns`` records a log transform (``uns['log1p']``, ``uns['preprocess']``)
+      or the largest of at least 1,000 stored values is at most :data:`INTEGER_LOG_MAX` (rounded log values:
+      raw counts of real cells reach higher), which are refused as ambiguous;
+    - negative values (scaled data), NaN/inf, and non-integer values of 30 or more (normalised but not
+      logged) raise :class:`InputError`.
+
+    A backed matrix is judged on its first rows. ``judge=False`` (a state the user declared) only refuses
+    NaN/inf and negative values and reports what the values are.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> detect_x_state(np.array([[0, 3, 12], [5, 0, 40]]))
+    'counts'
+    >>> detect_x_state(np.array([[0.0, 1.2], [2.5, 0.3]]))
+    'log1p'
     """
+    if not isinstance(matrix, np.ndarray) and not sp.issparse(matrix):  # backed (h5py / anndata sparse dataset)
+        matrix = matrix[: min(matrix.shape[0], _SAMPLE_ROWS)]
     values = _all_values(matrix)
     if values.size == 0:
         return "counts"
+    if values.dtype.kind == "f" and values.dtype.itemsize < 4:
+        values = values.astype(np.float32)  # float16: judged (and later read) as float32
     if not np.isfinite(values).all():
         n_bad = int((~np.isfinite(values)).sum())
-        raise InputError(f"{where} has {n_bad} NaN/inf value(s). Remove or impute them before ingesting.")
+        raise InputError(f"{where} has {n_bad} NaN/inf value(s). Fix: `celljepa validate FILE` lists them; remove "
+                         "or impute them (or re-ingest the raw counts with `celljepa ingest`).")
     vmin = float(values.min())
     if vmin < 0:
         raise InputError(
@@ -53,15 +94,47 @@ def detect_x_state(matrix, *, where: str = "X") -> XState:
         )
     sample = _values_sample(matrix)
     integer = bool(np.all(sample == np.round(sample)))
-    if integer:
-        return "counts"
     vmax = float(values.max())
+    if not judge:
+        return "counts" if integer else "log1p"
+    if integer:
+        record = _uns_says_log(uns)
+        if record is not None:
+            raise InputError(
+                f"{where} holds integers, as raw counts do, but {record} says it was log-transformed: "
+                "normalising it would log it twice, and reading it as log data would be wrong if it holds counts. "
+                "Fix: assume='log1p' (CLI: --assume log1p) if it is log-normalised, or assume='counts' (and "
+                f"del adata.{record.replace(chr(39), chr(34))}) if it holds raw counts."
+            )
+        if vmax <= INTEGER_LOG_MAX and np.count_nonzero(values) >= _JUDGED_VALUES:
+            raise InputError(
+                f"{where} holds only integers from 0 to {vmax:.0f} over {np.count_nonzero(values):,} stored values: "
+                "raw counts of real cells reach higher (a cell's top genes carry tens to thousands of UMIs), so "
+                "these look like log-normalised values that were rounded, which cannot be normalised or read as "
+                "log data. Fix: pass the raw counts (e.g. layers['counts']), or declare assume='counts' "
+                "(CLI: --assume counts) if these are counts."
+            )
+        return "counts"
     if vmax < 30:
         return "log1p"
     raise InputError(
         f"{where} is non-integer with values up to {vmax:.3g}: it looks library-size normalised but not "
         "log-transformed. Provide raw counts, or declare assume='log1p' if it is log-normalised."
     )
+
+
+def require_log_normalized(matrix, *, where: str, uns=None, fix: str | None = None) -> None:
+    """Raise a named :class:`InputError` unless ``matrix`` holds log-normalised values (:func:`detect_x_state`).
+
+    The door every reader of log expression goes through: raw counts never reach the encoder or the evaluation
+    space silently.
+    """
+    if detect_x_state(matrix, where=where, uns=uns) == "counts":
+        raise InputError(
+            f"{where} holds raw counts (integers), but it is read as log-normalised expression. Fix: "
+            + (fix or "cj.pp.normalize(adata) first (it keeps the counts in layers['counts'] and log-normalises X), "
+               "or `celljepa ingest` the file.")
+        )
 
 
 def log_normalize(adata: AnnData, *, assume: XState | None = None, target_sum: float = C.DEFAULT_TARGET_SUM,
@@ -72,23 +145,28 @@ def log_normalize(adata: AnnData, *, assume: XState | None = None, target_sum: f
     if adata.n_obs == 0 or adata.n_vars == 0:
         raise InputError(f"AnnData is empty ({adata.n_obs} cells × {adata.n_vars} genes); nothing to normalise.")
     written = []
-    detected = detect_x_state(adata.X)
-    if assume is None and detected == "counts" and "log1p" in adata.uns:
-        raise InputError(
-            "X holds integers, as raw counts do, but uns['log1p'] says it was log-transformed: normalising it "
-            "would log it twice. Fix: assume='log1p' (CLI: --assume log1p) if X is log-normalised, or "
-            "assume='counts' (and del adata.uns['log1p']) if X holds raw counts."
-        )
+    # declared: the matrix is still checked for NaN/inf/negative values, not judged
+    detected = detect_x_state(adata.X, uns=adata.uns, judge=assume is None)
     state = assume or detected
-    if counts_layer in adata.layers:
+    has_layer = counts_layer in adata.layers
+    if has_layer:
         check_counts(adata.layers[counts_layer], where=f"layers['{counts_layer}']")
     if state == "counts":
         check_counts(adata.X, where="X")
-        adata.layers[counts_layer] = adata.X.copy()
+        if has_layer and not _same(adata.layers[counts_layer], adata.X):
+            raise InputError(
+                f"layers['{counts_layer}'] already holds raw counts, and X holds other integer values: normalising "
+                f"X would log values that are not those counts and replace the layer, losing the raw counts. Fix: "
+                f"adata.X = adata.layers['{counts_layer}'].copy() to normalise the counts, or pass "
+                "assume='log1p' if X is already log-normalised."
+            )
+        if not has_layer:
+            adata.layers[counts_layer] = adata.X.copy()
+            written.append(f"layers['{counts_layer}']")
         adata.X = adata.X.astype(np.float32)
         sc.pp.normalize_total(adata, target_sum=target_sum)
         sc.pp.log1p(adata)
-        written += [f"layers['{counts_layer}']", "X"]
+        written.append("X")
         normalized_here = True
     else:
         logger.warning(
@@ -124,3 +202,13 @@ def check_counts(matrix, *, where: str) -> None:
     sample = _values_sample(matrix)
     if not np.all(sample == np.round(sample)):
         raise InputError(f"{where} holds non-integer values, so it is not raw counts.")
+
+
+def _same(a, b) -> bool:
+    """Whether two matrices (dense or sparse) hold the same values."""
+    if a.shape != b.shape:
+        return False
+    if sp.issparse(a) or sp.issparse(b):
+        diff = sp.csr_matrix(a) - sp.csr_matrix(b)
+        return diff.nnz == 0 or not np.any(diff.data)
+    return bool(np.array_equal(np.asarray(a), np.asarray(b)))
