@@ -236,8 +236,11 @@ class _AliasRefused(Exception):
 
 
 def _plain_loader():
-    """A safe YAML loader that refuses aliases (``*name``): a config never needs them, and a few hundred bytes of
-    nested aliases ("billion laughs") expand to billions of values."""
+    """A safe YAML loader that refuses aliases (``*name``).
+
+    A config never needs them, and a few hundred bytes of nested aliases ("billion laughs") expand to billions of
+    values.
+    """
     import yaml
 
     class PlainLoader(yaml.SafeLoader):
