@@ -335,3 +335,94 @@ def test_a_yaml_alias_bomb_is_refused_at_once(ingested, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "uses a YAML alias (line 3: alias *l0)" in err and "Fix: write the values out" in err
     assert not out.exists()
+
+
+def _kang_benchmark(path, out, *extra):
+    return main(["benchmark", "--data", f"kang2018={path}", "--splits", "S2_unseen_context:3", "--max-folds", "1",
+                 "--no-jepa", "--no-progress", "--out", str(out), *extra])
+
+
+def test_a_fold_task_never_writes_beside_a_full_run_or_over_its_folds(ingested, tmp_path, capsys):
+    """Bad 2: --task --transductive against an inductive run in the same --out: refused, never a mixed folder."""
+    from celljepa.bench.run import task_dir
+
+    out = tmp_path / "run"
+    kang = ingested["kang2018"]
+    with folder_lock(out):  # a full run (or --collect) holds --out
+        assert _kang_benchmark(kang, out, "--task", "0", "--transductive") == 1
+        err = capsys.readouterr().err
+        assert "is in use by a full run or --collect" in err and "a fold task must not write beside it" in err
+    assert _tree(out) == {}
+    fold0 = task_dir(out, "kang2018", "S2_unseen_context", 0, 0)
+    with folder_lock(fold0, option="fold folder"):  # a fold task is computing fold 0: the full run must not write it
+        assert _kang_benchmark(kang, out) == 1
+        assert "fold folder" in capsys.readouterr().err
+    assert not (out / "metrics_combined.json").exists() and not (fold0 / "metrics.json").exists()
+    assert _kang_benchmark(kang, out) == 0  # the inductive run, finished
+    before = _tree(out)
+    assert _kang_benchmark(kang, out, "--task", "0", "--transductive") == 1
+    err = capsys.readouterr().err
+    assert "holds a finished run made with other inputs" in err and "evaluation.transductive: false → true" in err
+    assert "Traceback" not in err and _tree(out) == before
+
+
+def test_edited_data_never_replace_a_finished_run(ingested, tmp_path, capsys):
+    """Bad 4: a run on edited data (same dataset id) into a finished --out is refused before any fold is written."""
+    out = tmp_path / "run"
+    assert main(["benchmark", "--data", f"kang2018={ingested['kang2018']}", "--splits", "S2_unseen_context:3",
+                 "--no-jepa", "--no-progress", "--out", str(out)]) == 0
+    before = _tree(out)
+    a = ad.read_h5ad(ingested["kang2018"])
+    a.X = a.X.copy()
+    a.X[a.X.nonzero()[0][0], a.X.nonzero()[1][0]] += 0.5  # one value of one cell
+    edited = tmp_path / "edited.h5ad"
+    a.write_h5ad(edited)
+    for backed in ([], ["--backed"]):  # in memory and streamed: both fingerprinted by content
+        code = main(["benchmark", "--data", f"kang2018={edited}", "--splits", "S2_unseen_context:3", "--no-jepa",
+                     "--no-progress", "--out", str(out), *backed])
+        assert code == 1
+        err = capsys.readouterr().err
+        assert "the data changed (content fingerprint" in err and "--overwrite" in err, err
+        assert _tree(out) == before
+
+
+def test_backed_data_and_pretrain_resume_are_fingerprinted_by_content(ingested, tmp_path, capsys):
+    """Bad 5: values replaced with the same shape are new data, for --backed reruns and for pretrain's resume."""
+    kang = ingested["kang2018"]
+    out = tmp_path / "run"
+    assert _kang_benchmark(kang, out, "--backed") == 0
+    assert _kang_benchmark(kang, out, "--backed") == 0  # the same file: read back
+    import json
+
+    assert json.loads((out / "metrics_combined.json").read_text())["provenance"]["folds_resumed"] == 1
+    a = ad.read_h5ad(kang)
+    a.X = a.X.copy()
+    a.X.data[:] = a.X.data[::-1]  # other values, same shape, same names and labels
+    other = tmp_path / "same_shape.h5ad"
+    a.write_h5ad(other)
+    before = _tree(out)
+    assert _kang_benchmark(other, out, "--backed") == 1
+    assert "the data changed (content fingerprint" in capsys.readouterr().err
+    assert _tree(out) == before
+    # pretrain FILE2 --out <finished run on FILE1>: refused, not "resumed" and relabelled
+    run = tmp_path / "jepa"
+    args = ["--out", str(run), "--fast-dev", "--no-progress", "--set", "train.max_steps=4", "--set", "mask.kind=random"]
+    assert main(["pretrain", str(kang), *args]) == 0
+    before = _tree(run)
+    assert main(["pretrain", str(other), *args]) == 1
+    err = capsys.readouterr().err
+    assert "holds a run trained on other data: the data changed" in err and "--restart" in err
+    assert _tree(run) == before
+    # a --restart whose input is refused deletes nothing (it used to remove the checkpoints first)
+    raw = tmp_path / "raw.h5ad"
+    r = ad.read_h5ad(ingested["papalexi2021"])
+    r.X = r.layers["counts"]
+    del r.uns["log1p"], r.uns["preprocess"]
+    r.write_h5ad(raw)
+    assert main(["pretrain", str(raw), *args, "--restart"]) == 1
+    assert "holds raw counts" in capsys.readouterr().err and _tree(run) == before
+    # --restart on other data: the finished run is replaced whole, once the new one is complete
+    assert main(["pretrain", str(other), *args, "--restart"]) == 0
+    assert json.loads((run / "eval.json").read_text())["source"] == str(other)
+    assert json.loads((run / "inputs.json").read_text())["sources"] == [str(other)]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no staging left

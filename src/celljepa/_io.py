@@ -133,6 +133,129 @@ def atomic_path(path: str | os.PathLike, *, suffix: str | None = None) -> Iterat
         raise
 
 
+def _aside(target: Path, kind: str) -> Path:
+    """The name of a folder beside ``target`` that this process owns: its staging folder or the replaced run."""
+    return target.parent / f".{target.name}~{_HOST}~{os.getpid()}~{kind}"
+
+
+def _fsync_tree(folder: Path) -> None:
+    """Flush every file and folder under ``folder`` to disk (the content a swap is about to publish)."""
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            _fsync_path(Path(root) / name)
+        _fsync_path(Path(root), folder=True)
+
+
+def _only_lock(folder: Path) -> bool:
+    """Whether ``folder`` holds nothing but a lock file whose holder no longer runs (or none at all)."""
+    entries = list(folder.iterdir())
+    if any(p.name != LOCK_NAME for p in entries):
+        return False
+    holder = _read_lock(folder / LOCK_NAME) if entries else {}
+    pid = holder.get("pid")
+    return not entries or (holder.get("host") == _HOST and isinstance(pid, int)
+                           and (pid == os.getpid() or not _pid_alive(pid)))
+
+
+def recover_folder(target: str | os.PathLike) -> None:
+    """Finish or undo a folder swap that a killed process of this host left half-done (:func:`staged_folder`).
+
+    A staging folder of a stopped process is removed (its run never completed). A replaced run set aside
+    (``~old``) is put back when the target is missing or holds only a stale lock (the process stopped between
+    the two renames), else removed (the new run was already in place).
+    """
+    target = Path(target)
+    if not target.parent.is_dir():
+        return
+    for aside in sorted(target.parent.glob(f".{glob.escape(target.name)}~*~*~*")):
+        parts = aside.name[len(target.name) + 2:].split("~")
+        if len(parts) != 3 or parts[2] not in ("staging", "old") or not aside.is_dir():
+            continue
+        host, pid, kind = parts
+        if host != _HOST or not pid.isdigit() or _pid_alive(int(pid)):
+            continue
+        if kind == "old" and (not target.exists() or (target.is_dir() and _only_lock(target))):
+            if target.exists():
+                shutil.rmtree(target)
+            os.rename(aside, target)
+            _fsync_path(target.parent, folder=True)
+            logger.warning("restored '%s': process %s stopped while replacing it, before the new run was in place",
+                           target, pid)
+        else:
+            shutil.rmtree(aside, ignore_errors=True)
+            logger.warning("removed '%s', left by process %s (stopped before its run was complete)", aside, pid)
+
+
+def swap_in(stage: str | os.PathLike, target: str | os.PathLike) -> Path:
+    """Publish the complete folder ``stage`` as ``target``: flushed to disk, then renamed over it.
+
+    An existing ``target`` is renamed aside first and removed once the new folder is in place; a process killed
+    between the two renames is undone by :func:`recover_folder`. A lock this process holds on ``target``
+    (:func:`folder_lock`) moves with it.
+    """
+    stage, target = Path(stage), Path(target)
+    lock = target / LOCK_NAME
+    if target.is_dir() and _read_lock(lock).get("pid") == os.getpid() and not (stage / LOCK_NAME).exists():
+        shutil.copy2(lock, stage / LOCK_NAME)
+    _fsync_tree(stage)
+    if target.exists() and not target.is_dir():
+        raise InputError(f"cannot write the folder '{target}': a file has that name. Fix: choose another path.")
+    if target.exists():
+        old = _aside(target, "old")
+        os.rename(target, old)
+        try:
+            os.rename(stage, target)
+        except BaseException:
+            os.rename(old, target)
+            raise
+        _fsync_path(target.parent, folder=True)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(stage, target)
+        _fsync_path(target.parent, folder=True)
+    return target
+
+
+@contextmanager
+def staged_folder(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty staging folder beside ``target``; on success it replaces ``target`` whole (all-or-nothing).
+
+    Every file of a run is written into the staging folder (``.NAME~HOST~PID~staging``); when the block ends
+    without error the folder is flushed to disk and swapped in (:func:`swap_in`), so ``target`` is always either
+    the old run or the complete new one, never a mix. On any exception (a full disk, a signal, an error) the
+    staging folder is removed and ``target`` is untouched; what a killed process left is cleaned up by the next
+    run (:func:`recover_folder`).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> run = pathlib.Path(tempfile.mkdtemp()) / "run"
+    >>> with staged_folder(run) as stage:
+    ...     _ = (stage / "metrics.json").write_text("{}")
+    >>> sorted(p.name for p in run.iterdir())
+    ['metrics.json']
+    """
+    target = Path(target)
+    recover_folder(target)
+    stage = _aside(target, "staging")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if stage.exists():
+            shutil.rmtree(stage)
+        stage.mkdir()
+    except (FileExistsError, NotADirectoryError):
+        raise InputError(f"cannot write '{target}': a part of its folder is a file. Fix: choose another path.") \
+            from None
+    except PermissionError:
+        raise InputError(_denied(target)) from None
+    try:
+        yield stage
+        swap_in(stage, target)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+
+
 def _read_lock(lock: Path) -> dict:
     try:
         return json.loads(lock.read_text(encoding="utf-8"))
@@ -157,6 +280,15 @@ def waiting_lock(path: str | os.PathLike) -> Iterator[None]:
             path.unlink(missing_ok=True)
 
 
+def lock_holder(folder: str | os.PathLike) -> dict | None:
+    """The holder (pid, host, start, command) of ``folder``'s :func:`folder_lock` while it runs, else ``None``."""
+    holder = _read_lock(Path(folder) / LOCK_NAME)
+    pid = holder.get("pid")
+    if not isinstance(pid, int) or (holder.get("host") == _HOST and not _pid_alive(pid)):
+        return None
+    return holder
+
+
 @contextmanager
 def folder_lock(folder: str | os.PathLike, *, option: str = "--out") -> Iterator[Path]:
     """Hold ``folder`` for this process: a second writer is refused with a clear error, not interleaved.
@@ -173,6 +305,7 @@ def folder_lock(folder: str | os.PathLike, *, option: str = "--out") -> Iterator
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise InputError(f"{option} '{folder}' is a file, not a folder. Fix: pass a folder path (it is created).")
+    recover_folder(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):

@@ -69,17 +69,36 @@ def test_restart_reads_finished_folds_back_and_redoes_the_rest(sciplex, tmp_path
     assert _combined(whole)["provenance"]["folds_resumed"] == 3 and _same(_combined(whole), reference)
 
 
-def test_other_settings_or_other_data_recompute(sciplex, tmp_path):
+def _tree(folder):
+    import hashlib
+
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_other_settings_or_other_data_are_refused_unless_overwrite(sciplex, tmp_path):
+    """A finished run is never replaced by a run of other inputs, fold by fold, without --overwrite."""
     out = tmp_path / "run"
     benchmark(sciplex, PLAN, out=out, progress=False, max_folds=1)
-    benchmark(sciplex, PLAN, out=out, progress=False, max_folds=1,
-              run=RunConfig(evaluation=EvalConfig(n_pcs=20)))
+    before = _tree(out)
+    with pytest.raises(InputError, match=r"holds a finished run made with other inputs.*evaluation.n_pcs: 50 → 20"
+                                         r".*Nothing was written.*--overwrite"):
+        benchmark(sciplex, PLAN, out=out, progress=False, max_folds=1, run=RunConfig(evaluation=EvalConfig(n_pcs=20)))
+    assert _tree(out) == before
+    benchmark(sciplex, PLAN, out=out, progress=False, max_folds=1, run=RunConfig(evaluation=EvalConfig(n_pcs=20)),
+              overwrite=True)
     assert _combined(out)["provenance"]["folds_resumed"] == 0
     edited = sciplex["sciplex_gxe"].copy()
     x = edited.X
     (x.data if sp.issparse(x) else x.reshape(-1))[0] += 1.0  # one value of one cell
+    before = _tree(out)
+    for tasks in (None, [0]):  # a full run and a fold task
+        with pytest.raises(InputError, match=r"other inputs.*the data changed \(content fingerprint"):
+            benchmark({"sciplex_gxe": edited}, PLAN, out=out, progress=False, max_folds=1, tasks=tasks,
+                      run=RunConfig(evaluation=EvalConfig(n_pcs=20)))
+        assert _tree(out) == before
     benchmark({"sciplex_gxe": edited}, PLAN, out=out, progress=False, max_folds=1,
-              run=RunConfig(evaluation=EvalConfig(n_pcs=20)))
+              run=RunConfig(evaluation=EvalConfig(n_pcs=20)), overwrite=True)
     assert _combined(out)["provenance"]["folds_resumed"] == 0
 
 

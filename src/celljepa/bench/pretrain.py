@@ -1,12 +1,18 @@
 """``celljepa pretrain``: one JEPA pretraining run folder.
 
-``OUT/`` receives ``config.yaml`` (resolved), ``metrics.jsonl``, ``checkpoints/{last,best}.pt``,
-``model/`` (:meth:`CellJEPA.save`), ``embeddings.npz`` (``obs_names``, ``X_jepa``) and ``eval.json``
-(collapse diagnostics, kNN accuracy of labels on X_jepa versus X_pca).
+``OUT/`` receives ``config.yaml`` (resolved), ``inputs.json`` (the content fingerprint of the data),
+``metrics.jsonl``, ``checkpoints/{last,best}.pt``, ``model/`` (:meth:`CellJEPA.save`), ``embeddings.npz``
+(``obs_names``, ``X_jepa``) and ``eval.json`` (collapse diagnostics, kNN accuracy of labels on X_jepa versus
+X_pca), written last: a folder with ``eval.json`` holds a finished run.
+
+A run resumes only on the same config and the same data (by content); anything else is refused before a file
+changes. ``--restart`` over a finished run trains in a staging folder beside it and swaps it in when complete,
+so the finished run stays if the new one fails.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -16,11 +22,18 @@ import pandas as pd
 
 from .._defaults import FAST_DEV_JEPA_STEPS
 from .._errors import InputError
-from .._io import atomic_path, check_readable_h5ad, remove_tree_quietly, write_json_atomic, write_text_atomic
+from .._io import (
+    atomic_path,
+    check_readable_h5ad,
+    remove_tree_quietly,
+    staged_folder,
+    write_json_atomic,
+    write_text_atomic,
+)
 from .._logging import logger
 from ..train.config import JEPAConfig, load_config
-from ..train.distributed import barrier, is_main
-from .tasks import locks_out
+from ..train.distributed import barrier, is_main, world_size
+from .tasks import data_fingerprint, locks_out
 
 __all__ = ["FAST_DEV", "embedding_eval", "pretrain"]
 
@@ -153,8 +166,6 @@ def pretrain(h5ad, *, out: str | os.PathLike, config: str | os.PathLike | JEPACo
     celljepa.train.checkpoint.TrainingInterrupted
         On SIGTERM/SIGUSR1, after the checkpoint is written.
     """
-    from ..models import CellJEPA
-
     out = Path(out)
     paths = [check_readable_h5ad(p) for p in (h5ad if isinstance(h5ad, (list, tuple)) else [h5ad])]
     combined = len(paths) > 1 or feature_set is not None
@@ -171,18 +182,7 @@ def pretrain(h5ad, *, out: str | os.PathLike, config: str | os.PathLike | JEPACo
     if backed is not None:
         merged["data"]["backed"] = bool(backed)
     cfg = cfg.replace(**merged)
-    config_path = out / "config.yaml"
     main = is_main()
-    if restart:
-        if main:
-            remove_tree_quietly(out / "checkpoints")
-            (out / "metrics.jsonl").unlink(missing_ok=True)
-        barrier()
-    elif (out / "checkpoints" / "last.pt").is_file() and config_path.is_file():
-        previous = load_config(config_path)
-        if previous.digest() != cfg.digest():
-            raise InputError(f"{out} holds a run with a different config ({config_path}). Fix: use a new --out "
-                             "folder, or --restart to start this one over.")
     t0 = time.perf_counter()
     fs_info = None
     if combined:
@@ -190,10 +190,72 @@ def pretrain(h5ad, *, out: str | os.PathLike, config: str | os.PathLike | JEPACo
         fs_info = {**fs.info(), "absent_genes": {k: int(len(v)) for k, v in adata.uns.get("absent_genes", {}).items()}}
     else:
         adata = _read(paths[0], backed=cfg.data.backed)
-    _require_log_data(adata, ", ".join(map(str, paths)), cfg.data.layer)
+    try:
+        _require_log_data(adata, ", ".join(map(str, paths)), cfg.data.layer)
+        inputs = {"data": data_fingerprint(adata), "sources": [str(p) for p in paths]}
+        # checked before any file changes, --restart included: a refused run deletes nothing
+        finished = (out / "eval.json").is_file()
+        if not restart:
+            _check_resume(out, cfg, inputs)
+    except BaseException:
+        if getattr(adata, "isbacked", False):
+            adata.file.close()
+        raise
+    if restart and finished:  # the finished run stays until the new one is complete
+        if world_size() > 1:
+            if getattr(adata, "isbacked", False):
+                adata.file.close()
+            raise InputError(f"--restart over the finished run in {out} trains in a staging folder, which one "
+                             "process holds; under torch.distributed pass a new --out instead.")
+        with staged_folder(out) as stage:
+            result = _train(adata, stage, cfg, inputs, paths=paths, combined=combined, fs=fs if combined else None,
+                            fs_info=fs_info, split=split, progress=progress, handle_signals=handle_signals, t0=t0)
+        logger.info("pretraining run written to %s (it replaced the finished run there)", out)
+        return result
+    if restart and main:
+        remove_tree_quietly(out / "checkpoints")
+        (out / "metrics.jsonl").unlink(missing_ok=True)
+    barrier()
+    result = _train(adata, out, cfg, inputs, paths=paths, combined=combined, fs=fs if combined else None,
+                    fs_info=fs_info, split=split, progress=progress, handle_signals=handle_signals, t0=t0)
+    if result is not None:
+        logger.info("pretraining run written to %s", out)
+    return result
+
+
+INPUTS_FILE = "inputs.json"
+
+
+def _check_resume(out: Path, cfg: JEPAConfig, inputs: dict) -> None:
+    """Refuse to resume (or rewrite) a run folder that holds a run of another config or other data."""
+    config_path = out / "config.yaml"
+    started = (out / "checkpoints" / "last.pt").is_file() or (out / "eval.json").is_file()
+    if not started or not config_path.is_file():
+        return
+    previous = load_config(config_path)
+    if previous.digest() != cfg.digest():
+        raise InputError(f"{out} holds a run with a different config ({config_path}). Fix: use a new --out "
+                         "folder, or --restart to start this one over.")
+    try:
+        stored = json.loads((out / INPUTS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # a run of a version that recorded no fingerprint: the gene names and cell count are checked on resume
+    if stored.get("data") != inputs["data"]:
+        raise InputError(f"{out} holds a run trained on other data: the data changed (content fingerprint "
+                         f"{stored.get('data')} → {inputs['data']}; then {', '.join(stored.get('sources', []))}, now "
+                         f"{', '.join(inputs['sources'])}). Nothing was changed. Fix: use a new --out folder, or "
+                         "--restart to train on these data (the old run stays until the new one is complete).")
+
+
+def _train(adata, out: Path, cfg: JEPAConfig, inputs: dict, *, paths, combined: bool, fs, fs_info, split, progress,
+           handle_signals, t0) -> dict | None:
+    from ..models import CellJEPA
+
+    main = is_main()
     if main:  # the data are read and checked: only now the run folder gets its files
         out.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(config_path, _config_yaml(cfg))
+        write_text_atomic(out / "config.yaml", _config_yaml(cfg))
+        write_json_atomic(out / INPUTS_FILE, inputs)
         if combined:
             fs.write(out / "feature_set.txt")
     try:
@@ -220,12 +282,11 @@ def pretrain(h5ad, *, out: str | os.PathLike, config: str | os.PathLike | JEPACo
                       train_info=model.train_info_, gene_sets=model.gene_sets_source_,
                       final=_last(model.history_, eval_split=False), final_eval=_last(model.history_, eval_split=True),
                       train_seconds=round(train_s, 2), total_seconds=round(time.perf_counter() - t0, 2),
-                      embeddings="embeddings.npz" if z is not None else None)
+                      embeddings="embeddings.npz" if z is not None else None, data=inputs["data"])
         write_json_atomic(out / "eval.json", result)
     finally:
         if getattr(adata, "isbacked", False):
             adata.file.close()
-    logger.info("pretraining run written to %s", out)
     return result
 
 

@@ -14,7 +14,15 @@ from anndata import AnnData
 from tqdm.auto import tqdm
 
 from .._errors import InputError
-from .._io import LOCK_NAME, folder_lock, remove_tree_quietly, write_json_atomic, write_text_atomic
+from .._io import (
+    LOCK_NAME,
+    folder_lock,
+    lock_holder,
+    remove_tree_quietly,
+    staged_folder,
+    write_json_atomic,
+    write_text_atomic,
+)
 from .._logging import logger
 from .._version import __version__
 from ..data._ingest import ingest_anndata
@@ -43,6 +51,8 @@ from .tasks import (
     data_fingerprint,
     load_finished_fold,
     locks_out,
+    other_run,
+    refuse_other_runs,
     stop_on_signals,
     task_indices,
     write_frames,
@@ -69,8 +79,10 @@ def write_fold_run(result: FoldResult, adata: AnnData, out: Path, *, config: dic
                    figure_maker: FigureMaker | None = None) -> list[Path]:
     """Write config.json, per_condition.csv, split.json, eval_space.npz, figures, report.md, then metrics.json.
 
-    ``metrics.json`` is written last and carries the digest of ``config`` (:func:`.tasks.config_digest`), so a
-    folder with it is a finished fold that a restarted run reads back instead of recomputing.
+    Callers write into the staging folder of :func:`celljepa._io.staged_folder`, so the run folder appears whole
+    or not at all. ``metrics.json`` is written last and carries the digest of ``config``
+    (:func:`.tasks.config_digest`), so a folder with it is a finished fold that a restarted run reads back
+    instead of recomputing.
     """
     out.mkdir(parents=True, exist_ok=True)
     digest = config_digest(config)
@@ -112,7 +124,8 @@ def _empty(out: Path) -> bool:
 @locks_out
 def eval_baselines(adata: AnnData, *, split: str, fold: int, seed: int = 0, n_folds: int = 5,
                    val_fraction: float = 0.15, out: str | os.PathLike, config: EvalConfig | None = None,
-                   figure_maker: FigureMaker | None = None, source: str | None = None) -> FoldResult:
+                   figure_maker: FigureMaker | None = None, source: str | None = None,
+                   overwrite: bool = False) -> FoldResult:
     """Evaluate every applicable baseline on one fold and write the run folder ``out``.
 
     The fold is derived from the split name, seed and number of folds exactly as ``celljepa splits``
@@ -127,12 +140,17 @@ def eval_baselines(adata: AnnData, *, split: str, fold: int, seed: int = 0, n_fo
                          f"--folds {n_folds}.")
     out = Path(out)
     created = _empty(out)
+    inputs = _run_config(adata, folds[fold], cfg, None, data=data_fingerprint(adata), val_fraction=val_fraction,
+                         input=source or "")
+    if not overwrite:
+        refuse_other_runs({out: c} if (c := other_run(out, inputs)) else {})
     try:
         result = score_fold(adata, folds[fold], config=cfg)
-        write_fold_run(result, adata, out, config=_run_config(adata, folds[fold], cfg, result,
-                                                                data=data_fingerprint(adata),
-                                                                val_fraction=val_fraction, input=source or ""),
-                       figure_maker=figure_maker)
+        with staged_folder(out) as stage:
+            write_fold_run(result, adata, stage, config=_run_config(adata, folds[fold], cfg, result,
+                                                                      data=inputs["data"],
+                                                                      val_fraction=val_fraction, input=source or ""),
+                           figure_maker=figure_maker)
     except BaseException:
         if created:
             remove_tree_quietly(out)
@@ -232,7 +250,7 @@ def benchmark(datasets: dict[str, AnnData], plan: dict[str, dict[str, int]], *, 
               progress: bool = True, jepa_knn=None, max_folds: int | None = None,
               title: str | None = None, pca_twin: bool = True, folds=None, tasks=None,
               collect: bool = False, predictions: bool = False, reuse: str | os.PathLike | None = None,
-              final: bool = False, held_out_datasets=()) -> dict:
+              final: bool = False, held_out_datasets=(), overwrite: bool = False) -> dict:
     """Run baselines (and JEPA models) on every dataset × split × split seed × fold; one report.
 
     ``plan`` maps dataset id → {split name: number of folds}. One run folder per fold
@@ -283,6 +301,14 @@ def benchmark(datasets: dict[str, AnnData], plan: dict[str, dict[str, int]], *, 
     held_out_datasets
         With ``final``: the datasets of this run that were never seen while celljepa's models and defaults were
         developed (the user's declaration, recorded and stated in the report). Split seeds hold nothing out.
+    overwrite
+        Replace finished folds that ``out`` holds from a run with other inputs (other data, settings or seeds).
+        Without it such a run is refused before anything is written, naming what changed. The combined files of
+        the old run are removed first; each old fold stays until its new one is complete.
+
+    Every fold is written into a staging folder and swapped in whole (:func:`celljepa._io.staged_folder`), under
+    the fold folder's lock; a full run or ``collect`` also holds ``out``'s lock, and a fold task is refused while
+    one does (see ``docs/reliability.md``).
 
     Returns
     -------
@@ -295,7 +321,7 @@ def benchmark(datasets: dict[str, AnnData], plan: dict[str, dict[str, int]], *, 
         raise InputError("tasks= runs fold tasks and collect= merges them: pass one of the two (CLI: --task or "
                          "--collect).")
     jobs = benchmark_tasks(datasets, plan, run=run, max_folds=max_folds, folds=folds)
-    fold_result = _FoldTasks(datasets, plan, out, run, figure_maker, pca_twin, predictions, reuse)
+    fold_result = _FoldTasks(datasets, plan, out, run, figure_maker, pca_twin, predictions, reuse, overwrite)
     if final:
         freeze_final(out, datasets, plan, run, fold_result, held_out_datasets=held_out_datasets,
                      max_folds=max_folds, folds=folds)
@@ -304,6 +330,12 @@ def benchmark(datasets: dict[str, AnnData], plan: dict[str, dict[str, int]], *, 
                          "--final.")
     if tasks is not None:
         tasks = task_indices(tasks, len(jobs), "benchmark")
+        holder = lock_holder(out)
+        if holder is not None:
+            raise InputError(f"--out '{out}' is in use by a full run or --collect (process {holder.get('pid')} on "
+                             f"{holder.get('host', '?')}, {holder.get('command', '?')}): a fold task must not write "
+                             "beside it. Fix: wait for it to finish, or pass another --out.")
+        fold_result.check_inputs([jobs[i] for i in tasks], whole=False)
         # the first task fixes the claims family before any model is fitted; the others read it
         _, fold_result.effects = fixed_claims(out, datasets, jobs, run, progress=progress,
                                               when="before the first fold task fitted a model",
@@ -312,12 +344,12 @@ def benchmark(datasets: dict[str, AnnData], plan: dict[str, dict[str, int]], *, 
         with stop_on_signals():
             for i in tasks:
                 dataset_id, split, s, fold = jobs[i]
-                with folder_lock(task_dir(out, dataset_id, split, s, fold["fold"])):
-                    states[i] = fold_result(dataset_id, split, s, fold)[1]
+                states[i] = fold_result(dataset_id, split, s, fold)[1]
                 logger.info("benchmark task %d (%s %s split seed %d fold %d): %s", i, dataset_id, split, s,
                             fold["fold"], states[i])
         return {"tasks": states}
     with folder_lock(out):
+        fold_result.check_inputs(jobs)
         return _combined_run(datasets, plan, out, run, jobs, fold_result, collect=collect,
                              combined_figure_maker=combined_figure_maker, progress=progress, jepa_knn=jepa_knn,
                              title=title)
@@ -327,7 +359,8 @@ class _FoldTasks:
     """Scores a fold task, or reads it back when its folder holds a finished run with the same inputs."""
 
     def __init__(self, datasets, plan, out: Path, run: RunConfig, figure_maker, pca_twin: bool,
-                 predictions: bool = False, reuse: Path | None = None):
+                 predictions: bool = False, reuse: Path | None = None, overwrite: bool = False):
+        self.overwrite = overwrite
         self.datasets, self.out, self.run, self.figure_maker, self.pca_twin = datasets, out, run, figure_maker, pca_twin
         self.predictions, self.reuse = predictions, None if reuse is None else Path(reuse)
         if self.reuse is not None and not run.peers:
@@ -357,6 +390,40 @@ class _FoldTasks:
         return _run_config(self.datasets[dataset_id], fold, self.run.evaluation_for(split_seed), result,
                            data=self.fingerprints[dataset_id], **self.extra)
 
+    def check_inputs(self, jobs, *, whole: bool = True) -> None:
+        """Refuse, before anything is written, folds that ``out`` holds finished from a run with other inputs.
+
+        With ``overwrite`` they are replaced instead; the old run's combined files, which describe them, are
+        removed now, so the folder never shows a finished run while it mixes two.
+        """
+        conflicts = {}
+        for dataset_id, split, s, fold in jobs:
+            folder = task_dir(self.out, dataset_id, split, s, fold["fold"])
+            changes = other_run(folder, self.config(dataset_id, s, fold, None))
+            if changes:
+                conflicts[folder] = changes
+        combined = self.out / "metrics_combined.json"
+        if whole and not conflicts and combined.is_file():
+            try:
+                stored = json.loads(combined.read_text(encoding="utf-8")).get("run_digest")
+            except (OSError, ValueError):
+                stored = None
+            if stored is not None and stored != self.run_digest(jobs):
+                conflicts[self.out] = ["the plan (datasets, splits, split seeds or folds) of the combined run "
+                                       "differs from this run's"]
+        if conflicts and self.overwrite:
+            for name in ("metrics_combined.json", "report.md"):
+                (self.out / name).unlink(missing_ok=True)
+            logger.warning("--overwrite: %d finished fold(s) of another run in %s are replaced one by one",
+                           len(conflicts), self.out)
+            return
+        refuse_other_runs(conflicts)
+
+    def run_digest(self, jobs) -> str:
+        """Digest of a whole run: the inputs of every fold it combines (plan, seeds, settings, data)."""
+        digests = [config_digest(self.config(d, s, fold, None)) for d, _split, s, fold in jobs]
+        return config_digest({"folds": digests})
+
     def finished(self, dataset_id: str, split: str, split_seed: int, fold: dict) -> FoldResult | None:
         digest = config_digest(self.config(dataset_id, split_seed, fold, None))
         return load_finished_fold(task_dir(self.out, dataset_id, split, split_seed, fold["fold"]), fold, digest)
@@ -370,20 +437,29 @@ class _FoldTasks:
             return None, "missing"
         adata = self.datasets[dataset_id]
         folder = task_dir(self.out, dataset_id, split, split_seed, fold["fold"])
-        if self.reuse is not None:
-            result = reuse_fold(adata, fold, task_dir(self.reuse, dataset_id, split, split_seed, fold["fold"]),
-                                config=self.config(dataset_id, split_seed, fold, None),
-                                evaluation=self.run.evaluation_for(split_seed),
-                                new_methods=self._peers(folder), keep_predictions=self.predictions)
-        else:
-            result = score_fold(adata, fold, config=self.run.evaluation_for(split_seed), jepa=self.jepa,
-                                transition=self.transition, model_seeds=list(self.run.model_seeds),
-                                pca_twin=self.pca_twin, peers=self._peers(folder),
-                                keep_predictions=self.predictions,
-                                effects=self.effects.get((dataset_id, split, split_seed, fold["fold"])))
-        write_fold_run(result, adata, folder,
-                       config=self.config(dataset_id, split_seed, fold, result), figure_maker=self.figure_maker)
+        with folder_lock(folder, option="fold folder"):
+            result = self.finished(dataset_id, split, split_seed, fold)  # another process may have finished it
+            if result is not None:
+                return result, "done"
+            if not self.overwrite:
+                changes = other_run(folder, self.config(dataset_id, split_seed, fold, None))
+                refuse_other_runs({folder: changes} if changes else {})
+            with staged_folder(folder) as stage:
+                result = self._score(adata, dataset_id, split, split_seed, fold, stage)
+                write_fold_run(result, adata, stage, config=self.config(dataset_id, split_seed, fold, result),
+                               figure_maker=self.figure_maker)
         return result, "computed"
+
+    def _score(self, adata, dataset_id, split, split_seed, fold, stage: Path) -> FoldResult:
+        if self.reuse is not None:
+            return reuse_fold(adata, fold, task_dir(self.reuse, dataset_id, split, split_seed, fold["fold"]),
+                              config=self.config(dataset_id, split_seed, fold, None),
+                              evaluation=self.run.evaluation_for(split_seed),
+                              new_methods=self._peers(stage), keep_predictions=self.predictions)
+        return score_fold(adata, fold, config=self.run.evaluation_for(split_seed), jepa=self.jepa,
+                          transition=self.transition, model_seeds=list(self.run.model_seeds),
+                          pca_twin=self.pca_twin, peers=self._peers(stage), keep_predictions=self.predictions,
+                          effects=self.effects.get((dataset_id, split, split_seed, fold["fold"])))
 
 
 def _run_provenance(started: dict, skipped: int) -> dict:
@@ -468,16 +544,6 @@ def _combined_run(datasets, plan, out: Path, run: RunConfig, jobs, fold_result: 
                   if jepa_knn is not None else {})
     # collecting: the folds' own compute time (they ran elsewhere, e.g. as array tasks)
     elapsed = (sum(f["timings"].get("total_s", 0.0) for f in per_fold) if collect else time.perf_counter() - t0)
-    write_json_atomic(out / "metrics_combined.json", {"seed": s_seeds[0], "split_seeds": s_seeds,
-                                                      "model_seeds": m_seeds, "primary": base.primary,
-                                                      "transductive": base.transductive,
-                                                      "wall_time_s": elapsed, "results": combined,
-                                                      "claims": claims_record(combined, family,
-                                                                              fixed=claims.get("computed")),
-                                                      "final": final_rec,
-                                                      "per_fold": per_fold, "jepa_embeddings": embeddings,
-                                                      "versions": versions(),
-                                                      "provenance": _run_provenance(started, skipped)})
     figures = combined_figure_maker(combined, out) if combined_figure_maker else []
     report = R.benchmark_report({
         "title": title, "plan": plan,
@@ -488,6 +554,18 @@ def _combined_run(datasets, plan, out: Path, run: RunConfig, jobs, fold_result: 
         "jepa_embeddings": embeddings, "elapsed_s": elapsed, "cpus": os.cpu_count(), "celljepa": __version__,
         "figures": [p.relative_to(out).as_posix() for p in figures]})
     write_text_atomic(out / "report.md", report)
+    # last: a folder with metrics_combined.json holds a finished combined run (a reader's marker)
+    write_json_atomic(out / "metrics_combined.json", {"seed": s_seeds[0], "split_seeds": s_seeds,
+                                                      "model_seeds": m_seeds, "primary": base.primary,
+                                                      "transductive": base.transductive,
+                                                      "wall_time_s": elapsed, "results": combined,
+                                                      "claims": claims_record(combined, family,
+                                                                              fixed=claims.get("computed")),
+                                                      "final": final_rec,
+                                                      "per_fold": per_fold, "jepa_embeddings": embeddings,
+                                                      "versions": versions(),
+                                                      "run_digest": fold_result.run_digest(jobs),
+                                                      "provenance": _run_provenance(started, skipped)})
     logger.info("benchmark: %d folds in %.1f s; report at %s", len(jobs), elapsed, out / "report.md")
     return combined
 
@@ -681,15 +759,16 @@ def train_transition(adata: AnnData, *, jepa_run: str | os.PathLike, split: str 
     created = _empty(out)
     try:
         result = score_fold(adata, fold, config=eval_cfg, jepa=encoder, extra_methods=models)
-        write_fold_run(result, adata, out, config=_run_config(
-            adata, fold, eval_cfg, result, data=data_fingerprint(adata), input=source or "",
-            jepa_run=str(jepa_run.resolve()),
-            encoder_split_matches=same, transition=cfg.to_dict(), kinds=list(kinds),
-            drug_metadata=str(drug_metadata or "")), figure_maker=figure_maker)
-        model_dir = jepa_run / "model" if (jepa_run / "model").is_dir() else jepa_run
-        for m in result.methods:
-            if isinstance(m, JEPATransition):
-                m.save(out / "models" / m.name, encoder_path=str(model_dir.resolve()))
+        with staged_folder(out) as stage:
+            write_fold_run(result, adata, stage, config=_run_config(
+                adata, fold, eval_cfg, result, data=data_fingerprint(adata), input=source or "",
+                jepa_run=str(jepa_run.resolve()),
+                encoder_split_matches=same, transition=cfg.to_dict(), kinds=list(kinds),
+                drug_metadata=str(drug_metadata or "")), figure_maker=figure_maker)
+            model_dir = jepa_run / "model" if (jepa_run / "model").is_dir() else jepa_run
+            for m in result.methods:
+                if isinstance(m, JEPATransition):
+                    m.save(stage / "models" / m.name, encoder_path=str(model_dir.resolve()))
     except BaseException:
         if created:
             remove_tree_quietly(out)

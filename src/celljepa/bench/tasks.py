@@ -35,7 +35,7 @@ from .evaluate import FoldResult
 FRAMES_FILE = "fold_frames.h5"
 _FRAMES = ("per_condition", "validation", "per_seed")
 # config entries that describe the run, not what determines the fold's result
-_NOT_INPUTS = ("versions", "methods", "timings_s", "provenance", "config_digest")
+_NOT_INPUTS = ("versions", "methods", "timings_s", "provenance", "config_digest", "input")
 _CHUNK_ROWS = 65_536
 
 
@@ -106,10 +106,20 @@ def locks_out(func):
 
 
 def data_fingerprint(adata: AnnData) -> str:
-    """A digest of a dataset's cells, genes, contract labels and values (``X`` in memory; shape when backed).
+    """A content digest of a dataset: its cells, genes, contract labels and every value of ``X``.
 
-    It identifies the data a fold was scored on: the demo ingested again gives the same fingerprint (its
-    ``created_at`` differs, its contents do not), an edited file gives another.
+    It identifies the data a run read: the demo ingested again gives the same fingerprint (its ``created_at``
+    differs, its contents do not), an edited file gives another. A backed file is streamed in chunks of rows, so
+    its fingerprint equals the one of the same file read into memory, and replaced values of the same shape
+    give another.
+
+    Examples
+    --------
+    >>> import celljepa as cj
+    >>> a = cj.datasets.simulate(200, 30, 3, 2, seed=0)
+    >>> b = a.copy(); b.X[0, 0] += 1
+    >>> data_fingerprint(a) == data_fingerprint(a.copy()), data_fingerprint(a) == data_fingerprint(b)
+    (True, False)
     """
     h = hashlib.sha256()
     h.update("\n".join(map(str, adata.obs_names)).encode())
@@ -118,16 +128,15 @@ def data_fingerprint(adata: AnnData) -> str:
         if key in adata.obs:
             h.update(b"\0" + adata.obs[key].astype(str).str.cat(sep="\n").encode())
     h.update(repr(adata.shape).encode())
-    if not adata.isbacked:
-        x = adata.X
-        for start in range(0, adata.n_obs, _CHUNK_ROWS):
-            part = x[start:start + _CHUNK_ROWS]
-            if sp.issparse(part):
-                part = part.tocsr()
-                for arr in (part.indptr - part.indptr[0], part.indices, part.data):
-                    h.update(np.ascontiguousarray(arr).tobytes())
-            else:
-                h.update(np.ascontiguousarray(part).tobytes())
+    x = adata.X
+    for start in range(0, adata.n_obs, _CHUNK_ROWS):
+        part = x[start:start + _CHUNK_ROWS]  # a backed X reads only these rows
+        if sp.issparse(part):
+            part = sp.csr_matrix(part)
+            for arr in (part.indptr - part.indptr[0], part.indices, part.data):
+                h.update(np.ascontiguousarray(arr).tobytes())
+        else:
+            h.update(np.ascontiguousarray(part).tobytes())
     return h.hexdigest()[:16]
 
 
@@ -135,6 +144,61 @@ def config_digest(config: dict) -> str:
     """Digest of a fold's inputs: its run config without versions, timings, results and provenance."""
     inputs = {k: v for k, v in config.items() if k not in _NOT_INPUTS}
     return hashlib.sha256(dumps_json(inputs).encode()).hexdigest()[:16]
+
+
+def _short(value) -> str:
+    text = json.dumps(value, sort_keys=True, default=str) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def input_changes(old: dict, new: dict) -> list[str]:
+    """What differs between the inputs of two run configs, in words: ``["evaluation.transductive: false → true"]``.
+
+    ``data`` (the content digest of the data, :func:`data_fingerprint`) is named as the data having changed.
+    """
+    changes = []
+    for key in sorted((set(old) | set(new)) - set(_NOT_INPUTS)):
+        a, b = old.get(key), new.get(key)
+        if a == b:
+            continue
+        if key == "data":
+            changes.append(f"the data changed (content fingerprint {a} → {b}: its values, cells, genes or "
+                           "contract labels differ)")
+        elif isinstance(a, dict) and isinstance(b, dict):
+            changes += [f"{key}.{k}: {_short(a.get(k))} → {_short(b.get(k))}" for k in sorted(set(a) | set(b))
+                        if a.get(k) != b.get(k)]
+        else:
+            changes.append(f"{key}: {_short(a)} → {_short(b)}")
+    return changes
+
+
+def finished_config(run_dir: Path) -> dict | None:
+    """The ``config.json`` of the finished run in ``run_dir`` (one with ``metrics.json``), else ``None``."""
+    try:
+        if not (run_dir / "metrics.json").is_file():
+            return None
+        return json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def other_run(run_dir: Path, config: dict) -> list[str] | None:
+    """How the finished run in ``run_dir`` differs from a run of ``config``; None if there is none or it is the same."""
+    old = finished_config(run_dir)
+    if old is None or old.get("config_digest") == config_digest(config):
+        return None
+    return input_changes(old, config) or ["the run settings (same entries, another digest)"]
+
+
+def refuse_other_runs(conflicts: dict, *, option: str = "--out") -> None:
+    """Refuse to write over finished runs of other inputs: ``conflicts`` maps run folder → :func:`other_run`."""
+    if not conflicts:
+        return
+    first, changes = next(iter(conflicts.items()))
+    more = f" (and {len(conflicts) - 1} more finished fold(s))" if len(conflicts) > 1 else ""
+    raise InputError(f"{first} holds a finished run made with other inputs{more}: {'; '.join(changes[:4])}"
+                     f"{' ...' if len(changes) > 4 else ''}. Nothing was written. Fix: pass a new {option}, or "
+                     "--overwrite to replace that run (each finished fold stays until its new one is complete).")
 
 
 def write_tables(path: Path, frames: dict[str, pd.DataFrame | None]) -> Path:

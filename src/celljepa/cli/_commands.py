@@ -195,6 +195,13 @@ def _combined_figures(combined: dict, out: Path) -> list[Path]:
     return paths
 
 
+def _add_overwrite(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace what --out holds from a run with other inputs (other data, settings or seeds); "
+                        "without it such a run is refused before anything is written. The old files stay until "
+                        "the new ones are complete")
+
+
 def _add_eval_baselines(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
@@ -209,6 +216,7 @@ def _add_eval_baselines(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-hvg", type=int, default=2000)
     p.add_argument("--n-pcs", type=int, default=50)
     p.add_argument("--out", required=True, type=Path, help="run folder, e.g. runs/<run_id>")
+    _add_overwrite(p)
     _add_backed(p)
 
 
@@ -220,7 +228,7 @@ def _cmd_eval_baselines(args: argparse.Namespace) -> int:
     result = eval_baselines(adata, split=args.split, fold=args.fold, seed=args.seed, n_folds=args.folds,
                             val_fraction=args.val_fraction, out=args.out, source=str(args.h5ad),
                             config=EvalConfig(n_hvg=args.n_hvg, n_pcs=args.n_pcs, seed=args.seed),
-                            figure_maker=_fold_figures)
+                            figure_maker=_fold_figures, overwrite=args.overwrite)
     m = result.metrics
     print(f"{args.out / 'report.md'}: {m['n_test_conditions']} test conditions, comparator {m['comparator']} "
           f"(chosen on validation; test E-distance {m['methods'][m['comparator']]['edistance']['mean']:.3f})")
@@ -357,6 +365,7 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
                         "demo keeps its own)")
     _add_protocol_args(p)
     p.add_argument("--out", required=True, type=Path)
+    _add_overwrite(p)
     _add_progress(p)
     p.add_argument("--no-jepa", action="store_true", help="baselines only (no JEPA pretraining, no transition models)")
     p.add_argument("--jepa", action="store_true", help=argparse.SUPPRESS)  # JEPA is part of the default benchmark
@@ -492,7 +501,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
         datasets, plan, out=args.out, run=run, figure_maker=_fold_figures, combined_figure_maker=_combined_figures,
         progress=not args.no_progress, jepa_knn=jepa_knn, max_folds=args.max_folds, tasks=args.task,
         collect=args.collect, predictions=args.predictions, reuse=args.reuse, final=args.final,
-        held_out_datasets=args.held_out_datasets))
+        held_out_datasets=args.held_out_datasets, overwrite=args.overwrite))
     if code is not None:
         return code
     for dataset_id in datasets:  # the demo's studies as processed files beside the run, for reuse
