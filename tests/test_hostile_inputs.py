@@ -426,3 +426,74 @@ def test_backed_data_and_pretrain_resume_are_fingerprinted_by_content(ingested, 
     assert json.loads((run / "eval.json").read_text())["source"] == str(other)
     assert json.loads((run / "inputs.json").read_text())["sources"] == [str(other)]
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no staging left
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MB tmpfs under tmp_path (root only): a disk that fills up and can be made read-only."""
+    import os
+    import subprocess
+
+    if os.geteuid() != 0:
+        pytest.skip("a full or read-only disk is made with a small tmpfs, which needs root; this test runs as "
+                    f"uid {os.geteuid()}")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({made.stderr.strip()}): no full disk to test on")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def _fill(disk, leave: int) -> None:
+    """Fill ``disk`` up to ``leave`` free bytes."""
+    import os
+
+    st = os.statvfs(disk)
+    free = st.f_bavail * st.f_frsize
+    with open(disk / "filler", "wb") as fh:
+        fh.write(b"\0" * max(free - leave, 0))
+
+
+def test_a_full_disk_mid_rewrite_keeps_the_finished_run_whole(ingested, small_disk, capsys):
+    """Bad 9 + weak (disk full): a rerun that fills the disk fails with a named error; the old run is untouched."""
+    out = small_disk / "run"
+    args = ["eval-baselines", str(ingested["kang2018"]), *S2, "--out", str(out)]
+    assert main(args) == 0
+    before = _tree(out)
+    _fill(small_disk, 300_000)  # room for a few small files, not for a new evaluation space
+    assert main([*args, "--n-pcs", "40", "--overwrite"]) == 1
+    err = capsys.readouterr().err
+    assert "no space left on the device" in err and "no finished run was changed" in err and "Traceback" not in err
+    assert _tree(out) == before
+    assert sorted(p.name for p in small_disk.iterdir()) == ["filler", "run"]  # no staging folder left
+    # ingest onto the full disk: a named error and no partial file
+    code = main(["ingest", str(real_path("scgen/valid.h5ad")), "--dataset-id", "kang2018", "--out",
+                 str(small_disk / "processed"), "--format", "generic", "--perturbation-key", "condition",
+                 "--control-values", "control", "--context-key", "cell_type", "--cell-type-key", "cell_type"])
+    assert code == 1
+    assert "no space left on the device" in capsys.readouterr().err
+    assert not any(p.is_file() for p in (small_disk / "processed").rglob("*")) if (small_disk / "processed").exists() \
+        else True
+
+
+def test_a_full_disk_at_a_checkpoint_and_a_read_only_out_are_named(ingested, small_disk, capsys):
+    """Weak: disk full at a checkpoint write, and a read-only --out: named errors, no half-started run folder."""
+    import subprocess
+
+    _fill(small_disk, 150_000)
+    run = small_disk / "jepa"
+    code = main(["pretrain", str(ingested["kang2018"]), "--out", str(run), "--fast-dev", "--no-progress",
+                 "--set", "train.max_steps=4", "--set", "train.checkpoint_every=2", "--set", "mask.kind=random"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "no space left on the device" in err and "Traceback" not in err
+    assert not run.exists()  # a new run that never wrote a checkpoint leaves no folder
+    (small_disk / "filler").unlink()
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    assert main(["eval-baselines", str(ingested["kang2018"]), *S2, "--out", str(small_disk / "run")]) == 1
+    err = capsys.readouterr().err
+    assert ("read-only" in err or "permission denied" in err) and "Traceback" not in err

@@ -26,6 +26,31 @@ class PeerError(CelljepaError, RuntimeError):
     """A peer tool (scGen, GEARS, CPA, ...) failed in its own environment; the message names its log."""
 
 
+def storage_error(err: BaseException) -> str | None:
+    """A named message for an error of the storage a run writes to (disk full, read-only, no permission), else None.
+
+    Python, h5py and torch report these in their own words (``OSError: [Errno 28]``, ``Can't write data``,
+    ``file write failed``); the command line turns them into one message that says what happened and what to do.
+    Run folders are swapped in only when complete, so the message can say that nothing was half-written.
+    """
+    import errno
+
+    text = str(err)
+    code = getattr(err, "errno", None)
+    where = getattr(err, "filename", None)
+    at = f" at '{where}'" if where else ""
+    if code in (errno.ENOSPC, errno.EDQUOT) or "No space left" in text or "file write failed" in text:
+        return (f"no space left on the device{at} (disk full or quota reached). Run folders are swapped in only "
+                "when complete, so no finished run was changed and nothing half-written is kept. Fix: free space, "
+                "or pass an --out on another disk.")
+    if code == errno.EROFS or "Read-only file system" in text:
+        return (f"the file system is read-only{at}. Nothing was written. Fix: pass an --out on a file system you "
+                "can write to.")
+    if code == errno.EACCES or isinstance(err, PermissionError):
+        return f"permission denied{at}. Nothing was written. Fix: pass an --out you can write to."
+    return None
+
+
 class CelljepaWarning(UserWarning):
     """Warnings about data or configuration that celljepa can continue with."""
 

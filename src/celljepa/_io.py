@@ -441,9 +441,58 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
     return write_text_atomic(path, dumps_json(obj))
 
 
+def write_bytes_atomic(path: str | os.PathLike, data) -> Path:
+    """Write ``data`` (bytes or a buffer) to ``path`` atomically; a full disk is a plain ``OSError`` (ENOSPC)."""
+
+    def _write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    return write_atomic(path, _write)
+
+
+def h5_image(fill: Callable[[Any], None]) -> memoryview:
+    """An HDF5 file built in memory by ``fill(h5py.File)``, as bytes for :func:`write_bytes_atomic`.
+
+    HDF5 that meets a full disk half-way through a file leaves its library in a broken state (the process can
+    crash when it exits); built in memory, the file reaches the disk through one plain write, whose failure is
+    an ordinary ``OSError``. Memory: the size of the (compressed) file.
+    """
+    import io
+
+    import h5py
+
+    buf = io.BytesIO()
+    with h5py.File(buf, "w") as f:
+        fill(f)
+    return buf.getbuffer()
+
+
 def write_h5ad_atomic(adata, path: str | os.PathLike, *, compression: str | None = "gzip") -> Path:
-    """Write an AnnData to ``path`` through a temporary file, so a crash leaves no partial h5ad."""
-    return write_atomic(path, lambda tmp: adata.write_h5ad(tmp, compression=compression))
+    """Write an AnnData to ``path`` (the anndata on-disk format) atomically, built in memory first (:func:`h5_image`).
+
+    A crash or a full disk leaves no partial ``.h5ad`` and never the old one half-replaced.
+    """
+    from anndata.io import write_elem
+
+    if getattr(adata, "isbacked", False):
+        adata = adata.to_memory()
+    adata.strings_to_categoricals()  # as AnnData.write_h5ad does
+    kwargs = {"compression": compression} if compression else {}
+    return write_bytes_atomic(path, h5_image(lambda f: write_elem(f, "/", adata, dataset_kwargs=kwargs)))
+
+
+def torch_save_atomic(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save(obj)`` to ``path`` atomically; serialised in memory first, so a full disk is an ``OSError``."""
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return write_bytes_atomic(path, buf.getbuffer())
 
 
 def check_readable_h5ad(path: str | os.PathLike) -> Path:

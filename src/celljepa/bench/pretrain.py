@@ -23,6 +23,7 @@ import pandas as pd
 from .._defaults import FAST_DEV_JEPA_STEPS
 from .._errors import InputError
 from .._io import (
+    LOCK_NAME,
     atomic_path,
     check_readable_h5ad,
     remove_tree_quietly,
@@ -216,8 +217,16 @@ def pretrain(h5ad, *, out: str | os.PathLike, config: str | os.PathLike | JEPACo
         remove_tree_quietly(out / "checkpoints")
         (out / "metrics.jsonl").unlink(missing_ok=True)
     barrier()
-    result = _train(adata, out, cfg, inputs, paths=paths, combined=combined, fs=fs if combined else None,
-                    fs_info=fs_info, split=split, progress=progress, handle_signals=handle_signals, t0=t0)
+    new_run = not out.exists() or not any(p.name != LOCK_NAME for p in out.iterdir())
+    try:
+        result = _train(adata, out, cfg, inputs, paths=paths, combined=combined, fs=fs if combined else None,
+                        fs_info=fs_info, split=split, progress=progress, handle_signals=handle_signals, t0=t0)
+    except BaseException:
+        if new_run and main and not (out / "checkpoints" / "last.pt").is_file():
+            for p in out.iterdir():  # nothing to resume from: a new run that failed leaves no half-started folder
+                if p.name != LOCK_NAME:
+                    remove_tree_quietly(p) if p.is_dir() else p.unlink(missing_ok=True)
+        raise
     if result is not None:
         logger.info("pretraining run written to %s", out)
     return result

@@ -26,7 +26,7 @@ from anndata import AnnData
 from anndata.io import read_elem, write_elem
 
 from .._errors import CelljepaError, InputError
-from .._io import atomic_path, dumps_json, folder_lock
+from .._io import dumps_json, folder_lock, h5_image, write_bytes_atomic
 from ..data import contract as C
 from ..train.checkpoint import SIGNALS
 from ..train.distributed import is_main
@@ -203,11 +203,12 @@ def refuse_other_runs(conflicts: dict, *, option: str = "--out") -> None:
 
 def write_tables(path: Path, frames: dict[str, pd.DataFrame | None]) -> Path:
     """Store tables exactly (HDF5, the anndata encoding: dtypes and categories kept), atomically."""
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+    def fill(f) -> None:
         for name, frame in frames.items():
             if frame is not None:
                 write_elem(f, name, frame.reset_index(drop=True).rename(index=str))
-    return path
+
+    return write_bytes_atomic(path, h5_image(fill))
 
 
 def read_tables(path: Path) -> dict[str, pd.DataFrame]:

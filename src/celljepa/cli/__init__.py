@@ -10,7 +10,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from .._errors import CelljepaError
+from .._errors import CelljepaError, storage_error
 from .._settings import settings
 from . import _slurm
 from ._commands import COMMANDS as _COMMANDS
@@ -41,4 +41,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("CELLJEPA_DEBUG"):
             raise
         print(f"celljepa {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_ERROR
+    except (OSError, RuntimeError) as err:  # the disk a run writes to: full, read-only, not ours
+        message = storage_error(err)
+        if message is None or os.environ.get("CELLJEPA_DEBUG"):
+            raise
+        print(f"celljepa {args.command}: error: {message}", file=sys.stderr)
         return EXIT_ERROR

@@ -25,7 +25,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from .._errors import InputError
-from .._io import atomic_path
+from .._io import write_h5ad_atomic
 from ..data import contract as C
 from .space import EvaluationSpace
 
@@ -231,9 +231,7 @@ def write_predictions(path: str | os.PathLike, adata: AnnData, *, compression: s
     path = Path(path)
     if path.suffix != ".h5ad":
         raise InputError(f"predictions are written as .h5ad; got {str(path)!r}.")
-    with atomic_path(path) as tmp:
-        adata.write_h5ad(tmp, compression=compression)
-    return path
+    return write_h5ad_atomic(adata, path, compression=compression)
 
 
 def _levels(values) -> list:

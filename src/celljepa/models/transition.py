@@ -40,7 +40,7 @@ from sklearn.linear_model import Ridge
 from torch import nn
 
 from .._errors import InputError
-from .._io import load_yaml
+from .._io import load_yaml, torch_save_atomic
 from .._logging import logger
 from ..data import contract as C
 from ..data._keys import suggest
@@ -644,8 +644,6 @@ class JEPATransition(PerturbationModel):
         ``encoder_path`` (relative to ``dir_path`` or absolute) names the saved CellJEPA the model reads
         cells with; :meth:`load` opens it again.
         """
-        from .._io import atomic_path
-
         self._require_fit()
         out = Path(dir_path)
         out.mkdir(parents=True, exist_ok=True)
@@ -668,8 +666,7 @@ class JEPATransition(PerturbationModel):
             "encoder_path": encoder_path, "params": {k: v for k, v in self.params().items()
                                                      if not k.startswith("config.")},
         }
-        with atomic_path(out / "transition.pt") as tmp:
-            torch.save(payload, tmp)
+        torch_save_atomic(payload, out / "transition.pt")
         return out
 
     @classmethod

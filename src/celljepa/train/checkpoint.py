@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from .._errors import CelljepaError, InputError
-from .._io import atomic_path
+from .._io import atomic_path, torch_save_atomic
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -41,9 +41,7 @@ class TrainingInterrupted(CelljepaError):  # noqa: N818 - it is a stop, not a fa
 def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path:
     """Write ``payload`` with ``torch.save`` to a temporary file, then rename it onto ``path``."""
     payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **payload}
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
-    return Path(path)
+    return torch_save_atomic(payload, path)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
