@@ -497,3 +497,120 @@ def test_a_full_disk_at_a_checkpoint_and_a_read_only_out_are_named(ingested, sma
     assert main(["eval-baselines", str(ingested["kang2018"]), *S2, "--out", str(small_disk / "run")]) == 1
     err = capsys.readouterr().err
     assert ("read-only" in err or "permission denied" in err) and "Traceback" not in err
+
+
+def test_a_truncated_h5ad_is_named_on_every_door(ingested, tmp_path, capsys):
+    """Weak: a truncated .h5ad gives a named error (not an h5py traceback) and no run folder, on each command."""
+    data = ingested["kang2018"].read_bytes()
+    cut = tmp_path / "cut.h5ad"
+    cut.write_bytes(data[: len(data) // 2])
+    for argv, out in ((["eval-baselines", str(cut), *S2], tmp_path / "e"),
+                      (["benchmark", "--data", f"kang2018={cut}", "--splits", "S2_unseen_context:3", "--no-jepa"],
+                       tmp_path / "b"),
+                      (["pretrain", str(cut), "--fast-dev"], tmp_path / "p")):
+        assert main([*argv, "--out", str(out)]) == 1
+        err = capsys.readouterr().err
+        assert ("not a readable AnnData" in err or "damaged or cut short" in err) and "Traceback" not in err, err
+        assert not out.exists()
+
+
+def test_misspelt_sections_options_and_zero_folds_are_named(ingested, tmp_path, capsys):
+    """Weak: --set trian.x (was KeyError: 'trian'), --max-folds 0 (a KeyError later), --outt (named --out only)."""
+    out = tmp_path / "p"
+    assert main(["pretrain", str(ingested["kang2018"]), "--out", str(out), "--set", "trian.max_steps=3"]) == 1
+    assert "unknown config section 'trian'. Did you mean 'train'?" in capsys.readouterr().err
+    assert not out.exists()
+    with pytest.raises(SystemExit):
+        main(["benchmark", "--data", "demo", "--max-folds", "0", "--out", str(tmp_path / "b")])
+    assert "--max-folds: 0 scores no fold at all" in capsys.readouterr().err
+    from celljepa.bench.run import benchmark_tasks, demo_datasets
+
+    with pytest.raises(InputError, match="max_folds=0 scores no fold"):
+        benchmark_tasks(demo_datasets(), {"norman2019": {"S1_unseen_perturbation": 3}}, max_folds=0)
+    with pytest.raises(SystemExit):
+        main(["benchmark", "--data", "demo", "--outt", str(tmp_path / "b")])
+    assert "unknown option --outt. Did you mean '--out'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["slurm", "benchmark", "--tme", "1:00:00", "--", "--out", str(tmp_path / "b")])
+    assert "unknown option --tme. Did you mean '--time'" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
+
+
+def test_float16_expression_trains_like_float32(ingested, tmp_path):
+    """Weak: float16 X (accepted by the evaluation) ended pretraining in a scipy traceback."""
+    a = ad.read_h5ad(ingested["kang2018"])
+    a.X = a.X.toarray().astype(np.float16)
+    path = tmp_path / "half.h5ad"
+    a.write_h5ad(path)
+    for backed in ([], ["--backed"]):
+        out = tmp_path / f"p{len(backed)}"
+        assert main(["pretrain", str(path), "--out", str(out), "--fast-dev", "--no-progress",
+                     "--set", "train.max_steps=2", "--set", "mask.kind=random", *backed]) == 0
+        assert (out / "eval.json").is_file()
+
+
+def test_a_condition_too_small_to_score_is_named(ingested, caplog):
+    """Weak: a 1-cell test condition was dropped from scoring without a word."""
+    import logging
+
+    from celljepa.bench.evaluate import EvalConfig, prepare_fold
+    from celljepa.splits import make_split_folds
+
+    a = ad.read_h5ad(ingested["kang2018"])
+    fold = make_split_folds(a.obs, "S2_unseen_context", dataset_id="kang2018", n_folds=3, seed=0)[0]
+    test_ctx = set(fold["test_groups"]) if "test_groups" in fold else None
+    perturbed = a.obs.index[(~a.obs["is_control"]) & (a.obs["context_id"].isin(test_ctx) if test_ctx else True)]
+    keep = np.ones(a.n_obs, dtype=bool)
+    ctx = a.obs.loc[perturbed[0], "context_id"]
+    same = (a.obs["context_id"] == ctx) & ~a.obs["is_control"]
+    keep[np.flatnonzero(same.to_numpy())[1:]] = False  # one perturbed cell left in that context
+    small = a[keep].copy()
+    fold = make_split_folds(small.obs, "S2_unseen_context", dataset_id="kang2018", n_folds=3, seed=0)
+    caplog.set_level(logging.WARNING, logger="celljepa")
+    for f in fold:
+        try:
+            prepare_fold(small, f, EvalConfig())
+        except InputError:
+            pass
+    assert any("have fewer than 2 cells and are not scored" in r.getMessage() and f"in {ctx} (1 cell)" in
+               r.getMessage() for r in caplog.records), [r.getMessage() for r in caplog.records]
+
+
+def test_sbatch_submit_hint_quotes_paths(tmp_path, monkeypatch, capsys):
+    """Weak: the printed submit line pasted 'runs/my run/...' unquoted, so it split at the space."""
+    import shlex
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["slurm", "benchmark", "--time", "1:00:00", "--", "--data", "demo", "--no-jepa",
+                 "--out", "runs/my run"]) == 0
+    hint = [line for line in capsys.readouterr().err.splitlines() if line.startswith("# submit all:")][0]
+    words = shlex.split(hint.split("# submit all:", 1)[1].split("(or rerun")[0].split("&&")[0].strip()
+                        .removeprefix("j0=$(").removesuffix(")"))
+    assert words == ["sbatch", "--parsable", "runs/my run/slurm/benchmark.sbatch"]
+
+
+def test_an_unsafe_checkpoint_is_refused_without_advice_to_unpickle(tmp_path):
+    """Weak: torch's message said to set weights_only=False, which runs code from the file."""
+    import pickle
+
+    from celljepa.train.checkpoint import load_checkpoint
+
+    class Payload:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    path = tmp_path / "last.pt"
+    with open(path, "wb") as fh:
+        pickle.dump({"format": Payload()}, fh)
+    with pytest.raises(InputError) as err:
+        load_checkpoint(path)
+    assert "never unpickled" in str(err.value) and "weights_only=False" not in str(err.value)
+
+
+def test_validate_names_an_unsafe_dataset_id(ingested):
+    """Weak: cj.pp.validate called uns['dataset_id'] = '../../x' valid; it names the run folders."""
+    a = ad.read_h5ad(ingested["kang2018"])
+    a.uns["dataset_id"] = "../../x"
+    with pytest.raises(cj.ContractError, match=r"\[dataset_id\] uns\['dataset_id'\]: uns\['dataset_id'\]='../../x' "
+                                               r"is not a folder name"):
+        cj.pp.validate(a)

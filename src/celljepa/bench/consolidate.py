@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .._errors import InputError
-from .._io import write_text_atomic
+from .._io import LOCK_NAME, folder_lock, staged_folder, write_text_atomic
 from .._logging import logger
 from .._version import __version__
 from ..eval import report as R
@@ -494,6 +494,15 @@ def _check_out(out: Path, paths: Sequence[Path]) -> None:
         raise InputError(f"--out {out} holds a run ({', '.join(marks)}): the merged report.md would replace the "
                          "run's own report. Fix: write the merged report to another folder, e.g. --out "
                          "reports/merged.")
+    other = sorted(p.name for p in out.iterdir() if p.name not in REPORT_ENTRIES) if out.is_dir() else []
+    if other:
+        raise InputError(f"--out {out} holds other files than a report ({', '.join(other[:5])}"
+                         f"{' ...' if len(other) > 5 else ''}): a report folder is replaced whole by each new report. "
+                         "Fix: pass a folder of its own, e.g. --out reports/merged.")
+
+
+#: What a report folder holds; a new report replaces the folder whole (:func:`celljepa._io.staged_folder`).
+REPORT_ENTRIES = frozenset({"report.md", "report.json", "figures", LOCK_NAME})
 
 
 def consolidate(runs: Sequence[str | os.PathLike], out: str | os.PathLike, *, title: str | None = None,
@@ -565,13 +574,24 @@ def consolidate(runs: Sequence[str | os.PathLike], out: str | os.PathLike, *, ti
         "figures": [f"figures/{FIGURE}"] if verdicts and figure_maker is not None else [],
     }
     report = _clean(report)
-    figure = out / "figures" / FIGURE
-    if report["figures"]:
-        figure_maker([v for v in report["verdicts"] if not v.get("superseded_by")] or report["verdicts"], figure)
-    elif figure.is_file():
-        figure.unlink()  # a stale figure of an earlier report in the same folder
-    # key order kept (not sorted): render_markdown(json.load(report.json)) gives report.md again
-    write_text_atomic(out / "report.json", json.dumps(report, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
-    write_text_atomic(out / "report.md", render_markdown(report))
+    new = not out.exists()
+    try:
+        _write_report(report, out, paths, figure_maker)
+    except BaseException:
+        if new and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # a failed report leaves no empty folder
+        raise
     logger.info("report: %d runs, %d verdict rows; %s", len(loaded), len(report["verdicts"]), out / "report.md")
     return report
+
+
+def _write_report(report: dict, out: Path, paths: Sequence[Path], figure_maker) -> None:
+    with folder_lock(out), staged_folder(out) as stage:  # the old report stays until the new one is complete
+        _check_out(out, paths)  # again, holding the folder
+        if report["figures"]:
+            figure_maker([v for v in report["verdicts"] if not v.get("superseded_by")] or report["verdicts"],
+                         stage / "figures" / FIGURE)
+        # key order kept (not sorted): render_markdown(json.load(report.json)) gives report.md again
+        write_text_atomic(stage / "report.json",
+                          json.dumps(report, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
+        write_text_atomic(stage / "report.md", render_markdown(report))

@@ -117,6 +117,16 @@ def _positions(obs_names: pd.Index, names) -> np.ndarray:
     return np.sort(pos)
 
 
+def _name_dropped(conditions, min_cells: int, what: str) -> None:
+    """Say which conditions are left out of scoring for having fewer than ``min_cells`` cells (never silently)."""
+    small = [(c, len(r)) for c, r in conditions if len(r) < min_cells]
+    if small:
+        shown = ", ".join(f"{c.perturbation_id} in {c.context_id} ({n} cell{'s' if n != 1 else ''})"
+                          for c, n in small[:5])
+        logger.warning("%d of the %s have fewer than %d cells and are not scored: %s%s (EvalConfig.min_cells)",
+                       len(small), what, min_cells, shown, " ..." if len(small) > 5 else "")
+
+
 def prepare_fold(adata: AnnData, fold: dict, config: EvalConfig, *,
                  require_test: bool = True) -> tuple[EvaluationSpace, TrainData, list]:
     """Fit the evaluation space on training cells and assemble what predictors may see.
@@ -148,8 +158,10 @@ def prepare_fold(adata: AnnData, fold: dict, config: EvalConfig, *,
                       val_conditions=val_conds, gene_embedding=gene_embedding, space=space, positions=visible,
                       fit_rows=None if config.transductive else roles != "input", source=adata)
     test_perturbed = test_pos[~is_ctrl[test_pos]]
-    test = [(c, test_perturbed[r]) for c, r in conditions_of(adata.obs.iloc[test_perturbed])
-            if len(r) >= config.min_cells]
+    all_test = [(c, test_perturbed[r]) for c, r in conditions_of(adata.obs.iloc[test_perturbed])]
+    test = [(c, r) for c, r in all_test if len(r) >= config.min_cells]
+    _name_dropped(all_test, config.min_cells, f"test conditions of {fold['split_name']} fold {fold['fold']}")
+    _name_dropped(val_conds, config.min_cells, f"validation conditions of {fold['split_name']} fold {fold['fold']}")
     if not test and require_test:
         raise InputError(f"fold {fold['fold']} of {fold['split_name']} has no test condition with "
                          f">= {config.min_cells} cells.")

@@ -32,6 +32,7 @@ from .._io import (
     write_text_atomic,
 )
 from .._logging import logger
+from ..data._keys import suggest
 from ..train.config import JEPAConfig, load_config
 from ..train.distributed import barrier, is_main, world_size
 from .tasks import data_fingerprint, locks_out
@@ -179,6 +180,9 @@ def pretrain(h5ad, *, out: str | os.PathLike, config: str | os.PathLike | JEPACo
     merged = {s: {} for s in cfg.to_dict()}
     for extra in ((FAST_DEV if fast_dev else {}), overrides or {}):
         for section, values in extra.items():
+            if section not in merged:
+                raise InputError(f"--set {section}.{next(iter(values), 'KEY')}=...: unknown config section "
+                                 f"{section!r}.{suggest(section, merged)} Sections: {', '.join(merged)}.")
             merged[section].update(values)
     if backed is not None:
         merged["data"]["backed"] = bool(backed)

@@ -227,6 +227,9 @@ def benchmark_tasks(datasets: dict[str, AnnData], plan: dict[str, dict[str, int]
     [('sciplex_gxe', 0, 0), ('sciplex_gxe', 0, 1), ('sciplex_gxe', 0, 2)]
     """
     run = run or RunConfig()
+    if max_folds is not None and int(max_folds) < 1:
+        raise InputError(f"max_folds={max_folds} scores no fold at all (CLI: --max-folds). Fix: pass 1 or more, or "
+                         "None for every fold.")
     jobs = []
     for dataset_id, splits in plan.items():
         adata = datasets[dataset_id]

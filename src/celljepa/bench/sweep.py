@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from .._errors import InputError
-from .._io import folder_name, load_yaml, write_json_atomic, write_text_atomic
+from .._io import folder_lock, folder_name, load_yaml, write_json_atomic, write_text_atomic
 from .._logging import logger
 from ..eval import report as R
 
@@ -190,7 +190,7 @@ def run_sweep_task(grid: SweepGrid, index: int, out: str | os.PathLike, *, progr
         raise InputError(f"task {index} does not exist: the grid has tasks 0..{len(tasks) - 1}.")
     ablation, seed, fold = tasks[index]
     run_dir = grid.task_dir(Path(out), ablation, seed, fold)
-    if (run_dir / "metrics_combined.json").is_file():
+    if (run_dir / "metrics_combined.json").is_file() and (run_dir / "task.json").is_file():
         logger.info("sweep task %d (%s, seed %d) is done already: %s", index, ablation, seed, run_dir)
         return run_dir
     jepa_over = _nested(grid.jepa, "jepa")
@@ -302,9 +302,10 @@ def collect_sweep(grid: SweepGrid, out: str | os.PathLike) -> dict:
     validation = _validation_rows(grid, groups, missing)
     result = {"grid": grid.source, "tasks": len(grid.tasks), "finished": len(grid.tasks) - len(missing),
               "missing": missing, "rows": rows, "validation": validation, "choice": _choice(grid, validation)}
-    write_json_atomic(out / "ablation.json", result)
-    write_text_atomic(out / "ablation.md", R.ablation_markdown(_grid_record(grid), rows, missing, validation,
-                                                               result["choice"]))
+    with folder_lock(out):  # ablation.json last: the marker of a collected sweep
+        write_text_atomic(out / "ablation.md", R.ablation_markdown(_grid_record(grid), rows, missing, validation,
+                                                                   result["choice"]))
+        write_json_atomic(out / "ablation.json", result)
     return result
 
 

@@ -195,6 +195,18 @@ def _combined_figures(combined: dict, out: Path) -> list[Path]:
     return paths
 
 
+def _at_least_one(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (``--max-folds 0`` would score nothing)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} scores no fold at all; pass 1 or more (or leave it out for every "
+                                         "fold)")
+    return value
+
+
 def _add_overwrite(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="replace what --out holds from a run with other inputs (other data, settings or seeds); "
@@ -371,7 +383,7 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--jepa", action="store_true", help=argparse.SUPPRESS)  # JEPA is part of the default benchmark
     p.add_argument("--jepa-knn", action="store_true",
                    help="also pretrain one encoder on all cells of each dataset and report kNN accuracy vs PCA")
-    p.add_argument("--max-folds", type=int, help="score only the first K folds of each split (quick runs)")
+    p.add_argument("--max-folds", type=_at_least_one, help="score only the first K folds of each split (quick runs)")
     p.add_argument("--peers", default="", metavar="NAME,...",
                    help="published tools scored beside the baselines, e.g. scgen,gears,cpa (see `celljepa peers list`)")
     p.add_argument("--peer-set", action="append", default=[], type=_peer_override, metavar="PEER.KEY=VALUE",
@@ -728,7 +740,7 @@ def _add_holdout(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--holdout", required=True, help="the dataset held out")
     p.add_argument("--splits", type=_plan_arg, default={"S1_unseen_perturbation": 3},
                    help="the held-out dataset's own splits, SPLIT[:FOLDS],... (default S1_unseen_perturbation:3)")
-    p.add_argument("--max-folds", type=int, help="score only the first K folds of each split")
+    p.add_argument("--max-folds", type=_at_least_one, help="score only the first K folds of each split")
     p.add_argument("--feature-set", default="foundation-v1", help="gene list (stored id, file, intersection, "
                                                                   "union_hvg); default foundation-v1")
     _add_jepa_args(p)

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -262,10 +263,10 @@ def run(args: argparse.Namespace) -> int:
         for job in jobs:
             print(f"# written to {job.path}", file=sys.stderr)
         if len(jobs) > 1:
-            steps = [f"j0=$(sbatch --parsable {jobs[0].path})"]
-            for i, job in enumerate(jobs[1:], start=1):
+            steps = [f"j0=$(sbatch --parsable {shlex.quote(str(jobs[0].path))})"]
+            for i, job in enumerate(jobs[1:], start=1):  # quoted: a path with spaces or $ pastes as one word
                 steps.append(f"j{i}=$(sbatch --parsable --dependency={job.dependency}:$j{job.dependency_on} "
-                             f"{job.path})")
+                             f"{shlex.quote(str(job.path))})")
             print(f"# submit all: {' && '.join(steps)}   (or rerun with --submit)", file=sys.stderr)
         return EXIT_OK
     ids: list[str] = []

@@ -8,7 +8,8 @@ import scipy.sparse as sp
 from anndata import AnnData
 from pandas.api.types import is_bool_dtype, is_float_dtype, is_object_dtype, is_string_dtype
 
-from .._errors import ContractError, Violation
+from .._errors import ContractError, InputError, Violation
+from .._io import folder_name
 from . import contract as C
 
 _STRING_COLUMNS = (C.PERTURBATION_ID, C.CONTEXT_ID, C.PERTURBATION_TOKENS)
@@ -163,6 +164,14 @@ def contract_violations(adata: AnnData, *, min_cells: int | None = None) -> list
     if missing_keys:
         add(Violation("provenance", "uns", f"missing provenance key(s): {', '.join(missing_keys)}.",
                       "pass dataset_id= to cj.pp.standardize and run cj.pp.normalize (or use `celljepa ingest`)."))
+
+    if "dataset_id" in adata.uns:
+        try:
+            folder_name(adata.uns["dataset_id"], "uns['dataset_id']")
+        except InputError as err:
+            add(Violation("dataset_id", "uns['dataset_id']", str(err).split(" Fix:")[0],
+                          "set adata.uns['dataset_id'] to a plain name (letters, digits, . _ + -), e.g. "
+                          "'norman2019'; it names the run folders of this dataset."))
 
     return v
 

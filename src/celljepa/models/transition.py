@@ -46,6 +46,7 @@ from ..data import contract as C
 from ..data._keys import suggest
 from ..nn.transition import TransitionNet
 from ..train import distributed as D
+from ..train.checkpoint import safe_torch_load
 from ..train.config import check_choice, coerce_setting
 from .base import Condition, PerturbationModel, TrainData
 
@@ -684,13 +685,8 @@ class JEPATransition(PerturbationModel):
         if not file.is_file():
             raise InputError(f"no transition model at {dir_path} (expected {file}). Fix: point to a folder written "
                              "by JEPATransition.save or `celljepa train-transition`.")
-        try:
-            p = torch.load(file, map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001 - any unpickling failure means "not a model file of ours"
-            raise InputError(f"{file} is not a celljepa transition model ({type(err).__name__}; objects other than "
-                             "tensors and plain containers are never unpickled). Fix: point to a folder written by "
-                             "JEPATransition.save or `celljepa train-transition`; never load model files from "
-                             "sources you do not trust.") from None
+        p = safe_torch_load(file, what="a celljepa transition model",
+                            fix="point to a folder written by JEPATransition.save or `celljepa train-transition`")
         model = cls(p["kind"], TransitionConfig(**{**p["config"], "device": device}), name=p["name"])
         model.device_ = model._device()
         model.vocab_ = dict(p["vocab"])

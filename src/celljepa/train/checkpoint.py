@@ -44,15 +44,27 @@ def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path:
     return torch_save_atomic(payload, path)
 
 
+def safe_torch_load(path: Path, *, what: str, fix: str, map_location="cpu"):
+    """``torch.load(path, weights_only=True)``; a file that needs more than tensors and plain containers is refused.
+
+    The message never suggests ``weights_only=False``: that unpickles arbitrary objects, which runs code from the
+    file.
+    """
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure means "not a file of ours"
+        raise InputError(f"{path} is not {what} ({type(err).__name__}; objects other than tensors and plain "
+                         f"containers are never unpickled). Fix: {fix}; never load model files from sources you do "
+                         "not trust.") from None
+
+
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     """Load a checkpoint written by :func:`save_checkpoint` (tensors and plain containers only)."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"checkpoint {str(path)!r} does not exist.")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure means "not a checkpoint of ours"
-        raise InputError(f"{path} is not a readable celljepa checkpoint ({type(err).__name__}: {err}).") from None
+    payload = safe_torch_load(path, what="a readable celljepa checkpoint", map_location=map_location,
+                              fix="point to checkpoints/last.pt or best.pt of a celljepa run folder")
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise InputError(f"{path} is not a celljepa JEPA checkpoint (format {payload.get('format')!r}).")
     if int(payload.get("version", 0)) > CHECKPOINT_VERSION:

@@ -22,6 +22,9 @@ __all__ = ["BalancedBatchPlan", "BatchPlan", "CellSource"]
 
 
 def to_csr32(x) -> sp.csr_matrix:
+    """``x`` as float32 CSR with sorted indices (dense float16, which scipy.sparse cannot hold, is widened first)."""
+    if not sp.issparse(x) and np.asarray(x).dtype.kind == "f" and np.asarray(x).dtype.itemsize < 4:
+        x = np.asarray(x, dtype=np.float32)
     x = sp.csr_matrix(x) if not sp.issparse(x) else x.tocsr()
     if x.dtype != np.float32:
         x = x.astype(np.float32)
