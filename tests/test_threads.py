@@ -29,7 +29,8 @@ def _run(imports: str, **env) -> tuple[list[int], str]:
 
 
 def test_numba_follows_omp_num_threads_when_celljepa_comes_first():
-    (torch_threads, os_threads), _ = _run("import celljepa", OMP_NUM_THREADS="1")
+    (torch_threads, os_threads), _ = _run("import celljepa; assert 'NUMBA_NUM_THREADS' not in os.environ",
+                                          OMP_NUM_THREADS="1")
     assert torch_threads == 1
     assert os_threads <= 2  # the main thread and at most one helper, never a second OpenMP worker
     # the same without celljepa: numba's one thread per core raises torch's threads (the hazard this guards)
@@ -40,7 +41,10 @@ def test_numba_follows_omp_num_threads_when_celljepa_comes_first():
 
 def test_what_align_numba_threads_does():
     env = {"OMP_NUM_THREADS": "4"}
-    assert align_numba_threads(env, {}) == "set" and env["NUMBA_NUM_THREADS"] == "4"
+    seen = []
+    assert align_numba_threads(env, {}, load=lambda: seen.append(dict(env))) == "set"
+    assert seen == [{"OMP_NUM_THREADS": "4", "NUMBA_NUM_THREADS": "4"}]  # numba is imported with it set ...
+    assert env == {"OMP_NUM_THREADS": "4"}  # ... and the environment is left as it was
     assert align_numba_threads({"OMP_NUM_THREADS": "4", "NUMBA_NUM_THREADS": "8"}, {}) is None  # the user's choice
     assert align_numba_threads({}, {}) is None and align_numba_threads({"OMP_NUM_THREADS": "x"}, {}) is None
     late = {"OMP_NUM_THREADS": "2"}

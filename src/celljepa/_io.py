@@ -289,6 +289,15 @@ def lock_holder(folder: str | os.PathLike) -> dict | None:
     return holder
 
 
+def refuse_beside_holder(folder: str | os.PathLike, what: str) -> None:
+    """Refuse ``what`` (a fold task) while another process holds ``folder`` (a full run or ``--collect``)."""
+    holder = lock_holder(folder)
+    if holder is not None:
+        raise InputError(f"--out '{folder}' is in use by a full run or --collect (process {holder.get('pid')} on "
+                         f"{holder.get('host', '?')}, {holder.get('command', '?')}): {what} must not write beside "
+                         "it. Fix: wait for it to finish, or pass another --out.")
+
+
 @contextmanager
 def folder_lock(folder: str | os.PathLike, *, option: str = "--out") -> Iterator[Path]:
     """Hold ``folder`` for this process: a second writer is refused with a clear error, not interleaved.

@@ -7,12 +7,27 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
+
+class _UnlessConfigured(logging.StreamHandler):
+    """Print celljepa's messages to stderr unless the application has a logging setup of its own.
+
+    The ``celljepa`` logger propagates, so a user's handlers (``logging.basicConfig``, a file handler on the root
+    logger, pytest's ``caplog``) receive every record; this handler prints only while the root logger has none,
+    so a message is never shown twice.
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if logging.getLogger().handlers:
+            return
+        super().emit(record)
+
+
 logger = logging.getLogger("celljepa")
-if not logger.handlers:
-    _handler = logging.StreamHandler()
+if not any(isinstance(h, _UnlessConfigured) for h in logger.handlers):
+    _handler = _UnlessConfigured()
     _handler.setFormatter(logging.Formatter("celljepa: %(message)s"))
     logger.addHandler(_handler)
-    logger.propagate = False
+logger.propagate = True
 logger.setLevel(logging.WARNING)
 
 _logged_once: set[str] = set()

@@ -1,4 +1,4 @@
-"""Tests of celljepa.data.simulate_h5ad: equality with the in-memory simulation, backed reads, atomicity, memory."""
+"""Tests of celljepa.data.simulate.write_simulated_h5ad: equal to the in-memory simulation, backed reads, atomicity."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import scipy.sparse as sp
 
 import celljepa as cj
 from celljepa._errors import InputError
-from celljepa.data import simulate_h5ad
-from celljepa.data.simulate_h5ad import write_simulated_h5ad
+from celljepa.data import simulate as simulate_h5ad
+from celljepa.data.simulate import write_simulated_h5ad
 
 ARGS = (3_000, 200, 20, 3)
 KWARGS = dict(combos=4, chunk_size=1_000, seed=5)
@@ -55,7 +55,7 @@ def test_equals_in_memory_simulate(written, reference):
     assert np.array_equal(sim["perturbation_program_effects"], ref["perturbation_program_effects"])
     assert np.array_equal(sim["condition_counts"], ref["condition_counts"])
     assert adata.uns["dataset_id"] == "simulated_seed5"
-    assert adata.uns["source"] == "celljepa.data.simulate_h5ad"
+    assert adata.uns["source"] == "celljepa.data.simulate"
     assert adata.uns["celljepa"] == {"format": "simulated", "min_cells": 1}
     assert adata.uns["feature_set"] == reference.uns["feature_set"]
     assert adata.uns["preprocess"] == reference.uns["preprocess"]

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from .._errors import InputError
-from .._io import folder_lock, write_json_atomic, write_text_atomic
+from .._io import folder_lock, refuse_beside_holder, staged_folder, write_json_atomic, write_text_atomic
 from .._logging import logger
 from ..eval.bootstrap import SeedCube
 from ..eval.report import holdout_markdown
@@ -222,8 +222,9 @@ class _Holdout:
             frame = pd.concat([a, b], ignore_index=True)
             frame["split_seed"], frame["fold"] = s, fold["fold"]
             tables[name] = frame
-        write_tables(folder / "tables.h5", tables)
-        write_json_atomic(folder / "fold.json", {"config_digest": digest})  # last: the fold is finished
+        with staged_folder(folder) as stage:  # the fold appears whole or not at all
+            write_tables(stage / "tables.h5", tables)
+            write_json_atomic(stage / "fold.json", {"config_digest": digest})  # last: the fold is finished
         return tables
 
     def prediction(self, tables: list[dict]) -> dict:
@@ -349,6 +350,7 @@ def holdout_run(datasets: dict, holdout: str, *, out: str | os.PathLike, run: Ru
     if tasks is not None:
         listed = h.tasks()
         tasks = task_indices(tasks, len(listed), "holdout")
+        refuse_beside_holder(out, "a task")
         states = {}
         with stop_on_signals():
             enc_others = None

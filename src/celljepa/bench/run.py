@@ -17,7 +17,7 @@ from .._errors import InputError
 from .._io import (
     LOCK_NAME,
     folder_lock,
-    lock_holder,
+    refuse_beside_holder,
     remove_tree_quietly,
     staged_folder,
     write_json_atomic,
@@ -333,11 +333,7 @@ def benchmark(datasets: dict[str, AnnData], plan: dict[str, dict[str, int]], *, 
                          "--final.")
     if tasks is not None:
         tasks = task_indices(tasks, len(jobs), "benchmark")
-        holder = lock_holder(out)
-        if holder is not None:
-            raise InputError(f"--out '{out}' is in use by a full run or --collect (process {holder.get('pid')} on "
-                             f"{holder.get('host', '?')}, {holder.get('command', '?')}): a fold task must not write "
-                             "beside it. Fix: wait for it to finish, or pass another --out.")
+        refuse_beside_holder(out, "a fold task")
         fold_result.check_inputs([jobs[i] for i in tasks], whole=False)
         # the first task fixes the claims family before any model is fitted; the others read it
         _, fold_result.effects = fixed_claims(out, datasets, jobs, run, progress=progress,

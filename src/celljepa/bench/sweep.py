@@ -37,6 +37,7 @@ import numpy as np
 from .._errors import InputError
 from .._io import folder_lock, folder_name, load_yaml, write_json_atomic, write_text_atomic
 from .._logging import logger
+from ..data._keys import suggest
 from ..eval import report as R
 
 __all__ = ["SweepGrid", "collect_sweep", "load_grid", "parse_data_args", "run_sweep_task"]
@@ -105,10 +106,17 @@ def load_grid(path: str | os.PathLike, data: dict[str, str] | None = None) -> Sw
     if not path.is_file():
         raise InputError(f"sweep grid {path} does not exist.")
     g = load_yaml(path.read_text(), source=f"sweep grid {path}") or {}
-    unknown = set(g) - {"seeds", "split_seed", "split_seeds", "max_folds", "jepa", "transition", "datasets",
-                        "ablations", "fold_tasks"}
+    if not isinstance(g, dict):
+        raise InputError(f"sweep grid {path} must be a mapping of keys (datasets, ablations, ...), got "
+                         f"{type(g).__name__}.")
+    keys = ("seeds", "split_seed", "split_seeds", "max_folds", "jepa", "transition", "datasets", "ablations",
+            "fold_tasks")
+    unknown = sorted(set(g) - set(keys), key=str)
     if unknown:
-        raise InputError(f"{path}: unknown key(s) {sorted(unknown)}.")
+        raise InputError(f"{path}: unknown key {unknown[0]!r}.{suggest(str(unknown[0]), keys)} Keys: "
+                         f"{', '.join(keys)}.")
+    if g.get("max_folds") is not None and (not isinstance(g["max_folds"], int) or g["max_folds"] < 1):
+        raise InputError(f"{path}: max_folds={g['max_folds']!r} must be a whole number of at least 1.")
     if not g.get("datasets") or not g.get("ablations"):
         raise InputError(f"{path}: a grid needs 'datasets' and 'ablations'.")
     datasets = {}

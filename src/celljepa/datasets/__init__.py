@@ -10,9 +10,9 @@ from ..data._harmonize import (
     load_feature_set,
 )
 from ..data.genesets import builtin_gene_set_path, builtin_gene_sets, read_gene_sets, read_gmt
-from ..data.simulate_h5ad import write_simulated_h5ad
+from ..data.simulate import simulate_screen as simulate
+from ..data.simulate import write_simulated_h5ad
 from ._demo import DEMO_DATASET_ID, demo, demo_path
-from ._simulate import simulate
 
 __all__ = [
     "DEMO_DATASET_ID",
