@@ -85,23 +85,23 @@ def test_benchmark_killed_anywhere_leaves_whole_folds_and_resumes(kang, tmp_path
     base = ["benchmark", "--data", f"kang2018={kang}", "--splits", "S2_unseen_context:3", "--no-jepa",
             "--no-progress"]
     reference = tmp_path / "reference"
-    duration = _run(_cli(*base, "--n-pcs", "20", "--out", str(reference)))
+    duration = _run(_cli(*base, "--transductive", "--out", str(reference)))
+    new = {f.name: _fold_digest(f) for f in sorted(reference.rglob("fold*")) if f.is_dir()}
     rng = random.Random(0)
     killed = 0
     for trial in range(TRIALS):
         out = tmp_path / f"trial{trial}"
-        _run(_cli(*base, "--out", str(out)))  # the finished first run (50 PCs)
-        first = {p.parent.name: _fold_digest(p.parent) for p in out.rglob("metrics.json")}
+        _run(_cli(*base, "--out", str(out)))  # the finished first run (inductive)
+        old = {f.name: _fold_digest(f) for f in sorted(out.rglob("fold*")) if f.is_dir()}
         after = rng.uniform(0.05, 1.0) * duration
-        killed += _killed(_cli(*base, "--n-pcs", "20", "--overwrite", "--out", str(out)), after)
-        folds = sorted(p for p in out.rglob("fold*") if p.is_dir())
-        digests = {f.name: _fold_digest(f) for f in folds}
-        assert len(set(digests.values()) - {None}) <= 2
+        killed += _killed(_cli(*base, "--transductive", "--overwrite", "--out", str(out)), after)
+        now = {f.name: _fold_digest(f) for f in sorted(out.rglob("fold*")) if f.is_dir()}
+        # every fold folder is whole: the old run's fold or the new run's, never partial (checked in _fold_digest)
+        assert all(now[f] in (old[f], new[f]) for f in now), f"trial {trial}: a fold of neither run"
         combined = out / "metrics_combined.json"
         if combined.is_file():  # a finished combined run: the old one whole, or the new one whole
-            assert set(digests.values()) in ({*first.values()}, {_fold_digest(f) for f in
-                                                                   sorted(reference.rglob("fold*")) if f.is_dir()})
-        _run(_cli(*base, "--n-pcs", "20", "--overwrite", "--out", str(out)))  # resumes, replaces what is left
+            assert now in (old, new), f"trial {trial}: metrics_combined.json over folds of two runs"
+        _run(_cli(*base, "--transductive", "--overwrite", "--out", str(out)))  # resumes, replaces what is left
         assert _asides(out / "kang2018" / "S2_unseen_context" / "split_seed0") == []
         result = json.loads(combined.read_text())
         expected = json.loads((reference / "metrics_combined.json").read_text())
@@ -140,7 +140,7 @@ def test_report_killed_anywhere_is_the_old_or_the_new_report(kang, tmp_path):
     base = ["benchmark", "--data", f"kang2018={kang}", "--splits", "S2_unseen_context:3", "--no-jepa",
             "--no-progress", "--max-folds", "1"]
     _run(_cli(*base, "--out", str(runs / "a")))
-    _run(_cli(*base, "--n-pcs", "20", "--out", str(runs / "b")))
+    _run(_cli(*base, "--transductive", "--out", str(runs / "b")))
     out = tmp_path / "report"
     _run(_cli("report", "--runs", str(runs / "a"), "--out", str(out), "--title", "old"))
     old = _tree(out)

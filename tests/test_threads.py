@@ -28,9 +28,29 @@ def _run(imports: str, **env) -> tuple[list[int], str]:
     return [int(x) for x in proc.stdout.split()], proc.stderr
 
 
-def test_numba_follows_omp_num_threads_when_celljepa_comes_first():
-    (torch_threads, os_threads), _ = _run("import celljepa; assert 'NUMBA_NUM_THREADS' not in os.environ",
-                                          OMP_NUM_THREADS="1")
+# what a `celljepa` command does first (here `celljepa info --help`, which exits after printing)
+CLI_FIRST = """
+import contextlib, io
+from celljepa.cli import main
+try:
+    with contextlib.redirect_stdout(io.StringIO()):
+        main(["info", "--help"])
+except SystemExit:
+    pass
+"""
+
+
+def test_importing_celljepa_leaves_the_environment_alone():
+    code = "import os, celljepa, celljepa.pp, celljepa.tl; print(sorted(os.environ.get(k, '-') for k in " \
+           "('NUMBA_NUM_THREADS', 'MKL_NUM_THREADS', 'OPENBLAS_NUM_THREADS')))"
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("NUMBA_", "MKL_", "OPENBLAS_"))}
+    out = subprocess.run([sys.executable, "-c", code], env={**environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
+                         text=True, check=True).stdout
+    assert out.strip() == "['-', '-', '-']"
+
+
+def test_numba_follows_omp_num_threads_in_a_celljepa_command():
+    (torch_threads, os_threads), _ = _run(CLI_FIRST, OMP_NUM_THREADS="1")
     assert torch_threads == 1
     assert os_threads <= 2  # the main thread and at most one helper, never a second OpenMP worker
     # the same without celljepa: numba's one thread per core raises torch's threads (the hazard this guards)
@@ -41,10 +61,7 @@ def test_numba_follows_omp_num_threads_when_celljepa_comes_first():
 
 def test_what_align_numba_threads_does():
     env = {"OMP_NUM_THREADS": "4"}
-    seen = []
-    assert align_numba_threads(env, {}, load=lambda: seen.append(dict(env))) == "set"
-    assert seen == [{"OMP_NUM_THREADS": "4", "NUMBA_NUM_THREADS": "4"}]  # numba is imported with it set ...
-    assert env == {"OMP_NUM_THREADS": "4"}  # ... and the environment is left as it was
+    assert align_numba_threads(env, {}) == "set" and env["NUMBA_NUM_THREADS"] == "4"
     assert align_numba_threads({"OMP_NUM_THREADS": "4", "NUMBA_NUM_THREADS": "8"}, {}) is None  # the user's choice
     assert align_numba_threads({}, {}) is None and align_numba_threads({"OMP_NUM_THREADS": "x"}, {}) is None
     late = {"OMP_NUM_THREADS": "2"}

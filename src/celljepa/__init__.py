@@ -17,13 +17,8 @@ from ._errors import (
     SplitError,
     Violation,
 )
-from ._logging import logger as _logger
-from ._settings import align_numba_threads as _align_numba_threads
 from ._settings import settings
 from ._version import __version__
-
-if (_why := _align_numba_threads()) not in (None, "set"):
-    _logger.warning(_why)
 
 # the public subpackages, imported on first attribute access (PEP 562)
 _SUBPACKAGES = ("bench", "data", "datasets", "eval", "kernels", "models", "nn", "pl", "pp", "splits", "tl", "train")

@@ -64,17 +64,18 @@ class Settings:
 settings = Settings()
 
 
-def align_numba_threads(environ=None, modules=None, *, load=None) -> str | None:
-    """Give numba the thread count of ``OMP_NUM_THREADS``; called once at ``import celljepa``.
+def align_numba_threads(environ=None, modules=None) -> str | None:
+    """Give numba the thread count of ``OMP_NUM_THREADS``; the command line calls it for its own process.
 
     scanpy runs numba kernels (``normalize_total`` and ``log1p`` on sparse data, ...). Without
     ``NUMBA_NUM_THREADS``, numba starts one thread per core of the *machine* and, through the OpenMP runtime
     it shares with torch, raises torch's threads above ``OMP_NUM_THREADS`` too: on a Slurm node or beside
     other jobs the spinning threads slow everything down many times. When ``OMP_NUM_THREADS`` is set and
-    ``NUMBA_NUM_THREADS`` is not, and numba is not imported yet, this imports numba (``load``) with
-    ``NUMBA_NUM_THREADS`` set to the same value for the moment of that import only: numba reads it once, and the
-    process's environment is left as it was (child processes inherit nothing from celljepa). When numba was
-    imported before celljepa, it returns a warning (logged at import) with the fix.
+    ``NUMBA_NUM_THREADS`` is not, this sets it to the same value (numba reads it when imported and again
+    whenever it reloads its configuration), which works while numba is not imported yet; later, it returns a
+    warning with the fix. ``celljepa`` commands call it before any command imports scanpy; ``import celljepa``
+    never changes the environment of a user's process (export ``NUMBA_NUM_THREADS`` there, see
+    ``docs/slurm.md``).
 
     Returns
     -------
@@ -86,20 +87,7 @@ def align_numba_threads(environ=None, modules=None, *, load=None) -> str | None:
     if not omp.isdigit() or int(omp) < 1 or environ.get("NUMBA_NUM_THREADS"):
         return None
     if "numba" not in modules:
-        if load is None:
-            import importlib
-
-            def load():
-                try:
-                    importlib.import_module("numba")
-                except ImportError:  # no numba, nothing to align
-                    pass
-
         environ["NUMBA_NUM_THREADS"] = omp
-        try:
-            load()
-        finally:
-            del environ["NUMBA_NUM_THREADS"]
         return "set"
     return (f"numba was imported before celljepa without NUMBA_NUM_THREADS: scanpy's numba kernels will start one "
             f"thread per core and raise torch's threads above OMP_NUM_THREADS={omp}. Fix: export "

@@ -12,7 +12,8 @@ import sys
 from collections.abc import Sequence
 
 from .._errors import CelljepaError, storage_error
-from .._settings import settings
+from .._logging import logger
+from .._settings import align_numba_threads, settings
 from ..data._keys import suggest
 from . import _slurm
 from ._commands import COMMANDS as _COMMANDS
@@ -57,6 +58,9 @@ def _unknown_options(parser: argparse.ArgumentParser, argv: list[str]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (0 ok, 1 error or invalid data, 2 usage)."""
+    # a command is its own process: numba (scanpy's kernels) follows OMP_NUM_THREADS there
+    if (why := align_numba_threads()) not in (None, "set"):
+        logger.warning(why)
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     _unknown_options(parser, argv)
