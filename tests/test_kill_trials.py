@@ -101,6 +101,9 @@ def test_benchmark_killed_anywhere_leaves_whole_folds_and_resumes(kang, tmp_path
         combined = out / "metrics_combined.json"
         if combined.is_file():  # a finished combined run: the old one whole, or the new one whole
             assert now in (old, new), f"trial {trial}: metrics_combined.json over folds of two runs"
+        state = "old run" if now == old else "new run" if now == new else "folds of both, no combined result"
+        print(f"benchmark trial {trial}: killed at {after:.1f} s of {duration:.1f} s: {state}"
+              f"{', combined' if combined.is_file() else ''}")
         _run(_cli(*base, "--transductive", "--overwrite", "--out", str(out)))  # resumes, replaces what is left
         assert _asides(out / "kang2018" / "S2_unseen_context" / "split_seed0") == []
         result = json.loads(combined.read_text())
@@ -119,9 +122,12 @@ def test_pretrain_restart_killed_anywhere_keeps_the_finished_run(kang, tmp_path)
     duration = _run(_cli(*new_args[:-2], "--out", str(tmp_path / "timing")))
     rng = random.Random(1)
     killed = 0
-    for _trial in range(TRIALS):
-        killed += _killed(_cli(*new_args), rng.uniform(0.05, 1.0) * duration)
+    for trial in range(TRIALS):
+        after = rng.uniform(0.05, 1.0) * duration
+        killed += _killed(_cli(*new_args), after)
         now = _tree(out)
+        print(f"pretrain trial {trial}: killed at {after:.1f} s of {duration:.1f} s: "
+              f"{'old run' if now == old else 'new run'}")
         if now != old:  # the new run complete and swapped in
             assert (out / "eval.json").is_file()
             assert "max_steps: 30" in (out / "config.yaml").read_text()
@@ -148,9 +154,12 @@ def test_report_killed_anywhere_is_the_old_or_the_new_report(kang, tmp_path):
     duration = _run(_cli(*new[:-4], "--out", str(tmp_path / "timing"), "--title", "new"))
     rng = random.Random(2)
     killed = 0
-    for _trial in range(TRIALS):
-        killed += _killed(_cli(*new), rng.uniform(0.05, 1.0) * duration)
+    for trial in range(TRIALS):
+        after = rng.uniform(0.05, 1.0) * duration
+        killed += _killed(_cli(*new), after)
         now = _tree(out)
+        print(f"report trial {trial}: killed at {after:.1f} s of {duration:.1f} s: "
+              f"{'old report' if now == old else 'new report'}")
         if now != old:
             report = json.loads((out / "report.json").read_text())
             assert report["title"] == "new" and len(report["runs"]) == 2

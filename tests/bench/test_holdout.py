@@ -163,3 +163,36 @@ def test_holdout_tasks_run_apart_then_collect_equals_one_run(result, tmp_path):
         return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
 
     assert same(merged["prediction"], res["prediction"]) and same(merged["transfer"], res["transfer"])
+
+
+def test_a_holdout_of_other_inputs_never_replaces_a_finished_one(result, tmp_path):
+    """Another run into a finished holdout folder is refused before anything is written, or --overwrite."""
+    import hashlib
+
+    from celljepa.bench import benchmark
+
+    out, _res, d = result
+
+    def tree(folder):
+        return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(folder.rglob("*")) if p.is_file()}
+
+    data = {"norman2019": d["norman2019"], "sciplex_gxe": d["sciplex_gxe"]}
+    before = tree(out)
+    other = RunConfig(jepa=load_config(overrides=JEPA), transition=TransitionConfig(max_steps=21))
+    for tasks in (None, [2]):
+        with pytest.raises(InputError, match=r"holds a finished holdout task made with other inputs.*--overwrite"):
+            holdout_run(data, "sciplex_gxe", out=out, run=other, max_folds=1, progress=False, tasks=tasks)
+        assert tree(out) == before
+    # a run of another kind into it is refused too, and a holdout into a benchmark run
+    with pytest.raises(InputError, match=r"holds a finished holdout run \(holdout.json\): a benchmark run must not"):
+        benchmark({"sciplex_gxe": d["sciplex_gxe"]}, {"sciplex_gxe": {"S2_unseen_context": 3}}, out=out,
+                  progress=False, max_folds=1)
+    assert tree(out) == before
+    bench = tmp_path / "bench"
+    benchmark({"sciplex_gxe": d["sciplex_gxe"]}, {"sciplex_gxe": {"S2_unseen_context": 3}}, out=bench,
+              progress=False, max_folds=1)
+    done = tree(bench)
+    with pytest.raises(InputError, match=r"holds a finished benchmark run \(metrics_combined.json\): a holdout run"):
+        holdout_run(data, "sciplex_gxe", out=bench, run=other, max_folds=1, progress=False)
+    assert tree(bench) == done

@@ -43,7 +43,15 @@ from .claims import check_claims, fixed_claims
 from .config import RunConfig
 from .pooling import PRIMARY, paired_difference, pool_conditions, summarize
 from .provenance import provenance, versions
-from .tasks import config_digest, data_fingerprint, read_tables, stop_on_signals, task_indices, write_tables
+from .tasks import (
+    config_digest,
+    data_fingerprint,
+    read_tables,
+    refuse_other_kind,
+    stop_on_signals,
+    task_indices,
+    write_tables,
+)
 
 __all__ = ["HOLDOUT_SPLIT", "holdout_run"]
 
@@ -81,9 +89,19 @@ def _encoder(path: Path, inputs: dict, train):
     if train is None:
         return None, digest
     model = train()
-    model.save(path, overwrite=True)
-    write_json_atomic(path / "inputs.json", {"config_digest": digest})
+    with staged_folder(path) as stage:  # the encoder folder appears whole, its digest last
+        model.save(stage, overwrite=True)
+        write_json_atomic(stage / "inputs.json", {"config_digest": digest})
     return model, digest
+
+
+def _other_digest(marker: Path, digest: str) -> bool:
+    """Whether ``marker`` records a finished task of other inputs (a different digest)."""
+    try:
+        stored = json.loads(marker.read_text(encoding="utf-8")).get("config_digest")
+    except (OSError, ValueError):
+        return False
+    return stored is not None and stored != digest
 
 
 def _transfer(held, enc_others, enc_self, *, seed: int, labels, n_pcs: int, progress: bool) -> dict:
@@ -183,6 +201,33 @@ class _Holdout:
                              "(celljepa holdout ... --task I; `celljepa slurm holdout` runs the encoders as the first "
                              "array).")
         return dict(zip(self.model_seeds, models[:-1], strict=True)), models[-1]
+
+    def check_inputs(self, indices, *, overwrite: bool) -> None:
+        """Refuse, before anything is written, encoder or fold folders finished from a run with other inputs."""
+        n_enc = len(self.encoder_specs)
+        stale = []
+        for i in indices:
+            if i < n_enc:
+                folder = self.encoder_specs[i][0]
+                if _other_digest(folder / "inputs.json", self.encoder_digests[i]):
+                    stale.append(folder)
+            else:
+                split, s, fold, k = self.folds[i - n_enc]
+                folder = self.fold_dir(split, s, fold)
+                if _other_digest(folder / "fold.json", self.fold_digest(split, s, fold, k)):
+                    stale.append(folder)
+        if not stale:
+            return
+        if overwrite:
+            for name in ("holdout.json", "holdout.md"):
+                (self.out / name).unlink(missing_ok=True)
+            logger.warning("--overwrite: %d finished task(s) of another run in %s are replaced one by one",
+                           len(stale), self.out)
+            return
+        raise InputError(f"{stale[0]} holds a finished holdout task made with other inputs (other data, settings, "
+                         f"seeds or encoders){f' (and {len(stale) - 1} more)' if len(stale) > 1 else ''}. Nothing "
+                         "was written. Fix: pass a new --out, or --overwrite to replace that run (each finished task "
+                         "stays until its new one is complete).")
 
     def fold_digest(self, split: str, s: int, fold: dict, k: int) -> str:
         return config_digest({"holdout": self.holdout, "split": split, "seed": s, "fold": fold["fold"], "n_folds": k,
@@ -300,7 +345,7 @@ def _check(datasets: dict, holdout: str, run: RunConfig) -> None:
 def holdout_run(datasets: dict, holdout: str, *, out: str | os.PathLike, run: RunConfig,
                 feature_set="foundation-v1", splits: dict[str, int] | None = None, max_folds: int | None = None,
                 labels=("cell_type", "perturbation_id"), n_pcs: int = 50, progress: bool = True, tasks=None,
-                collect: bool = False) -> dict:
+                collect: bool = False, overwrite: bool = False) -> dict:
     """Hold ``holdout`` out of ``datasets``, pretrain on the others, evaluate transfer and prediction on it.
 
     Parameters
@@ -335,6 +380,9 @@ def holdout_run(datasets: dict, holdout: str, *, out: str | os.PathLike, run: Ru
     collect
         Compute nothing: read every task back and write ``holdout.json``; unfinished tasks are an error that
         lists them.
+    overwrite
+        Replace encoder and fold folders that ``out`` holds finished from a run with other inputs; without it
+        such a run is refused before anything is written.
 
     Returns
     -------
@@ -351,6 +399,8 @@ def holdout_run(datasets: dict, holdout: str, *, out: str | os.PathLike, run: Ru
         listed = h.tasks()
         tasks = task_indices(tasks, len(listed), "holdout")
         refuse_beside_holder(out, "a task")
+        refuse_other_kind(out, "holdout")
+        h.check_inputs(tasks, overwrite=overwrite)
         states = {}
         with stop_on_signals():
             enc_others = None
@@ -367,7 +417,9 @@ def holdout_run(datasets: dict, holdout: str, *, out: str | os.PathLike, run: Ru
                 states[i] = "done"
                 logger.info("holdout task %d (%s %s): done", i, listed[i][0], listed[i][1])
         return {"tasks": states}
+    refuse_other_kind(out, "holdout")
     with folder_lock(out):
+        h.check_inputs(range(len(h.tasks())), overwrite=overwrite)
         return _combined(h, out, labels=labels, n_pcs=n_pcs, collect=collect)
 
 

@@ -35,7 +35,7 @@ from .._logging import logger
 from ..data._keys import suggest
 from ..train.config import JEPAConfig, load_config
 from ..train.distributed import barrier, is_main, world_size
-from .tasks import data_fingerprint, locks_out
+from .tasks import data_fingerprint, locks_out, refuse_other_kind
 
 __all__ = ["FAST_DEV", "embedding_eval", "pretrain"]
 
@@ -169,6 +169,7 @@ def pretrain(h5ad, *, out: str | os.PathLike, config: str | os.PathLike | JEPACo
         On SIGTERM/SIGUSR1, after the checkpoint is written.
     """
     out = Path(out)
+    refuse_other_kind(out, "pretrain")
     paths = [check_readable_h5ad(p) for p in (h5ad if isinstance(h5ad, (list, tuple)) else [h5ad])]
     combined = len(paths) > 1 or feature_set is not None
     if combined and len(paths) > 1 and not (overrides or {}).get("data", {}).get("balance_key"):

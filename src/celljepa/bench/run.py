@@ -52,6 +52,7 @@ from .tasks import (
     load_finished_fold,
     locks_out,
     other_run,
+    refuse_other_kind,
     refuse_other_runs,
     stop_on_signals,
     task_indices,
@@ -142,6 +143,7 @@ def eval_baselines(adata: AnnData, *, split: str, fold: int, seed: int = 0, n_fo
     created = _empty(out)
     inputs = _run_config(adata, folds[fold], cfg, None, data=data_fingerprint(adata), val_fraction=val_fraction,
                          input=source or "")
+    refuse_other_kind(out, "fold")
     if not overwrite:
         refuse_other_runs({out: c} if (c := other_run(out, inputs)) else {})
     try:
@@ -323,6 +325,7 @@ def benchmark(datasets: dict[str, AnnData], plan: dict[str, dict[str, int]], *, 
     if tasks is not None and collect:
         raise InputError("tasks= runs fold tasks and collect= merges them: pass one of the two (CLI: --task or "
                          "--collect).")
+    refuse_other_kind(out, "benchmark")
     jobs = benchmark_tasks(datasets, plan, run=run, max_folds=max_folds, folds=folds)
     fold_result = _FoldTasks(datasets, plan, out, run, figure_maker, pca_twin, predictions, reuse, overwrite)
     if final:
@@ -712,7 +715,7 @@ def _encoder_split(jepa_run: Path) -> dict | None:
 def train_transition(adata: AnnData, *, jepa_run: str | os.PathLike, split: str | os.PathLike,
                      out: str | os.PathLike, config=None, kinds=("prototype", "set"), drug_metadata=None,
                      source: str | None = None, allow_unsplit_encoder: bool = False,
-                     figure_maker: FigureMaker | None = None) -> FoldResult:
+                     figure_maker: FigureMaker | None = None, overwrite: bool = False) -> FoldResult:
     """Train transition models on one fold with a pretrained encoder, score them beside the baselines.
 
     The encoder must have been pretrained on this fold's training cells (``celljepa pretrain --split``);
@@ -755,12 +758,18 @@ def train_transition(adata: AnnData, *, jepa_run: str | os.PathLike, split: str 
             for view, refit, _ in fit_views(m, train, parts, scored):
                 m.fit(view, refit=refit)
         return None
+    refuse_other_kind(out, "fold")
+    inputs = _run_config(adata, fold, eval_cfg, None, data=data_fingerprint(adata), input=source or "",
+                         jepa_run=str(jepa_run.resolve()), encoder_split_matches=same, transition=cfg.to_dict(),
+                         kinds=list(kinds), drug_metadata=str(drug_metadata or ""))
+    if not overwrite:
+        refuse_other_runs({out: c} if (c := other_run(out, inputs)) else {})
     created = _empty(out)
     try:
         result = score_fold(adata, fold, config=eval_cfg, jepa=encoder, extra_methods=models)
         with staged_folder(out) as stage:
             write_fold_run(result, adata, stage, config=_run_config(
-                adata, fold, eval_cfg, result, data=data_fingerprint(adata), input=source or "",
+                adata, fold, eval_cfg, result, data=inputs["data"], input=source or "",
                 jepa_run=str(jepa_run.resolve()),
                 encoder_split_matches=same, transition=cfg.to_dict(), kinds=list(kinds),
                 drug_metadata=str(drug_metadata or "")), figure_maker=figure_maker)

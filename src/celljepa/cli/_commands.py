@@ -562,6 +562,7 @@ def _add_train_transition(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-unsplit-encoder", action="store_true",
                    help="accept an encoder pretrained without this split (it has seen the test cells, unlabelled)")
     p.add_argument("--out", required=True, type=Path, help="run folder, e.g. runs/<run_id>")
+    _add_overwrite(p)
 
 
 def _cmd_train_transition(args: argparse.Namespace) -> int:
@@ -575,7 +576,8 @@ def _cmd_train_transition(args: argparse.Namespace) -> int:
     with distributed_session(cfg.device):
         result = train_transition(adata, jepa_run=args.jepa, split=args.split_file, out=args.out, config=cfg,
                                   kinds=args.kinds, drug_metadata=args.drug_metadata, source=str(args.h5ad),
-                                  allow_unsplit_encoder=args.allow_unsplit_encoder, figure_maker=_fold_figures)
+                                  allow_unsplit_encoder=args.allow_unsplit_encoder, figure_maker=_fold_figures,
+                                  overwrite=args.overwrite)
     if result is None:  # a rank other than 0 of a distributed run: rank 0 reports
         return EXIT_OK
     m = result.metrics
@@ -746,6 +748,7 @@ def _add_holdout(sub: argparse._SubParsersAction) -> None:
     _add_jepa_args(p)
     _add_protocol_args(p)
     p.add_argument("--out", required=True, type=Path)
+    _add_overwrite(p)
     _add_progress(p)
     _add_task_args(p, what="tasks (the encoders first, then the folds)")
 
@@ -783,7 +786,8 @@ def _cmd_holdout(args: argparse.Namespace) -> int:
             print(f"{i}\t{kind}\t{label}\t{'done' if done else 'to do'}\t{folder}")
         return EXIT_OK
     code, result = _run_tasks("holdout", args, lambda: holdout_run(
-        datasets, args.holdout, **common, progress=not args.no_progress, tasks=args.task, collect=args.collect))
+        datasets, args.holdout, **common, progress=not args.no_progress, tasks=args.task, collect=args.collect,
+        overwrite=args.overwrite))
     if code is not None:
         return code
     print(args.out / "holdout.md")
