@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -307,9 +308,10 @@ def benchmark(datasets: dict[str, AnnData], plan: dict[str, dict[str, int]], *, 
         With ``final``: the datasets of this run that were never seen while celljepa's models and defaults were
         developed (the user's declaration, recorded and stated in the report). Split seeds hold nothing out.
     overwrite
-        Replace finished folds that ``out`` holds from a run with other inputs (other data, settings or seeds).
-        Without it such a run is refused before anything is written, naming what changed. The combined files of
-        the old run are removed first; each old fold stays until its new one is complete.
+        Replace what ``out`` holds finished from a run with other inputs (other data, settings, seeds or plan).
+        Without it such a run is refused before anything is written, naming what changed. A whole run is built
+        in a staging folder and replaces the old one when complete (the old run stays whole until then); fold
+        tasks replace their folds one by one, after removing the old run's combined files.
 
     Every fold is written into a staging folder and swapped in whole (:func:`celljepa._io.staged_folder`), under
     the fold folder's lock; a full run or ``collect`` also holds ``out``'s lock, and a fold task is refused while
@@ -351,10 +353,17 @@ def benchmark(datasets: dict[str, AnnData], plan: dict[str, dict[str, int]], *, 
                             fold["fold"], states[i])
         return {"tasks": states}
     with folder_lock(out):
-        fold_result.check_inputs(jobs)
-        return _combined_run(datasets, plan, out, run, jobs, fold_result, collect=collect,
-                             combined_figure_maker=combined_figure_maker, progress=progress, jepa_knn=jepa_knn,
-                             title=title)
+        kw = dict(collect=collect, combined_figure_maker=combined_figure_maker, progress=progress, jepa_knn=jepa_knn,
+                  title=title)
+        if fold_result.check_inputs(jobs) and not collect:
+            # --overwrite of a whole run: built in a staging folder and swapped in when complete, so the old run
+            # stays whole (combined result included) until then, and a killed run leaves it as it was
+            with staged_folder(out) as stage:
+                if (out / FINAL_FILE).is_file():
+                    shutil.copy2(out / FINAL_FILE, stage / FINAL_FILE)
+                fold_result.out = stage
+                return _combined_run(datasets, plan, stage, run, jobs, fold_result, **kw)
+        return _combined_run(datasets, plan, out, run, jobs, fold_result, **kw)
 
 
 class _FoldTasks:
@@ -392,11 +401,13 @@ class _FoldTasks:
         return _run_config(self.datasets[dataset_id], fold, self.run.evaluation_for(split_seed), result,
                            data=self.fingerprints[dataset_id], **self.extra)
 
-    def check_inputs(self, jobs, *, whole: bool = True) -> None:
+    def check_inputs(self, jobs, *, whole: bool = True) -> bool:
         """Refuse, before anything is written, folds that ``out`` holds finished from a run with other inputs.
 
-        With ``overwrite`` they are replaced instead; the old run's combined files, which describe them, are
-        removed now, so the folder never shows a finished run while it mixes two.
+        With ``overwrite`` they are replaced instead and this returns True: a whole run is then built in a staging
+        folder (:func:`benchmark`); fold tasks (``whole=False``) replace their folds one by one, and the old run's
+        combined files, which describe them, are removed now, so the folder never shows a finished run while it
+        mixes two.
         """
         conflicts = {}
         for dataset_id, split, s, fold in jobs:
@@ -414,12 +425,14 @@ class _FoldTasks:
                 conflicts[self.out] = ["the plan (datasets, splits, split seeds or folds) of the combined run "
                                        "differs from this run's"]
         if conflicts and self.overwrite:
-            for name in ("metrics_combined.json", "report.md"):
-                (self.out / name).unlink(missing_ok=True)
-            logger.warning("--overwrite: %d finished fold(s) of another run in %s are replaced one by one",
-                           len(conflicts), self.out)
-            return
+            if not whole:
+                for name in ("metrics_combined.json", "report.md"):
+                    (self.out / name).unlink(missing_ok=True)
+            logger.warning("--overwrite: %d finished fold(s) of another run in %s are replaced%s", len(conflicts),
+                           self.out, "" if whole else " one by one")
+            return True
         refuse_other_runs(conflicts)
+        return False
 
     def run_digest(self, jobs) -> str:
         """Digest of a whole run: the inputs of every fold it combines (plan, seeds, settings, data)."""
