@@ -55,6 +55,17 @@ def _killed(argv: list[str], after: float) -> bool:
         return True
 
 
+def _kill_trials(argv: list[str], duration: float, seed: int):
+    """Run ``argv`` TRIALS times, each SIGKILLed at a seeded random 5-100 % of ``duration``.
+
+    Yields ``(trial, seconds, whether it was still running)``.
+    """
+    rng = random.Random(seed)
+    for trial in range(TRIALS):
+        after = rng.uniform(0.05, 1.0) * duration
+        yield trial, after, _killed(argv, after)
+
+
 def _tree(folder: Path) -> dict[str, str]:
     return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(folder.rglob("*")) if p.is_file() and p.name != LOCK_NAME}
@@ -119,11 +130,9 @@ def test_pretrain_restart_killed_anywhere_keeps_the_finished_run(kang, tmp_path)
     old = _tree(out)
     new_args = [*base, "--set", "train.max_steps=30", "--restart", "--out", str(out)]
     duration = _run(_cli(*new_args[:-2], "--out", str(tmp_path / "timing")))
-    rng = random.Random(1)
     killed = 0
-    for trial in range(TRIALS):
-        after = rng.uniform(0.05, 1.0) * duration
-        killed += _killed(_cli(*new_args), after)
+    for trial, after, running in _kill_trials(_cli(*new_args), duration, seed=1):
+        killed += running
         now = _tree(out)
         print(f"pretrain trial {trial}: killed at {after:.1f} s of {duration:.1f} s: "
               f"{'old run' if now == old else 'new run'}")
@@ -151,11 +160,9 @@ def test_report_killed_anywhere_is_the_old_or_the_new_report(kang, tmp_path):
     old = _tree(out)
     new = ["report", "--runs", str(runs / "a"), str(runs / "b"), "--out", str(out), "--title", "new"]
     duration = _run(_cli(*new[:-4], "--out", str(tmp_path / "timing"), "--title", "new"))
-    rng = random.Random(2)
     killed = 0
-    for trial in range(TRIALS):
-        after = rng.uniform(0.05, 1.0) * duration
-        killed += _killed(_cli(*new), after)
+    for trial, after, running in _kill_trials(_cli(*new), duration, seed=2):
+        killed += running
         now = _tree(out)
         print(f"report trial {trial}: killed at {after:.1f} s of {duration:.1f} s: "
               f"{'old report' if now == old else 'new report'}")

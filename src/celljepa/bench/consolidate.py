@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .._errors import InputError
-from .._io import LOCK_NAME, folder_lock, staged_folder, write_text_atomic
+from .._io import LOCK_NAME, RUN_MARKERS, folder_lock, staged_folder, write_text_atomic
 from .._logging import logger
 from .._version import __version__
 from ..eval import report as R
@@ -39,12 +39,7 @@ SCHEMA = "celljepa.report/2"
 FIGURE = "where_jepa_helps.png"
 
 #: Files that mark each kind of run folder, checked in this order; the first kind with all its files wins.
-KIND_FILES: dict[str, tuple[str, ...]] = {
-    "holdout": ("holdout.json",),
-    "benchmark": ("metrics_combined.json",),
-    "sweep": ("ablation.json",),
-    "fold": ("metrics.json", "config.json"),
-}
+KIND_FILES: dict[str, tuple[str, ...]] = {k: RUN_MARKERS[k] for k in ("holdout", "benchmark", "sweep", "fold")}
 
 
 # --------------------------------------------------------------------------------------------- loading

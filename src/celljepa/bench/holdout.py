@@ -33,7 +33,14 @@ import numpy as np
 import pandas as pd
 
 from .._errors import InputError
-from .._io import folder_lock, refuse_beside_holder, staged_folder, write_json_atomic, write_text_atomic
+from .._io import (
+    folder_lock,
+    refuse_beside_holder,
+    refuse_other_kind,
+    staged_folder,
+    write_json_atomic,
+    write_text_atomic,
+)
 from .._logging import logger
 from ..eval.bootstrap import SeedCube
 from ..eval.report import holdout_markdown
@@ -47,7 +54,6 @@ from .tasks import (
     config_digest,
     data_fingerprint,
     read_tables,
-    refuse_other_kind,
     stop_on_signals,
     task_indices,
     write_tables,

@@ -26,6 +26,7 @@ from .._io import (
     LOCK_NAME,
     atomic_path,
     check_readable_h5ad,
+    refuse_other_kind,
     remove_tree_quietly,
     staged_folder,
     write_json_atomic,
@@ -33,9 +34,10 @@ from .._io import (
 )
 from .._logging import logger
 from ..data._keys import suggest
+from ..data._normalize import require_log_expression
 from ..train.config import JEPAConfig, load_config
 from ..train.distributed import barrier, is_main, world_size
-from .tasks import data_fingerprint, locks_out, refuse_other_kind
+from .tasks import data_fingerprint, locks_out
 
 __all__ = ["FAST_DEV", "embedding_eval", "pretrain"]
 
@@ -126,22 +128,6 @@ def _read(path: Path, *, backed: bool):
                          ": the file is damaged or cut short. Fix: copy or write it again.") from None
 
 
-def _require_log_data(adata, source: str, layer: str | None = None) -> None:
-    """Pretraining reads log-normalised expression (X or ``layer``): raw counts, NaN or negative values are refused."""
-    from ..data._normalize import require_log_normalized
-
-    where = f"layers[{layer!r}]" if layer else "X"
-    if layer and layer not in adata.layers:
-        raise InputError(f"{source} has no layers[{layer!r}] (layers: {', '.join(adata.layers) or 'none'}). "
-                         "Fix: drop --layer / data.layer to read X, or name one of the listed layers.")
-    require_log_normalized(adata.layers[layer] if layer else adata.X, where=f"{where} of {source}",
-                           uns=None if layer else adata.uns,
-                           fix=("`celljepa ingest` the file first (it keeps the counts in layers['counts'] and "
-                                "log-normalises X), or cj.pp.normalize(adata); pretrain reads X, not the counts "
-                                "layer." if layer else "`celljepa ingest` the file first (it keeps the counts in "
-                                "layers['counts'] and log-normalises X), or cj.pp.normalize(adata)."))
-
-
 @locks_out
 def pretrain(h5ad, *, out: str | os.PathLike, config: str | os.PathLike | JEPAConfig | None = None,
              split: str | os.PathLike | None = None, fast_dev: bool = False, backed: bool | None = None,
@@ -197,7 +183,7 @@ def pretrain(h5ad, *, out: str | os.PathLike, config: str | os.PathLike | JEPACo
     else:
         adata = _read(paths[0], backed=cfg.data.backed)
     try:
-        _require_log_data(adata, ", ".join(map(str, paths)), cfg.data.layer)
+        require_log_expression(adata, cfg.data.layer, source=", ".join(map(str, paths)))
         inputs = {"data": data_fingerprint(adata), "sources": [str(p) for p in paths]}
         # checked before any file changes, --restart included: a refused run deletes nothing
         finished = (out / "eval.json").is_file()

@@ -190,21 +190,6 @@ def other_run(run_dir: Path, config: dict) -> list[str] | None:
     return input_changes(old, config) or ["the run settings (same entries, another digest)"]
 
 
-#: The files that mark a finished run of each kind in its folder (written last by that kind).
-RUN_MARKERS = {"benchmark": ("metrics_combined.json",), "holdout": ("holdout.json",), "sweep": ("ablation.json",),
-               "fold": ("metrics.json", "config.json"), "pretrain": ("eval.json", "config.yaml"),
-               "report": ("report.json", "report.md")}
-
-
-def refuse_other_kind(out: Path, kind: str) -> None:
-    """Refuse to write a ``kind`` run into a folder that holds a finished run of another kind (its files)."""
-    out = Path(out)
-    for other, files in RUN_MARKERS.items():
-        if other != kind and all((out / f).is_file() for f in files):
-            raise InputError(f"--out {out} holds a finished {other} run ({', '.join(files)}): a {kind} run must not "
-                             "write into it. Nothing was written. Fix: pass another --out.")
-
-
 def refuse_other_runs(conflicts: dict, *, option: str = "--out") -> None:
     """Refuse to write over finished runs of other inputs: ``conflicts`` maps run folder → :func:`other_run`."""
     if not conflicts:

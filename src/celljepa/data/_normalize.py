@@ -137,6 +137,27 @@ def require_log_normalized(matrix, *, where: str, uns=None, fix: str | None = No
         )
 
 
+def require_log_expression(adata: AnnData, layer: str | None = None, *, source: str | None = None) -> None:
+    """Raise a named :class:`InputError` unless ``adata``'s ``X`` (or ``layer``) holds log-normalised expression.
+
+    The one check of every reader of log expression (the encoder, ``celljepa pretrain``, the evaluation space),
+    judged by :func:`detect_x_state` on the first rows, so it costs the same on every fold of any dataset.
+    ``source`` (a file name) is named in the message.
+    """
+    if layer is not None and layer not in adata.layers:
+        raise InputError(f"layer {layer!r} is not in adata.layers of {source or 'adata'} (layers: "
+                         f"{', '.join(adata.layers) or 'none'}). Fix: read X (layer=None; CLI: drop data.layer), or "
+                         "one of the listed layers.")
+    matrix = adata.layers[layer] if layer is not None else adata.X
+    if matrix.shape[0] > _SAMPLE_ROWS:
+        matrix = matrix[:_SAMPLE_ROWS]
+    where = (f"layers[{layer!r}]" if layer is not None else "X") + (f" of {source}" if source else "")
+    require_log_normalized(matrix, where=where, uns=None if layer is not None else adata.uns,
+                           fix="cj.pp.normalize(adata) first, or `celljepa ingest` the file first (either keeps the "
+                               "counts in layers['counts'] and log-normalises X)"
+                               + ("; read X, not the counts layer." if layer is not None else "."))
+
+
 def log_normalize(adata: AnnData, *, assume: XState | None = None, target_sum: float = C.DEFAULT_TARGET_SUM,
                   counts_layer: str = C.COUNTS_LAYER) -> list[str]:
     """Normalise ``adata`` in place as :func:`celljepa.pp.normalize` describes; return the keys written."""

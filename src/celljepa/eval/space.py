@@ -14,7 +14,7 @@ from anndata import AnnData
 
 from .._errors import InputError
 from .._io import atomic_path
-from ..data._normalize import require_log_normalized
+from ..data._normalize import require_log_expression
 
 DEFAULT_N_HVG = 2000
 DEFAULT_N_PCS = 50
@@ -103,7 +103,7 @@ class EvaluationSpace:
             raise InputError(f"the training fold has {n_rows} cells; an evaluation space needs at least 3.")
         if n_hvg < 1 or n_pcs < 1:
             raise InputError(f"n_hvg={n_hvg} and n_pcs={n_pcs} must both be at least 1 (CLI: --n-hvg, --n-pcs).")
-        require_log_normalized(train.X, where="X", uns=train.uns)
+        require_log_expression(train)
         if _streamed(train, n_rows):
             return cls._fit_streamed(train, np.arange(train.n_obs) if rows is None else np.asarray(rows),
                                      n_hvg=n_hvg, n_pcs=n_pcs, seed=seed)

@@ -16,7 +16,7 @@ import torch
 from .._errors import CelljepaWarning, InputError
 from .._io import write_json_atomic
 from .._logging import logger
-from ..data._normalize import require_log_normalized
+from ..data._normalize import require_log_expression
 
 __all__ = ["CellJEPA"]
 
@@ -126,17 +126,6 @@ def _peak_rss() -> int | None:
     return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
-def _require_log_input(adata, layer: str | None) -> None:
-    """The encoder reads log-normalised expression: raw counts in X or ``layer`` are a named error."""
-    if layer is not None and layer not in adata.layers:
-        raise InputError(f"layer {layer!r} is not in adata.layers (layers: {', '.join(adata.layers) or 'none'}). "
-                         "Fix: pass layer=None to use X, or one of the listed layers.")
-    matrix = adata.layers[layer] if layer is not None else adata.X
-    require_log_normalized(matrix, where=f"layers[{layer!r}]" if layer else "X", uns=None if layer else adata.uns,
-                           fix="train on log-normalised expression: cj.pp.normalize(adata) (it keeps the counts in "
-                               "layers['counts']), then use X" + (", not the counts layer." if layer else "."))
-
-
 class CellJEPA:
     """Joint-embedding predictive pretraining of cell embeddings.
 
@@ -188,7 +177,7 @@ class CellJEPA:
         self.config = cfg.replace(model=model_over, mask=mask_over, data=data_over)
         self.adata = adata
         self.var_names = _check_var_names(adata.var_names, "adata")
-        _require_log_input(adata, self.config.data.layer)
+        require_log_expression(adata, self.config.data.layer)
         self.columns_: np.ndarray | None = None
         self.gene_features_: np.ndarray | None = None
         self.go_info_: dict = {}
