@@ -70,13 +70,38 @@ def main() -> None:
     csr = _csr_bytes(args.file)
     env = {**os.environ}
     run = args.runs / f"chunk{args.chunk_size}"
-    cmd = [sys.executable, "-m", "celljepa.cli", "pretrain", str(args.file), "--backed", "--out", str(run),
-           "--restart", "--no-progress", "--set", "mask.kind=random", "--set", f"train.max_steps={args.steps}",
-           "--set", f"train.batch_size={args.batch_size}", "--set", f"data.chunk_size={args.chunk_size}",
-           "--set", "train.log_every=50", "--set", f"train.eval_every={args.steps}",
-           "--set", f"train.checkpoint_every={args.steps}"]
-    floor_cmd = [sys.executable, "-c", "import sys, anndata as ad, celljepa, torch; "
-                 "a = ad.read_h5ad(sys.argv[1], backed='r'); a.file.close()", str(args.file)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "celljepa.cli",
+        "pretrain",
+        str(args.file),
+        "--backed",
+        "--out",
+        str(run),
+        "--restart",
+        "--no-progress",
+        "--set",
+        "mask.kind=random",
+        "--set",
+        f"train.max_steps={args.steps}",
+        "--set",
+        f"train.batch_size={args.batch_size}",
+        "--set",
+        f"data.chunk_size={args.chunk_size}",
+        "--set",
+        "train.log_every=50",
+        "--set",
+        f"train.eval_every={args.steps}",
+        "--set",
+        f"train.checkpoint_every={args.steps}",
+    ]
+    floor_cmd = [
+        sys.executable,
+        "-c",
+        "import sys, anndata as ad, celljepa, torch; a = ad.read_h5ad(sys.argv[1], backed='r'); a.file.close()",
+        str(args.file),
+    ]
     floor, _, _ = _run(floor_cmd, env)  # imports + the file's obs/var in memory: the floor of any run
     peak, wall, _ = _run(cmd, env)
     records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
@@ -84,13 +109,24 @@ def main() -> None:
     steady = [r["cells_per_s"] for r in train[1:]] or [train[-1]["cells_per_s"]]
     result = json.loads((run / "eval.json").read_text())
     row = {
-        "cells": args.cells, "genes": args.genes, "file_bytes": args.file.stat().st_size, "csr_in_memory_bytes": csr,
-        "chunk_size": args.chunk_size, "batch_size": args.batch_size, "steps": args.steps,
-        "floor_rss_bytes": floor, "train_peak_rss_bytes": result["train_info"]["peak_rss_bytes"],
-        "peak_rss_bytes": peak, "peak_rss_over_csr": peak / csr, "cells_per_s": sum(steady) / len(steady),
-        "train_seconds": result["train_seconds"], "wall_seconds": round(wall, 1),
-        "effective_rank": result["diagnostics"]["effective_rank"], "torch_threads": int(os.environ.get(
-            "OMP_NUM_THREADS", "0")) or None, "machine": platform.platform(), "cpus": os.cpu_count(),
+        "cells": args.cells,
+        "genes": args.genes,
+        "file_bytes": args.file.stat().st_size,
+        "csr_in_memory_bytes": csr,
+        "chunk_size": args.chunk_size,
+        "batch_size": args.batch_size,
+        "steps": args.steps,
+        "floor_rss_bytes": floor,
+        "train_peak_rss_bytes": result["train_info"]["peak_rss_bytes"],
+        "peak_rss_bytes": peak,
+        "peak_rss_over_csr": peak / csr,
+        "cells_per_s": sum(steady) / len(steady),
+        "train_seconds": result["train_seconds"],
+        "wall_seconds": round(wall, 1),
+        "effective_rank": result["diagnostics"]["effective_rank"],
+        "torch_threads": int(os.environ.get("OMP_NUM_THREADS", "0")) or None,
+        "machine": platform.platform(),
+        "cpus": os.cpu_count(),
     }
     print(json.dumps(row, indent=2))
     if args.out is not None:

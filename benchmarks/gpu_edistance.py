@@ -94,8 +94,12 @@ def bench(results: dict) -> None:
     macs = n * n / 2 * d
     same = matmul_rate(n // 4, d, 8192)
     results["allpairs_200k_1000groups_50d"] = {
-        "seconds": t, "tflops": 2 * macs / t / 1e12, "pct_of_matmul_peak": 100 * macs / t / peak,
-        "pct_of_matmul_same_k": 100 * macs / t / same, "matmul_same_k_tflops": 2 * same / 1e12}
+        "seconds": t,
+        "tflops": 2 * macs / t / 1e12,
+        "pct_of_matmul_peak": 100 * macs / t / peak,
+        "pct_of_matmul_same_k": 100 * macs / t / same,
+        "matmul_same_k_tflops": 2 * same / 1e12,
+    }
     print("all-pairs 200k:", results["allpairs_200k_1000groups_50d"], flush=True)
 
     # one-sided: 1M cells, 1000 groups of 990 against a control group of 10k
@@ -108,9 +112,12 @@ def bench(results: dict) -> None:
     t = _time(lambda: edistance(x, off, pairs=pairs, backend="cuda"), reps=3, warmup=1)
     gs = sizes[1]
     macs = (n_ctrl * gs * n_groups + n_ctrl**2 / 2 + n_groups * gs**2 / 2) * d
-    results["onesided_1M_50d"] = {"seconds": t, "tflops": 2 * macs / t / 1e12,
-                                  "pct_of_matmul_peak": 100 * macs / t / peak,
-                                  "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30}
+    results["onesided_1M_50d"] = {
+        "seconds": t,
+        "tflops": 2 * macs / t / 1e12,
+        "pct_of_matmul_peak": 100 * macs / t / peak,
+        "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30,
+    }
     print("one-sided 1M:", results["onesided_1M_50d"], flush=True)
 
     # set loss fwd + bwd: 1024 conditions x 256 cells x 64 dims
@@ -129,8 +136,12 @@ def bench(results: dict) -> None:
     # forward: dots of 3 blocks per set (cross full, two within halves ~ full) -> 2 nb^2 dl MACs; gradient
     # pass: two GEMM-like products per block (W @ Y, W^T @ X) -> about 2x that again
     macs = b * (2 * nb * nb * dl) * 3
-    results["setloss_1024x256x64"] = {"seconds": t, "reference_seconds": t_ref, "speedup_vs_reference": t_ref / t,
-                                      "tflops_approx": 2 * macs / t / 1e12}
+    results["setloss_1024x256x64"] = {
+        "seconds": t,
+        "reference_seconds": t_ref,
+        "speedup_vs_reference": t_ref / t,
+        "tflops_approx": 2 * macs / t / 1e12,
+    }
     print("set loss:", results["setloss_1024x256x64"], flush=True)
 
 
@@ -138,8 +149,12 @@ def main() -> None:
     out = sys.argv[1] if len(sys.argv) > 1 else "gpu_edistance.json"
     if not torch.cuda.is_available():
         raise SystemExit("no CUDA device visible to torch")
-    results: dict = {"celljepa": celljepa.__version__, "torch": torch.__version__,
-                     "device": torch.cuda.get_device_name(0), "build": build_info()["_cuda"]}
+    results: dict = {
+        "celljepa": celljepa.__version__,
+        "torch": torch.__version__,
+        "device": torch.cuda.get_device_name(0),
+        "build": build_info()["_cuda"],
+    }
     try:
         check_correctness(results)
         bench(results)

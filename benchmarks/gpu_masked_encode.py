@@ -56,8 +56,14 @@ def check_correctness() -> dict:
         b = torch.randn(hidden, dtype=dtype, generator=g)
         dout = torch.randn(n_cells, hidden, dtype=dtype, generator=g)
         for kind in KINDS:
-            kw = dict(kind=kind, ratio=0.3, seed=2**63 + 5, cell_offset=2**40 + 3, block_size=13,
-                      gene_to_module=modules if kind == "module" else None)
+            kw = dict(
+                kind=kind,
+                ratio=0.3,
+                seed=2**63 + 5,
+                cell_offset=2**40 + 3,
+                block_size=13,
+                gene_to_module=modules if kind == "module" else None,
+            )
             res = {}
             for backend, dev in (("cpu", "cpu"), ("cuda", "cuda")):
                 v = values.to(dev).clone().requires_grad_(True)
@@ -74,9 +80,18 @@ def check_correctness() -> dict:
             cells = torch.arange(n_cells, dtype=torch.int64, device="cuda") + kw["cell_offset"]
             bits = torch.empty(n_cells, n_genes, dtype=torch.uint8, device="cuda")
             mod = torch.from_numpy(modules).cuda()
-            load_cuda().mask_bits(cells.data_ptr(), n_cells, n_genes, bits.data_ptr(), ref.KINDS[kind], kw["seed"],
-                                  ref.ratio_threshold(kw["ratio"]), kw["block_size"],
-                                  mod.data_ptr() if kind == "module" else 0, torch.cuda.current_stream().cuda_stream)
+            load_cuda().mask_bits(
+                cells.data_ptr(),
+                n_cells,
+                n_genes,
+                bits.data_ptr(),
+                ref.KINDS[kind],
+                kw["seed"],
+                ref.ratio_threshold(kw["ratio"]),
+                kw["block_size"],
+                mod.data_ptr() if kind == "module" else 0,
+                torch.cuda.current_stream().cuda_stream,
+            )
             torch.cuda.synchronize()
             expect = mask_for(kw["seed"], n_cells, n_genes, **{k: x for k, x in kw.items() if k != "seed"})
             assert torch.equal(bits.cpu().bool(), expect), f"{kind}: CUDA mask differs from CPU mask"
@@ -113,8 +128,9 @@ def benchmark(n_cells: int, n_genes: int, hidden: int, density: float, repeats: 
 
     def ours():
         w.grad = b.grad = None
-        masked_encode((crow, col, values, n_genes), w, b, kind="random", ratio=ratio, seed=1,
-                      backend="cuda").backward(dout)
+        masked_encode((crow, col, values, n_genes), w, b, kind="random", ratio=ratio, seed=1, backend="cuda").backward(
+            dout
+        )
 
     def ours_forward():
         with torch.no_grad():
@@ -135,14 +151,23 @@ def benchmark(n_cells: int, n_genes: int, hidden: int, density: float, repeats: 
         base = torch.cuda.memory_allocated()
         times = timed(fn, repeats)
         med = statistics.median(times)
-        out[name] = {"median_s": med, "min_s": min(times), "cells_per_s": n_cells / med,
-                     "peak_extra_mem_mb": (torch.cuda.max_memory_allocated() - base) / 2**20}
-        print(f"{name:>22}: median {med * 1e3:8.3f} ms  ({n_cells / med:,.0f} cells/s), "
-              f"peak extra GPU memory {out[name]['peak_extra_mem_mb']:.1f} MB", flush=True)
+        out[name] = {
+            "median_s": med,
+            "min_s": min(times),
+            "cells_per_s": n_cells / med,
+            "peak_extra_mem_mb": (torch.cuda.max_memory_allocated() - base) / 2**20,
+        }
+        print(
+            f"{name:>22}: median {med * 1e3:8.3f} ms  ({n_cells / med:,.0f} cells/s), "
+            f"peak extra GPU memory {out[name]['peak_extra_mem_mb']:.1f} MB",
+            flush=True,
+        )
     out["ratio_celljepa_over_peer"] = out["celljepa_fwd_bwd"]["median_s"] / out["peer_dense_fwd_bwd"]["median_s"]
     out["speedup_vs_peer"] = 1.0 / out["ratio_celljepa_over_peer"]
-    print(f"celljepa / peer time ratio: {out['ratio_celljepa_over_peer']:.3f} "
-          f"(speed-up {out['speedup_vs_peer']:.2f}x)", flush=True)
+    print(
+        f"celljepa / peer time ratio: {out['ratio_celljepa_over_peer']:.3f} (speed-up {out['speedup_vs_peer']:.2f}x)",
+        flush=True,
+    )
     return out
 
 
@@ -158,12 +183,19 @@ def main(argv=None) -> int:
     if not torch.cuda.is_available() or load_cuda() is None or load_cuda().device_count() == 0:
         print("needs a CUDA device and celljepa._cuda", file=sys.stderr)
         return 2
-    report = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__,
-              "celljepa": getattr(celljepa, "__version__", "?"), "cuda_build": load_cuda().build_info()}
+    report = {
+        "device": torch.cuda.get_device_name(0),
+        "torch": torch.__version__,
+        "celljepa": getattr(celljepa, "__version__", "?"),
+        "cuda_build": load_cuda().build_info(),
+    }
     print(f"device: {report['device']}", flush=True)
     report["correctness"] = check_correctness()
-    print("correctness: CUDA == CPU (forward, dW, db, dvalues) and identical masks for", list(report["correctness"]),
-          flush=True)
+    print(
+        "correctness: CUDA == CPU (forward, dW, db, dvalues) and identical masks for",
+        list(report["correctness"]),
+        flush=True,
+    )
     report["benchmark"] = benchmark(args.cells, args.genes, args.hidden, args.density, args.repeats)
     with open(args.out_json, "w") as fh:
         json.dump(report, fh, indent=1, default=str)

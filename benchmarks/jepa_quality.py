@@ -40,11 +40,17 @@ def _run(job: tuple[str, str, Path, list[str]], runs: Path, env: dict) -> dict:
     if proc.returncode != 0:
         return {"run": name, "error": proc.stderr[-2000:]}
     result = json.loads((out / "eval.json").read_text())
-    row = {"run": name, "wall_s": round(time.perf_counter() - t0, 1), "train_s": result["train_seconds"],
-           "effective_rank": result["diagnostics"]["effective_rank"],
-           "rank_fraction": result["diagnostics"]["effective_rank_fraction"],
-           "std_min": result["diagnostics"]["std_min"], "mean_cosine": result["diagnostics"]["mean_cosine"],
-           "collapsed": result["collapsed"], "final_loss": (result["final"] or {}).get("loss")}
+    row = {
+        "run": name,
+        "wall_s": round(time.perf_counter() - t0, 1),
+        "train_s": result["train_seconds"],
+        "effective_rank": result["diagnostics"]["effective_rank"],
+        "rank_fraction": result["diagnostics"]["effective_rank_fraction"],
+        "std_min": result["diagnostics"]["std_min"],
+        "mean_cosine": result["diagnostics"]["mean_cosine"],
+        "collapsed": result["collapsed"],
+        "final_loss": (result["final"] or {}).get("loss"),
+    }
     for label, by_emb in result["knn"].items():
         for emb in ("X_jepa", "X_pca"):
             if emb in by_emb:
@@ -59,17 +65,21 @@ def _acc(row: dict, key: str) -> str:
 
 
 def _markdown(rows: list[dict]) -> str:
-    head = ("| run | eff. rank (/128) | min std | mean cos | collapsed | kNN cell_type JEPA | PCA | "
-            "kNN perturbation JEPA | PCA | train s |")
+    head = (
+        "| run | eff. rank (/128) | min std | mean cos | collapsed | kNN cell_type JEPA | PCA | "
+        "kNN perturbation JEPA | PCA | train s |"
+    )
     lines = [head, "|" + "---|" * 10]
     for r in rows:
         if "error" in r:
             lines.append(f"| {r['run']} | failed | | | | | | | | |")
             continue
-        lines.append(f"| {r['run']} | {r['effective_rank']:.1f} | {r['std_min']:.3f} | {r['mean_cosine']:.3f} | "
-                     f"{'yes' if r['collapsed'] else 'no'} | {_acc(r, 'knn_cell_type_X_jepa')} | "
-                     f"{_acc(r, 'knn_cell_type_X_pca')} | {_acc(r, 'knn_perturbation_id_X_jepa')} | "
-                     f"{_acc(r, 'knn_perturbation_id_X_pca')} | {r['train_s']:.0f} |")
+        lines.append(
+            f"| {r['run']} | {r['effective_rank']:.1f} | {r['std_min']:.3f} | {r['mean_cosine']:.3f} | "
+            f"{'yes' if r['collapsed'] else 'no'} | {_acc(r, 'knn_cell_type_X_jepa')} | "
+            f"{_acc(r, 'knn_cell_type_X_pca')} | {_acc(r, 'knn_perturbation_id_X_jepa')} | "
+            f"{_acc(r, 'knn_perturbation_id_X_pca')} | {r['train_s']:.0f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -81,8 +91,14 @@ def main() -> None:
     p.add_argument("--runs", type=Path, default=Path("runs/jepa_quality"))
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--jobs", type=int, default=1)
-    p.add_argument("--set", dest="sets", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="config override applied to every run (e.g. mask.kind=module)")
+    p.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="config override applied to every run (e.g. mask.kind=module)",
+    )
     p.add_argument("--tag", default="", help="suffix of the run names, e.g. -module")
     p.add_argument("--feature-set", help="map the data onto this gene list first (e.g. genome-v1)")
     p.add_argument("--name", default="quality", help="stem of the output files (OUT/NAME.json, OUT/NAME.md)")
@@ -91,10 +107,16 @@ def main() -> None:
     if args.feature_set:
         common += ["--feature-set", args.feature_set]
     data = dict(item.split("=", 1) for item in args.data)
-    jobs = [(f"{d}/seed{s}{args.tag}", path, args.runs, ["--seed", str(s), *common])
-            for d, path in data.items() for s in args.seeds]
-    jobs += [(f"{d}/{a}{args.tag}", data[d], args.runs, ["--seed", "0", *common, *extra])
-             for d in args.ablations for a, extra in ABLATIONS.items()]
+    jobs = [
+        (f"{d}/seed{s}{args.tag}", path, args.runs, ["--seed", str(s), *common])
+        for d, path in data.items()
+        for s in args.seeds
+    ]
+    jobs += [
+        (f"{d}/{a}{args.tag}", data[d], args.runs, ["--seed", "0", *common, *extra])
+        for d in args.ablations
+        for a, extra in ABLATIONS.items()
+    ]
     threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // max(1, args.jobs)))
     env = {**os.environ, "OMP_NUM_THREADS": threads}
     with ThreadPoolExecutor(args.jobs) as pool:

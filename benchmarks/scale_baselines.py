@@ -42,8 +42,12 @@ def _run(cmd: list[str], env: dict) -> dict:
         _, status, usage = os.wait4(proc.pid, 0)
         err.seek(0)
         tail = err.read()[-2000:]
-    return {"returncode": os.waitstatus_to_exitcode(status), "wall_s": round(time.perf_counter() - t0, 1),
-            "peak_rss_bytes": int(usage.ru_maxrss) * 1024, "stderr_tail": tail}
+    return {
+        "returncode": os.waitstatus_to_exitcode(status),
+        "wall_s": round(time.perf_counter() - t0, 1),
+        "peak_rss_bytes": int(usage.ru_maxrss) * 1024,
+        "stderr_tail": tail,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,30 +73,64 @@ def main(argv: list[str] | None = None) -> int:
         write_s = None
         if not path.is_file():
             t0 = time.perf_counter()
-            cj.datasets.write_simulated_h5ad(path, n, args.genes, args.perturbations, args.contexts,
-                                             chunk_size=50_000, seed=0, progress=False)
+            cj.datasets.write_simulated_h5ad(
+                path, n, args.genes, args.perturbations, args.contexts, chunk_size=50_000, seed=0, progress=False
+            )
             write_s = round(time.perf_counter() - t0, 1)
         runs = [("backed", ["--backed"])] + ([("in_memory", [])] if i == 0 and not args.no_peer else [])
         for mode, extra in runs:
             out = args.dir / f"run_{n}_{mode}"
-            cmd = [sys.executable, "-m", "celljepa.cli", "eval-baselines", str(path), "--split",
-                   "S1_unseen_perturbation", "--fold", "0", "--folds", "5", "--out", str(out), *extra]
+            cmd = [
+                sys.executable,
+                "-m",
+                "celljepa.cli",
+                "eval-baselines",
+                str(path),
+                "--split",
+                "S1_unseen_perturbation",
+                "--fold",
+                "0",
+                "--folds",
+                "5",
+                "--out",
+                str(out),
+                *extra,
+            ]
             result = _run(cmd, env)
-            row = {"cells": n, "genes": args.genes, "perturbations": args.perturbations, "mode": mode,
-                   "stored_values": _stored_values(path), "file_bytes": path.stat().st_size,
-                   "write_s": write_s, **result}
+            row = {
+                "cells": n,
+                "genes": args.genes,
+                "perturbations": args.perturbations,
+                "mode": mode,
+                "stored_values": _stored_values(path),
+                "file_bytes": path.stat().st_size,
+                "write_s": write_s,
+                **result,
+            }
             if result["returncode"] == 0:
                 m = json.loads((out / "metrics.json").read_text())
                 config = json.loads((out / "config.json").read_text())
-                row.update(n_test_conditions=m["n_test_conditions"], comparator=m["comparator"],
-                           methods=sorted(m["methods"]), timings_s=config.get("timings_s"))
+                row.update(
+                    n_test_conditions=m["n_test_conditions"],
+                    comparator=m["comparator"],
+                    methods=sorted(m["methods"]),
+                    timings_s=config.get("timings_s"),
+                )
                 del row["stderr_tail"]
             rows.append(row)
-            print(f"{n:>9,} cells {mode:>9}: {result['wall_s']:7.1f} s, peak RSS "
-                  f"{result['peak_rss_bytes'] / 2**30:.2f} GiB, exit {result['returncode']}", flush=True)
-    write_json_atomic(args.out, {"rows": rows, "machine": {"python": platform.python_version(),
-                                                            "cpus": os.cpu_count(), "machine": platform.machine()},
-                                 "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])])})
+            print(
+                f"{n:>9,} cells {mode:>9}: {result['wall_s']:7.1f} s, peak RSS "
+                f"{result['peak_rss_bytes'] / 2**30:.2f} GiB, exit {result['returncode']}",
+                flush=True,
+            )
+    write_json_atomic(
+        args.out,
+        {
+            "rows": rows,
+            "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "machine": platform.machine()},
+            "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
+        },
+    )
     print(f"written to {args.out}")
     return 0 if all(r["returncode"] == 0 for r in rows) else 1
 

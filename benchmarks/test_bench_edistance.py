@@ -43,16 +43,17 @@ def _reference_allpairs(x, off):
     step = 2048 // NG * NG
     for i in range(0, N, step):
         for j in range(i, N, step):
-            dmat = torch.cdist(x[i:i + step], x[j:j + step], compute_mode="donot_use_mm_for_euclid_dist")
+            dmat = torch.cdist(x[i : i + step], x[j : j + step], compute_mode="donot_use_mm_for_euclid_dist")
             gi, gj = dmat.shape[0] // NG, dmat.shape[1] // NG
             blk = dmat.reshape(gi, NG, gj, NG).sum(dim=(1, 3), dtype=torch.float64)
-            sums[i // NG:i // NG + gi, j // NG:j // NG + gj] = blk
+            sums[i // NG : i // NG + gi, j // NG : j // NG + gj] = blk
             if j != i:
-                sums[j // NG:j // NG + gj, i // NG:i // NG + gi] = blk.T
+                sums[j // NG : j // NG + gj, i // NG : i // NG + gi] = blk.T
     diag = torch.diagonal(sums) / (sizes * (sizes - 1))
     means = sums / (sizes[:, None] * sizes[None, :])
-    return ref.edistance_from_means(means, diag[:, None], diag[None, :], sizes[:, None], sizes[None, :],
-                                    include_self_pairs=False).fill_diagonal_(0.0)
+    return ref.edistance_from_means(
+        means, diag[:, None], diag[None, :], sizes[:, None], sizes[None, :], include_self_pairs=False
+    ).fill_diagonal_(0.0)
 
 
 @pytest.mark.benchmark(group="edistance-allpairs-100x200x50")
@@ -74,7 +75,7 @@ def test_allpairs_reference_peer(benchmark, cells):
 def test_allpairs_matmul_same_shape(benchmark, cells):
     """torch.matmul of the same operands: a (2000 x 50) row block against all N rows, (N / 2000) times / 2."""
     x, _ = cells
-    blocks = [x[i:i + 2000] for i in range(0, N, 2000)]
+    blocks = [x[i : i + 2000] for i in range(0, N, 2000)]
 
     def run():
         for b in blocks[: len(blocks) // 2]:
@@ -109,8 +110,10 @@ def _report_mac_rate(benchmark):
             pct = 100 * k / ref_rate
             benchmark.extra_info[f"kernel_pct_of_{name}{stat}"] = round(pct, 1)
             label = "best times" if stat else "medians"
-            print(f"\nall-pairs kernel ({label}): {k / 1e9:.1f} GMAC/s = {pct:.0f}% of {name} "
-                  f"({ref_rate / 1e9:.1f} GMAC/s)")
+            print(
+                f"\nall-pairs kernel ({label}): {k / 1e9:.1f} GMAC/s = {pct:.0f}% of {name} "
+                f"({ref_rate / 1e9:.1f} GMAC/s)"
+            )
 
 
 @pytest.mark.benchmark(group="edistance-squared-100x200x50")
@@ -171,8 +174,10 @@ def test_onesided_1m_cells(benchmark):
     e = benchmark.pedantic(edistance, (x, off), kwargs={"pairs": pairs, "backend": "cpu"}, rounds=1, iterations=1)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     assert e.shape == (n_groups,) and torch.isfinite(e).all()
-    print(f"\none-sided 1M x 50: peak RSS {peak / 1024:.0f} MiB (input {x.numel() * 4 / 2**20:.0f} MiB, "
-          f"before {before / 1024:.0f} MiB)")
+    print(
+        f"\none-sided 1M x 50: peak RSS {peak / 1024:.0f} MiB (input {x.numel() * 4 / 2**20:.0f} MiB, "
+        f"before {before / 1024:.0f} MiB)"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -182,8 +187,7 @@ def cells_adata(cells):
     import pandas as pd
 
     x, _ = cells
-    obs = pd.DataFrame({"group": np.repeat([f"g{i:03d}" for i in range(G)], NG)},
-                       index=[f"c{i}" for i in range(N)])
+    obs = pd.DataFrame({"group": np.repeat([f"g{i:03d}" for i in range(G)], NG)}, index=[f"c{i}" for i in range(N)])
     adata = ad.AnnData(np.zeros((N, 1), dtype=np.float32), obs=obs)
     adata.obsm["X_pca"] = x.numpy()
     return adata
@@ -194,8 +198,13 @@ def test_scperturb_celljepa_tool(benchmark, cells_adata):
     """celljepa's scanpy-style tool with scPerturb's estimator (squared distances, no subsampling)."""
     import celljepa as cj
 
-    benchmark.pedantic(cj.tl.edistance, (cells_adata, "group"),
-                       kwargs={"equalize": False, "squared": True, "backend": "cpu"}, rounds=3, warmup_rounds=1)
+    benchmark.pedantic(
+        cj.tl.edistance,
+        (cells_adata, "group"),
+        kwargs={"equalize": False, "squared": True, "backend": "cpu"},
+        rounds=3,
+        warmup_rounds=1,
+    )
 
 
 @pytest.mark.benchmark(group="edistance-allpairs-vs-scperturb")
@@ -203,14 +212,19 @@ def test_scperturb_celljepa_closed_form(benchmark, cells_adata):
     """The same tool on the auto backend: squared distances take the exact closed form."""
     import celljepa as cj
 
-    benchmark.pedantic(cj.tl.edistance, (cells_adata, "group"), kwargs={"equalize": False, "squared": True},
-                       rounds=5, warmup_rounds=1)
+    benchmark.pedantic(
+        cj.tl.edistance, (cells_adata, "group"), kwargs={"equalize": False, "squared": True}, rounds=5, warmup_rounds=1
+    )
 
 
 @pytest.mark.benchmark(group="edistance-allpairs-vs-scperturb")
 def test_scperturb_peer_edist(benchmark, cells_adata):
     """Peer: scperturb.edist (PyPI ``scperturb``; its pairwise distances via scikit-learn, all cores)."""
     scperturb = pytest.importorskip("scperturb", reason="install the [bench] extra for the scPerturb peer")
-    benchmark.pedantic(scperturb.edist, (cells_adata,),
-                       kwargs={"obs_key": "group", "obsm_key": "X_pca", "dist": "sqeuclidean", "n_jobs": -1,
-                               "verbose": False}, rounds=1, warmup_rounds=0)
+    benchmark.pedantic(
+        scperturb.edist,
+        (cells_adata,),
+        kwargs={"obs_key": "group", "obsm_key": "X_pca", "dist": "sqeuclidean", "n_jobs": -1, "verbose": False},
+        rounds=1,
+        warmup_rounds=0,
+    )

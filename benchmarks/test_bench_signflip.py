@@ -29,4 +29,4 @@ def test_meet_in_the_middle(benchmark, diffs):
 def test_every_pattern_enumerated(benchmark, diffs):
     d, t = diffs
     hits = benchmark.pedantic(enumerated_sign_flip_hits, args=(d, t), rounds=3, iterations=1)
-    assert 2 <= hits <= 2 ** EXACT_MAX_N
+    assert 2 <= hits <= 2**EXACT_MAX_N

@@ -22,8 +22,9 @@ def obs() -> pd.DataFrame:
         {
             "perturbation_id": pd.Categorical(names[pert]),
             "is_control": pert == 0,
-            "context_id": pd.Categorical(np.array([f"ctx{i}" for i in range(N_CTX)], dtype=object)[
-                rng.integers(0, N_CTX, N_CELLS)]),
+            "context_id": pd.Categorical(
+                np.array([f"ctx{i}" for i in range(N_CTX)], dtype=object)[rng.integers(0, N_CTX, N_CELLS)]
+            ),
             "perturbation_tokens": pd.Categorical(tokens[pert]),
         },
         index=[f"cell{i:07d}" for i in range(N_CELLS)],

@@ -16,12 +16,38 @@ PERTURBATION = SHARED_DATA / "perturbation"
 REAL_DATASETS = {
     "perturbench_devel": ("perturbench/devel.h5ad", []),
     "norman_gears": ("scx/norman_subset.h5ad", ["--min-cells", "1"]),
-    "kang2018": ("scgen/valid.h5ad", ["--format", "generic", "--perturbation-key", "condition",
-                                      "--control-values", "control", "--context-key", "cell_type",
-                                      "--cell-type-key", "cell_type", "--perturbation-kind", "cytokine"]),
-    "papalexi2021": ("sceptre/papalexi2021_sceptre_lowmoi_example_data.h5ad",
-                     ["--format", "generic", "--perturbation-key", "grna_target",
-                      "--control-values", "non-targeting", "--context-value", "THP-1", "--batch-key", "bio_rep"]),
+    "kang2018": (
+        "scgen/valid.h5ad",
+        [
+            "--format",
+            "generic",
+            "--perturbation-key",
+            "condition",
+            "--control-values",
+            "control",
+            "--context-key",
+            "cell_type",
+            "--cell-type-key",
+            "cell_type",
+            "--perturbation-kind",
+            "cytokine",
+        ],
+    ),
+    "papalexi2021": (
+        "sceptre/papalexi2021_sceptre_lowmoi_example_data.h5ad",
+        [
+            "--format",
+            "generic",
+            "--perturbation-key",
+            "grna_target",
+            "--control-values",
+            "non-targeting",
+            "--context-value",
+            "THP-1",
+            "--batch-key",
+            "bio_rep",
+        ],
+    ),
 }
 
 

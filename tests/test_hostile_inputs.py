@@ -62,8 +62,9 @@ def test_failed_run_keeps_a_folder_another_run_completed(ingested, tmp_path, mon
 
     monkeypatch.setattr(run_module, "score_fold", boom)
     with pytest.raises(RuntimeError):
-        cj.bench.run.eval_baselines(ad.read_h5ad(ingested["kang2018"]), split="S2_unseen_context", fold=0,
-                                    n_folds=3, out=out)
+        cj.bench.run.eval_baselines(
+            ad.read_h5ad(ingested["kang2018"]), split="S2_unseen_context", fold=0, n_folds=3, out=out
+        )
     assert _files(out) == done
 
 
@@ -106,9 +107,24 @@ def test_pretrain_on_a_damaged_file_leaves_no_run_folder(tmp_path, capsys, damag
 def test_dataset_id_cannot_climb_out_of_out(tmp_path, capsys):
     """(e) --dataset-id .. would write one level above --out."""
     out = tmp_path / "processed"
-    code = main(["ingest", str(real_path("scgen/valid.h5ad")), "--dataset-id", "..", "--out", str(out),
-                 "--format", "generic", "--perturbation-key", "condition", "--control-values", "control",
-                 "--context-key", "cell_type"])
+    code = main(
+        [
+            "ingest",
+            str(real_path("scgen/valid.h5ad")),
+            "--dataset-id",
+            "..",
+            "--out",
+            str(out),
+            "--format",
+            "generic",
+            "--perturbation-key",
+            "condition",
+            "--control-values",
+            "control",
+            "--context-key",
+            "cell_type",
+        ]
+    )
     assert code == 1
     assert "dataset_id='..'" in capsys.readouterr().err
     assert _files(tmp_path) == []
@@ -116,8 +132,12 @@ def test_dataset_id_cannot_climb_out_of_out(tmp_path, capsys):
 
 def test_dataset_id_error_names_the_rule():
     with pytest.raises(InputError, match="does not start with a dot"):
-        cj.pp.standardize(cj.datasets.demo(preprocessed=False), perturbation_key="perturbation",
-                          control_values="control", dataset_id="..")
+        cj.pp.standardize(
+            cj.datasets.demo(preprocessed=False),
+            perturbation_key="perturbation",
+            control_values="control",
+            dataset_id="..",
+        )
 
 
 def test_out_that_is_a_file_is_a_clear_error(ingested, tmp_path, capsys):
@@ -149,9 +169,22 @@ def test_zero_pcs_is_blamed_on_the_option(ingested, tmp_path, capsys):
 
 
 def test_no_overwrite_error_names_a_real_option(tmp_path, capsys):
-    args = ["ingest", str(real_path("scgen/valid.h5ad")), "--dataset-id", "kang", "--out", str(tmp_path),
-            "--format", "generic", "--perturbation-key", "condition", "--control-values", "control",
-            "--context-key", "cell_type"]
+    args = [
+        "ingest",
+        str(real_path("scgen/valid.h5ad")),
+        "--dataset-id",
+        "kang",
+        "--out",
+        str(tmp_path),
+        "--format",
+        "generic",
+        "--perturbation-key",
+        "condition",
+        "--control-values",
+        "control",
+        "--context-key",
+        "cell_type",
+    ]
     assert main(args) == 0
     assert main([*args, "--no-overwrite"]) == 1
     err = capsys.readouterr().err
@@ -172,8 +205,20 @@ def test_python_yaml_tags_are_refused_everywhere(tmp_path, capsys):
         with pytest.raises(InputError, match="not plain YAML.*builds a Python object"):
             load(bad)
     with pytest.raises(SystemExit) as stop:
-        main(["train-transition", "X.h5ad", "--jepa", "J", "--split-file", "S.json", "--out", "O",
-              "--set", "lr=!!python/name:os.system"])
+        main(
+            [
+                "train-transition",
+                "X.h5ad",
+                "--jepa",
+                "J",
+                "--split-file",
+                "S.json",
+                "--out",
+                "O",
+                "--set",
+                "lr=!!python/name:os.system",
+            ]
+        )
     assert stop.value.code == 2
     err = capsys.readouterr().err
     assert "not plain YAML" in err and "Traceback" not in err
@@ -204,8 +249,16 @@ def test_cells_without_counts_are_dropped_and_reported(tmp_path, caplog):
     a.X = x.tocsr()
     empty = list(a.obs_names[[3, 7]])
     with caplog.at_level("WARNING", logger="celljepa"):
-        cj.data.ingest_anndata(a, dataset_id="sim", source="test", format="generic", perturbation_key="perturbation",
-                               control_values="control", context_key="context", min_cells=1)
+        cj.data.ingest_anndata(
+            a,
+            dataset_id="sim",
+            source="test",
+            format="generic",
+            perturbation_key="perturbation",
+            control_values="control",
+            context_key="context",
+            min_cells=1,
+        )
     assert "dropped 2 cell(s) with no counts" in caplog.text
     assert not set(empty) & set(a.obs_names) and a.uns["celljepa"]["dropped_empty_cells"] == 2
     assert np.isfinite(a.X.data).all()
@@ -213,13 +266,13 @@ def test_cells_without_counts_are_dropped_and_reported(tmp_path, caplog):
 
 def test_slurm_checks_set_values_before_writing_a_job(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    code = main(["slurm", "pretrain", "--time", "1:00:00", "--", "data.h5ad", "--out", "runs/p",
-                 "--set", "train.lr=fast"])
+    code = main(
+        ["slurm", "pretrain", "--time", "1:00:00", "--", "data.h5ad", "--out", "runs/p", "--set", "train.lr=fast"]
+    )
     assert code != 0
     assert "lr" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
-    code = main(["slurm", "benchmark", "--time", "1:00:00", "--", "--out", "runs/b", "--transition-set",
-                 "n_layers=-2"])
+    code = main(["slurm", "benchmark", "--time", "1:00:00", "--", "--out", "runs/b", "--transition-set", "n_layers=-2"])
     assert code != 0 and "n_layers" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
 
@@ -228,11 +281,16 @@ def test_an_ablation_or_dataset_name_never_leaves_the_sweep_folder(tmp_path, cap
     from celljepa._io import folder_name
 
     out = tmp_path / "deep" / "runs"
-    for name, line in (("../../escape", "  ../../escape: {train.ema: false}"), ("a/b", "  a/b: {}"),
-                       (".hidden", "  .hidden: {}")):
+    for name, line in (
+        ("../../escape", "  ../../escape: {train.ema: false}"),
+        ("a/b", "  a/b: {}"),
+        (".hidden", "  .hidden: {}"),
+    ):
         grid = tmp_path / "grid.yaml"
-        grid.write_text("seeds: [0]\ndatasets:\n  demo:\n    sciplex_gxe: [S2_unseen_context]\nablations:\n"
-                        f"  default: {{}}\n{line}\n")
+        grid.write_text(
+            "seeds: [0]\ndatasets:\n  demo:\n    sciplex_gxe: [S2_unseen_context]\nablations:\n"
+            f"  default: {{}}\n{line}\n"
+        )
         for extra in (["--list"], ["--task", "1"]):
             assert main(["sweep", "--grid", str(grid), "--out", str(out), *extra]) == 1
             err = capsys.readouterr().err
@@ -253,8 +311,11 @@ def _tree(folder):
     folder = Path(folder)
     if not folder.exists():
         return {}
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_rounded_log_data_are_refused_and_a_counts_layer_is_never_overwritten(ingested):
@@ -265,8 +326,11 @@ def test_rounded_log_data_are_refused_and_a_counts_layer_is_never_overwritten(in
     assert a.X.max() <= 15
     rounded = a.X.copy()
     del a.uns["log1p"], a.uns["preprocess"]  # no record says it was logged
-    with pytest.raises(InputError, match=r"only integers from 0 to \d+ .* look like log-normalised values that "
-                                         r"were rounded.*assume='counts'"):
+    with pytest.raises(
+        InputError,
+        match=r"only integers from 0 to \d+ .* look like log-normalised values that "
+        r"were rounded.*assume='counts'",
+    ):
         cj.pp.normalize(a)
     assert (a.X != rounded).nnz == 0 and (a.layers["counts"] != counts).nnz == 0
     # declared as counts: X differs from the counts layer, so normalising it would replace the raw counts
@@ -293,8 +357,18 @@ def test_raw_counts_never_reach_the_encoder_on_any_door(ingested, tmp_path, caps
         cj.tl.jepa_embed(a, layer="counts", max_steps=2)
     assert "X_jepa" not in a.obsm
     out = tmp_path / "p"
-    code = main(["pretrain", str(ingested["papalexi2021"]), "--out", str(out), "--fast-dev", "--no-progress",
-                 "--set", "data.layer=counts"])
+    code = main(
+        [
+            "pretrain",
+            str(ingested["papalexi2021"]),
+            "--out",
+            str(out),
+            "--fast-dev",
+            "--no-progress",
+            "--set",
+            "data.layer=counts",
+        ]
+    )
     assert code == 1
     err = capsys.readouterr().err
     assert "layers['counts'] of" in err and "holds raw counts" in err and "Traceback" not in err
@@ -305,8 +379,20 @@ def test_raw_counts_never_reach_the_encoder_on_any_door(ingested, tmp_path, caps
     del full.uns["log1p"], full.uns["preprocess"]
     path = tmp_path / "raw.h5ad"
     full.write_h5ad(path)
-    code = main(["eval-baselines", str(path), "--split", "S1_unseen_perturbation", "--fold", "0", "--folds", "3",
-                 "--out", str(tmp_path / "e")])
+    code = main(
+        [
+            "eval-baselines",
+            str(path),
+            "--split",
+            "S1_unseen_perturbation",
+            "--fold",
+            "0",
+            "--folds",
+            "3",
+            "--out",
+            str(tmp_path / "e"),
+        ]
+    )
     assert code == 1
     assert "X holds raw counts" in capsys.readouterr().err and not (tmp_path / "e").exists()
 
@@ -316,8 +402,11 @@ def test_a_yaml_alias_bomb_is_refused_at_once(ingested, tmp_path, capsys):
     import signal
     import time
 
-    lines = ["eval:", "  labels: &l0 [cell_type, cell_type, cell_type, cell_type, cell_type, cell_type, cell_type, "
-             "cell_type, cell_type]"]
+    lines = [
+        "eval:",
+        "  labels: &l0 [cell_type, cell_type, cell_type, cell_type, cell_type, cell_type, cell_type, "
+        "cell_type, cell_type]",
+    ]
     lines += [f"x{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, 9)]
     text = "\n".join(lines) + "\n"
     assert len(text) < 600
@@ -338,8 +427,22 @@ def test_a_yaml_alias_bomb_is_refused_at_once(ingested, tmp_path, capsys):
 
 
 def _kang_benchmark(path, out, *extra):
-    return main(["benchmark", "--data", f"kang2018={path}", "--splits", "S2_unseen_context:3", "--max-folds", "1",
-                 "--no-jepa", "--no-progress", "--out", str(out), *extra])
+    return main(
+        [
+            "benchmark",
+            "--data",
+            f"kang2018={path}",
+            "--splits",
+            "S2_unseen_context:3",
+            "--max-folds",
+            "1",
+            "--no-jepa",
+            "--no-progress",
+            "--out",
+            str(out),
+            *extra,
+        ]
+    )
 
 
 def test_a_fold_task_never_writes_beside_a_full_run_or_over_its_folds(ingested, tmp_path, capsys):
@@ -369,8 +472,22 @@ def test_a_fold_task_never_writes_beside_a_full_run_or_over_its_folds(ingested, 
 def test_edited_data_never_replace_a_finished_run(ingested, tmp_path, capsys):
     """Bad 4: a run on edited data (same dataset id) into a finished --out is refused before any fold is written."""
     out = tmp_path / "run"
-    assert main(["benchmark", "--data", f"kang2018={ingested['kang2018']}", "--splits", "S2_unseen_context:3",
-                 "--no-jepa", "--no-progress", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "benchmark",
+                "--data",
+                f"kang2018={ingested['kang2018']}",
+                "--splits",
+                "S2_unseen_context:3",
+                "--no-jepa",
+                "--no-progress",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     before = _tree(out)
     a = ad.read_h5ad(ingested["kang2018"])
     a.X = a.X.copy()
@@ -378,8 +495,20 @@ def test_edited_data_never_replace_a_finished_run(ingested, tmp_path, capsys):
     edited = tmp_path / "edited.h5ad"
     a.write_h5ad(edited)
     for backed in ([], ["--backed"]):  # in memory and streamed: both fingerprinted by content
-        code = main(["benchmark", "--data", f"kang2018={edited}", "--splits", "S2_unseen_context:3", "--no-jepa",
-                     "--no-progress", "--out", str(out), *backed])
+        code = main(
+            [
+                "benchmark",
+                "--data",
+                f"kang2018={edited}",
+                "--splits",
+                "S2_unseen_context:3",
+                "--no-jepa",
+                "--no-progress",
+                "--out",
+                str(out),
+                *backed,
+            ]
+        )
         assert code == 1
         err = capsys.readouterr().err
         assert "the data changed (content fingerprint" in err and "--overwrite" in err, err
@@ -435,8 +564,10 @@ def small_disk(tmp_path):
     import subprocess
 
     if os.geteuid() != 0:
-        pytest.skip("a full or read-only disk is made with a small tmpfs, which needs root; this test runs as "
-                    f"uid {os.geteuid()}")
+        pytest.skip(
+            "a full or read-only disk is made with a small tmpfs, which needs root; this test runs as "
+            f"uid {os.geteuid()}"
+        )
     disk = tmp_path / "disk"
     disk.mkdir()
     made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], capture_output=True, text=True)
@@ -471,13 +602,33 @@ def test_a_full_disk_mid_rewrite_keeps_the_finished_run_whole(ingested, small_di
     assert _tree(out) == before
     assert sorted(p.name for p in small_disk.iterdir()) == ["filler", "run"]  # no staging folder left
     # ingest onto the full disk: a named error and no partial file
-    code = main(["ingest", str(real_path("scgen/valid.h5ad")), "--dataset-id", "kang2018", "--out",
-                 str(small_disk / "processed"), "--format", "generic", "--perturbation-key", "condition",
-                 "--control-values", "control", "--context-key", "cell_type", "--cell-type-key", "cell_type"])
+    code = main(
+        [
+            "ingest",
+            str(real_path("scgen/valid.h5ad")),
+            "--dataset-id",
+            "kang2018",
+            "--out",
+            str(small_disk / "processed"),
+            "--format",
+            "generic",
+            "--perturbation-key",
+            "condition",
+            "--control-values",
+            "control",
+            "--context-key",
+            "cell_type",
+            "--cell-type-key",
+            "cell_type",
+        ]
+    )
     assert code == 1
     assert "no space left on the device" in capsys.readouterr().err
-    assert not any(p.is_file() for p in (small_disk / "processed").rglob("*")) if (small_disk / "processed").exists() \
+    assert (
+        not any(p.is_file() for p in (small_disk / "processed").rglob("*"))
+        if (small_disk / "processed").exists()
         else True
+    )
 
 
 def test_a_full_disk_at_a_checkpoint_and_a_read_only_out_are_named(ingested, small_disk, capsys):
@@ -486,8 +637,22 @@ def test_a_full_disk_at_a_checkpoint_and_a_read_only_out_are_named(ingested, sma
 
     _fill(small_disk, 150_000)
     run = small_disk / "jepa"
-    code = main(["pretrain", str(ingested["kang2018"]), "--out", str(run), "--fast-dev", "--no-progress",
-                 "--set", "train.max_steps=4", "--set", "train.checkpoint_every=2", "--set", "mask.kind=random"])
+    code = main(
+        [
+            "pretrain",
+            str(ingested["kang2018"]),
+            "--out",
+            str(run),
+            "--fast-dev",
+            "--no-progress",
+            "--set",
+            "train.max_steps=4",
+            "--set",
+            "train.checkpoint_every=2",
+            "--set",
+            "mask.kind=random",
+        ]
+    )
     assert code == 1
     err = capsys.readouterr().err
     assert "no space left on the device" in err and "Traceback" not in err
@@ -504,10 +669,11 @@ def test_a_truncated_h5ad_is_named_on_every_door(ingested, tmp_path, capsys):
     data = ingested["kang2018"].read_bytes()
     cut = tmp_path / "cut.h5ad"
     cut.write_bytes(data[: len(data) // 2])
-    for argv, out in ((["eval-baselines", str(cut), *S2], tmp_path / "e"),
-                      (["benchmark", "--data", f"kang2018={cut}", "--splits", "S2_unseen_context:3", "--no-jepa"],
-                       tmp_path / "b"),
-                      (["pretrain", str(cut), "--fast-dev"], tmp_path / "p")):
+    for argv, out in (
+        (["eval-baselines", str(cut), *S2], tmp_path / "e"),
+        (["benchmark", "--data", f"kang2018={cut}", "--splits", "S2_unseen_context:3", "--no-jepa"], tmp_path / "b"),
+        (["pretrain", str(cut), "--fast-dev"], tmp_path / "p"),
+    ):
         assert main([*argv, "--out", str(out)]) == 1
         err = capsys.readouterr().err
         assert ("not a readable AnnData" in err or "damaged or cut short" in err) and "Traceback" not in err, err
@@ -544,8 +710,24 @@ def test_float16_expression_trains_like_float32(ingested, tmp_path):
     a.write_h5ad(path)
     for backed in ([], ["--backed"]):
         out = tmp_path / f"p{len(backed)}"
-        assert main(["pretrain", str(path), "--out", str(out), "--fast-dev", "--no-progress",
-                     "--set", "train.max_steps=2", "--set", "mask.kind=random", *backed]) == 0
+        assert (
+            main(
+                [
+                    "pretrain",
+                    str(path),
+                    "--out",
+                    str(out),
+                    "--fast-dev",
+                    "--no-progress",
+                    "--set",
+                    "train.max_steps=2",
+                    "--set",
+                    "mask.kind=random",
+                    *backed,
+                ]
+            )
+            == 0
+        )
         assert (out / "eval.json").is_file()
 
 
@@ -572,8 +754,10 @@ def test_a_condition_too_small_to_score_is_named(ingested, caplog):
             prepare_fold(small, f, EvalConfig())
         except InputError:
             pass
-    assert any("have fewer than 2 cells and are not scored" in r.getMessage() and f"in {ctx} (1 cell)" in
-               r.getMessage() for r in caplog.records), [r.getMessage() for r in caplog.records]
+    assert any(
+        "have fewer than 2 cells and are not scored" in r.getMessage() and f"in {ctx} (1 cell)" in r.getMessage()
+        for r in caplog.records
+    ), [r.getMessage() for r in caplog.records]
 
 
 def test_sbatch_submit_hint_quotes_paths(tmp_path, monkeypatch, capsys):
@@ -581,11 +765,19 @@ def test_sbatch_submit_hint_quotes_paths(tmp_path, monkeypatch, capsys):
     import shlex
 
     monkeypatch.chdir(tmp_path)
-    assert main(["slurm", "benchmark", "--time", "1:00:00", "--", "--data", "demo", "--no-jepa",
-                 "--out", "runs/my run"]) == 0
+    assert (
+        main(["slurm", "benchmark", "--time", "1:00:00", "--", "--data", "demo", "--no-jepa", "--out", "runs/my run"])
+        == 0
+    )
     hint = [line for line in capsys.readouterr().err.splitlines() if line.startswith("# submit all:")][0]
-    words = shlex.split(hint.split("# submit all:", 1)[1].split("(or rerun")[0].split("&&")[0].strip()
-                        .removeprefix("j0=$(").removesuffix(")"))
+    words = shlex.split(
+        hint.split("# submit all:", 1)[1]
+        .split("(or rerun")[0]
+        .split("&&")[0]
+        .strip()
+        .removeprefix("j0=$(")
+        .removesuffix(")")
+    )
     assert words == ["sbatch", "--parsable", "runs/my run/slurm/benchmark.sbatch"]
 
 
@@ -611,6 +803,9 @@ def test_validate_names_an_unsafe_dataset_id(ingested):
     """Weak: cj.pp.validate called uns['dataset_id'] = '../../x' valid; it names the run folders."""
     a = ad.read_h5ad(ingested["kang2018"])
     a.uns["dataset_id"] = "../../x"
-    with pytest.raises(cj.ContractError, match=r"\[dataset_id\] uns\['dataset_id'\]: uns\['dataset_id'\]='../../x' "
-                                               r"is not a folder name"):
+    with pytest.raises(
+        cj.ContractError,
+        match=r"\[dataset_id\] uns\['dataset_id'\]: uns\['dataset_id'\]='../../x' "
+        r"is not a folder name",
+    ):
         cj.pp.validate(a)

@@ -114,7 +114,6 @@ def test_folder_lock_on_a_file_or_an_unwritable_folder_is_a_clear_error(tmp_path
             pass
 
 
-
 def test_unwritable_folder_is_a_clear_error(tmp_path, monkeypatch):
     """A read-only folder (simulated: root may write anywhere) ends in an InputError, for a run and a file."""
     from pathlib import Path

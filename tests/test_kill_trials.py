@@ -27,8 +27,15 @@ from celljepa._io import LOCK_NAME
 pytestmark = pytest.mark.slow
 
 TRIALS = int(os.environ.get("CELLJEPA_KILL_TRIALS", "10"))
-FOLD_FILES = ("config.json", "per_condition.csv", "split.json", "eval_space.npz", "report.md", "fold_frames.h5",
-              "metrics.json")
+FOLD_FILES = (
+    "config.json",
+    "per_condition.csv",
+    "split.json",
+    "eval_space.npz",
+    "report.md",
+    "fold_frames.h5",
+    "metrics.json",
+)
 
 
 def _cli(*args: str) -> list[str]:
@@ -44,8 +51,9 @@ def _run(argv: list[str]) -> float:
 
 def _killed(argv: list[str], after: float) -> bool:
     """Start ``argv``, SIGKILL it ``after`` seconds later; whether it was still running."""
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     try:
         proc.wait(timeout=after)
         return False
@@ -67,8 +75,11 @@ def _kill_trials(argv: list[str], duration: float, seed: int):
 
 
 def _tree(folder: Path) -> dict[str, str]:
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != LOCK_NAME}
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != LOCK_NAME
+    }
 
 
 def _asides(parent: Path) -> list[str]:
@@ -94,8 +105,7 @@ def kang(ingested):
 
 
 def test_benchmark_killed_anywhere_leaves_whole_folds_and_resumes(kang, tmp_path):
-    base = ["benchmark", "--data", f"kang2018={kang}", "--splits", "S2_unseen_context:3", "--no-jepa",
-            "--no-progress"]
+    base = ["benchmark", "--data", f"kang2018={kang}", "--splits", "S2_unseen_context:3", "--no-jepa", "--no-progress"]
     reference = tmp_path / "reference"
     duration = _run(_cli(*base, "--transductive", "--out", str(reference)))
     new = {f.name: _fold_digest(f) for f in sorted(reference.rglob("fold*")) if f.is_dir()}
@@ -123,8 +133,21 @@ def test_benchmark_killed_anywhere_leaves_whole_folds_and_resumes(kang, tmp_path
 
 
 def test_pretrain_restart_killed_anywhere_keeps_the_finished_run(kang, tmp_path):
-    base = ["pretrain", str(kang), "--no-progress", "--set", "mask.kind=random", "--set", "train.log_every=1",
-            "--set", "train.checkpoint_every=5", "--set", "model.n_hidden=64", "--set", "model.n_latent=16"]
+    base = [
+        "pretrain",
+        str(kang),
+        "--no-progress",
+        "--set",
+        "mask.kind=random",
+        "--set",
+        "train.log_every=1",
+        "--set",
+        "train.checkpoint_every=5",
+        "--set",
+        "model.n_hidden=64",
+        "--set",
+        "model.n_latent=16",
+    ]
     out = tmp_path / "run"
     _run(_cli(*base, "--set", "train.max_steps=10", "--out", str(out)))
     old = _tree(out)
@@ -134,8 +157,10 @@ def test_pretrain_restart_killed_anywhere_keeps_the_finished_run(kang, tmp_path)
     for trial, after, running in _kill_trials(_cli(*new_args), duration, seed=1):
         killed += running
         now = _tree(out)
-        print(f"pretrain trial {trial}: killed at {after:.1f} s of {duration:.1f} s: "
-              f"{'old run' if now == old else 'new run'}")
+        print(
+            f"pretrain trial {trial}: killed at {after:.1f} s of {duration:.1f} s: "
+            f"{'old run' if now == old else 'new run'}"
+        )
         if now != old:  # the new run complete and swapped in
             assert (out / "eval.json").is_file()
             assert "max_steps: 30" in (out / "config.yaml").read_text()
@@ -151,8 +176,17 @@ def test_pretrain_restart_killed_anywhere_keeps_the_finished_run(kang, tmp_path)
 
 def test_report_killed_anywhere_is_the_old_or_the_new_report(kang, tmp_path):
     runs = tmp_path / "runs"
-    base = ["benchmark", "--data", f"kang2018={kang}", "--splits", "S2_unseen_context:3", "--no-jepa",
-            "--no-progress", "--max-folds", "1"]
+    base = [
+        "benchmark",
+        "--data",
+        f"kang2018={kang}",
+        "--splits",
+        "S2_unseen_context:3",
+        "--no-jepa",
+        "--no-progress",
+        "--max-folds",
+        "1",
+    ]
     _run(_cli(*base, "--out", str(runs / "a")))
     _run(_cli(*base, "--transductive", "--out", str(runs / "b")))
     out = tmp_path / "report"
@@ -164,8 +198,10 @@ def test_report_killed_anywhere_is_the_old_or_the_new_report(kang, tmp_path):
     for trial, after, running in _kill_trials(_cli(*new), duration, seed=2):
         killed += running
         now = _tree(out)
-        print(f"report trial {trial}: killed at {after:.1f} s of {duration:.1f} s: "
-              f"{'old report' if now == old else 'new report'}")
+        print(
+            f"report trial {trial}: killed at {after:.1f} s of {duration:.1f} s: "
+            f"{'old report' if now == old else 'new report'}"
+        )
         if now != old:
             report = json.loads((out / "report.json").read_text())
             assert report["title"] == "new" and len(report["runs"]) == 2

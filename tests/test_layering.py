@@ -24,8 +24,19 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("nn", frozenset({"celljepa.nn"})),
     ("data/eval", frozenset({"celljepa.data", "celljepa.eval", "celljepa.splits", "celljepa.datasets"})),
     ("kernels", frozenset({"celljepa.kernels"})),
-    ("base", frozenset({"celljepa._io", "celljepa._errors", "celljepa._logging", "celljepa._settings",
-                        "celljepa._version", "celljepa._defaults"})),
+    (
+        "base",
+        frozenset(
+            {
+                "celljepa._io",
+                "celljepa._errors",
+                "celljepa._logging",
+                "celljepa._settings",
+                "celljepa._version",
+                "celljepa._defaults",
+            }
+        ),
+    ),
 )
 
 
@@ -49,7 +60,7 @@ def imports_of(name: str, path: Path, modules: dict[str, Path], package: str) ->
             targets = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom):
             if node.level:
-                anchor = base[:len(base) - node.level + 1]
+                anchor = base[: len(base) - node.level + 1]
                 mod = ".".join(anchor + ([node.module] if node.module else []))
             else:
                 mod = node.module or ""
@@ -96,8 +107,7 @@ def upward_imports(graph: dict[str, dict[str, int]], files: dict[str, Path]) -> 
     for a, edges in sorted(graph.items()):
         for b, line in sorted(edges.items()):
             if layer_of(b) < layer_of(a):
-                bad.append(f"{files[a]}:{line}: {a} ({LAYERS[layer_of(a)][0]}) imports {b} "
-                           f"({LAYERS[layer_of(b)][0]})")
+                bad.append(f"{files[a]}:{line}: {a} ({LAYERS[layer_of(a)][0]}) imports {b} ({LAYERS[layer_of(b)][0]})")
     return bad
 
 
@@ -150,8 +160,10 @@ def test_every_module_has_a_layer(graph):
 
 def test_no_upward_import(graph):
     bad = upward_imports(graph, module_files(SRC))
-    assert not bad, "imports against the layers (face → workflows → models → train → nn → data/eval → kernels → " \
-                    "base):\n" + "\n".join(bad)
+    assert not bad, (
+        "imports against the layers (face → workflows → models → train → nn → data/eval → kernels → "
+        "base):\n" + "\n".join(bad)
+    )
 
 
 def test_no_import_cycle(graph):
@@ -173,20 +185,24 @@ def _write(root: Path, files: dict[str, str]) -> None:
 
 
 def test_the_checks_catch_a_hidden_upward_import_and_a_cycle(tmp_path):
-    _write(tmp_path, {
-        "celljepa/__init__.py": "",
-        "celljepa/_errors.py": "",
-        "celljepa/kernels/__init__.py": "from .._errors import *\n",
-        "celljepa/models/__init__.py": "from . import a\n",
-        "celljepa/models/a.py": "def f():\n    from ..bench.evaluate import score_fold\n",
-        "celljepa/models/b.py": "from .c import x\n",
-        "celljepa/models/c.py": "import celljepa.models.b\nx = 1\n",
-        "celljepa/bench/__init__.py": "",
-        "celljepa/bench/evaluate.py": "from ..models import a\nfrom celljepa.kernels import thing\n",
-    })
+    _write(
+        tmp_path,
+        {
+            "celljepa/__init__.py": "",
+            "celljepa/_errors.py": "",
+            "celljepa/kernels/__init__.py": "from .._errors import *\n",
+            "celljepa/models/__init__.py": "from . import a\n",
+            "celljepa/models/a.py": "def f():\n    from ..bench.evaluate import score_fold\n",
+            "celljepa/models/b.py": "from .c import x\n",
+            "celljepa/models/c.py": "import celljepa.models.b\nx = 1\n",
+            "celljepa/bench/__init__.py": "",
+            "celljepa/bench/evaluate.py": "from ..models import a\nfrom celljepa.kernels import thing\n",
+        },
+    )
     g = import_graph(tmp_path)
     bad = upward_imports(g, module_files(tmp_path))
-    assert len(bad) == 1 and bad[0].endswith(":2: celljepa.models.a (models) imports celljepa.bench.evaluate "
-                                             "(workflows)")
+    assert len(bad) == 1 and bad[0].endswith(
+        ":2: celljepa.models.a (models) imports celljepa.bench.evaluate (workflows)"
+    )
     assert g["celljepa.bench.evaluate"] == {"celljepa.models.a": 1, "celljepa.kernels": 2}
     assert cycles(g) == [["celljepa.bench.evaluate", "celljepa.models.a"], ["celljepa.models.b", "celljepa.models.c"]]

@@ -62,8 +62,11 @@ def _intervals(v: dict) -> list[tuple[float, float, float]]:
 def test_the_result_sentence_names_its_metric_and_quotes_every_claimable_row():
     para = _result_paragraph()
     verdicts = _verdicts()
-    assert {"norman2019/S1_unseen_perturbation", "kang2018/S2_unseen_context",
-            "papalexi2021/S1_unseen_perturbation"} <= set(verdicts)
+    assert {
+        "norman2019/S1_unseen_perturbation",
+        "kang2018/S2_unseen_context",
+        "papalexi2021/S1_unseen_perturbation",
+    } <= set(verdicts)
     assert "E-distance" in para and "tie" not in para.lower()
     claimable = {k: v for k, v in verdicts.items() if v["edistance"].get("p_holm") is not None}
     assert claimable, "no claimable row in the stored final runs"

@@ -23,8 +23,9 @@ def _run(imports: str, **env) -> tuple[list[int], str]:
     # a clean slate for the thread pools (MKL_NUM_THREADS, for one, changes which OpenMP runtime numba uses)
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("NUMBA_", "MKL_", "OPENBLAS_", "OMP_"))}
     environ.update(env)
-    proc = subprocess.run([sys.executable, "-c", CODE.format(imports=imports)], env=environ, capture_output=True,
-                          text=True, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", CODE.format(imports=imports)], env=environ, capture_output=True, text=True, check=True
+    )
     return [int(x) for x in proc.stdout.split()], proc.stderr
 
 
@@ -41,11 +42,18 @@ except SystemExit:
 
 
 def test_importing_celljepa_leaves_the_environment_alone():
-    code = "import os, celljepa, celljepa.pp, celljepa.tl; print(sorted(os.environ.get(k, '-') for k in " \
-           "('NUMBA_NUM_THREADS', 'MKL_NUM_THREADS', 'OPENBLAS_NUM_THREADS')))"
+    code = (
+        "import os, celljepa, celljepa.pp, celljepa.tl; print(sorted(os.environ.get(k, '-') for k in "
+        "('NUMBA_NUM_THREADS', 'MKL_NUM_THREADS', 'OPENBLAS_NUM_THREADS')))"
+    )
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("NUMBA_", "MKL_", "OPENBLAS_"))}
-    out = subprocess.run([sys.executable, "-c", code], env={**environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert out.strip() == "['-', '-', '-']"
 
 

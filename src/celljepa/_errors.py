@@ -40,12 +40,16 @@ def storage_error(err: BaseException) -> str | None:
     where = getattr(err, "filename", None)
     at = f" at '{where}'" if where else ""
     if code in (errno.ENOSPC, errno.EDQUOT) or "No space left" in text or "file write failed" in text:
-        return (f"no space left on the device{at} (disk full or quota reached). Run folders are swapped in only "
-                "when complete, so no finished run was changed and nothing half-written is kept. Fix: free space, "
-                "or pass an --out on another disk.")
+        return (
+            f"no space left on the device{at} (disk full or quota reached). Run folders are swapped in only "
+            "when complete, so no finished run was changed and nothing half-written is kept. Fix: free space, "
+            "or pass an --out on another disk."
+        )
     if code == errno.EROFS or "Read-only file system" in text:
-        return (f"the file system is read-only{at}. Nothing was written. Fix: pass an --out on a file system you "
-                "can write to.")
+        return (
+            f"the file system is read-only{at}. Nothing was written. Fix: pass an --out on a file system you "
+            "can write to."
+        )
     if code == errno.EACCES or isinstance(err, PermissionError):
         return f"permission denied{at}. Nothing was written. Fix: pass an --out you can write to."
     return None

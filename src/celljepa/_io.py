@@ -71,7 +71,7 @@ def remove_stale_tmp(target: str | os.PathLike) -> list[Path]:
     if not target.parent.is_dir():
         return removed
     for tmp in target.parent.glob(f".{glob.escape(target.name)}~*~*~*.tmp"):
-        host, pid = tmp.name[len(target.name) + 2:].split("~")[:2]
+        host, pid = tmp.name[len(target.name) + 2 :].split("~")[:2]
         if host == _HOST and pid.isdigit() and not _pid_alive(int(pid)):
             tmp.unlink(missing_ok=True)
             removed.append(tmp)
@@ -101,14 +101,16 @@ def atomic_path(path: str | os.PathLike, *, suffix: str | None = None) -> Iterat
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
-        raise InputError(f"cannot write '{target}': a part of its folder is a file. Fix: choose another path.") \
-            from None
+        raise InputError(
+            f"cannot write '{target}': a part of its folder is a file. Fix: choose another path."
+        ) from None
     except PermissionError:
         raise InputError(_denied(target)) from None
     remove_stale_tmp(target)
     try:
         fd, tmp_name = tempfile.mkstemp(
-            prefix=_tmp_prefix(target), suffix=(suffix if suffix is not None else target.suffix) + ".tmp",
+            prefix=_tmp_prefix(target),
+            suffix=(suffix if suffix is not None else target.suffix) + ".tmp",
             dir=target.parent,
         )
     except PermissionError:
@@ -153,8 +155,9 @@ def _only_lock(folder: Path) -> bool:
         return False
     holder = _read_lock(folder / LOCK_NAME) if entries else {}
     pid = holder.get("pid")
-    return not entries or (holder.get("host") == _HOST and isinstance(pid, int)
-                           and (pid == os.getpid() or not _pid_alive(pid)))
+    return not entries or (
+        holder.get("host") == _HOST and isinstance(pid, int) and (pid == os.getpid() or not _pid_alive(pid))
+    )
 
 
 def recover_folder(target: str | os.PathLike) -> None:
@@ -168,7 +171,7 @@ def recover_folder(target: str | os.PathLike) -> None:
     if not target.parent.is_dir():
         return
     for aside in sorted(target.parent.glob(f".{glob.escape(target.name)}~*~*~*")):
-        parts = aside.name[len(target.name) + 2:].split("~")
+        parts = aside.name[len(target.name) + 2 :].split("~")
         if len(parts) != 3 or parts[2] not in ("staging", "old") or not aside.is_dir():
             continue
         host, pid, kind = parts
@@ -179,8 +182,9 @@ def recover_folder(target: str | os.PathLike) -> None:
                 shutil.rmtree(target)
             os.rename(aside, target)
             _fsync_path(target.parent, folder=True)
-            logger.warning("restored '%s': process %s stopped while replacing it, before the new run was in place",
-                           target, pid)
+            logger.warning(
+                "restored '%s': process %s stopped while replacing it, before the new run was in place", target, pid
+            )
         else:
             shutil.rmtree(aside, ignore_errors=True)
             logger.warning("removed '%s', left by process %s (stopped before its run was complete)", aside, pid)
@@ -244,8 +248,9 @@ def staged_folder(target: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(stage)
         stage.mkdir()
     except (FileExistsError, NotADirectoryError):
-        raise InputError(f"cannot write '{target}': a part of its folder is a file. Fix: choose another path.") \
-            from None
+        raise InputError(
+            f"cannot write '{target}': a part of its folder is a file. Fix: choose another path."
+        ) from None
     except PermissionError:
         raise InputError(_denied(target)) from None
     try:
@@ -290,9 +295,14 @@ def lock_holder(folder: str | os.PathLike) -> dict | None:
 
 
 #: The files that mark a finished run of each kind in its folder (written last by that kind).
-RUN_MARKERS = {"benchmark": ("metrics_combined.json",), "holdout": ("holdout.json",), "sweep": ("ablation.json",),
-               "fold": ("metrics.json", "config.json"), "pretrain": ("eval.json", "config.yaml"),
-               "report": ("report.json", "report.md")}
+RUN_MARKERS = {
+    "benchmark": ("metrics_combined.json",),
+    "holdout": ("holdout.json",),
+    "sweep": ("ablation.json",),
+    "fold": ("metrics.json", "config.json"),
+    "pretrain": ("eval.json", "config.yaml"),
+    "report": ("report.json", "report.md"),
+}
 
 
 def refuse_other_kind(out: Path, kind: str) -> None:
@@ -300,17 +310,21 @@ def refuse_other_kind(out: Path, kind: str) -> None:
     out = Path(out)
     for other, files in RUN_MARKERS.items():
         if other != kind and all((out / f).is_file() for f in files):
-            raise InputError(f"--out {out} holds a finished {other} run ({', '.join(files)}): a {kind} run must not "
-                             "write into it. Nothing was written. Fix: pass another --out.")
+            raise InputError(
+                f"--out {out} holds a finished {other} run ({', '.join(files)}): a {kind} run must not "
+                "write into it. Nothing was written. Fix: pass another --out."
+            )
 
 
 def refuse_beside_holder(folder: str | os.PathLike, what: str) -> None:
     """Refuse ``what`` (a fold task) while another process holds ``folder`` (a full run or ``--collect``)."""
     holder = lock_holder(folder)
     if holder is not None:
-        raise InputError(f"--out '{folder}' is in use by a full run or --collect (process {holder.get('pid')} on "
-                         f"{holder.get('host', '?')}, {holder.get('command', '?')}): {what} must not write beside "
-                         "it. Fix: wait for it to finish, or pass another --out.")
+        raise InputError(
+            f"--out '{folder}' is in use by a full run or --collect (process {holder.get('pid')} on "
+            f"{holder.get('host', '?')}, {holder.get('command', '?')}): {what} must not write beside "
+            "it. Fix: wait for it to finish, or pass another --out."
+        )
 
 
 @contextmanager
@@ -335,8 +349,9 @@ def folder_lock(folder: str | os.PathLike, *, option: str = "--out") -> Iterator
     except (FileExistsError, NotADirectoryError):
         raise InputError(f"{option} '{folder}': a part of the path is a file. Fix: pass another folder.") from None
     except PermissionError:
-        raise InputError(f"{option} '{folder}' cannot be created: permission denied. Fix: pass a folder you can "
-                         "write to.") from None
+        raise InputError(
+            f"{option} '{folder}' cannot be created: permission denied. Fix: pass a folder you can write to."
+        ) from None
     lock = folder / LOCK_NAME
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     me = {"pid": os.getpid(), "host": _HOST, "started": started, "command": " ".join(sys.argv)}
@@ -347,8 +362,12 @@ def folder_lock(folder: str | os.PathLike, *, option: str = "--out") -> Iterator
             holder = _read_lock(lock)
             pid = holder.get("pid")
             if holder.get("host") == _HOST and isinstance(pid, int) and not _pid_alive(pid):
-                logger.warning("%s '%s' was locked by process %d, which stopped without releasing it; taking over",
-                               option, folder, pid)
+                logger.warning(
+                    "%s '%s' was locked by process %d, which stopped without releasing it; taking over",
+                    option,
+                    folder,
+                    pid,
+                )
                 lock.unlink(missing_ok=True)
                 continue
             raise InputError(
@@ -357,8 +376,9 @@ def folder_lock(folder: str | os.PathLike, *, option: str = "--out") -> Iterator
                 f"Fix: wait for it to finish, pass another {option}, or, if that process is gone, delete '{lock}'."
             ) from None
         except PermissionError:
-            raise InputError(f"{option} '{folder}' is not writable: permission denied. Fix: pass a folder you can "
-                             "write to.") from None
+            raise InputError(
+                f"{option} '{folder}' is not writable: permission denied. Fix: pass a folder you can write to."
+            ) from None
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(json.dumps(me))
         break
@@ -426,14 +446,16 @@ def load_yaml(text: str, *, source: str) -> Any:
     try:
         return yaml.load(text, Loader=_plain_loader())  # noqa: S506 - a SafeLoader subclass
     except _AliasRefused as err:
-        raise InputError(f"{source} uses a YAML alias ({err}); aliases and anchors (&name, *name) are not read, "
-                         "since a few nested ones expand into billions of values. Fix: write the values out.") \
-            from None
+        raise InputError(
+            f"{source} uses a YAML alias ({err}); aliases and anchors (&name, *name) are not read, "
+            "since a few nested ones expand into billions of values. Fix: write the values out."
+        ) from None
     except yaml.YAMLError as err:
         problem = str(err).splitlines()[0] if str(err) else type(err).__name__
         tag = " It uses a tag that builds a Python object, which is never loaded." if "python/" in str(err) else ""
-        raise InputError(f"{source} is not plain YAML ({problem}).{tag} Fix: write numbers, strings, lists and "
-                         "mappings only.") from None
+        raise InputError(
+            f"{source} is not plain YAML ({problem}).{tag} Fix: write numbers, strings, lists and mappings only."
+        ) from None
 
 
 def folder_name(name: Any, what: str) -> str:
@@ -449,9 +471,11 @@ def folder_name(name: Any, what: str) -> str:
     """
     text = str(name)
     if not text or text.startswith(".") or any(not (c.isalnum() or c in "._+-") for c in text):
-        raise InputError(f"{what}={text!r} is not a folder name: it must be letters, digits and . _ + - only, "
-                         "and one that does not start with a dot (it names a folder inside --out; no spaces or "
-                         "slashes). Fix: rename it, e.g. 'norman2019'.")
+        raise InputError(
+            f"{what}={text!r} is not a folder name: it must be letters, digits and . _ + - only, "
+            "and one that does not start with a dot (it names a folder inside --out; no spaces or "
+            "slashes). Fix: rename it, e.g. 'norman2019'."
+        )
     return text
 
 

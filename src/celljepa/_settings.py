@@ -89,6 +89,8 @@ def align_numba_threads(environ=None, modules=None) -> str | None:
     if "numba" not in modules:
         environ["NUMBA_NUM_THREADS"] = omp
         return "set"
-    return (f"numba was imported before celljepa without NUMBA_NUM_THREADS: scanpy's numba kernels will start one "
-            f"thread per core and raise torch's threads above OMP_NUM_THREADS={omp}. Fix: export "
-            f"NUMBA_NUM_THREADS={omp} (or import celljepa before scanpy).")
+    return (
+        f"numba was imported before celljepa without NUMBA_NUM_THREADS: scanpy's numba kernels will start one "
+        f"thread per core and raise torch's threads above OMP_NUM_THREADS={omp}. Fix: export "
+        f"NUMBA_NUM_THREADS={omp} (or import celljepa before scanpy)."
+    )

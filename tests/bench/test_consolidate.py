@@ -26,8 +26,12 @@ def _kang_complete() -> bool:
     if not path.is_file():
         return False
     data = json.loads(path.read_text())
-    return (bool(data.get("results")) and bool(data.get("per_fold")) and data.get("wall_time_s") is not None
-            and all("comparator" in m for m in data["results"].values()))
+    return (
+        bool(data.get("results"))
+        and bool(data.get("per_fold"))
+        and data.get("wall_time_s") is not None
+        and all("comparator" in m for m in data["results"].values())
+    )
 
 
 @pytest.fixture(scope="module")
@@ -35,15 +39,32 @@ def runs(tmp_path_factory):
     """A JEPA benchmark (sciplex_gxe S2, 2 folds, tiny JEPA) and a baseline-only one (norman2019 S1, 1 fold)."""
     root = tmp_path_factory.mktemp("runs")
     datasets = demo_datasets()
-    jepa = load_config(overrides={"train": {"max_steps": 12, "batch_size": 64},
-                                  "model": {"n_hidden": 32, "predictor_hidden": 32, "n_latent": 16}})
-    benchmark({"sciplex_gxe": datasets["sciplex_gxe"]}, {"sciplex_gxe": {"S2_unseen_context": 3}},
-              out=root / "jepa_run", progress=False,
-              run=RunConfig(jepa=jepa, transition=TransitionConfig(max_steps=20)), max_folds=2)
-    benchmark({"norman2019": datasets["norman2019"]}, {"norman2019": {"S1_unseen_perturbation": 3}},
-              out=root / "baseline_run", progress=False, max_folds=1)
-    paths = {"jepa": root / "jepa_run", "base": root / "baseline_run",
-             "fold": root / "jepa_run" / "sciplex_gxe" / "S2_unseen_context" / "split_seed0" / "fold1"}
+    jepa = load_config(
+        overrides={
+            "train": {"max_steps": 12, "batch_size": 64},
+            "model": {"n_hidden": 32, "predictor_hidden": 32, "n_latent": 16},
+        }
+    )
+    benchmark(
+        {"sciplex_gxe": datasets["sciplex_gxe"]},
+        {"sciplex_gxe": {"S2_unseen_context": 3}},
+        out=root / "jepa_run",
+        progress=False,
+        run=RunConfig(jepa=jepa, transition=TransitionConfig(max_steps=20)),
+        max_folds=2,
+    )
+    benchmark(
+        {"norman2019": datasets["norman2019"]},
+        {"norman2019": {"S1_unseen_perturbation": 3}},
+        out=root / "baseline_run",
+        progress=False,
+        max_folds=1,
+    )
+    paths = {
+        "jepa": root / "jepa_run",
+        "base": root / "baseline_run",
+        "fold": root / "jepa_run" / "sciplex_gxe" / "S2_unseen_context" / "split_seed0" / "fold1",
+    }
     if _kang_complete():
         paths["kang"] = KANG
     return paths
@@ -88,8 +109,9 @@ def test_verdict_rows_equal_the_runs_own_verdicts(runs, merged):
     rows = report["verdicts"]
     assert len(rows) == len(expected)
     for label, m in expected:
-        row = next(r for r in rows if r["run"] == label and r["dataset_id"] == m["dataset_id"]
-                   and r["split"] == m["split"])
+        row = next(
+            r for r in rows if r["run"] == label and r["dataset_id"] == m["dataset_id"] and r["split"] == m["split"]
+        )
         v = m["verdict"]
         assert row["model"] == v["model"] == "jepa_set" and row["baseline"] == v["baseline"] == m["comparator"]
         assert row["n"] == v["n"] == m["n_effect_conditions"]
@@ -97,8 +119,10 @@ def test_verdict_rows_equal_the_runs_own_verdicts(runs, merged):
         for key in ("diff", "ci_low", "ci_high", "p", "n", "p_holm", "outcome"):
             assert _same(row["edistance"].get(key), v["edistance"].get(key))
         if "vs_pca_twin" in v:
-            assert all(_same(row["vs_pca_twin"].get(k), v["vs_pca_twin"].get(k))
-                       for k in ("diff", "ci_low", "ci_high", "p", "p_holm", "outcome"))
+            assert all(
+                _same(row["vs_pca_twin"].get(k), v["vs_pca_twin"].get(k))
+                for k in ("diff", "ci_low", "ci_high", "p", "p_holm", "outcome")
+            )
         else:
             assert row["vs_pca_twin"] is None
         if "claimable" in v:  # protocol v3: the run's own label
@@ -110,7 +134,9 @@ def test_verdict_rows_equal_the_runs_own_verdicts(runs, merged):
     # the family: claimable v3 rows only, each counted in its own run's family
     assert report["holm_family_size"] == sum(
         1 + bool(r["vs_pca_twin"] and not r["vs_pca_twin"].get("same_as_comparator"))
-        for r in rows if r.get("claimable") and not r["old_protocol"])
+        for r in rows
+        if r.get("claimable") and not r["old_protocol"]
+    )
     # the same dataset × split from two runs (the benchmark and one of its folds): two rows, labelled by run
     both = [r["run"] for r in rows if (r["dataset_id"], r["split"]) == ("sciplex_gxe", "S2_unseen_context")]
     assert sorted(both) == sorted([labels[str(runs["jepa"])], labels[str(runs["fold"])]])
@@ -134,16 +160,18 @@ def test_adding_an_unrelated_run_leaves_every_verdict_unchanged(runs, tmp_path):
     other = tmp_path / "other"  # an unrelated run with claims of its own (another dataset, weaker evidence)
     shutil.copytree(claimable, other)
     data = json.loads((other / "metrics_combined.json").read_text())
-    data["results"] = {k.replace("sciplex_gxe", "other"): {**m, "dataset_id": "other"}
-                       for k, m in data["results"].items()}
+    data["results"] = {
+        k.replace("sciplex_gxe", "other"): {**m, "dataset_id": "other"} for k, m in data["results"].items()
+    }
     for m in data["results"].values():
         for row in (m["verdict"]["edistance"], m["verdict"].get("vs_pca_twin") or {}):
             row.update(p=0.03)
     holm_over(data["results"].values())
     (other / "metrics_combined.json").write_text(json.dumps(data))
     alone = C.consolidate([claimable], tmp_path / "alone")
-    more = C.consolidate([claimable, runs["base"], other, *([runs["kang"]] if "kang" in runs else [])],
-                         tmp_path / "more")
+    more = C.consolidate(
+        [claimable, runs["base"], other, *([runs["kang"]] if "kang" in runs else [])], tmp_path / "more"
+    )
     keep = ("edistance", "vs_pca_twin", "secondary", "outcome", "n", "baseline", "claimable")
     first = [{k: r[k] for k in keep} for r in alone["verdicts"]]
     again = [{k: r[k] for k in keep} for r in more["verdicts"] if r["run"] == alone["verdicts"][0]["run"]]
@@ -171,8 +199,11 @@ def test_dataset_tables_hold_every_method_of_every_run(runs, merged):
         if name not in runs:
             continue
         for m in _combined(runs[name]).values():
-            entry = next(e for e in report["datasets"][m["dataset_id"]]
-                         if e["run"] == labels[str(runs[name])] and e["split"] == m["split"])
+            entry = next(
+                e
+                for e in report["datasets"][m["dataset_id"]]
+                if e["run"] == labels[str(runs[name])] and e["split"] == m["split"]
+            )
             assert [x["method"] for x in entry["methods"]] == list(m["methods"])
             best = [x["method"] for x in entry["methods"] if x["comparator"]]
             assert best == [m["comparator"]]
@@ -189,8 +220,13 @@ def test_dataset_tables_hold_every_method_of_every_run(runs, merged):
 def test_sections_in_order_and_no_invented_holdout(merged):
     _, out = merged
     md = (out / "report.md").read_text()
-    heads = ["# test report", "## Runs merged", "## Verdict per dataset × split", "## Results per dataset",
-             "## Compute"]
+    heads = [
+        "# test report",
+        "## Runs merged",
+        "## Verdict per dataset × split",
+        "## Results per dataset",
+        "## Compute",
+    ]
     positions = [md.index(h) for h in heads]
     assert positions == sorted(positions)
     assert "## Cross-dataset holdout" not in md and "## Ablations" not in md
@@ -277,8 +313,10 @@ def test_sweep_folder_adds_the_ablation_rows(runs, tmp_path):
 
 def test_cli_report(runs, tmp_path, capsys):
     out = tmp_path / "reports" / "cli"
-    assert main(["report", "--runs", str(runs["jepa"]), str(runs["base"]), "--out", str(out),
-                 "--title", "CLI report"]) == 0
+    assert (
+        main(["report", "--runs", str(runs["jepa"]), str(runs["base"]), "--out", str(out), "--title", "CLI report"])
+        == 0
+    )
     printed = capsys.readouterr().out
     assert printed.startswith(str(out / "report.md")) and "2 run(s), 1 verdict row(s) (1 " in printed
     assert (out / "report.md").read_text().startswith("# CLI report")
@@ -309,8 +347,8 @@ def test_a_run_from_before_the_protocol_is_never_a_claim(runs, tmp_path):
     # nowhere does the old run say "wins" or claim a validation choice: not in the per-dataset section either
     entry = next(e for e in report["datasets"][m["dataset_id"]] if e["run"] == "old_fold")
     assert entry["verdict"] == "old protocol" and entry["old_protocol"]
-    section = md[md.index("run old_fold"):]
-    section = section[:section.index("\n|")]
+    section = md[md.index("run old_fold") :]
+    section = section[: section.index("\n|")]
     assert "old protocol: not a claim" in section and "chosen on validation" not in section
     assert "**wins**" not in md
     assert "The figure leaves out the rows of the old protocol (no claim)." in md

@@ -46,8 +46,9 @@ def test_the_configuration_is_frozen_before_the_first_fold(sciplex, tmp_path, mo
         return real(*args, **kwargs)
 
     monkeypatch.setattr(R, "score_fold", spy)
-    combined = benchmark(sciplex, PLAN, out=tmp_path / "f", final=True, held_out_datasets=["sciplex_gxe"],
-                         max_folds=1, progress=False)
+    combined = benchmark(
+        sciplex, PLAN, out=tmp_path / "f", final=True, held_out_datasets=["sciplex_gxe"], max_folds=1, progress=False
+    )
     assert seen == [(True, True)]
     record = json.loads((tmp_path / "f" / "final.json").read_text())
     assert record["commit"] == "a" * 40 and len(record["config_digest"]) == 16
@@ -59,17 +60,41 @@ def test_the_configuration_is_frozen_before_the_first_fold(sciplex, tmp_path, mo
     assert "## Final verdict: frozen before its first fold" in report and record["config_digest"][:12] in report
     # the same command again (a resumed run, a fold task, a collect): the same commit and configuration
     monkeypatch.setattr(R, "score_fold", real)
-    benchmark(sciplex, PLAN, out=tmp_path / "f", final=True, held_out_datasets=["sciplex_gxe"], max_folds=1,
-              progress=False, collect=True)
+    benchmark(
+        sciplex,
+        PLAN,
+        out=tmp_path / "f",
+        final=True,
+        held_out_datasets=["sciplex_gxe"],
+        max_folds=1,
+        progress=False,
+        collect=True,
+    )
     # another commit, or another configuration, on the frozen folder: refused
     monkeypatch.setattr(R, "tree_state", _tree(commit="b" * 40))
     with pytest.raises(InputError, match="cannot change"):
-        benchmark(sciplex, PLAN, out=tmp_path / "f", final=True, held_out_datasets=["sciplex_gxe"], max_folds=1,
-                  progress=False, collect=True)
+        benchmark(
+            sciplex,
+            PLAN,
+            out=tmp_path / "f",
+            final=True,
+            held_out_datasets=["sciplex_gxe"],
+            max_folds=1,
+            progress=False,
+            collect=True,
+        )
     monkeypatch.setattr(R, "tree_state", _tree())
     with pytest.raises(InputError, match="cannot change"):
-        benchmark(sciplex, PLAN, out=tmp_path / "f", final=True, max_folds=1, progress=False,
-                  run=RunConfig(model_seeds=(0, 1)), collect=True)
+        benchmark(
+            sciplex,
+            PLAN,
+            out=tmp_path / "f",
+            final=True,
+            max_folds=1,
+            progress=False,
+            run=RunConfig(model_seeds=(0, 1)),
+            collect=True,
+        )
     assert json.loads((tmp_path / "f" / "final.json").read_text()) == record
 
 
@@ -84,8 +109,7 @@ def test_the_claims_family_is_written_from_the_data_before_fitting(sciplex, tmp_
     assert "before any model was fitted" in claims["computed"]
 
 
-def test_fold_tasks_fix_the_claims_family_before_their_first_fit_and_collect_checks_it(sciplex, tmp_path,
-                                                                                       monkeypatch):
+def test_fold_tasks_fix_the_claims_family_before_their_first_fit_and_collect_checks_it(sciplex, tmp_path, monkeypatch):
     seen = []
     real = R.score_fold
 
@@ -152,8 +176,9 @@ def test_fold_tasks_started_together_compute_the_claims_family_once(sciplex, tmp
     assert json.loads((tmp_path / "a" / "claims.json").read_text()) == new
 
 
-def test_a_restarted_run_reads_its_claims_family_back_and_a_refused_collect_writes_nothing(sciplex, tmp_path,
-                                                                                          monkeypatch):
+def test_a_restarted_run_reads_its_claims_family_back_and_a_refused_collect_writes_nothing(
+    sciplex, tmp_path, monkeypatch
+):
     calls = []
     real = C.claims_family
 

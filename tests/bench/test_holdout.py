@@ -31,9 +31,14 @@ def result(tmp_path_factory):
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(holdout_module, "_pretrain", pretrain)
-        res = holdout_run({"norman2019": d["norman2019"], "sciplex_gxe": d["sciplex_gxe"]}, "sciplex_gxe", out=out,
-                          run=RunConfig(jepa=load_config(overrides=JEPA), transition=TransitionConfig(max_steps=20)),
-                          max_folds=1, progress=False)
+        res = holdout_run(
+            {"norman2019": d["norman2019"], "sciplex_gxe": d["sciplex_gxe"]},
+            "sciplex_gxe",
+            out=out,
+            run=RunConfig(jepa=load_config(overrides=JEPA), transition=TransitionConfig(max_steps=20)),
+            max_folds=1,
+            progress=False,
+        )
     res["_claims_before_first_fit"] = seen[0]
     return out, res, d
 
@@ -88,10 +93,30 @@ def test_the_claims_family_is_fixed_from_the_data_before_any_encoder_is_trained(
 
 def test_cli_and_the_report_merge_holdout_runs(tmp_path, capsys):
     out = tmp_path / "h"
-    args = ["holdout", "--data", "demo", "--holdout", "norman2019", "--max-folds", "1", "--jepa-steps", "12",
-            "--jepa-set", "train.batch_size=64", "--jepa-set", "model.n_hidden=32", "--jepa-set",
-            "model.predictor_hidden=32", "--jepa-set", "model.n_latent=16", "--transition-set", "max_steps=20",
-            "--no-progress", "--out", str(out)]
+    args = [
+        "holdout",
+        "--data",
+        "demo",
+        "--holdout",
+        "norman2019",
+        "--max-folds",
+        "1",
+        "--jepa-steps",
+        "12",
+        "--jepa-set",
+        "train.batch_size=64",
+        "--jepa-set",
+        "model.n_hidden=32",
+        "--jepa-set",
+        "model.predictor_hidden=32",
+        "--jepa-set",
+        "model.n_latent=16",
+        "--transition-set",
+        "max_steps=20",
+        "--no-progress",
+        "--out",
+        str(out),
+    ]
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "# Cross-dataset holdout: norman2019" in printed and "sciplex_gxe" in printed
@@ -123,9 +148,15 @@ def test_a_restarted_holdout_reads_back_its_encoders_and_folds(result, caplog, m
 
     monkeypatch.setattr(holdout_module, "_pretrain", no_training)
     monkeypatch.setattr(evaluate_module, "score_fold", no_training)
-    again = holdout_run({"norman2019": d["norman2019"], "sciplex_gxe": d["sciplex_gxe"]}, "sciplex_gxe", out=out,
-                        run=RunConfig(jepa=load_config(overrides=JEPA), transition=TransitionConfig(max_steps=20)),
-                        max_folds=1, progress=False)
+    again = holdout_run(
+        {"norman2019": d["norman2019"], "sciplex_gxe": d["sciplex_gxe"]},
+        "sciplex_gxe",
+        out=out,
+        run=RunConfig(jepa=load_config(overrides=JEPA), transition=TransitionConfig(max_steps=20)),
+        max_folds=1,
+        progress=False,
+    )
+
     def same(a, b):  # NaN-safe
         return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
 
@@ -142,8 +173,11 @@ def test_holdout_tasks_run_apart_then_collect_equals_one_run(result, tmp_path):
     run = RunConfig(jepa=load_config(overrides=JEPA), transition=TransitionConfig(max_steps=20))
     apart = tmp_path / "apart"
     listed = holdout_tasks(data, "sciplex_gxe", out=apart, run=run, max_folds=1)
-    assert [(k, label) for k, label, _ in listed] == [("encoder", "others_seed0"), ("encoder", "self"),
-                                                     ("fold", "S1_unseen_perturbation split_seed0 fold0")]
+    assert [(k, label) for k, label, _ in listed] == [
+        ("encoder", "others_seed0"),
+        ("encoder", "self"),
+        ("fold", "S1_unseen_perturbation split_seed0 fold0"),
+    ]
     kw = dict(out=apart, run=run, max_folds=1, progress=False)
     with pytest.raises(InputError, match=r"encoder task\(s\) \[0, 1\] .* are not finished"):
         holdout_run(data, "sciplex_gxe", tasks=[2], **kw)
@@ -174,8 +208,11 @@ def test_a_holdout_of_other_inputs_never_replaces_a_finished_one(result, tmp_pat
     out, _res, d = result
 
     def tree(folder):
-        return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-                for p in sorted(folder.rglob("*")) if p.is_file()}
+        return {
+            p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*"))
+            if p.is_file()
+        }
 
     data = {"norman2019": d["norman2019"], "sciplex_gxe": d["sciplex_gxe"]}
     before = tree(out)
@@ -186,12 +223,22 @@ def test_a_holdout_of_other_inputs_never_replaces_a_finished_one(result, tmp_pat
         assert tree(out) == before
     # a run of another kind into it is refused too, and a holdout into a benchmark run
     with pytest.raises(InputError, match=r"holds a finished holdout run \(holdout.json\): a benchmark run must not"):
-        benchmark({"sciplex_gxe": d["sciplex_gxe"]}, {"sciplex_gxe": {"S2_unseen_context": 3}}, out=out,
-                  progress=False, max_folds=1)
+        benchmark(
+            {"sciplex_gxe": d["sciplex_gxe"]},
+            {"sciplex_gxe": {"S2_unseen_context": 3}},
+            out=out,
+            progress=False,
+            max_folds=1,
+        )
     assert tree(out) == before
     bench = tmp_path / "bench"
-    benchmark({"sciplex_gxe": d["sciplex_gxe"]}, {"sciplex_gxe": {"S2_unseen_context": 3}}, out=bench,
-              progress=False, max_folds=1)
+    benchmark(
+        {"sciplex_gxe": d["sciplex_gxe"]},
+        {"sciplex_gxe": {"S2_unseen_context": 3}},
+        out=bench,
+        progress=False,
+        max_folds=1,
+    )
     done = tree(bench)
     with pytest.raises(InputError, match=r"holds a finished benchmark run \(metrics_combined.json\): a holdout run"):
         holdout_run(data, "sciplex_gxe", out=bench, run=other, max_folds=1, progress=False)

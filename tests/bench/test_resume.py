@@ -44,8 +44,9 @@ def test_restart_reads_finished_folds_back_and_redoes_the_rest(sciplex, tmp_path
     benchmark(sciplex, PLAN, out=whole, progress=False)
     reference = _combined(whole)
     assert reference["provenance"]["folds_resumed"] == 0
-    fold_dirs = [tmp_path / "whole" / "sciplex_gxe" / "S2_unseen_context" / "split_seed0" / f"fold{k}"
-                 for k in range(3)]
+    fold_dirs = [
+        tmp_path / "whole" / "sciplex_gxe" / "S2_unseen_context" / "split_seed0" / f"fold{k}" for k in range(3)
+    ]
     config = json.loads((fold_dirs[0] / "config.json").read_text())
     assert config["data"] == data_fingerprint(sciplex["sciplex_gxe"])
     assert {"date", "host", "git_commit", "command", "torch", "threads"} <= set(config["provenance"])
@@ -72,8 +73,11 @@ def test_restart_reads_finished_folds_back_and_redoes_the_rest(sciplex, tmp_path
 def _tree(folder):
     import hashlib
 
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_other_settings_or_other_data_are_refused_unless_overwrite(sciplex, tmp_path):
@@ -81,12 +85,22 @@ def test_other_settings_or_other_data_are_refused_unless_overwrite(sciplex, tmp_
     out = tmp_path / "run"
     benchmark(sciplex, PLAN, out=out, progress=False, max_folds=1)
     before = _tree(out)
-    with pytest.raises(InputError, match=r"holds a finished run made with other inputs.*evaluation.n_pcs: 50 → 20"
-                                         r".*Nothing was written.*--overwrite"):
+    with pytest.raises(
+        InputError,
+        match=r"holds a finished run made with other inputs.*evaluation.n_pcs: 50 → 20"
+        r".*Nothing was written.*--overwrite",
+    ):
         benchmark(sciplex, PLAN, out=out, progress=False, max_folds=1, run=RunConfig(evaluation=EvalConfig(n_pcs=20)))
     assert _tree(out) == before
-    benchmark(sciplex, PLAN, out=out, progress=False, max_folds=1, run=RunConfig(evaluation=EvalConfig(n_pcs=20)),
-              overwrite=True)
+    benchmark(
+        sciplex,
+        PLAN,
+        out=out,
+        progress=False,
+        max_folds=1,
+        run=RunConfig(evaluation=EvalConfig(n_pcs=20)),
+        overwrite=True,
+    )
     assert _combined(out)["provenance"]["folds_resumed"] == 0
     edited = sciplex["sciplex_gxe"].copy()
     x = edited.X
@@ -94,11 +108,25 @@ def test_other_settings_or_other_data_are_refused_unless_overwrite(sciplex, tmp_
     before = _tree(out)
     for tasks in (None, [0]):  # a full run and a fold task
         with pytest.raises(InputError, match=r"other inputs.*the data changed \(content fingerprint"):
-            benchmark({"sciplex_gxe": edited}, PLAN, out=out, progress=False, max_folds=1, tasks=tasks,
-                      run=RunConfig(evaluation=EvalConfig(n_pcs=20)))
+            benchmark(
+                {"sciplex_gxe": edited},
+                PLAN,
+                out=out,
+                progress=False,
+                max_folds=1,
+                tasks=tasks,
+                run=RunConfig(evaluation=EvalConfig(n_pcs=20)),
+            )
         assert _tree(out) == before
-    benchmark({"sciplex_gxe": edited}, PLAN, out=out, progress=False, max_folds=1,
-              run=RunConfig(evaluation=EvalConfig(n_pcs=20)), overwrite=True)
+    benchmark(
+        {"sciplex_gxe": edited},
+        PLAN,
+        out=out,
+        progress=False,
+        max_folds=1,
+        run=RunConfig(evaluation=EvalConfig(n_pcs=20)),
+        overwrite=True,
+    )
     assert _combined(out)["provenance"]["folds_resumed"] == 0
 
 
@@ -161,14 +189,27 @@ def test_cli_lists_tasks_and_stops_with_exit_75(ingested, tmp_path, capsys, monk
     from celljepa.bench import run as run_module
     from celljepa.cli import main
 
-    args = ["benchmark", "--data", f"kang={ingested['kang2018']}", "--splits", "S2_unseen_context:7", "--max-folds",
-            "2", "--no-jepa", "--out", str(tmp_path / "k"), "--no-progress"]
+    args = [
+        "benchmark",
+        "--data",
+        f"kang={ingested['kang2018']}",
+        "--splits",
+        "S2_unseen_context:7",
+        "--max-folds",
+        "2",
+        "--no-jepa",
+        "--out",
+        str(tmp_path / "k"),
+        "--no-progress",
+    ]
     assert main([*args, "--task", "1"]) == 0
     assert capsys.readouterr().out.splitlines() == ["task 1: computed"]
     assert main([*args, "--list"]) == 0
     rows = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
-    assert [(r[0], r[1], r[2], r[4], r[5]) for r in rows] == [("0", "kang", "S2_unseen_context", "fold0", "to do"),
-                                                              ("1", "kang", "S2_unseen_context", "fold1", "done")]
+    assert [(r[0], r[1], r[2], r[4], r[5]) for r in rows] == [
+        ("0", "kang", "S2_unseen_context", "fold0", "to do"),
+        ("1", "kang", "S2_unseen_context", "fold1", "done"),
+    ]
     monkeypatch.setattr(run_module, "score_fold", lambda *a, **k: os.kill(os.getpid(), signal.SIGUSR1))
     assert main([*args, "--task", "0-1"]) == 75
     assert "stopped by SIGUSR1" in capsys.readouterr().err
@@ -194,8 +235,7 @@ def test_a_backed_file_scores_like_the_same_data_in_memory(sciplex, tmp_path):
     a, b = mem.per_condition, disk.per_condition
     pd.testing.assert_frame_equal(a[["method", "condition"]], b[["method", "condition"]])
     for col in ("edistance", "mse", "delta_pearson"):
-        np.testing.assert_allclose(b[col].to_numpy(float), a[col].to_numpy(float), rtol=1e-6, atol=1e-9,
-                                   err_msg=col)
+        np.testing.assert_allclose(b[col].to_numpy(float), a[col].to_numpy(float), rtol=1e-6, atol=1e-9, err_msg=col)
     assert disk.metrics["comparator"] == mem.metrics["comparator"]
 
 

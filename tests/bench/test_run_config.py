@@ -13,8 +13,14 @@ from celljepa.train.config import JEPAConfig
 
 def test_each_stage_gets_its_seed_steps_and_device_from_the_run():
     jepa = JEPAConfig().replace(train={"max_steps": 77, "seed": 5})
-    run = RunConfig(split_seeds=[3, 4], model_seeds=(1, 2), jepa=jepa, transition=TransitionConfig(seed=9),
-                    jepa_steps=40, device="cpu")
+    run = RunConfig(
+        split_seeds=[3, 4],
+        model_seeds=(1, 2),
+        jepa=jepa,
+        transition=TransitionConfig(seed=9),
+        jepa_steps=40,
+        device="cpu",
+    )
     assert run.split_seeds == (3, 4) and run.model_seeds == (1, 2)
     assert run.evaluation.seed == 3 and run.evaluation_for(4).seed == 4
     enc = run.jepa_for(2)
@@ -37,13 +43,16 @@ def test_a_seed_is_given_once():
     assert RunConfig(split_seeds=(1, 2), evaluation=EvalConfig(seed=1)).evaluation.seed == 1
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"split_seeds": ()}, "split_seeds must be distinct"),
-    ({"model_seeds": (1, 1)}, "model_seeds must be distinct"),
-    ({"split_seeds": ("a",)}, "split_seeds must be integers"),
-    ({"jepa_steps": 0}, "jepa_steps must be a positive integer"),
-    ({"device": "gpu"}, "device must be auto, cpu, cuda"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"split_seeds": ()}, "split_seeds must be distinct"),
+        ({"model_seeds": (1, 1)}, "model_seeds must be distinct"),
+        ({"split_seeds": ("a",)}, "split_seeds must be integers"),
+        ({"jepa_steps": 0}, "jepa_steps must be a positive integer"),
+        ({"device": "gpu"}, "device must be auto, cpu, cuda"),
+    ],
+)
 def test_bad_settings_are_refused(kwargs, message):
     with pytest.raises(InputError, match=message):
         RunConfig(**kwargs)

@@ -16,30 +16,71 @@ from celljepa.eval.verdict import label
 from celljepa.models.transition import JEPATransition, TransitionConfig
 from celljepa.train.config import load_config
 
-SMALL = ["--set", "train.batch_size=64", "--set", "model.n_hidden=32", "--set", "model.predictor_hidden=32",
-         "--set", "model.n_latent=16"]
+SMALL = [
+    "--set",
+    "train.batch_size=64",
+    "--set",
+    "model.n_hidden=32",
+    "--set",
+    "model.predictor_hidden=32",
+    "--set",
+    "model.n_latent=16",
+]
 
 
 @pytest.fixture(scope="module")
 def kang_fold(ingested, tmp_path_factory):
     out = tmp_path_factory.mktemp("kang_splits")
-    assert main(["splits", str(ingested["kang2018"]), "--split", "S2_unseen_context", "--folds", "7",
-                 "--out", str(out)]) == 0
+    assert (
+        main(["splits", str(ingested["kang2018"]), "--split", "S2_unseen_context", "--folds", "7", "--out", str(out)])
+        == 0
+    )
     return sorted(out.glob("kang2018.S2_unseen_context.seed0.fold*.json"))[0]
 
 
 @pytest.fixture(scope="module")
 def kang_pretrained(ingested, kang_fold, tmp_path_factory):
     run = tmp_path_factory.mktemp("kang_jepa")
-    assert main(["pretrain", str(ingested["kang2018"]), "--split-file", str(kang_fold), "--out", str(run), "--fast-dev",
-                 "--no-progress", *SMALL]) == 0
+    assert (
+        main(
+            [
+                "pretrain",
+                str(ingested["kang2018"]),
+                "--split-file",
+                str(kang_fold),
+                "--out",
+                str(run),
+                "--fast-dev",
+                "--no-progress",
+                *SMALL,
+            ]
+        )
+        == 0
+    )
     return run
 
 
 def test_train_transition_on_kang_unseen_cell_type(ingested, kang_fold, kang_pretrained, tmp_path, capsys):
     out = tmp_path / "tt"
-    assert main(["train-transition", str(ingested["kang2018"]), "--jepa", str(kang_pretrained), "--split",
-                 str(kang_fold), "--out", str(out), "--set", "max_steps=30", "--set", "eval_every=10"]) == 0
+    assert (
+        main(
+            [
+                "train-transition",
+                str(ingested["kang2018"]),
+                "--jepa",
+                str(kang_pretrained),
+                "--split",
+                str(kang_fold),
+                "--out",
+                str(out),
+                "--set",
+                "max_steps=30",
+                "--set",
+                "eval_every=10",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "kang2018 S2_unseen_context fold 0" in printed and "(chosen on validation)" in printed
     m = json.loads((out / "metrics.json").read_text())
@@ -65,8 +106,18 @@ def test_train_transition_on_kang_unseen_cell_type(ingested, kang_fold, kang_pre
 def test_train_transition_refuses_an_encoder_that_saw_the_test_cells(ingested, kang_fold, tmp_path, capsys):
     run = tmp_path / "unsplit"
     assert main(["pretrain", str(ingested["kang2018"]), "--out", str(run), "--fast-dev", "--no-progress", *SMALL]) == 0
-    code = main(["train-transition", str(ingested["kang2018"]), "--jepa", str(run), "--split-file", str(kang_fold),
-                 "--out", str(tmp_path / "tt")])
+    code = main(
+        [
+            "train-transition",
+            str(ingested["kang2018"]),
+            "--jepa",
+            str(run),
+            "--split-file",
+            str(kang_fold),
+            "--out",
+            str(tmp_path / "tt"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 1 and "pretrained without a split" in err and "--allow-unsplit-encoder" in err
     assert not (tmp_path / "tt").exists()
@@ -110,8 +161,10 @@ ablations:
     # the validation table: validation conditions only, averaged over model seeds, one row per ablation
     val = {r["ablation"]: r for r in table["validation"]}
     assert set(val) == {"default", "ema_off"} and val["default"]["model_seeds"] == [0, 1]
-    frames = [pd.read_csv(out / "default" / f"seed{k}" / "sciplex_gxe" / "S2_unseen_context" /
-                          "validation_all_folds.csv") for k in (0, 1)]
+    frames = [
+        pd.read_csv(out / "default" / f"seed{k}" / "sciplex_gxe" / "S2_unseen_context" / "validation_all_folds.csv")
+        for k in (0, 1)
+    ]
     v = pd.concat(frames)
     assert set(v["split_seed"]) == {0, 1}
     per_unit = v.groupby(["method", "split_seed", "fold", "condition"])["edistance"].mean()
@@ -122,8 +175,10 @@ ablations:
     assert diff["ci_low"] <= diff["diff"] <= diff["ci_high"]
     assert "## Validation (what a configuration is chosen on)" in md and "split seed(s) 0, 1" in md
     # every configuration against the first one on the same validation conditions, and the rule's choice
-    frames_off = [pd.read_csv(out / "ema_off" / f"seed{k}" / "sciplex_gxe" / "S2_unseen_context" /
-                              "validation_all_folds.csv") for k in (0, 1)]
+    frames_off = [
+        pd.read_csv(out / "ema_off" / f"seed{k}" / "sciplex_gxe" / "S2_unseen_context" / "validation_all_folds.csv")
+        for k in (0, 1)
+    ]
     off = pd.concat(frames_off).groupby(["method", "split_seed", "fold", "condition"])["edistance"].mean()
     vs = val["ema_off"]["jepa_set_vs_reference"]
     assert vs["reference"] == "default" and np.isclose(vs["diff"], (off["jepa_set"] - per_unit["jepa_set"]).mean())
@@ -170,24 +225,41 @@ def test_sweep_fold_tasks_pool_to_the_numbers_of_one_task_running_every_fold(tmp
     assert main(["sweep", "--grid", str(whole), "--out", str(out_w), "--no-progress"]) == 0
     (a,), (b,) = (json.loads((o / "ablation.json").read_text())["rows"] for o in (out_f, out_w))
     assert a["n"] == b["n"] > 0 and a["folds"] == b["folds"] == 2
-    for key in ("comparator", "comparator_edistance", "jepa_set", "jepa_set_ci", "jepa_set_diff", "jepa_set_diff_ci",
-                "verdict", "verdict_n"):
+    for key in (
+        "comparator",
+        "comparator_edistance",
+        "jepa_set",
+        "jepa_set_ci",
+        "jepa_set_diff",
+        "jepa_set_diff_ci",
+        "verdict",
+        "verdict_n",
+    ):
         assert a[key] == b[key], key
 
 
 def test_benchmark_with_jepa_models_writes_the_verdict(tmp_path):
     datasets = demo_datasets()
-    jepa = load_config(overrides={"train": {"max_steps": 12, "batch_size": 64},
-                                  "model": {"n_hidden": 32, "predictor_hidden": 32, "n_latent": 16}})
-    combined = benchmark({"sciplex_gxe": datasets["sciplex_gxe"]}, {"sciplex_gxe": {"S2_unseen_context": 3}},
-                         out=tmp_path, progress=False,
-                         run=RunConfig(jepa=jepa, transition=TransitionConfig(max_steps=20), model_seeds=(0, 1)),
-                         max_folds=2)
+    jepa = load_config(
+        overrides={
+            "train": {"max_steps": 12, "batch_size": 64},
+            "model": {"n_hidden": 32, "predictor_hidden": 32, "n_latent": 16},
+        }
+    )
+    combined = benchmark(
+        {"sciplex_gxe": datasets["sciplex_gxe"]},
+        {"sciplex_gxe": {"S2_unseen_context": 3}},
+        out=tmp_path,
+        progress=False,
+        run=RunConfig(jepa=jepa, transition=TransitionConfig(max_steps=20), model_seeds=(0, 1)),
+        max_folds=2,
+    )
     m = combined["sciplex_gxe/S2_unseen_context"]
     assert m["n_folds"] == 2 and m["verdict"]["outcome"] in ("not claimable", "undetermined")
     # every model seed's record of a trained method, in the fold's config
-    conf = json.loads((tmp_path / "sciplex_gxe" / "S2_unseen_context" / "split_seed0" / "fold0" / "config.json")
-                      .read_text())
+    conf = json.loads(
+        (tmp_path / "sciplex_gxe" / "S2_unseen_context" / "split_seed0" / "fold0" / "config.json").read_text()
+    )
     assert set(conf["methods"]["jepa_set"]["per_seed"]) == {"0", "1"}
     assert "per_seed" not in conf["methods"]["jepa_set"]["per_seed"]["1"]
     assert set(m["verdict"]["seed_means"]["jepa_set"]) == {0, 1} and m["model_seeds"] == [0, 1]
@@ -221,15 +293,48 @@ def test_train_transition_under_torchrun_matches_one_process(ingested, kang_fold
 
     import torch
 
-    args = ["train-transition", str(ingested["kang2018"]), "--jepa", str(kang_pretrained), "--split-file",
-            str(kang_fold), "--set", "max_steps=30", "--set", "eval_every=10", "--kinds", "set"]
+    args = [
+        "train-transition",
+        str(ingested["kang2018"]),
+        "--jepa",
+        str(kang_pretrained),
+        "--split-file",
+        str(kang_fold),
+        "--set",
+        "max_steps=30",
+        "--set",
+        "eval_every=10",
+        "--kinds",
+        "set",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    one = subprocess.run([sys.executable, "-m", "celljepa.cli", *args, "--out", str(tmp_path / "one")], env=env,
-                         capture_output=True, text=True, timeout=600)
+    one = subprocess.run(
+        [sys.executable, "-m", "celljepa.cli", *args, "--out", str(tmp_path / "one")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert one.returncode == 0, one.stderr
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                          "-m", "celljepa.cli", *args, "--out", str(tmp_path / "two")], env=env, capture_output=True,
-                         text=True, timeout=600)
+    two = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "-m",
+            "celljepa.cli",
+            *args,
+            "--out",
+            str(tmp_path / "two"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert two.returncode == 0, two.stderr
     assert "distributed: 2 ranks" in two.stderr
     a = torch.load(tmp_path / "one" / "models" / "jepa_set" / "transition.pt", weights_only=True)
@@ -260,10 +365,12 @@ def test_the_choice_rule_needs_a_majority_a_ci_below_and_none_above():
             out.append(r)
         return out
 
-    val = (rows("free", [(0, 0, 0)] * 3)
-           + rows("a", [(-0.1, -0.2, -0.05), (-0.01, -0.05, 0.03), (0.01, -0.02, 0.04)])  # 2 of 3 lower, 1 CI below
-           + rows("b", [(-0.1, -0.2, -0.05), (-0.01, -0.05, 0.03), (0.05, 0.01, 0.09)])   # ... but one CI above
-           + rows("c", [(-0.1, -0.2, 0.05), (-0.01, -0.05, 0.03), (0.01, -0.02, 0.04)]))  # no CI below
+    val = (
+        rows("free", [(0, 0, 0)] * 3)
+        + rows("a", [(-0.1, -0.2, -0.05), (-0.01, -0.05, 0.03), (0.01, -0.02, 0.04)])  # 2 of 3 lower, 1 CI below
+        + rows("b", [(-0.1, -0.2, -0.05), (-0.01, -0.05, 0.03), (0.05, 0.01, 0.09)])  # ... but one CI above
+        + rows("c", [(-0.1, -0.2, 0.05), (-0.01, -0.05, 0.03), (0.01, -0.02, 0.04)])
+    )  # no CI below
     choice = _choice(grid, val)
     assert [choice["ablations"][x]["wins"] for x in "abc"] == [True, False, False]
     assert choice["ablations"]["b"]["worse_ci"] == ["d2"] and choice["ablations"]["c"]["better_ci"] == []

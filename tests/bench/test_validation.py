@@ -47,7 +47,7 @@ def _data(seed: int, n_train: int = 30, n_val: int = 4, n_test: int = 30):
     obs = pd.DataFrame(rows, columns=["context_id", "perturbation_id", "perturbation_tokens", "is_control"])
     obs["dose"], obs["time_hours"] = np.nan, np.nan
     conds = {c.perturbation_id: (c, r) for c, r in conditions_of(obs)}
-    split = [names[:n_train], names[n_train:n_train + n_val], names[n_train + n_val:]]
+    split = [names[:n_train], names[n_train : n_train + n_val], names[n_train + n_val :]]
     tr, va, te = ([conds[p] for p in part] for part in split)
     return TrainData(z=np.array(z), obs=obs, train_conditions=tr, val_conditions=va), te
 
@@ -63,8 +63,10 @@ class OverTuned(ShiftModel):
         self.shift_ = learned
         if train.val_conditions:
             tuned = np.mean([train.shift(c, r) for c, r in train.val_conditions], axis=0)
-            err = {k: np.mean([np.sum((train.shift(c, r) - s) ** 2) for c, r in train.val_conditions])
-                   for k, s in (("learned", learned), ("tuned", tuned))}
+            err = {
+                k: np.mean([np.sum((train.shift(c, r) - s) ** 2) for c, r in train.val_conditions])
+                for k, s in (("learned", learned), ("tuned", tuned))
+            }
             self.shift_ = tuned if err["tuned"] < err["learned"] else learned
         return self
 
@@ -99,10 +101,12 @@ def _test_score(train, test, method) -> float:
 def test_the_old_rule_picks_the_over_tuned_baseline_and_v3_does_not(seed):
     train, test = _data(seed)
     roles = {"mean_shift": "baseline", "over_tuned": "baseline"}
-    old = choose_comparator(roles, _validation_scores(train, test, [MeanShift(), OverTuned()], cross_fitted=False,
-                                                      seed=seed))
-    new = choose_comparator(roles, _validation_scores(train, test, [MeanShift(), OverTuned()], cross_fitted=True,
-                                                      seed=seed))
+    old = choose_comparator(
+        roles, _validation_scores(train, test, [MeanShift(), OverTuned()], cross_fitted=False, seed=seed)
+    )
+    new = choose_comparator(
+        roles, _validation_scores(train, test, [MeanShift(), OverTuned()], cross_fitted=True, seed=seed)
+    )
     assert old["comparator"] == "over_tuned"  # it fits the validation conditions it was tuned on
     assert new["comparator"] == "mean_shift"
     assert new["validation"]["over_tuned"]["edistance"] > old["validation"]["over_tuned"]["edistance"]
@@ -133,7 +137,8 @@ def test_cross_fitting_predicts_each_part_from_the_other():
     assert "cross-fitted" in CROSS_FITTED and "tunes nothing" in UNTUNED
     # the test predictions come from the method tuned on every validation condition
     assert np.allclose(model.shift_, np.mean([train.shift(c, r) for c, r in val], axis=0)) or np.allclose(
-        model.shift_, np.mean([train.shift(c, r) for c, r in train.train_conditions], axis=0))
+        model.shift_, np.mean([train.shift(c, r) for c, r in train.train_conditions], axis=0)
+    )
 
 
 def test_a_single_validation_condition_is_scored_untuned():
@@ -160,8 +165,12 @@ def test_every_fold_of_norman_s1g_scores_the_same_baseline_pool():
     for fold in make_split_folds(obs, S1G, dataset_id="norman2019", n_folds=3, seed=0):
         parts = {r: conditions_of(obs.loc[list(fold[f"{r}_cells"])]) for r in ("train", "val", "test")}
         pairs_tested.append(any(c.is_combo for c, _ in parts["test"]))
-        pools.append([m.name for m in default_baselines(
-            **_applicable(parts["train"] + parts["val"] + parts["test"], contexts=False))])
+        pools.append(
+            [
+                m.name
+                for m in default_baselines(**_applicable(parts["train"] + parts["val"] + parts["test"], contexts=False))
+            ]
+        )
     assert not all(pairs_tested), "the check needs a fold whose test conditions hold no pair"
     assert all(p == pools[0] for p in pools) and "additive" in pools[0]
 
@@ -175,8 +184,13 @@ def test_a_method_missing_from_a_fold_is_uncovered_there_not_a_crash_and_not_a_l
     for fold in range(2):
         for i in range(12):
             cond = f"k|P{fold}_{i}"
-            for m, role, e in (("no_change", "baseline", 1.0), ("mean_shift", "baseline", 0.8),
-                               ("sparse", "baseline", 0.1), ("jepa_set", "jepa", 0.7), ("pca_set", "pca_twin", 0.75)):
+            for m, role, e in (
+                ("no_change", "baseline", 1.0),
+                ("mean_shift", "baseline", 0.8),
+                ("sparse", "baseline", 0.1),
+                ("jepa_set", "jepa", 0.7),
+                ("pca_set", "pca_twin", 0.75),
+            ):
                 if m == "sparse" and fold == 1:
                     continue  # not run in fold 1
                 x = e + rng.normal(0, 0.05)
@@ -187,8 +201,16 @@ def test_a_method_missing_from_a_fold_is_uncovered_there_not_a_crash_and_not_a_l
             for m, e in (("no_change", 1.0), ("mean_shift", 0.8), ("sparse", 0.05), ("pca_set", 0.7)):
                 if m == "sparse" and fold == 1:
                     continue
-                val.append({"method": m, "condition": f"k|V{fold}_{i}", "split_seed": 0, "fold": fold,
-                            "edistance": e, "covered": True})
+                val.append(
+                    {
+                        "method": m,
+                        "condition": f"k|V{fold}_{i}",
+                        "split_seed": 0,
+                        "fold": fold,
+                        "edistance": e,
+                        "covered": True,
+                    }
+                )
     out = summarize(pd.DataFrame(rows), pd.DataFrame(val), per_seed=pd.DataFrame(seeds), n_boot=200)
     choice = out["comparator_choice"]["validation"]["sparse"]
     assert choice["coverage"] == pytest.approx(0.5)  # 12 of the 24 validation conditions

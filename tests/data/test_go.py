@@ -132,7 +132,7 @@ def test_demo_perturbation_coverage(embedding):
 
     adata = cj.datasets.demo()
     tokens = adata.obs["perturbation_tokens"].astype(str).unique()
-    genes = sorted({tok[len("gene:"):] for value in tokens for tok in value.split("|") if tok.startswith("gene:")})
+    genes = sorted({tok[len("gene:") :] for value in tokens for tok in value.split("|") if tok.startswith("gene:")})
     assert len(genes) >= 10
     coverage = embedding.coverage(genes)
     missing = [g for g in genes if embedding.vector(g) is None]

@@ -101,7 +101,9 @@ def test_ingest_failure_leaves_nothing_on_disk(tmp_path, capsys):
 def test_ingest_cli_as_subprocess(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "celljepa.cli", "ingest", "demo", "--dataset-id", "demo", "--out", str(tmp_path)],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == str(tmp_path / "demo" / "lognorm-v1.h5ad")

@@ -37,18 +37,39 @@ def sciplex_scperturb(tmp_path_factory):
     table = pd.read_csv(SHARED_DATA / "drug_metadata/sciplex/Supplementary_Table_3.txt", sep="\t")
     treated = table[~table["vehicle"]]
     drugs = sorted(treated["name"].dropna().unique())[:3]
-    conds = (treated[treated["name"].isin(drugs)][["cell_type", "name", "dose", "time_point"]]
-             .drop_duplicates().sort_values(["cell_type", "name", "dose"]))
+    conds = (
+        treated[treated["name"].isin(drugs)][["cell_type", "name", "dose", "time_point"]]
+        .drop_duplicates()
+        .sort_values(["cell_type", "name", "dose"])
+    )
     conds = conds[conds["cell_type"].isin(["A549", "MCF7"])]
     vehicle = table[table["vehicle"]][["cell_type", "time_point"]].drop_duplicates()
     vehicle = vehicle[vehicle["cell_type"].isin(["A549", "MCF7"])]
     rows = []
     for _, r in conds.iterrows():
-        rows += [dict(perturbation=r["name"], cell_line=r["cell_type"], dose_value=float(r["dose"]),
-                      dose_unit="nM", time=float(r["time_point"]), perturbation_type="drug", nperts=1)] * 12
+        rows += [
+            dict(
+                perturbation=r["name"],
+                cell_line=r["cell_type"],
+                dose_value=float(r["dose"]),
+                dose_unit="nM",
+                time=float(r["time_point"]),
+                perturbation_type="drug",
+                nperts=1,
+            )
+        ] * 12
     for _, r in vehicle.iterrows():
-        rows += [dict(perturbation="control", cell_line=r["cell_type"], dose_value=0.0, dose_unit="nM",
-                      time=float(r["time_point"]), perturbation_type="drug", nperts=0)] * 12
+        rows += [
+            dict(
+                perturbation="control",
+                cell_line=r["cell_type"],
+                dose_value=0.0,
+                dose_unit="nM",
+                time=float(r["time_point"]),
+                perturbation_type="drug",
+                nperts=0,
+            )
+        ] * 12
     obs = pd.DataFrame(rows)
     obs["disease"] = obs["cell_line"].map({"A549": "lung adenocarcinoma", "MCF7": "breast adenocarcinoma"})
     obs["organism"] = "human"
@@ -96,8 +117,15 @@ def test_generic_layout_needs_keys():
 def test_misspelled_contract_key_suggests_the_keyword():
     a = read_quiet(real_path("scgen/valid.h5ad"))
     with pytest.raises(cj.InputError, match="unknown contract key 'context_kye'.*Did you mean 'context_key'"):
-        cj.data.ingest_anndata(a, dataset_id="kang", source="test", format="generic",
-                               perturbation_key="condition", control_values="control", context_kye="cell_type")
+        cj.data.ingest_anndata(
+            a,
+            dataset_id="kang",
+            source="test",
+            format="generic",
+            perturbation_key="condition",
+            control_values="control",
+            context_kye="cell_type",
+        )
 
 
 def test_unknown_format_suggests():
@@ -149,17 +177,46 @@ def test_duplicate_genes_and_nan_fail_ingest_with_nothing_written(tmp_path, caps
 
 
 def test_misspelled_cli_key_suggests(tmp_path, capsys):
-    code = main(["ingest", str(real_path("scgen/valid.h5ad")), "--dataset-id", "kang", "--out", str(tmp_path),
-                 "--format", "generic", "--perturbation-key", "conditon", "--control-values", "control"])
+    code = main(
+        [
+            "ingest",
+            str(real_path("scgen/valid.h5ad")),
+            "--dataset-id",
+            "kang",
+            "--out",
+            str(tmp_path),
+            "--format",
+            "generic",
+            "--perturbation-key",
+            "conditon",
+            "--control-values",
+            "control",
+        ]
+    )
     assert code == 1
     assert "Did you mean 'condition'" in capsys.readouterr().err
 
 
 def test_control_label_that_is_also_a_perturbation(tmp_path, capsys):
     # Papalexi's control label is 'non-targeting'; declaring another label leaves it among perturbations.
-    code = main(["ingest", str(real_path("sceptre/papalexi2021_sceptre_lowmoi_example_data.h5ad")),
-                 "--dataset-id", "pap", "--out", str(tmp_path), "--format", "generic",
-                 "--perturbation-key", "grna_target", "--control-values", "SPI1", "--context-value", "THP-1"])
+    code = main(
+        [
+            "ingest",
+            str(real_path("sceptre/papalexi2021_sceptre_lowmoi_example_data.h5ad")),
+            "--dataset-id",
+            "pap",
+            "--out",
+            str(tmp_path),
+            "--format",
+            "generic",
+            "--perturbation-key",
+            "grna_target",
+            "--control-values",
+            "SPI1",
+            "--context-value",
+            "THP-1",
+        ]
+    )
     assert code == 1
     err = capsys.readouterr().err
     assert "control_label_as_perturbation" in err and "non-targeting" in err

@@ -159,9 +159,7 @@ def test_determinism_and_seed(small):
         other.obs[contract.PERTURBATION_ID].astype(str).to_numpy(),
         small.obs[contract.PERTURBATION_ID].astype(str).to_numpy(),
     )
-    assert not np.allclose(
-        other.uns["simulation"]["gene_loadings"], small.uns["simulation"]["gene_loadings"]
-    )
+    assert not np.allclose(other.uns["simulation"]["gene_loadings"], small.uns["simulation"]["gene_loadings"])
 
 
 def test_simulate_equals_concatenated_chunks(small):

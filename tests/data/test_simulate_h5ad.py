@@ -81,9 +81,7 @@ def test_backed_row_slices(written, reference):
 
 
 def test_without_counts_layer_and_compressed(tmp_path, reference):
-    path = write_simulated_h5ad(
-        tmp_path / "c.h5ad", *ARGS, **KWARGS, compression="gzip", progress=False
-    )
+    path = write_simulated_h5ad(tmp_path / "c.h5ad", *ARGS, **KWARGS, compression="gzip", progress=False)
     adata = anndata.read_h5ad(path)
     assert "counts" not in adata.layers
     assert adata.uns["preprocess"]["counts_layer"] == ""

@@ -59,12 +59,26 @@ def fold_predictions(tmp_path_factory):
     controls = {ctx: genes(np.flatnonzero(is_ctrl & (ctx_col == ctx))) for ctx in contexts}
     methods = sorted(set(pred.obs["method"].astype(str)) - {"observed"})
     method_col, cond_col = pred.obs["method"].astype(str).to_numpy(), pred.obs["condition"].astype(str).to_numpy()
-    preds = {(m, None, c): pred.obsm[EVAL_KEY][(method_col == m) & (cond_col == c.key)] for m in methods
-             for c, _ in test}
+    preds = {
+        (m, None, c): pred.obsm[EVAL_KEY][(method_col == m) & (cond_col == c.key)] for m in methods for c, _ in test
+    }
     path = write_predictions(tmp_path_factory.mktemp("fold") / "predictions.h5ad", pred)
-    return {"adata": adata, "space": space, "train": train, "test": test, "result": result,
-            "per": result.per_seed, "config": config, "preds": preds, "observed": observed, "controls": controls,
-            "pred": pred, "path": path, "methods": methods, "outdir": tmp_path_factory.mktemp("cell-eval")}
+    return {
+        "adata": adata,
+        "space": space,
+        "train": train,
+        "test": test,
+        "result": result,
+        "per": result.per_seed,
+        "config": config,
+        "preds": preds,
+        "observed": observed,
+        "controls": controls,
+        "pred": pred,
+        "path": path,
+        "methods": methods,
+        "outdir": tmp_path_factory.mktemp("cell-eval"),
+    }
 
 
 def _our_gene_means(f, cond_key: str, method: str):
@@ -86,14 +100,21 @@ def test_kept_predictions_are_what_was_scored(fold_predictions):
     index = {c: i for i, (c, _) in enumerate(test)}
     obs_z = {c: f["space"].transform(f["observed"][c.key]) for c, _ in test}
     keys = list(f["preds"])
-    e = edistance_sets([f["preds"][k] for k in keys], [obs_z[k[2]] for k in keys], cap=config.cap,
-                       n_resamples=config.n_resamples, seed=config.seed, pair_keys=[index[k[2]] for k in keys])
+    e = edistance_sets(
+        [f["preds"][k] for k in keys],
+        [obs_z[k[2]] for k in keys],
+        cap=config.cap,
+        n_resamples=config.n_resamples,
+        seed=config.seed,
+        pair_keys=[index[k[2]] for k in keys],
+    )
     per = f["per"].set_index(["method", "condition"])
     for (method, _, cond), value in zip(keys, e, strict=True):
         row = per.loc[(method, cond.key)]
         np.testing.assert_allclose(value, row["edistance"], rtol=1e-10, atol=1e-12)
-        np.testing.assert_allclose(M.mse(f["preds"][(method, None, cond)].mean(0), obs_z[cond].mean(0)), row["mse"],
-                                   rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(
+            M.mse(f["preds"][(method, None, cond)].mean(0), obs_z[cond].mean(0)), row["mse"], rtol=1e-10, atol=1e-12
+        )
 
 
 # ------------------------------------------------------------------------------- layout (no cell-eval)
@@ -115,8 +136,9 @@ def test_predictions_layout_and_round_trip(fold_predictions):
     real = obs["method"] == "observed"
     assert (obs.loc[real, "gene_space"] == "observed").all() and (obs.loc[~real, "gene_space"] == "reconstructed").all()
     assert set(obs.loc[obs["is_control"], PERT_COL]) == {CONTROL_LABEL}
-    assert (obs.loc[~obs["is_control"], PERT_COL].astype(str) == obs.loc[~obs["is_control"], "perturbation_id"]
-            .astype(str)).all()
+    assert (
+        obs.loc[~obs["is_control"], PERT_COL].astype(str) == obs.loc[~obs["is_control"], "perturbation_id"].astype(str)
+    ).all()
     assert set(obs.loc[~real, "method"]) == set(f["methods"])
     assert pred.uns["pert_col"] == PERT_COL and pred.uns["control_label"] == CONTROL_LABEL
     assert pred.uns["space"] == space.describe()
@@ -148,12 +170,17 @@ def test_predictions_layout_and_round_trip(fold_predictions):
 
 def _tiny():
     rng = np.random.default_rng(0)
-    space = EvaluationSpace(genes=np.array(["g0", "g1", "g2", "g3"], dtype=object), mean=np.full(4, 1.5),
-                            components=np.linalg.qr(rng.normal(size=(4, 2)))[0].T)
+    space = EvaluationSpace(
+        genes=np.array(["g0", "g1", "g2", "g3"], dtype=object),
+        mean=np.full(4, 1.5),
+        components=np.linalg.qr(rng.normal(size=(4, 2)))[0].T,
+    )
     ctrl = {"a": rng.uniform(1, 2, (5, 4)), "b": rng.uniform(1, 2, (6, 4))}
     observed = {"a|P": rng.uniform(1, 2, (3, 4)), "b|P": rng.uniform(1, 2, (4, 4))}
-    conditions = {"a|P": {"context_id": "a", "perturbation_id": "P"},
-                  "b|P": {"context_id": "b", "perturbation_id": "P"}}
+    conditions = {
+        "a|P": {"context_id": "a", "perturbation_id": "P"},
+        "b|P": {"context_id": "b", "perturbation_id": "P"},
+    }
     predicted = {("m", s, c): space.transform(ctrl[c[0]]) + s for s in (0, 1) for c in observed}
     return space, ctrl, observed, conditions, predicted
 
@@ -161,8 +188,15 @@ def _tiny():
 def test_native_predictions_and_bad_input():
     space, ctrl, observed, conditions, predicted = _tiny()
     native_x = np.full((2, 4), 1.0)
-    pred = predictions_anndata(space, observed=observed, controls=ctrl, predicted=predicted, conditions=conditions,
-                               roles={"m": "jepa", "peer": "peer"}, native={("peer", None, "a|P"): native_x})
+    pred = predictions_anndata(
+        space,
+        observed=observed,
+        controls=ctrl,
+        predicted=predicted,
+        conditions=conditions,
+        roles={"m": "jepa", "peer": "peer"},
+        native={("peer", None, "a|P"): native_x},
+    )
     peer = (pred.obs["method"] == "peer").to_numpy()
     assert (pred.obs.loc[peer, "gene_space"] == "native").all()
     np.testing.assert_allclose(pred.X[peer], native_x)
@@ -179,8 +213,9 @@ def test_native_predictions_and_bad_input():
     with pytest.raises(InputError, match=r"cells × 2"):
         predictions_anndata(space, **{**kw, "predicted": {("m", 0, "a|P"): np.zeros((3, 3))}}, roles={"m": "jepa"})
     with pytest.raises(InputError, match="reserved"):
-        predictions_anndata(space, **{**kw, "predicted": {("observed", 0, "a|P"): np.zeros((3, 2))}},
-                            roles={"observed": "x"})
+        predictions_anndata(
+            space, **{**kw, "predicted": {("observed", 0, "a|P"): np.zeros((3, 2))}}, roles={"observed": "x"}
+        )
     with pytest.raises(InputError, match=r"\.h5ad"):
         write_predictions("predictions.csv", pred)
 
@@ -208,11 +243,18 @@ def test_cell_eval_labels_keep_doses_apart():
     observed = {"a|P|dose=1": observed["a|P"], "a|P|dose=10": observed["b|P"]}
     conditions = {k: {"context_id": "a", "perturbation_id": "P"} for k in observed}
     predicted = {("m", None, k): space.transform(ctrl["a"]) for k in observed}
-    pred = predictions_anndata(space, observed=observed, controls={"a": ctrl["a"]}, predicted=predicted,
-                               conditions=conditions, roles={"m": "baseline"})
+    pred = predictions_anndata(
+        space,
+        observed=observed,
+        controls={"a": ctrl["a"]},
+        predicted=predicted,
+        conditions=conditions,
+        roles={"m": "baseline"},
+    )
     p, r = cell_eval_inputs(pred, "m")
-    assert sorted(set(r.obs[PERT_COL])) == sorted(set(p.obs[PERT_COL])) == sorted([CONTROL_LABEL, "P|dose=1",
-                                                                                  "P|dose=10"])
+    assert (
+        sorted(set(r.obs[PERT_COL])) == sorted(set(p.obs[PERT_COL])) == sorted([CONTROL_LABEL, "P|dose=1", "P|dose=10"])
+    )
     assert p.uns["cell_eval"]["n_clipped"] == 0  # uniform(1, 2) data stay positive
 
 
@@ -252,11 +294,12 @@ def test_evaluation_space_metrics_match(fold_predictions, cell_eval_pairs):
     diffs = {"delta_pearson": 0.0, "mse": 0.0, "rank": 0.0}
     for method, pair in cell_eval_pairs.items():
         n = len(pair.perts)
-        got = {"delta_pearson": _by_condition(f, method, pearson_delta(pair, embed_key=EVAL_KEY)),
-               "mse": _by_condition(f, method, mse(pair, embed_key=EVAL_KEY)),
-               # normalised rank 1 − (rank − 1)/N of the true perturbation, by L2 distance of mean effects
-               "rank": 1 + n * (1 - _by_condition(f, method, discrimination_score(pair, metric="l2",
-                                                                                   embed_key=EVAL_KEY)))}
+        got = {
+            "delta_pearson": _by_condition(f, method, pearson_delta(pair, embed_key=EVAL_KEY)),
+            "mse": _by_condition(f, method, mse(pair, embed_key=EVAL_KEY)),
+            # normalised rank 1 − (rank − 1)/N of the true perturbation, by L2 distance of mean effects
+            "rank": 1 + n * (1 - _by_condition(f, method, discrimination_score(pair, metric="l2", embed_key=EVAL_KEY))),
+        }
         for col, series in got.items():
             ours = _ours(f, method, col)
             assert list(series.index) == list(ours.index)
@@ -264,8 +307,9 @@ def test_evaluation_space_metrics_match(fold_predictions, cell_eval_pairs):
             for cond in ours.index[~ok]:  # a prediction of no change: ours is undefined, cell-eval's may
                 assert not np.isfinite(series[cond]) or _eval_delta(pair, cond) < 1e-9, (method, col, cond)
             assert np.isfinite(series.to_numpy()[ok]).all(), (method, col)  # correlate summation-order noise
-            diffs[col] = max(diffs[col], float(np.max(np.abs(series.to_numpy()[ok] - ours.to_numpy()[ok]),
-                                                      initial=0.0)))
+            diffs[col] = max(
+                diffs[col], float(np.max(np.abs(series.to_numpy()[ok] - ours.to_numpy()[ok]), initial=0.0))
+            )
     print("max |cell-eval − celljepa| in the evaluation space:", diffs)
     assert diffs["delta_pearson"] < 1e-9 and diffs["mse"] < 1e-9 and diffs["rank"] < 1e-9
 
@@ -291,8 +335,13 @@ def test_gene_space_metrics_match(fold_predictions, cell_eval_pairs):
 
     f = fold_predictions
     space = f["space"]
-    diffs = {"pearson_delta_all_genes": 0.0, "delta_pearson_top20_de": 0.0, "mse_genes": 0.0, "mae_genes": 0.0,
-             "mse_genes_decomposition": 0.0}
+    diffs = {
+        "pearson_delta_all_genes": 0.0,
+        "delta_pearson_top20_de": 0.0,
+        "mse_genes": 0.0,
+        "mae_genes": 0.0,
+        "mse_genes_decomposition": 0.0,
+    }
     for method, pair in cell_eval_pairs.items():
         pd_genes = _by_condition(f, method, pearson_delta(pair))
         mse_genes = _by_condition(f, method, mse(pair))
@@ -308,11 +357,12 @@ def test_gene_space_metrics_match(fold_predictions, cell_eval_pairs):
             diffs["mse_genes"] = max(diffs["mse_genes"], abs(mse_genes[cond] - M.mse(pred_genes, obs_genes)))
             diffs["mae_genes"] = max(diffs["mae_genes"], abs(mae_genes[cond] - np.mean(np.abs(pred_genes - obs_genes))))
             # why gene-space MSE is not ours: G·mse_genes = k·mse_eval + |residual of the observed Δ off the PCs|²
-            delta = (obs_genes - ctrl_genes)
+            delta = obs_genes - ctrl_genes
             resid = delta - (delta @ space.components.T) @ space.components
             expect = (space.n_pcs * ours_mse[cond] + resid @ resid) / len(space.genes)
-            diffs["mse_genes_decomposition"] = max(diffs["mse_genes_decomposition"],
-                                                   abs(mse_genes[cond] - expect) / expect)
+            diffs["mse_genes_decomposition"] = max(
+                diffs["mse_genes_decomposition"], abs(mse_genes[cond] - expect) / expect
+            )
         # our top-20 DE Pearson-Δ is cell-eval's pearson_delta on the condition's 20 genes of largest |Δ|
         real, pred = pair.real, pair.pred
         for cond, value in _ours(f, method, "delta_pearson_top20_de").items():
@@ -321,8 +371,12 @@ def test_gene_space_metrics_match(fold_predictions, cell_eval_pairs):
             pert = cond.split("|", 1)[1]
             keep_r = real.obs[PERT_COL].isin([pert, CONTROL_LABEL]).to_numpy()
             keep_p = pred.obs[PERT_COL].isin([pert, CONTROL_LABEL]).to_numpy()
-            sub = PerturbationAnndataPair(real=real[keep_r, genes].copy(), pred=pred[keep_p, genes].copy(),
-                                          pert_col=PERT_COL, control_pert=CONTROL_LABEL)
+            sub = PerturbationAnndataPair(
+                real=real[keep_r, genes].copy(),
+                pred=pred[keep_p, genes].copy(),
+                pert_col=PERT_COL,
+                control_pert=CONTROL_LABEL,
+            )
             got = pearson_delta(sub)[pert]
             if np.isfinite(value):
                 diffs["delta_pearson_top20_de"] = max(diffs["delta_pearson_top20_de"], abs(got - value))
@@ -347,10 +401,18 @@ def test_pearson_edistance_is_our_estimator_with_self_pairs(fold_predictions, ce
         zr, zp = pair.real.obsm[EVAL_KEY], pair.pred.obsm[EVAL_KEY]
         ctrl_r = zr[pair.pert_mask_real[CONTROL_LABEL]]
         ctrl_p = zp[pair.pert_mask_pred[CONTROL_LABEL]]
-        real = edistance_sets([zr[pair.pert_mask_real[p]] for p in pair.perts], [ctrl_r] * len(pair.perts),
-                              equalize=False, include_self_pairs=True)
-        pred = edistance_sets([zp[pair.pert_mask_pred[p]] for p in pair.perts], [ctrl_p] * len(pair.perts),
-                              equalize=False, include_self_pairs=True)
+        real = edistance_sets(
+            [zr[pair.pert_mask_real[p]] for p in pair.perts],
+            [ctrl_r] * len(pair.perts),
+            equalize=False,
+            include_self_pairs=True,
+        )
+        pred = edistance_sets(
+            [zp[pair.pert_mask_pred[p]] for p in pair.perts],
+            [ctrl_p] * len(pair.perts),
+            equalize=False,
+            include_self_pairs=True,
+        )
         with np.errstate(all="ignore"):
             got = edistance(pair, embed_key=EVAL_KEY)
         if np.ptp(pred) < 1e-9:  # one shift for every condition (no_change, mean_shift): undefined
@@ -373,8 +435,14 @@ def test_metrics_evaluator_on_the_written_file(fold_predictions):
 
     def evaluate(method, **kw):
         p, r = cell_eval_inputs(pred, method, **kw)
-        ev = MetricsEvaluator(p, r, pert_col=PERT_COL, control_pert=CONTROL_LABEL, num_threads=1,
-                              outdir=str(f["outdir"] / f"{method}-{len(kw)}"))
+        ev = MetricsEvaluator(
+            p,
+            r,
+            pert_col=PERT_COL,
+            control_pert=CONTROL_LABEL,
+            num_threads=1,
+            outdir=str(f["outdir"] / f"{method}-{len(kw)}"),
+        )
         results, _ = ev.compute(profile="minimal", write_csv=False)
         return p, results.to_pandas().set_index("perturbation")
 
@@ -389,8 +457,9 @@ def test_metrics_evaluator_on_the_written_file(fold_predictions):
     for pert, got in res["pearson_delta"].items():
         cells = (p.obs[PERT_COL] == pert).to_numpy()
         # cell-eval: Pearson of (clipped prediction − clipped control reconstruction) vs (observed − control)
-        clipped = M.pearson(p.X[cells].mean(0) - p.X[ctrl].mean(0),
-                            f["observed"][f"{ctx}|{pert}"].mean(0) - f["controls"][ctx].mean(0))
+        clipped = M.pearson(
+            p.X[cells].mean(0) - p.X[ctrl].mean(0), f["observed"][f"{ctx}|{pert}"].mean(0) - f["controls"][ctx].mean(0)
+        )
         worst_clip = max(worst_clip, abs(got - clipped))
         pred_genes, obs_genes, ctrl_genes = _our_gene_means(f, f"{ctx}|{pert}", method)
         worst_unclipped = max(worst_unclipped, abs(got - M.delta_pearson(pred_genes, obs_genes, ctrl_genes)))

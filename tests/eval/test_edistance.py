@@ -74,8 +74,15 @@ def test_identical_predictions_get_identical_scores_with_pair_keys(sets):
 def test_scperturb_parity(k562):
     scperturb = pytest.importorskip("scperturb", reason="scperturb is part of the [test] extra")
     ours = cj.tl.edistance(k562, "perturbation_id", equalize=False, squared=True)
-    theirs = scperturb.edist(k562, obs_key="perturbation_id", obsm_key="X_pca", dist="sqeuclidean",
-                             sample_correct=True, n_jobs=1, verbose=False)
+    theirs = scperturb.edist(
+        k562,
+        obs_key="perturbation_id",
+        obsm_key="X_pca",
+        dist="sqeuclidean",
+        sample_correct=True,
+        n_jobs=1,
+        verbose=False,
+    )
     theirs = theirs.loc[ours.index, ours.columns]
     # X_pca is float32, so agreement is to float32 precision of the summed distances.
     np.testing.assert_allclose(ours.to_numpy(), theirs.to_numpy(), rtol=1e-5, atol=1e-6)

@@ -21,7 +21,7 @@ def test_model_seed_spread_widens_the_interval_as_it_should():
     """
     rng = np.random.default_rng(1)
     m, n, sb, se = 20, 300, 0.5, 1.0
-    truth = np.sqrt(sb ** 2 / m + se ** 2 / n)
+    truth = np.sqrt(sb**2 / m + se**2 / n)
     hier, cond_only, covered = [], [], 0
     for k in range(30):
         v = (rng.normal(0, sb, m)[:, None] + rng.normal(0, se, n)[None, :])[None]
@@ -38,7 +38,7 @@ def test_split_seed_spread_is_resampled_with_conditions_crossed():
     """S split seeds × N conditions crossed: value = a_split + e_condition; variance σ_a²/S + σ_e²/N."""
     rng = np.random.default_rng(2)
     s, m, n, sa, se = 30, 2, 200, 0.3, 1.0
-    truth = np.sqrt(sa ** 2 / s + se ** 2 / n)
+    truth = np.sqrt(sa**2 / s + se**2 / n)
     sds = []
     for k in range(12):
         v = rng.normal(0, sa, s)[:, None] + rng.normal(0, se, n)[None, :]
@@ -54,7 +54,7 @@ def test_model_seeds_are_drawn_per_fold():
     k, m, per, sb, se = 40, 3, 5, 0.6, 0.3
     n = k * per
     folds = np.repeat(np.arange(k), per)[None, :]
-    sds, truths = [], np.sqrt(sb ** 2 / (k * m) + se ** 2 / n)
+    sds, truths = [], np.sqrt(sb**2 / (k * m) + se**2 / n)
     for rep in range(12):
         fit = rng.normal(0, sb, (k, m))  # a (fold, model seed) model's error, shared by the fold's conditions
         v = (fit[folds[0]].T + rng.normal(0, se, n)[None, :])[None]
@@ -80,11 +80,27 @@ def test_seed_cube_from_a_long_frame():
     for s in (0, 1):
         for c in ("a", "b"):
             fold = {"a": 0, "b": 1}[c] if s == 0 else 0
-            rows.append({"method": "ridge", "condition": c, "split_seed": s, "fold": fold, "model_seed": np.nan,
-                         "edistance": 1.0 + s})
+            rows.append(
+                {
+                    "method": "ridge",
+                    "condition": c,
+                    "split_seed": s,
+                    "fold": fold,
+                    "model_seed": np.nan,
+                    "edistance": 1.0 + s,
+                }
+            )
             for m in (0, 1, 2):
-                rows.append({"method": "jepa_set", "condition": c, "split_seed": s, "fold": fold, "model_seed": m,
-                             "edistance": 10 * s + m})
+                rows.append(
+                    {
+                        "method": "jepa_set",
+                        "condition": c,
+                        "split_seed": s,
+                        "fold": fold,
+                        "model_seed": m,
+                        "edistance": 10 * s + m,
+                    }
+                )
     cube = SeedCube.from_frame(pd.DataFrame(rows))
     v = cube.values("jepa_set", "edistance")
     assert v.shape == (2, 3, 2) and v[1, 2, 0] == 12.0

@@ -67,8 +67,9 @@ def test_backed_data_give_the_same_space_without_densifying(demo, tmp_path):
     got = EvaluationSpace.fit(backed, rows=rows, n_hvg=200, n_pcs=10)
     _same_space(got, ref, atol=1e-9)
     signs = np.sign((got.components * ref.components).sum(axis=1))
-    np.testing.assert_allclose(got.transform(backed, rows=rows[::-1]) * signs, ref.transform(demo[rows[::-1]]),
-                               atol=1e-8)  # rows in any order; projected chunk by chunk
+    np.testing.assert_allclose(
+        got.transform(backed, rows=rows[::-1]) * signs, ref.transform(demo[rows[::-1]]), atol=1e-8
+    )  # rows in any order; projected chunk by chunk
     backed.file.close()
 
 

@@ -30,11 +30,12 @@ def _brute_force(d):
     d = np.asarray(d, dtype=float)
     obs = abs(d.mean())
     hits = sum(abs((np.array(s) * d).mean()) >= obs - 1e-12 for s in itertools.product([1, -1], repeat=d.size))
-    return hits / 2 ** d.size
+    return hits / 2**d.size
 
 
-@pytest.mark.parametrize("d", [[0.3, -0.1, 0.2, 0.05, 0.4], [1.0, 2.0, 3.0], [-0.2, -0.2, 0.2, -0.5, -0.1, -0.3, 0.0],
-                               [0.1] * 8])
+@pytest.mark.parametrize(
+    "d", [[0.3, -0.1, 0.2, 0.05, 0.4], [1.0, 2.0, 3.0], [-0.2, -0.2, 0.2, -0.5, -0.1, -0.3, 0.0], [0.1] * 8]
+)
 def test_exact_sign_flip_equals_brute_force(d):
     assert sign_flip_pvalue(d) == pytest.approx(_brute_force(d), abs=1e-12)
 
@@ -47,7 +48,7 @@ def test_meet_in_the_middle_count_equals_every_pattern_enumerated(n):
         # thresholds sit 1e-9 below a possible tie, as in sign_flip_pvalue: sums equal up to rounding count
         for t in (abs(d.sum()) - 1e-9, 0.5 * abs(d.sum()) - 1e-9, abs(d).sum() + 1.0):
             assert exact_sign_flip_hits(d, t) == enumerated_sign_flip_hits(d, t)
-    assert exact_sign_flip_hits(np.ones(n), 0.0) == 2 ** n
+    assert exact_sign_flip_hits(np.ones(n), 0.0) == 2**n
 
 
 def test_sign_flip_hand_computed_and_edge_cases():
@@ -79,10 +80,13 @@ def test_the_labels_say_what_the_statistics_show():
     assert outcome({**win, "ci_high": 0.05}) == "no detectable difference"
     lost = {**win, "diff": 0.223, "ci_low": 0.06, "ci_high": 0.383}
     assert outcome(lost, p_adjusted=0.12) == "no detectable difference"
-    assert label({**lost, "outcome": "no detectable difference"}) == \
-        "no detectable difference (the unadjusted CI excludes 0)"
-    assert outcome({"diff": 1e-9, "ci_low": -1e-9, "ci_high": 1e-9, "n": 30, "p": 0.001}) == \
-        "no detectable difference"  # identical up to rounding
+    assert (
+        label({**lost, "outcome": "no detectable difference"})
+        == "no detectable difference (the unadjusted CI excludes 0)"
+    )
+    assert (
+        outcome({"diff": 1e-9, "ci_low": -1e-9, "ci_high": 1e-9, "n": 30, "p": 0.001}) == "no detectable difference"
+    )  # identical up to rounding
     assert outcome({"diff": float("nan"), "ci_low": 0, "ci_high": 0, "n": 0}) == "undetermined"
     # a metric where higher is better (Pearson-delta): a CI above 0 wins
     assert outcome({**win, "diff": 0.2, "ci_low": 0.1, "ci_high": 0.3}, higher_is_better=True) == "wins"
@@ -112,9 +116,16 @@ def _frame(scores: dict[str, list[float]], roles: dict[str, str], *, has_effect=
     rows = []
     for m, values in scores.items():
         for i, v in enumerate(values):
-            rows.append({"method": m, "role": roles[m], "condition": f"c{i}", "edistance": v,
-                         "has_effect": True if has_effect is None else has_effect[i],
-                         "covered": True if covered is None else covered.get(m, True)})
+            rows.append(
+                {
+                    "method": m,
+                    "role": roles[m],
+                    "condition": f"c{i}",
+                    "edistance": v,
+                    "has_effect": True if has_effect is None else has_effect[i],
+                    "covered": True if covered is None else covered.get(m, True),
+                }
+            )
     frame = pd.DataFrame(rows)
     for k in METRICS:
         frame[k] = 0.5
@@ -126,16 +137,35 @@ def _summ(frame, val=None, **kw):
     return summarize(frame, val, per_seed=frame, n_boot=kw.pop("n_boot", 500), **kw)
 
 
-ROLES = {"mean_shift": "baseline", "ridge": "baseline", "pca_set": "pca_twin", "jepa_set": "jepa",
-         "jepa_prototype": "jepa", "linear_go": "baseline"}
+ROLES = {
+    "mean_shift": "baseline",
+    "ridge": "baseline",
+    "pca_set": "pca_twin",
+    "jepa_set": "jepa",
+    "jepa_prototype": "jepa",
+    "linear_go": "baseline",
+}
 
 
 def test_the_comparator_is_chosen_on_validation_even_when_another_method_is_better_on_test():
     n = 14
-    test = {"mean_shift": [1.0] * n, "ridge": [0.5] * n, "pca_set": [0.8] * n, "jepa_set": [0.7] * n,
-            "jepa_prototype": [0.1] * n}
-    val = _frame({"mean_shift": [0.3] * 5, "ridge": [0.6] * 5, "pca_set": [0.9] * 5, "jepa_set": [0.1] * 5,
-                  "jepa_prototype": [0.05] * 5}, ROLES)
+    test = {
+        "mean_shift": [1.0] * n,
+        "ridge": [0.5] * n,
+        "pca_set": [0.8] * n,
+        "jepa_set": [0.7] * n,
+        "jepa_prototype": [0.1] * n,
+    }
+    val = _frame(
+        {
+            "mean_shift": [0.3] * 5,
+            "ridge": [0.6] * 5,
+            "pca_set": [0.9] * 5,
+            "jepa_set": [0.1] * 5,
+            "jepa_prototype": [0.05] * 5,
+        },
+        ROLES,
+    )
     m = _summ(_frame(test, ROLES), val)
     # ridge is best on test, but mean_shift is best on validation; JEPA models never compete
     assert m["comparator"] == "mean_shift" and "validation" in m["comparator_choice"]["reason"]
@@ -154,8 +184,9 @@ def test_the_comparator_is_chosen_on_validation_even_when_another_method_is_bett
 
 
 def test_low_coverage_and_jepa_methods_cannot_be_the_comparator():
-    val = _frame({"mean_shift": [0.5] * 4, "linear_go": [0.1] * 4, "jepa_set": [0.0] * 4}, ROLES,
-                 covered={"linear_go": False})
+    val = _frame(
+        {"mean_shift": [0.5] * 4, "linear_go": [0.1] * 4, "jepa_set": [0.0] * 4}, ROLES, covered={"linear_go": False}
+    )
     choice = choose_comparator({m: ROLES[m] for m in ("mean_shift", "linear_go", "jepa_set")}, val)
     assert choice["comparator"] == "mean_shift"
     assert choice["validation"]["linear_go"]["why"].startswith("covers 0%")
@@ -248,8 +279,10 @@ def test_the_standard_error_and_the_etest_on_real_cells(k562):
     null = ctrl[rng.permutation(len(ctrl))[:60]]  # control cells posing as a condition: no effect
     res = condition_effects(["real", "null"], [pert, null], ["k562", "k562"], {"k562": ctrl}, n_permutations=500)
     real = res.loc["real"]
-    print(f"K562 condition {big}: E-test p_adj {real['etest_p_adj']:.4f}, E {real['etest_edistance']:.3f} ± "
-          f"{real['effect_se']:.3f}; controls as a condition: p_adj {res.loc['null', 'etest_p_adj']:.3f}")
+    print(
+        f"K562 condition {big}: E-test p_adj {real['etest_p_adj']:.4f}, E {real['etest_edistance']:.3f} ± "
+        f"{real['effect_se']:.3f}; controls as a condition: p_adj {res.loc['null', 'etest_p_adj']:.3f}"
+    )
     assert res.loc["real", "has_effect"] and res.loc["real", "clears_noise"] and not res.loc["null", "has_effect"]
     assert res.loc["real", "etest_edistance"] > 2 * res.loc["real", "effect_se"] > 0
 
@@ -260,9 +293,9 @@ def test_the_split_half_standard_error_matches_the_spread_of_independent_estimat
 
     rng = np.random.default_rng(5)
     draw = lambda n, mu: rng.normal(mu, 1.0, (n, 4))  # noqa: E731
-    fresh = edistance_sets([draw(120, 0.4) for _ in range(60)], [draw(240, 0.0) for _ in range(60)], cap=None,
-                           n_resamples=1, seed=0)
+    fresh = edistance_sets(
+        [draw(120, 0.4) for _ in range(60)], [draw(240, 0.0) for _ in range(60)], cap=None, n_resamples=1, seed=0
+    )
     truth = float(np.std(fresh, ddof=1))
-    se = edistance_se([draw(120, 0.4) for _ in range(20)], [draw(240, 0.0) for _ in range(20)], cap=None,
-                      n_halvings=20)
+    se = edistance_se([draw(120, 0.4) for _ in range(20)], [draw(240, 0.0) for _ in range(20)], cap=None, n_halvings=20)
     assert 0.6 * truth < float(np.median(se)) < 1.6 * truth

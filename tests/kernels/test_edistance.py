@@ -33,8 +33,9 @@ def _oracle(backend: str) -> str:
 def _data(sizes, d, dtype, seed=0, dup=True):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(int(sum(sizes)), d, generator=g, dtype=torch.float64)
-    x += torch.repeat_interleave(torch.randn(len(sizes), d, generator=g, dtype=torch.float64),
-                                 torch.tensor(sizes), dim=0)
+    x += torch.repeat_interleave(
+        torch.randn(len(sizes), d, generator=g, dtype=torch.float64), torch.tensor(sizes), dim=0
+    )
     if dup and x.shape[0] > 3:
         x[2] = x[3]  # coincident points
     return x.to(dtype), _offsets(sizes)
@@ -78,8 +79,11 @@ def test_edistance_matches_oracle(backend, include_self_pairs, squared):
 def test_settings_kernel_backend_dispatches(backend, monkeypatch):
     x, off = _data([4, 6], 3, torch.float64)
     monkeypatch.setattr(cj.settings, "kernel_backend", backend)
-    torch.testing.assert_close(cross_distance_means(x.to(_dev(backend)), off).cpu(),
-                               cross_distance_means(x, off, backend="reference"), **TOL[torch.float64])
+    torch.testing.assert_close(
+        cross_distance_means(x.to(_dev(backend)), off).cpu(),
+        cross_distance_means(x, off, backend="reference"),
+        **TOL[torch.float64],
+    )
 
 
 def _loss_data(n_sizes, m_sizes, d, dtype, seed=0):
@@ -124,8 +128,9 @@ def test_loss_gradient_without_obs_grad_and_no_grad(backend):
     (gw,) = torch.autograd.grad(want.sum(), [p])
     torch.testing.assert_close(g.cpu(), gw, **TOL[torch.float64])
     with torch.no_grad():
-        torch.testing.assert_close(edistance_loss(pp, po, o.to(dev), oo, backend=backend).cpu(), want.detach(),
-                                   **TOL[torch.float64])
+        torch.testing.assert_close(
+            edistance_loss(pp, po, o.to(dev), oo, backend=backend).cpu(), want.detach(), **TOL[torch.float64]
+        )
 
 
 @pytest.mark.parametrize("squared", [False, True])
@@ -135,8 +140,9 @@ def test_loss_gradcheck_float64(squared):
     p, po, o, oo = _loss_data([3, 5, 1], [4, 2, 3], 4, torch.float64, seed=3)
     p.requires_grad_(True)
     o.requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda a, b: edistance_loss(a, po, b, oo, squared=squared, backend="cpu"),
-                                    (p, o), eps=1e-6, atol=1e-7)
+    assert torch.autograd.gradcheck(
+        lambda a, b: edistance_loss(a, po, b, oo, squared=squared, backend="cpu"), (p, o), eps=1e-6, atol=1e-7
+    )
 
 
 sizes_st = st.lists(st.integers(1, 9), min_size=1, max_size=5)
@@ -210,15 +216,14 @@ def test_int64_indexing_past_2_31_elements(tmp_path):
         fh.truncate(n * d * 4)  # sparse: no disk blocks, zero pages
     mm = np.memmap(path, dtype=np.float32, mode="r+", shape=(n, d))
     tail = np.random.default_rng(0).standard_normal((300, d)).astype(np.float32)
-    mm[n - 300:] = tail
+    mm[n - 300 :] = tail
     x = torch.from_numpy(mm)  # shares the mapping
     off = torch.tensor([0, n - 300, n - 100, n], dtype=torch.int64)
     assert (n - 300) * d > 2**31
     pairs = torch.tensor([[1, 2]])
     got = cross_distance_means(x, off, pairs=pairs, backend="cpu")
     small = torch.from_numpy(tail)
-    want = cross_distance_means(small, torch.tensor([0, 200, 300]), pairs=torch.tensor([[0, 1]]),
-                                backend="reference")
+    want = cross_distance_means(small, torch.tensor([0, 200, 300]), pairs=torch.tensor([[0, 1]]), backend="reference")
     torch.testing.assert_close(got, want, **TOL[torch.float32])
     del x, mm
 
@@ -262,8 +267,7 @@ class _EmulatedCuda:
         ct = {torch.float32: ctypes.c_float, torch.float64: ctypes.c_double, torch.int64: ctypes.c_int64}[dtype]
         return torch.from_numpy(np.ctypeslib.as_array((ct * max(n, 1)).from_address(ptr))[:n])
 
-    def edistance_block_sums(self, x, n, d, norms, offsets, blocks, items, n_items, squared, is_double, part,
-                             stream):
+    def edistance_block_sums(self, x, n, d, norms, offsets, blocks, items, n_items, squared, is_double, part, stream):
         dt = torch.float64 if is_double else torch.float32
         xs = self._view(x, n * d, dt).view(n, d)
         it = self._view(items, n_items * 3, torch.int64).view(-1, 3)
@@ -274,15 +278,16 @@ class _EmulatedCuda:
         t = self.edistance_tile
         for r, (b, i0, j0) in enumerate(it.tolist()):
             a, c = blk[b].tolist()
-            xa = xs[off[a] + i0: min(off[a] + i0 + t, off[a + 1])].double()
-            yb = xs[off[c] + j0: min(off[c] + j0 + t, off[c + 1])].double()
+            xa = xs[off[a] + i0 : min(off[a] + i0 + t, off[a + 1])].double()
+            yb = xs[off[c] + j0 : min(off[c] + j0 + t, off[c + 1])].double()
             dm = torch.cdist(xa, yb) ** (2 if squared else 1)
             if a == c and i0 == j0:
                 dm = torch.triu(dm, diagonal=1)
             out[r] = dm.sum()
 
-    def edistance_set_loss(self, p, n_p, o, n_o, d, pn, on, poff, ooff, n_sets, items, n_items, squared,
-                           is_double, part, gp, go, stream):
+    def edistance_set_loss(
+        self, p, n_p, o, n_o, d, pn, on, poff, ooff, n_sets, items, n_items, squared, is_double, part, gp, go, stream
+    ):
         dt = torch.float64 if is_double else torch.float32
         pm, om = self._view(p, n_p * d, dt).view(n_p, d), self._view(o, n_o * d, dt).view(n_o, d)
         GP = self._view(gp, n_p * d, dt).view(n_p, d) if gp else None
@@ -294,8 +299,10 @@ class _EmulatedCuda:
         for r, (k, kind, i0, j0) in enumerate(it.tolist()):
             n, m = int(po[k + 1] - po[k]), int(oo[k + 1] - oo[k])
             (X, xs, nx, GX), (Y, ys, ny, GY) = {
-                0: ((pm, po[k], n, GP), (om, oo[k], m, GO)), 1: ((pm, po[k], n, GP), (pm, po[k], n, GP)),
-                2: ((om, oo[k], m, GO), (om, oo[k], m, GO))}[kind]
+                0: ((pm, po[k], n, GP), (om, oo[k], m, GO)),
+                1: ((pm, po[k], n, GP), (pm, po[k], n, GP)),
+                2: ((om, oo[k], m, GO), (om, oo[k], m, GO)),
+            }[kind]
             c = {0: 2 / (n * m), 1: -2 / (n * (n - 1)) if n > 1 else 0.0, 2: -2 / (m * (m - 1)) if m > 1 else 0.0}[kind]
             rx = slice(int(xs + i0), int(xs + min(i0 + t, nx)))
             ry = slice(int(ys + j0), int(ys + min(j0 + t, ny)))
@@ -360,8 +367,9 @@ def test_squared_closed_form_equals_the_pairwise_sums(dtype, sizes):
     want = cross_distance_means(x.to(torch.float64), off, squared=True, pairs=pairs, backend="reference")
     torch.testing.assert_close(squared_distance_means(x, off, pairs=pairs), want, equal_nan=True, **tol)
     # the auto backend takes the closed form for squared distances
-    torch.testing.assert_close(cross_distance_means(x, off, squared=True), squared_distance_means(x, off),
-                               equal_nan=True, rtol=0, atol=0)
+    torch.testing.assert_close(
+        cross_distance_means(x, off, squared=True), squared_distance_means(x, off), equal_nan=True, rtol=0, atol=0
+    )
 
 
 def test_squared_closed_form_is_well_conditioned_far_from_the_origin():

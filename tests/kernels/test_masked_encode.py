@@ -62,8 +62,14 @@ def _tuple(x, dtype, device, requires_grad=False):
 
 
 def _mask_kwargs(kind, modules, ratio=0.35, seed=11, cell_offset=5, block_size=6):
-    return dict(kind=kind, ratio=ratio, seed=seed, cell_offset=cell_offset, block_size=block_size,
-                gene_to_module=modules if kind == "module" else None)
+    return dict(
+        kind=kind,
+        ratio=ratio,
+        seed=seed,
+        cell_offset=cell_offset,
+        block_size=block_size,
+        gene_to_module=modules if kind == "module" else None,
+    )
 
 
 def _mask_of(kw, n_cells, n_genes):
@@ -111,8 +117,17 @@ def test_mask_for_equals_core_mask_bits(kind, cell_offset):
     cells = torch.arange(n_cells, dtype=torch.int64) + cell_offset
     out = torch.empty(n_cells, n_genes, dtype=torch.uint8)
     mod = torch.from_numpy(modules)
-    core.mask_bits(cells.data_ptr(), n_cells, n_genes, out.data_ptr(), ref.KINDS[kind], 3,
-                   ref.ratio_threshold(0.4), 7, mod.data_ptr() if kind == "module" else 0)
+    core.mask_bits(
+        cells.data_ptr(),
+        n_cells,
+        n_genes,
+        out.data_ptr(),
+        ref.KINDS[kind],
+        3,
+        ref.ratio_threshold(0.4),
+        7,
+        mod.data_ptr() if kind == "module" else 0,
+    )
     assert torch.equal(out.bool(), expect)
 
 
@@ -262,8 +277,9 @@ def test_input_formats_agree(backend):
     w, b = w.to(dev), b.to(dev)
     kw = _mask_kwargs("block", modules)
     h_tuple = masked_encode(_tuple(x, torch.float32, dev)[0], w, b, backend=backend, **kw)
-    xt = torch.sparse_csr_tensor(torch.tensor(x.indptr), torch.tensor(x.indices),
-                                 torch.tensor(x.data, dtype=torch.float32), size=x.shape).to(dev)
+    xt = torch.sparse_csr_tensor(
+        torch.tensor(x.indptr), torch.tensor(x.indices), torch.tensor(x.data, dtype=torch.float32), size=x.shape
+    ).to(dev)
     torch.testing.assert_close(masked_encode(xt, w, b, backend=backend, **kw), h_tuple)
     if dev == "cpu":
         torch.testing.assert_close(masked_encode(x.astype(np.float32), w, b, backend=backend, **kw), h_tuple)
@@ -271,16 +287,20 @@ def test_input_formats_agree(backend):
         crow32 = torch.tensor(x.indptr, dtype=torch.int32)
         col32 = torch.tensor(x.indices, dtype=torch.int32)
         vals = torch.tensor(x.data, dtype=torch.float32)
-        torch.testing.assert_close(masked_encode((crow32, col32, vals, x.shape[1]), w, b, backend=backend, **kw),
-                                   h_tuple)
+        torch.testing.assert_close(
+            masked_encode((crow32, col32, vals, x.shape[1]), w, b, backend=backend, **kw), h_tuple
+        )
 
 
 def test_settings_force_backend(monkeypatch):
     x, w, b, modules = _data(dtype=torch.float32)
     calls = []
     real = ref.forward_reference
-    monkeypatch.setitem(__import__("celljepa.kernels._masked_encode", fromlist=["_FORWARD"])._FORWARD, "reference",
-                        lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setitem(
+        __import__("celljepa.kernels._masked_encode", fromlist=["_FORWARD"])._FORWARD,
+        "reference",
+        lambda *a, **k: calls.append(1) or real(*a, **k),
+    )
     old = cj.settings.kernel_backend
     try:
         cj.settings.kernel_backend = "reference"
@@ -324,9 +344,13 @@ def test_seed_round_trip_through_op_arguments():
         s = mod._to_i64(seed)
         assert -(2**63) <= s < 2**63 and mod._to_u64(s) == seed
     x, w, b, modules = _data(n_cells=10, n_genes=30, dtype=torch.float64)
-    outs = [masked_encode(x, w, b, kind="random", ratio=0.5, seed=s, backend=bk)
-            for s in (2**64 - 1, 2**63 + 7) for bk in BACKENDS if bk != "cuda"]
-    for o in outs[1:len(outs) // 2]:
+    outs = [
+        masked_encode(x, w, b, kind="random", ratio=0.5, seed=s, backend=bk)
+        for s in (2**64 - 1, 2**63 + 7)
+        for bk in BACKENDS
+        if bk != "cuda"
+    ]
+    for o in outs[1 : len(outs) // 2]:
         torch.testing.assert_close(o, outs[0])
     assert not torch.equal(outs[0], outs[-1])
 
@@ -344,8 +368,9 @@ class _EmulatedCuda:
 
     def masked_encode_grad_weight(self, crow, col, values, n_rows, dout, hidden, dweight, is_double, *mask):
         self.streams.append(mask[-1])
-        self.core.masked_encode_grad_weight(crow, col, values, n_rows, dout, hidden, self.n_genes, dweight, is_double,
-                                            *mask[:-1])
+        self.core.masked_encode_grad_weight(
+            crow, col, values, n_rows, dout, hidden, self.n_genes, dweight, is_double, *mask[:-1]
+        )
 
     def masked_encode_grad_values(self, *args):
         self.streams.append(args[-1])
@@ -409,8 +434,14 @@ def test_property_cpu_matches_reference(case):
     w = torch.randn(n_genes, hidden, dtype=torch.float64, generator=g)
     b = torch.randn(hidden, dtype=torch.float64, generator=g)
     modules = torch.randint(-1, 4, (n_genes,), generator=g, dtype=torch.int32)
-    kw = dict(kind=kind, ratio=ratio, seed=seed, cell_offset=cell_offset, block_size=block_size,
-              gene_to_module=modules if kind == "module" else None)
+    kw = dict(
+        kind=kind,
+        ratio=ratio,
+        seed=seed,
+        cell_offset=cell_offset,
+        block_size=block_size,
+        gene_to_module=modules if kind == "module" else None,
+    )
     x = (torch.from_numpy(crow), torch.from_numpy(col), values, n_genes)
     outs = {}
     for backend in ("cpu", "reference"):
@@ -447,13 +478,15 @@ def test_int64_row_pointers_beyond_2_31():
     out = torch.empty(20, w.shape[1], dtype=torch.float64)
     spec = (1, kw["seed"], kw["cell_offset"], ref.ratio_threshold(kw["ratio"]), kw["block_size"], 0)
     col_base, vals_base = (col.data_ptr() - 8 * shift) % 2**64, (vals.data_ptr() - 8 * shift) % 2**64
-    core.masked_encode_forward(crow.data_ptr(), col_base, vals_base, 20,
-                               w.data_ptr(), w.shape[1], b.data_ptr(), out.data_ptr(), True, *spec)
+    core.masked_encode_forward(
+        crow.data_ptr(), col_base, vals_base, 20, w.data_ptr(), w.shape[1], b.data_ptr(), out.data_ptr(), True, *spec
+    )
     torch.testing.assert_close(out, expect)
     dout = torch.randn(20, w.shape[1], dtype=torch.float64)
     dw = torch.empty_like(w)
-    core.masked_encode_grad_weight(crow.data_ptr(), col_base, vals_base, 20,
-                                   dout.data_ptr(), w.shape[1], w.shape[0], dw.data_ptr(), True, *spec)
+    core.masked_encode_grad_weight(
+        crow.data_ptr(), col_base, vals_base, 20, dout.data_ptr(), w.shape[1], w.shape[0], dw.data_ptr(), True, *spec
+    )
     wr = w.clone().requires_grad_(True)
     masked_encode(x, wr, b, **kw, backend="reference").backward(dout)
     torch.testing.assert_close(dw, wr.grad)
@@ -537,9 +570,18 @@ def test_cuda_matches_cpu(kind, dtype):
     cells = torch.arange(64, dtype=torch.int64, device="cuda") + 2**40
     out = torch.empty(64, 500, dtype=torch.uint8, device="cuda")
     mod = torch.from_numpy(modules).cuda()
-    load_cuda().mask_bits(cells.data_ptr(), 64, 500, out.data_ptr(), ref.KINDS[kind], kw["seed"],
-                          ref.ratio_threshold(kw["ratio"]), kw["block_size"], mod.data_ptr() if kind == "module" else 0,
-                          torch.cuda.current_stream().cuda_stream)
+    load_cuda().mask_bits(
+        cells.data_ptr(),
+        64,
+        500,
+        out.data_ptr(),
+        ref.KINDS[kind],
+        kw["seed"],
+        ref.ratio_threshold(kw["ratio"]),
+        kw["block_size"],
+        mod.data_ptr() if kind == "module" else 0,
+        torch.cuda.current_stream().cuda_stream,
+    )
     torch.cuda.synchronize()
     expect = _mask_of(kw, 64, 500)
     assert torch.equal(out.cpu().bool(), expect)
@@ -558,8 +600,10 @@ def test_genome_vocabulary_gene_tokens_match_the_dense_oracle(backend, kind):
     rng = np.random.default_rng(3)
     n_cells, per_cell = 24, 300
     cols = np.sort(np.stack([rng.choice(n_genes, per_cell, replace=False) for _ in range(n_cells)]), axis=1)
-    x = sp.csr_matrix((rng.gamma(2.0, 1.0, n_cells * per_cell), cols.ravel(),
-                       np.arange(0, n_cells * per_cell + 1, per_cell)), shape=(n_cells, n_genes))
+    x = sp.csr_matrix(
+        (rng.gamma(2.0, 1.0, n_cells * per_cell), cols.ravel(), np.arange(0, n_cells * per_cell + 1, per_cell)),
+        shape=(n_cells, n_genes),
+    )
     modules, names = gene_module_map(list(vocab), builtin_gene_sets("hallmark"), priority="size")
     assert len(names) > 40 and (np.asarray(modules) >= 0).sum() > 4000
     w = torch.from_numpy(rng.standard_normal((n_genes, 5)))

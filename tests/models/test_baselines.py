@@ -10,8 +10,12 @@ from celljepa.models.base import Condition, TrainData, conditions_of
 from celljepa.models.baselines import Additive, LinearGWP, MeanShift, NoChange, RidgeShift, default_baselines
 
 K = 4
-SHIFTS = {"A": np.array([2.0, 0, 0, 0]), "B": np.array([0, 1.0, 0, 0]), "C": np.array([0, 0, -1.0, 0]),
-          "D": np.array([0, 0, 0, 3.0])}
+SHIFTS = {
+    "A": np.array([2.0, 0, 0, 0]),
+    "B": np.array([0, 1.0, 0, 0]),
+    "C": np.array([0, 0, -1.0, 0]),
+    "D": np.array([0, 0, 0, 3.0]),
+}
 CONTEXT = {"c1": np.zeros(K), "c2": np.array([0.5, 0.5, 0, 0])}
 
 
@@ -34,8 +38,12 @@ def make_train(perts_train, perts_val, rng=None):
     conds = conditions_of(obs)
     tr = [(c, r) for c, r in conds if c.perturbation_id in perts_train]
     va = [(c, r) for c, r in conds if c.perturbation_id in perts_val]
-    emb = {"A": np.array([1.0, 0, 0, 0]), "B": np.array([0, 1.0, 0, 0]), "C": np.array([0, 0, 1.0, 0]),
-           "D": np.array([0, 0, 0, 1.0])}
+    emb = {
+        "A": np.array([1.0, 0, 0, 0]),
+        "B": np.array([0, 1.0, 0, 0]),
+        "C": np.array([0, 0, 1.0, 0]),
+        "D": np.array([0, 0, 0, 1.0]),
+    }
     return TrainData(z=z, obs=obs, train_conditions=tr, val_conditions=va, gene_embedding=emb)
 
 
@@ -89,12 +97,28 @@ def test_linear_gwp_generalises_through_gene_embeddings():
 
 def test_default_baselines_depend_on_the_split():
     names = [m.name for m in default_baselines(combos=True, gene_perturbations=True)]
-    assert names == ["no_change", "mean_shift", "ridge", "shift_scale", "additive", "target_shift", "linear_gwp",
-                     "linear_go"]
+    assert names == [
+        "no_change",
+        "mean_shift",
+        "ridge",
+        "shift_scale",
+        "additive",
+        "target_shift",
+        "linear_gwp",
+        "linear_go",
+    ]
     assert [m.name for m in default_baselines(combos=False, gene_perturbations=False)] == [
-        "no_change", "mean_shift", "ridge", "shift_scale"]
+        "no_change",
+        "mean_shift",
+        "ridge",
+        "shift_scale",
+    ]
     assert [m.name for m in default_baselines(combos=False, gene_perturbations=False, contexts=True)][4:] == [
-        "context_ridge", "cell_linear", "nearest_context", "context_shift_scale"]
+        "context_ridge",
+        "cell_linear",
+        "nearest_context",
+        "context_shift_scale",
+    ]
 
 
 def test_missing_context_controls():
@@ -150,7 +174,7 @@ def make_contexts(n_contexts=10, *, per_cell=False, spread=1.0, seed=0, n_val=2,
     obs["dose"], obs["time_hours"] = np.nan, np.nan
     z = np.array(z)
     conds = conditions_of(obs)
-    val_ctx = set(names[n_contexts - n_test - n_val: n_contexts - n_test])
+    val_ctx = set(names[n_contexts - n_test - n_val : n_contexts - n_test])
     tr = [(c, r) for c, r in conds if c.context_id not in val_ctx]
     va = [(c, r) for c, r in conds if c.context_id in val_ctx]
     train = TrainData(z=z, obs=obs, train_conditions=tr, val_conditions=va)
@@ -204,8 +228,12 @@ def test_nearest_context_takes_the_shift_of_the_most_similar_context():
     obs = pd.DataFrame(rows, columns=["context_id", "perturbation_id", "perturbation_tokens", "is_control"])
     obs["dose"], obs["time_hours"] = np.nan, np.nan
     conds = conditions_of(obs)
-    train = TrainData(z=np.array(z), obs=obs, train_conditions=[x for x in conds if x[0].context_id != "b2"],
-                      val_conditions=[x for x in conds if x[0].context_id == "b2"])
+    train = TrainData(
+        z=np.array(z),
+        obs=obs,
+        train_conditions=[x for x in conds if x[0].context_id != "b2"],
+        val_conditions=[x for x in conds if x[0].context_id == "b2"],
+    )
     model = NearestContext().fit(train)
     assert model.k_ == 1  # on validation, the nearest context (b1 for b2) beats averaging across families
     pred = model.predict(Condition("a3", "p", ("gene:P",))).mean(0) - train.control_mean("a3")
@@ -255,12 +283,19 @@ def test_linear_go_has_an_embedding_for_genes_outside_the_data():
     obs["dose"], obs["time_hours"] = np.nan, np.nan
     conds = conditions_of(obs)
     test = {"RPL4", "KLF1", "PLK1"}  # one of each functional family, never trained on
-    train = TrainData(z=np.array(z), obs=obs, train_conditions=[x for x in conds if x[0].perturbation_id
-                                                                  not in test | {"RPS6", "TAL1", "CCNB1"}],
-                      val_conditions=[x for x in conds if x[0].perturbation_id in {"RPS6", "TAL1", "CCNB1"}])
+    train = TrainData(
+        z=np.array(z),
+        obs=obs,
+        train_conditions=[x for x in conds if x[0].perturbation_id not in test | {"RPS6", "TAL1", "CCNB1"}],
+        val_conditions=[x for x in conds if x[0].perturbation_id in {"RPS6", "TAL1", "CCNB1"}],
+    )
     lin, ms = LinearGO().fit(train), MeanShift().fit(train)
-    errs = {name: np.mean([np.linalg.norm(m.predict_shift(Condition("c", g, (f"gene:{g}",)))
-                                          - w @ go.vector(g)) for g in test]) for name, m in (("go", lin), ("ms", ms))}
+    errs = {
+        name: np.mean(
+            [np.linalg.norm(m.predict_shift(Condition("c", g, (f"gene:{g}",))) - w @ go.vector(g)) for g in test]
+        )
+        for name, m in (("go", lin), ("ms", ms))
+    }
     assert errs["go"] < 0.7 * errs["ms"], errs
     assert lin.covers(Condition("c", "KLF1", ("gene:KLF1",)))
     assert not lin.covers(Condition("c", "X", ("gene:NOT_A_GENE_123",)))
@@ -278,8 +313,7 @@ def test_large_control_sets_are_sampled_once_for_every_method():
 
     rng = np.random.default_rng(0)
     n = MAX_SET_CELLS + 3000
-    obs = pd.DataFrame({"is_control": np.r_[np.ones(n, bool), np.zeros(10, bool)],
-                        "context_id": ["a"] * (n + 10)})
+    obs = pd.DataFrame({"is_control": np.r_[np.ones(n, bool), np.zeros(10, bool)], "context_id": ["a"] * (n + 10)})
     z = rng.normal(size=(n + 10, 4))
     train = TrainData(z=z, obs=obs, train_conditions=[], val_conditions=[])
     cells = train.control_cells("a")
@@ -288,6 +322,7 @@ def test_large_control_sets_are_sampled_once_for_every_method():
     rows = {tuple(r) for r in z[:n]}
     assert all(tuple(r) in rows for r in cells)  # control cells only
     np.testing.assert_allclose(train.control_mean("a"), z[:n].mean(axis=0))
-    small = TrainData(z=z[n - 50:], obs=obs.iloc[n - 50:].reset_index(drop=True), train_conditions=[],
-                      val_conditions=[])
-    np.testing.assert_array_equal(small.control_cells("a"), z[n - 50:n])  # small sets: every cell, in order
+    small = TrainData(
+        z=z[n - 50 :], obs=obs.iloc[n - 50 :].reset_index(drop=True), train_conditions=[], val_conditions=[]
+    )
+    np.testing.assert_array_equal(small.control_cells("a"), z[n - 50 : n])  # small sets: every cell, in order

@@ -17,8 +17,10 @@ from celljepa.bench.holdout import _Holdout
 from celljepa.data._harmonize import feature_set_aliases, map_genes
 from celljepa.train.config import load_config
 
-TINY = {"train": {"max_steps": 15, "batch_size": 64, "eval_every": 5},
-        "model": {"n_hidden": 32, "predictor_hidden": 32, "n_latent": 8, "go_components": 16}}
+TINY = {
+    "train": {"max_steps": 15, "batch_size": 64, "eval_every": 5},
+    "model": {"n_hidden": 32, "predictor_hidden": 32, "n_latent": 8, "go_components": 16},
+}
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +74,9 @@ def test_measured_only_keeps_the_measured_genes_in_the_vocabularys_order(kang):
 
 def test_presence_records_of_other_datasets_fall_back_to_the_flags_only_when_asked():
     d = demo_datasets()
-    both = cj.datasets.combine_datasets({"norman2019": d["norman2019"], "sciplex_gxe": d["sciplex_gxe"]},
-                                        "foundation-v1")
+    both = cj.datasets.combine_datasets(
+        {"norman2019": d["norman2019"], "sciplex_gxe": d["sciplex_gxe"]}, "foundation-v1"
+    )
     one = both[both.obs["dataset_id"] == "norman2019"].copy()
     one.obs["dataset_id"] = "renamed"
     one.var["absent"] = np.isin(one.var_names, both.uns["absent_genes"]["norman2019"])
@@ -86,8 +89,9 @@ def test_presence_records_of_other_datasets_fall_back_to_the_flags_only_when_ask
 def test_go_encoder_trained_on_one_panel_embeds_another(kang, tmp_path):
     d = demo_datasets()
     norman = map_genes(d["norman2019"], cj.datasets.load_feature_set("genome-v1"), name="norman2019")
-    model = cj.models.CellJEPA(norman, config=load_config(overrides={**TINY, "model": {**TINY["model"],
-                                                                                      "gene_embedding": "go"}}))
+    model = cj.models.CellJEPA(
+        norman, config=load_config(overrides={**TINY, "model": {**TINY["model"], "gene_embedding": "go"}})
+    )
     # the encoder holds the genes Norman measures, not the 42,815 of the vocabulary
     assert len(model.var_names) == int((~norman.var["absent"]).sum()) < 600
     assert model.go_info_["n_with_go"] > 300
@@ -116,8 +120,16 @@ def test_an_unknown_gene_embedding_is_refused():
 def test_holdout_with_go_vectors_keeps_only_the_held_out_datasets_measured_genes(tmp_path):
     d = demo_datasets()
     jepa = load_config(overrides={**TINY, "model": {**TINY["model"], "gene_embedding": "go"}})
-    h = _Holdout({"norman2019": d["norman2019"], "sciplex_gxe": d["sciplex_gxe"]}, "sciplex_gxe", tmp_path,
-                 RunConfig(jepa=jepa), "genome-v1", None, 1, False)
+    h = _Holdout(
+        {"norman2019": d["norman2019"], "sciplex_gxe": d["sciplex_gxe"]},
+        "sciplex_gxe",
+        tmp_path,
+        RunConfig(jepa=jepa),
+        "genome-v1",
+        None,
+        1,
+        False,
+    )
     assert h.held.n_vars == h.held.uns["feature_set"]["n_present"] and not h.held.var["absent"].any()
     enc = h.encoder(0)
     assert len(enc.var_names) < 600
@@ -159,8 +171,9 @@ def test_one_go_encoder_pretrains_on_several_real_panels_at_once(kang):
     d = demo_datasets()
     both = cj.datasets.combine_datasets({"kang2018": kang, "norman2019": d["norman2019"]}, "genome-v1")
     assert both.n_vars == 42815
-    cfg = load_config(overrides={**TINY, "model": {**TINY["model"], "gene_embedding": "go"},
-                                 "data": {"balance_key": "dataset_id"}})
+    cfg = load_config(
+        overrides={**TINY, "model": {**TINY["model"], "gene_embedding": "go"}, "data": {"balance_key": "dataset_id"}}
+    )
     model = cj.models.CellJEPA(both, config=cfg)
     measured = [set(both.var_names) - set(both.uns["absent_genes"][k]) for k in ("kang2018", "norman2019")]
     # the encoder's genes: the union of what the two datasets measure, named in the vocabulary

@@ -48,8 +48,7 @@ def make_screen(effect: float = -1.5, *, seed: int = 0, n_cells: int = 60):
     obs = pd.DataFrame(rows, columns=["context_id", "perturbation_id", "perturbation_tokens", "is_control"])
     obs["dose"], obs["time_hours"] = np.nan, np.nan
     obs.index = [f"cell{i}" for i in range(len(obs))]
-    adata = AnnData(np.clip(np.vstack(blocks), 0.0, None).astype(np.float32), obs=obs,
-                    var=pd.DataFrame(index=genes))
+    adata = AnnData(np.clip(np.vstack(blocks), 0.0, None).astype(np.float32), obs=obs, var=pd.DataFrame(index=genes))
     pid = obs["perturbation_id"].to_numpy()
     is_ctrl = obs["is_control"].to_numpy()
     train_rows = np.flatnonzero(is_ctrl | np.isin(pid, TRAIN))
@@ -57,10 +56,15 @@ def make_screen(effect: float = -1.5, *, seed: int = 0, n_cells: int = 60):
     space = EvaluationSpace.fit(adata, rows=train_rows, n_pcs=12)
     sub = obs.iloc[visible].reset_index(drop=True)
     conds = conditions_of(sub)
-    train = TrainData(z=space.transform(adata, rows=visible), obs=sub,
-                      train_conditions=[(c, r) for c, r in conds if c.perturbation_id in TRAIN],
-                      val_conditions=[(c, r) for c, r in conds if c.perturbation_id in VAL],
-                      space=space, positions=visible, source=adata)
+    train = TrainData(
+        z=space.transform(adata, rows=visible),
+        obs=sub,
+        train_conditions=[(c, r) for c, r in conds if c.perturbation_id in TRAIN],
+        val_conditions=[(c, r) for c, r in conds if c.perturbation_id in VAL],
+        space=space,
+        positions=visible,
+        source=adata,
+    )
     test = [(c, r) for c, r in conditions_of(obs) if c.perturbation_id in TEST]
     return adata, train, test
 
@@ -107,9 +111,11 @@ def test_the_move_is_the_space_transform_of_the_gene_change():
     combo = Condition("c2", "G12+G13", ("gene:G12", "gene:G13"))
     assert model.predict(combo).shape == train.control_cells("c2").shape
     single = [Condition("c2", g, (f"gene:{g}",)) for g in ("G12", "G13")]
-    np.testing.assert_allclose(model.predict_shift(combo) - MeanShift.predict_shift(model, combo),
-                               sum(model.predict_shift(c) - MeanShift.predict_shift(model, c) for c in single),
-                               atol=1e-10)
+    np.testing.assert_allclose(
+        model.predict_shift(combo) - MeanShift.predict_shift(model, combo),
+        sum(model.predict_shift(c) - MeanShift.predict_shift(model, c) for c in single),
+        atol=1e-10,
+    )
     # a perturbation seen in the fitting conditions keeps its own shift (its target's change is in it)
     seen = Condition("c1", "G3", ("gene:G3",))
     np.testing.assert_allclose(model.predict_shift(seen), MeanShift().fit(train).predict_shift(seen))
@@ -134,9 +140,15 @@ def test_refit_false_never_reads_validation_cells():
     poisoned = adata.copy()
     val_rows = np.concatenate([train.positions[r] for _, r in train.val_conditions])
     poisoned.X[val_rows] = 50.0  # every gene of every validation cell, in the source the method reads
-    train_p = TrainData(z=train.z, obs=train.obs, train_conditions=train.train_conditions,
-                        val_conditions=train.val_conditions, space=train.space, positions=train.positions,
-                        source=poisoned)
+    train_p = TrainData(
+        z=train.z,
+        obs=train.obs,
+        train_conditions=train.train_conditions,
+        val_conditions=train.val_conditions,
+        space=train.space,
+        positions=train.positions,
+        source=poisoned,
+    )
     after = TargetShift().fit(train_p, refit=False).params()
     assert after["effects"] == before["effects"] and after["n_targets"] == before["n_targets"]
     assert (after["form"], after["weight"]) == (before["form"], before["weight"])
@@ -146,8 +158,9 @@ def test_refit_false_never_reads_validation_cells():
 
 def test_without_source_or_measured_targets_it_is_the_mean_shift():
     _, train, _ = make_screen()
-    bare = TrainData(z=train.z, obs=train.obs, train_conditions=train.train_conditions,
-                     val_conditions=train.val_conditions)
+    bare = TrainData(
+        z=train.z, obs=train.obs, train_conditions=train.train_conditions, val_conditions=train.val_conditions
+    )
     model = TargetShift().fit(bare)
     cond = Condition("c1", "G10", ("gene:G10",))
     np.testing.assert_allclose(model.predict(cond), MeanShift().fit(bare).predict(cond))
@@ -172,8 +185,9 @@ def _real_fold(adata, split: str, fold: int, seed: int, n_folds: int = 5):
     from celljepa.bench.evaluate import EvalConfig, prepare_fold
     from celljepa.splits import make_split_folds
 
-    folds = make_split_folds(adata.obs, split, dataset_id=str(adata.uns.get("dataset_id", "d")), n_folds=n_folds,
-                             seed=seed)
+    folds = make_split_folds(
+        adata.obs, split, dataset_id=str(adata.uns.get("dataset_id", "d")), n_folds=n_folds, seed=seed
+    )
     return prepare_fold(adata, folds[fold], EvalConfig(seed=seed))
 
 
@@ -210,8 +224,9 @@ def test_papalexi_knockouts_lower_their_targets_and_target_shift_helps(papalexi)
         e_ms = edistance_sets([ms.predict(c) for c, _ in covered], cells, seed=0)
         test_ts += list(e_ts)
         test_ms += list(e_ms)
-        strong += [(a, b) for (c, _), a, b in zip(covered, e_ts, e_ms, strict=True)
-                   if c.perturbation_id in {"STAT1", "JAK2"}]  # observed falls of 3.3 and 2.6 log units
+        strong += [
+            (a, b) for (c, _), a, b in zip(covered, e_ts, e_ms, strict=True) if c.perturbation_id in {"STAT1", "JAK2"}
+        ]  # observed falls of 3.3 and 2.6 log units
     assert val_ts and all(a <= b + 1e-12 for a, b in zip(val_ts, val_ms, strict=True)), (val_ts, val_ms)
     assert len(test_ts) >= 5 and np.mean(test_ts) < np.mean(test_ms), (test_ts, test_ms)
     # never worse on them (a fold may choose w = 0: then it is the mean shift), better in at least one fold

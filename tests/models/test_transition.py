@@ -42,9 +42,13 @@ def _synthetic(contract: float = 0.3, seed: int = 0):
     visible = np.setdiff1d(np.arange(len(z)), test_rows)
     remap = -np.ones(len(z), dtype=int)
     remap[visible] = np.arange(visible.size)
-    train = TrainData(z=z[visible], obs=frame.iloc[visible].reset_index(drop=True),
-                      train_conditions=[(conds[c][0], remap[conds[c][1]]) for c in "ab"],
-                      val_conditions=[(conds["c"][0], remap[conds["c"][1]])], embedding=z[visible].copy())
+    train = TrainData(
+        z=z[visible],
+        obs=frame.iloc[visible].reset_index(drop=True),
+        train_conditions=[(conds[c][0], remap[conds[c][1]]) for c in "ab"],
+        val_conditions=[(conds["c"][0], remap[conds["c"][1]])],
+        embedding=z[visible].copy(),
+    )
     return train, test_cond, z[test_rows]
 
 
@@ -64,7 +68,7 @@ def test_untrained_model_is_exactly_the_mean_shift_baseline():
 def test_start_is_no_change_when_validation_prefers_it():
     train, cond, _ = _synthetic()
     # validation context c: make its perturbed cells look like its controls, so a zero residual wins
-    (c_cond, c_rows), = train.val_conditions
+    ((c_cond, c_rows),) = train.val_conditions
     ctrl = train.control_rows("c")
     train.z[c_rows] = train.z[ctrl]
     train.embedding[c_rows] = train.embedding[ctrl]
@@ -152,13 +156,15 @@ def test_config_values_are_typed_like_the_jepa_config(tmp_path):
     cfg = load_transition_config(path)
     assert (cfg.lr, cfg.use_context, cfg.max_steps) == (3e-4, False, 20)
     assert isinstance(cfg.lr, float) and isinstance(cfg.max_steps, int)
-    for bad, message in [({"lr": "fast"}, "lr must be a number, got 'fast'"),
-                         ({"use_context": "maybe"}, "use_context must be on/off"),
-                         ({"max_steps": 2.5}, "max_steps must be an integer"),
-                         ({"lr": -1.0}, "lr must be >= 0"),
-                         ({"weight_decay": -0.1}, "weight_decay must be >= 0"),
-                         ({"decoder": "residul"}, "Did you mean 'residual'"),
-                         ({"device": "gpu"}, "device must be auto, cpu, cuda")]:
+    for bad, message in [
+        ({"lr": "fast"}, "lr must be a number, got 'fast'"),
+        ({"use_context": "maybe"}, "use_context must be on/off"),
+        ({"max_steps": 2.5}, "max_steps must be an integer"),
+        ({"lr": -1.0}, "lr must be >= 0"),
+        ({"weight_decay": -0.1}, "weight_decay must be >= 0"),
+        ({"decoder": "residul"}, "Did you mean 'residual'"),
+        ({"device": "gpu"}, "device must be auto, cpu, cuda"),
+    ]:
         with pytest.raises(InputError, match=message):
             load_transition_config(overrides=bad)
 
@@ -215,8 +221,10 @@ def test_verdict_never_calls_rounding_a_win_or_a_loss():
     rows = []
     for i in range(12):
         base = 0.02 + 0.01 * i
-        rows += [{"method": "no_change", "role": "baseline", "condition": f"c{i}", "edistance": base},
-                 {"method": "jepa_set", "role": "jepa", "condition": f"c{i}", "edistance": base + 1e-10}]
+        rows += [
+            {"method": "no_change", "role": "baseline", "condition": f"c{i}", "edistance": base},
+            {"method": "jepa_set", "role": "jepa", "condition": f"c{i}", "edistance": base + 1e-10},
+        ]
     frame = pd.DataFrame(rows)
     for k in ("mse", "cosine_distance", "delta_pearson", "delta_pearson_top20_de", "top1", "mrr"):
         frame[k] = 0.5

@@ -14,8 +14,10 @@ from celljepa.splits import make_split_folds
 from celljepa.tl import fit_transition
 from celljepa.train.config import load_config
 
-SMALL = {"train": {"max_steps": 30, "batch_size": 64, "log_every": 10},
-         "model": {"n_hidden": 32, "predictor_hidden": 32, "n_latent": 16}}
+SMALL = {
+    "train": {"max_steps": 30, "batch_size": 64, "log_every": 10},
+    "model": {"n_hidden": 32, "predictor_hidden": 32, "n_latent": 16},
+}
 QUICK = TransitionConfig(max_steps=40, eval_every=10, set_size=32)
 
 
@@ -64,8 +66,7 @@ def test_the_fold_encoder_never_sees_test_perturbed_cells(scored, s1_fold, norma
     info = scored.params["jepa_encoder"]
     assert info["steps"] == 30 and info["dims"] == 16 and np.isfinite(info["effective_rank"])
     test_perturbed = set(s1_fold["test_cells"]) - set(norman.obs_names[norman.obs["is_control"].to_numpy(bool)])
-    seen = len(set(s1_fold["train_cells"]) | set(s1_fold["val_cells"])
-               | (set(s1_fold["test_cells"]) - test_perturbed))
+    seen = len(set(s1_fold["train_cells"]) | set(s1_fold["val_cells"]) | (set(s1_fold["test_cells"]) - test_perturbed))
     assert enc.train_info_["n_train_cells"] == seen
     assert seen + len(test_perturbed) == norman.n_obs and len(test_perturbed) > 0
 
@@ -77,8 +78,7 @@ def test_held_out_context_controls_are_inputs_only_unless_transductive(transduct
     sciplex = demo_datasets()["sciplex_gxe"]
     fold = make_split_folds(sciplex.obs, "S2_unseen_context", dataset_id="sciplex_gxe", n_folds=3, seed=0)[0]
     cfg = EvalConfig(transductive=transductive)
-    result = score_fold(sciplex, fold, config=cfg, jepa=load_config(overrides=SMALL), transition=QUICK,
-                        pca_twin=True)
+    result = score_fold(sciplex, fold, config=cfg, jepa=load_config(overrides=SMALL), transition=QUICK, pca_twin=True)
     held_ctrl = set(fold["test_cells"]) & set(sciplex.obs_names[sciplex.obs["is_control"].to_numpy(bool)])
     assert held_ctrl  # the held-out cell line's controls: where its predictions start
     fitted = len(fold["train_cells"]) + len(fold["val_cells"])
@@ -96,8 +96,10 @@ def test_held_out_context_controls_are_inputs_only_unless_transductive(transduct
     assert all(train.control_rows(x).size > 0 for x in ctx)
     # the transition decoder is fitted on the fittable rows only: opening them up changes its fit
     one_step = TransitionConfig(max_steps=1, eval_every=1)
-    w = [JEPATransition("set", one_step, space="pca").fit(dataclasses.replace(train, fit_rows=rows))._W
-         for rows in (train.fit_rows, None)]
+    w = [
+        JEPATransition("set", one_step, space="pca").fit(dataclasses.replace(train, fit_rows=rows))._W
+        for rows in (train.fit_rows, None)
+    ]
     assert (transductive and train.fit_rows is None) or not np.allclose(w[0].numpy(), w[1].numpy())
 
 
@@ -108,8 +110,9 @@ def test_predict_perturbation_returns_cells_ready_for_scanpy(norman):
     jepa = cj.models.CellJEPA(norman, config=load_config(overrides=SMALL)).train(progress=False)
     model = fit_transition(norman, jepa, config=QUICK, n_hvg=200, n_pcs=20)
     assert model.space_.n_pcs == 20 and len(model.space_.genes) == 200
-    pred = cj.tl.predict_perturbation(norman, model, perturbation="gene:KLF1|gene:NEW_GENE", context="k562",
-                                      n_cells=150)
+    pred = cj.tl.predict_perturbation(
+        norman, model, perturbation="gene:KLF1|gene:NEW_GENE", context="k562", n_cells=150
+    )
     assert pred.shape == (150, 200) and pred.obsm["X_jepa"].shape == (150, 16)
     assert pred.obsm["X_eval"].shape == (150, 20) and np.isfinite(pred.X).all()
     assert pred.obs["is_predicted"].all() and not pred.obs["is_control"].any()

@@ -153,7 +153,7 @@ def test_action_predictor_centres_each_set_on_its_own_mean():
     action = ((pred.embed(tokens) + pred.gene(gene_vec)) * mask.unsqueeze(-1)).sum(1)
     expect, start = [], 0
     for k, n in enumerate(sizes.tolist()):
-        part = z[start:start + n]
+        part = z[start : start + n]
         head = pred.net(torch.cat([part - part.mean(0), action[k].expand(n, -1)], dim=1))
         expect.append(part + head)
         start += n

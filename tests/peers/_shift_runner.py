@@ -30,8 +30,9 @@ def run(workdir, request, train):
         shifts = {}
         for p in np.unique(pert[fit & ~ctrl]):
             rows = fit & (pert == p)
-            shifts[p] = np.mean([x[rows & (ctx == c)].mean(axis=0) - means[c]
-                                 for c in np.unique(ctx[rows]) if c in means], axis=0)
+            shifts[p] = np.mean(
+                [x[rows & (ctx == c)].mean(axis=0) - means[c] for c in np.unique(ctx[rows]) if c in means], axis=0
+            )
         time.sleep(float(request["params"].get("sleep", 0)))
     predicted, not_covered = {}, {}
     with clock("predict"):
@@ -40,14 +41,37 @@ def run(workdir, request, train):
                 not_covered[q["key"]] = "perturbation unseen in training"
                 continue
             predicted[q["key"]] = x[start_cells(train, q["context"])] + shifts[q["perturbation"]]
-    fit = fit_record(unit="epoch", trained=1, max_=1, best=1, monitor="none", stopped_by="max_epochs",
-                     train_loss=[0.0], val_loss=[], validation={"how": "none"}, scaling={"rule": "none"},
-                     n_cells_used=int(fit_rows(train).sum()), n_conditions_used=fit_conditions(train),
-                     shifted=sorted(shifts))
-    write_result(workdir, predicted, train.var_names, {
-        "peer": request["peer"], "version": "test", "seed": request["seed"], "fit_s": clock.seconds["fit"],
-        "predict_s": clock.seconds["predict"], "params": request["params"], "fit": fit,
-        "not_covered": not_covered, "notes": "gene-space mean shift (exchange test)"})
+    fit = fit_record(
+        unit="epoch",
+        trained=1,
+        max_=1,
+        best=1,
+        monitor="none",
+        stopped_by="max_epochs",
+        train_loss=[0.0],
+        val_loss=[],
+        validation={"how": "none"},
+        scaling={"rule": "none"},
+        n_cells_used=int(fit_rows(train).sum()),
+        n_conditions_used=fit_conditions(train),
+        shifted=sorted(shifts),
+    )
+    write_result(
+        workdir,
+        predicted,
+        train.var_names,
+        {
+            "peer": request["peer"],
+            "version": "test",
+            "seed": request["seed"],
+            "fit_s": clock.seconds["fit"],
+            "predict_s": clock.seconds["predict"],
+            "params": request["params"],
+            "fit": fit,
+            "not_covered": not_covered,
+            "notes": "gene-space mean shift (exchange test)",
+        },
+    )
 
 
 if __name__ == "__main__":

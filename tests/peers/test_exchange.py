@@ -40,8 +40,11 @@ def shift_peer(monkeypatch, tmp_path):
     folder.mkdir()
     shutil.copy(RUNNERS / "_common.py", folder / "_common.py")
     shutil.copy(HERE / "_shift_runner.py", folder / "shift.py")
-    monkeypatch.setitem(PEERS, "shift", PeerSpec(name="shift", title="mean shift (test)", module="json",
-                                                 runner=str(folder / "shift.py"), install=()))
+    monkeypatch.setitem(
+        PEERS,
+        "shift",
+        PeerSpec(name="shift", title="mean shift (test)", module="json", runner=str(folder / "shift.py"), install=()),
+    )
     monkeypatch.setenv("CELLJEPA_PEERS_HOME", str(tmp_path / "home"))
     return "shift"
 
@@ -56,8 +59,12 @@ def sciplex_fold():
 def _expected(adata, train, cond, refit=True):
     """The mean-shift prediction computed here, in gene space, from the cells the peer may fit on."""
     genes = train.space.gene_indices(adata.var_names)
-    x = np.asarray(adata.X[train.positions][:, genes].toarray() if hasattr(adata.X, "toarray")
-                   else adata.X[train.positions][:, genes], dtype=np.float64)
+    x = np.asarray(
+        adata.X[train.positions][:, genes].toarray()
+        if hasattr(adata.X, "toarray")
+        else adata.X[train.positions][:, genes],
+        dtype=np.float64,
+    )
     obs = train.obs
     ctrl = obs[C.IS_CONTROL].to_numpy(bool)
     ctx = obs[C.CONTEXT_ID].astype(str).to_numpy()
@@ -66,8 +73,9 @@ def _expected(adata, train, cond, refit=True):
         fit[rows] = True
     fit |= ctrl & train.fit_mask()
     rows = fit & (obs[C.PERTURBATION_ID].astype(str).to_numpy() == cond.perturbation_id)
-    shift = np.mean([x[rows & (ctx == c)].mean(0) - x[fit & ctrl & (ctx == c)].mean(0)
-                     for c in np.unique(ctx[rows])], axis=0)
+    shift = np.mean(
+        [x[rows & (ctx == c)].mean(0) - x[fit & ctrl & (ctx == c)].mean(0) for c in np.unique(ctx[rows])], axis=0
+    )
     return x[train.start_rows(cond.context_id)] + shift
 
 
@@ -130,7 +138,8 @@ def test_validation_fit_and_refit_use_different_cells(shift_peer, sciplex_fold, 
     assert record["n_conditions_fit"] == len(train.train_conditions) + len(train.val_conditions)
     first_fit = model.fits_["training conditions"]
     assert record["n_cells_fit"] > first_fit["n_cells_fit"] and first_fit["n_conditions_fit"] == len(
-        train.train_conditions)
+        train.train_conditions
+    )
     # the refit trained again: the validation conditions' own cells now move their perturbations' shifts
     changed = [c for c in val if not np.allclose(first[c], second[c])]
     assert changed
@@ -145,9 +154,27 @@ def test_each_fit_records_what_it_did(shift_peer, sciplex_fold):
     assert model.params()["fitted_on"] == "training + validation conditions"  # known before the run
     model.predict_many([c for c, _ in test])
     params = model.params()
-    for key in ("fitted_on", "n_cells_fit", "n_conditions_fit", "seed", "epochs_trained", "max_epochs", "best_epoch",
-                "stopped_by", "train_loss_last", "val_loss_last", "validation", "scaling", "fit_s", "predict_s",
-                "wall_s", "n_cells_used", "n_conditions_used", "version", "environment"):
+    for key in (
+        "fitted_on",
+        "n_cells_fit",
+        "n_conditions_fit",
+        "seed",
+        "epochs_trained",
+        "max_epochs",
+        "best_epoch",
+        "stopped_by",
+        "train_loss_last",
+        "val_loss_last",
+        "validation",
+        "scaling",
+        "fit_s",
+        "predict_s",
+        "wall_s",
+        "n_cells_used",
+        "n_conditions_used",
+        "version",
+        "environment",
+    ):
         assert key in params, key
     assert params["seed"] == 5 and params["epochs_trained"] == 1 and params["train_loss_last"] == [0.0]
     assert params["n_conditions_used"] == params["n_conditions_fit"]  # what the runner saw is what was sent
@@ -237,8 +264,10 @@ def test_benchmark_with_a_peer_and_resume(shift_peer, tmp_path):
     result = work / "result.json"
     assert result.is_file() and (work.parent / "train_seed0/result.json").is_file()
     fitted = json.loads(result.read_text())["fit"]
-    assert fitted["n_conditions_used"] > json.loads((work.parent / "train_seed0/result.json").read_text())["fit"][
-        "n_conditions_used"]
+    assert (
+        fitted["n_conditions_used"]
+        > json.loads((work.parent / "train_seed0/result.json").read_text())["fit"]["n_conditions_used"]
+    )
     per = pd.read_csv(fold / "per_condition.csv")
     assert (per["method"] == "shift").any()
     # the fold's predictions, cell-eval's layout: the peer's cells keep their own gene-space values
@@ -248,8 +277,7 @@ def test_benchmark_with_a_peer_and_resume(shift_peer, tmp_path):
     assert set(pred.obs.loc[pred.obs["method"] == "mean_shift", "gene_space"]) == {"reconstructed"}
     assert set(shift.obs["condition"]) == set(per.loc[per["method"] == "shift", "condition"])
     space = EvaluationSpace.load(fold / "eval_space.npz")
-    np.testing.assert_allclose(shift.obsm["X_eval"], space.transform(np.asarray(shift.X, dtype=np.float64)),
-                               atol=1e-3)
+    np.testing.assert_allclose(shift.obsm["X_eval"], space.transform(np.asarray(shift.X, dtype=np.float64)), atol=1e-3)
     # the same run again reads the fold back (the peer is not run a second time)
     result.unlink()
     again = benchmark(d, plan, out=tmp_path / "run", run=run, progress=False, max_folds=1, predictions=True)
@@ -290,8 +318,9 @@ def test_reuse_adds_a_peer_to_a_finished_run(shift_peer, tmp_path):
     d = {"sciplex_gxe": demo_datasets()["sciplex_gxe"]}
     plan = {"sciplex_gxe": {"S2_unseen_context": 3}}
     first = benchmark(d, plan, out=tmp_path / "a", run=RunConfig(), progress=False, max_folds=1)
-    added = benchmark(d, plan, out=tmp_path / "b", run=RunConfig(peers=("shift",)), progress=False, max_folds=1,
-                      reuse=tmp_path / "a")
+    added = benchmark(
+        d, plan, out=tmp_path / "b", run=RunConfig(peers=("shift",)), progress=False, max_folds=1, reuse=tmp_path / "a"
+    )
     a, b = first["sciplex_gxe/S2_unseen_context"], added["sciplex_gxe/S2_unseen_context"]
     assert set(b["methods"]) == set(a["methods"]) | {"shift"}
     for method, stats in a["methods"].items():  # the stored methods' scores are carried over exactly
@@ -343,10 +372,8 @@ def test_identical_files_are_shared_between_environments(tmp_path):
         return tmp_path / name
 
     big, other = b"t" * 200_000, b"u" * 200_000
-    old = env("old", {"torch/lib.so": big, "torch/small.py": b"s" * 10, "scipy/x.so": big,
-                      "numpy/core.so": other})
-    new = env("new", {"torch/lib.so": big, "torch/small.py": b"s" * 10, "scipy/x.so": other,
-                      "numpy/core.so": big})
+    old = env("old", {"torch/lib.so": big, "torch/small.py": b"s" * 10, "scipy/x.so": big, "numpy/core.so": other})
+    new = env("new", {"torch/lib.so": big, "torch/small.py": b"s" * 10, "scipy/x.so": other, "numpy/core.so": big})
     elsewhere = env("py310", {"torch/lib.so": big})
     (elsewhere / "lib" / "python3.11").rename(elsewhere / "lib" / "python3.10")
     site_new, site_old = (p / "lib" / "python3.11" / "site-packages" for p in (new, old))

@@ -36,8 +36,9 @@ def _load(name: str):
 rules = _load("_rules")
 
 
-@pytest.mark.parametrize(("n_train", "batch"), [(100, 32), (640, 32), (2_600, 130), (20_000, 1000), (41_000, 2048),
-                                                (500_000, 2048)])
+@pytest.mark.parametrize(
+    ("n_train", "batch"), [(100, 32), (640, 32), (2_600, 130), (20_000, 1000), (41_000, 2048), (500_000, 2048)]
+)
 def test_cpa_batch_gives_an_epoch_at_least_twenty_updates(n_train, batch):
     got = rules.cpa_settings(n_train)
     assert got["batch_size"] == batch
@@ -46,8 +47,10 @@ def test_cpa_batch_gives_an_epoch_at_least_twenty_updates(n_train, batch):
         assert n_train // got["batch_size"] >= 20
 
 
-@pytest.mark.parametrize(("n_cells", "batch", "patience", "epochs"), [(300, 13, 462, 1848), (1_341, 32, 256, 1022),
-                                                                   (13_766, 32, 25, 100), (40_000, 32, 25, 100)])
+@pytest.mark.parametrize(
+    ("n_cells", "batch", "patience", "epochs"),
+    [(300, 13, 462, 1848), (1_341, 32, 256, 1022), (13_766, 32, 25, 100), (40_000, 32, 25, 100)],
+)
 def test_scgen_counts_the_tutorials_patience_and_epochs_in_updates(n_cells, batch, patience, epochs):
     got = rules.scgen_settings(n_cells)
     assert (got["batch_size"], got["early_stopping_patience"], got["max_epochs"]) == (batch, patience, epochs)
@@ -122,12 +125,16 @@ def test_go_graph_matches_gears_rule_on_real_genes():
     genes = sorted(rng.choice(sorted(table), 300, replace=False).tolist() + ["TP53", "MDM2", "CDKN1A", "ATM"])
     sub = {g: table[g] for g in genes}
     graph = _build(sub, 5, "test")
-    ours = pd.DataFrame({"source": graph.genes[graph.source], "target": graph.genes[graph.target],
-                         "importance": graph.importance})
+    ours = pd.DataFrame(
+        {"source": graph.genes[graph.source], "target": graph.genes[graph.target], "importance": graph.importance}
+    )
     ref = _gears_reference(sub, genes, 5)
     key = ["target", "source"]
-    pd.testing.assert_frame_equal(ours.sort_values(key).reset_index(drop=True),
-                                  ref.sort_values(key).reset_index(drop=True)[ours.columns], check_dtype=False)
+    pd.testing.assert_frame_equal(
+        ours.sort_values(key).reset_index(drop=True),
+        ref.sort_values(key).reset_index(drop=True)[ours.columns],
+        check_dtype=False,
+    )
 
 
 def test_go_graph_spans_every_go_gene_and_is_cached(tmp_path, monkeypatch):
@@ -227,8 +234,16 @@ def test_the_receptive_field_gives_gears_the_same_embeddings(layers, tmp_path, m
     for g in perturbed[:-1]:
         np.testing.assert_allclose(part[g], full[g], rtol=1e-10, atol=1e-12)
     # without the compensating self-loops a boundary gene's degree (and every message it sends) would change
-    plain = GOGraph(sub.genes, sub.source[sub.source != sub.target], sub.target[sub.source != sub.target],
-                    sub.importance[sub.source != sub.target], sub.k, sub.digest, sub.n_pairs, sub.build_s)
+    plain = GOGraph(
+        sub.genes,
+        sub.source[sub.source != sub.target],
+        sub.target[sub.source != sub.target],
+        sub.importance[sub.source != sub.target],
+        sub.k,
+        sub.digest,
+        sub.n_pairs,
+        sub.build_s,
+    )
     assert not np.allclose(_gcn(plain, x, layers)["STAT1"], full["STAT1"])
     # the file GEARS's runner reads keeps every edge the runner's top-k cut would keep
     sub.save(tmp_path / "sub.npz")

@@ -15,16 +15,47 @@ import pytest  # noqa: E402
 
 import celljepa as cj  # noqa: E402
 
-VERDICT = {"dataset_id": "d", "split": "S1", "verdict": {
-    "model": "jepa_set", "baseline": "ridge", "outcome": "no detectable difference", "n": 12,
-    "edistance": {"diff": -0.1, "ci_low": -0.3, "ci_high": 0.1, "n": 12, "outcome": "no detectable difference"},
-    "secondary": {"delta_pearson": {"vs_comparator": {"diff": 0.1, "ci_low": -0.1, "ci_high": 0.3, "n": 12,
-                                                      "outcome": "no detectable difference"}}}}}
-METRICS = {"methods": {m: {"edistance": {"mean": v, "ci_low": v - 0.1, "ci_high": v + 0.1, "n": 5}}
-                       for m, v in (("no_change", 0.9), ("ridge", 0.4))}}
-ROWS = [{"dataset_id": "d", "split": "S1", "run": "r", "model": "jepa_set", "baseline": "ridge",
-         "outcome": "no detectable difference",
-         "n": 12, "old_protocol": False, "edistance": {"diff": -0.1, "ci_low": -0.3, "ci_high": 0.1}}]
+VERDICT = {
+    "dataset_id": "d",
+    "split": "S1",
+    "verdict": {
+        "model": "jepa_set",
+        "baseline": "ridge",
+        "outcome": "no detectable difference",
+        "n": 12,
+        "edistance": {"diff": -0.1, "ci_low": -0.3, "ci_high": 0.1, "n": 12, "outcome": "no detectable difference"},
+        "secondary": {
+            "delta_pearson": {
+                "vs_comparator": {
+                    "diff": 0.1,
+                    "ci_low": -0.1,
+                    "ci_high": 0.3,
+                    "n": 12,
+                    "outcome": "no detectable difference",
+                }
+            }
+        },
+    },
+}
+METRICS = {
+    "methods": {
+        m: {"edistance": {"mean": v, "ci_low": v - 0.1, "ci_high": v + 0.1, "n": 5}}
+        for m, v in (("no_change", 0.9), ("ridge", 0.4))
+    }
+}
+ROWS = [
+    {
+        "dataset_id": "d",
+        "split": "S1",
+        "run": "r",
+        "model": "jepa_set",
+        "baseline": "ridge",
+        "outcome": "no detectable difference",
+        "n": 12,
+        "old_protocol": False,
+        "edistance": {"diff": -0.1, "ci_low": -0.3, "ci_high": 0.1},
+    }
+]
 
 
 def _calls(demo):
@@ -48,8 +79,9 @@ def test_every_plot_function_has_the_same_keywords():
             assert params[key].default is default, (name, key)
 
 
-@pytest.mark.parametrize("name", ["benchmark", "condition_counts", "edistance", "jepa_training", "verdict",
-                                  "where_jepa_helps"])
+@pytest.mark.parametrize(
+    "name", ["benchmark", "condition_counts", "edistance", "jepa_training", "verdict", "where_jepa_helps"]
+)
 def test_one_contract(name, demo, tmp_path):
     call = _calls(demo)[name]
     # the default: axes back (one panel here), nothing shown on a non-interactive backend
@@ -73,8 +105,14 @@ def test_one_contract(name, demo, tmp_path):
 
 
 def test_ax_is_refused_for_a_plot_of_several_panels(tmp_path):
-    metrics = {"methods": {"a": {"edistance": {"mean": 1, "ci_low": 0, "ci_high": 2, "n": 3},
-                                 "mse": {"mean": 1, "ci_low": 0, "ci_high": 2, "n": 3}}}}
+    metrics = {
+        "methods": {
+            "a": {
+                "edistance": {"mean": 1, "ci_low": 0, "ci_high": 2, "n": 3},
+                "mse": {"mean": 1, "ci_low": 0, "ci_high": 2, "n": 3},
+            }
+        }
+    }
     fig, ax = plt.subplots()
     with pytest.raises(cj.InputError, match="ax= takes a plot of one panel; 2 metrics"):
         cj.pl.benchmark(metrics, ax=ax, show=False)

@@ -26,12 +26,15 @@ def test_from_model_and_run_folder(trained, tmp_path):
     model, run = trained
     fig = cj.pl.jepa_training(model, show=False, save=tmp_path / "a.png", return_fig=True)
     assert (tmp_path / "a.png").stat().st_size > 0
-    assert [ax.get_title() for ax in fig.axes] == ["loss (train)", "effective rank / dims", "min per-dim std",
-                                                  "mean pairwise cosine"]
+    assert [ax.get_title() for ax in fig.axes] == [
+        "loss (train)",
+        "effective rank / dims",
+        "min per-dim std",
+        "mean pairwise cosine",
+    ]
     assert len(fig.axes[0].lines) == 2  # the training curve and the evaluation-batch points
     plt.close(fig)
-    fig = cj.pl.jepa_training({"a": run, "b": run / "metrics.jsonl"}, metrics=("loss",), show=False,
-                              return_fig=True)
+    fig = cj.pl.jepa_training({"a": run, "b": run / "metrics.jsonl"}, metrics=("loss",), show=False, return_fig=True)
     assert len(fig.axes) == 1 and fig.axes[0].get_legend() is not None
     plt.close(fig)
 

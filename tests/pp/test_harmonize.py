@@ -22,8 +22,9 @@ def real(ingested):
 
 
 def _toy(names, var=None, values=None):
-    x = np.asarray(values if values is not None else np.arange(1, 2 * len(names) + 1).reshape(2, len(names)),
-                   dtype=np.float32)
+    x = np.asarray(
+        values if values is not None else np.arange(1, 2 * len(names) + 1).reshape(2, len(names)), dtype=np.float32
+    )
     return ad.AnnData(X=sp.csr_matrix(x), var=var if var is not None else pd.DataFrame(index=names))
 
 
@@ -83,8 +84,9 @@ def test_absent_genes_are_flagged_zero_columns_and_present_ones_keep_their_value
     for gene in h.var_names[~absent][:25]:
         src = list(pap.var_names).index(h.var.loc[gene, "source_id"])
         np.testing.assert_array_equal(h[:, gene].X.toarray().ravel(), pap.X[:, src].toarray().ravel())
-        np.testing.assert_array_equal(h[:, gene].layers["counts"].toarray().ravel(),
-                                      pap.layers["counts"][:, src].toarray().ravel())
+        np.testing.assert_array_equal(
+            h[:, gene].layers["counts"].toarray().ravel(), pap.layers["counts"][:, src].toarray().ravel()
+        )
     pd.testing.assert_frame_equal(h.obs, pap.obs)
     assert info["id"] == "foundation-v1" and info["sha256"] == fs.sha256
     h.write_h5ad(tmp_path / "h.h5ad")  # the record survives a round trip through the file
@@ -135,21 +137,25 @@ def test_stored_lists_are_versioned_and_hashed(tmp_path):
 
 
 def test_intersection_and_hvg_union_come_from_the_training_datasets_only(real):
-    data = {"kang2018": real["kang2018"], "papalexi2021": real["papalexi2021"],
-            "demo": real["perturbench_devel"]}
+    data = {"kang2018": real["kang2018"], "papalexi2021": real["papalexi2021"], "demo": real["perturbench_devel"]}
     inter = cj.datasets.build_feature_set(data, strategy="intersection", name="kang-demo", train=["kang2018", "demo"])
-    expected = [g for g in data["kang2018"].var_names
-                if g.upper() in {x.upper() for x in data["demo"].var_names}]
+    expected = [g for g in data["kang2018"].var_names if g.upper() in {x.upper() for x in data["demo"].var_names}]
     assert list(inter.genes) == expected and inter.sources == ("kang2018", "demo")
-    hvg = cj.datasets.build_feature_set(data, strategy="union_hvg", name="hvg", train=["kang2018", "demo"],
-                                  n_top_genes=200)
+    hvg = cj.datasets.build_feature_set(
+        data, strategy="union_hvg", name="hvg", train=["kang2018", "demo"], n_top_genes=200
+    )
     assert hvg.params == {"n_top_genes": 200} and 200 < len(hvg.genes) <= 400
     # the held-out dataset's values cannot move the list: scramble them and build again
     scrambled = data["papalexi2021"].copy()
     rng = np.random.default_rng(0)
     scrambled.X = sp.csr_matrix(rng.permutation(scrambled.X.toarray(), axis=1))
-    again = cj.datasets.build_feature_set({**data, "papalexi2021": scrambled}, strategy="union_hvg", name="hvg",
-                                    train=["kang2018", "demo"], n_top_genes=200)
+    again = cj.datasets.build_feature_set(
+        {**data, "papalexi2021": scrambled},
+        strategy="union_hvg",
+        name="hvg",
+        train=["kang2018", "demo"],
+        n_top_genes=200,
+    )
     assert again.genes == hvg.genes and again.sha256 == hvg.sha256
     # ... whereas training on it does (so the check above can fail)
     with_pap = cj.datasets.build_feature_set(data, strategy="union_hvg", name="hvg", n_top_genes=200)

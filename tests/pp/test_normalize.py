@@ -55,8 +55,11 @@ def test_declared_state_wins_over_detection(papalexi):
 
 @pytest.mark.parametrize(
     ("values", "match"),
-    [(np.array([[1.0, np.nan]]), "NaN/inf"), (np.array([[1.0, -2.0]]), "negative values"),
-     (np.array([[100.5, 3.2]]), "not log-transformed")],
+    [
+        (np.array([[1.0, np.nan]]), "NaN/inf"),
+        (np.array([[1.0, -2.0]]), "negative values"),
+        (np.array([[100.5, 3.2]]), "not log-transformed"),
+    ],
 )
 def test_bad_values_are_clear_errors(values, match):
     a = ad.AnnData(sp.csr_matrix(np.vstack([values, values])))

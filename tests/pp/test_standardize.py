@@ -12,8 +12,7 @@ import celljepa as cj
 
 def _adata(labels, **cols) -> ad.AnnData:
     obs = pd.DataFrame({"label": labels, **cols}, index=[f"c{i}" for i in range(len(labels))])
-    return ad.AnnData(np.ones((len(labels), 3), dtype=np.float32), obs=obs,
-                      var=pd.DataFrame(index=["G1", "G2", "G3"]))
+    return ad.AnnData(np.ones((len(labels), 3), dtype=np.float32), obs=obs, var=pd.DataFrame(index=["G1", "G2", "G3"]))
 
 
 def test_combos_are_sorted_and_controls_dropped_from_combos():
@@ -42,8 +41,9 @@ def test_unknown_perturbation_type_is_a_clear_error():
 
 def test_dose_and_time_parsing():
     a = _adata(["control", "d1", "d1", "d1"], dose=["0", "10", "1+1", None], t=["24h", "30min", "2d", 6])
-    cj.pp.standardize(a, perturbation_key="label", control_values="control", dose_key="dose", time_key="t",
-                      perturbation_kind="drug")
+    cj.pp.standardize(
+        a, perturbation_key="label", control_values="control", dose_key="dose", time_key="t", perturbation_kind="drug"
+    )
     np.testing.assert_allclose(a.obs["dose"].to_numpy(), [0.0, 10.0, 1.0, np.nan])
     np.testing.assert_allclose(a.obs["time_hours"].to_numpy(), [24.0, 0.5, 48.0, 6.0])
     assert a.obs["dose_raw"].tolist()[:2] == ["0", "10"]  # the source column is kept

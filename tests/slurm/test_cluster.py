@@ -24,9 +24,22 @@ pytestmark = pytest.mark.slurm
 
 BIN = str(Path(sys.executable).parent)
 ENV = {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '')}", "OMP_NUM_THREADS": "1"}
-TINY = ["--set", "model.n_latent=16", "--set", "model.n_hidden=32", "--set", "model.predictor_hidden=32",
-        "--set", "model.pointer_dim=8", "--set", "train.batch_size=64", "--set", "train.device=cpu",
-        "--set", "mask.kind=random"]
+TINY = [
+    "--set",
+    "model.n_latent=16",
+    "--set",
+    "model.n_hidden=32",
+    "--set",
+    "model.predictor_hidden=32",
+    "--set",
+    "model.pointer_dim=8",
+    "--set",
+    "train.batch_size=64",
+    "--set",
+    "train.device=cpu",
+    "--set",
+    "mask.kind=random",
+]
 
 
 def _cluster_reason() -> str | None:
@@ -52,8 +65,9 @@ def cluster():
 
 
 def _celljepa(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "celljepa.cli", *args], cwd=cwd, env=ENV, capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "celljepa.cli", *args], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr
     return proc
 
@@ -76,8 +90,10 @@ def _wait(job_id: str, timeout: float = 600) -> list[dict]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         records = _job(job_id).get("records", [])
-        if records and all(r.get("JobState") in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY",
-                                                  "NODE_FAIL") for r in records):
+        if records and all(
+            r.get("JobState") in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL")
+            for r in records
+        ):
             return records
         time.sleep(1)
     pytest.fail(f"job {job_id} did not end within {timeout} s: {_states(job_id)}")
@@ -102,8 +118,9 @@ ablations:
 
 def test_sweep_job_array_runs_every_task_and_the_collect_job_merges_them(tmp_path):
     (tmp_path / "grid.yaml").write_text(GRID)
-    out = _celljepa("slurm", "sweep", "--time", "20", "--submit", "--", "--grid", "grid.yaml", "--out", "sw",
-                    cwd=tmp_path).stdout.split()
+    out = _celljepa(
+        "slurm", "sweep", "--time", "20", "--submit", "--", "--grid", "grid.yaml", "--out", "sw", cwd=tmp_path
+    ).stdout.split()
     assert len(out) == 2 and all(x.isdigit() for x in out), out
     array_id, collect_id = out
     tasks = _wait(array_id)
@@ -125,10 +142,29 @@ def test_sweep_job_array_runs_every_task_and_the_collect_job_merges_them(tmp_pat
 def test_usr1_checkpoints_requeues_and_the_job_resumes(ingested, tmp_path):
     steps = 1500
     run = tmp_path / "run"
-    job = _celljepa("slurm", "pretrain", "--time", "30", "--signal-seconds", "60", "--submit", "--",
-                    str(ingested["kang2018"]), "--out", "run", "--set", f"train.max_steps={steps}",
-                    "--set", "train.log_every=50", "--set", "train.checkpoint_every=50",
-                    "--set", "train.eval_every=500", *TINY, cwd=tmp_path).stdout.strip()
+    job = _celljepa(
+        "slurm",
+        "pretrain",
+        "--time",
+        "30",
+        "--signal-seconds",
+        "60",
+        "--submit",
+        "--",
+        str(ingested["kang2018"]),
+        "--out",
+        "run",
+        "--set",
+        f"train.max_steps={steps}",
+        "--set",
+        "train.log_every=50",
+        "--set",
+        "train.checkpoint_every=50",
+        "--set",
+        "train.eval_every=500",
+        *TINY,
+        cwd=tmp_path,
+    ).stdout.strip()
     assert job.isdigit(), job
     deadline = time.monotonic() + 300
     while not (run / "checkpoints" / "last.pt").is_file():
@@ -155,10 +191,28 @@ def test_usr1_checkpoints_requeues_and_the_job_resumes(ingested, tmp_path):
 
 def test_srun_two_rank_gloo_run_matches_one_process(ingested, tmp_path):
     args = [str(ingested["kang2018"]), "--set", "train.max_steps=20", "--set", "train.log_every=5", *TINY]
-    job = _celljepa("slurm", "pretrain", "--time", "20", "--ntasks-per-node", "2", "--submit", "--", *args,
-                    "--out", "ddp", cwd=tmp_path).stdout.strip()
-    single = subprocess.run([sys.executable, "-m", "celljepa.cli", "pretrain", *args, "--out", "one", "--no-progress"],
-                            cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)
+    job = _celljepa(
+        "slurm",
+        "pretrain",
+        "--time",
+        "20",
+        "--ntasks-per-node",
+        "2",
+        "--submit",
+        "--",
+        *args,
+        "--out",
+        "ddp",
+        cwd=tmp_path,
+    ).stdout.strip()
+    single = subprocess.run(
+        [sys.executable, "-m", "celljepa.cli", "pretrain", *args, "--out", "one", "--no-progress"],
+        cwd=tmp_path,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert single.returncode == 0, single.stderr
     (record,) = _wait(job)
     log = _log(tmp_path / "ddp" / "slurm")
@@ -181,16 +235,30 @@ def test_sbatch_refusal_reaches_the_user(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "r" / "slurm" / "pretrain.sbatch").is_file()  # kept, to submit by hand
 
 
-BENCH = ["--max-folds", "1", "--jepa-steps", "400", "--jepa-set", "model.n_hidden=32", "--jepa-set",
-         "model.predictor_hidden=32", "--jepa-set", "model.n_latent=16", "--jepa-set", "train.batch_size=64",
-         "--transition-set", "max_steps=60"]
+BENCH = [
+    "--max-folds",
+    "1",
+    "--jepa-steps",
+    "400",
+    "--jepa-set",
+    "model.n_hidden=32",
+    "--jepa-set",
+    "model.predictor_hidden=32",
+    "--jepa-set",
+    "model.n_latent=16",
+    "--jepa-set",
+    "train.batch_size=64",
+    "--transition-set",
+    "max_steps=60",
+]
 
 
 def test_benchmark_array_requeues_a_signalled_task_and_collects(tmp_path):
     """5 fold tasks of the demo as a job array; task 0 gets SIGUSR1 mid-fold, exits 75, is requeued and finishes;
     the collect job then merges all 5 folds."""
-    out = _celljepa("slurm", "benchmark", "--time", "20", "--submit", "--", "--out", "bm", *BENCH,
-                    cwd=tmp_path).stdout.split()
+    out = _celljepa(
+        "slurm", "benchmark", "--time", "20", "--submit", "--", "--out", "bm", *BENCH, cwd=tmp_path
+    ).stdout.split()
     assert len(out) == 2 and all(x.isdigit() for x in out), out
     array_id, collect_id = out
     lock = tmp_path / "bm" / "norman2019" / "S1_unseen_perturbation" / "split_seed0" / "fold0" / ".celljepa.lock"
@@ -212,20 +280,48 @@ def test_benchmark_array_requeues_a_signalled_task_and_collects(tmp_path):
     (collect,) = _wait(collect_id)
     assert collect["JobState"] == "COMPLETED", _log(tmp_path / "bm" / "slurm")
     combined = json.loads((tmp_path / "bm" / "metrics_combined.json").read_text())
-    assert set(combined["results"]) == {"norman2019/S1_unseen_perturbation", "norman2019/S1g_unseen_genes",
-                                        "norman2019/S3_unseen_combo", "sciplex_gxe/S1_unseen_perturbation",
-                                        "sciplex_gxe/S2_unseen_context"}
+    assert set(combined["results"]) == {
+        "norman2019/S1_unseen_perturbation",
+        "norman2019/S1g_unseen_genes",
+        "norman2019/S3_unseen_combo",
+        "sciplex_gxe/S1_unseen_perturbation",
+        "sciplex_gxe/S2_unseen_context",
+    }
     assert combined["provenance"]["folds_resumed"] == 5  # the collect job computed nothing
     assert "jepa_set" in combined["results"]["norman2019/S1_unseen_perturbation"]["methods"]
 
 
 def test_holdout_encoder_array_then_fold_array_then_collect(tmp_path):
     """The holdout as three jobs: the encoders (array), the folds (array, afterok), the collect job (afterany)."""
-    out = _celljepa("slurm", "holdout", "--time", "20", "--submit", "--", "--data", "demo", "--holdout",
-                    "sciplex_gxe", "--max-folds", "1", "--jepa-steps", "12", "--jepa-set", "model.n_hidden=32",
-                    "--jepa-set", "model.predictor_hidden=32", "--jepa-set", "model.n_latent=16", "--jepa-set",
-                    "train.batch_size=64", "--transition-set", "max_steps=20", "--out", "ho",
-                    cwd=tmp_path).stdout.split()
+    out = _celljepa(
+        "slurm",
+        "holdout",
+        "--time",
+        "20",
+        "--submit",
+        "--",
+        "--data",
+        "demo",
+        "--holdout",
+        "sciplex_gxe",
+        "--max-folds",
+        "1",
+        "--jepa-steps",
+        "12",
+        "--jepa-set",
+        "model.n_hidden=32",
+        "--jepa-set",
+        "model.predictor_hidden=32",
+        "--jepa-set",
+        "model.n_latent=16",
+        "--jepa-set",
+        "train.batch_size=64",
+        "--transition-set",
+        "max_steps=20",
+        "--out",
+        "ho",
+        cwd=tmp_path,
+    ).stdout.split()
     assert len(out) == 3 and all(x.isdigit() for x in out), out
     encoders, folds, collect = out
     logs = lambda: _log(tmp_path / "ho" / "slurm")  # noqa: E731
@@ -235,8 +331,10 @@ def test_holdout_encoder_array_then_fold_array_then_collect(tmp_path):
     (record,) = _wait(collect)
     assert record["JobState"] == "COMPLETED", logs()
     result = json.loads((tmp_path / "ho" / "holdout.json").read_text())
-    assert result["holdout"] == "sciplex_gxe" and "jepa_set_others" in result["prediction"][
-        "S1_unseen_perturbation"]["methods"]
+    assert (
+        result["holdout"] == "sciplex_gxe"
+        and "jepa_set_others" in result["prediction"]["S1_unseen_perturbation"]["methods"]
+    )
     assert (tmp_path / "ho" / "encoders" / "self" / "inputs.json").is_file()
 
 
@@ -255,8 +353,14 @@ def test_cold_start_after_the_daemons_died_mid_job_comes_up_idle(tmp_path):
     if match is None or os.geteuid() != 0:
         pytest.skip("the cluster was not started by local_cluster.sh as root; not restarting it")
     state = Path(match.group(1))
-    job = subprocess.run(["sbatch", "--parsable", "--wrap", "sleep 300"], capture_output=True, text=True,
-                         timeout=30, cwd=tmp_path, check=True).stdout.strip()
+    job = subprocess.run(
+        ["sbatch", "--parsable", "--wrap", "sleep 300"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=tmp_path,
+        check=True,
+    ).stdout.strip()
     deadline = time.monotonic() + 60
     while _states(job) != ["RUNNING"] and time.monotonic() < deadline:
         time.sleep(0.5)
@@ -267,13 +371,16 @@ def test_cold_start_after_the_daemons_died_mid_job_comes_up_idle(tmp_path):
     subprocess.run(["pkill", "-KILL", "-f", "^sleep 300$"], check=False)
     time.sleep(1)
 
-    started = subprocess.run(["bash", str(LOCAL_CLUSTER), "start", str(state)], capture_output=True, text=True,
-                             timeout=180)
+    started = subprocess.run(
+        ["bash", str(LOCAL_CLUSTER), "start", str(state)], capture_output=True, text=True, timeout=180
+    )
     assert started.returncode == 0, started.stderr
     assert "forgetting the jobs of its last run" in started.stderr
-    assert subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True,
-                          timeout=20).stdout.split() == ["idle"]
-    after = subprocess.run(["sbatch", "--parsable", "--wrap", "true"], capture_output=True, text=True, timeout=30,
-                           cwd=tmp_path, check=True).stdout.strip()
+    assert subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, timeout=20).stdout.split() == [
+        "idle"
+    ]
+    after = subprocess.run(
+        ["sbatch", "--parsable", "--wrap", "true"], capture_output=True, text=True, timeout=30, cwd=tmp_path, check=True
+    ).stdout.strip()
     assert int(after) > int(job), (job, after)
     assert [r["JobState"] for r in _wait(after, timeout=120)] == ["COMPLETED"]

@@ -24,8 +24,17 @@ HOSTILE_NAME = "x $(touch PWNED) ; touch PWNED2"
 RENDERINGS = {
     "minimal.sbatch": {"command": ["celljepa", "info"], "job_name": "minimal"},
     "full.sbatch": {
-        "command": ["celljepa", "sweep", "--grid", "configs/sweeps/my grid.yaml", "--out", "runs/ablations",
-                    "--task", ShellVar("SLURM_ARRAY_TASK_ID"), "--no-progress"],
+        "command": [
+            "celljepa",
+            "sweep",
+            "--grid",
+            "configs/sweeps/my grid.yaml",
+            "--out",
+            "runs/ablations",
+            "--task",
+            ShellVar("SLURM_ARRAY_TASK_ID"),
+            "--no-progress",
+        ],
         "job_name": "celljepa-full",
         "partition": "gpu",
         "account": "lab-42",
@@ -112,8 +121,8 @@ def _flags(text: str) -> dict[str, str | None]:
     """The #SBATCH flags as sbatch reads them; a shell (shlex) reads the same."""
     out = {}
     for line in _sbatch_lines(text):
-        words = _sbatch_words(line[len("#SBATCH "):])
-        assert words == shlex.split(line[len("#SBATCH "):]), line
+        words = _sbatch_words(line[len("#SBATCH ") :])
+        assert words == shlex.split(line[len("#SBATCH ") :]), line
         assert len(words) == 1, line
         name, sep, value = words[0].partition("=")
         out[name[2:]] = value if sep else None
@@ -140,15 +149,29 @@ def test_header_is_sorted_and_complete():
     text = render_sbatch(**RENDERINGS["full.sbatch"])
     lines = text.splitlines()
     assert lines[0] == "#!/bin/bash"
-    header = lines[1:1 + len(_sbatch_lines(text))]
+    header = lines[1 : 1 + len(_sbatch_lines(text))]
     assert header == _sbatch_lines(text), "#SBATCH lines come right after the shebang, in one block"
     names = [line.split()[1].split("=")[0] for line in header]
     assert names == sorted(names)
     assert _flags(text) == {
-        "account": "lab-42", "array": "0-3%2", "chdir": "/scratch/my project", "constraint": "a100|h100",
-        "cpus-per-task": "8", "error": "logs/%x-%A_%a.err", "exclusive": None, "gpus-per-node": "4",
-        "job-name": "celljepa-full", "mem": "256G", "nodes": "2", "ntasks-per-node": "4", "open-mode": "append",
-        "output": "logs/%x-%A_%a.out", "partition": "gpu", "qos": "long", "requeue": None, "signal": "USR1@600",
+        "account": "lab-42",
+        "array": "0-3%2",
+        "chdir": "/scratch/my project",
+        "constraint": "a100|h100",
+        "cpus-per-task": "8",
+        "error": "logs/%x-%A_%a.err",
+        "exclusive": None,
+        "gpus-per-node": "4",
+        "job-name": "celljepa-full",
+        "mem": "256G",
+        "nodes": "2",
+        "ntasks-per-node": "4",
+        "open-mode": "append",
+        "output": "logs/%x-%A_%a.out",
+        "partition": "gpu",
+        "qos": "long",
+        "requeue": None,
+        "signal": "USR1@600",
         "time": "2-00:00:00",
     }
     assert "#SBATCH --constraint='a100|h100'" in lines and "#SBATCH --chdir='/scratch/my project'" in lines
@@ -158,20 +181,27 @@ def test_header_is_sorted_and_complete():
 def test_body_order_and_requeue_block():
     text = render_sbatch(**RENDERINGS["full.sbatch"])
     body = text.split("\n\n", 1)[1].splitlines()
-    assert body[:4] == ["set -uo pipefail", "module load cuda/12.1", "source .venv/bin/activate",
-                        'export OMP_NUM_THREADS="${SLURM_CPUS_PER_TASK:-1}"']
+    assert body[:4] == [
+        "set -uo pipefail",
+        "module load cuda/12.1",
+        "source .venv/bin/activate",
+        'export OMP_NUM_THREADS="${SLURM_CPUS_PER_TASK:-1}"',
+    ]
     assert body[4].startswith("export MASTER_ADDR=") and body[5].startswith("export MASTER_PORT=")
-    assert body[6] == ("srun celljepa sweep --grid 'configs/sweeps/my grid.yaml' --out runs/ablations "
-                       '--task "${SLURM_ARRAY_TASK_ID}" --no-progress')
+    assert body[6] == (
+        "srun celljepa sweep --grid 'configs/sweeps/my grid.yaml' --out runs/ablations "
+        '--task "${SLURM_ARRAY_TASK_ID}" --no-progress'
+    )
     assert body[7] == "rc=$?"
     assert body[8] == f'if [ "$rc" -eq {REQUEUE_EXIT_CODE} ]; then'
     assert '    scontrol requeue "$SLURM_JOB_ID" && exit 0' in body
     assert body[-1] == 'exit "$rc"' and text.endswith('exit "$rc"\n')
 
 
-@pytest.mark.parametrize(("requeue", "signal", "has_flag", "has_block"),
-                         [(True, 300, True, True), (True, None, True, False), (False, 300, False, False),
-                          (False, None, False, False)])
+@pytest.mark.parametrize(
+    ("requeue", "signal", "has_flag", "has_block"),
+    [(True, 300, True, True), (True, None, True, False), (False, 300, False, False), (False, None, False, False)],
+)
 def test_requeue_needs_signal_for_the_checkpoint_block(requeue, signal, has_flag, has_block):
     text = render_sbatch(["celljepa", "info"], job_name="j", requeue=requeue, signal_seconds=signal)
     assert ("#SBATCH --requeue" in text) is has_flag
@@ -218,7 +248,7 @@ def test_hostile_values_round_trip_and_stay_inert(tmp_path):
     check = subprocess.run(["bash", "-n", str(script)], cwd=tmp_path, capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
     # The command words through a real shell (printf in place of srun) reach the program verbatim.
-    words = srun[len("srun "):]
+    words = srun[len("srun ") :]
     shown = subprocess.run(["bash", "-c", f"printf '%s\\0' {words}"], cwd=tmp_path, capture_output=True)
     assert shown.returncode == 0
     assert shown.stdout.decode().split("\0")[:-1] == kwargs["command"]
@@ -230,8 +260,13 @@ def test_shell_var_is_the_only_expansion(tmp_path):
     text = render_sbatch(["echo", ShellVar("TASK"), "${TASK}"], job_name="j")
     srun = next(line for line in text.splitlines() if line.startswith("srun "))
     assert srun == "srun echo \"${TASK}\" '${TASK}'"
-    shown = subprocess.run(["bash", "-c", srun.replace("srun echo ", "printf '%s\\n' ", 1)], cwd=tmp_path,
-                           capture_output=True, text=True, env={"TASK": "7 8", "PATH": os.environ["PATH"]})
+    shown = subprocess.run(
+        ["bash", "-c", srun.replace("srun echo ", "printf '%s\\n' ", 1)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={"TASK": "7 8", "PATH": os.environ["PATH"]},
+    )
     assert shown.stdout.splitlines() == ["7 8", "${TASK}"]
     for bad in ("1X", "A-B", "$X", "", "X}; rm -rf ~; {"):
         with pytest.raises(InputError, match="shell variable name"):
@@ -258,16 +293,27 @@ def test_good_times(good):
     assert f"--time={good}\n" in render_sbatch(["true"], job_name="j", time=good)
 
 
-@pytest.mark.parametrize("bad", ["48h", "1:2:3:4", "10:61:00", "1-24", "1-2:3:4:5", "", "abc", "-1", "2 days",
-                                 "12:00:99"])
+@pytest.mark.parametrize(
+    "bad", ["48h", "1:2:3:4", "10:61:00", "1-24", "1-2:3:4:5", "", "abc", "-1", "2 days", "12:00:99"]
+)
 def test_bad_times(bad):
     with pytest.raises(InputError, match=r"time .*Fix: use D-HH:MM:SS, HH:MM:SS, MM:SS, MM"):
         render_sbatch(["true"], job_name="j", time=bad)
 
 
-@pytest.mark.parametrize(("arg", "value"), [("nodes", 0), ("ntasks_per_node", 0), ("gpus_per_node", -1),
-                                            ("cpus_per_task", 0), ("signal_seconds", 0), ("nodes", True),
-                                            ("nodes", "2"), ("signal_seconds", -5)])
+@pytest.mark.parametrize(
+    ("arg", "value"),
+    [
+        ("nodes", 0),
+        ("ntasks_per_node", 0),
+        ("gpus_per_node", -1),
+        ("cpus_per_task", 0),
+        ("signal_seconds", 0),
+        ("nodes", True),
+        ("nodes", "2"),
+        ("signal_seconds", -5),
+    ],
+)
 def test_bad_counts_name_the_argument(arg, value):
     with pytest.raises(InputError, match=rf"^{arg} must be"):
         render_sbatch(["true"], job_name="j", **{arg: value})
@@ -279,24 +325,42 @@ def test_bad_extra_flag_names(name):
         render_sbatch(["true"], job_name="j", extra={name: "x"})
 
 
-@pytest.mark.parametrize("name", ["time", "nodes", "job-name", "signal", "requeue", "ntasks", "ntasks-per-node",
-                                  "array", "output", "open-mode", "chdir", "gpus-per-node"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "time",
+        "nodes",
+        "job-name",
+        "signal",
+        "requeue",
+        "ntasks",
+        "ntasks-per-node",
+        "array",
+        "output",
+        "open-mode",
+        "chdir",
+        "gpus-per-node",
+    ],
+)
 def test_extra_flags_may_not_collide(name):
     with pytest.raises(InputError, match=f"'{name}' collides with an argument of render_sbatch"):
         render_sbatch(["true"], job_name="j", extra={name: "1"})
 
 
-@pytest.mark.parametrize(("kwargs", "match"), [
-    ({"job_name": "a\nrm -rf ~"}, "job_name .* line break"),
-    ({"job_name": ""}, "job_name is empty"),
-    ({"partition": "gpu\r"}, "partition .* line break"),
-    ({"extra": {"comment": "a\nb"}}, r"extra\['comment'\] .* line break"),
-    ({"setup": ["module load x\nrm -rf ~"]}, r"setup\[0\] .* line break"),
-    ({"setup": "source .venv/bin/activate"}, "list of shell lines"),
-    ({"mem": "64 GB"}, "not a Slurm memory size"),
-    ({"array": "0-11%"}, "not a Slurm array spec"),
-    ({"array": "$(x)"}, "not a Slurm array spec"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"job_name": "a\nrm -rf ~"}, "job_name .* line break"),
+        ({"job_name": ""}, "job_name is empty"),
+        ({"partition": "gpu\r"}, "partition .* line break"),
+        ({"extra": {"comment": "a\nb"}}, r"extra\['comment'\] .* line break"),
+        ({"setup": ["module load x\nrm -rf ~"]}, r"setup\[0\] .* line break"),
+        ({"setup": "source .venv/bin/activate"}, "list of shell lines"),
+        ({"mem": "64 GB"}, "not a Slurm memory size"),
+        ({"array": "0-11%"}, "not a Slurm array spec"),
+        ({"array": "$(x)"}, "not a Slurm array spec"),
+    ],
+)
 def test_bad_values(kwargs, match):
     kwargs = {"job_name": "j", **kwargs}
     with pytest.raises(InputError, match=match):

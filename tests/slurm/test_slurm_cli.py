@@ -34,18 +34,48 @@ def _flag(text: str, name: str) -> str | None:
 
 
 def test_pretrain_script_written_into_the_run_folder(cwd, capsys):
-    argv = ["slurm", "pretrain", "--time", "12:00:00", "--gpus-per-node", "1", "--cpus-per-task", "8",
-            "--mem", "64G", "--partition", "gpu", "--setup", "source .venv/bin/activate",
-            "--sbatch", "qos=long", "--sbatch", "exclusive",
-            "--", "data/my screen.h5ad", "--out", "runs/p1", "--set", "train.ema=off"]
+    argv = [
+        "slurm",
+        "pretrain",
+        "--time",
+        "12:00:00",
+        "--gpus-per-node",
+        "1",
+        "--cpus-per-task",
+        "8",
+        "--mem",
+        "64G",
+        "--partition",
+        "gpu",
+        "--setup",
+        "source .venv/bin/activate",
+        "--sbatch",
+        "qos=long",
+        "--sbatch",
+        "exclusive",
+        "--",
+        "data/my screen.h5ad",
+        "--out",
+        "runs/p1",
+        "--set",
+        "train.ema=off",
+    ]
     assert _main(argv) == 0
     out, err = capsys.readouterr()
     script = cwd / "runs/p1/slurm/pretrain.sbatch"
     assert script.is_file() and script.stat().st_mode & 0o111
     assert out == script.read_text()
     assert err.splitlines()[-1] == "# written to runs/p1/slurm/pretrain.sbatch"
-    assert _srun(out) == ["celljepa", "pretrain", "data/my screen.h5ad", "--out", "runs/p1", "--set",
-                          "train.ema=off", "--no-progress"]
+    assert _srun(out) == [
+        "celljepa",
+        "pretrain",
+        "data/my screen.h5ad",
+        "--out",
+        "runs/p1",
+        "--set",
+        "train.ema=off",
+        "--no-progress",
+    ]
     assert _flag(out, "chdir") == str(cwd)
     assert _flag(out, "output") == str(cwd / "runs/p1/slurm/%x-%j.out")
     assert _flag(out, "job-name") == "celljepa-pretrain"
@@ -56,8 +86,26 @@ def test_pretrain_script_written_into_the_run_folder(cwd, capsys):
 
 
 def test_pretrain_keeps_no_progress_once_and_can_drop_the_signal(cwd, capsys):
-    assert _main(["slurm", "pretrain", "--signal-seconds", "0", "--no-requeue", "--job-name", "j",
-                  "--", "d.h5ad", "--out", "/abs/run", "--no-progress", "--restart"]) == 0
+    assert (
+        _main(
+            [
+                "slurm",
+                "pretrain",
+                "--signal-seconds",
+                "0",
+                "--no-requeue",
+                "--job-name",
+                "j",
+                "--",
+                "d.h5ad",
+                "--out",
+                "/abs/run",
+                "--no-progress",
+                "--restart",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert _srun(out)[-3:] == ["/abs/run", "--no-progress", "--restart"]
     assert _srun(out).count("--no-progress") == 1
@@ -71,13 +119,42 @@ def test_restart_in_a_requeueable_job_is_refused(cwd, capsys):
 
 
 def test_distributed_pretrain_and_transition(cwd, capsys):
-    assert _main(["slurm", "pretrain", "--nodes", "2", "--ntasks-per-node", "4", "--gpus-per-node", "4",
-                  "--", "d.h5ad", "--out", "run"]) == 0
+    assert (
+        _main(
+            [
+                "slurm",
+                "pretrain",
+                "--nodes",
+                "2",
+                "--ntasks-per-node",
+                "4",
+                "--gpus-per-node",
+                "4",
+                "--",
+                "d.h5ad",
+                "--out",
+                "run",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "export MASTER_ADDR=" in out and "export MASTER_PORT=" in out
     assert _flag(out, "nodes") == "2" and _flag(out, "ntasks-per-node") == "4"
-    argv = ["slurm", "transition", "--ntasks-per-node", "2", "--", "d.h5ad", "--jepa", "run", "--split-file",
-            "s.json", "--out", "tr"]
+    argv = [
+        "slurm",
+        "transition",
+        "--ntasks-per-node",
+        "2",
+        "--",
+        "d.h5ad",
+        "--jepa",
+        "run",
+        "--split-file",
+        "s.json",
+        "--out",
+        "tr",
+    ]
     assert _main(argv) == 0
     out = capsys.readouterr().out
     assert (cwd / "tr/slurm/transition.sbatch").read_text() == out
@@ -118,15 +195,42 @@ def test_benchmark_is_not_distributed(cwd, capsys):
 
 def test_benchmark_array_of_fold_tasks_and_collect(cwd, capsys):
     """One array task per fold task (the demo, one fold per split: 5), requeued on SIGUSR1; then a collect job."""
-    assert _main(["slurm", "benchmark", "--gpus-per-node", "1", "--max-parallel", "3", "--", "--out", "b",
-                  "--max-folds", "1", "--no-jepa"]) == 0
+    assert (
+        _main(
+            [
+                "slurm",
+                "benchmark",
+                "--gpus-per-node",
+                "1",
+                "--max-parallel",
+                "3",
+                "--",
+                "--out",
+                "b",
+                "--max-folds",
+                "1",
+                "--no-jepa",
+            ]
+        )
+        == 0
+    )
     out, err = capsys.readouterr()
     array = (cwd / "b/slurm/benchmark.sbatch").read_text()
     collect = (cwd / "b/slurm/collect.sbatch").read_text()
     assert out == array + collect and "afterany" in err
     assert _flag(array, "array") == "0-4%3" and _flag(array, "signal") == "USR1@300"
-    assert _srun(array) == ["celljepa", "benchmark", "--out", "b", "--max-folds", "1", "--no-jepa", "--task",
-                            "${SLURM_ARRAY_TASK_ID}", "--no-progress"]
+    assert _srun(array) == [
+        "celljepa",
+        "benchmark",
+        "--out",
+        "b",
+        "--max-folds",
+        "1",
+        "--no-jepa",
+        "--task",
+        "${SLURM_ARRAY_TASK_ID}",
+        "--no-progress",
+    ]
     assert "scontrol requeue" in array  # exit 75 (a task stopped by SIGUSR1) requeues it
     assert _srun(collect) == ["celljepa", "benchmark", "--out", "b", "--max-folds", "1", "--no-jepa", "--collect"]
     assert _flag(collect, "array") is None and "--requeue" not in collect
@@ -161,8 +265,21 @@ ablations:
 
 def test_sweep_array_and_collect(cwd, capsys):
     (cwd / "grid.yaml").write_text(GRID)
-    argv = ["slurm", "sweep", "--gpus-per-node", "1", "--max-parallel", "2", "--account", "lab",
-            "--", "--grid", "grid.yaml", "--out", "runs/sw"]
+    argv = [
+        "slurm",
+        "sweep",
+        "--gpus-per-node",
+        "1",
+        "--max-parallel",
+        "2",
+        "--account",
+        "lab",
+        "--",
+        "--grid",
+        "grid.yaml",
+        "--out",
+        "runs/sw",
+    ]
     assert _main(argv) == 0
     out, err = capsys.readouterr()
     sweep = (cwd / "runs/sw/slurm/sweep.sbatch").read_text()
@@ -172,8 +289,7 @@ def test_sweep_array_and_collect(cwd, capsys):
     assert _flag(sweep, "array") == "0-2%2"
     assert _flag(sweep, "output") == str(cwd / "runs/sw/slurm/%x-%A_%a.out")
     srun = next(line for line in sweep.splitlines() if line.startswith("srun "))
-    assert srun == ('srun celljepa sweep --grid grid.yaml --out runs/sw --task "${SLURM_ARRAY_TASK_ID}" '
-                    "--no-progress")
+    assert srun == ('srun celljepa sweep --grid grid.yaml --out runs/sw --task "${SLURM_ARRAY_TASK_ID}" --no-progress')
     assert _flag(collect, "array") is None and _flag(collect, "gpus-per-node") is None
     assert _srun(collect) == ["celljepa", "sweep", "--grid", "grid.yaml", "--out", "runs/sw", "--collect"]
     assert _flag(collect, "job-name") == "celljepa-sweep-collect" and _flag(collect, "account") == "lab"
@@ -213,8 +329,21 @@ def test_registered_in_the_main_cli(cwd, capsys):
 
 
 def test_holdout_arrays_encoders_then_folds_then_collect(cwd, capsys):
-    argv = ["slurm", "holdout", "--max-parallel", "2", "--", "--data", "demo", "--holdout", "sciplex_gxe",
-            "--max-folds", "2", "--out", "h"]
+    argv = [
+        "slurm",
+        "holdout",
+        "--max-parallel",
+        "2",
+        "--",
+        "--data",
+        "demo",
+        "--holdout",
+        "sciplex_gxe",
+        "--max-folds",
+        "2",
+        "--out",
+        "h",
+    ]
     assert _main(argv) == 0
     out, err = capsys.readouterr()
     enc = (cwd / "h/slurm/holdout-encoders.sbatch").read_text()

@@ -71,8 +71,12 @@ def combo_obs() -> pd.DataFrame:
         [
             ("c1", "control", 5),
             ("c2", "control", 5),
-            ("c1", "A", 3), ("c1", "B", 3), ("c1", "C", 3), ("c1", "D", 3),
-            ("c2", "A", 3), ("c2", "B", 3),
+            ("c1", "A", 3),
+            ("c1", "B", 3),
+            ("c1", "C", 3),
+            ("c1", "D", 3),
+            ("c2", "A", 3),
+            ("c2", "B", 3),
             ("c1", "A+B", 2),  # eligible (A, B in c1 and c2)
             ("c2", "A+B", 2),
             ("c1", "C+D", 2),  # eligible (c1 only)

@@ -138,8 +138,9 @@ def test_s1g_devel_multi_context(devel_obs):
 
 def test_s1g_drug_tokens_and_files(obs_factory, tmp_path):
     """Tokens are tokens: drug combinations split like gene pairs; unused_perturbations survives a file round trip."""
-    obs = obs_factory([("c1", "control", 4)] + [("c1", x, 3) for x in
-                                                 ("A", "B", "C", "D", "E", "F", "A+B", "C+D", "A+E", "B+F")])
+    obs = obs_factory(
+        [("c1", "control", 4)] + [("c1", x, 3) for x in ("A", "B", "C", "D", "E", "F", "A+B", "C+D", "A+E", "B+F")]
+    )
     obs["perturbation_tokens"] = obs["perturbation_tokens"].str.replace("gene:", "drug:")
     folds = make_split_folds(obs, S1G, dataset_id="toy", n_folds=3, seed=4)
     check_s1g(obs, folds)
@@ -147,7 +148,8 @@ def test_s1g_drug_tokens_and_files(obs_factory, tmp_path):
     paths = write_split_files(folds, tmp_path / "a")
     again = write_split_files(make_split_folds(obs, S1G, dataset_id="toy", n_folds=3, seed=4), tmp_path / "b")
     assert [hashlib.sha256(p.read_bytes()).hexdigest() for p in paths] == [
-        hashlib.sha256(p.read_bytes()).hexdigest() for p in again]
+        hashlib.sha256(p.read_bytes()).hexdigest() for p in again
+    ]
     assert paths[0].name == f"toy.{S1G}.seed4.fold0.json"
     for fold, path in zip(folds, paths, strict=True):
         assert read_split(path) == fold and "unused_perturbations" in json.loads(path.read_text())
@@ -177,8 +179,23 @@ def test_s1g_fold_without_a_test_perturbation(obs_factory):
 def test_s1g_cli(ingested, tmp_path):
     from celljepa.cli import main
 
-    assert main(["splits", str(ingested["perturbench_devel"]), "--split", S1G, "--seed", "1", "--folds", "4",
-                 "--out", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "splits",
+                str(ingested["perturbench_devel"]),
+                "--split",
+                S1G,
+                "--seed",
+                "1",
+                "--folds",
+                "4",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     files = sorted(tmp_path.glob(f"perturbench_devel.{S1G}.seed1.fold*.json"))
     assert len(files) == 4
     obs = read_quiet(ingested["perturbench_devel"]).obs

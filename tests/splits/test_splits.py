@@ -171,8 +171,15 @@ def test_s3_eligibility_synthetic(combo_obs):
 
 def test_s2_control_only_context_goes_to_train(obs_factory):
     obs = obs_factory(
-        [("c1", "control", 3), ("c1", "A", 2), ("c2", "control", 3), ("c2", "A", 2),
-         ("c3", "control", 3), ("c3", "B", 2), ("c4", "control", 3)]
+        [
+            ("c1", "control", 3),
+            ("c1", "A", 2),
+            ("c2", "control", 3),
+            ("c2", "A", 2),
+            ("c3", "control", 3),
+            ("c3", "B", 2),
+            ("c4", "control", 3),
+        ]
     )
     folds = make_split_folds(obs, S2, dataset_id="toy", n_folds=3, val_fraction=0.0)
     c4 = set(obs.index[obs["context_id"] == "c4"])

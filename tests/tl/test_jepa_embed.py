@@ -35,8 +35,9 @@ def test_copy_key_added_and_h5ad_round_trip(k562_small, tmp_path):
 
 
 def test_trained_model_is_reused_and_matches(k562_small):
-    model = cj.models.CellJEPA(k562_small, n_latent=16, mask="random").train(max_steps=12, batch_size=64,
-                                                                               progress=False)
+    model = cj.models.CellJEPA(k562_small, n_latent=16, mask="random").train(
+        max_steps=12, batch_size=64, progress=False
+    )
     other = k562_small[:100].copy()
     cj.tl.jepa_embed(other, model, progress=False)
     assert np.array_equal(other.obsm["X_jepa"], model.get_latent_representation()[:100])

@@ -17,9 +17,17 @@ from celljepa.train.action import ActionSampler
 from celljepa.train.config import load_config
 from celljepa.train.loop import action_loss, build_modules
 
-CFG = {"model": {"n_hidden": 32, "n_latent": 8, "predictor_hidden": 32},
-       "train": {"action_weight": 1.0, "action_conditions": 4, "action_cells": 16, "max_steps": 30,
-                 "batch_size": 64, "log_every": 5}}
+CFG = {
+    "model": {"n_hidden": 32, "n_latent": 8, "predictor_hidden": 32},
+    "train": {
+        "action_weight": 1.0,
+        "action_conditions": 4,
+        "action_cells": 16,
+        "max_steps": 30,
+        "batch_size": 64,
+        "log_every": 5,
+    },
+}
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +51,7 @@ def test_sampler_draws_sets_of_one_condition_and_its_contexts_controls(norman):
     assert obs[C.IS_CONTROL].to_numpy(dtype=bool)[b["ctrl_rows"]].all()
     start = 0
     for c, n in zip(b["conditions"], b["sizes"], strict=True):
-        pert, ctrl = b["pert_rows"][start:start + n], b["ctrl_rows"][start:start + n]
+        pert, ctrl = b["pert_rows"][start : start + n], b["ctrl_rows"][start : start + n]
         assert set(pid[pert]) == {s.names[c].split("|", 1)[1]}
         assert set(obs[C.CONTEXT_ID].astype(str).to_numpy()[ctrl]) == {s.names[c].split("|", 1)[0]}
         start += n
@@ -68,8 +76,9 @@ def test_action_loss_trains_the_predictor_the_encoder_and_the_perturbed_genes_ve
     opt = torch.optim.SGD(modules.parameters(), lr=0.1)
     opt.step()
     opt.zero_grad()
-    action_loss(modules, CSRBatch.from_scipy(x[b["ctrl_rows"]]), CSRBatch.from_scipy(x[b["pert_rows"]]), b,
-                s).backward()
+    action_loss(
+        modules, CSRBatch.from_scipy(x[b["ctrl_rows"]]), CSRBatch.from_scipy(x[b["pert_rows"]]), b, s
+    ).backward()
     cols = np.unique(s.gene_col[b["conditions"]])
     cols = cols[cols >= 0]
     assert cols.size and modules["student"].gene_weight.grad[cols].abs().sum() > 0
@@ -112,13 +121,16 @@ def test_an_action_trained_encoder_saves_and_loads(norman, tmp_path):
     model.save(tmp_path / "m")
     again = cj.models.CellJEPA.load(tmp_path / "m")
     assert again.action_tokens_ == model.action_tokens_ and "action" in again.module_
-    np.testing.assert_allclose(again.get_latent_representation(norman), model.get_latent_representation(),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        again.get_latent_representation(norman), model.get_latent_representation(), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_keep_best_returns_the_weights_of_the_best_validation_step(norman, tmp_path):
-    cfg = {"model": {"n_hidden": 32, "n_latent": 8, "predictor_hidden": 32},
-           "train": {"max_steps": 30, "batch_size": 64, "eval_every": 10, "keep": "best", "lr": 0.05}}
+    cfg = {
+        "model": {"n_hidden": 32, "n_latent": 8, "predictor_hidden": 32},
+        "train": {"max_steps": 30, "batch_size": 64, "eval_every": 10, "keep": "best", "lr": 0.05},
+    }
     rows = np.arange(norman.n_obs)
     model = cj.models.CellJEPA(norman, config=cfg)
     model.train(progress=False, train_indices=rows[::2], eval_indices=rows[1::2], run_dir=tmp_path / "run")
@@ -126,8 +138,9 @@ def test_keep_best_returns_the_weights_of_the_best_validation_step(norman, tmp_p
     best = min(evals, key=lambda h: h["loss"])
     assert model.train_info_["kept"] == "best" and model.train_info_["kept_step"] == best["step"]
     from_best = cj.models.CellJEPA.load(tmp_path / "run" / "checkpoints" / "best.pt")
-    np.testing.assert_allclose(model.get_latent_representation(), from_best.get_latent_representation(norman),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        model.get_latent_representation(), from_best.get_latent_representation(norman), rtol=1e-5, atol=1e-5
+    )
     if best["step"] != 30:  # the last step's weights differ from the kept ones
         last = cj.models.CellJEPA.load(tmp_path / "run" / "checkpoints" / "last.pt")
         assert not np.allclose(model.get_latent_representation(), last.get_latent_representation(norman))

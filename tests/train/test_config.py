@@ -33,17 +33,20 @@ def test_digest_ignores_cadence_but_not_training():
     assert base.replace(train={"seed": 1}).digest() != base.digest()
 
 
-@pytest.mark.parametrize(("raw", "message"), [
-    ({"trian": {}}, "unknown section 'trian'. Did you mean 'train'?"),
-    ({"train": {"max_step": 5}}, "unknown key 'max_step'. Did you mean 'max_steps'"),
-    ({"mask": {"kind": "modules"}}, "got 'modules'. Did you mean 'module'?"),
-    ({"mask": {"ratio": 1.0}}, "mask.ratio must be in (0, 1)"),
-    ({"train": {"ema": "maybe"}}, "must be on/off"),
-    ({"train": {"batch_size": 1}}, "at least 2"),
-    ({"train": {"loss": "mse"}}, "train.loss must be one of cosine, smooth_l1, l2"),
-    ({"train": {"max_steps": 2.5}}, "must be an integer"),
-    ({"train": {"device": "tpu"}}, "train.device must be auto, cpu, cuda or cuda:N"),
-])
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"trian": {}}, "unknown section 'trian'. Did you mean 'train'?"),
+        ({"train": {"max_step": 5}}, "unknown key 'max_step'. Did you mean 'max_steps'"),
+        ({"mask": {"kind": "modules"}}, "got 'modules'. Did you mean 'module'?"),
+        ({"mask": {"ratio": 1.0}}, "mask.ratio must be in (0, 1)"),
+        ({"train": {"ema": "maybe"}}, "must be on/off"),
+        ({"train": {"batch_size": 1}}, "at least 2"),
+        ({"train": {"loss": "mse"}}, "train.loss must be one of cosine, smooth_l1, l2"),
+        ({"train": {"max_steps": 2.5}}, "must be an integer"),
+        ({"train": {"device": "tpu"}}, "train.device must be auto, cpu, cuda or cuda:N"),
+    ],
+)
 def test_bad_values_are_named(raw, message):
     with pytest.raises(InputError) as err:
         JEPAConfig.from_dict(raw)

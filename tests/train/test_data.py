@@ -21,8 +21,9 @@ def test_plan_is_deterministic_and_covers_each_epoch_once():
     for step in (0, 5, plan.batches_per_epoch, 3 * plan.batches_per_epoch + 2):  # any order, any step
         assert np.array_equal(again.rows_for_step(step), plan.rows_for_step(step))
     assert not np.array_equal(plan.epoch_order(0), plan.epoch_order(1))
-    assert not np.array_equal(BatchPlan(rows, batch_size=32, chunk_size=100, seed=5).epoch_order(0),
-                              plan.epoch_order(0))
+    assert not np.array_equal(
+        BatchPlan(rows, batch_size=32, chunk_size=100, seed=5).epoch_order(0), plan.epoch_order(0)
+    )
 
 
 def test_plan_shuffles_chunks_then_cells_inside_them():
@@ -72,8 +73,9 @@ def test_backed_source_serves_selected_columns_like_memory(small_h5ad):
     assert (got != mem.read(rows)).nnz == 0
     np.testing.assert_array_equal(got.toarray(), sp.csr_matrix(adata.X)[rows][:, cols].toarray())
     disk.select_columns([4, 0])  # a selection of the selection
-    np.testing.assert_array_equal(disk.read(rows[:20]).toarray(),
-                                  sp.csr_matrix(adata.X)[rows[:20]][:, cols[[4, 0]]].toarray())
+    np.testing.assert_array_equal(
+        disk.read(rows[:20]).toarray(), sp.csr_matrix(adata.X)[rows[:20]][:, cols[[4, 0]]].toarray()
+    )
     with pytest.raises(InputError, match=r"gene positions in \[0, 2\)"):
         disk.select_columns([2])
     disk.close()

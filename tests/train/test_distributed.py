@@ -17,33 +17,80 @@ from celljepa.cli import EXIT_INTERRUPTED
 from celljepa.train.checkpoint import load_checkpoint
 from celljepa.train.distributed import env_info
 
-pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
-                                reason="this torch build has no torch.distributed with gloo")
+pytestmark = pytest.mark.skipif(
+    not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
+    reason="this torch build has no torch.distributed with gloo",
+)
 
 # The 2-rank run and the single process differ only in the order of float sums (the gradient of a batch
 # split over two ranks, averaged by DDP); after 20 steps that is below 1e-6 on every weight.
 WEIGHT_ATOL = 1e-5
-TINY = ["--set", "model.n_latent=16", "--set", "model.n_hidden=32", "--set", "model.predictor_hidden=32",
-        "--set", "model.pointer_dim=8", "--set", "train.batch_size=64", "--set", "train.device=cpu",
-        "--set", "mask.kind=random", "--no-progress"]
+TINY = [
+    "--set",
+    "model.n_latent=16",
+    "--set",
+    "model.n_hidden=32",
+    "--set",
+    "model.predictor_hidden=32",
+    "--set",
+    "model.pointer_dim=8",
+    "--set",
+    "train.batch_size=64",
+    "--set",
+    "train.device=cpu",
+    "--set",
+    "mask.kind=random",
+    "--no-progress",
+]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def _args(h5ad, out, steps, every=10):
-    return ["pretrain", str(h5ad), "--out", str(out), "--set", f"train.max_steps={steps}", "--set",
-            "train.log_every=5", "--set", f"train.eval_every={every}", "--set", f"train.checkpoint_every={every}",
-            *TINY]
+    return [
+        "pretrain",
+        str(h5ad),
+        "--out",
+        str(out),
+        "--set",
+        f"train.max_steps={steps}",
+        "--set",
+        "train.log_every=5",
+        "--set",
+        f"train.eval_every={every}",
+        "--set",
+        f"train.checkpoint_every={every}",
+        *TINY,
+    ]
 
 
 def _single(h5ad, out, steps, **kw):
-    return subprocess.run([sys.executable, "-m", "celljepa.cli", *_args(h5ad, out, steps, **kw)], env=ENV,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "celljepa.cli", *_args(h5ad, out, steps, **kw)],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def _torchrun(h5ad, out, steps, **kw):
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                           "-m", "celljepa.cli", *_args(h5ad, out, steps, **kw)], env=ENV, capture_output=True,
-                          text=True, timeout=600)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "-m",
+            "celljepa.cli",
+            *_args(h5ad, out, steps, **kw),
+        ],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def _free_port() -> int:
@@ -57,10 +104,23 @@ def _ranks(h5ad, out, steps):
     port = _free_port()
     procs = []
     for rank in range(2):
-        env = {**ENV, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
-               "MASTER_PORT": str(port)}
-        procs.append(subprocess.Popen([sys.executable, "-m", "celljepa.cli", *_args(h5ad, out, steps)], env=env,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        env = {
+            **ENV,
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "WORLD_SIZE": "2",
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+        }
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "celljepa.cli", *_args(h5ad, out, steps)],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
     return procs
 
 
@@ -82,8 +142,15 @@ def _train_records(run):
 
 
 def test_env_info_reads_torchrun_and_srun_layouts(monkeypatch):
-    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_PROCID", "SLURM_STEP_NUM_TASKS", "SLURM_LOCALID",
-                 "SLURM_STEP_ID"):
+    for name in (
+        "RANK",
+        "WORLD_SIZE",
+        "LOCAL_RANK",
+        "SLURM_PROCID",
+        "SLURM_STEP_NUM_TASKS",
+        "SLURM_LOCALID",
+        "SLURM_STEP_ID",
+    ):
         monkeypatch.delenv(name, raising=False)
     assert env_info() is None
     monkeypatch.setenv("SLURM_NTASKS", "4")  # the batch script of a 4-task job is still one process
@@ -125,9 +192,25 @@ def test_two_rank_gloo_run_matches_single_process_with_the_same_global_batch(ing
 
 def test_ddp_refuses_a_batch_that_does_not_split_over_the_ranks(ingested, tmp_path):
     h5ad = ingested["kang2018"]
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                           "-m", "celljepa.cli", *_args(h5ad, tmp_path / "odd", 4), "--set", "train.batch_size=63"],
-                          env=ENV, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "-m",
+            "celljepa.cli",
+            *_args(h5ad, tmp_path / "odd", 4),
+            "--set",
+            "train.batch_size=63",
+        ],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode != 0
     assert "cannot be split evenly over 2 ranks" in proc.stderr and "multiple of 2" in proc.stderr
 
@@ -161,8 +244,13 @@ def test_resume_under_ddp_and_checkpoints_move_between_ddp_and_one_process(inges
 
     # 2. a single process stopped by SIGUSR1, resumed under DDP (torchrun) to the end
     run = tmp_path / "single-then-ddp"
-    proc = subprocess.Popen([sys.executable, "-m", "celljepa.cli", *_args(h5ad, run, steps)], env=ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "celljepa.cli", *_args(h5ad, run, steps)],
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None:
         if (run / "checkpoints" / "last.pt").is_file():

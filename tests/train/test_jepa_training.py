@@ -15,11 +15,19 @@ import celljepa as cj
 from celljepa import CelljepaWarning, InputError
 from celljepa.train.checkpoint import TrainingInterrupted, load_checkpoint
 
-SMALL = {"model": {"n_latent": 16, "n_hidden": 32, "predictor_hidden": 32, "pointer_dim": 8},
-         "mask": {"kind": "random"},
-         "train": {"max_steps": 24, "batch_size": 64, "warmup_steps": 4, "log_every": 4, "eval_every": 8,
-                   "checkpoint_every": 8},
-         "data": {"eval_cells": 128}}
+SMALL = {
+    "model": {"n_latent": 16, "n_hidden": 32, "predictor_hidden": 32, "pointer_dim": 8},
+    "mask": {"kind": "random"},
+    "train": {
+        "max_steps": 24,
+        "batch_size": 64,
+        "warmup_steps": 4,
+        "log_every": 4,
+        "eval_every": 8,
+        "checkpoint_every": 8,
+    },
+    "data": {"eval_cells": 128},
+}
 
 
 def _cfg(**sections):
@@ -131,15 +139,18 @@ def test_save_load_and_gene_alignment(cells, tmp_path):
         cj.models.CellJEPA.load(folder, adata=cells[:, :200].copy())
 
 
-@pytest.mark.parametrize("change", [
-    {"train": {"ema": False}},
-    {"train": {"anticollapse": False}},
-    {"train": {"target": "cell", "loss": "l2"}},
-    {"train": {"loss": "smooth_l1"}},
-    {"model": {"expander_dim": 24}},
-    {"mask": {"kind": "block", "block_size": 16}},
-    {"mask": {"kind": "module", "gene_sets": "hallmark"}},
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"train": {"ema": False}},
+        {"train": {"anticollapse": False}},
+        {"train": {"target": "cell", "loss": "l2"}},
+        {"train": {"loss": "smooth_l1"}},
+        {"model": {"expander_dim": 24}},
+        {"mask": {"kind": "block", "block_size": 16}},
+        {"mask": {"kind": "module", "gene_sets": "hallmark"}},
+    ],
+)
 def test_ablation_switches_train(cells, change):
     model = cj.models.CellJEPA(cells, config=_cfg(**change)).train(progress=False)
     record = model.history_[-1]

@@ -17,8 +17,20 @@ from celljepa.train.config import JEPAConfig
 from celljepa.train.data import BalancedBatchPlan
 from celljepa.train.loop import _mask, build_modules, step_losses
 
-TINY = ["--set", "model.n_latent=16", "--set", "model.n_hidden=32", "--set", "model.predictor_hidden=32",
-        "--set", "model.pointer_dim=8", "--set", "train.batch_size=64", "--no-progress", "--fast-dev"]
+TINY = [
+    "--set",
+    "model.n_latent=16",
+    "--set",
+    "model.n_hidden=32",
+    "--set",
+    "model.predictor_hidden=32",
+    "--set",
+    "model.pointer_dim=8",
+    "--set",
+    "train.batch_size=64",
+    "--no-progress",
+    "--fast-dev",
+]
 
 
 def test_balanced_plan_gives_every_group_an_equal_share_and_is_a_function_of_the_step():
@@ -43,8 +55,10 @@ def test_balanced_plan_gives_every_group_an_equal_share_and_is_a_function_of_the
 
 
 def test_absent_genes_are_never_prediction_targets():
-    cfg = JEPAConfig().replace(model={"n_latent": 8, "n_hidden": 16, "predictor_hidden": 16, "pointer_dim": 4},
-                               mask={"kind": "random", "ratio": 0.9})
+    cfg = JEPAConfig().replace(
+        model={"n_latent": 8, "n_hidden": 16, "predictor_hidden": 16, "pointer_dim": 4},
+        mask={"kind": "random", "ratio": 0.9},
+    )
     modules = build_modules(40, cfg, seed=0)
     x = CSRBatch.from_scipy(sp.random(6, 40, density=0.5, format="csr", dtype="float32", random_state=0))
     present = torch.ones(6, 40, dtype=torch.bool)
@@ -95,8 +109,21 @@ def test_intersection_feature_set_is_built_from_the_training_files(ingested, tmp
     assert fs.strategy == "intersection" and fs.sources == ("kang2018", "perturbench_devel")
     result = json.loads((out / "eval.json").read_text())
     assert result["feature_set"]["absent_genes"] == {"kang2018": 0, "perturbench_devel": 0}
-    assert main(["pretrain", str(kang), "--split-file", "x.json", "--feature-set", "foundation-v1",
-                 "--out", str(tmp_path / "no")]) == 1
+    assert (
+        main(
+            [
+                "pretrain",
+                str(kang),
+                "--split-file",
+                "x.json",
+                "--feature-set",
+                "foundation-v1",
+                "--out",
+                str(tmp_path / "no"),
+            ]
+        )
+        == 1
+    )
 
 
 def test_dataset_covariate_is_learned_per_training_dataset_and_none_for_an_unseen_one(tmp_path):
@@ -104,9 +131,11 @@ def test_dataset_covariate_is_learned_per_training_dataset_and_none_for_an_unsee
 
     d = demo_datasets()
     both = cj.datasets.combine_datasets({"norman": d["norman2019"], "sciplex": d["sciplex_gxe"]}, "foundation-v1")
-    cfg = JEPAConfig().replace(model={"n_latent": 16, "n_hidden": 32, "predictor_hidden": 32, "pointer_dim": 8,
-                                      "dataset_covariate": True},
-                               train={"max_steps": 20, "batch_size": 64}, data={"balance_key": "dataset_id"})
+    cfg = JEPAConfig().replace(
+        model={"n_latent": 16, "n_hidden": 32, "predictor_hidden": 32, "pointer_dim": 8, "dataset_covariate": True},
+        train={"max_steps": 20, "batch_size": 64},
+        data={"balance_key": "dataset_id"},
+    )
     model = cj.models.CellJEPA(both, config=cfg).train(progress=False)
     assert model.covariate_names_ == ["norman", "sciplex"] and model.covariate_key_ == "dataset_id"
     weight = model.module_["student"].covariate.weight.detach()

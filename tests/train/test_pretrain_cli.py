@@ -17,19 +17,43 @@ from _realdata import read_quiet
 from celljepa.cli import EXIT_INTERRUPTED, main
 from celljepa.train.checkpoint import load_checkpoint
 
-TINY = ["--set", "model.n_latent=16", "--set", "model.n_hidden=32", "--set", "model.predictor_hidden=32",
-        "--set", "model.pointer_dim=8"]
+TINY = [
+    "--set",
+    "model.n_latent=16",
+    "--set",
+    "model.n_hidden=32",
+    "--set",
+    "model.predictor_hidden=32",
+    "--set",
+    "model.pointer_dim=8",
+]
 
 
 def test_fast_dev_run_on_kang_writes_every_output(ingested, tmp_path, capsys):
     out = tmp_path / "kang"
-    args = ["pretrain", str(ingested["kang2018"]), "--out", str(out), "--fast-dev", "--no-progress",
-            "--set", "mask.kind=module"]
+    args = [
+        "pretrain",
+        str(ingested["kang2018"]),
+        "--out",
+        str(out),
+        "--fast-dev",
+        "--no-progress",
+        "--set",
+        "mask.kind=module",
+    ]
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "effective rank" in printed and "cell_type" in printed
-    for name in ("config.yaml", "metrics.jsonl", "checkpoints/last.pt", "checkpoints/best.pt", "model/model.pt",
-                 "model/model.json", "embeddings.npz", "eval.json"):
+    for name in (
+        "config.yaml",
+        "metrics.jsonl",
+        "checkpoints/last.pt",
+        "checkpoints/best.pt",
+        "model/model.pt",
+        "model/model.json",
+        "embeddings.npz",
+        "eval.json",
+    ):
         assert (out / name).is_file(), name
     assert not list(out.rglob("*.tmp"))
     result = json.loads((out / "eval.json").read_text())
@@ -72,13 +96,33 @@ def test_fast_dev_run_on_kang_writes_every_output(ingested, tmp_path, capsys):
 
 def test_split_restricts_training_cells(ingested, tmp_path):
     splits = tmp_path / "splits"
-    assert main(["splits", str(ingested["kang2018"]), "--split", "S2_unseen_context", "--folds", "3",
-                 "--out", str(splits)]) == 0
+    assert (
+        main(
+            ["splits", str(ingested["kang2018"]), "--split", "S2_unseen_context", "--folds", "3", "--out", str(splits)]
+        )
+        == 0
+    )
     split = sorted(splits.glob("*fold0.json"))[0]
     fold = json.loads(split.read_text())
     out = tmp_path / "run"
-    assert main(["pretrain", str(ingested["kang2018"]), "--split-file", str(split), "--out", str(out), "--fast-dev",
-                 "--no-progress", "--set", "mask.kind=random", *TINY]) == 0
+    assert (
+        main(
+            [
+                "pretrain",
+                str(ingested["kang2018"]),
+                "--split-file",
+                str(split),
+                "--out",
+                str(out),
+                "--fast-dev",
+                "--no-progress",
+                "--set",
+                "mask.kind=random",
+                *TINY,
+            ]
+        )
+        == 0
+    )
     result = json.loads((out / "eval.json").read_text())
     assert result["n_train_cells"] == len(fold["train_cells"]) < 1975
     assert result["split"]["split_name"] == "S2_unseen_context"
@@ -99,9 +143,27 @@ def test_config_mismatch_and_bad_override(ingested, tmp_path, capsys):
 
 
 def _pretrain_cmd(h5ad, out, steps):
-    return [sys.executable, "-m", "celljepa.cli", "pretrain", str(h5ad), "--out", str(out), "--no-progress",
-            "--set", "mask.kind=random", "--set", f"train.max_steps={steps}", "--set", "train.log_every=1",
-            "--set", "train.checkpoint_every=1000", "--set", "train.eval_every=1000", *TINY]
+    return [
+        sys.executable,
+        "-m",
+        "celljepa.cli",
+        "pretrain",
+        str(h5ad),
+        "--out",
+        str(out),
+        "--no-progress",
+        "--set",
+        "mask.kind=random",
+        "--set",
+        f"train.max_steps={steps}",
+        "--set",
+        "train.log_every=1",
+        "--set",
+        "train.checkpoint_every=1000",
+        "--set",
+        "train.eval_every=1000",
+        *TINY,
+    ]
 
 
 def test_sigusr1_from_outside_checkpoints_exits_75_and_resume_matches(ingested, tmp_path):
@@ -110,8 +172,9 @@ def test_sigusr1_from_outside_checkpoints_exits_75_and_resume_matches(ingested, 
     ref = tmp_path / "ref"
     subprocess.run(_pretrain_cmd(h5ad, ref, steps), check=True, env=env, capture_output=True)
     run = tmp_path / "run"
-    proc = subprocess.Popen(_pretrain_cmd(h5ad, run, steps), env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        _pretrain_cmd(h5ad, run, steps), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     metrics = run / "metrics.jsonl"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:

@@ -30,8 +30,9 @@ CLAIMS_FILE = "claims.json"
 CLAIMS_LOCK = ".claims.lock"
 
 
-def claims_inputs(datasets: dict[str, AnnData], jobs, run: RunConfig, *,
-                  fingerprints: dict[str, str] | None = None) -> str:
+def claims_inputs(
+    datasets: dict[str, AnnData], jobs, run: RunConfig, *, fingerprints: dict[str, str] | None = None
+) -> str:
     """Digest of everything the claims family depends on: the data, the folds and the evaluation settings.
 
     ``fingerprints`` (dataset id -> :func:`~celljepa.bench.tasks.data_fingerprint`) saves hashing the data again
@@ -39,14 +40,23 @@ def claims_inputs(datasets: dict[str, AnnData], jobs, run: RunConfig, *,
     """
     fingerprints = fingerprints or {}
     ids = sorted({job[0] for job in jobs})
-    record = {"data": {d: fingerprints.get(d) or data_fingerprint(datasets[d]) for d in ids},
-              "folds": [[d, split, int(s), fold] for d, split, s, fold in jobs],
-              "evaluation": {str(s): dataclasses.asdict(run.evaluation_for(s)) for s in sorted({j[2] for j in jobs})}}
+    record = {
+        "data": {d: fingerprints.get(d) or data_fingerprint(datasets[d]) for d in ids},
+        "folds": [[d, split, int(s), fold] for d, split, s, fold in jobs],
+        "evaluation": {str(s): dataclasses.asdict(run.evaluation_for(s)) for s in sorted({j[2] for j in jobs})},
+    }
     return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def claims_family(datasets: dict[str, AnnData], jobs, run: RunConfig, *, progress: bool = False,
-                  when: str = "before any model was fitted", inputs: str | None = None) -> tuple[dict, dict]:
+def claims_family(
+    datasets: dict[str, AnnData],
+    jobs,
+    run: RunConfig,
+    *,
+    progress: bool = False,
+    when: str = "before any model was fitted",
+    inputs: str | None = None,
+) -> tuple[dict, dict]:
     """The claims family of a run from the data and the splits alone, before any model is fitted.
 
     Each fold's effect filter (:func:`~celljepa.bench.evaluate.fold_effects`: evaluation space on its training
@@ -59,8 +69,9 @@ def claims_family(datasets: dict[str, AnnData], jobs, run: RunConfig, *, progres
     inputs = inputs or claims_inputs(datasets, jobs, run)
     effects: dict = {}
     parts: dict[str, list[pd.DataFrame]] = {}
-    for dataset_id, split, s, fold in tqdm(jobs, desc="claims family (effect filter)", unit="fold",
-                                           disable=not progress):
+    for dataset_id, split, s, fold in tqdm(
+        jobs, desc="claims family (effect filter)", unit="fold", disable=not progress
+    ):
         frame = fold_effects(datasets[dataset_id], fold, run.evaluation_for(s))
         effects[(dataset_id, split, s, fold["fold"])] = frame
         parts.setdefault(f"{dataset_id}/{split}", []).append(frame.reset_index())
@@ -68,15 +79,26 @@ def claims_family(datasets: dict[str, AnnData], jobs, run: RunConfig, *, progres
     for key, frames in parts.items():
         flags = pooled_effects(pd.concat(frames, ignore_index=True), effect_alpha=run.evaluation.effect_alpha)
         n = int(flags["has_effect"].sum())
-        rows[key] = {"n_test": int(len(flags)), "n_effect": n,
-                     "claimable": claimable(n, run.evaluation.min_conditions)}
-    return {"rule": CLAIMS_RULE, "computed": f"from the data and the splits alone, {when}",
-            "min_conditions": run.evaluation.min_conditions, "inputs": inputs, "rows": rows}, effects
+        rows[key] = {"n_test": int(len(flags)), "n_effect": n, "claimable": claimable(n, run.evaluation.min_conditions)}
+    return {
+        "rule": CLAIMS_RULE,
+        "computed": f"from the data and the splits alone, {when}",
+        "min_conditions": run.evaluation.min_conditions,
+        "inputs": inputs,
+        "rows": rows,
+    }, effects
 
 
-def fixed_claims(out: Path, datasets: dict[str, AnnData], jobs, run: RunConfig, *, progress: bool = False,
-                 when: str = "before any model was fitted",
-                 fingerprints: dict[str, str] | None = None) -> tuple[dict, dict]:
+def fixed_claims(
+    out: Path,
+    datasets: dict[str, AnnData],
+    jobs,
+    run: RunConfig,
+    *,
+    progress: bool = False,
+    when: str = "before any model was fitted",
+    fingerprints: dict[str, str] | None = None,
+) -> tuple[dict, dict]:
     """The run's claims family, computed once: ``OUT/claims.json`` read back, or computed and written.
 
     The file is read back when it was computed from the same inputs (:func:`claims_inputs`: data, folds,
@@ -106,6 +128,8 @@ def check_claims(claims: dict, combined: dict) -> None:
     for key, m in combined.items():
         want = claims["rows"].get(key, {}).get("n_effect")
         if want is not None and want != m["n_effect_conditions"]:
-            raise CelljepaError(f"{key}: {m['n_effect_conditions']} conditions with an effect after fitting, {want} "
-                                "before: the effect filter must not depend on the methods. This is a bug; please "
-                                "report it with the run folder.")
+            raise CelljepaError(
+                f"{key}: {m['n_effect_conditions']} conditions with an effect after fitting, {want} "
+                "before: the effect filter must not depend on the methods. This is a bug; please "
+                "report it with the run folder."
+            )

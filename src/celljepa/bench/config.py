@@ -93,16 +93,23 @@ class RunConfig:
         unknown = [p for p in self.peer_params if p not in self.peers]
         if unknown:
             raise InputError(f"settings for peer(s) {unknown} that the run does not score (peers: {list(self.peers)}).")
-        bad = {p: n for p, n in self.peer_seeds.items() if (p != "*" and p not in self.peers)
-               or isinstance(n, bool) or not isinstance(n, int) or n < 1}
+        bad = {
+            p: n
+            for p, n in self.peer_seeds.items()
+            if (p != "*" and p not in self.peers) or isinstance(n, bool) or not isinstance(n, int) or n < 1
+        }
         if bad:
-            raise InputError(f"peer_seeds {bad}: give {{peer: number of model seeds >= 1}} for peers the run scores "
-                             f"({list(self.peers)}), or '*' for all.")
+            raise InputError(
+                f"peer_seeds {bad}: give {{peer: number of model seeds >= 1}} for peers the run scores "
+                f"({list(self.peers)}), or '*' for all."
+            )
         object.__setattr__(self, "split_seeds", _seeds("split_seeds", self.split_seeds))
         object.__setattr__(self, "model_seeds", _seeds("model_seeds", self.model_seeds))
         if self.evaluation.seed not in (EvalConfig().seed, self.split_seeds[0]):
-            raise InputError(f"EvalConfig.seed={self.evaluation.seed} and split_seeds={list(self.split_seeds)}: the "
-                             "split seeds are given once, in split_seeds (each fold's evaluation takes its own).")
+            raise InputError(
+                f"EvalConfig.seed={self.evaluation.seed} and split_seeds={list(self.split_seeds)}: the "
+                "split seeds are given once, in split_seeds (each fold's evaluation takes its own)."
+            )
         object.__setattr__(self, "evaluation", dataclasses.replace(self.evaluation, seed=self.split_seeds[0]))
         if self.jepa_steps is not None and (isinstance(self.jepa_steps, bool) or int(self.jepa_steps) < 1):
             raise InputError(f"jepa_steps must be a positive integer, got {self.jepa_steps!r}.")
@@ -137,9 +144,16 @@ class RunConfig:
         Each keeps its exchange files and log under ``workdir/<peer>/seed<k>`` when ``workdir`` is given.
         """
         seed = self.model_seeds[0] if seed is None else int(seed)
-        return [PeerModel(name, seed=seed, params=self.peer_params.get(name),
-                          workdir=None if workdir is None else Path(workdir) / name / f"seed{seed}")
-                for name in self.peers if seed in self.seeds_of_peer(name)]
+        return [
+            PeerModel(
+                name,
+                seed=seed,
+                params=self.peer_params.get(name),
+                workdir=None if workdir is None else Path(workdir) / name / f"seed{seed}",
+            )
+            for name in self.peers
+            if seed in self.seeds_of_peer(name)
+        ]
 
     def transition_for(self, model_seed: int) -> TransitionConfig:
         """The transition config of ``model_seed`` (seed and device from this run)."""

@@ -66,17 +66,30 @@ def new_run(path: Path, kind: str) -> dict:
         ``ablations`` (ablation.json rows), ``missing`` (unfinished sweep tasks) and ``holdout``
         (``{"train_datasets", "test_dataset", "split", "metrics"}`` per cross-dataset result).
     """
-    return {"path": str(path), "kind": kind, "label": "", "versions": {}, "date": None, "date_source": None,
-            "wall_time_s": None, "summary": "", "results": {}, "per_fold": [], "ablations": [], "missing": [],
-            "holdout": []}
+    return {
+        "path": str(path),
+        "kind": kind,
+        "label": "",
+        "versions": {},
+        "date": None,
+        "date_source": None,
+        "wall_time_s": None,
+        "summary": "",
+        "results": {},
+        "per_fold": [],
+        "ablations": [],
+        "missing": [],
+        "holdout": [],
+    }
 
 
 def _read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError) as err:
-        raise InputError(f"cannot read {path}: {err}. Fix: rerun the command that wrote it, or leave this run "
-                         "out of --runs.") from None
+        raise InputError(
+            f"cannot read {path}: {err}. Fix: rerun the command that wrote it, or leave this run out of --runs."
+        ) from None
 
 
 def _recorded(data: Mapping) -> dict:
@@ -97,8 +110,10 @@ def _load_benchmark(path: Path) -> dict:
     marker = path / "metrics_combined.json"
     data = _read_json(marker)
     if not isinstance(data.get("results"), dict):
-        raise InputError(f"{marker} has no 'results': not a benchmark's metrics_combined.json. Fix: point --runs "
-                         "at the folder `celljepa benchmark --out` wrote.")
+        raise InputError(
+            f"{marker} has no 'results': not a benchmark's metrics_combined.json. Fix: point --runs "
+            "at the folder `celljepa benchmark --out` wrote."
+        )
     bad = [k for k, m in data["results"].items() if not isinstance(m, dict) or "methods" not in m]
     if bad:
         raise InputError(f"{marker}: results {bad} have no 'methods'. Fix: rerun the benchmark that wrote it.")
@@ -106,9 +121,16 @@ def _load_benchmark(path: Path) -> dict:
     run["date"], run["date_source"] = _date(run["versions"], marker)
     run["wall_time_s"] = data.get("wall_time_s")
     run["results"] = dict(data["results"])
-    run["per_fold"] = [{"dataset_id": r["dataset_id"], "split": r["split"], "fold": r["fold"],
-                        "timings": dict(r.get("timings") or {}), "task": None}
-                       for r in data.get("per_fold", [])]
+    run["per_fold"] = [
+        {
+            "dataset_id": r["dataset_id"],
+            "split": r["split"],
+            "fold": r["fold"],
+            "timings": dict(r.get("timings") or {}),
+            "task": None,
+        }
+        for r in data.get("per_fold", [])
+    ]
     n = len(data.get("per_fold", []))
     run["summary"] = f"{len(run['results'])} dataset × split, {n} fold{'' if n == 1 else 's'}"
     return run
@@ -120,26 +142,39 @@ def _load_fold(path: Path) -> dict:
     config = _read_json(path / "config.json")
     missing = [k for k in ("methods", "dataset_id", "split") if k not in metrics]
     if missing:
-        raise InputError(f"{path / 'metrics.json'} lacks {missing}: not a run folder's metrics.json. Fix: point "
-                         "--runs at a folder written by `celljepa eval-baselines` or `celljepa train-transition`.")
+        raise InputError(
+            f"{path / 'metrics.json'} lacks {missing}: not a run folder's metrics.json. Fix: point "
+            "--runs at a folder written by `celljepa eval-baselines` or `celljepa train-transition`."
+        )
     run["versions"] = _recorded(config)
     run["date"], run["date_source"] = _date(run["versions"], path / "metrics.json")
     timings = dict(metrics.get("timings") or config.get("timings_s") or {})
     run["wall_time_s"] = timings.get("total_s")
     fold, n_folds = metrics.get("fold", config.get("fold")), config.get("n_folds")
-    run["results"] = {f"{metrics['dataset_id']}/{metrics['split']}": {**metrics, "fold": fold,
-                                                                       "n_folds_split": n_folds}}
+    run["results"] = {
+        f"{metrics['dataset_id']}/{metrics['split']}": {**metrics, "fold": fold, "n_folds_split": n_folds}
+    }
     if timings:
-        run["per_fold"] = [{"dataset_id": metrics["dataset_id"], "split": metrics["split"], "fold": fold,
-                            "timings": timings, "task": None}]
+        run["per_fold"] = [
+            {
+                "dataset_id": metrics["dataset_id"],
+                "split": metrics["split"],
+                "fold": fold,
+                "timings": timings,
+                "task": None,
+            }
+        ]
     run["summary"] = f"{metrics['dataset_id']} {metrics['split']} fold {fold}" + (f" of {n_folds}" if n_folds else "")
     return run
 
 
 def _sweep_tasks(path: Path) -> list[Path]:
     """Task folders of a sweep (``<ablation>/seed<k>[/fold<f>]/metrics_combined.json``) that are present."""
-    return sorted(p.parent for p in list(path.glob("*/seed*/metrics_combined.json"))
-                  + list(path.glob("*/seed*/fold*/metrics_combined.json")))
+    return sorted(
+        p.parent
+        for p in list(path.glob("*/seed*/metrics_combined.json"))
+        + list(path.glob("*/seed*/fold*/metrics_combined.json"))
+    )
 
 
 def _load_sweep(path: Path) -> dict:
@@ -147,8 +182,10 @@ def _load_sweep(path: Path) -> dict:
     marker = path / "ablation.json"
     data = _read_json(marker)
     if not isinstance(data.get("rows"), list):
-        raise InputError(f"{marker} has no 'rows': not a sweep's ablation.json. Fix: run `celljepa sweep --grid "
-                         f"GRID --out {path} --collect` first.")
+        raise InputError(
+            f"{marker} has no 'rows': not a sweep's ablation.json. Fix: run `celljepa sweep --grid "
+            f"GRID --out {path} --collect` first."
+        )
     run["ablations"] = list(data["rows"])
     run["missing"] = list(data.get("missing") or [])
     tasks = _sweep_tasks(path)
@@ -159,15 +196,23 @@ def _load_sweep(path: Path) -> dict:
         run["versions"] = run["versions"] or _recorded(combined)
         if combined.get("wall_time_s") is not None:
             walls.append(float(combined["wall_time_s"]))
-        run["per_fold"] += [{"dataset_id": r["dataset_id"], "split": r["split"], "fold": r["fold"],
-                             "timings": dict(r.get("timings") or {}), "task": name}
-                            for r in combined.get("per_fold", [])]
+        run["per_fold"] += [
+            {
+                "dataset_id": r["dataset_id"],
+                "split": r["split"],
+                "fold": r["fold"],
+                "timings": dict(r.get("timings") or {}),
+                "task": name,
+            }
+            for r in combined.get("per_fold", [])
+        ]
     run["date"], run["date_source"] = _date(run["versions"], marker)
     run["wall_time_s"] = sum(walls) if walls else None
     run["task_folders"] = len(tasks)
     finished, total = data.get("finished", len(run["ablations"])), data.get("tasks", "?")
-    run["summary"] = (f"{finished}/{total} sweep tasks, {len(run['ablations'])} rows"
-                      + (f"; {len(tasks)} task folder(s) timed" if tasks else "; task folders not present"))
+    run["summary"] = f"{finished}/{total} sweep tasks, {len(run['ablations'])} rows" + (
+        f"; {len(tasks)} task folder(s) timed" if tasks else "; task folders not present"
+    )
     return run
 
 
@@ -185,17 +230,35 @@ def _load_holdout(path: Path) -> dict:
     run["wall_time_s"] = data.get("wall_time_s")
     for split, m in data["prediction"].items():
         run["results"][f"{data['holdout']}/{split}"] = m
-        run["holdout"].append({"train_datasets": list(data["pretrained_on"]), "test_dataset": data["holdout"],
-                               "split": split, "metrics": m, "others_vs_self": m.get("others_vs_self", {}),
-                               "transfer": data["transfer"]["knn"]})
-    run["per_fold"] = [{"dataset_id": data["holdout"], "split": "S4_holdout_dataset", "fold": "all",
-                        "timings": dict(data.get("timings") or {}), "task": None}]
+        run["holdout"].append(
+            {
+                "train_datasets": list(data["pretrained_on"]),
+                "test_dataset": data["holdout"],
+                "split": split,
+                "metrics": m,
+                "others_vs_self": m.get("others_vs_self", {}),
+                "transfer": data["transfer"]["knn"],
+            }
+        )
+    run["per_fold"] = [
+        {
+            "dataset_id": data["holdout"],
+            "split": "S4_holdout_dataset",
+            "fold": "all",
+            "timings": dict(data.get("timings") or {}),
+            "task": None,
+        }
+    ]
     run["summary"] = f"{data['holdout']} held out, encoder pretrained on {', '.join(data['pretrained_on'])}"
     return run
 
 
-LOADERS: dict[str, Callable[[Path], dict]] = {"holdout": _load_holdout, "benchmark": _load_benchmark,
-                                              "sweep": _load_sweep, "fold": _load_fold}
+LOADERS: dict[str, Callable[[Path], dict]] = {
+    "holdout": _load_holdout,
+    "benchmark": _load_benchmark,
+    "sweep": _load_sweep,
+    "fold": _load_fold,
+}
 
 
 def detect_kind(path: str | os.PathLike) -> str:
@@ -214,14 +277,17 @@ def detect_kind(path: str | os.PathLike) -> str:
     folder = Path(path)
     if not folder.is_dir():
         what = "does not exist" if not folder.exists() else "is a file, not a run folder"
-        raise InputError(f"run '{folder}' {what}. Fix: pass run folders to --runs (a benchmark, a fold run or a "
-                         "sweep folder).")
+        raise InputError(
+            f"run '{folder}' {what}. Fix: pass run folders to --runs (a benchmark, a fold run or a sweep folder)."
+        )
     for kind, files in KIND_FILES.items():
         if all((folder / f).is_file() for f in files):
             return kind
     looked = "; ".join(f"{' + '.join(files)} ({kind})" for kind, files in KIND_FILES.items())
-    raise InputError(f"'{folder}' is not a run folder: none of {looked} is in it. Fix: pass the folder that "
-                     "`celljepa benchmark`, `eval-baselines`, `train-transition` or `sweep` wrote.")
+    raise InputError(
+        f"'{folder}' is not a run folder: none of {looked} is in it. Fix: pass the folder that "
+        "`celljepa benchmark`, `eval-baselines`, `train-transition` or `sweep` wrote."
+    )
 
 
 def load_run(path: str | os.PathLike) -> dict:
@@ -296,19 +362,33 @@ def _verdict_rows(runs: list[dict]) -> list[dict]:
                 continue
             v, means = m["verdict"], {k: s["edistance"]["mean"] for k, s in m["methods"].items()}
             old = _old_protocol(m)
-            rows.append({"run": run["label"], "dataset_id": m.get("dataset_id", key.split("/")[0]),
-                         "split": m.get("split", key.split("/")[-1]), "folds": _folds_text(m), "n": v["n"],
-                         "n_without_effect": v.get("n_without_effect"),
-                         "split_seeds": m.get("split_seeds"), "model_seeds": m.get("model_seeds"),
-                         "provisional": m.get("provisional"),
-                         "baseline": v["baseline"], "baseline_edistance": (v.get("means") or {}).get("baseline",
-                                                                                                    means[v["baseline"]]),
-                         "comparator_reason": v.get("comparator_reason"),
-                         "model": v["model"], "model_edistance": (v.get("means") or {}).get("model", means[v["model"]]),
-                         "edistance": dict(v["edistance"]), "secondary": _clean(v.get("secondary") or {}),
-                         "claimable": v.get("claimable"), "seed_means": dict(v.get("seed_means") or {}),
-                         "outcome": old or v["outcome"], "old_protocol": bool(old),
-                         "vs_pca_twin": _twin_row(v), "methods": sorted(m["methods"]), "superseded_by": None})
+            rows.append(
+                {
+                    "run": run["label"],
+                    "dataset_id": m.get("dataset_id", key.split("/")[0]),
+                    "split": m.get("split", key.split("/")[-1]),
+                    "folds": _folds_text(m),
+                    "n": v["n"],
+                    "n_without_effect": v.get("n_without_effect"),
+                    "split_seeds": m.get("split_seeds"),
+                    "model_seeds": m.get("model_seeds"),
+                    "provisional": m.get("provisional"),
+                    "baseline": v["baseline"],
+                    "baseline_edistance": (v.get("means") or {}).get("baseline", means[v["baseline"]]),
+                    "comparator_reason": v.get("comparator_reason"),
+                    "model": v["model"],
+                    "model_edistance": (v.get("means") or {}).get("model", means[v["model"]]),
+                    "edistance": dict(v["edistance"]),
+                    "secondary": _clean(v.get("secondary") or {}),
+                    "claimable": v.get("claimable"),
+                    "seed_means": dict(v.get("seed_means") or {}),
+                    "outcome": old or v["outcome"],
+                    "old_protocol": bool(old),
+                    "vs_pca_twin": _twin_row(v),
+                    "methods": sorted(m["methods"]),
+                    "superseded_by": None,
+                }
+            )
     _mark_superseded(rows)
     return rows
 
@@ -331,24 +411,34 @@ def _mark_superseded(rows: list[dict]) -> None:
         for j, other in enumerate(rows):
             if j == i or other["old_protocol"] or other["superseded_by"]:
                 continue
-            if all(row[k] == other[k] for k in _SAME_TEST) and pool <= set(other["methods"]) \
-                    and (pool < set(other["methods"]) or j > i):
+            if (
+                all(row[k] == other[k] for k in _SAME_TEST)
+                and pool <= set(other["methods"])
+                and (pool < set(other["methods"]) or j > i)
+            ):
                 row["superseded_by"], row["outcome"] = other["run"], "superseded"
                 break
 
 
 def _family_size(verdicts: list[dict]) -> int:
     """Claims of the merged runs on E-distance, each counted in its own run's family (not corrected again)."""
-    return sum(1 for r in verdicts if not r["old_protocol"] and not r.get("superseded_by") and r.get("claimable")
-               for _ in ([r["edistance"]] + ([r["vs_pca_twin"]] if r["vs_pca_twin"]
-                                             and not r["vs_pca_twin"].get("same_as_comparator") else [])))
+    return sum(
+        1
+        for r in verdicts
+        if not r["old_protocol"] and not r.get("superseded_by") and r.get("claimable")
+        for _ in (
+            [r["edistance"]]
+            + ([r["vs_pca_twin"]] if r["vs_pca_twin"] and not r["vs_pca_twin"].get("same_as_comparator") else [])
+        )
+    )
 
 
 def _role(m: Mapping, method: str) -> str:
     roles = m.get("roles")
     if roles and method in roles:
-        return {"baseline": "baseline", "pca_twin": "PCA twin", "peer": "peer", "jepa": "JEPA"}.get(roles[method],
-                                                                                                   roles[method])
+        return {"baseline": "baseline", "pca_twin": "PCA twin", "peer": "peer", "jepa": "JEPA"}.get(
+            roles[method], roles[method]
+        )
     if method in m.get("baselines", []):
         return "baseline"
     if method.startswith("pca_"):
@@ -363,17 +453,32 @@ def _dataset_tables(runs: list[dict]) -> dict[str, list[dict]]:
             dataset = m.get("dataset_id", key.split("/")[0])
             methods = []
             for name, stats in m["methods"].items():
-                entry = {"method": name, "role": _role(m, name), "comparator": name == R.comparator_of(m),
-                         "coverage": m.get("coverage", {}).get(name)}
-                entry.update({k: {s: stats[k].get(s) for s in ("mean", "ci_low", "ci_high", "n")}
-                              for k in TABLE_METRICS if k in stats})
+                entry = {
+                    "method": name,
+                    "role": _role(m, name),
+                    "comparator": name == R.comparator_of(m),
+                    "coverage": m.get("coverage", {}).get(name),
+                }
+                entry.update(
+                    {
+                        k: {s: stats[k].get(s) for s in ("mean", "ci_low", "ci_high", "n")}
+                        for k in TABLE_METRICS
+                        if k in stats
+                    }
+                )
                 methods.append(entry)
-            out.setdefault(dataset, []).append({
-                "run": run["label"], "split": m.get("split", key.split("/")[-1]), "folds": _folds_text(m),
-                "n_test_conditions": m.get("n_test_conditions"), "comparator": R.comparator_of(m),
-                "verdict": ((_old_protocol(m) or m["verdict"]["outcome"])
-                            if "verdict" in m else None),
-                "old_protocol": bool(_old_protocol(m)), "methods": methods})
+            out.setdefault(dataset, []).append(
+                {
+                    "run": run["label"],
+                    "split": m.get("split", key.split("/")[-1]),
+                    "folds": _folds_text(m),
+                    "n_test_conditions": m.get("n_test_conditions"),
+                    "comparator": R.comparator_of(m),
+                    "verdict": ((_old_protocol(m) or m["verdict"]["outcome"]) if "verdict" in m else None),
+                    "old_protocol": bool(_old_protocol(m)),
+                    "methods": methods,
+                }
+            )
     return out
 
 
@@ -392,15 +497,28 @@ def _peer_rows(runs: list[dict]) -> list[dict]:
             for name in peers:
                 stats = m["methods"][name]
                 seconds = [float(f["timings"][f"{name}_s"]) for f in folds if f["timings"].get(f"{name}_s") is not None]
-                rows.append({"run": run["label"], "dataset_id": dataset, "split": split, "peer": name,
-                             "folds": _folds_text(m), "n_test_conditions": m.get("n_test_conditions"),
-                             "coverage": m.get("coverage", {}).get(name),
-                             **{k: {s: stats[k].get(s) for s in ("mean", "ci_low", "ci_high", "n")}
-                                for k in ("edistance", "delta_pearson") if k in stats},
-                             "compute_s": sum(seconds) if seconds else None, "timed_folds": len(seconds),
-                             "comparator": R.comparator_of(m), "model": v.get("model"),
-                             "verdict": (_old_protocol(m) or v.get("outcome")) if v else None,
-                             "verdict_edistance": dict(v["edistance"]) if v else None})
+                rows.append(
+                    {
+                        "run": run["label"],
+                        "dataset_id": dataset,
+                        "split": split,
+                        "peer": name,
+                        "folds": _folds_text(m),
+                        "n_test_conditions": m.get("n_test_conditions"),
+                        "coverage": m.get("coverage", {}).get(name),
+                        **{
+                            k: {s: stats[k].get(s) for s in ("mean", "ci_low", "ci_high", "n")}
+                            for k in ("edistance", "delta_pearson")
+                            if k in stats
+                        },
+                        "compute_s": sum(seconds) if seconds else None,
+                        "timed_folds": len(seconds),
+                        "comparator": R.comparator_of(m),
+                        "model": v.get("model"),
+                        "verdict": (_old_protocol(m) or v.get("outcome")) if v else None,
+                        "verdict_edistance": dict(v["edistance"]) if v else None,
+                    }
+                )
     return rows
 
 
@@ -442,15 +560,23 @@ def _holdout_rows(runs: list[dict]) -> list[dict]:
         for h in run["holdout"]:
             m = h["metrics"]
             v = m.get("verdict")
-            rows.append({"run": run["label"], "train_datasets": list(h.get("train_datasets", [])),
-                         "test_dataset": h.get("test_dataset"), "split": h.get("split"),
-                         "n": v["n"] if v else m.get("n_test_conditions"), "comparator": R.comparator_of(m),
-                         "model": v["model"] if v else None, "edistance": dict(v["edistance"]) if v else None,
-                         "outcome": (_old_protocol(m) or v["outcome"]) if v else None,
-                         "old_protocol": bool(_old_protocol(m)),
-                         "methods": {k: s["edistance"] for k, s in m["methods"].items()},
-                         "others_vs_self": {k: dict(d) for k, d in (h.get("others_vs_self") or {}).items()},
-                         "transfer": dict(h.get("transfer") or {})})
+            rows.append(
+                {
+                    "run": run["label"],
+                    "train_datasets": list(h.get("train_datasets", [])),
+                    "test_dataset": h.get("test_dataset"),
+                    "split": h.get("split"),
+                    "n": v["n"] if v else m.get("n_test_conditions"),
+                    "comparator": R.comparator_of(m),
+                    "model": v["model"] if v else None,
+                    "edistance": dict(v["edistance"]) if v else None,
+                    "outcome": (_old_protocol(m) or v["outcome"]) if v else None,
+                    "old_protocol": bool(_old_protocol(m)),
+                    "methods": {k: s["edistance"] for k, s in m["methods"].items()},
+                    "others_vs_self": {k: dict(d) for k, d in (h.get("others_vs_self") or {}).items()},
+                    "transfer": dict(h.get("transfer") or {}),
+                }
+            )
     return rows
 
 
@@ -458,19 +584,40 @@ def _compute(runs: list[dict]) -> dict:
     folds, by_step = [], {}
     for run in runs:
         for f in run["per_fold"]:
-            folds.append({"run": run["label"], "task": f["task"], "dataset_id": f["dataset_id"],
-                          "split": f["split"], "fold": f["fold"], "timings": f["timings"]})
+            folds.append(
+                {
+                    "run": run["label"],
+                    "task": f["task"],
+                    "dataset_id": f["dataset_id"],
+                    "split": f["split"],
+                    "fold": f["fold"],
+                    "timings": f["timings"],
+                }
+            )
     for k in step_columns(folds):
         if k != "total_s":
             by_step[k] = sum(float(f["timings"][k]) for f in folds if f["timings"].get(k) is not None)
     walls = [r["wall_time_s"] for r in runs if r["wall_time_s"] is not None]
-    return {"runs": [{"run": r["label"], "kind": r["kind"], "wall_time_s": r["wall_time_s"],
-                      "timed_folds": len(r["per_fold"]), "versions": r["versions"]} for r in runs],
-            "folds": folds,
-            "totals": {"wall_time_s": sum(walls), "runs_timed": len(walls),
-                       "runs_without_wall_time": [r["label"] for r in runs if r["wall_time_s"] is None],
-                       "fold_total_s": sum(float(f["timings"].get("total_s") or 0.0) for f in folds),
-                       "by_step_s": by_step}}
+    return {
+        "runs": [
+            {
+                "run": r["label"],
+                "kind": r["kind"],
+                "wall_time_s": r["wall_time_s"],
+                "timed_folds": len(r["per_fold"]),
+                "versions": r["versions"],
+            }
+            for r in runs
+        ],
+        "folds": folds,
+        "totals": {
+            "wall_time_s": sum(walls),
+            "runs_timed": len(walls),
+            "runs_without_wall_time": [r["label"] for r in runs if r["wall_time_s"] is None],
+            "fold_total_s": sum(float(f["timings"].get("total_s") or 0.0) for f in folds),
+            "by_step_s": by_step,
+        },
+    }
 
 
 # ------------------------------------------------------------------------------------------ the entry
@@ -481,27 +628,38 @@ def _check_out(out: Path, paths: Sequence[Path]) -> None:
     target = out.resolve()
     for p in paths:
         if p.resolve() == target:
-            raise InputError(f"--out {out} is the run folder {p} given with --runs: the merged report.md would "
-                             "replace the run's own report. Fix: write the merged report to another folder, e.g. "
-                             "--out reports/merged.")
+            raise InputError(
+                f"--out {out} is the run folder {p} given with --runs: the merged report.md would "
+                "replace the run's own report. Fix: write the merged report to another folder, e.g. "
+                "--out reports/merged."
+            )
     marks = [f for files in KIND_FILES.values() if all((out / f).is_file() for f in files) for f in files]
     if marks:
-        raise InputError(f"--out {out} holds a run ({', '.join(marks)}): the merged report.md would replace the "
-                         "run's own report. Fix: write the merged report to another folder, e.g. --out "
-                         "reports/merged.")
+        raise InputError(
+            f"--out {out} holds a run ({', '.join(marks)}): the merged report.md would replace the "
+            "run's own report. Fix: write the merged report to another folder, e.g. --out "
+            "reports/merged."
+        )
     other = sorted(p.name for p in out.iterdir() if p.name not in REPORT_ENTRIES) if out.is_dir() else []
     if other:
-        raise InputError(f"--out {out} holds other files than a report ({', '.join(other[:5])}"
-                         f"{' ...' if len(other) > 5 else ''}): a report folder is replaced whole by each new report. "
-                         "Fix: pass a folder of its own, e.g. --out reports/merged.")
+        raise InputError(
+            f"--out {out} holds other files than a report ({', '.join(other[:5])}"
+            f"{' ...' if len(other) > 5 else ''}): a report folder is replaced whole by each new report. "
+            "Fix: pass a folder of its own, e.g. --out reports/merged."
+        )
 
 
 #: What a report folder holds; a new report replaces the folder whole (:func:`celljepa._io.staged_folder`).
 REPORT_ENTRIES = frozenset({"report.md", "report.json", "figures", LOCK_NAME})
 
 
-def consolidate(runs: Sequence[str | os.PathLike], out: str | os.PathLike, *, title: str | None = None,
-                figure_maker: Callable[[list[dict], Path], Path] | None = None) -> dict:
+def consolidate(
+    runs: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    *,
+    title: str | None = None,
+    figure_maker: Callable[[list[dict], Path], Path] | None = None,
+) -> dict:
     """Merge benchmark, fold and sweep runs into one report: ``OUT/report.md``, ``report.json``, ``figures/``.
 
     Parameters
@@ -555,14 +713,18 @@ def consolidate(runs: Sequence[str | os.PathLike], out: str | os.PathLike, *, ti
     holdout = _holdout_rows(loaded)
     family = _family_size(verdicts)
     report = {
-        "schema": SCHEMA, "celljepa": __version__,
+        "schema": SCHEMA,
+        "celljepa": __version__,
         "title": title or "celljepa report: " + ", ".join(r["label"] for r in loaded),
-        "runs": [{k: r[k] for k in ("label", "path", "kind", "summary", "versions", "date", "date_source",
-                                    "wall_time_s")} for r in loaded],
+        "runs": [
+            {k: r[k] for k in ("label", "path", "kind", "summary", "versions", "date", "date_source", "wall_time_s")}
+            for r in loaded
+        ],
         "verdicts": verdicts,
         "datasets": _dataset_tables(loaded),
         "peers": _with_report_verdicts(_peer_rows(loaded), verdicts),
-        "holdout": holdout, "holm_family_size": family,
+        "holdout": holdout,
+        "holm_family_size": family,
         "ablations": [{"run": r["label"], **row} for r in loaded for row in r["ablations"]],
         "ablations_missing": [{"run": r["label"], **m} for r in loaded for m in r["missing"]],
         "compute": _compute(loaded),
@@ -584,9 +746,12 @@ def _write_report(report: dict, out: Path, paths: Sequence[Path], figure_maker) 
     with folder_lock(out), staged_folder(out) as stage:  # the old report stays until the new one is complete
         _check_out(out, paths)  # again, holding the folder
         if report["figures"]:
-            figure_maker([v for v in report["verdicts"] if not v.get("superseded_by")] or report["verdicts"],
-                         stage / "figures" / FIGURE)
+            figure_maker(
+                [v for v in report["verdicts"] if not v.get("superseded_by")] or report["verdicts"],
+                stage / "figures" / FIGURE,
+            )
         # key order kept (not sorted): render_markdown(json.load(report.json)) gives report.md again
-        write_text_atomic(stage / "report.json",
-                          json.dumps(report, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
+        write_text_atomic(
+            stage / "report.json", json.dumps(report, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+        )
         write_text_atomic(stage / "report.md", render_markdown(report))

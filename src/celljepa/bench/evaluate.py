@@ -39,8 +39,10 @@ from .pooling import DEFAULT_PRIMARY, KEEP_FIRST, METRICS, summarize
 #: Seeded parts of a fold's validation conditions for the out-of-sample validation score (cross-fitting).
 VALIDATION_PARTS = 2
 #: How a method's validation score was obtained, by whether it tunes anything on validation conditions.
-CROSS_FITTED = ("cross-fitted: tuned on the other part of the validation conditions, scored on this one "
-                f"({VALIDATION_PARTS} seeded parts)")
+CROSS_FITTED = (
+    "cross-fitted: tuned on the other part of the validation conditions, scored on this one "
+    f"({VALIDATION_PARTS} seeded parts)"
+)
 UNTUNED = "fitted on training conditions; tunes nothing on validation conditions"
 
 
@@ -121,14 +123,22 @@ def _name_dropped(conditions, min_cells: int, what: str) -> None:
     """Say which conditions are left out of scoring for having fewer than ``min_cells`` cells (never silently)."""
     small = [(c, len(r)) for c, r in conditions if len(r) < min_cells]
     if small:
-        shown = ", ".join(f"{c.perturbation_id} in {c.context_id} ({n} cell{'s' if n != 1 else ''})"
-                          for c, n in small[:5])
-        logger.warning("%d of the %s have fewer than %d cells and are not scored: %s%s (EvalConfig.min_cells)",
-                       len(small), what, min_cells, shown, " ..." if len(small) > 5 else "")
+        shown = ", ".join(
+            f"{c.perturbation_id} in {c.context_id} ({n} cell{'s' if n != 1 else ''})" for c, n in small[:5]
+        )
+        logger.warning(
+            "%d of the %s have fewer than %d cells and are not scored: %s%s (EvalConfig.min_cells)",
+            len(small),
+            what,
+            min_cells,
+            shown,
+            " ..." if len(small) > 5 else "",
+        )
 
 
-def prepare_fold(adata: AnnData, fold: dict, config: EvalConfig, *,
-                 require_test: bool = True) -> tuple[EvaluationSpace, TrainData, list]:
+def prepare_fold(
+    adata: AnnData, fold: dict, config: EvalConfig, *, require_test: bool = True
+) -> tuple[EvaluationSpace, TrainData, list]:
     """Fit the evaluation space on training cells and assemble what predictors may see.
 
     Predictors see training and validation cells and the control cells of every context; the
@@ -154,17 +164,26 @@ def prepare_fold(adata: AnnData, fold: dict, config: EvalConfig, *,
     train_conds = [(c, train_rows[r]) for c, r in conditions_of(obs_visible.iloc[train_rows])]
     val_conds = [(c, val_rows[r]) for c, r in conditions_of(obs_visible.iloc[val_rows])]
     gene_embedding = {str(g): space.components[:, i] for i, g in enumerate(space.genes)}
-    train = TrainData(z=z_visible, obs=obs_visible.reset_index(drop=True), train_conditions=train_conds,
-                      val_conditions=val_conds, gene_embedding=gene_embedding, space=space, positions=visible,
-                      fit_rows=None if config.transductive else roles != "input", source=adata)
+    train = TrainData(
+        z=z_visible,
+        obs=obs_visible.reset_index(drop=True),
+        train_conditions=train_conds,
+        val_conditions=val_conds,
+        gene_embedding=gene_embedding,
+        space=space,
+        positions=visible,
+        fit_rows=None if config.transductive else roles != "input",
+        source=adata,
+    )
     test_perturbed = test_pos[~is_ctrl[test_pos]]
     all_test = [(c, test_perturbed[r]) for c, r in conditions_of(adata.obs.iloc[test_perturbed])]
     test = [(c, r) for c, r in all_test if len(r) >= config.min_cells]
     _name_dropped(all_test, config.min_cells, f"test conditions of {fold['split_name']} fold {fold['fold']}")
     _name_dropped(val_conds, config.min_cells, f"validation conditions of {fold['split_name']} fold {fold['fold']}")
     if not test and require_test:
-        raise InputError(f"fold {fold['fold']} of {fold['split_name']} has no test condition with "
-                         f">= {config.min_cells} cells.")
+        raise InputError(
+            f"fold {fold['fold']} of {fold['split_name']} has no test condition with >= {config.min_cells} cells."
+        )
     contexts = {c.context_id for c, _ in test}
     for ctx in sorted(contexts):
         try:
@@ -193,10 +212,14 @@ def fold_encoder(adata: AnnData, train: TrainData, fold: dict, jepa, *, run_dir=
         # never from a validation condition's labels (they choose checkpoints, comparators and configurations)
         is_ctrl = train.obs[C.IS_CONTROL].astype(bool).to_numpy()
         action_rows = np.concatenate([r for _, r in train.train_conditions] + [np.flatnonzero(fit & is_ctrl)])
-        encoder.train(train_indices=train.positions[fit],
-                      eval_indices=val_pos if val_pos.size >= 2 else None,
-                      run_dir=run_dir, progress=progress, handle_signals=False,
-                      action_indices=train.positions[np.unique(action_rows.astype(np.int64))])
+        encoder.train(
+            train_indices=train.positions[fit],
+            eval_indices=val_pos if val_pos.size >= 2 else None,
+            run_dir=run_dir,
+            progress=progress,
+            handle_signals=False,
+            action_indices=train.positions[np.unique(action_rows.astype(np.int64))],
+        )
     return encoder, encoder.get_latent_representation(adata[train.positions])
 
 
@@ -206,11 +229,17 @@ def encoder_summary(encoder, embedding) -> dict:
 
     diag = collapse_diagnostics(embedding)
     n_params = sum(p.numel() for p in encoder.module_.parameters()) if encoder.module_ is not None else 0
-    return {"steps": int(encoder.train_info_.get("steps", 0)), "n_parameters": int(n_params),
-            "effective_rank": float(diag["effective_rank"]), "dims": int(diag["dims"]),
-            "std_min": float(diag["std_min"]), "collapsed": bool(is_collapsed(diag)),
-            "mask": encoder.config.mask.kind, "ema": bool(encoder.config.train.ema),
-            "anticollapse": bool(encoder.config.train.anticollapse)}
+    return {
+        "steps": int(encoder.train_info_.get("steps", 0)),
+        "n_parameters": int(n_params),
+        "effective_rank": float(diag["effective_rank"]),
+        "dims": int(diag["dims"]),
+        "std_min": float(diag["std_min"]),
+        "collapsed": bool(is_collapsed(diag)),
+        "mask": encoder.config.mask.kind,
+        "ema": bool(encoder.config.train.ema),
+        "anticollapse": bool(encoder.config.train.anticollapse),
+    }
 
 
 def _merge_encoder_summaries(summaries: list[dict]) -> dict:
@@ -225,8 +254,9 @@ def _merge_encoder_summaries(summaries: list[dict]) -> dict:
     return out
 
 
-def default_methods(test: list, *, jepa: bool, transition=None, pca_twin: bool = False,
-                    contexts: bool = False) -> list[PerturbationModel]:
+def default_methods(
+    test: list, *, jepa: bool, transition=None, pca_twin: bool = False, contexts: bool = False
+) -> list[PerturbationModel]:
     """The baselines that apply to a fold, plus both JEPA transition models when ``jepa``.
 
     ``test`` holds the conditions the applicability is read from: pass all of the fold's (training, validation
@@ -251,9 +281,11 @@ def _applicable(conditions: list, contexts: bool) -> dict:
     ``additive`` in all of them (it predicts a single gene by its mean shift), and a comparator pooled over folds
     is scored on every fold's conditions.
     """
-    return {"combos": any(c.is_combo for c, _ in conditions),
-            "gene_perturbations": any(C.token_kind(t) == "gene" for c, _ in conditions for t in c.tokens),
-            "contexts": contexts}
+    return {
+        "combos": any(c.is_combo for c, _ in conditions),
+        "gene_perturbations": any(C.token_kind(t) == "gene" for c, _ in conditions for t in c.tokens),
+        "contexts": contexts,
+    }
 
 
 def _jepa_methods(transition, pca_twin: bool) -> list[PerturbationModel]:
@@ -376,10 +408,23 @@ def _fit_and_predict(method: PerturbationModel, train: TrainData, test: list, pa
     return preds, val_preds, covers, fits
 
 
-def score_fold(adata: AnnData, fold: dict, methods: list[PerturbationModel] | None = None,
-               config: EvalConfig | None = None, *, jepa=None, transition=None, model_seeds=None,
-               jepa_run_dir=None, progress: bool = False, pca_twin: bool = False, extra_methods=None,
-               peers=None, keep_predictions: bool = False, effects: pd.DataFrame | None = None) -> FoldResult:
+def score_fold(
+    adata: AnnData,
+    fold: dict,
+    methods: list[PerturbationModel] | None = None,
+    config: EvalConfig | None = None,
+    *,
+    jepa=None,
+    transition=None,
+    model_seeds=None,
+    jepa_run_dir=None,
+    progress: bool = False,
+    pca_twin: bool = False,
+    extra_methods=None,
+    peers=None,
+    keep_predictions: bool = False,
+    effects: pd.DataFrame | None = None,
+) -> FoldResult:
     """Fit every method on the fold's training data and score its predictions on the test conditions.
 
     Parameters
@@ -441,12 +486,14 @@ def score_fold(adata: AnnData, fold: dict, methods: list[PerturbationModel] | No
     if methods is not None:
         fixed, seeded_factory = list(methods), None
     else:
-        fixed = default_baselines(**_applicable(train.train_conditions + train.val_conditions + test,
-                                                multi_context)) + list(extra_methods or [])
+        fixed = default_baselines(
+            **_applicable(train.train_conditions + train.val_conditions + test, multi_context)
+        ) + list(extra_methods or [])
         if peers is not None and not callable(peers):
             fixed += list(peers)
-        seeded_factory = (lambda tcfg: _jepa_methods(tcfg, pca_twin)) if (jepa is not None
-                                                                          and extra_methods is None) else None
+        seeded_factory = (
+            (lambda tcfg: _jepa_methods(tcfg, pca_twin)) if (jepa is not None and extra_methods is None) else None
+        )
     for seed in seeds:
         jcfg, tcfg = _seeded(jepa, transition, seed)
         view = train
@@ -510,37 +557,70 @@ def score_fold(adata: AnnData, fold: dict, methods: list[PerturbationModel] | No
     per_condition = per_condition.join(effects, on="condition")
     validation = _score_validation(train, val, val_preds, covers, role, config)
     validation["val_selection"] = validation["method"].map(selection)
-    metrics = summarize(per_condition, validation, per_seed=per_seed, primary=config.primary,
-                        n_boot=config.n_bootstrap, seed=config.seed, min_conditions=config.min_conditions)
-    metrics.update({"dataset_id": fold["dataset_id"], "split": fold["split_name"], "fold": fold["fold"],
-                    "seed": fold["seed"], "model_seeds": [s for s in seeds if s is not None],
-                    "transductive": bool(config.transductive)})
+    metrics = summarize(
+        per_condition,
+        validation,
+        per_seed=per_seed,
+        primary=config.primary,
+        n_boot=config.n_bootstrap,
+        seed=config.seed,
+        min_conditions=config.min_conditions,
+    )
+    metrics.update(
+        {
+            "dataset_id": fold["dataset_id"],
+            "split": fold["split_name"],
+            "fold": fold["fold"],
+            "seed": fold["seed"],
+            "model_seeds": [s for s in seeds if s is not None],
+            "transductive": bool(config.transductive),
+        }
+    )
     if diagnostics:
         metrics["embedding_space"] = _merge_diagnostics(diagnostics)
     timings["total_s"] = time.perf_counter() - t0
-    logger.info("fold %s/%s: %d test conditions (%d with an effect), comparator %s (validation)",
-                fold["split_name"], fold["fold"], metrics["n_test_conditions"], metrics["n_effect_conditions"],
-                metrics["comparator"])
+    logger.info(
+        "fold %s/%s: %d test conditions (%d with an effect), comparator %s (validation)",
+        fold["split_name"],
+        fold["fold"],
+        metrics["n_test_conditions"],
+        metrics["n_effect_conditions"],
+        metrics["comparator"],
+    )
     unique = list({m.name: m for m in fitted}.values())
     kept = _fold_predictions(space, test, observed, preds, native, role) if keep_predictions else None
-    return FoldResult(fold=fold, space=space, per_condition=per_condition, metrics=metrics, params=params,
-                      timings=timings, methods=unique, encoder=first_encoder, validation=validation,
-                      per_seed=per_seed, predictions=kept)
+    return FoldResult(
+        fold=fold,
+        space=space,
+        per_condition=per_condition,
+        metrics=metrics,
+        params=params,
+        timings=timings,
+        methods=unique,
+        encoder=first_encoder,
+        validation=validation,
+        per_seed=per_seed,
+        predictions=kept,
+    )
 
 
-def _fold_predictions(space: EvaluationSpace, test: list, observed: _TestCells, preds: dict, native: dict,
-                      role: dict) -> AnnData:
+def _fold_predictions(
+    space: EvaluationSpace, test: list, observed: _TestCells, preds: dict, native: dict, role: dict
+) -> AnnData:
     """The fold's predicted cells (every method and model seed) beside the observed test and control cells.
 
     ``native`` holds a peer's own gene-space cells of each test condition, keyed ``(method, seed, condition key)``
     like ``preds``.
     """
-    return predictions_anndata(space, observed=observed.genes, controls=observed.control_genes,
-                               predicted={(name, seed, c.key): x for (name, seed, c), x in preds.items()
-                                          if x is not None},
-                               native={k: x for k, x in native.items() if k[2] in observed.genes}, roles=role,
-                               conditions={c.key: {"context_id": c.context_id, "perturbation_id": c.perturbation_id}
-                                           for c, _ in test})
+    return predictions_anndata(
+        space,
+        observed=observed.genes,
+        controls=observed.control_genes,
+        predicted={(name, seed, c.key): x for (name, seed, c), x in preds.items() if x is not None},
+        native={k: x for k, x in native.items() if k[2] in observed.genes},
+        roles=role,
+        conditions={c.key: {"context_id": c.context_id, "perturbation_id": c.perturbation_id} for c, _ in test},
+    )
 
 
 @dataclass
@@ -559,15 +639,21 @@ class _TestCells:
 
 
 def _gene_block_rows(adata: AnnData, rows, gene_idx) -> np.ndarray:
-    return np.vstack([np.asarray(b.toarray() if sp.issparse(b) else b, dtype=np.float64)
-                      for b in iter_blocks(adata, rows, gene_idx)])
+    return np.vstack(
+        [np.asarray(b.toarray() if sp.issparse(b) else b, dtype=np.float64) for b in iter_blocks(adata, rows, gene_idx)]
+    )
 
 
 def _read_test_cells(adata: AnnData, space: EvaluationSpace, test: list, *, keep_genes: bool = False) -> _TestCells:
     """Read each test condition's observed cells (gene space of ``space``) once, block by block."""
     gene_idx = space.gene_indices(adata.var_names)
-    out = _TestCells(z={}, mean_genes={}, control_mean_genes={}, genes={} if keep_genes else None,
-                     control_genes={} if keep_genes else None)
+    out = _TestCells(
+        z={},
+        mean_genes={},
+        control_mean_genes={},
+        genes={} if keep_genes else None,
+        control_genes={} if keep_genes else None,
+    )
     for cond, rows in test:
         x = _gene_block_rows(adata, rows, gene_idx)
         out.z[cond], out.mean_genes[cond] = space.transform(x), x.mean(axis=0)
@@ -594,8 +680,9 @@ def _column_means(adata: AnnData, rows, columns) -> np.ndarray:
     return total / max(len(rows), 1)
 
 
-def _score_test(space, train: TrainData, test, observed: _TestCells, preds, covers, role,
-                config: EvalConfig) -> pd.DataFrame:
+def _score_test(
+    space, train: TrainData, test, observed: _TestCells, preds, covers, role, config: EvalConfig
+) -> pd.DataFrame:
     """Metrics of every (method, model seed, test condition) in the evaluation space.
 
     NaN where a method has no prediction (n/a: it cannot predict the condition).
@@ -605,8 +692,14 @@ def _score_test(space, train: TrainData, test, observed: _TestCells, preds, cove
     keys = [k for k, x in preds.items() if x is not None]
     cond_index = {cond: i for i, (cond, _) in enumerate(test)}
     # Keyed by condition: every method and seed is scored on the same subsampled observed cells.
-    e = edistance_sets([preds[k] for k in keys], [obs_z[k[2]] for k in keys], cap=config.cap,
-                       n_resamples=config.n_resamples, seed=config.seed, pair_keys=[cond_index[k[2]] for k in keys])
+    e = edistance_sets(
+        [preds[k] for k in keys],
+        [obs_z[k[2]] for k in keys],
+        cap=config.cap,
+        n_resamples=config.n_resamples,
+        seed=config.seed,
+        pair_keys=[cond_index[k[2]] for k in keys],
+    )
     edist = dict(zip(keys, e, strict=True))
     obs_means = np.array([obs_z[c].mean(axis=0) for c, _ in test])
     nan = float("nan")
@@ -614,32 +707,48 @@ def _score_test(space, train: TrainData, test, observed: _TestCells, preds, cove
     for name, seed in dict.fromkeys((k[0], k[1]) for k in preds):
         sets = [preds[(name, seed, c)] for c, _ in test]
         has = np.array([x is not None for x in sets])
-        pred_means = np.array([x.mean(axis=0) if x is not None else np.full(obs_means.shape[1], np.nan)
-                               for x in sets])
+        pred_means = np.array([x.mean(axis=0) if x is not None else np.full(obs_means.shape[1], np.nan) for x in sets])
         ranks = np.full(len(test), np.nan)
         if has.any():  # the true condition ranked among every test condition, for the ones it predicts
             ranks[has] = M.retrieval_ranks(pred_means[has], obs_means, truth=np.flatnonzero(has))
         for i, (cond, rows) in enumerate(test):
-            base = {"method": name, "role": role[name], "is_baseline": role[name] == "baseline",
-                    "model_seed": np.nan if seed is None else seed, "condition": cond.key,
-                    "context_id": cond.context_id, "perturbation_id": cond.perturbation_id, "dose": cond.dose,
-                    "time_hours": cond.time_hours, "n_tokens": len(cond.tokens), "n_cells_observed": len(rows),
-                    "n_cells_predicted": 0 if not has[i] else len(sets[i]), "covered": covers[(name, cond)]}
+            base = {
+                "method": name,
+                "role": role[name],
+                "is_baseline": role[name] == "baseline",
+                "model_seed": np.nan if seed is None else seed,
+                "condition": cond.key,
+                "context_id": cond.context_id,
+                "perturbation_id": cond.perturbation_id,
+                "dose": cond.dose,
+                "time_hours": cond.time_hours,
+                "n_tokens": len(cond.tokens),
+                "n_cells_observed": len(rows),
+                "n_cells_predicted": 0 if not has[i] else len(sets[i]),
+                "covered": covers[(name, cond)],
+            }
             if not has[i]:
                 rows_out.append({**base, **{k: nan for k in METRICS}, "rank": nan})
                 continue
             pm, om = pred_means[i], obs_means[i]
             cz = ctrl_mean_z[cond.context_id]
             pred_genes = space.inverse_transform(pm) - space.inverse_transform(cz) + ctrl_mean_genes[cond.context_id]
-            rows_out.append({
-                **base, "edistance": edist[(name, seed, cond)], "mse": M.mse(pm, om),
-                "cosine_distance": M.cosine_distance(pm, om), "delta_pearson": M.delta_pearson(pm, om, cz),
-                "delta_pearson_top20_de": M.delta_pearson_top_de(pred_genes, obs_mean_genes[cond],
-                                                                 ctrl_mean_genes[cond.context_id]),
-                # Retrieval needs at least two candidates; with one test condition it is undefined.
-                "top1": float(ranks[i] == 1) if len(test) > 1 else nan,
-                "mrr": 1.0 / ranks[i] if len(test) > 1 else nan, "rank": ranks[i],
-            })
+            rows_out.append(
+                {
+                    **base,
+                    "edistance": edist[(name, seed, cond)],
+                    "mse": M.mse(pm, om),
+                    "cosine_distance": M.cosine_distance(pm, om),
+                    "delta_pearson": M.delta_pearson(pm, om, cz),
+                    "delta_pearson_top20_de": M.delta_pearson_top_de(
+                        pred_genes, obs_mean_genes[cond], ctrl_mean_genes[cond.context_id]
+                    ),
+                    # Retrieval needs at least two candidates; with one test condition it is undefined.
+                    "top1": float(ranks[i] == 1) if len(test) > 1 else nan,
+                    "mrr": 1.0 / ranks[i] if len(test) > 1 else nan,
+                    "rank": ranks[i],
+                }
+            )
     return pd.DataFrame(rows_out)
 
 
@@ -671,25 +780,38 @@ def _effects(train: TrainData, test, observed: _TestCells, config: EvalConfig) -
     observed = [observed.z[c] for c, _ in test]
     # every control cell (the sets predictions start from may be a sample of them, see TrainData.control_cells)
     controls = {ctx: train.z[train.control_rows(ctx)] for ctx in {c.context_id for c, _ in test}}
-    return condition_effects([c.key for c, _ in test], observed, [c.context_id for c, _ in test], controls,
-                             cap=config.cap, n_permutations=config.n_permutations, alpha=config.effect_alpha,
-                             seed=config.seed)
+    return condition_effects(
+        [c.key for c, _ in test],
+        observed,
+        [c.context_id for c, _ in test],
+        controls,
+        cap=config.cap,
+        n_permutations=config.n_permutations,
+        alpha=config.effect_alpha,
+        seed=config.seed,
+    )
 
 
 def _score_validation(train: TrainData, val, val_preds, covers, role, config: EvalConfig) -> pd.DataFrame:
     """Validation E-distance of every method (mean over model seeds) on every validation condition."""
-    cols = ["method", "role", "condition", "context_id", "perturbation_id", "n_cells_observed", "covered",
-            "edistance"]
+    cols = ["method", "role", "condition", "context_id", "perturbation_id", "n_cells_observed", "covered", "edistance"]
     if not val_preds:
         return pd.DataFrame(columns=cols)
     keys = [k for k, x in val_preds.items() if x is not None]
     index = {c: i for i, (c, _) in enumerate(val)}
     rows_of = dict(val)
-    e = edistance_sets([val_preds[k] for k in keys], [train.z[rows_of[k[2]]] for k in keys], cap=config.cap,
-                       n_resamples=config.n_resamples, seed=config.seed, pair_keys=[index[k[2]] for k in keys])
+    e = edistance_sets(
+        [val_preds[k] for k in keys],
+        [train.z[rows_of[k[2]]] for k in keys],
+        cap=config.cap,
+        n_resamples=config.n_resamples,
+        seed=config.seed,
+        pair_keys=[index[k[2]] for k in keys],
+    )
     scores = dict(zip(keys, e, strict=True))  # n/a (no prediction): NaN
-    frame = pd.DataFrame([{"method": k[0], "condition": k[2].key, "edistance": scores.get(k, np.nan)}
-                          for k in val_preds])
+    frame = pd.DataFrame(
+        [{"method": k[0], "condition": k[2].key, "edistance": scores.get(k, np.nan)} for k in val_preds]
+    )
     frame = frame.groupby(["method", "condition"], sort=False)["edistance"].mean().reset_index()
     by_key = {c.key: (c, r) for c, r in val}
     frame["role"] = frame["method"].map(role)
@@ -713,13 +835,23 @@ def embedding_space_diagnostics(adata: AnnData, train: TrainData, test: list, me
     out = {}
     cond_keys = [c for c, _ in test]
     ctrl = {c: train.embedding[train.control_rows(c.context_id)] for c in cond_keys}
-    for name, sets in [("no_change", ctrl)] + [(m.name, {c: m.predict_embedding(c) for c in cond_keys})
-                                               for m in models]:
-        e = edistance_sets([sets[c] for c in cond_keys], [z_obs[c] for c in cond_keys], cap=config.cap,
-                           n_resamples=config.n_resamples, seed=config.seed, pair_keys=list(range(len(cond_keys))))
+    for name, sets in [("no_change", ctrl)] + [
+        (m.name, {c: m.predict_embedding(c) for c in cond_keys}) for m in models
+    ]:
+        e = edistance_sets(
+            [sets[c] for c in cond_keys],
+            [z_obs[c] for c in cond_keys],
+            cap=config.cap,
+            n_resamples=config.n_resamples,
+            seed=config.seed,
+            pair_keys=list(range(len(cond_keys))),
+        )
         out[name] = float(np.mean(e))
-    return {"edistance_mean": out, "note": "E-distance in the JEPA embedding space; a diagnostic, not comparable "
-                                           "across encoders or with the evaluation space"}
+    return {
+        "edistance_mean": out,
+        "note": "E-distance in the JEPA embedding space; a diagnostic, not comparable "
+        "across encoders or with the evaluation space",
+    }
 
 
 def _merge_diagnostics(parts: list[dict]) -> dict:
@@ -727,5 +859,7 @@ def _merge_diagnostics(parts: list[dict]) -> dict:
     for p in parts:
         for k, v in p["edistance_mean"].items():
             acc.setdefault(k, []).append(v)
-    return {"edistance_mean": {k: float(np.mean(v)) for k, v in acc.items()}, "note": parts[0]["note"]
-            + " (mean over model seeds)"}
+    return {
+        "edistance_mean": {k: float(np.mean(v)) for k, v in acc.items()},
+        "note": parts[0]["note"] + " (mean over model seeds)",
+    }

@@ -12,9 +12,18 @@ from .evaluate import EvalConfig, fold_encoder, prepare_fold
 __all__ = ["all_cells_fold", "fit_on_fold"]
 
 
-def fit_on_fold(adata, encoder, fold: dict, *, kind: str = "set", config: TransitionConfig | None = None,
-                seed: int = 0, n_hvg: int | None = None, n_pcs: int | None = None,
-                drug_metadata=None) -> JEPATransition:
+def fit_on_fold(
+    adata,
+    encoder,
+    fold: dict,
+    *,
+    kind: str = "set",
+    config: TransitionConfig | None = None,
+    seed: int = 0,
+    n_hvg: int | None = None,
+    n_pcs: int | None = None,
+    drug_metadata=None,
+) -> JEPATransition:
     """Fit a transition model on the training and validation cells of ``fold`` with a trained ``encoder``.
 
     The evaluation space (HVGs + PCA) is fitted on the training cells, the encoder embeds the cells the
@@ -41,6 +50,16 @@ def all_cells_fold(adata, *, val_fraction: float, seed: int) -> dict:
     pid = obs[C.PERTURBATION_ID].astype(str).to_numpy()
     is_val = ~is_ctrl & np.isin(pid, list(val))
     names = np.asarray(adata.obs_names, dtype=str)
-    return {"dataset_id": str(adata.uns.get("dataset_id", "dataset")), "split_name": "all_cells", "fold": 0,
-            "n_folds": 1, "seed": seed, "train_cells": names[~is_val].tolist(), "val_cells": names[is_val].tolist(),
-            "test_cells": [], "train_groups": sorted(set(perts) - val), "val_groups": sorted(val), "test_groups": []}
+    return {
+        "dataset_id": str(adata.uns.get("dataset_id", "dataset")),
+        "split_name": "all_cells",
+        "fold": 0,
+        "n_folds": 1,
+        "seed": seed,
+        "train_cells": names[~is_val].tolist(),
+        "val_cells": names[is_val].tolist(),
+        "test_cells": [],
+        "train_groups": sorted(set(perts) - val),
+        "val_groups": sorted(val),
+        "test_groups": [],
+    }

@@ -116,8 +116,11 @@ def _transfer(held, enc_others, enc_self, *, seed: int, labels, n_pcs: int, prog
 
     x = held.X
     pcs, pca_info = pca_embedding(x, np.arange(held.n_obs), n_pcs, seed)
-    emb = {"X_jepa_others": enc_others.get_latent_representation(held, progress=progress),
-           "X_jepa_self": enc_self.get_latent_representation(held, progress=progress), "X_pca_self": pcs}
+    emb = {
+        "X_jepa_others": enc_others.get_latent_representation(held, progress=progress),
+        "X_jepa_self": enc_self.get_latent_representation(held, progress=progress),
+        "X_pca_self": pcs,
+    }
     knn = knn_table(emb, held.obs, list(labels), seed=seed)
     return {"knn": knn, "pca": pca_info, "diagnostics": {k: collapse_diagnostics(v) for k, v in emb.items()}}
 
@@ -129,8 +132,9 @@ class _Holdout:
     held-out dataset's folds.
     """
 
-    def __init__(self, datasets: dict, holdout: str, out: Path, run: RunConfig, feature_set, splits, max_folds,
-                 progress: bool):
+    def __init__(
+        self, datasets: dict, holdout: str, out: Path, run: RunConfig, feature_set, splits, max_folds, progress: bool
+    ):
         from ..data._harmonize import map_genes, resolve_feature_set
         from ..splits import make_split_folds
 
@@ -140,8 +144,9 @@ class _Holdout:
         self.model_seeds = list(run.model_seeds)
         self.jepa, self.transition = run.jepa_for(self.model_seeds[0]), run.transition_for(self.model_seeds[0])
         # GO gene vectors embed any gene of the list: the held-out dataset keeps only the genes it measures
-        self.held = map_genes(datasets[holdout], self.fs, name=holdout,
-                              measured_only=self.jepa.model.gene_embedding == "go")
+        self.held = map_genes(
+            datasets[holdout], self.fs, name=holdout, measured_only=self.jepa.model.gene_embedding == "go"
+        )
         # one dataset: no dataset covariate for the held-out dataset's own encoders
         self.own = self.jepa.replace(model={"dataset_covariate": False})
         self.splits = splits or {"S1_unseen_perturbation": 3}
@@ -152,32 +157,49 @@ class _Holdout:
             cfg = run.jepa_for(ms)
             if len(self.others) > 1:
                 cfg = cfg.replace(data={"balance_key": "dataset_id"})
-            self.encoder_specs.append((out / "encoders" / f"others_seed{ms}",
-                                       {"jepa": cfg.to_dict(), "data": others_data, "feature_set": self.fs.info()},
-                                       cfg, True))
+            self.encoder_specs.append(
+                (
+                    out / "encoders" / f"others_seed{ms}",
+                    {"jepa": cfg.to_dict(), "data": others_data, "feature_set": self.fs.info()},
+                    cfg,
+                    True,
+                )
+            )
         own_first = self.own.replace(train={"seed": self.model_seeds[0]})
         self.fingerprint = data_fingerprint(self.held)
-        self.encoder_specs.append((out / "encoders" / "self", {"jepa": own_first.to_dict(), "data": self.fingerprint},
-                                   own_first, False))
+        self.encoder_specs.append(
+            (out / "encoders" / "self", {"jepa": own_first.to_dict(), "data": self.fingerprint}, own_first, False)
+        )
         self.encoder_digests = [config_digest(inputs) for _, inputs, _, _ in self.encoder_specs]
-        self.folds = [(split, s, fold, k) for split, k in self.splits.items() for s in run.split_seeds
-                      for fold in make_split_folds(self.held.obs, split, dataset_id=holdout, n_folds=k,
-                                                   seed=s)[:max_folds]]
+        self.folds = [
+            (split, s, fold, k)
+            for split, k in self.splits.items()
+            for s in run.split_seeds
+            for fold in make_split_folds(self.held.obs, split, dataset_id=holdout, n_folds=k, seed=s)[:max_folds]
+        ]
         self.effects: dict = {}  # each fold's effect filter, when this process computed the claims family
 
     def claims(self, *, when: str = "before any model was fitted") -> dict:
         """The claims family of the held-out dataset's splits, from the data alone (``OUT/claims.json``)."""
         jobs = [(self.holdout, split, s, fold) for split, s, fold, _ in self.folds]
-        claims, self.effects = fixed_claims(self.out, {self.holdout: self.held}, jobs, self.run,
-                                            progress=self.progress, when=when,
-                                            fingerprints={self.holdout: self.fingerprint})
+        claims, self.effects = fixed_claims(
+            self.out,
+            {self.holdout: self.held},
+            jobs,
+            self.run,
+            progress=self.progress,
+            when=when,
+            fingerprints={self.holdout: self.fingerprint},
+        )
         return claims
 
     def tasks(self) -> list[tuple[str, str, Path]]:
         """``(kind, label, folder)`` of every task: the encoders first, then the folds."""
         enc = [("encoder", folder.name, folder) for folder, _, _, _ in self.encoder_specs]
-        return enc + [("fold", f"{split} split_seed{s} fold{fold['fold']}", self.fold_dir(split, s, fold))
-                      for split, s, fold, _ in self.folds]
+        return enc + [
+            ("fold", f"{split} split_seed{s} fold{fold['fold']}", self.fold_dir(split, s, fold))
+            for split, s, fold, _ in self.folds
+        ]
 
     def fold_dir(self, split: str, s: int, fold: dict) -> Path:
         return self.out / split / f"split_seed{s}" / f"fold{fold['fold']}"
@@ -193,7 +215,7 @@ class _Holdout:
                 return _pretrain(self.held, cfg, progress=self.progress)
             if len(self.others) > 1:
                 return _pretrain(combine_datasets(self.others, self.fs), cfg, progress=self.progress)
-            (name, only), = self.others.items()
+            ((name, only),) = self.others.items()
             return _pretrain(map_genes(only, self.fs, name=name), cfg, progress=self.progress)
 
         return _encoder(folder, inputs, fit if train else None)[0]
@@ -203,9 +225,11 @@ class _Holdout:
         models = [self.encoder(i, train=train) for i in range(len(self.encoder_specs))]
         missing = [i for i, m in enumerate(models) if m is None]
         if missing:
-            raise InputError(f"encoder task(s) {missing} of {self.out} are not finished. Fix: run them first "
-                             "(celljepa holdout ... --task I; `celljepa slurm holdout` runs the encoders as the first "
-                             "array).")
+            raise InputError(
+                f"encoder task(s) {missing} of {self.out} are not finished. Fix: run them first "
+                "(celljepa holdout ... --task I; `celljepa slurm holdout` runs the encoders as the first "
+                "array)."
+            )
         return dict(zip(self.model_seeds, models[:-1], strict=True)), models[-1]
 
     def check_inputs(self, indices, *, overwrite: bool) -> None:
@@ -227,20 +251,33 @@ class _Holdout:
         if overwrite:
             for name in ("holdout.json", "holdout.md"):
                 (self.out / name).unlink(missing_ok=True)
-            logger.warning("--overwrite: %d finished task(s) of another run in %s are replaced one by one",
-                           len(stale), self.out)
+            logger.warning(
+                "--overwrite: %d finished task(s) of another run in %s are replaced one by one", len(stale), self.out
+            )
             return
-        raise InputError(f"{stale[0]} holds a finished holdout task made with other inputs (other data, settings, "
-                         f"seeds or encoders){f' (and {len(stale) - 1} more)' if len(stale) > 1 else ''}. Nothing "
-                         "was written. Fix: pass a new --out, or --overwrite to replace that run (each finished task "
-                         "stays until its new one is complete).")
+        raise InputError(
+            f"{stale[0]} holds a finished holdout task made with other inputs (other data, settings, "
+            f"seeds or encoders){f' (and {len(stale) - 1} more)' if len(stale) > 1 else ''}. Nothing "
+            "was written. Fix: pass a new --out, or --overwrite to replace that run (each finished task "
+            "stays until its new one is complete)."
+        )
 
     def fold_digest(self, split: str, s: int, fold: dict, k: int) -> str:
-        return config_digest({"holdout": self.holdout, "split": split, "seed": s, "fold": fold["fold"], "n_folds": k,
-                              "evaluation": dataclasses.asdict(self.run.evaluation_for(s)), "jepa": self.own.to_dict(),
-                              "transition": None if self.transition is None else self.transition.to_dict(),
-                              "model_seeds": self.model_seeds, "data": self.fingerprint,
-                              "encoders": self.encoder_digests[:-1]})
+        return config_digest(
+            {
+                "holdout": self.holdout,
+                "split": split,
+                "seed": s,
+                "fold": fold["fold"],
+                "n_folds": k,
+                "evaluation": dataclasses.asdict(self.run.evaluation_for(s)),
+                "jepa": self.own.to_dict(),
+                "transition": None if self.transition is None else self.transition.to_dict(),
+                "model_seeds": self.model_seeds,
+                "data": self.fingerprint,
+                "encoders": self.encoder_digests[:-1],
+            }
+        )
 
     def fold(self, j: int, enc_others: dict | None, *, compute: bool = True) -> dict | None:
         """Fold task ``j``: ``{"per_condition", "validation", "per_seed"}`` tables, read back or computed (or None)."""
@@ -257,14 +294,33 @@ class _Holdout:
             return None
         cfg = self.run.evaluation_for(s)
         effects = self.effects.get((self.holdout, split, s, fold["fold"]))  # the claims pass's, when it ran here
-        own = score_fold(self.held, fold, config=cfg, jepa=self.own, transition=self.transition,
-                         model_seeds=self.model_seeds, progress=self.progress, pca_twin=True, effects=effects)
-        other = score_fold(self.held, fold, config=cfg, jepa=enc_others, transition=self.transition,
-                           model_seeds=self.model_seeds, progress=self.progress, effects=effects)
+        own = score_fold(
+            self.held,
+            fold,
+            config=cfg,
+            jepa=self.own,
+            transition=self.transition,
+            model_seeds=self.model_seeds,
+            progress=self.progress,
+            pca_twin=True,
+            effects=effects,
+        )
+        other = score_fold(
+            self.held,
+            fold,
+            config=cfg,
+            jepa=enc_others,
+            transition=self.transition,
+            model_seeds=self.model_seeds,
+            progress=self.progress,
+            effects=effects,
+        )
         tables = {}
-        for name, frame_own, frame_other in (("per_condition", own.per_condition, other.per_condition),
-                                             ("validation", own.validation, other.validation),
-                                             ("per_seed", own.per_seed, other.per_seed)):
+        for name, frame_own, frame_other in (
+            ("per_condition", own.per_condition, other.per_condition),
+            ("validation", own.validation, other.validation),
+            ("per_seed", own.per_seed, other.per_seed),
+        ):
             a = frame_own.copy()
             b = frame_other[frame_other["role"] == "jepa"].copy()
             jepa_rows = a["role"] == "jepa"
@@ -286,9 +342,15 @@ class _Holdout:
             mine = [t for t, (sp_, _, _, _) in zip(tables, self.folds, strict=True) if sp_ == split]
             pooled = pool_conditions([t["per_condition"] for t in mine], effect_alpha=config.effect_alpha)
             per_seed = pd.concat([t["per_seed"] for t in mine], ignore_index=True)
-            metrics = summarize(pooled, pd.concat([t["validation"] for t in mine], ignore_index=True),
-                                per_seed=per_seed, primary=f"{config.primary}_others", n_boot=config.n_bootstrap,
-                                seed=split_seeds[0], min_conditions=config.min_conditions)
+            metrics = summarize(
+                pooled,
+                pd.concat([t["validation"] for t in mine], ignore_index=True),
+                per_seed=per_seed,
+                primary=f"{config.primary}_others",
+                n_boot=config.n_bootstrap,
+                seed=split_seeds[0],
+                min_conditions=config.min_conditions,
+            )
             first = pooled.drop_duplicates("condition")
             effect = list(first.loc[first["has_effect"].astype(bool), "condition"])
             cube = SeedCube.from_frame(per_seed, effect)
@@ -296,14 +358,23 @@ class _Holdout:
             for kind in ("set", "prototype"):
                 a_name, b_name = f"jepa_{kind}_others", f"jepa_{kind}_self"
                 if {a_name, b_name} <= set(per_seed["method"]):
-                    d = paired_difference(cube, a_name, b_name, PRIMARY, effect, n_boot=config.n_bootstrap,
-                                          seed=split_seeds[0])
+                    d = paired_difference(
+                        cube, a_name, b_name, PRIMARY, effect, n_boot=config.n_bootstrap, seed=split_seeds[0]
+                    )
                     d["scale"] = abs(d["diff"]) if np.isfinite(d["diff"]) else 1.0
                     d["claimable"] = claimable(len(effect), config.min_conditions)
                     others_vs_self[kind] = d
-            metrics.update({"dataset_id": self.holdout, "split": split, "n_folds": k if self.max_folds is None else
-                            min(k, self.max_folds), "split_seeds": split_seeds, "model_seeds": self.model_seeds,
-                            "others_vs_self": others_vs_self, "_pooled": pooled})
+            metrics.update(
+                {
+                    "dataset_id": self.holdout,
+                    "split": split,
+                    "n_folds": k if self.max_folds is None else min(k, self.max_folds),
+                    "split_seeds": split_seeds,
+                    "model_seeds": self.model_seeds,
+                    "others_vs_self": others_vs_self,
+                    "_pooled": pooled,
+                }
+            )
             result[split] = metrics
         return result
 
@@ -327,9 +398,16 @@ def _holm_family(prediction: dict) -> int:
     return len(rows)
 
 
-def holdout_tasks(datasets: dict, holdout: str, *, out: str | os.PathLike, run: RunConfig,
-                  feature_set="foundation-v1", splits: dict[str, int] | None = None,
-                  max_folds: int | None = None) -> list[tuple[str, str, Path]]:
+def holdout_tasks(
+    datasets: dict,
+    holdout: str,
+    *,
+    out: str | os.PathLike,
+    run: RunConfig,
+    feature_set="foundation-v1",
+    splits: dict[str, int] | None = None,
+    max_folds: int | None = None,
+) -> list[tuple[str, str, Path]]:
     """The tasks of a holdout run, in the order task indices count them: ``(kind, label, folder)``.
 
     The encoders (one from elsewhere per model seed, then the one on the held-out dataset alone) come first,
@@ -348,10 +426,22 @@ def _check(datasets: dict, holdout: str, run: RunConfig) -> None:
         raise InputError("a holdout run needs at least two datasets: the held-out one and one to pretrain on.")
 
 
-def holdout_run(datasets: dict, holdout: str, *, out: str | os.PathLike, run: RunConfig,
-                feature_set="foundation-v1", splits: dict[str, int] | None = None, max_folds: int | None = None,
-                labels=("cell_type", "perturbation_id"), n_pcs: int = 50, progress: bool = True, tasks=None,
-                collect: bool = False, overwrite: bool = False) -> dict:
+def holdout_run(
+    datasets: dict,
+    holdout: str,
+    *,
+    out: str | os.PathLike,
+    run: RunConfig,
+    feature_set="foundation-v1",
+    splits: dict[str, int] | None = None,
+    max_folds: int | None = None,
+    labels=("cell_type", "perturbation_id"),
+    n_pcs: int = 50,
+    progress: bool = True,
+    tasks=None,
+    collect: bool = False,
+    overwrite: bool = False,
+) -> dict:
     """Hold ``holdout`` out of ``datasets``, pretrain on the others, evaluate transfer and prediction on it.
 
     Parameters
@@ -396,8 +486,9 @@ def holdout_run(datasets: dict, holdout: str, *, out: str | os.PathLike, run: Ru
     """
     _check(datasets, holdout, run)
     if tasks is not None and collect:
-        raise InputError("tasks= runs holdout tasks and collect= merges them: pass one of the two (CLI: --task or "
-                         "--collect).")
+        raise InputError(
+            "tasks= runs holdout tasks and collect= merges them: pass one of the two (CLI: --task or --collect)."
+        )
     out = Path(out)
     h = _Holdout(datasets, holdout, out, run, feature_set, splits, max_folds, progress)
     n_enc = len(h.encoder_specs)
@@ -445,9 +536,11 @@ def _combined(h: _Holdout, out: Path, *, labels, n_pcs: int, collect: bool) -> d
     tables = [h.fold(j, enc_others, compute=not collect) for j in range(len(h.folds))]
     missing = [i for i, m in enumerate(models) if m is None] + [n_enc + j for j, t in enumerate(tables) if t is None]
     if missing:
-        raise InputError(f"{len(missing)} of {n_enc + len(h.folds)} holdout tasks are not finished in {out}: "
-                         f"task(s) {', '.join(map(str, missing[:20]))}. Fix: run them (celljepa holdout ... "
-                         "--task I), then --collect again; nothing combined was written.")
+        raise InputError(
+            f"{len(missing)} of {n_enc + len(h.folds)} holdout tasks are not finished in {out}: "
+            f"task(s) {', '.join(map(str, missing[:20]))}. Fix: run them (celljepa holdout ... "
+            "--task I), then --collect again; nothing combined was written."
+        )
     if collect:  # written by the first fold task; fold tasks of a version that did not write it: the same pass, now
         claims = h.claims(when="at collect (no fold task recorded it): from the data alone, as before fitting")
     prediction = h.prediction(tables)
@@ -456,8 +549,7 @@ def _combined(h: _Holdout, out: Path, *, labels, n_pcs: int, collect: bool) -> d
     h.fs.write(out / "feature_set.txt")
     enc_self, seed = models[-1], h.model_seeds[0]
     t1 = time.perf_counter()
-    transfer = _transfer(h.held, enc_others[seed], enc_self, seed=seed, labels=labels, n_pcs=n_pcs,
-                         progress=h.progress)
+    transfer = _transfer(h.held, enc_others[seed], enc_self, seed=seed, labels=labels, n_pcs=n_pcs, progress=h.progress)
     timings["transfer_s"] = time.perf_counter() - t1
     family = _holm_family(prediction)
     for split, m in prediction.items():
@@ -465,17 +557,32 @@ def _combined(h: _Holdout, out: Path, *, labels, n_pcs: int, collect: bool) -> d
         write_text_atomic(out / split / "per_condition.csv", m.pop("_pooled").to_csv(index=False))
     config, held = h.run.evaluation, h.held
     enc_first = enc_others[seed]
-    result = {"split": HOLDOUT_SPLIT, "holdout": h.holdout, "pretrained_on": list(h.others),
-              "seed": list(h.run.split_seeds)[0], "split_seeds": list(h.run.split_seeds), "model_seeds": h.model_seeds,
-              "primary": config.primary, "transductive": bool(config.transductive),
-              "feature_set": h.fs.info(), "genes_present_in_holdout": int((~held.var["absent"]).sum()),
-              "n_cells": {"holdout": int(held.n_obs), **{k: int(v.n_obs) for k, v in h.others.items()}},
-              "jepa": h.jepa.to_dict(), "transition": None if h.transition is None else h.transition.to_dict(),
-              "encoders": {"others": {**enc_first.train_info_, "n_genes": len(enc_first.var_names)},
-                           "self": {**enc_self.train_info_, "n_genes": len(enc_self.var_names)}},
-              "transfer": transfer, "prediction": prediction, "claims": claims,
-              "timings": timings, "wall_time_s": time.perf_counter() - t0, "versions": versions(),
-              "provenance": provenance()}
+    result = {
+        "split": HOLDOUT_SPLIT,
+        "holdout": h.holdout,
+        "pretrained_on": list(h.others),
+        "seed": list(h.run.split_seeds)[0],
+        "split_seeds": list(h.run.split_seeds),
+        "model_seeds": h.model_seeds,
+        "primary": config.primary,
+        "transductive": bool(config.transductive),
+        "feature_set": h.fs.info(),
+        "genes_present_in_holdout": int((~held.var["absent"]).sum()),
+        "n_cells": {"holdout": int(held.n_obs), **{k: int(v.n_obs) for k, v in h.others.items()}},
+        "jepa": h.jepa.to_dict(),
+        "transition": None if h.transition is None else h.transition.to_dict(),
+        "encoders": {
+            "others": {**enc_first.train_info_, "n_genes": len(enc_first.var_names)},
+            "self": {**enc_self.train_info_, "n_genes": len(enc_self.var_names)},
+        },
+        "transfer": transfer,
+        "prediction": prediction,
+        "claims": claims,
+        "timings": timings,
+        "wall_time_s": time.perf_counter() - t0,
+        "versions": versions(),
+        "provenance": provenance(),
+    }
     write_json_atomic(out / "holdout.json", result)
     write_text_atomic(out / "holdout.md", holdout_markdown(result))
     logger.info("holdout %s: written to %s in %.0f s", h.holdout, out, result["wall_time_s"])

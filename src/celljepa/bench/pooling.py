@@ -19,9 +19,21 @@ from ..eval.bootstrap import HIERARCHICAL_RULE, N_HIERARCHICAL, SeedCube, hierar
 from ..eval.effects import EFFECT_SE_Z
 from ..eval.verdict import ALPHA, MIN_CONDITIONS, VERDICT_METRICS, claimable, holm_over, sign_flip_pvalue
 
-__all__ = ["DEFAULT_PRIMARY", "FALLBACK_COMPARATOR", "METRICS", "MIN_COVERAGE", "NON_JEPA_ROLES", "PRIMARY",
-           "choose_comparator", "method_roles", "paired_difference", "pool_conditions", "pooled_effects",
-           "seed_summary", "summarize"]
+__all__ = [
+    "DEFAULT_PRIMARY",
+    "FALLBACK_COMPARATOR",
+    "METRICS",
+    "MIN_COVERAGE",
+    "NON_JEPA_ROLES",
+    "PRIMARY",
+    "choose_comparator",
+    "method_roles",
+    "paired_difference",
+    "pool_conditions",
+    "pooled_effects",
+    "seed_summary",
+    "summarize",
+]
 
 # Metric name -> True when larger is better.
 METRICS: dict[str, bool] = {
@@ -43,9 +55,11 @@ MIN_COVERAGE = 0.5
 #: The comparator when no method has a validation score (no validation conditions): declared in advance.
 FALLBACK_COMPARATOR = "mean_shift"
 #: The claims family's rule, in words (stored with every verdict).
-CLAIMS_RULE = (f"a (dataset, split) row is claimable when it has at least {MIN_CONDITIONS} test conditions with a "
-               "detectable effect (E-test and split-half standard error; data only, known before any model is "
-               "fitted); Holm runs over the claimable rows of one run, one family per verdict metric")
+CLAIMS_RULE = (
+    f"a (dataset, split) row is claimable when it has at least {MIN_CONDITIONS} test conditions with a "
+    "detectable effect (E-test and split-half standard error; data only, known before any model is "
+    "fitted); Holm runs over the claimable rows of one run, one family per verdict metric"
+)
 #: Columns of a per-seed frame that identify a score (the rest are metrics).
 _KEYS = ("method", "condition", "split_seed", "fold", "model_seed")
 
@@ -66,8 +80,9 @@ def method_roles(per_condition: pd.DataFrame) -> dict[str, str]:
     return out
 
 
-def choose_comparator(roles: dict[str, str], validation: pd.DataFrame | None, *,
-                      test_coverage: dict[str, float] | None = None) -> dict:
+def choose_comparator(
+    roles: dict[str, str], validation: pd.DataFrame | None, *, test_coverage: dict[str, float] | None = None
+) -> dict:
     """The non-JEPA method with the lowest mean out-of-sample validation E-distance, and why.
 
     ``validation`` has one row per method × validation condition (× fold and split seed): the E-distance of
@@ -91,36 +106,50 @@ def choose_comparator(roles: dict[str, str], validation: pd.DataFrame | None, *,
         sel = validation[validation["method"] == m] if validation is not None and len(validation) else None
         e = sel["edistance"].to_numpy(dtype=float) if sel is not None else np.array([])
         e = e[np.isfinite(e)]
-        coverage = (float(sel["covered"].astype(bool).sum()) / n_units if sel is not None and len(sel) and n_units
-                    else float("nan"))
-        entry = {"edistance": float(e.mean()) if e.size else None, "n": int(e.size),
-                 "coverage": coverage if np.isfinite(coverage) else None, "role": roles[m],
-                 "test_coverage": (test_coverage or {}).get(m)}
+        coverage = (
+            float(sel["covered"].astype(bool).sum()) / n_units
+            if sel is not None and len(sel) and n_units
+            else float("nan")
+        )
+        entry = {
+            "edistance": float(e.mean()) if e.size else None,
+            "n": int(e.size),
+            "coverage": coverage if np.isfinite(coverage) else None,
+            "role": roles[m],
+            "test_coverage": (test_coverage or {}).get(m),
+        }
         if sel is not None and "val_selection" in sel and len(sel):
             kinds = sel["val_selection"].dropna().astype(str)
-            entry["selection"] = "; ".join(f"{k} ({n} of {len(sel)})" if len(kinds.unique()) > 1 else k
-                                           for k, n in kinds.value_counts().items())
+            entry["selection"] = "; ".join(
+                f"{k} ({n} of {len(sel)})" if len(kinds.unique()) > 1 else k for k, n in kinds.value_counts().items()
+            )
         if roles[m] not in NON_JEPA_ROLES:
             entry.update(eligible=False, why="JEPA model (not a comparator)")
         elif not e.size:
             entry.update(eligible=False, why="no validation score")
         elif coverage < MIN_COVERAGE:
-            entry.update(eligible=False, why=f"covers {coverage:.0%} of the validation conditions (< "
-                                             f"{MIN_COVERAGE:.0%}): not a baseline for this split")
+            entry.update(
+                eligible=False,
+                why=f"covers {coverage:.0%} of the validation conditions (< "
+                f"{MIN_COVERAGE:.0%}): not a baseline for this split",
+            )
         else:
             entry.update(eligible=True, why="")
         table[m] = entry
-    rule = ("lowest mean E-distance on validation conditions the method did not tune on (cross-fitted: tuned on "
-            "one part of the validation conditions, scored on the other), among the non-JEPA methods (baselines, "
-            f"PCA twin, peers) that cover at least {MIN_COVERAGE:.0%} of them")
+    rule = (
+        "lowest mean E-distance on validation conditions the method did not tune on (cross-fitted: tuned on "
+        "one part of the validation conditions, scored on the other), among the non-JEPA methods (baselines, "
+        f"PCA twin, peers) that cover at least {MIN_COVERAGE:.0%} of them"
+    )
     eligible = [m for m in pool if table[m]["eligible"]]
     if eligible:
         best = min(eligible, key=lambda m: (table[m]["edistance"], pool.index(m)))
-        reason = (f"lowest out-of-sample validation E-distance ({table[best]['edistance']:.4g} over "
-                  f"{table[best]['n']} validation conditions) of {len(eligible)} eligible non-JEPA methods")
+        reason = (
+            f"lowest out-of-sample validation E-distance ({table[best]['edistance']:.4g} over "
+            f"{table[best]['n']} validation conditions) of {len(eligible)} eligible non-JEPA methods"
+        )
     elif FALLBACK_COMPARATOR in pool:
-        best, reason = FALLBACK_COMPARATOR, (f"no validation scores: the pre-declared fallback "
-                                             f"{FALLBACK_COMPARATOR}")
+        best, reason = FALLBACK_COMPARATOR, (f"no validation scores: the pre-declared fallback {FALLBACK_COMPARATOR}")
     elif pool:
         best, reason = pool[0], "no validation scores: the first non-JEPA method"
     else:
@@ -158,26 +187,43 @@ def _per_condition(values: np.ndarray) -> np.ndarray:
     """Each condition's mean over split seeds and model seeds (NaN where never scored)."""
     finite = np.isfinite(values)
     count = finite.sum(axis=(0, 1))
-    return np.divide(np.where(finite, values, 0.0).sum(axis=(0, 1)), count, out=np.full(values.shape[2], np.nan),
-                     where=count > 0)
+    return np.divide(
+        np.where(finite, values, 0.0).sum(axis=(0, 1)), count, out=np.full(values.shape[2], np.nan), where=count > 0
+    )
 
 
-def paired_difference(cube: SeedCube, a: str, b: str, metric: str, conditions, *, n_boot: int, seed: int,
-            with_p: bool = True) -> dict:
+def paired_difference(
+    cube: SeedCube, a: str, b: str, metric: str, conditions, *, n_boot: int, seed: int, with_p: bool = True
+) -> dict:
     """``metric(a) − metric(b)``: the mean over conditions, its hierarchical CI and the sign-flip p-value."""
     d = cube.values(a, metric, conditions) - cube.values(b, metric, conditions)
     ci = _interval(cube, d, conditions, n_boot=n_boot, seed=seed)
-    out = {"diff": ci["mean"], "ci_low": ci["ci_low"], "ci_high": ci["ci_high"], "n": ci["n"], "metric": metric,
-           "higher_is_better": METRICS.get(metric, False)}
+    out = {
+        "diff": ci["mean"],
+        "ci_low": ci["ci_low"],
+        "ci_high": ci["ci_high"],
+        "n": ci["n"],
+        "metric": metric,
+        "higher_is_better": METRICS.get(metric, False),
+    }
     if with_p:
         per = _per_condition(d)
         out["p"] = sign_flip_pvalue(per[np.isfinite(per)], seed=seed)
     return out
 
 
-def summarize(per_condition: pd.DataFrame, validation: pd.DataFrame | None = None, *, per_seed: pd.DataFrame,
-              primary: str = DEFAULT_PRIMARY, comparator: str | None = None, n_boot: int = N_HIERARCHICAL,
-              seed: int = 0, min_conditions: int = MIN_CONDITIONS, alpha: float = ALPHA) -> dict:
+def summarize(
+    per_condition: pd.DataFrame,
+    validation: pd.DataFrame | None = None,
+    *,
+    per_seed: pd.DataFrame,
+    primary: str = DEFAULT_PRIMARY,
+    comparator: str | None = None,
+    n_boot: int = N_HIERARCHICAL,
+    seed: int = 0,
+    min_conditions: int = MIN_CONDITIONS,
+    alpha: float = ALPHA,
+) -> dict:
     """Aggregate one dataset × split (one fold, or folds pooled over split seeds) into the metrics.json layout.
 
     Parameters
@@ -215,15 +261,26 @@ def summarize(per_condition: pd.DataFrame, validation: pd.DataFrame | None = Non
         if col not in frame:
             frame[col] = default
     cube = SeedCube.from_frame(frame, conditions)
-    test_coverage = {m: float(wide[m]["covered"].astype(bool).mean()) for m in methods
-                     if "covered" in wide[m]}
-    out = {"n_test_conditions": int(len(conditions)), "n_effect_conditions": int(effect.sum()),
-           "conditions_without_effect": [str(c) for c in conditions[~effect]], "methods": {}, "roles": roles,
-           "coverage": test_coverage, "comparisons": {}, "metric_higher_is_better": METRICS,
-           "primary_metric": PRIMARY, "primary": primary,
-           "ci_method": {"rule": HIERARCHICAL_RULE, "n_boot": int(n_boot), "seed": int(seed),
-                         "split_seeds": [int(s) for s in cube.split_seeds],
-                         "model_seeds": [int(s) for s in cube.model_seeds if np.isfinite(s)]}}
+    test_coverage = {m: float(wide[m]["covered"].astype(bool).mean()) for m in methods if "covered" in wide[m]}
+    out = {
+        "n_test_conditions": int(len(conditions)),
+        "n_effect_conditions": int(effect.sum()),
+        "conditions_without_effect": [str(c) for c in conditions[~effect]],
+        "methods": {},
+        "roles": roles,
+        "coverage": test_coverage,
+        "comparisons": {},
+        "metric_higher_is_better": METRICS,
+        "primary_metric": PRIMARY,
+        "primary": primary,
+        "ci_method": {
+            "rule": HIERARCHICAL_RULE,
+            "n_boot": int(n_boot),
+            "seed": int(seed),
+            "split_seeds": [int(s) for s in cube.split_seeds],
+            "model_seeds": [int(s) for s in cube.model_seeds if np.isfinite(s)],
+        },
+    }
     for m in methods:
         stats = {}
         for k in METRICS:
@@ -237,8 +294,13 @@ def summarize(per_condition: pd.DataFrame, validation: pd.DataFrame | None = Non
     if comparator is not None:
         if comparator not in methods:
             raise InputError(f"comparator {comparator!r} was not scored; methods: {methods}.")
-        choice = {**choice, "comparator": comparator, "reason": choice["reason"] if comparator ==
-                  choice["comparator"] else f"given by the caller ({choice['reason']} elsewhere)"}
+        choice = {
+            **choice,
+            "comparator": comparator,
+            "reason": choice["reason"]
+            if comparator == choice["comparator"]
+            else f"given by the caller ({choice['reason']} elsewhere)",
+        }
     best = choice["comparator"]
     out["comparator"] = best
     out["comparator_choice"] = choice
@@ -247,16 +309,35 @@ def summarize(per_condition: pd.DataFrame, validation: pd.DataFrame | None = Non
     for m in methods:
         if m != best:
             out["comparisons"][f"{m} vs {best}"] = {
-                k: {key: v for key, v in paired_difference(cube, m, best, k, None, n_boot=n_boot, seed=seed,
-                                                 with_p=False).items() if key in ("diff", "ci_low", "ci_high", "n")}
-                for k in METRICS}
+                k: {
+                    key: v
+                    for key, v in paired_difference(
+                        cube, m, best, k, None, n_boot=n_boot, seed=seed, with_p=False
+                    ).items()
+                    if key in ("diff", "ci_low", "ci_high", "n")
+                }
+                for k in METRICS
+            }
     if primary in methods and roles.get(primary) == "jepa":
-        out["verdict"] = _verdict(cube, wide, effect_conds, primary, best, roles, choice, n_boot=n_boot, seed=seed,
-                                  n_without=int((~effect).sum()), min_conditions=min_conditions)
+        out["verdict"] = _verdict(
+            cube,
+            wide,
+            effect_conds,
+            primary,
+            best,
+            roles,
+            choice,
+            n_boot=n_boot,
+            seed=seed,
+            n_without=int((~effect).sum()),
+            min_conditions=min_conditions,
+        )
         holm_over([out], alpha=alpha)
     elif any(r == "jepa" for r in roles.values()):
-        out["verdict_note"] = (f"the pre-registered primary model {primary!r} was not scored (JEPA models: "
-                               f"{[m for m, r in roles.items() if r == 'jepa']}); no verdict")
+        out["verdict_note"] = (
+            f"the pre-registered primary model {primary!r} was not scored (JEPA models: "
+            f"{[m for m, r in roles.items() if r == 'jepa']}); no verdict"
+        )
     return out
 
 
@@ -278,8 +359,20 @@ def _effect_summary(first: pd.DataFrame) -> dict:
     return out
 
 
-def _verdict(cube: SeedCube, wide, conds, primary: str, comparator: str, roles, choice, *, n_boot: int, seed: int,
-             n_without: int, min_conditions: int) -> dict:
+def _verdict(
+    cube: SeedCube,
+    wide,
+    conds,
+    primary: str,
+    comparator: str,
+    roles,
+    choice,
+    *,
+    n_boot: int,
+    seed: int,
+    n_without: int,
+    min_conditions: int,
+) -> dict:
     def mean(m):
         x = wide[m].loc[conds, PRIMARY].to_numpy(dtype=float) if len(conds) else np.array([])
         x = x[np.isfinite(x)]
@@ -287,14 +380,24 @@ def _verdict(cube: SeedCube, wide, conds, primary: str, comparator: str, roles, 
 
     twin = next((m for m, r in roles.items() if r == "pca_twin"), None)
     scale = {m: abs(mean(m) or 1.0) for m in (comparator, twin) if m is not None}
-    v = {"model": primary, "baseline": comparator, "chosen_on": "validation (out-of-sample)",
-         "comparator_reason": choice["reason"], "conditions": "with a detectable effect (E-test and standard error)",
-         "n": len(conds), "n_without_effect": n_without, "claimable": claimable(len(conds), min_conditions),
-         "min_conditions": int(min_conditions), "claims_rule": CLAIMS_RULE,
-         "means": {"model": mean(primary), "baseline": mean(comparator), "twin": mean(twin) if twin else None},
-         "seed_means": {m: cube.seed_means(m, PRIMARY, conds) for m in dict.fromkeys([primary, comparator, twin])
-                        if m is not None},
-         "secondary": {}}
+    v = {
+        "model": primary,
+        "baseline": comparator,
+        "chosen_on": "validation (out-of-sample)",
+        "comparator_reason": choice["reason"],
+        "conditions": "with a detectable effect (E-test and standard error)",
+        "n": len(conds),
+        "n_without_effect": n_without,
+        "claimable": claimable(len(conds), min_conditions),
+        "min_conditions": int(min_conditions),
+        "claims_rule": CLAIMS_RULE,
+        "means": {"model": mean(primary), "baseline": mean(comparator), "twin": mean(twin) if twin else None},
+        "seed_means": {
+            m: cube.seed_means(m, PRIMARY, conds) for m in dict.fromkeys([primary, comparator, twin]) if m is not None
+        },
+        "secondary": {},
+    }
+
     def pair(other, metric):
         return paired_difference(cube, primary, other, metric, conds, n_boot=n_boot, seed=seed)
 
@@ -319,12 +422,22 @@ def _verdict(cube: SeedCube, wide, conds, primary: str, comparator: str, roles, 
 # ------------------------------------------------------------------------------------- pooling seeds
 
 #: Per-condition columns that are the same for every fold and split seed a condition appears in.
-KEEP_FIRST = ("role", "is_baseline", "context_id", "perturbation_id", "dose", "time_hours", "n_tokens",
-              "n_cells_observed", "n_cells_predicted")
+KEEP_FIRST = (
+    "role",
+    "is_baseline",
+    "context_id",
+    "perturbation_id",
+    "dose",
+    "time_hours",
+    "n_tokens",
+    "n_cells_observed",
+    "n_cells_predicted",
+)
 
 
-def pooled_effects(frame: pd.DataFrame, *, effect_alpha: float = 0.05, effect_se_z: float | None = None
-                   ) -> pd.DataFrame:
+def pooled_effects(
+    frame: pd.DataFrame, *, effect_alpha: float = 0.05, effect_se_z: float | None = None
+) -> pd.DataFrame:
     """Whether each condition has an effect, over the folds and split seeds it was tested in (data only).
 
     ``frame`` has one row per condition and fold (``condition``, ``etest_p_adj``, ``etest_edistance``,
@@ -345,8 +458,9 @@ def pooled_effects(frame: pd.DataFrame, *, effect_alpha: float = 0.05, effect_se
     return out
 
 
-def pool_conditions(frames: list[pd.DataFrame], *, effect_alpha: float = 0.05, effect_se_z: float | None = None
-                    ) -> pd.DataFrame:
+def pool_conditions(
+    frames: list[pd.DataFrame], *, effect_alpha: float = 0.05, effect_se_z: float | None = None
+) -> pd.DataFrame:
     """One row per method × condition over several folds and split seeds (a condition's mean over them).
 
     Each frame is a fold's ``per_condition`` with ``split_seed`` and ``fold`` columns. A condition tested
@@ -372,8 +486,9 @@ def pool_conditions(frames: list[pd.DataFrame], *, effect_alpha: float = 0.05, e
     return out.reset_index()
 
 
-def seed_summary(per_seed: pd.DataFrame, metrics: dict, effect_conditions, *, n_boot: int = N_HIERARCHICAL,
-                 seed: int = 0) -> dict:
+def seed_summary(
+    per_seed: pd.DataFrame, metrics: dict, effect_conditions, *, n_boot: int = N_HIERARCHICAL, seed: int = 0
+) -> dict:
     """Every split seed's own verdict differences, and every method's mean per model seed, beside a pooled verdict.
 
     ``per_seed`` holds the pooled run's per-seed rows (``split_seed``, ``fold``, ``model_seed``); the
@@ -385,22 +500,29 @@ def seed_summary(per_seed: pd.DataFrame, metrics: dict, effect_conditions, *, n_
     conds = list(effect_conditions)
     for s, part in per_seed.groupby("split_seed", sort=True):
         cube = SeedCube.from_frame(part, conds)
-        entry = {"n": int(np.isfinite(_per_condition(cube.values(metrics["comparator"], PRIMARY))).sum())
-                 if metrics.get("comparator") else 0,
-                 "means": {m: _mean(cube.values(m, PRIMARY)) for m in metrics["methods"]}}
+        entry = {
+            "n": int(np.isfinite(_per_condition(cube.values(metrics["comparator"], PRIMARY))).sum())
+            if metrics.get("comparator")
+            else 0,
+            "means": {m: _mean(cube.values(m, PRIMARY)) for m in metrics["methods"]},
+        }
         if v:
-            entry["vs_comparator"] = paired_difference(cube, v["model"], v["baseline"], PRIMARY, None, n_boot=n_boot,
-                                                       seed=seed)
+            entry["vs_comparator"] = paired_difference(
+                cube, v["model"], v["baseline"], PRIMARY, None, n_boot=n_boot, seed=seed
+            )
             twin = v.get("vs_pca_twin")
             if twin:
-                entry["vs_pca_twin"] = paired_difference(cube, v["model"], twin["twin"], PRIMARY, None,
-                                                         n_boot=n_boot, seed=seed)
+                entry["vs_pca_twin"] = paired_difference(
+                    cube, v["model"], twin["twin"], PRIMARY, None, n_boot=n_boot, seed=seed
+                )
         out["split_seeds"][int(s)] = entry
     seeded = per_seed[per_seed["model_seed"].notna()]
     for method, sel in seeded.groupby("method", sort=False):
         by_seed = sel.groupby("model_seed")["edistance"].mean()
-        out["model_seeds"][method] = {"per_seed": {int(k): float(x) for k, x in by_seed.items()},
-                                      "sd": float(by_seed.std(ddof=1)) if len(by_seed) > 1 else None}
+        out["model_seeds"][method] = {
+            "per_seed": {int(k): float(x) for k, x in by_seed.items()},
+            "sd": float(by_seed.std(ddof=1)) if len(by_seed) > 1 else None,
+        }
     return out
 
 

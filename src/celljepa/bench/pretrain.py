@@ -42,8 +42,11 @@ from .tasks import data_fingerprint, locks_out
 __all__ = ["FAST_DEV", "embedding_eval", "pretrain"]
 
 # --fast-dev: a smoke run that exercises every stage in seconds.
-FAST_DEV = {"train": {"max_steps": FAST_DEV_JEPA_STEPS, "log_every": 5, "eval_every": 10, "checkpoint_every": 10},
-            "data": {"eval_cells": 256}, "eval": {"max_cells": 2000}}
+FAST_DEV = {
+    "train": {"max_steps": FAST_DEV_JEPA_STEPS, "log_every": 5, "eval_every": 10, "checkpoint_every": 10},
+    "data": {"eval_cells": 256},
+    "eval": {"max_cells": 2000},
+}
 
 
 def _config_yaml(cfg: JEPAConfig) -> str:
@@ -73,8 +76,16 @@ def pca_embedding(x, fit: np.ndarray, n_pcs: int, seed: int) -> tuple[np.ndarray
     return coords, {"n_pcs": n_comp, "fit_cells": int(train.shape[0]), "genes": int(x.shape[1])}
 
 
-def embedding_eval(model, adata, *, train_rows: np.ndarray, labels=None, cfg: JEPAConfig | None = None,
-                   progress: bool = False, embedding: np.ndarray | None = None) -> dict:
+def embedding_eval(
+    model,
+    adata,
+    *,
+    train_rows: np.ndarray,
+    labels=None,
+    cfg: JEPAConfig | None = None,
+    progress: bool = False,
+    embedding: np.ndarray | None = None,
+) -> dict:
     """Collapse diagnostics of the embedding and kNN accuracy of ``labels`` on X_jepa versus X_pca.
 
     Both embeddings are computed for the same seeded subsample of at most ``eval.max_cells`` cells
@@ -96,10 +107,25 @@ def embedding_eval(model, adata, *, train_rows: np.ndarray, labels=None, cfg: JE
     pcs, pca_info = pca_embedding(x, np.isin(rows, train_rows), e.n_pcs, cfg.train.seed)
     diag = collapse_diagnostics(z, max_cells=None)
     obs = sub.obs
-    knn = knn_table({"X_jepa": z, "X_pca": pcs}, obs, list(labels if labels is not None else e.labels), k=e.knn_k,
-                    n_folds=e.knn_folds, seed=cfg.train.seed, max_cells=None)
-    return {"diagnostics": diag, "collapsed": is_collapsed(diag), "pca_diagnostics": collapse_diagnostics(pcs),
-            "knn": knn, "pca": pca_info, "n_cells": int(rows.size), "knn_k": e.knn_k, "knn_folds": e.knn_folds}
+    knn = knn_table(
+        {"X_jepa": z, "X_pca": pcs},
+        obs,
+        list(labels if labels is not None else e.labels),
+        k=e.knn_k,
+        n_folds=e.knn_folds,
+        seed=cfg.train.seed,
+        max_cells=None,
+    )
+    return {
+        "diagnostics": diag,
+        "collapsed": is_collapsed(diag),
+        "pca_diagnostics": collapse_diagnostics(pcs),
+        "knn": knn,
+        "pca": pca_info,
+        "n_cells": int(rows.size),
+        "knn_k": e.knn_k,
+        "knn_folds": e.knn_folds,
+    }
 
 
 def _split_rows(split_path, adata) -> tuple[np.ndarray, np.ndarray | None, dict]:
@@ -110,8 +136,10 @@ def _split_rows(split_path, adata) -> tuple[np.ndarray, np.ndarray | None, dict]
     train = np.flatnonzero(roles == "train")
     val = np.flatnonzero(roles == "val")
     if train.size < 2:
-        raise InputError(f"split {split_path} lists {train.size} training cells of this file; is it the split of "
-                         f"another dataset (split dataset_id {fold.get('dataset_id')!r})?")
+        raise InputError(
+            f"split {split_path} lists {train.size} training cells of this file; is it the split of "
+            f"another dataset (split dataset_id {fold.get('dataset_id')!r})?"
+        )
     info = {k: fold[k] for k in ("dataset_id", "split_name", "seed", "fold", "n_folds")}
     info.update(path=str(split_path), n_train_cells=int(train.size), n_val_cells=int(val.size))
     return train, (val if val.size >= 2 else None), info
@@ -124,15 +152,27 @@ def _read(path: Path, *, backed: bool):
     try:
         return ad.read_h5ad(path, backed="r" if backed else None)
     except Exception as err:  # noqa: BLE001 - h5py/anndata raise many kinds for a damaged file
-        raise InputError(f"cannot read '{path}' ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
-                         ": the file is damaged or cut short. Fix: copy or write it again.") from None
+        raise InputError(
+            f"cannot read '{path}' ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+            ": the file is damaged or cut short. Fix: copy or write it again."
+        ) from None
 
 
 @locks_out
-def pretrain(h5ad, *, out: str | os.PathLike, config: str | os.PathLike | JEPAConfig | None = None,
-             split: str | os.PathLike | None = None, fast_dev: bool = False, backed: bool | None = None,
-             overrides: dict | None = None, restart: bool = False, progress: bool = True,
-             handle_signals: bool = True, feature_set: str | os.PathLike | None = None) -> dict | None:
+def pretrain(
+    h5ad,
+    *,
+    out: str | os.PathLike,
+    config: str | os.PathLike | JEPAConfig | None = None,
+    split: str | os.PathLike | None = None,
+    fast_dev: bool = False,
+    backed: bool | None = None,
+    overrides: dict | None = None,
+    restart: bool = False,
+    progress: bool = True,
+    handle_signals: bool = True,
+    feature_set: str | os.PathLike | None = None,
+) -> dict | None:
     """Run JEPA pretraining on ``h5ad`` into the run folder ``out`` and return ``eval.json``'s content.
 
     Running it again on the same folder resumes from ``checkpoints/last.pt`` (a finished run only
@@ -161,15 +201,19 @@ def pretrain(h5ad, *, out: str | os.PathLike, config: str | os.PathLike | JEPACo
     if combined and len(paths) > 1 and not (overrides or {}).get("data", {}).get("balance_key"):
         overrides = {**(overrides or {}), "data": {**(overrides or {}).get("data", {}), "balance_key": "dataset_id"}}
     if combined and (backed or split is not None):
-        raise InputError("several datasets (or --feature-set) are held in memory and take no --split-file yet. Fix: "
-                         "drop --backed/--split-file, or pretrain on one dataset.")
+        raise InputError(
+            "several datasets (or --feature-set) are held in memory and take no --split-file yet. Fix: "
+            "drop --backed/--split-file, or pretrain on one dataset."
+        )
     cfg = config if isinstance(config, JEPAConfig) else load_config(config, overrides=None)
     merged = {s: {} for s in cfg.to_dict()}
     for extra in ((FAST_DEV if fast_dev else {}), overrides or {}):
         for section, values in extra.items():
             if section not in merged:
-                raise InputError(f"--set {section}.{next(iter(values), 'KEY')}=...: unknown config section "
-                                 f"{section!r}.{suggest(section, merged)} Sections: {', '.join(merged)}.")
+                raise InputError(
+                    f"--set {section}.{next(iter(values), 'KEY')}=...: unknown config section "
+                    f"{section!r}.{suggest(section, merged)} Sections: {', '.join(merged)}."
+                )
             merged[section].update(values)
     if backed is not None:
         merged["data"]["backed"] = bool(backed)
@@ -197,11 +241,25 @@ def pretrain(h5ad, *, out: str | os.PathLike, config: str | os.PathLike | JEPACo
         if world_size() > 1:
             if getattr(adata, "isbacked", False):
                 adata.file.close()
-            raise InputError(f"--restart over the finished run in {out} trains in a staging folder, which one "
-                             "process holds; under torch.distributed pass a new --out instead.")
+            raise InputError(
+                f"--restart over the finished run in {out} trains in a staging folder, which one "
+                "process holds; under torch.distributed pass a new --out instead."
+            )
         with staged_folder(out) as stage:
-            result = _train(adata, stage, cfg, inputs, paths=paths, combined=combined, fs=fs if combined else None,
-                            fs_info=fs_info, split=split, progress=progress, handle_signals=handle_signals, t0=t0)
+            result = _train(
+                adata,
+                stage,
+                cfg,
+                inputs,
+                paths=paths,
+                combined=combined,
+                fs=fs if combined else None,
+                fs_info=fs_info,
+                split=split,
+                progress=progress,
+                handle_signals=handle_signals,
+                t0=t0,
+            )
         logger.info("pretraining run written to %s (it replaced the finished run there)", out)
         return result
     if restart and main:
@@ -210,8 +268,20 @@ def pretrain(h5ad, *, out: str | os.PathLike, config: str | os.PathLike | JEPACo
     barrier()
     new_run = not out.exists() or not any(p.name != LOCK_NAME for p in out.iterdir())
     try:
-        result = _train(adata, out, cfg, inputs, paths=paths, combined=combined, fs=fs if combined else None,
-                        fs_info=fs_info, split=split, progress=progress, handle_signals=handle_signals, t0=t0)
+        result = _train(
+            adata,
+            out,
+            cfg,
+            inputs,
+            paths=paths,
+            combined=combined,
+            fs=fs if combined else None,
+            fs_info=fs_info,
+            split=split,
+            progress=progress,
+            handle_signals=handle_signals,
+            t0=t0,
+        )
     except BaseException:
         if new_run and main and not (out / "checkpoints" / "last.pt").is_file():
             for p in out.iterdir():  # nothing to resume from: a new run that failed leaves no half-started folder
@@ -234,21 +304,38 @@ def _check_resume(out: Path, cfg: JEPAConfig, inputs: dict) -> None:
         return
     previous = load_config(config_path)
     if previous.digest() != cfg.digest():
-        raise InputError(f"{out} holds a run with a different config ({config_path}). Fix: use a new --out "
-                         "folder, or --restart to start this one over.")
+        raise InputError(
+            f"{out} holds a run with a different config ({config_path}). Fix: use a new --out "
+            "folder, or --restart to start this one over."
+        )
     try:
         stored = json.loads((out / INPUTS_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return  # a run of a version that recorded no fingerprint: the gene names and cell count are checked on resume
     if stored.get("data") != inputs["data"]:
-        raise InputError(f"{out} holds a run trained on other data: the data changed (content fingerprint "
-                         f"{stored.get('data')} → {inputs['data']}; then {', '.join(stored.get('sources', []))}, now "
-                         f"{', '.join(inputs['sources'])}). Nothing was changed. Fix: use a new --out folder, or "
-                         "--restart to train on these data (the old run stays until the new one is complete).")
+        raise InputError(
+            f"{out} holds a run trained on other data: the data changed (content fingerprint "
+            f"{stored.get('data')} → {inputs['data']}; then {', '.join(stored.get('sources', []))}, now "
+            f"{', '.join(inputs['sources'])}). Nothing was changed. Fix: use a new --out folder, or "
+            "--restart to train on these data (the old run stays until the new one is complete)."
+        )
 
 
-def _train(adata, out: Path, cfg: JEPAConfig, inputs: dict, *, paths, combined: bool, fs, fs_info, split, progress,
-           handle_signals, t0) -> dict | None:
+def _train(
+    adata,
+    out: Path,
+    cfg: JEPAConfig,
+    inputs: dict,
+    *,
+    paths,
+    combined: bool,
+    fs,
+    fs_info,
+    split,
+    progress,
+    handle_signals,
+    t0,
+) -> dict | None:
     from ..models import CellJEPA
 
     main = is_main()
@@ -263,8 +350,13 @@ def _train(adata, out: Path, cfg: JEPAConfig, inputs: dict, *, paths, combined: 
         if split is not None:
             train_rows, eval_rows, split_info = _split_rows(split, adata)
         model = CellJEPA(adata, config=cfg)
-        model.train(train_indices=train_rows, eval_indices=eval_rows, run_dir=out, progress=progress,
-                    handle_signals=handle_signals)
+        model.train(
+            train_indices=train_rows,
+            eval_indices=eval_rows,
+            run_dir=out,
+            progress=progress,
+            handle_signals=handle_signals,
+        )
         train_s = time.perf_counter() - t0
         if not main:
             return None
@@ -274,15 +366,28 @@ def _train(adata, out: Path, cfg: JEPAConfig, inputs: dict, *, paths, combined: 
         if z is not None:
             with atomic_path(out / "embeddings.npz") as tmp, open(tmp, "wb") as fh:
                 np.savez(fh, obs_names=np.asarray(adata.obs_names, dtype=str), X_jepa=z)
-        dataset_id = ("+".join(adata.obs["dataset_id"].cat.categories) if combined and len(paths) > 1
-                      else str(adata.uns.get("dataset_id", paths[0].stem)))
-        result.update(source=", ".join(str(p) for p in paths), dataset_id=dataset_id, split=split_info,
-                      feature_set=fs_info,
-                      n_obs=int(adata.n_obs), n_vars=int(adata.n_vars), n_train_cells=int(train_rows.size),
-                      train_info=model.train_info_, gene_sets=model.gene_sets_source_,
-                      final=_last(model.history_, eval_split=False), final_eval=_last(model.history_, eval_split=True),
-                      train_seconds=round(train_s, 2), total_seconds=round(time.perf_counter() - t0, 2),
-                      embeddings="embeddings.npz" if z is not None else None, data=inputs["data"])
+        dataset_id = (
+            "+".join(adata.obs["dataset_id"].cat.categories)
+            if combined and len(paths) > 1
+            else str(adata.uns.get("dataset_id", paths[0].stem))
+        )
+        result.update(
+            source=", ".join(str(p) for p in paths),
+            dataset_id=dataset_id,
+            split=split_info,
+            feature_set=fs_info,
+            n_obs=int(adata.n_obs),
+            n_vars=int(adata.n_vars),
+            n_train_cells=int(train_rows.size),
+            train_info=model.train_info_,
+            gene_sets=model.gene_sets_source_,
+            final=_last(model.history_, eval_split=False),
+            final_eval=_last(model.history_, eval_split=True),
+            train_seconds=round(train_s, 2),
+            total_seconds=round(time.perf_counter() - t0, 2),
+            embeddings="embeddings.npz" if z is not None else None,
+            data=inputs["data"],
+        )
         write_json_atomic(out / "eval.json", result)
     finally:
         if getattr(adata, "isbacked", False):
@@ -302,8 +407,16 @@ def knn_summary(result: dict) -> pd.DataFrame:
         if "skipped" in by_emb:
             continue
         for emb, r in by_emb.items():
-            rows.append({"label": label, "embedding": emb, "accuracy": r["accuracy"], "accuracy_sd": r["accuracy_sd"],
-                         "n_classes": r["n_classes"], "chance": r["chance"]})
+            rows.append(
+                {
+                    "label": label,
+                    "embedding": emb,
+                    "accuracy": r["accuracy"],
+                    "accuracy_sd": r["accuracy_sd"],
+                    "n_classes": r["n_classes"],
+                    "chance": r["chance"],
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -322,7 +435,6 @@ def _combined_data(paths, feature_set):
         datasets[name] = adata
     fs = resolve_feature_set(feature_set, datasets, name="+".join(datasets))
     if len(datasets) == 1:
-        (name, only), = datasets.items()
+        ((name, only),) = datasets.items()
         return map_genes(only, fs, name=name), fs
     return combine_datasets(datasets, fs), fs
-

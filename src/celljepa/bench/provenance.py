@@ -41,11 +41,16 @@ def tree_state(*, untracked: bool = True) -> dict | None:
     if not (root / ".git").exists() or not (root / "src" / "celljepa").is_dir():
         return None
     try:
-        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                                timeout=10, check=True).stdout.strip()
-        status = subprocess.run(["git", "-C", str(root), "status", "--porcelain",
-                                 f"--untracked-files={'all' if untracked else 'no'}"],
-                                capture_output=True, text=True, timeout=30, check=True).stdout
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", f"--untracked-files={'all' if untracked else 'no'}"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return None
     return {"root": str(root), "commit": commit, "changed": [line[3:] for line in status.splitlines() if line.strip()]}
@@ -55,10 +60,18 @@ def versions() -> dict:
     """Versions of celljepa and the libraries that shape its numbers, and the machine's kind."""
     import torch
 
-    return {"celljepa": __version__, "python": platform.python_version(), "torch": torch.__version__,
-            "anndata": _package("anndata"), "scanpy": _package("scanpy"), "scikit-learn": _package("scikit-learn"),
-            "kernel_backend": settings.kernel_backend, "device": "cpu", "machine": platform.machine(),
-            "cpus": os.cpu_count()}
+    return {
+        "celljepa": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "anndata": _package("anndata"),
+        "scanpy": _package("scanpy"),
+        "scikit-learn": _package("scikit-learn"),
+        "kernel_backend": settings.kernel_backend,
+        "device": "cpu",
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+    }
 
 
 def provenance(*, device: str = "cpu") -> dict:

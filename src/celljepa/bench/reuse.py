@@ -36,14 +36,24 @@ def _read(folder: Path, name: str, *, required: bool = True) -> pd.DataFrame | N
     path = folder / name
     if not path.is_file():
         if required:
-            raise InputError(f"--reuse: {path} is missing; the reused run must hold every fold of this benchmark "
-                             "(finished). Fix: point --reuse at a finished run with the same plan and seeds.")
+            raise InputError(
+                f"--reuse: {path} is missing; the reused run must hold every fold of this benchmark "
+                "(finished). Fix: point --reuse at a finished run with the same plan and seeds."
+            )
         return None
     return pd.read_csv(path, float_precision="round_trip")  # the stored values exactly
 
 
-def reuse_fold(adata: AnnData, fold: dict, old_dir: Path, *, config: dict, evaluation, new_methods: list,
-               keep_predictions: bool = False) -> FoldResult:
+def reuse_fold(
+    adata: AnnData,
+    fold: dict,
+    old_dir: Path,
+    *,
+    config: dict,
+    evaluation,
+    new_methods: list,
+    keep_predictions: bool = False,
+) -> FoldResult:
     """Score ``new_methods`` and the baselines on ``fold``; merge with the stored run folder ``old_dir``.
 
     ``config`` is this run's fold config (:func:`~celljepa.bench.run._run_config`): its evaluation, JEPA,
@@ -51,18 +61,24 @@ def reuse_fold(adata: AnnData, fold: dict, old_dir: Path, *, config: dict, evalu
     the stored ones (:data:`REUSE_TOLERANCE`), else an :class:`InputError` says what differs.
     """
     if keep_predictions:
-        raise InputError("--predictions cannot be combined with --reuse: the reused run's predicted cells were not "
-                         "kept. Fix: drop one of the two.")
+        raise InputError(
+            "--predictions cannot be combined with --reuse: the reused run's predicted cells were not "
+            "kept. Fix: drop one of the two."
+        )
     try:
         old_config = json.loads((old_dir / "config.json").read_text(encoding="utf-8"))
         old_metrics = json.loads((old_dir / "metrics.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
-        raise InputError(f"--reuse: cannot read the finished fold in {old_dir}: {err}. Fix: point --reuse at a "
-                         "finished run with the same plan and seeds.") from None
+        raise InputError(
+            f"--reuse: cannot read the finished fold in {old_dir}: {err}. Fix: point --reuse at a "
+            "finished run with the same plan and seeds."
+        ) from None
     differ = [k for k in _SAME_CONFIG if old_config.get(k) != config.get(k)]
     if differ:
-        raise InputError(f"--reuse: the fold in {old_dir} was run with other settings ({', '.join(differ)}); "
-                         "the run must use the same evaluation, JEPA, transition and model seeds.")
+        raise InputError(
+            f"--reuse: the fold in {old_dir} was run with other settings ({', '.join(differ)}); "
+            "the run must use the same evaluation, JEPA, transition and model seeds."
+        )
     old_per = _read(old_dir, "per_condition.csv")
     old_val = _read(old_dir, "validation.csv")
     old_seeds = _read(old_dir, "per_condition_seeds.csv", required=False)
@@ -89,19 +105,37 @@ def reuse_fold(adata: AnnData, fold: dict, old_dir: Path, *, config: dict, evalu
     validation = merged(old_val, new.validation)
     per_seed = merged(old_seeds if old_seeds is not None else _seeds_of(old_per), new.per_seed)
     per_seed["split_seed"], per_seed["fold"] = int(fold["seed"]), int(fold["fold"])
-    metrics = summarize(per_condition, validation, per_seed=per_seed, primary=evaluation.primary,
-                        n_boot=evaluation.n_bootstrap, seed=evaluation.seed, min_conditions=evaluation.min_conditions)
+    metrics = summarize(
+        per_condition,
+        validation,
+        per_seed=per_seed,
+        primary=evaluation.primary,
+        n_boot=evaluation.n_bootstrap,
+        seed=evaluation.seed,
+        min_conditions=evaluation.min_conditions,
+    )
     keep = ("dataset_id", "split", "fold", "seed", "model_seeds", "transductive", "embedding_space")
     metrics.update({k: old_metrics[k] for k in keep if k in old_metrics})
-    metrics["reused"] = {"from": str(old_dir), "methods_added": sorted(names),
-                         "baselines_checked": int((new.per_condition["role"] == "baseline").sum())}
+    metrics["reused"] = {
+        "from": str(old_dir),
+        "methods_added": sorted(names),
+        "baselines_checked": int((new.per_condition["role"] == "baseline").sum()),
+    }
     params = {**old_config.get("methods", {}), **{k: v for k, v in new.params.items() if k in names}}
     timings = dict(old_config.get("timings_s", {}))
     timings.update({k: v for k, v in new.timings.items() if k.removesuffix("_s") in names})
     timings["total_s"] = float(timings.get("total_s", 0.0)) + sum(
-        v for k, v in new.timings.items() if k.removesuffix("_s") in names)
-    return dataclasses.replace(new, per_condition=per_condition, validation=validation, per_seed=per_seed,
-                               metrics=metrics, params=params, timings=timings)
+        v for k, v in new.timings.items() if k.removesuffix("_s") in names
+    )
+    return dataclasses.replace(
+        new,
+        per_condition=per_condition,
+        validation=validation,
+        per_seed=per_seed,
+        metrics=metrics,
+        params=params,
+        timings=timings,
+    )
 
 
 def _seeds_of(per_condition: pd.DataFrame) -> pd.DataFrame:
@@ -117,8 +151,10 @@ def _check_baselines(new: pd.DataFrame, old: pd.DataFrame, old_dir: Path) -> Non
     stored = old.set_index(["method", "condition"])
     missing = base.index.difference(stored.index)
     if len(missing):
-        raise InputError(f"--reuse: the fold in {old_dir} lacks {len(missing)} baseline row(s) scored here, e.g. "
-                         f"{list(missing[:3])}: it is not the same fold (other data, split or code).")
+        raise InputError(
+            f"--reuse: the fold in {old_dir} lacks {len(missing)} baseline row(s) scored here, e.g. "
+            f"{list(missing[:3])}: it is not the same fold (other data, split or code)."
+        )
     worst = ("", 0.0)
     for col in _CHECKED:
         if col not in base or col not in stored:
@@ -131,6 +167,8 @@ def _check_baselines(new: pd.DataFrame, old: pd.DataFrame, old_dir: Path) -> Non
         elif both.any():
             worst = max(worst, (col, float(np.abs(a[both] - b[both]).max())), key=lambda t: t[1])
     if worst[1] > REUSE_TOLERANCE:
-        raise InputError(f"--reuse: the baselines scored here differ from the ones stored in {old_dir} ({worst[0]}: "
-                         f"max difference {worst[1]:.3g}); the stored run was made with other code or data, so its "
-                         "methods cannot be merged with new ones. Fix: rerun the benchmark in full.")
+        raise InputError(
+            f"--reuse: the baselines scored here differ from the ones stored in {old_dir} ({worst[0]}: "
+            f"max difference {worst[1]:.3g}); the stored run was made with other code or data, so its "
+            "methods cannot be merged with new ones. Fix: rerun the benchmark in full."
+        )

@@ -71,14 +71,21 @@ SEEDS_FILE = "per_seed_all_folds.csv"
 
 def _fold_report_record(result: FoldResult, adata: AnnData, figures: list[Path], out: Path) -> dict:
     """What a fold's ``report.md`` shows, as plain data (rendered by :func:`celljepa.eval.report.fold_report`)."""
-    return {"metrics": result.metrics, "dataset": R.dataset_summary(adata.obs, adata.n_vars), "split": result.fold,
-            "space": {"n_genes": result.space.describe()["n_genes"], "n_pcs": result.space.n_pcs},
-            "params": result.params, "timings": result.timings, "cpus": os.cpu_count(),
-            "figures": [p.relative_to(out).as_posix() for p in figures]}
+    return {
+        "metrics": result.metrics,
+        "dataset": R.dataset_summary(adata.obs, adata.n_vars),
+        "split": result.fold,
+        "space": {"n_genes": result.space.describe()["n_genes"], "n_pcs": result.space.n_pcs},
+        "params": result.params,
+        "timings": result.timings,
+        "cpus": os.cpu_count(),
+        "figures": [p.relative_to(out).as_posix() for p in figures],
+    }
 
 
-def write_fold_run(result: FoldResult, adata: AnnData, out: Path, *, config: dict,
-                   figure_maker: FigureMaker | None = None) -> list[Path]:
+def write_fold_run(
+    result: FoldResult, adata: AnnData, out: Path, *, config: dict, figure_maker: FigureMaker | None = None
+) -> list[Path]:
     """Write config.json, per_condition.csv, split.json, eval_space.npz, figures, report.md, then metrics.json.
 
     Callers write into the staging folder of :func:`celljepa._io.staged_folder`, so the run folder appears whole
@@ -88,11 +95,12 @@ def write_fold_run(result: FoldResult, adata: AnnData, out: Path, *, config: dic
     """
     out.mkdir(parents=True, exist_ok=True)
     digest = config_digest(config)
-    written = [write_json_atomic(out / "config.json", {**config, "config_digest": digest,
-                                                       "provenance": provenance()}),
-               write_text_atomic(out / "per_condition.csv", result.per_condition.to_csv(index=False)),
-               write_json_atomic(out / "split.json", result.fold),
-               result.space.save(out / "eval_space.npz")]
+    written = [
+        write_json_atomic(out / "config.json", {**config, "config_digest": digest, "provenance": provenance()}),
+        write_text_atomic(out / "per_condition.csv", result.per_condition.to_csv(index=False)),
+        write_json_atomic(out / "split.json", result.fold),
+        result.space.save(out / "eval_space.npz"),
+    ]
     if result.validation is not None:
         written.append(write_text_atomic(out / "validation.csv", result.validation.to_csv(index=False)))
     if result.predictions is not None:
@@ -100,18 +108,27 @@ def write_fold_run(result: FoldResult, adata: AnnData, out: Path, *, config: dic
     if result.per_seed is not None and result.per_seed["model_seed"].nunique() > 1:
         written.append(write_text_atomic(out / "per_condition_seeds.csv", result.per_seed.to_csv(index=False)))
     figures = figure_maker(result, out) if figure_maker else []
-    written.append(write_text_atomic(out / "report.md",
-                                     R.fold_report(_fold_report_record(result, adata, figures, out))))
+    written.append(
+        write_text_atomic(out / "report.md", R.fold_report(_fold_report_record(result, adata, figures, out)))
+    )
     written.append(write_frames(result, out / FRAMES_FILE))
     written.append(write_json_atomic(out / "metrics.json", {**result.metrics, "config_digest": digest}))
     return written + figures
 
 
-def _run_config(adata: AnnData, fold: dict, cfg: EvalConfig, result: FoldResult | None, *, data: str,
-                **extra) -> dict:
-    conf = {"dataset_id": fold["dataset_id"], "split": fold["split_name"], "fold": fold["fold"],
-            "seed": fold["seed"], "n_folds": fold["n_folds"], "evaluation": dataclasses.asdict(cfg),
-            "versions": versions(), "source": str(adata.uns.get("source", "")), "data": data, **extra}
+def _run_config(adata: AnnData, fold: dict, cfg: EvalConfig, result: FoldResult | None, *, data: str, **extra) -> dict:
+    conf = {
+        "dataset_id": fold["dataset_id"],
+        "split": fold["split_name"],
+        "fold": fold["fold"],
+        "seed": fold["seed"],
+        "n_folds": fold["n_folds"],
+        "evaluation": dataclasses.asdict(cfg),
+        "versions": versions(),
+        "source": str(adata.uns.get("source", "")),
+        "data": data,
+        **extra,
+    }
     if result is not None:
         conf["methods"] = result.params
         conf["timings_s"] = result.timings
@@ -124,10 +141,20 @@ def _empty(out: Path) -> bool:
 
 
 @locks_out
-def eval_baselines(adata: AnnData, *, split: str, fold: int, seed: int = 0, n_folds: int = 5,
-                   val_fraction: float = 0.15, out: str | os.PathLike, config: EvalConfig | None = None,
-                   figure_maker: FigureMaker | None = None, source: str | None = None,
-                   overwrite: bool = False) -> FoldResult:
+def eval_baselines(
+    adata: AnnData,
+    *,
+    split: str,
+    fold: int,
+    seed: int = 0,
+    n_folds: int = 5,
+    val_fraction: float = 0.15,
+    out: str | os.PathLike,
+    config: EvalConfig | None = None,
+    figure_maker: FigureMaker | None = None,
+    source: str | None = None,
+    overwrite: bool = False,
+) -> FoldResult:
     """Evaluate every applicable baseline on one fold and write the run folder ``out``.
 
     The fold is derived from the split name, seed and number of folds exactly as ``celljepa splits``
@@ -135,25 +162,34 @@ def eval_baselines(adata: AnnData, *, split: str, fold: int, seed: int = 0, n_fo
     """
     cfg = config or EvalConfig(seed=seed)
     dataset_id = str(adata.uns.get("dataset_id", "dataset"))
-    folds = make_split_folds(adata.obs, split, dataset_id=dataset_id, n_folds=n_folds, seed=seed,
-                             val_fraction=val_fraction)  # checks the split name (did-you-mean) once
+    folds = make_split_folds(
+        adata.obs, split, dataset_id=dataset_id, n_folds=n_folds, seed=seed, val_fraction=val_fraction
+    )  # checks the split name (did-you-mean) once
     if not 0 <= fold < len(folds):
-        raise InputError(f"--fold {fold} does not exist: {folds[0]['split_name']} has folds 0..{len(folds) - 1} with "
-                         f"--folds {n_folds}.")
+        raise InputError(
+            f"--fold {fold} does not exist: {folds[0]['split_name']} has folds 0..{len(folds) - 1} with "
+            f"--folds {n_folds}."
+        )
     out = Path(out)
     created = _empty(out)
-    inputs = _run_config(adata, folds[fold], cfg, None, data=data_fingerprint(adata), val_fraction=val_fraction,
-                         input=source or "")
+    inputs = _run_config(
+        adata, folds[fold], cfg, None, data=data_fingerprint(adata), val_fraction=val_fraction, input=source or ""
+    )
     refuse_other_kind(out, "fold")
     if not overwrite:
         refuse_other_runs({out: c} if (c := other_run(out, inputs)) else {})
     try:
         result = score_fold(adata, folds[fold], config=cfg)
         with staged_folder(out) as stage:
-            write_fold_run(result, adata, stage, config=_run_config(adata, folds[fold], cfg, result,
-                                                                      data=inputs["data"],
-                                                                      val_fraction=val_fraction, input=source or ""),
-                           figure_maker=figure_maker)
+            write_fold_run(
+                result,
+                adata,
+                stage,
+                config=_run_config(
+                    adata, folds[fold], cfg, result, data=inputs["data"], val_fraction=val_fraction, input=source or ""
+                ),
+                figure_maker=figure_maker,
+            )
     except BaseException:
         if created:
             remove_tree_quietly(out)
@@ -163,8 +199,10 @@ def eval_baselines(adata: AnnData, *, split: str, fold: int, seed: int = 0, n_fo
 
 # The demo benchmark: the two studies of the bundled file, each with its own dataset id and splits.
 DEMO_PLAN = {
-    "norman2019": {"filter": "norman19", "splits": {"S1_unseen_perturbation": 3, "S1g_unseen_genes": 3,
-                                                    "S3_unseen_combo": 3}},
+    "norman2019": {
+        "filter": "norman19",
+        "splits": {"S1_unseen_perturbation": 3, "S1g_unseen_genes": 3, "S3_unseen_combo": 3},
+    },
     "sciplex_gxe": {"filter": "mcfaline23", "splits": {"S1_unseen_perturbation": 3, "S2_unseen_context": 3}},
 }
 
@@ -177,8 +215,9 @@ def demo_datasets() -> dict[str, AnnData]:
     out = {}
     for dataset_id, plan in DEMO_PLAN.items():
         part = raw[raw.obs["dataset"].astype(str) == plan["filter"]].copy()
-        out[dataset_id] = ingest_anndata(part, dataset_id=dataset_id, source=f"celljepa demo ({plan['filter']})",
-                                         format="perturbench")
+        out[dataset_id] = ingest_anndata(
+            part, dataset_id=dataset_id, source=f"celljepa demo ({plan['filter']})", format="perturbench"
+        )
     return out
 
 
@@ -217,8 +256,14 @@ def load_data_args(items, *, backed: bool = False) -> dict[str, AnnData]:
     return datasets
 
 
-def benchmark_tasks(datasets: dict[str, AnnData], plan: dict[str, dict[str, int]], *, run: RunConfig | None = None,
-                    max_folds: int | None = None, folds=None) -> list[tuple[str, str, int, dict]]:
+def benchmark_tasks(
+    datasets: dict[str, AnnData],
+    plan: dict[str, dict[str, int]],
+    *,
+    run: RunConfig | None = None,
+    max_folds: int | None = None,
+    folds=None,
+) -> list[tuple[str, str, int, dict]]:
     """The fold tasks of a benchmark, in the order task indices count them: ``(dataset, split, split seed, fold)``.
 
     Examples
@@ -231,8 +276,10 @@ def benchmark_tasks(datasets: dict[str, AnnData], plan: dict[str, dict[str, int]
     """
     run = run or RunConfig()
     if max_folds is not None and int(max_folds) < 1:
-        raise InputError(f"max_folds={max_folds} scores no fold at all (CLI: --max-folds). Fix: pass 1 or more, or "
-                         "None for every fold.")
+        raise InputError(
+            f"max_folds={max_folds} scores no fold at all (CLI: --max-folds). Fix: pass 1 or more, or "
+            "None for every fold."
+        )
     jobs = []
     for dataset_id, splits in plan.items():
         adata = datasets[dataset_id]
@@ -250,13 +297,28 @@ def task_dir(out: str | os.PathLike, dataset_id: str, split: str, split_seed: in
     return Path(out) / dataset_id / split / f"split_seed{split_seed}" / f"fold{fold}"
 
 
-def benchmark(datasets: dict[str, AnnData], plan: dict[str, dict[str, int]], *, out: str | os.PathLike,
-              run: RunConfig | None = None, figure_maker: FigureMaker | None = None,
-              combined_figure_maker: Callable[[dict, Path], list[Path]] | None = None,
-              progress: bool = True, jepa_knn=None, max_folds: int | None = None,
-              title: str | None = None, pca_twin: bool = True, folds=None, tasks=None,
-              collect: bool = False, predictions: bool = False, reuse: str | os.PathLike | None = None,
-              final: bool = False, held_out_datasets=(), overwrite: bool = False) -> dict:
+def benchmark(
+    datasets: dict[str, AnnData],
+    plan: dict[str, dict[str, int]],
+    *,
+    out: str | os.PathLike,
+    run: RunConfig | None = None,
+    figure_maker: FigureMaker | None = None,
+    combined_figure_maker: Callable[[dict, Path], list[Path]] | None = None,
+    progress: bool = True,
+    jepa_knn=None,
+    max_folds: int | None = None,
+    title: str | None = None,
+    pca_twin: bool = True,
+    folds=None,
+    tasks=None,
+    collect: bool = False,
+    predictions: bool = False,
+    reuse: str | os.PathLike | None = None,
+    final: bool = False,
+    held_out_datasets=(),
+    overwrite: bool = False,
+) -> dict:
     """Run baselines (and JEPA models) on every dataset × split × split seed × fold; one report.
 
     ``plan`` maps dataset id → {split name: number of folds}. One run folder per fold
@@ -325,36 +387,57 @@ def benchmark(datasets: dict[str, AnnData], plan: dict[str, dict[str, int]], *, 
     run = run or RunConfig()
     out = Path(out)
     if tasks is not None and collect:
-        raise InputError("tasks= runs fold tasks and collect= merges them: pass one of the two (CLI: --task or "
-                         "--collect).")
+        raise InputError(
+            "tasks= runs fold tasks and collect= merges them: pass one of the two (CLI: --task or --collect)."
+        )
     refuse_other_kind(out, "benchmark")
     jobs = benchmark_tasks(datasets, plan, run=run, max_folds=max_folds, folds=folds)
     fold_result = _FoldTasks(datasets, plan, out, run, figure_maker, pca_twin, predictions, reuse, overwrite)
     if final:
-        freeze_final(out, datasets, plan, run, fold_result, held_out_datasets=held_out_datasets,
-                     max_folds=max_folds, folds=folds)
+        freeze_final(
+            out, datasets, plan, run, fold_result, held_out_datasets=held_out_datasets, max_folds=max_folds, folds=folds
+        )
     elif held_out_datasets:
-        raise InputError("--held-out-datasets declares data unseen during development for a final verdict: add "
-                         "--final.")
+        raise InputError(
+            "--held-out-datasets declares data unseen during development for a final verdict: add --final."
+        )
     if tasks is not None:
         tasks = task_indices(tasks, len(jobs), "benchmark")
         refuse_beside_holder(out, "a fold task")
         fold_result.check_inputs([jobs[i] for i in tasks], whole=False)
         # the first task fixes the claims family before any model is fitted; the others read it
-        _, fold_result.effects = fixed_claims(out, datasets, jobs, run, progress=progress,
-                                              when="before the first fold task fitted a model",
-                                              fingerprints=fold_result.fingerprints)
+        _, fold_result.effects = fixed_claims(
+            out,
+            datasets,
+            jobs,
+            run,
+            progress=progress,
+            when="before the first fold task fitted a model",
+            fingerprints=fold_result.fingerprints,
+        )
         states = {}
         with stop_on_signals():
             for i in tasks:
                 dataset_id, split, s, fold = jobs[i]
                 states[i] = fold_result(dataset_id, split, s, fold)[1]
-                logger.info("benchmark task %d (%s %s split seed %d fold %d): %s", i, dataset_id, split, s,
-                            fold["fold"], states[i])
+                logger.info(
+                    "benchmark task %d (%s %s split seed %d fold %d): %s",
+                    i,
+                    dataset_id,
+                    split,
+                    s,
+                    fold["fold"],
+                    states[i],
+                )
         return {"tasks": states}
     with folder_lock(out):
-        kw = dict(collect=collect, combined_figure_maker=combined_figure_maker, progress=progress, jepa_knn=jepa_knn,
-                  title=title)
+        kw = dict(
+            collect=collect,
+            combined_figure_maker=combined_figure_maker,
+            progress=progress,
+            jepa_knn=jepa_knn,
+            title=title,
+        )
         if fold_result.check_inputs(jobs) and not collect:
             # --overwrite of a whole run: built in a staging folder and swapped in when complete, so the old run
             # stays whole (combined result included) until then, and a killed run leaves it as it was
@@ -369,8 +452,18 @@ def benchmark(datasets: dict[str, AnnData], plan: dict[str, dict[str, int]], *, 
 class _FoldTasks:
     """Scores a fold task, or reads it back when its folder holds a finished run with the same inputs."""
 
-    def __init__(self, datasets, plan, out: Path, run: RunConfig, figure_maker, pca_twin: bool,
-                 predictions: bool = False, reuse: Path | None = None, overwrite: bool = False):
+    def __init__(
+        self,
+        datasets,
+        plan,
+        out: Path,
+        run: RunConfig,
+        figure_maker,
+        pca_twin: bool,
+        predictions: bool = False,
+        reuse: Path | None = None,
+        overwrite: bool = False,
+    ):
         self.overwrite = overwrite
         self.datasets, self.out, self.run, self.figure_maker, self.pca_twin = datasets, out, run, figure_maker, pca_twin
         self.predictions, self.reuse = predictions, None if reuse is None else Path(reuse)
@@ -382,11 +475,15 @@ class _FoldTasks:
         self.jepa = run.jepa_for(m_seeds[0]) if run.jepa is not None else None  # score_fold seeds per model seed
         self.transition = run.transition_for(m_seeds[0])
         self.fingerprints = {d: data_fingerprint(datasets[d]) for d in plan}
-        self.extra = ({"jepa": self.jepa.to_dict(), "transition": _transition_dict(self.transition),
-                       "model_seeds": m_seeds} if self.jepa is not None else {})
+        self.extra = (
+            {"jepa": self.jepa.to_dict(), "transition": _transition_dict(self.transition), "model_seeds": m_seeds}
+            if self.jepa is not None
+            else {}
+        )
         if run.peers:
-            self.extra["peers"] = {p: {"seeds": list(run.seeds_of_peer(p)), "params": run.peer_params.get(p, {})}
-                                   for p in run.peers}
+            self.extra["peers"] = {
+                p: {"seeds": list(run.seeds_of_peer(p)), "params": run.peer_params.get(p, {})} for p in run.peers
+            }
         if predictions:  # a finished fold without its predictions file is scored again
             self.extra["predictions"] = PREDICTIONS_FILE
         if self.reuse is not None:
@@ -398,8 +495,14 @@ class _FoldTasks:
         return lambda seed: self.run.peer_models(folder / "peers", seed=seed)
 
     def config(self, dataset_id: str, split_seed: int, fold: dict, result: FoldResult | None) -> dict:
-        return _run_config(self.datasets[dataset_id], fold, self.run.evaluation_for(split_seed), result,
-                           data=self.fingerprints[dataset_id], **self.extra)
+        return _run_config(
+            self.datasets[dataset_id],
+            fold,
+            self.run.evaluation_for(split_seed),
+            result,
+            data=self.fingerprints[dataset_id],
+            **self.extra,
+        )
 
     def check_inputs(self, jobs, *, whole: bool = True) -> bool:
         """Refuse, before anything is written, folds that ``out`` holds finished from a run with other inputs.
@@ -422,14 +525,19 @@ class _FoldTasks:
             except (OSError, ValueError):
                 stored = None
             if stored is not None and stored != self.run_digest(jobs):
-                conflicts[self.out] = ["the plan (datasets, splits, split seeds or folds) of the combined run "
-                                       "differs from this run's"]
+                conflicts[self.out] = [
+                    "the plan (datasets, splits, split seeds or folds) of the combined run differs from this run's"
+                ]
         if conflicts and self.overwrite:
             if not whole:
                 for name in ("metrics_combined.json", "report.md"):
                     (self.out / name).unlink(missing_ok=True)
-            logger.warning("--overwrite: %d finished fold(s) of another run in %s are replaced%s", len(conflicts),
-                           self.out, "" if whole else " one by one")
+            logger.warning(
+                "--overwrite: %d finished fold(s) of another run in %s are replaced%s",
+                len(conflicts),
+                self.out,
+                "" if whole else " one by one",
+            )
             return True
         refuse_other_runs(conflicts)
         return False
@@ -443,8 +551,9 @@ class _FoldTasks:
         digest = config_digest(self.config(dataset_id, split_seed, fold, None))
         return load_finished_fold(task_dir(self.out, dataset_id, split, split_seed, fold["fold"]), fold, digest)
 
-    def __call__(self, dataset_id: str, split: str, split_seed: int, fold: dict, *, compute: bool = True
-                 ) -> tuple[FoldResult | None, str]:
+    def __call__(
+        self, dataset_id: str, split: str, split_seed: int, fold: dict, *, compute: bool = True
+    ) -> tuple[FoldResult | None, str]:
         result = self.finished(dataset_id, split, split_seed, fold)
         if result is not None:
             return result, "done"
@@ -461,20 +570,38 @@ class _FoldTasks:
                 refuse_other_runs({folder: changes} if changes else {})
             with staged_folder(folder) as stage:
                 result = self._score(adata, dataset_id, split, split_seed, fold, stage)
-                write_fold_run(result, adata, stage, config=self.config(dataset_id, split_seed, fold, result),
-                               figure_maker=self.figure_maker)
+                write_fold_run(
+                    result,
+                    adata,
+                    stage,
+                    config=self.config(dataset_id, split_seed, fold, result),
+                    figure_maker=self.figure_maker,
+                )
         return result, "computed"
 
     def _score(self, adata, dataset_id, split, split_seed, fold, stage: Path) -> FoldResult:
         if self.reuse is not None:
-            return reuse_fold(adata, fold, task_dir(self.reuse, dataset_id, split, split_seed, fold["fold"]),
-                              config=self.config(dataset_id, split_seed, fold, None),
-                              evaluation=self.run.evaluation_for(split_seed),
-                              new_methods=self._peers(stage), keep_predictions=self.predictions)
-        return score_fold(adata, fold, config=self.run.evaluation_for(split_seed), jepa=self.jepa,
-                          transition=self.transition, model_seeds=list(self.run.model_seeds),
-                          pca_twin=self.pca_twin, peers=self._peers(stage), keep_predictions=self.predictions,
-                          effects=self.effects.get((dataset_id, split, split_seed, fold["fold"])))
+            return reuse_fold(
+                adata,
+                fold,
+                task_dir(self.reuse, dataset_id, split, split_seed, fold["fold"]),
+                config=self.config(dataset_id, split_seed, fold, None),
+                evaluation=self.run.evaluation_for(split_seed),
+                new_methods=self._peers(stage),
+                keep_predictions=self.predictions,
+            )
+        return score_fold(
+            adata,
+            fold,
+            config=self.run.evaluation_for(split_seed),
+            jepa=self.jepa,
+            transition=self.transition,
+            model_seeds=list(self.run.model_seeds),
+            pca_twin=self.pca_twin,
+            peers=self._peers(stage),
+            keep_predictions=self.predictions,
+            effects=self.effects.get((dataset_id, split, split_seed, fold["fold"])),
+        )
 
 
 def _run_provenance(started: dict, skipped: int) -> dict:
@@ -486,8 +613,20 @@ def _run_provenance(started: dict, skipped: int) -> dict:
     return out
 
 
-def _combined_run(datasets, plan, out: Path, run: RunConfig, jobs, fold_result: _FoldTasks, *, collect: bool,
-                  combined_figure_maker, progress: bool, jepa_knn, title) -> dict:
+def _combined_run(
+    datasets,
+    plan,
+    out: Path,
+    run: RunConfig,
+    jobs,
+    fold_result: _FoldTasks,
+    *,
+    collect: bool,
+    combined_figure_maker,
+    progress: bool,
+    jepa_knn,
+    title,
+) -> dict:
     base = run.evaluation
     s_seeds = list(run.split_seeds)
     m_seeds = list(run.model_seeds)
@@ -501,8 +640,9 @@ def _combined_run(datasets, plan, out: Path, run: RunConfig, jobs, fold_result: 
     skipped, missing = 0, []
     claims = None
     if not collect:  # the claims family from the data alone, before any model is fitted (its effects feed the folds)
-        claims, fold_result.effects = fixed_claims(out, datasets, jobs, run, progress=progress,
-                                                   fingerprints=fold_result.fingerprints)
+        claims, fold_result.effects = fixed_claims(
+            out, datasets, jobs, run, progress=progress, fingerprints=fold_result.fingerprints
+        )
     bar = tqdm(jobs, desc="benchmark", unit="fold", disable=not progress)
     for i, (dataset_id, split, s, fold) in enumerate(bar):
         bar.set_postfix_str(f"{dataset_id} {split} split seed {s} fold {fold['fold']}")
@@ -512,34 +652,62 @@ def _combined_run(datasets, plan, out: Path, run: RunConfig, jobs, fold_result: 
             continue
         skipped += state == "done"
         key = (dataset_id, split)
-        for store, frame in ((frames, result.per_condition), (vals, result.validation), (seeds_frames,
-                                                                                         result.per_seed)):
+        for store, frame in (
+            (frames, result.per_condition),
+            (vals, result.validation),
+            (seeds_frames, result.per_seed),
+        ):
             frame = frame.copy()
             frame["split_seed"], frame["fold"] = s, fold["fold"]
             store.setdefault(key, []).append(frame)
-        per_fold.append({"dataset_id": dataset_id, "split": split, "split_seed": s, "fold": fold["fold"],
-                         "n_test_conditions": result.metrics["n_test_conditions"],
-                         "n_effect_conditions": result.metrics["n_effect_conditions"],
-                         "comparator": result.metrics["comparator"],
-                         **{f"edistance_{m}": v["edistance"]["mean"] for m, v in result.metrics["methods"].items()},
-                         **({"encoder": result.params["jepa_encoder"]} if "jepa_encoder" in result.params else {}),
-                         "timings": result.timings})
+        per_fold.append(
+            {
+                "dataset_id": dataset_id,
+                "split": split,
+                "split_seed": s,
+                "fold": fold["fold"],
+                "n_test_conditions": result.metrics["n_test_conditions"],
+                "n_effect_conditions": result.metrics["n_effect_conditions"],
+                "comparator": result.metrics["comparator"],
+                **{f"edistance_{m}": v["edistance"]["mean"] for m, v in result.metrics["methods"].items()},
+                **({"encoder": result.params["jepa_encoder"]} if "jepa_encoder" in result.params else {}),
+                "timings": result.timings,
+            }
+        )
     if missing:
-        raise InputError(f"{len(missing)} of {len(jobs)} fold tasks are not finished in {out}: task(s) "
-                         f"{', '.join(map(str, missing[:20]))}{' ...' if len(missing) > 20 else ''}. Fix: run them "
-                         "(celljepa benchmark ... --task I), then --collect again; nothing combined was written.")
+        raise InputError(
+            f"{len(missing)} of {len(jobs)} fold tasks are not finished in {out}: task(s) "
+            f"{', '.join(map(str, missing[:20]))}{' ...' if len(missing) > 20 else ''}. Fix: run them "
+            "(celljepa benchmark ... --task I), then --collect again; nothing combined was written."
+        )
     if collect:  # written by the first fold task; fold tasks of a version that did not write it: the same pass, now
-        claims, _ = fixed_claims(out, datasets, jobs, run, progress=progress, fingerprints=fold_result.fingerprints,
-                                 when="at collect (no fold task recorded it): from the data alone, as before fitting")
+        claims, _ = fixed_claims(
+            out,
+            datasets,
+            jobs,
+            run,
+            progress=progress,
+            fingerprints=fold_result.fingerprints,
+            when="at collect (no fold task recorded it): from the data alone, as before fitting",
+        )
     if skipped and not collect:
-        logger.info("benchmark: %d of %d folds were finished in %s already: read back, not recomputed", skipped,
-                    len(jobs), out)
+        logger.info(
+            "benchmark: %d of %d folds were finished in %s already: read back, not recomputed", skipped, len(jobs), out
+        )
     combined = {}
     for (dataset_id, split), parts in frames.items():
         key = (dataset_id, split)
-        combined[f"{dataset_id}/{split}"] = _pooled_metrics(parts, vals[key], seeds_frames[key], base, s_seeds,
-                                                            m_seeds, dataset_id=dataset_id, split=split,
-                                                            jepa=jepa is not None)
+        combined[f"{dataset_id}/{split}"] = _pooled_metrics(
+            parts,
+            vals[key],
+            seeds_frames[key],
+            base,
+            s_seeds,
+            m_seeds,
+            dataset_id=dataset_id,
+            split=split,
+            jepa=jepa is not None,
+        )
     check_claims(claims, combined)
     final_rec = json.loads((out / FINAL_FILE).read_text(encoding="utf-8")) if (out / FINAL_FILE).is_file() else None
     family = holm_over(combined.values())  # this run's claims family, one per verdict metric
@@ -549,38 +717,62 @@ def _combined_run(datasets, plan, out: Path, run: RunConfig, jobs, fold_result: 
         metrics["holm_family_size"] = family["edistance"]
         raw = pd.concat(parts, ignore_index=True)
         write_text_atomic(folder / "per_condition_all_folds.csv", raw.to_csv(index=False))
-        write_text_atomic(folder / SEEDS_FILE, pd.concat(seeds_frames[(dataset_id, split)],
-                                                         ignore_index=True).to_csv(index=False))
+        write_text_atomic(
+            folder / SEEDS_FILE, pd.concat(seeds_frames[(dataset_id, split)], ignore_index=True).to_csv(index=False)
+        )
         write_text_atomic(folder / "per_condition.csv", metrics.pop("_pooled").to_csv(index=False))
-        write_text_atomic(folder / "validation_all_folds.csv",
-                          pd.concat(vals[(dataset_id, split)], ignore_index=True).to_csv(index=False))
+        write_text_atomic(
+            folder / "validation_all_folds.csv",
+            pd.concat(vals[(dataset_id, split)], ignore_index=True).to_csv(index=False),
+        )
         write_json_atomic(folder / "metrics_all_folds.json", metrics)
-    embeddings = ({d: _jepa_embedding(datasets[d], jepa_knn, out / d / "jepa", progress) for d in plan}
-                  if jepa_knn is not None else {})
+    embeddings = (
+        {d: _jepa_embedding(datasets[d], jepa_knn, out / d / "jepa", progress) for d in plan}
+        if jepa_knn is not None
+        else {}
+    )
     # collecting: the folds' own compute time (they ran elsewhere, e.g. as array tasks)
-    elapsed = (sum(f["timings"].get("total_s", 0.0) for f in per_fold) if collect else time.perf_counter() - t0)
+    elapsed = sum(f["timings"].get("total_s", 0.0) for f in per_fold) if collect else time.perf_counter() - t0
     figures = combined_figure_maker(combined, out) if combined_figure_maker else []
-    report = R.benchmark_report({
-        "title": title, "plan": plan,
-        "datasets": {d: R.dataset_summary(datasets[d].obs, datasets[d].n_vars) for d in plan},
-        "combined": combined, "per_fold": per_fold, "transductive": base.transductive, "final": final_rec,
-        "jepa": None if jepa is None else jepa.to_dict(),
-        "transition": None if jepa is None else _transition_dict(fold_result.transition),
-        "jepa_embeddings": embeddings, "elapsed_s": elapsed, "cpus": os.cpu_count(), "celljepa": __version__,
-        "figures": [p.relative_to(out).as_posix() for p in figures]})
+    report = R.benchmark_report(
+        {
+            "title": title,
+            "plan": plan,
+            "datasets": {d: R.dataset_summary(datasets[d].obs, datasets[d].n_vars) for d in plan},
+            "combined": combined,
+            "per_fold": per_fold,
+            "transductive": base.transductive,
+            "final": final_rec,
+            "jepa": None if jepa is None else jepa.to_dict(),
+            "transition": None if jepa is None else _transition_dict(fold_result.transition),
+            "jepa_embeddings": embeddings,
+            "elapsed_s": elapsed,
+            "cpus": os.cpu_count(),
+            "celljepa": __version__,
+            "figures": [p.relative_to(out).as_posix() for p in figures],
+        }
+    )
     write_text_atomic(out / "report.md", report)
     # last: a folder with metrics_combined.json holds a finished combined run (a reader's marker)
-    write_json_atomic(out / "metrics_combined.json", {"seed": s_seeds[0], "split_seeds": s_seeds,
-                                                      "model_seeds": m_seeds, "primary": base.primary,
-                                                      "transductive": base.transductive,
-                                                      "wall_time_s": elapsed, "results": combined,
-                                                      "claims": claims_record(combined, family,
-                                                                              fixed=claims.get("computed")),
-                                                      "final": final_rec,
-                                                      "per_fold": per_fold, "jepa_embeddings": embeddings,
-                                                      "versions": versions(),
-                                                      "run_digest": fold_result.run_digest(jobs),
-                                                      "provenance": _run_provenance(started, skipped)})
+    write_json_atomic(
+        out / "metrics_combined.json",
+        {
+            "seed": s_seeds[0],
+            "split_seeds": s_seeds,
+            "model_seeds": m_seeds,
+            "primary": base.primary,
+            "transductive": base.transductive,
+            "wall_time_s": elapsed,
+            "results": combined,
+            "claims": claims_record(combined, family, fixed=claims.get("computed")),
+            "final": final_rec,
+            "per_fold": per_fold,
+            "jepa_embeddings": embeddings,
+            "versions": versions(),
+            "run_digest": fold_result.run_digest(jobs),
+            "provenance": _run_provenance(started, skipped),
+        },
+    )
     logger.info("benchmark: %d folds in %.1f s; report at %s", len(jobs), elapsed, out / "report.md")
     return combined
 
@@ -590,16 +782,33 @@ FINAL_FILE = "final.json"
 
 def _final_config(datasets, plan, run: RunConfig, fold_result: _FoldTasks, held_out, max_folds, folds) -> dict:
     """Everything that decides a final run's numbers, for its digest."""
-    return {"plan": plan, "split_seeds": list(run.split_seeds), "model_seeds": list(run.model_seeds),
-            "evaluation": dataclasses.asdict(run.evaluation), "data": {d: fold_result.fingerprints[d] for d in plan},
-            "jepa": fold_result.extra.get("jepa"), "transition": fold_result.extra.get("transition"),
-            "peers": fold_result.extra.get("peers", {}), "max_folds": max_folds,
-            "folds": None if folds is None else sorted(int(f) for f in folds),
-            "held_out_datasets": sorted(held_out), "celljepa": __version__}
+    return {
+        "plan": plan,
+        "split_seeds": list(run.split_seeds),
+        "model_seeds": list(run.model_seeds),
+        "evaluation": dataclasses.asdict(run.evaluation),
+        "data": {d: fold_result.fingerprints[d] for d in plan},
+        "jepa": fold_result.extra.get("jepa"),
+        "transition": fold_result.extra.get("transition"),
+        "peers": fold_result.extra.get("peers", {}),
+        "max_folds": max_folds,
+        "folds": None if folds is None else sorted(int(f) for f in folds),
+        "held_out_datasets": sorted(held_out),
+        "celljepa": __version__,
+    }
 
 
-def freeze_final(out: Path, datasets, plan, run: RunConfig, fold_result: _FoldTasks, *, held_out_datasets=(),
-                 max_folds=None, folds=None) -> dict:
+def freeze_final(
+    out: Path,
+    datasets,
+    plan,
+    run: RunConfig,
+    fold_result: _FoldTasks,
+    *,
+    held_out_datasets=(),
+    max_folds=None,
+    folds=None,
+) -> dict:
     """Freeze a final run: a clean checkout, and its commit and configuration digest in ``OUT/final.json``.
 
     Refuses a checkout with modified, staged or untracked files (a final verdict must name the code it ran), and
@@ -613,33 +822,49 @@ def freeze_final(out: Path, datasets, plan, run: RunConfig, fold_result: _FoldTa
         raise InputError(f"--held-out-datasets {unknown}: not datasets of this run ({', '.join(plan)}).")
     tree = tree_state()
     if tree is None:
-        raise InputError("--final records the commit of the code it runs, but celljepa does not run from a git "
-                         "checkout here. Fix: run it from a clone installed with `pip install -e .`.")
+        raise InputError(
+            "--final records the commit of the code it runs, but celljepa does not run from a git "
+            "checkout here. Fix: run it from a clone installed with `pip install -e .`."
+        )
     if tree["changed"]:
         shown = ", ".join(tree["changed"][:10]) + (" ..." if len(tree["changed"]) > 10 else "")
-        raise InputError(f"--final refuses a dirty tree: {len(tree['changed'])} file(s) differ from commit "
-                         f"{tree['commit'][:12]} in {tree['root']} ({shown}). Fix: commit or remove them, then run "
-                         "again.")
+        raise InputError(
+            f"--final refuses a dirty tree: {len(tree['changed'])} file(s) differ from commit "
+            f"{tree['commit'][:12]} in {tree['root']} ({shown}). Fix: commit or remove them, then run "
+            "again."
+        )
     config = _final_config(datasets, plan, run, fold_result, held, max_folds, folds)
-    record = {"commit": tree["commit"], "config_digest": config_digest(config), "config": config,
-              "frozen": provenance()["date"],
-              "held_out": (f"datasets declared unseen during development: {', '.join(held)}" if held else
-                           "no dataset of this run is declared unseen during development"),
-              "not_held_out": ("split seeds reshuffle the same conditions into folds: they hold nothing out. Data "
-                               "never seen in development means a whole dataset.")}
+    record = {
+        "commit": tree["commit"],
+        "config_digest": config_digest(config),
+        "config": config,
+        "frozen": provenance()["date"],
+        "held_out": (
+            f"datasets declared unseen during development: {', '.join(held)}"
+            if held
+            else "no dataset of this run is declared unseen during development"
+        ),
+        "not_held_out": (
+            "split seeds reshuffle the same conditions into folds: they hold nothing out. Data "
+            "never seen in development means a whole dataset."
+        ),
+    }
     path = out / FINAL_FILE
     if path.is_file():
         old = json.loads(path.read_text(encoding="utf-8"))
         if old.get("commit") != record["commit"] or old.get("config_digest") != record["config_digest"]:
-            raise InputError(f"{path} froze this final run at commit {str(old.get('commit'))[:12]} with "
-                             f"configuration {str(old.get('config_digest'))[:12]}; this call runs commit "
-                             f"{record['commit'][:12]} with {record['config_digest'][:12]}. A final run's "
-                             "configuration cannot change: use a new --out.")
+            raise InputError(
+                f"{path} froze this final run at commit {str(old.get('commit'))[:12]} with "
+                f"configuration {str(old.get('config_digest'))[:12]}; this call runs commit "
+                f"{record['commit'][:12]} with {record['config_digest'][:12]}. A final run's "
+                "configuration cannot change: use a new --out."
+            )
         return old
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(path, record)
-    logger.info("final run frozen: commit %s, configuration %s (%s)", record["commit"][:12],
-                record["config_digest"][:12], path)
+    logger.info(
+        "final run frozen: commit %s, configuration %s (%s)", record["commit"][:12], record["config_digest"][:12], path
+    )
     return record
 
 
@@ -648,11 +873,18 @@ def claims_record(combined: dict, family: dict[str, int], *, fixed: str | None =
 
     ``fixed`` says when the family was fixed (``claims.json``'s ``computed``: before any model was fitted).
     """
-    return {"rule": CLAIMS_RULE, "family_sizes": family, "fixed": fixed,
-            "rows": {key: {"n_effect": m["n_effect_conditions"],
-                           "claimable": bool(m.get("verdict", {}).get("claimable",
-                                                                     m["n_effect_conditions"] >= MIN_CONDITIONS))}
-                     for key, m in combined.items()}}
+    return {
+        "rule": CLAIMS_RULE,
+        "family_sizes": family,
+        "fixed": fixed,
+        "rows": {
+            key: {
+                "n_effect": m["n_effect_conditions"],
+                "claimable": bool(m.get("verdict", {}).get("claimable", m["n_effect_conditions"] >= MIN_CONDITIONS)),
+            }
+            for key, m in combined.items()
+        },
+    }
 
 
 def provisional_reason(split_seeds, model_seeds, *, jepa: bool) -> str | None:
@@ -666,22 +898,39 @@ def provisional_reason(split_seeds, model_seeds, *, jepa: bool) -> str | None:
     return None if not why else " and ".join(why) + " (headline results use at least 3 of each)"
 
 
-def _pooled_metrics(parts, val_parts, seed_parts, cfg: EvalConfig, split_seeds, model_seeds, *, dataset_id: str,
-                    split: str, jepa: bool) -> dict:
+def _pooled_metrics(
+    parts, val_parts, seed_parts, cfg: EvalConfig, split_seeds, model_seeds, *, dataset_id: str, split: str, jepa: bool
+) -> dict:
     """One dataset × split: conditions pooled over folds and split seeds, comparator on pooled validation."""
     pooled = pool_conditions(parts, effect_alpha=cfg.effect_alpha)
     validation = pd.concat(val_parts, ignore_index=True)
     per_seed = pd.concat(seed_parts, ignore_index=True)
-    metrics = summarize(pooled, validation, per_seed=per_seed, primary=cfg.primary, n_boot=cfg.n_bootstrap,
-                        seed=split_seeds[0], min_conditions=cfg.min_conditions)
+    metrics = summarize(
+        pooled,
+        validation,
+        per_seed=per_seed,
+        primary=cfg.primary,
+        n_boot=cfg.n_bootstrap,
+        seed=split_seeds[0],
+        min_conditions=cfg.min_conditions,
+    )
     first = pooled.drop_duplicates("condition")
     effect = first.loc[first["has_effect"].astype(bool), "condition"] if "has_effect" in first else first["condition"]
     metrics["seeds"] = seed_summary(per_seed, metrics, effect, n_boot=cfg.n_bootstrap, seed=split_seeds[0])
     n_folds = {s: sum(int(p["split_seed"].iloc[0]) == s for p in parts) for s in split_seeds}
-    metrics.update({"dataset_id": dataset_id, "split": split, "fold": "all", "seed": split_seeds[0],
-                    "split_seeds": list(split_seeds), "model_seeds": model_seeds,
-                    "n_folds": max(n_folds.values()), "n_folds_per_seed": n_folds,
-                    "transductive": bool(cfg.transductive)})
+    metrics.update(
+        {
+            "dataset_id": dataset_id,
+            "split": split,
+            "fold": "all",
+            "seed": split_seeds[0],
+            "split_seeds": list(split_seeds),
+            "model_seeds": model_seeds,
+            "n_folds": max(n_folds.values()),
+            "n_folds_per_seed": n_folds,
+            "transductive": bool(cfg.transductive),
+        }
+    )
     reason = provisional_reason(split_seeds, model_seeds, jepa=jepa)
     if reason:
         metrics["provisional"] = reason
@@ -725,10 +974,20 @@ def _encoder_split(jepa_run: Path) -> dict | None:
 
 
 @locks_out
-def train_transition(adata: AnnData, *, jepa_run: str | os.PathLike, split: str | os.PathLike,
-                     out: str | os.PathLike, config=None, kinds=("prototype", "set"), drug_metadata=None,
-                     source: str | None = None, allow_unsplit_encoder: bool = False,
-                     figure_maker: FigureMaker | None = None, overwrite: bool = False) -> FoldResult:
+def train_transition(
+    adata: AnnData,
+    *,
+    jepa_run: str | os.PathLike,
+    split: str | os.PathLike,
+    out: str | os.PathLike,
+    config=None,
+    kinds=("prototype", "set"),
+    drug_metadata=None,
+    source: str | None = None,
+    allow_unsplit_encoder: bool = False,
+    figure_maker: FigureMaker | None = None,
+    overwrite: bool = False,
+) -> FoldResult:
     """Train transition models on one fold with a pretrained encoder, score them beside the baselines.
 
     The encoder must have been pretrained on this fold's training cells (``celljepa pretrain --split``);
@@ -747,15 +1006,21 @@ def train_transition(adata: AnnData, *, jepa_run: str | os.PathLike, split: str 
     jepa_run, out = Path(jepa_run), Path(out)
     fold = read_split(split)
     enc_split = _encoder_split(jepa_run)
-    same = enc_split is not None and all(enc_split.get(k) == fold.get(k)
-                                         for k in ("dataset_id", "split_name", "seed", "fold", "n_folds"))
+    same = enc_split is not None and all(
+        enc_split.get(k) == fold.get(k) for k in ("dataset_id", "split_name", "seed", "fold", "n_folds")
+    )
     if not same and not allow_unsplit_encoder:
-        seen = ("was pretrained without a split" if enc_split is None else
-                f"was pretrained on split {enc_split.get('split_name')} fold {enc_split.get('fold')} "
-                f"(seed {enc_split.get('seed')}) of {enc_split.get('dataset_id')}")
-        raise InputError(f"the encoder {jepa_run} {seen}, so it has seen cells of this fold's test set. Fix: run "
-                         f"`celljepa pretrain ... --split-file {split}` first, or pass --allow-unsplit-encoder to "
-                         "accept it.")
+        seen = (
+            "was pretrained without a split"
+            if enc_split is None
+            else f"was pretrained on split {enc_split.get('split_name')} fold {enc_split.get('fold')} "
+            f"(seed {enc_split.get('seed')}) of {enc_split.get('dataset_id')}"
+        )
+        raise InputError(
+            f"the encoder {jepa_run} {seen}, so it has seen cells of this fold's test set. Fix: run "
+            f"`celljepa pretrain ... --split-file {split}` first, or pass --allow-unsplit-encoder to "
+            "accept it."
+        )
     encoder = CellJEPA.load(jepa_run)
     cfg = config or TransitionConfig()
     drugs = read_drug_metadata(drug_metadata) if drug_metadata else None
@@ -772,20 +1037,44 @@ def train_transition(adata: AnnData, *, jepa_run: str | os.PathLike, split: str 
                 m.fit(view, refit=refit)
         return None
     refuse_other_kind(out, "fold")
-    inputs = _run_config(adata, fold, eval_cfg, None, data=data_fingerprint(adata), input=source or "",
-                         jepa_run=str(jepa_run.resolve()), encoder_split_matches=same, transition=cfg.to_dict(),
-                         kinds=list(kinds), drug_metadata=str(drug_metadata or ""))
+    inputs = _run_config(
+        adata,
+        fold,
+        eval_cfg,
+        None,
+        data=data_fingerprint(adata),
+        input=source or "",
+        jepa_run=str(jepa_run.resolve()),
+        encoder_split_matches=same,
+        transition=cfg.to_dict(),
+        kinds=list(kinds),
+        drug_metadata=str(drug_metadata or ""),
+    )
     if not overwrite:
         refuse_other_runs({out: c} if (c := other_run(out, inputs)) else {})
     created = _empty(out)
     try:
         result = score_fold(adata, fold, config=eval_cfg, jepa=encoder, extra_methods=models)
         with staged_folder(out) as stage:
-            write_fold_run(result, adata, stage, config=_run_config(
-                adata, fold, eval_cfg, result, data=inputs["data"], input=source or "",
-                jepa_run=str(jepa_run.resolve()),
-                encoder_split_matches=same, transition=cfg.to_dict(), kinds=list(kinds),
-                drug_metadata=str(drug_metadata or "")), figure_maker=figure_maker)
+            write_fold_run(
+                result,
+                adata,
+                stage,
+                config=_run_config(
+                    adata,
+                    fold,
+                    eval_cfg,
+                    result,
+                    data=inputs["data"],
+                    input=source or "",
+                    jepa_run=str(jepa_run.resolve()),
+                    encoder_split_matches=same,
+                    transition=cfg.to_dict(),
+                    kinds=list(kinds),
+                    drug_metadata=str(drug_metadata or ""),
+                ),
+                figure_maker=figure_maker,
+            )
             model_dir = jepa_run / "model" if (jepa_run / "model").is_dir() else jepa_run
             for m in result.methods:
                 if isinstance(m, JEPATransition):

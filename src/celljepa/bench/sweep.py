@@ -107,14 +107,25 @@ def load_grid(path: str | os.PathLike, data: dict[str, str] | None = None) -> Sw
         raise InputError(f"sweep grid {path} does not exist.")
     g = load_yaml(path.read_text(), source=f"sweep grid {path}") or {}
     if not isinstance(g, dict):
-        raise InputError(f"sweep grid {path} must be a mapping of keys (datasets, ablations, ...), got "
-                         f"{type(g).__name__}.")
-    keys = ("seeds", "split_seed", "split_seeds", "max_folds", "jepa", "transition", "datasets", "ablations",
-            "fold_tasks")
+        raise InputError(
+            f"sweep grid {path} must be a mapping of keys (datasets, ablations, ...), got {type(g).__name__}."
+        )
+    keys = (
+        "seeds",
+        "split_seed",
+        "split_seeds",
+        "max_folds",
+        "jepa",
+        "transition",
+        "datasets",
+        "ablations",
+        "fold_tasks",
+    )
     unknown = sorted(set(g) - set(keys), key=str)
     if unknown:
-        raise InputError(f"{path}: unknown key {unknown[0]!r}.{suggest(str(unknown[0]), keys)} Keys: "
-                         f"{', '.join(keys)}.")
+        raise InputError(
+            f"{path}: unknown key {unknown[0]!r}.{suggest(str(unknown[0]), keys)} Keys: {', '.join(keys)}."
+        )
     if g.get("max_folds") is not None and (not isinstance(g["max_folds"], int) or g["max_folds"] < 1):
         raise InputError(f"{path}: max_folds={g['max_folds']!r} must be a whole number of at least 1.")
     if not g.get("datasets") or not g.get("ablations"):
@@ -147,11 +158,17 @@ def load_grid(path: str | os.PathLike, data: dict[str, str] | None = None) -> Sw
     split_seeds = g.get("split_seeds", [g.get("split_seed", 0)])
     if not isinstance(split_seeds, list) or not split_seeds:
         raise InputError(f"{path}: split_seeds must be a non-empty list of integers, got {split_seeds!r}.")
-    return SweepGrid(seeds=tuple(int(s) for s in g.get("seeds", [0])), split_seeds=tuple(int(s) for s in split_seeds),
-                     max_folds=max_folds, jepa=dict(g.get("jepa") or {}),
-                     transition=dict(g.get("transition") or {}), datasets=datasets,
-                     ablations={k: dict(v or {}) for k, v in g["ablations"].items()}, source=str(path),
-                     fold_tasks=fold_tasks)
+    return SweepGrid(
+        seeds=tuple(int(s) for s in g.get("seeds", [0])),
+        split_seeds=tuple(int(s) for s in split_seeds),
+        max_folds=max_folds,
+        jepa=dict(g.get("jepa") or {}),
+        transition=dict(g.get("transition") or {}),
+        datasets=datasets,
+        ablations={k: dict(v or {}) for k, v in g["ablations"].items()},
+        source=str(path),
+        fold_tasks=fold_tasks,
+    )
 
 
 def _fold_counts(datasets: dict) -> dict[str, dict[str, int]]:
@@ -185,8 +202,9 @@ def _load_datasets(grid: SweepGrid):
     return datasets, plan
 
 
-def run_sweep_task(grid: SweepGrid, index: int, out: str | os.PathLike, *, progress: bool = True,
-                   datasets=None) -> Path:
+def run_sweep_task(
+    grid: SweepGrid, index: int, out: str | os.PathLike, *, progress: bool = True, datasets=None
+) -> Path:
     """Run task ``index`` (``(ablation, seed[, fold])``) as a benchmark into its own folder; skip if done."""
     from ..models.transition import TransitionConfig
     from ..train.config import JEPAConfig
@@ -211,13 +229,30 @@ def run_sweep_task(grid: SweepGrid, index: int, out: str | os.PathLike, *, progr
         datasets = _load_datasets(grid)
     data, plan = datasets
     run = RunConfig(split_seeds=grid.split_seeds, model_seeds=(seed,), jepa=jepa, transition=transition)
-    benchmark(data, plan, out=run_dir, run=run, progress=progress, max_folds=grid.max_folds, pca_twin=True,
-              folds=None if fold is None else [fold],
-              title=f"celljepa sweep task {index}: ablation {ablation}, model seed {seed}"
-                    + ("" if fold is None else f", fold {fold}"))
-    write_json_atomic(run_dir / "task.json", {"index": index, "ablation": ablation, "seed": seed, "fold": fold,
-                                              "jepa": jepa.to_dict(), "transition": transition.to_dict(),
-                                              "grid": grid.source})
+    benchmark(
+        data,
+        plan,
+        out=run_dir,
+        run=run,
+        progress=progress,
+        max_folds=grid.max_folds,
+        pca_twin=True,
+        folds=None if fold is None else [fold],
+        title=f"celljepa sweep task {index}: ablation {ablation}, model seed {seed}"
+        + ("" if fold is None else f", fold {fold}"),
+    )
+    write_json_atomic(
+        run_dir / "task.json",
+        {
+            "index": index,
+            "ablation": ablation,
+            "seed": seed,
+            "fold": fold,
+            "jepa": jepa.to_dict(),
+            "transition": transition.to_dict(),
+            "grid": grid.source,
+        },
+    )
     return run_dir
 
 
@@ -238,18 +273,25 @@ def _pooled_folds(grid: SweepGrid, folders: list[Path]) -> dict:
         combined = json.loads((folder / "metrics_combined.json").read_text())
         per_fold += combined["per_fold"]
         for key in combined["results"]:
-            frames.setdefault(key, []).append(pd.read_csv(folder / key / "per_condition_all_folds.csv",
-                                                             float_precision="round_trip"))
-            vals.setdefault(key, []).append(pd.read_csv(folder / key / "validation_all_folds.csv",
-                                                           float_precision="round_trip"))
+            frames.setdefault(key, []).append(
+                pd.read_csv(folder / key / "per_condition_all_folds.csv", float_precision="round_trip")
+            )
+            vals.setdefault(key, []).append(
+                pd.read_csv(folder / key / "validation_all_folds.csv", float_precision="round_trip")
+            )
             seeds.setdefault(key, []).append(pd.read_csv(folder / key / SEEDS_FILE, float_precision="round_trip"))
     cfg = EvalConfig(seed=grid.split_seed)
     results = {}
     for key, parts in frames.items():
         pooled = pool_conditions(parts, effect_alpha=cfg.effect_alpha)
-        results[key] = summarize(pooled, pd.concat(vals[key], ignore_index=True),
-                                 per_seed=pd.concat(seeds[key], ignore_index=True), primary=cfg.primary,
-                                 n_boot=cfg.n_bootstrap, seed=grid.split_seed)
+        results[key] = summarize(
+            pooled,
+            pd.concat(vals[key], ignore_index=True),
+            per_seed=pd.concat(seeds[key], ignore_index=True),
+            primary=cfg.primary,
+            n_boot=cfg.n_bootstrap,
+            seed=grid.split_seed,
+        )
         results[key]["n_folds"] = len(parts)
     holm_over(results.values())
     return {"results": results, "per_fold": per_fold}
@@ -272,8 +314,10 @@ def collect_sweep(grid: SweepGrid, out: str | os.PathLike) -> dict:
         groups.setdefault((ablation, seed), []).append((index, grid.task_dir(out, ablation, seed, fold)))
     for (ablation, seed), tasks in groups.items():
         absent = [(i, f) for i, f in tasks if not (f / "metrics_combined.json").is_file()]
-        missing += [{"index": i, "ablation": ablation, "seed": seed, "folder": str(f), "state": _task_state(f)}
-                    for i, f in absent]
+        missing += [
+            {"index": i, "ablation": ablation, "seed": seed, "folder": str(f), "state": _task_state(f)}
+            for i, f in absent
+        ]
         if absent:
             continue
         if grid.fold_tasks:
@@ -286,9 +330,15 @@ def collect_sweep(grid: SweepGrid, out: str | os.PathLike) -> dict:
                 encoders.setdefault(f"{r['dataset_id']}/{r['split']}", []).append(r["encoder"])
         for key, m in combined["results"].items():
             comparator = m["comparator"]
-            row = {"ablation": ablation, "seed": seed, "dataset_split": key, "n": m["n_test_conditions"],
-                   "n_effect": m.get("n_effect_conditions"), "comparator": comparator,
-                   "comparator_edistance": m["methods"][comparator]["edistance"]["mean"]}
+            row = {
+                "ablation": ablation,
+                "seed": seed,
+                "dataset_split": key,
+                "n": m["n_test_conditions"],
+                "n_effect": m.get("n_effect_conditions"),
+                "comparator": comparator,
+                "comparator_edistance": m["methods"][comparator]["edistance"]["mean"],
+            }
             for name in ("jepa_set", "jepa_prototype", "pca_set"):
                 if name in m["methods"]:
                     e = m["methods"][name]["edistance"]
@@ -308,19 +358,33 @@ def collect_sweep(grid: SweepGrid, out: str | os.PathLike) -> dict:
                 row["folds"] = len(enc)
             rows.append(row)
     validation = _validation_rows(grid, groups, missing)
-    result = {"grid": grid.source, "tasks": len(grid.tasks), "finished": len(grid.tasks) - len(missing),
-              "missing": missing, "rows": rows, "validation": validation, "choice": _choice(grid, validation)}
+    result = {
+        "grid": grid.source,
+        "tasks": len(grid.tasks),
+        "finished": len(grid.tasks) - len(missing),
+        "missing": missing,
+        "rows": rows,
+        "validation": validation,
+        "choice": _choice(grid, validation),
+    }
     with folder_lock(out):  # ablation.json last: the marker of a collected sweep
-        write_text_atomic(out / "ablation.md", R.ablation_markdown(_grid_record(grid), rows, missing, validation,
-                                                                   result["choice"]))
+        write_text_atomic(
+            out / "ablation.md", R.ablation_markdown(_grid_record(grid), rows, missing, validation, result["choice"])
+        )
         write_json_atomic(out / "ablation.json", result)
     return result
 
 
 def _grid_record(grid: SweepGrid) -> dict:
     """What ``ablation.md`` states about the grid, as plain data (:func:`celljepa.eval.report.ablation_markdown`)."""
-    return {"source": grid.source, "ablations": list(grid.ablations), "reference": grid.reference,
-            "seeds": list(grid.seeds), "split_seeds": list(grid.split_seeds), "max_folds": grid.max_folds}
+    return {
+        "source": grid.source,
+        "ablations": list(grid.ablations),
+        "reference": grid.reference,
+        "seeds": list(grid.seeds),
+        "split_seeds": list(grid.split_seeds),
+        "max_folds": grid.max_folds,
+    }
 
 
 def _validation_rows(grid: SweepGrid, groups: dict, missing: list[dict]) -> list[dict]:
@@ -354,24 +418,37 @@ def _validation_rows(grid: SweepGrid, groups: dict, missing: list[dict]) -> list
         v = pd.concat(parts, ignore_index=True)
         v["unit"] = v["split_seed"].astype(str) + "/" + v["fold"].astype(str) + "/" + v["condition"].astype(str)
         roles = dict(zip(v["method"], v["role"], strict=False))
-        per_unit = v.groupby(["method", "unit"], sort=True).agg(edistance=("edistance", "mean"),
-                                                                   covered=("covered", "all")).reset_index()
+        per_unit = (
+            v.groupby(["method", "unit"], sort=True)
+            .agg(edistance=("edistance", "mean"), covered=("covered", "all"))
+            .reset_index()
+        )
         choice = choose_comparator(roles, per_unit.assign(role=per_unit["method"].map(roles)))
         wide = per_unit.pivot(index="unit", columns="method", values="edistance")
-        row = {"ablation": ablation, "dataset_split": key, "n_validation": int(len(wide)),
-               "model_seeds": sorted({int(x) for x in v["model_seed"]}), "comparator": choice["comparator"],
-               "methods": {}}
+        row = {
+            "ablation": ablation,
+            "dataset_split": key,
+            "n_validation": int(len(wide)),
+            "model_seeds": sorted({int(x) for x in v["model_seed"]}),
+            "comparator": choice["comparator"],
+            "methods": {},
+        }
         for m in wide.columns:
             ci = bootstrap_ci(wide[m].dropna().to_numpy(), seed=grid.split_seed)
-            row["methods"][m] = {"edistance": ci["mean"], "ci_low": ci["ci_low"], "ci_high": ci["ci_high"],
-                                 "role": roles.get(m)}
+            row["methods"][m] = {
+                "edistance": ci["mean"],
+                "ci_low": ci["ci_low"],
+                "ci_high": ci["ci_high"],
+                "role": roles.get(m),
+            }
         for name in ("jepa_set", "jepa_prototype"):
             if name not in wide:
                 continue
             for other, label in (("pca_set", "pca_twin"), (choice["comparator"], "comparator")):
                 if other in wide and other != name:
-                    row[f"{name}_vs_{label}"] = paired_comparison(wide[name].to_numpy(), wide[other].to_numpy(),
-                                                                  seed=grid.split_seed)
+                    row[f"{name}_vs_{label}"] = paired_comparison(
+                        wide[name].to_numpy(), wide[other].to_numpy(), seed=grid.split_seed
+                    )
         if "jepa_set" in wide:
             primary[(ablation, key)] = wide["jepa_set"]
         out.append(row)
@@ -380,8 +457,10 @@ def _validation_rows(grid: SweepGrid, groups: dict, missing: list[dict]) -> list
         mine = primary.get((row["ablation"], row["dataset_split"]))
         if row["ablation"] != reference and ref is not None and mine is not None:
             both = pd.concat([mine.rename("a"), ref.rename("b")], axis=1, join="inner")
-            row["jepa_set_vs_reference"] = {**paired_comparison(both["a"].to_numpy(), both["b"].to_numpy(),
-                                                                seed=grid.split_seed), "reference": reference}
+            row["jepa_set_vs_reference"] = {
+                **paired_comparison(both["a"].to_numpy(), both["b"].to_numpy(), seed=grid.split_seed),
+                "reference": reference,
+            }
     return out
 
 
@@ -400,18 +479,32 @@ def _choice(grid: SweepGrid, validation: list[dict]) -> dict:
     for ablation in grid.ablations:
         if ablation == reference:
             continue
-        comps = {r["dataset_split"]: r["jepa_set_vs_reference"] for r in validation
-                 if r["ablation"] == ablation and "jepa_set_vs_reference" in r and r["model_seeds"] == seeds}
+        comps = {
+            r["dataset_split"]: r["jepa_set_vs_reference"]
+            for r in validation
+            if r["ablation"] == ablation and "jepa_set_vs_reference" in r and r["model_seeds"] == seeds
+        }
         if len(comps) < len(keys) or not keys or not ref_done:
             summary[ablation] = {"complete": False, "dataset_splits": len(comps), "of": len(keys)}
             continue
         lower = sum(c["diff"] < 0 for c in comps.values())
         better = sorted(k for k, c in comps.items() if c["ci_high"] < 0)
         worse = sorted(k for k, c in comps.items() if c["ci_low"] > 0)
-        summary[ablation] = {"complete": True, "lower_mean": lower, "of": len(keys), "better_ci": better,
-                             "worse_ci": worse, "wins": lower > len(keys) / 2 and bool(better) and not worse}
+        summary[ablation] = {
+            "complete": True,
+            "lower_mean": lower,
+            "of": len(keys),
+            "better_ci": better,
+            "worse_ci": worse,
+            "wins": lower > len(keys) / 2 and bool(better) and not worse,
+        }
     winners = [a for a, v in summary.items() if v.get("wins")]
     best = max(winners, key=lambda a: summary[a]["lower_mean"]) if winners else reference
-    return {"reference": reference, "rule": "a configuration replaces the first one only if its jepa_set has the lower "
-            "mean validation E-distance on a majority of the dataset/splits, and its paired 95% CI against the first "
-            "one lies below 0 on at least one and above 0 on none", "ablations": summary, "chosen": best}
+    return {
+        "reference": reference,
+        "rule": "a configuration replaces the first one only if its jepa_set has the lower "
+        "mean validation E-distance on a majority of the dataset/splits, and its paired 95% CI against the first "
+        "one lies below 0 on at least one and above 0 on none",
+        "ablations": summary,
+        "chosen": best,
+    }

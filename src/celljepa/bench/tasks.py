@@ -58,8 +58,10 @@ def stop_on_signals() -> Iterator[None]:
         return
 
     def stop(signum, _frame):
-        raise TaskInterrupted(f"stopped by {signal.Signals(signum).name}: finished folds are kept, the fold in "
-                              "progress is redone when the same command runs again")
+        raise TaskInterrupted(
+            f"stopped by {signal.Signals(signum).name}: finished folds are kept, the fold in "
+            "progress is redone when the same command runs again"
+        )
 
     previous = {}
     for name in SIGNALS:
@@ -78,8 +80,10 @@ def task_indices(tasks, n_tasks: int, command: str) -> list[int]:
     out = sorted({int(i) for i in tasks})
     bad = [i for i in out if not 0 <= i < n_tasks]
     if bad:
-        raise InputError(f"task {bad[0]} does not exist: this {command} has tasks 0..{n_tasks - 1} "
-                         f"(`celljepa {command} ... --list` prints them).")
+        raise InputError(
+            f"task {bad[0]} does not exist: this {command} has tasks 0..{n_tasks - 1} "
+            f"(`celljepa {command} ... --list` prints them)."
+        )
     return out
 
 
@@ -130,7 +134,7 @@ def data_fingerprint(adata: AnnData) -> str:
     h.update(repr(adata.shape).encode())
     x = adata.X
     for start in range(0, adata.n_obs, _CHUNK_ROWS):
-        part = x[start:start + _CHUNK_ROWS]  # a backed X reads only these rows
+        part = x[start : start + _CHUNK_ROWS]  # a backed X reads only these rows
         if sp.issparse(part):
             part = sp.csr_matrix(part)
             for arr in (part.indptr - part.indptr[0], part.indices, part.data):
@@ -162,11 +166,15 @@ def input_changes(old: dict, new: dict) -> list[str]:
         if a == b:
             continue
         if key == "data":
-            changes.append(f"the data changed (content fingerprint {a} → {b}: its values, cells, genes or "
-                           "contract labels differ)")
+            changes.append(
+                f"the data changed (content fingerprint {a} → {b}: its values, cells, genes or contract labels differ)"
+            )
         elif isinstance(a, dict) and isinstance(b, dict):
-            changes += [f"{key}.{k}: {_short(a.get(k))} → {_short(b.get(k))}" for k in sorted(set(a) | set(b))
-                        if a.get(k) != b.get(k)]
+            changes += [
+                f"{key}.{k}: {_short(a.get(k))} → {_short(b.get(k))}"
+                for k in sorted(set(a) | set(b))
+                if a.get(k) != b.get(k)
+            ]
         else:
             changes.append(f"{key}: {_short(a)} → {_short(b)}")
     return changes
@@ -196,13 +204,16 @@ def refuse_other_runs(conflicts: dict, *, option: str = "--out") -> None:
         return
     first, changes = next(iter(conflicts.items()))
     more = f" (and {len(conflicts) - 1} more finished fold(s))" if len(conflicts) > 1 else ""
-    raise InputError(f"{first} holds a finished run made with other inputs{more}: {'; '.join(changes[:4])}"
-                     f"{' ...' if len(changes) > 4 else ''}. Nothing was written. Fix: pass a new {option}, or "
-                     "--overwrite to replace that run (each finished fold stays until its new one is complete).")
+    raise InputError(
+        f"{first} holds a finished run made with other inputs{more}: {'; '.join(changes[:4])}"
+        f"{' ...' if len(changes) > 4 else ''}. Nothing was written. Fix: pass a new {option}, or "
+        "--overwrite to replace that run (each finished fold stays until its new one is complete)."
+    )
 
 
 def write_tables(path: Path, frames: dict[str, pd.DataFrame | None]) -> Path:
     """Store tables exactly (HDF5, the anndata encoding: dtypes and categories kept), atomically."""
+
     def fill(f) -> None:
         for name, frame in frames.items():
             if frame is not None:
@@ -240,6 +251,13 @@ def load_finished_fold(run_dir: Path, fold: dict, digest: str) -> FoldResult | N
     if "per_condition" not in frames:
         return None
     metrics.pop("config_digest")
-    return FoldResult(fold=fold, space=None, per_condition=frames["per_condition"], metrics=metrics,
-                      params=config.get("methods", {}), timings=config.get("timings_s", {}),
-                      validation=frames.get("validation"), per_seed=frames.get("per_seed"))
+    return FoldResult(
+        fold=fold,
+        space=None,
+        per_condition=frames["per_condition"],
+        metrics=metrics,
+        params=config.get("methods", {}),
+        timings=config.get("timings_s", {}),
+        validation=frames.get("validation"),
+        per_seed=frames.get("per_seed"),
+    )

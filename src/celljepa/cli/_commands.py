@@ -38,8 +38,12 @@ def _add_ingest(sub: argparse._SubParsersAction) -> None:
     p.add_argument("source", help="input .h5ad file, or 'demo' for the bundled demo dataset")
     p.add_argument("--dataset-id", required=True, help="name of the dataset (a folder name, e.g. norman2019)")
     p.add_argument("--out", required=True, type=Path, help="output folder (e.g. data/processed)")
-    p.add_argument("--format", default="auto", choices=["auto", "scperturb", "gears", "perturbench", "generic"],
-                   help="source layout (default: detect)")
+    p.add_argument(
+        "--format",
+        default="auto",
+        choices=["auto", "scperturb", "gears", "perturbench", "generic"],
+        help="source layout (default: detect)",
+    )
     p.add_argument("--perturbation-key", help="obs column with perturbation labels")
     p.add_argument("--control-values", type=_csv, help="comma-separated control label(s), e.g. control,non-targeting")
     p.add_argument("--context-key", help="obs column with the context (cell line / cell type)")
@@ -78,18 +82,33 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
         "cell_type_key": args.cell_type_key,
         "batch_key": args.batch_key,
     }
-    path = ingest(source, dataset_id=args.dataset_id, out_dir=args.out, format=args.format,
-                  min_cells=args.min_cells, assume=args.assume, overwrite=not args.no_overwrite, **keys)
+    path = ingest(
+        source,
+        dataset_id=args.dataset_id,
+        out_dir=args.out,
+        format=args.format,
+        min_cells=args.min_cells,
+        assume=args.assume,
+        overwrite=not args.no_overwrite,
+        **keys,
+    )
     print(path)
     return EXIT_OK
 
 
 def _add_validate(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("validate", help="check an .h5ad against the data contract",
-                       description="Exit 0 when H5AD follows the contract; otherwise print every violation and exit 1.")
+    p = sub.add_parser(
+        "validate",
+        help="check an .h5ad against the data contract",
+        description="Exit 0 when H5AD follows the contract; otherwise print every violation and exit 1.",
+    )
     p.add_argument("h5ad", type=Path)
-    p.add_argument("--min-cells", type=int, default=None,
-                   help="minimum cells per condition (default: the value recorded at ingestion, else 10)")
+    p.add_argument(
+        "--min-cells",
+        type=int,
+        default=None,
+        help="minimum cells per condition (default: the value recorded at ingestion, else 10)",
+    )
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
@@ -102,8 +121,10 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         print(str(ContractError(violations, source=str(args.h5ad))), file=sys.stderr)
         return EXIT_ERROR
     n_pert = adata.obs.loc[~adata.obs["is_control"], "perturbation_id"].nunique()
-    print(f"{args.h5ad}: valid ({adata.n_obs} cells, {adata.n_vars} genes, {n_pert} perturbations, "
-          f"{adata.obs['context_id'].nunique()} contexts)")
+    print(
+        f"{args.h5ad}: valid ({adata.n_obs} cells, {adata.n_vars} genes, {n_pert} perturbations, "
+        f"{adata.obs['context_id'].nunique()} contexts)"
+    )
     return EXIT_OK
 
 
@@ -111,9 +132,10 @@ def _add_splits(sub: argparse._SubParsersAction) -> None:
     from ..data.contract import SPLIT_NAMES
 
     p = sub.add_parser(
-        "splits", help="write deterministic OOD split files (one JSON per fold)",
+        "splits",
+        help="write deterministic OOD split files (one JSON per fold)",
         description="Write OUT/<dataset_id>.<split>.seed<S>.fold<F>.json for every fold. "
-                    f"Splits: {', '.join(SPLIT_NAMES)}. Same inputs and seed give byte-identical files.",
+        f"Splits: {', '.join(SPLIT_NAMES)}. Same inputs and seed give byte-identical files.",
     )
     p.add_argument("h5ad", type=Path)
     _add_split_args(p)
@@ -134,8 +156,9 @@ def _cmd_splits(args: argparse.Namespace) -> int:
         dataset_id = str(backed.uns.get("dataset_id", args.h5ad.stem))
     finally:
         backed.file.close()
-    folds = make_split_folds(obs, split, dataset_id=dataset_id, n_folds=args.folds, seed=args.seed,
-                             val_fraction=args.val_fraction)
+    folds = make_split_folds(
+        obs, split, dataset_id=dataset_id, n_folds=args.folds, seed=args.seed, val_fraction=args.val_fraction
+    )
     for path in write_split_files(folds, args.out):
         print(path)
     return EXIT_OK
@@ -184,9 +207,16 @@ def _combined_figures(combined: dict, out: Path) -> list[Path]:
     (out / "figures").mkdir(parents=True, exist_ok=True)
     for key, metrics in combined.items():
         path = out / "figures" / f"{key.replace('/', '__')}.png"
-        plt.close(pl.benchmark(metrics, metrics_to_show=["edistance", "delta_pearson", "mse", "mrr"],
-                               title=f"{key} (all folds, 95% bootstrap CIs)", save=path, show=False,
-                               return_fig=True))
+        plt.close(
+            pl.benchmark(
+                metrics,
+                metrics_to_show=["edistance", "delta_pearson", "mse", "mrr"],
+                title=f"{key} (all folds, 95% bootstrap CIs)",
+                save=path,
+                show=False,
+                return_fig=True,
+            )
+        )
         paths.append(path)
     if any("verdict" in m for m in combined.values()):
         path = out / "figures" / "verdict.png"
@@ -202,25 +232,30 @@ def _at_least_one(text: str) -> int:
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} scores no fold at all; pass 1 or more (or leave it out for every "
-                                         "fold)")
+        raise argparse.ArgumentTypeError(
+            f"{value} scores no fold at all; pass 1 or more (or leave it out for every fold)"
+        )
     return value
 
 
 def _add_overwrite(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace what --out holds from a run with other inputs (other data, settings or seeds); "
-                        "without it such a run is refused before anything is written. The old files stay until "
-                        "the new ones are complete")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace what --out holds from a run with other inputs (other data, settings or seeds); "
+        "without it such a run is refused before anything is written. The old files stay until "
+        "the new ones are complete",
+    )
 
 
 def _add_eval_baselines(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
-        "eval-baselines", help="score the baselines on one split fold and write a run folder",
+        "eval-baselines",
+        help="score the baselines on one split fold and write a run folder",
         description="Fit the evaluation space (HVGs + PCA on training cells), fit and tune every applicable "
-                    "baseline, score them on the fold's test conditions, and write config.json, metrics.json, "
-                    "per_condition.csv, split.json, eval_space.npz, figures/ and report.md into OUT.",
+        "baseline, score them on the fold's test conditions, and write config.json, metrics.json, "
+        "per_condition.csv, split.json, eval_space.npz, figures/ and report.md into OUT.",
     )
     p.add_argument("h5ad", type=Path, help="a processed .h5ad (celljepa ingest)")
     _add_split_args(p)
@@ -237,26 +272,53 @@ def _cmd_eval_baselines(args: argparse.Namespace) -> int:
     from ..data.readers import read_source
 
     adata = read_source(args.h5ad, backed=args.backed)  # args.split is checked by the parser (_split_name)
-    result = eval_baselines(adata, split=args.split, fold=args.fold, seed=args.seed, n_folds=args.folds,
-                            val_fraction=args.val_fraction, out=args.out, source=str(args.h5ad),
-                            config=EvalConfig(n_hvg=args.n_hvg, n_pcs=args.n_pcs, seed=args.seed),
-                            figure_maker=_fold_figures, overwrite=args.overwrite)
+    result = eval_baselines(
+        adata,
+        split=args.split,
+        fold=args.fold,
+        seed=args.seed,
+        n_folds=args.folds,
+        val_fraction=args.val_fraction,
+        out=args.out,
+        source=str(args.h5ad),
+        config=EvalConfig(n_hvg=args.n_hvg, n_pcs=args.n_pcs, seed=args.seed),
+        figure_maker=_fold_figures,
+        overwrite=args.overwrite,
+    )
     m = result.metrics
-    print(f"{args.out / 'report.md'}: {m['n_test_conditions']} test conditions, comparator {m['comparator']} "
-          f"(chosen on validation; test E-distance {m['methods'][m['comparator']]['edistance']['mean']:.3f})")
+    print(
+        f"{args.out / 'report.md'}: {m['n_test_conditions']} test conditions, comparator {m['comparator']} "
+        f"(chosen on validation; test E-distance {m['methods'][m['comparator']]['edistance']['mean']:.3f})"
+    )
     return EXIT_OK
 
 
 def _add_jepa_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--jepa-config", type=Path, help="JEPA pretraining config (configs/jepa/; default: built-in)")
-    p.add_argument("--jepa-steps", type=int,
-                   help=f"train.max_steps of each fold's encoder (default {BENCHMARK_JEPA_STEPS} in benchmarks)")
-    p.add_argument("--jepa-set", dest="jepa_overrides", action="append", type=_override, default=[],
-                   metavar="SECTION.KEY=VALUE", help="override one JEPA config key, e.g. train.ema=off (repeatable)")
+    p.add_argument(
+        "--jepa-steps",
+        type=int,
+        help=f"train.max_steps of each fold's encoder (default {BENCHMARK_JEPA_STEPS} in benchmarks)",
+    )
+    p.add_argument(
+        "--jepa-set",
+        dest="jepa_overrides",
+        action="append",
+        type=_override,
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one JEPA config key, e.g. train.ema=off (repeatable)",
+    )
     p.add_argument("--transition-config", type=Path, help="transition model config (configs/transition/)")
-    p.add_argument("--transition-set", dest="transition_overrides", action="append", type=_flat_override, default=[],
-                   metavar="KEY=VALUE", help="override one transition setting, e.g. set_size=128 (repeatable)")
-
+    p.add_argument(
+        "--transition-set",
+        dest="transition_overrides",
+        action="append",
+        type=_flat_override,
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one transition setting, e.g. set_size=128 (repeatable)",
+    )
 
 
 def _seeds_arg(text: str) -> list[int]:
@@ -270,18 +332,37 @@ def _seeds_arg(text: str) -> list[int]:
 
 
 def _add_protocol_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--seed", type=int, default=0,
-                   help="split seed and model seed when --split-seeds / --model-seeds are not given (default 0)")
-    p.add_argument("--split-seeds", type=_seeds_arg, metavar="S,S,...",
-                   help="split seeds, e.g. 0,1,2 (headline results: 3; they reshuffle the same conditions into folds "
-                        "and hold nothing out)")
-    p.add_argument("--model-seeds", type=_seeds_arg, metavar="S,S,...",
-                   help="JEPA encoder and transition model seeds, e.g. 0,1,2; a condition's score is their mean")
-    p.add_argument("--primary", default="jepa_set", choices=["jepa_set", "jepa_prototype"],
-                   help="the pre-registered model of the verdict (default jepa_set)")
-    p.add_argument("--transductive", action="store_true",
-                   help="let every method fit on the unlabeled control cells of held-out contexts (recorded in the "
-                        "run config; default: inductive)")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="split seed and model seed when --split-seeds / --model-seeds are not given (default 0)",
+    )
+    p.add_argument(
+        "--split-seeds",
+        type=_seeds_arg,
+        metavar="S,S,...",
+        help="split seeds, e.g. 0,1,2 (headline results: 3; they reshuffle the same conditions into folds "
+        "and hold nothing out)",
+    )
+    p.add_argument(
+        "--model-seeds",
+        type=_seeds_arg,
+        metavar="S,S,...",
+        help="JEPA encoder and transition model seeds, e.g. 0,1,2; a condition's score is their mean",
+    )
+    p.add_argument(
+        "--primary",
+        default="jepa_set",
+        choices=["jepa_set", "jepa_prototype"],
+        help="the pre-registered model of the verdict (default jepa_set)",
+    )
+    p.add_argument(
+        "--transductive",
+        action="store_true",
+        help="let every method fit on the unlabeled control cells of held-out contexts (recorded in the "
+        "run config; default: inductive)",
+    )
 
 
 def _run_config(args: argparse.Namespace, *, jepa: bool = True):
@@ -301,11 +382,14 @@ def _run_config(args: argparse.Namespace, *, jepa: bool = True):
     steps = args.jepa_steps
     if steps is None and not args.jepa_config and "max_steps" not in overrides.get("train", {}):
         steps = BENCHMARK_JEPA_STEPS
-    return RunConfig(split_seeds=args.split_seeds or [args.seed], model_seeds=args.model_seeds or [args.seed],
-                     evaluation=EvalConfig(primary=args.primary, transductive=args.transductive),
-                     jepa=load_config(args.jepa_config, overrides=overrides) if jepa else None,
-                     transition=load_transition_config(args.transition_config, dict(args.transition_overrides)),
-                     jepa_steps=steps if jepa else None)
+    return RunConfig(
+        split_seeds=args.split_seeds or [args.seed],
+        model_seeds=args.model_seeds or [args.seed],
+        evaluation=EvalConfig(primary=args.primary, transductive=args.transductive),
+        jepa=load_config(args.jepa_config, overrides=overrides) if jepa else None,
+        transition=load_transition_config(args.transition_config, dict(args.transition_overrides)),
+        jepa_steps=steps if jepa else None,
+    )
 
 
 def _split_name(text: str) -> str:
@@ -330,27 +414,36 @@ def _plan_arg(text: str) -> dict[str, int]:
 
 
 def _add_data(p: argparse.ArgumentParser, *, default_demo: bool = False) -> None:
-    p.add_argument("--data", "--h5ad", action="append", default=[], metavar="demo|NAME=H5AD|H5AD",
-                   help="a dataset (repeatable): demo (its two studies, norman2019 and sciplex_gxe), a processed "
-                        ".h5ad under a name, or one named by its uns['dataset_id']" + (" (default demo)" if default_demo
-                                                                                      else ""))
+    p.add_argument(
+        "--data",
+        "--h5ad",
+        action="append",
+        default=[],
+        metavar="demo|NAME=H5AD|H5AD",
+        help="a dataset (repeatable): demo (its two studies, norman2019 and sciplex_gxe), a processed "
+        ".h5ad under a name, or one named by its uns['dataset_id']" + (" (default demo)" if default_demo else ""),
+    )
 
 
 def _add_split_args(p: argparse.ArgumentParser) -> None:
     """``--split NAME`` and how its folds are drawn (``splits``, ``eval-baselines``)."""
     from ..data.contract import SPLIT_NAMES
 
-    p.add_argument("--split", required=True, type=_split_name, metavar="NAME",
-                   help=f"the split: {', '.join(SPLIT_NAMES)}")
+    p.add_argument(
+        "--split", required=True, type=_split_name, metavar="NAME", help=f"the split: {', '.join(SPLIT_NAMES)}"
+    )
     p.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
     p.add_argument("--folds", type=int, default=5, help="number of folds (default 5; fewer than 3 is a pilot)")
     p.add_argument("--val-fraction", type=float, default=0.15, help="share of non-test groups used for validation")
 
 
 def _add_backed(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backed", action="store_true",
-                   help="leave X on disk and read it in chunks (million-cell files; the evaluation space is fitted "
-                        "without densifying the training matrix)")
+    p.add_argument(
+        "--backed",
+        action="store_true",
+        help="leave X on disk and read it in chunks (million-cell files; the evaluation space is fitted "
+        "without densifying the training matrix)",
+    )
 
 
 def _add_progress(p: argparse.ArgumentParser) -> None:
@@ -363,47 +456,85 @@ def _add_split_file(p: argparse.ArgumentParser, *, required: bool, help: str) ->
 
 def _add_benchmark(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "benchmark", help="run the benchmark (ingest, splits, baselines, JEPA models, report)",
+        "benchmark",
+        help="run the benchmark (ingest, splits, baselines, JEPA models, report)",
         description="--data demo (the default): the bundled file as its two studies, norman2019 (S1, S3) and "
-                    "sciplex_gxe (S1, S2); --data [NAME=]H5AD --splits S1_unseen_perturbation:5,... for processed "
-                    "datasets (repeatable; demo and files can be mixed). Per fold: "
-                    "baselines tuned on validation groups, and (unless --no-jepa) a JEPA encoder pretrained on the "
-                    "cells the predictors may see plus the prototype and set transition models. Writes one run "
-                    "folder per dataset x split x fold, metrics_combined.json and report.md (with the verdict).",
+        "sciplex_gxe (S1, S2); --data [NAME=]H5AD --splits S1_unseen_perturbation:5,... for processed "
+        "datasets (repeatable; demo and files can be mixed). Per fold: "
+        "baselines tuned on validation groups, and (unless --no-jepa) a JEPA encoder pretrained on the "
+        "cells the predictors may see plus the prototype and set transition models. Writes one run "
+        "folder per dataset x split x fold, metrics_combined.json and report.md (with the verdict).",
     )
     _add_data(p, default_demo=True)
-    p.add_argument("--splits", type=_plan_arg,
-                   help="the splits of the --data files, SPLIT[:FOLDS],... (default S1_unseen_perturbation:5; the "
-                        "demo keeps its own)")
+    p.add_argument(
+        "--splits",
+        type=_plan_arg,
+        help="the splits of the --data files, SPLIT[:FOLDS],... (default S1_unseen_perturbation:5; the "
+        "demo keeps its own)",
+    )
     _add_protocol_args(p)
     p.add_argument("--out", required=True, type=Path)
     _add_overwrite(p)
     _add_progress(p)
     p.add_argument("--no-jepa", action="store_true", help="baselines only (no JEPA pretraining, no transition models)")
     p.add_argument("--jepa", action="store_true", help=argparse.SUPPRESS)  # JEPA is part of the default benchmark
-    p.add_argument("--jepa-knn", action="store_true",
-                   help="also pretrain one encoder on all cells of each dataset and report kNN accuracy vs PCA")
+    p.add_argument(
+        "--jepa-knn",
+        action="store_true",
+        help="also pretrain one encoder on all cells of each dataset and report kNN accuracy vs PCA",
+    )
     p.add_argument("--max-folds", type=_at_least_one, help="score only the first K folds of each split (quick runs)")
-    p.add_argument("--peers", default="", metavar="NAME,...",
-                   help="published tools scored beside the baselines, e.g. scgen,gears,cpa (see `celljepa peers list`)")
-    p.add_argument("--peer-set", action="append", default=[], type=_peer_override, metavar="PEER.KEY=VALUE",
-                   dest="peer_overrides", help="override a peer's published setting, e.g. gears.epochs=5 (repeatable)")
-    p.add_argument("--peer-seeds", type=_peer_seeds_arg, default={}, metavar="N|PEER=N,...",
-                   help="train peers with the first N model seeds only where their compute does not fit (default: "
-                        "every model seed, like every trained method), e.g. state=1 or 1; stated in the report")
-    p.add_argument("--final", action="store_true",
-                   help="a final verdict: refuse a dirty checkout, and freeze the commit and a digest of the full "
-                        "configuration in OUT/final.json before the first fold (run from a clone installed with "
-                        "`pip install -e .`)")
-    p.add_argument("--held-out-datasets", type=_csv, default=[], metavar="NAME,...",
-                   help="with --final: the datasets of this run never seen while the models and defaults were "
-                        "developed (recorded and stated in the report; split seeds hold nothing out)")
-    p.add_argument("--reuse", type=Path, metavar="RUN",
-                   help="add the --peers to a finished run of the same plan and settings: score the baselines (checked "
-                        "equal to RUN's) and the peers here, take every other method from RUN, redo the verdicts")
-    p.add_argument("--predictions", action="store_true",
-                   help="write each fold's predicted and observed cells as predictions.h5ad (the layout cell-eval "
-                        "reads; every method, model seed and test condition: large for big screens)")
+    p.add_argument(
+        "--peers",
+        default="",
+        metavar="NAME,...",
+        help="published tools scored beside the baselines, e.g. scgen,gears,cpa (see `celljepa peers list`)",
+    )
+    p.add_argument(
+        "--peer-set",
+        action="append",
+        default=[],
+        type=_peer_override,
+        metavar="PEER.KEY=VALUE",
+        dest="peer_overrides",
+        help="override a peer's published setting, e.g. gears.epochs=5 (repeatable)",
+    )
+    p.add_argument(
+        "--peer-seeds",
+        type=_peer_seeds_arg,
+        default={},
+        metavar="N|PEER=N,...",
+        help="train peers with the first N model seeds only where their compute does not fit (default: "
+        "every model seed, like every trained method), e.g. state=1 or 1; stated in the report",
+    )
+    p.add_argument(
+        "--final",
+        action="store_true",
+        help="a final verdict: refuse a dirty checkout, and freeze the commit and a digest of the full "
+        "configuration in OUT/final.json before the first fold (run from a clone installed with "
+        "`pip install -e .`)",
+    )
+    p.add_argument(
+        "--held-out-datasets",
+        type=_csv,
+        default=[],
+        metavar="NAME,...",
+        help="with --final: the datasets of this run never seen while the models and defaults were "
+        "developed (recorded and stated in the report; split seeds hold nothing out)",
+    )
+    p.add_argument(
+        "--reuse",
+        type=Path,
+        metavar="RUN",
+        help="add the --peers to a finished run of the same plan and settings: score the baselines (checked "
+        "equal to RUN's) and the peers here, take every other method from RUN, redo the verdicts",
+    )
+    p.add_argument(
+        "--predictions",
+        action="store_true",
+        help="write each fold's predicted and observed cells as predictions.h5ad (the layout cell-eval "
+        "reads; every method, model seed and test condition: large for big screens)",
+    )
     _add_backed(p)
     _add_task_args(p, what="fold tasks (index, dataset, split, split seed, fold, state, folder)")
     _add_jepa_args(p)
@@ -479,12 +610,18 @@ def benchmark_inputs(args: argparse.Namespace):
         if missing:
             raise InputError("peer(s) not available: " + "; ".join(f"{st['name']}: {st['reason']}" for st in missing))
     if args.backed and run.jepa is not None:
-        raise InputError("--backed runs the baselines, the evaluation space and the scoring on data left on disk; "
-                         "the fold encoders of the JEPA models need the data in memory. Fix: add --no-jepa, or "
-                         "drop --backed.")
+        raise InputError(
+            "--backed runs the baselines, the evaluation space and the scoring on data left on disk; "
+            "the fold encoders of the JEPA models need the data in memory. Fix: add --no-jepa, or "
+            "drop --backed."
+        )
     datasets = load_data_args(items, backed=args.backed)
-    plan = {d: DEMO_PLAN[d]["splits"] if "demo" in items and d in DEMO_PLAN else
-            (args.splits or {"S1_unseen_perturbation": 5}) for d in datasets}
+    plan = {
+        d: DEMO_PLAN[d]["splits"]
+        if "demo" in items and d in DEMO_PLAN
+        else (args.splits or {"S1_unseen_perturbation": 5})
+        for d in datasets
+    }
     return datasets, plan, run
 
 
@@ -506,14 +643,33 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
         state = _FoldTasks(datasets, plan, args.out, run, None, True, args.predictions, args.reuse)
         for i, (d, split, s, fold) in enumerate(benchmark_tasks(datasets, plan, run=run, max_folds=args.max_folds)):
             done = "done" if state.finished(d, split, s, fold) is not None else "to do"
-            print(f"{i}\t{d}\t{split}\tsplit_seed{s}\tfold{fold['fold']}\t{done}\t"
-                  f"{task_dir(args.out, d, split, s, fold['fold'])}")
+            print(
+                f"{i}\t{d}\t{split}\tsplit_seed{s}\tfold{fold['fold']}\t{done}\t"
+                f"{task_dir(args.out, d, split, s, fold['fold'])}"
+            )
         return EXIT_OK
-    code, _ = _run_tasks("benchmark", args, lambda: benchmark(
-        datasets, plan, out=args.out, run=run, figure_maker=_fold_figures, combined_figure_maker=_combined_figures,
-        progress=not args.no_progress, jepa_knn=jepa_knn, max_folds=args.max_folds, tasks=args.task,
-        collect=args.collect, predictions=args.predictions, reuse=args.reuse, final=args.final,
-        held_out_datasets=args.held_out_datasets, overwrite=args.overwrite))
+    code, _ = _run_tasks(
+        "benchmark",
+        args,
+        lambda: benchmark(
+            datasets,
+            plan,
+            out=args.out,
+            run=run,
+            figure_maker=_fold_figures,
+            combined_figure_maker=_combined_figures,
+            progress=not args.no_progress,
+            jepa_knn=jepa_knn,
+            max_folds=args.max_folds,
+            tasks=args.task,
+            collect=args.collect,
+            predictions=args.predictions,
+            reuse=args.reuse,
+            final=args.final,
+            held_out_datasets=args.held_out_datasets,
+            overwrite=args.overwrite,
+        ),
+    )
     if code is not None:
         return code
     for dataset_id in datasets:  # the demo's studies as processed files beside the run, for reuse
@@ -542,25 +698,36 @@ def _flat_override(text: str) -> tuple[str, object]:
 
 def _add_train_transition(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "train-transition", help="train the JEPA transition models on one split fold and score them",
+        "train-transition",
+        help="train the JEPA transition models on one split fold and score them",
         description="Load the CellJEPA encoder of a pretraining run (celljepa pretrain --split-file SPLIT.json), train "
-                    "the prototype and set transition models on the fold's training cells (early stopping on its "
-                    "validation groups), score them beside every baseline in the fold's evaluation space, and write "
-                    "OUT/config.json, metrics.json, per_condition.csv, split.json, eval_space.npz, report.md and "
-                    "models/<name>/transition.pt (load with JEPATransition.load). Under torchrun or srun with several "
-                    "tasks the transition models train with DistributedDataParallel (rank 0 scores and writes).",
+        "the prototype and set transition models on the fold's training cells (early stopping on its "
+        "validation groups), score them beside every baseline in the fold's evaluation space, and write "
+        "OUT/config.json, metrics.json, per_condition.csv, split.json, eval_space.npz, report.md and "
+        "models/<name>/transition.pt (load with JEPATransition.load). Under torchrun or srun with several "
+        "tasks the transition models train with DistributedDataParallel (rank 0 scores and writes).",
     )
     p.add_argument("h5ad", type=Path, help="a processed .h5ad (celljepa ingest)")
     p.add_argument("--jepa", required=True, type=Path, help="pretraining run folder (or its model/ folder)")
     _add_split_file(p, required=True, help="split JSON of one fold (celljepa splits)")
     p.add_argument("--config", type=Path, help="transition config YAML (configs/transition/default.yaml)")
-    p.add_argument("--set", dest="overrides", action="append", type=_flat_override, default=[], metavar="KEY=VALUE",
-                   help="override one transition setting, e.g. --set loss_space=jepa (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        type=_flat_override,
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one transition setting, e.g. --set loss_space=jepa (repeatable)",
+    )
     p.add_argument("--kinds", type=_csv, default=["prototype", "set"], help="models to train (default prototype,set)")
     p.add_argument("--drug-metadata", type=Path, help="drug targets/pathways table for drug: tokens")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--allow-unsplit-encoder", action="store_true",
-                   help="accept an encoder pretrained without this split (it has seen the test cells, unlabelled)")
+    p.add_argument(
+        "--allow-unsplit-encoder",
+        action="store_true",
+        help="accept an encoder pretrained without this split (it has seen the test cells, unlabelled)",
+    )
     p.add_argument("--out", required=True, type=Path, help="run folder, e.g. runs/<run_id>")
     _add_overwrite(p)
 
@@ -574,10 +741,19 @@ def _cmd_train_transition(args: argparse.Namespace) -> int:
     cfg = load_transition_config(args.config, dict(args.overrides)).replace(seed=args.seed)
     adata = read_source(args.h5ad)
     with distributed_session(cfg.device):
-        result = train_transition(adata, jepa_run=args.jepa, split=args.split_file, out=args.out, config=cfg,
-                                  kinds=args.kinds, drug_metadata=args.drug_metadata, source=str(args.h5ad),
-                                  allow_unsplit_encoder=args.allow_unsplit_encoder, figure_maker=_fold_figures,
-                                  overwrite=args.overwrite)
+        result = train_transition(
+            adata,
+            jepa_run=args.jepa,
+            split=args.split_file,
+            out=args.out,
+            config=cfg,
+            kinds=args.kinds,
+            drug_metadata=args.drug_metadata,
+            source=str(args.h5ad),
+            allow_unsplit_encoder=args.allow_unsplit_encoder,
+            figure_maker=_fold_figures,
+            overwrite=args.overwrite,
+        )
     if result is None:  # a rank other than 0 of a distributed run: rank 0 reports
         return EXIT_OK
     m = result.metrics
@@ -598,19 +774,27 @@ def _override(text: str) -> tuple[str, str, object]:
 
 def _add_pretrain(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "pretrain", help="JEPA pretraining of cell embeddings; writes a run folder",
+        "pretrain",
+        help="JEPA pretraining of cell embeddings; writes a run folder",
         description="Train a CellJEPA encoder on H5AD (log-normalised X) and write OUT/config.yaml (resolved), "
-                    "metrics.jsonl, checkpoints/{last,best}.pt, model/, embeddings.npz and eval.json (collapse "
-                    "diagnostics, kNN accuracy on X_jepa vs X_pca). On SIGTERM or SIGUSR1 the current step finishes, "
-                    f"a checkpoint is written and the command exits with code {EXIT_INTERRUPTED}; the same command "
-                    "again resumes. Under torchrun or srun with several tasks it trains with DistributedDataParallel "
-                    "(train.batch_size is the global batch; rank 0 writes the run folder).",
+        "metrics.jsonl, checkpoints/{last,best}.pt, model/, embeddings.npz and eval.json (collapse "
+        "diagnostics, kNN accuracy on X_jepa vs X_pca). On SIGTERM or SIGUSR1 the current step finishes, "
+        f"a checkpoint is written and the command exits with code {EXIT_INTERRUPTED}; the same command "
+        "again resumes. Under torchrun or srun with several tasks it trains with DistributedDataParallel "
+        "(train.batch_size is the global batch; rank 0 writes the run folder).",
     )
-    p.add_argument("h5ad", type=Path, nargs="+",
-                   help="processed .h5ad file(s) (celljepa ingest); several: one model on all of them")
-    p.add_argument("--feature-set", help="map the data onto a gene list: a stored id (foundation-v1, the default with "
-                                         "several files), a feature set file, or intersection / union_hvg built from "
-                                         "the given files; genes a dataset lacks are absent")
+    p.add_argument(
+        "h5ad",
+        type=Path,
+        nargs="+",
+        help="processed .h5ad file(s) (celljepa ingest); several: one model on all of them",
+    )
+    p.add_argument(
+        "--feature-set",
+        help="map the data onto a gene list: a stored id (foundation-v1, the default with "
+        "several files), a feature set file, or intersection / union_hvg built from "
+        "the given files; genes a dataset lacks are absent",
+    )
     p.add_argument("--config", type=Path, help="YAML config (see configs/jepa/); default: built-in defaults")
     _add_split_file(p, required=False, help="split JSON (celljepa splits): train on its training cells only")
     p.add_argument("--out", required=True, type=Path, help="run folder, e.g. runs/<run_id>")
@@ -618,8 +802,15 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backed", action="store_true", help="stream cells from disk in chunks (data.chunk_size)")
     p.add_argument("--seed", type=int, help="override train.seed")
     p.add_argument("--device", help="override train.device (auto, cpu, cuda, cuda:N)")
-    p.add_argument("--set", dest="overrides", action="append", type=_override, default=[], metavar="SECTION.KEY=VALUE",
-                   help="override one config key, e.g. --set train.ema=off --set mask.kind=random (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        type=_override,
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one config key, e.g. --set train.ema=off --set mask.kind=random (repeatable)",
+    )
     p.add_argument("--restart", action="store_true", help="discard the folder's checkpoints and start over")
     _add_progress(p)
 
@@ -660,18 +851,28 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     overrides = _pretrain_overrides(args)
     try:
         with distributed_session(args.device):
-            result = pretrain(args.h5ad, out=args.out, config=args.config, split=args.split_file,
-                              fast_dev=args.fast_dev, backed=True if args.backed else None, overrides=overrides,
-                              restart=args.restart,
-                              progress=not args.no_progress, feature_set=args.feature_set)
+            result = pretrain(
+                args.h5ad,
+                out=args.out,
+                config=args.config,
+                split=args.split_file,
+                fast_dev=args.fast_dev,
+                backed=True if args.backed else None,
+                overrides=overrides,
+                restart=args.restart,
+                progress=not args.no_progress,
+                feature_set=args.feature_set,
+            )
     except TrainingInterrupted as stop:
         print(f"celljepa pretrain: {stop}", file=sys.stderr)
         return EXIT_INTERRUPTED
     if result is None:  # a rank other than 0 of a distributed run: rank 0 reports
         return EXIT_OK
     d = result["diagnostics"]
-    print(f"{args.out / 'eval.json'}: effective rank {d['effective_rank']:.1f}/{d['dims']}, min std {d['std_min']:.4f}"
-          f"{' (COLLAPSED)' if result['collapsed'] else ''}")
+    print(
+        f"{args.out / 'eval.json'}: effective rank {d['effective_rank']:.1f}/{d['dims']}, min std {d['std_min']:.4f}"
+        f"{' (COLLAPSED)' if result['collapsed'] else ''}"
+    )
     table = knn_summary(result)
     if len(table):
         print(table.pivot(index="label", columns="embedding", values="accuracy").round(3).to_string())
@@ -680,20 +881,26 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 
 def _add_sweep(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "sweep", help="run a config grid (ablations x seeds) of JEPA benchmarks and collect one ablation table",
+        "sweep",
+        help="run a config grid (ablations x seeds) of JEPA benchmarks and collect one ablation table",
         description="Expand GRID (configs/sweeps/*.yaml) into tasks (ablation, seed; and fold with fold_tasks: true); "
-                    "run all of them in turn, or only --task I (e.g. one Slurm array task: --task "
-                    "$SLURM_ARRAY_TASK_ID; `celljepa slurm sweep` writes that array), each into OUT/<ablation>/"
-                    "seed<k>[/fold<f>]/ (a finished task is skipped). Afterwards, or with --collect alone, merge the "
-                    "finished tasks into OUT/ablation.md and ablation.json and list missing or failed ones.",
+        "run all of them in turn, or only --task I (e.g. one Slurm array task: --task "
+        "$SLURM_ARRAY_TASK_ID; `celljepa slurm sweep` writes that array), each into OUT/<ablation>/"
+        "seed<k>[/fold<f>]/ (a finished task is skipped). Afterwards, or with --collect alone, merge the "
+        "finished tasks into OUT/ablation.md and ablation.json and list missing or failed ones.",
     )
     p.add_argument("--grid", required=True, type=Path, help="grid YAML")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--task", type=int, help="run only this task index")
     p.add_argument("--collect", action="store_true", help="only merge finished tasks")
     p.add_argument("--list", action="store_true", help="print the tasks and exit")
-    p.add_argument("--data", action="append", default=[], metavar="NAME=H5AD",
-                   help="processed .h5ad of a grid dataset (overrides its h5ad:)")
+    p.add_argument(
+        "--data",
+        action="append",
+        default=[],
+        metavar="NAME=H5AD",
+        help="processed .h5ad of a grid dataset (overrides its h5ad:)",
+    )
     _add_progress(p)
 
 
@@ -731,20 +938,28 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 def _add_holdout(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "holdout", help="cross-dataset holdout (S4): pretrain on the other datasets, evaluate on the held-out one",
+        "holdout",
+        help="cross-dataset holdout (S4): pretrain on the other datasets, evaluate on the held-out one",
         description="Map every dataset onto one feature set, pretrain a CellJEPA encoder on all datasets but "
-                    "--holdout, and on the held-out dataset compare (a) kNN accuracy of its labels on that encoder's "
-                    "embedding, on a JEPA pretrained on it alone and on its own PCA, and (b) the transition models "
-                    "on its own splits with the encoder from elsewhere versus its own, beside the tuned baselines. "
-                    "Writes OUT/holdout.json, holdout.md and feature_set.txt (celljepa report merges them).",
+        "--holdout, and on the held-out dataset compare (a) kNN accuracy of its labels on that encoder's "
+        "embedding, on a JEPA pretrained on it alone and on its own PCA, and (b) the transition models "
+        "on its own splits with the encoder from elsewhere versus its own, beside the tuned baselines. "
+        "Writes OUT/holdout.json, holdout.md and feature_set.txt (celljepa report merges them).",
     )
     _add_data(p)
     p.add_argument("--holdout", required=True, help="the dataset held out")
-    p.add_argument("--splits", type=_plan_arg, default={"S1_unseen_perturbation": 3},
-                   help="the held-out dataset's own splits, SPLIT[:FOLDS],... (default S1_unseen_perturbation:3)")
+    p.add_argument(
+        "--splits",
+        type=_plan_arg,
+        default={"S1_unseen_perturbation": 3},
+        help="the held-out dataset's own splits, SPLIT[:FOLDS],... (default S1_unseen_perturbation:3)",
+    )
     p.add_argument("--max-folds", type=_at_least_one, help="score only the first K folds of each split")
-    p.add_argument("--feature-set", default="foundation-v1", help="gene list (stored id, file, intersection, "
-                                                                  "union_hvg); default foundation-v1")
+    p.add_argument(
+        "--feature-set",
+        default="foundation-v1",
+        help="gene list (stored id, file, intersection, union_hvg); default foundation-v1",
+    )
     _add_jepa_args(p)
     _add_protocol_args(p)
     p.add_argument("--out", required=True, type=Path)
@@ -756,12 +971,19 @@ def _add_holdout(sub: argparse._SubParsersAction) -> None:
 def _add_task_args(p: argparse.ArgumentParser, *, what: str) -> None:
     tasks = p.add_mutually_exclusive_group()
     tasks.add_argument("--list", action="store_true", help=f"print the {what} with their state and exit")
-    tasks.add_argument("--task", type=_task_indices, metavar="I|A-B|I,J",
-                       help="run only these tasks (e.g. one Slurm array task: --task $SLURM_ARRAY_TASK_ID); writes "
-                            "their folders, nothing combined; exit 75 when stopped by SIGUSR1/SIGTERM")
-    tasks.add_argument("--collect", action="store_true",
-                       help="compute nothing: merge the finished tasks into the combined outputs (an error listing "
-                            "the unfinished ones)")
+    tasks.add_argument(
+        "--task",
+        type=_task_indices,
+        metavar="I|A-B|I,J",
+        help="run only these tasks (e.g. one Slurm array task: --task $SLURM_ARRAY_TASK_ID); writes "
+        "their folders, nothing combined; exit 75 when stopped by SIGUSR1/SIGTERM",
+    )
+    tasks.add_argument(
+        "--collect",
+        action="store_true",
+        help="compute nothing: merge the finished tasks into the combined outputs (an error listing "
+        "the unfinished ones)",
+    )
 
 
 def holdout_inputs(args: argparse.Namespace):
@@ -785,9 +1007,19 @@ def _cmd_holdout(args: argparse.Namespace) -> int:
             done = (folder / ("inputs.json" if kind == "encoder" else "fold.json")).is_file()
             print(f"{i}\t{kind}\t{label}\t{'done' if done else 'to do'}\t{folder}")
         return EXIT_OK
-    code, result = _run_tasks("holdout", args, lambda: holdout_run(
-        datasets, args.holdout, **common, progress=not args.no_progress, tasks=args.task, collect=args.collect,
-        overwrite=args.overwrite))
+    code, result = _run_tasks(
+        "holdout",
+        args,
+        lambda: holdout_run(
+            datasets,
+            args.holdout,
+            **common,
+            progress=not args.no_progress,
+            tasks=args.task,
+            collect=args.collect,
+            overwrite=args.overwrite,
+        ),
+    )
     if code is not None:
         return code
     print(args.out / "holdout.md")
@@ -797,11 +1029,12 @@ def _cmd_holdout(args: argparse.Namespace) -> int:
 
 def _add_report(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "report", help="merge benchmark, fold and sweep runs into one report (verdicts, tables, ablations, compute)",
+        "report",
+        help="merge benchmark, fold and sweep runs into one report (verdicts, tables, ablations, compute)",
         description="Merge run folders into OUT/report.md, OUT/report.json and OUT/figures/where_jepa_helps.png: a "
-                    "benchmark run (metrics_combined.json), a fold run of eval-baselines / train-transition "
-                    "(metrics.json + config.json) or a sweep folder (ablation.json). Every number is copied from "
-                    "the runs, never re-estimated. Prints the report's path.",
+        "benchmark run (metrics_combined.json), a fold run of eval-baselines / train-transition "
+        "(metrics.json + config.json) or a sweep folder (ablation.json). Every number is copied from "
+        "the runs, never re-estimated. Prints the report's path.",
     )
     p.add_argument("--runs", required=True, nargs="+", type=Path, metavar="RUN", help="run folders to merge")
     p.add_argument("--out", required=True, type=Path, help="output folder, e.g. reports/<name>")
@@ -815,36 +1048,50 @@ def _cmd_report(args: argparse.Namespace) -> int:
     outcomes = [v["outcome"] for v in report["verdicts"]]
     from ..eval.verdict import OUTCOMES
 
-    counts = ", ".join(f"{outcomes.count(o)} {o}" for o in (*OUTCOMES, "old protocol", "protocol v2", "superseded")
-                       if o in outcomes)
-    print(f"{args.out / 'report.md'}: {len(report['runs'])} run(s), {len(outcomes)} verdict row(s)"
-          + (f" ({counts})" if counts else ""))
+    counts = ", ".join(
+        f"{outcomes.count(o)} {o}" for o in (*OUTCOMES, "old protocol", "protocol v2", "superseded") if o in outcomes
+    )
+    print(
+        f"{args.out / 'report.md'}: {len(report['runs'])} run(s), {len(outcomes)} verdict row(s)"
+        + (f" ({counts})" if counts else "")
+    )
     return EXIT_OK
 
 
 def _add_peers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "peers", help="the published tools scored beside celljepa (scGen, GEARS, CPA, State): list, install, remove",
+        "peers",
+        help="the published tools scored beside celljepa (scGen, GEARS, CPA, State): list, install, remove",
         description="list: each peer, whether it runs here (its import is tried) and why not. install NAME: make "
-                    "its isolated environment under the peers folder ($CELLJEPA_PEERS_HOME, default "
-                    "~/.cache/celljepa/peers) with pip, from PyPI; benchmarks then run it there through a "
-                    "subprocess. remove NAME: delete that environment.",
+        "its isolated environment under the peers folder ($CELLJEPA_PEERS_HOME, default "
+        "~/.cache/celljepa/peers) with pip, from PyPI; benchmarks then run it there through a "
+        "subprocess. remove NAME: delete that environment.",
     )
     actions = p.add_subparsers(dest="action", metavar="{list,install,remove}", required=True)
     a = actions.add_parser("list", help="each peer, whether it runs here, and why not")
     a.add_argument("names", nargs="*", metavar="NAME", help="the peers to show (default: all)")
     a.add_argument("--json", action="store_true", help="print JSON")
-    a.add_argument("--available", action="store_true",
-                   help="print only the names of the peers that run here, one per line")
+    a.add_argument(
+        "--available", action="store_true", help="print only the names of the peers that run here, one per line"
+    )
     a = actions.add_parser("install", help="make a peer's isolated environment (pip, from PyPI)")
     a.add_argument("names", nargs="+", metavar="NAME", help="the peers to install")
-    a.add_argument("--python", help="the interpreter to make the environment with (default: the version the "
-                                    "peer needs, found on PATH or in pyenv)")
+    a.add_argument(
+        "--python",
+        help="the interpreter to make the environment with (default: the version the "
+        "peer needs, found on PATH or in pyenv)",
+    )
     a.add_argument("--force", action="store_true", help="make an installed environment again")
-    a.add_argument("--keep-free", type=float, default=0.0, metavar="GB",
-                   help="leave this much disk free besides the environment (default 0)")
-    a.add_argument("--if-space", action="store_true",
-                   help="skip a peer the disk has no room for, saying so, instead of failing")
+    a.add_argument(
+        "--keep-free",
+        type=float,
+        default=0.0,
+        metavar="GB",
+        help="leave this much disk free besides the environment (default 0)",
+    )
+    a.add_argument(
+        "--if-space", action="store_true", help="skip a peer the disk has no room for, saying so, instead of failing"
+    )
     a = actions.add_parser("remove", help="delete a peer's environment")
     a.add_argument("names", nargs="+", metavar="NAME", help="the peers to remove")
 
@@ -884,12 +1131,20 @@ def _cmd_peers(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"ingest": (_add_ingest, _cmd_ingest), "validate": (_add_validate, _cmd_validate),
-            "splits": (_add_splits, _cmd_splits), "eval-baselines": (_add_eval_baselines, _cmd_eval_baselines),
-            "benchmark": (_add_benchmark, _cmd_benchmark), "pretrain": (_add_pretrain, _cmd_pretrain),
-            "train-transition": (_add_train_transition, _cmd_train_transition), "sweep": (_add_sweep, _cmd_sweep),
-            "holdout": (_add_holdout, _cmd_holdout), "info": (_add_info, _cmd_info),
-            "report": (_add_report, _cmd_report), "peers": (_add_peers, _cmd_peers)}
+COMMANDS = {
+    "ingest": (_add_ingest, _cmd_ingest),
+    "validate": (_add_validate, _cmd_validate),
+    "splits": (_add_splits, _cmd_splits),
+    "eval-baselines": (_add_eval_baselines, _cmd_eval_baselines),
+    "benchmark": (_add_benchmark, _cmd_benchmark),
+    "pretrain": (_add_pretrain, _cmd_pretrain),
+    "train-transition": (_add_train_transition, _cmd_train_transition),
+    "sweep": (_add_sweep, _cmd_sweep),
+    "holdout": (_add_holdout, _cmd_holdout),
+    "info": (_add_info, _cmd_info),
+    "report": (_add_report, _cmd_report),
+    "peers": (_add_peers, _cmd_peers),
+}
 
 
 def build_parser(commands: dict | None = None) -> argparse.ArgumentParser:
@@ -906,10 +1161,16 @@ def build_parser(commands: dict | None = None) -> argparse.ArgumentParser:
 
 
 def _add_verbosity(p: argparse.ArgumentParser, *, default) -> None:
-    p.add_argument("-v", "--verbose", action="count", default=default,
-                   help="more log output (default: the start and end of each step; -v adds debug messages)")
-    p.add_argument("-q", "--quiet", action="count", default=default,
-                   help="less log output (-q warnings only, -qq errors only)")
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=default,
+        help="more log output (default: the start and end of each step; -v adds debug messages)",
+    )
+    p.add_argument(
+        "-q", "--quiet", action="count", default=default, help="less log output (-q warnings only, -qq errors only)"
+    )
 
 
 def verbosity(args: argparse.Namespace) -> int:

@@ -11,8 +11,14 @@ from . import contract
 
 __all__ = ["FORMATS", "contract", "detect_format", "ingest", "ingest_anndata", "processed_path", "read_source"]
 
-_LAZY = {"ingest": "_ingest", "ingest_anndata": "_ingest", "processed_path": "_ingest", "FORMATS": "readers",
-         "detect_format": "readers", "read_source": "readers"}
+_LAZY = {
+    "ingest": "_ingest",
+    "ingest_anndata": "_ingest",
+    "processed_path": "_ingest",
+    "FORMATS": "readers",
+    "detect_format": "readers",
+    "read_source": "readers",
+}
 
 
 def __getattr__(name: str):

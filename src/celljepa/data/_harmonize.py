@@ -40,9 +40,19 @@ from anndata import AnnData
 from .._errors import CelljepaWarning, InputError
 from .._io import write_text_atomic
 
-__all__ = ["FEATURE_SET_STRATEGIES", "FeatureSet", "build_feature_set", "combine_datasets", "feature_set_aliases",
-           "feature_set_path",
-           "gene_keys", "gene_presence", "list_feature_sets", "load_feature_set", "map_genes"]
+__all__ = [
+    "FEATURE_SET_STRATEGIES",
+    "FeatureSet",
+    "build_feature_set",
+    "combine_datasets",
+    "feature_set_aliases",
+    "feature_set_path",
+    "gene_keys",
+    "gene_presence",
+    "list_feature_sets",
+    "load_feature_set",
+    "map_genes",
+]
 
 FEATURE_SET_STRATEGIES = ("intersection", "union_hvg", "foundation")
 _ENSEMBL = re.compile(r"^(ENS[A-Z]*G\d{6,})(\.\d+)?$", re.IGNORECASE)
@@ -106,16 +116,29 @@ class FeatureSet:
 
     def info(self) -> dict:
         """What ``uns["feature_set"]`` records (everything but the genes themselves)."""
-        return {"id": self.id, "name": self.name, "version": int(self.version), "strategy": self.strategy,
-                "n_genes": len(self.genes), "sha256": self.sha256, "sources": list(self.sources),
-                "params": dict(self.params)}
+        return {
+            "id": self.id,
+            "name": self.name,
+            "version": int(self.version),
+            "strategy": self.strategy,
+            "n_genes": len(self.genes),
+            "sha256": self.sha256,
+            "sources": list(self.sources),
+            "params": dict(self.params),
+        }
 
     def to_text(self) -> str:
         """The file format: ``# key: value`` header lines, then one gene per line."""
-        head = [f"# celljepa feature set {self.id}", f"# name: {self.name}", f"# version: {int(self.version)}",
-                f"# strategy: {self.strategy}", f"# sources: {'; '.join(self.sources)}",
-                f"# params: {', '.join(f'{k}={v}' for k, v in sorted(self.params.items()))}",
-                f"# n_genes: {len(self.genes)}", f"# sha256: {self.sha256}"]
+        head = [
+            f"# celljepa feature set {self.id}",
+            f"# name: {self.name}",
+            f"# version: {int(self.version)}",
+            f"# strategy: {self.strategy}",
+            f"# sources: {'; '.join(self.sources)}",
+            f"# params: {', '.join(f'{k}={v}' for k, v in sorted(self.params.items()))}",
+            f"# n_genes: {len(self.genes)}",
+            f"# sha256: {self.sha256}",
+        ]
         return "\n".join(head + list(self.genes)) + "\n"
 
     def write(self, path: str | os.PathLike) -> Path:
@@ -146,19 +169,29 @@ class FeatureSet:
         for item in filter(None, (p.strip() for p in meta.get("params", "").split(","))):
             k, _, v = item.partition("=")
             params[k] = v
-        fs = cls(meta["name"], int(meta["version"]), meta["strategy"], tuple(genes),
-                 tuple(s for s in (x.strip() for x in meta.get("sources", "").split(";")) if s), params)
+        fs = cls(
+            meta["name"],
+            int(meta["version"]),
+            meta["strategy"],
+            tuple(genes),
+            tuple(s for s in (x.strip() for x in meta.get("sources", "").split(";")) if s),
+            params,
+        )
         if meta.get("sha256") and meta["sha256"] != fs.sha256:
-            raise InputError(f"{path}: the gene list does not match its recorded sha256 (edited by hand?). A "
-                             "changed list is a new version: write it under a new version number.")
+            raise InputError(
+                f"{path}: the gene list does not match its recorded sha256 (edited by hand?). A "
+                "changed list is a new version: write it under a new version number."
+            )
         return fs
 
 
 # --------------------------------------------------------------------------------------------- stored lists
 def _stored_dirs() -> list[Path]:
     """``configs/feature_sets`` of a source checkout first, then the copy installed with the package."""
-    dirs = [Path(__file__).resolve().parents[3] / "configs" / "feature_sets",
-            Path(str(resources.files("celljepa") / "feature_sets"))]
+    dirs = [
+        Path(__file__).resolve().parents[3] / "configs" / "feature_sets",
+        Path(str(resources.files("celljepa") / "feature_sets")),
+    ]
     return [d for d in dirs if d.is_dir()]
 
 
@@ -172,8 +205,10 @@ def feature_set_path(name: str) -> Path:
     for d in _stored_dirs():
         if (d / f"{name}.txt").is_file():
             return d / f"{name}.txt"
-    raise InputError(f"no stored feature set {name!r}; known: {list_feature_sets()}. Fix: give a path to a "
-                     "feature set file, or build one with cj.datasets.build_feature_set.")
+    raise InputError(
+        f"no stored feature set {name!r}; known: {list_feature_sets()}. Fix: give a path to a "
+        "feature set file, or build one with cj.datasets.build_feature_set."
+    )
 
 
 def feature_set_aliases(fs: FeatureSet) -> Path | None:
@@ -188,8 +223,10 @@ def feature_set_aliases(fs: FeatureSet) -> Path | None:
     for d in _stored_dirs():
         if (d / name).is_file():
             return d / name
-    raise InputError(f"feature set {fs.id} names the alias table {name!r}, which is not installed beside it "
-                     f"({[str(d) for d in _stored_dirs()]}). Fix: reinstall celljepa, or pass aliases= explicitly.")
+    raise InputError(
+        f"feature set {fs.id} names the alias table {name!r}, which is not installed beside it "
+        f"({[str(d) for d in _stored_dirs()]}). Fix: reinstall celljepa, or pass aliases= explicitly."
+    )
 
 
 @functools.lru_cache(maxsize=4)
@@ -264,8 +301,10 @@ def gene_keys(adata: AnnData, *, id_column: str | None = None, aliases=None) -> 
         if col is not None:
             symbols = [str(x) for x in var[col]]
             # genes without a symbol keep their Ensembl ID
-            ids = [s if s.strip() and s.lower() not in ("nan", "none", "") else e
-                   for s, e in zip(symbols, ids, strict=True)]
+            ids = [
+                s if s.strip() and s.lower() not in ("nan", "none", "") else e
+                for s, e in zip(symbols, ids, strict=True)
+            ]
             source = f"var[{col!r}] (var_names are Ensembl IDs)"
     alias = _read_aliases(aliases)
     # an alias never takes the name of a gene the dataset measures under that name itself
@@ -296,9 +335,18 @@ def _hvgs(adata, n_top_genes: int, layer: str | None) -> list[int]:
     return np.flatnonzero(work.var["highly_variable"].to_numpy()).tolist()
 
 
-def build_feature_set(datasets: Mapping[str, object], *, strategy: str, name: str, version: int = 1,
-                      train: Sequence[str] | None = None, n_top_genes: int = 2000, id_column: str | None = None,
-                      aliases=None, layer: str | None = None) -> FeatureSet:
+def build_feature_set(
+    datasets: Mapping[str, object],
+    *,
+    strategy: str,
+    name: str,
+    version: int = 1,
+    train: Sequence[str] | None = None,
+    n_top_genes: int = 2000,
+    id_column: str | None = None,
+    aliases=None,
+    layer: str | None = None,
+) -> FeatureSet:
     """Build a feature set from the **training** datasets only.
 
     Parameters
@@ -325,8 +373,10 @@ def build_feature_set(datasets: Mapping[str, object], *, strategy: str, name: st
     ...                              strategy="union_hvg", name="hvg-kang-demo", train=["kang", "demo"])
     """
     if strategy == "foundation":
-        raise InputError("a foundation feature set is a stored list, not built from data. Fix: "
-                         f"cj.datasets.load_feature_set('foundation-v1') (known: {list_feature_sets()}).")
+        raise InputError(
+            "a foundation feature set is a stored list, not built from data. Fix: "
+            f"cj.datasets.load_feature_set('foundation-v1') (known: {list_feature_sets()})."
+        )
     if strategy not in FEATURE_SET_STRATEGIES:
         raise InputError(f"strategy must be one of {FEATURE_SET_STRATEGIES}, got {strategy!r}.")
     train = list(datasets) if train is None else list(train)
@@ -348,8 +398,10 @@ def build_feature_set(datasets: Mapping[str, object], *, strategy: str, name: st
                 genes.append(g)
                 seen.add(g.upper())
         if not genes:
-            raise InputError(f"the training datasets {train} share no gene. Fix: strategy='union_hvg' or a "
-                             "foundation list (genes a dataset lacks are then marked absent), or an alias table.")
+            raise InputError(
+                f"the training datasets {train} share no gene. Fix: strategy='union_hvg' or a "
+                "foundation list (genes a dataset lacks are then marked absent), or an alias table."
+            )
     else:
         for names in per:
             for g in names:
@@ -369,8 +421,15 @@ def _reindex(x, columns: np.ndarray, n_out: int):
     return sp.csr_matrix((sel.data, (sel.row, present[sel.col])), shape=(x.shape[0], n_out), dtype=x.dtype)
 
 
-def map_genes(adata: AnnData, fs: FeatureSet, *, name: str, id_column: str | None = None, aliases=None,
-              measured_only: bool = False) -> AnnData:
+def map_genes(
+    adata: AnnData,
+    fs: FeatureSet,
+    *,
+    name: str,
+    id_column: str | None = None,
+    aliases=None,
+    measured_only: bool = False,
+) -> AnnData:
     """``adata`` reindexed onto the genes of ``fs``, as :func:`celljepa.pp.harmonize_genes` describes.
 
     ``name`` names the dataset in messages; ``id_column`` and ``aliases`` are as in :func:`gene_keys`.
@@ -391,29 +450,45 @@ def map_genes(adata: AnnData, fs: FeatureSet, *, name: str, id_column: str | Non
     if duplicates:
         import warnings
 
-        warnings.warn(f"{name}: {len(duplicates)} genes map to a name already seen ({duplicates[:5]}); the first "
-                      "column of each is kept.", CelljepaWarning, stacklevel=3)
+        warnings.warn(
+            f"{name}: {len(duplicates)} genes map to a name already seen ({duplicates[:5]}); the first "
+            "column of each is kept.",
+            CelljepaWarning,
+            stacklevel=3,
+        )
     columns = np.array([first.get(g.upper(), -1) for g in fs.genes], dtype=np.int64)
     n_present = int((columns >= 0).sum())
     if n_present == 0:
-        raise InputError(f"{name} measures none of the {len(fs.genes)} genes of {fs.id} (identifiers from "
-                         f"{report['id_source']}, e.g. {keys[:3]}). Fix: id_column= the var column with gene "
-                         "symbols, an alias table, or another feature set.")
+        raise InputError(
+            f"{name} measures none of the {len(fs.genes)} genes of {fs.id} (identifiers from "
+            f"{report['id_source']}, e.g. {keys[:3]}). Fix: id_column= the var column with gene "
+            "symbols, an alias table, or another feature set."
+        )
     used = set(columns[columns >= 0].tolist())
     genes = list(fs.genes)
     if measured_only:
         keep = np.flatnonzero(columns >= 0)
         columns, genes = columns[keep], [genes[i] for i in keep]
-    var = pd.DataFrame({"absent": columns < 0,
-                        "source_id": [str(adata.var_names[c]) if c >= 0 else "" for c in columns]},
-                       index=pd.Index(genes, name=None))
-    out = AnnData(X=_reindex(adata.X, columns, len(genes)), obs=adata.obs.copy(), var=var,
-                     obsm={k: v.copy() for k, v in adata.obsm.items()},
-                     layers={k: _reindex(v, columns, len(genes)) for k, v in adata.layers.items()},
-                     uns=dict(adata.uns))
-    out.uns["feature_set"] = {**fs.info(), "n_present": n_present, "n_absent": int(len(fs.genes) - n_present),
-                              "n_dropped": int(adata.n_vars - len(used)),
-                              "duplicates": len(duplicates), **report}
+    var = pd.DataFrame(
+        {"absent": columns < 0, "source_id": [str(adata.var_names[c]) if c >= 0 else "" for c in columns]},
+        index=pd.Index(genes, name=None),
+    )
+    out = AnnData(
+        X=_reindex(adata.X, columns, len(genes)),
+        obs=adata.obs.copy(),
+        var=var,
+        obsm={k: v.copy() for k, v in adata.obsm.items()},
+        layers={k: _reindex(v, columns, len(genes)) for k, v in adata.layers.items()},
+        uns=dict(adata.uns),
+    )
+    out.uns["feature_set"] = {
+        **fs.info(),
+        "n_present": n_present,
+        "n_absent": int(len(fs.genes) - n_present),
+        "n_dropped": int(adata.n_vars - len(used)),
+        "duplicates": len(duplicates),
+        **report,
+    }
     return out
 
 
@@ -427,8 +502,9 @@ def resolve_feature_set(spec, training: Mapping[str, AnnData], *, name: str) -> 
     return load_feature_set(spec)
 
 
-def combine_datasets(datasets: Mapping[str, AnnData], feature_set, *, id_column: str | None = None,
-                     aliases=None) -> AnnData:
+def combine_datasets(
+    datasets: Mapping[str, AnnData], feature_set, *, id_column: str | None = None, aliases=None
+) -> AnnData:
     """Several datasets mapped onto one feature set and stacked: one AnnData for multi-dataset training.
 
     ``obs["dataset_id"]`` names each cell's dataset (obs names become ``<cell>:<dataset>``),
@@ -491,8 +567,10 @@ def gene_presence(adata: AnnData, *, fallback_to_flags: bool = False) -> tuple[n
         if unknown and fallback_to_flags:
             return _presence_from_flags(adata)
         if unknown:
-            raise InputError(f"uns['absent_genes'] has no entry for dataset(s) {unknown}; rebuild the data with "
-                             "cj.datasets.combine_datasets.")
+            raise InputError(
+                f"uns['absent_genes'] has no entry for dataset(s) {unknown}; rebuild the data with "
+                "cj.datasets.combine_datasets."
+            )
         present = np.stack([~np.isin(names, np.asarray(absent[g], dtype=str)) for g in order])
         index = np.searchsorted(np.asarray(order), groups)
         return index.astype(np.int64), present

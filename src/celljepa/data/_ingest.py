@@ -57,8 +57,11 @@ def _drop_empty_cells(adata: AnnData) -> None:
     totals = np.asarray(adata.X.sum(axis=1)).ravel()
     empty = totals == 0
     if empty.any():
-        logger.warning("ingest: dropped %d cell(s) with no counts at all (e.g. %s); nothing was measured in them.",
-                       int(empty.sum()), list(adata.obs_names[empty][:3]))
+        logger.warning(
+            "ingest: dropped %d cell(s) with no counts at all (e.g. %s); nothing was measured in them.",
+            int(empty.sum()),
+            list(adata.obs_names[empty][:3]),
+        )
         adata._inplace_subset_obs(~empty)
         meta = dict(adata.uns.get("celljepa", {}))
         meta["dropped_empty_cells"] = int(empty.sum())
@@ -95,10 +98,19 @@ def ingest(
         adata = read_source(source)
         target = processed_path(out_dir, dataset_id)
         if target.exists() and not overwrite:
-            raise InputError(f"'{target}' exists. Fix: pass overwrite=True (CLI: drop --no-overwrite) to replace "
-                             "it, or another --dataset-id / --out.")
-        ingest_anndata(adata, dataset_id=dataset_id, source=str(Path(source).resolve()), format=format,
-                       min_cells=min_cells, assume=assume, **keys)
+            raise InputError(
+                f"'{target}' exists. Fix: pass overwrite=True (CLI: drop --no-overwrite) to replace "
+                "it, or another --dataset-id / --out."
+            )
+        ingest_anndata(
+            adata,
+            dataset_id=dataset_id,
+            source=str(Path(source).resolve()),
+            format=format,
+            min_cells=min_cells,
+            assume=assume,
+            **keys,
+        )
         write_h5ad_atomic(adata, target)
         written.append(str(target))
     return target

@@ -84,8 +84,10 @@ def detect_x_state(matrix, *, where: str = "X", uns=None, judge: bool = True) ->
         values = values.astype(np.float32)  # float16: judged (and later read) as float32
     if not np.isfinite(values).all():
         n_bad = int((~np.isfinite(values)).sum())
-        raise InputError(f"{where} has {n_bad} NaN/inf value(s). Fix: `celljepa validate FILE` lists them; remove "
-                         "or impute them (or re-ingest the raw counts with `celljepa ingest`).")
+        raise InputError(
+            f"{where} has {n_bad} NaN/inf value(s). Fix: `celljepa validate FILE` lists them; remove "
+            "or impute them (or re-ingest the raw counts with `celljepa ingest`)."
+        )
     vmin = float(values.min())
     if vmin < 0:
         raise InputError(
@@ -132,8 +134,11 @@ def require_log_normalized(matrix, *, where: str, uns=None, fix: str | None = No
     if detect_x_state(matrix, where=where, uns=uns) == "counts":
         raise InputError(
             f"{where} holds raw counts (integers), but it is read as log-normalised expression. Fix: "
-            + (fix or "cj.pp.normalize(adata) first (it keeps the counts in layers['counts'] and log-normalises X), "
-               "or `celljepa ingest` the file.")
+            + (
+                fix
+                or "cj.pp.normalize(adata) first (it keeps the counts in layers['counts'] and log-normalises X), "
+                "or `celljepa ingest` the file."
+            )
         )
 
 
@@ -145,21 +150,32 @@ def require_log_expression(adata: AnnData, layer: str | None = None, *, source: 
     ``source`` (a file name) is named in the message.
     """
     if layer is not None and layer not in adata.layers:
-        raise InputError(f"layer {layer!r} is not in adata.layers of {source or 'adata'} (layers: "
-                         f"{', '.join(adata.layers) or 'none'}). Fix: read X (layer=None; CLI: drop data.layer), or "
-                         "one of the listed layers.")
+        raise InputError(
+            f"layer {layer!r} is not in adata.layers of {source or 'adata'} (layers: "
+            f"{', '.join(adata.layers) or 'none'}). Fix: read X (layer=None; CLI: drop data.layer), or "
+            "one of the listed layers."
+        )
     matrix = adata.layers[layer] if layer is not None else adata.X
     if matrix.shape[0] > _SAMPLE_ROWS:
         matrix = matrix[:_SAMPLE_ROWS]
     where = (f"layers[{layer!r}]" if layer is not None else "X") + (f" of {source}" if source else "")
-    require_log_normalized(matrix, where=where, uns=None if layer is not None else adata.uns,
-                           fix="cj.pp.normalize(adata) first, or `celljepa ingest` the file first (either keeps the "
-                               "counts in layers['counts'] and log-normalises X)"
-                               + ("; read X, not the counts layer." if layer is not None else "."))
+    require_log_normalized(
+        matrix,
+        where=where,
+        uns=None if layer is not None else adata.uns,
+        fix="cj.pp.normalize(adata) first, or `celljepa ingest` the file first (either keeps the "
+        "counts in layers['counts'] and log-normalises X)"
+        + ("; read X, not the counts layer." if layer is not None else "."),
+    )
 
 
-def log_normalize(adata: AnnData, *, assume: XState | None = None, target_sum: float = C.DEFAULT_TARGET_SUM,
-                  counts_layer: str = C.COUNTS_LAYER) -> list[str]:
+def log_normalize(
+    adata: AnnData,
+    *,
+    assume: XState | None = None,
+    target_sum: float = C.DEFAULT_TARGET_SUM,
+    counts_layer: str = C.COUNTS_LAYER,
+) -> list[str]:
     """Normalise ``adata`` in place as :func:`celljepa.pp.normalize` describes; return the keys written."""
     if assume not in (None, "counts", "log1p"):
         raise InputError(f"assume={assume!r} must be None, 'counts' or 'log1p'.")

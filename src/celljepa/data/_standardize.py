@@ -61,8 +61,18 @@ KEY_DEFAULTS: dict[str, Any] = {
     "batch_key": None,
 }
 
-_TIME_UNITS = {"h": 1.0, "hour": 1.0, "hours": 1.0, "hr": 1.0, "hrs": 1.0, "min": 1 / 60, "minutes": 1 / 60,
-               "d": 24.0, "day": 24.0, "days": 24.0}
+_TIME_UNITS = {
+    "h": 1.0,
+    "hour": 1.0,
+    "hours": 1.0,
+    "hr": 1.0,
+    "hrs": 1.0,
+    "min": 1 / 60,
+    "minutes": 1 / 60,
+    "d": 24.0,
+    "day": 24.0,
+    "days": 24.0,
+}
 
 
 def _as_list(values: str | Sequence[str] | None) -> list[str]:
@@ -106,8 +116,10 @@ def write_contract(adata: AnnData, keys: Mapping[str, Any]) -> list[str]:
         raise InputError(f"unknown contract key {unknown[0]!r}.{suggest(unknown[0], [*REQUIRED_KEYS, *KEY_DEFAULTS])}")
     missing = [k for k in REQUIRED_KEYS if keys.get(k) is None]
     if missing:
-        raise InputError(f"{' and '.join(missing)} must be given: the obs column of the perturbation labels and "
-                         "the label(s) of control cells.")
+        raise InputError(
+            f"{' and '.join(missing)} must be given: the obs column of the perturbation labels and "
+            "the label(s) of control cells."
+        )
     k = {**KEY_DEFAULTS, **{key: value for key, value in keys.items() if value is not None}}
     perturbation_key, control_values = k["perturbation_key"], k["control_values"]
     context_key, context_value = k["context_key"], k["context_value"]
@@ -119,10 +131,16 @@ def write_contract(adata: AnnData, keys: Mapping[str, Any]) -> list[str]:
     controls = _as_list(control_values)
     if not controls:
         raise InputError("control_values is empty: name the label(s) that mark control cells, e.g. 'control'.")
-    for argument, key in (("perturbation_key", perturbation_key), ("context_key", context_key),
-                          ("dose_key", dose_key), ("time_key", time_key), ("kind_key", kind_key),
-                          ("control_key", control_key), ("cell_type_key", cell_type_key),
-                          ("batch_key", batch_key)):
+    for argument, key in (
+        ("perturbation_key", perturbation_key),
+        ("context_key", context_key),
+        ("dose_key", dose_key),
+        ("time_key", time_key),
+        ("kind_key", kind_key),
+        ("control_key", control_key),
+        ("cell_type_key", cell_type_key),
+        ("batch_key", batch_key),
+    ):
         if key is not None:
             require_obs_key(obs.columns, key, argument=argument)
     if time_unit not in _TIME_UNITS:
@@ -182,8 +200,11 @@ def write_contract(adata: AnnData, keys: Mapping[str, Any]) -> list[str]:
     if control_key is not None:
         flag = obs[control_key]
         try:
-            flag_bool = flag.astype(str).str.strip().str.lower().map(
-                {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+            flag_bool = (
+                flag.astype(str)
+                .str.strip()
+                .str.lower()
+                .map({"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False})
             )
         except Exception:  # pragma: no cover - defensive
             flag_bool = pd.Series(np.nan, index=obs.index)
@@ -211,8 +232,7 @@ def write_contract(adata: AnnData, keys: Mapping[str, Any]) -> list[str]:
 
     dose = _map_numbers(obs[dose_key], C.parse_number) if dose_key else np.full(adata.n_obs, np.nan)
     scale = _TIME_UNITS[time_unit]
-    time = (_map_numbers(obs[time_key], lambda v: _parse_time(v, scale)) if time_key
-            else np.full(adata.n_obs, np.nan))
+    time = _map_numbers(obs[time_key], lambda v: _parse_time(v, scale)) if time_key else np.full(adata.n_obs, np.nan)
 
     new = {
         C.PERTURBATION_ID: pd.Categorical(pid_arr),
@@ -235,9 +255,13 @@ def write_contract(adata: AnnData, keys: Mapping[str, Any]) -> list[str]:
         obs[name] = values
         written.append(f"obs['{name}']")
 
-    params = {"perturbation_key": perturbation_key, **k, "control_values": controls,
-              "context_value": context_value if context_key is None else None,
-              "perturbation_kind": perturbation_kind if kind_key is None else None}
+    params = {
+        "perturbation_key": perturbation_key,
+        **k,
+        "control_values": controls,
+        "context_value": context_value if context_key is None else None,
+        "perturbation_kind": perturbation_kind if kind_key is None else None,
+    }
     meta = dict(adata.uns.get("celljepa", {}))
     meta["standardize"] = drop_none(params)
     adata.uns["celljepa"] = meta
@@ -245,7 +269,10 @@ def write_contract(adata: AnnData, keys: Mapping[str, Any]) -> list[str]:
     n_ctrl = int(is_control.sum())
     logger.info(
         "standardize: %d cells, %d perturbations, %d contexts, %d control cells",
-        adata.n_obs, len(set(pid_arr[~is_control])), len(set(context)), n_ctrl,
+        adata.n_obs,
+        len(set(pid_arr[~is_control])),
+        len(set(context)),
+        n_ctrl,
     )
     return written
 

@@ -51,8 +51,9 @@ class DrugFeatures:
         return len(self.features)
 
 
-def read_drug_metadata(path: str | os.PathLike, *, name_column: str | None = None,
-                       feature_columns: list[str] | None = None) -> DrugFeatures:
+def read_drug_metadata(
+    path: str | os.PathLike, *, name_column: str | None = None, feature_columns: list[str] | None = None
+) -> DrugFeatures:
     """Read drug targets / pathways into multi-hot features of ``drug:`` tokens.
 
     Two layouts are recognised without arguments: the Selleck catalog table of sci-Plex
@@ -77,8 +78,10 @@ def read_drug_metadata(path: str | os.PathLike, *, name_column: str | None = Non
         table = pd.read_csv(path, sep=",", header=None, names=["name", "smiles", "pathway"], dtype=str)
         name_column, feature_columns = "name", feature_columns or ["pathway"]
     if name_column is None or name_column not in table.columns:
-        raise InputError(f"{path}: no drug name column (columns {list(table.columns)[:8]}). Fix: pass "
-                         "name_column= and feature_columns=.")
+        raise InputError(
+            f"{path}: no drug name column (columns {list(table.columns)[:8]}). Fix: pass "
+            "name_column= and feature_columns=."
+        )
     feature_columns = list(feature_columns or [c for c in table.columns if c != name_column])
     missing = [c for c in feature_columns if c not in table.columns]
     if missing:

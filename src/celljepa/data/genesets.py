@@ -59,6 +59,7 @@ _LAYOUTS_HELP = (
 
 # ---------------------------------------------------------------------------------------- helpers
 
+
 def read_gmt(path: str | os.PathLike) -> dict[str, list[str]]:
     r"""Read a GMT gene-set file: one set per line, ``name<TAB>description<TAB>gene<TAB>gene...``.
 
@@ -107,8 +108,13 @@ def read_gmt(path: str | os.PathLike) -> dict[str, list[str]]:
     return sets
 
 
-def gene_module_map(var_names: Sequence[str], gene_sets: Mapping[str, Sequence[str]], *,
-                    priority: str = "given", drop_empty: bool = True) -> tuple[np.ndarray, list[str]]:
+def gene_module_map(
+    var_names: Sequence[str],
+    gene_sets: Mapping[str, Sequence[str]],
+    *,
+    priority: str = "given",
+    drop_empty: bool = True,
+) -> tuple[np.ndarray, list[str]]:
     """Map genes (``adata.var_names``) to modules for ``kind="module"`` masking.
 
     A gene in several sets takes the first set in the priority order: ``"given"`` = the mapping's

@@ -88,8 +88,12 @@ def layout_for(adata: AnnData, fmt: str) -> Layout:
         fmt = detect_format(adata)
     obs = adata.obs
     if fmt == "gears":
-        keys = {"perturbation_key": "condition", "control_values": ["ctrl"], "combo_sep": "+",
-                "perturbation_kind": "gene"}
+        keys = {
+            "perturbation_key": "condition",
+            "control_values": ["ctrl"],
+            "combo_sep": "+",
+            "perturbation_kind": "gene",
+        }
         if "cell_type" in obs.columns:
             keys["context_key"] = "cell_type"
             keys["cell_type_key"] = "cell_type"
@@ -97,8 +101,13 @@ def layout_for(adata: AnnData, fmt: str) -> Layout:
             keys["control_key"] = "control"
         return Layout("gears", keys, ["GEARS doses ('1+1') are placeholders for CRISPR and are not used."])
     if fmt == "perturbench":
-        keys = {"perturbation_key": "perturbation", "control_values": ["control"], "combo_sep": "+",
-                "context_key": "cell_type", "cell_type_key": "cell_type"}
+        keys = {
+            "perturbation_key": "perturbation",
+            "control_values": ["control"],
+            "combo_sep": "+",
+            "context_key": "cell_type",
+            "cell_type_key": "cell_type",
+        }
         if "perturbation_type" in obs.columns:
             keys["kind_key"] = "perturbation_type"
         drug_types = {"drug", "chemical", "compound", "small molecule"}

@@ -69,18 +69,12 @@ def _check_int(name: str, value, minimum: int, fix: str) -> int:
     return int(value)
 
 
-def _validate(
-    n_cells, n_genes, n_perturbations, n_contexts, combos, n_programs, control_fraction, chunk_size, seed
-):
+def _validate(n_cells, n_genes, n_perturbations, n_contexts, combos, n_programs, control_fraction, chunk_size, seed):
     n_cells = _check_int("n_cells", n_cells, 1, "pass a positive number of cells.")
     if n_cells > _MAX_CELLS:
-        raise InputError(
-            f"n_cells must be <= {_MAX_CELLS}, got {n_cells}. Fix: simulate fewer cells per call."
-        )
+        raise InputError(f"n_cells must be <= {_MAX_CELLS}, got {n_cells}. Fix: simulate fewer cells per call.")
     n_genes = _check_int("n_genes", n_genes, 1, "pass a positive number of genes.")
-    n_perturbations = _check_int(
-        "n_perturbations", n_perturbations, 1, "pass a positive number of perturbations."
-    )
+    n_perturbations = _check_int("n_perturbations", n_perturbations, 1, "pass a positive number of perturbations.")
     n_contexts = _check_int("n_contexts", n_contexts, 1, "pass a positive number of contexts.")
     combos = _check_int("combos", combos, 0, "pass 0 for no combinations or a positive number of pairs.")
     n_programs = _check_int("n_programs", n_programs, 1, "pass a positive number of latent programs.")
@@ -193,8 +187,9 @@ class SimulationSpec:
         names = [f.name for f in fields(cls)]
         for key in options:
             if key not in names[4:]:
-                raise InputError(f"{key!r} is not a simulation option.{suggest(key, names[4:])} "
-                                 f"Options: {', '.join(names[4:])}.")
+                raise InputError(
+                    f"{key!r} is not a simulation option.{suggest(key, names[4:])} Options: {', '.join(names[4:])}."
+                )
         return cls(n_cells, n_genes, n_perturbations, n_contexts, **options)
 
     @property
@@ -453,8 +448,10 @@ def simulate_chunks(spec: SimulationSpec) -> Iterator[anndata.AnnData]:
     [1000, 1000, 500]
     """
     if not isinstance(spec, SimulationSpec):
-        raise InputError(f"simulate_chunks takes a SimulationSpec, got {type(spec).__name__}. Fix: "
-                         "simulate_chunks(SimulationSpec(n_cells, n_genes, n_perturbations, n_contexts, ...)).")
+        raise InputError(
+            f"simulate_chunks takes a SimulationSpec, got {type(spec).__name__}. Fix: "
+            "simulate_chunks(SimulationSpec(n_cells, n_genes, n_perturbations, n_contexts, ...))."
+        )
     return _iter_chunks(_Model(asdict(spec)))
 
 
@@ -548,9 +545,19 @@ def simulate_screen(
     >>> adata = cj.datasets.simulate(5_000, 200, 20, 3, combos=5, seed=0)
     >>> cj.pp.validate(adata)
     """
-    adata = simulate(SimulationSpec(n_cells, n_genes, n_perturbations, n_contexts, combos=combos,
-                                            n_programs=n_programs, control_fraction=control_fraction,
-                                            chunk_size=chunk_size, seed=seed))
+    adata = simulate(
+        SimulationSpec(
+            n_cells,
+            n_genes,
+            n_perturbations,
+            n_contexts,
+            combos=combos,
+            n_programs=n_programs,
+            control_fraction=control_fraction,
+            chunk_size=chunk_size,
+            seed=seed,
+        )
+    )
     if preprocessed:
         log_normalize(adata, assume="counts")
         set_provenance(adata, dataset_id=f"simulated_seed{seed}", source="celljepa.datasets.simulate")
@@ -645,9 +652,7 @@ def write_simulated_h5ad(
     >>> cj.pp.validate(anndata.read_h5ad(path))
     """
     if compression not in _COMPRESSIONS:
-        raise InputError(
-            f"compression={compression!r} is not supported. Fix: pass None, 'gzip' or 'lzf'."
-        )
+        raise InputError(f"compression={compression!r} is not supported. Fix: pass None, 'gzip' or 'lzf'.")
     # Validates the arguments now (the chunks themselves are drawn lazily).
     spec = SimulationSpec.of(n_cells, n_genes, n_perturbations, n_contexts, **options)
     chunks = simulate_chunks(spec)

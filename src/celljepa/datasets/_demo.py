@@ -50,5 +50,6 @@ def demo(*, preprocessed: bool = True) -> AnnData:
         return adata
     from ..data._ingest import ingest_anndata
 
-    return ingest_anndata(adata, dataset_id=DEMO_DATASET_ID, source=f"celljepa bundled {_DEMO_FILE}",
-                          format="perturbench")
+    return ingest_anndata(
+        adata, dataset_id=DEMO_DATASET_ID, source=f"celljepa bundled {_DEMO_FILE}", format="perturbench"
+    )

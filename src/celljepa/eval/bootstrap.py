@@ -22,8 +22,10 @@ N_HIERARCHICAL = 10_000
 #: Resamples drawn at once (bounds the memory of one chunk: ``chunk × conditions × model seeds`` doubles).
 _CHUNK = 1000
 #: How the CIs of a report were computed (recorded in its JSON).
-HIERARCHICAL_RULE = ("hierarchical percentile bootstrap: split seeds (or, with one split seed, folds), then model "
-                     "seeds within each fold, then conditions; a condition's score is its mean over the drawn seeds")
+HIERARCHICAL_RULE = (
+    "hierarchical percentile bootstrap: split seeds (or, with one split seed, folds), then model "
+    "seeds within each fold, then conditions; a condition's score is its mean over the drawn seeds"
+)
 
 
 def _mean_with_ci(v: np.ndarray, n_boot: int, ci: float, seed: int) -> tuple[float, float, float]:
@@ -115,8 +117,7 @@ def _crossed(values: np.ndarray, folds: np.ndarray, n_boot: int, rng: np.random.
         ok = den > 0
         score = np.divide(num, den, out=np.zeros_like(num), where=ok)
         total = (cond_w * ok).sum(axis=1)
-        out[start:start + b] = np.divide((cond_w * score).sum(axis=1), total, out=np.full(b, np.nan),
-                                         where=total > 0)
+        out[start : start + b] = np.divide((cond_w * score).sum(axis=1), total, out=np.full(b, np.nan), where=total > 0)
     return out
 
 
@@ -149,7 +150,7 @@ def _nested(values: np.ndarray, folds: np.ndarray, n_boot: int, rng: np.random.G
             hit = (top == i)[:, :, None]  # the slots that drew fold f
             num += (hit * cond_w * score).sum(axis=(1, 2))
             den += (hit * cond_w * ok).sum(axis=(1, 2))
-        out[start:start + b] = np.divide(num, den, out=np.full(b, np.nan), where=den > 0)
+        out[start : start + b] = np.divide(num, den, out=np.full(b, np.nan), where=den > 0)
     return out
 
 
@@ -157,8 +158,12 @@ def point_estimate(values: np.ndarray) -> tuple[float, int]:
     """Mean over conditions of each condition's mean over split seeds and model seeds, and the conditions counted."""
     values = np.asarray(values, dtype=np.float64)
     finite = np.isfinite(values)
-    per = np.divide(np.where(finite, values, 0.0).sum(axis=(0, 1)), finite.sum(axis=(0, 1)),
-                    out=np.full(values.shape[2], np.nan), where=finite.sum(axis=(0, 1)) > 0)
+    per = np.divide(
+        np.where(finite, values, 0.0).sum(axis=(0, 1)),
+        finite.sum(axis=(0, 1)),
+        out=np.full(values.shape[2], np.nan),
+        where=finite.sum(axis=(0, 1)) > 0,
+    )
     ok = np.isfinite(per)
     return (float(per[ok].mean()) if ok.any() else float("nan")), int(ok.sum())
 
@@ -202,8 +207,16 @@ def hierarchical_bootstrap(values, folds, *, n_boot: int = N_HIERARCHICAL, ci: f
     keep = (f >= 0).any(axis=0)
     v, f = v[:, :, keep], f[:, keep]
     mean, n = point_estimate(v)
-    out = {"mean": mean, "ci_low": float("nan"), "ci_high": float("nan"), "n": n, "n_split_seeds": int(v.shape[0]),
-           "n_model_seeds": int(v.shape[1]), "n_boot": int(n_boot), "method": "hierarchical"}
+    out = {
+        "mean": mean,
+        "ci_low": float("nan"),
+        "ci_high": float("nan"),
+        "n": n,
+        "n_split_seeds": int(v.shape[0]),
+        "n_model_seeds": int(v.shape[1]),
+        "n_boot": int(n_boot),
+        "method": "hierarchical",
+    }
     if n == 0:
         return out
     rng = np.random.default_rng([seed, 0x4B1E])

@@ -118,8 +118,14 @@ def edistance_sets(
         x = torch.from_numpy(np.ascontiguousarray(np.concatenate(blocks).astype(dtype, copy=False)))
         k = len(arrays_a)
         pairs = torch.stack([torch.arange(0, 2 * k, 2), torch.arange(1, 2 * k, 2)], dim=1)
-        e = _edistance_kernel(x, torch.tensor(offsets), pairs=pairs, squared=squared,
-                              include_self_pairs=include_self_pairs, backend=backend)
+        e = _edistance_kernel(
+            x,
+            torch.tensor(offsets),
+            pairs=pairs,
+            squared=squared,
+            include_self_pairs=include_self_pairs,
+            backend=backend,
+        )
         total += e.cpu().numpy()
     return total / rounds
 
@@ -162,7 +168,8 @@ def edistance_matrix(
             blocks.append(a)
         offsets = np.concatenate([[0], np.cumsum([len(b) for b in blocks])])
         x = torch.from_numpy(np.ascontiguousarray(np.concatenate(blocks).astype(dtype, copy=False)))
-        e = _edistance_kernel(x, torch.from_numpy(offsets), squared=squared, include_self_pairs=include_self_pairs,
-                              backend=backend)
+        e = _edistance_kernel(
+            x, torch.from_numpy(offsets), squared=squared, include_self_pairs=include_self_pairs, backend=backend
+        )
         total += e.cpu().numpy()
     return total / rounds

@@ -29,8 +29,14 @@ EFFECT_SE_Z = 2.0
 N_HALVINGS = 10
 
 
-def edistance_se(observed: Sequence[np.ndarray], controls: Sequence[np.ndarray], *, cap: int | None = DEFAULT_CAP,
-                 n_halvings: int = N_HALVINGS, seed: int = 0) -> np.ndarray:
+def edistance_se(
+    observed: Sequence[np.ndarray],
+    controls: Sequence[np.ndarray],
+    *,
+    cap: int | None = DEFAULT_CAP,
+    n_halvings: int = N_HALVINGS,
+    seed: int = 0,
+) -> np.ndarray:
     """Standard error of each observed set's E-distance to its control cells, from split halves.
 
     For each condition, ``n_halvings`` seeded draws of half of the observed cells and half of the control cells
@@ -69,9 +75,17 @@ def edistance_se(observed: Sequence[np.ndarray], controls: Sequence[np.ndarray],
     return out
 
 
-def condition_effects(keys: Sequence[str], observed: Sequence[np.ndarray], contexts: Sequence[str],
-                      controls: dict[str, np.ndarray], *, cap: int | None = DEFAULT_CAP,
-                      n_permutations: int = 1000, alpha: float = 0.05, seed: int = 0) -> pd.DataFrame:
+def condition_effects(
+    keys: Sequence[str],
+    observed: Sequence[np.ndarray],
+    contexts: Sequence[str],
+    controls: dict[str, np.ndarray],
+    *,
+    cap: int | None = DEFAULT_CAP,
+    n_permutations: int = 1000,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> pd.DataFrame:
     """E-test and standard error of the E-distance (observed vs the context's control cells) of every condition.
 
     Parameters
@@ -100,8 +114,15 @@ def condition_effects(keys: Sequence[str], observed: Sequence[np.ndarray], conte
         idx = [i for i, c in enumerate(contexts) if c == ctx and len(observed[i]) >= 2]
         if not idx or len(controls[ctx]) < 2:
             continue
-        res = etest_groups({keys[i]: observed[i] for i in idx}, controls[ctx], n_permutations=n_permutations,
-                           cap=cap, alpha=alpha, seed=seed, progress=False)
+        res = etest_groups(
+            {keys[i]: observed[i] for i in idx},
+            controls[ctx],
+            n_permutations=n_permutations,
+            cap=cap,
+            alpha=alpha,
+            seed=seed,
+            progress=False,
+        )
         for key, r in res.iterrows():
             rows[key] = (float(r["edistance"]), float(r["pvalue"]))
     out = pd.DataFrame(index=pd.Index(keys, name="condition"))

@@ -47,9 +47,15 @@ def collapse_diagnostics(z, *, max_cells: int | None = 20_000, seed: int = 0) ->
     if z.ndim != 2 or z.shape[0] < 2:
         raise InputError(f"z must be a (cells, dims) array with at least 2 cells, got shape {z.shape}.")
     if not np.isfinite(z).all():
-        return {"std_mean": float("nan"), "std_min": float("nan"), "effective_rank": float("nan"),
-                "effective_rank_fraction": float("nan"), "mean_cosine": float("nan"), "n_cells": int(z.shape[0]),
-                "dims": int(z.shape[1])}
+        return {
+            "std_mean": float("nan"),
+            "std_min": float("nan"),
+            "effective_rank": float("nan"),
+            "effective_rank_fraction": float("nan"),
+            "mean_cosine": float("nan"),
+            "n_cells": int(z.shape[0]),
+            "dims": int(z.shape[1]),
+        }
     if max_cells is not None and z.shape[0] > max_cells:
         z = z[np.sort(np.random.default_rng(seed).choice(z.shape[0], max_cells, replace=False))]
     n, d = z.shape
@@ -66,8 +72,15 @@ def collapse_diagnostics(z, *, max_cells: int | None = 20_000, seed: int = 0) ->
     u = z / np.where(norms > 0, norms, 1.0)[:, None]
     colsum = u.sum(0)
     mean_cos = float((colsum @ colsum - (u * u).sum()) / (n * (n - 1)))
-    return {"std_mean": float(std.mean()), "std_min": float(std.min()), "effective_rank": erank,
-            "effective_rank_fraction": erank / d, "mean_cosine": mean_cos, "n_cells": int(n), "dims": int(d)}
+    return {
+        "std_mean": float(std.mean()),
+        "std_min": float(std.min()),
+        "effective_rank": erank,
+        "effective_rank_fraction": erank / d,
+        "mean_cosine": mean_cos,
+        "n_cells": int(n),
+        "dims": int(d),
+    }
 
 
 def is_collapsed(diagnostics: dict) -> bool:
@@ -76,8 +89,9 @@ def is_collapsed(diagnostics: dict) -> bool:
     return not (np.isfinite(frac) and np.isfinite(std_min)) or frac < MIN_RANK_FRACTION or std_min < MIN_STD
 
 
-def knn_accuracy(x, labels, *, k: int = 15, n_folds: int = 5, seed: int = 0,
-                 max_cells: int | None = 20_000) -> dict[str, float]:
+def knn_accuracy(
+    x, labels, *, k: int = 15, n_folds: int = 5, seed: int = 0, max_cells: int | None = 20_000
+) -> dict[str, float]:
     """Stratified ``n_folds``-fold accuracy of a ``k``-nearest-neighbour classifier (Euclidean) on ``x``.
 
     Classes with fewer than ``n_folds`` cells are dropped (reported in ``n_dropped``). Above
@@ -111,8 +125,9 @@ def knn_accuracy(x, labels, *, k: int = 15, n_folds: int = 5, seed: int = 0,
     n_dropped = int((~keep).sum())
     x, y = x[keep], y[keep]
     if keep_classes.size < 2:
-        raise InputError(f"kNN accuracy needs at least 2 classes with >= {n_folds} cells each; "
-                         f"got {keep_classes.size}.")
+        raise InputError(
+            f"kNN accuracy needs at least 2 classes with >= {n_folds} cells each; got {keep_classes.size}."
+        )
     if max_cells is not None and x.shape[0] > max_cells:
         from sklearn.model_selection import train_test_split
 
@@ -126,13 +141,27 @@ def knn_accuracy(x, labels, *, k: int = 15, n_folds: int = 5, seed: int = 0,
         accs.append(float((pred == y[test]).mean()))
         baccs.append(float(balanced_accuracy_score(y[test], pred)))
     _, c = np.unique(y, return_counts=True)
-    return {"accuracy": float(np.mean(accs)), "accuracy_sd": float(np.std(accs, ddof=1)),
-            "balanced_accuracy": float(np.mean(baccs)), "n_cells": int(x.shape[0]), "n_classes": int(c.size),
-            "n_dropped": n_dropped, "chance": float(c.max() / c.sum())}
+    return {
+        "accuracy": float(np.mean(accs)),
+        "accuracy_sd": float(np.std(accs, ddof=1)),
+        "balanced_accuracy": float(np.mean(baccs)),
+        "n_cells": int(x.shape[0]),
+        "n_classes": int(c.size),
+        "n_dropped": n_dropped,
+        "chance": float(c.max() / c.sum()),
+    }
 
 
-def knn_table(embeddings: dict[str, np.ndarray], obs: pd.DataFrame, labels: Sequence[str], *, k: int = 15,
-              n_folds: int = 5, seed: int = 0, max_cells: int | None = 20_000) -> dict[str, dict]:
+def knn_table(
+    embeddings: dict[str, np.ndarray],
+    obs: pd.DataFrame,
+    labels: Sequence[str],
+    *,
+    k: int = 15,
+    n_folds: int = 5,
+    seed: int = 0,
+    max_cells: int | None = 20_000,
+) -> dict[str, dict]:
     """KNN accuracy of every label column in ``obs`` on every embedding: ``{label: {embedding: result}}``.
 
     Label columns that are missing or have fewer than 2 usable classes are reported as
@@ -144,8 +173,10 @@ def knn_table(embeddings: dict[str, np.ndarray], obs: pd.DataFrame, labels: Sequ
             table[label] = {"skipped": f"obs has no column {label!r}"}
             continue
         try:
-            table[label] = {name: knn_accuracy(x, obs[label].to_numpy(), k=k, n_folds=n_folds, seed=seed,
-                                               max_cells=max_cells) for name, x in embeddings.items()}
+            table[label] = {
+                name: knn_accuracy(x, obs[label].to_numpy(), k=k, n_folds=n_folds, seed=seed, max_cells=max_cells)
+                for name, x in embeddings.items()
+            }
         except InputError as err:
             table[label] = {"skipped": str(err)}
     return table

@@ -101,8 +101,16 @@ def etest_groups(
             null = _edistance_from_labels(d, labels, n_a)
             exceed += int((null >= observed - 1e-12).sum())
             done += k
-        rows.append({"group": name, "edistance": float(observed), "pvalue": (1 + exceed) / (1 + R),
-                     "n_cells": int(len(groups[name])), "n_control": int(len(control)), "n_permutations": R})
+        rows.append(
+            {
+                "group": name,
+                "edistance": float(observed),
+                "pvalue": (1 + exceed) / (1 + R),
+                "n_cells": int(len(groups[name])),
+                "n_control": int(len(control)),
+                "n_permutations": R,
+            }
+        )
     out = pd.DataFrame(rows).set_index("group")
     with np.errstate(divide="ignore"):  # p = 1 makes Holm–Sidak take log(0); its result (1) is right
         out["pvalue_adj_holm_sidak"] = multipletests(out["pvalue"].to_numpy(), method="holm-sidak")[1]

@@ -29,8 +29,7 @@ from .._io import write_h5ad_atomic
 from ..data import contract as C
 from .space import EvaluationSpace
 
-__all__ = ["CONTROL_LABEL", "EVAL_KEY", "PERT_COL", "cell_eval_inputs", "predictions_anndata",
-           "write_predictions"]
+__all__ = ["CONTROL_LABEL", "EVAL_KEY", "PERT_COL", "cell_eval_inputs", "predictions_anndata", "write_predictions"]
 
 #: cell-eval's default control label, used in :data:`PERT_COL` for the control cells.
 CONTROL_LABEL = "non-targeting"
@@ -59,23 +58,34 @@ def _dense(x, what: str, n_cols: int) -> np.ndarray:
 
 def _condition_info(conditions: Mapping, key: str, what: str) -> tuple[str, str]:
     if key not in conditions:
-        raise InputError(f"{what} names condition {key!r}, which `conditions` does not describe; give "
-                         "conditions[key] = dict(context_id=..., perturbation_id=...).")
+        raise InputError(
+            f"{what} names condition {key!r}, which `conditions` does not describe; give "
+            "conditions[key] = dict(context_id=..., perturbation_id=...)."
+        )
     info = conditions[key]
     try:
         return str(info["context_id"]), str(info["perturbation_id"])
     except (KeyError, TypeError):
-        raise InputError(f"conditions[{key!r}] must be a dict with 'context_id' and 'perturbation_id', "
-                         f"got {info!r}.") from None
+        raise InputError(
+            f"conditions[{key!r}] must be a dict with 'context_id' and 'perturbation_id', got {info!r}."
+        ) from None
 
 
 def _seed_text(seed) -> str:
     return "-" if seed is None else str(seed)
 
 
-def predictions_anndata(space: EvaluationSpace, *, observed: Mapping, controls: Mapping, predicted: Mapping,
-                        conditions: Mapping, roles: Mapping, native: Mapping | None = None,
-                        dtype=np.float32) -> AnnData:
+def predictions_anndata(
+    space: EvaluationSpace,
+    *,
+    observed: Mapping,
+    controls: Mapping,
+    predicted: Mapping,
+    conditions: Mapping,
+    roles: Mapping,
+    native: Mapping | None = None,
+    dtype=np.float32,
+) -> AnnData:
     """Observed, control and predicted cells of one fold in one AnnData (cell-eval's layout).
 
     Parameters
@@ -156,8 +166,10 @@ def predictions_anndata(space: EvaluationSpace, *, observed: Mapping, controls: 
 
     def _need_context(ctx: str, what: str) -> None:
         if ctx not in ctrl_x:
-            raise InputError(f"{what} is in context {ctx!r}, which has no control cells in `controls` "
-                             f"(contexts given: {sorted(ctrl_x)}).")
+            raise InputError(
+                f"{what} is in context {ctx!r}, which has no control cells in `controls` "
+                f"(contexts given: {sorted(ctrl_x)})."
+            )
 
     blocks_x, blocks_z, frames = [], [], []
 
@@ -165,22 +177,56 @@ def predictions_anndata(space: EvaluationSpace, *, observed: Mapping, controls: 
         n = x.shape[0]
         blocks_x.append(x.astype(dtype, copy=False))
         blocks_z.append(np.asarray(z, dtype=np.float64))
-        frames.append(pd.DataFrame({
-            "method": method, "role": role, "model_seed": np.nan if seed is None else float(seed),
-            "condition": condition, "context_id": ctx, "perturbation_id": pid, PERT_COL: target,
-            "is_control": is_control, "gene_space": gene_space,
-        }, index=[f"{prefix}|{i}" for i in range(n)]))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "method": method,
+                    "role": role,
+                    "model_seed": np.nan if seed is None else float(seed),
+                    "condition": condition,
+                    "context_id": ctx,
+                    "perturbation_id": pid,
+                    PERT_COL: target,
+                    "is_control": is_control,
+                    "gene_space": gene_space,
+                },
+                index=[f"{prefix}|{i}" for i in range(n)],
+            )
+        )
 
     for key, x in observed.items():
         ctx, pid = _condition_info(conditions, key, f"observed[{key!r}]")
         _need_context(ctx, f"observed condition {key!r}")
         x = _dense(x, f"observed[{key!r}]", n_genes)
-        _add(x, space.transform(x), method=OBSERVED, role=OBSERVED, seed=None, condition=str(key), ctx=ctx,
-             pid=pid, target=pid, is_control=False, gene_space="observed", prefix=f"{OBSERVED}|{key}")
+        _add(
+            x,
+            space.transform(x),
+            method=OBSERVED,
+            role=OBSERVED,
+            seed=None,
+            condition=str(key),
+            ctx=ctx,
+            pid=pid,
+            target=pid,
+            is_control=False,
+            gene_space="observed",
+            prefix=f"{OBSERVED}|{key}",
+        )
     for ctx in ctrl_x:
-        _add(ctrl_x[ctx], ctrl_z[ctx], method=OBSERVED, role=OBSERVED, seed=None, condition=f"{ctx}|{C.CONTROL_ID}",
-             ctx=ctx, pid=C.CONTROL_ID, target=CONTROL_LABEL, is_control=True, gene_space="observed",
-             prefix=f"{OBSERVED}|{ctx}|{C.CONTROL_ID}")
+        _add(
+            ctrl_x[ctx],
+            ctrl_z[ctx],
+            method=OBSERVED,
+            role=OBSERVED,
+            seed=None,
+            condition=f"{ctx}|{C.CONTROL_ID}",
+            ctx=ctx,
+            pid=C.CONTROL_ID,
+            target=CONTROL_LABEL,
+            is_control=True,
+            gene_space="observed",
+            prefix=f"{OBSERVED}|{ctx}|{C.CONTROL_ID}",
+        )
 
     for key in list(predicted) + [k_ for k_ in native if k_ not in predicted]:
         method, seed, cond = key
@@ -199,8 +245,20 @@ def predictions_anndata(space: EvaluationSpace, *, observed: Mapping, controls: 
             # the reconstruction of _score_test's Pearson-Δ, cell by cell: ctrl genes + (z − ctrl z)·components
             x = ctrl_x[ctx].mean(axis=0) + (z - ctrl_z[ctx].mean(axis=0)) @ space.components
             gene_space = "reconstructed"
-        _add(x, z, method=str(method), role=str(roles[method]), seed=seed, condition=str(cond), ctx=ctx, pid=pid,
-             target=pid, is_control=False, gene_space=gene_space, prefix=f"{method}|{_seed_text(seed)}|{cond}")
+        _add(
+            x,
+            z,
+            method=str(method),
+            role=str(roles[method]),
+            seed=seed,
+            condition=str(cond),
+            ctx=ctx,
+            pid=pid,
+            target=pid,
+            is_control=False,
+            gene_space=gene_space,
+            prefix=f"{method}|{_seed_text(seed)}|{cond}",
+        )
 
     obs = pd.concat(frames)
     if not obs.index.is_unique:
@@ -238,8 +296,15 @@ def _levels(values) -> list:
     return sorted({v for v in values})
 
 
-def cell_eval_inputs(pred: AnnData, method: str, *, context_id: str | None = None, model_seed=None,
-                     pred_controls: str = "matched", clip_negative: bool = True) -> tuple[AnnData, AnnData]:
+def cell_eval_inputs(
+    pred: AnnData,
+    method: str,
+    *,
+    context_id: str | None = None,
+    model_seed=None,
+    pred_controls: str = "matched",
+    clip_negative: bool = True,
+) -> tuple[AnnData, AnnData]:
     """The ``(adata_pred, adata_real)`` pair that cell-eval's ``MetricsEvaluator`` scores, for one method.
 
     ``adata_real`` holds the observed test cells and the control cells, ``adata_pred`` the method's predicted
@@ -290,13 +355,18 @@ def cell_eval_inputs(pred: AnnData, method: str, *, context_id: str | None = Non
         raise InputError(f"pred must be an AnnData from predictions_anndata, got {type(pred).__name__}.")
     if pred_controls not in ("matched", "observed", "reconstructed"):
         raise InputError(f"pred_controls must be 'matched', 'observed' or 'reconstructed', got {pred_controls!r}.")
-    missing = [c for c in ("method", "model_seed", "condition", "context_id", "perturbation_id", "is_control",
-                           "gene_space") if c not in pred.obs]
+    missing = [
+        c
+        for c in ("method", "model_seed", "condition", "context_id", "perturbation_id", "is_control", "gene_space")
+        if c not in pred.obs
+    ]
     missing += [f"obsm[{EVAL_KEY!r}]"] if EVAL_KEY not in pred.obsm else []
     missing += [f"varm[{PCS_KEY!r}]"] if PCS_KEY not in pred.varm else []
     if missing:
-        raise InputError(f"pred is not a predictions AnnData (missing {missing}); make it with "
-                         "celljepa.eval.predictions.predictions_anndata.")
+        raise InputError(
+            f"pred is not a predictions AnnData (missing {missing}); make it with "
+            "celljepa.eval.predictions.predictions_anndata."
+        )
     obs = pred.obs
     methods_col = obs["method"].astype(str).to_numpy()
     methods = _levels(m for m in methods_col if m != OBSERVED)
@@ -307,19 +377,25 @@ def cell_eval_inputs(pred: AnnData, method: str, *, context_id: str | None = Non
     method_seeds = _levels(float(s) for s in seeds[is_method] if np.isfinite(s))
     if model_seed is None:
         if len(method_seeds) > 1:
-            raise InputError(f"method {method!r} has {len(method_seeds)} model seeds "
-                             f"{[int(s) for s in method_seeds]}; choose one with model_seed=.")
+            raise InputError(
+                f"method {method!r} has {len(method_seeds)} model seeds "
+                f"{[int(s) for s in method_seeds]}; choose one with model_seed=."
+            )
     else:
         if float(model_seed) not in method_seeds:
-            raise InputError(f"method {method!r} has no model seed {model_seed!r}; seeds: "
-                             f"{[int(s) for s in method_seeds] or 'none'}.")
+            raise InputError(
+                f"method {method!r} has no model seed {model_seed!r}; seeds: "
+                f"{[int(s) for s in method_seeds] or 'none'}."
+            )
         is_method &= seeds == float(model_seed)
     ctx_col = obs["context_id"].astype(str).to_numpy()
     contexts = _levels(ctx_col[is_method])
     if context_id is None:
         if len(contexts) > 1:
-            raise InputError(f"method {method!r} predicts {len(contexts)} contexts {contexts}; cell-eval has no "
-                             "notion of context, so evaluate one at a time with context_id=.")
+            raise InputError(
+                f"method {method!r} predicts {len(contexts)} contexts {contexts}; cell-eval has no "
+                "notion of context, so evaluate one at a time with context_id=."
+            )
         context_id = contexts[0]
     elif str(context_id) not in contexts:
         raise InputError(f"method {method!r} has no predictions in context {context_id!r}; contexts: {contexts}.")
@@ -336,8 +412,9 @@ def cell_eval_inputs(pred: AnnData, method: str, *, context_id: str | None = Non
         raise InputError(f"context {context_id!r} has no control cells in pred.")
     lacking = sorted(set(conds) - set(cond_col[sel_obs]))
     if lacking:
-        raise InputError(f"{len(lacking)} predicted condition(s) of {method!r} have no observed cells, "
-                         f"e.g. {lacking[:5]}.")
+        raise InputError(
+            f"{len(lacking)} predicted condition(s) of {method!r} have no observed cells, e.g. {lacking[:5]}."
+        )
     dropped = sorted(set(cond_col[observed & ~is_control & in_ctx]) - set(conds))
 
     # one cell-eval label per condition: the perturbation id, or the condition key when two share it
@@ -348,9 +425,14 @@ def cell_eval_inputs(pred: AnnData, method: str, *, context_id: str | None = Non
 
     def _part(rows: np.ndarray) -> AnnData:
         out = pred[rows].copy()
-        out.obs[PERT_COL] = pd.Categorical([CONTROL_LABEL if c else label[k] for c, k in
-                                            zip(out.obs["is_control"].to_numpy(dtype=bool),
-                                                out.obs["condition"].astype(str), strict=True)])
+        out.obs[PERT_COL] = pd.Categorical(
+            [
+                CONTROL_LABEL if c else label[k]
+                for c, k in zip(
+                    out.obs["is_control"].to_numpy(dtype=bool), out.obs["condition"].astype(str), strict=True
+                )
+            ]
+        )
         for col in _CATEGORICAL:
             if col in out.obs and isinstance(out.obs[col].dtype, pd.CategoricalDtype):
                 out.obs[col] = out.obs[col].cat.remove_unused_categories()
@@ -363,13 +445,13 @@ def cell_eval_inputs(pred: AnnData, method: str, *, context_id: str | None = Non
     reconstruct = pred_controls == "reconstructed" or (pred_controls == "matched" and spaces == {"reconstructed"})
     x = predicted.X.toarray() if sp.issparse(predicted.X) else np.array(predicted.X)
     if reconstruct:
-        xc = real.X[-len(ctrl_rows):]
+        xc = real.X[-len(ctrl_rows) :]
         xc = np.asarray(xc.toarray() if sp.issparse(xc) else xc, dtype=np.float64)
-        zc = np.asarray(real.obsm[EVAL_KEY][-len(ctrl_rows):], dtype=np.float64)
+        zc = np.asarray(real.obsm[EVAL_KEY][-len(ctrl_rows) :], dtype=np.float64)
         pcs = np.asarray(pred.varm[PCS_KEY], dtype=np.float64)
-        x[-len(ctrl_rows):] = xc.mean(axis=0) + (zc - zc.mean(axis=0)) @ pcs.T
+        x[-len(ctrl_rows) :] = xc.mean(axis=0) + (zc - zc.mean(axis=0)) @ pcs.T
         gene_space = predicted.obs["gene_space"].astype(str).to_numpy().copy()
-        gene_space[-len(ctrl_rows):] = "reconstructed"
+        gene_space[-len(ctrl_rows) :] = "reconstructed"
         predicted.obs["gene_space"] = pd.Categorical(gene_space)
     n_clipped = 0
     if clip_negative:
@@ -377,10 +459,17 @@ def cell_eval_inputs(pred: AnnData, method: str, *, context_id: str | None = Non
         n_clipped = int(neg.sum())
         x[neg] = 0
     predicted.X = x
-    info = {"method": method, "context_id": context_id, "model_seed": "none" if model_seed is None else
-            str(model_seed), "n_conditions": len(conds), "dropped_conditions": dropped,
-            "pred_controls": "reconstructed" if reconstruct else "observed", "clip_negative": bool(clip_negative),
-            "n_clipped": n_clipped, "n_values": int(x.size)}
+    info = {
+        "method": method,
+        "context_id": context_id,
+        "model_seed": "none" if model_seed is None else str(model_seed),
+        "n_conditions": len(conds),
+        "dropped_conditions": dropped,
+        "pred_controls": "reconstructed" if reconstruct else "observed",
+        "clip_negative": bool(clip_negative),
+        "n_clipped": n_clipped,
+        "n_values": int(x.size),
+    }
     for part in (predicted, real):
         part.uns["cell_eval"] = dict(info)
     return predicted, real

@@ -29,8 +29,10 @@ def _require_finite(x, what: str) -> None:
     values = x.data if sp.issparse(x) else np.asarray(x)
     bad = ~np.isfinite(values)
     if bad.any():
-        raise InputError(f"X has {int(bad.sum())} NaN/inf value(s) in {what}. Fix: `celljepa validate FILE` lists "
-                         "them; re-ingest the raw counts (`celljepa ingest`) or remove those cells.")
+        raise InputError(
+            f"X has {int(bad.sum())} NaN/inf value(s) in {what}. Fix: `celljepa validate FILE` lists "
+            "them; re-ingest the raw counts (`celljepa ingest`) or remove those cells."
+        )
 
 
 def _dense(x) -> np.ndarray:
@@ -41,8 +43,7 @@ def _streamed(adata: AnnData, n_rows: int) -> bool:
     return bool(adata.isbacked) or n_rows > STREAM_CELLS
 
 
-def iter_blocks(adata: AnnData, rows: np.ndarray, columns: np.ndarray | None = None, *,
-                chunk: int = CHUNK_ROWS):
+def iter_blocks(adata: AnnData, rows: np.ndarray, columns: np.ndarray | None = None, *, chunk: int = CHUNK_ROWS):
     """``adata.X[rows][:, columns]`` in blocks of ``chunk`` rows (CSR or dense, as stored), never all at once.
 
     ``rows`` are positions in ``adata`` (read in sorted order from a backed file); blocks come in the order of
@@ -50,7 +51,7 @@ def iter_blocks(adata: AnnData, rows: np.ndarray, columns: np.ndarray | None = N
     """
     rows = np.asarray(rows, dtype=np.int64)
     for start in range(0, len(rows), chunk):
-        part = rows[start:start + chunk]
+        part = rows[start : start + chunk]
         order = np.argsort(part, kind="stable")
         block = adata.X[part[order]]
         if sp.issparse(block):
@@ -87,8 +88,15 @@ class EvaluationSpace:
         return int(self.components.shape[0])
 
     @classmethod
-    def fit(cls, train: AnnData, *, n_hvg: int = DEFAULT_N_HVG, n_pcs: int = DEFAULT_N_PCS,
-            seed: int = 0, rows: np.ndarray | None = None) -> EvaluationSpace:
+    def fit(
+        cls,
+        train: AnnData,
+        *,
+        n_hvg: int = DEFAULT_N_HVG,
+        n_pcs: int = DEFAULT_N_PCS,
+        seed: int = 0,
+        rows: np.ndarray | None = None,
+    ) -> EvaluationSpace:
         """Fit the space on training cells only: ``train``, or its cells at positions ``rows``.
 
         HVGs by ``scanpy.pp.highly_variable_genes`` (seurat flavour on log data; all genes when fewer
@@ -105,8 +113,9 @@ class EvaluationSpace:
             raise InputError(f"n_hvg={n_hvg} and n_pcs={n_pcs} must both be at least 1 (CLI: --n-hvg, --n-pcs).")
         require_log_expression(train)
         if _streamed(train, n_rows):
-            return cls._fit_streamed(train, np.arange(train.n_obs) if rows is None else np.asarray(rows),
-                                     n_hvg=n_hvg, n_pcs=n_pcs, seed=seed)
+            return cls._fit_streamed(
+                train, np.arange(train.n_obs) if rows is None else np.asarray(rows), n_hvg=n_hvg, n_pcs=n_pcs, seed=seed
+            )
         if rows is not None:
             train = train[np.asarray(rows)]
         _require_finite(train.X, "the training cells")
@@ -120,14 +129,21 @@ class EvaluationSpace:
         if n_comp < 1:
             raise InputError("not enough cells or genes in the training fold for a PCA.")
         work.X = x
-        sc.pp.pca(work, n_comps=n_comp, zero_center=True, random_state=seed, svd_solver="arpack"
-                  if n_comp < min(x.shape) - 1 else "full")
-        return cls(genes=np.asarray(work.var_names, dtype=object), mean=x.mean(axis=0),
-                   components=np.asarray(work.varm["PCs"]).T.copy())
+        sc.pp.pca(
+            work,
+            n_comps=n_comp,
+            zero_center=True,
+            random_state=seed,
+            svd_solver="arpack" if n_comp < min(x.shape) - 1 else "full",
+        )
+        return cls(
+            genes=np.asarray(work.var_names, dtype=object),
+            mean=x.mean(axis=0),
+            components=np.asarray(work.varm["PCs"]).T.copy(),
+        )
 
     @classmethod
-    def _fit_streamed(cls, adata: AnnData, rows: np.ndarray, *, n_hvg: int, n_pcs: int, seed: int
-                      ) -> EvaluationSpace:
+    def _fit_streamed(cls, adata: AnnData, rows: np.ndarray, *, n_hvg: int, n_pcs: int, seed: int) -> EvaluationSpace:
         rng = np.random.default_rng([seed, 17])
         sample = np.sort(rng.choice(rows, HVG_SAMPLE, replace=False)) if len(rows) > HVG_SAMPLE else np.sort(rows)
         (x,) = iter_blocks(adata, sample, chunk=len(sample))  # one read of the sample
@@ -184,8 +200,9 @@ class EvaluationSpace:
         ``adata_or_genes`` is an AnnData (``rows``: only the cells at these positions) or a cells × HVG array. A
         backed AnnData, or more than :data:`STREAM_CELLS` cells, is projected chunk by chunk.
         """
-        if isinstance(adata_or_genes, AnnData) and _streamed(adata_or_genes, adata_or_genes.n_obs if rows is None
-                                                             else len(rows)):
+        if isinstance(adata_or_genes, AnnData) and _streamed(
+            adata_or_genes, adata_or_genes.n_obs if rows is None else len(rows)
+        ):
             adata = adata_or_genes
             idx = self.gene_indices(adata.var_names)
             shift = self.mean @ self.components.T
@@ -230,9 +247,12 @@ class EvaluationSpace:
         """JSON-ready summary (gene count, PCs, SHA-256 of the gene list)."""
         import hashlib
 
-        return {"n_genes": int(len(self.genes)), "n_pcs": self.n_pcs,
-                "genes_sha256": hashlib.sha256("\n".join(map(str, self.genes)).encode()).hexdigest(),
-                "explained_by": "HVGs (scanpy seurat flavour) + PCA (scanpy) on training cells only"}
+        return {
+            "n_genes": int(len(self.genes)),
+            "n_pcs": self.n_pcs,
+            "genes_sha256": hashlib.sha256("\n".join(map(str, self.genes)).encode()).hexdigest(),
+            "explained_by": "HVGs (scanpy seurat flavour) + PCA (scanpy) on training cells only",
+        }
 
     def __repr__(self) -> str:
         return f"EvaluationSpace({len(self.genes)} genes, {self.n_pcs} PCs)"

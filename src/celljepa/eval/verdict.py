@@ -24,9 +24,23 @@ from statsmodels.stats.multitest import multipletests
 
 from .bootstrap import N_BOOTSTRAP, paired_bootstrap_diff
 
-__all__ = ["ALPHA", "MIN_CONDITIONS", "OUTCOMES", "VERDICT_METRICS", "apply_holm", "claimable",
-           "enumerated_sign_flip_hits", "exact_sign_flip_hits", "family_rows", "holm", "holm_over", "label",
-           "outcome", "paired_comparison", "sign_flip_pvalue"]
+__all__ = [
+    "ALPHA",
+    "MIN_CONDITIONS",
+    "OUTCOMES",
+    "VERDICT_METRICS",
+    "apply_holm",
+    "claimable",
+    "enumerated_sign_flip_hits",
+    "exact_sign_flip_hits",
+    "family_rows",
+    "holm",
+    "holm_over",
+    "label",
+    "outcome",
+    "paired_comparison",
+    "sign_flip_pvalue",
+]
 
 #: Fewest conditions with an effect a row needs to be in the claims family.
 MIN_CONDITIONS = 10
@@ -45,8 +59,9 @@ OUTCOMES = ("wins", "loses", "no detectable difference", "not claimable", "undet
 VERDICT_METRICS: dict[str, bool] = {"edistance": False, "mse": False, "delta_pearson": True}
 
 
-def sign_flip_pvalue(diffs, *, exact_max_n: int = EXACT_MAX_N, n_permutations: int = N_PERMUTATIONS,
-                     seed: int = 0) -> float:
+def sign_flip_pvalue(
+    diffs, *, exact_max_n: int = EXACT_MAX_N, n_permutations: int = N_PERMUTATIONS, seed: int = 0
+) -> float:
     """Two-sided sign-flip permutation p-value of ``mean(diffs) = 0`` (paired differences over conditions).
 
     Under the null hypothesis each paired difference is symmetric around 0, so flipping its sign
@@ -72,7 +87,7 @@ def sign_flip_pvalue(diffs, *, exact_max_n: int = EXACT_MAX_N, n_permutations: i
     # compare sums (same ordering as means) with a tolerance for floating-point ties
     tol = 1e-9 * max(1.0, float(np.abs(d).sum()))
     if n <= exact_max_n:
-        return exact_sign_flip_hits(d, observed - tol) / 2 ** n
+        return exact_sign_flip_hits(d, observed - tol) / 2**n
     rng = np.random.default_rng([seed, 0x5F1])
     hits = 0
     done = 0
@@ -102,7 +117,7 @@ def exact_sign_flip_hits(d: np.ndarray, threshold: float) -> int:
     """
     d = np.asarray(d, dtype=np.float64)
     if threshold <= 0:
-        return 2 ** d.size
+        return 2**d.size
     h = d.size // 2
     first, second = _half_sums(d[:h]), np.sort(_half_sums(d[h:]))
     # s1 + s2 >= t  <=>  s2 >= t - s1;   s1 + s2 <= -t  <=>  s2 <= -t - s1 (disjoint since t > 0)
@@ -115,7 +130,7 @@ def enumerated_sign_flip_hits(d: np.ndarray, threshold: float) -> int:
     """Reference of :func:`exact_sign_flip_hits`: every one of the ``2^n`` patterns, in chunks."""
     d = np.asarray(d, dtype=np.float64)
     n = d.size
-    total, hits = 2 ** n, 0
+    total, hits = 2**n, 0
     chunk = 1 << min(n, 16)
     bits = np.arange(n, dtype=np.int64)
     total_sum = d.sum()
@@ -160,8 +175,15 @@ def claimable(n_effect: int, min_conditions: int = MIN_CONDITIONS) -> bool:
     return int(n_effect) >= int(min_conditions)
 
 
-def outcome(comp: MutableMapping, *, p_adjusted: float | None = None, claimable_row: bool = True,
-            higher_is_better: bool = False, scale: float = 1.0, alpha: float = ALPHA) -> str:
+def outcome(
+    comp: MutableMapping,
+    *,
+    p_adjusted: float | None = None,
+    claimable_row: bool = True,
+    higher_is_better: bool = False,
+    scale: float = 1.0,
+    alpha: float = ALPHA,
+) -> str:
     """The label of one comparison ``A − B``: wins, loses, no detectable difference, not claimable or undetermined.
 
     Parameters
@@ -223,8 +245,12 @@ def label(row: MutableMapping) -> str:
     o = row.get("outcome") or "undetermined"
     if o == "not claimable":
         return f"not claimable (n = {row.get('n', 0)})"
-    if o == "no detectable difference" and row.get("ci_low") is not None and row.get("ci_high") is not None \
-            and (row["ci_low"] > 0 or row["ci_high"] < 0):
+    if (
+        o == "no detectable difference"
+        and row.get("ci_low") is not None
+        and row.get("ci_high") is not None
+        and (row["ci_low"] > 0 or row["ci_high"] < 0)
+    ):
         return "no detectable difference (the unadjusted CI excludes 0)"
     return o
 
@@ -238,8 +264,13 @@ def apply_holm(rows: list[MutableMapping], *, alpha: float = ALPHA) -> None:
     adjusted = holm([r.get("p", np.nan) for r in rows])
     for r, p in zip(rows, adjusted, strict=True):
         r["p_holm"] = float(p) if np.isfinite(p) else None
-        r["outcome"] = outcome(r, p_adjusted=r["p_holm"], scale=r.get("scale", 1.0),
-                               higher_is_better=bool(r.get("higher_is_better", False)), alpha=alpha)
+        r["outcome"] = outcome(
+            r,
+            p_adjusted=r["p_holm"],
+            scale=r.get("scale", 1.0),
+            higher_is_better=bool(r.get("higher_is_better", False)),
+            alpha=alpha,
+        )
         r["family_size"] = len(rows)
 
 
@@ -259,8 +290,12 @@ def _verdict_comparisons(v: MutableMapping, metric: str) -> list[MutableMapping]
 
 def family_rows(metrics_list: Iterable[MutableMapping], metric: str = "edistance") -> list[MutableMapping]:
     """The claims family of one run on ``metric``: the comparison rows of every claimable verdict."""
-    return [r for m in metrics_list if m.get("verdict") and m["verdict"].get("claimable")
-            for r in _verdict_comparisons(m["verdict"], metric)]
+    return [
+        r
+        for m in metrics_list
+        if m.get("verdict") and m["verdict"].get("claimable")
+        for r in _verdict_comparisons(m["verdict"], metric)
+    ]
 
 
 def holm_over(metrics_list: Iterable[MutableMapping], *, alpha: float = ALPHA) -> dict[str, int]:
@@ -280,10 +315,16 @@ def holm_over(metrics_list: Iterable[MutableMapping], *, alpha: float = ALPHA) -
             rows = _verdict_comparisons(v, metric)
             if not v.get("claimable"):
                 for r in rows:
-                    r.update(p_holm=None, family_size=0,
-                             outcome="undetermined" if outcome(r) == "undetermined" else "not claimable")
-            twin = (v.get("vs_pca_twin") if metric == "edistance"
-                    else ((v.get("secondary") or {}).get(metric) or {}).get("vs_pca_twin"))
+                    r.update(
+                        p_holm=None,
+                        family_size=0,
+                        outcome="undetermined" if outcome(r) == "undetermined" else "not claimable",
+                    )
+            twin = (
+                v.get("vs_pca_twin")
+                if metric == "edistance"
+                else ((v.get("secondary") or {}).get(metric) or {}).get("vs_pca_twin")
+            )
             if twin and twin.get("same_as_comparator") and rows:
                 twin.update({k: rows[0].get(k) for k in ("p_holm", "outcome", "family_size")})
     for m in metrics_list:

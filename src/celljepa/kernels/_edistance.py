@@ -30,8 +30,14 @@ def _check_groups(x: torch.Tensor, offsets: torch.Tensor, name: str = "x") -> to
     return offsets
 
 
-def cross_distance_means(x: torch.Tensor, offsets: torch.Tensor, *, squared: bool = False,
-                         pairs: torch.Tensor | None = None, backend: str | None = None) -> torch.Tensor:
+def cross_distance_means(
+    x: torch.Tensor,
+    offsets: torch.Tensor,
+    *,
+    squared: bool = False,
+    pairs: torch.Tensor | None = None,
+    backend: str | None = None,
+) -> torch.Tensor:
     """Mean distances between groups (cross pairs) and within groups (distinct pairs).
 
     Parameters
@@ -78,8 +84,9 @@ def cross_distance_means(x: torch.Tensor, offsets: torch.Tensor, *, squared: boo
     return _DISPATCH_MEANS[backend](x, offsets, squared=squared, pairs=pairs)
 
 
-def squared_distance_means(x: torch.Tensor, offsets: torch.Tensor, *, pairs: torch.Tensor | None = None
-                           ) -> torch.Tensor:
+def squared_distance_means(
+    x: torch.Tensor, offsets: torch.Tensor, *, pairs: torch.Tensor | None = None
+) -> torch.Tensor:
     """Mean *squared* distances between and within groups in closed form: O(N·d), no pair is visited.
 
     With group means ``μ`` and mean squared deviations ``v = mean‖x − μ‖²`` (both in float64):
@@ -116,8 +123,15 @@ def squared_distance_means(x: torch.Tensor, offsets: torch.Tensor, *, pairs: tor
     return torch.stack([cross, within[a], within[b]], dim=1)
 
 
-def edistance(x: torch.Tensor, offsets: torch.Tensor, *, pairs: torch.Tensor | None = None, squared: bool = False,
-              include_self_pairs: bool = False, backend: str | None = None) -> torch.Tensor:
+def edistance(
+    x: torch.Tensor,
+    offsets: torch.Tensor,
+    *,
+    pairs: torch.Tensor | None = None,
+    squared: bool = False,
+    include_self_pairs: bool = False,
+    backend: str | None = None,
+) -> torch.Tensor:
     """E-distance between groups of cells: ``2·mean‖x−y‖ − mean‖x−x'‖ − mean‖y−y'‖``.
 
     Within-group means are over distinct pairs (the unbiased U-statistic, ``n(n−1)``) unless
@@ -166,17 +180,31 @@ def edistance(x: torch.Tensor, offsets: torch.Tensor, *, pairs: torch.Tensor | N
     sizes = sizes.to(means.device)
     if pairs is None:
         diag = torch.diagonal(means).nan_to_num(0.0)
-        e = ref.edistance_from_means(means, diag[:, None], diag[None, :], sizes[:, None], sizes[None, :],
-                                     include_self_pairs=include_self_pairs)
+        e = ref.edistance_from_means(
+            means, diag[:, None], diag[None, :], sizes[:, None], sizes[None, :], include_self_pairs=include_self_pairs
+        )
         e.fill_diagonal_(0.0)
         return e
     pairs = torch.as_tensor(pairs, dtype=torch.int64).reshape(-1, 2).to(means.device)
-    return ref.edistance_from_means(means[:, 0], means[:, 1].nan_to_num(0.0), means[:, 2].nan_to_num(0.0),
-                                    sizes[pairs[:, 0]], sizes[pairs[:, 1]], include_self_pairs=include_self_pairs)
+    return ref.edistance_from_means(
+        means[:, 0],
+        means[:, 1].nan_to_num(0.0),
+        means[:, 2].nan_to_num(0.0),
+        sizes[pairs[:, 0]],
+        sizes[pairs[:, 1]],
+        include_self_pairs=include_self_pairs,
+    )
 
 
-def edistance_loss(pred: torch.Tensor, pred_offsets: torch.Tensor, obs: torch.Tensor, obs_offsets: torch.Tensor,
-                   *, squared: bool = False, backend: str | None = None) -> torch.Tensor:
+def edistance_loss(
+    pred: torch.Tensor,
+    pred_offsets: torch.Tensor,
+    obs: torch.Tensor,
+    obs_offsets: torch.Tensor,
+    *,
+    squared: bool = False,
+    backend: str | None = None,
+) -> torch.Tensor:
     """Per-condition E-distance between predicted (differentiable) and observed sets, for training.
 
     Set ``k`` of ``pred`` is compared with set ``k`` of ``obs``; sets may differ in size. Returns a
@@ -302,14 +330,38 @@ def _block_sums_op(x: torch.Tensor, offsets: torch.Tensor, blocks: torch.Tensor,
         part = torch.empty(items.shape[0], dtype=torch.float64, device=dev)
         if items.shape[0]:
             load_cuda().edistance_block_sums(
-                x.data_ptr(), n, d, norms.data_ptr(), offs.data_ptr(), blk.data_ptr(), items.data_ptr(),
-                items.shape[0], squared, x.dtype == torch.float64, part.data_ptr(), _stream(dev))
+                x.data_ptr(),
+                n,
+                d,
+                norms.data_ptr(),
+                offs.data_ptr(),
+                blk.data_ptr(),
+                items.data_ptr(),
+                items.shape[0],
+                squared,
+                x.dtype == torch.float64,
+                part.data_ptr(),
+                _stream(dev),
+            )
         return torch.zeros(k, dtype=torch.float64, device=dev).index_add_(0, items[:, 0], part)
     offs = offsets.to(torch.int64).contiguous()
     blk = blocks.to(torch.int64).contiguous()
     out = torch.empty(k, dtype=torch.float64)
-    load_core().edistance_block_sums(x.data_ptr(), n, x.data_ptr(), n, d, offs.data_ptr(), offs.data_ptr(),
-                                     blk.data_ptr(), k, True, squared, x.dtype == torch.float64, out.data_ptr())
+    load_core().edistance_block_sums(
+        x.data_ptr(),
+        n,
+        x.data_ptr(),
+        n,
+        d,
+        offs.data_ptr(),
+        offs.data_ptr(),
+        blk.data_ptr(),
+        k,
+        True,
+        squared,
+        x.dtype == torch.float64,
+        out.data_ptr(),
+    )
     return out
 
 
@@ -318,8 +370,9 @@ def _(x, offsets, blocks, squared):
     return x.new_empty((blocks.shape[0],), dtype=torch.float64)
 
 
-def _means_compiled(x: torch.Tensor, offsets: torch.Tensor, *, squared: bool = False,
-                    pairs: torch.Tensor | None = None) -> torch.Tensor:
+def _means_compiled(
+    x: torch.Tensor, offsets: torch.Tensor, *, squared: bool = False, pairs: torch.Tensor | None = None
+) -> torch.Tensor:
     g = offsets.numel() - 1
     blocks, index = _blocks_for(g, pairs)
     if blocks.shape[0] == 0:
@@ -353,18 +406,44 @@ def _loss_sums_and_grads(pred, pred_offsets, obs, obs_offsets, squared, need_p, 
         pn = torch.empty(p.shape[0], dtype=p.dtype, device=dev)
         on = torch.empty(o.shape[0], dtype=o.dtype, device=dev)
         load_cuda().edistance_set_loss(
-            p.data_ptr(), p.shape[0], o.data_ptr(), o.shape[0], p.shape[1], pn.data_ptr(), on.data_ptr(),
-            poff.data_ptr(), ooff.data_ptr(), b, items.data_ptr(), items.shape[0], squared, is_double,
-            part.data_ptr(), gp.data_ptr() if gp is not None else 0, go.data_ptr() if go is not None else 0,
-            _stream(dev))
+            p.data_ptr(),
+            p.shape[0],
+            o.data_ptr(),
+            o.shape[0],
+            p.shape[1],
+            pn.data_ptr(),
+            on.data_ptr(),
+            poff.data_ptr(),
+            ooff.data_ptr(),
+            b,
+            items.data_ptr(),
+            items.shape[0],
+            squared,
+            is_double,
+            part.data_ptr(),
+            gp.data_ptr() if gp is not None else 0,
+            go.data_ptr() if go is not None else 0,
+            _stream(dev),
+        )
         sums = torch.zeros(b * 3, dtype=torch.float64, device=dev).index_add_(0, items[:, 0] * 3 + items[:, 1], part)
         return sums.view(b, 3), gp, go
     poff, ooff = pred_offsets.contiguous(), obs_offsets.contiguous()
     sums = torch.empty((b, 3), dtype=torch.float64)
     load_core().edistance_set_loss(
-        p.data_ptr(), p.shape[0], o.data_ptr(), o.shape[0], p.shape[1], poff.data_ptr(), ooff.data_ptr(), b,
-        squared, is_double, sums.data_ptr(), gp.data_ptr() if gp is not None else 0,
-        go.data_ptr() if go is not None else 0)
+        p.data_ptr(),
+        p.shape[0],
+        o.data_ptr(),
+        o.shape[0],
+        p.shape[1],
+        poff.data_ptr(),
+        ooff.data_ptr(),
+        b,
+        squared,
+        is_double,
+        sums.data_ptr(),
+        gp.data_ptr() if gp is not None else 0,
+        go.data_ptr() if go is not None else 0,
+    )
     return sums, gp, go
 
 
@@ -378,8 +457,9 @@ def _loss_items(pred_offsets: torch.Tensor, obs_offsets: torch.Tensor, tile: int
     sizes = torch.cat([n, m])
     offs = torch.cat([torch.zeros(1, dtype=torch.int64, device=dev), torch.cumsum(sizes, 0)])
     k = torch.arange(b, device=dev)
-    blocks = torch.stack([torch.stack([k, k + b], 1), torch.stack([k, k], 1), torch.stack([k + b, k + b], 1)],
-                         1).reshape(-1, 2)
+    blocks = torch.stack(
+        [torch.stack([k, k + b], 1), torch.stack([k, k], 1), torch.stack([k + b, k + b], 1)], 1
+    ).reshape(-1, 2)
     items = _tile_items(offs, blocks, tile)
     blk = items[:, 0]
     return torch.stack([blk // 3, blk % 3, items[:, 1], items[:, 2]], 1).contiguous()
@@ -393,16 +473,21 @@ def _loss_from_sums(sums: torch.Tensor, n: torch.Tensor, m: torch.Tensor) -> tor
 
 
 @torch.library.custom_op("celljepa::edistance_set_loss", mutates_args=())
-def _set_loss_op(pred: torch.Tensor, obs: torch.Tensor, pred_offsets: torch.Tensor, obs_offsets: torch.Tensor,
-                 squared: bool, need_pred_grad: bool, need_obs_grad: bool
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _set_loss_op(
+    pred: torch.Tensor,
+    obs: torch.Tensor,
+    pred_offsets: torch.Tensor,
+    obs_offsets: torch.Tensor,
+    squared: bool,
+    need_pred_grad: bool,
+    need_obs_grad: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Set loss ``(B,)`` and, where asked, ``dL_k/dpred`` and ``dL_k/dobs`` (else empty tensors).
 
     ``L_k`` is linear in the incoming gradient, so the kernels compute the per-set gradients in the same
     tile pass as the loss; the registered backward only scales each set's rows by ``grad_out[k]``.
     """
-    sums, gp, go = _loss_sums_and_grads(pred, pred_offsets, obs, obs_offsets, squared, need_pred_grad,
-                                        need_obs_grad)
+    sums, gp, go = _loss_sums_and_grads(pred, pred_offsets, obs, obs_offsets, squared, need_pred_grad, need_obs_grad)
     n = (pred_offsets[1:] - pred_offsets[:-1]).to(sums.device)
     m = (obs_offsets[1:] - obs_offsets[:-1]).to(sums.device)
     loss = _loss_from_sums(sums, n, m).to(pred.dtype)
@@ -412,8 +497,11 @@ def _set_loss_op(pred: torch.Tensor, obs: torch.Tensor, pred_offsets: torch.Tens
 @_set_loss_op.register_fake
 def _(pred, obs, pred_offsets, obs_offsets, squared, need_pred_grad, need_obs_grad):
     b = pred_offsets.shape[0] - 1
-    return (pred.new_empty((b,)), pred.new_empty(pred.shape if need_pred_grad else (0,)),
-            obs.new_empty(obs.shape if need_obs_grad else (0,)))
+    return (
+        pred.new_empty((b,)),
+        pred.new_empty(pred.shape if need_pred_grad else (0,)),
+        obs.new_empty(obs.shape if need_obs_grad else (0,)),
+    )
 
 
 def _set_loss_setup(ctx, inputs, output):
@@ -445,8 +533,9 @@ def _loss_compiled(pred, pred_offsets, obs, obs_offsets, *, squared=False):
     if obs.device != pred.device:
         raise InputError(f"pred ({pred.device}) and obs ({obs.device}) must be on the same device.")
     grad_on = torch.is_grad_enabled()
-    loss, _, _ = _set_loss_op(pred, obs, pred_offsets, obs_offsets, squared, grad_on and pred.requires_grad,
-                              grad_on and obs.requires_grad)
+    loss, _, _ = _set_loss_op(
+        pred, obs, pred_offsets, obs_offsets, squared, grad_on and pred.requires_grad, grad_on and obs.requires_grad
+    )
     return loss
 
 

@@ -125,8 +125,17 @@ def _check_int(name: str, v, lo: int, hi: int) -> int:
     return v
 
 
-def _make_spec(kind: str, ratio: float, seed: int, cell_offset: int, n_rows: int, n_genes: int,
-               gene_to_module, block_size: int, device: torch.device) -> MaskSpec:
+def _make_spec(
+    kind: str,
+    ratio: float,
+    seed: int,
+    cell_offset: int,
+    n_rows: int,
+    n_genes: int,
+    gene_to_module,
+    block_size: int,
+    device: torch.device,
+) -> MaskSpec:
     if kind not in MASK_KINDS:
         raise InputError(f"kind must be one of {MASK_KINDS}, got {kind!r}.")
     try:
@@ -141,10 +150,13 @@ def _make_spec(kind: str, ratio: float, seed: int, cell_offset: int, n_rows: int
     module = None
     if kind == "module":
         if gene_to_module is None:
-            raise InputError("kind='module' needs gene_to_module (int32, one module id per gene; see "
-                             "celljepa.data.genesets.gene_module_map).")
-        module = torch.as_tensor(np.asarray(gene_to_module) if not isinstance(gene_to_module, torch.Tensor)
-                                 else gene_to_module)
+            raise InputError(
+                "kind='module' needs gene_to_module (int32, one module id per gene; see "
+                "celljepa.data.genesets.gene_module_map)."
+            )
+        module = torch.as_tensor(
+            np.asarray(gene_to_module) if not isinstance(gene_to_module, torch.Tensor) else gene_to_module
+        )
         if module.dim() != 1 or module.numel() != n_genes:
             raise InputError(
                 f"gene_to_module must have one entry per gene ({n_genes}), got shape {tuple(module.shape)}."
@@ -155,8 +167,14 @@ def _make_spec(kind: str, ratio: float, seed: int, cell_offset: int, n_rows: int
             raise InputError("gene_to_module values must be module ids >= 0 or -1 (no module), within int32.")
         module = module.to(device=device, dtype=torch.int32).contiguous()
     kind_core = "none" if kind == "explicit" else kind
-    return MaskSpec(kind=kind_core, seed=seed, cell_offset=cell_offset, thr=ref.ratio_threshold(ratio),
-                    block_size=block_size, gene_to_module=module)
+    return MaskSpec(
+        kind=kind_core,
+        seed=seed,
+        cell_offset=cell_offset,
+        thr=ref.ratio_threshold(ratio),
+        block_size=block_size,
+        gene_to_module=module,
+    )
 
 
 def _explicit_keep(keep, crow: torch.Tensor, col: torch.Tensor, n_rows: int, n_genes: int) -> torch.Tensor:
@@ -192,27 +210,65 @@ def _module_ptr(spec: MaskSpec) -> int:
 def _cpu_forward(crow, col, values, weight, bias, spec):
     out = torch.empty(crow.numel() - 1, weight.shape[1], dtype=weight.dtype)
     load_core().masked_encode_forward(
-        _ptr(crow), _ptr(col), _ptr(values), crow.numel() - 1, _ptr(weight), weight.shape[1], _ptr(bias), _ptr(out),
-        weight.dtype == torch.float64, spec.kind_id, spec.seed, spec.cell_offset, spec.thr, spec.block_size,
-        _module_ptr(spec))
+        _ptr(crow),
+        _ptr(col),
+        _ptr(values),
+        crow.numel() - 1,
+        _ptr(weight),
+        weight.shape[1],
+        _ptr(bias),
+        _ptr(out),
+        weight.dtype == torch.float64,
+        spec.kind_id,
+        spec.seed,
+        spec.cell_offset,
+        spec.thr,
+        spec.block_size,
+        _module_ptr(spec),
+    )
     return out
 
 
 def _cpu_grad_weight(crow, col, values, dout, n_genes, spec):
     dW = torch.empty(n_genes, dout.shape[1], dtype=dout.dtype)
     load_core().masked_encode_grad_weight(
-        _ptr(crow), _ptr(col), _ptr(values), crow.numel() - 1, _ptr(dout), dout.shape[1], n_genes, _ptr(dW),
-        dout.dtype == torch.float64, spec.kind_id, spec.seed, spec.cell_offset, spec.thr, spec.block_size,
-        _module_ptr(spec))
+        _ptr(crow),
+        _ptr(col),
+        _ptr(values),
+        crow.numel() - 1,
+        _ptr(dout),
+        dout.shape[1],
+        n_genes,
+        _ptr(dW),
+        dout.dtype == torch.float64,
+        spec.kind_id,
+        spec.seed,
+        spec.cell_offset,
+        spec.thr,
+        spec.block_size,
+        _module_ptr(spec),
+    )
     return dW
 
 
 def _cpu_grad_values(crow, col, weight, dout, spec):
     dv = torch.empty(col.numel(), dtype=dout.dtype)
     load_core().masked_encode_grad_values(
-        _ptr(crow), _ptr(col), crow.numel() - 1, _ptr(weight), weight.shape[1], _ptr(dout), _ptr(dv),
-        dout.dtype == torch.float64, spec.kind_id, spec.seed, spec.cell_offset, spec.thr, spec.block_size,
-        _module_ptr(spec))
+        _ptr(crow),
+        _ptr(col),
+        crow.numel() - 1,
+        _ptr(weight),
+        weight.shape[1],
+        _ptr(dout),
+        _ptr(dv),
+        dout.dtype == torch.float64,
+        spec.kind_id,
+        spec.seed,
+        spec.cell_offset,
+        spec.thr,
+        spec.block_size,
+        _module_ptr(spec),
+    )
     return dv
 
 
@@ -224,9 +280,23 @@ def _cuda_forward(crow, col, values, weight, bias, spec):
     out = torch.empty(crow.numel() - 1, weight.shape[1], dtype=weight.dtype, device=weight.device)
     with torch.cuda.device(weight.device):
         load_cuda().masked_encode_forward(
-            _ptr(crow), _ptr(col), _ptr(values), crow.numel() - 1, _ptr(weight), weight.shape[1], _ptr(bias),
-            _ptr(out), weight.dtype == torch.float64, spec.kind_id, spec.seed, spec.cell_offset, spec.thr,
-            spec.block_size, _module_ptr(spec), _stream(weight))
+            _ptr(crow),
+            _ptr(col),
+            _ptr(values),
+            crow.numel() - 1,
+            _ptr(weight),
+            weight.shape[1],
+            _ptr(bias),
+            _ptr(out),
+            weight.dtype == torch.float64,
+            spec.kind_id,
+            spec.seed,
+            spec.cell_offset,
+            spec.thr,
+            spec.block_size,
+            _module_ptr(spec),
+            _stream(weight),
+        )
     return out
 
 
@@ -234,9 +304,22 @@ def _cuda_grad_weight(crow, col, values, dout, n_genes, spec):
     dW = torch.zeros(n_genes, dout.shape[1], dtype=dout.dtype, device=dout.device)
     with torch.cuda.device(dout.device):
         load_cuda().masked_encode_grad_weight(
-            _ptr(crow), _ptr(col), _ptr(values), crow.numel() - 1, _ptr(dout), dout.shape[1], _ptr(dW),
-            dout.dtype == torch.float64, spec.kind_id, spec.seed, spec.cell_offset, spec.thr, spec.block_size,
-            _module_ptr(spec), _stream(dout))
+            _ptr(crow),
+            _ptr(col),
+            _ptr(values),
+            crow.numel() - 1,
+            _ptr(dout),
+            dout.shape[1],
+            _ptr(dW),
+            dout.dtype == torch.float64,
+            spec.kind_id,
+            spec.seed,
+            spec.cell_offset,
+            spec.thr,
+            spec.block_size,
+            _module_ptr(spec),
+            _stream(dout),
+        )
     return dW
 
 
@@ -244,9 +327,22 @@ def _cuda_grad_values(crow, col, weight, dout, spec):
     dv = torch.empty(col.numel(), dtype=dout.dtype, device=dout.device)
     with torch.cuda.device(dout.device):
         load_cuda().masked_encode_grad_values(
-            _ptr(crow), _ptr(col), crow.numel() - 1, _ptr(weight), weight.shape[1], _ptr(dout), _ptr(dv),
-            dout.dtype == torch.float64, spec.kind_id, spec.seed, spec.cell_offset, spec.thr, spec.block_size,
-            _module_ptr(spec), _stream(dout))
+            _ptr(crow),
+            _ptr(col),
+            crow.numel() - 1,
+            _ptr(weight),
+            weight.shape[1],
+            _ptr(dout),
+            _ptr(dv),
+            dout.dtype == torch.float64,
+            spec.kind_id,
+            spec.seed,
+            spec.cell_offset,
+            spec.thr,
+            spec.block_size,
+            _module_ptr(spec),
+            _stream(dout),
+        )
     return dv
 
 
@@ -282,21 +378,45 @@ def _to_u64(v: int) -> int:
 
 def _op_mask_args(spec: MaskSpec) -> tuple:
     """``(kind_id, seed, cell_offset, thr, block_size, gene_to_module)`` as op arguments (seed as int64 bits)."""
-    return (spec.kind_id, _to_i64(spec.seed), spec.cell_offset, spec.thr, spec.block_size,
-            spec.gene_to_module if spec.kind == "module" else None)
+    return (
+        spec.kind_id,
+        _to_i64(spec.seed),
+        spec.cell_offset,
+        spec.thr,
+        spec.block_size,
+        spec.gene_to_module if spec.kind == "module" else None,
+    )
 
 
-def _spec_of(kind_id: int, seed: int, cell_offset: int, thr: int, block_size: int,
-             gene_to_module: torch.Tensor | None) -> MaskSpec:
+def _spec_of(
+    kind_id: int, seed: int, cell_offset: int, thr: int, block_size: int, gene_to_module: torch.Tensor | None
+) -> MaskSpec:
     """The :class:`MaskSpec` an op's mask arguments describe (seed back to uint64)."""
-    return MaskSpec(kind=_KIND_NAMES[int(kind_id)], seed=_to_u64(seed), cell_offset=int(cell_offset), thr=_to_u64(thr),
-                    block_size=int(block_size), gene_to_module=gene_to_module)
+    return MaskSpec(
+        kind=_KIND_NAMES[int(kind_id)],
+        seed=_to_u64(seed),
+        cell_offset=int(cell_offset),
+        thr=_to_u64(thr),
+        block_size=int(block_size),
+        gene_to_module=gene_to_module,
+    )
 
 
 @torch.library.custom_op("celljepa::masked_encode_forward", mutates_args=())
-def _forward_op(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, weight: torch.Tensor,
-                bias: torch.Tensor | None, kind_id: int, seed: int, cell_offset: int, thr: int, block_size: int,
-                gene_to_module: torch.Tensor | None, backend: str) -> torch.Tensor:
+def _forward_op(
+    crow: torch.Tensor,
+    col: torch.Tensor,
+    values: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    kind_id: int,
+    seed: int,
+    cell_offset: int,
+    thr: int,
+    block_size: int,
+    gene_to_module: torch.Tensor | None,
+    backend: str,
+) -> torch.Tensor:
     """``(x ⊙ keep) · W + b`` for the CSR ``(crow, col, values)`` on ``backend``; ``(B, H)``."""
     spec = _spec_of(kind_id, seed, cell_offset, thr, block_size, gene_to_module)
     return _FORWARD[backend](crow, col, values, weight, bias, spec)
@@ -308,9 +428,20 @@ def _(crow, col, values, weight, bias, kind_id, seed, cell_offset, thr, block_si
 
 
 @torch.library.custom_op("celljepa::masked_encode_grad_weight", mutates_args=())
-def _grad_weight_op(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, dout: torch.Tensor, n_genes: int,
-                    kind_id: int, seed: int, cell_offset: int, thr: int, block_size: int,
-                    gene_to_module: torch.Tensor | None, backend: str) -> torch.Tensor:
+def _grad_weight_op(
+    crow: torch.Tensor,
+    col: torch.Tensor,
+    values: torch.Tensor,
+    dout: torch.Tensor,
+    n_genes: int,
+    kind_id: int,
+    seed: int,
+    cell_offset: int,
+    thr: int,
+    block_size: int,
+    gene_to_module: torch.Tensor | None,
+    backend: str,
+) -> torch.Tensor:
     """``dW = (x ⊙ keep)ᵀ · dout``, ``(n_genes, H)``, over the nonzeros only."""
     spec = _spec_of(kind_id, seed, cell_offset, thr, block_size, gene_to_module)
     return _GRAD_WEIGHT[backend](crow, col, values, dout, n_genes, spec)
@@ -322,9 +453,19 @@ def _(crow, col, values, dout, n_genes, kind_id, seed, cell_offset, thr, block_s
 
 
 @torch.library.custom_op("celljepa::masked_encode_grad_values", mutates_args=())
-def _grad_values_op(crow: torch.Tensor, col: torch.Tensor, weight: torch.Tensor, dout: torch.Tensor, kind_id: int,
-                    seed: int, cell_offset: int, thr: int, block_size: int, gene_to_module: torch.Tensor | None,
-                    backend: str) -> torch.Tensor:
+def _grad_values_op(
+    crow: torch.Tensor,
+    col: torch.Tensor,
+    weight: torch.Tensor,
+    dout: torch.Tensor,
+    kind_id: int,
+    seed: int,
+    cell_offset: int,
+    thr: int,
+    block_size: int,
+    gene_to_module: torch.Tensor | None,
+    backend: str,
+) -> torch.Tensor:
     """``dvalues[k] = keep(k) · <dout[row k], W[col k]>``, ``(nnz,)``."""
     spec = _spec_of(kind_id, seed, cell_offset, thr, block_size, gene_to_module)
     return _GRAD_VALUES[backend](crow, col, weight, dout, spec)
@@ -360,10 +501,21 @@ torch.library.register_autograd("celljepa::masked_encode_forward", _forward_back
 
 
 # ---------------------------------------------------------------------------------------- public API
-def masked_encode(x, weight: torch.Tensor, bias: torch.Tensor | None = None, *, kind: str = "none",
-                  ratio: float = 0.0, seed: int = 0, cell_offset: int = 0, gene_to_module=None,
-                  block_size: int = 16, keep=None, backend: str | None = None,
-                  validate: bool = True) -> torch.Tensor:
+def masked_encode(
+    x,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    *,
+    kind: str = "none",
+    ratio: float = 0.0,
+    seed: int = 0,
+    cell_offset: int = 0,
+    gene_to_module=None,
+    block_size: int = 16,
+    keep=None,
+    backend: str | None = None,
+    validate: bool = True,
+) -> torch.Tensor:
     """Masked sparse linear encoding ``h = (x ⊙ keep) · W + b`` of a CSR batch, differentiable.
 
     Gradients flow to ``weight`` (``dW = (x ⊙ keep)ᵀ · dh``, accumulated over nonzeros only), ``bias``
@@ -445,12 +597,30 @@ def masked_encode(x, weight: torch.Tensor, bias: torch.Tensor | None = None, *, 
         raise InputError("backend='cuda' needs the data and weight on a CUDA device.")
     if chosen == "cpu" and weight.device.type != "cpu":
         raise InputError(f"backend='cpu' needs CPU tensors, got {weight.device}.")
-    return _forward_op(crow, col, values.contiguous(), weight.contiguous(), None if bias is None else bias.contiguous(),
-                       *_op_mask_args(spec), chosen)
+    return _forward_op(
+        crow,
+        col,
+        values.contiguous(),
+        weight.contiguous(),
+        None if bias is None else bias.contiguous(),
+        *_op_mask_args(spec),
+        chosen,
+    )
 
 
-def mask_for(seed: int, cells, n_genes: int, *, kind: str, ratio: float, gene_to_module=None,
-             block_size: int = 16, cell_offset: int = 0, device=None, backend: str | None = None) -> torch.Tensor:
+def mask_for(
+    seed: int,
+    cells,
+    n_genes: int,
+    *,
+    kind: str,
+    ratio: float,
+    gene_to_module=None,
+    block_size: int = 16,
+    cell_offset: int = 0,
+    device=None,
+    backend: str | None = None,
+) -> torch.Tensor:
     """The hidden mask :func:`masked_encode` uses, as a dense boolean tensor (for tests and plots).
 
     Parameters
@@ -503,9 +673,15 @@ def mask_for(seed: int, cells, n_genes: int, *, kind: str, ratio: float, gene_to
     else:
         with torch.cuda.device(device):
             for start in range(0, cells.numel(), 65535):  # the CUDA launch takes up to 65535 cells at a time
-                part = cells[start:start + 65535]
-                load_cuda().mask_bits(part.data_ptr(), part.numel(), n_genes, out[start:].data_ptr(), *args,
-                                      torch.cuda.current_stream(device).cuda_stream)
+                part = cells[start : start + 65535]
+                load_cuda().mask_bits(
+                    part.data_ptr(),
+                    part.numel(),
+                    n_genes,
+                    out[start:].data_ptr(),
+                    *args,
+                    torch.cuda.current_stream(device).cuda_stream,
+                )
     return out.bool()
 
 
@@ -521,8 +697,9 @@ def module_mask_for(seed: int, cells, n_modules: int, *, ratio: float, cell_offs
     torch.Size([3, 6])
     """
     rows = torch.arange(int(cells)) if isinstance(cells, (int, np.integer)) else torch.as_tensor(cells).to(torch.int64)
-    spec = _make_spec("random", ratio, seed, cell_offset, int(rows.max()) + 1 if rows.numel() else 0, 1, None, 1,
-                      torch.device("cpu"))
+    spec = _make_spec(
+        "random", ratio, seed, cell_offset, int(rows.max()) + 1 if rows.numel() else 0, 1, None, 1, torch.device("cpu")
+    )
     units = torch.cat([torch.arange(int(n_modules)), torch.tensor([-1])])
     keys = ref.row_keys(spec.seed, rows + spec.cell_offset)
     return ref._srl(ref.unit_hash(keys[:, None], units[None, :]), 11) < spec.thr

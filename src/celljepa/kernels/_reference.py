@@ -28,8 +28,9 @@ def _block_distance_sum(a: torch.Tensor, b: torch.Tensor, *, squared: bool, same
     return total
 
 
-def cross_distance_means_reference(x: torch.Tensor, offsets: torch.Tensor, *, squared: bool = False,
-                                   pairs: torch.Tensor | None = None) -> torch.Tensor:
+def cross_distance_means_reference(
+    x: torch.Tensor, offsets: torch.Tensor, *, squared: bool = False, pairs: torch.Tensor | None = None
+) -> torch.Tensor:
     """Mean pairwise distances between and within groups (rows of ``x`` grouped by ``offsets``).
 
     Off-diagonal entries average over all ``n_a * n_b`` cross pairs; diagonal entries over the
@@ -68,8 +69,15 @@ def cross_distance_means_reference(x: torch.Tensor, offsets: torch.Tensor, *, sq
     return torch.stack(rows) if rows else torch.empty((0, 3), dtype=torch.float64, device=x.device)
 
 
-def edistance_from_means(cross: torch.Tensor, within_a: torch.Tensor, within_b: torch.Tensor,
-                         n_a: torch.Tensor, n_b: torch.Tensor, *, include_self_pairs: bool) -> torch.Tensor:
+def edistance_from_means(
+    cross: torch.Tensor,
+    within_a: torch.Tensor,
+    within_b: torch.Tensor,
+    n_a: torch.Tensor,
+    n_b: torch.Tensor,
+    *,
+    include_self_pairs: bool,
+) -> torch.Tensor:
     """E-distance ``2 M_ab - M_aa - M_bb`` from mean distances over distinct within-set pairs.
 
     ``include_self_pairs=True`` averages within-set distances over all ``n^2`` ordered pairs (self
@@ -81,8 +89,14 @@ def edistance_from_means(cross: torch.Tensor, within_a: torch.Tensor, within_b: 
     return 2.0 * cross - within_a - within_b
 
 
-def edistance_loss_reference(pred: torch.Tensor, pred_offsets: torch.Tensor, obs: torch.Tensor,
-                             obs_offsets: torch.Tensor, *, squared: bool = False) -> torch.Tensor:
+def edistance_loss_reference(
+    pred: torch.Tensor,
+    pred_offsets: torch.Tensor,
+    obs: torch.Tensor,
+    obs_offsets: torch.Tensor,
+    *,
+    squared: bool = False,
+) -> torch.Tensor:
     """Per-condition E-distance between predicted and observed sets, differentiable by autograd.
 
     Set ``k`` of ``pred`` (rows ``pred_offsets[k]:pred_offsets[k+1]``) is compared with set ``k`` of

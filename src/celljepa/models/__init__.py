@@ -5,5 +5,13 @@ from .base import Condition, PerturbationModel, TrainData
 from .jepa import CellJEPA
 from .transition import JEPATransition, TransitionConfig
 
-__all__ = ["CellJEPA", "Condition", "JEPATransition", "PerturbationModel", "TrainData", "TransitionConfig",
-           "baselines", "transition"]
+__all__ = [
+    "CellJEPA",
+    "Condition",
+    "JEPATransition",
+    "PerturbationModel",
+    "TrainData",
+    "TransitionConfig",
+    "baselines",
+    "transition",
+]

@@ -45,20 +45,21 @@ def conditions_of(obs: pd.DataFrame) -> list[tuple[Condition, np.ndarray]]:
     pert = obs.loc[~obs[C.IS_CONTROL].to_numpy(dtype=bool)]
     if pert.empty:
         return []
-    frame = pd.DataFrame({
-        "context_id": pert[C.CONTEXT_ID].astype(str).to_numpy(),
-        "perturbation_id": pert[C.PERTURBATION_ID].astype(str).to_numpy(),
-        "tokens": pert[C.PERTURBATION_TOKENS].astype(str).to_numpy(),
-        "dose": pert[C.DOSE].to_numpy(dtype=float) if C.DOSE in pert else np.nan,
-        "time": pert[C.TIME_HOURS].to_numpy(dtype=float) if C.TIME_HOURS in pert else np.nan,
-        "pos": np.flatnonzero(~obs[C.IS_CONTROL].to_numpy(dtype=bool)),
-    })
+    frame = pd.DataFrame(
+        {
+            "context_id": pert[C.CONTEXT_ID].astype(str).to_numpy(),
+            "perturbation_id": pert[C.PERTURBATION_ID].astype(str).to_numpy(),
+            "tokens": pert[C.PERTURBATION_TOKENS].astype(str).to_numpy(),
+            "dose": pert[C.DOSE].to_numpy(dtype=float) if C.DOSE in pert else np.nan,
+            "time": pert[C.TIME_HOURS].to_numpy(dtype=float) if C.TIME_HOURS in pert else np.nan,
+            "pos": np.flatnonzero(~obs[C.IS_CONTROL].to_numpy(dtype=bool)),
+        }
+    )
     out = []
     for (ctx, pid, tok, dose, time), rows in frame.groupby(
         ["context_id", "perturbation_id", "tokens", "dose", "time"], dropna=False, sort=True
     ):
-        out.append((Condition(ctx, pid, tuple(C.split_tokens(tok)), float(dose), float(time)),
-                    rows["pos"].to_numpy()))
+        out.append((Condition(ctx, pid, tuple(C.split_tokens(tok)), float(dose), float(time)), rows["pos"].to_numpy()))
     return out
 
 
@@ -114,7 +115,8 @@ class TrainData:
         """Row positions (in ``z``) of the control cells of ``context_id``."""
         if context_id not in self._controls:
             mask = self.obs[C.IS_CONTROL].to_numpy(dtype=bool) & (
-                self.obs[C.CONTEXT_ID].astype(str).to_numpy() == context_id)
+                self.obs[C.CONTEXT_ID].astype(str).to_numpy() == context_id
+            )
             if not mask.any():
                 raise KeyError(f"no control cells for context '{context_id}'")
             self._controls[context_id] = np.flatnonzero(mask)

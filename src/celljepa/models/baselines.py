@@ -237,7 +237,7 @@ class TargetShift(MeanShift):
         start = 0
         for block in iter_blocks(train.source, positions, self._columns, chunk=_TARGET_CHUNK):
             n = block.shape[0]
-            g = group[start:start + n]
+            g = group[start : start + n]
             indicator = sp.csr_matrix((np.ones(n), (g, np.arange(n))), shape=(len(row_lists), n))
             part = indicator @ block
             sums += np.asarray(part.toarray() if sp.issparse(part) else part, dtype=np.float64)
@@ -292,8 +292,11 @@ class TargetShift(MeanShift):
         return self._shift_with(condition, self.form_, self.weight_)
 
     def covers(self, condition: Condition) -> bool:
-        return bool(self._effects) and bool(condition.tokens) and all(
-            C.token_kind(t) == "gene" and C.token_name(t) in self._gene_pos for t in condition.tokens)
+        return (
+            bool(self._effects)
+            and bool(condition.tokens)
+            and all(C.token_kind(t) == "gene" and C.token_name(t) in self._gene_pos for t in condition.tokens)
+        )
 
     def _setup(self, train: TrainData) -> bool:
         """The space's genes and their source columns; False when the model has no gene data to learn from."""
@@ -326,16 +329,22 @@ class TargetShift(MeanShift):
         in_train = {id(c) for c, _ in train.train_conditions}  # by identity (a NaN dose is never == itself)
         train_points = [p for p in points if id(p[0]) in in_train]
         self._effects = self._learn(train_points)
-        covered = [(c, r) for c, r in train.val_conditions
-                   if self.covers(c) and c.perturbation_id not in self._shifts and len(r) >= 2]
+        covered = [
+            (c, r)
+            for c, r in train.val_conditions
+            if self.covers(c) and c.perturbation_id not in self._shifts and len(r) >= 2
+        ]
         if self._effects and covered:
             best = (np.inf, self.forms[0], 0.0)
             for form in self.forms:
                 for w in self.weights:
                     if w == 0.0 and form != self.forms[0]:
                         continue  # w = 0 is the mean shift whatever the form
-                    err = validation_edistance(train, lambda c, f=form, w=w: self._train.control_cells(
-                        c.context_id) + self._shift_with(c, f, w), covered)
+                    err = validation_edistance(
+                        train,
+                        lambda c, f=form, w=w: self._train.control_cells(c.context_id) + self._shift_with(c, f, w),
+                        covered,
+                    )
                     if err < best[0]:
                         best = (err, form, w)
             self.val_edistance_, self.form_, self.weight_ = best
@@ -358,15 +367,19 @@ class TargetShift(MeanShift):
         that do not exist (no measured target, nothing to tune on) are None.
         """
         deltas = np.array([p[2] for p in self._points])
-        return {"form": self.form_, "weight": self.weight_,
-                "effect": self._effects.get(self.form_),
-                "effect_unit": "log1p units" if self.form_ == "absolute" else "fraction of the control mean",
-                "effects": dict(self._effects), "n_perturbations": len({p[0].perturbation_id for p in self._points}),
-                "n_targets": len(self._points),
-                "mean_observed_change": float(deltas.mean()) if deltas.size else None,
-                "share_down": float((deltas < 0).mean()) if deltas.size else None,
-                "val_edistance": self.val_edistance_ if np.isfinite(self.val_edistance_) else None,
-                "note": self.note_}
+        return {
+            "form": self.form_,
+            "weight": self.weight_,
+            "effect": self._effects.get(self.form_),
+            "effect_unit": "log1p units" if self.form_ == "absolute" else "fraction of the control mean",
+            "effects": dict(self._effects),
+            "n_perturbations": len({p[0].perturbation_id for p in self._points}),
+            "n_targets": len(self._points),
+            "mean_observed_change": float(deltas.mean()) if deltas.size else None,
+            "share_down": float((deltas < 0).mean()) if deltas.size else None,
+            "val_edistance": self.val_edistance_ if np.isfinite(self.val_edistance_) else None,
+            "note": self.note_,
+        }
 
 
 _FEATURE_SETS = ("tokens", "tokens+context", "tokens+context+dose_time")
@@ -457,8 +470,9 @@ class LinearGWP(ShiftModel):
         return vec
 
     def covers(self, condition: Condition) -> bool:
-        return bool(condition.tokens) and all(C.token_kind(t) == "gene" and self._gene_vector(C.token_name(t))
-                                              is not None for t in condition.tokens)
+        return bool(condition.tokens) and all(
+            C.token_kind(t) == "gene" and self._gene_vector(C.token_name(t)) is not None for t in condition.tokens
+        )
 
     def _solve(self, conds, lam: float, b: np.ndarray) -> np.ndarray:
         # In the evaluation space G has orthonormal columns, so Gᵀ(Y − b) is the shift in PCA coordinates.
@@ -691,8 +705,9 @@ class _Spread:
             if len(r) < MIN_SPREAD_CELLS:
                 continue
             ctrl = train.control_cells(c.context_id)
-            ratio = np.log(np.maximum(train.z[r].std(axis=0, ddof=1), 1e-8)
-                           / np.maximum(ctrl.std(axis=0, ddof=1), 1e-8))
+            ratio = np.log(
+                np.maximum(train.z[r].std(axis=0, ddof=1), 1e-8) / np.maximum(ctrl.std(axis=0, ddof=1), 1e-8)
+            )
             ratio = np.clip(ratio, -3.0, 3.0)
             by_pid.setdefault(c.perturbation_id, []).append(ratio)
             by_ctx.setdefault(c.context_id, []).append(ratio)
@@ -728,8 +743,11 @@ class _Spread:
         return self._spread_cells(condition, self.predict_shift(condition), self.spread_weight_)
 
     def params(self) -> dict:
-        return {**self._shift_model.params(self), "spread_weight": self.spread_weight_,
-                "val_edistance": self.val_edistance_}
+        return {
+            **self._shift_model.params(self),
+            "spread_weight": self.spread_weight_,
+            "val_edistance": self.val_edistance_,
+        }
 
     def _tune_spread(self, train: TrainData, tr, va) -> None:
         best = (np.inf, 0.0)

@@ -42,8 +42,10 @@ def _check_var_names(var_names, where: str) -> list[str]:
     names = pd.Index(var_names).astype(str)
     if names.has_duplicates:
         dup = names[names.duplicated()][0]
-        raise InputError(f"{where}.var_names has duplicates (e.g. {dup!r}); genes must be unique. Fix: "
-                         "adata.var_names_make_unique().")
+        raise InputError(
+            f"{where}.var_names has duplicates (e.g. {dup!r}); genes must be unique. Fix: "
+            "adata.var_names_make_unique()."
+        )
     return list(names)
 
 
@@ -62,8 +64,12 @@ def module_map(var_names, gene_sets, priority: str) -> tuple[np.ndarray, list[st
             f"{list(var_names)[:3]}). Fix: mask.kind='random' or 'block', or gene sets with your identifiers."
         )
     if n_assigned < 0.05 * len(var_names):
-        warnings.warn(f"only {n_assigned} of {len(var_names)} genes are in a module of {description}; the rest form "
-                      "one 'unassigned' module that is hidden as a whole.", CelljepaWarning, stacklevel=3)
+        warnings.warn(
+            f"only {n_assigned} of {len(var_names)} genes are in a module of {description}; the rest form "
+            "one 'unassigned' module that is hidden as a whole.",
+            CelljepaWarning,
+            stacklevel=3,
+        )
     return ids, names, description
 
 
@@ -164,15 +170,32 @@ class CellJEPA:
     (5961, 32)
     """
 
-    def __init__(self, adata, layer: str | None = None, n_latent: int | None = None, *, config=None,
-                 n_hidden: int | None = None, n_layers: int | None = None, mask: str | None = None,
-                 mask_ratio: float | None = None, gene_sets: str | os.PathLike | None = None):
+    def __init__(
+        self,
+        adata,
+        layer: str | None = None,
+        n_latent: int | None = None,
+        *,
+        config=None,
+        n_hidden: int | None = None,
+        n_layers: int | None = None,
+        mask: str | None = None,
+        mask_ratio: float | None = None,
+        gene_sets: str | os.PathLike | None = None,
+    ):
         cfg = _as_config(config)
-        model_over = {k: v for k, v in {"n_latent": n_latent, "n_hidden": n_hidden, "n_layers": n_layers}.items()
-                      if v is not None}
-        mask_over = {k: v for k, v in {"kind": mask, "ratio": mask_ratio,
-                                       "gene_sets": None if gene_sets is None else str(gene_sets)}.items()
-                     if v is not None}
+        model_over = {
+            k: v for k, v in {"n_latent": n_latent, "n_hidden": n_hidden, "n_layers": n_layers}.items() if v is not None
+        }
+        mask_over = {
+            k: v
+            for k, v in {
+                "kind": mask,
+                "ratio": mask_ratio,
+                "gene_sets": None if gene_sets is None else str(gene_sets),
+            }.items()
+            if v is not None
+        }
         data_over = {"layer": layer} if layer is not None else {}
         self.config = cfg.replace(model=model_over, mask=mask_over, data=data_over)
         self.adata = adata
@@ -213,29 +236,48 @@ class CellJEPA:
         if self.columns_ is not None:
             symbols = [symbols[i] for i in self.columns_]
         self.gene_features_, found = go_features(symbols, self.config.model.go_components)
-        self.go_info_ = {"n_genes": len(self.var_names), "n_with_go": int(found.sum()),
-                         "n_dropped_absent": int(self.adata.n_vars - len(self.var_names))}
+        self.go_info_ = {
+            "n_genes": len(self.var_names),
+            "n_with_go": int(found.sum()),
+            "n_dropped_absent": int(self.adata.n_vars - len(self.var_names)),
+        }
 
     def _init_modules_meta(self) -> None:
         k = self.config.mask
         if k.kind == "module":
-            self.gene_to_module_, self.module_names_, self.gene_sets_source_ = module_map(self.var_names, k.gene_sets,
-                                                                                         k.priority)
+            self.gene_to_module_, self.module_names_, self.gene_sets_source_ = module_map(
+                self.var_names, k.gene_sets, k.priority
+            )
         else:
             self.gene_to_module_, self.module_names_, self.gene_sets_source_ = None, [], None
 
     def __repr__(self) -> str:
         state = f"trained {self.train_info_.get('steps', 0)} steps" if self.is_trained_ else "not trained"
         m, k = self.config.model, self.config.mask
-        return (f"CellJEPA(n_genes={len(self.var_names)}, n_latent={m.n_latent}, mask={k.kind}@{k.ratio}, "
-                f"ema={'on' if self.config.train.ema else 'off'}, "
-                f"anticollapse={'on' if self.config.train.anticollapse else 'off'}; {state})")
+        return (
+            f"CellJEPA(n_genes={len(self.var_names)}, n_latent={m.n_latent}, mask={k.kind}@{k.ratio}, "
+            f"ema={'on' if self.config.train.ema else 'off'}, "
+            f"anticollapse={'on' if self.config.train.anticollapse else 'off'}; {state})"
+        )
 
     # ------------------------------------------------------------------ training
-    def train(self, max_steps: int | None = None, batch_size: int | None = None, lr: float | None = None,
-              device: str | None = None, seed: int | None = None, *, train_indices=None, eval_indices=None,
-              run_dir: str | os.PathLike | None = None, resume: bool = True, progress: bool = True,
-              handle_signals: bool | None = None, callback=None, action_indices=None) -> CellJEPA:
+    def train(
+        self,
+        max_steps: int | None = None,
+        batch_size: int | None = None,
+        lr: float | None = None,
+        device: str | None = None,
+        seed: int | None = None,
+        *,
+        train_indices=None,
+        eval_indices=None,
+        run_dir: str | os.PathLike | None = None,
+        resume: bool = True,
+        progress: bool = True,
+        handle_signals: bool | None = None,
+        callback=None,
+        action_indices=None,
+    ) -> CellJEPA:
         """Train from a fresh initialisation (or resume a run folder's checkpoint).
 
         Parameters
@@ -269,8 +311,17 @@ class CellJEPA:
         from ..train.distributed import training_device
         from ..train.loop import build_modules, fit, resolve_device
 
-        over = {k: v for k, v in {"max_steps": max_steps, "batch_size": batch_size, "lr": lr, "seed": seed,
-                                  "device": None if device is None else str(device)}.items() if v is not None}
+        over = {
+            k: v
+            for k, v in {
+                "max_steps": max_steps,
+                "batch_size": batch_size,
+                "lr": lr,
+                "seed": seed,
+                "device": None if device is None else str(device),
+            }.items()
+            if v is not None
+        }
         self.config = self.config.replace(train=over)
         cfg = self.config
         dev = resolve_device(training_device(cfg.train.device))
@@ -289,8 +340,10 @@ class CellJEPA:
         groups = None
         if cfg.data.balance_key is not None:
             if cfg.data.balance_key not in self.adata.obs:
-                raise InputError(f"data.balance_key {cfg.data.balance_key!r} is not an obs column; obs has "
-                                 f"{list(self.adata.obs.columns)[:12]}.")
+                raise InputError(
+                    f"data.balance_key {cfg.data.balance_key!r} is not an obs column; obs has "
+                    f"{list(self.adata.obs.columns)[:12]}."
+                )
             groups = self.adata.obs[cfg.data.balance_key].astype(str).to_numpy()
         covariates = self._fit_covariates()
         action = None
@@ -300,34 +353,69 @@ class CellJEPA:
 
             rows = train_rows if action_indices is None else self._positions(action_indices, "action_indices")
             k = cfg.model.go_components
-            action = ActionSampler.from_obs(self.adata.obs, rows, self.var_names, cfg=cfg,
-                                            go_features=(lambda names: go_features(names, k))
-                                            if cfg.model.gene_embedding == "go" else None)
+            action = ActionSampler.from_obs(
+                self.adata.obs,
+                rows,
+                self.var_names,
+                cfg=cfg,
+                go_features=(lambda names: go_features(names, k)) if cfg.model.gene_embedding == "go" else None,
+            )
             self.action_tokens_ = list(action.tokens)
-        modules = build_modules(len(self.var_names), cfg, cfg.train.seed, len(self.covariate_names_),
-                                gene_features=self._feature_tensor(), n_action_tokens=len(self.action_tokens_))
+        modules = build_modules(
+            len(self.var_names),
+            cfg,
+            cfg.train.seed,
+            len(self.covariate_names_),
+            gene_features=self._feature_tensor(),
+            n_action_tokens=len(self.action_tokens_),
+        )
         presence = self._gene_presence()
         if presence is not None and self.columns_ is not None:
             presence = (presence[0], presence[1][:, self.columns_])
-        extra = {"module_names": list(self.module_names_), "covariate_key": self.covariate_key_,
-                 "action_tokens": list(self.action_tokens_),
-                 "covariate_names": list(self.covariate_names_),
-                 "gene_to_module": None if self.gene_to_module_ is None else torch.from_numpy(self.gene_to_module_)}
+        extra = {
+            "module_names": list(self.module_names_),
+            "covariate_key": self.covariate_key_,
+            "action_tokens": list(self.action_tokens_),
+            "covariate_names": list(self.covariate_names_),
+            "gene_to_module": None if self.gene_to_module_ is None else torch.from_numpy(self.gene_to_module_),
+        }
         try:
-            result = fit(modules, source, cfg=cfg, var_names=self.var_names, train_rows=train_rows,
-                         eval_rows=eval_rows, device=dev, gene_to_module=self.gene_to_module_, run_dir=run_dir,
-                         resume=resume, progress=progress, handle_signals=handle_signals, callback=callback,
-                         extra_payload=extra, groups=groups, gene_present=presence, action=action,
-                         covariates=covariates)
+            result = fit(
+                modules,
+                source,
+                cfg=cfg,
+                var_names=self.var_names,
+                train_rows=train_rows,
+                eval_rows=eval_rows,
+                device=dev,
+                gene_to_module=self.gene_to_module_,
+                run_dir=run_dir,
+                resume=resume,
+                progress=progress,
+                handle_signals=handle_signals,
+                callback=callback,
+                extra_payload=extra,
+                groups=groups,
+                gene_present=presence,
+                action=action,
+                covariates=covariates,
+            )
         finally:
             source.close()
         self.module_ = modules
         self.history_ = result.history
         self.is_trained_ = True
-        self.train_info_ = {"steps": result.step, "resumed_from": result.resumed_from, "device": str(dev),
-                            "n_train_cells": int(train_rows.size), "n_eval_cells": int(eval_rows.size),
-                            "best": result.best, "peak_rss_bytes": _peak_rss(), "kept": cfg.train.keep,
-                            "kept_step": (result.best or {}).get("step") if cfg.train.keep == "best" else result.step}
+        self.train_info_ = {
+            "steps": result.step,
+            "resumed_from": result.resumed_from,
+            "device": str(dev),
+            "n_train_cells": int(train_rows.size),
+            "n_eval_cells": int(eval_rows.size),
+            "best": result.best,
+            "peak_rss_bytes": _peak_rss(),
+            "kept": cfg.train.keep,
+            "kept_step": (result.best or {}).get("step") if cfg.train.keep == "best" else result.step,
+        }
         return self
 
     def _feature_tensor(self) -> torch.Tensor | None:
@@ -400,9 +488,12 @@ class CellJEPA:
                 )
             if not present.all():
                 missing = [g for g, p in zip(self.var_names, present, strict=True) if not p]
-                warnings.warn(f"{len(missing)} of the model's {len(self.var_names)} genes are missing from this "
-                              f"AnnData (e.g. {missing[:3]}); they count as zero expression.", CelljepaWarning,
-                              stacklevel=3)
+                warnings.warn(
+                    f"{len(missing)} of the model's {len(self.var_names)} genes are missing from this "
+                    f"AnnData (e.g. {missing[:3]}); they count as zero expression.",
+                    CelljepaWarning,
+                    stacklevel=3,
+                )
         n_out = len(self.var_names) + extra_cols.size
         rows = np.concatenate([pos[present], extra_cols])
         cols = np.concatenate([np.flatnonzero(present), len(self.var_names) + np.arange(extra_cols.size)])
@@ -423,8 +514,10 @@ class CellJEPA:
             return None
         key = cfg.data.balance_key or "dataset_id"
         if key not in self.adata.obs:
-            raise InputError(f"model.dataset_covariate needs obs[{key!r}] (the dataset of every cell). Fix: train on "
-                             "several files (celljepa pretrain A.h5ad B.h5ad) or set data.balance_key.")
+            raise InputError(
+                f"model.dataset_covariate needs obs[{key!r}] (the dataset of every cell). Fix: train on "
+                "several files (celljepa pretrain A.h5ad B.h5ad) or set data.balance_key."
+            )
         self.covariate_key_ = key
         self.covariate_names_ = sorted(self.adata.obs[key].astype(str).unique().tolist())
         return self._covariate_index(self.adata)
@@ -439,8 +532,15 @@ class CellJEPA:
         return np.array([lookup.get(v, 0) for v in adata.obs[self.covariate_key_].astype(str)], dtype=np.int64)
 
     @torch.no_grad()
-    def get_latent_representation(self, adata=None, *, batch_size: int = 2048, layer: str | None = None,
-                                  device: str | None = None, progress: bool = False) -> np.ndarray:
+    def get_latent_representation(
+        self,
+        adata=None,
+        *,
+        batch_size: int = 2048,
+        layer: str | None = None,
+        device: str | None = None,
+        progress: bool = False,
+    ) -> np.ndarray:
         """The teacher's full-view embedding of every cell of ``adata`` (default: the training AnnData).
 
         A different AnnData is aligned to the model's genes by name: genes it lacks count as zero (with
@@ -461,8 +561,9 @@ class CellJEPA:
         if adata is None:
             raise InputError("no AnnData: pass adata (a loaded model has none attached).")
         go = self.config.model.gene_embedding == "go"
-        align, _, extra = self._aligner(adata.var_names, _measured(adata) if go else None,
-                                        _symbols(adata) if go else None)
+        align, _, extra = self._aligner(
+            adata.var_names, _measured(adata) if go else None, _symbols(adata) if go else None
+        )
         layer = self.config.data.layer if layer is None else layer
         dev = resolve_device(device if device is not None else self.config.train.device)
         encoder = embedding_encoder(self.module_).to(dev).eval()
@@ -473,8 +574,13 @@ class CellJEPA:
         out = np.empty((adata.n_obs, self.config.model.n_latent), dtype=np.float32)
         cov = self._covariate_index(adata)
         try:
-            for rows, x in tqdm(source.iter_rows(np.arange(adata.n_obs), batch_size), desc="embedding",
-                                total=-(-adata.n_obs // batch_size), disable=not progress or None, leave=False):
+            for rows, x in tqdm(
+                source.iter_rows(np.arange(adata.n_obs), batch_size),
+                desc="embedding",
+                total=-(-adata.n_obs // batch_size),
+                disable=not progress or None,
+                leave=False,
+            ):
                 if align is not None:
                     x = align(x)
                 c = None if cov is None else torch.as_tensor(cov[rows], device=dev)
@@ -486,14 +592,20 @@ class CellJEPA:
     # ------------------------------------------------------------------ persistence
     def _payload(self) -> dict:
         self._require_trained()
-        return {"config": self.config.to_dict(), "var_names": list(self.var_names),
-                "module_names": list(self.module_names_), "gene_sets_source": self.gene_sets_source_,
-                "covariate_key": self.covariate_key_, "covariate_names": list(self.covariate_names_),
-                "gene_to_module": None if self.gene_to_module_ is None else torch.from_numpy(self.gene_to_module_),
-                "modules": {k: {n: t.detach().cpu() for n, t in v.state_dict().items()}
-                            for k, v in self.module_.items()},
-                "history": self.history_, "train_info": self.train_info_, "go_info": dict(self.go_info_),
-                "action_tokens": list(self.action_tokens_)}
+        return {
+            "config": self.config.to_dict(),
+            "var_names": list(self.var_names),
+            "module_names": list(self.module_names_),
+            "gene_sets_source": self.gene_sets_source_,
+            "covariate_key": self.covariate_key_,
+            "covariate_names": list(self.covariate_names_),
+            "gene_to_module": None if self.gene_to_module_ is None else torch.from_numpy(self.gene_to_module_),
+            "modules": {k: {n: t.detach().cpu() for n, t in v.state_dict().items()} for k, v in self.module_.items()},
+            "history": self.history_,
+            "train_info": self.train_info_,
+            "go_info": dict(self.go_info_),
+            "action_tokens": list(self.action_tokens_),
+        }
 
     def save(self, dir_path: str | os.PathLike, *, overwrite: bool = False) -> Path:
         """Write ``dir_path/model.pt`` (weights, config, genes) and a readable ``dir_path/model.json``.
@@ -517,10 +629,17 @@ class CellJEPA:
             raise InputError(f"{target} exists. Fix: pass overwrite=True or choose another folder.")
         out.mkdir(parents=True, exist_ok=True)
         save_checkpoint(target, self._payload())
-        write_json_atomic(out / "model.json", {"config": self.config.to_dict(), "n_genes": len(self.var_names),
-                                               "gene_sets": self.gene_sets_source_, "train_info": self.train_info_,
-                                               "go_features": dict(self.go_info_) or None,
-                                               "final": self.history_[-1] if self.history_ else None})
+        write_json_atomic(
+            out / "model.json",
+            {
+                "config": self.config.to_dict(),
+                "n_genes": len(self.var_names),
+                "gene_sets": self.gene_sets_source_,
+                "train_info": self.train_info_,
+                "go_features": dict(self.go_info_) or None,
+                "final": self.history_[-1] if self.history_ else None,
+            },
+        )
         return out
 
     @classmethod
@@ -555,8 +674,13 @@ class CellJEPA:
         model._presence = False
         model.go_info_ = dict(payload.get("go_info") or {})
         model.action_tokens_ = list(payload.get("action_tokens") or [])
-        modules = build_modules(len(model.var_names), model.config, model.config.train.seed,
-                                len(model.covariate_names_), n_action_tokens=len(model.action_tokens_))
+        modules = build_modules(
+            len(model.var_names),
+            model.config,
+            model.config.train.seed,
+            len(model.covariate_names_),
+            n_action_tokens=len(model.action_tokens_),
+        )
         for name, module in modules.items():
             module.load_state_dict(payload["modules"][name])
         model.module_ = modules.eval()
@@ -568,8 +692,11 @@ class CellJEPA:
         model.adata = None
         if adata is not None:
             go = model.config.model.gene_embedding == "go"
-            model._aligner(adata.var_names, _measured(adata) if go else None,  # fail early on a gene mismatch
-                           _symbols(adata) if go else None)
+            model._aligner(
+                adata.var_names,
+                _measured(adata) if go else None,  # fail early on a gene mismatch
+                _symbols(adata) if go else None,
+            )
             model.adata = adata
         logger.info("loaded %s (%d genes)", file, len(model.var_names))
         return model

@@ -123,8 +123,15 @@ class TransitionConfig:
         check_choice(source, "loss_space", self.loss_space, LOSS_SPACES)
         check_choice(source, "gene_features", self.gene_features, GENE_FEATURES)
         check_choice(source, "decoder", self.decoder, DECODERS)
-        for name in ("n_hidden", "action_dim", "max_steps", "conditions_per_step", "set_size", "eval_every",
-                     "patience"):
+        for name in (
+            "n_hidden",
+            "action_dim",
+            "max_steps",
+            "conditions_per_step",
+            "set_size",
+            "eval_every",
+            "patience",
+        ):
             if getattr(self, name) < 1:
                 raise InputError(f"{source}: {name} must be >= 1, got {getattr(self, name)}.")
         for name in ("n_layers", "lr", "weight_decay", "mean_weight", "seed"):  # lr 0: the untrained map
@@ -182,8 +189,7 @@ class ActionFeaturizer:
         return out
 
     @classmethod
-    def build(cls, *, encoder=None, pca_loadings: dict[str, np.ndarray] | None = None,
-              drugs=None) -> ActionFeaturizer:
+    def build(cls, *, encoder=None, pca_loadings: dict[str, np.ndarray] | None = None, drugs=None) -> ActionFeaturizer:
         blocks: list[dict[str, np.ndarray]] = []
         go_block = None
         if encoder is not None and getattr(encoder, "module_", None) is not None:
@@ -195,8 +201,11 @@ class ActionFeaturizer:
             rms = float(np.sqrt(np.mean((raw - centre) ** 2))) or 1.0
             blocks.append(dict(zip(encoder.var_names, (raw - centre) / rms, strict=True)))
             if enc.n_gene_features:  # a perturbed gene the encoder does not measure: its GO-projected vector
-                go_block = {"proj": enc.gene_proj.detach().cpu().numpy().astype(np.float64), "centre": centre,
-                            "rms": rms}
+                go_block = {
+                    "proj": enc.gene_proj.detach().cpu().numpy().astype(np.float64),
+                    "centre": centre,
+                    "rms": rms,
+                }
         if pca_loadings:
             names = list(pca_loadings)
             mat = _rms_scale(np.array([pca_loadings[g] for g in names], dtype=np.float64))
@@ -228,7 +237,7 @@ class ActionFeaturizer:
         elif kind in ("drug", "compound") and self.drugs is not None:
             vec = self.drugs.vector(name)
             if vec is not None:
-                out[self.gene_dim + 1: self.gene_dim + 1 + self.drugs.n_features] = vec
+                out[self.gene_dim + 1 : self.gene_dim + 1 + self.drugs.n_features] = vec
                 out[-1] = 1.0
         return out
 
@@ -276,8 +285,16 @@ class JEPATransition(PerturbationModel):
     #: Validation conditions only early-stop the network and choose the decoder's alpha; it is never refitted.
     refits_on_validation = False
 
-    def __init__(self, kind: str = "set", config: TransitionConfig | None = None, *, drug_metadata=None,
-                 name: str | None = None, space: str = "jepa", **overrides):
+    def __init__(
+        self,
+        kind: str = "set",
+        config: TransitionConfig | None = None,
+        *,
+        drug_metadata=None,
+        name: str | None = None,
+        space: str = "jepa",
+        **overrides,
+    ):
         if kind not in KINDS:
             raise InputError(f"kind must be one of {KINDS}, got {kind!r}.")
         if space not in ("jepa", "pca"):
@@ -320,8 +337,13 @@ class JEPATransition(PerturbationModel):
                 dose_time[i, 2:] = (c.time_hours / 24.0, 1.0)
             ctx[i] = self._ctx_mean(c.context_id) if ctx_means is None else ctx_means[i]
         dev = self.device_
-        return _Encoded(torch.from_numpy(idx).to(dev), torch.from_numpy(feat).to(dev), torch.from_numpy(mask).to(dev),
-                        torch.from_numpy(dose_time).to(dev), torch.from_numpy(ctx).to(dev))
+        return _Encoded(
+            torch.from_numpy(idx).to(dev),
+            torch.from_numpy(feat).to(dev),
+            torch.from_numpy(mask).to(dev),
+            torch.from_numpy(dose_time).to(dev),
+            torch.from_numpy(ctx).to(dev),
+        )
 
     def _ctx_mean(self, context_id: str) -> np.ndarray:
         if context_id not in self._ctx_cache:
@@ -342,8 +364,9 @@ class JEPATransition(PerturbationModel):
         best = (np.inf, 10.0)
         if val_rows.size >= 2:
             for alpha in DECODER_ALPHAS:
-                err = float(np.mean((Ridge(alpha=alpha).fit(x[fit_mask], y[fit_mask]).predict(x[val_rows])
-                                     - y[val_rows]) ** 2))
+                err = float(
+                    np.mean((Ridge(alpha=alpha).fit(x[fit_mask], y[fit_mask]).predict(x[val_rows]) - y[val_rows]) ** 2)
+                )
                 if err < best[0]:
                     best = (err, alpha)
         self.decoder_alpha_ = best[1]
@@ -381,28 +404,50 @@ class JEPATransition(PerturbationModel):
             return None
         return torch.rand(shape, generator=self._gen_t, device="cpu") >= self.config.token_dropout
 
-    def _residual(self, enc: _Encoded, state: torch.Tensor, sizes: torch.Tensor | None,
-                  keep: torch.Tensor | None = None, net: nn.Module | None = None) -> torch.Tensor:
+    def _residual(
+        self,
+        enc: _Encoded,
+        state: torch.Tensor,
+        sizes: torch.Tensor | None,
+        keep: torch.Tensor | None = None,
+        net: nn.Module | None = None,
+    ) -> torch.Tensor:
         if keep is not None:
             enc = dataclasses.replace(enc, token_idx=enc.token_idx * keep.to(enc.token_idx.device))
         net = self.net_ if net is None else net
-        return net(state, enc.token_idx, enc.token_feat, enc.token_mask, enc.dose_time, enc.ctx_mean, sizes,
-                   self.config.use_context)
+        return net(
+            state,
+            enc.token_idx,
+            enc.token_feat,
+            enc.token_mask,
+            enc.dose_time,
+            enc.ctx_mean,
+            sizes,
+            self.config.use_context,
+        )
 
     def _decode(self, z_state: torch.Tensor, eval_state: torch.Tensor, resid: torch.Tensor) -> torch.Tensor:
         if self.config.decoder == "residual":
             return eval_state + resid @ self._W
         return (z_state + resid) @ self._W + self._b
 
-    def _map(self, enc: _Encoded, z: torch.Tensor, e: torch.Tensor, sizes: torch.Tensor,
-             keep: torch.Tensor | None = None, net: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def _map(
+        self,
+        enc: _Encoded,
+        z: torch.Tensor,
+        e: torch.Tensor,
+        sizes: torch.Tensor,
+        keep: torch.Tensor | None = None,
+        net: nn.Module | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Predicted (JEPA, evaluation-space) cells for sets of control cells."""
         if self.kind == "set":
             resid = self._residual(enc, z, sizes, keep, net)
         else:
             offsets = torch.cat([sizes.new_zeros(1), sizes.cumsum(0)])
-            means = torch.stack([z[a:b].mean(0) for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist(),
-                                                                 strict=True)])
+            means = torch.stack(
+                [z[a:b].mean(0) for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist(), strict=True)]
+            )
             resid = self._residual(enc, means, None, keep, net).repeat_interleave(sizes, dim=0)
         return z + resid, self._decode(z, e, resid)
 
@@ -417,8 +462,10 @@ class JEPATransition(PerturbationModel):
         if self.space == "pca":
             train = dataclasses.replace(train, embedding=np.asarray(train.z, dtype=np.float32), encoder=None)
         if train.embedding is None:
-            raise InputError(f"{self.name} needs JEPA embeddings of the fold's cells (TrainData.embedding). Fix: "
-                             "score with score_fold(..., jepa=JEPAConfig or CellJEPA), or `celljepa benchmark`.")
+            raise InputError(
+                f"{self.name} needs JEPA embeddings of the fold's cells (TrainData.embedding). Fix: "
+                "score with score_fold(..., jepa=JEPAConfig or CellJEPA), or `celljepa benchmark`."
+            )
         t0 = time.perf_counter()
         cfg = self.config
         self.device_ = self._device()
@@ -434,13 +481,21 @@ class JEPATransition(PerturbationModel):
         gf = cfg.gene_features
         self.featurizer_ = ActionFeaturizer.build(
             encoder=train.encoder if gf in ("both", "jepa") else None,
-            pca_loadings=train.gene_embedding if gf in ("both", "pca") else None, drugs=self.drug_metadata)
+            pca_loadings=train.gene_embedding if gf in ("both", "pca") else None,
+            drugs=self.drug_metadata,
+        )
         self._fit_decoder(train)
         torch.manual_seed(cfg.seed)
         self._gen_t = torch.Generator().manual_seed(cfg.seed + 1)
-        self.net_ = TransitionNet(len(self.vocab_), self.featurizer_.dim, self._d, action_dim=cfg.action_dim,
-                                  n_hidden=cfg.n_hidden, n_layers=cfg.n_layers,
-                                  init_shift=self._initial_shift(train, conds)).to(self.device_)
+        self.net_ = TransitionNet(
+            len(self.vocab_),
+            self.featurizer_.dim,
+            self._d,
+            action_dim=cfg.action_dim,
+            n_hidden=cfg.n_hidden,
+            n_layers=cfg.n_layers,
+            init_shift=self._initial_shift(train, conds),
+        ).to(self.device_)
         opt = torch.optim.AdamW(self.net_.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         enc_all = self._encode([c for c, _ in conds])
         z_all = torch.from_numpy(self._emb).to(self.device_)
@@ -476,8 +531,10 @@ class JEPATransition(PerturbationModel):
         layout = D.current()
         world, rank = (1, 0) if layout is None else (layout.world_size, layout.rank)
         if b < world:
-            raise InputError(f"{self.name}: {b} conditions per step cannot be shared by {world} ranks. Fix: train "
-                             "on fewer ranks, or raise conditions_per_step.")
+            raise InputError(
+                f"{self.name}: {b} conditions per step cannot be shared by {world} ranks. Fix: train "
+                "on fewer ranks, or raise conditions_per_step."
+            )
         mine = np.array_split(np.arange(b), world)[rank]
         net = self.net_
         if world > 1:
@@ -541,8 +598,14 @@ class JEPATransition(PerturbationModel):
         self.history_ = history
         self.best_step_, self.val_edistance_, self.steps_run_ = best_step, float(best_val), step
         self.train_seconds_ = time.perf_counter() - t0
-        logger.info("%s: %d steps (best %d, val E-distance %.4f) in %.1f s", self.name, step, best_step, best_val,
-                    self.train_seconds_)
+        logger.info(
+            "%s: %d steps (best %d, val E-distance %.4f) in %.1f s",
+            self.name,
+            step,
+            best_step,
+            best_val,
+            self.train_seconds_,
+        )
         return self
 
     def _val_sets(self, train: TrainData):
@@ -563,12 +626,15 @@ class JEPATransition(PerturbationModel):
         crow, orow, dev = np.concatenate(ctrl_rows), np.concatenate(obs_rows), self.device_
         size_c = torch.as_tensor(sizes_c, device=dev)
         size_o = torch.as_tensor(sizes_o, device=dev)
-        return (self._encode([c for c, _ in conds]),
-                torch.from_numpy(self._emb[crow]).to(dev),
-                torch.from_numpy(np.asarray(train.z[crow], dtype=np.float32)).to(dev),
-                torch.from_numpy(np.asarray(train.z[orow], dtype=np.float32)).to(dev),
-                size_c, torch.cat([size_c.new_zeros(1), size_c.cumsum(0)]),
-                torch.cat([size_o.new_zeros(1), size_o.cumsum(0)]))
+        return (
+            self._encode([c for c, _ in conds]),
+            torch.from_numpy(self._emb[crow]).to(dev),
+            torch.from_numpy(np.asarray(train.z[crow], dtype=np.float32)).to(dev),
+            torch.from_numpy(np.asarray(train.z[orow], dtype=np.float32)).to(dev),
+            size_c,
+            torch.cat([size_c.new_zeros(1), size_c.cumsum(0)]),
+            torch.cat([size_o.new_zeros(1), size_o.cumsum(0)]),
+        )
 
     @torch.no_grad()
     def _val_losses(self, val) -> torch.Tensor:
@@ -591,8 +657,9 @@ class JEPATransition(PerturbationModel):
             raise InputError(f"{self.name} is not fitted. Fix: call fit(train) first.")
 
     @torch.no_grad()
-    def predict_cells(self, condition: Condition, z_control: np.ndarray,
-                      eval_control: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def predict_cells(
+        self, condition: Condition, z_control: np.ndarray, eval_control: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Map control cells (JEPA embeddings and evaluation-space coordinates) to predicted cells.
 
         Returns ``(predicted JEPA embeddings, predicted evaluation-space coordinates)``.
@@ -630,13 +697,20 @@ class JEPATransition(PerturbationModel):
         if self.net_ is None:
             return {}
         unseen = sum(1 for c, _ in self._train.val_conditions for t in c.tokens if t not in self.vocab_)
-        return {"kind": self.kind, "steps_run": self.steps_run_, "best_step": self.best_step_,
-                "val_edistance": self.val_edistance_,
-                "init": self.init_, "init_val_edistance": self.init_val_edistance_,
-                "decoder_alpha": self.decoder_alpha_,
-                "decoder_val_r2": self.decoder_r2_, "n_parameters": self.n_parameters(),
-                "train_seconds": round(self.train_seconds_, 2), "val_unseen_tokens": unseen,
-                **{f"config.{k}": v for k, v in self.config.to_dict().items()}}
+        return {
+            "kind": self.kind,
+            "steps_run": self.steps_run_,
+            "best_step": self.best_step_,
+            "val_edistance": self.val_edistance_,
+            "init": self.init_,
+            "init_val_edistance": self.init_val_edistance_,
+            "decoder_alpha": self.decoder_alpha_,
+            "decoder_val_r2": self.decoder_r2_,
+            "n_parameters": self.n_parameters(),
+            "train_seconds": round(self.train_seconds_, 2),
+            "val_unseen_tokens": unseen,
+            **{f"config.{k}": v for k, v in self.config.to_dict().items()},
+        }
 
     # ------------------------------------------------------------------ persistence
     def save(self, dir_path, *, encoder_path: str | None = None) -> Path:
@@ -650,22 +724,42 @@ class JEPATransition(PerturbationModel):
         out.mkdir(parents=True, exist_ok=True)
         drugs = self.featurizer_.drugs
         payload = {
-            "format": 1, "kind": self.kind, "name": self.name, "config": self.config.to_dict(),
-            "vocab": dict(self.vocab_), "state_dict": {k: v.cpu() for k, v in self.net_.state_dict().items()},
-            "W": self._W.cpu(), "b": self._b.cpu(), "n_latent": int(self._d),
+            "format": 1,
+            "kind": self.kind,
+            "name": self.name,
+            "config": self.config.to_dict(),
+            "vocab": dict(self.vocab_),
+            "state_dict": {k: v.cpu() for k, v in self.net_.state_dict().items()},
+            "W": self._W.cpu(),
+            "b": self._b.cpu(),
+            "n_latent": int(self._d),
             "gene_names": list(self.featurizer_.gene_vectors),
-            "gene_vectors": torch.as_tensor(np.array(list(self.featurizer_.gene_vectors.values()))
-                                            if self.featurizer_.gene_vectors else np.zeros((0, 0))),
+            "gene_vectors": torch.as_tensor(
+                np.array(list(self.featurizer_.gene_vectors.values()))
+                if self.featurizer_.gene_vectors
+                else np.zeros((0, 0))
+            ),
             "gene_dim": int(self.featurizer_.gene_dim),
-            "go_block": None if self.featurizer_.go_block is None else {
-                k: torch.as_tensor(np.asarray(v)) for k, v in self.featurizer_.go_block.items()},
-            "drugs": None if drugs is None else {"names": list(drugs.names), "features": list(drugs.features),
-                                                  "matrix": torch.as_tensor(drugs.matrix), "source": drugs.source},
-            "space": None if self.space_ is None else {"genes": [str(g) for g in self.space_.genes],
-                                                      "mean": torch.as_tensor(self.space_.mean),
-                                                      "components": torch.as_tensor(self.space_.components)},
-            "encoder_path": encoder_path, "params": {k: v for k, v in self.params().items()
-                                                     if not k.startswith("config.")},
+            "go_block": None
+            if self.featurizer_.go_block is None
+            else {k: torch.as_tensor(np.asarray(v)) for k, v in self.featurizer_.go_block.items()},
+            "drugs": None
+            if drugs is None
+            else {
+                "names": list(drugs.names),
+                "features": list(drugs.features),
+                "matrix": torch.as_tensor(drugs.matrix),
+                "source": drugs.source,
+            },
+            "space": None
+            if self.space_ is None
+            else {
+                "genes": [str(g) for g in self.space_.genes],
+                "mean": torch.as_tensor(self.space_.mean),
+                "components": torch.as_tensor(self.space_.components),
+            },
+            "encoder_path": encoder_path,
+            "params": {k: v for k, v in self.params().items() if not k.startswith("config.")},
         }
         torch_save_atomic(payload, out / "transition.pt")
         return out
@@ -683,10 +777,15 @@ class JEPATransition(PerturbationModel):
         path = Path(dir_path)
         file = path / "transition.pt" if path.is_dir() else path
         if not file.is_file():
-            raise InputError(f"no transition model at {dir_path} (expected {file}). Fix: point to a folder written "
-                             "by JEPATransition.save or `celljepa train-transition`.")
-        p = safe_torch_load(file, what="a celljepa transition model",
-                            fix="point to a folder written by JEPATransition.save or `celljepa train-transition`")
+            raise InputError(
+                f"no transition model at {dir_path} (expected {file}). Fix: point to a folder written "
+                "by JEPATransition.save or `celljepa train-transition`."
+            )
+        p = safe_torch_load(
+            file,
+            what="a celljepa transition model",
+            fix="point to a folder written by JEPATransition.save or `celljepa train-transition`",
+        )
         model = cls(p["kind"], TransitionConfig(**{**p["config"], "device": device}), name=p["name"])
         model.device_ = model._device()
         model.vocab_ = dict(p["vocab"])
@@ -696,20 +795,33 @@ class JEPATransition(PerturbationModel):
             d = p["drugs"]
             drugs = DrugFeatures(tuple(d["names"]), tuple(d["features"]), d["matrix"].numpy(), d["source"])
         go = p.get("go_block")
-        model.featurizer_ = ActionFeaturizer(dict(zip(p["gene_names"], gv, strict=True)), p["gene_dim"], drugs,
-                                             go_block=None if go is None else {
-                                                 "proj": go["proj"].numpy(), "centre": go["centre"].numpy(),
-                                                 "rms": float(go["rms"])})
+        model.featurizer_ = ActionFeaturizer(
+            dict(zip(p["gene_names"], gv, strict=True)),
+            p["gene_dim"],
+            drugs,
+            go_block=None
+            if go is None
+            else {"proj": go["proj"].numpy(), "centre": go["centre"].numpy(), "rms": float(go["rms"])},
+        )
         model._d = int(p["n_latent"])
         cfg = model.config
-        model.net_ = TransitionNet(len(model.vocab_), model.featurizer_.dim, model._d, action_dim=cfg.action_dim,
-                                   n_hidden=cfg.n_hidden, n_layers=cfg.n_layers).to(model.device_)
+        model.net_ = TransitionNet(
+            len(model.vocab_),
+            model.featurizer_.dim,
+            model._d,
+            action_dim=cfg.action_dim,
+            n_hidden=cfg.n_hidden,
+            n_layers=cfg.n_layers,
+        ).to(model.device_)
         model.net_.load_state_dict(p["state_dict"])
         model.net_.eval()
         model._W, model._b = p["W"].to(model.device_), p["b"].to(model.device_)
         sp_ = p["space"]
-        model.space_ = None if sp_ is None else EvaluationSpace(np.asarray(sp_["genes"], dtype=object),
-                                                                 sp_["mean"].numpy(), sp_["components"].numpy())
+        model.space_ = (
+            None
+            if sp_ is None
+            else EvaluationSpace(np.asarray(sp_["genes"], dtype=object), sp_["mean"].numpy(), sp_["components"].numpy())
+        )
         if encoder is None and p["encoder_path"]:
             enc_path = Path(p["encoder_path"])
             encoder = CellJEPA.load(enc_path if enc_path.is_absolute() else file.parent / enc_path)

@@ -85,15 +85,30 @@ class MaskParams:
     cell_offset: int = 0
 
     def kwargs(self) -> dict:
-        return {"kind": self.kind, "ratio": self.ratio, "seed": self.seed, "block_size": self.block_size,
-                "gene_to_module": self.gene_to_module, "cell_offset": self.cell_offset}
+        return {
+            "kind": self.kind,
+            "ratio": self.ratio,
+            "seed": self.seed,
+            "block_size": self.block_size,
+            "gene_to_module": self.gene_to_module,
+            "cell_offset": self.cell_offset,
+        }
 
     def hidden(self, n_rows: int, n_genes: int, device: torch.device) -> torch.Tensor:
         """The ``(n_rows, n_genes)`` boolean hidden mask (True = hidden), as the kernel draws it."""
         if self.kind == "none":
             return torch.zeros(n_rows, n_genes, dtype=torch.bool, device=device)
-        return mask_for(self.seed, n_rows, n_genes, kind=self.kind, ratio=self.ratio, block_size=self.block_size,
-                        gene_to_module=self.gene_to_module, cell_offset=self.cell_offset, device=device)
+        return mask_for(
+            self.seed,
+            n_rows,
+            n_genes,
+            kind=self.kind,
+            ratio=self.ratio,
+            block_size=self.block_size,
+            gene_to_module=self.gene_to_module,
+            cell_offset=self.cell_offset,
+            device=device,
+        )
 
 
 def mlp(n_in: int, n_hidden: int, n_out: int, n_layers: int) -> nn.Sequential:
@@ -145,12 +160,22 @@ class MaskedGeneEncoder(nn.Module):
     torch.Size([4, 8])
     """
 
-    def __init__(self, n_genes: int, *, n_hidden: int = 256, n_latent: int = 128, n_layers: int = 2,
-                 n_covariates: int = 0, gene_features: torch.Tensor | None = None):
+    def __init__(
+        self,
+        n_genes: int,
+        *,
+        n_hidden: int = 256,
+        n_latent: int = 128,
+        n_layers: int = 2,
+        n_covariates: int = 0,
+        gene_features: torch.Tensor | None = None,
+    ):
         super().__init__()
         if n_genes < 1 or n_hidden < 1 or n_latent < 1 or n_layers < 0:
-            raise InputError(f"encoder sizes must be positive, got n_genes={n_genes}, n_hidden={n_hidden}, "
-                             f"n_latent={n_latent}, n_layers={n_layers}.")
+            raise InputError(
+                f"encoder sizes must be positive, got n_genes={n_genes}, n_hidden={n_hidden}, "
+                f"n_latent={n_latent}, n_layers={n_layers}."
+            )
         self.n_genes, self.n_hidden, self.n_latent = int(n_genes), int(n_hidden), int(n_latent)
         if gene_features is None:
             self.gene_weight = nn.Parameter(torch.randn(n_genes, n_hidden) * (1.0 / n_hidden**0.5))
@@ -188,12 +213,21 @@ class MaskedGeneEncoder(nn.Module):
     def feature_weight(self, features: torch.Tensor) -> torch.Tensor:
         """Gene vectors of genes the encoder was not built on, from their GO features (``(n, k)``)."""
         if self.gene_proj is None:
-            raise InputError("this encoder has free gene vectors (model.gene_embedding='free'); only an encoder "
-                             "with GO gene features embeds genes it was not trained on.")
+            raise InputError(
+                "this encoder has free gene vectors (model.gene_embedding='free'); only an encoder "
+                "with GO gene features embeds genes it was not trained on."
+            )
         return torch.as_tensor(features, dtype=self.gene_proj.dtype, device=self.gene_proj.device) @ self.gene_proj
 
-    def forward(self, x: CSRBatch, mask: MaskParams | None = None, *, keep: torch.Tensor | None = None,
-                covariate: torch.Tensor | None = None, weight: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: CSRBatch,
+        mask: MaskParams | None = None,
+        *,
+        keep: torch.Tensor | None = None,
+        covariate: torch.Tensor | None = None,
+        weight: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Embed a batch; ``mask`` hides genes (default: full view), ``keep`` is an explicit keep mask.
 
         ``covariate`` (one index per cell, 0 = none) adds the learned vector of each cell's dataset.
@@ -281,8 +315,16 @@ class ActionPredictor(nn.Module):
     as "no change").
     """
 
-    def __init__(self, n_tokens: int, gene_dim: int, n_latent: int, *, action_dim: int = 64, n_hidden: int = 256,
-                 n_layers: int = 2):
+    def __init__(
+        self,
+        n_tokens: int,
+        gene_dim: int,
+        n_latent: int,
+        *,
+        action_dim: int = 64,
+        n_hidden: int = 256,
+        n_layers: int = 2,
+    ):
         super().__init__()
         self.embed = nn.Embedding(n_tokens + 1, action_dim)
         nn.init.normal_(self.embed.weight, std=0.1)
@@ -291,8 +333,14 @@ class ActionPredictor(nn.Module):
         nn.init.zeros_(self.net[-1].weight)
         nn.init.zeros_(self.net[-1].bias)
 
-    def forward(self, z: torch.Tensor, sizes: torch.Tensor, token_idx: torch.Tensor, gene_vec: torch.Tensor,
-                token_mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        z: torch.Tensor,
+        sizes: torch.Tensor,
+        token_idx: torch.Tensor,
+        gene_vec: torch.Tensor,
+        token_mask: torch.Tensor,
+    ) -> torch.Tensor:
         """``z``: control embeddings (set k covers sizes[k] rows); tokens ``(B, T)``; ``gene_vec`` ``(B, T, H)``."""
         action = ((self.embed(token_idx) + self.gene(gene_vec)) * token_mask.unsqueeze(-1)).sum(1)
         rep = torch.repeat_interleave(torch.arange(len(sizes), device=z.device), sizes)

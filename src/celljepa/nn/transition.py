@@ -32,8 +32,14 @@ class ActionEncoder(nn.Module):
         self.dose_time = nn.Sequential(nn.Linear(4, 32), nn.GELU(), nn.Linear(32, action_dim))
         self.context = nn.Linear(n_latent, action_dim)
 
-    def forward(self, token_idx: torch.Tensor, token_feat: torch.Tensor, token_mask: torch.Tensor,
-                dose_time: torch.Tensor, ctx_mean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self,
+        token_idx: torch.Tensor,
+        token_feat: torch.Tensor,
+        token_mask: torch.Tensor,
+        dose_time: torch.Tensor,
+        ctx_mean: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         per_token = self.embed(token_idx) + self.features(token_feat)  # (B, T, A)
         action = (per_token * token_mask.unsqueeze(-1)).sum(1) + self.dose_time(dose_time)
         return action, self.context(ctx_mean)
@@ -42,20 +48,38 @@ class ActionEncoder(nn.Module):
 class TransitionNet(nn.Module):
     """``g(state, action, context)``: the residual in JEPA space (zero-initialised head, bias = mean shift)."""
 
-    def __init__(self, n_tokens: int, feature_dim: int, n_latent: int, *, action_dim: int, n_hidden: int,
-                 n_layers: int, init_shift: np.ndarray | None = None):
+    def __init__(
+        self,
+        n_tokens: int,
+        feature_dim: int,
+        n_latent: int,
+        *,
+        action_dim: int,
+        n_hidden: int,
+        n_layers: int,
+        init_shift: np.ndarray | None = None,
+    ):
         super().__init__()
         self.action = ActionEncoder(n_tokens, feature_dim, n_latent, action_dim)
         self.body = mlp(n_latent + 2 * action_dim, n_hidden, n_latent, n_layers)
         head = self.body[-1]
         nn.init.zeros_(head.weight)
         with torch.no_grad():
-            head.bias.copy_(torch.zeros(n_latent) if init_shift is None
-                            else torch.as_tensor(init_shift, dtype=head.bias.dtype))
+            head.bias.copy_(
+                torch.zeros(n_latent) if init_shift is None else torch.as_tensor(init_shift, dtype=head.bias.dtype)
+            )
 
-    def forward(self, state: torch.Tensor, token_idx: torch.Tensor, token_feat: torch.Tensor,
-                token_mask: torch.Tensor, dose_time: torch.Tensor, ctx_mean: torch.Tensor,
-                sizes: torch.Tensor | None, use_context: bool) -> torch.Tensor:
+    def forward(
+        self,
+        state: torch.Tensor,
+        token_idx: torch.Tensor,
+        token_feat: torch.Tensor,
+        token_mask: torch.Tensor,
+        dose_time: torch.Tensor,
+        ctx_mean: torch.Tensor,
+        sizes: torch.Tensor | None,
+        use_context: bool,
+    ) -> torch.Tensor:
         """Residuals of ``state`` rows; condition ``i`` covers ``sizes[i]`` rows (one row each when ``None``)."""
         action, context = self.action(token_idx, token_feat, token_mask, dose_time, ctx_mean)
         centre = ctx_mean

@@ -29,8 +29,16 @@ from .._io import write_json_atomic
 from .._logging import logger
 from ._registry import PEERS, PeerSpec, peer_spec
 
-__all__ = ["NoSpaceError", "PeerEnvironment", "RUNNERS", "install_peer", "locate_peer", "peer_status", "peers_home",
-           "remove_peer"]
+__all__ = [
+    "NoSpaceError",
+    "PeerEnvironment",
+    "RUNNERS",
+    "install_peer",
+    "locate_peer",
+    "peer_status",
+    "peers_home",
+    "remove_peer",
+]
 
 RUNNERS = Path(__file__).resolve().parent / "_runners"
 ENV_FILE = "environment.json"
@@ -94,8 +102,13 @@ def _python_fits(spec: PeerSpec, version: tuple[int, int]) -> bool:
 def _import_error(python: str, module: str) -> str | None:
     """None when ``module`` imports under ``python``, else the last line of the error."""
     try:
-        done = subprocess.run([python, "-c", f"import {module}"], capture_output=True, text=True,
-                              timeout=_IMPORT_TIMEOUT_S, env=_child_env(1))
+        done = subprocess.run(
+            [python, "-c", f"import {module}"],
+            capture_output=True,
+            text=True,
+            timeout=_IMPORT_TIMEOUT_S,
+            env=_child_env(1),
+        )
     except (OSError, subprocess.TimeoutExpired) as err:
         return f"{type(err).__name__}: {err}"
     if done.returncode == 0:
@@ -112,12 +125,20 @@ def peer_status(name: str, *, check_import: bool = True) -> dict:
     """
     spec = peer_spec(name)
     env = locate_peer(spec.name)
-    out = {"name": spec.name, "title": spec.title, "predicts": spec.predicts, "available": False,
-           "where": None, "python": None, "reason": None}
+    out = {
+        "name": spec.name,
+        "title": spec.title,
+        "predicts": spec.predicts,
+        "available": False,
+        "where": None,
+        "python": None,
+        "reason": None,
+    }
     if env is None:
         extra = f" (needs Python {spec.python})" if spec.python else ""
-        out["reason"] = (f"not installed: `celljepa peers install {spec.name}` makes its environment under "
-                         f"{peers_home()}{extra}")
+        out["reason"] = (
+            f"not installed: `celljepa peers install {spec.name}` makes its environment under {peers_home()}{extra}"
+        )
         return out
     out.update(where=str(env.path) if env.path else "this Python environment", python=env.python)
     if check_import:
@@ -132,18 +153,25 @@ def peer_status(name: str, *, check_import: bool = True) -> dict:
 def _find_python(version: str) -> str:
     """An interpreter of ``version`` (``"3.10"``): ``python3.10`` on PATH, then pyenv's versions."""
     pyenv = os.environ.get("PYENV_ROOT") or str(Path.home() / ".pyenv")
-    candidates = [shutil.which(f"python{version}")] + sorted(glob.glob(f"{pyenv}/versions/{version}.*/bin/python"),
-                                                             reverse=True)
+    candidates = [shutil.which(f"python{version}")] + sorted(
+        glob.glob(f"{pyenv}/versions/{version}.*/bin/python"), reverse=True
+    )
     for candidate in filter(None, candidates):  # a pyenv shim may exist without the version being active
         try:
-            done = subprocess.run([candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-                                  capture_output=True, text=True, timeout=60)
+            done = subprocess.run(
+                [candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
         except (OSError, subprocess.TimeoutExpired):
             continue
         if done.returncode == 0 and done.stdout.strip() == version:
             return candidate
-    raise InputError(f"this peer needs Python {version} and none was found (python{version} on PATH or "
-                     f"{pyenv}/versions/{version}.*). Fix: install it, or pass --python /path/to/python{version}.")
+    raise InputError(
+        f"this peer needs Python {version} and none was found (python{version} on PATH or "
+        f"{pyenv}/versions/{version}.*). Fix: install it, or pass --python /path/to/python{version}."
+    )
 
 
 def _child_env(threads: int | None) -> dict:
@@ -171,7 +199,8 @@ def _check_space(spec: PeerSpec, home: Path, keep_free_gb: float) -> None:
         raise NoSpaceError(
             f"peer {spec.name!r} needs about {spec.disk_gb + _UNPACK_GB:.1f} GB of disk to install{keep} and "
             f"{home} has {free:.1f} GB free; nothing was installed. Fix: free some space, or point "
-            f"CELLJEPA_PEERS_HOME at a larger disk.")
+            f"CELLJEPA_PEERS_HOME at a larger disk."
+        )
 
 
 def _site_packages(env: Path) -> list[Path]:
@@ -201,10 +230,16 @@ def _share_identical_files(env: Path, others: list[Path]) -> int:
                         st, tw = path.lstat(), twin.lstat()
                     except OSError:
                         continue
-                    if (not path.is_file() or path.is_symlink() or not twin.is_file() or twin.is_symlink()
-                            or st.st_size < _SHARE_MIN_BYTES or st.st_size != tw.st_size
-                            or (st.st_ino == tw.st_ino and st.st_dev == tw.st_dev)
-                            or not filecmp.cmp(path, twin, shallow=False)):
+                    if (
+                        not path.is_file()
+                        or path.is_symlink()
+                        or not twin.is_file()
+                        or twin.is_symlink()
+                        or st.st_size < _SHARE_MIN_BYTES
+                        or st.st_size != tw.st_size
+                        or (st.st_ino == tw.st_ino and st.st_dev == tw.st_dev)
+                        or not filecmp.cmp(path, twin, shallow=False)
+                    ):
                         continue
                     link = path.with_name(f".{fname}~link")
                     try:
@@ -219,13 +254,17 @@ def _share_identical_files(env: Path, others: list[Path]) -> int:
 
 def _sharing_candidates(home: Path, exclude: Path) -> list[Path]:
     """Environments whose files a new one may share: the other peers' and this interpreter's."""
-    found = [p for p in sorted(home.iterdir()) if p.is_dir() and p != exclude and (p / ENV_FILE).is_file()] \
-        if home.is_dir() else []
+    found = (
+        [p for p in sorted(home.iterdir()) if p.is_dir() and p != exclude and (p / ENV_FILE).is_file()]
+        if home.is_dir()
+        else []
+    )
     return found + [Path(sys.prefix)]
 
 
-def install_peer(name: str, *, python: str | None = None, force: bool = False, keep_free_gb: float = 0.0,
-                 echo=print) -> Path:
+def install_peer(
+    name: str, *, python: str | None = None, force: bool = False, keep_free_gb: float = 0.0, echo=print
+) -> Path:
     """Make the isolated environment of peer ``name`` under :func:`peers_home` (pip, from PyPI).
 
     The environment is built in a temporary folder and renamed into place when every step succeeded, so an
@@ -253,8 +292,10 @@ def install_peer(name: str, *, python: str | None = None, force: bool = False, k
     spec = peer_spec(name)
     target = _env_dir(spec.name)
     if (target / ENV_FILE).is_file() and not force:
-        raise InputError(f"peer {spec.name!r} is installed at {target}. Fix: --force to make it again, or "
-                         f"`celljepa peers remove {spec.name}`.")
+        raise InputError(
+            f"peer {spec.name!r} is installed at {target}. Fix: --force to make it again, or "
+            f"`celljepa peers remove {spec.name}`."
+        )
     base = python or (_find_python(spec.python) if spec.python else sys.executable)
     say = echo or (lambda *_: None)
     home = peers_home()
@@ -278,25 +319,37 @@ def install_peer(name: str, *, python: str | None = None, force: bool = False, k
         if err is not None:
             raise InputError(f"peer {spec.name!r} installed but `import {spec.module}` fails: {err}")
         frozen = subprocess.run([py, "-m", "pip", "freeze"], capture_output=True, text=True, check=True).stdout
-        version = subprocess.run([py, "-c", "import sys; print(sys.version.split()[0])"], capture_output=True,
-                                 text=True, check=True).stdout.strip()
-        write_json_atomic(tmp / ENV_FILE, {"peer": spec.name, "python": version, "install": spec.install,
-                                           "packages": frozen.splitlines(),
-                                           "installed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                                           "install_s": round(time.perf_counter() - t0, 1),
-                                           "shared_gb": round(shared / 1e9, 2)})
+        version = subprocess.run(
+            [py, "-c", "import sys; print(sys.version.split()[0])"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        write_json_atomic(
+            tmp / ENV_FILE,
+            {
+                "peer": spec.name,
+                "python": version,
+                "install": spec.install,
+                "packages": frozen.splitlines(),
+                "installed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "install_s": round(time.perf_counter() - t0, 1),
+                "shared_gb": round(shared / 1e9, 2),
+            },
+        )
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)
     except subprocess.CalledProcessError as err:
-        raise InputError(f"installing peer {spec.name!r} failed at `{' '.join(map(str, err.cmd))}` (exit status "
-                         f"{err.returncode}); nothing was installed. pip needs PyPI to be reachable.") from None
+        raise InputError(
+            f"installing peer {spec.name!r} failed at `{' '.join(map(str, err.cmd))}` (exit status "
+            f"{err.returncode}); nothing was installed. pip needs PyPI to be reachable."
+        ) from None
     except OSError as err:
         raise InputError(f"installing peer {spec.name!r} failed: {err}; nothing was installed.") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    say(f"peers: {spec.name} ready in {time.perf_counter() - t0:.0f} s ({target}; {shared / 1e9:.1f} GB shared "
-        f"with other environments)")
+    say(
+        f"peers: {spec.name} ready in {time.perf_counter() - t0:.0f} s ({target}; {shared / 1e9:.1f} GB shared "
+        f"with other environments)"
+    )
     logger.info("peer %s installed at %s", spec.name, target)
     return target
 

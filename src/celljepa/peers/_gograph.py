@@ -80,14 +80,25 @@ class GOGraph:
     def top(self, k: int) -> GOGraph:
         """The graph GEARS keeps with ``k`` neighbours (``k <= self.k``): each target's first ``k + 1`` edges."""
         if k > self.k:
-            raise InputError(f"the GO graph keeps {self.k} neighbours per gene; {k} were asked for. Fix: build it "
-                             f"with go_graph(k={k}).")
+            raise InputError(
+                f"the GO graph keeps {self.k} neighbours per gene; {k} were asked for. Fix: build it "
+                f"with go_graph(k={k})."
+            )
         if k == self.k:
             return self
         first = np.searchsorted(self.target, self.target, side="left")
         keep = (np.arange(len(self.target)) - first) < k + 1
-        return GOGraph(self.genes, self.source[keep], self.target[keep], self.importance[keep], int(k),
-                       self.digest, self.n_pairs, self.build_s, self.cached)
+        return GOGraph(
+            self.genes,
+            self.source[keep],
+            self.target[keep],
+            self.importance[keep],
+            int(k),
+            self.digest,
+            self.n_pairs,
+            self.build_s,
+            self.cached,
+        )
 
     def receptive_field(self, genes, layers: int = 1) -> GOGraph:
         """The part of the graph a GEARS model with ``layers`` GO-graph layers reads for ``genes``, exactly.
@@ -130,18 +141,33 @@ class GOGraph:
         dst = np.concatenate([new_of[self.target[keep]], new_of[boundary]])
         imp = np.concatenate([self.importance[keep], degree[boundary]])
         order = np.lexsort((src, -imp, dst))  # the file's order: target, decreasing importance, source
-        return GOGraph(self.genes[old], src[order], dst[order], imp[order], self.k, self.digest, self.n_pairs,
-                       self.build_s, self.cached)
+        return GOGraph(
+            self.genes[old],
+            src[order],
+            dst[order],
+            imp[order],
+            self.k,
+            self.digest,
+            self.n_pairs,
+            self.build_s,
+            self.cached,
+        )
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the graph to ``path`` (``.npz``, no pickled objects), atomically."""
 
         def _write(tmp: Path) -> None:
             with open(tmp, "wb") as fh:
-                np.savez(fh, genes=np.asarray(self.genes, dtype=str), source=self.source, target=self.target,
-                         importance=self.importance,
-                         meta=np.array([_FORMAT, self.k, self.n_pairs], dtype=np.int64),
-                         digest=np.array(self.digest), build_s=np.array(self.build_s))
+                np.savez(
+                    fh,
+                    genes=np.asarray(self.genes, dtype=str),
+                    source=self.source,
+                    target=self.target,
+                    importance=self.importance,
+                    meta=np.array([_FORMAT, self.k, self.n_pairs], dtype=np.int64),
+                    digest=np.array(self.digest),
+                    build_s=np.array(self.build_s),
+                )
 
         return write_atomic(path, _write)
 
@@ -151,10 +177,21 @@ class GOGraph:
         with np.load(path, allow_pickle=False) as f:
             fmt, k, n_pairs = (int(v) for v in f["meta"])
             if fmt != _FORMAT:
-                raise InputError(f"GO graph file '{path}' has format {fmt}, this celljepa writes {_FORMAT}. "
-                                 "Fix: delete it; it is rebuilt.")
-            return cls(f["genes"], f["source"], f["target"], f["importance"], k, str(f["digest"]), n_pairs,
-                       float(f["build_s"]), cached=True)
+                raise InputError(
+                    f"GO graph file '{path}' has format {fmt}, this celljepa writes {_FORMAT}. "
+                    "Fix: delete it; it is rebuilt."
+                )
+            return cls(
+                f["genes"],
+                f["source"],
+                f["target"],
+                f["importance"],
+                k,
+                str(f["digest"]),
+                n_pairs,
+                float(f["build_s"]),
+                cached=True,
+            )
 
 
 def go_graph_cache_dir() -> Path:
@@ -196,7 +233,7 @@ def _build(gene2go: dict, k: int, digest: str) -> GOGraph:
     inc_t = inc.T.tocsr()
     parts, n_pairs = [], 0
     for start in range(0, len(genes), _BLOCK):
-        inter = (inc[start:start + _BLOCK] @ inc_t).tocoo()  # target rows of this block x every source gene
+        inter = (inc[start : start + _BLOCK] @ inc_t).tocoo()  # target rows of this block x every source gene
         tgt = inter.row.astype(np.int64) + start
         src = inter.col.astype(np.int64)
         n = np.rint(inter.data).astype(np.int64)
@@ -212,8 +249,7 @@ def _build(gene2go: dict, k: int, digest: str) -> GOGraph:
     source = np.concatenate([p[0] for p in parts]).astype(np.int32)
     target = np.concatenate([p[1] for p in parts]).astype(np.int32)
     importance = np.concatenate([p[2] for p in parts])
-    return GOGraph(genes, source, target, importance, int(k), digest, int(n_pairs),
-                   round(time.perf_counter() - t0, 3))
+    return GOGraph(genes, source, target, importance, int(k), digest, int(n_pairs), round(time.perf_counter() - t0, 3))
 
 
 def go_graph(k: int = 20, *, table: str | os.PathLike | None = None, cache: bool = True) -> GOGraph:
@@ -256,8 +292,15 @@ def go_graph(k: int = 20, *, table: str | os.PathLike | None = None, cache: bool
         except (OSError, ValueError, KeyError, InputError) as err:
             logger.warning("GO graph cache %s unreadable (%s); building it again", cached, err)
     graph = _build(read_go_table(None if table is None else path), k, digest)
-    logger.info("GO graph: %d genes, %d pairs with Jaccard > %g, %d edges kept (k=%d) in %.1f s", len(graph.genes),
-                graph.n_pairs, JACCARD_MIN, graph.n_edges, k, graph.build_s)
+    logger.info(
+        "GO graph: %d genes, %d pairs with Jaccard > %g, %d edges kept (k=%d) in %.1f s",
+        len(graph.genes),
+        graph.n_pairs,
+        JACCARD_MIN,
+        graph.n_edges,
+        k,
+        graph.build_s,
+    )
     if cache:
         try:
             graph.save(cached)

@@ -61,11 +61,19 @@ def _write_go_graph(work: Path, genes, names: pd.Series, queries: list[dict], se
     table = read_go_table()
     lines = ["symbol\tterms"] + [f"{g}\t{';'.join(table[g])}" for g in graph.genes]
     (work / "gene_go.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return {"go_graph": {"genes": int(len(whole.genes)), "edges": whole.n_edges, "pairs_jaccard_gt_0.1": whole.n_pairs,
-                         "k": whole.k, "table_sha256": whole.digest, "build_s": whole.build_s,
-                         "from_cache": whole.cached, "receptive_field": {"genes": int(len(graph.genes)),
-                                                                         "edges": graph.n_edges, "layers": layers},
-                         "write_s": round(time.perf_counter() - t0, 2)}}
+    return {
+        "go_graph": {
+            "genes": int(len(whole.genes)),
+            "edges": whole.n_edges,
+            "pairs_jaccard_gt_0.1": whole.n_pairs,
+            "k": whole.k,
+            "table_sha256": whole.digest,
+            "build_s": whole.build_s,
+            "from_cache": whole.cached,
+            "receptive_field": {"genes": int(len(graph.genes)), "edges": graph.n_edges, "layers": layers},
+            "write_s": round(time.perf_counter() - t0, 2),
+        }
+    }
 
 
 # what a runner may read besides train.h5ad and request.json (PeerSpec.inputs): name -> writer
@@ -131,9 +139,17 @@ class PeerModel(PerturbationModel):
     #: How its validation score was obtained (the comparator table of a report shows it).
     val_selection_ = "fitted on training conditions only; validation conditions unseen"
 
-    def __init__(self, name: str, *, seed: int = 0, params: dict | None = None, threads: int | None = None,
-                 workdir: str | os.PathLike | None = None, keep_files: bool = False,
-                 timeout_s: float | None = None):
+    def __init__(
+        self,
+        name: str,
+        *,
+        seed: int = 0,
+        params: dict | None = None,
+        threads: int | None = None,
+        workdir: str | os.PathLike | None = None,
+        keep_files: bool = False,
+        timeout_s: float | None = None,
+    ):
         self.spec = peer_spec(name)
         self.name = self.spec.name
         self.seed = int(seed)
@@ -164,8 +180,10 @@ class PeerModel(PerturbationModel):
         ``refit=True``: training + validation conditions (to predict the test conditions).
         """
         if train.source is None or train.space is None:
-            raise InputError(f"peer {self.name!r} learns in gene space: the fold's TrainData needs its AnnData "
-                             "(source) and evaluation space (celljepa.bench.evaluate.prepare_fold sets both).")
+            raise InputError(
+                f"peer {self.name!r} learns in gene space: the fold's TrainData needs its AnnData "
+                "(source) and evaluation space (celljepa.bench.evaluate.prepare_fold sets both)."
+            )
         if train is not self._train:
             self.fits_ = {}
         self._train = train
@@ -184,8 +202,12 @@ class PeerModel(PerturbationModel):
         todo = list(dict.fromkeys(c for c in conditions if c not in self._predicted))
         if todo:
             if self.result_:
-                logger.warning("peer %s: %d new condition(s) after a run; training it again (ask for every "
-                               "condition in one predict_many call to train once)", self.name, len(todo))
+                logger.warning(
+                    "peer %s: %d new condition(s) after a run; training it again (ask for every "
+                    "condition in one predict_many call to train once)",
+                    self.name,
+                    len(todo),
+                )
             why = self._cannot_predict(todo)
             if why is None:
                 self._run(todo)
@@ -193,8 +215,12 @@ class PeerModel(PerturbationModel):
                 self._predicted.update({c: None for c in todo})
                 self.not_covered_.update({c.key: why for c in todo})
                 self.result_ = {"skipped": why}
-                self.fits_[self.fitted_on] = {"fitted_on": self.fitted_on, "seed": self.seed, "skipped": why,
-                                              "n_not_covered": len(self.not_covered_)}
+                self.fits_[self.fitted_on] = {
+                    "fitted_on": self.fitted_on,
+                    "seed": self.seed,
+                    "skipped": why,
+                    "n_not_covered": len(self.not_covered_),
+                }
                 logger.info("peer %s: not fitted on %s: %s", self.name, self.fitted_on, why)
         return {c: self._predicted[c] for c in conditions}
 
@@ -217,8 +243,10 @@ class PeerModel(PerturbationModel):
             fit_ctrl = obs[C.IS_CONTROL].to_numpy(dtype=bool) & self._train.fit_mask()
             contexts = {c.context_id for c, _ in fitting} | set(obs.loc[fit_ctrl, C.CONTEXT_ID].astype(str))
             if not any(c.context_id in contexts and set(_names(c)) <= names for c in conditions):
-                return ("no condition asked of this fit has every perturbed name seen, in a context seen, in the "
-                        "data it fits on")
+                return (
+                    "no condition asked of this fit has every perturbed name seen, in a context seen, in the "
+                    "data it fits on"
+                )
         elif rule == "genes":
             if not any(_kind(c) == "gene" and 1 <= len(c.tokens) <= 2 for c in conditions):
                 return "no condition asked of this fit perturbs one or two genes"
@@ -268,9 +296,15 @@ class PeerModel(PerturbationModel):
             if record:
                 self.result_["environment"] = f"isolated (Python {record.get('python')}, {env.path})"
             self.fits_[self.fitted_on] = self._summarise(sent)
-            logger.info("peer %s: fitted on %s (%d cells) and predicted %d condition(s) in %.1f s (%d not "
-                        "covered)", self.name, self.fitted_on, sent["n_cells_fit"], len(conditions), wall,
-                        len(self.not_covered_))
+            logger.info(
+                "peer %s: fitted on %s (%d cells) and predicted %d condition(s) in %.1f s (%d not covered)",
+                self.name,
+                self.fitted_on,
+                sent["n_cells_fit"],
+                len(conditions),
+                wall,
+                len(self.not_covered_),
+            )
         finally:
             if own:
                 shutil.rmtree(work, ignore_errors=True)
@@ -314,38 +348,67 @@ class PeerModel(PerturbationModel):
         space = train.space
         adata = train.source
         cols = space.gene_indices(adata.var_names)
-        blocks = [np.asarray(b.toarray() if hasattr(b, "toarray") else b, dtype=np.float32)
-                  for b in iter_blocks(adata, train.positions[rows], cols)]
+        blocks = [
+            np.asarray(b.toarray() if hasattr(b, "toarray") else b, dtype=np.float32)
+            for b in iter_blocks(adata, train.positions[rows], cols)
+        ]
         x = np.vstack(blocks) if blocks else np.zeros((0, len(cols)), dtype=np.float32)
         sub = obs.iloc[rows]
-        names = ["" if ctrl else "+".join(n.split(":", 1)[1] if ":" in n else n for n in C.split_tokens(tok))
-                 for ctrl, tok in zip(sub[C.IS_CONTROL].to_numpy(dtype=bool),
-                                      sub[C.PERTURBATION_TOKENS].astype(str), strict=True)]
-        frame = pd.DataFrame({
-            "context": sub[C.CONTEXT_ID].astype(str).to_numpy(),
-            "perturbation": sub[C.PERTURBATION_ID].astype(str).to_numpy(),
-            "names": names,
-            "is_control": sub[C.IS_CONTROL].to_numpy(dtype=bool),
-            "dose": sub[C.DOSE].to_numpy(dtype=float) if C.DOSE in sub else np.nan,
-            "role": role[rows].astype(str),
-            "start": start[rows],
-        }, index=pd.Index([f"c{i}" for i in rows]))
+        names = [
+            "" if ctrl else "+".join(n.split(":", 1)[1] if ":" in n else n for n in C.split_tokens(tok))
+            for ctrl, tok in zip(
+                sub[C.IS_CONTROL].to_numpy(dtype=bool), sub[C.PERTURBATION_TOKENS].astype(str), strict=True
+            )
+        ]
+        frame = pd.DataFrame(
+            {
+                "context": sub[C.CONTEXT_ID].astype(str).to_numpy(),
+                "perturbation": sub[C.PERTURBATION_ID].astype(str).to_numpy(),
+                "names": names,
+                "is_control": sub[C.IS_CONTROL].to_numpy(dtype=bool),
+                "dose": sub[C.DOSE].to_numpy(dtype=float) if C.DOSE in sub else np.nan,
+                "role": role[rows].astype(str),
+                "start": start[rows],
+            },
+            index=pd.Index([f"c{i}" for i in rows]),
+        )
         frame.loc[frame["is_control"], "perturbation"] = C.CONTROL_ID
         exchange = ad.AnnData(x, obs=frame, var=pd.DataFrame(index=pd.Index([str(g) for g in space.genes])))
         exchange.write_h5ad(work / "train.h5ad")
-        queries = [{"key": c.key, "context": c.context_id, "perturbation": c.perturbation_id,
-                    "tokens": list(c.tokens), "names": _names(c), "kind": _kind(c),
-                    "dose": None if not np.isfinite(c.dose) else float(c.dose)} for c in conditions]
+        queries = [
+            {
+                "key": c.key,
+                "context": c.context_id,
+                "perturbation": c.perturbation_id,
+                "tokens": list(c.tokens),
+                "names": _names(c),
+                "kind": _kind(c),
+                "dose": None if not np.isfinite(c.dose) else float(c.dose),
+            }
+            for c in conditions
+        ]
         inputs = {}
         for item in self.spec.inputs:
             if item not in _INPUTS:
                 raise InputError(f"peer {self.name!r} asks for input {item!r}; known inputs: {', '.join(_INPUTS)}.")
-            inputs.update(_INPUTS[item](work, exchange.var_names, exchange.obs["names"], queries, self.settings,
-                                        self.spec) or {})
-        sent = {"n_cells_fit": int((role == "train").sum()), "n_conditions_fit": len(fitting),
-                "n_control_cells_fit": int((is_ctrl & (role == "train")).sum())}
-        request = {"peer": self.name, "seed": self.seed, "threads": self.threads, "params": self.settings,
-                   "fitted_on": self.fitted_on, "refit": self._refit, **sent, "queries": queries}
+            inputs.update(
+                _INPUTS[item](work, exchange.var_names, exchange.obs["names"], queries, self.settings, self.spec) or {}
+            )
+        sent = {
+            "n_cells_fit": int((role == "train").sum()),
+            "n_conditions_fit": len(fitting),
+            "n_control_cells_fit": int((is_ctrl & (role == "train")).sum()),
+        }
+        request = {
+            "peer": self.name,
+            "seed": self.seed,
+            "threads": self.threads,
+            "params": self.settings,
+            "fitted_on": self.fitted_on,
+            "refit": self._refit,
+            **sent,
+            "queries": queries,
+        }
         (work / "request.json").write_text(json.dumps(request, indent=1), encoding="utf-8")
         for stale in ("predictions.h5ad", "result.json"):
             (work / stale).unlink(missing_ok=True)
@@ -358,16 +421,27 @@ class PeerModel(PerturbationModel):
         log = work / _LOG
         with open(log, "w", encoding="utf-8") as fh:
             try:
-                done = subprocess.run([python, str(runner), str(work)], stdout=fh, stderr=subprocess.STDOUT,
-                                      env=_child_env(self.threads), timeout=self.timeout_s, cwd=work)
+                done = subprocess.run(
+                    [python, str(runner), str(work)],
+                    stdout=fh,
+                    stderr=subprocess.STDOUT,
+                    env=_child_env(self.threads),
+                    timeout=self.timeout_s,
+                    cwd=work,
+                )
             except subprocess.TimeoutExpired:
                 raise PeerError(f"peer {self.name!r} ran past {self.timeout_s:g} s and was stopped") from None
         if done.returncode != 0 or not (work / "result.json").is_file():
             tail = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-15:]
-            keep = (shutil.copy(log, Path(tempfile.gettempdir()) / f"celljepa-{self.name}-{os.getpid()}.log")
-                    if keep_log else log)  # a temporary work folder is removed: its log is kept beside it
-            raise PeerError(f"peer {self.name!r} failed (exit status {done.returncode}); last lines of its log "
-                            f"(kept at {keep}):\n" + "\n".join(tail))
+            keep = (
+                shutil.copy(log, Path(tempfile.gettempdir()) / f"celljepa-{self.name}-{os.getpid()}.log")
+                if keep_log
+                else log
+            )  # a temporary work folder is removed: its log is kept beside it
+            raise PeerError(
+                f"peer {self.name!r} failed (exit status {done.returncode}); last lines of its log "
+                f"(kept at {keep}):\n" + "\n".join(tail)
+            )
 
     def _read_outputs(self, work: Path, conditions: list[Condition], queries: list[dict]) -> None:
         import anndata as ad
@@ -385,16 +459,21 @@ class PeerModel(PerturbationModel):
             n_start = len(train.start_rows(cond.context_id))
             if cond.key in self.not_covered_:
                 if mask.any():
-                    raise PeerError(f"peer {self.name!r} predicted cells for {cond.key}, which it says it does not "
-                                    f"cover; its log: {work / _LOG}")
+                    raise PeerError(
+                        f"peer {self.name!r} predicted cells for {cond.key}, which it says it does not "
+                        f"cover; its log: {work / _LOG}"
+                    )
                 self._predicted[cond] = None  # n/a: no other method's answer stands in for the peer's
                 continue
             if mask.sum() != n_start:
-                raise PeerError(f"peer {self.name!r} predicted {int(mask.sum())} cells for {cond.key}, expected one "
-                                f"per start cell ({n_start}); its log: {work / _LOG}")
+                raise PeerError(
+                    f"peer {self.name!r} predicted {int(mask.sum())} cells for {cond.key}, expected one "
+                    f"per start cell ({n_start}); its log: {work / _LOG}"
+                )
             if not np.isfinite(x[mask]).all():
-                raise PeerError(f"peer {self.name!r} predicted non-finite values for {cond.key}; its log: "
-                                f"{work / _LOG}")
+                raise PeerError(
+                    f"peer {self.name!r} predicted non-finite values for {cond.key}; its log: {work / _LOG}"
+                )
             self.native_[cond] = x[mask]
             self._predicted[cond] = train.space.transform(x[mask])
         self.result_ = result

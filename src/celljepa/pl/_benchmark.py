@@ -13,9 +13,15 @@ import pandas as pd
 from .._errors import InputError
 from ._utils import finish, panels
 
-_LABELS = {"edistance": "E-distance ↓", "mse": "MSE of mean ↓", "cosine_distance": "cosine distance ↓",
-           "delta_pearson": "Δ Pearson ↑", "delta_pearson_top20_de": "Δ Pearson, top-20 DE ↑",
-           "top1": "retrieval top-1 ↑", "mrr": "retrieval MRR ↑"}
+_LABELS = {
+    "edistance": "E-distance ↓",
+    "mse": "MSE of mean ↓",
+    "cosine_distance": "cosine distance ↓",
+    "delta_pearson": "Δ Pearson ↑",
+    "delta_pearson_top20_de": "Δ Pearson, top-20 DE ↑",
+    "top1": "retrieval top-1 ↑",
+    "mrr": "retrieval MRR ↑",
+}
 
 
 def _table(metrics) -> pd.DataFrame:
@@ -94,7 +100,7 @@ def benchmark(
     ncols = min(ncols, len(shown))
     nrows = int(np.ceil(len(shown) / ncols))
     fig, axes, created = panels(ax, nrows, ncols, (3.2 * ncols, 2.8 * nrows + 0.4), f"{len(shown)} metrics")
-    for ax in axes.ravel()[len(shown):]:
+    for ax in axes.ravel()[len(shown) :]:
         ax.remove()
     for ax, metric in zip(axes.ravel(), shown, strict=False):
         sub = table[table["metric"] == metric].set_index("method").reindex(methods)
@@ -102,8 +108,13 @@ def benchmark(
         low = np.clip(means - sub["ci_low"].to_numpy(dtype=float), 0, None)
         high = np.clip(sub["ci_high"].to_numpy(dtype=float) - means, 0, None)
         colors = ["#dd8452" if m == highlight else "#4c72b0" for m in methods]
-        ax.bar(np.arange(len(methods)), np.nan_to_num(means), yerr=np.nan_to_num(np.vstack([low, high])),
-               color=colors, capsize=3)
+        ax.bar(
+            np.arange(len(methods)),
+            np.nan_to_num(means),
+            yerr=np.nan_to_num(np.vstack([low, high])),
+            color=colors,
+            capsize=3,
+        )
         ax.set_xticks(np.arange(len(methods)))
         ax.set_xticklabels(methods, rotation=45, ha="right", fontsize=8)
         ax.set_title(_LABELS.get(metric, metric), fontsize=9)

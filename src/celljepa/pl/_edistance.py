@@ -66,8 +66,11 @@ def edistance(
     if isinstance(distances, pd.DataFrame) and distances.shape[1] == 1 and distances.columns[0] == "edistance":
         distances = distances["edistance"]
     n = len(distances)
-    size = (max(5.0, 0.25 * n + 2), max(4.0, 0.25 * n + 1.5)) if isinstance(distances, pd.DataFrame) \
+    size = (
+        (max(5.0, 0.25 * n + 2), max(4.0, 0.25 * n + 1.5))
+        if isinstance(distances, pd.DataFrame)
         else (6.0, max(3.0, 0.22 * n + 1))
+    )
     fig, axes, created = panels(ax, 1, 1, size)
     ax = axes[0][0]
     if isinstance(distances, pd.Series):

@@ -35,14 +35,18 @@ def _records(run, key: str = "jepa") -> pd.DataFrame:
         path = Path(run)
         path = path / "metrics.jsonl" if path.is_dir() else path
         if not path.is_file():
-            raise InputError(f"{path} does not exist; pass a run folder (celljepa pretrain --out), its metrics.jsonl "
-                             "or a trained CellJEPA model.")
+            raise InputError(
+                f"{path} does not exist; pass a run folder (celljepa pretrain --out), its metrics.jsonl "
+                "or a trained CellJEPA model."
+            )
         records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     elif isinstance(run, list):
         records = run
     else:
-        raise InputError(f"cannot read training metrics from a {type(run).__name__}; pass a run folder, a "
-                         "metrics.jsonl path, a CellJEPA model or a list of records.")
+        raise InputError(
+            f"cannot read training metrics from a {type(run).__name__}; pass a run folder, a "
+            "metrics.jsonl path, a CellJEPA model or a list of records."
+        )
     if not records:
         raise InputError("the run has no metrics records yet (train it first).")
     table = pd.DataFrame.from_records(records)
@@ -51,9 +55,17 @@ def _records(run, key: str = "jepa") -> pd.DataFrame:
     return table
 
 
-def jepa_training(run, *, key: str = "jepa", metrics: tuple[str, ...] | None = None, title: str | None = None,
-                  ax: plt.Axes | None = None, show: bool | None = None, save: str | os.PathLike | None = None,
-                  return_fig: bool = False):
+def jepa_training(
+    run,
+    *,
+    key: str = "jepa",
+    metrics: tuple[str, ...] | None = None,
+    title: str | None = None,
+    ax: plt.Axes | None = None,
+    show: bool | None = None,
+    save: str | os.PathLike | None = None,
+    return_fig: bool = False,
+):
     """Loss and collapse curves of one or several pretraining runs.
 
     Panels: training loss (dotted: the fixed evaluation batch), effective rank as a share of the

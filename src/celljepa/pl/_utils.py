@@ -20,20 +20,23 @@ from .._io import write_atomic
 _NON_INTERACTIVE = {"agg", "pdf", "svg", "ps", "cairo", "template"}
 
 
-def panels(ax: plt.Axes | None, nrows: int, ncols: int, figsize: tuple[float, float],
-           what: str = "this plot") -> tuple[plt.Figure, np.ndarray, bool]:
+def panels(
+    ax: plt.Axes | None, nrows: int, ncols: int, figsize: tuple[float, float], what: str = "this plot"
+) -> tuple[plt.Figure, np.ndarray, bool]:
     """``(figure, 2-D array of axes, created)``: new axes, or ``ax`` when the plot has one panel."""
     if ax is None:
         fig, axes = plt.subplots(nrows, ncols, figsize=figsize, squeeze=False)
         return fig, axes, True
     if nrows * ncols != 1:
-        raise InputError(f"ax= takes a plot of one panel; {what} draws {nrows * ncols}. Fix: drop ax=, or ask for "
-                         "one panel.")
+        raise InputError(
+            f"ax= takes a plot of one panel; {what} draws {nrows * ncols}. Fix: drop ax=, or ask for one panel."
+        )
     return ax.figure, np.array([[ax]], dtype=object), False
 
 
-def finish(fig: plt.Figure, axes, *, show: bool | None, save: str | os.PathLike | None, return_fig: bool,
-           created: bool = True):
+def finish(
+    fig: plt.Figure, axes, *, show: bool | None, save: str | os.PathLike | None, return_fig: bool, created: bool = True
+):
     """Lay out (a figure of our own), save (atomically), show; return what the ``cj.pl`` contract says."""
     if created:
         fig.tight_layout()

@@ -15,8 +15,16 @@ from ..eval.report import diff_cell
 from ..eval.verdict import label
 from ._utils import finish, panels
 
-_COLORS = {"wins": "#55a868", "no detectable difference": "#8c8c8c", "loses": "#c44e52", "not claimable": "#8172b3",
-           "undetermined": "#cccccc", "old protocol": "#dddddd", "protocol v2": "#dddddd", "superseded": "#eeeeee"}
+_COLORS = {
+    "wins": "#55a868",
+    "no detectable difference": "#8c8c8c",
+    "loses": "#c44e52",
+    "not claimable": "#8172b3",
+    "undetermined": "#cccccc",
+    "old protocol": "#dddddd",
+    "protocol v2": "#dddddd",
+    "superseded": "#eeeeee",
+}
 _METRICS = {"edistance": ("E-distance", False), "mse": ("MSE", False), "delta_pearson": ("Pearson-Δ", True)}
 
 
@@ -44,9 +52,17 @@ def _results(results) -> dict:
     return {k: m for k, m in results.items() if isinstance(m, dict) and "verdict" in m}
 
 
-def verdict(results, *, metrics: tuple[str, ...] = ("edistance", "delta_pearson"), title: str | None = None,
-            legend: bool = True, ax: plt.Axes | None = None, show: bool | None = None,
-            save: str | os.PathLike | None = None, return_fig: bool = False):
+def verdict(
+    results,
+    *,
+    metrics: tuple[str, ...] = ("edistance", "delta_pearson"),
+    title: str | None = None,
+    legend: bool = True,
+    ax: plt.Axes | None = None,
+    show: bool | None = None,
+    save: str | os.PathLike | None = None,
+    return_fig: bool = False,
+):
     """Forest plot of the primary JEPA model minus its comparator, per dataset × split, with paired 95% CIs.
 
     The comparator is the non-JEPA method chosen on validation conditions; colours are each metric's verdict
@@ -85,38 +101,62 @@ def verdict(results, *, metrics: tuple[str, ...] = ("edistance", "delta_pearson"
         raise InputError(f"metrics must be among {tuple(_METRICS)}, got {unknown}.")
     keys = list(table)
     y = np.arange(len(keys))[::-1]
-    fig, axes, created = panels(ax, 1, len(metrics), (4.2 * len(metrics) + 1.6, 0.55 * len(keys) + 1.6),
-                                f"{len(metrics)} metrics")
+    fig, axes, created = panels(
+        ax, 1, len(metrics), (4.2 * len(metrics) + 1.6, 0.55 * len(keys) + 1.6), f"{len(metrics)} metrics"
+    )
     for ax, metric in zip(axes[0], metrics, strict=True):
         for yi, key in zip(y, keys, strict=True):
             d = _row(table[key]["verdict"], metric)
             if not d or d.get("diff") is None or not np.isfinite(d["diff"]):
                 continue
-            ax.errorbar(d["diff"], yi, xerr=[[d["diff"] - d["ci_low"]], [d["ci_high"] - d["diff"]]], fmt="o",
-                        color=_COLORS.get(d.get("outcome"), "#cccccc"), capsize=3)
+            ax.errorbar(
+                d["diff"],
+                yi,
+                xerr=[[d["diff"] - d["ci_low"]], [d["ci_high"] - d["diff"]]],
+                fmt="o",
+                color=_COLORS.get(d.get("outcome"), "#cccccc"),
+                capsize=3,
+            )
         ax.axvline(0, color="0.3", linewidth=0.8)
         ax.xaxis.set_major_locator(plt.MaxNLocator(4))
         ax.tick_params(axis="x", labelsize=8)
         ax.set_yticks(y)
-        ax.set_yticklabels([f"{k} ({table[k]['verdict']['model']} vs {table[k]['verdict']['baseline']})"
-                            for k in keys] if ax is axes[0][0] else [], fontsize=8)
+        ax.set_yticklabels(
+            [f"{k} ({table[k]['verdict']['model']} vs {table[k]['verdict']['baseline']})" for k in keys]
+            if ax is axes[0][0]
+            else [],
+            fontsize=8,
+        )
         name, higher = _METRICS[metric]
         better = "JEPA better →" if higher else "← JEPA better"
         ax.set_xlabel(f"Δ {name}\n(JEPA − comparator)\n{better}", fontsize=8)
     shown = {_row(t["verdict"], m).get("outcome") for t in table.values() for m in metrics}
-    handles = [plt.Line2D([], [], marker="o", linestyle="", color=c, label=o) for o, c in _COLORS.items()
-               if o in shown]
+    handles = [plt.Line2D([], [], marker="o", linestyle="", color=c, label=o) for o, c in _COLORS.items() if o in shown]
     if legend:
-        axes[0][-1].legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False,
-                           title="verdict (each metric)", title_fontsize=8)  # beside the panels: never over a CI
+        axes[0][-1].legend(
+            handles=handles,
+            fontsize=8,
+            loc="upper left",
+            bbox_to_anchor=(1.02, 1.0),
+            frameon=False,
+            title="verdict (each metric)",
+            title_fontsize=8,
+        )  # beside the panels: never over a CI
     (fig.suptitle if created else axes[0][0].set_title)(
-        title or "Primary JEPA model vs comparator chosen on validation (hierarchical 95% bootstrap CIs)",
-        fontsize=10)
+        title or "Primary JEPA model vs comparator chosen on validation (hierarchical 95% bootstrap CIs)", fontsize=10
+    )
     return finish(fig, axes, show=show, save=save, return_fig=return_fig, created=created)
 
 
-def where_jepa_helps(verdicts, *, title: str | None = None, ax: plt.Axes | None = None, show: bool | None = None,
-                     save: str | os.PathLike | None = None, return_fig: bool = False):
+def where_jepa_helps(
+    verdicts,
+    *,
+    title: str | None = None,
+    ax: plt.Axes | None = None,
+    show: bool | None = None,
+    save: str | os.PathLike | None = None,
+    return_fig: bool = False,
+):
     """Forest plot of a consolidated report's verdict rows, with each row's CI and outcome written beside it.
 
     The figure of ``celljepa report`` (``figures/where_jepa_helps.png``): :func:`verdict` on the E-distance
@@ -167,15 +207,35 @@ def where_jepa_helps(verdicts, *, title: str | None = None, ax: plt.Axes | None 
         key = f"{v['dataset_id']}/{v['split']}"
         if seen[key] > 1:
             key = f"{key} [{v['run']}]"
-        table[key] = {"dataset_id": v["dataset_id"], "split": v["split"], "verdict": {
-            "model": v["model"], "baseline": v["baseline"], "outcome": v["outcome"], "n": v["n"],
-            "edistance": {**{k: nan if v["edistance"][k] is None else v["edistance"][k]
-                             for k in ("diff", "ci_low", "ci_high")}, "outcome": v["outcome"]}}}
+        table[key] = {
+            "dataset_id": v["dataset_id"],
+            "split": v["split"],
+            "verdict": {
+                "model": v["model"],
+                "baseline": v["baseline"],
+                "outcome": v["outcome"],
+                "n": v["n"],
+                "edistance": {
+                    **{
+                        k: nan if v["edistance"][k] is None else v["edistance"][k]
+                        for k in ("diff", "ci_low", "ci_high")
+                    },
+                    "outcome": v["outcome"],
+                },
+            },
+        }
     with warnings.catch_warnings():  # verdict's narrow default size; widened below
         warnings.simplefilter("ignore", UserWarning)
-        ax = verdict(table, metrics=("edistance",), legend=False, ax=ax, show=False,
-                     title=title or "Where JEPA helps: primary JEPA model − comparator chosen on validation, "
-                                    "E-distance (hierarchical 95% bootstrap CI)")
+        ax = verdict(
+            table,
+            metrics=("edistance",),
+            legend=False,
+            ax=ax,
+            show=False,
+            title=title
+            or "Where JEPA helps: primary JEPA model − comparator chosen on validation, "
+            "E-distance (hierarchical 95% bootstrap CI)",
+        )
     created = given is None
     # the numbers beside each row (they name each outcome, so no legend): one dataset's rows can be far
     # smaller than another's
@@ -184,8 +244,13 @@ def where_jepa_helps(verdicts, *, title: str | None = None, ax: plt.Axes | None 
     right.set_ylim(ax.get_ylim())
     right.set_yticks(range(len(verdicts) - 1, -1, -1))
     current = [not v.get("old_protocol") and not v.get("superseded_by") for v in verdicts]
-    right.set_yticklabels([f"{diff_cell(v['edistance'])} {label(v['edistance']) if ok else v['outcome']}, n = {v['n']}"
-                           for v, ok in zip(verdicts, current, strict=True)], fontsize=8)
+    right.set_yticklabels(
+        [
+            f"{diff_cell(v['edistance'])} {label(v['edistance']) if ok else v['outcome']}, n = {v['n']}"
+            for v, ok in zip(verdicts, current, strict=True)
+        ],
+        fontsize=8,
+    )
     right.tick_params(length=0)
     if created:
         fig.set_size_inches(11.0, fig.get_size_inches()[1])

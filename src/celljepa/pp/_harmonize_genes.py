@@ -8,8 +8,15 @@ from .._logging import log_step
 from ..data._harmonize import load_feature_set, map_genes
 
 
-def harmonize_genes(adata: AnnData, feature_set, *, id_column: str | None = None, aliases=None,
-                    dataset_id: str | None = None, measured_only: bool = False) -> AnnData:
+def harmonize_genes(
+    adata: AnnData,
+    feature_set,
+    *,
+    id_column: str | None = None,
+    aliases=None,
+    dataset_id: str | None = None,
+    measured_only: bool = False,
+) -> AnnData:
     """Map ``adata`` onto a feature set: same genes in the same order, absent genes flagged.
 
     Parameters
@@ -46,7 +53,13 @@ def harmonize_genes(adata: AnnData, feature_set, *, id_column: str | None = None
     """
     fs = load_feature_set(feature_set)
     with log_step("harmonize_genes") as written:
-        out = map_genes(adata, fs, name=dataset_id or str(adata.uns.get("dataset_id", "this dataset")),
-                        id_column=id_column, aliases=aliases, measured_only=measured_only)
+        out = map_genes(
+            adata,
+            fs,
+            name=dataset_id or str(adata.uns.get("dataset_id", "this dataset")),
+            id_column=id_column,
+            aliases=aliases,
+            measured_only=measured_only,
+        )
         written.append(f"a new AnnData on {fs.id} ({out.uns['feature_set']['n_present']} genes present)")
     return out

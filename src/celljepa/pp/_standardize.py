@@ -99,10 +99,21 @@ def standardize(
     'gene:KLF1|gene:MAP2K6'
     """
     adata = adata.copy() if copy else adata
-    keys = dict(perturbation_key=perturbation_key, control_values=control_values, context_key=context_key,
-                context_value=context_value, dose_key=dose_key, time_key=time_key, time_unit=time_unit,
-                combo_sep=combo_sep, perturbation_kind=perturbation_kind, kind_key=kind_key,
-                control_key=control_key, cell_type_key=cell_type_key, batch_key=batch_key)
+    keys = dict(
+        perturbation_key=perturbation_key,
+        control_values=control_values,
+        context_key=context_key,
+        context_value=context_value,
+        dose_key=dose_key,
+        time_key=time_key,
+        time_unit=time_unit,
+        combo_sep=combo_sep,
+        perturbation_kind=perturbation_kind,
+        kind_key=kind_key,
+        control_key=control_key,
+        cell_type_key=cell_type_key,
+        batch_key=batch_key,
+    )
     with log_step("standardize") as written:
         written += write_contract(adata, keys)
         if dataset_id is not None:

@@ -21,10 +21,28 @@ __all__ = ["REQUEUE_EXIT_CODE", "ShellVar", "render_sbatch", "submit", "write_sc
 REQUEUE_EXIT_CODE = 75
 
 # Flags render_sbatch writes itself (or that would contradict them): ``extra`` may not set these.
-_RESERVED_FLAGS = frozenset({
-    "account", "array", "chdir", "cpus-per-task", "error", "gpus-per-node", "job-name", "mem", "no-requeue",
-    "nodes", "ntasks", "ntasks-per-node", "open-mode", "output", "partition", "requeue", "signal", "time",
-})
+_RESERVED_FLAGS = frozenset(
+    {
+        "account",
+        "array",
+        "chdir",
+        "cpus-per-task",
+        "error",
+        "gpus-per-node",
+        "job-name",
+        "mem",
+        "no-requeue",
+        "nodes",
+        "ntasks",
+        "ntasks-per-node",
+        "open-mode",
+        "output",
+        "partition",
+        "requeue",
+        "signal",
+        "time",
+    }
+)
 _FLAG_NAME = re.compile(r"[a-z][a-z0-9-]*\Z")
 _SHELL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _TIME_FORMATS = (  # the formats sbatch --time accepts
@@ -63,8 +81,10 @@ class ShellVar:
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _SHELL_NAME.match(self.name):
-            raise InputError(f"ShellVar name {self.name!r} is not a shell variable name. "
-                             "Fix: use letters, digits and '_' only, e.g. ShellVar('SLURM_ARRAY_TASK_ID').")
+            raise InputError(
+                f"ShellVar name {self.name!r} is not a shell variable name. "
+                "Fix: use letters, digits and '_' only, e.g. ShellVar('SLURM_ARRAY_TASK_ID')."
+            )
 
     def render(self) -> str:
         """The variable as a double-quoted shell expansion."""
@@ -91,8 +111,10 @@ def _check_text(name: str, value, *, allow_empty: bool = False) -> str:
     if not value and not allow_empty:
         raise InputError(f"{name} is empty. Fix: give a value or leave it out.")
     if any(ch in value for ch in "\n\r\0"):
-        raise InputError(f"{name} {value!r} contains a line break or NUL byte, which cannot appear in an sbatch "
-                         "script line. Fix: remove it.")
+        raise InputError(
+            f"{name} {value!r} contains a line break or NUL byte, which cannot appear in an sbatch "
+            "script line. Fix: remove it."
+        )
     return value
 
 
@@ -113,15 +135,19 @@ def _check_time(value) -> str:
             if "d" in part and part["h"] > 23 or "h" in part and part.get("m", 0) > 59 or part.get("s", 0) > 59:
                 break  # a field out of range after a larger one (HH:61:00), surely a typo
             return value
-    raise InputError(f"time {value!r} is not a Slurm time limit. Fix: use D-HH:MM:SS, HH:MM:SS, MM:SS, MM "
-                     "(minutes) or D-HH, e.g. 48:00:00 or 2-00:00:00.")
+    raise InputError(
+        f"time {value!r} is not a Slurm time limit. Fix: use D-HH:MM:SS, HH:MM:SS, MM:SS, MM "
+        "(minutes) or D-HH, e.g. 48:00:00 or 2-00:00:00."
+    )
 
 
 def _render_command(command) -> str:
     if isinstance(command, (str, bytes, os.PathLike)):
-        raise InputError(f"command must be a list of arguments, not the string {command!r}. "
-                         "Fix: pass a list of arguments, e.g. ['celljepa', 'pretrain', 'data.h5ad', '--out', 'run'] "
-                         "(each is quoted; use ShellVar for a variable the job should expand).")
+        raise InputError(
+            f"command must be a list of arguments, not the string {command!r}. "
+            "Fix: pass a list of arguments, e.g. ['celljepa', 'pretrain', 'data.h5ad', '--out', 'run'] "
+            "(each is quoted; use ShellVar for a variable the job should expand)."
+        )
     if not isinstance(command, Sequence) or not command:
         raise InputError("command must be a non-empty list of arguments, e.g. ['celljepa', 'pretrain', ...].")
     words = []
@@ -133,8 +159,7 @@ def _render_command(command) -> str:
         elif isinstance(arg, (str, os.PathLike)):
             words.append(shlex.quote(_check_text(f"command[{i}]", arg, allow_empty=True)))
         else:
-            raise InputError(f"command[{i}] must be a string, path, int or ShellVar, got {type(arg).__name__} "
-                             f"{arg!r}.")
+            raise InputError(f"command[{i}] must be a string, path, int or ShellVar, got {type(arg).__name__} {arg!r}.")
     return " ".join(words)
 
 
@@ -260,8 +285,13 @@ def render_sbatch(
         "nodes": str(_check_int("nodes", nodes, 1)),
         "ntasks-per-node": str(_check_int("ntasks_per_node", ntasks_per_node, 1)),
     }
-    for name, value in (("partition", partition), ("account", account), ("output", output), ("error", error),
-                        ("chdir", chdir)):
+    for name, value in (
+        ("partition", partition),
+        ("account", account),
+        ("output", output),
+        ("error", error),
+        ("chdir", chdir),
+    ):
         if value is not None:
             flags[name] = _check_text(name, value)
     if _check_int("gpus_per_node", gpus_per_node, 0):
@@ -270,8 +300,9 @@ def render_sbatch(
         flags["cpus-per-task"] = str(_check_int("cpus_per_task", cpus_per_task, 1))
     if mem is not None:
         if not _MEM.match(_check_text("mem", mem)):
-            raise InputError(f"mem {mem!r} is not a Slurm memory size. Fix: digits with an optional unit K, M, G "
-                             "or T, e.g. 64G.")
+            raise InputError(
+                f"mem {mem!r} is not a Slurm memory size. Fix: digits with an optional unit K, M, G or T, e.g. 64G."
+            )
         flags["mem"] = mem
     if array is not None:
         if not _ARRAY.match(_check_text("array", array)):
@@ -285,16 +316,21 @@ def render_sbatch(
         flags["open-mode"] = "append"
     for name, value in (extra or {}).items():
         if not isinstance(name, str) or not _FLAG_NAME.match(name):
-            raise InputError(f"extra sbatch flag name {name!r} is not valid. Fix: give the long flag name without "
-                             "dashes, in lower case, e.g. {'qos': 'long'} for --qos=long.")
+            raise InputError(
+                f"extra sbatch flag name {name!r} is not valid. Fix: give the long flag name without "
+                "dashes, in lower case, e.g. {'qos': 'long'} for --qos=long."
+            )
         if name in _RESERVED_FLAGS:
-            raise InputError(f"extra sbatch flag {name!r} collides with an argument of render_sbatch. Fix: use the "
-                             f"argument instead (e.g. {name.replace('-', '_')}=...), not extra.")
+            raise InputError(
+                f"extra sbatch flag {name!r} collides with an argument of render_sbatch. Fix: use the "
+                f"argument instead (e.g. {name.replace('-', '_')}=...), not extra."
+            )
         flags[name] = None if value is None else _check_text(f"extra[{name!r}]", value, allow_empty=True)
     setup_lines = []
     if isinstance(setup, str):
-        raise InputError("setup must be a list of shell lines, not one string. "
-                         "Fix: setup=['source .venv/bin/activate'].")
+        raise InputError(
+            "setup must be a list of shell lines, not one string. Fix: setup=['source .venv/bin/activate']."
+        )
     for i, line in enumerate(setup):
         setup_lines.append(_check_text(f"setup[{i}]", line))
     srun = "srun " + _render_command(command)
@@ -371,16 +407,20 @@ def submit(script_path: str | os.PathLike, *, dependency: str | None = None) -> 
     """
     sbatch = shutil.which("sbatch")
     if sbatch is None:
-        raise InputError(f"sbatch was not found on PATH, so {script_path} was not submitted. Fix: run on a Slurm "
-                         "login node, or drop --submit and submit the script yourself (sbatch SCRIPT).")
+        raise InputError(
+            f"sbatch was not found on PATH, so {script_path} was not submitted. Fix: run on a Slurm "
+            "login node, or drop --submit and submit the script yourself (sbatch SCRIPT)."
+        )
     argv = [sbatch, "--parsable"]
     if dependency is not None:
         argv.append(f"--dependency={_check_text('dependency', dependency)}")
     argv.append(os.fspath(script_path))
     proc = subprocess.run(argv, capture_output=True, text=True, check=False)  # noqa: S603 - list args, no shell
     if proc.returncode != 0:
-        raise InputError(f"sbatch refused {script_path} (exit {proc.returncode}): "
-                         f"{proc.stderr.strip() or proc.stdout.strip() or 'no message'}")
+        raise InputError(
+            f"sbatch refused {script_path} (exit {proc.returncode}): "
+            f"{proc.stderr.strip() or proc.stdout.strip() or 'no message'}"
+        )
     lines = [line.strip() for line in proc.stdout.splitlines() if line.strip()]
     job_id = lines[-1].split(";", 1)[0].strip() if lines else ""
     if not job_id:

@@ -49,8 +49,12 @@ FOLD_KEYS = (
 OPTIONAL_FOLD_KEYS = ("unused_perturbations",)
 
 _TRAIN, _VAL, _TEST, _UNUSED = 0, 1, 2, 3
-_GROUP_WORDS = {S1: "perturbations", S1G: "perturbation tokens", S2: "contexts with perturbed cells",
-                S3: "eligible combinations"}
+_GROUP_WORDS = {
+    S1: "perturbations",
+    S1G: "perturbation tokens",
+    S2: "contexts with perturbed cells",
+    S3: "eligible combinations",
+}
 
 
 def check_split_name(name: str) -> str:
@@ -252,8 +256,17 @@ def make_split_folds(
     return folds
 
 
-def _fold_dict(split_name: str, dataset_id: str, seed: int, fold: int, n_folds: int, groups: np.ndarray,
-               role: np.ndarray, names: np.ndarray, cell_role: np.ndarray) -> dict:
+def _fold_dict(
+    split_name: str,
+    dataset_id: str,
+    seed: int,
+    fold: int,
+    n_folds: int,
+    groups: np.ndarray,
+    role: np.ndarray,
+    names: np.ndarray,
+    cell_role: np.ndarray,
+) -> dict:
     return {
         "dataset_id": dataset_id,
         "split_name": split_name,
@@ -270,8 +283,15 @@ def _fold_dict(split_name: str, dataset_id: str, seed: int, fold: int, n_folds: 
     }
 
 
-def _require_train_groups(role: np.ndarray, group_fold: np.ndarray, fold: int, split_name: str, dataset_id: str,
-                          n_folds: int, val_fraction: float) -> None:
+def _require_train_groups(
+    role: np.ndarray,
+    group_fold: np.ndarray,
+    fold: int,
+    split_name: str,
+    dataset_id: str,
+    n_folds: int,
+    val_fraction: float,
+) -> None:
     if np.any(role == _TRAIN):
         return
     n_rest = int(np.sum(group_fold != fold))
@@ -299,8 +319,9 @@ def _folds_s1g(t: dict, *, dataset_id: str, n_folds: int, seed: int, val_fractio
     # condition x token membership as (condition, token) index pairs; per fold, the smallest and largest role of a
     # condition's tokens (np.minimum.at / np.maximum.at) tell whether they share one role; cells follow by lookup
     sizes = np.fromiter((len(toks) for toks in cond_tokens), dtype=np.int64, count=len(cond_tokens))
-    member_tok = np.fromiter((index[tok] for toks in cond_tokens for tok in toks), dtype=np.int64,
-                             count=int(sizes.sum()))
+    member_tok = np.fromiter(
+        (index[tok] for toks in cond_tokens for tok in toks), dtype=np.int64, count=int(sizes.sum())
+    )
     member_cond = np.repeat(np.arange(len(cond_tokens)), sizes)
     code_to_cond = np.full(len(t["tok"]), -1, dtype=np.int64)
     code_to_cond[present] = np.arange(len(present))
@@ -329,8 +350,9 @@ def _folds_s1g(t: dict, *, dataset_id: str, n_folds: int, seed: int, val_fractio
     return folds
 
 
-def _s1g_empty_role_message(dataset_id: str, fold: int, n_folds: int, word: str, groups: np.ndarray,
-                            role: np.ndarray, needed: int) -> str:
+def _s1g_empty_role_message(
+    dataset_id: str, fold: int, n_folds: int, word: str, groups: np.ndarray, role: np.ndarray, needed: int
+) -> str:
     tokens = groups[role == needed]
     listed = ", ".join(map(str, tokens[:10])) + (", ..." if len(tokens) > 10 else "")
     return (
@@ -351,9 +373,7 @@ def split_file_name(fold: dict) -> str:
     """
     missing = [k for k in ("dataset_id", "split_name", "seed", "fold") if k not in fold]
     if missing:
-        raise InputError(
-            f"A fold dict lacks the key(s) {', '.join(missing)}; make folds with make_split_folds."
-        )
+        raise InputError(f"A fold dict lacks the key(s) {', '.join(missing)}; make folds with make_split_folds.")
     return f"{fold['dataset_id']}.{fold['split_name']}.seed{int(fold['seed'])}.fold{int(fold['fold'])}.json"
 
 
@@ -397,15 +417,11 @@ def write_split_files(folds: Sequence[dict], out_dir: str | os.PathLike) -> list
     for i, fold in enumerate(folds):
         missing = [k for k in FOLD_KEYS if k not in fold]
         if missing:
-            raise InputError(
-                f"Fold {i} lacks the key(s) {', '.join(missing)}; make folds with make_split_folds."
-            )
+            raise InputError(f"Fold {i} lacks the key(s) {', '.join(missing)}; make folds with make_split_folds.")
     out = Path(out_dir)
     paths = [out / split_file_name(f) for f in folds]
     if len(set(paths)) != len(paths):
-        raise InputError(
-            "Two folds map to the same split file name; pass the folds of one dataset, split and seed."
-        )
+        raise InputError("Two folds map to the same split file name; pass the folds of one dataset, split and seed.")
     written: list[Path] = []
     try:
         for fold, path in zip(folds, paths, strict=True):
@@ -451,21 +467,15 @@ def read_split(path: str | os.PathLike) -> dict:
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise InputError(
-            f"Split file not found: '{p}'. Check the path or write it with write_split_files."
-        ) from None
+        raise InputError(f"Split file not found: '{p}'. Check the path or write it with write_split_files.") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"Cannot read split file '{p}': {exc}.") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise InputError(
-            f"Split file '{p}' is not valid JSON ({exc}). Re-create it with write_split_files."
-        ) from None
+        raise InputError(f"Split file '{p}' is not valid JSON ({exc}). Re-create it with write_split_files.") from None
     if not isinstance(data, dict):
-        raise InputError(
-            f"Split file '{p}' holds a JSON {type(data).__name__}, not an object with fold keys."
-        )
+        raise InputError(f"Split file '{p}' holds a JSON {type(data).__name__}, not an object with fold keys.")
     missing = [k for k in FOLD_KEYS if k not in data]
     if missing:
         raise InputError(
@@ -510,9 +520,7 @@ def fold_roles(fold: dict, obs_names: Iterable[str]) -> pd.Categorical:
         mask = index.isin(pd.Index(fold[key]).astype(str))
         if np.any(mask & seen):
             first = index[mask & seen][0]
-            raise InputError(
-                f"Cell {first!r} is listed under two roles in the fold; the split file is corrupt."
-            )
+            raise InputError(f"Cell {first!r} is listed under two roles in the fold; the split file is corrupt.")
         codes[mask] = code
         seen |= mask
     return pd.Categorical.from_codes(codes, categories=list(ROLES))
@@ -570,14 +578,10 @@ def _prepare(obs: pd.DataFrame) -> dict:
         )
     with_na = [c for c in SPLIT_COLUMNS if obs[c].isna().any()]
     if with_na:
-        raise InputError(
-            f"obs column(s) {', '.join(with_na)} contain missing values; fill or drop those cells."
-        )
+        raise InputError(f"obs column(s) {', '.join(with_na)} contain missing values; fill or drop those cells.")
     if not obs.index.is_unique:
         dup = obs.index[obs.index.duplicated()][0]
-        raise InputError(
-            f"Cell names are not unique (e.g. {str(dup)!r}); call adata.obs_names_make_unique() first."
-        )
+        raise InputError(f"Cell names are not unique (e.g. {str(dup)!r}); call adata.obs_names_make_unique() first.")
     is_control = _as_bool(obs[IS_CONTROL])
     pid_codes, pid_uniques = pd.factorize(obs[PERTURBATION_ID], sort=False)
     ctx_codes, ctx_uniques = pd.factorize(obs[CONTEXT_ID], sort=False)
@@ -616,9 +620,7 @@ def _as_bool(col: pd.Series) -> np.ndarray:
     )
 
 
-def _groups_from_codes(
-    codes: np.ndarray, uniques: np.ndarray, members: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
+def _groups_from_codes(codes: np.ndarray, uniques: np.ndarray, members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Sorted group labels and, per cell, the index of its group (-1 when the cell is in none)."""
     present = np.zeros(len(uniques), dtype=bool)
     present[np.unique(codes[members])] = True
@@ -682,9 +684,7 @@ def _too_few_groups_message(split_name: str, dataset_id: str, groups: np.ndarray
     head = f"{split_name} on dataset {dataset_id!r} has {n} group(s) ({word}){listed}, "
     if n < 2:
         return head + "but a group split needs at least 2 groups. Use another split for this dataset."
-    return head + (
-        f"fewer than n_folds={n_folds}, so fold {n} would have no test groups. Use --folds {n} or fewer."
-    )
+    return head + (f"fewer than n_folds={n_folds}, so fold {n} would have no test groups. Use --folds {n} or fewer.")
 
 
 def _assign_folds(n_groups: int, n_folds: int, seed: int) -> np.ndarray:

@@ -84,24 +84,48 @@ def edistance(
         for g in names:
             check_group(labels, g, groupby, argument="groups")
         min_cells = 1 if include_self_pairs else 2
-        params = {"groupby": groupby, "obsm_key": obsm_key, "equalize": equalize, "cap": cap if cap else 0,
-                  "n_resamples": n_resamples, "squared": squared, "include_self_pairs": include_self_pairs,
-                  "seed": seed, "mode": "all_pairs" if control is None else "onesided"}
+        params = {
+            "groupby": groupby,
+            "obsm_key": obsm_key,
+            "equalize": equalize,
+            "cap": cap if cap else 0,
+            "n_resamples": n_resamples,
+            "squared": squared,
+            "include_self_pairs": include_self_pairs,
+            "seed": seed,
+            "mode": "all_pairs" if control is None else "onesided",
+        }
         if control is not None:
             check_group(labels, control, groupby)
             params["control"] = control
             others = [g for g in names if g != control]
             sets = cells_by_group(x, labels, others + [control], min_cells=min_cells)
-            values = edistance_sets([sets[g] for g in others], [sets[control]] * len(others), equalize=equalize,
-                                    cap=cap, n_resamples=n_resamples, seed=seed, squared=squared,
-                                    include_self_pairs=include_self_pairs, backend=backend)
+            values = edistance_sets(
+                [sets[g] for g in others],
+                [sets[control]] * len(others),
+                equalize=equalize,
+                cap=cap,
+                n_resamples=n_resamples,
+                seed=seed,
+                squared=squared,
+                include_self_pairs=include_self_pairs,
+                backend=backend,
+            )
             result = pd.Series(np.append(values, 0.0), index=others + [control], name="edistance")
             result.index.name = groupby
             stored = result.to_frame()
         else:
             sets = cells_by_group(x, labels, names, min_cells=min_cells)
-            mat = edistance_matrix([sets[g] for g in names], equalize=equalize, cap=cap, n_resamples=n_resamples,
-                                   seed=seed, squared=squared, include_self_pairs=include_self_pairs, backend=backend)
+            mat = edistance_matrix(
+                [sets[g] for g in names],
+                equalize=equalize,
+                cap=cap,
+                n_resamples=n_resamples,
+                seed=seed,
+                squared=squared,
+                include_self_pairs=include_self_pairs,
+                backend=backend,
+            )
             result = pd.DataFrame(mat, index=pd.Index(names, name=groupby), columns=pd.Index(names, name=groupby))
             stored = result
         adata.uns[key_added] = {"params": params, "distances": stored}

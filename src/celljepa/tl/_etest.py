@@ -83,12 +83,27 @@ def etest(
         for g in names:
             check_group(labels, g, groupby, argument="groups")
         sets = cells_by_group(x, labels, names + [control], min_cells=2)
-        result = etest_groups({g: sets[g] for g in names}, sets[control], n_permutations=n_permutations, cap=cap,
-                              alpha=alpha, seed=seed, progress=progress)
+        result = etest_groups(
+            {g: sets[g] for g in names},
+            sets[control],
+            n_permutations=n_permutations,
+            cap=cap,
+            alpha=alpha,
+            seed=seed,
+            progress=progress,
+        )
         result.index.name = groupby
-        adata.uns[key_added] = {"params": {"groupby": groupby, "control": control, "obsm_key": obsm_key,
-                                           "cap": cap if cap else 0, "alpha": alpha, "seed": seed,
-                                           "n_permutations": int(result["n_permutations"].iloc[0])},
-                                "results": result}
+        adata.uns[key_added] = {
+            "params": {
+                "groupby": groupby,
+                "control": control,
+                "obsm_key": obsm_key,
+                "cap": cap if cap else 0,
+                "alpha": alpha,
+                "seed": seed,
+                "n_permutations": int(result["n_permutations"].iloc[0]),
+            },
+            "results": result,
+        }
         written.append(f"uns['{key_added}']")
     return adata if copy else result

@@ -9,9 +9,19 @@ from ..bench.fit import all_cells_fold, fit_on_fold
 __all__ = ["fit_transition"]
 
 
-def fit_transition(adata: AnnData, encoder, *, kind: str = "set", config=None, fold: dict | None = None,
-                   val_fraction: float = 0.15, seed: int = 0, n_hvg: int | None = None, n_pcs: int | None = None,
-                   drug_metadata=None):
+def fit_transition(
+    adata: AnnData,
+    encoder,
+    *,
+    kind: str = "set",
+    config=None,
+    fold: dict | None = None,
+    val_fraction: float = 0.15,
+    seed: int = 0,
+    n_hvg: int | None = None,
+    n_pcs: int | None = None,
+    drug_metadata=None,
+):
     """Fit a transition model on ``adata`` with a trained CellJEPA ``encoder``.
 
     Without ``fold`` every perturbation is used for training except a seeded ``val_fraction`` of
@@ -55,5 +65,6 @@ def fit_transition(adata: AnnData, encoder, *, kind: str = "set", config=None, f
     """
     if fold is None:
         fold = all_cells_fold(adata, val_fraction=val_fraction, seed=seed)
-    return fit_on_fold(adata, encoder, fold, kind=kind, config=config, seed=seed, n_hvg=n_hvg, n_pcs=n_pcs,
-                       drug_metadata=drug_metadata)
+    return fit_on_fold(
+        adata, encoder, fold, kind=kind, config=config, seed=seed, n_hvg=n_hvg, n_pcs=n_pcs, drug_metadata=drug_metadata
+    )

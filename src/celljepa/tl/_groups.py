@@ -13,8 +13,11 @@ from ..data._keys import require_obs_key, suggest
 def embedding(adata: AnnData, obsm_key: str) -> np.ndarray:
     """``adata.obsm[obsm_key]`` as a dense float array, with an error naming the tool to run first."""
     if obsm_key not in adata.obsm:
-        hint = " Run `sc.pp.pca(adata)` first." if obsm_key == "X_pca" else (
-            " Run `cj.tl.jepa_embed(adata)` first." if obsm_key == "X_jepa" else "")
+        hint = (
+            " Run `sc.pp.pca(adata)` first."
+            if obsm_key == "X_pca"
+            else (" Run `cj.tl.jepa_embed(adata)` first." if obsm_key == "X_jepa" else "")
+        )
         raise InputError(f"adata.obsm['{obsm_key}'] does not exist.{suggest(obsm_key, adata.obsm.keys())}{hint}")
     x = adata.obsm[obsm_key]
     x = np.asarray(x.toarray() if hasattr(x, "toarray") else x)

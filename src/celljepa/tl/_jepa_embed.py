@@ -9,10 +9,23 @@ from .._errors import InputError
 __all__ = ["jepa_embed"]
 
 
-def jepa_embed(adata: AnnData, model=None, *, key_added: str | None = None, copy: bool = False,
-               layer: str | None = None, n_latent: int | None = None, config=None, max_steps: int | None = None,
-               batch_size: int | None = None, lr: float | None = None, seed: int | None = None,
-               device: str | None = None, progress: bool = True, **model_kwargs) -> AnnData | None:
+def jepa_embed(
+    adata: AnnData,
+    model=None,
+    *,
+    key_added: str | None = None,
+    copy: bool = False,
+    layer: str | None = None,
+    n_latent: int | None = None,
+    config=None,
+    max_steps: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    seed: int | None = None,
+    device: str | None = None,
+    progress: bool = True,
+    **model_kwargs,
+) -> AnnData | None:
     """Embed cells with a JEPA encoder: train one (or use ``model``) and store ``obsm["X_jepa"]``.
 
     Parameters
@@ -64,12 +77,21 @@ def jepa_embed(adata: AnnData, model=None, *, key_added: str | None = None, copy
     else:
         if not isinstance(model, CellJEPA):
             raise InputError(f"model must be a celljepa.models.CellJEPA, got {type(model).__name__}.")
-        given = {"n_latent": n_latent, "config": config, "max_steps": max_steps, "batch_size": batch_size, "lr": lr,
-                 "seed": seed, **model_kwargs}
+        given = {
+            "n_latent": n_latent,
+            "config": config,
+            "max_steps": max_steps,
+            "batch_size": batch_size,
+            "lr": lr,
+            "seed": seed,
+            **model_kwargs,
+        }
         ignored = sorted(k for k, v in given.items() if v is not None)
         if ignored:
-            raise InputError(f"{', '.join(ignored)} only apply when training a new model; a trained model was given. "
-                             "Fix: drop them, or pass model=None.")
+            raise InputError(
+                f"{', '.join(ignored)} only apply when training a new model; a trained model was given. "
+                "Fix: drop them, or pass model=None."
+            )
     z = model.get_latent_representation(adata, layer=layer, device=device, progress=progress)
     key = key_added or "X_jepa"
     adata.obsm[key] = z

@@ -63,16 +63,18 @@ def make_splits(
     >>> adata.obs["S1_unseen_perturbation_fold0"].value_counts()
     """
     split = check_split_name(split)
-    missing = [c for c in (C.PERTURBATION_ID, C.IS_CONTROL, C.CONTEXT_ID, C.PERTURBATION_TOKENS)
-               if c not in adata.obs.columns]
+    missing = [
+        c for c in (C.PERTURBATION_ID, C.IS_CONTROL, C.CONTEXT_ID, C.PERTURBATION_TOKENS) if c not in adata.obs.columns
+    ]
     if missing:
         raise InputError(f"obs lacks the contract column(s) {missing}; run `cj.pp.standardize` first.")
     adata = adata.copy() if copy else adata
     key = key_added or split
     dataset_id = str(adata.uns.get("dataset_id", "dataset"))
     with log_step("make_splits") as written:
-        folds = make_split_folds(adata.obs, split, dataset_id=dataset_id, n_folds=n_folds, seed=seed,
-                                 val_fraction=val_fraction)
+        folds = make_split_folds(
+            adata.obs, split, dataset_id=dataset_id, n_folds=n_folds, seed=seed, val_fraction=val_fraction
+        )
         for fold in folds:
             column = f"{key}_fold{fold['fold']}"
             adata.obs[column] = fold_roles(fold, adata.obs_names)
@@ -84,8 +86,11 @@ def make_splits(
             "n_folds": int(n_folds),
             "pilot": bool(folds[0]["pilot"]),
             "folds": {
-                str(f["fold"]): {k: list(f[k]) for k in ("train_groups", "val_groups", "test_groups",
-                                                         "unused_perturbations") if k in f}
+                str(f["fold"]): {
+                    k: list(f[k])
+                    for k in ("train_groups", "val_groups", "test_groups", "unused_perturbations")
+                    if k in f
+                }
                 for f in folds
             },
         }

@@ -24,13 +24,24 @@ def _tokens_for(adata: AnnData, perturbation: str) -> tuple[str, tuple[str, ...]
         return C.COMBO_SEP.join(C.token_name(t) for t in tokens), tuple(tokens)
     known = sorted(obs[C.PERTURBATION_ID].astype(str).unique())
     hint = suggest(perturbation, known)
-    raise InputError(f"perturbation {perturbation!r} is neither a perturbation_id of adata{hint} "
-                     "nor perturbation tokens. Fix: pass an id from adata.obs['perturbation_id'] or tokens such as "
-                     "'gene:KLF1' or 'gene:CBL|gene:CNN1' (kind:name, '|' between the tokens of a combination).")
+    raise InputError(
+        f"perturbation {perturbation!r} is neither a perturbation_id of adata{hint} "
+        "nor perturbation tokens. Fix: pass an id from adata.obs['perturbation_id'] or tokens such as "
+        "'gene:KLF1' or 'gene:CBL|gene:CNN1' (kind:name, '|' between the tokens of a combination)."
+    )
 
 
-def predict_perturbation(adata: AnnData, model, *, perturbation: str, context: str, n_cells: int | None = None,
-                         dose: float | None = None, time_hours: float | None = None, seed: int = 0) -> AnnData:
+def predict_perturbation(
+    adata: AnnData,
+    model,
+    *,
+    perturbation: str,
+    context: str,
+    n_cells: int | None = None,
+    dose: float | None = None,
+    time_hours: float | None = None,
+    seed: int = 0,
+) -> AnnData:
     """Predict the cells of ``perturbation`` in ``context`` from that context's control cells.
 
     The control cells of ``context`` in ``adata`` are embedded with the model's JEPA encoder, mapped by
@@ -83,38 +94,61 @@ def predict_perturbation(adata: AnnData, model, *, perturbation: str, context: s
             raise InputError(f"adata.obs has no column {col!r}. Fix: run cj.pp.standardize (or celljepa ingest) first.")
     model._require_fit()
     if getattr(model, "encoder_", None) is None or getattr(model, "space_", None) is None:
-        raise InputError("the model has no JEPA encoder or evaluation space attached. Fix: fit it with "
-                         "cj.tl.fit_transition(...) or load it with JEPATransition.load(folder).")
+        raise InputError(
+            "the model has no JEPA encoder or evaluation space attached. Fix: fit it with "
+            "cj.tl.fit_transition(...) or load it with JEPATransition.load(folder)."
+        )
     contexts = adata.obs[C.CONTEXT_ID].astype(str).to_numpy()
     ctrl = np.flatnonzero(adata.obs[C.IS_CONTROL].to_numpy(dtype=bool) & (contexts == str(context)))
     if ctrl.size == 0:
         known = sorted(set(contexts[adata.obs[C.IS_CONTROL].to_numpy(dtype=bool)]))
-        raise InputError(f"context {context!r} has no control cells in adata{suggest(str(context), known)}; contexts "
-                         f"with controls: {known[:10]}.")
+        raise InputError(
+            f"context {context!r} has no control cells in adata{suggest(str(context), known)}; contexts "
+            f"with controls: {known[:10]}."
+        )
     if n_cells is not None:
         if int(n_cells) < 1:
             raise InputError(f"n_cells must be >= 1, got {n_cells}.")
         rng = np.random.default_rng(seed)
         ctrl = rng.choice(ctrl, int(n_cells), replace=int(n_cells) > ctrl.size)
     pid, tokens = _tokens_for(adata, str(perturbation))
-    cond = Condition(str(context), pid, tokens, float("nan") if dose is None else float(dose),
-                     float("nan") if time_hours is None else float(time_hours))
+    cond = Condition(
+        str(context),
+        pid,
+        tokens,
+        float("nan") if dose is None else float(dose),
+        float("nan") if time_hours is None else float(time_hours),
+    )
     cells = adata[ctrl]
     z = model.encoder_.get_latent_representation(cells)
     e = model.space_.transform(cells)
     pz, pe = model.predict_cells(cond, z, e)
     x = model.space_.inverse_transform(pe).astype(np.float32)
     source = np.asarray(adata.obs_names[ctrl], dtype=str)
-    obs = pd.DataFrame({
-        C.PERTURBATION_ID: pid, C.IS_CONTROL: False, C.CONTEXT_ID: str(context),
-        C.PERTURBATION_TOKENS: C.TOKEN_SEP.join(tokens), C.DOSE: cond.dose, C.TIME_HOURS: cond.time_hours,
-        "is_predicted": True, "source_cell": source,
-    }, index=pd.Index([f"pred_{i}_{s}" for i, s in enumerate(source)], dtype=str))
+    obs = pd.DataFrame(
+        {
+            C.PERTURBATION_ID: pid,
+            C.IS_CONTROL: False,
+            C.CONTEXT_ID: str(context),
+            C.PERTURBATION_TOKENS: C.TOKEN_SEP.join(tokens),
+            C.DOSE: cond.dose,
+            C.TIME_HOURS: cond.time_hours,
+            "is_predicted": True,
+            "source_cell": source,
+        },
+        index=pd.Index([f"pred_{i}_{s}" for i, s in enumerate(source)], dtype=str),
+    )
     out = AnnData(X=x, obs=obs, var=pd.DataFrame(index=pd.Index(np.asarray(model.space_.genes, dtype=str))))
     out.obsm["X_jepa"] = pz.astype(np.float32)
     out.obsm["X_eval"] = pe.astype(np.float32)
-    out.uns["predict_perturbation"] = {"model": model.name, "kind": model.kind, "perturbation": pid,
-                                       "tokens": list(tokens), "context": str(context), "n_cells": int(len(ctrl)),
-                                       "seed": int(seed),
-                                       "unseen_tokens": [t for t in tokens if t not in model.vocab_]}
+    out.uns["predict_perturbation"] = {
+        "model": model.name,
+        "kind": model.kind,
+        "perturbation": pid,
+        "tokens": list(tokens),
+        "context": str(context),
+        "n_cells": int(len(ctrl)),
+        "seed": int(seed),
+        "unseen_tokens": [t for t in tokens if t not in model.vocab_],
+    }
     return out

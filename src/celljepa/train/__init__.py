@@ -8,5 +8,12 @@ from .checkpoint import TrainingInterrupted, load_checkpoint, save_checkpoint
 from .config import JEPAConfig, load_config
 from .data import BatchPlan, CellSource
 
-__all__ = ["BatchPlan", "CellSource", "JEPAConfig", "TrainingInterrupted", "load_checkpoint", "load_config",
-           "save_checkpoint"]
+__all__ = [
+    "BatchPlan",
+    "CellSource",
+    "JEPAConfig",
+    "TrainingInterrupted",
+    "load_checkpoint",
+    "load_config",
+    "save_checkpoint",
+]

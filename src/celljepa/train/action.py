@@ -65,18 +65,22 @@ class ActionSampler:
     seed: int
 
     @classmethod
-    def from_obs(cls, obs: pd.DataFrame, rows: np.ndarray, var_names, *, cfg, go_features=None,
-                 tokens: list[str] | None = None) -> ActionSampler:
+    def from_obs(
+        cls, obs: pd.DataFrame, rows: np.ndarray, var_names, *, cfg, go_features=None, tokens: list[str] | None = None
+    ) -> ActionSampler:
         """Conditions of ``obs`` restricted to ``rows`` (the cells whose labels training may use).
 
         ``go_features(symbols) -> (features, found)`` gives GO features of perturbed genes the encoder does not
         measure; ``tokens`` fixes the vocabulary (a resumed run), else it is every token of the conditions.
         """
-        missing = [c for c in (C.IS_CONTROL, C.CONTEXT_ID, C.PERTURBATION_ID, C.PERTURBATION_TOKENS)
-                   if c not in obs.columns]
+        missing = [
+            c for c in (C.IS_CONTROL, C.CONTEXT_ID, C.PERTURBATION_ID, C.PERTURBATION_TOKENS) if c not in obs.columns
+        ]
         if missing:
-            raise InputError(f"train.action_weight > 0 needs the perturbation columns {missing} in adata.obs (the "
-                             "celljepa data contract). Fix: cj.pp.standardize(adata, ...), or train.action_weight=0.")
+            raise InputError(
+                f"train.action_weight > 0 needs the perturbation columns {missing} in adata.obs (the "
+                "celljepa data contract). Fix: cj.pp.standardize(adata, ...), or train.action_weight=0."
+            )
         t = cfg.train
         rows = np.unique(np.asarray(rows, dtype=np.int64))
         sub = obs.iloc[rows]
@@ -97,9 +101,11 @@ class ActionSampler:
             ctrl_rows.append(controls[c])
             cond_tokens.append([tk for tk in C.split_tokens(toks[idx[0]]) if C.token_kind(tk) != "control"])
         if not names:
-            raise InputError(f"train.action_weight > 0 needs training conditions with at least {MIN_CELLS} perturbed "
-                             f"cells and {MIN_CELLS} control cells of their context; these {rows.size} cells have "
-                             "none.")
+            raise InputError(
+                f"train.action_weight > 0 needs training conditions with at least {MIN_CELLS} perturbed "
+                f"cells and {MIN_CELLS} control cells of their context; these {rows.size} cells have "
+                "none."
+            )
         if tokens is None:
             tokens = sorted({tk for ts in cond_tokens for tk in ts})
         lookup = {tk: i + 1 for i, tk in enumerate(tokens)}
@@ -126,10 +132,20 @@ class ActionSampler:
                 for (i, j, _), f, ok in zip(unmeasured, feats, found, strict=True):
                     if ok:
                         gene_feat[i, j] = f
-        return cls(tokens=list(tokens), names=names, cond_rows=cond_rows, ctrl_rows=ctrl_rows, token_idx=token_idx,
-                   token_mask=token_mask, gene_col=gene_col, gene_feat=gene_feat,
-                   n_conditions_per_step=int(t.action_conditions), n_cells=int(t.action_cells),
-                   dropout=float(t.action_token_dropout), seed=int(t.seed))
+        return cls(
+            tokens=list(tokens),
+            names=names,
+            cond_rows=cond_rows,
+            ctrl_rows=ctrl_rows,
+            token_idx=token_idx,
+            token_mask=token_mask,
+            gene_col=gene_col,
+            gene_feat=gene_feat,
+            n_conditions_per_step=int(t.action_conditions),
+            n_cells=int(t.action_cells),
+            dropout=float(t.action_token_dropout),
+            seed=int(t.seed),
+        )
 
     @property
     def n_conditions(self) -> int:
@@ -149,8 +165,13 @@ class ActionSampler:
         token_idx = self.token_idx[conds].copy()
         if self.dropout > 0:
             token_idx[rng.random(token_idx.shape) < self.dropout] = 0
-        return {"conditions": conds, "ctrl_rows": np.concatenate(ctrl), "pert_rows": np.concatenate(pert),
-                "sizes": np.asarray(sizes, dtype=np.int64), "token_idx": token_idx}
+        return {
+            "conditions": conds,
+            "ctrl_rows": np.concatenate(ctrl),
+            "pert_rows": np.concatenate(pert),
+            "sizes": np.asarray(sizes, dtype=np.int64),
+            "token_idx": token_idx,
+        }
 
     def gene_vectors(self, encoder, conds: np.ndarray) -> torch.Tensor:
         """``(B, T, H)``: the encoder's vector of each gene token of ``conds`` (zeros for other tokens)."""

@@ -53,9 +53,11 @@ def safe_torch_load(path: Path, *, what: str, fix: str, map_location="cpu"):
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling failure means "not a file of ours"
-        raise InputError(f"{path} is not {what} ({type(err).__name__}; objects other than tensors and plain "
-                         f"containers are never unpickled). Fix: {fix}; never load model files from sources you do "
-                         "not trust.") from None
+        raise InputError(
+            f"{path} is not {what} ({type(err).__name__}; objects other than tensors and plain "
+            f"containers are never unpickled). Fix: {fix}; never load model files from sources you do "
+            "not trust."
+        ) from None
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
@@ -63,8 +65,12 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"checkpoint {str(path)!r} does not exist.")
-    payload = safe_torch_load(path, what="a readable celljepa checkpoint", map_location=map_location,
-                              fix="point to checkpoints/last.pt or best.pt of a celljepa run folder")
+    payload = safe_torch_load(
+        path,
+        what="a readable celljepa checkpoint",
+        map_location=map_location,
+        fix="point to checkpoints/last.pt or best.pt of a celljepa run folder",
+    )
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise InputError(f"{path} is not a celljepa JEPA checkpoint (format {payload.get('format')!r}).")
     if int(payload.get("version", 0)) > CHECKPOINT_VERSION:

@@ -18,8 +18,17 @@ from .._errors import InputError
 from .._io import load_yaml
 from ..data._keys import suggest
 
-__all__ = ["DataConfig", "EvalConfig", "JEPAConfig", "MaskConfig", "ModelConfig", "TrainConfig", "check_choice",
-           "coerce_setting", "load_config"]
+__all__ = [
+    "DataConfig",
+    "EvalConfig",
+    "JEPAConfig",
+    "MaskConfig",
+    "ModelConfig",
+    "TrainConfig",
+    "check_choice",
+    "coerce_setting",
+    "load_config",
+]
 
 MASK_KINDS = ("random", "block", "module")
 GENE_EMBEDDINGS = ("free", "go")
@@ -183,8 +192,12 @@ class JEPAConfig:
         _positive(source, "mask", k, ("block_size",))
         check_choice(source, "mask.priority", k.priority, ("given", "size", "name"))
         _positive(source, "train", t, ("max_steps", "batch_size", "log_every", "eval_every", "checkpoint_every"))
-        _nonnegative(source, "train", t, ("warmup_steps", "weight_decay", "grad_clip", "var_weight", "cov_weight",
-                                          "seed", "action_weight"))
+        _nonnegative(
+            source,
+            "train",
+            t,
+            ("warmup_steps", "weight_decay", "grad_clip", "var_weight", "cov_weight", "seed", "action_weight"),
+        )
         _positive(source, "train", t, ("action_conditions",))
         if t.action_cells < 2:
             raise InputError(f"{source}: train.action_cells must be at least 2, got {t.action_cells}.")
@@ -308,5 +321,6 @@ def _nonnegative(source, section, obj, keys) -> None:
 def check_choice(source, key, value, options) -> None:
     """An InputError naming ``source`` and ``key`` (with a suggestion) unless ``value`` is among ``options``."""
     if value not in options:
-        raise InputError(f"{source}: {key} must be one of {', '.join(options)}, got {value!r}."
-                         f"{suggest(str(value), options)}")
+        raise InputError(
+            f"{source}: {key} must be one of {', '.join(options)}, got {value!r}.{suggest(str(value), options)}"
+        )

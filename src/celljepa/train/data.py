@@ -37,8 +37,10 @@ def _check_values(x: sp.csr_matrix, where: str) -> None:
     if x.nnz and not np.isfinite(x.data).all():
         raise InputError(f"{where} holds NaN or infinite values; the JEPA encoder needs finite log-normalised values.")
     if x.nnz and float(x.data.min()) < 0:
-        raise InputError(f"{where} holds negative values; pass log-normalised expression (celljepa ingest / "
-                         "cj.pp.normalize), not scaled or centred data.")
+        raise InputError(
+            f"{where} holds negative values; pass log-normalised expression (celljepa ingest / "
+            "cj.pp.normalize), not scaled or centred data."
+        )
 
 
 class CellSource:
@@ -49,8 +51,17 @@ class CellSource:
     read; at most ``cache_chunks`` chunks are held in memory).
     """
 
-    def __init__(self, n_obs: int, n_vars: int, *, matrix=None, h5ad_path: str | os.PathLike | None = None,
-                 layer: str | None = None, chunk_size: int = 65_536, cache_chunks: int = 2):
+    def __init__(
+        self,
+        n_obs: int,
+        n_vars: int,
+        *,
+        matrix=None,
+        h5ad_path: str | os.PathLike | None = None,
+        layer: str | None = None,
+        chunk_size: int = 65_536,
+        cache_chunks: int = 2,
+    ):
         self.n_obs, self.n_vars, self.layer = int(n_obs), int(n_vars), layer
         self.chunk_size = int(chunk_size)
         self._matrix = matrix
@@ -67,22 +78,34 @@ class CellSource:
     def from_adata(cls, adata, layer: str | None = None, *, chunk_size: int = 65_536) -> CellSource:
         """Serve an in-memory AnnData's ``X`` (or ``layers[layer]``); a backed AnnData is streamed."""
         if getattr(adata, "isbacked", False):
-            return cls.from_h5ad(adata.filename, layer=layer, chunk_size=chunk_size, n_obs=adata.n_obs,
-                                 n_vars=adata.n_vars)
+            return cls.from_h5ad(
+                adata.filename, layer=layer, chunk_size=chunk_size, n_obs=adata.n_obs, n_vars=adata.n_vars
+            )
         if layer is not None and layer not in adata.layers:
-            raise InputError(f"layer {layer!r} is not in adata.layers (layers: {', '.join(adata.layers) or 'none'}). "
-                             "Fix: pass layer=None to use X, or one of the listed layers.")
+            raise InputError(
+                f"layer {layer!r} is not in adata.layers (layers: {', '.join(adata.layers) or 'none'}). "
+                "Fix: pass layer=None to use X, or one of the listed layers."
+            )
         x = to_csr32(adata.layers[layer] if layer is not None else adata.X)
         src = cls(adata.n_obs, adata.n_vars, matrix=x, layer=layer, chunk_size=chunk_size)
         _check_values(x, src.where)
         return src
 
     @classmethod
-    def from_h5ad(cls, path: str | os.PathLike, layer: str | None = None, *, chunk_size: int = 65_536,
-                  n_obs: int | None = None, n_vars: int | None = None, cache_chunks: int = 2) -> CellSource:
+    def from_h5ad(
+        cls,
+        path: str | os.PathLike,
+        layer: str | None = None,
+        *,
+        chunk_size: int = 65_536,
+        n_obs: int | None = None,
+        n_vars: int | None = None,
+        cache_chunks: int = 2,
+    ) -> CellSource:
         """Stream rows of ``X`` (or ``layers[layer]``) of the ``.h5ad`` at ``path``."""
-        src = cls(n_obs or 0, n_vars or 0, h5ad_path=path, layer=layer, chunk_size=chunk_size,
-                  cache_chunks=cache_chunks)
+        src = cls(
+            n_obs or 0, n_vars or 0, h5ad_path=path, layer=layer, chunk_size=chunk_size, cache_chunks=cache_chunks
+        )
         ds = src._open()
         shape = tuple(ds.shape)
         src.n_obs, src.n_vars = int(shape[0]), int(shape[1])
@@ -124,8 +147,10 @@ class CellSource:
             if isinstance(node, _h5.Group) and getattr(self._dataset, "format", "csr") != "csr":
                 fmt = self._dataset.format
                 self.close()
-                raise InputError(f"{self._path}: {self.where} is stored as {fmt.upper()}; streaming needs CSR rows. "
-                                 "Fix: rewrite the file with a CSR matrix (adata.X = adata.X.tocsr()).")
+                raise InputError(
+                    f"{self._path}: {self.where} is stored as {fmt.upper()}; streaming needs CSR rows. "
+                    "Fix: rewrite the file with a CSR matrix (adata.X = adata.X.tocsr())."
+                )
         return self._dataset
 
     def close(self) -> None:
@@ -177,7 +202,7 @@ class CellSource:
         """Yield ``(rows_slice, csr)`` over ``rows`` in order, ``batch_size`` at a time."""
         rows = np.asarray(rows, dtype=np.int64)
         for i in range(0, rows.size, batch_size):
-            sl = rows[i:i + batch_size]
+            sl = rows[i : i + batch_size]
             yield sl, self.read(sl)
 
 
@@ -226,7 +251,7 @@ class BatchPlan:
         epoch, i = divmod(int(step), self.batches_per_epoch)
         if epoch != self._epoch:
             self._epoch, self._order = epoch, self.epoch_order(epoch)
-        return self._order[i * self.batch_size:(i + 1) * self.batch_size]
+        return self._order[i * self.batch_size : (i + 1) * self.batch_size]
 
 
 class BalancedBatchPlan:
@@ -266,8 +291,10 @@ class BalancedBatchPlan:
             raise InputError(f"training needs at least 2 cells, got {self.rows.size}.")
         self.batch_size = min(int(batch_size), self.rows.size)
         if self.batch_size < len(self.group_names):
-            raise InputError(f"a batch of {self.batch_size} cells cannot hold one cell of each of the "
-                             f"{len(self.group_names)} groups. Fix: raise train.batch_size.")
+            raise InputError(
+                f"a batch of {self.batch_size} cells cannot hold one cell of each of the "
+                f"{len(self.group_names)} groups. Fix: raise train.batch_size."
+            )
         self.seed = int(seed)
         self._rows = [self.rows[labels == g] for g in self.group_names]
         base, extra = divmod(self.batch_size, len(self.group_names))
@@ -290,10 +317,9 @@ class BalancedBatchPlan:
             picked = []
             while take > 0:
                 epoch, offset = divmod(start, pool.size)
-                chunk = self._order(g, epoch)[offset:offset + take]
+                chunk = self._order(g, epoch)[offset : offset + take]
                 picked.append(chunk)
                 take -= chunk.size
                 start += chunk.size
             out.append(np.concatenate(picked))
         return np.concatenate(out)
-

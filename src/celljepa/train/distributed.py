@@ -38,8 +38,18 @@ import torch.distributed as dist
 from .._errors import InputError
 from .._logging import logger
 
-__all__ = ["DistInfo", "any_rank", "barrier", "broadcast_float", "current", "distributed_session", "env_info",
-           "is_main", "training_device", "world_size"]
+__all__ = [
+    "DistInfo",
+    "any_rank",
+    "barrier",
+    "broadcast_float",
+    "current",
+    "distributed_session",
+    "env_info",
+    "is_main",
+    "training_device",
+    "world_size",
+]
 
 
 @dataclass(frozen=True)
@@ -80,8 +90,9 @@ def env_info() -> DistInfo | None:
 def _first_host(nodelist: str) -> str:
     """The first host of a Slurm node list (``scontrol show hostnames``, or a simple parse without it)."""
     try:
-        out = subprocess.run(["scontrol", "show", "hostnames", nodelist], check=True, capture_output=True,
-                             text=True, timeout=30).stdout.split()
+        out = subprocess.run(
+            ["scontrol", "show", "hostnames", nodelist], check=True, capture_output=True, text=True, timeout=30
+        ).stdout.split()
         if out:
             return out[0]
     except (OSError, subprocess.SubprocessError):
@@ -98,8 +109,10 @@ def _rendezvous_env(info: DistInfo) -> None:
     if not os.environ.get("MASTER_ADDR"):
         nodelist = os.environ.get("SLURM_STEP_NODELIST") or os.environ.get("SLURM_JOB_NODELIST")
         if not nodelist:
-            raise InputError("srun started several tasks but neither MASTER_ADDR nor SLURM_STEP_NODELIST is set. "
-                             "Fix: export MASTER_ADDR (the first node's host name) and MASTER_PORT.")
+            raise InputError(
+                "srun started several tasks but neither MASTER_ADDR nor SLURM_STEP_NODELIST is set. "
+                "Fix: export MASTER_ADDR (the first node's host name) and MASTER_PORT."
+            )
         os.environ["MASTER_ADDR"] = _first_host(nodelist)
     if not os.environ.get("MASTER_PORT"):
         job = _int_env("SLURM_JOB_ID") or 0

@@ -54,13 +54,20 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device {str(device)!r} was requested but torch sees no CUDA device. Fix: use device='cpu' "
-                         "or 'auto'.")
+        raise InputError(
+            f"device {str(device)!r} was requested but torch sees no CUDA device. Fix: use device='cpu' or 'auto'."
+        )
     return device
 
 
-def build_modules(n_genes: int, cfg: JEPAConfig, seed: int, n_covariates: int = 0,
-                  gene_features: torch.Tensor | None = None, n_action_tokens: int = 0) -> nn.ModuleDict:
+def build_modules(
+    n_genes: int,
+    cfg: JEPAConfig,
+    seed: int,
+    n_covariates: int = 0,
+    gene_features: torch.Tensor | None = None,
+    n_action_tokens: int = 0,
+) -> nn.ModuleDict:
     """Student encoder, teacher (a copy of the student when EMA is on), predictor and mask pointer.
 
     ``gene_features`` (``(n_genes, model.go_components)``) is required with ``model.gene_embedding='go'``;
@@ -77,22 +84,38 @@ def build_modules(n_genes: int, cfg: JEPAConfig, seed: int, n_covariates: int = 
         gene_features = None
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        student = MaskedGeneEncoder(n_genes, n_hidden=m.n_hidden, n_latent=m.n_latent, n_layers=m.n_layers,
-                                    n_covariates=n_covariates, gene_features=gene_features)
-        modules = nn.ModuleDict({
-            "student": student,
-            "predictor": JEPAPredictor(m.n_latent, pointer_dim=m.pointer_dim, n_hidden=m.predictor_hidden,
-                                       n_layers=m.predictor_layers),
-            "pointer": MaskPointer(n_genes, m.pointer_dim),
-        })
+        student = MaskedGeneEncoder(
+            n_genes,
+            n_hidden=m.n_hidden,
+            n_latent=m.n_latent,
+            n_layers=m.n_layers,
+            n_covariates=n_covariates,
+            gene_features=gene_features,
+        )
+        modules = nn.ModuleDict(
+            {
+                "student": student,
+                "predictor": JEPAPredictor(
+                    m.n_latent, pointer_dim=m.pointer_dim, n_hidden=m.predictor_hidden, n_layers=m.predictor_layers
+                ),
+                "pointer": MaskPointer(n_genes, m.pointer_dim),
+            }
+        )
         if m.expander_dim:
             modules["expander"] = mlp(m.n_latent, m.expander_dim, m.expander_dim, 1)
         if cfg.train.action_weight > 0:
-            modules["action"] = ActionPredictor(n_action_tokens, m.n_hidden, m.n_latent, n_hidden=m.predictor_hidden,
-                                                n_layers=m.predictor_layers)
+            modules["action"] = ActionPredictor(
+                n_action_tokens, m.n_hidden, m.n_latent, n_hidden=m.predictor_hidden, n_layers=m.predictor_layers
+            )
         if cfg.train.ema:
-            teacher = MaskedGeneEncoder(n_genes, n_hidden=m.n_hidden, n_latent=m.n_latent, n_layers=m.n_layers,
-                                        n_covariates=n_covariates, gene_features=gene_features)
+            teacher = MaskedGeneEncoder(
+                n_genes,
+                n_hidden=m.n_hidden,
+                n_latent=m.n_latent,
+                n_layers=m.n_layers,
+                n_covariates=n_covariates,
+                gene_features=gene_features,
+            )
             teacher.load_state_dict(student.state_dict())
             teacher.requires_grad_(False)
             modules["teacher"] = teacher
@@ -135,8 +158,10 @@ def make_optimizer(modules: nn.ModuleDict, cfg: JEPAConfig) -> torch.optim.Optim
         if name.startswith("teacher.") or not p.requires_grad:
             continue
         (decay if p.dim() >= 2 else no_decay).append(p)
-    return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.train.weight_decay},
-                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.train.lr)
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.train.lr,
+    )
 
 
 @torch.no_grad()
@@ -147,8 +172,17 @@ def _ema_update(modules: nn.ModuleDict, momentum: float) -> None:
         pt.mul_(momentum).add_(ps.detach(), alpha=1.0 - momentum)
 
 
-def step_losses(modules: nn.ModuleDict, x: CSRBatch, mask: MaskParams, cfg: JEPAConfig, *, need_full: bool = True,
-                gather: bool = False, present: torch.Tensor | None = None, covariate: torch.Tensor | None = None):
+def step_losses(
+    modules: nn.ModuleDict,
+    x: CSRBatch,
+    mask: MaskParams,
+    cfg: JEPAConfig,
+    *,
+    need_full: bool = True,
+    gather: bool = False,
+    present: torch.Tensor | None = None,
+    covariate: torch.Tensor | None = None,
+):
     """``(total, terms, full_view_embedding)`` of one batch; ``terms`` are detached floats-to-be.
 
     The teacher's full-view embedding is the target when ``train.target`` is ``cell``; with ``hidden``
@@ -183,8 +217,9 @@ def step_losses(modules: nn.ModuleDict, x: CSRBatch, mask: MaskParams, cfg: JEPA
     return total, terms, full
 
 
-def action_loss(modules: nn.ModuleDict, x_ctrl: CSRBatch, x_pert: CSRBatch, batch: dict, sampler,
-                covariates: tuple | None = None) -> torch.Tensor:
+def action_loss(
+    modules: nn.ModuleDict, x_ctrl: CSRBatch, x_pert: CSRBatch, batch: dict, sampler, covariates: tuple | None = None
+) -> torch.Tensor:
     """The action-conditioned objective of one step (:mod:`celljepa.train.action`).
 
     The mean E-distance between the predicted and the teacher's embeddings of the perturbed sets, in latent space.
@@ -198,22 +233,35 @@ def action_loss(modules: nn.ModuleDict, x_ctrl: CSRBatch, x_pert: CSRBatch, batc
         target = embedding_encoder(modules)(x_pert, covariate=cov_pert)
     sizes = torch.as_tensor(batch["sizes"], device=z.device)
     conds = batch["conditions"]
-    pred = modules["action"](z, sizes, torch.as_tensor(batch["token_idx"], device=z.device),
-                             sampler.gene_vectors(student, conds),
-                             torch.as_tensor(sampler.token_mask[conds], device=z.device))
+    pred = modules["action"](
+        z,
+        sizes,
+        torch.as_tensor(batch["token_idx"], device=z.device),
+        sampler.gene_vectors(student, conds),
+        torch.as_tensor(sampler.token_mask[conds], device=z.device),
+    )
     offsets = torch.cat([sizes.new_zeros(1), torch.cumsum(sizes, 0)])
     return edistance_loss(pred, offsets, target.to(pred.dtype), offsets).mean()
 
 
 def _module_tensor(gene_to_module, device) -> torch.Tensor | None:
-    return None if gene_to_module is None else torch.as_tensor(np.asarray(gene_to_module), dtype=torch.int32,
-                                                               device=device)
+    return (
+        None
+        if gene_to_module is None
+        else torch.as_tensor(np.asarray(gene_to_module), dtype=torch.int32, device=device)
+    )
 
 
 def _mask(cfg: JEPAConfig, seed: int, gene_to_module, cell_offset: int = 0) -> MaskParams:
     k = cfg.mask
-    return MaskParams(kind=k.kind, ratio=k.ratio, seed=seed, block_size=k.block_size,
-                      gene_to_module=gene_to_module if k.kind == "module" else None, cell_offset=cell_offset)
+    return MaskParams(
+        kind=k.kind,
+        ratio=k.ratio,
+        seed=seed,
+        block_size=k.block_size,
+        gene_to_module=gene_to_module if k.kind == "module" else None,
+        cell_offset=cell_offset,
+    )
 
 
 class _GatherRows(torch.autograd.Function):
@@ -236,7 +284,7 @@ class _GatherRows(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
         grad = grad.contiguous()
         torch.distributed.all_reduce(grad)
-        return grad[ctx.rank * ctx.n:(ctx.rank + 1) * ctx.n]
+        return grad[ctx.rank * ctx.n : (ctx.rank + 1) * ctx.n]
 
 
 class _Objective(nn.Module):
@@ -246,10 +294,17 @@ class _Objective(nn.Module):
         super().__init__()
         self.parts, self.cfg, self.gather = modules, cfg, gather
 
-    def forward(self, x: CSRBatch, mask: MaskParams, need_full: bool, present: torch.Tensor | None = None,
-                covariate: torch.Tensor | None = None):
-        return step_losses(self.parts, x, mask, self.cfg, need_full=need_full, gather=self.gather, present=present,
-                           covariate=covariate)
+    def forward(
+        self,
+        x: CSRBatch,
+        mask: MaskParams,
+        need_full: bool,
+        present: torch.Tensor | None = None,
+        covariate: torch.Tensor | None = None,
+    ):
+        return step_losses(
+            self.parts, x, mask, self.cfg, need_full=need_full, gather=self.gather, present=present, covariate=covariate
+        )
 
 
 def _gathered(t: torch.Tensor, world: int) -> torch.Tensor:
@@ -290,24 +345,57 @@ def _diag_record(z: torch.Tensor) -> dict:
 
 
 @torch.no_grad()
-def evaluate_batch(modules: nn.ModuleDict, x: CSRBatch, cfg: JEPAConfig, gene_to_module,
-                   present: torch.Tensor | None = None, covariate: torch.Tensor | None = None) -> dict:
+def evaluate_batch(
+    modules: nn.ModuleDict,
+    x: CSRBatch,
+    cfg: JEPAConfig,
+    gene_to_module,
+    present: torch.Tensor | None = None,
+    covariate: torch.Tensor | None = None,
+) -> dict:
     """Losses (fixed mask, ``mask_seed(seed, -1)``) and collapse diagnostics on a fixed batch."""
-    _, terms, full = step_losses(modules, x, _mask(cfg, mask_seed(cfg.train.seed, -1), gene_to_module), cfg,
-                                 present=present, covariate=covariate)
+    _, terms, full = step_losses(
+        modules, x, _mask(cfg, mask_seed(cfg.train.seed, -1), gene_to_module), cfg, present=present, covariate=covariate
+    )
     return {**{k: float(v) for k, v in terms.items()}, **_diag_record(full), "n_cells": x.n_rows}
 
 
 def _payload(modules, optimizer, step, cfg, var_names, rows_digest, best, extra) -> dict:
-    return {"step": int(step), "config": cfg.to_dict(), "config_digest": cfg.digest(), "var_names": list(var_names),
-            "modules": {k: v.state_dict() for k, v in modules.items()}, "optimizer": optimizer.state_dict(),
-            "torch_rng": torch.get_rng_state(), "train_rows": rows_digest, "best": best, **extra}
+    return {
+        "step": int(step),
+        "config": cfg.to_dict(),
+        "config_digest": cfg.digest(),
+        "var_names": list(var_names),
+        "modules": {k: v.state_dict() for k, v in modules.items()},
+        "optimizer": optimizer.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+        "train_rows": rows_digest,
+        "best": best,
+        **extra,
+    }
 
 
-def fit(modules: nn.ModuleDict, source: CellSource, *, cfg: JEPAConfig, var_names, train_rows, eval_rows,
-        device: torch.device, gene_to_module=None, run_dir: str | Path | None = None, resume: bool = True,
-        progress: bool = True, handle_signals: bool | None = None, callback=None, extra_payload=None,
-        groups=None, gene_present=None, covariates=None, action=None) -> TrainResult:
+def fit(
+    modules: nn.ModuleDict,
+    source: CellSource,
+    *,
+    cfg: JEPAConfig,
+    var_names,
+    train_rows,
+    eval_rows,
+    device: torch.device,
+    gene_to_module=None,
+    run_dir: str | Path | None = None,
+    resume: bool = True,
+    progress: bool = True,
+    handle_signals: bool | None = None,
+    callback=None,
+    extra_payload=None,
+    groups=None,
+    gene_present=None,
+    covariates=None,
+    action=None,
+) -> TrainResult:
     """Train ``modules`` in place on the rows ``train_rows`` of ``source``.
 
     Parameters
@@ -360,22 +448,31 @@ def fit(modules: nn.ModuleDict, source: CellSource, *, cfg: JEPAConfig, var_name
     best_path = None if ckpt_dir is None else ckpt_dir / "best.pt"
     handle_signals = run_dir is not None if handle_signals is None else handle_signals
     extra_payload = dict(extra_payload or {})
-    plan = (BatchPlan(train_rows, batch_size=t.batch_size, chunk_size=source.chunk_size, seed=t.seed)
-            if groups is None else BalancedBatchPlan(train_rows, groups, batch_size=t.batch_size, seed=t.seed))
+    plan = (
+        BatchPlan(train_rows, batch_size=t.batch_size, chunk_size=source.chunk_size, seed=t.seed)
+        if groups is None
+        else BalancedBatchPlan(train_rows, groups, batch_size=t.batch_size, seed=t.seed)
+    )
     rows_digest = _rows_digest(plan.rows)
     layout = D.current()
     world, rank = (1, 0) if layout is None else (layout.world_size, layout.rank)
     main = rank == 0
     if plan.batch_size % world:
-        raise InputError(f"the batch of {plan.batch_size} cells cannot be split evenly over {world} ranks. Fix: set "
-                         f"train.batch_size to a multiple of {world} (it is the global batch of all ranks).")
+        raise InputError(
+            f"the batch of {plan.batch_size} cells cannot be split evenly over {world} ranks. Fix: set "
+            f"train.batch_size to a multiple of {world} (it is the global batch of all ranks)."
+        )
     local = plan.batch_size // world
     if (action is not None) != (t.action_weight > 0):
-        raise InputError("train.action_weight > 0 needs an ActionSampler (action=...), and an ActionSampler needs "
-                         "train.action_weight > 0.")
+        raise InputError(
+            "train.action_weight > 0 needs an ActionSampler (action=...), and an ActionSampler needs "
+            "train.action_weight > 0."
+        )
     if action is not None and world > 1:
-        raise InputError("the action-conditioned objective (train.action_weight > 0) runs in one process; it is not "
-                         "available under torch.distributed. Fix: train.action_weight=0 for multi-GPU pretraining.")
+        raise InputError(
+            "the action-conditioned objective (train.action_weight > 0) runs in one process; it is not "
+            "available under torch.distributed. Fix: train.action_weight=0 for multi-GPU pretraining."
+        )
     modules.to(device)
     optimizer = make_optimizer(modules, cfg)
     module_t = _module_tensor(gene_to_module, device)
@@ -383,11 +480,15 @@ def fit(modules: nn.ModuleDict, source: CellSource, *, cfg: JEPAConfig, var_name
     if last_path is not None and resume and last_path.is_file():
         payload = load_checkpoint(last_path, map_location=device)
         if payload["config_digest"] != cfg.digest():
-            raise InputError(f"{last_path} was written with a different config; resuming would mix two runs. Fix: "
-                             "use a new --out folder, or --restart to start this one over.")
+            raise InputError(
+                f"{last_path} was written with a different config; resuming would mix two runs. Fix: "
+                "use a new --out folder, or --restart to start this one over."
+            )
         if list(payload["var_names"]) != list(var_names) or payload["train_rows"] != rows_digest:
-            raise InputError(f"{last_path} was trained on other genes or cells than these (a different file or "
-                             "split). Fix: use a new --out folder, or --restart.")
+            raise InputError(
+                f"{last_path} was trained on other genes or cells than these (a different file or "
+                "split). Fix: use a new --out folder, or --restart."
+            )
         for name, module in modules.items():
             module.load_state_dict(payload["modules"][name])
         optimizer.load_state_dict(payload["optimizer"])
@@ -426,30 +527,49 @@ def fit(modules: nn.ModuleDict, source: CellSource, *, cfg: JEPAConfig, var_name
     n_cells, t0, tick = 0, time.perf_counter(), time.perf_counter()
     best_state = None
     modules.train()
-    with interrupt_signals(handle_signals) as flag, tqdm(total=t.max_steps, initial=start, desc="JEPA pretraining",
-                                                         unit="step", disable=not (progress and main) or None,
-                                                         dynamic_ncols=True) as bar:
+    with (
+        interrupt_signals(handle_signals) as flag,
+        tqdm(
+            total=t.max_steps,
+            initial=start,
+            desc="JEPA pretraining",
+            unit="step",
+            disable=not (progress and main) or None,
+            dynamic_ncols=True,
+        ) as bar,
+    ):
         for step in range(start, t.max_steps):
-            rows = plan.rows_for_step(step)[rank * local:(rank + 1) * local]
+            rows = plan.rows_for_step(step)[rank * local : (rank + 1) * local]
             x = CSRBatch.from_scipy(source.read(rows), device)
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, cfg)
             done = step + 1
             log_now = done % t.log_every == 0 or done == t.max_steps
-            total, terms, full = objective(x, _mask(cfg, mask_seed(t.seed, step), module_t, rank * local), log_now,
-                                           present_of(rows), covariate_of(rows))
+            total, terms, full = objective(
+                x,
+                _mask(cfg, mask_seed(t.seed, step), module_t, rank * local),
+                log_now,
+                present_of(rows),
+                covariate_of(rows),
+            )
             if action is not None:
                 batch = action.sample(step)
                 covs = (covariate_of(batch["ctrl_rows"]), covariate_of(batch["pert_rows"]))
-                a_loss = action_loss(modules, CSRBatch.from_scipy(source.read(batch["ctrl_rows"]), device),
-                                     CSRBatch.from_scipy(source.read(batch["pert_rows"]), device), batch, action,
-                                     covs)
+                a_loss = action_loss(
+                    modules,
+                    CSRBatch.from_scipy(source.read(batch["ctrl_rows"]), device),
+                    CSRBatch.from_scipy(source.read(batch["pert_rows"]), device),
+                    batch,
+                    action,
+                    covs,
+                )
                 total = total + t.action_weight * a_loss
                 terms["action_loss"] = a_loss.detach()
                 terms["loss"] = total.detach()
             if D.any_rank(not torch.isfinite(total)):
-                raise CelljepaError(f"the loss became {float(total)} at step {step + 1}; lower train.lr or check the "
-                                 "input values.")
+                raise CelljepaError(
+                    f"the loss became {float(total)} at step {step + 1}; lower train.lr or check the input values."
+                )
             optimizer.zero_grad(set_to_none=True)
             total.backward()
             if t.grad_clip:
@@ -464,25 +584,39 @@ def fit(modules: nn.ModuleDict, source: CellSource, *, cfg: JEPAConfig, var_name
                 terms["loss"] = _mean_over_ranks(terms["loss"], world)
                 full = _gathered(full, world)
                 now = time.perf_counter()
-                record = {"step": done, **{k: float(v) for k, v in terms.items()}, "lr": learning_rate(step, cfg),
-                          "ema_momentum": momentum if t.ema else None, **_diag_record(full),
-                          "cells_per_s": n_cells / max(now - tick, 1e-9), "elapsed_s": now - t0}
+                record = {
+                    "step": done,
+                    **{k: float(v) for k, v in terms.items()},
+                    "lr": learning_rate(step, cfg),
+                    "ema_momentum": momentum if t.ema else None,
+                    **_diag_record(full),
+                    "cells_per_s": n_cells / max(now - tick, 1e-9),
+                    "elapsed_s": now - t0,
+                }
                 n_cells, tick = 0, now
                 metrics.append(record)
-                bar.set_postfix(loss=f"{record['loss']:.4f}", rank=f"{record['effective_rank']:.1f}",
-                                std_min=f"{record['std_min']:.3f}", refresh=False)
+                bar.set_postfix(
+                    loss=f"{record['loss']:.4f}",
+                    rank=f"{record['effective_rank']:.1f}",
+                    std_min=f"{record['std_min']:.3f}",
+                    refresh=False,
+                )
             if eval_x is not None and (done % t.eval_every == 0 or done == t.max_steps):
                 modules.eval()
-                ev = {"step": done, "split": "eval", **evaluate_batch(modules, eval_x, cfg, module_t, eval_present,
-                                                                     eval_covariate)}
+                ev = {
+                    "step": done,
+                    "split": "eval",
+                    **evaluate_batch(modules, eval_x, cfg, module_t, eval_present, eval_covariate),
+                }
                 modules.train()
                 metrics.append(ev)
                 if best is None or ev["loss"] < best["loss"]:
                     best = {"step": done, "loss": ev["loss"]}
                     save(best_path, done)
                     if t.keep == "best":
-                        best_state = {k: {n: v.detach().clone() for n, v in m.state_dict().items()}
-                                      for k, m in modules.items()}
+                        best_state = {
+                            k: {n: v.detach().clone() for n, v in m.state_dict().items()} for k, m in modules.items()
+                        }
             if done % t.checkpoint_every == 0 or done == t.max_steps:
                 save(last_path, done)
             bar.update(1)
@@ -499,5 +633,11 @@ def fit(modules: nn.ModuleDict, source: CellSource, *, cfg: JEPAConfig, var_name
             for name, module in modules.items():
                 module.load_state_dict(best_state[name])
     modules.eval()
-    return TrainResult(step=t.max_steps, history=list(metrics.records), resumed_from=start, last_checkpoint=last_path,
-                       best_checkpoint=best_path if best is not None and best_path is not None else None, best=best)
+    return TrainResult(
+        step=t.max_steps,
+        history=list(metrics.records),
+        resumed_from=start,
+        last_checkpoint=last_path,
+        best_checkpoint=best_path if best is not None and best_path is not None else None,
+        best=best,
+    )

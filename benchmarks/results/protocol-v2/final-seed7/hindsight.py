@@ -31,8 +31,10 @@ def main() -> None:
         means = wide[others].mean().sort_values()
         best = means.index[0]
         d = paired_bootstrap_diff(wide["jepa_set"].to_numpy(), wide[best].to_numpy())
-        print(f"| {run} | {dataset} | {split} | {d['n']} | {best} | {means[best]:.3f} | "
-              f"{wide['jepa_set'].mean():.3f} | {d['diff']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] |")
+        print(
+            f"| {run} | {dataset} | {split} | {d['n']} | {best} | {means[best]:.3f} | "
+            f"{wide['jepa_set'].mean():.3f} | {d['diff']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] |"
+        )
 
 
 if __name__ == "__main__":

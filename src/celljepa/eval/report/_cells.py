@@ -14,9 +14,15 @@ import pandas as pd
 
 from ..verdict import label as verdict_label
 
-_NAMES = {"edistance": "E-distance ↓", "mse": "MSE ↓", "cosine_distance": "cos dist ↓",
-          "delta_pearson": "Δ Pearson ↑", "delta_pearson_top20_de": "Δ Pearson top-20 DE ↑",
-          "top1": "top-1 ↑", "mrr": "MRR ↑"}
+_NAMES = {
+    "edistance": "E-distance ↓",
+    "mse": "MSE ↓",
+    "cosine_distance": "cos dist ↓",
+    "delta_pearson": "Δ Pearson ↑",
+    "delta_pearson_top20_de": "Δ Pearson top-20 DE ↑",
+    "top1": "top-1 ↑",
+    "mrr": "MRR ↑",
+}
 _ROLE = {"baseline": "baseline", "pca_twin": "PCA twin", "peer": "peer", "jepa": "JEPA"}
 
 
@@ -77,8 +83,11 @@ def methods_table(metrics: Mapping, metric_names: Iterable[str] | None = None) -
     sep = "|---|---|" + "---|" * len(names)
     rows = []
     for m, stats in metrics["methods"].items():
-        rows.append(f"| {_label(metrics, m)}{_coverage_note(metrics, m)} | {_ROLE.get(roles.get(m), '–')} | "
-                    + " | ".join(ci_cell(stats[n]) for n in names) + " |")
+        rows.append(
+            f"| {_label(metrics, m)}{_coverage_note(metrics, m)} | {_ROLE.get(roles.get(m), '–')} | "
+            + " | ".join(ci_cell(stats[n]) for n in names)
+            + " |"
+        )
     return "\n".join([head, sep, *rows])
 
 
@@ -111,18 +120,24 @@ def comparator_table(metrics: Mapping) -> str:
     choice = metrics.get("comparator_choice")
     if not choice:
         return ""
-    lines = [f"Comparator: **`{choice['comparator']}`**: {choice['reason']}. Rule: {choice['rule']}; test scores "
-             "choose nothing.", "",
-             "| method | role | validation E-distance ↓ | validation conditions | how the score was obtained | "
-             "coverage (validation) | eligible |",
-             "|---|---|---|---|---|---|---|"]
-    ranked = sorted(choice["validation"].items(),
-                    key=lambda kv: (kv[1]["edistance"] is None, kv[1]["edistance"] or 0.0))
+    lines = [
+        f"Comparator: **`{choice['comparator']}`**: {choice['reason']}. Rule: {choice['rule']}; test scores "
+        "choose nothing.",
+        "",
+        "| method | role | validation E-distance ↓ | validation conditions | how the score was obtained | "
+        "coverage (validation) | eligible |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    ranked = sorted(
+        choice["validation"].items(), key=lambda kv: (kv[1]["edistance"] is None, kv[1]["edistance"] or 0.0)
+    )
     for m, e in ranked:
         cov = "–" if e.get("coverage") is None else f"{e['coverage']:.0%}"
         elig = "yes" if e["eligible"] else f"no: {e['why']}"
-        lines.append(f"| {m} | {_ROLE.get(e.get('role'), '–')} | {_fmt(e['edistance'])} | {e['n']} | "
-                     f"{e.get('selection', '–')} | {cov} | {elig} |")
+        lines.append(
+            f"| {m} | {_ROLE.get(e.get('role'), '–')} | {_fmt(e['edistance'])} | {e['n']} | "
+            f"{e.get('selection', '–')} | {cov} | {elig} |"
+        )
     return "\n".join(lines)
 
 
@@ -132,13 +147,17 @@ def effects_lines(metrics: Mapping) -> list[str]:
     if k is None:
         return []
     f = metrics.get("effect_filter") or {}
-    out = [f"Effect filter: {k} of {n} test conditions differ detectably from their controls and enter the verdict: "
-           "the E-test against the context's controls is significant (Holm–Sidak adjusted p < 0.05; "
-           f"{f.get('n_etest', '–')} conditions) and the E-distance to the controls exceeds 2 standard errors "
-           f"(split halves; {f.get('n_clears_noise', '–')} conditions). The filter depends on the data alone."]
+    out = [
+        f"Effect filter: {k} of {n} test conditions differ detectably from their controls and enter the verdict: "
+        "the E-test against the context's controls is significant (Holm–Sidak adjusted p < 0.05; "
+        f"{f.get('n_etest', '–')} conditions) and the E-distance to the controls exceeds 2 standard errors "
+        f"(split halves; {f.get('n_clears_noise', '–')} conditions). The filter depends on the data alone."
+    ]
     if f.get("effect_se_median") is not None:
-        out[0] += (f" Median standard error {_fmt(f['effect_se_median'])}; median E-distance / standard error "
-                   f"{_fmt(f.get('effect_over_se_median'), 1)}.")
+        out[0] += (
+            f" Median standard error {_fmt(f['effect_se_median'])}; median E-distance / standard error "
+            f"{_fmt(f.get('effect_over_se_median'), 1)}."
+        )
     without = metrics.get("conditions_without_effect", [])
     if without:
         shown = ", ".join(f"`{c}`" for c in without[:15]) + (", ..." if len(without) > 15 else "")
@@ -159,33 +178,41 @@ def dataset_summary(obs: pd.DataFrame, n_genes: int) -> str:
     """One markdown line: cells, genes, perturbations, conditions, contexts."""
     pert = obs[~obs["is_control"].to_numpy(dtype=bool)]
     n_cond = pert.groupby(["context_id", "perturbation_id"], observed=True).ngroups
-    return (f"{len(obs):,} cells × {n_genes:,} genes; {pert['perturbation_id'].nunique()} perturbations, "
-            f"{n_cond} (context, perturbation) conditions, {obs['context_id'].nunique()} contexts, "
-            f"{int(obs['is_control'].sum()):,} control cells.")
+    return (
+        f"{len(obs):,} cells × {n_genes:,} genes; {pert['perturbation_id'].nunique()} perturbations, "
+        f"{n_cond} (context, perturbation) conditions, {obs['context_id'].nunique()} contexts, "
+        f"{int(obs['is_control'].sum()):,} control cells."
+    )
 
 
-HELD_OUT = {"S1_unseen_perturbation": "conditions: perturbations unseen as such (every context); a held-out "
-                                       "combination may contain perturbations seen in training",
-            "S2_unseen_context": "whole contexts (their controls are inputs only)",
-            "S1g_unseen_genes": "genes (perturbation tokens): no token of a test condition is in any training or "
-                                 "validation condition; perturbations mixing held-out and seen tokens are unused",
-            "S3_unseen_combo": "combinations whose singles are seen"}
+HELD_OUT = {
+    "S1_unseen_perturbation": "conditions: perturbations unseen as such (every context); a held-out "
+    "combination may contain perturbations seen in training",
+    "S2_unseen_context": "whole contexts (their controls are inputs only)",
+    "S1g_unseen_genes": "genes (perturbation tokens): no token of a test condition is in any training or "
+    "validation condition; perturbations mixing held-out and seen tokens are unused",
+    "S3_unseen_combo": "combinations whose singles are seen",
+}
 
 
 def split_summary(fold: Mapping) -> str:
     """Markdown lines describing what a fold holds out and its group and cell counts."""
-    lines = [f"- Split `{fold['split_name']}`, fold {fold['fold']} of {fold['n_folds']}"
-             f"{' (pilot)' if fold.get('pilot') else ''}, seed {fold['seed']}: held out "
-             f"{HELD_OUT.get(fold['split_name'], 'groups')}.",
-             f"- Groups: {len(fold['train_groups'])} train, {len(fold['val_groups'])} validation, "
-             f"{len(fold['test_groups'])} test ({', '.join(fold['test_groups'][:12])}"
-             f"{', ...' if len(fold['test_groups']) > 12 else ''}).",
-             f"- Cells: {len(fold['train_cells']):,} train, {len(fold['val_cells']):,} validation, "
-             f"{len(fold['test_cells']):,} test."]
+    lines = [
+        f"- Split `{fold['split_name']}`, fold {fold['fold']} of {fold['n_folds']}"
+        f"{' (pilot)' if fold.get('pilot') else ''}, seed {fold['seed']}: held out "
+        f"{HELD_OUT.get(fold['split_name'], 'groups')}.",
+        f"- Groups: {len(fold['train_groups'])} train, {len(fold['val_groups'])} validation, "
+        f"{len(fold['test_groups'])} test ({', '.join(fold['test_groups'][:12])}"
+        f"{', ...' if len(fold['test_groups']) > 12 else ''}).",
+        f"- Cells: {len(fold['train_cells']):,} train, {len(fold['val_cells']):,} validation, "
+        f"{len(fold['test_cells']):,} test.",
+    ]
     unused = fold.get("unused_perturbations")
     if unused:
-        lines.append(f"- Unused: {len(unused)} perturbations mix held-out and seen tokens "
-                     f"({', '.join(unused[:12])}{', ...' if len(unused) > 12 else ''}).")
+        lines.append(
+            f"- Unused: {len(unused)} perturbations mix held-out and seen tokens "
+            f"({', '.join(unused[:12])}{', ...' if len(unused) > 12 else ''})."
+        )
     return "\n".join(lines)
 
 
@@ -203,8 +230,10 @@ def verdict_lines(metrics: Mapping) -> list[str]:
             how = f"higher {primary} (CI above 0)"
         else:
             how = f"CI of the {primary} difference includes 0"
-        out.append(f"- {label}: {how}, diff {_fmt(d['diff'])} [{_fmt(d['ci_low'])}, {_fmt(d['ci_high'])}], "
-                   f"n = {d['n']} conditions.")
+        out.append(
+            f"- {label}: {how}, diff {_fmt(d['diff'])} [{_fmt(d['ci_low'])}, {_fmt(d['ci_high'])}], "
+            f"n = {d['n']} conditions."
+        )
     return out
 
 
@@ -212,8 +241,7 @@ _NAMES_SHORT = {"edistance": "E-distance", "mse": "MSE", "delta_pearson": "Pears
 
 
 def _claim(d: Mapping) -> str:
-    held = (f", Holm p = {_p(d.get('p_holm'))} (family of {d.get('family_size')})" if d.get("p_holm") is not None
-            else "")
+    held = f", Holm p = {_p(d.get('p_holm'))} (family of {d.get('family_size')})" if d.get("p_holm") is not None else ""
     return f"{diff_cell(d)}, sign-flip p = {_p(d.get('p'))}{held}, n = {d.get('n', 0)}"
 
 
@@ -223,25 +251,34 @@ def _said(d: Mapping) -> str:
 
 def twin_sentence(v: Mapping, metric: str = "edistance") -> str:
     """Whether the JEPA space beats its PCA twin on ``metric``, in words."""
-    twin = v.get("vs_pca_twin") if metric == "edistance" else ((v.get("secondary") or {}).get(metric) or {}).get(
-        "vs_pca_twin")
+    twin = (
+        v.get("vs_pca_twin")
+        if metric == "edistance"
+        else ((v.get("secondary") or {}).get(metric) or {}).get("vs_pca_twin")
+    )
     if not twin:
         return "No PCA twin was scored, so nothing here is attributable to the JEPA space."
     o = twin.get("outcome", "undetermined")
     name = _NAMES_SHORT.get(metric, metric)
-    space = {"wins": f"the JEPA space **beats** its PCA twin on {name}",
-             "loses": f"the JEPA space is **worse** than its PCA twin on {name}",
-             "no detectable difference": f"the JEPA space shows **no detectable difference** from its PCA twin on "
-                                         f"{name}",
-             "not claimable": f"the row is **not claimable** (n = {twin.get('n', 0)} conditions with an effect, "
-                              f"fewer than 10): {name} difference described only",
-             "undetermined": "the JEPA space and its PCA twin cannot be compared"}.get(o, o)
+    space = {
+        "wins": f"the JEPA space **beats** its PCA twin on {name}",
+        "loses": f"the JEPA space is **worse** than its PCA twin on {name}",
+        "no detectable difference": f"the JEPA space shows **no detectable difference** from its PCA twin on {name}",
+        "not claimable": f"the row is **not claimable** (n = {twin.get('n', 0)} conditions with an effect, "
+        f"fewer than 10): {name} difference described only",
+        "undetermined": "the JEPA space and its PCA twin cannot be compared",
+    }.get(o, o)
     note = " (the unadjusted CI excludes 0)" if _said(twin).endswith("excludes 0)") else ""
     return f"Against `{twin['twin']}` (the same model on PCA), {space}{note}: {_claim(twin)}."
 
 
-_VERBS = {"wins": "beats", "loses": "loses to", "no detectable difference": "shows no detectable difference from",
-          "not claimable": "is not claimable against", "undetermined": "cannot be compared with"}
+_VERBS = {
+    "wins": "beats",
+    "loses": "loses to",
+    "no detectable difference": "shows no detectable difference from",
+    "not claimable": "is not claimable against",
+    "undetermined": "cannot be compared with",
+}
 
 
 def verdict_sentence(label: str, metrics: Mapping) -> str:
@@ -250,12 +287,16 @@ def verdict_sentence(label: str, metrics: Mapping) -> str:
     e = v["edistance"]
     note = " (the unadjusted CI excludes 0)" if _said(e).endswith("excludes 0)") else ""
     n_note = f" (n = {v['n']} conditions with an effect; claims need 10)" if not v.get("claimable", True) else ""
-    text = (f"On {label}, `{v['model']}` {_VERBS.get(e.get('outcome'), e.get('outcome'))} `{v['baseline']}` (chosen "
-            f"on validation) on E-distance{note}{n_note}: difference {_claim(e)} conditions with an effect.")
+    text = (
+        f"On {label}, `{v['model']}` {_VERBS.get(e.get('outcome'), e.get('outcome'))} `{v['baseline']}` (chosen "
+        f"on validation) on E-distance{note}{n_note}: difference {_claim(e)} conditions with an effect."
+    )
     for metric, rows in (v.get("secondary") or {}).items():
         d = rows["vs_comparator"]
-        text += (f" {_NAMES_SHORT.get(metric, metric)}: {_said(d)}, {diff_cell(d)}"
-                 f"{', Holm p = ' + _p(d.get('p_holm')) if d.get('p_holm') is not None else ''}.")
+        text += (
+            f" {_NAMES_SHORT.get(metric, metric)}: {_said(d)}, {diff_cell(d)}"
+            f"{', Holm p = ' + _p(d.get('p_holm')) if d.get('p_holm') is not None else ''}."
+        )
     return text + " " + twin_sentence(v)
 
 
@@ -268,13 +309,17 @@ def _seed_cell(v: Mapping, method: str | None) -> str:
 
 def verdict_table(combined: Mapping[str, Mapping]) -> str:
     """Markdown tables of the verdicts of every dataset × split: E-distance (primary), then MSE and Pearson-Δ."""
-    lines = ["| dataset | split | n (no effect) | comparator (validation) | comparator* | primary* | primary per "
-             "model seed* | primary − comparator [95% CI] | p | Holm p | verdict (E-distance) | primary − PCA twin "
-             "[95% CI] | Holm p | JEPA space vs PCA |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    second = ["| dataset | split | MSE: primary − comparator [95% CI] | Holm p | verdict | Pearson-Δ: primary − "
-              "comparator [95% CI] | Holm p | verdict | MSE vs PCA twin | Pearson-Δ vs PCA twin |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| dataset | split | n (no effect) | comparator (validation) | comparator* | primary* | primary per "
+        "model seed* | primary − comparator [95% CI] | p | Holm p | verdict (E-distance) | primary − PCA twin "
+        "[95% CI] | Holm p | JEPA space vs PCA |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    second = [
+        "| dataset | split | MSE: primary − comparator [95% CI] | Holm p | verdict | Pearson-Δ: primary − "
+        "comparator [95% CI] | Holm p | verdict | MSE vs PCA twin | Pearson-Δ vs PCA twin |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for m in combined.values():
         if "verdict" not in m:
             continue
@@ -282,11 +327,13 @@ def verdict_table(combined: Mapping[str, Mapping]) -> str:
         e = v["edistance"]
         twin = v.get("vs_pca_twin") or {}
         means = v.get("means") or {}
-        lines.append(f"| {m['dataset_id']} | {m['split']} | {v['n']} ({v.get('n_without_effect', 0)}) | "
-                     f"{v['baseline']} | {_fmt(means.get('baseline'))} | {_fmt(means.get('model'))} | "
-                     f"{_seed_cell(v, v['model'])} | {diff_cell(e)} | {_p(e.get('p'))} | {_p(e.get('p_holm'))} | "
-                     f"**{_said(e)}** | {diff_cell(twin)} | {_p(twin.get('p_holm'))} | "
-                     f"{_said(twin) if twin else '–'} |")
+        lines.append(
+            f"| {m['dataset_id']} | {m['split']} | {v['n']} ({v.get('n_without_effect', 0)}) | "
+            f"{v['baseline']} | {_fmt(means.get('baseline'))} | {_fmt(means.get('model'))} | "
+            f"{_seed_cell(v, v['model'])} | {diff_cell(e)} | {_p(e.get('p'))} | {_p(e.get('p_holm'))} | "
+            f"**{_said(e)}** | {diff_cell(twin)} | {_p(twin.get('p_holm'))} | "
+            f"{_said(twin) if twin else '–'} |"
+        )
         sec = v.get("secondary") or {}
         cells = []
         for metric in ("mse", "delta_pearson"):
@@ -296,14 +343,19 @@ def verdict_table(combined: Mapping[str, Mapping]) -> str:
             d = (sec.get(metric) or {}).get("vs_pca_twin") or {}
             cells.append(f"{diff_cell(d)} {_said(d)}" if d else "–")
         second.append(f"| {m['dataset_id']} | {m['split']} | " + " | ".join(cells) + " |")
-    lines += ["", "\\* mean E-distance over the n conditions with a detectable effect; per model seed: the mean of "
-              "that seed's (condition, split seed) scores, so a condition tested in several split seeds counts once "
-              "per split seed, while the pooled mean averages each condition over its split seeds first (a method "
-              "without model seeds shows one value). Every CI is the hierarchical bootstrap (split "
-              "seeds or folds, model seeds, conditions; 10,000 resamples). Rows with fewer than 10 conditions with an "
-              "effect are not claimable and carry no Holm p.", "",
-              "The same verdict on the secondary metrics (each its own Holm family; Pearson-Δ: higher is better):", "",
-              *second]
+    lines += [
+        "",
+        "\\* mean E-distance over the n conditions with a detectable effect; per model seed: the mean of "
+        "that seed's (condition, split seed) scores, so a condition tested in several split seeds counts once "
+        "per split seed, while the pooled mean averages each condition over its split seeds first (a method "
+        "without model seeds shows one value). Every CI is the hierarchical bootstrap (split "
+        "seeds or folds, model seeds, conditions; 10,000 resamples). Rows with fewer than 10 conditions with an "
+        "effect are not claimable and carry no Holm p.",
+        "",
+        "The same verdict on the secondary metrics (each its own Holm family; Pearson-Δ: higher is better):",
+        "",
+        *second,
+    ]
     return "\n".join(lines)
 
 
@@ -324,20 +376,26 @@ def seeds_lines(metrics: Mapping) -> list[str]:
     lines = []
     split = seeds.get("split_seeds", {})
     if split:
-        lines += ["| split seed | n | primary − comparator [95% CI] | p | primary − PCA twin [95% CI] | p |",
-                  "|---|---|---|---|---|---|"]
+        lines += [
+            "| split seed | n | primary − comparator [95% CI] | p | primary − PCA twin [95% CI] | p |",
+            "|---|---|---|---|---|---|",
+        ]
         for s, e in split.items():
             c, t = e.get("vs_comparator") or {}, e.get("vs_pca_twin") or {}
             lines.append(f"| {s} | {e['n']} | {diff_cell(c)} | {_p(c.get('p'))} | {diff_cell(t)} | {_p(t.get('p'))} |")
         lines.append("")
     ms = seeds.get("model_seeds", {})
     if ms:
-        lines += ["Mean test E-distance per model seed (all conditions, every split seed):", "",
-                  "| method | " + " | ".join(f"seed {k}" for k in next(iter(ms.values()))["per_seed"]) + " | sd |",
-                  "|---|" + "---|" * (len(next(iter(ms.values()))["per_seed"]) + 1)]
+        lines += [
+            "Mean test E-distance per model seed (all conditions, every split seed):",
+            "",
+            "| method | " + " | ".join(f"seed {k}" for k in next(iter(ms.values()))["per_seed"]) + " | sd |",
+            "|---|" + "---|" * (len(next(iter(ms.values()))["per_seed"]) + 1),
+        ]
         for method, e in ms.items():
-            lines.append(f"| {method} | " + " | ".join(_fmt(x) for x in e["per_seed"].values())
-                         + f" | {_fmt(e['sd'])} |")
+            lines.append(
+                f"| {method} | " + " | ".join(_fmt(x) for x in e["per_seed"].values()) + f" | {_fmt(e['sd'])} |"
+            )
         lines.append("")
     return lines
 

@@ -18,14 +18,18 @@ def _validation_markdown(grid: Mapping, validation: list[Mapping]) -> list[str]:
     if not validation:
         return []
     split_seeds, reference, ablations = grid["split_seeds"], grid["reference"], list(grid["ablations"])
-    lines = ["## Validation (what a configuration is chosen on)", "",
-             f"Validation conditions of split seed(s) {', '.join(map(str, split_seeds))} (each fold's validation "
-             "perturbations; never a test condition), E-distance in the fold's evaluation space averaged over the "
-             "model seeds, mean [95% bootstrap CI]; differences are paired over the same validation conditions "
-             "(below 0: the JEPA model is closer to the observed cells).", "",
-             "| dataset / split | ablation | n val | jepa_set | pca_set | comparator | jepa_set − pca_set | "
-             f"jepa_set − comparator | jepa_set − {reference}'s |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "## Validation (what a configuration is chosen on)",
+        "",
+        f"Validation conditions of split seed(s) {', '.join(map(str, split_seeds))} (each fold's validation "
+        "perturbations; never a test condition), E-distance in the fold's evaluation space averaged over the "
+        "model seeds, mean [95% bootstrap CI]; differences are paired over the same validation conditions "
+        "(below 0: the JEPA model is closer to the observed cells).",
+        "",
+        "| dataset / split | ablation | n val | jepa_set | pca_set | comparator | jepa_set − pca_set | "
+        f"jepa_set − comparator | jepa_set − {reference}'s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
 
     def cell(m):
         return f"{m['edistance']:.3f} [{m['ci_low']:.3f}, {m['ci_high']:.3f}]" if m else "–"
@@ -33,14 +37,18 @@ def _validation_markdown(grid: Mapping, validation: list[Mapping]) -> list[str]:
     def diff(d):
         return f"{d['diff']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]" if d else "–"
 
-    for r in sorted(validation, key=lambda r: (r["dataset_split"], ablations.index(r["ablation"])
-                                                if r["ablation"] in ablations else 0)):
+    for r in sorted(
+        validation,
+        key=lambda r: (r["dataset_split"], ablations.index(r["ablation"]) if r["ablation"] in ablations else 0),
+    ):
         m = r["methods"]
         comp = r["comparator"]
-        lines.append(f"| {r['dataset_split']} | {r['ablation']} (seeds {', '.join(map(str, r['model_seeds']))}) | "
-                     f"{r['n_validation']} | {cell(m.get('jepa_set'))} | "
-                     f"{cell(m.get('pca_set'))} | {comp} {cell(m.get(comp))} | {diff(r.get('jepa_set_vs_pca_twin'))} | "
-                     f"{diff(r.get('jepa_set_vs_comparator'))} | {diff(r.get('jepa_set_vs_reference'))} |")
+        lines.append(
+            f"| {r['dataset_split']} | {r['ablation']} (seeds {', '.join(map(str, r['model_seeds']))}) | "
+            f"{r['n_validation']} | {cell(m.get('jepa_set'))} | "
+            f"{cell(m.get('pca_set'))} | {comp} {cell(m.get(comp))} | {diff(r.get('jepa_set_vs_pca_twin'))} | "
+            f"{diff(r.get('jepa_set_vs_comparator'))} | {diff(r.get('jepa_set_vs_reference'))} |"
+        )
     return lines + [""]
 
 
@@ -52,13 +60,20 @@ def _choice_markdown(choice: Mapping | None) -> list[str]:
         if not v["complete"]:
             lines.append(f"- {a}: incomplete ({v['dataset_splits']} of {v['of']} dataset/splits with every model seed)")
         else:
-            lines.append(f"- {a}: lower mean on {v['lower_mean']} of {v['of']}; CI below 0 on "
-                         f"{', '.join(v['better_ci']) or 'none'}; above 0 on {', '.join(v['worse_ci']) or 'none'}")
+            lines.append(
+                f"- {a}: lower mean on {v['lower_mean']} of {v['of']}; CI below 0 on "
+                f"{', '.join(v['better_ci']) or 'none'}; above 0 on {', '.join(v['worse_ci']) or 'none'}"
+            )
     return lines + [""]
 
 
-def ablation_markdown(grid: Mapping, rows: list[Mapping], missing: list[Mapping],
-                      validation: list[Mapping] | None = None, choice: Mapping | None = None) -> str:
+def ablation_markdown(
+    grid: Mapping,
+    rows: list[Mapping],
+    missing: list[Mapping],
+    validation: list[Mapping] | None = None,
+    choice: Mapping | None = None,
+) -> str:
     """The markdown of a sweep (its ``ablation.md``), from the rows ``celljepa.bench.sweep`` collects.
 
     Parameters
@@ -83,51 +98,75 @@ def ablation_markdown(grid: Mapping, rows: list[Mapping], missing: list[Mapping]
     keys = list(dict.fromkeys(r["dataset_split"] for r in rows))
     abls = list(grid["ablations"])
     max_folds = grid["max_folds"]
-    lines = ["# Ablation table", "",
-             f"Grid `{grid['source']}`: ablations {', '.join(abls)} × model seeds {list(grid['seeds'])}; split seed(s) "
-             f"{', '.join(map(str, grid['split_seeds']))}; "
-             f"{'all folds' if max_folds is None else f'first {max_folds} fold(s)'} "
-             "of each split. Cells: mean ± sd over seeds of the mean test E-distance (evaluation space, lower is "
-             "better). The baselines do not depend on the JEPA seed, so their column is one number; the "
-             "comparator is the non-JEPA method with the best validation score.", "",
-             *_validation_markdown(grid, validation or []),
-             *_choice_markdown(choice),
-             "## Test (reported, never used for a choice)", "",
-             "| dataset / split | comparator | " + " | ".join(f"{a}: set | {a}: prototype" for a in abls) + " |",
-             "|---|---|" + "---|---|" * len(abls)]
+    lines = [
+        "# Ablation table",
+        "",
+        f"Grid `{grid['source']}`: ablations {', '.join(abls)} × model seeds {list(grid['seeds'])}; split seed(s) "
+        f"{', '.join(map(str, grid['split_seeds']))}; "
+        f"{'all folds' if max_folds is None else f'first {max_folds} fold(s)'} "
+        "of each split. Cells: mean ± sd over seeds of the mean test E-distance (evaluation space, lower is "
+        "better). The baselines do not depend on the JEPA seed, so their column is one number; the "
+        "comparator is the non-JEPA method with the best validation score.",
+        "",
+        *_validation_markdown(grid, validation or []),
+        *_choice_markdown(choice),
+        "## Test (reported, never used for a choice)",
+        "",
+        "| dataset / split | comparator | " + " | ".join(f"{a}: set | {a}: prototype" for a in abls) + " |",
+        "|---|---|" + "---|---|" * len(abls),
+    ]
     for key in keys:
         sel = [r for r in rows if r["dataset_split"] == key]
         base = sel[0]
         cells = []
         for a in abls:
             ra = [r for r in sel if r["ablation"] == a]
-            cells += [_fmt_sd([r["jepa_set"] for r in ra if "jepa_set" in r]),
-                      _fmt_sd([r["jepa_prototype"] for r in ra if "jepa_prototype" in r])]
-        lines.append(f"| {key} | {base['comparator']} {base['comparator_edistance']:.3f} | "
-                     + " | ".join(cells) + " |")
-    lines += ["", "## Encoders: effective rank (mean over folds and seeds) and collapsed folds", "",
-              "| dataset / split | " + " | ".join(abls) + " |", "|---|" + "---|" * len(abls)]
+            cells += [
+                _fmt_sd([r["jepa_set"] for r in ra if "jepa_set" in r]),
+                _fmt_sd([r["jepa_prototype"] for r in ra if "jepa_prototype" in r]),
+            ]
+        lines.append(f"| {key} | {base['comparator']} {base['comparator_edistance']:.3f} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "## Encoders: effective rank (mean over folds and seeds) and collapsed folds",
+        "",
+        "| dataset / split | " + " | ".join(abls) + " |",
+        "|---|" + "---|" * len(abls),
+    ]
     for key in keys:
         cells = []
         for a in abls:
             ra = [r for r in rows if r["dataset_split"] == key and r["ablation"] == a and "effective_rank" in r]
-            cells.append(f"{np.mean([r['effective_rank'] for r in ra]):.1f} "
-                         f"({sum(r['collapsed_folds'] for r in ra)}/{sum(r['folds'] for r in ra)} collapsed)"
-                         if ra else "–")
+            cells.append(
+                f"{np.mean([r['effective_rank'] for r in ra]):.1f} "
+                f"({sum(r['collapsed_folds'] for r in ra)}/{sum(r['folds'] for r in ra)} collapsed)"
+                if ra
+                else "–"
+            )
         lines.append(f"| {key} | " + " | ".join(cells) + " |")
-    lines += ["", "## Every task: jepa_set − comparator, E-distance, paired 95% CI", "",
-              "The verdict of each task follows the report rule (conditions with an effect; Holm over the task's "
-              "claimable rows, n ≥ 10; fewer conditions: *not claimable*).", "",
-              "| ablation | seed | dataset / split | n | jepa_set | diff [95% CI] (all conditions) | verdict (n) |",
-              "|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Every task: jepa_set − comparator, E-distance, paired 95% CI",
+        "",
+        "The verdict of each task follows the report rule (conditions with an effect; Holm over the task's "
+        "claimable rows, n ≥ 10; fewer conditions: *not claimable*).",
+        "",
+        "| ablation | seed | dataset / split | n | jepa_set | diff [95% CI] (all conditions) | verdict (n) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         ci = r.get("jepa_set_diff_ci")
-        diff = (f"{r['jepa_set_diff']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "–")
+        diff = f"{r['jepa_set_diff']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "–"
         verdict = f"{r['verdict']} ({r.get('verdict_n', '?')})" if r.get("verdict") else "–"
-        lines.append(f"| {r['ablation']} | {r['seed']} | {r['dataset_split']} | {r['n']} | "
-                     f"{r.get('jepa_set', float('nan')):.3f} | {diff} | {verdict} |")
+        lines.append(
+            f"| {r['ablation']} | {r['seed']} | {r['dataset_split']} | {r['n']} | "
+            f"{r.get('jepa_set', float('nan')):.3f} | {diff} | {verdict} |"
+        )
     if missing:
         lines += ["", "## Missing or failed tasks", ""]
-        lines += [f"- task {m['index']} ({m['ablation']}, seed {m['seed']}): {m['state']}; no metrics_combined.json "
-                  f"in `{m['folder']}`" for m in missing]
+        lines += [
+            f"- task {m['index']} ({m['ablation']}, seed {m['seed']}): {m['state']}; no metrics_combined.json "
+            f"in `{m['folder']}`"
+            for m in missing
+        ]
     return "\n".join(lines) + "\n"

@@ -91,8 +91,9 @@ def fit_conditions(train) -> int:
     """Number of perturbed ``(context, perturbation)`` conditions among the cells the peer may fit on."""
     obs = train.obs
     rows = fit_rows(train) & ~obs["is_control"].to_numpy(dtype=bool)
-    pairs = set(zip(obs["context"].astype(str).to_numpy()[rows], obs["perturbation"].astype(str).to_numpy()[rows],
-                    strict=True))
+    pairs = set(
+        zip(obs["context"].astype(str).to_numpy()[rows], obs["perturbation"].astype(str).to_numpy()[rows], strict=True)
+    )
     return len(pairs)
 
 
@@ -109,14 +110,38 @@ def tail(values, n: int = 5) -> list:
     return out
 
 
-def fit_record(*, unit: str, trained: int, max_: int, best, monitor: str, stopped_by: str, train_loss, val_loss,
-               validation: dict, scaling: dict, n_cells_used: int, n_conditions_used: int, **extra) -> dict:
+def fit_record(
+    *,
+    unit: str,
+    trained: int,
+    max_: int,
+    best,
+    monitor: str,
+    stopped_by: str,
+    train_loss,
+    val_loss,
+    validation: dict,
+    scaling: dict,
+    n_cells_used: int,
+    n_conditions_used: int,
+    **extra,
+) -> dict:
     """The ``fit`` entry of ``result.json`` (see the module docstring)."""
-    return {"unit": unit, "trained": None if trained is None else int(trained), "max": int(max_),
-            "best": None if best is None else int(best), "stopped_by": stopped_by, "monitor": monitor,
-            "train_loss_last": tail(train_loss), "val_loss_last": tail(val_loss), "validation": validation,
-            "scaling": scaling, "n_cells_used": int(n_cells_used), "n_conditions_used": int(n_conditions_used),
-            **extra}
+    return {
+        "unit": unit,
+        "trained": None if trained is None else int(trained),
+        "max": int(max_),
+        "best": None if best is None else int(best),
+        "stopped_by": stopped_by,
+        "monitor": monitor,
+        "train_loss_last": tail(train_loss),
+        "val_loss_last": tail(val_loss),
+        "validation": validation,
+        "scaling": scaling,
+        "n_cells_used": int(n_cells_used),
+        "n_conditions_used": int(n_conditions_used),
+        **extra,
+    }
 
 
 def _atomic(path: Path, write) -> None:

@@ -99,5 +99,9 @@ def state_settings(n_train: int, batch_size: int = 8, cell_set_len: int = 128) -
     """
     per_pass = max(1, math.ceil(int(n_train) / (int(batch_size) * int(cell_set_len))))
     max_steps = _clip(250 * per_pass, 1000, 4000)
-    return {"max_steps": max_steps, "val_freq": min(100, max_steps // 10), "batch_size": int(batch_size),
-            "max_minutes": 60.0}
+    return {
+        "max_steps": max_steps,
+        "val_freq": min(100, max_steps // 10),
+        "batch_size": int(batch_size),
+        "max_minutes": 60.0,
+    }

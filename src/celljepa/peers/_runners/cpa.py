@@ -258,11 +258,19 @@ def run(workdir, request, train) -> None:
                     model = cpa.CPA(
                         adata, split_key="split", train_split="train", valid_split="valid", test_split="ood", **model_p
                     )
-                    budget = {"max_time": {"seconds": int(60 * float(split_p["max_minutes"]))}} \
-                        if split_p.get("max_minutes") else {}
+                    budget = (
+                        {"max_time": {"seconds": int(60 * float(split_p["max_minutes"]))}}
+                        if split_p.get("max_minutes")
+                        else {}
+                    )
                     model.train(
-                        use_gpu=False, plan_kwargs=plan_p, save_path=False, enable_progress_bar=False,
-                        callbacks=[curves.callback()], **budget, **train_p,
+                        use_gpu=False,
+                        plan_kwargs=plan_p,
+                        save_path=False,
+                        enable_progress_bar=False,
+                        callbacks=[curves.callback()],
+                        **budget,
+                        **train_p,
                     )
                 epochs = int(model.runner.trainer.current_epoch)  # epochs completed
                 history = pd.DataFrame(model.epoch_history)
@@ -276,23 +284,41 @@ def run(workdir, request, train) -> None:
             os.chdir(old_cwd)
 
     fit_cells = cells["split"].isin(["train", "valid"]).to_numpy()
-    n_conditions = int(cells.loc[fit_cells & (cells["condition"] != CTRL).to_numpy()]
-                       .groupby(["context", "condition"]).ngroups)
+    n_conditions = int(
+        cells.loc[fit_cells & (cells["condition"] != CTRL).to_numpy()].groupby(["context", "condition"]).ngroups
+    )
     max_epochs = int(train_p["max_epochs"])
     best = curves.best_epoch()
-    stopped = ("not fitted: no query covered" if not len(ood) else "time budget" if curves.timed_out(split_p)
-               else "early stopping" if epochs < max_epochs else "max_epochs")
+    stopped = (
+        "not fitted: no query covered"
+        if not len(ood)
+        else "time budget"
+        if curves.timed_out(split_p)
+        else "early stopping"
+        if epochs < max_epochs
+        else "max_epochs"
+    )
     train_rows = history[history["mode"] == "train"] if history is not None else None
     valid_rows = history[history["mode"] == "valid"] if history is not None else None
     fit_rec = _common.fit_record(
-        unit="epoch", trained=epochs, max_=max_epochs, best=best,
-        monitor="cpa_metric (validation; higher is better)", stopped_by=stopped,
-        train_loss=[] if train_rows is None else train_rows["recon_loss"], val_loss=[] if valid_rows is None
-        else valid_rows["recon_loss"], n_cells_used=int(fit_cells.sum()), n_conditions_used=n_conditions,
-        validation={"how": f"seeded random {split_p['valid_fraction']:.0%} of the cells it fits on",
-                    "n_cells": int((split == "valid").sum()), "n_train_cells": int((split == "train").sum())},
+        unit="epoch",
+        trained=epochs,
+        max_=max_epochs,
+        best=best,
+        monitor="cpa_metric (validation; higher is better)",
+        stopped_by=stopped,
+        train_loss=[] if train_rows is None else train_rows["recon_loss"],
+        val_loss=[] if valid_rows is None else valid_rows["recon_loss"],
+        n_cells_used=int(fit_cells.sum()),
+        n_conditions_used=n_conditions,
+        validation={
+            "how": f"seeded random {split_p['valid_fraction']:.0%} of the cells it fits on",
+            "n_cells": int((split == "valid").sum()),
+            "n_train_cells": int((split == "train").sum()),
+        },
         scaling={"rule": RULE, **scaled, "overridden": overridden},
-        val_cpa_metric_last=_common.tail(curves.metric), weights="best validation cpa_metric (CPA's SaveBestState)",
+        val_cpa_metric_last=_common.tail(curves.metric),
+        weights="best validation cpa_metric (CPA's SaveBestState)",
     )
     result = {
         "peer": "cpa",

@@ -78,17 +78,37 @@ except ImportError:  # run as a script: _common sits beside this file
 
 DEFAULTS = {
     # GEARS.model_initialize (tutorial: hidden_size=64; the rest are its defaults)
-    "hidden_size": 64, "num_go_gnn_layers": 1, "num_gene_gnn_layers": 1, "decoder_hidden_size": 16,
-    "num_similar_genes_go_graph": 20, "num_similar_genes_co_express_graph": 20, "coexpress_threshold": 0.4,
-    "uncertainty": False, "uncertainty_reg": 1, "direction_lambda": 0.1,
+    "hidden_size": 64,
+    "num_go_gnn_layers": 1,
+    "num_gene_gnn_layers": 1,
+    "decoder_hidden_size": 16,
+    "num_similar_genes_go_graph": 20,
+    "num_similar_genes_co_express_graph": 20,
+    "coexpress_threshold": 0.4,
+    "uncertainty": False,
+    "uncertainty_reg": 1,
+    "direction_lambda": 0.1,
     # GEARS.train defaults; batch size (GEARS's tutorials: 32) and epochs from _rules.gears_settings (None)
-    "epochs": None, "lr": 1e-3, "weight_decay": 5e-4, "batch_size": None, "test_batch_size": 128,
+    "epochs": None,
+    "lr": 1e-3,
+    "weight_decay": 5e-4,
+    "batch_size": None,
+    "test_batch_size": 128,
     # the adapter's custom split
     "val_fraction": 0.1,
 }
-MODEL_KEYS = ("hidden_size", "num_go_gnn_layers", "num_gene_gnn_layers", "decoder_hidden_size",
-              "num_similar_genes_go_graph", "num_similar_genes_co_express_graph", "coexpress_threshold",
-              "uncertainty", "uncertainty_reg", "direction_lambda")
+MODEL_KEYS = (
+    "hidden_size",
+    "num_go_gnn_layers",
+    "num_gene_gnn_layers",
+    "decoder_hidden_size",
+    "num_similar_genes_go_graph",
+    "num_similar_genes_co_express_graph",
+    "coexpress_threshold",
+    "uncertainty",
+    "uncertainty_reg",
+    "direction_lambda",
+)
 NAME = "fold"  # GEARS's dataset name
 GO_TSV = "gene_go.tsv"
 GO_GRAPH = "go_graph.npz"
@@ -103,8 +123,10 @@ def _no_downloads(gears_modules) -> None:
     def refuse(url, save_path, *args):
         if os.path.exists(save_path):
             return
-        raise RuntimeError(f"GEARS tried to download {url} to {save_path}; the celljepa runner allows no "
-                           "download: a local copy is missing")
+        raise RuntimeError(
+            f"GEARS tried to download {url} to {save_path}; the celljepa runner allows no "
+            "download: a local copy is missing"
+        )
 
     for module in gears_modules:
         for name in ("dataverse_download", "zip_data_download_wrapper", "tar_data_download_wrapper"):
@@ -205,17 +227,24 @@ def _gears_adata(train, gene2go, notes: list):
     perturbed = set(cell_type[keep & (condition != "ctrl")])
     lone = keep & ~np.isin(cell_type, list(perturbed))  # GEARS's DE test needs a perturbation per context
     keep &= ~lone
-    for what, mask in (("more than two genes", too_many), ("a gene without GO terms", no_go),
-                       ("a single cell in its context", small),
-                       ("controls of a context without fitted perturbations", lone)):
+    for what, mask in (
+        ("more than two genes", too_many),
+        ("a gene without GO terms", no_go),
+        ("a single cell in its context", small),
+        ("controls of a context without fitted perturbations", lone),
+    ):
         if mask.any():
             dropped = sorted(set(condition[mask]))
-            notes.append(f"not fitted ({what}): {len(dropped)} conditions, {int(mask.sum())} cells: "
-                         f"{dropped[:10]}{' ...' if len(dropped) > 10 else ''}")
+            notes.append(
+                f"not fitted ({what}): {len(dropped)} conditions, {int(mask.sum())} cells: "
+                f"{dropped[:10]}{' ...' if len(dropped) > 10 else ''}"
+            )
     x = train.X[rows[keep]]
     x = sp.csr_matrix(x, dtype=np.float32)
-    gobs = pd.DataFrame({"condition": condition[keep], "cell_type": cell_type[keep]},
-                        index=pd.Index([f"c{i}" for i in range(int(keep.sum()))]))
+    gobs = pd.DataFrame(
+        {"condition": condition[keep], "cell_type": cell_type[keep]},
+        index=pd.Index([f"c{i}" for i in range(int(keep.sum()))]),
+    )
     var = pd.DataFrame({"gene_name": list(map(str, train.var_names))}, index=list(map(str, train.var_names)))
     return ad.AnnData(x, obs=gobs, var=var)
 
@@ -259,8 +288,10 @@ def run(workdir: Path, request: dict, train) -> None:
         pert_data.new_data_process(dataset_name=NAME, adata=adata)
         pert_list = pert_data.pert_names.tolist()
         if pert_list != graph_genes:
-            raise ValueError(f"GEARS's perturbable genes ({len(pert_list)}) are not the GO graph's genes "
-                             f"({len(graph_genes)}): {GO_GRAPH} and {GO_TSV} do not match")
+            raise ValueError(
+                f"GEARS's perturbable genes ({len(pert_list)}) are not the GO graph's genes "
+                f"({len(graph_genes)}): {GO_GRAPH} and {GO_TSV} do not match"
+            )
 
         def make_go(data_path, genes, data_name, num_workers=25, save=True):
             if list(genes) != pert_list:
@@ -271,8 +302,9 @@ def run(workdir: Path, request: dict, train) -> None:
 
         perts = sorted(c for c in pert_data.adata.obs["condition"].unique() if c != "ctrl")
         if len(perts) < 2:
-            raise ValueError(f"GEARS needs at least two perturbations to fit on (one for its validation); "
-                             f"found {len(perts)}")
+            raise ValueError(
+                f"GEARS needs at least two perturbations to fit on (one for its validation); found {len(perts)}"
+            )
         rng = np.random.default_rng(seed)
         n_val = min(len(perts) - 1, max(1, int(round(params["val_fraction"] * len(perts)))))
         val = sorted(rng.choice(perts, n_val, replace=False).tolist())
@@ -287,16 +319,14 @@ def run(workdir: Path, request: dict, train) -> None:
             if params[key] is None:
                 params[key] = value
         pert_data.prepare_split(split="custom", seed=seed, split_dict_path=str(scratch / "split.pkl"))
-        pert_data.get_dataloader(batch_size=int(params["batch_size"]),
-                                 test_batch_size=int(params["test_batch_size"]))
+        pert_data.get_dataloader(batch_size=int(params["batch_size"]), test_batch_size=int(params["test_batch_size"]))
         del pert_data.dataloader["test_loader"]  # no test set: GEARS.train then skips testing
 
         model = gears_model.GEARS(pert_data, device="cpu")
         model.model_initialize(**{k: params[k] for k in MODEL_KEYS})
         curves = _record_training(gears_model)
         start_s = time.perf_counter()
-        model.train(epochs=int(params["epochs"]), lr=float(params["lr"]),
-                    weight_decay=float(params["weight_decay"]))
+        model.train(epochs=int(params["epochs"]), lr=float(params["lr"]), weight_decay=float(params["weight_decay"]))
         train_s = time.perf_counter() - start_s
     # GEARS's caches of the processed data (as large as the data): only the small files stay for inspection
     shutil.rmtree(scratch / NAME / "data_pyg", ignore_errors=True)
@@ -335,36 +365,65 @@ def run(workdir: Path, request: dict, train) -> None:
             predicted[key] = np.vstack(out)
 
     n_go = int(model.config["G_go"].shape[1])
-    notes.append(f"GO graph: {len(pert_list)} perturbable genes (the receptive field of the perturbed genes in the "
-                 f"graph over every gene with GO terms), {len(edges)} edges "
-                 f"(top-{k + 1} per gene of the Jaccard > 0.1 pairs), {n_go} in GEARS's graph; co-expression "
-                 f"graph: {int(model.config['G_coexpress'].shape[1])} edges")
-    notes.append(f"fitted on {pert_data.adata.n_obs} cells, {len(split['train']) - 1} training and "
-                 f"{len(val)} validation perturbations (validation held out for best-epoch selection)")
+    notes.append(
+        f"GO graph: {len(pert_list)} perturbable genes (the receptive field of the perturbed genes in the "
+        f"graph over every gene with GO terms), {len(edges)} edges "
+        f"(top-{k + 1} per gene of the Jaccard > 0.1 pairs), {n_go} in GEARS's graph; co-expression "
+        f"graph: {int(model.config['G_coexpress'].shape[1])} edges"
+    )
+    notes.append(
+        f"fitted on {pert_data.adata.n_obs} cells, {len(split['train']) - 1} training and "
+        f"{len(val)} validation perturbations (validation held out for best-epoch selection)"
+    )
     epochs = int(params["epochs"])
     val_de = curves["val_mse_de"]
     best = int(np.argmin(val_de)) + 1 if len(val_de) else None  # GEARS keeps the first epoch of the minimum
-    n_conditions = int(pert_data.adata.obs.loc[pert_data.adata.obs["condition"] != "ctrl"]
-                       .groupby(["cell_type", "condition"], observed=True).ngroups)
+    n_conditions = int(
+        pert_data.adata.obs.loc[pert_data.adata.obs["condition"] != "ctrl"]
+        .groupby(["cell_type", "condition"], observed=True)
+        .ngroups
+    )
     fit = fit_record(
-        unit="epoch", trained=len(val_de), max_=epochs, best=best, monitor="validation top-20 DE MSE (mse_de)",
+        unit="epoch",
+        trained=len(val_de),
+        max_=epochs,
+        best=best,
+        monitor="validation top-20 DE MSE (mse_de)",
         stopped_by="max_epochs (GEARS trains every epoch and keeps the best one)",
-        train_loss=curves["train_loss"], val_loss=curves["val_mse"],
-        n_cells_used=pert_data.adata.n_obs, n_conditions_used=n_conditions,
-        validation={"how": f"seeded random {params['val_fraction']:.0%} of the perturbations it fits on "
-                           "(GEARS's custom split)", "n_perturbations": len(val), "n_cells": n_val_cells,
-                    "perturbations": val},
-        scaling={"rule": RULE, **scaled, "n_train_cells": n_train,
-                 "overridden": sorted(k for k in scaled if request.get("params", {}).get(k) is not None)},
-        train_mse_last=curves["train_mse"][-5:], val_mse_de_last=[round(v, 6) for v in val_de[-5:]],
+        train_loss=curves["train_loss"],
+        val_loss=curves["val_mse"],
+        n_cells_used=pert_data.adata.n_obs,
+        n_conditions_used=n_conditions,
+        validation={
+            "how": f"seeded random {params['val_fraction']:.0%} of the perturbations it fits on (GEARS's custom split)",
+            "n_perturbations": len(val),
+            "n_cells": n_val_cells,
+            "perturbations": val,
+        },
+        scaling={
+            "rule": RULE,
+            **scaled,
+            "n_train_cells": n_train,
+            "overridden": sorted(k for k in scaled if request.get("params", {}).get(k) is not None),
+        },
+        train_mse_last=curves["train_mse"][-5:],
+        val_mse_de_last=[round(v, 6) for v in val_de[-5:]],
         go_graph={"genes": len(pert_list), "edges": len(edges), "edges_in_gears_graph": n_go, "k": k},
-        train_s=round(train_s, 2), epoch_s=curves["epoch_s"],
+        train_s=round(train_s, 2),
+        epoch_s=curves["epoch_s"],
         steps_per_epoch=len(pert_data.dataloader["train_loader"]),
     )
-    result = {"peer": "gears", "version": version("cell-gears"), "seed": seed,
-              "fit_s": round(clock.seconds.get("fit", 0.0), 3),
-              "predict_s": round(clock.seconds.get("predict", 0.0), 3),
-              "params": params, "fit": fit, "not_covered": not_covered, "notes": "; ".join(notes)}
+    result = {
+        "peer": "gears",
+        "version": version("cell-gears"),
+        "seed": seed,
+        "fit_s": round(clock.seconds.get("fit", 0.0), 3),
+        "predict_s": round(clock.seconds.get("predict", 0.0), 3),
+        "params": params,
+        "fit": fit,
+        "not_covered": not_covered,
+        "notes": "; ".join(notes),
+    }
     write_result(workdir, predicted, genes, result)
 
 

@@ -58,9 +58,11 @@ sys.path[:] = [p for p in sys.path if Path(p or os.getcwd()).resolve() != _HERE]
 
 PEER = "scgen"
 COND, CTX = "perturbation", "context"
-RULE = ("updates = ceil(0.9 * n_cells / batch_size); early_stopping_patience = max(25, ceil(25 * 388 / updates)); "
-        "max_epochs = max(100, ceil(100 * 388 / updates)) (the tutorial's, counted in updates); batch_size = "
-        "min(32, max(8, floor(0.9 * n_cells / 20))); monitor elbo_validation; train_size 0.9; at most 60 minutes")
+RULE = (
+    "updates = ceil(0.9 * n_cells / batch_size); early_stopping_patience = max(25, ceil(25 * 388 / updates)); "
+    "max_epochs = max(100, ceil(100 * 388 / updates)) (the tutorial's, counted in updates); batch_size = "
+    "min(32, max(8, floor(0.9 * n_cells / 20))); monitor elbo_validation; train_size 0.9; at most 60 minutes"
+)
 UNSEEN = "perturbation unseen in training: scGen transfers a seen perturbation to a new context"
 
 
@@ -98,14 +100,21 @@ def run(workdir: Path, request: dict, train) -> None:
     clock = Clock()
 
     # --- fit one scGen model on the cells the peer may fit on
-    obs = pd.DataFrame({COND: train.obs[COND].astype(str).to_numpy()[rows],
-                        CTX: train.obs[CTX].astype(str).to_numpy()[rows]}, index=train.obs_names[rows])
+    obs = pd.DataFrame(
+        {COND: train.obs[COND].astype(str).to_numpy()[rows], CTX: train.obs[CTX].astype(str).to_numpy()[rows]},
+        index=train.obs_names[rows],
+    )
     fit = ad.AnnData(np.asarray(train.X[rows], dtype=np.float32), obs=obs, var=pd.DataFrame(index=train.var_names))
     scgen.SCGEN.setup_anndata(fit, batch_key=COND, labels_key=CTX)
     model = scgen.SCGEN(fit)
     with clock("fit"):
-        model.train(**params, use_gpu=False, enable_progress_bar=False, simple_progress_bar=False,
-                    **({"max_time": {"seconds": int(60 * budget)}} if budget else {}))
+        model.train(
+            **params,
+            use_gpu=False,
+            enable_progress_bar=False,
+            simple_progress_bar=False,
+            **({"max_time": {"seconds": int(60 * budget)}} if budget else {}),
+        )
     history = model.history or {}
 
     def curve(key: str) -> np.ndarray:
@@ -135,40 +144,67 @@ def run(workdir: Path, request: dict, train) -> None:
                 not_covered[key] = f"no start cells for context {ctx!r}"
                 continue
             label = ctx if ctx in known else ctxs[0]  # placeholder label for a held-out context (see above)
-            src = ad.AnnData(np.asarray(train.X[start], dtype=np.float32),
-                             obs=pd.DataFrame({COND: "control", CTX: label}, index=train.obs_names[start]),
-                             var=pd.DataFrame(index=train.var_names))
-            pred, _delta = model.predict(ctrl_key="control", stim_key=pert, adata_to_predict=src,
-                                         restrict_arithmetic_to={CTX: ctxs})
+            src = ad.AnnData(
+                np.asarray(train.X[start], dtype=np.float32),
+                obs=pd.DataFrame({COND: "control", CTX: label}, index=train.obs_names[start]),
+                var=pd.DataFrame(index=train.var_names),
+            )
+            pred, _delta = model.predict(
+                ctrl_key="control", stim_key=pert, adata_to_predict=src, restrict_arithmetic_to={CTX: ctxs}
+            )
             predicted[key] = np.asarray(pred.X, dtype=np.float32)
 
-    write_result(workdir, predicted, train.var_names, {
-        "peer": PEER,
-        "version": f"scgen {scgen.__version__}; scvi-tools {scvi.__version__}",
-        "seed": seed,
-        "fit_s": round(clock.seconds.get("fit", 0.0), 2),
-        "predict_s": round(clock.seconds.get("predict", 0.0), 2),
-        "params": {**params, "max_minutes": budget, **model.init_params_.get("non_kwargs", {}), "device": "cpu",
-                   "threads": threads},
-        "fit": fit_record(
-            unit="epoch", trained=epochs, max_=params["max_epochs"],
-            best=int(np.argmin(monitored)) + 1 if len(monitored) else None, monitor=params["early_stopping_monitor"],
-            stopped_by=("time budget" if budget and clock.seconds["fit"] >= 60 * budget - 1 else "early stopping"
-                        if epochs < params["max_epochs"] else "max_epochs"),
-            train_loss=elbo_train, val_loss=elbo_val, n_cells_used=int(rows.sum()),
-            n_conditions_used=fit_conditions(train),
-            validation={"how": f"scvi-tools' seeded random {1 - params['train_size']:.0%} of the cells it fits on",
-                        "n_cells": n_val},
-            scaling={"rule": RULE, **scaled, "overridden": sorted(k for k in extra if extra[k] != scaled[k])},
-            weights="last epoch (scvi-tools 0.19 early stopping does not restore the best)",
-        ),
-        "not_covered": not_covered,
-        "notes": ("scGen's own model, training (tutorial settings scaled to the fold) and SCGEN.predict; the latent "
-                  "delta of a "
-                  "perturbation comes from the training contexts holding both its control and perturbed cells "
-                  "(restrict_arithmetic_to); held-out-context start cells carry a placeholder cell-type label, "
-                  "unused by scGen's encoder."),
-    })
+    write_result(
+        workdir,
+        predicted,
+        train.var_names,
+        {
+            "peer": PEER,
+            "version": f"scgen {scgen.__version__}; scvi-tools {scvi.__version__}",
+            "seed": seed,
+            "fit_s": round(clock.seconds.get("fit", 0.0), 2),
+            "predict_s": round(clock.seconds.get("predict", 0.0), 2),
+            "params": {
+                **params,
+                "max_minutes": budget,
+                **model.init_params_.get("non_kwargs", {}),
+                "device": "cpu",
+                "threads": threads,
+            },
+            "fit": fit_record(
+                unit="epoch",
+                trained=epochs,
+                max_=params["max_epochs"],
+                best=int(np.argmin(monitored)) + 1 if len(monitored) else None,
+                monitor=params["early_stopping_monitor"],
+                stopped_by=(
+                    "time budget"
+                    if budget and clock.seconds["fit"] >= 60 * budget - 1
+                    else "early stopping"
+                    if epochs < params["max_epochs"]
+                    else "max_epochs"
+                ),
+                train_loss=elbo_train,
+                val_loss=elbo_val,
+                n_cells_used=int(rows.sum()),
+                n_conditions_used=fit_conditions(train),
+                validation={
+                    "how": f"scvi-tools' seeded random {1 - params['train_size']:.0%} of the cells it fits on",
+                    "n_cells": n_val,
+                },
+                scaling={"rule": RULE, **scaled, "overridden": sorted(k for k in extra if extra[k] != scaled[k])},
+                weights="last epoch (scvi-tools 0.19 early stopping does not restore the best)",
+            ),
+            "not_covered": not_covered,
+            "notes": (
+                "scGen's own model, training (tutorial settings scaled to the fold) and SCGEN.predict; the latent "
+                "delta of a "
+                "perturbation comes from the training contexts holding both its control and perturbed cells "
+                "(restrict_arithmetic_to); held-out-context start cells carry a placeholder cell-type label, "
+                "unused by scGen's encoder."
+            ),
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -70,8 +70,10 @@ DEFAULTS = {
     "overrides": [],  # further Hydra overrides, as for `state tx train`
     "keep_run": False,  # keep WORKDIR/state_run (State's run folder, with final.ckpt)
 }
-RULE = ("max_steps = clip(250 * ceil(n_train / (batch_size * cell_set_len)), 1000, 4000); val_freq = min(100, "
-        "max_steps // 10); best validation weights kept; at most 60 minutes")
+RULE = (
+    "max_steps = clip(250 * ceil(n_train / (batch_size * cell_set_len)), 1000, 4000); val_freq = min(100, "
+    "max_steps // 10); best validation weights kept; at most 60 minutes"
+)
 UNSEEN = "perturbation unseen in training: State's one-hot perturbation encoding has no vector for it"
 
 
@@ -107,8 +109,15 @@ def validation_conditions(obs, fit, fraction: float, seed: int) -> list[tuple[st
     otherwise (one condition per perturbation) any.
     """
     rows = fit & ~obs["is_control"].to_numpy(dtype=bool)
-    pairs = sorted(set(zip(obs["context"].astype(str).to_numpy()[rows],
-                           obs["perturbation"].astype(str).to_numpy()[rows], strict=True)))
+    pairs = sorted(
+        set(
+            zip(
+                obs["context"].astype(str).to_numpy()[rows],
+                obs["perturbation"].astype(str).to_numpy()[rows],
+                strict=True,
+            )
+        )
+    )
     if len(pairs) < 2:
         return []
     n_val = min(len(pairs) - 1, max(1, round(fraction * len(pairs))))
@@ -286,8 +295,11 @@ def run(workdir: Path, request: dict, train) -> None:
             if params[key] is None:
                 params[key] = scaled[key]
         steps, val_freq = int(params["max_steps"]), int(params["val_freq"])
-        extra = [f"training.max_steps={steps}", f"training.val_freq={val_freq}",
-                 f"training.ckpt_every_n_steps={val_freq}"]
+        extra = [
+            f"training.max_steps={steps}",
+            f"training.val_freq={val_freq}",
+            f"training.ckpt_every_n_steps={val_freq}",
+        ]
         cfg, overrides = _compose(toml, rundir, params, seed, extra)
         best = _Best(rundir / "run" / "checkpoints", float(params["max_minutes"]))
         (rundir / "run" / "checkpoints").mkdir(parents=True, exist_ok=True)
@@ -336,20 +348,30 @@ def run(workdir: Path, request: dict, train) -> None:
             np.clip(out, 0.0, 14.0, out=out)
             predicted[key] = out
 
-    stopped = ("time budget" if best.timed_out else "max_steps" if best.steps >= steps else "stopped early")
+    stopped = "time budget" if best.timed_out else "max_steps" if best.steps >= steps else "stopped early"
     fit_rec = _common.fit_record(
-        unit="step", trained=best.steps, max_=steps, best=best.best_step, monitor="val_loss (energy distance)",
-        stopped_by=stopped, train_loss=best.train_loss, val_loss=best.val_loss, n_cells_used=int(fit_mask.sum()),
+        unit="step",
+        trained=best.steps,
+        max_=steps,
+        best=best.best_step,
+        monitor="val_loss (energy distance)",
+        stopped_by=stopped,
+        train_loss=best.train_loss,
+        val_loss=best.val_loss,
+        n_cells_used=int(fit_mask.sum()),
         n_conditions_used=_common.fit_conditions(train),
-        validation={"how": f"seeded {params['val_fraction']:.0%} of the (context, perturbation) conditions it fits "
-                           "on, State's few-shot split (their context's controls stay in training)",
-                    "conditions": [f"{c}|{p}" for c, p in val], "n_cells": int(held.sum()),
-                    "every_n_steps": val_freq},
-        scaling={"rule": RULE, **scaled, "n_train_cells": n_train, "cell_set_len": set_len,
-                 "overridden": overridden},
+        validation={
+            "how": f"seeded {params['val_fraction']:.0%} of the (context, perturbation) conditions it fits "
+            "on, State's few-shot split (their context's controls stay in training)",
+            "conditions": [f"{c}|{p}" for c, p in val],
+            "n_cells": int(held.sum()),
+            "every_n_steps": val_freq,
+        },
+        scaling={"rule": RULE, **scaled, "n_train_cells": n_train, "cell_set_len": set_len, "overridden": overridden},
         val_steps=best.val_steps[-5:],
         weights="best validation step" if best.best_step is not None else "last step (no validation)",
-        readme_steps=40000, default_config_steps=400000,
+        readme_steps=40000,
+        default_config_steps=400000,
     )
     result = {
         "peer": "state",
