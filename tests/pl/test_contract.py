@@ -58,7 +58,7 @@ ROWS = [
 ]
 
 
-def _calls(demo):
+def _calls(demo, pred=None):
     distances = pd.Series([0.5, 0.0, 2.0], index=["x", "control", "y"])
     records = [{"step": s, "split": "train", "loss": 1.0 / (s + 1)} for s in range(5)]
     return {
@@ -68,6 +68,7 @@ def _calls(demo):
         "jepa_training": lambda **kw: cj.pl.jepa_training(records, metrics=("loss",), **kw),
         "verdict": lambda **kw: cj.pl.verdict({"results": {"d/S1": VERDICT}}, metrics=("edistance",), **kw),
         "where_jepa_helps": lambda **kw: cj.pl.where_jepa_helps(ROWS, **kw),
+        "predicted_vs_observed": lambda **kw: cj.pl.predicted_vs_observed(pred, "k562|KLF1", "ridge", **kw),
     }
 
 
@@ -79,11 +80,29 @@ def test_every_plot_function_has_the_same_keywords():
             assert params[key].default is default, (name, key)
 
 
+def test_every_plot_function_is_annotated_and_documented():
+    for name in cj.pl.__all__:
+        func = getattr(cj.pl, name)
+        assert inspect.signature(func).return_annotation == "Figure | Axes | list[Axes] | None", name
+        doc = inspect.getdoc(func)
+        for section in ("Parameters\n----------", "Returns\n-------", "Examples\n--------"):
+            assert section in doc, (name, section)
+
+
 @pytest.mark.parametrize(
-    "name", ["benchmark", "condition_counts", "edistance", "jepa_training", "verdict", "where_jepa_helps"]
+    "name",
+    [
+        "benchmark",
+        "condition_counts",
+        "edistance",
+        "jepa_training",
+        "verdict",
+        "where_jepa_helps",
+        "predicted_vs_observed",
+    ],
 )
-def test_one_contract(name, demo, tmp_path):
-    call = _calls(demo)[name]
+def test_one_contract(name, demo, tmp_path, fold_predictions):
+    call = _calls(demo, fold_predictions[0].predictions)[name]
     # the default: axes back (one panel here), nothing shown on a non-interactive backend
     ax = call(show=False)
     assert isinstance(ax, plt.Axes)

@@ -27,10 +27,10 @@ def test_from_model_and_run_folder(trained, tmp_path):
     fig = cj.pl.jepa_training(model, show=False, save=tmp_path / "a.png", return_fig=True)
     assert (tmp_path / "a.png").stat().st_size > 0
     assert [ax.get_title() for ax in fig.axes] == [
-        "loss (train)",
-        "effective rank / dims",
-        "min per-dim std",
-        "mean pairwise cosine",
+        "Training loss",
+        "Effective rank (share of dims)",
+        "Smallest per-dimension std",
+        "Mean pairwise cosine similarity",
     ]
     assert len(fig.axes[0].lines) == 2  # the training curve and the evaluation-batch points
     plt.close(fig)

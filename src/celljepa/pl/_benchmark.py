@@ -9,19 +9,16 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
 from .._errors import InputError
-from ._utils import finish, panels
+from ._utils import finish, metric_label, panels, split_label
 
-_LABELS = {
-    "edistance": "E-distance ↓",
-    "mse": "MSE of mean ↓",
-    "cosine_distance": "cosine distance ↓",
-    "delta_pearson": "Δ Pearson ↑",
-    "delta_pearson_top20_de": "Δ Pearson, top-20 DE ↑",
-    "top1": "retrieval top-1 ↑",
-    "mrr": "retrieval MRR ↑",
-}
+_BAR = "#4c72b0"
+_HIGHLIGHT = "#dd8452"
 
 
 def _table(metrics) -> pd.DataFrame:
@@ -54,8 +51,12 @@ def benchmark(
     show: bool | None = None,
     save: str | os.PathLike | None = None,
     return_fig: bool = False,
-):
+) -> Figure | Axes | list[Axes] | None:
     """Bar chart per metric: each method's mean over test conditions with its 95% bootstrap CI.
+
+    Each panel is titled by the metric's name and whether lower or higher is better (``edistance`` reads
+    "E-distance to observed (lower is better)"); the legend names the highlighted method (the comparator
+    chosen on validation conditions, when the results record one) and the error bars.
 
     Parameters
     ----------
@@ -85,6 +86,12 @@ def benchmark(
     >>> import celljepa as cj
     >>> fig = cj.pl.benchmark("runs/demo/norman2019/S1_unseen_perturbation/fold0/metrics.json",
     ...                       save="bars.png", return_fig=True)  # doctest: +SKIP
+    >>> axes = cj.pl.benchmark(
+    ...     {"methods": {"no_change": {"edistance": {"mean": 0.9, "ci_low": 0.8, "ci_high": 1.0}},
+    ...                  "ridge": {"edistance": {"mean": 0.4, "ci_low": 0.3, "ci_high": 0.5}}},
+    ...      "comparator": "ridge"}, show=False)
+    >>> axes.get_title().splitlines()
+    ['E-distance to observed', '(lower is better)']
     """
     raw = metrics
     table = _table(metrics)
@@ -94,20 +101,26 @@ def benchmark(
     missing = [m for m in shown if m not in set(table["metric"])]
     if missing:
         raise InputError(f"metric(s) {missing} are not in the results; available: {sorted(set(table['metric']))}.")
+    highlight_label = f"{highlight} (highlighted)"
     if highlight is None and isinstance(raw, dict):
-        highlight = raw.get("comparator", raw.get("best_baseline"))
+        if raw.get("comparator"):
+            highlight = raw["comparator"]
+            highlight_label = f"{highlight}: comparator (best non-JEPA method on validation)"
+        elif raw.get("best_baseline"):
+            highlight = raw["best_baseline"]
+            highlight_label = f"{highlight}: best baseline"
     methods = list(dict.fromkeys(table["method"]))
     ncols = min(ncols, len(shown))
     nrows = int(np.ceil(len(shown) / ncols))
-    fig, axes, created = panels(ax, nrows, ncols, (3.2 * ncols, 2.8 * nrows + 0.4), f"{len(shown)} metrics")
+    fig, axes, created = panels(ax, nrows, ncols, (3.2 * ncols + 2.8, 2.8 * nrows + 0.6), f"{len(shown)} metrics")
     for ax in axes.ravel()[len(shown) :]:
         ax.remove()
-    for ax, metric in zip(axes.ravel(), shown, strict=False):
+    for i, (ax, metric) in enumerate(zip(axes.ravel(), shown, strict=False)):
         sub = table[table["metric"] == metric].set_index("method").reindex(methods)
         means = sub["mean"].to_numpy(dtype=float)
         low = np.clip(means - sub["ci_low"].to_numpy(dtype=float), 0, None)
         high = np.clip(sub["ci_high"].to_numpy(dtype=float) - means, 0, None)
-        colors = ["#dd8452" if m == highlight else "#4c72b0" for m in methods]
+        colors = [_HIGHLIGHT if m == highlight else _BAR for m in methods]
         ax.bar(
             np.arange(len(methods)),
             np.nan_to_num(means),
@@ -117,10 +130,24 @@ def benchmark(
         )
         ax.set_xticks(np.arange(len(methods)))
         ax.set_xticklabels(methods, rotation=45, ha="right", fontsize=8)
-        ax.set_title(_LABELS.get(metric, metric), fontsize=9)
+        ax.set_title(metric_label(metric, sep="\n", width=30), fontsize=9)
         ax.axhline(0, color="0.3", linewidth=0.6)
+        if i % ncols == 0:
+            ax.set_ylabel("mean over test conditions", fontsize=8)
+        if i + ncols >= len(shown):  # the lowest panel of its column
+            ax.set_xlabel("method", fontsize=8)
+    handles = [Patch(color=_BAR, label="other methods" if highlight in methods else "mean of each method")]
+    if highlight in methods:
+        handles.insert(0, Patch(color=_HIGHLIGHT, label=highlight_label))
+    handles.append(Line2D([], [], color="black", marker="_", markersize=8, linestyle="-", label="95% bootstrap CI"))
+    axes.ravel()[min(ncols, len(shown)) - 1].legend(
+        handles=handles, fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.02, 1.0)
+    )  # beside the first row of panels, never over a bar
     if title is None and isinstance(raw, dict) and "dataset_id" in raw:
-        title = f"{raw['dataset_id']} · {raw.get('split', '')} · fold {raw.get('fold', '')} (95% bootstrap CIs)"
+        fold = f" · fold {raw['fold']}" if raw.get("fold") is not None else ""
+        title = f"{raw['dataset_id']} · {split_label(raw.get('split', ''))}{fold}: methods on the test conditions"
+    if title is None:
+        title = "Methods on the test conditions (95% bootstrap CIs)"
     if title:
         (fig.suptitle if created else axes[0][0].set_title)(title, fontsize=10)
     return finish(fig, axes, show=show, save=save, return_fig=return_fig, created=created)

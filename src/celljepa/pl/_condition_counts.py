@@ -8,6 +8,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from anndata import AnnData
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
 from .._errors import InputError
 from ..data import contract as C
@@ -23,8 +25,11 @@ def condition_counts(
     show: bool | None = None,
     save: str | os.PathLike | None = None,
     return_fig: bool = False,
-):
+) -> Figure | Axes | list[Axes] | None:
     """Bar chart of cells per perturbation, stacked by context, with the ``min_cells`` line.
+
+    The legend names each context's colour and the threshold line; the x-axis says when only the largest
+    perturbations are shown.
 
     Parameters
     ----------
@@ -66,10 +71,13 @@ def condition_counts(
     for i, context in enumerate(table.columns):
         ax.bar(range(len(table)), table[context].to_numpy(), bottom=bottom, label=context, color=cmap(i % cmap.N))
         bottom += table[context].to_numpy()
-    ax.axhline(min_cells, color="0.3", linestyle="--", linewidth=1, label=f"min_cells = {min_cells}")
+    ax.axhline(
+        min_cells, color="0.3", linestyle="--", linewidth=1, label=f"fewest cells a condition needs ({min_cells})"
+    )
     ax.set_xticks(range(len(table)))
     ax.set_xticklabels(table.index, rotation=90, fontsize=7)
+    ax.set_xlabel("perturbation" + (f" (the {len(table)} largest)" if len(order) > len(table) else ""))
     ax.set_ylabel("cells")
     ax.set_title(f"{adata.uns.get('dataset_id', 'dataset')}: cells per perturbation and context")
-    ax.legend(title="context_id", fontsize=7, title_fontsize=8, frameon=False, ncol=2)
+    ax.legend(title="context", fontsize=7, title_fontsize=8, frameon=False, ncol=2)
     return finish(fig, axes, show=show, save=save, return_fig=return_fig, created=created)

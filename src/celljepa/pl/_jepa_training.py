@@ -10,17 +10,30 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 from anndata import AnnData
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from .._errors import InputError
+from ..eval.embedding import MIN_RANK_FRACTION, MIN_STD
 from ._utils import finish
 from ._utils import panels as make_panels
 
+#: ``(record key, panel title, y-axis label, y scale)`` of the default panels.
 PANELS = (
-    ("loss", "loss (train)", "linear"),
-    ("effective_rank_fraction", "effective rank / dims", "linear"),
-    ("std_min", "min per-dim std", "log"),
-    ("mean_cosine", "mean pairwise cosine", "linear"),
+    ("loss", "Training loss", "loss", "linear"),
+    ("effective_rank_fraction", "Effective rank (share of dims)", "effective rank / embedding dims", "linear"),
+    ("std_min", "Smallest per-dimension std", "min std over dims (log scale)", "log"),
+    ("mean_cosine", "Mean pairwise cosine similarity", "mean cosine between cells", "linear"),
 )
+#: ``{record key: (value, legend label)}``: the collapse thresholds of :func:`celljepa.eval.embedding.is_collapsed`.
+THRESHOLDS = {
+    "effective_rank_fraction": (
+        MIN_RANK_FRACTION,
+        f"collapse threshold (rank < {MIN_RANK_FRACTION:.0%} of dims)",
+    ),
+    "std_min": (MIN_STD, f"collapse threshold (min std < {MIN_STD:g})"),
+}
 
 
 def _records(run, key: str = "jepa") -> pd.DataFrame:
@@ -65,12 +78,14 @@ def jepa_training(
     show: bool | None = None,
     save: str | os.PathLike | None = None,
     return_fig: bool = False,
-):
+) -> Figure | Axes | list[Axes] | None:
     """Loss and collapse curves of one or several pretraining runs.
 
-    Panels: training loss (dotted: the fixed evaluation batch), effective rank as a share of the
-    embedding size (the 25% collapse line dashed), the smallest per-dimension std (log scale, the
-    1e-3 line dashed) and the mean pairwise cosine similarity of embeddings.
+    Panels: training loss (solid: training batches; dotted with points: the fixed evaluation batch), effective
+    rank as a share of the embedding size (the 25% collapse threshold dashed), the smallest per-dimension std
+    (log scale, the 1e-3 collapse threshold dashed) and the mean pairwise cosine similarity of embeddings.
+    Every panel has a title and a y-axis label; the thresholds are in their panel's legend, the line styles
+    (and the runs, when several) in the first panel's.
 
     Parameters
     ----------
@@ -83,7 +98,7 @@ def jepa_training(
     metrics
         Record keys to plot (default: the four panels above).
     title
-        Figure title.
+        Figure title (default: "JEPA pretraining: loss and collapse diagnostics").
     ax
         Axes to draw into (with one metric).
     show, save, return_fig
@@ -103,31 +118,51 @@ def jepa_training(
     runs = dict(run) if isinstance(run, Mapping) else {None: run}
     tables = {label: _records(r, key) for label, r in runs.items()}
     panels = [p for p in PANELS if metrics is None or p[0] in metrics]
-    panels += [(m, m, "linear") for m in (metrics or ()) if m not in {p[0] for p in PANELS}]
+    panels += [
+        (m, m.replace("_", " ").capitalize(), m.replace("_", " "), "linear")
+        for m in (metrics or ())
+        if m not in {p[0] for p in PANELS}
+    ]
     if not panels:
         raise InputError("no metrics to plot.")
     fig, axes, created = make_panels(ax, 1, len(panels), (3.6 * len(panels), 3.2), f"{len(panels)} metrics")
     colors = plt.rcParams["axes.prop_cycle"].by_key().get("color", ["C0"])
+    has_eval = False
     for i, (label, table) in enumerate(tables.items()):
         color = colors[i % len(colors)]
         train = table[table["split"] != "eval"]
         evals = table[table["split"] == "eval"]
-        for ax, (key, name, scale) in zip(axes[0], panels, strict=True):
+        for ax, (key, name, ylabel, scale) in zip(axes[0], panels, strict=True):
             if key in train:
                 ax.plot(train["step"], train[key], color=color, lw=1.2, label=label)
             if key in evals and len(evals):
+                has_eval = True
                 ax.plot(evals["step"], evals[key], color=color, lw=1.0, ls=":", marker="o", ms=2.5)
             ax.set_yscale(scale)
-            ax.set_xlabel("step")
+            ax.set_xlabel("training step")
+            ax.set_ylabel(ylabel)
             ax.set_title(name, fontsize=10)
-    for ax, (key, _, _) in zip(axes[0], panels, strict=True):
+    # the first panel's legend says which line is what (the runs by colour when several, the batches by style);
+    # a panel with a collapse threshold names it in its own legend
+    styles = [
+        Line2D([], [], color=colors[i % len(colors)], lw=1.2, label=str(label))
+        for i, label in enumerate(tables)
+        if len(tables) > 1 or label is not None
+    ]
+    if has_eval:
+        styles += [
+            Line2D([], [], color="0.3", lw=1.2, label="training batches"),
+            Line2D([], [], color="0.3", lw=1.0, ls=":", marker="o", ms=2.5, label="fixed evaluation batch"),
+        ]
+    for i, (ax, (key, _, _, _)) in enumerate(zip(axes[0], panels, strict=True)):
+        handles = list(styles) if i == 0 else []
+        if key in THRESHOLDS:
+            value, text = THRESHOLDS[key]
+            handles.append(ax.axhline(value, color="grey", ls="--", lw=0.8, label=text))
         if key == "effective_rank_fraction":
-            ax.axhline(0.25, color="grey", ls="--", lw=0.8)
             ax.set_ylim(0, 1.05)
-        elif key == "std_min":
-            ax.axhline(1e-3, color="grey", ls="--", lw=0.8)
-    if len(tables) > 1 or any(label is not None for label in tables):
-        axes[0][0].legend(fontsize=8, frameon=False)
-    if title:
-        (fig.suptitle if created else axes[0][0].set_title)(title)
+        if handles:
+            ax.legend(handles=handles, fontsize=7, frameon=False, loc="best")
+    title = title or "JEPA pretraining: loss and collapse diagnostics"
+    (fig.suptitle if created else axes[0][0].set_title)(title)
     return finish(fig, axes, show=show, save=save, return_fig=return_fig, created=created)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
 from .._errors import InputError
 from ..eval.report import diff_cell
@@ -62,7 +64,7 @@ def verdict(
     show: bool | None = None,
     save: str | os.PathLike | None = None,
     return_fig: bool = False,
-):
+) -> Figure | Axes | list[Axes] | None:
     """Forest plot of the primary JEPA model minus its comparator, per dataset × split, with paired 95% CIs.
 
     The comparator is the non-JEPA method chosen on validation conditions; colours are each metric's verdict
@@ -130,6 +132,9 @@ def verdict(
         name, higher = _METRICS[metric]
         better = "JEPA better →" if higher else "← JEPA better"
         ax.set_xlabel(f"Δ {name}\n(JEPA − comparator)\n{better}", fontsize=8)
+        ax.set_title(name, fontsize=9)
+        if ax is axes[0][0]:
+            ax.set_ylabel("dataset / split (JEPA model vs comparator)", fontsize=8)
     shown = {_row(t["verdict"], m).get("outcome") for t in table.values() for m in metrics}
     handles = [plt.Line2D([], [], marker="o", linestyle="", color=c, label=o) for o, c in _COLORS.items() if o in shown]
     if legend:
@@ -156,7 +161,7 @@ def where_jepa_helps(
     show: bool | None = None,
     save: str | os.PathLike | None = None,
     return_fig: bool = False,
-):
+) -> Figure | Axes | list[Axes] | None:
     """Forest plot of a consolidated report's verdict rows, with each row's CI and outcome written beside it.
 
     The figure of ``celljepa report`` (``figures/where_jepa_helps.png``): :func:`verdict` on the E-distance
@@ -252,6 +257,7 @@ def where_jepa_helps(
         fontsize=8,
     )
     right.tick_params(length=0)
+    right.set_ylabel("Δ E-distance [95% CI], verdict, conditions", fontsize=8)
     if created:
         fig.set_size_inches(11.0, fig.get_size_inches()[1])
     with warnings.catch_warnings():
