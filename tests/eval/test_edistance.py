@@ -73,7 +73,8 @@ def test_identical_predictions_get_identical_scores_with_pair_keys(sets):
 
 def test_scperturb_parity(k562):
     scperturb = pytest.importorskip("scperturb", reason="scperturb is part of the [test] extra")
-    ours = cj.tl.edistance(k562, "perturbation_id", equalize=False, squared=True)
+    out = cj.tl.edistance(k562, "perturbation_id", equalize=False, squared=True, copy=True)
+    ours = out.uns["edistance"]["distances"]
     theirs = scperturb.edist(
         k562,
         obs_key="perturbation_id",
@@ -89,7 +90,9 @@ def test_scperturb_parity(k562):
 
 
 def test_pertpy_convention_is_plain_distances_with_self_pairs(k562):
-    res = cj.tl.edistance(k562, "perturbation_id", control="control", equalize=False, include_self_pairs=True)
+    kw = {"control": "control", "equalize": False, "include_self_pairs": True, "copy": True}
+    out = cj.tl.edistance(k562, "perturbation_id", **kw)
+    res = out.uns["edistance"]["distances"]["edistance"]
     x = k562.obsm["X_pca"]
     lab = k562.obs["perturbation_id"].astype(str).to_numpy()
     for g in ("KLF1", "SGK1+TBX3", "MIDN"):
@@ -102,17 +105,28 @@ def test_tool_writes_uns_and_copy(k562):
     a.uns.pop("edistance", None)
     out = cj.tl.edistance(a, "perturbation_id", control="control", copy=True)
     assert "edistance" not in a.uns and out.uns["edistance"]["params"]["mode"] == "onesided"
-    d = cj.tl.edistance(a, "perturbation_id", groups=["control", "KLF1", "MIDN"])
+    assert cj.tl.edistance(a, "perturbation_id", groups=["control", "KLF1", "MIDN"]) is None
+    d = a.uns["edistance"]["distances"]
     assert isinstance(d, pd.DataFrame) and d.shape == (3, 3)
     assert np.allclose(d.to_numpy(), d.to_numpy().T) and (np.diag(d.to_numpy()) == 0).all()
-    assert a.uns["edistance"]["distances"].shape == (3, 3)
+    assert a.uns["edistance"]["params"]["use_rep"] == "X_pca"
+
+
+def test_use_rep_and_the_deprecated_obsm_key(k562):
+    a = k562.copy()
+    cj.tl.edistance(a, "perturbation_id", control="control", use_rep="X_pca", key_added="new")
+    with pytest.warns(FutureWarning, match="use_rep"):
+        cj.tl.edistance(a, "perturbation_id", control="control", obsm_key="X_pca", key_added="old")
+    pd.testing.assert_frame_equal(a.uns["new"]["distances"], a.uns["old"]["distances"])
+    with pytest.warns(FutureWarning), pytest.raises(cj.InputError, match="disagree"):
+        cj.tl.edistance(a, "perturbation_id", obsm_key="X_pca", use_rep="X_umap")
 
 
 def test_bad_input_is_a_clear_error(k562):
     with pytest.raises(cj.InputError, match="groupby='perturbation_idd'.*Did you mean 'perturbation_id'"):
         cj.tl.edistance(k562, "perturbation_idd", control="control")
     with pytest.raises(cj.InputError, match=r"obsm\['X_umap'\] does not exist"):
-        cj.tl.edistance(k562, "perturbation_id", obsm_key="X_umap")
+        cj.tl.edistance(k562, "perturbation_id", use_rep="X_umap")
     a = k562.copy()
     a.obs["label"] = np.where(np.arange(a.n_obs) == 0, "lonely", "rest")
     with pytest.raises(cj.InputError, match="group 'lonely' has 1 cell"):

@@ -10,9 +10,12 @@ from celljepa.eval import auto_permutations, etest_groups
 
 
 def test_strong_perturbations_significant_after_correction(k562):
-    res = cj.tl.etest(k562, "perturbation_id", "control", progress=False)
+    a = k562.copy()
+    assert cj.tl.etest(a, "perturbation_id", "control", progress=False) is None
+    res = a.uns["etest"]["results"]
     assert res["n_permutations"].iloc[0] == auto_permutations(len(res))
-    strong = cj.tl.edistance(k562, "perturbation_id", control="control").drop("control").nlargest(5)
+    cj.tl.edistance(a, "perturbation_id", control="control")
+    strong = a.uns["edistance"]["distances"]["edistance"].drop("control").nlargest(5)
     assert res.loc[strong.index, "significant"].all()
     assert (res.loc[strong.index, "pvalue_adj_holm_sidak"] < 0.05).all()
     # The weakest effects are not all called: the test is not a tautology.
@@ -27,7 +30,9 @@ def test_controls_against_controls_are_not_significant(k562):
     for rep in range(4):
         half = rng.permutation(ctrl.n_obs) < ctrl.n_obs // 2
         ctrl.obs["half"] = np.where(half, "A", "B")
-        res = cj.tl.etest(ctrl, "half", "B", n_permutations=500, seed=rep, progress=False)
+        res = cj.tl.etest(ctrl, "half", "B", n_permutations=500, seed=rep, progress=False, copy=True).uns["etest"][
+            "results"
+        ]
         assert not res.loc["A", "significant"]
         assert res.loc["A", "pvalue"] > 0.05
 
@@ -44,6 +49,17 @@ def test_auto_permutations_can_reach_alpha(m):
     r = auto_permutations(m)
     p_min = 1 / (1 + r)
     assert 1 - (1 - p_min) ** m < 0.05
+
+
+def test_etest_use_rep_copy_and_deprecated_obsm_key(k562):
+    a = k562.copy()
+    kw = {"groups": ["KLF1"], "n_permutations": 19, "progress": False}
+    out = cj.tl.etest(a, "perturbation_id", "control", use_rep="X_pca", copy=True, **kw)
+    assert isinstance(out, type(a)) and "etest" not in a.uns
+    with pytest.warns(FutureWarning, match="use_rep"):
+        old = cj.tl.etest(a, "perturbation_id", "control", obsm_key="X_pca", copy=True, **kw)
+    assert old.uns["etest"]["results"].equals(out.uns["etest"]["results"])
+    assert out.uns["etest"]["params"]["use_rep"] == "X_pca"
 
 
 def test_etest_errors(k562):

@@ -69,20 +69,20 @@ def test_measured_only_keeps_the_measured_genes_in_the_vocabularys_order(kang):
     keep = ~full.var["absent"].to_numpy()
     assert list(only.var_names) == list(full.var_names[keep])
     assert (only.X != full.X[:, np.flatnonzero(keep)]).nnz == 0
-    assert cj.datasets.gene_presence(only) is None  # nothing is absent
+    assert cj.pp.gene_presence(only) is None  # nothing is absent
 
 
 def test_presence_records_of_other_datasets_fall_back_to_the_flags_only_when_asked():
     d = demo_datasets()
-    both = cj.datasets.combine_datasets(
+    both = cj.pp.combine_datasets(
         {"norman2019": d["norman2019"], "sciplex_gxe": d["sciplex_gxe"]}, "foundation-v1"
     )
     one = both[both.obs["dataset_id"] == "norman2019"].copy()
     one.obs["dataset_id"] = "renamed"
     one.var["absent"] = np.isin(one.var_names, both.uns["absent_genes"]["norman2019"])
     with pytest.raises(InputError, match=r"no entry for dataset\(s\) \['renamed'\]"):
-        cj.datasets.gene_presence(one)
-    group, present = cj.datasets.gene_presence(one, fallback_to_flags=True)
+        cj.pp.gene_presence(one)
+    group, present = cj.pp.gene_presence(one, fallback_to_flags=True)
     assert (group == 0).all() and np.array_equal(present[0], ~one.var["absent"].to_numpy())
 
 
@@ -169,7 +169,7 @@ def test_go_encoder_gives_unmeasured_perturbed_genes_an_action_feature(tmp_path)
 
 def test_one_go_encoder_pretrains_on_several_real_panels_at_once(kang):
     d = demo_datasets()
-    both = cj.datasets.combine_datasets({"kang2018": kang, "norman2019": d["norman2019"]}, "genome-v1")
+    both = cj.pp.combine_datasets({"kang2018": kang, "norman2019": d["norman2019"]}, "genome-v1")
     assert both.n_vars == 42815
     cfg = load_config(
         overrides={**TINY, "model": {**TINY["model"], "gene_embedding": "go"}, "data": {"balance_key": "dataset_id"}}

@@ -13,7 +13,7 @@ from _realdata import read_quiet, real_path
 
 import celljepa as cj
 from celljepa import CelljepaWarning, InputError
-from celljepa.datasets import FeatureSet, gene_keys
+from celljepa.pp import FeatureSet, gene_keys
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +130,7 @@ def test_stored_lists_are_versioned_and_hashed(tmp_path):
     with pytest.raises(InputError, match="lists genes twice"):
         FeatureSet("x", 1, "intersection", ("A", "a"))
     with pytest.raises(InputError, match="stored list, not built from data"):
-        cj.datasets.build_feature_set({"a": _toy(["A"])}, strategy="foundation", name="f")
+        cj.pp.build_feature_set({"a": _toy(["A"])}, strategy="foundation", name="f")
 
 
 # --- data-dependent lists use the training datasets only -----------------------------------------------------
@@ -138,18 +138,16 @@ def test_stored_lists_are_versioned_and_hashed(tmp_path):
 
 def test_intersection_and_hvg_union_come_from_the_training_datasets_only(real):
     data = {"kang2018": real["kang2018"], "papalexi2021": real["papalexi2021"], "demo": real["perturbench_devel"]}
-    inter = cj.datasets.build_feature_set(data, strategy="intersection", name="kang-demo", train=["kang2018", "demo"])
+    inter = cj.pp.build_feature_set(data, strategy="intersection", name="kang-demo", train=["kang2018", "demo"])
     expected = [g for g in data["kang2018"].var_names if g.upper() in {x.upper() for x in data["demo"].var_names}]
     assert list(inter.genes) == expected and inter.sources == ("kang2018", "demo")
-    hvg = cj.datasets.build_feature_set(
-        data, strategy="union_hvg", name="hvg", train=["kang2018", "demo"], n_top_genes=200
-    )
+    hvg = cj.pp.build_feature_set(data, strategy="union_hvg", name="hvg", train=["kang2018", "demo"], n_top_genes=200)
     assert hvg.params == {"n_top_genes": 200} and 200 < len(hvg.genes) <= 400
     # the held-out dataset's values cannot move the list: scramble them and build again
     scrambled = data["papalexi2021"].copy()
     rng = np.random.default_rng(0)
     scrambled.X = sp.csr_matrix(rng.permutation(scrambled.X.toarray(), axis=1))
-    again = cj.datasets.build_feature_set(
+    again = cj.pp.build_feature_set(
         {**data, "papalexi2021": scrambled},
         strategy="union_hvg",
         name="hvg",
@@ -158,14 +156,14 @@ def test_intersection_and_hvg_union_come_from_the_training_datasets_only(real):
     )
     assert again.genes == hvg.genes and again.sha256 == hvg.sha256
     # ... whereas training on it does (so the check above can fail)
-    with_pap = cj.datasets.build_feature_set(data, strategy="union_hvg", name="hvg", n_top_genes=200)
+    with_pap = cj.pp.build_feature_set(data, strategy="union_hvg", name="hvg", n_top_genes=200)
     assert set(with_pap.genes) > set(hvg.genes)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with pytest.raises(InputError, match="share no gene"):
-            cj.datasets.build_feature_set(data, strategy="intersection", name="none")  # demo ∩ kang ∩ papalexi = ∅
+            cj.pp.build_feature_set(data, strategy="intersection", name="none")  # demo ∩ kang ∩ papalexi = ∅
     with pytest.raises(InputError, match="train names"):
-        cj.datasets.build_feature_set(data, strategy="intersection", name="x", train=["kang"])
+        cj.pp.build_feature_set(data, strategy="intersection", name="x", train=["kang"])
 
 
 def test_docstring_examples_run():

@@ -47,6 +47,18 @@ def test_already_log_normalised_is_not_normalised_twice(caplog):
     assert any("already log-normalised" in r.getMessage() for r in caplog.records)
 
 
+def test_layer_names_the_counts_layer_and_counts_layer_is_a_deprecated_alias(papalexi):
+    a = papalexi[:200].copy()
+    assert cj.pp.normalize(a, layer="raw") is None
+    assert "raw" in a.layers and "counts" not in a.layers and a.uns["preprocess"]["counts_layer"] == "raw"
+    b = papalexi[:200].copy()
+    with pytest.warns(FutureWarning, match="layer='raw'"):
+        cj.pp.normalize(b, counts_layer="raw")
+    np.testing.assert_array_equal(a.X.toarray(), b.X.toarray())
+    with pytest.warns(FutureWarning), pytest.raises(cj.InputError, match="disagree"):
+        cj.pp.normalize(papalexi[:10].copy(), counts_layer="raw", layer="other")
+
+
 def test_declared_state_wins_over_detection(papalexi):
     a = papalexi[:100].copy()
     cj.pp.normalize(a, assume="log1p")

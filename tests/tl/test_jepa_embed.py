@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+import re
+
 import numpy as np
 import pytest
+import scanpy as sc
 
 import celljepa as cj
 from celljepa import InputError
@@ -52,3 +56,36 @@ def test_same_seed_same_embedding(k562_small):
     cj.tl.jepa_embed(a, seed=3, **FAST)
     cj.tl.jepa_embed(b, seed=3, **FAST)
     assert np.array_equal(a.obsm["X_jepa"], b.obsm["X_jepa"])
+
+
+def test_logs_like_scanpy(k562_small, caplog):
+    adata = k562_small[:200].copy()
+    with caplog.at_level(logging.INFO, logger="celljepa"):
+        cj.tl.jepa_embed(adata, **FAST)
+    messages = [r.getMessage() for r in caplog.records if r.name == "celljepa"]
+    assert messages[0] == "computing JEPA embedding"
+    done = messages[-1]
+    assert re.match(r"    finished \(\d+:\d\d:\d\d\): added\n", done), done
+    assert "'X_jepa', JEPA cell embeddings (adata.obsm)" in done and "'jepa'," in done and "(adata.uns)" in done
+
+
+def test_scaled_demo_is_refused_with_where_to_look(demo_processed):
+    """The bundled demo after sc.pp.scale, as a scanpy user has it: the error names adata.raw and the layers."""
+    adata = demo_processed[:300].copy()
+    adata.raw = adata
+    adata.layers["lognorm"] = adata.X.copy()
+    sc.pp.scale(adata)
+    with pytest.raises(InputError, match="negative values") as err:
+        cj.tl.jepa_embed(adata, **FAST)
+    text = str(err.value)
+    assert "adata.raw holds log-normalised values" in text and "adata.raw.to_adata()" in text
+    assert "adata.layers holds 'lognorm' (log-normalised); pass layer=<name>" in text
+    # adata.raw.to_adata() is the fix: it embeds.
+    fixed = adata.raw.to_adata()
+    cj.tl.jepa_embed(fixed, **FAST)
+    assert fixed.obsm["X_jepa"].shape == (300, 16)
+    # Without adata.raw the message says how to keep it; a trained model refuses the scaled data as well.
+    del adata.raw
+    model = cj.models.CellJEPA(fixed, n_latent=16, mask="random").train(max_steps=2, batch_size=64, progress=False)
+    with pytest.raises(InputError, match=r"adata.raw is not set .*adata.raw = adata"):
+        cj.tl.jepa_embed(adata, model, progress=False)

@@ -130,7 +130,7 @@ def test_dataset_covariate_is_learned_per_training_dataset_and_none_for_an_unsee
     from celljepa.bench import demo_datasets
 
     d = demo_datasets()
-    both = cj.datasets.combine_datasets({"norman": d["norman2019"], "sciplex": d["sciplex_gxe"]}, "foundation-v1")
+    both = cj.pp.combine_datasets({"norman": d["norman2019"], "sciplex": d["sciplex_gxe"]}, "foundation-v1")
     cfg = JEPAConfig().replace(
         model={"n_latent": 16, "n_hidden": 32, "predictor_hidden": 32, "pointer_dim": 8, "dataset_covariate": True},
         train={"max_steps": 20, "batch_size": 64},

@@ -207,7 +207,7 @@ def feature_set_path(name: str) -> Path:
             return d / f"{name}.txt"
     raise InputError(
         f"no stored feature set {name!r}; known: {list_feature_sets()}. Fix: give a path to a "
-        "feature set file, or build one with cj.datasets.build_feature_set."
+        "feature set file, or build one with cj.pp.build_feature_set."
     )
 
 
@@ -369,7 +369,7 @@ def build_feature_set(
     Examples
     --------
     >>> import celljepa as cj
-    >>> fs = cj.datasets.build_feature_set({"kang": kang, "papalexi": pap, "demo": demo},  # doctest: +SKIP
+    >>> fs = cj.pp.build_feature_set({"kang": kang, "papalexi": pap, "demo": demo},  # doctest: +SKIP
     ...                              strategy="union_hvg", name="hvg-kang-demo", train=["kang", "demo"])
     """
     if strategy == "foundation":
@@ -517,7 +517,7 @@ def combine_datasets(
     >>> import celljepa as cj
     >>> from celljepa.bench import demo_datasets
     >>> d = demo_datasets()
-    >>> both = cj.datasets.combine_datasets({"norman": d["norman2019"], "sciplex": d["sciplex_gxe"]}, "foundation-v1")
+    >>> both = cj.pp.combine_datasets({"norman": d["norman2019"], "sciplex": d["sciplex_gxe"]}, "foundation-v1")
     >>> sorted(both.obs["dataset_id"].unique()), both.n_vars == len(cj.datasets.load_feature_set("foundation-v1").genes)
     (['norman', 'sciplex'], True)
     """
@@ -569,7 +569,7 @@ def gene_presence(adata: AnnData, *, fallback_to_flags: bool = False) -> tuple[n
         if unknown:
             raise InputError(
                 f"uns['absent_genes'] has no entry for dataset(s) {unknown}; rebuild the data with "
-                "cj.datasets.combine_datasets."
+                "cj.pp.combine_datasets."
             )
         present = np.stack([~np.isin(names, np.asarray(absent[g], dtype=str)) for g in order])
         index = np.searchsorted(np.asarray(order), groups)

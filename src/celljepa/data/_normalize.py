@@ -91,8 +91,10 @@ def detect_x_state(matrix, *, where: str = "X", uns=None, judge: bool = True) ->
     vmin = float(values.min())
     if vmin < 0:
         raise InputError(
-            f"{where} has negative values (min {vmin:.3g}): it looks scaled or batch-corrected. "
-            "celljepa needs raw counts or log1p-normalised values; pass the raw counts layer."
+            f"{where} has negative values (min {vmin:.3g}): it looks scaled (e.g. by sc.pp.scale) or "
+            "batch-corrected. celljepa needs raw counts or log1p-normalised values. Fix: in a scanpy workflow the "
+            "log-normalised values are usually in adata.raw (use adata.raw.to_adata()), and raw counts, if "
+            "kept, in a layer such as layers['counts']."
         )
     sample = _values_sample(matrix)
     integer = bool(np.all(sample == np.round(sample)))
@@ -142,12 +144,73 @@ def require_log_normalized(matrix, *, where: str, uns=None, fix: str | None = No
         )
 
 
+def _state_of(matrix, uns=None) -> str:
+    """What a matrix holds, in words, for an error message (judged on its first rows)."""
+    matrix = matrix[: min(matrix.shape[0], 2_000)]
+    try:
+        state = detect_x_state(matrix, uns=uns)
+    except InputError as err:
+        text = str(err)
+        if "negative values" in text:
+            return "scaled: has negative values"
+        if "NaN/inf" in text:
+            return "has NaN/inf values"
+        if "not log-transformed" in text or "non-integer with values up to" in text:
+            return "normalised, not log-transformed"
+        return "not usable as counts or log values"
+    return "log-normalised" if state == "log1p" else "raw counts"
+
+
+def where_to_look(adata: AnnData, *, read: str | None = None) -> str:
+    """Where a scanpy user's usable expression is: what ``adata.raw`` and each of ``adata.layers`` hold.
+
+    ``read`` is the place that was refused (``None``: ``X``), left out of the list.
+    """
+    parts = []
+    raw = getattr(adata, "raw", None)
+    if raw is not None:
+        state = _state_of(raw.X)
+        if state == "log-normalised":
+            parts.append(
+                f"adata.raw holds log-normalised values ({raw.n_vars:,} genes; where scanpy keeps them before "
+                "sc.pp.scale): use adata.raw.to_adata()"
+            )
+        elif state == "raw counts":
+            parts.append("adata.raw holds raw counts: use adata.raw.to_adata() and cj.pp.normalize it first")
+        else:
+            parts.append(f"adata.raw is set but {state}")
+    else:
+        parts.append(
+            "adata.raw is not set (after sc.pp.scale, keep the log-normalised data first: adata.raw = adata, "
+            "before scaling)"
+        )
+    layers = [name for name in adata.layers if name != read]
+    if layers:
+        listed = ", ".join(f"{name!r} ({_state_of(adata.layers[name])})" for name in layers)
+        parts.append(f"adata.layers holds {listed}; pass layer=<name> for a log-normalised one")
+    else:
+        parts.append("adata.layers is empty")
+    return "Where to look: " + "; ".join(parts) + "."
+
+
 def require_log_expression(adata: AnnData, layer: str | None = None, *, source: str | None = None) -> None:
     """Raise a named :class:`InputError` unless ``adata``'s ``X`` (or ``layer``) holds log-normalised expression.
 
     The one check of every reader of log expression (the encoder, ``celljepa pretrain``, the evaluation space),
     judged by :func:`detect_x_state` on the first rows, so it costs the same on every fold of any dataset.
-    ``source`` (a file name) is named in the message.
+    ``source`` (a file name) is named in the message. A refusal names the scanpy places where usable
+    expression usually is: ``adata.raw`` (log-normalised data after ``sc.pp.scale``) and each of ``adata.layers``
+    with what it holds.
+
+    Examples
+    --------
+    >>> import celljepa as cj, scanpy as sc
+    >>> adata = cj.datasets.demo()
+    >>> adata.raw = adata
+    >>> sc.pp.scale(adata)
+    >>> require_log_expression(adata)  # doctest: +IGNORE_EXCEPTION_DETAIL
+    Traceback (most recent call last):
+    celljepa._errors.InputError: X has negative values ... use adata.raw.to_adata() ...
     """
     if layer is not None and layer not in adata.layers:
         raise InputError(
@@ -159,14 +222,17 @@ def require_log_expression(adata: AnnData, layer: str | None = None, *, source: 
     if matrix.shape[0] > _SAMPLE_ROWS:
         matrix = matrix[:_SAMPLE_ROWS]
     where = (f"layers[{layer!r}]" if layer is not None else "X") + (f" of {source}" if source else "")
-    require_log_normalized(
-        matrix,
-        where=where,
-        uns=None if layer is not None else adata.uns,
-        fix="cj.pp.normalize(adata) first, or `celljepa ingest` the file first (either keeps the "
-        "counts in layers['counts'] and log-normalises X)"
-        + ("; read X, not the counts layer." if layer is not None else "."),
-    )
+    try:
+        require_log_normalized(
+            matrix,
+            where=where,
+            uns=None if layer is not None else adata.uns,
+            fix="cj.pp.normalize(adata) first, or `celljepa ingest` the file first (either keeps the "
+            "counts in layers['counts'] and log-normalises X)"
+            + ("; read X, not the counts layer." if layer is not None else "."),
+        )
+    except InputError as err:
+        raise InputError(f"{err} {where_to_look(adata, read=layer)}") from None
 
 
 def log_normalize(

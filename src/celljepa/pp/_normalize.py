@@ -7,17 +7,19 @@ from anndata import AnnData
 from .._logging import log_step
 from ..data import contract as C
 from ..data._normalize import XState, log_normalize
+from ..tl._edistance import renamed_argument
 
 
 def normalize(
     adata: AnnData,
     *,
     target_sum: float = C.DEFAULT_TARGET_SUM,
-    counts_layer: str = C.COUNTS_LAYER,
+    layer: str = C.COUNTS_LAYER,
     assume: XState | None = None,
     copy: bool = False,
+    counts_layer: str | None = None,
 ) -> AnnData | None:
-    """Keep raw counts in ``layers['counts']`` and set ``X`` to library-size normalised log1p values.
+    """Keep raw counts in ``layers[layer]`` (``"counts"``) and set ``X`` to library-size normalised log1p values.
 
     Normalisation is :func:`scanpy.pp.normalize_total` followed by :func:`scanpy.pp.log1p`. Data
     whose ``X`` is already log-normalised (detected as non-integer values below 30, or declared with
@@ -30,12 +32,15 @@ def normalize(
         Annotated data matrix.
     target_sum
         Total counts per cell after normalisation.
-    counts_layer
-        Layer that holds (or will hold) the raw counts.
+    layer
+        The layer of raw counts that ``X`` is checked against and, when ``X`` holds counts, where they are kept
+        (written if absent). ``X`` itself is what is normalised.
     assume
         ``None`` detects what ``X`` holds; ``"counts"`` or ``"log1p"`` declares it.
     copy
         Return a modified copy instead of writing in place.
+    counts_layer
+        Deprecated alias of ``layer`` (emits a FutureWarning).
 
     Returns
     -------
@@ -43,7 +48,7 @@ def normalize(
 
     ``adata.X``
         log1p(library-size normalised counts), float32 (unchanged if it was already log-normalised).
-    ``adata.layers['counts']``
+    ``adata.layers[layer]``
         The raw counts, when ``X`` held counts.
     ``adata.uns['preprocess_name' | 'preprocess_version' | 'preprocess' | 'log1p']``
         What was done.
@@ -56,7 +61,8 @@ def normalize(
     >>> "counts" in adata.layers
     True
     """
+    layer = renamed_argument("cj.pp.normalize", "counts_layer", counts_layer, "layer", layer, C.COUNTS_LAYER)
     adata = adata.copy() if copy else adata
     with log_step("normalize") as written:
-        written += log_normalize(adata, assume=assume, target_sum=target_sum, counts_layer=counts_layer)
+        written += log_normalize(adata, assume=assume, target_sum=target_sum, counts_layer=layer)
     return adata if copy else None

@@ -2,20 +2,48 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from .._errors import InputError
 from .._logging import log_step
 from ..eval.edistance import DEFAULT_CAP, DEFAULT_RESAMPLES, edistance_matrix, edistance_sets
 from ._groups import cells_by_group, check_group, embedding, group_labels
+
+
+def renamed_argument(function: str, old: str, old_value, new: str, new_value, default):
+    """Resolve a deprecated keyword alias: warn (FutureWarning naming the new keyword) and return the value to use."""
+    if old_value is None:
+        return new_value
+    warnings.warn(
+        f"{function}({old}=...) is deprecated and will be removed; use {new}={old_value!r} instead.",
+        FutureWarning,
+        stacklevel=3,
+    )
+    if new_value != default and new_value != old_value:
+        raise InputError(f"{function}: {old}={old_value!r} and {new}={new_value!r} disagree; pass only {new}=.")
+    return old_value
+
+
+def representation(adata: AnnData, use_rep: str) -> np.ndarray:
+    """The cells × dimensions matrix named by ``use_rep``: an ``obsm`` key, or ``"X"`` for ``adata.X``."""
+    if use_rep != "X":
+        return embedding(adata, use_rep)
+    x = adata.X
+    x = np.asarray(x.toarray() if hasattr(x, "toarray") else x, dtype=np.float64)
+    if not np.isfinite(x).all():
+        raise InputError("adata.X has NaN/inf values; use_rep='X' needs finite values.")
+    return x
 
 
 def edistance(
     adata: AnnData,
     groupby: str,
     *,
-    obsm_key: str = "X_pca",
+    use_rep: str = "X_pca",
     control: str | None = None,
     groups: list[str] | None = None,
     equalize: bool = True,
@@ -27,7 +55,8 @@ def edistance(
     key_added: str = "edistance",
     backend: str | None = None,
     copy: bool = False,
-) -> pd.DataFrame | pd.Series | AnnData:
+    obsm_key: str | None = None,
+) -> AnnData | None:
     """E-distance between groups of cells in an embedding.
 
     ``E(X, Y) = 2·mean‖x−y‖ − mean‖x−x'‖ − mean‖y−y'‖`` with Euclidean distances; within-group means
@@ -35,9 +64,9 @@ def edistance(
     (one-sided: ``min(n_group, n_control, cap)`` per pair; all pairs: ``min(smallest group, cap)``)
     and averaged over ``n_resamples`` seeded resamples, as celljepa's evaluation protocol does.
     ``equalize=False`` uses every cell. ``squared=True`` (with ``equalize=False``) reproduces
-    scPerturb's ``edist``; ``include_self_pairs=True`` pertpy 1.0 ``Distance("edistance")`` and
-    cell-eval. Computed by :func:`celljepa.kernels.edistance` tile by tile, never through an
-    N × N matrix.
+    scPerturb's ``edist``; ``equalize=False, include_self_pairs=True`` reproduces pertpy's
+    ``Distance("edistance")`` and cell-eval (see ``docs/pertpy.md``). Computed by
+    :func:`celljepa.kernels.edistance` tile by tile, never through an N × N matrix.
 
     Parameters
     ----------
@@ -45,8 +74,8 @@ def edistance(
         Annotated data matrix with an embedding in ``obsm``.
     groupby
         obs column defining the groups (e.g. ``"perturbation_id"``).
-    obsm_key
-        Embedding to measure in (``"X_pca"``, ``"X_jepa"``, ...).
+    use_rep
+        Representation to measure in: an ``obsm`` key (``"X_pca"``, ``"X_jepa"``, ...) or ``"X"``.
     control
         A group of ``groupby``: compute every group against it (one-sided) instead of all pairs.
     groups
@@ -56,29 +85,37 @@ def edistance(
     squared, include_self_pairs
         Estimator variants, for parity with other tools only.
     key_added
-        Key in ``adata.uns``.
+        Key in ``adata.uns`` (:func:`celljepa.pl.edistance` reads ``"edistance"`` by default).
     backend
         Kernel backend (``None``: ``cj.settings.kernel_backend``).
     copy
-        Return a copy of ``adata`` with the result instead of the result.
+        Return a modified copy of ``adata`` instead of writing into it.
+    obsm_key
+        Deprecated alias of ``use_rep`` (emits a FutureWarning).
 
     Returns
     -------
-    All pairs: a groups × groups DataFrame; one-sided: a Series indexed by group (the control
-    included, at 0). Also sets ``adata.uns[key_added]`` = ``{"params": ..., "distances": DataFrame}``.
-    With ``copy=True`` the modified copy is returned instead.
+    Returns ``None`` (or the modified copy when ``copy=True``) and sets
+
+    ``adata.uns[key_added]["distances"]``
+        All pairs: a groups × groups DataFrame; one-sided (``control`` given): a DataFrame indexed by
+        group with one column ``edistance`` (the control included, at 0).
+    ``adata.uns[key_added]["params"]``
+        The arguments, and ``mode`` (``"all_pairs"`` or ``"onesided"``).
 
     Examples
     --------
     >>> import celljepa as cj, scanpy as sc
     >>> adata = cj.datasets.demo()
     >>> sc.pp.pca(adata)
-    >>> d = cj.tl.edistance(adata, "perturbation_id", control="control")
+    >>> cj.tl.edistance(adata, "perturbation_id", control="control")
+    >>> d = adata.uns["edistance"]["distances"]["edistance"]
     >>> d.sort_values(ascending=False).head()
     """
+    use_rep = renamed_argument("cj.tl.edistance", "obsm_key", obsm_key, "use_rep", use_rep, "X_pca")
     adata = adata.copy() if copy else adata
     with log_step("edistance") as written:
-        x = embedding(adata, obsm_key)
+        x = representation(adata, use_rep)
         labels = group_labels(adata, groupby)
         names = list(groups) if groups is not None else sorted(labels.unique())
         for g in names:
@@ -86,7 +123,7 @@ def edistance(
         min_cells = 1 if include_self_pairs else 2
         params = {
             "groupby": groupby,
-            "obsm_key": obsm_key,
+            "use_rep": use_rep,
             "equalize": equalize,
             "cap": cap if cap else 0,
             "n_resamples": n_resamples,
@@ -126,8 +163,7 @@ def edistance(
                 include_self_pairs=include_self_pairs,
                 backend=backend,
             )
-            result = pd.DataFrame(mat, index=pd.Index(names, name=groupby), columns=pd.Index(names, name=groupby))
-            stored = result
+            stored = pd.DataFrame(mat, index=pd.Index(names, name=groupby), columns=pd.Index(names, name=groupby))
         adata.uns[key_added] = {"params": params, "distances": stored}
         written.append(f"uns['{key_added}']")
-    return adata if copy else result
+    return adata if copy else None

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import pandas as pd
 from anndata import AnnData
 
 from .._logging import log_step
 from ..eval.etest import etest_groups
-from ._groups import cells_by_group, check_group, embedding, group_labels
+from ._edistance import renamed_argument, representation
+from ._groups import cells_by_group, check_group, group_labels
 
 
 def etest(
@@ -15,7 +15,7 @@ def etest(
     groupby: str,
     control: str,
     *,
-    obsm_key: str = "X_pca",
+    use_rep: str = "X_pca",
     groups: list[str] | None = None,
     n_permutations: int | str = "auto",
     cap: int | None = 256,
@@ -24,7 +24,8 @@ def etest(
     key_added: str = "etest",
     progress: bool = True,
     copy: bool = False,
-) -> pd.DataFrame | AnnData:
+    obsm_key: str | None = None,
+) -> AnnData | None:
     """Permutation E-test of each group's distribution against the control's.
 
     For each group, its cells and the control cells are pooled (each subsampled to ``cap``, seeded)
@@ -41,8 +42,8 @@ def etest(
         obs column defining the groups.
     control
         The control group of ``groupby``.
-    obsm_key
-        Embedding to test in.
+    use_rep
+        Representation to test in: an ``obsm`` key (``"X_pca"``, ``"X_jepa"``, ...) or ``"X"``.
     groups
         Groups to test (default: every group except the control).
     n_permutations
@@ -58,12 +59,19 @@ def etest(
     progress
         Show a progress bar.
     copy
-        Return a copy of ``adata`` with the result instead of the result.
+        Return a modified copy of ``adata`` instead of writing into it.
+    obsm_key
+        Deprecated alias of ``use_rep`` (emits a FutureWarning).
 
     Returns
     -------
-    DataFrame indexed by group: ``edistance``, ``pvalue``, ``pvalue_adj_holm_sidak``, ``pvalue_adj_bh``,
-    ``significant``, ``n_cells``, ``n_control``, ``n_permutations``; also ``adata.uns[key_added]``.
+    Returns ``None`` (or the modified copy when ``copy=True``) and sets
+
+    ``adata.uns[key_added]["results"]``
+        DataFrame indexed by group: ``edistance``, ``pvalue``, ``pvalue_adj_holm_sidak``, ``pvalue_adj_bh``,
+        ``significant`` (Holm–Sidak-adjusted p < ``alpha``), ``n_cells``, ``n_control``, ``n_permutations``.
+    ``adata.uns[key_added]["params"]``
+        The arguments and the number of permutations used.
 
     Examples
     --------
@@ -71,12 +79,14 @@ def etest(
     >>> adata = cj.datasets.demo()
     >>> adata = adata[adata.obs["context_id"] == "k562"].copy()
     >>> sc.pp.pca(adata)
-    >>> res = cj.tl.etest(adata, "perturbation_id", "control")
+    >>> cj.tl.etest(adata, "perturbation_id", "control")
+    >>> res = adata.uns["etest"]["results"]
     >>> res[res["significant"]].index.tolist()
     """
+    use_rep = renamed_argument("cj.tl.etest", "obsm_key", obsm_key, "use_rep", use_rep, "X_pca")
     adata = adata.copy() if copy else adata
     with log_step("etest") as written:
-        x = embedding(adata, obsm_key)
+        x = representation(adata, use_rep)
         labels = group_labels(adata, groupby)
         check_group(labels, control, groupby)
         names = list(groups) if groups is not None else sorted(g for g in labels.unique() if g != control)
@@ -97,7 +107,7 @@ def etest(
             "params": {
                 "groupby": groupby,
                 "control": control,
-                "obsm_key": obsm_key,
+                "use_rep": use_rep,
                 "cap": cap if cap else 0,
                 "alpha": alpha,
                 "seed": seed,
@@ -106,4 +116,4 @@ def etest(
             "results": result,
         }
         written.append(f"uns['{key_added}']")
-    return adata if copy else result
+    return adata if copy else None

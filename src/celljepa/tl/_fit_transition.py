@@ -5,6 +5,7 @@ from __future__ import annotations
 from anndata import AnnData
 
 from ..bench.fit import all_cells_fold, fit_on_fold
+from ._layer import with_layer_as_x
 
 __all__ = ["fit_transition"]
 
@@ -21,6 +22,7 @@ def fit_transition(
     n_hvg: int | None = None,
     n_pcs: int | None = None,
     drug_metadata=None,
+    layer: str | None = None,
 ):
     """Fit a transition model on ``adata`` with a trained CellJEPA ``encoder``.
 
@@ -49,6 +51,8 @@ def fit_transition(
         Size of the evaluation space (default: the benchmark's).
     drug_metadata
         Targets / pathways of ``drug:`` tokens (see :mod:`celljepa.data.drugs`).
+    layer
+        Read the log-normalised expression from ``adata.layers[layer]`` instead of ``adata.X``.
 
     Returns
     -------
@@ -63,6 +67,7 @@ def fit_transition(
     >>> model = cj.tl.fit_transition(adata, jepa)                                     # doctest: +SKIP
     >>> pred = cj.tl.predict_perturbation(adata, model, perturbation="gene:KLF1", context="K562")  # doctest: +SKIP
     """
+    adata = with_layer_as_x(adata, layer)
     if fold is None:
         fold = all_cells_fold(adata, val_fraction=val_fraction, seed=seed)
     return fit_on_fold(

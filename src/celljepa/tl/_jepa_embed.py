@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import time
+from datetime import timedelta
+
 from anndata import AnnData
 
 from .._errors import InputError
+from .._logging import logger
+from ..data._normalize import require_log_expression
 
 __all__ = ["jepa_embed"]
 
@@ -55,6 +60,16 @@ def jepa_embed(
     ``history`` (the training metrics per logged step, a DataFrame; plot it with
     :func:`celljepa.pl.jepa_training`).
 
+    Logs (at INFO; ``logging.getLogger("celljepa").setLevel("INFO")``) as scanpy's tools do::
+
+        computing JEPA embedding
+            finished (0:00:12): added
+            'X_jepa', JEPA cell embeddings (adata.obsm)
+            'jepa', parameters, diagnostics, training history (adata.uns)
+
+    Data that are not log-normalised (raw counts, or values scaled by ``sc.pp.scale``) are refused with an
+    error naming where usable data are: ``adata.raw`` (``adata.raw.to_adata()``) or one of ``adata.layers``.
+
     Examples
     --------
     >>> import celljepa as cj
@@ -70,6 +85,8 @@ def jepa_embed(
 
     if not isinstance(adata, AnnData):
         raise InputError(f"adata must be an AnnData, got {type(adata).__name__}.")
+    start = time.perf_counter()
+    logger.info("computing JEPA embedding")
     adata = adata.copy() if copy else adata
     if model is None:
         model = CellJEPA(adata, layer=layer, n_latent=n_latent, config=config, **model_kwargs)
@@ -92,15 +109,24 @@ def jepa_embed(
                 f"{', '.join(ignored)} only apply when training a new model; a trained model was given. "
                 "Fix: drop them, or pass model=None."
             )
+        require_log_expression(adata, model.config.data.layer if layer is None else layer)
     z = model.get_latent_representation(adata, layer=layer, device=device, progress=progress)
     key = key_added or "X_jepa"
+    uns_key = key_added or "jepa"
     adata.obsm[key] = z
-    adata.uns[key_added or "jepa"] = {
+    adata.uns[uns_key] = {
         "params": _plain(model.config.to_dict()),
         "diagnostics": collapse_diagnostics(z),
         "train_info": _plain(model.train_info_),
         "history": _history_frame(model.history_),
     }
+    logger.info(
+        "    finished (%s): added\n    %r, JEPA cell embeddings (adata.obsm)\n"
+        "    %r, parameters, diagnostics, training history (adata.uns)",
+        timedelta(seconds=round(time.perf_counter() - start)),
+        key,
+        uns_key,
+    )
     return adata if copy else None
 
 

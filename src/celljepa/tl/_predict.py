@@ -9,6 +9,7 @@ from anndata import AnnData
 from .._errors import InputError
 from ..data import contract as C
 from ..data._keys import suggest
+from ._layer import with_layer_as_x
 
 __all__ = ["predict_perturbation"]
 
@@ -41,6 +42,7 @@ def predict_perturbation(
     dose: float | None = None,
     time_hours: float | None = None,
     seed: int = 0,
+    layer: str | None = None,
 ) -> AnnData:
     """Predict the cells of ``perturbation`` in ``context`` from that context's control cells.
 
@@ -68,6 +70,8 @@ def predict_perturbation(
         Optional dose and time of the condition.
     seed
         Seed of the control-cell sample.
+    layer
+        Read the control cells' log-normalised expression from ``adata.layers[layer]`` instead of ``adata.X``.
 
     Returns
     -------
@@ -89,6 +93,7 @@ def predict_perturbation(
 
     if not isinstance(adata, AnnData):
         raise InputError(f"adata must be an AnnData, got {type(adata).__name__}.")
+    adata = with_layer_as_x(adata, layer)
     for col in (C.IS_CONTROL, C.CONTEXT_ID, C.PERTURBATION_ID, C.PERTURBATION_TOKENS):
         if col not in adata.obs:
             raise InputError(f"adata.obs has no column {col!r}. Fix: run cj.pp.standardize (or celljepa ingest) first.")
