@@ -10,12 +10,16 @@ so a set's mean is exactly the gene-space prediction the benchmark scores.
 
 :func:`cell_eval_inputs` cuts the file into the ``(adata_pred, adata_real)`` pair that the ``cell-eval``
 package's ``MetricsEvaluator`` reads (one method, one model seed, one context); ``docs/cell-eval.md`` compares
-its metrics with the benchmark's.
+its metrics with the benchmark's. :func:`write_cell_eval_pairs` writes every such pair of a fold as files that
+``cell-eval run -ap <method>/pred.h5ad -ar real.h5ad`` reads with no other option (``celljepa benchmark
+--predictions`` writes them into each fold's ``cell_eval/`` folder); :func:`export_cell_eval` does the same for the
+``predictions.h5ad`` of a finished run.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -25,11 +29,21 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from .._errors import InputError
-from .._io import write_h5ad_atomic
+from .._io import staged_folder, write_h5ad_atomic, write_text_atomic
 from ..data import contract as C
 from .space import EvaluationSpace
 
-__all__ = ["CONTROL_LABEL", "EVAL_KEY", "PERT_COL", "cell_eval_inputs", "predictions_anndata", "write_predictions"]
+__all__ = [
+    "CELL_EVAL_DIR",
+    "CONTROL_LABEL",
+    "EVAL_KEY",
+    "PERT_COL",
+    "cell_eval_inputs",
+    "export_cell_eval",
+    "predictions_anndata",
+    "write_cell_eval_pairs",
+    "write_predictions",
+]
 
 #: cell-eval's default control label, used in :data:`PERT_COL` for the control cells.
 CONTROL_LABEL = "non-targeting"
@@ -41,6 +55,10 @@ EVAL_KEY = "X_eval"
 PCS_KEY = "PCs"
 #: The ``method`` of observed cells (test cells and controls).
 OBSERVED = "observed"
+#: The folder of a fold's cell-eval pairs (:func:`write_cell_eval_pairs`), beside ``predictions.h5ad``.
+CELL_EVAL_DIR = "cell_eval"
+#: The file in that folder that says what the pairs are and how to run cell-eval on them.
+CELL_EVAL_README = "README.txt"
 _CATEGORICAL = ("method", "role", "condition", "context_id", "perturbation_id", PERT_COL, "gene_space")
 
 
@@ -473,3 +491,225 @@ def cell_eval_inputs(
     for part in (predicted, real):
         part.uns["cell_eval"] = dict(info)
     return predicted, real
+
+
+# ------------------------------------------------------------------------------ cell-eval pairs as files
+
+
+def _file_names(values: list[str], what: str) -> dict[str, str]:
+    """A folder name for each value: itself when it is one, else with other characters replaced by ``_``."""
+    names: dict[str, str] = {}
+    for v in values:
+        name = re.sub(r"[^A-Za-z0-9._+-]", "_", v).lstrip(".") or "_"
+        if name in names.values():
+            raise InputError(
+                f"two {what}s map to the same folder name {name!r} ({[k for k, n in names.items() if n == name]} "
+                f"and {v!r}); rename one."
+            )
+        names[v] = name
+    return names
+
+
+def _seed_label(seed: float) -> str:
+    return f"seed{int(seed)}" if float(seed).is_integer() else f"seed{seed}"
+
+
+def _for_file(part: AnnData, info: dict) -> AnnData:
+    """``part`` with ``uns["cell_eval"]`` set to ``info`` in a form h5ad stores (strings, numbers, string arrays)."""
+    clean = {}
+    for key, value in info.items():
+        if isinstance(value, list | tuple):
+            value = np.asarray([str(v) for v in value], dtype=object) if value else np.zeros(0, dtype="S1")
+        clean[key] = value
+    part.uns["cell_eval"] = clean
+    return part
+
+
+_README_HEAD = """\
+cell-eval pairs of this fold, written by celljepa {version}
+
+Each pair is what `cell-eval run` (cell-eval 0.8.2, Arc Institute) reads: a predicted file and a real file,
+each holding its own control cells, over the evaluation space's {n_genes} genes (the training HVGs), with
+cell-eval's default perturbation column `{pert_col}` (the perturbation id) and control label `{control}`.
+No other option is needed: its defaults are --pert-col {pert_col} --control-pert {control}.
+
+  real.h5ad          observed test cells of every condition + all control cells of the context
+  <method>/pred.h5ad the method's predicted cells + control cells in the same gene space
+  <method>/real.h5ad only for a method that predicts fewer conditions than real.h5ad holds (cell-eval needs
+                     the same perturbations on both sides)
+{extra_layout}
+Gene space and clipping: methods predict cells in the {n_pcs}-PC evaluation space. A predicted cell z is decoded
+to log-expression as  control mean (genes) + (z - mean control coordinates) . components,  so a set's mean is
+the gene-space prediction celljepa's Pearson-Delta scores. The pred file's control cells are decoded the same
+way ("matched controls"; observed controls for methods that predict genes natively). cell-eval refuses
+negative log-expression, so decoded values below 0 are CLIPPED AT 0 (predicted and matched control cells;
+uns["cell_eval"]["n_clipped"] counts them). Clipping moves means: cell-eval's gene-space metrics then differ
+from celljepa's unclipped numbers (see docs/cell-eval.md for the measured differences). The evaluation-space
+coordinates are in obsm["X_eval"] of both files; `--embed-key X_eval` moves cell-eval's discrimination_score_l2
+and _cosine there (discrimination_score_l2 then equals celljepa's rank: rank = 1 + N (1 - score)).
+
+Commands, from this folder (-o keeps each method's results apart; without it they go to ./cell-eval-outdir):
+"""
+
+
+def write_cell_eval_pairs(
+    pred_adata: AnnData, folder: str | os.PathLike, *, compression: str | None = "gzip"
+) -> list[Path]:
+    """Write every (predicted, real) pair of a fold as the two .h5ad files ``cell-eval run`` reads directly.
+
+    One pair per method (and per model seed when a method has several: each seed's model is scored on its
+    own, as ``per_condition_seeds.csv`` does; seeds are not pooled), cut by :func:`cell_eval_inputs` with its
+    defaults (matched controls, values clipped at 0, see there). The layout under ``folder``::
+
+        README.txt                   what the files are, the clipping, and the cell-eval command of every pair
+        real.h5ad                    observed test cells + control cells
+        <method>/pred.h5ad           predicted cells + control cells in the same gene space
+        <method>/real.h5ad           only when the method predicts fewer conditions than real.h5ad holds
+        <method>/seed<S>/pred.h5ad   instead of <method>/pred.h5ad when the method has several model seeds
+
+    cell-eval has no notion of context, so a fold with several test contexts gets this layout once per context
+    under ``<context_id>/``. Each pair then runs with no option but the two paths:
+    ``cell-eval run -ap ridge/pred.h5ad -ar real.h5ad`` (its defaults ``--pert-col target_gene
+    --control-pert non-targeting`` are this file's columns). Every file is written atomically, README.txt last.
+
+    Parameters
+    ----------
+    pred_adata
+        A predictions AnnData (:func:`predictions_anndata`, or ``predictions.h5ad`` read back).
+    folder
+        Where to write (created if missing); ``celljepa benchmark --predictions`` uses ``<fold>/cell_eval``.
+    compression
+        h5ad compression of the files (``None`` for none).
+
+    Returns
+    -------
+    list of Path
+        The files written, README.txt last.
+
+    Examples
+    --------
+    >>> write_cell_eval_pairs(pred, "fold0/cell_eval")                           # doctest: +SKIP
+    [PosixPath('fold0/cell_eval/ridge/pred.h5ad'), PosixPath('fold0/cell_eval/real.h5ad'), ...]
+    """
+    if not isinstance(pred_adata, AnnData):
+        raise InputError(f"pred_adata must be a predictions AnnData, got {type(pred_adata).__name__}.")
+    for col in ("method", "model_seed", "context_id", "condition", "is_control"):
+        if col not in pred_adata.obs:
+            raise InputError(
+                f"pred_adata is not a predictions AnnData (no obs[{col!r}]); make it with "
+                "celljepa.eval.predictions.predictions_anndata."
+            )
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    from .._version import __version__
+
+    obs = pred_adata.obs
+    methods_col = obs["method"].astype(str).to_numpy()
+    ctx_col = obs["context_id"].astype(str).to_numpy()
+    cond_col = obs["condition"].astype(str).to_numpy()
+    seeds_col = obs["model_seed"].to_numpy(dtype=float)
+    is_control = obs["is_control"].to_numpy(dtype=bool)
+    predicted = methods_col != OBSERVED
+    if not predicted.any():
+        raise InputError("pred_adata holds no predicted cells (only 'observed' ones); nothing to write for cell-eval.")
+    contexts = _levels(ctx_col[predicted])
+    ctx_dirs = _file_names(contexts, "context")
+    method_dirs = _file_names(_levels(methods_col[predicted]), "method")
+
+    written: list[Path] = []
+    commands: list[str] = []
+    for ctx in contexts:
+        base = Path(ctx_dirs[ctx]) if len(contexts) > 1 else Path()
+        in_ctx = ctx_col == ctx
+        all_conds = set(cond_col[in_ctx & ~predicted & ~is_control])
+        shared_real: tuple[Path, list[str]] | None = None
+        for method in _levels(methods_col[predicted & in_ctx]):
+            rows = (methods_col == method) & in_ctx
+            seeds = _levels(float(s) for s in seeds_col[methods_col == method] if np.isfinite(s))
+            for seed in seeds if len(seeds) > 1 else [None]:
+                if seed is not None and not (rows & (seeds_col == seed)).any():
+                    continue
+                p, r = cell_eval_inputs(pred_adata, method, context_id=ctx, model_seed=seed)
+                info = dict(p.uns["cell_eval"])
+                where = base / method_dirs[method] / (_seed_label(seed) if seed is not None else "")
+                pred_rel = where / "pred.h5ad"
+                written.append(write_h5ad_atomic(_for_file(p, info), folder / pred_rel, compression=compression))
+                real_conds = set(r.obs["condition"].astype(str)[~r.obs["is_control"].to_numpy(dtype=bool)])
+                labels = sorted(r.obs_names)
+                if real_conds == all_conds and (shared_real is None or shared_real[1] == labels):
+                    real_rel = base / "real.h5ad"
+                    if shared_real is None:
+                        real_info = {k: info[k] for k in ("context_id", "n_conditions")}
+                        real_info["note"] = "observed cells; shared by every pred.h5ad of this context"
+                        written.append(
+                            write_h5ad_atomic(_for_file(r, real_info), folder / real_rel, compression=compression)
+                        )
+                        shared_real = (real_rel, labels)
+                else:
+                    real_rel = where / "real.h5ad"
+                    written.append(write_h5ad_atomic(_for_file(r, info), folder / real_rel, compression=compression))
+                out_rel = where / "cell-eval-outdir"
+                commands.append(f"cell-eval run -ap {pred_rel.as_posix()} -ar {real_rel.as_posix()}")
+                commands[-1] += f" -o {out_rel.as_posix()}"
+    extra = ""
+    if len(contexts) > 1:
+        extra += (
+            f"\nThis fold has {len(contexts)} test contexts ({', '.join(contexts)}); cell-eval has no notion of "
+            "context,\nso each has its own pairs under <context_id>/ (real.h5ad, <method>/pred.h5ad, ...).\n"
+        )
+    if any(len(_levels(float(s) for s in seeds_col[methods_col == m] if np.isfinite(s))) > 1 for m in method_dirs):
+        extra += (
+            "\nA method with several model seeds has one pair per seed (seeds are not pooled):\n"
+            "  <method>/seed<S>/pred.h5ad, scored against real.h5ad like any other method.\n"
+        )
+    text = _README_HEAD.format(
+        version=__version__,
+        n_genes=pred_adata.n_vars,
+        n_pcs=pred_adata.obsm[EVAL_KEY].shape[1] if EVAL_KEY in pred_adata.obsm else "?",
+        pert_col=PERT_COL,
+        control=CONTROL_LABEL,
+        extra_layout=extra,
+    )
+    text += "".join(f"  {c}\n" for c in commands)
+    written.append(write_text_atomic(folder / CELL_EVAL_README, text))
+    return written
+
+
+def export_cell_eval(predictions_h5ad_path: str | os.PathLike, out_dir: str | os.PathLike) -> list[Path]:
+    """Write the cell-eval pairs (:func:`write_cell_eval_pairs`) of a finished run's ``predictions.h5ad``.
+
+    ``out_dir`` is written whole or not at all (staged beside it, then swapped in); an existing ``out_dir`` is
+    replaced only when it is an earlier export (holds ``README.txt``) or empty, so a run folder is never
+    overwritten by mistake.
+
+    Examples
+    --------
+    >>> export_cell_eval("run/norman2019/S1_unseen_perturbation/fold0/predictions.h5ad", "ce")  # doctest: +SKIP
+    [PosixPath('ce/no_change/pred.h5ad'), PosixPath('ce/real.h5ad'), ...]
+    """
+    import anndata as ad
+
+    src = Path(predictions_h5ad_path)
+    if src.suffix != ".h5ad" or not src.is_file():
+        raise InputError(
+            f"{str(src)!r} is not a predictions .h5ad file; give the predictions.h5ad that "
+            "`celljepa benchmark --predictions` writes in each fold folder."
+        )
+    out = Path(out_dir)
+    if out.exists():
+        if not out.is_dir():
+            raise InputError(f"out_dir {str(out)!r} is a file; give a folder.")
+        if any(out.iterdir()) and not (out / CELL_EVAL_README).is_file():
+            raise InputError(
+                f"out_dir {str(out)!r} holds files that are not an earlier cell-eval export (no {CELL_EVAL_README}); "
+                "it would be replaced whole. Choose a new or empty folder."
+            )
+        if src.resolve().is_relative_to(out.resolve()):
+            raise InputError(f"out_dir {str(out)!r} holds the predictions file itself; choose another folder.")
+    try:
+        pred = ad.read_h5ad(src)
+    except (OSError, KeyError, ValueError) as err:
+        raise InputError(f"cannot read {str(src)!r} as AnnData ({err}).") from None
+    with staged_folder(out) as stage:
+        written = write_cell_eval_pairs(pred, stage)
+    return [out / p.relative_to(stage) for p in written]
