@@ -166,7 +166,7 @@ def test_benchmark_workflow_on_part_of_the_demo(tmp_path):
     pooled = pd.read_csv(tmp_path / "sciplex_gxe" / "S2_unseen_context" / "per_condition.csv")
     assert len(pooled) == 27 * len(m["methods"]) and "verdict" not in m  # baselines only: nothing to judge
     report = (tmp_path / "report.md").read_text()
-    assert "### S2_unseen_context (3 folds × 1 split seed(s), 27 test conditions)" in report
+    assert "### S2_unseen_context (3 folds × 1 split seed, 27 test conditions)" in report
     assert json.loads((tmp_path / "metrics_combined.json").read_text())["results"].keys() == {
         "sciplex_gxe/S2_unseen_context"
     }

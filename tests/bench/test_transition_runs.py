@@ -173,7 +173,7 @@ ablations:
     diff = val["default"]["jepa_set_vs_pca_twin"]
     assert np.isclose(diff["diff"], (per_unit["jepa_set"] - per_unit["pca_set"]).mean())
     assert diff["ci_low"] <= diff["diff"] <= diff["ci_high"]
-    assert "## Validation (what a configuration is chosen on)" in md and "split seed(s) 0, 1" in md
+    assert "## Validation (what a configuration is chosen on)" in md and "split seeds 0, 1" in md
     # every configuration against the first one on the same validation conditions, and the rule's choice
     frames_off = [
         pd.read_csv(out / "ema_off" / f"seed{k}" / "sciplex_gxe" / "S2_unseen_context" / "validation_all_folds.csv")

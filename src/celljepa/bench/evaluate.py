@@ -13,8 +13,11 @@ choice and the verdict live in :mod:`celljepa.bench.pooling`.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -44,6 +47,110 @@ CROSS_FITTED = (
     f"({VALIDATION_PARTS} seeded parts)"
 )
 UNTUNED = "fitted on training conditions; tunes nothing on validation conditions"
+
+#: ``on_step(step, done, total)``: told the name of each step of a fold's scoring as it begins (see
+#: :func:`reporting_steps`); ``done`` steps of ``total`` are finished, and a last call names ``"done"``.
+StepCallback = Callable[[str, int, int], None]
+_ON_STEP: contextvars.ContextVar[StepCallback | None] = contextvars.ContextVar("celljepa_fold_step", default=None)
+
+
+@contextlib.contextmanager
+def reporting_steps(on_step: StepCallback | None) -> Iterator[None]:
+    """Within the block, every :func:`score_fold` names its steps to ``on_step`` (unless given its own).
+
+    How a workflow that calls :func:`score_fold` through other code (a benchmark's fold tasks) shows progress
+    inside a fold: ``on_step(step, done, total)`` hears ``"evaluation space"``, ``"encoder seed 0"``, each
+    method's fit and prediction (``"ridge"``, ``"jepa_set seed 0"``), ``"embedding-space diagnostics"``,
+    ``"scoring test"``, ``"effects"`` (when not given), ``"scoring validation + CIs"``, then ``"done"``. ``total``
+    grows once the methods of the fold are known. None: nothing is told.
+
+    Examples
+    --------
+    >>> heard = []
+    >>> with reporting_steps(lambda step, done, total: heard.append(step)):
+    ...     pass  # score_fold(adata, fold) here names its steps
+    """
+    token = _ON_STEP.set(on_step)
+    try:
+        yield
+    finally:
+        _ON_STEP.reset(token)
+
+
+class FoldStepsBar:
+    """A progress bar of the steps inside a fold: a :func:`reporting_steps` callback (a benchmark's second bar).
+
+    It shows only on a terminal (tqdm's ``disable=None``), so a batch log gets no more lines than the fold bar
+    writes, and never with ``progress=False``. Each fold starts it again; :meth:`close` when done.
+    """
+
+    def __init__(self, progress: bool, *, position: int = 1, file=None):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(
+            total=1,
+            desc="fold",
+            unit="step",
+            position=position,
+            leave=False,
+            disable=None if progress else True,
+            file=file,
+        )
+
+    def __call__(self, step: str, done: int, total: int) -> None:
+        if done == 0:  # a new fold
+            self.bar.reset(total=total)
+        self.bar.total, self.bar.n = total, done
+        self.bar.set_postfix_str(step)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+class _Steps:
+    """Counts a fold's steps and names each to the callback as it begins."""
+
+    def __init__(self, on_step: StepCallback | None, total: int):
+        self.on_step, self.done, self.total = on_step, 0, total
+
+    def __call__(self, step: str) -> None:
+        if self.on_step is not None:
+            self.on_step(step, self.done, max(self.total, self.done + 1))
+        self.done += 1
+
+    def finish(self) -> None:
+        self.total = self.done
+        if self.on_step is not None:
+            self.on_step("done", self.done, self.done)
+
+
+def _seed_step(name: str, seed) -> str:
+    return name if seed is None else f"{name} seed {seed}"
+
+
+def never_left_start(records: list[tuple[str, int | None, dict]]) -> dict:
+    """The methods whose kept model is the one they started from, from their own records (training data only).
+
+    ``records`` holds ``(method, model seed, params)`` of every fit that predicts the test conditions. A method that
+    early-stops (the transition models) reports ``left_start`` in :meth:`params`; False means validation kept the
+    initial parameters (step 0), so its predictions are its starting map (no change or the mean training shift),
+    not a trained model. Returns ``{method: {"model_seeds": [...], "n_seeds": k, "all_seeds": bool, "init":
+    [...]}}`` for the methods that never left their start in at least one model seed.
+    """
+    out: dict = {}
+    fits: dict = {}
+    for name, seed, record in records:
+        if "left_start" not in record:
+            continue
+        fits[name] = fits.get(name, 0) + 1
+        if not record["left_start"]:
+            entry = out.setdefault(name, {"model_seeds": [], "init": []})
+            entry["model_seeds"].append(None if seed is None else int(seed))
+            entry["init"].append(record.get("init"))
+    for name, entry in out.items():
+        entry["n_seeds"] = fits[name]
+        entry["all_seeds"] = len(entry["model_seeds"]) == fits[name]
+    return out
 
 
 @dataclass
@@ -424,6 +531,7 @@ def score_fold(
     peers=None,
     keep_predictions: bool = False,
     effects: pd.DataFrame | None = None,
+    on_step: StepCallback | None = None,
 ) -> FoldResult:
     """Fit every method on the fold's training data and score its predictions on the test conditions.
 
@@ -456,6 +564,12 @@ def score_fold(
     effects
         The fold's effect filter as :func:`fold_effects` computed it before any model was fitted (it depends on
         the data alone); computed here when None.
+    on_step
+        Told each step as it begins, ``on_step(step, done, total)`` (progress inside the fold; see
+        :func:`reporting_steps`, whose callback is used when None).
+
+    A transition model whose kept model is its starting point (early stopping kept step 0) is named in
+    ``metrics["never_left_start"]`` (:func:`never_left_start`, from the models' own records).
 
     Examples
     --------
@@ -468,6 +582,10 @@ def score_fold(
     """
     config = config or EvalConfig()
     t0 = time.perf_counter()
+    seeds = list(model_seeds) if model_seeds else [None]
+    # evaluation space, an encoder per model seed, scoring test, effects, scoring validation; methods added below
+    step = _Steps(on_step or _ON_STEP.get(), 3 + (len(seeds) if jepa is not None else 0) + (effects is None))
+    step("evaluation space")
     space, train, test = prepare_fold(adata, fold, config)
     timings = {"evaluation_space_s": time.perf_counter() - t0}
     parts = validation_parts(train.val_conditions, seed=fold["seed"], fold=fold["fold"])
@@ -481,7 +599,6 @@ def score_fold(
     encoders: list[dict] = []
     diagnostics: list[dict] = []
     first_encoder = None
-    seeds = list(model_seeds) if model_seeds else [None]
     peer_runs: list[tuple[int | None, PerturbationModel]] = []
     if methods is not None:
         fixed, seeded_factory = list(methods), None
@@ -498,6 +615,7 @@ def score_fold(
         jcfg, tcfg = _seeded(jepa, transition, seed)
         view = train
         if jepa is not None:
+            step(_seed_step("encoder", seed))
             t1 = time.perf_counter()
             encoder, embedding = fold_encoder(adata, train, fold, jcfg, run_dir=jepa_run_dir, progress=progress)
             timings["jepa_pretrain_s"] = timings.get("jepa_pretrain_s", 0.0) + time.perf_counter() - t1
@@ -517,6 +635,8 @@ def score_fold(
     n_runs = pd.Series([m.name for _, m in peer_runs]).value_counts().to_dict() if peer_runs else {}
     # a peer trained with one model seed is scored like a seed-free method (the same for every model seed)
     runs += [(seed if n_runs[m.name] > 1 else None, m, train) for seed, m in peer_runs]
+    views = {id(v): v for _, _, v in runs if v.encoder is not None}
+    step.total += len(runs) + len(views)
 
     preds: dict[tuple[str, int | None, Condition], np.ndarray | None] = {}
     val_preds: dict[tuple[str, int | None, Condition], np.ndarray | None] = {}
@@ -525,7 +645,9 @@ def score_fold(
     role: dict[str, str] = {}
     selection: dict[str, str] = {}
     fitted: list[PerturbationModel] = []
+    kept: list[tuple[str, int | None, dict]] = []  # the record of every fit that predicts the test conditions
     for seed, method, view in runs:
+        step(_seed_step(method.name, seed))
         t1 = time.perf_counter()
         p, vp, cov, fits = _fit_and_predict(method, view, test, parts, scored)
         preds.update({(method.name, seed, c): x for c, x in p.items()})
@@ -535,6 +657,7 @@ def score_fold(
             covers[(method.name, c)] = covers.get((method.name, c), True) and v
         timings[f"{method.name}_s"] = timings.get(f"{method.name}_s", 0.0) + time.perf_counter() - t1
         record = {**method.params(), **({"validation_fits": fits} if fits and method.role == "peer" else {})}
+        kept.append((method.name, seed, record))
         if method.name not in params:  # the first seed's record, and every seed's under "per_seed"
             params[method.name] = dict(record)
         if seed is not None and len(seeds) > 1:
@@ -542,19 +665,22 @@ def score_fold(
         role[method.name] = method.role
         selection.setdefault(method.name, CROSS_FITTED if tunes_on_validation(method) else UNTUNED)
         fitted.append(method)
-    views = {id(v): v for _, _, v in runs if v.encoder is not None}
-    for key, view in views.items():  # one encoder per model seed: its JEPA models in its own space
+    for n, (key, view) in enumerate(views.items()):  # one encoder per model seed: its JEPA models in its own space
+        step("embedding-space diagnostics" + (f" ({n + 1} of {len(views)})" if len(views) > 1 else ""))
         diag = embedding_space_diagnostics(adata, view, test, [m for _, m, v in runs if id(v) == key], config)
         if diag:
             diagnostics.append(diag)
 
+    step("scoring test")
     observed = _read_test_cells(adata, space, test, keep_genes=keep_predictions)
     per_seed = _score_test(space, train, test, observed, preds, covers, role, config)
     per_seed["split_seed"], per_seed["fold"] = int(fold["seed"]), int(fold["fold"])
     per_condition = _average_seeds(per_seed)
     if effects is None:
+        step("effects")
         effects = _effects(train, test, observed, config)
     per_condition = per_condition.join(effects, on="condition")
+    step("scoring validation + CIs")
     validation = _score_validation(train, val, val_preds, covers, role, config)
     validation["val_selection"] = validation["method"].map(selection)
     metrics = summarize(
@@ -578,6 +704,15 @@ def score_fold(
     )
     if diagnostics:
         metrics["embedding_space"] = _merge_diagnostics(diagnostics)
+    stuck = never_left_start(kept)
+    if stuck:
+        metrics["never_left_start"] = stuck
+        logger.warning(
+            "fold %s/%s: %s never left its start: early stopping kept the initial model (step 0)",
+            fold["split_name"],
+            fold["fold"],
+            ", ".join(stuck),
+        )
     timings["total_s"] = time.perf_counter() - t0
     logger.info(
         "fold %s/%s: %d test conditions (%d with an effect), comparator %s (validation)",
@@ -588,7 +723,8 @@ def score_fold(
         metrics["comparator"],
     )
     unique = list({m.name: m for m in fitted}.values())
-    kept = _fold_predictions(space, test, observed, preds, native, role) if keep_predictions else None
+    predictions = _fold_predictions(space, test, observed, preds, native, role) if keep_predictions else None
+    step.finish()
     return FoldResult(
         fold=fold,
         space=space,
@@ -600,7 +736,7 @@ def score_fold(
         encoder=first_encoder,
         validation=validation,
         per_seed=per_seed,
-        predictions=kept,
+        predictions=predictions,
     )
 
 

@@ -114,7 +114,7 @@ def reuse_fold(
         seed=evaluation.seed,
         min_conditions=evaluation.min_conditions,
     )
-    keep = ("dataset_id", "split", "fold", "seed", "model_seeds", "transductive", "embedding_space")
+    keep = ("dataset_id", "split", "fold", "seed", "model_seeds", "transductive", "embedding_space", "never_left_start")
     metrics.update({k: old_metrics[k] for k in keep if k in old_metrics})
     metrics["reused"] = {
         "from": str(old_dir),

@@ -267,13 +267,12 @@ def write_contract(adata: AnnData, keys: Mapping[str, Any]) -> list[str]:
     adata.uns["celljepa"] = meta
     written.append("uns['celljepa']['standardize']")
     n_ctrl = int(is_control.sum())
+    n_pert, n_ctx = len(set(pid_arr[~is_control])), len(set(context))
     logger.info(
-        "standardize: %d cells, %d perturbations, %d contexts, %d control cells",
-        adata.n_obs,
-        len(set(pid_arr[~is_control])),
-        len(set(context)),
-        n_ctrl,
-    )
+        "standardize: %d cell%s, %d perturbation%s, %d context%s, %d control cell%s",
+        adata.n_obs, "" if adata.n_obs == 1 else "s", n_pert, "" if n_pert == 1 else "s",
+        n_ctx, "" if n_ctx == 1 else "s", n_ctrl, "" if n_ctrl == 1 else "s",
+    )  # fmt: skip
     return written
 
 

@@ -597,6 +597,9 @@ class JEPATransition(PerturbationModel):
         self.net_.eval()
         self.history_ = history
         self.best_step_, self.val_edistance_, self.steps_run_ = best_step, float(best_val), step
+        # early stopping kept the starting model (step 0: the initial parameters, ``init_``): the prediction is
+        # the starting map itself (no change or the mean training shift), never a trained one
+        self.left_start_ = bool(best_step > 0)
         self.train_seconds_ = time.perf_counter() - t0
         logger.info(
             "%s: %d steps (best %d, val E-distance %.4f) in %.1f s",
@@ -701,6 +704,7 @@ class JEPATransition(PerturbationModel):
             "kind": self.kind,
             "steps_run": self.steps_run_,
             "best_step": self.best_step_,
+            "left_start": self.left_start_,
             "val_edistance": self.val_edistance_,
             "init": self.init_,
             "init_val_edistance": self.init_val_edistance_,

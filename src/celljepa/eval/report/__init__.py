@@ -9,6 +9,7 @@ gather the data, call these functions and write the text.
 
 from ._cells import (
     HELD_OUT,
+    NEVER_LEFT,
     ci_cell,
     comparator_of,
     comparator_table,
@@ -18,7 +19,11 @@ from ._cells import (
     effect_methods_table,
     effects_lines,
     figure_lines,
+    held_out_controls,
     methods_table,
+    never_left_cell,
+    never_left_lines,
+    plural,
     seeds_lines,
     split_summary,
     twin_sentence,
@@ -35,6 +40,7 @@ from .sweep import ablation_markdown
 
 __all__ = [
     "HELD_OUT",
+    "NEVER_LEFT",
     "TABLE_METRICS",
     "ablation_markdown",
     "benchmark_report",
@@ -50,8 +56,12 @@ __all__ = [
     "final_lines",
     "fold_report",
     "holdout_markdown",
+    "held_out_controls",
     "holdout_rows",
     "methods_table",
+    "never_left_cell",
+    "never_left_lines",
+    "plural",
     "render_markdown",
     "seeds_lines",
     "split_summary",

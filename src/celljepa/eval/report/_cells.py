@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
+from numbers import Real
 from pathlib import PurePosixPath
 
 import pandas as pd
@@ -24,6 +25,39 @@ _NAMES = {
     "mrr": "MRR ↑",
 }
 _ROLE = {"baseline": "baseline", "pca_twin": "PCA twin", "peer": "peer", "jepa": "JEPA"}
+
+
+def plural(n, noun: str, plural_form: str | None = None, *, sep: str = "") -> str:
+    """``n`` and ``noun``, the noun in its plural unless ``n`` is 1: ``plural(1, "fold")`` is ``"1 fold"``.
+
+    Parameters
+    ----------
+    n
+        The count (an int, or anything whose ``str`` is shown; only the number 1 takes the singular).
+    noun
+        The singular noun (or noun phrase: ``"test condition"``); the plural adds ``s`` to its last word.
+    plural_form
+        The plural when it is not ``noun + "s"`` (``plural(2, "split seed")`` needs none; ``"dataset/split"``
+        neither; ``plural(3, "class", "classes")``).
+    sep
+        ``","``: thousands separators (``plural(3375, "cell", sep=",")`` is ``"3,375 cells"``).
+
+    Returns
+    -------
+    str
+        ``"<n> <noun>"``.
+
+    Examples
+    --------
+    >>> plural(1, "fold"), plural(3, "fold"), plural(0, "context")
+    ('1 fold', '3 folds', '0 contexts')
+    >>> plural(1, "class", "classes"), plural(2, "class", "classes")
+    ('1 class', '2 classes')
+    """
+    number = isinstance(n, Real) and not isinstance(n, bool)
+    count = f"{n:,}" if sep == "," and number else str(n)
+    one = number and n == 1
+    return f"{count} {noun if one else (plural_form or noun + 's')}"
 
 
 def _fmt(x: float, digits: int = 3) -> str:
@@ -75,6 +109,91 @@ def _coverage_note(metrics: Mapping, method: str) -> str:
     return ""
 
 
+#: What a flagged model is, in words (fold and benchmark reports).
+NEVER_LEFT = "never left its start: the kept model is the untrained one (step 0)"
+
+
+def _seeds_of(entry: Mapping) -> str:
+    """`` (model seeds 0, 2 of 3)`` where a method never left its start in some of its model seeds only."""
+    if entry.get("all_seeds", True):
+        return ""
+    seeds = [s for s in entry["model_seeds"] if s is not None]
+    return f" (model {'seed' if len(seeds) == 1 else 'seeds'} {', '.join(map(str, seeds))} of {entry['n_seeds']})"
+
+
+def never_left_cell(flags: Mapping | None) -> str:
+    """The methods that never left their start in a fold, for a table cell (``–`` for none)."""
+    if not flags:
+        return "–"
+    return ", ".join(f"{name}{_seeds_of(e)}" for name, e in flags.items())
+
+
+def never_left_lines(metrics: Mapping) -> list[str]:
+    """The fold report's flag: each trained method whose kept model is its starting point, and what that means."""
+    flags = metrics.get("never_left_start")
+    if not flags:
+        return []
+    lines = [
+        "**Never left its start**: early stopping on the validation conditions kept the initial parameters "
+        "(step 0) of these models, so each predicts with its starting map (the start chosen on validation: no "
+        "change, or the mean training shift), not with a trained network:",
+        "",
+    ]
+    for name, e in flags.items():
+        inits = sorted({str(i) for i in e.get("init", []) if i})
+        lines.append(
+            f"- `{name}`{_seeds_of(e)} {NEVER_LEFT}" + (f"; start `{'`, `'.join(inits)}`" if inits else "") + "."
+        )
+    return lines + [""]
+
+
+def both_stuck(flags: Mapping | None, a: str | None, b: str | None) -> str | None:
+    """Whether methods ``a`` and ``b`` both never left their start in one fold.
+
+    ``"all"``: in every model seed; ``"some"``: in some model seeds only; None otherwise (``flags``: the fold's
+    ``never_left_start``).
+    """
+    if not flags or a not in flags or b not in flags:
+        return None
+    return "all" if flags[a].get("all_seeds", True) and flags[b].get("all_seeds", True) else "some"
+
+
+def stuck_counts(folds: Iterable[Mapping | None], a: str | None, b: str | None) -> dict:
+    """In how many folds methods ``a`` and ``b`` both never left their start.
+
+    ``folds``: each fold's ``never_left_start``. Returns ``{"all": k, "some": j, "folds": n}`` (in every model seed /
+    in some model seeds only / folds in all).
+    """
+    said = [both_stuck(f, a, b) for f in folds]
+    return {"all": said.count("all"), "some": said.count("some"), "folds": len(said)}
+
+
+def _stuck_span(counts: Mapping | None) -> str:
+    if not counts or not (counts["all"] or counts["some"]):
+        return ""
+    k = counts["all"] + counts["some"]
+    some = f", {counts['some']} of them in some model seeds only" if counts["some"] else ""
+    return f"never left their start in {k} of {plural(counts['folds'], 'fold')}{some}"
+
+
+def stuck_cell(counts: Mapping | None) -> str:
+    """A verdict cell's note: both sides never left their start in some folds (empty when in none)."""
+    span = _stuck_span(counts)
+    return f" (both sides {span})" if span else ""
+
+
+def stuck_sentence(label: str, a: str, b: str, what: str, counts: Mapping | None) -> str | None:
+    """A sentence on a verdict row whose two sides both never left their start in some folds, or None."""
+    span = _stuck_span(counts)
+    if not span:
+        return None
+    return (
+        f"- **{label}, {what}**: `{a}` and `{b}` both {span}: early stopping kept both initial models (step 0), "
+        "so in those folds the row compares two starting maps (no change or the mean training shift), not "
+        "trained models."
+    )
+
+
 def methods_table(metrics: Mapping, metric_names: Iterable[str] | None = None) -> str:
     """Markdown table: one row per method, its role, ``mean [95% CI]`` per metric; comparator and primary marked."""
     names = list(metric_names or metrics["metric_higher_is_better"].keys())
@@ -83,8 +202,9 @@ def methods_table(metrics: Mapping, metric_names: Iterable[str] | None = None) -
     sep = "|---|---|" + "---|" * len(names)
     rows = []
     for m, stats in metrics["methods"].items():
+        stuck = " (never left its start)" if m in (metrics.get("never_left_start") or {}) else ""
         rows.append(
-            f"| {_label(metrics, m)}{_coverage_note(metrics, m)} | {_ROLE.get(roles.get(m), '–')} | "
+            f"| {_label(metrics, m)}{_coverage_note(metrics, m)}{stuck} | {_ROLE.get(roles.get(m), '–')} | "
             + " | ".join(ci_cell(stats[n]) for n in names)
             + " |"
         )
@@ -148,10 +268,12 @@ def effects_lines(metrics: Mapping) -> list[str]:
         return []
     f = metrics.get("effect_filter") or {}
     out = [
-        f"Effect filter: {k} of {n} test conditions differ detectably from their controls and enter the verdict: "
+        f"Effect filter: {k} of {plural(n, 'test condition')} {'differs' if k == 1 else 'differ'} detectably from "
+        f"{'its' if k == 1 else 'their'} controls and {'enters' if k == 1 else 'enter'} the verdict: "
         "the E-test against the context's controls is significant (Holm–Sidak adjusted p < 0.05; "
-        f"{f.get('n_etest', '–')} conditions) and the E-distance to the controls exceeds 2 standard errors "
-        f"(split halves; {f.get('n_clears_noise', '–')} conditions). The filter depends on the data alone."
+        f"{plural(f.get('n_etest', '–'), 'condition')}) and the E-distance to the controls exceeds 2 standard "
+        f"errors (split halves; {plural(f.get('n_clears_noise', '–'), 'condition')}). The filter depends on the "
+        "data alone."
     ]
     if f.get("effect_se_median") is not None:
         out[0] += (
@@ -179,20 +301,44 @@ def dataset_summary(obs: pd.DataFrame, n_genes: int) -> str:
     pert = obs[~obs["is_control"].to_numpy(dtype=bool)]
     n_cond = pert.groupby(["context_id", "perturbation_id"], observed=True).ngroups
     return (
-        f"{len(obs):,} cells × {n_genes:,} genes; {pert['perturbation_id'].nunique()} perturbations, "
-        f"{n_cond} (context, perturbation) conditions, {obs['context_id'].nunique()} contexts, "
-        f"{int(obs['is_control'].sum()):,} control cells."
+        f"{plural(len(obs), 'cell', sep=',')} × {plural(n_genes, 'gene', sep=',')}; "
+        f"{plural(pert['perturbation_id'].nunique(), 'perturbation')}, "
+        f"{plural(n_cond, '(context, perturbation) condition')}, {plural(obs['context_id'].nunique(), 'context')}, "
+        f"{plural(int(obs['is_control'].sum()), 'control cell', sep=',')}."
     )
 
 
 HELD_OUT = {
     "S1_unseen_perturbation": "conditions: perturbations unseen as such (every context); a held-out "
     "combination may contain perturbations seen in training",
-    "S2_unseen_context": "whole contexts (their controls are inputs only)",
+    "S2_unseen_context": "whole contexts (their control cells are used only as the inputs predictions start from)",
     "S1g_unseen_genes": "genes (perturbation tokens): no token of a test condition is in any training or "
     "validation condition; perturbations mixing held-out and seen tokens are unused",
     "S3_unseen_combo": "combinations whose singles are seen",
 }
+
+
+def held_out_controls(split: str, *, transductive: bool) -> str:
+    """One markdown line: what the fold does with the control cells of what it holds out, in plain words.
+
+    Only S2 (unseen contexts) holds control cells out: inductive (the default), a held-out context's control
+    cells are only the inputs its predictions start from; ``--transductive`` lets every method alike fit on
+    them too (unlabeled).
+    """
+    if split != "S2_unseen_context":
+        return (
+            "- Control cells: none held out. Every test condition's context is seen in training; predictions "
+            "start from its control cells, which any method may fit on."
+        )
+    if transductive:
+        return (
+            "- Held-out contexts' control cells: the inputs predictions start from, and also fitted on (unlabeled) "
+            "by every method alike, JEPA pretraining included (transductive, `--transductive`)."
+        )
+    return (
+        "- Held-out contexts' control cells: used only as the inputs predictions start from (inductive): no "
+        "method, JEPA pretraining included, fits anything on them."
+    )
 
 
 def split_summary(fold: Mapping) -> str:
@@ -210,7 +356,8 @@ def split_summary(fold: Mapping) -> str:
     unused = fold.get("unused_perturbations")
     if unused:
         lines.append(
-            f"- Unused: {len(unused)} perturbations mix held-out and seen tokens "
+            f"- Unused: {plural(len(unused), 'perturbation')} {'mixes' if len(unused) == 1 else 'mix'} held-out "
+            "and seen tokens "
             f"({', '.join(unused[:12])}{', ...' if len(unused) > 12 else ''})."
         )
     return "\n".join(lines)
@@ -232,7 +379,7 @@ def verdict_lines(metrics: Mapping) -> list[str]:
             how = f"CI of the {primary} difference includes 0"
         out.append(
             f"- {label}: {how}, diff {_fmt(d['diff'])} [{_fmt(d['ci_low'])}, {_fmt(d['ci_high'])}], "
-            f"n = {d['n']} conditions."
+            f"n = {plural(d['n'], 'condition')}."
         )
     return out
 
@@ -264,7 +411,7 @@ def twin_sentence(v: Mapping, metric: str = "edistance") -> str:
         "wins": f"the JEPA space **beats** its PCA twin on {name}",
         "loses": f"the JEPA space is **worse** than its PCA twin on {name}",
         "no detectable difference": f"the JEPA space shows **no detectable difference** from its PCA twin on {name}",
-        "not claimable": f"the row is **not claimable** (n = {twin.get('n', 0)} conditions with an effect, "
+        "not claimable": f"the row is **not claimable** (n = {plural(twin.get('n', 0), 'condition')} with an effect, "
         f"fewer than 10): {name} difference described only",
         "undetermined": "the JEPA space and its PCA twin cannot be compared",
     }.get(o, o)
@@ -286,10 +433,13 @@ def verdict_sentence(label: str, metrics: Mapping) -> str:
     v = metrics["verdict"]
     e = v["edistance"]
     note = " (the unadjusted CI excludes 0)" if _said(e).endswith("excludes 0)") else ""
-    n_note = f" (n = {v['n']} conditions with an effect; claims need 10)" if not v.get("claimable", True) else ""
+    n_note = (
+        f" (n = {plural(v['n'], 'condition')} with an effect; claims need 10)" if not v.get("claimable", True) else ""
+    )
     text = (
         f"On {label}, `{v['model']}` {_VERBS.get(e.get('outcome'), e.get('outcome'))} `{v['baseline']}` (chosen "
-        f"on validation) on E-distance{note}{n_note}: difference {_claim(e)} conditions with an effect."
+        f"on validation) on E-distance{note}{n_note}: difference {_claim(e)} "
+        f"{'condition' if e.get('n', 0) == 1 else 'conditions'} with an effect."
     )
     for metric, rows in (v.get("secondary") or {}).items():
         d = rows["vs_comparator"]
@@ -307,8 +457,13 @@ def _seed_cell(v: Mapping, method: str | None) -> str:
     return " / ".join(_fmt(x) for x in means.values())
 
 
-def verdict_table(combined: Mapping[str, Mapping]) -> str:
-    """Markdown tables of the verdicts of every dataset × split: E-distance (primary), then MSE and Pearson-Δ."""
+def verdict_table(combined: Mapping[str, Mapping], stuck: Mapping[str, Mapping] | None = None) -> str:
+    """Markdown tables of the verdicts of every dataset × split: E-distance (primary), then MSE and Pearson-Δ.
+
+    ``stuck`` (``"dataset/split"`` → ``{"comparator": counts, "twin": counts}``, :func:`stuck_counts`) notes on
+    the E-distance verdict cells the folds where both sides never left their start.
+    """
+    stuck = stuck or {}
     lines = [
         "| dataset | split | n (no effect) | comparator (validation) | comparator* | primary* | primary per "
         "model seed* | primary − comparator [95% CI] | p | Holm p | verdict (E-distance) | primary − PCA twin "
@@ -327,12 +482,13 @@ def verdict_table(combined: Mapping[str, Mapping]) -> str:
         e = v["edistance"]
         twin = v.get("vs_pca_twin") or {}
         means = v.get("means") or {}
+        notes = stuck.get(f"{m['dataset_id']}/{m['split']}") or {}
         lines.append(
             f"| {m['dataset_id']} | {m['split']} | {v['n']} ({v.get('n_without_effect', 0)}) | "
             f"{v['baseline']} | {_fmt(means.get('baseline'))} | {_fmt(means.get('model'))} | "
             f"{_seed_cell(v, v['model'])} | {diff_cell(e)} | {_p(e.get('p'))} | {_p(e.get('p_holm'))} | "
-            f"**{_said(e)}** | {diff_cell(twin)} | {_p(twin.get('p_holm'))} | "
-            f"{_said(twin) if twin else '–'} |"
+            f"**{_said(e)}**{stuck_cell(notes.get('comparator'))} | {diff_cell(twin)} | {_p(twin.get('p_holm'))} | "
+            f"{_said(twin) if twin else '–'}{stuck_cell(notes.get('twin')) if twin else ''} |"
         )
         sec = v.get("secondary") or {}
         cells = []

@@ -15,7 +15,11 @@ from ._cells import (
     effects_lines,
     figure_lines,
     methods_table,
+    never_left_cell,
+    plural,
     seeds_lines,
+    stuck_counts,
+    stuck_sentence,
     verdict_sentences,
     verdict_table,
 )
@@ -75,13 +79,51 @@ def _encoder_table(per_fold: list[Mapping]) -> str:
     return "\n".join(lines)
 
 
+def _stuck_notes(combined: Mapping[str, Mapping], per_fold: list[Mapping]) -> dict:
+    """``"dataset/split"`` → the folds where both sides of each verdict row never left their start."""
+    out = {}
+    for key, m in combined.items():
+        if "verdict" not in m:
+            continue
+        v = m["verdict"]
+        flags = [r.get("never_left_start") for r in per_fold if f"{r['dataset_id']}/{r['split']}" == key]
+        out[key] = {"comparator": stuck_counts(flags, v["model"], v["baseline"])}
+        twin = (v.get("vs_pca_twin") or {}).get("twin")
+        if twin:
+            out[key]["twin"] = stuck_counts(flags, v["model"], twin)
+    return out
+
+
+def _stuck_sentences(combined: Mapping[str, Mapping], notes: Mapping[str, Mapping]) -> list[str]:
+    out = []
+    for key, n in notes.items():
+        v = combined[key]["verdict"]
+        label = f"{combined[key]['dataset_id']} {combined[key]['split']}"
+        twin = (v.get("vs_pca_twin") or {}).get("twin")
+        for other, what, counts in (
+            (v["baseline"], "primary − comparator", n.get("comparator")),
+            (twin, "primary − PCA twin", n.get("twin")),
+        ):
+            line = stuck_sentence(label, v["model"], other, what, counts) if other else None
+            if line:
+                out.append(line)
+    return out
+
+
 def verdict_preamble(combined: Mapping[str, Mapping], *, family: int | None = None) -> list[str]:
     """The rule of the verdict, in words (shared by benchmark and consolidated reports)."""
     first = next((m for m in combined.values() if "verdict" in m), {})
     primary = first.get("primary", "jepa_set")
+    jepa = primary_is_jepa(combined)
+    pool = (
+        "non-JEPA method (every baseline, the PCA twin `pca_set`, every peer)"
+        if jepa
+        else "best of the other methods of the pool (every baseline, the PCA twin when JEPA models run, every peer "
+        "and every other user model; the primary itself leaves the pool)"
+    )
     return [
         f"The primary model `{primary}` was named in the run config before the run. Its comparator is the "
-        "non-JEPA method (every baseline, the PCA twin `pca_set`, every peer) with the lowest mean E-distance on "
+        f"{pool} with the lowest mean E-distance on "
         "*validation* conditions it did not tune on (cross-fitted: tuned on one part of the validation "
         "conditions, scored on the other; the same rule for every method), pooled over folds and split seeds; "
         "test scores choose nothing. The verdict uses the test conditions whose observed cells differ "
@@ -90,13 +132,24 @@ def verdict_preamble(combined: Mapping[str, Mapping], *, family: int | None = No
         "CI is a hierarchical bootstrap (split seeds or folds, model seeds, conditions; 10,000 resamples). "
         f"**Claims family**: only rows with n ≥ {MIN_CONDITIONS} can carry a claim (known from the data before "
         "any model is fitted); Holm correction runs over the claimable rows of this run"
-        + (f" ({family} comparisons on E-distance)" if family is not None else "")
+        + (f" ({plural(family, 'comparison')} on E-distance)" if family is not None else "")
         + ", one family per metric. *wins* / *loses*: Holm-adjusted sign-flip p < 0.05 and the CI on the same "
         "side of 0; otherwise *no detectable difference* (nothing is called a tie: equality would need an "
         f"equivalence test); rows with n < {MIN_CONDITIONS} are *not claimable* and described only. E-distance "
-        "is the pre-registered primary metric; MSE and Pearson-Δ have verdict columns of their own. The JEPA "
-        "space itself is judged against `pca_set`, the same set model on the evaluation space's PCA."
+        "is the pre-registered primary metric; MSE and Pearson-Δ have verdict columns of their own."
+        + (
+            " The JEPA space itself is judged against `pca_set`, the same set model on the evaluation space's PCA."
+            if jepa
+            else ""
+        )
     ]
+
+
+def primary_is_jepa(combined: Mapping[str, Mapping]) -> bool:
+    """Whether the run's primary model is a JEPA model (the default) rather than a user model or a baseline."""
+    first = next((m for m in combined.values() if "verdict" in m), {})
+    primary = first.get("primary", "jepa_set")
+    return first.get("roles", {}).get(primary, "jepa" if primary.startswith("jepa_") else "baseline") == "jepa"
 
 
 def final_lines(final: Mapping | None) -> list[str]:
@@ -157,7 +210,8 @@ def benchmark_report(record: Mapping) -> str:
         + (
             "transductive (held-out contexts' unlabeled controls were fitted on by every method)."
             if record.get("transductive")
-            else "inductive (no cell of a held-out group, its controls included, is fitted on)."
+            else "inductive (no cell of a held-out group is fitted on; a held-out context's control cells are "
+            "used only as the inputs its predictions start from)."
         ),
         "",
     ]
@@ -170,28 +224,47 @@ def benchmark_report(record: Mapping) -> str:
         ]
     if any("verdict" in m for m in combined.values()):
         family = first.get("holm_family_size")
+        notes = _stuck_notes(combined, per_fold)
+        stuck_lines = _stuck_sentences(combined, notes)
         lines += [
-            "## Verdict: the pre-registered JEPA model against the comparator chosen on validation",
+            "## Verdict: the pre-registered "
+            + ("JEPA model" if primary_is_jepa(combined) else f"primary model `{first.get('primary')}`")
+            + " against the comparator chosen on validation",
             "",
             *verdict_preamble(combined, family=family),
             "",
-            verdict_table(combined),
+            verdict_table(combined, notes),
             "",
             *verdict_sentences(combined),
             "",
-            "JEPA encoders (one per fold and model seed, pretrained on the cells the methods may fit on; "
-            "collapse = effective rank < 25% of the dimension or a dimension with std < 1e-3):",
-            "",
-            _encoder_table(per_fold),
-            "",
+            *(
+                [
+                    "Verdict rows whose two sides both never left their start (early stopping kept the initial "
+                    "parameters, step 0) in some folds; every fold's models are in the fold table below:",
+                    "",
+                    *stuck_lines,
+                    "",
+                ]
+                if stuck_lines
+                else []
+            ),
         ]
+        if any("encoder" in f for f in per_fold):
+            lines += [
+                "JEPA encoders (one per fold and model seed, pretrained on the cells the methods may fit on; "
+                "collapse = effective rank < 25% of the dimension or a dimension with std < 1e-3):",
+                "",
+                _encoder_table(per_fold),
+                "",
+            ]
     for dataset_id, splits in record["plan"].items():
         lines += [f"## {dataset_id}", "", record["datasets"][dataset_id], ""]
         for split in splits:
             m = combined[f"{dataset_id}/{split}"]
             lines += [
-                f"### {split} ({m['n_folds']} folds × {len(m.get('split_seeds', [0]))} split seed(s), "
-                f"{m['n_test_conditions']} test conditions)",
+                f"### {split} ({plural(m['n_folds'], 'fold')} × "
+                f"{plural(len(m.get('split_seeds', [0])), 'split seed')}, "
+                f"{plural(m['n_test_conditions'], 'test condition')})",
                 "",
                 f"Held out: {HELD_OUT.get(split, 'groups')}; every group is a test group in exactly one "
                 "fold per split seed, validation groups are carved from the training groups.",
@@ -217,24 +290,33 @@ def benchmark_report(record: Mapping) -> str:
     lines += [_EVERY_FOLD, ""]
     table = pd.DataFrame(per_fold)
     cols = [c for c in table.columns if c.startswith("edistance_")]
+    flagged = any(r.get("never_left_start") for r in per_fold)
+    if flagged:
+        lines += [
+            "Last column (*never left its start*): the trained models whose kept model is the untrained one "
+            "(step 0). Early stopping on the validation conditions kept their initial parameters, so they predict "
+            "with their starting map (no change or the mean training shift).",
+            "",
+        ]
     lines.append(
         "| dataset | split | split seed | fold | n | comparator | "
         + " | ".join(c[len("edistance_") :] for c in cols)
-        + " |"
+        + (" | never left its start |" if flagged else " |")
     )
-    lines.append("|---|---|---|---|---|---|" + "---|" * len(cols))
-    for _, r in table.iterrows():
+    lines.append("|---|---|---|---|---|---|" + "---|" * (len(cols) + flagged))
+    for i, r in table.iterrows():
         cells = " | ".join("n/a" if pd.isna(r[c]) else f"{r[c]:.3f}" for c in cols)
         lines.append(
             f"| {r['dataset_id']} | {r['split']} | {r['split_seed']} | {r['fold']} | "
             f"{r['n_test_conditions']} | {r['comparator']} | {cells} |"
+            + (f" {never_left_cell(per_fold[i].get('never_left_start'))} |" if flagged else "")
         )
     lines += [
         "",
         "## Compute",
         "",
-        f"{len(per_fold)} folds in {record['elapsed_s']:.1f} s on CPU "
-        f"({record['cpus']} cores), celljepa {record['celljepa']}. Per-fold runs (config.json, metrics.json, "
+        f"{plural(len(per_fold), 'fold')} in {record['elapsed_s']:.1f} s on CPU "
+        f"({plural(record['cpus'], 'core')}), celljepa {record['celljepa']}. Per-fold runs (config.json, metrics.json, "
         "per_condition.csv, validation.csv, report.md, figures) are in "
         "`<dataset>/<split>/split_seed<s>/fold<k>/`; the pooled conditions behind each verdict are in "
         "`<dataset>/<split>/per_condition.csv`.",
@@ -251,7 +333,7 @@ def benchmark_report(record: Mapping) -> str:
         enc = next((r["encoder"] for r in per_fold if "encoder" in r), None)
         lines += [
             f"JEPA pretraining {pre:.0f} s and transition training {trans:.0f} s of the total"
-            + (f"; encoder {enc['n_parameters']:,} parameters" if enc else "")
+            + (f"; encoder {plural(enc['n_parameters'], 'parameter', sep=',')}" if enc else "")
             + ".",
             "",
             "JEPA config (`jepa`) and transition config (`transition`) are in every fold's `config.json`:",

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from ..verdict import label as verdict_label
-from ._cells import _NAMES, _fmt, _p, ci_cell, diff_cell, twin_sentence
+from ._cells import _NAMES, _fmt, _p, ci_cell, diff_cell, plural, twin_sentence
 
 #: Metrics of the per-dataset tables, in column order (those a run holds are shown).
 TABLE_METRICS = ("edistance", "mse", "delta_pearson", "delta_pearson_top20_de", "top1", "mrr")
@@ -98,7 +98,8 @@ def _verdict_section(report: dict) -> list[str]:
             "superseded",
         )
     }
-    lines += ["", "Outcomes: " + ", ".join(f"{n} {o}" for o, n in counts.items() if n) + f" ({len(rows)} rows).", ""]
+    outcomes = ", ".join(f"{n} {o}" for o, n in counts.items() if n)
+    lines += ["", f"Outcomes: {outcomes} ({plural(len(rows), 'row')}).", ""]
     lines += ["In words, per dataset × split: does the JEPA space beat its PCA twin?", ""]
     for v in rows:
         if v.get("superseded_by"):
@@ -190,7 +191,8 @@ def _datasets_section(report: dict) -> list[str]:
                 else "chosen on validation"
             )
             lines += [
-                f"#### {e['split']} · run {e['run']} ({e['folds']}, {e['n_test_conditions']} test conditions)",
+                f"#### {e['split']} · run {e['run']} ({e['folds']}, "
+                f"{plural(e['n_test_conditions'], 'test condition')})",
                 "",
                 f"Comparator `{e.get('comparator', e.get('best_baseline'))}` ({how}){verdict}.",
                 "",
@@ -338,7 +340,7 @@ def _compute_section(report: dict) -> list[str]:
     lines = [
         "## Compute",
         "",
-        f"Total wall time {_secs(t['wall_time_s'])} s over {t['runs_timed']} run(s) (the runs' own wall times; "
+        f"Total wall time {_secs(t['wall_time_s'])} s over {plural(t['runs_timed'], 'run')} (the runs' own wall times; "
         f"timed folds {_secs(t['fold_total_s'])} s)."
         + (f" Not recorded for: {', '.join(t['runs_without_wall_time'])}." if t["runs_without_wall_time"] else ""),
         "",
@@ -416,8 +418,8 @@ def render_markdown(report: Mapping) -> str:
     lines = [
         f"# {report['title']}",
         "",
-        f"{len(report['runs'])} run(s) merged by `celljepa report` (celljepa {report['celljepa']}). Every number "
-        "and every label is copied from the runs' own metrics files, which follow the evaluation protocol "
+        f"{plural(len(report['runs']), 'run')} merged by `celljepa report` (celljepa {report['celljepa']}). Every "
+        "number and every label is copied from the runs' own metrics files, which follow the evaluation protocol "
         "(`docs/evaluation.md`): one evaluation space per split fitted on training cells, predictions are sets "
         "of cells, E-distance is the primary metric (lower is better), hierarchical bootstrap CIs (split seeds "
         "or folds, model seeds, conditions), sign-flip p-values Holm-corrected within each run's own claims "

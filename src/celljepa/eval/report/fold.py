@@ -10,8 +10,13 @@ from ._cells import (
     comparisons_table,
     effects_lines,
     figure_lines,
+    held_out_controls,
     methods_table,
+    never_left_lines,
+    plural,
     split_summary,
+    stuck_counts,
+    stuck_sentence,
     verdict_sentence,
 )
 
@@ -28,6 +33,25 @@ def _embedding_space_lines(metrics: Mapping) -> list[str]:
         "a headline: a model can shrink its own space; the evaluation-space numbers above are the result.",
         "",
     ]
+
+
+def _stuck_verdict_lines(m: Mapping) -> list[str]:
+    """Notes on the fold's verdict rows whose two sides both never left their start."""
+    v, flags = m["verdict"], m.get("never_left_start")
+    twin = (v.get("vs_pca_twin") or {}).get("twin")
+    out = [
+        stuck_sentence(
+            f"{m['dataset_id']} {m['split']} fold {m['fold']}",
+            v["model"],
+            other,
+            what,
+            stuck_counts([flags], v["model"], other),
+        )
+        for other, what in ((v["baseline"], "primary − comparator"), (twin, "primary − PCA twin"))
+        if other
+    ]
+    out = [line for line in out if line]
+    return out + [""] if out else []
 
 
 def fold_report(record: Mapping) -> str:
@@ -63,23 +87,13 @@ def fold_report(record: Mapping) -> str:
         "",
         split_summary(record["split"]),
         "",
-        "- Inputs only: "
-        + (
-            "none held out"
-            if m["split"] != "S2_unseen_context"
-            else (
-                "held-out contexts' control cells were fitted on (`--transductive`)"
-                if m.get("transductive")
-                else "the held-out contexts' control cells are where predictions start; no method, "
-                "JEPA pretraining included, fits on them"
-            )
-        ),
+        held_out_controls(m["split"], transductive=bool(m.get("transductive"))),
         "",
         "## Evaluation space",
         "",
-        f"{record['space']['n_genes']} HVGs and {record['space']['n_pcs']} PCs fitted on the training cells "
-        "only (`eval_space.npz`). Every method hands in predicted cells; metrics are means over "
-        f"{m['n_test_conditions']} test conditions with 95% hierarchical bootstrap CIs (model seeds and "
+        f"{plural(record['space']['n_genes'], 'HVG')} and {plural(record['space']['n_pcs'], 'PC')} fitted on the "
+        "training cells only (`eval_space.npz`). Every method hands in predicted cells; metrics are means over "
+        f"{plural(m['n_test_conditions'], 'test condition')} with 95% hierarchical bootstrap CIs (model seeds and "
         "conditions, 10,000 resamples)"
         + (f", averaged over model seeds {m['model_seeds']}" if len(m.get("model_seeds") or []) > 1 else "")
         + ".",
@@ -88,6 +102,7 @@ def fold_report(record: Mapping) -> str:
         "",
         methods_table(m),
         "",
+        *never_left_lines(m),
         "## Comparator (chosen on the validation conditions)",
         "",
         comparator_table(m),
@@ -105,10 +120,12 @@ def fold_report(record: Mapping) -> str:
         "",
         *(
             [
-                f"## Verdict (one fold: {m['verdict']['n']} conditions; claims need at least {MIN_CONDITIONS})",
+                f"## Verdict (one fold: {plural(m['verdict']['n'], 'condition')}; claims need at least "
+                f"{MIN_CONDITIONS})",
                 "",
                 verdict_sentence(f"{m['dataset_id']} {m['split']} fold {m['fold']}", m),
                 "",
+                *_stuck_verdict_lines(m),
             ]
             if "verdict" in m
             else ([m["verdict_note"], ""] if "verdict_note" in m else [])
@@ -127,15 +144,15 @@ def fold_report(record: Mapping) -> str:
                     if not k.startswith("config.")
                 )
             )
-    compute = f"Wall time {timings['total_s']:.1f} s on CPU ({record['cpus']} cores)"
+    compute = f"Wall time {timings['total_s']:.1f} s on CPU ({plural(record['cpus'], 'core')})"
     if "jepa_encoder" in params:
         enc = params["jepa_encoder"]
         trans = {k: v for k, v in params.items() if k.startswith("jepa_") and k != "jepa_encoder"}
         compute += (
             f": JEPA pretraining {timings.get('jepa_pretrain_s', 0.0):.1f} s "
-            f"({enc['n_parameters']:,} parameters), "
+            f"({plural(enc['n_parameters'], 'parameter', sep=',')}), "
             + ", ".join(
-                f"{k} {v.get('train_seconds', 0):.1f} s ({v.get('n_parameters', 0):,} parameters)"
+                f"{k} {v.get('train_seconds', 0):.1f} s ({plural(v.get('n_parameters', 0), 'parameter', sep=',')})"
                 for k, v in trans.items()
             )
             + "; the baselines' only fitted parameters are ridge / linear coefficients."

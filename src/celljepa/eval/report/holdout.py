@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ._cells import verdict_sentence
+from ._cells import plural, verdict_sentence
 
 
 def _others_outcome(d: Mapping) -> str:
@@ -83,7 +83,7 @@ def holdout_markdown(result: Mapping) -> str:
         "",
         f"Encoder pretrained on {', '.join(result['pretrained_on'])} (never a cell of {result['holdout']}); "
         f"feature set `{result['feature_set']['id']}` ({result['genes_present_in_holdout']} of "
-        f"{result['feature_set']['n_genes']} genes measured in {result['holdout']}). Wall time "
+        f"{plural(result['feature_set']['n_genes'], 'gene')} measured in {result['holdout']}). Wall time "
         f"{result['wall_time_s']:.0f} s.",
         "",
         "## (a) Embedding transfer: kNN accuracy of labels in the held-out dataset",

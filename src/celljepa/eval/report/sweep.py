@@ -6,6 +6,13 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from ._cells import plural
+
+
+def _seeds_word(seeds) -> str:
+    """``split seed`` or ``split seeds``, by how many are listed."""
+    return "split seed" if len(list(seeds)) == 1 else "split seeds"
+
 
 def _fmt_sd(values: list[float]) -> str:
     if not values:
@@ -21,7 +28,8 @@ def _validation_markdown(grid: Mapping, validation: list[Mapping]) -> list[str]:
     lines = [
         "## Validation (what a configuration is chosen on)",
         "",
-        f"Validation conditions of split seed(s) {', '.join(map(str, split_seeds))} (each fold's validation "
+        f"Validation conditions of {_seeds_word(split_seeds)} {', '.join(map(str, split_seeds))} (each fold's "
+        "validation "
         "perturbations; never a test condition), E-distance in the fold's evaluation space averaged over the "
         "model seeds, mean [95% bootstrap CI]; differences are paired over the same validation conditions "
         "(below 0: the JEPA model is closer to the observed cells).",
@@ -58,7 +66,9 @@ def _choice_markdown(choice: Mapping | None) -> list[str]:
     lines = [f"**Choice on validation** (rule: {choice['rule']}): **{choice['chosen']}**.", ""]
     for a, v in choice["ablations"].items():
         if not v["complete"]:
-            lines.append(f"- {a}: incomplete ({v['dataset_splits']} of {v['of']} dataset/splits with every model seed)")
+            lines.append(
+                f"- {a}: incomplete ({v['dataset_splits']} of {plural(v['of'], 'dataset/split')} with every model seed)"
+            )
         else:
             lines.append(
                 f"- {a}: lower mean on {v['lower_mean']} of {v['of']}; CI below 0 on "
@@ -101,9 +111,9 @@ def ablation_markdown(
     lines = [
         "# Ablation table",
         "",
-        f"Grid `{grid['source']}`: ablations {', '.join(abls)} × model seeds {list(grid['seeds'])}; split seed(s) "
-        f"{', '.join(map(str, grid['split_seeds']))}; "
-        f"{'all folds' if max_folds is None else f'first {max_folds} fold(s)'} "
+        f"Grid `{grid['source']}`: ablations {', '.join(abls)} × model seeds {list(grid['seeds'])}; "
+        f"{_seeds_word(grid['split_seeds'])} {', '.join(map(str, grid['split_seeds']))}; "
+        f"{'all folds' if max_folds is None else 'first ' + plural(max_folds, 'fold')} "
         "of each split. Cells: mean ± sd over seeds of the mean test E-distance (evaluation space, lower is "
         "better). The baselines do not depend on the JEPA seed, so their column is one number; the "
         "comparator is the non-JEPA method with the best validation score.",
