@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -170,3 +172,178 @@ def test_console_script_is_installed():
         pytest.fail("the `celljepa` console script is not installed next to the Python executable")
     proc = subprocess.run([exe, "--version"], capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.startswith("celljepa ")
+
+
+# ------------------------------------------------------------------------------------------ did-you-mean
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["benchmrak"], "unknown command 'benchmrak'. Did you mean 'benchmark'?"),
+        (["-v", "pretrian"], "unknown command 'pretrian'. Did you mean 'pretrain'?"),
+        (["slurm", "benchmrak"], "unknown command 'benchmrak'. Did you mean 'benchmark'?"),
+        (["peers", "lst"], "unknown command 'lst'. Did you mean 'list'?"),
+        (["benchmark", "--no-jpea", "--out", "OUT"], "unknown option --no-jpea. Did you mean '--no-jepa'"),
+        (["--verbse", "info"], "unknown option --verbse. Did you mean '--verbose'"),
+        (
+            ["slurm", "benchmark", "--tme", "1:00:00", "--", "--out", "OUT"],
+            "unknown option --tme. Did you mean '--time'",
+        ),
+    ],
+)
+def test_misspelt_commands_and_options_are_named(tmp_path, capsys, argv, expected):
+    argv = [str(tmp_path / "out") if a == "OUT" else a for a in argv]
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert expected in err and "--help` lists the" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_misspelt_option_after_the_slurm_separator_is_named(tmp_path, capsys, monkeypatch):
+    # the wrapped arguments are parsed by benchmark's own parser: the same did-you-mean, a usage error
+    monkeypatch.chdir(tmp_path)
+    assert main(["slurm", "benchmark", "--", "--no-jpea", "--out", "b"]) == 2
+    err = capsys.readouterr().err
+    assert "error in the arguments after --: unknown option --no-jpea. Did you mean '--no-jepa'" in err
+    assert not (tmp_path / "b").exists()
+
+
+def test_hidden_options_are_accepted_but_never_suggested(capsys):
+    from celljepa.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["benchmark", "--jepa", "--out", "x"]).jepa is True  # kept for old scripts
+    assert parser.parse_args(["benchmark", "--no-jep", "--out", "x"]).no_jepa is True  # a unique prefix
+    with pytest.raises(SystemExit):
+        parser.parse_args(["benchmark", "--jepaa", "--out", "x"])
+    assert "'--jepa'" not in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------- --model, --primary
+
+USER_MODEL = """
+from celljepa.models.baselines import MeanShift
+
+
+class Shrunk(MeanShift):
+    name = "shrunk"
+
+    def __init__(self, shrinkage=1.0):
+        super().__init__()
+        self.shrinkage = shrinkage
+"""
+
+
+@pytest.fixture
+def user_model(tmp_path, monkeypatch):
+    (tmp_path / "my_cli_model.py").write_text(USER_MODEL)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return "my_cli_model:Shrunk"
+
+
+def test_model_options_reach_the_run_config(user_model):
+    from celljepa.cli import build_parser
+    from celljepa.cli._options import run_config
+
+    argv = ["benchmark", "--model", user_model, "--model-option", "shrinkage=0.5", "--primary", "shrunk"]
+    run = run_config(build_parser().parse_args([*argv, "--out", "x"]))
+    assert run.models == (user_model,) and run.model_options == {user_model: {"shrinkage": 0.5}}
+    assert run.evaluation.primary == "shrunk" and [m.shrinkage for m in run.user_models(0)] == [0.5]
+    plain = run_config(build_parser().parse_args(["benchmark", "--out", "x"]))
+    assert plain.models == () and plain.evaluation.primary == "jepa_set" and plain.jepa_steps == 400
+
+
+def test_unknown_primary_and_bad_models_are_named(user_model, tmp_path, capsys):
+    out = str(tmp_path / "b")
+    assert main(["benchmark", "--model", user_model, "--primary", "shrnk", "--out", out]) == 1
+    assert "Did you mean 'shrunk'" in capsys.readouterr().err
+    assert main(["benchmark", "--primary", "jepa_sett", "--no-jepa", "--out", out]) == 1
+    assert "Did you mean 'jepa_set'" in capsys.readouterr().err
+    assert main(["benchmark", "--model-option", "shrinkage=0.5", "--out", out]) == 1
+    assert "no --model" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(["benchmark", "--model", "my_cli_model.Shrunk", "--out", out])
+    assert exit_.value.code == 2 and "package.module:Class" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
+
+
+def test_run_config_from_options_matches_the_fields():
+    from celljepa.bench.config import RunConfig
+
+    run = RunConfig.from_options(
+        seed=3,
+        jepa_overrides=[("train", "max_steps", 7)],
+        transition_overrides=[("set_size", 16)],
+        peer_seeds=None,
+    )
+    assert run.split_seeds == (3,) and run.model_seeds == (3,)
+    assert run.jepa_steps is None and run.jepa.train.max_steps == 7 and run.transition.set_size == 16
+    assert RunConfig.from_options(jepa=False, jepa_steps=9).jepa_steps is None
+
+
+# ------------------------------------------------------------------------------------------- the CLI's imports
+
+CLI = Path(__file__).resolve().parents[1] / "src" / "celljepa" / "cli"
+# private modules of other packages that hold a public name the CLI needs and no package exports
+PRIVATE_MODULES_WITHOUT_PUBLIC_PATH = {"celljepa.data._keys", "celljepa.data._validate"}
+
+
+def _private_uses(path: Path) -> list[str]:
+    """``file:line: what`` for each private name of another package that a CLI module imports or uses."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    bad, outside = [], set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                anchor = ["celljepa", "cli"][: 2 - node.level + 1]
+                module = ".".join(anchor + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            inside = module == "celljepa.cli" or module.startswith("celljepa.cli.")
+            if inside:
+                continue
+            parts = module.split(".")
+            # celljepa._errors, ._io, ...: the package's shared base layer, not another package's privates
+            if any(p.startswith("_") for p in parts[2:]) and module not in PRIVATE_MODULES_WITHOUT_PUBLIC_PATH:
+                bad.append(f"{path.name}:{node.lineno}: from {module} import ... (a private module)")
+            for alias in node.names:
+                if alias.name.startswith("_") and not alias.name.startswith("__"):
+                    bad.append(f"{path.name}:{node.lineno}: from {module} import {alias.name}")
+                outside.add(alias.asname or alias.name)
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                outside.add(alias.asname or alias.name.split(".")[0])
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in outside
+            and node.attr.startswith("_")
+            and not node.attr.startswith("__")
+        ):
+            bad.append(f"{path.name}:{node.lineno}: {node.value.id}.{node.attr}")
+    return bad
+
+
+def test_the_cli_uses_no_private_name_of_another_package():
+    files = sorted(CLI.glob("*.py"))
+    assert len(files) >= 8
+    bad = [b for f in files for b in _private_uses(f)]
+    assert not bad, "the CLI reaches into other packages' privates:\n" + "\n".join(bad)
+
+
+def test_the_private_name_check_catches_each_kind(tmp_path):
+    f = tmp_path / "_mod.py"
+    f.write_text(
+        "import argparse\nfrom ..bench.run import _FoldTasks\nfrom ..slurm._render import render_sbatch\n"
+        "from ._options import _local\nx = argparse._SubParsersAction\n"
+    )
+    found = _private_uses(f)
+    assert [b.split(": ", 1)[1] for b in found] == [
+        "from celljepa.bench.run import _FoldTasks",
+        "from celljepa.slurm._render import ... (a private module)",
+        "argparse._SubParsersAction",
+    ]

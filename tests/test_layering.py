@@ -173,7 +173,7 @@ def test_no_import_cycle(graph):
 
 def test_the_graph_is_read_from_functions_too(graph):
     # the CLI imports the workflows inside its command functions only: they must be seen
-    assert "celljepa.bench.consolidate" in graph["celljepa.cli._commands"]
+    assert "celljepa.bench.consolidate" in graph["celljepa.cli._bench"]
     assert graph["celljepa.bench.fit"]["celljepa.bench.evaluate"] > 0
 
 

@@ -81,7 +81,11 @@ def method_roles(per_condition: pd.DataFrame) -> dict[str, str]:
 
 
 def choose_comparator(
-    roles: dict[str, str], validation: pd.DataFrame | None, *, test_coverage: dict[str, float] | None = None
+    roles: dict[str, str],
+    validation: pd.DataFrame | None,
+    *,
+    test_coverage: dict[str, float] | None = None,
+    primary: str | None = None,
 ) -> dict:
     """The non-JEPA method with the lowest mean out-of-sample validation E-distance, and why.
 
@@ -90,13 +94,14 @@ def choose_comparator(
     it). Eligible: role ``baseline``, ``pca_twin`` or ``peer``, a validation score, and at least
     :data:`MIN_COVERAGE` of the validation conditions covered; a method's score is its mean over the
     conditions it covers. Without validation scores the comparator is :data:`FALLBACK_COMPARATOR` (declared
-    in advance), never a test score.
+    in advance), never a test score. ``primary`` (a non-JEPA method named the primary model, e.g. a user
+    model) is never its own comparator: it leaves the pool.
 
     Returns
     -------
     ``{"comparator", "reason", "rule", "validation": {method: {"edistance", "n", "coverage", "eligible", "why"}}}``
     """
-    pool = [m for m, r in roles.items() if r in NON_JEPA_ROLES]
+    pool = [m for m, r in roles.items() if r in NON_JEPA_ROLES and m != primary]
     table: dict[str, dict] = {}
     # every validation unit (condition, per fold and split seed) any method was scored on: a method not run in a
     # fold has no row there and covers none of that fold's conditions
@@ -125,6 +130,8 @@ def choose_comparator(
             )
         if roles[m] not in NON_JEPA_ROLES:
             entry.update(eligible=False, why="JEPA model (not a comparator)")
+        elif m == primary:
+            entry.update(eligible=False, why="the primary model (compared with the pool, not in it)")
         elif not e.size:
             entry.update(eligible=False, why="no validation score")
         elif coverage < MIN_COVERAGE:
@@ -290,7 +297,7 @@ def summarize(
         stats["edistance_effect"] = {key: r[key] for key in ("mean", "ci_low", "ci_high", "n")}
         out["methods"][m] = stats
     out["effect_filter"] = _effect_summary(first)
-    choice = choose_comparator(roles, validation, test_coverage=test_coverage)
+    choice = choose_comparator(roles, validation, test_coverage=test_coverage, primary=primary)
     if comparator is not None:
         if comparator not in methods:
             raise InputError(f"comparator {comparator!r} was not scored; methods: {methods}.")
@@ -318,7 +325,9 @@ def summarize(
                 }
                 for k in METRICS
             }
-    if primary in methods and roles.get(primary) == "jepa":
+    # the primary is a JEPA model, or a non-JEPA method the run named primary (a user model): compared with the
+    # best of the rest of the pool; only a JEPA primary is also compared with its PCA twin
+    if primary in methods and best != primary:
         out["verdict"] = _verdict(
             cube,
             wide,
@@ -378,7 +387,7 @@ def _verdict(
         x = x[np.isfinite(x)]
         return float(x.mean()) if x.size else None
 
-    twin = next((m for m, r in roles.items() if r == "pca_twin"), None)
+    twin = next((m for m, r in roles.items() if r == "pca_twin"), None) if roles.get(primary) == "jepa" else None
     scale = {m: abs(mean(m) or 1.0) for m in (comparator, twin) if m is not None}
     v = {
         "model": primary,

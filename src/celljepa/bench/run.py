@@ -88,6 +88,9 @@ def write_fold_run(
 ) -> list[Path]:
     """Write config.json, per_condition.csv, split.json, eval_space.npz, figures, report.md, then metrics.json.
 
+    With predictions kept (``--predictions``): ``predictions.h5ad`` and the cell-eval pairs in ``cell_eval/``
+    (:func:`celljepa.eval.predictions.write_cell_eval_pairs`).
+
     Callers write into the staging folder of :func:`celljepa._io.staged_folder`, so the run folder appears whole
     or not at all. ``metrics.json`` is written last and carries the digest of ``config``
     (:func:`.tasks.config_digest`), so a folder with it is a finished fold that a restarted run reads back
@@ -104,7 +107,11 @@ def write_fold_run(
     if result.validation is not None:
         written.append(write_text_atomic(out / "validation.csv", result.validation.to_csv(index=False)))
     if result.predictions is not None:
+        from ..eval.predictions import CELL_EVAL_DIR, write_cell_eval_pairs
+
         written.append(write_predictions(out / PREDICTIONS_FILE, result.predictions))
+        # the (pred, real) pairs `cell-eval run -ap cell_eval/<method>/pred.h5ad -ar cell_eval/real.h5ad` reads
+        written += write_cell_eval_pairs(result.predictions, out / CELL_EVAL_DIR)
     if result.per_seed is not None and result.per_seed["model_seed"].nunique() > 1:
         written.append(write_text_atomic(out / "per_condition_seeds.csv", result.per_seed.to_csv(index=False)))
     figures = figure_maker(result, out) if figure_maker else []
@@ -318,6 +325,7 @@ def benchmark(
     final: bool = False,
     held_out_datasets=(),
     overwrite: bool = False,
+    models=None,
 ) -> dict:
     """Run baselines (and JEPA models) on every dataset × split × split seed × fold; one report.
 
@@ -374,7 +382,17 @@ def benchmark(
         Without it such a run is refused before anything is written, naming what changed. A whole run is built
         in a staging folder and replaces the old one when complete (the old run stays whole until then); fold
         tasks replace their folds one by one, after removing the old run's combined files.
+    models
+        The user's own models, added to ``run.models`` / ``run.model_options`` (``docs/bring-your-own-model.md``):
+        each a ``"package.module:Class"`` string, a :class:`~celljepa.models.base.PerturbationModel` subclass, or
+        ``(spec_or_class, {option: value})``. Per fold and model seed each is made (``seed=`` when its
+        constructor takes it), fitted like every other method (validation scores out of sample) and scored
+        beside the baselines; it joins the comparator pool unless ``run.evaluation.primary`` names it, and then
+        the verdict compares it with the best of the pool (chosen on validation). Its class, options and source
+        digest are in every fold's config: a changed model or option refuses a finished fold (``overwrite``).
 
+    Notes
+    -----
     Every fold is written into a staging folder and swapped in whole (:func:`celljepa._io.staged_folder`), under
     the fold folder's lock; a full run or ``collect`` also holds ``out``'s lock, and a fold task is refused while
     one does (see ``docs/reliability.md``).
@@ -383,8 +401,19 @@ def benchmark(
     -------
     The combined metrics (``metrics_combined.json``'s ``results``); with ``tasks``, ``{"tasks": {index: "done"
     | "computed"}}``.
+
+    Examples
+    --------
+    Score your own model beside the baselines of the demo (``docs/examples`` on ``sys.path``), named primary:
+
+    >>> import celljepa as cj                                                      # doctest: +SKIP
+    >>> run = cj.bench.RunConfig(evaluation=cj.bench.EvalConfig(primary="shrunk_mean_shift"))  # doctest: +SKIP
+    >>> combined = cj.bench.benchmark(                                             # doctest: +SKIP
+    ...     cj.bench.demo_datasets(), {"sciplex_gxe": {"S2_unseen_context": 3}}, out="runs/mine",
+    ...     models=[("my_model:ShrunkMeanShift", {"shrinkage": 0.5})], run=run)
+    >>> combined["sciplex_gxe/S2_unseen_context"]["verdict"]["baseline"]          # doctest: +SKIP
     """
-    run = run or RunConfig()
+    run = _with_models(run or RunConfig(), models)
     out = Path(out)
     if tasks is not None and collect:
         raise InputError(
@@ -449,6 +478,32 @@ def benchmark(
         return _combined_run(datasets, plan, out, run, jobs, fold_result, **kw)
 
 
+def _with_models(run: RunConfig, models) -> RunConfig:
+    """``run`` with the user models of ``benchmark(models=...)`` added (specs, classes or ``(model, options)``).
+
+    The primary model must then name a method of the run (:meth:`RunConfig.check_primary`).
+    """
+    if not models:
+        run.check_primary()
+        return run
+    one = isinstance(models, tuple) and len(models) == 2 and isinstance(models[1], dict)  # (model, options)
+    if isinstance(models, (str, type)) or one:
+        models = [models]
+    specs, options = list(run.models), dict(run.model_options)
+    for item in models:
+        model, opts = item if isinstance(item, tuple) else (item, None)
+        if isinstance(item, tuple) and (len(item) != 2 or not isinstance(opts, dict)):
+            raise InputError(
+                f"models item {item!r}: expected a spec, a class or (spec_or_class, {{option: value}}). Fix: pass "
+                "('my_model:ShrunkMeanShift', {'shrinkage': 0.5})."
+            )
+        model = model.strip() if isinstance(model, str) else model
+        specs.append(model)
+        if opts:
+            options[model if isinstance(model, str) else f"{model.__module__}:{model.__qualname__}"] = dict(opts)
+    return dataclasses.replace(run, models=tuple(specs), model_options=options)
+
+
 class _FoldTasks:
     """Scores a fold task, or reads it back when its folder holds a finished run with the same inputs."""
 
@@ -469,6 +524,11 @@ class _FoldTasks:
         self.predictions, self.reuse = predictions, None if reuse is None else Path(reuse)
         if self.reuse is not None and not run.peers:
             raise InputError("--reuse adds methods to a finished run: name them with --peers.")
+        if self.reuse is not None and run.models:
+            raise InputError(
+                "--reuse adds peers to a finished run, not user models (--model): their rows would be checked as "
+                "the run's baselines. Fix: run the benchmark in full with --model, or drop --reuse."
+            )
         if self.reuse is not None and self.reuse.resolve() == Path(out).resolve():
             raise InputError("--reuse must name another run folder than --out (the reused run is only read).")
         m_seeds = list(run.model_seeds)
@@ -484,6 +544,13 @@ class _FoldTasks:
             self.extra["peers"] = {
                 p: {"seeds": list(run.seeds_of_peer(p)), "params": run.peer_params.get(p, {})} for p in run.peers
             }
+        if run.models:  # a changed model class, option or source refuses a finished fold (not read back)
+            records = run.model_records()
+            self.extra["models"] = {
+                name: {"class": r["class"], "spec": r["spec"], "role": r["role"]} for name, r in records.items()
+            }
+            self.extra["model_options"] = {name: r["options"] for name, r in records.items()}
+            self.extra["model_sources"] = {name: r["source_digest"] for name, r in records.items()}
         if predictions:  # a finished fold without its predictions file is scored again
             self.extra["predictions"] = PREDICTIONS_FILE
         if self.reuse is not None:
@@ -493,6 +560,15 @@ class _FoldTasks:
     def _peers(self, folder: Path):
         """``seed -> the peers trained with that model seed`` for a fold (exchange files under ``folder/peers``)."""
         return lambda seed: self.run.peer_models(folder / "peers", seed=seed)
+
+    def _seeded_methods(self, folder: Path):
+        """``seed -> the peers and user models of that model seed``: each is made and fitted once per model seed."""
+        if not self.run.models:
+            return self._peers(folder)
+        return lambda seed: (
+            self.run.peer_models(folder / "peers", seed=seed)
+            + self.run.user_models(self.run.model_seeds[0] if seed is None else seed)
+        )
 
     def config(self, dataset_id: str, split_seed: int, fold: dict, result: FoldResult | None) -> dict:
         return _run_config(
@@ -598,7 +674,7 @@ class _FoldTasks:
             transition=self.transition,
             model_seeds=list(self.run.model_seeds),
             pca_twin=self.pca_twin,
-            peers=self._peers(stage),
+            peers=self._seeded_methods(stage),
             keep_predictions=self.predictions,
             effects=self.effects.get((dataset_id, split, split_seed, fold["fold"])),
         )
@@ -644,9 +720,13 @@ def _combined_run(
             out, datasets, jobs, run, progress=progress, fingerprints=fold_result.fingerprints
         )
     bar = tqdm(jobs, desc="benchmark", unit="fold", disable=not progress)
+    from .evaluate import FoldStepsBar, reporting_steps
+
+    on_step = FoldStepsBar(progress)
     for i, (dataset_id, split, s, fold) in enumerate(bar):
         bar.set_postfix_str(f"{dataset_id} {split} split seed {s} fold {fold['fold']}")
-        result, state = fold_result(dataset_id, split, s, fold, compute=not collect)
+        with reporting_steps(on_step):  # the steps inside the fold (score_fold names them)
+            result, state = fold_result(dataset_id, split, s, fold, compute=not collect)
         if state == "missing":
             missing.append(i)
             continue
@@ -671,9 +751,15 @@ def _combined_run(
                 "comparator": result.metrics["comparator"],
                 **{f"edistance_{m}": v["edistance"]["mean"] for m, v in result.metrics["methods"].items()},
                 **({"encoder": result.params["jepa_encoder"]} if "jepa_encoder" in result.params else {}),
+                **(
+                    {"never_left_start": result.metrics["never_left_start"]}
+                    if result.metrics.get("never_left_start")
+                    else {}
+                ),
                 "timings": result.timings,
             }
         )
+    on_step.close()
     if missing:
         raise InputError(
             f"{len(missing)} of {len(jobs)} fold tasks are not finished in {out}: task(s) "
@@ -1084,3 +1170,57 @@ def train_transition(
             remove_tree_quietly(out)
         raise
     return result
+
+
+def task_status(
+    datasets: dict[str, AnnData],
+    plan: dict[str, dict[str, int]],
+    *,
+    out: str | os.PathLike,
+    run: RunConfig | None = None,
+    max_folds: int | None = None,
+    predictions: bool = False,
+    reuse: str | os.PathLike | None = None,
+) -> list[dict]:
+    """The fold tasks of a benchmark with their state: what ``celljepa benchmark --list`` prints.
+
+    A task is ``"done"`` when its folder holds a finished fold of these very inputs (data, split, settings, seeds:
+    the digest :func:`benchmark` checks before it reads a fold back), else ``"to do"``. Nothing is written.
+
+    Parameters
+    ----------
+    datasets, plan, run, max_folds, predictions, reuse
+        As for :func:`benchmark` (the same values give the same task indices and digests).
+    out
+        The benchmark's run folder.
+
+    Returns
+    -------
+    list of dict
+        One per task, in task index order: ``index``, ``dataset``, ``split``, ``split_seed``, ``fold`` (its
+        index), ``state`` (``"done"`` or ``"to do"``) and ``folder`` (:func:`task_dir`).
+
+    Examples
+    --------
+    >>> from celljepa.bench.run import demo_datasets, task_status
+    >>> rows = task_status(demo_datasets(), {"sciplex_gxe": {"S2_unseen_context": 3}}, out="no/such/run")
+    >>> [(r["index"], r["fold"], r["state"]) for r in rows]
+    [(0, 0, 'to do'), (1, 1, 'to do'), (2, 2, 'to do')]
+    """
+    run = run or RunConfig()
+    state = _FoldTasks(datasets, plan, Path(out), run, None, True, predictions, reuse)
+    rows = []
+    for i, (dataset_id, split, s, fold) in enumerate(benchmark_tasks(datasets, plan, run=run, max_folds=max_folds)):
+        done = state.finished(dataset_id, split, s, fold) is not None
+        rows.append(
+            {
+                "index": i,
+                "dataset": dataset_id,
+                "split": split,
+                "split_seed": s,
+                "fold": fold["fold"],
+                "state": "done" if done else "to do",
+                "folder": task_dir(out, dataset_id, split, s, fold["fold"]),
+            }
+        )
+    return rows

@@ -40,7 +40,7 @@ from .._logging import logger
 from ..data._keys import suggest
 from ..eval import report as R
 
-__all__ = ["SweepGrid", "collect_sweep", "load_grid", "parse_data_args", "run_sweep_task"]
+__all__ = ["SweepGrid", "collect_sweep", "load_grid", "load_sweep_datasets", "parse_data_args", "run_sweep_task"]
 
 
 @dataclass(frozen=True)
@@ -187,7 +187,20 @@ def _fold_counts(datasets: dict) -> dict[str, dict[str, int]]:
     return plan
 
 
-def _load_datasets(grid: SweepGrid):
+def load_sweep_datasets(grid: SweepGrid) -> tuple[dict, dict]:
+    """The datasets of a grid, read once for all its tasks, and their fold counts.
+
+    Parameters
+    ----------
+    grid
+        A parsed grid (:func:`load_grid`).
+
+    Returns
+    -------
+    tuple
+        ``(datasets, plan)``: ``{dataset id: AnnData}`` (the demo's studies, or each grid dataset's ``h5ad``) and
+        ``{dataset id: {split: number of folds}}``; ``run_sweep_task(..., datasets=)`` takes the pair.
+    """
     from ..data.readers import read_source
     from .run import demo_datasets
 
@@ -200,6 +213,9 @@ def _load_datasets(grid: SweepGrid):
         else:
             datasets[name] = read_source(spec["h5ad"])
     return datasets, plan
+
+
+_load_datasets = load_sweep_datasets  # the former private name, for callers not yet moved
 
 
 def run_sweep_task(
@@ -226,7 +242,7 @@ def run_sweep_task(
     jepa = JEPAConfig().replace(**jepa_over)
     transition = TransitionConfig().replace(**{**grid.transition, "seed": seed})
     if datasets is None:
-        datasets = _load_datasets(grid)
+        datasets = load_sweep_datasets(grid)
     data, plan = datasets
     run = RunConfig(split_seeds=grid.split_seeds, model_seeds=(seed,), jepa=jepa, transition=transition)
     benchmark(

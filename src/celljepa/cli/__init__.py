@@ -1,12 +1,15 @@
 """The ``celljepa`` command line.
 
 Commands: ingest, validate, splits, eval-baselines, benchmark, pretrain, train-transition, sweep, holdout, report,
-slurm, info. ``python -m celljepa.cli`` is the same as ``celljepa``.
+peers, slurm, info. ``python -m celljepa.cli`` is the same as ``celljepa``.
+
+Layout: :mod:`._parser` (the parser, exit codes, did-you-mean for commands and options), :mod:`._options` (the
+options several commands share and the types that check them), one module per group of commands (:mod:`._data`,
+:mod:`._bench`, :mod:`._train`, :mod:`._peers`, :mod:`._info`, :mod:`._slurm`), :mod:`._commands` (the registry).
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from collections.abc import Sequence
@@ -14,46 +17,20 @@ from collections.abc import Sequence
 from .._errors import CelljepaError, storage_error
 from .._logging import logger
 from .._settings import align_numba_threads, settings
-from ..data._keys import suggest
 from . import _slurm
 from ._commands import COMMANDS as _COMMANDS
-from ._commands import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, verbosity
-from ._commands import build_parser as _build_parser
+from ._parser import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, CommandParser, verbosity
+from ._parser import build_parser as _build_parser
 
-__all__ = ["COMMANDS", "EXIT_ERROR", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
+__all__ = ["COMMANDS", "EXIT_ERROR", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "build_parser", "main", "verbosity"]
 
+#: ``{name: (add, run)}`` of every command, ``slurm`` included.
 COMMANDS = {**_COMMANDS, "slurm": (_slurm.add_parser, _slurm.run)}
 
 
-def build_parser():
+def build_parser() -> CommandParser:
     """The argument parser of the ``celljepa`` command (every command, ``slurm`` included)."""
     return _build_parser(COMMANDS)
-
-
-def _unknown_options(parser: argparse.ArgumentParser, argv: list[str]) -> None:
-    """Name a misspelt option before argparse reports only the required one it hides (``--outt`` vs ``--out``).
-
-    The command (and a nested one, ``slurm benchmark``) is found first; what follows ``--`` is left alone.
-    """
-    i = 0
-    while True:
-        sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
-        if sub is None:
-            break
-        found = next((k for k in range(i, len(argv)) if argv[k] == "--" or not argv[k].startswith("-")), None)
-        if found is None or argv[found] not in sub.choices:
-            return
-        parser, i = sub.choices[argv[found]], found + 1
-    known = [k for k in parser._option_string_actions if k.startswith("--")]
-    for token in argv[i:]:
-        if token == "--":
-            break
-        if not token.startswith("--"):
-            continue
-        name = token.split("=", 1)[0]
-        if name in known or any(k.startswith(name) for k in known):
-            continue
-        parser.error(f"unknown option {name}.{suggest(name, known)} `{parser.prog} --help` lists the options.")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -63,8 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.warning(why)
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    _unknown_options(parser, argv)
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv)  # an unknown command or option: a usage error with a did-you-mean
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE

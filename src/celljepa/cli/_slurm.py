@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .._errors import InputError
-from ..slurm._render import ShellVar, render_sbatch, submit, write_script
-from ._commands import EXIT_OK, EXIT_USAGE, build_parser, check_settings
+from ..slurm import ShellVar, render_sbatch, submit, write_script
+from ._commands import COMMANDS, check_settings
+from ._parser import EXIT_OK, EXIT_USAGE, CommandParser, Subcommands, build_parser
 
 # slurm subcommand -> (celljepa command it wraps, usage of the wrapped arguments, help)
 WRAPPED = {
@@ -128,7 +129,7 @@ def _add_sbatch_options(p: argparse.ArgumentParser, name: str) -> None:
     )
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: Subcommands) -> None:
     """Add the ``slurm`` command (with pretrain, transition, benchmark and sweep) to ``sub``."""
     p = sub.add_parser(
         "slurm",
@@ -157,10 +158,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         sp.add_argument("wrapped", nargs="*", metavar="-- ARGS", help=f"arguments of `celljepa {wrapped}`")
 
 
-def _wrapped_parser(command: str) -> argparse.ArgumentParser:
+def _wrapped_parser(command: str) -> CommandParser:
     """The real parser of ``celljepa COMMAND``, raising instead of exiting on bad arguments."""
-    parser = build_parser()
-    sp = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    sp = build_parser(COMMANDS).commands[command]
 
     def error(message: str):
         raise _WrappedUsageError(f"{message}\n{sp.format_usage().rstrip()}")
@@ -170,12 +170,15 @@ def _wrapped_parser(command: str) -> argparse.ArgumentParser:
 
 
 def _parse_wrapped(command: str, argv: list[str]) -> argparse.Namespace:
-    """Parse ``argv`` with ``celljepa COMMAND``'s parser; report unknown options before missing ones."""
+    """Parse ``argv`` with ``celljepa COMMAND``'s parser; report unknown arguments before missing ones.
+
+    A misspelt option is named, with the closest real one, by the parser itself (:class:`CommandParser`).
+    """
     sp = _wrapped_parser(command)
     try:
         return sp.parse_args(argv)
     except _WrappedUsageError as err:
-        for action in sp._actions:  # a typo (--outt) reads better than "--out is required"
+        for action in sp.recorded_actions:  # an extra argument reads better than "--out is required"
             action.required = False
         try:
             extras = sp.parse_known_args(argv)[1]
@@ -322,7 +325,7 @@ def _count_tasks(name: str, ns: argparse.Namespace):
     """
     if name == "holdout":
         from ..bench.holdout import holdout_tasks
-        from ._commands import holdout_inputs
+        from ._bench import holdout_inputs
 
         datasets, run = holdout_inputs(ns)
         tasks = holdout_tasks(
@@ -340,7 +343,7 @@ def _count_tasks(name: str, ns: argparse.Namespace):
 
         return len(load_grid(ns.grid, parse_data_args(ns.data)).tasks)
     from ..bench.run import benchmark_tasks
-    from ._commands import benchmark_inputs
+    from ._bench import benchmark_inputs
 
     datasets, plan, run = benchmark_inputs(ns)
     return len(benchmark_tasks(datasets, plan, run=run, max_folds=ns.max_folds))

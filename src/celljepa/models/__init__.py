@@ -1,8 +1,9 @@
 """Models: baselines, the JEPA encoder and the transition predictors (AnnData-aware; their nn.Modules: celljepa.nn)."""
 
-from . import baselines, transition
+from . import baselines, plugins, transition
 from .base import Condition, PerturbationModel, TrainData
 from .jepa import CellJEPA
+from .plugins import load_model_class, make_model, model_identity
 from .transition import JEPATransition, TransitionConfig
 
 __all__ = [
@@ -13,5 +14,9 @@ __all__ = [
     "TrainData",
     "TransitionConfig",
     "baselines",
+    "load_model_class",
+    "make_model",
+    "model_identity",
+    "plugins",
     "transition",
 ]
