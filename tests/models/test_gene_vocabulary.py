@@ -74,9 +74,7 @@ def test_measured_only_keeps_the_measured_genes_in_the_vocabularys_order(kang):
 
 def test_presence_records_of_other_datasets_fall_back_to_the_flags_only_when_asked():
     d = demo_datasets()
-    both = cj.pp.combine_datasets(
-        {"norman2019": d["norman2019"], "sciplex_gxe": d["sciplex_gxe"]}, "foundation-v1"
-    )
+    both = cj.pp.combine_datasets({"norman2019": d["norman2019"], "sciplex_gxe": d["sciplex_gxe"]}, "foundation-v1")
     one = both[both.obs["dataset_id"] == "norman2019"].copy()
     one.obs["dataset_id"] = "renamed"
     one.var["absent"] = np.isin(one.var_names, both.uns["absent_genes"]["norman2019"])

@@ -568,6 +568,8 @@ def score_fold(
         Told each step as it begins, ``on_step(step, done, total)`` (progress inside the fold; see
         :func:`reporting_steps`, whose callback is used when None).
 
+    Notes
+    -----
     A transition model whose kept model is its starting point (early stopping kept step 0) is named in
     ``metrics["never_left_start"]`` (:func:`never_left_start`, from the models' own records).
 
