@@ -24,6 +24,22 @@ import pytest
 
 matplotlib.use("Agg")
 
+
+def _one_numba_thread() -> None:
+    """One numba thread, as OMP_NUM_THREADS=1 gives torch one: once scanpy's neighbors/UMAP launch numba's pool
+    (a thread per core), every later torch training in the process runs ~10x slower on 2 cores (50 JEPA steps:
+    1.8 s before `sc.pp.neighbors`, 28.6 s after; 1.9 s with NUMBA_NUM_THREADS=1)."""
+    os.environ.setdefault("NUMBA_NUM_THREADS", "1")
+    if "numba" in sys.modules:
+        import numba
+        from numba.np.ufunc import parallel
+
+        if not parallel._is_initialized:  # the pool's size is read when it launches
+            numba.config.NUMBA_NUM_THREADS = 1
+
+
+_one_numba_thread()
+
 import matplotlib.pyplot as plt  # noqa: E402 - after selecting the backend
 
 REPO = Path(__file__).resolve().parents[1]
