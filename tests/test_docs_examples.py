@@ -26,16 +26,18 @@ matplotlib.use("Agg")
 
 
 def _one_numba_thread() -> None:
-    """One numba thread, as OMP_NUM_THREADS=1 gives torch one: once scanpy's neighbors/UMAP launch numba's pool
-    (a thread per core), every later torch training in the process runs ~10x slower on 2 cores (50 JEPA steps:
-    1.8 s before `sc.pp.neighbors`, 28.6 s after; 1.9 s with NUMBA_NUM_THREADS=1)."""
+    """One numba thread, as OMP_NUM_THREADS=1 gives torch one: numba shares torch's OpenMP runtime, and once
+    scanpy's neighbors/UMAP launch numba's pool (a thread per core) torch runs two spinning threads; every later
+    training in the process then runs ~10x slower beside other jobs on 2 cores (50 JEPA steps: 1.8 s before
+    `sc.pp.neighbors`, 28.6 s after; 1.9 s with NUMBA_NUM_THREADS=1). A pytest plugin may import numba first."""
     os.environ.setdefault("NUMBA_NUM_THREADS", "1")
     if "numba" in sys.modules:
         import numba
-        from numba.np.ufunc import parallel
 
-        if not parallel._is_initialized:  # the pool's size is read when it launches
-            numba.config.NUMBA_NUM_THREADS = 1
+        numba.config.reload_config()
+        parallel = sys.modules.get("numba.np.ufunc.parallel")
+        if parallel is not None and not parallel._is_initialized:  # its pool size, read when imported
+            parallel.NUM_THREADS = numba.config.NUMBA_NUM_THREADS
 
 
 _one_numba_thread()
