@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -99,3 +100,17 @@ class ContractError(CelljepaError, ValueError):
             head += f" in {source}"
         lines = [head + ":"] + [f"  {i}. {v}" for i, v in enumerate(self.violations, 1)]
         super().__init__("\n".join(lines))
+
+
+def renamed_argument(function: str, old: str, old_value, new: str, new_value, default):
+    """Resolve a deprecated keyword alias: warn (FutureWarning naming the new keyword) and return the value to use."""
+    if old_value is None:
+        return new_value
+    warnings.warn(
+        f"{function}({old}=...) is deprecated and will be removed; use {new}={old_value!r} instead.",
+        FutureWarning,
+        stacklevel=3,
+    )
+    if new_value != default and new_value != old_value:
+        raise InputError(f"{function}: {old}={old_value!r} and {new}={new_value!r} disagree; pass only {new}=.")
+    return old_value

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from anndata import AnnData
 
+from .._errors import renamed_argument
 from .._logging import log_step
 from ..data import contract as C
 from ..data._normalize import XState, log_normalize
-from ..tl._edistance import renamed_argument
 
 
 def normalize(

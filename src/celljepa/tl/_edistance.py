@@ -2,30 +2,14 @@
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._errors import InputError
+from .._errors import InputError, renamed_argument
 from .._logging import log_step
 from ..eval.edistance import DEFAULT_CAP, DEFAULT_RESAMPLES, edistance_matrix, edistance_sets
 from ._groups import cells_by_group, check_group, embedding, group_labels
-
-
-def renamed_argument(function: str, old: str, old_value, new: str, new_value, default):
-    """Resolve a deprecated keyword alias: warn (FutureWarning naming the new keyword) and return the value to use."""
-    if old_value is None:
-        return new_value
-    warnings.warn(
-        f"{function}({old}=...) is deprecated and will be removed; use {new}={old_value!r} instead.",
-        FutureWarning,
-        stacklevel=3,
-    )
-    if new_value != default and new_value != old_value:
-        raise InputError(f"{function}: {old}={old_value!r} and {new}={new_value!r} disagree; pass only {new}=.")
-    return old_value
 
 
 def representation(adata: AnnData, use_rep: str) -> np.ndarray:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from anndata import AnnData
 
+from .._errors import renamed_argument
 from .._logging import log_step
 from ..eval.etest import etest_groups
-from ._edistance import renamed_argument, representation
+from ._edistance import representation
 from ._groups import cells_by_group, check_group, group_labels
 
 
