@@ -11,7 +11,14 @@ import celljepa as cj
 
 PUBLIC = [(mod, name) for mod in (cj.pp, cj.tl, cj.pl) for name in mod.__all__]
 # Plots of results (metrics files) rather than of an AnnData.
-RESULT_PLOTS = {"benchmark", "jepa_training", "predicted_vs_observed", "verdict", "where_jepa_helps"}
+RESULT_PLOTS = {
+    "benchmark",
+    "dropout_robustness",
+    "jepa_training",
+    "predicted_vs_observed",
+    "verdict",
+    "where_jepa_helps",
+}
 # (RESULT_PLOTS take a run's result, or the predictions file of a fold, not the AnnData of the cells.)
 # Functions that return a new AnnData (predicted cells, other genes) rather than annotating the input.
 NEW_ANNDATA = {"predict_perturbation", "harmonize_genes"}  # harmonize_genes: the genes change

@@ -8,6 +8,7 @@ atomically) and ``return_fig=``, and returns ``None`` when it shows the figure, 
 
 from ._benchmark import benchmark
 from ._condition_counts import condition_counts
+from ._dropout_robustness import dropout_robustness
 from ._edistance import edistance
 from ._jepa_training import jepa_training
 from ._predicted_vs_observed import predicted_vs_observed
@@ -16,6 +17,7 @@ from ._verdict import verdict, where_jepa_helps
 __all__ = [
     "benchmark",
     "condition_counts",
+    "dropout_robustness",
     "edistance",
     "jepa_training",
     "predicted_vs_observed",

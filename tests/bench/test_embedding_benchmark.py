@@ -1,0 +1,120 @@
+"""The embedding benchmark end to end on the real CiteFuse cells (tiny settings), its resumption and its claim."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from _realdata import SHARED_DATA
+
+pytest.importorskip("scib_metrics", reason="scib-metrics is optional: pip install 'celljepa[embedding]'")
+
+from celljepa.bench import embedding as E  # noqa: E402
+
+SETTINGS = {"jepa_steps": 30, "jepa_options": {"n_latent": 16}, "scvi_max_epochs": 2}
+
+
+@pytest.fixture(scope="module")
+def citefuse():
+    return E.load_embedding_dataset("citefuse", SHARED_DATA)
+
+
+def test_citefuse_is_labelled_from_proteins_with_its_counts(citefuse):
+    assert citefuse.counts is not None and citefuse.counts.shape == citefuse.log.shape
+    assert citefuse.label_key == "protein_cell_type" and citefuse.batch_key is None
+    assert citefuse.log.obs["protein_cell_type"].nunique() >= 3
+    # the log view is normalize_total + log1p of the same counts
+    row = np.expm1(citefuse.log.X[0].toarray().ravel())
+    counts = citefuse.counts[0].toarray().ravel()
+    assert np.allclose(row / row.sum() * counts.sum(), counts, rtol=1e-4, atol=1e-3)
+
+
+def test_run_scores_every_task_and_resumes(citefuse, tmp_path):
+    methods = ["pca", "jepa"] + (["scvi"] if _has_scvi() else [])
+    results = E.run_embedding_benchmark(
+        [citefuse], tmp_path, seeds=[0], methods=methods, depths=[0.25], settings=SETTINGS, progress=False
+    )
+    assert len(results) == 2 * len(methods)
+    files = sorted((tmp_path / "tasks" / "citefuse" / "seed0").glob("*.json"))
+    assert sorted(f.stem for f in files) == sorted(f"{m}{s}" for m in methods for s in ("", "-refit25"))
+    full = {r["method"]: r for r in results if r["kind"] == "full"}
+    for r in full.values():
+        assert set(r["scores"]) == {"1.0", "0.25"}
+        assert 0 <= r["scores"]["1.0"]["bio_conservation"] <= 1
+    # PCA of the same cells is deterministic given the seed: its full-depth score is reproduced
+    stamp = {f: f.stat().st_mtime_ns for f in files}
+    again = E.run_embedding_benchmark(
+        [citefuse], tmp_path, seeds=[0], methods=methods, depths=[0.25], settings=SETTINGS, progress=False
+    )
+    assert {f: f.stat().st_mtime_ns for f in files} == stamp  # read back, not recomputed
+    assert [r["scores"] for r in again] == [r["scores"] for r in results]
+    # other settings: the JEPA tasks are computed again, PCA's digest changes too (settings are in it)
+    changed = {**SETTINGS, "jepa_steps": 31}
+    E.run_embedding_benchmark(
+        [citefuse], tmp_path, seeds=[0], methods=["jepa"], depths=[0.25], settings=changed, progress=False
+    )
+    assert (tmp_path / "tasks/citefuse/seed0/jepa.json").stat().st_mtime_ns != stamp[
+        tmp_path / "tasks/citefuse/seed0/jepa.json"
+    ]
+    summary = E.collect(results, tmp_path)
+    assert {p.name for p in tmp_path.iterdir()} >= {"embedding_quality.md", "robustness.md", "scores.csv"}
+    frame = pd.read_csv(tmp_path / "scores.csv")
+    assert set(frame["mode"]) == {"full", "transfer", "refit"}
+    assert any(r["method"] == "jepa" for r in summary["quality"])
+    text = (tmp_path / "robustness.md").read_text()
+    assert "| dataset | method | mode | 100% | 25% | seeds |" in text
+    assert "| citefuse | jepa | transfer |" in text and "| citefuse | pca | refit |" in text
+
+
+def _has_scvi() -> bool:
+    try:
+        import scvi  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _frame(jepa_loss: list[float], other_loss: list[float]) -> pd.DataFrame:
+    rows = []
+    for i, (lj, lo) in enumerate(zip(jepa_loss, other_loss, strict=True)):
+        ds, seed = f"d{i // 3}", i % 3
+        for method, loss in (("jepa", lj), ("pca", lo), ("scvi", lo)):
+            rows.append(
+                {"dataset": ds, "seed": seed, "method": method, "mode": "full", "depth": 1.0, "bio_conservation": 0.8}
+            )
+            for mode in ("transfer", "refit"):
+                rows.append(
+                    {
+                        "dataset": ds,
+                        "seed": seed,
+                        "method": method,
+                        "mode": mode,
+                        "depth": 0.1,
+                        "bio_conservation": 0.8 - loss,
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def test_claim_needs_every_pair_with_six_pairs():
+    ok = E._robustness_claim(_frame([0.01] * 6, [0.05] * 6), 0.1)
+    assert ok["met"] == {"transfer": True, "refit": True}
+    assert all(c["p_one_sided"] == pytest.approx(1 / 64) for c in ok["comparisons"])
+    assert ok["modes"]["transfer"]["holm_p"] == pytest.approx(2 / 64)
+    one_off = E._robustness_claim(_frame([0.01] * 5 + [0.06], [0.05] * 6), 0.1)
+    assert one_off["met"] == {"transfer": False, "refit": False}
+    assert one_off["comparisons"][0]["jepa_loses_less_in"] == 5
+    worse = E._robustness_claim(_frame([0.1] * 6, [0.05] * 6), 0.1)
+    assert worse["met"] == {"transfer": False, "refit": False}
+    assert worse["comparisons"][0]["loss_difference"] == pytest.approx(0.05)
+    assert json.dumps(ok)  # storable as JSON
+
+
+def test_task_list_leaves_out_scvi_and_thinning_without_counts(citefuse):
+    log_only = E.prepare_dataset("log", log=citefuse.log, label_key="protein_cell_type")
+    tasks = E.task_list(log_only, [0, 1], E.METHODS, E.DEPTHS)
+    assert {t["method"] for t in tasks} == {"jepa", "pca"} and {t["kind"] for t in tasks} == {"full"}
+    full = E.task_list(citefuse, [0], E.METHODS, E.DEPTHS)
+    assert len(full) == 3 * (1 + len(E.DEPTHS))
