@@ -79,3 +79,15 @@ def test_counts_not_recoverable_are_refused():
     a = ad.read_h5ad(real_path("perturbench/devel.h5ad"))
     with pytest.raises(InputError, match="counts are not recoverable"):
         recover_counts(a.X, where="devel X")
+
+
+def test_binomial_split_halves_add_up_and_are_seeded(citefuse_counts):
+    from celljepa.data.counts import binomial_split
+
+    a, b = binomial_split(citefuse_counts, seed=4)
+    assert ((a + b) != citefuse_counts).nnz == 0
+    assert abs(a.sum() / citefuse_counts.sum() - 0.5) < 0.01 and b.min() >= 0
+    a2, _ = binomial_split(citefuse_counts, seed=4)
+    assert (a != a2).nnz == 0
+    dense_a, dense_b = binomial_split(citefuse_counts[:50].toarray(), seed=1)
+    assert np.array_equal(dense_a + dense_b, citefuse_counts[:50].toarray())

@@ -63,3 +63,23 @@ def test_knn_table_skips_missing_labels():
     t = knn_table({"e": rng.normal(size=(100, 3))}, obs, ["cell_type", "perturbation_id"])
     assert "accuracy" in t["cell_type"]["e"]
     assert "obs has no column 'perturbation_id'" in t["perturbation_id"]["skipped"]
+
+
+def test_split_half_retrieval_ranks_own_half_and_fails_when_collapsed():
+    from celljepa.eval.embedding import split_half_retrieval
+
+    rng = np.random.default_rng(0)
+    cells = rng.normal(size=(400, 16))
+    noisy = split_half_retrieval(cells + 0.2 * rng.normal(size=cells.shape), cells + 0.2 * rng.normal(size=cells.shape))
+    assert noisy["top1"] > 0.95 and noisy["median_rank"] == 1
+    very_noisy = split_half_retrieval(
+        cells + 3 * rng.normal(size=cells.shape), cells + 3 * rng.normal(size=cells.shape)
+    )
+    assert very_noisy["top1"] < noisy["top1"] and very_noisy["median_rank"] > 1
+    collapsed = np.tile(rng.normal(size=(1, 16)), (400, 1)) + 1e-9 * rng.normal(size=(400, 16))
+    flat = split_half_retrieval(collapsed, collapsed[rng.permutation(400)])
+    assert flat["top1"] < 0.05
+    euclid = split_half_retrieval(cells, cells + 0.01, metric="euclidean")
+    assert euclid["top1"] == 1.0 and euclid["n_cells"] == 400
+    with pytest.raises(InputError, match="same cells"):
+        split_half_retrieval(cells, cells[:10])

@@ -18,7 +18,7 @@ import scipy.sparse as sp
 from .._errors import InputError
 from ._normalize import check_counts
 
-__all__ = ["binomial_thin", "recover_counts"]
+__all__ = ["binomial_split", "binomial_thin", "recover_counts"]
 
 
 def binomial_thin(counts, fraction: float, *, seed: int = 0, where: str = "counts"):
@@ -63,6 +63,34 @@ def binomial_thin(counts, fraction: float, *, seed: int = 0, where: str = "count
     if fraction == 1.0:
         return x.copy()
     return rng.binomial(np.rint(x).astype(np.int64), fraction).astype(x.dtype)
+
+
+def binomial_split(counts, *, seed: int = 0, where: str = "counts"):
+    """Split every cell's reads in two halves at random: ``A ~ Binomial(counts, 1/2)`` and ``B = counts - A``.
+
+    The two halves are independent draws of the same cell at half the depth (for Poisson counts exactly), so a
+    representation that is robust to sampling noise embeds them close together. Used by
+    :func:`celljepa.eval.embedding.split_half_retrieval`, a label-free diagnostic.
+
+    Returns
+    -------
+    ``(A, B)``, each like :func:`binomial_thin`'s output, with ``A + B == counts``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from celljepa.data.counts import binomial_split
+    >>> x = np.array([[4, 0, 7], [1, 2, 0]])
+    >>> a, b = binomial_split(x, seed=0)
+    >>> bool((a + b == x).all())
+    True
+    """
+    a = binomial_thin(counts, 0.5, seed=seed, where=where)
+    if sp.issparse(a):
+        b = sp.csr_matrix(counts, dtype=a.dtype) - a
+        b.eliminate_zeros()
+        return a, sp.csr_matrix(b)
+    return a, (np.asarray(counts) - a).astype(a.dtype)
 
 
 def recover_counts(x, *, tolerance: float = 0.02, min_integer_share: float = 0.999, where: str = "X"):
