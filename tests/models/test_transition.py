@@ -232,3 +232,44 @@ def test_verdict_never_calls_rounding_a_win_or_a_loss():
     assert summarize(frame, per_seed=frame, n_boot=200)["verdict"]["outcome"] == "no detectable difference"
     frame.loc[frame["method"] == "jepa_set", "edistance"] += 0.01
     assert summarize(frame, per_seed=frame, n_boot=200)["verdict"]["outcome"] == "loses"
+
+
+def test_learning_rate_warm_up_and_cosine_schedule():
+    model = JEPATransition("set", TransitionConfig(max_steps=1000, lr_warmup=100, lr_schedule="cosine"))
+    assert model._lr_factor(1) == pytest.approx(0.01 * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * 0.001))))
+    assert model._lr_factor(100) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * 0.1)))
+    assert model._lr_factor(500) == pytest.approx(0.55)
+    assert model._lr_factor(1000) == pytest.approx(0.1)
+    flat = JEPATransition("set", TransitionConfig())
+    assert {flat._lr_factor(s) for s in (1, 400, 800)} == {1.0}
+    with pytest.raises(InputError, match="lr_schedule"):
+        TransitionConfig(lr_schedule="linear")
+    with pytest.raises(InputError, match="ensemble"):
+        TransitionConfig(ensemble=0)
+
+
+def test_new_settings_stay_out_of_the_recorded_config_at_their_defaults():
+    assert not {"lr_warmup", "lr_schedule", "ensemble"} & set(TransitionConfig().to_dict())
+    changed = TransitionConfig(ensemble=3, lr_warmup=50).to_dict()
+    assert changed["ensemble"] == 3 and changed["lr_warmup"] == 50 and "lr_schedule" not in changed
+    assert TransitionConfig(**changed) == TransitionConfig(ensemble=3, lr_warmup=50)
+
+
+def test_ensemble_predicts_the_mean_of_its_members_and_round_trips(tmp_path):
+    train, cond, _ = _synthetic()
+    cfg = TransitionConfig(max_steps=60, eval_every=10, seed=2)
+    ens = JEPATransition("set", cfg.replace(ensemble=3)).fit(train)
+    members = [JEPATransition("set", cfg.replace(seed=2 + 1000 * k)).fit(train) for k in range(3)]
+    ctrl = train.control_rows("d")
+    z, e = train.embedding[ctrl], train.z[ctrl]
+    mean_residual = np.mean([m.predict_cells(cond, z, e)[0] - z for m in members], axis=0)
+    np.testing.assert_allclose(ens.predict_cells(cond, z, e)[0] - z, mean_residual, atol=1e-5)
+    assert ens.params()["member_best_steps"] == [m.best_step_ for m in members]
+    assert ens.best_step_ == max(m.best_step_ for m in members)
+    # the ensemble's validation score is its own, not a member's
+    assert np.isfinite(ens.val_edistance_)
+    ens.save(tmp_path / "e")
+    back = JEPATransition.load(tmp_path / "e")
+    np.testing.assert_allclose(back.predict_cells(cond, z, e)[1], ens.predict_cells(cond, z, e)[1], atol=1e-6)
+    again = JEPATransition("set", cfg.replace(ensemble=3)).fit(train)
+    np.testing.assert_array_equal(again.predict(cond), ens.predict(cond))

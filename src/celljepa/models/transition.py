@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +45,7 @@ from .._io import load_yaml, torch_save_atomic
 from .._logging import logger
 from ..data import contract as C
 from ..data._keys import suggest
-from ..nn.transition import TransitionNet
+from ..nn.transition import EnsembleNet, TransitionNet
 from ..train import distributed as D
 from ..train.checkpoint import safe_torch_load
 from ..train.config import check_choice, coerce_setting
@@ -56,6 +57,10 @@ KINDS = ("set", "prototype")
 LOSS_SPACES = ("decoded", "jepa")
 DECODERS = ("residual", "absolute")
 GENE_FEATURES = ("both", "jepa", "pca", "none")
+LR_SCHEDULES = ("constant", "cosine")
+#: Settings added after runs were frozen: left out of ``to_dict`` (and so of every digest) at their defaults, so
+#: that a finished run of the same configuration is still recognised.
+_OMITTED_AT_DEFAULT = ("lr_warmup", "lr_schedule", "ensemble")
 DECODER_ALPHAS = (0.1, 1.0, 10.0, 100.0, 1000.0)
 
 
@@ -93,6 +98,12 @@ class TransitionConfig:
     eval_every, patience
         Validation E-distance every ``eval_every`` steps; stop after ``patience`` evaluations without
         improvement and keep the best weights.
+    lr_warmup, lr_schedule
+        Linear learning-rate warm-up over the first ``lr_warmup`` steps (0: none), then ``"constant"`` or
+        ``"cosine"`` decay to a tenth of ``lr`` at ``max_steps``.
+    ensemble
+        Members trained with different seeds (``seed + 1000 k``) from the same start, each early-stopped on
+        validation; the model predicts their mean residual (1: a single network).
     seed, device
         Seed of initialisation and sampling; ``"cpu"``, ``"cuda"`` or ``"auto"``.
     """
@@ -113,6 +124,9 @@ class TransitionConfig:
     mean_weight: float = 0.0
     eval_every: int = 50
     patience: int = 6
+    lr_warmup: int = 0
+    lr_schedule: str = "constant"
+    ensemble: int = 1
     seed: int = 0
     device: str = "cpu"
 
@@ -123,6 +137,7 @@ class TransitionConfig:
         check_choice(source, "loss_space", self.loss_space, LOSS_SPACES)
         check_choice(source, "gene_features", self.gene_features, GENE_FEATURES)
         check_choice(source, "decoder", self.decoder, DECODERS)
+        check_choice(source, "lr_schedule", self.lr_schedule, LR_SCHEDULES)
         for name in (
             "n_hidden",
             "action_dim",
@@ -131,10 +146,11 @@ class TransitionConfig:
             "set_size",
             "eval_every",
             "patience",
+            "ensemble",
         ):
             if getattr(self, name) < 1:
                 raise InputError(f"{source}: {name} must be >= 1, got {getattr(self, name)}.")
-        for name in ("n_layers", "lr", "weight_decay", "mean_weight", "seed"):  # lr 0: the untrained map
+        for name in ("n_layers", "lr", "weight_decay", "mean_weight", "seed", "lr_warmup"):  # lr 0: the untrained map
             if not getattr(self, name) >= 0:
                 raise InputError(f"{source}: {name} must be >= 0, got {getattr(self, name)}.")
         if not 0.0 <= self.token_dropout < 1.0:
@@ -151,7 +167,12 @@ class TransitionConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        defaults = TransitionConfig.__dataclass_fields__
+        for name in _OMITTED_AT_DEFAULT:
+            if out[name] == defaults[name].default:
+                del out[name]
+        return out
 
 
 def _rms_scale(block: np.ndarray) -> np.ndarray:
@@ -457,8 +478,6 @@ class JEPATransition(PerturbationModel):
 
         ``refit`` is accepted for the interface; the model is never refitted on validation conditions.
         """
-        from ..kernels import edistance_loss
-
         if self.space == "pca":
             train = dataclasses.replace(train, embedding=np.asarray(train.z, dtype=np.float32), encoder=None)
         if train.embedding is None:
@@ -485,25 +504,82 @@ class JEPATransition(PerturbationModel):
             drugs=self.drug_metadata,
         )
         self._fit_decoder(train)
-        torch.manual_seed(cfg.seed)
-        self._gen_t = torch.Generator().manual_seed(cfg.seed + 1)
-        self.net_ = TransitionNet(
+        init_shift = self._initial_shift(train, conds)
+        enc_all = self._encode([c for c, _ in conds])
+        z_all = torch.from_numpy(self._emb).to(self.device_)
+        e_all = torch.from_numpy(np.asarray(train.z, dtype=np.float32)).to(self.device_)
+        ctrl = {c.context_id: train.control_rows(c.context_id) for c, _ in conds}
+        target_all = z_all if cfg.loss_space == "jepa" else e_all
+        val = self._val_sets(train)
+        members = []
+        for k in range(cfg.ensemble):
+            members.append(
+                self._train_member(
+                    cfg.seed + 1000 * k, train, conds, init_shift, enc_all, z_all, e_all, ctrl, target_all, val
+                )
+            )
+        if cfg.ensemble == 1:
+            self.net_ = members[0]["net"]
+            best_val = members[0]["best_val"]
+        else:
+            self.net_ = EnsembleNet([m["net"] for m in members]).to(self.device_)
+            self.net_.eval()
+            best_val = D.broadcast_float(self._val_score(val)) if val is not None else float("nan")
+        best_step = max(m["best_step"] for m in members)
+        step = max(m["steps"] for m in members)
+        history = members[0]["history"]
+        self.member_best_steps_ = [m["best_step"] for m in members]
+        self.init_ = members[0]["init"]
+        self.init_val_edistance_ = members[0]["init_val"]
+        self.net_.eval()
+        self.history_ = history
+        self.best_step_, self.val_edistance_, self.steps_run_ = best_step, float(best_val), step
+        # early stopping kept the starting model (step 0: the initial parameters, ``init_``): the prediction is
+        # the starting map itself (no change or the mean training shift), never a trained one
+        self.left_start_ = bool(best_step > 0)
+        self.train_seconds_ = time.perf_counter() - t0
+        logger.info(
+            "%s: %d steps (best %d, val E-distance %.4f) in %.1f s",
+            self.name,
+            step,
+            best_step,
+            best_val,
+            self.train_seconds_,
+        )
+        return self
+
+    def _new_net(self, init_shift: np.ndarray | None = None) -> TransitionNet:
+        """A network of this model's vocabulary, features and sizes (``init_shift``: the head's bias)."""
+        cfg = self.config
+        return TransitionNet(
             len(self.vocab_),
             self.featurizer_.dim,
             self._d,
             action_dim=cfg.action_dim,
             n_hidden=cfg.n_hidden,
             n_layers=cfg.n_layers,
-            init_shift=self._initial_shift(train, conds),
-        ).to(self.device_)
-        opt = torch.optim.AdamW(self.net_.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        enc_all = self._encode([c for c, _ in conds])
-        z_all = torch.from_numpy(self._emb).to(self.device_)
-        e_all = torch.from_numpy(np.asarray(train.z, dtype=np.float32)).to(self.device_)
-        ctrl = {c.context_id: train.control_rows(c.context_id) for c, _ in conds}
-        target_all = z_all if cfg.loss_space == "jepa" else e_all
-        rng = np.random.default_rng([cfg.seed, 0x7A5])
-        val = self._val_sets(train)
+            init_shift=init_shift,
+        )
+
+    def _lr_factor(self, step: int) -> float:
+        """The learning rate of ``step`` (1-based) relative to ``lr``: warm-up, then constant or cosine decay."""
+        cfg = self.config
+        factor = min(1.0, step / cfg.lr_warmup) if cfg.lr_warmup > 0 else 1.0
+        if cfg.lr_schedule == "cosine":
+            progress = min(1.0, step / cfg.max_steps)
+            factor *= 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress))
+        return factor
+
+    def _train_member(self, seed, train, conds, init_shift, enc_all, z_all, e_all, ctrl, target_all, val) -> dict:
+        """Train one network from the starting map with ``seed``; early-stopped on ``val``; its best weights."""
+        from ..kernels import edistance_loss
+
+        cfg = self.config
+        torch.manual_seed(seed)
+        self._gen_t = torch.Generator().manual_seed(seed + 1)
+        self.net_ = self._new_net(init_shift).to(self.device_)
+        opt = torch.optim.AdamW(self.net_.parameters(), lr=cfg.lr * self._lr_factor(1), weight_decay=cfg.weight_decay)
+        rng = np.random.default_rng([seed, 0x7A5])
         best_val, best_step, best_state, bad, history = np.inf, 0, None, 0, []
         self.init_ = "mean_shift"
         if val is not None:
@@ -520,11 +596,11 @@ class JEPATransition(PerturbationModel):
             else:
                 with torch.no_grad():
                     head.bias.copy_(shift)
-            self.init_val_edistance_ = best_val
+            init_val = best_val
             best_state = copy.deepcopy(self.net_.state_dict())
             history.append({"step": 0, "train_loss": float("nan"), "val_edistance": best_val})
         else:
-            self.init_val_edistance_ = float("nan")
+            init_val = float("nan")
         b = min(cfg.conditions_per_step, len(conds))
         # Under torch.distributed every rank draws the same b conditions (and token dropout) and trains on
         # its share of them; the loss is scaled so that DDP's average over ranks is the mean over all b.
@@ -579,6 +655,8 @@ class JEPATransition(PerturbationModel):
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            for group in opt.param_groups:
+                group["lr"] = cfg.lr * self._lr_factor(step + 1)
             if val is not None and (step % cfg.eval_every == 0 or step == cfg.max_steps):
                 losses = self._val_losses(val)
                 score = D.broadcast_float(float(losses.mean()))
@@ -595,21 +673,15 @@ class JEPATransition(PerturbationModel):
         else:
             best_step = step
         self.net_.eval()
-        self.history_ = history
-        self.best_step_, self.val_edistance_, self.steps_run_ = best_step, float(best_val), step
-        # early stopping kept the starting model (step 0: the initial parameters, ``init_``): the prediction is
-        # the starting map itself (no change or the mean training shift), never a trained one
-        self.left_start_ = bool(best_step > 0)
-        self.train_seconds_ = time.perf_counter() - t0
-        logger.info(
-            "%s: %d steps (best %d, val E-distance %.4f) in %.1f s",
-            self.name,
-            step,
-            best_step,
-            best_val,
-            self.train_seconds_,
-        )
-        return self
+        return {
+            "net": self.net_,
+            "best_step": best_step,
+            "best_val": best_val,
+            "steps": step,
+            "history": history,
+            "init": self.init_,
+            "init_val": init_val,
+        }
 
     def _val_sets(self, train: TrainData):
         """Fixed validation sets (controls capped at 256, observed cells capped at 256)."""
@@ -704,6 +776,7 @@ class JEPATransition(PerturbationModel):
             "kind": self.kind,
             "steps_run": self.steps_run_,
             "best_step": self.best_step_,
+            **({"member_best_steps": list(self.member_best_steps_)} if self.config.ensemble > 1 else {}),
             "left_start": self.left_start_,
             "val_edistance": self.val_edistance_,
             "init": self.init_,
@@ -809,14 +882,8 @@ class JEPATransition(PerturbationModel):
         )
         model._d = int(p["n_latent"])
         cfg = model.config
-        model.net_ = TransitionNet(
-            len(model.vocab_),
-            model.featurizer_.dim,
-            model._d,
-            action_dim=cfg.action_dim,
-            n_hidden=cfg.n_hidden,
-            n_layers=cfg.n_layers,
-        ).to(model.device_)
+        nets = [model._new_net() for _ in range(cfg.ensemble)]
+        model.net_ = (nets[0] if cfg.ensemble == 1 else EnsembleNet(nets)).to(model.device_)
         model.net_.load_state_dict(p["state_dict"])
         model.net_.eval()
         model._W, model._b = p["W"].to(model.device_), p["b"].to(model.device_)

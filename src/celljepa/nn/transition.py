@@ -14,7 +14,7 @@ from torch import nn
 
 from .modules import mlp
 
-__all__ = ["ActionEncoder", "TransitionNet"]
+__all__ = ["ActionEncoder", "EnsembleNet", "TransitionNet"]
 
 
 class ActionEncoder(nn.Module):
@@ -93,3 +93,16 @@ class TransitionNet(nn.Module):
         # sits in the embedding (the context itself enters through ``context``), so it can transfer to
         # contexts it has not seen.
         return self.body(torch.cat([state - centre, action, context], dim=1))
+
+
+class EnsembleNet(nn.Module):
+    """The mean residual of several :class:`TransitionNet` members (an ensemble of seeds), same call signature."""
+
+    def __init__(self, members: list[nn.Module]):
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        self.members = nn.ModuleList(members)
+
+    def forward(self, *args, **kwargs) -> torch.Tensor:
+        return torch.stack([m(*args, **kwargs) for m in self.members]).mean(0)
