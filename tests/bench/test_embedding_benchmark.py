@@ -118,3 +118,60 @@ def test_task_list_leaves_out_scvi_and_thinning_without_counts(citefuse):
     assert {t["method"] for t in tasks} == {"jepa", "pca"} and {t["kind"] for t in tasks} == {"full"}
     full = E.task_list(citefuse, [0], E.METHODS, E.DEPTHS)
     assert len(full) == 3 * (1 + len(E.DEPTHS))
+
+
+def test_encoder_selection_runs_on_held_out_cells_and_resumes(citefuse, tmp_path):
+    small = {"jepa_steps": 20, "jepa_options": {"n_latent": 16}}
+    candidates = {"default": small, "longer": {**small, "jepa_steps": 40}}
+    results = E.run_encoder_selection([citefuse], tmp_path, candidates=candidates, seeds=[0], progress=False)
+    train_rows, held = E.heldout_cells(citefuse)
+    assert len(results) == 2 and all(
+        r["heldout_cells"] == held.size == round(0.1 * citefuse.log.n_obs) for r in results
+    )
+    assert np.intersect1d(train_rows, held).size == 0 and train_rows.size + held.size == citefuse.log.n_obs
+    for r in results:
+        assert 0 <= r["retrieval"]["top1"] <= 1 and r["retrieval"]["n_cells"] == held.size
+    stamp = (tmp_path / "selection/citefuse/longer/seed0.json").stat().st_mtime_ns
+    again = E.run_encoder_selection([citefuse], tmp_path, candidates=candidates, seeds=[0], progress=False)
+    assert (tmp_path / "selection/citefuse/longer/seed0.json").stat().st_mtime_ns == stamp
+    assert again == results
+    text = E.selection_markdown(E.selection_decision(results), results)
+    assert "| citefuse | longer |" in text and "**Chosen:" in text
+
+
+def _selection_results(gains: dict[str, list[float]], rank: float = 0.5) -> list[dict]:
+    out = []
+    for i, (dataset, gain) in enumerate(gains.items()):
+        for seed in range(3):
+            base = 0.3 + 0.01 * seed + 0.1 * i
+            for name, top1 in (("default", base), ("change", base + gain[seed])):
+                out.append(
+                    {
+                        "dataset": dataset,
+                        "candidate": name,
+                        "seed": seed,
+                        "fit_seconds": 1.0,
+                        "retrieval": {"top1": top1},
+                        "effective_rank_fraction": rank,
+                    }
+                )
+    return out
+
+
+def test_selection_rule_needs_every_dataset_and_two_clear_gains():
+    clear = [0.05, 0.06, 0.055]
+    assert (
+        E.selection_decision(_selection_results({"a": clear, "b": clear, "c": [0.01, -0.02, 0.03]}))["chosen"]
+        == "change"
+    )
+    # below the default on one dataset: kept out
+    assert (
+        E.selection_decision(_selection_results({"a": clear, "b": clear, "c": [-0.01, -0.02, 0.0]}))["chosen"]
+        == "default"
+    )
+    # a clear gain on one dataset only
+    noisy = [0.05, -0.04, 0.02]
+    assert E.selection_decision(_selection_results({"a": clear, "b": noisy, "c": noisy}))["chosen"] == "default"
+    # collapsed: kept out whatever its score
+    decision = E.selection_decision(_selection_results({"a": clear, "b": clear, "c": clear}, rank=0.1))
+    assert decision["chosen"] == "default" and decision["candidates"]["change"]["collapsed"]
