@@ -3,11 +3,11 @@
     pip install ".[embedding]"
     python benchmarks/encoder_selection.py --out benchmarks/results/encoder_selection
 
-Each candidate (``celljepa.bench.embedding.ENCODER_CANDIDATES``: the default, Hallmark module masks at ratio
-0.85, 6,000 steps) is trained on 90 % of the cells of Kang 2018, CiteFuse and Papalexi 2021 (the datasets with
-counts), seeds 0, 1, 2; the held-out cells' reads are split into two binomial halves, both embedded, and each
-half must find its own other half. One task file per fit under ``OUT/selection/``; a run resumes; ``--collect``
-rebuilds the table. Labels are never read.
+Each candidate (``celljepa.bench.embedding.ENCODER_CANDIDATES``: the default, count-aware views, Hallmark module
+masks at ratio 0.85, 6,000 steps) is trained on 90 % of the cells of Kang 2018, CiteFuse and Papalexi 2021 (the
+datasets with counts), seeds 0, 1, 2; the held-out cells' reads are split into two binomial halves, both
+embedded, and each half must find its own other half. One task file per fit under ``OUT/selection/``; a run
+resumes; ``--collect`` rebuilds the table. Labels are never read.
 """
 
 from __future__ import annotations

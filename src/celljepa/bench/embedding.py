@@ -293,7 +293,10 @@ class _JEPA:
     def fit(self, ds: EmbeddingDataset, log: AnnData, counts, seed: int, settings: dict) -> _JEPA:
         from ..models import CellJEPA
 
-        self.model = CellJEPA(log.copy(), **settings.get("jepa_options", {}))
+        adata = log.copy()
+        if counts is not None:  # count-aware views (train.thin_views) read them; otherwise unused
+            adata.layers["counts"] = sp.csr_matrix(counts, dtype=np.float32)
+        self.model = CellJEPA(adata, config=settings.get("jepa_config"), **settings.get("jepa_options", {}))
         self.model.train(max_steps=settings.get("jepa_steps"), seed=seed, progress=False)
         return self
 
@@ -435,8 +438,10 @@ def run_embedding_benchmark(
     """Run (or resume) every task of ``datasets`` into ``out``; return the task results.
 
     ``settings``: ``jepa_steps`` (``None``: the default config's), ``jepa_options`` (CellJEPA keyword
-    arguments), ``scvi_max_epochs`` (``None``: scvi-tools' default rule). A finished task whose digest
-    (data fingerprint, task, settings) matches is read back, not recomputed.
+    arguments), ``jepa_config`` (a nested config dict, e.g. ``{"train": {"thin_views": 0.05}, "data":
+    {"counts_layer": "counts"}}``; the dataset's counts are in ``layers["counts"]``), ``scvi_max_epochs``
+    (``None``: scvi-tools' default rule). A finished task whose digest (data fingerprint, task, settings)
+    matches is read back, not recomputed.
     """
     from tqdm.auto import tqdm
 
@@ -808,6 +813,9 @@ def robustness_markdown(summary: dict) -> str:
 #: The encoder changes judged by :func:`run_encoder_selection`, each one switch from the default (docs/science.md).
 ENCODER_CANDIDATES: dict[str, dict] = {
     "default": {},
+    "count_views": {
+        "jepa_config": {"train": {"thin_views": 0.05}, "data": {"counts_layer": "counts"}},
+    },
     "module_masks_085": {"jepa_options": {"mask": "module", "mask_ratio": 0.85}},
     "steps_6000": {"jepa_steps": 6000},
 }
@@ -833,7 +841,7 @@ def _selection_task(ds: EmbeddingDataset, name: str, candidate: dict, seed: int)
         raise InputError(f"{ds.name} has no counts: the held-out cells cannot be split into halves.")
     train_rows, held = heldout_cells(ds)
     t0 = time.perf_counter()
-    rep = _JEPA().fit(ds, ds.log[train_rows].copy(), None, seed, candidate)
+    rep = _JEPA().fit(ds, ds.log[train_rows].copy(), ds.counts[train_rows], seed, candidate)
     fit_s = time.perf_counter() - t0
     half_a, half_b = binomial_split(ds.counts[held], seed=0, where=f"{ds.name} counts")
     obs = ds.log.obs.iloc[held]

@@ -328,6 +328,20 @@ class CellJEPA:
         source = CellSource.from_adata(self.adata, cfg.data.layer, chunk_size=cfg.data.chunk_size)
         if self.columns_ is not None:
             source.select_columns(self.columns_)
+        counts_source = None
+        if cfg.train.thin_views > 0:
+            from ..data._normalize import check_counts
+
+            layer = cfg.data.counts_layer
+            if layer not in self.adata.layers:
+                raise InputError(
+                    f"train.thin_views needs raw counts in adata.layers[{layer!r}]; layers: "
+                    f"{', '.join(self.adata.layers) or 'none'}. Fix: keep the counts there (cj.pp.normalize does)."
+                )
+            check_counts(self.adata.layers[layer], where=f"adata.layers[{layer!r}]")
+            counts_source = CellSource.from_adata(self.adata, layer, chunk_size=cfg.data.chunk_size)
+            if self.columns_ is not None:
+                counts_source.select_columns(self.columns_)
         train_rows = self._positions(train_indices, "train_indices")
         if eval_indices is None:
             rng = np.random.default_rng([cfg.train.seed, 0xE7A1])
@@ -399,9 +413,12 @@ class CellJEPA:
                 gene_present=presence,
                 action=action,
                 covariates=covariates,
+                counts_source=counts_source,
             )
         finally:
             source.close()
+            if counts_source is not None:
+                counts_source.close()
         self.module_ = modules
         self.history_ = result.history
         self.is_trained_ = True

@@ -31,6 +31,8 @@ __all__ = [
 ]
 
 MASK_KINDS = ("random", "block", "module")
+#: (section, key, default) of settings left out of :meth:`JEPAConfig.to_dict` at their defaults
+_OMITTED_AT_DEFAULT = (("train", "thin_views", 0.0), ("data", "counts_layer", None))
 GENE_EMBEDDINGS = ("free", "go")
 TARGETS = ("cell", "hidden")
 
@@ -91,6 +93,10 @@ class TrainConfig:
     #: last: the model after max_steps | best: the weights of the evaluation (validation-cell) step with the
     #: lowest loss (eval_every apart), e.g. for long pretraining
     keep: str = "last"
+    #: > 0: count-aware views. The student encodes a binomially thinned copy of each cell's counts (the share of
+    #: reads kept drawn per cell, uniformly in [thin_views, 1]; re-normalised to 10,000 and log1p), the teacher
+    #: the full cell, so the embedding learns to ignore sequencing depth; needs data.counts_layer
+    thin_views: float = 0.0
     action_weight: float = 0.0
     action_conditions: int = 8  #: conditions per step of the action objective
     action_cells: int = 32  #: cells per control / perturbed set (fewer when a condition has fewer)
@@ -111,6 +117,7 @@ class DataConfig:
     chunk_size: int = 65_536  #: cells per chunk (backed mode; bounds memory)
     eval_cells: int = 2048  #: cells of the fixed evaluation batch that picks best.pt (a split's val cells if given)
     balance_key: str | None = None  #: obs column whose groups get equal shares of every batch (e.g. dataset_id)
+    counts_layer: str | None = None  #: raw counts of the same cells and genes (train.thin_views reads them)
 
 
 @dataclass
@@ -162,7 +169,13 @@ class JEPAConfig:
         return cfg
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        # settings added after runs were frozen leave the record (and every digest) at their defaults, so that a
+        # finished run of the same configuration is still recognised
+        for section, key, default in _OMITTED_AT_DEFAULT:
+            if d[section][key] == default:
+                del d[section][key]
+        return d
 
     def replace(self, **sections: dict) -> JEPAConfig:
         """A copy with some keys changed: ``cfg.replace(train={"seed": 1})``."""
@@ -205,6 +218,10 @@ class JEPAConfig:
             raise InputError(f"{source}: train.action_token_dropout must be in [0, 1), got {t.action_token_dropout}.")
         if t.batch_size < 2:
             raise InputError(f"{source}: train.batch_size must be at least 2 (the anti-collapse terms need a batch).")
+        if not 0.0 <= t.thin_views < 1.0:
+            raise InputError(f"{source}: train.thin_views must be in [0, 1), got {t.thin_views}.")
+        if t.thin_views > 0 and d.counts_layer is None:
+            raise InputError(f"{source}: train.thin_views needs the raw counts: set data.counts_layer (e.g. 'counts').")
         if not t.lr > 0:
             raise InputError(f"{source}: train.lr must be positive, got {t.lr}.")
         if not 0.0 <= t.lr_min_factor <= 1.0:

@@ -45,7 +45,16 @@ from .checkpoint import MetricsLog, TrainingInterrupted, interrupt_signals, load
 from .config import JEPAConfig
 from .data import BalancedBatchPlan, BatchPlan, CellSource
 
-__all__ = ["TrainResult", "build_modules", "ema_momentum", "fit", "learning_rate", "mask_seed", "resolve_device"]
+__all__ = [
+    "TrainResult",
+    "build_modules",
+    "ema_momentum",
+    "fit",
+    "learning_rate",
+    "mask_seed",
+    "resolve_device",
+    "thinned_view",
+]
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -182,6 +191,7 @@ def step_losses(
     gather: bool = False,
     present: torch.Tensor | None = None,
     covariate: torch.Tensor | None = None,
+    x_student: CSRBatch | None = None,
 ):
     """``(total, terms, full_view_embedding)`` of one batch; ``terms`` are detached floats-to-be.
 
@@ -190,11 +200,13 @@ def step_losses(
     (distributed training) the VICReg terms see the embeddings of every rank's slice of the batch
     (an all-gather that carries gradients), as one process with the whole batch would. ``present``
     (cells × genes, bool) marks the genes each cell's dataset measures: absent genes are never
-    prediction targets (they are not in the hidden set the pointer and the target see).
+    prediction targets (they are not in the hidden set the pointer and the target see). ``x_student`` (same
+    cells and genes) is what the student sees instead of ``x`` (count-aware views: :func:`thinned_view`); the
+    teacher always sees ``x``.
     """
     t = cfg.train
     student = modules["student"]
-    z = student(x, mask, covariate=covariate)
+    z = student(x if x_student is None else x_student, mask, covariate=covariate)
     hidden = mask.hidden(x.n_rows, x.n_genes, z.device)
     if present is not None:
         hidden = hidden & present
@@ -301,10 +313,41 @@ class _Objective(nn.Module):
         need_full: bool,
         present: torch.Tensor | None = None,
         covariate: torch.Tensor | None = None,
+        x_student: CSRBatch | None = None,
     ):
         return step_losses(
-            self.parts, x, mask, self.cfg, need_full=need_full, gather=self.gather, present=present, covariate=covariate
+            self.parts,
+            x,
+            mask,
+            self.cfg,
+            need_full=need_full,
+            gather=self.gather,
+            present=present,
+            covariate=covariate,
+            x_student=x_student,
         )
+
+
+def thinned_view(counts: CSRBatch, min_depth: float, seed: int, target_sum: float = 1e4) -> CSRBatch:
+    """A count-aware student view: each cell's reads thinned binomially, then normalised and log1p-transformed.
+
+    The share of reads kept is drawn per cell, uniformly in ``[min_depth, 1]``; each count ``c`` becomes
+    ``Binomial(c, share)``; the thinned cell is scaled to ``target_sum`` and ``log1p``-ed, as ``cj.pp.normalize``
+    does with full cells. The sparsity pattern stays (a count thinned to 0 is an explicit zero, which the encoder's
+    sum over nonzeros ignores). Seeded: the same ``seed`` gives the same view on the same device.
+    """
+    dev = counts.values.device
+    gen = torch.Generator(device=dev).manual_seed(int(seed) & 0x7FFF_FFFF_FFFF_FFFF)
+    n = counts.n_rows
+    share = min_depth + (1.0 - min_depth) * torch.rand(n, generator=gen, device=dev)
+    lengths = counts.crow[1:] - counts.crow[:-1]
+    prob = share.repeat_interleave(lengths)
+    kept = torch.binomial(counts.values.float(), prob.float(), generator=gen)
+    rows = torch.repeat_interleave(torch.arange(n, device=dev), lengths)
+    totals = torch.zeros(n, device=dev, dtype=kept.dtype).index_add_(0, rows, kept)
+    scale = torch.where(totals > 0, target_sum / totals.clamp_min(1.0), torch.zeros_like(totals))
+    values = torch.log1p(kept * scale[rows]).to(counts.values.dtype)
+    return CSRBatch(crow=counts.crow, col=counts.col, values=values, n_genes=counts.n_genes)
 
 
 def _gathered(t: torch.Tensor, world: int) -> torch.Tensor:
@@ -395,6 +438,7 @@ def fit(
     gene_present=None,
     covariates=None,
     action=None,
+    counts_source: CellSource | None = None,
 ) -> TrainResult:
     """Train ``modules`` in place on the rows ``train_rows`` of ``source``.
 
@@ -438,6 +482,9 @@ def fit(
     action
         An :class:`~celljepa.train.action.ActionSampler` for the action-conditioned objective
         (``train.action_weight > 0``; one process only).
+    counts_source
+        The raw counts of the same cells and genes as ``source``, for count-aware views
+        (``train.thin_views > 0``, :func:`thinned_view`).
     """
     from tqdm.auto import tqdm
 
@@ -472,6 +519,11 @@ def fit(
         raise InputError(
             "the action-conditioned objective (train.action_weight > 0) runs in one process; it is not "
             "available under torch.distributed. Fix: train.action_weight=0 for multi-GPU pretraining."
+        )
+    if (counts_source is not None) != (t.thin_views > 0):
+        raise InputError(
+            "train.thin_views > 0 needs the raw counts (counts_source=...), and counts_source is only read "
+            "with train.thin_views > 0."
         )
     modules.to(device)
     optimizer = make_optimizer(modules, cfg)
@@ -545,12 +597,17 @@ def fit(
                 group["lr"] = learning_rate(step, cfg)
             done = step + 1
             log_now = done % t.log_every == 0 or done == t.max_steps
+            x_student = None
+            if counts_source is not None:
+                counts = CSRBatch.from_scipy(counts_source.read(rows), device)
+                x_student = thinned_view(counts, t.thin_views, mask_seed(t.seed, step) ^ 0x7A1C5)
             total, terms, full = objective(
                 x,
                 _mask(cfg, mask_seed(t.seed, step), module_t, rank * local),
                 log_now,
                 present_of(rows),
                 covariate_of(rows),
+                x_student,
             )
             if action is not None:
                 batch = action.sample(step)
