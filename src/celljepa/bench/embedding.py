@@ -226,11 +226,7 @@ def load_embedding_dataset(name: str, data_dir: str | Path = "../shared/data") -
             note="log-normalised adata.raw only (no counts: no scVI, no thinning)",
         )
     if name == "perturbench_devel":
-        a = read(
-            "perturbench/devel.h5ad"
-            if (root / "perturbench/devel.h5ad").exists()
-            else "perturbation/perturbench/devel.h5ad"
-        )
+        a = read("perturbation/perturbench/devel.h5ad")
         log = AnnData(a.X, obs=a.obs[["cell_type"]].copy())
         log.var_names = a.var_names
         return prepare_dataset(
