@@ -683,6 +683,12 @@ def _fmt(ci) -> str:
     return f"{mean:.3f} [{lo:.3f}, {hi:.3f}]"
 
 
+def _signed_ci(ci) -> str:
+    """``[+lo, +hi]`` of a difference's interval, or nothing where it is undefined (one seed)."""
+    lo, hi = ci
+    return f"[{lo:+.3f}, {hi:+.3f}]" if np.isfinite(lo) else ""
+
+
 def _partial(summary: dict) -> list[str]:
     tasks = summary.get("tasks") or {}
     done, expected = tasks.get("finished"), tasks.get("expected")
@@ -793,8 +799,7 @@ def robustness_markdown(summary: dict) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for c in claim["comparisons"]:
-        lo, hi = c["ci"]
-        ci = f"[{lo:+.3f}, {hi:+.3f}]" if np.isfinite(lo) else ""
+        ci = _signed_ci(c["ci"])
         lines.append(
             f"| {c['mode']} | {c['comparison']} | {c['loss_jepa']:.3f} | {c['loss_other']:.3f} | "
             f"{c['loss_difference']:+.3f} {ci} | {c['pairs']} | {c['jepa_loses_less_in']} | {c['p_one_sided']:.3g} |"
@@ -966,8 +971,7 @@ def selection_markdown(decision: dict, results: Sequence[dict]) -> str:
         "|---|---|---|---|---|---|",
     ]
     for r in decision["rows"]:
-        lo, hi = r["ci"]
-        ci = f"[{lo:+.3f}, {hi:+.3f}]" if np.isfinite(lo) else ""
+        ci = _signed_ci(r["ci"])
         lines.append(
             f"| {r['dataset']} | {r['candidate']} | {r['top1']:.3f} | {r['baseline_top1']:.3f} | "
             f"{r['difference']:+.3f} {ci} | {r['seeds']} |"
