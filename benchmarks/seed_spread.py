@@ -13,6 +13,10 @@ Usage::
 
     python benchmarks/seed_spread.py benchmarks/results/final-v3/demo_gears runs/demo \\
         --out benchmarks/results/reliability/before
+    python benchmarks/seed_spread.py --sweep runs/reliability --out benchmarks/results/reliability/after
+
+With ``--sweep`` (a ``celljepa sweep`` folder, e.g. of ``configs/sweeps/reliability.yaml``) the kept starts are
+counted per ablation; the spread over model seeds on validation conditions is in the sweep's ``ablation.md``.
 """
 
 from __future__ import annotations
@@ -57,10 +61,20 @@ def spread_rows(run: Path) -> tuple[list[dict], float | None]:
     return rows, (min(diffs) if diffs else None)
 
 
-def start_rows(run: Path) -> list[dict]:
-    """Per dataset × split and model: fits that kept their start, out of all fits (fold × model seed)."""
+def start_rows(run: Path, name: str | None = None) -> list[dict]:
+    """Per dataset × split and model: fits that kept their start, out of all fits (fold × model seed).
+
+    ``run`` is a benchmark run folder, or one ablation of a ``celljepa sweep`` (its ``seed*/[fold*/]`` task
+    folders are read together); ``name`` labels the rows (default: the folder's name).
+    """
     counts: dict[tuple[str, str], list[int]] = {}
-    folds = sorted(run.glob("*/*/split_seed*/fold*/metrics.json"))
+    folds = sorted(
+        {
+            *run.glob("*/*/split_seed*/fold*/metrics.json"),
+            *run.glob("seed*/*/*/split_seed*/fold*/metrics.json"),
+            *run.glob("seed*/fold*/*/*/split_seed*/fold*/metrics.json"),
+        }
+    )
     for f in folds:
         m = json.loads(f.read_text())
         split = f"{f.parts[-5]}/{f.parts[-4]}"
@@ -72,7 +86,14 @@ def start_rows(run: Path) -> list[dict]:
             if model in stuck:
                 c[0] += int(stuck[model].get("n_seeds", seeds))
     return [
-        {"run": run.name, "row": split, "model": model, "kept_start": k, "fits": n, "share": k / n if n else np.nan}
+        {
+            "run": name or run.name,
+            "row": split,
+            "model": model,
+            "kept_start": k,
+            "fits": n,
+            "share": k / n if n else np.nan,
+        }
         for (split, model), (k, n) in sorted(counts.items())
     ]
 
@@ -124,10 +145,22 @@ def markdown(spread: list[dict], smallest: dict, starts: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("runs", nargs="+", type=Path, help="finished benchmark run folders")
+    p.add_argument("runs", nargs="*", type=Path, help="finished benchmark run folders")
+    p.add_argument(
+        "--sweep",
+        type=Path,
+        action="append",
+        default=[],
+        help="a `celljepa sweep` output folder: kept starts per ablation (its seed spread is in ablation.md)",
+    )
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
+    if not args.runs and not args.sweep:
+        p.error("give benchmark run folders or --sweep OUT")
     spread, smallest, starts = [], {}, []
+    for sweep in args.sweep:
+        for ablation in sorted(d for d in sweep.iterdir() if d.is_dir() and any(d.glob("seed*"))):
+            starts += start_rows(ablation)
     for run in args.runs:
         if (run / "metrics_combined.json").exists():
             rows, s = spread_rows(run)

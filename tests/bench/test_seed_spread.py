@@ -43,3 +43,22 @@ def test_kept_start_counts_fits_per_model(spread, tmp_path):
     assert (rows["pca_set"]["kept_start"], rows["jepa_prototype"]["kept_start"]) == (2, 0)
     text = spread.markdown([], {}, list(rows.values()))
     assert "| run | norman2019/S1_unseen_perturbation | jepa_set | 3 | 6 | 50% |" in text
+
+
+def test_kept_start_counts_per_ablation_of_a_sweep(spread, tmp_path):
+    # a sweep with fold tasks: OUT/<ablation>/seed<k>/fold<f>/<dataset>/<split>/split_seed0/fold<f>/metrics.json
+    for ablation, stuck in (("default", {"jepa_set": {"n_seeds": 1}}), ("warmup_cosine", {})):
+        for seed in (0, 1):
+            for f in (0, 1):
+                fold = tmp_path / "sweep" / ablation / f"seed{seed}" / f"fold{f}" / "norman2019" / "S1g_unseen_genes"
+                fold = fold / "split_seed0" / f"fold{f}"
+                fold.mkdir(parents=True)
+                (fold / "metrics.json").write_text(
+                    json.dumps({"model_seeds": [seed], "never_left_start": stuck if f == 0 else {}})
+                )
+    out = tmp_path / "after"
+    assert spread.main(["--sweep", str(tmp_path / "sweep"), "--out", str(out)]) == 0
+    rows = {(r["run"], r["model"]): r for r in json.loads((out / "seed_spread.json").read_text())["kept_start"]}
+    assert (rows[("default", "jepa_set")]["kept_start"], rows[("default", "jepa_set")]["fits"]) == (2, 4)
+    assert rows[("warmup_cosine", "jepa_set")]["kept_start"] == 0
+    assert "| default | norman2019/S1g_unseen_genes | jepa_set | 2 | 4 | 50% |" in (out / "seed_spread.md").read_text()

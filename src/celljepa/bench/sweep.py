@@ -13,6 +13,7 @@ A grid is a YAML file (see ``configs/sweeps/ablations.yaml``)::
     ablations:
       default: {}
       ema_off: {train.ema: false}
+      warmup: {transition.lr_warmup: 100}   # transition.KEY: a transition setting (configs/transition/)
 
 Task ``i`` of the grid is ``(ablation, seed)`` in row-major order; each writes its own benchmark run
 folder ``OUT/<ablation>/seed<k>/``, so tasks can run as a Slurm array and ``collect`` merges them.
@@ -40,7 +41,22 @@ from .._logging import logger
 from ..data._keys import suggest
 from ..eval import report as R
 
-__all__ = ["SweepGrid", "collect_sweep", "load_grid", "load_sweep_datasets", "parse_data_args", "run_sweep_task"]
+__all__ = [
+    "SweepGrid",
+    "ablation_configs",
+    "collect_sweep",
+    "load_grid",
+    "load_sweep_datasets",
+    "parse_data_args",
+    "seed_spread_choice",
+    "run_sweep_task",
+]
+
+
+#: The choice rules of a grid (its ``rule:`` key). ``validation_mean``: an ablation replaces the first one when its
+#: ``jepa_set`` is closer on validation (:func:`_choice`); ``seed_spread``: when it trains more reliably over model
+#: seeds without a worse validation score, the cheapest such ablation first (:func:`seed_spread_choice`).
+RULES = ("validation_mean", "seed_spread")
 
 
 @dataclass(frozen=True)
@@ -57,6 +73,8 @@ class SweepGrid:
     source: str = ""
     #: 0: each task runs every fold of an (ablation, seed); K > 0: folds 0..K-1 are tasks of their own
     fold_tasks: int = 0
+    #: how ``collect`` chooses among the ablations (:data:`RULES`)
+    rule: str = "validation_mean"
 
     @property
     def reference(self) -> str:
@@ -87,6 +105,27 @@ def _nested(flat: dict, where: str) -> dict:
             raise InputError(f"{where}: expected SECTION.KEY keys (e.g. train.ema), got {key!r}.")
         out.setdefault(section, {})[name] = value
     return out
+
+
+def ablation_configs(jepa: dict, transition: dict, ablation: dict, seed: int, *, where: str = "ablation"):
+    """The JEPA and transition configs of one ablation at one model seed.
+
+    ``jepa`` holds the grid's SECTION.KEY overrides of the JEPA config, ``transition`` its transition settings;
+    an ablation's ``transition.KEY`` entries change a transition setting, every other SECTION.KEY a JEPA one.
+    Unknown sections or settings raise :class:`~celljepa.InputError` (``load_grid`` checks every ablation).
+    """
+    from ..models.transition import TransitionConfig
+    from ..train.config import JEPAConfig
+
+    jepa_over = _nested(jepa, "jepa")
+    transition_over = dict(transition or {})
+    for section, values in _nested(ablation, where).items():
+        if section == "transition":
+            transition_over.update(values)
+        else:
+            jepa_over.setdefault(section, {}).update(values)
+    jepa_over.setdefault("train", {})["seed"] = seed
+    return JEPAConfig().replace(**jepa_over), TransitionConfig().replace(**{**transition_over, "seed": seed})
 
 
 def parse_data_args(items) -> dict[str, str]:
@@ -120,6 +159,7 @@ def load_grid(path: str | os.PathLike, data: dict[str, str] | None = None) -> Sw
         "datasets",
         "ablations",
         "fold_tasks",
+        "rule",
     )
     unknown = sorted(set(g) - set(keys), key=str)
     if unknown:
@@ -145,9 +185,14 @@ def load_grid(path: str | os.PathLike, data: dict[str, str] | None = None) -> Sw
         datasets[name] = {"h5ad": str(h5ad), "splits": splits}
     for name in (*g["datasets"], *g["ablations"]):  # each names a folder under --out
         folder_name(name, f"{path}: {'dataset' if name in g['datasets'] else 'ablation'}")
-    for name, over in g["ablations"].items():
-        _nested(over, f"{path}: ablation {name}")
     _nested(g.get("jepa") or {}, f"{path}: jepa")
+    for name, over in g["ablations"].items():
+        try:
+            ablation_configs(
+                g.get("jepa") or {}, g.get("transition") or {}, over or {}, 0, where=f"{path}: ablation {name}"
+            )
+        except (InputError, TypeError, ValueError) as e:
+            raise InputError(f"{path}: ablation {name}: {e}") from None
     max_folds = g.get("max_folds")
     fold_tasks = 0
     if g.get("fold_tasks"):
@@ -155,6 +200,9 @@ def load_grid(path: str | os.PathLike, data: dict[str, str] | None = None) -> Sw
         fold_tasks = max(min(k, max_folds or k) for k in counts)
     if "split_seed" in g and "split_seeds" in g:
         raise InputError(f"{path}: give split_seed or split_seeds, not both.")
+    rule = g.get("rule", "validation_mean")
+    if rule not in RULES:
+        raise InputError(f"{path}: rule={rule!r} is not one of {', '.join(RULES)}.{suggest(str(rule), RULES)}")
     split_seeds = g.get("split_seeds", [g.get("split_seed", 0)])
     if not isinstance(split_seeds, list) or not split_seeds:
         raise InputError(f"{path}: split_seeds must be a non-empty list of integers, got {split_seeds!r}.")
@@ -168,6 +216,7 @@ def load_grid(path: str | os.PathLike, data: dict[str, str] | None = None) -> Sw
         ablations={k: dict(v or {}) for k, v in g["ablations"].items()},
         source=str(path),
         fold_tasks=fold_tasks,
+        rule=rule,
     )
 
 
@@ -222,8 +271,6 @@ def run_sweep_task(
     grid: SweepGrid, index: int, out: str | os.PathLike, *, progress: bool = True, datasets=None
 ) -> Path:
     """Run task ``index`` (``(ablation, seed[, fold])``) as a benchmark into its own folder; skip if done."""
-    from ..models.transition import TransitionConfig
-    from ..train.config import JEPAConfig
     from .config import RunConfig
     from .run import benchmark
 
@@ -235,12 +282,7 @@ def run_sweep_task(
     if (run_dir / "metrics_combined.json").is_file() and (run_dir / "task.json").is_file():
         logger.info("sweep task %d (%s, seed %d) is done already: %s", index, ablation, seed, run_dir)
         return run_dir
-    jepa_over = _nested(grid.jepa, "jepa")
-    for section, values in _nested(grid.ablations[ablation], ablation).items():
-        jepa_over.setdefault(section, {}).update(values)
-    jepa_over.setdefault("train", {})["seed"] = seed
-    jepa = JEPAConfig().replace(**jepa_over)
-    transition = TransitionConfig().replace(**{**grid.transition, "seed": seed})
+    jepa, transition = ablation_configs(grid.jepa, grid.transition, grid.ablations[ablation], seed, where=ablation)
     if datasets is None:
         datasets = load_sweep_datasets(grid)
     data, plan = datasets
@@ -381,7 +423,7 @@ def collect_sweep(grid: SweepGrid, out: str | os.PathLike) -> dict:
         "missing": missing,
         "rows": rows,
         "validation": validation,
-        "choice": _choice(grid, validation),
+        "choice": seed_spread_choice(grid, validation) if grid.rule == "seed_spread" else _choice(grid, validation),
     }
     with folder_lock(out):  # ablation.json last: the marker of a collected sweep
         write_text_atomic(
@@ -400,6 +442,7 @@ def _grid_record(grid: SweepGrid) -> dict:
         "seeds": list(grid.seeds),
         "split_seeds": list(grid.split_seeds),
         "max_folds": grid.max_folds,
+        "rule": grid.rule,
     }
 
 
@@ -467,6 +510,14 @@ def _validation_rows(grid: SweepGrid, groups: dict, missing: list[dict]) -> list
                     )
         if "jepa_set" in wide:
             primary[(ablation, key)] = wide["jepa_set"]
+        # the spread over model seeds: each seed's mean over the same validation conditions, and their SD
+        per_seed = v.groupby(["method", "model_seed", "unit"], sort=True)["edistance"].mean().reset_index()
+        seed_means = per_seed.groupby(["method", "model_seed"])["edistance"].mean()
+        for m, info in row["methods"].items():
+            if m in seed_means.index.get_level_values(0):
+                means = seed_means.loc[m]
+                info["seed_means"] = {int(k): float(x) for k, x in means.items()}
+                info["seed_sd"] = float(np.std(means.to_numpy(), ddof=1)) if len(means) > 1 else None
         out.append(row)
     for row in out:  # every configuration against the grid's first one, on the same validation conditions
         ref = primary.get((reference, row["dataset_split"]))
@@ -523,4 +574,73 @@ def _choice(grid: SweepGrid, validation: list[dict]) -> dict:
         "one lies below 0 on at least one and above 0 on none",
         "ablations": summary,
         "chosen": best,
+    }
+
+
+def seed_spread_choice(grid: SweepGrid, validation: list[dict], model: str = "jepa_set") -> dict:
+    """Which ablation makes ``model`` train more reliably over model seeds, judged on validation conditions.
+
+    Per dataset/split, each model seed's mean validation E-distance (the same validation conditions for every
+    seed) and their standard deviation over the seeds. An ablation replaces the grid's first one (the default)
+    only if its SD is lower on all dataset/splits but at most one, and on none its mean validation E-distance
+    is higher than the first one's by more than its own seed SD; the grid lists the ablations from the
+    cheapest, and the first that qualifies is chosen. No test condition is read.
+
+    Examples
+    --------
+    >>> from celljepa.bench.sweep import SweepGrid, seed_spread_choice
+    >>> grid = SweepGrid(seeds=(0, 1), split_seeds=(0,), max_folds=None, jepa={}, transition={},
+    ...                  datasets={}, ablations={"default": {}, "steady": {}}, rule="seed_spread")
+    >>> def row(ablation, key, means):
+    ...     sd = float(np.std(means, ddof=1))
+    ...     return {"ablation": ablation, "dataset_split": key, "model_seeds": [0, 1],
+    ...             "methods": {"jepa_set": {"edistance": float(np.mean(means)), "seed_sd": sd,
+    ...                                      "seed_means": dict(enumerate(means))}}}
+    >>> rows = [row("default", "a/S1", [0.5, 0.7]), row("steady", "a/S1", [0.55, 0.6])]
+    >>> seed_spread_choice(grid, rows)["chosen"]
+    'steady'
+    """
+    reference = grid.reference
+    keys = sorted({r["dataset_split"] for r in validation})
+    seeds = sorted(grid.seeds)
+    need = max(1, len(keys) - 1)
+
+    def spread(ablation: str) -> dict:
+        found = {}
+        for r in validation:
+            m = r["methods"].get(model)
+            if r["ablation"] == ablation and m and r["model_seeds"] == seeds and m.get("seed_sd") is not None:
+                found[r["dataset_split"]] = (m["edistance"], m["seed_sd"])
+        return found
+
+    ref = spread(reference)
+    summary = {}
+    for ablation in grid.ablations:
+        if ablation == reference:
+            continue
+        mine = spread(ablation)
+        if not keys or len(mine) < len(keys) or len(ref) < len(keys):
+            summary[ablation] = {"complete": False, "dataset_splits": min(len(mine), len(ref)), "of": len(keys)}
+            continue
+        lower_sd = sorted(k for k in keys if mine[k][1] < ref[k][1])
+        worse = sorted(k for k in keys if mine[k][0] - ref[k][0] > mine[k][1])
+        summary[ablation] = {
+            "complete": True,
+            "lower_sd": lower_sd,
+            "of": len(keys),
+            "worse_mean": worse,
+            "sd": {k: [ref[k][1], mine[k][1]] for k in keys},
+            "mean": {k: [ref[k][0], mine[k][0]] for k in keys},
+            "wins": len(lower_sd) >= need and not worse,
+        }
+    chosen = next((a for a in grid.ablations if summary.get(a, {}).get("wins")), reference)
+    return {
+        "reference": reference,
+        "model": model,
+        "rule": f"an ablation replaces the first one only if {model}'s model-seed SD of the mean validation "
+        f"E-distance is lower on at least {need} of the {len(keys)} dataset/splits and its mean validation "
+        "E-distance is higher on none by more than its own seed SD; the first such ablation in the grid's "
+        "order (cheapest first)",
+        "ablations": summary,
+        "chosen": chosen,
     }

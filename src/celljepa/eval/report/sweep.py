@@ -60,12 +60,49 @@ def _validation_markdown(grid: Mapping, validation: list[Mapping]) -> list[str]:
     return lines + [""]
 
 
+def _spread_markdown(grid: Mapping, validation: list[Mapping]) -> list[str]:
+    """Each model seed's mean validation E-distance and their SD (how reliably a model trains)."""
+    rows = [r for r in validation if any(m.get("seed_sd") is not None for m in r["methods"].values())]
+    if not rows:
+        return []
+    ablations = list(grid["ablations"])
+    lines = [
+        "## Model-seed spread on validation (how reliably the models train)",
+        "",
+        "Each model seed's mean validation E-distance over the same validation conditions, and their standard "
+        "deviation over the model seeds.",
+        "",
+        "| dataset / split | ablation | jepa_set per seed | jepa_set SD | pca_set per seed | pca_set SD |",
+        "|---|---|---|---|---|---|",
+    ]
+
+    def cells(m):
+        if not m or m.get("seed_sd") is None:
+            return "–", "–"
+        per = " / ".join(f"{m['seed_means'][k]:.3f}" for k in sorted(m["seed_means"], key=int))
+        return per, f"{m['seed_sd']:.4f}"
+
+    for r in sorted(
+        rows, key=lambda r: (r["dataset_split"], ablations.index(r["ablation"]) if r["ablation"] in ablations else 0)
+    ):
+        js, jsd = cells(r["methods"].get("jepa_set"))
+        ps, psd = cells(r["methods"].get("pca_set"))
+        lines.append(f"| {r['dataset_split']} | {r['ablation']} | {js} | {jsd} | {ps} | {psd} |")
+    return lines + [""]
+
+
 def _choice_markdown(choice: Mapping | None) -> list[str]:
     if not choice:
         return []
     lines = [f"**Choice on validation** (rule: {choice['rule']}): **{choice['chosen']}**.", ""]
     for a, v in choice["ablations"].items():
-        if not v["complete"]:
+        if v["complete"] and "lower_sd" in v:  # the seed-spread rule
+            lines.append(
+                f"- {a}: seed SD lower on {len(v['lower_sd'])} of {v['of']} "
+                f"({', '.join(v['lower_sd']) or 'none'}); mean higher by more than its seed SD on "
+                f"{', '.join(v['worse_mean']) or 'none'}"
+            )
+        elif not v["complete"]:
             lines.append(
                 f"- {a}: incomplete ({v['dataset_splits']} of {plural(v['of'], 'dataset/split')} with every model seed)"
             )
@@ -119,6 +156,7 @@ def ablation_markdown(
         "comparator is the non-JEPA method with the best validation score.",
         "",
         *_validation_markdown(grid, validation or []),
+        *_spread_markdown(grid, validation or []),
         *_choice_markdown(choice),
         "## Test (reported, never used for a choice)",
         "",
