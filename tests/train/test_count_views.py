@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import anndata as ad
 import numpy as np
 import pytest
@@ -76,3 +78,28 @@ def test_cell_jepa_trains_on_count_aware_views(citefuse):
     del no_counts.layers["counts"]
     with pytest.raises(InputError, match="raw counts in adata.layers"):
         CellJEPA(no_counts, n_latent=16, config=config).train(max_steps=2, batch_size=64, progress=False)
+
+
+def test_pretrain_cli_trains_on_thinned_views_in_memory_and_backed_alike(citefuse, tmp_path, capsys):
+    from celljepa.cli import main
+
+    path = tmp_path / "citefuse.h5ad"
+    small = citefuse[:400].copy()
+    small.X = sp.csr_matrix(small.X)
+    small.write_h5ad(path)
+    common = ["--fast-dev", "--no-progress", "--set", "train.thin_views=0.05", "--set", "data.counts_layer=counts"]
+    assert main(["pretrain", str(path), "--out", str(tmp_path / "mem"), *common]) == 0
+    assert main(["pretrain", str(path), "--out", str(tmp_path / "backed"), "--backed", *common]) == 0
+    assert "thin_views: 0.05" in (tmp_path / "backed" / "config.yaml").read_text()
+    # the same thinned views from disk as from memory: the same training losses, step by step
+    mem, backed = (
+        [json.loads(line) for line in (tmp_path / d / "metrics.jsonl").read_text().splitlines()]
+        for d in ("mem", "backed")
+    )
+    losses = [[r["loss"] for r in run if "loss" in r] for run in (mem, backed)]
+    assert len(losses[0]) > 0 and np.allclose(losses[0], losses[1], rtol=1e-4)
+    assert np.load(tmp_path / "mem" / "embeddings.npz")["X_jepa"].shape[0] == 400
+    capsys.readouterr()
+    bad = ["--set", "train.thin_views=0.05", "--set", "data.counts_layer=raw"]
+    assert main(["pretrain", str(path), "--out", str(tmp_path / "bad"), "--fast-dev", "--no-progress", *bad]) == 1
+    assert "adata.layers['raw']" in capsys.readouterr().err and not (tmp_path / "bad" / "model").exists()
