@@ -286,3 +286,21 @@ def test_read_gmt_malformed(tmp_path):
         read_gmt(tmp_path / "missing.gmt")
     p.write_text("S\td\tA\tA\tB\t\n\n")
     assert read_gmt(p) == {"S": ["A", "B"]}
+
+
+def test_genome_prefixed_gene_names_match_their_symbols_on_the_real_citefuse_panel():
+    from _realdata import SHARED_DATA
+
+    from celljepa.data.genesets import resolve_gene_sets
+
+    a = ad.read_h5ad(SHARED_DATA / "multimodal" / "citefuse" / "mimitou2019_ctrl_vs_ctcl.h5ad", backed="r")
+    names = list(a.var_names)
+    assert all(n.startswith("hg19_") for n in names)  # Cell Ranger's multi-genome naming
+    sets, _ = resolve_gene_sets("hallmark")
+    ids, modules = gene_module_map(names, sets)
+    bare_ids, bare_modules = gene_module_map([n[len("hg19_") :] for n in names], sets)
+    assert modules == bare_modules and np.array_equal(ids, bare_ids)
+    assert (np.asarray(modules)[ids] != "unassigned").sum() > 500
+    # an exact column wins over a prefixed one, and names without a known genome prefix never match
+    ids, modules = gene_module_map(["GRCh38-A", "A", "mm10___B", "xx_B"], {"S1": ["A"], "S2": ["B"]})
+    assert [modules[i] for i in ids] == ["unassigned", "S1", "S2", "unassigned"]

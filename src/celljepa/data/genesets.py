@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -46,6 +47,8 @@ _DOROTHEA_COLUMNS = ("tf", "confidence", "target")
 _CONFIDENCE_LEVELS = "ABCDE"
 _MISSING = ("", "NA", "NAN")  # PROGENy cells read as weight 0
 UNASSIGNED = "unassigned"  # the module of genes in no set
+#: a reference-genome prefix of a gene name, as Cell Ranger writes for multi-genome references
+GENOME_PREFIX = re.compile(r"^(?:hg19|hg38|GRCh37|GRCh38|mm9|mm10|GRCm38|GRCm39)(?:_+|-)")
 _DELIMITERS = {".csv": ",", ".tsv": "\t", ".tab": "\t", ".txt": "\t"}
 
 _LAYOUTS_HELP = (
@@ -120,7 +123,9 @@ def gene_module_map(
     A gene in several sets takes the first set in the priority order: ``"given"`` = the mapping's
     iteration order (file order for :func:`read_gmt`), ``"size"`` = smallest set first (most
     specific; ties by name), ``"name"`` = sets sorted by name. Gene symbols match exactly
-    (case-sensitive). Genes in no set form their own last module named ``"unassigned"``.
+    (case-sensitive); a name with a reference-genome prefix, as Cell Ranger writes for multi-genome
+    references (``hg19_ISG15``, ``GRCh38-ISG15``, ``mm10___Actb``), also matches its bare symbol when that
+    symbol is not a column of its own. Genes in no set form their own last module named ``"unassigned"``.
 
     Parameters
     ----------
@@ -145,6 +150,8 @@ def gene_module_map(
     >>> ids, names = gene_module_map(["A", "B", "C", "D"], {"S1": ["A", "B"], "S2": ["B", "C"]})
     >>> ids.tolist(), names
     ([0, 0, 1, 2], ['S1', 'S2', 'unassigned'])
+    >>> gene_module_map(["hg19_A", "hg19_C"], {"S1": ["A", "B"], "S2": ["C"]})[0].tolist()
+    [0, 1]
     """
     if priority not in ("given", "size", "name"):
         raise InputError(f"priority must be 'given', 'size' or 'name', got {priority!r}.")
@@ -157,6 +164,10 @@ def gene_module_map(
     position: dict[str, list[int]] = {}
     for i, g in enumerate(var_names):
         position.setdefault(g, []).append(i)
+    for i, g in enumerate(var_names):  # a reference-genome prefix (hg19_ISG15) matches the bare symbol
+        bare = GENOME_PREFIX.sub("", g)
+        if bare != g and bare not in position:
+            position.setdefault(bare, []).append(i)
     ids = np.full(len(var_names), -1, dtype=np.int64)
     for rank, s in enumerate(order):
         hits = np.asarray([i for g in gene_sets[s] for i in position.get(g, ())], dtype=np.int64)
