@@ -20,6 +20,7 @@ from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
+    from celljepa._io import write_json_atomic, write_text_atomic
     from celljepa.bench import embedding as E
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -42,9 +43,9 @@ def main(argv: list[str] | None = None) -> int:
         )
     decision = E.selection_decision(results)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "selection.json").write_text(json.dumps({"decision": decision, "results": results}, indent=2) + "\n")
+    write_json_atomic(args.out / "selection.json", {"decision": decision, "results": results})
     text = E.selection_markdown(decision, results)
-    (args.out / "selection.md").write_text(text)
+    write_text_atomic(args.out / "selection.md", text)
     print(text)
     print(f"{len(results)} fits in {time.perf_counter() - t0:.0f} s")
     return 0

@@ -144,6 +144,8 @@ def markdown(spread: list[dict], smallest: dict, starts: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from celljepa._io import write_json_atomic, write_text_atomic
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="*", type=Path, help="finished benchmark run folders")
     p.add_argument(
@@ -169,9 +171,9 @@ def main(argv: list[str] | None = None) -> int:
         starts += start_rows(run)
     args.out.mkdir(parents=True, exist_ok=True)
     payload = {"spread": spread, "smallest_claimable_difference": smallest, "kept_start": starts}
-    (args.out / "seed_spread.json").write_text(json.dumps(payload, indent=2) + "\n")
+    write_json_atomic(args.out / "seed_spread.json", payload)
     text = markdown(spread, smallest, starts)
-    (args.out / "seed_spread.md").write_text(text)
+    write_text_atomic(args.out / "seed_spread.md", text)
     print(text)
     return 0
 
