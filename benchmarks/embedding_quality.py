@@ -10,6 +10,12 @@ labels called from its proteins), scanpy's bundled ``pbmc68k_reduced`` and the P
 data only), Papalexi 2021 (raw counts, batch metrics only). Each task is a JSON file under ``OUT/tasks/``,
 written atomically with the digest of its inputs, so an interrupted run resumes where it stopped; ``--collect``
 only rebuilds the tables and the figure from the finished tasks. See ``docs/embeddings.md``.
+
+An encoder change of the label-free selection (``benchmarks/encoder_selection.py``) is scored the same way,
+after the choice, beside PCA of the same cells::
+
+    python benchmarks/embedding_quality.py --candidate count_views --methods jepa pca \\
+        --out benchmarks/results/embeddings/candidates/count_views
 """
 
 from __future__ import annotations
@@ -40,6 +46,13 @@ def main(argv: list[str] | None = None) -> int:
         metavar="KEY=VALUE",
         help="a CellJEPA keyword argument (value read as JSON, else a string), e.g. mask=module",
     )
+    p.add_argument(
+        "--candidate",
+        choices=list(E.ENCODER_CANDIDATES),
+        default=None,
+        help="score an encoder change of the selection (celljepa.bench.embedding.ENCODER_CANDIDATES) instead of "
+        "the default JEPA, e.g. --candidate count_views --methods jepa pca --out OUT/candidates/count_views",
+    )
     p.add_argument("--scvi-max-epochs", type=int, default=None, help="default: scvi-tools' own rule")
     p.add_argument("--collect", action="store_true", help="only rebuild the tables and figure from finished tasks")
     p.add_argument("--no-progress", action="store_true")
@@ -53,8 +66,17 @@ def main(argv: list[str] | None = None) -> int:
         except json.JSONDecodeError:
             options[key] = value
     settings = {"jepa_steps": args.jepa_steps, "jepa_options": options, "scvi_max_epochs": args.scvi_max_epochs}
+    if args.candidate:
+        if options or args.jepa_steps is not None:
+            p.error("--candidate fixes the JEPA settings: drop --jepa-option / --jepa-steps")
+        settings.update(E.ENCODER_CANDIDATES[args.candidate])
     t0 = time.perf_counter()
     datasets = [E.load_embedding_dataset(name, args.data_dir) for name in args.datasets]
+    if (settings.get("jepa_config") or {}).get("data", {}).get("counts_layer") and "jepa" in args.methods:
+        skipped = [ds.name for ds in datasets if ds.counts is None]
+        if skipped:  # count-aware views train on reads: nothing to thin where a dataset has no counts
+            print(f"{args.candidate} needs counts: leaving out {', '.join(skipped)} (log data only)", file=sys.stderr)
+            datasets = [ds for ds in datasets if ds.counts is not None]
     if args.collect:
         wanted = {ds.name for ds in datasets}
         results = [json.loads(f.read_text()) for f in sorted((args.out / "tasks").rglob("*.json"))]

@@ -175,3 +175,39 @@ def test_selection_rule_needs_every_dataset_and_two_clear_gains():
     # collapsed: kept out whatever its score
     decision = E.selection_decision(_selection_results({"a": clear, "b": clear, "c": clear}, rank=0.1))
     assert decision["chosen"] == "default" and decision["candidates"]["change"]["collapsed"]
+
+
+def test_a_selection_candidate_is_scored_by_the_script_on_datasets_with_counts(tmp_path, monkeypatch, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "embedding_quality.py"
+    spec = importlib.util.spec_from_file_location("embedding_quality", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    tiny = {
+        "jepa_steps": 30,
+        "jepa_options": {"n_latent": 16},
+        "jepa_config": {"train": {"thin_views": 0.05}, "data": {"counts_layer": "counts"}},
+    }
+    monkeypatch.setitem(E.ENCODER_CANDIDATES, "count_views", tiny)
+    common = ["--data-dir", str(SHARED_DATA), "--seeds", "0", "--depths", "0.25", "--no-progress"]
+    with pytest.raises(SystemExit):
+        module.main(["--candidate", "count_views", "--jepa-steps", "5", "--out", str(tmp_path / "x"), *common])
+    assert "--candidate fixes the JEPA settings" in capsys.readouterr().err
+    out = tmp_path / "count_views"
+    args = ["--candidate", "count_views", "--methods", "jepa", "pca", "--datasets", "citefuse", "pbmc68k_reduced"]
+    assert module.main([*args, "--out", str(out), *common]) == 0
+    assert "count_views needs counts: leaving out pbmc68k_reduced" in capsys.readouterr().err
+    done = sorted(p.relative_to(out / "tasks").as_posix() for p in (out / "tasks").rglob("*.json"))
+    assert done == sorted(f"citefuse/seed0/{m}{s}.json" for m in ("jepa", "pca") for s in ("", "-refit25"))
+    jepa = json.loads((out / "tasks" / "citefuse" / "seed0" / "jepa.json").read_text())
+    # the candidate's settings are in the digest: the same task under the default settings differs
+    ds = E.load_embedding_dataset("citefuse", SHARED_DATA)
+    task = {"dataset": "citefuse", "seed": 0, "method": "jepa", "kind": "full", "depth": 1.0}
+    default = {"jepa_steps": None, "jepa_options": {}, "scvi_max_epochs": None}
+    from celljepa.bench.embedding.tasks import _payload, digest_of
+
+    assert jepa["digest"] == digest_of(_payload(ds, task, {**default, **tiny}, [0.25]))
+    assert jepa["digest"] != digest_of(_payload(ds, task, default, [0.25]))
+    assert "| citefuse | jepa | transfer |" in (out / "robustness.md").read_text()
