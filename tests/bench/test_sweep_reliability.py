@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from _grids import tiny_grid
 
 from celljepa._errors import InputError
 from celljepa.bench.sweep import SweepGrid, ablation_configs, load_grid, seed_spread_choice
@@ -108,18 +109,12 @@ def test_the_reliability_grid_loads_with_its_candidates_cheapest_first(tmp_path)
         load_grid(bad)
 
 
-GRID = """
-seeds: [0, 1]
-max_folds: 1
-rule: seed_spread
-jepa: {train.max_steps: 12, train.batch_size: 64, model.n_hidden: 32, model.predictor_hidden: 32, model.n_latent: 16}
-transition: {max_steps: 20, eval_every: 10}
-datasets:
-  demo: {sciplex_gxe: [S2_unseen_context]}
-ablations:
-  default: {}
-  warmup: {transition.lr_warmup: 10, transition.lr_schedule: cosine}
-"""
+GRID = tiny_grid(
+    "seeds: [0, 1]",
+    "max_folds: 1",
+    "rule: seed_spread",
+    ablations=("default: {}", "warmup: {transition.lr_warmup: 10, transition.lr_schedule: cosine}"),
+)
 
 
 def test_a_transition_sweep_records_each_seeds_validation_mean_and_applies_the_rule(tmp_path):

@@ -8,6 +8,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
+from _grids import tiny_grid
 
 import celljepa as cj
 from celljepa.bench import RunConfig, benchmark, demo_datasets
@@ -125,18 +126,14 @@ def test_train_transition_refuses_an_encoder_that_saw_the_test_cells(ingested, k
 
 def test_sweep_runs_tasks_and_collects_the_ablation_table(tmp_path, capsys):
     grid = tmp_path / "grid.yaml"
-    grid.write_text("""
-seeds: [0, 1]
-split_seeds: [0, 1]
-max_folds: 1
-jepa: {train.max_steps: 12, train.batch_size: 64, model.n_hidden: 32, model.predictor_hidden: 32, model.n_latent: 16}
-transition: {max_steps: 20, eval_every: 10}
-datasets:
-  demo: {sciplex_gxe: [S2_unseen_context]}
-ablations:
-  default: {}
-  ema_off: {train.ema: false}
-""")
+    grid.write_text(
+        tiny_grid(
+            "seeds: [0, 1]",
+            "split_seeds: [0, 1]",
+            "max_folds: 1",
+            ablations=("default: {}", "ema_off: {train.ema: false}"),
+        )
+    )
     out = tmp_path / "sweep"
     assert main(["sweep", "--grid", str(grid), "--out", str(out), "--list"]) == 0
     listing = capsys.readouterr().out.splitlines()
@@ -191,23 +188,10 @@ ablations:
     assert "give split_seed or split_seeds, not both" in capsys.readouterr().err
 
 
-FOLD_GRID = """
-seeds: [0]
-max_folds: 2
-fold_tasks: {fold_tasks}
-jepa: {{train.max_steps: 12, train.batch_size: 64, model.n_hidden: 32, model.predictor_hidden: 32, model.n_latent: 16}}
-transition: {{max_steps: 20, eval_every: 10}}
-datasets:
-  demo: {{sciplex_gxe: [S2_unseen_context]}}
-ablations:
-  default: {{}}
-"""
-
-
 def test_sweep_fold_tasks_pool_to_the_numbers_of_one_task_running_every_fold(tmp_path, capsys):
     per_fold, whole = tmp_path / "per_fold.yaml", tmp_path / "whole.yaml"
-    per_fold.write_text(FOLD_GRID.format(fold_tasks="true"))
-    whole.write_text(FOLD_GRID.format(fold_tasks="false"))
+    per_fold.write_text(tiny_grid("seeds: [0]", "max_folds: 2", "fold_tasks: true"))
+    whole.write_text(tiny_grid("seeds: [0]", "max_folds: 2", "fold_tasks: false"))
     out_f, out_w = tmp_path / "f", tmp_path / "w"
     assert main(["sweep", "--grid", str(per_fold), "--out", str(out_f), "--list"]) == 0
     listing = [line.split("\t") for line in capsys.readouterr().out.splitlines()]

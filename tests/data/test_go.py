@@ -181,3 +181,18 @@ def test_embedding_argument_checks():
         go.go_gene_embedding(8, min_term_genes=10, max_term_genes=5)
     with pytest.raises(InputError, match="too large"):
         go.go_gene_embedding(50, min_term_genes=900, max_term_genes=1000)
+
+
+def test_genome_prefixed_names_find_their_symbols_on_the_real_citefuse_panel(embedding):
+    import anndata as ad
+
+    a = ad.read_h5ad(SHARED_DATA / "multimodal" / "citefuse" / "mimitou2019_ctrl_vs_ctcl.h5ad", backed="r")
+    names = list(a.var_names)
+    assert all(n.startswith("hg19_") for n in names)  # Cell Ranger's multi-genome naming
+    m, found = embedding.matrix_for(names)
+    bare_m, bare_found = embedding.matrix_for([n[len("hg19_") :] for n in names])
+    assert np.array_equal(found, bare_found) and np.array_equal(m, bare_m)
+    assert embedding.coverage(names) > 0.9
+    # only a known genome prefix is stripped, and an exact symbol still wins
+    assert embedding.vector("GRCh38-TP53") is not None and embedding.vector("xx_TP53") is None
+    assert np.array_equal(embedding.vector("mm10___tp53"), embedding.vector("TP53"))

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _grids import tiny_grid
 
 pytestmark = pytest.mark.slurm
 
@@ -103,17 +104,7 @@ def _log(folder: Path) -> str:
     return "\n".join(p.read_text() for p in sorted(folder.glob("*.out")))
 
 
-GRID = """
-seeds: [0]
-max_folds: 3
-fold_tasks: true
-jepa: {train.max_steps: 12, train.batch_size: 64, model.n_hidden: 32, model.predictor_hidden: 32, model.n_latent: 16}
-transition: {max_steps: 20, eval_every: 10}
-datasets:
-  demo: {sciplex_gxe: [S2_unseen_context]}
-ablations:
-  default: {}
-"""
+GRID = tiny_grid("seeds: [0]", "max_folds: 3", "fold_tasks: true")
 
 
 def test_sweep_job_array_runs_every_task_and_the_collect_job_merges_them(tmp_path):

@@ -28,6 +28,7 @@ from sklearn.decomposition import TruncatedSVD
 
 from .._errors import InputError
 from .._io import write_atomic
+from .genesets import GENOME_PREFIX
 
 __all__ = [
     "GO_TABLE",
@@ -296,7 +297,11 @@ class GOEmbedding:
             return None
         name = name.strip()
         i = self._exact.get(name)
-        return self._folded.get(name.upper()) if i is None else i
+        if i is None:
+            i = self._folded.get(name.upper())
+        if i is None and GENOME_PREFIX.match(name):  # Cell Ranger's multi-genome names: hg19_TP53 -> TP53
+            return self._index(GENOME_PREFIX.sub("", name, count=1))
+        return i
 
     def vector(self, name: str) -> np.ndarray | None:
         """The embedding of gene ``name`` (case-insensitive symbol), or ``None`` when it has none.
@@ -304,7 +309,9 @@ class GOEmbedding:
         Parameters
         ----------
         name
-            A gene symbol; an exact match wins over a case-insensitive one.
+            A gene symbol; an exact match wins over a case-insensitive one. A name with a reference-genome
+            prefix, as Cell Ranger writes for multi-genome references (``hg19_TP53``, ``GRCh38-TP53``),
+            falls back to its symbol.
 
         Returns
         -------
