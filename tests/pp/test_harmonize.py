@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
-from _realdata import read_quiet, real_path
+from _realdata import SHARED_DATA, read_quiet, real_path
 
 import celljepa as cj
 from celljepa import CelljepaWarning, InputError
@@ -42,6 +42,22 @@ def test_ensembl_ids_map_to_the_symbol_column_of_the_gears_file():
     assert "BSND" in present and h.var.loc["BSND", "source_id"] == "ENSG00000162399"
     col = list(raw.var["feature_name"]).index("BSND")
     np.testing.assert_array_equal(h[:, "BSND"].X.toarray().ravel(), raw.X[:, col].toarray().ravel())
+
+
+def test_a_single_genome_prefix_is_dropped_on_the_real_citefuse_panel(tmp_path):
+    raw = read_quiet(SHARED_DATA / "multimodal" / "citefuse" / "mimitou2019_ctrl_vs_ctcl.h5ad")
+    assert all(str(n).startswith("hg19_") for n in raw.var_names)  # Cell Ranger's multi-genome naming
+    names, report = gene_keys(raw)
+    assert names == [str(n)[len("hg19_") :] for n in raw.var_names] and report["genome_prefix_dropped"] == "hg19_"
+    h = cj.pp.harmonize_genes(raw, "foundation-v1")
+    present = h.var_names[~h.var["absent"].to_numpy()]
+    assert len(present) > 500 and "ISG15" in present  # before, no gene of the panel matched the list
+    col = list(raw.var_names).index("hg19_ISG15")
+    np.testing.assert_array_equal(h[:, "ISG15"].X.toarray().ravel(), raw.X[:, col].toarray().ravel())
+    h.write_h5ad(tmp_path / "h.h5ad")  # the report travels in uns and must stay writable
+    # a mixed-species reference keeps its prefixes: a human and a mouse gene never merge into one
+    names, report = gene_keys(_toy(["hg19_ACTB", "mm10_Actb"]))
+    assert names == ["hg19_ACTB", "mm10_Actb"] and report["genome_prefix_dropped"] == ""
 
 
 def test_versions_case_and_aliases_are_cleaned(tmp_path):

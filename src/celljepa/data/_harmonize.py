@@ -39,6 +39,7 @@ from anndata import AnnData
 
 from .._errors import CelljepaWarning, InputError
 from .._io import write_text_atomic
+from ._names import genome_prefix, strip_genome_prefix
 
 __all__ = [
     "FEATURE_SET_STRATEGIES",
@@ -287,7 +288,15 @@ def gene_keys(adata: AnnData, *, id_column: str | None = None, aliases=None) -> 
     Returns
     -------
     ``(names, report)``: ``names[i]`` is gene *i*'s cleaned name (compare with ``.upper()``);
-    ``report`` says which column was used and counts versions stripped and aliases applied.
+    ``report`` says which column was used, which reference-genome prefix was dropped and counts versions
+    stripped and aliases applied.
+
+    Notes
+    -----
+    Cell Ranger prefixes every gene of a multi-genome reference with its genome (``hg19_ISG15``). When all
+    prefixed names share one prefix, it is dropped, so the genes match their symbols; names of a mixed-species
+    reference (``hg19_`` and ``mm10_`` genes side by side) keep theirs, so that a human and a mouse gene never
+    merge into one.
     """
     var = adata.var
     source = "var_names"
@@ -306,6 +315,10 @@ def gene_keys(adata: AnnData, *, id_column: str | None = None, aliases=None) -> 
                 for s, e in zip(symbols, ids, strict=True)
             ]
             source = f"var[{col!r}] (var_names are Ensembl IDs)"
+    prefixes = {genome_prefix(x.strip()) for x in ids} - {None}
+    dropped = prefixes.pop() if len(prefixes) == 1 else None
+    if dropped is not None:
+        ids = [strip_genome_prefix(x.strip()) for x in ids]
     alias = _read_aliases(aliases)
     # an alias never takes the name of a gene the dataset measures under that name itself
     own = {x.strip().upper() for x in ids} if alias else set()
@@ -320,7 +333,12 @@ def gene_keys(adata: AnnData, *, id_column: str | None = None, aliases=None) -> 
         if target is not None and target.upper() != name.upper() and target.upper() not in own:
             name, n_alias = target, n_alias + 1
         out.append(name)
-    return out, {"id_source": source, "ensembl_versions_stripped": n_version, "aliases_applied": n_alias}
+    return out, {
+        "id_source": source,
+        "genome_prefix_dropped": dropped or "",
+        "ensembl_versions_stripped": n_version,
+        "aliases_applied": n_alias,
+    }
 
 
 # --------------------------------------------------------------------------------------------- building

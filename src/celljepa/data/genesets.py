@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import gzip
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -22,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from .._errors import InputError
+from ._names import strip_genome_prefix
 
 __all__ = [
     "BUILTIN_GENE_SETS",
@@ -47,8 +47,6 @@ _DOROTHEA_COLUMNS = ("tf", "confidence", "target")
 _CONFIDENCE_LEVELS = "ABCDE"
 _MISSING = ("", "NA", "NAN")  # PROGENy cells read as weight 0
 UNASSIGNED = "unassigned"  # the module of genes in no set
-#: a reference-genome prefix of a gene name, as Cell Ranger writes for multi-genome references
-GENOME_PREFIX = re.compile(r"^(?:hg19|hg38|GRCh37|GRCh38|mm9|mm10|GRCm38|GRCm39)(?:_+|-)")
 _DELIMITERS = {".csv": ",", ".tsv": "\t", ".tab": "\t", ".txt": "\t"}
 
 _LAYOUTS_HELP = (
@@ -165,7 +163,7 @@ def gene_module_map(
     for i, g in enumerate(var_names):
         position.setdefault(g, []).append(i)
     for i, g in enumerate(var_names):  # a reference-genome prefix (hg19_ISG15) matches the bare symbol
-        bare = GENOME_PREFIX.sub("", g)
+        bare = strip_genome_prefix(g)
         if bare != g and bare not in position:
             position.setdefault(bare, []).append(i)
     ids = np.full(len(var_names), -1, dtype=np.int64)

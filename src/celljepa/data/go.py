@@ -28,7 +28,7 @@ from sklearn.decomposition import TruncatedSVD
 
 from .._errors import InputError
 from .._io import write_atomic
-from .genesets import GENOME_PREFIX
+from ._names import genome_prefix, strip_genome_prefix
 
 __all__ = [
     "GO_TABLE",
@@ -299,8 +299,8 @@ class GOEmbedding:
         i = self._exact.get(name)
         if i is None:
             i = self._folded.get(name.upper())
-        if i is None and GENOME_PREFIX.match(name):  # Cell Ranger's multi-genome names: hg19_TP53 -> TP53
-            return self._index(GENOME_PREFIX.sub("", name, count=1))
+        if i is None and genome_prefix(name):  # Cell Ranger's multi-genome names: hg19_TP53 -> TP53
+            return self._index(strip_genome_prefix(name))
         return i
 
     def vector(self, name: str) -> np.ndarray | None:
