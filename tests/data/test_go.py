@@ -193,6 +193,6 @@ def test_genome_prefixed_names_find_their_symbols_on_the_real_citefuse_panel(emb
     bare_m, bare_found = embedding.matrix_for([n[len("hg19_") :] for n in names])
     assert np.array_equal(found, bare_found) and np.array_equal(m, bare_m)
     assert embedding.coverage(names) > 0.9
-    # only a known genome prefix is stripped, and an exact symbol still wins
+    # only a known genome prefix is stripped, and a prefixed name finds its symbol case-insensitively
     assert embedding.vector("GRCh38-TP53") is not None and embedding.vector("xx_TP53") is None
     assert np.array_equal(embedding.vector("mm10___tp53"), embedding.vector("TP53"))
