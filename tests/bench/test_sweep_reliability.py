@@ -99,7 +99,9 @@ def test_the_reliability_grid_loads_with_its_candidates_cheapest_first(tmp_path)
     configs = {a: ablation_configs(grid.jepa, grid.transition, o, 0)[1] for a, o in grid.ablations.items()}
     assert (configs["warmup_cosine"].lr_warmup, configs["warmup_cosine"].lr_schedule) == (100, "cosine")
     assert (configs["longer"].max_steps, configs["longer"].patience) == (1600, 12)
-    assert configs["ensemble3"].ensemble == 3 and configs["default"] == TransitionConfig().replace(seed=0)
+    # every candidate starts from the default the sweep ran with: one network (the ensemble of 3 is the default now)
+    assert configs["ensemble3"].ensemble == 3 and configs["default"] == TransitionConfig().replace(seed=0, ensemble=1)
+    assert configs["longer"].ensemble == configs["warmup_cosine"].ensemble == 1
     bad = tmp_path / "bad.yaml"
     bad.write_text((REPO / "configs" / "sweeps" / "reliability.yaml").read_text().replace("ensemble: 3", "ensembel: 3"))
     with pytest.raises(InputError, match="ablation ensemble3.*ensembel"):

@@ -209,7 +209,7 @@ def test_a_zero_residual_predicts_the_controls_exactly():
     train, cond, _ = _synthetic()
     train.z = train.z + 1e-3 * np.pi  # coordinates that float32 cannot hold exactly
     train.embedding = train.z.astype(np.float32)
-    model = JEPATransition("set", TransitionConfig(max_steps=1, lr=0.0, eval_every=1)).fit(train)
+    model = JEPATransition("set", TransitionConfig(max_steps=1, lr=0.0, eval_every=1, ensemble=1)).fit(train)
     with __import__("torch").no_grad():
         model.net_.body[-1].bias.zero_()
     np.testing.assert_array_equal(model.predict(cond), train.control_cells("d"))
@@ -248,18 +248,23 @@ def test_learning_rate_warm_up_and_cosine_schedule():
         TransitionConfig(ensemble=0)
 
 
-def test_new_settings_stay_out_of_the_recorded_config_at_their_defaults():
-    assert not {"lr_warmup", "lr_schedule", "ensemble"} & set(TransitionConfig().to_dict())
-    changed = TransitionConfig(ensemble=3, lr_warmup=50).to_dict()
+def test_later_settings_stay_out_of_the_record_at_the_value_earlier_runs_used():
+    # a run frozen before lr_warmup / lr_schedule / ensemble existed recorded none of them: one network
+    single = TransitionConfig(ensemble=1)
+    assert not {"lr_warmup", "lr_schedule", "ensemble"} & set(single.to_dict())
+    assert TransitionConfig.from_dict(single.to_dict()) == single
+    # the ensemble of 3 is the default now, and is recorded (so it never matches an earlier run's digest)
+    assert TransitionConfig().ensemble == 3 and TransitionConfig().to_dict()["ensemble"] == 3
+    changed = TransitionConfig(lr_warmup=50).to_dict()
     assert changed["ensemble"] == 3 and changed["lr_warmup"] == 50 and "lr_schedule" not in changed
-    assert TransitionConfig(**changed) == TransitionConfig(ensemble=3, lr_warmup=50)
+    assert TransitionConfig.from_dict(changed) == TransitionConfig(lr_warmup=50)
 
 
 def test_ensemble_predicts_the_mean_of_its_members_and_round_trips(tmp_path):
     train, cond, _ = _synthetic()
     cfg = TransitionConfig(max_steps=60, eval_every=10, seed=2)
     ens = JEPATransition("set", cfg.replace(ensemble=3)).fit(train)
-    members = [JEPATransition("set", cfg.replace(seed=2 + 1000 * k)).fit(train) for k in range(3)]
+    members = [JEPATransition("set", cfg.replace(seed=2 + 1000 * k, ensemble=1)).fit(train) for k in range(3)]
     ctrl = train.control_rows("d")
     z, e = train.embedding[ctrl], train.z[ctrl]
     mean_residual = np.mean([m.predict_cells(cond, z, e)[0] - z for m in members], axis=0)
@@ -273,3 +278,14 @@ def test_ensemble_predicts_the_mean_of_its_members_and_round_trips(tmp_path):
     np.testing.assert_allclose(back.predict_cells(cond, z, e)[1], ens.predict_cells(cond, z, e)[1], atol=1e-6)
     again = JEPATransition("set", cfg.replace(ensemble=3)).fit(train)
     np.testing.assert_array_equal(again.predict(cond), ens.predict(cond))
+
+
+def test_a_single_network_saved_without_the_ensemble_key_loads_as_one_network(tmp_path):
+    train, cond, _ = _synthetic()
+    single = JEPATransition("set", TransitionConfig(max_steps=10, eval_every=5, ensemble=1)).fit(train)
+    single.save(tmp_path / "one")
+    back = JEPATransition.load(tmp_path / "one")
+    assert back.config.ensemble == 1 and type(back.net_).__name__ == "TransitionNet"
+    ctrl = train.control_rows("d")
+    got = back.predict_cells(cond, train.embedding[ctrl], train.z[ctrl])[1]
+    np.testing.assert_allclose(got, single.predict(cond), atol=1e-6)

@@ -40,7 +40,8 @@ def fit_transition(
     kind
         ``"set"`` (a per-cell map trained with the E-distance set loss) or ``"prototype"`` (set means).
     config
-        A :class:`~celljepa.models.TransitionConfig` (default settings when ``None``); its seed is ``seed``.
+        A :class:`~celljepa.models.TransitionConfig` (default settings when ``None``: an ensemble of three
+        networks; ``TransitionConfig(ensemble=1)`` trains one, in a third of the time); its seed is ``seed``.
     fold
         A split fold to train and validate on, instead of all cells.
     val_fraction
