@@ -75,3 +75,20 @@ def test_shipped_configs_load():
     assert configs["ablation-anticollapse-off"].train.anticollapse is False
     assert configs["ablation-module-mask"].mask.kind == "module"
     assert configs["ablation-target-cell"].train.target == "cell"
+
+
+def test_settings_added_later_read_back_as_earlier_runs_had_them():
+    # A record made before a setting existed lacks it; JEPAConfig.from_dict fills a missing key with the current
+    # default, which is right only while that default is the value earlier runs used. Changing such a default
+    # needs a record reader (as TransitionConfig.from_dict), and this fails until one is written.
+    from celljepa.train.config import _LEGACY_VALUES
+
+    defaults = JEPAConfig()
+    record = JEPAConfig().to_dict()
+    for section, values in _LEGACY_VALUES.items():
+        for key, legacy in values.items():
+            assert getattr(getattr(defaults, section), key) == legacy, (section, key)
+            assert key not in record[section]
+    assert JEPAConfig.from_dict(record) == defaults
+    changed = defaults.replace(train={"thin_views": 0.2}, data={"counts_layer": "counts"})
+    assert changed.to_dict()["train"]["thin_views"] == 0.2 and changed.to_dict()["data"]["counts_layer"] == "counts"

@@ -48,7 +48,7 @@ from ..data._keys import suggest
 from ..nn.transition import EnsembleNet, TransitionNet
 from ..train import distributed as D
 from ..train.checkpoint import safe_torch_load
-from ..train.config import check_choice, coerce_setting
+from ..train.config import check_choice, coerce_setting, omit_legacy
 from .base import Condition, PerturbationModel, TrainData
 
 __all__ = ["ActionFeaturizer", "JEPATransition", "TransitionConfig", "load_transition_config"]
@@ -172,11 +172,7 @@ class TransitionConfig:
 
     def to_dict(self) -> dict:
         """Every setting, less those added later while they hold the value earlier runs used."""
-        out = dataclasses.asdict(self)
-        for name, legacy in _LEGACY_VALUES.items():
-            if out[name] == legacy:
-                del out[name]
-        return out
+        return omit_legacy(dataclasses.asdict(self), _LEGACY_VALUES)
 
     @classmethod
     def from_dict(cls, record: dict) -> TransitionConfig:

@@ -28,11 +28,14 @@ __all__ = [
     "check_choice",
     "coerce_setting",
     "load_config",
+    "omit_legacy",
 ]
 
 MASK_KINDS = ("random", "block", "module")
-#: (section, key, default) of settings left out of :meth:`JEPAConfig.to_dict` at their defaults
-_OMITTED_AT_DEFAULT = (("train", "thin_views", 0.0), ("data", "counts_layer", None))
+#: Settings added after runs were frozen, with the value every earlier run used (see :func:`omit_legacy`). Each
+#: equals its current default, so a record without it reads back right through :meth:`JEPAConfig.from_dict`;
+#: a changed default needs a record reader that fills these in, as :class:`~celljepa.models.TransitionConfig` has.
+_LEGACY_VALUES = {"train": {"thin_views": 0.0}, "data": {"counts_layer": None}}
 GENE_EMBEDDINGS = ("free", "go")
 TARGETS = ("cell", "hidden")
 
@@ -169,13 +172,7 @@ class JEPAConfig:
         return cfg
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        # settings added after runs were frozen leave the record (and every digest) at their defaults, so that a
-        # finished run of the same configuration is still recognised
-        for section, key, default in _OMITTED_AT_DEFAULT:
-            if d[section][key] == default:
-                del d[section][key]
-        return d
+        return omit_legacy(asdict(self), _LEGACY_VALUES)
 
     def replace(self, **sections: dict) -> JEPAConfig:
         """A copy with some keys changed: ``cfg.replace(train={"seed": 1})``."""
@@ -272,6 +269,26 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict | None = 
 # ---------------------------------------------------------------------------------------- helpers
 _ON = {"on", "true", "yes", "1"}
 _OFF = {"off", "false", "no", "0"}
+
+
+def omit_legacy(record: dict, legacy: dict) -> dict:
+    """``record`` less the settings that hold the value every run before them used (nested like ``record``).
+
+    A setting added after runs were frozen then leaves the record, and every digest made from it, as it was, so
+    that a finished run of the same configuration is still recognised; a reader fills it back in with that value.
+
+    >>> omit_legacy({"a": 1, "s": {"b": 0, "c": 2}}, {"s": {"b": 0}})
+    {'a': 1, 's': {'c': 2}}
+    >>> omit_legacy({"a": 3}, {"a": 1})
+    {'a': 3}
+    """
+    out = dict(record)
+    for key, value in legacy.items():
+        if isinstance(value, dict):
+            out[key] = omit_legacy(out[key], value)
+        elif key in out and out[key] == value:
+            del out[key]
+    return out
 
 
 def coerce_setting(value: Any, default: Any, where: str) -> Any:
