@@ -4,7 +4,12 @@ Groups
 ------
 * ``edistance-allpairs-100x200x50``: all-pairs E-distance, 100 groups x 200 cells x 50 dims, float32. The
   ``matmul`` entries time ``torch.matmul`` in the same run; the summary prints the kernel's multiply-add
-  rate ((N^2 / 2) * d MACs) as a percentage of matmul's.
+  rate ((N^2 / 2) * d MACs) as a percentage of matmul's, and its time as a ratio to the first kernel's
+  (``tiles``, raw rows: the reference the centred kernel replaced).
+* ``edistance-small-10x20x50`` and ``edistance-wide-20x200x2000``: the centred kernel against the first one
+  (the peer) on small groups and on wide data, where it must not be slower.
+* ``edistance-pertpy-100x200x50`` (with pertpy installed): pertpy's ``Distance("edistance")`` for all pairs
+  against celljepa's ``cj.tl.edistance`` on the same AnnData.
 * ``edistance-squared-100x200x50``: all-pairs squared (scPerturb) E-distance, the exact O(N·d) closed form
   (what the ``auto`` backend runs for squared distances) against the pairwise C++ kernel (the peer).
 * ``edistance-setloss-64x128x64``: set loss forward + backward, 64 conditions x 128 cells x 64 dims.
@@ -22,6 +27,7 @@ import torch
 
 from celljepa.kernels import _reference as ref
 from celljepa.kernels import edistance, edistance_loss
+from celljepa.kernels._edistance import cpu_kernel
 
 G, NG, D = 100, 200, 50
 N = G * NG
@@ -59,10 +65,20 @@ def _reference_allpairs(x, off):
 @pytest.mark.benchmark(group="edistance-allpairs-100x200x50")
 def test_allpairs_celljepa_cpu(benchmark, cells):
     x, off = cells
-    e = benchmark.pedantic(edistance, (x, off), kwargs={"backend": "cpu"}, rounds=5, warmup_rounds=1)
+    e = benchmark.pedantic(edistance, (x, off), kwargs={"backend": "cpu"}, rounds=15, warmup_rounds=2)
     RATES["kernel"] = MACS / benchmark.stats.stats.median
     RATES["kernel_best"] = MACS / benchmark.stats.stats.min
     torch.testing.assert_close(e, _reference_allpairs(x, off), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.benchmark(group="edistance-allpairs-100x200x50")
+def test_allpairs_tiles_kernel(benchmark, cells):
+    """The first C++ kernel (raw rows, no centring), same data, same run."""
+    x, off = cells
+    with cpu_kernel("tiles"):
+        benchmark.pedantic(edistance, (x, off), kwargs={"backend": "cpu"}, rounds=15, warmup_rounds=2)
+    RATES["tiles"] = MACS / benchmark.stats.stats.median
+    RATES["tiles_best"] = MACS / benchmark.stats.stats.min
 
 
 @pytest.mark.benchmark(group="edistance-allpairs-100x200x50")
@@ -81,7 +97,7 @@ def test_allpairs_matmul_same_shape(benchmark, cells):
         for b in blocks[: len(blocks) // 2]:
             torch.matmul(b, x.T)
 
-    benchmark.pedantic(run, rounds=5, warmup_rounds=1)
+    benchmark.pedantic(run, rounds=15, warmup_rounds=2)
     RATES["matmul_same_shape"] = (len(blocks) // 2) * 2000 * N * D / benchmark.stats.stats.median
     RATES["matmul_same_shape_best"] = (len(blocks) // 2) * 2000 * N * D / benchmark.stats.stats.min
 
@@ -90,7 +106,7 @@ def test_allpairs_matmul_same_shape(benchmark, cells):
 def test_allpairs_matmul_square_1024(benchmark):
     """Compute-bound torch.matmul (1024^3), the machine's practical peak multiply-add rate."""
     a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
-    benchmark.pedantic(torch.matmul, (a, b), rounds=20, warmup_rounds=3)
+    benchmark.pedantic(torch.matmul, (a, b), rounds=60, warmup_rounds=5)
     RATES["matmul_square"] = 1024**3 / benchmark.stats.stats.median
     RATES["matmul_square_best"] = 1024**3 / benchmark.stats.stats.min
     _report_mac_rate(benchmark)
@@ -103,6 +119,9 @@ def _report_mac_rate(benchmark):
         k = RATES.get("kernel" + stat)
         if k is None:
             return
+        if (t := RATES.get("tiles" + stat)) is not None:
+            benchmark.extra_info[f"kernel_time_over_tiles{stat}"] = round(t / k, 3)
+            print(f"\nall-pairs kernel ({'best times' if stat else 'medians'}): time {t / k:.2f}x the first kernel's")
         for name in ("matmul_same_shape", "matmul_square"):
             ref_rate = RATES.get(name + stat)
             if ref_rate is None:
@@ -129,6 +148,63 @@ def test_squared_pairwise_kernel_peer(benchmark, cells):
     benchmark.pedantic(edistance, (x, off), kwargs={"squared": True, "backend": "cpu"}, rounds=5, warmup_rounds=1)
 
 
+def _shape(g, ng, d, seed):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(g * ng, d, generator=gen), torch.arange(0, g * ng + 1, ng)
+
+
+@pytest.mark.parametrize("kernel", ["centered", "tiles_peer"])
+@pytest.mark.benchmark(group="edistance-small-10x20x50")
+def test_small_groups(benchmark, kernel):
+    x, off = _shape(10, 20, 50, 3)
+    with cpu_kernel(kernel.removesuffix("_peer")):
+        benchmark.pedantic(edistance, (x, off), kwargs={"backend": "cpu"}, rounds=300, warmup_rounds=20)
+
+
+@pytest.mark.parametrize("kernel", ["centered", "tiles_peer"])
+@pytest.mark.benchmark(group="edistance-wide-20x200x2000")
+def test_wide_data(benchmark, kernel):
+    x, off = _shape(20, 200, 2000, 4)
+    with cpu_kernel(kernel.removesuffix("_peer")):
+        benchmark.pedantic(edistance, (x, off), kwargs={"backend": "cpu"}, rounds=11, warmup_rounds=2)
+
+
+SHAPES = {
+    "allpairs-100x200x50": (100, 200, 50, 15),
+    "small-10x20x50": (10, 20, 50, 400),
+    "wide-20x200x2000": (20, 200, 2000, 11),
+}
+
+
+@pytest.mark.parametrize("shape", list(SHAPES))
+@pytest.mark.benchmark(group="edistance-centered-vs-tiles-interleaved")
+def test_centered_over_tiles_interleaved(benchmark, shape):
+    """Time ratio centred / first kernel from calls that alternate (one of each per round), robust to a machine
+    whose speed drifts between two benchmarks: the min over rounds of each, and the median of per-round ratios."""
+    import statistics
+    import time
+
+    g, ng, d, rounds = SHAPES[shape]
+    x, off = _shape(g, ng, d, 5)
+    times: dict[str, list[float]] = {"centered": [], "tiles": []}
+
+    def one_round():
+        for name in ("centered", "tiles") if len(times["tiles"]) % 2 else ("tiles", "centered"):
+            with cpu_kernel(name):
+                t0 = time.perf_counter()
+                edistance(x, off, backend="cpu")
+                times[name].append(time.perf_counter() - t0)
+
+    benchmark.pedantic(one_round, rounds=rounds, warmup_rounds=2)
+    c, t = times["centered"][2:], times["tiles"][2:]
+    best = min(c) / min(t)
+    per_round = statistics.median(a / b for a, b in zip(c, t, strict=True))
+    benchmark.extra_info.update(
+        {"centered_over_tiles_best": round(best, 3), "centered_over_tiles_median": round(per_round, 3)}
+    )
+    print(f"\n{shape}: centred / first kernel = {best:.3f} (best times), {per_round:.3f} (median of per-round ratios)")
+
+
 B, NB, DL = 64, 128, 64
 
 
@@ -153,6 +229,13 @@ def test_setloss_celljepa_cpu(benchmark, sets):
     p, o, off = sets
     g = benchmark.pedantic(_fwd_bwd, (p, o, off, "cpu"), rounds=10, warmup_rounds=2)
     torch.testing.assert_close(g, _fwd_bwd(p, o, off, "reference"), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.benchmark(group="edistance-setloss-64x128x64")
+def test_setloss_tiles_kernel(benchmark, sets):
+    p, o, off = sets
+    with cpu_kernel("tiles"):
+        benchmark.pedantic(_fwd_bwd, (p, o, off, "cpu"), rounds=10, warmup_rounds=2)
 
 
 @pytest.mark.benchmark(group="edistance-setloss-64x128x64")
@@ -193,28 +276,22 @@ def cells_adata(cells):
     return adata
 
 
+def _tool(benchmark, adata, rounds, **kwargs):
+    import celljepa as cj
+
+    benchmark.pedantic(cj.tl.edistance, (adata, "group"), kwargs=kwargs, rounds=rounds, warmup_rounds=1)
+
+
 @pytest.mark.benchmark(group="edistance-allpairs-vs-scperturb")
 def test_scperturb_celljepa_tool(benchmark, cells_adata):
     """celljepa's scanpy-style tool with scPerturb's estimator (squared distances, no subsampling)."""
-    import celljepa as cj
-
-    benchmark.pedantic(
-        cj.tl.edistance,
-        (cells_adata, "group"),
-        kwargs={"equalize": False, "squared": True, "backend": "cpu"},
-        rounds=3,
-        warmup_rounds=1,
-    )
+    _tool(benchmark, cells_adata, 3, equalize=False, squared=True, backend="cpu")
 
 
 @pytest.mark.benchmark(group="edistance-allpairs-vs-scperturb")
 def test_scperturb_celljepa_closed_form(benchmark, cells_adata):
     """The same tool on the auto backend: squared distances take the exact closed form."""
-    import celljepa as cj
-
-    benchmark.pedantic(
-        cj.tl.edistance, (cells_adata, "group"), kwargs={"equalize": False, "squared": True}, rounds=5, warmup_rounds=1
-    )
+    _tool(benchmark, cells_adata, 5, equalize=False, squared=True)
 
 
 @pytest.mark.benchmark(group="edistance-allpairs-vs-scperturb")
@@ -227,4 +304,25 @@ def test_scperturb_peer_edist(benchmark, cells_adata):
         kwargs={"obs_key": "group", "obsm_key": "X_pca", "dist": "sqeuclidean", "n_jobs": -1, "verbose": False},
         rounds=1,
         warmup_rounds=0,
+    )
+
+
+@pytest.mark.benchmark(group="edistance-pertpy-100x200x50")
+def test_pertpy_celljepa_tool(benchmark, cells_adata):
+    """celljepa's scanpy-style tool: all-pairs E-distance (pertpy's estimator: self pairs in the within terms)."""
+    _tool(benchmark, cells_adata, 3, equalize=False, include_self_pairs=True, backend="cpu")
+
+
+@pytest.mark.benchmark(group="edistance-pertpy-100x200x50")
+def test_pertpy_peer_pairwise(benchmark, cells_adata):
+    """Peer: pertpy 1.0's ``Distance("edistance").pairwise`` over the same groups and representation."""
+    # pertpy 1.0.3 imports multipletests from where statsmodels 0.15 no longer has it (docs/tutorials/pertpy.md)
+    multicomp = pytest.importorskip("statsmodels.sandbox.stats.multicomp", reason="pertpy needs statsmodels")
+    multitest = pytest.importorskip("statsmodels.stats.multitest", reason="pertpy needs statsmodels")
+    if not hasattr(multicomp, "multipletests"):
+        multicomp.multipletests = multitest.multipletests
+    pt = pytest.importorskip("pertpy", reason="install pertpy for the pertpy peer")
+    dist = pt.tools.Distance(metric="edistance", obsm_key="X_pca")
+    benchmark.pedantic(
+        dist.pairwise, (cells_adata,), kwargs={"groupby": "group", "show_progressbar": False}, rounds=1, warmup_rounds=0
     )

@@ -32,6 +32,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
                 "celljepa._errors",
                 "celljepa._logging",
                 "celljepa._settings",
+                "celljepa._threads",
                 "celljepa._version",
                 "celljepa._defaults",
             }

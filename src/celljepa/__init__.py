@@ -18,6 +18,7 @@ from ._errors import (
     Violation,
 )
 from ._settings import settings
+from ._threads import limit_threads
 from ._version import __version__
 
 # the public subpackages, imported on first attribute access (PEP 562)
@@ -47,6 +48,7 @@ __all__ = [
     "__version__",
     "datasets",
     "kernels",
+    "limit_threads",
     "models",
     "pl",
     "pp",

@@ -16,7 +16,8 @@ from collections.abc import Sequence
 
 from .._errors import CelljepaError, storage_error
 from .._logging import logger
-from .._settings import align_numba_threads, settings
+from .._settings import settings
+from .._threads import prepare_command
 from . import _slurm
 from ._commands import COMMANDS as _COMMANDS
 from ._parser import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, CommandParser, verbosity
@@ -35,9 +36,9 @@ def build_parser() -> CommandParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (0 ok, 1 error or invalid data, 2 usage)."""
-    # a command is its own process: numba (scanpy's kernels) follows OMP_NUM_THREADS there
-    if (why := align_numba_threads()) not in (None, "set"):
-        logger.warning(why)
+    # a command is its own process: its thread pools are sized to the CPUs it may use and idle threads sleep,
+    # set before torch, numba or the kernels start a pool
+    threads = prepare_command()
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)  # an unknown command or option: a usage error with a did-you-mean
@@ -45,6 +46,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     settings.verbosity = verbosity(args)
+    for line in threads:
+        logger.info(f"threads: {line}")
     try:
         return COMMANDS[args.command][1](args)
     except CelljepaError as err:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from .._errors import InputError
@@ -249,6 +251,35 @@ def edistance_loss(
 
 
 # ------------------------------------------------------------------------------------------ compiled backends
+#: The C++ kernels: "centered" (each block's tiles packed around the mean of its first group, the default) and
+#: "tiles" (the first kernel, raw rows: kept as the reference the centred one is tested and benchmarked against).
+CPU_KERNELS = {"centered": 1, "tiles": 0}
+_cpu_kernel = "centered"
+
+
+@contextlib.contextmanager
+def cpu_kernel(name: str):
+    """Run the C++ E-distance kernels as ``name`` inside the block (tests and benchmarks of the kernels).
+
+    >>> import torch
+    >>> from celljepa.kernels._edistance import cpu_kernel
+    >>> from celljepa.kernels import edistance
+    >>> x = torch.randn(40, 5, dtype=torch.float64); offsets = torch.tensor([0, 20, 40])
+    >>> with cpu_kernel("tiles"):
+    ...     old = edistance(x, offsets, backend="cpu")
+    >>> torch.allclose(old, edistance(x, offsets, backend="cpu"))
+    True
+    """
+    global _cpu_kernel
+    if name not in CPU_KERNELS:
+        raise InputError(f"unknown CPU kernel {name!r}; one of {', '.join(CPU_KERNELS)}.")
+    before, _cpu_kernel = _cpu_kernel, name
+    try:
+        yield
+    finally:
+        _cpu_kernel = before
+
+
 # The CPU tile edge is internal to the C++ kernel; CUDA work items are tiles of
 # celljepa._cuda.edistance_tile x edistance_tile pairs, listed here with torch (int64).
 
@@ -306,6 +337,35 @@ def _tile_items(offsets: torch.Tensor, blocks: torch.Tensor, tile: int) -> torch
     return torch.stack([bidx[keep], ti[keep] * tile, tj[keep] * tile], 1).contiguous()
 
 
+def _centred(x: torch.Tensor) -> torch.Tensor:
+    """``x`` less the float64 mean of its rows, in its dtype.
+
+    Distances are unchanged, and the CUDA kernels' expanded form then loses digits to the spread of the data, not
+    to its distance from the origin. (The C++ kernel centres each block on its own group instead, docs/kernels.md.)
+    """
+    return (x.to(torch.float64) - x.to(torch.float64).mean(dim=0)).to(x.dtype)
+
+
+def _centred_sets(p, pred_offsets, o, obs_offsets):
+    """Both sides of every set less the float64 mean of the set's observed cells.
+
+    A constant shift per set: distances and their gradients are unchanged.
+    """
+    b = pred_offsets.numel() - 1
+    dev = p.device
+    n_p = (pred_offsets[1:] - pred_offsets[:-1]).to(dev)
+    n_o = (obs_offsets[1:] - obs_offsets[:-1]).to(dev)
+    set_p = torch.repeat_interleave(torch.arange(b, device=dev), n_p, output_size=p.shape[0])
+    set_o = torch.repeat_interleave(torch.arange(b, device=dev), n_o, output_size=o.shape[0])
+    o64 = o.to(torch.float64)
+    centre = torch.zeros(b, o.shape[1], dtype=torch.float64, device=dev).index_add_(0, set_o, o64)
+    centre = centre / n_o.to(torch.float64)[:, None]
+    return (
+        (p.to(torch.float64) - centre[set_p]).to(p.dtype).contiguous(),
+        (o64 - centre[set_o]).to(o.dtype).contiguous(),
+    )
+
+
 def _stream(dev: torch.device) -> int:
     return int(torch.cuda.current_stream(dev).cuda_stream)
 
@@ -323,6 +383,7 @@ def _block_sums_op(x: torch.Tensor, offsets: torch.Tensor, blocks: torch.Tensor,
     k = blocks.shape[0]
     if _on_cuda(x):
         dev = x.device
+        x = _centred(x)
         offs = offsets.to(dev, torch.int64).contiguous()
         blk = blocks.to(dev, torch.int64).contiguous()
         items = _tile_items(offs, blk, load_cuda().edistance_tile)  # built on the device
@@ -361,6 +422,7 @@ def _block_sums_op(x: torch.Tensor, offsets: torch.Tensor, blocks: torch.Tensor,
         squared,
         x.dtype == torch.float64,
         out.data_ptr(),
+        CPU_KERNELS[_cpu_kernel],
     )
     return out
 
@@ -401,6 +463,7 @@ def _loss_sums_and_grads(pred, pred_offsets, obs, obs_offsets, squared, need_p, 
     is_double = p.dtype == torch.float64
     if _on_cuda(p):
         poff, ooff = pred_offsets.to(dev), obs_offsets.to(dev)
+        p, o = _centred_sets(p, poff, o, ooff)
         items = _loss_items(poff, ooff, load_cuda().edistance_tile)
         part = torch.empty(items.shape[0], dtype=torch.float64, device=dev)
         pn = torch.empty(p.shape[0], dtype=p.dtype, device=dev)
@@ -443,6 +506,7 @@ def _loss_sums_and_grads(pred, pred_offsets, obs, obs_offsets, squared, need_p, 
         sums.data_ptr(),
         gp.data_ptr() if gp is not None else 0,
         go.data_ptr() if go is not None else 0,
+        CPU_KERNELS[_cpu_kernel],
     )
     return sums, gp, go
 
