@@ -209,7 +209,7 @@ def limit_threads(n: int | None = None) -> dict[str, int]:
     >>> pools["torch"]
     1
     """
-    import torch  # noqa: F401  (its pools are what needs the limit)
+    import torch
 
     if n is None:
         n, source = cpu_budget()
@@ -217,9 +217,8 @@ def limit_threads(n: int | None = None) -> dict[str, int]:
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise InputError(f"limit_threads: n must be a positive integer (threads per pool), got {n!r}.")
         source = "n"
+    torch.set_num_threads(n)  # exactly n (a command only ever lowers it)
     pools = _cap_started_pools(n, sys.modules)
-    sys.modules["torch"].set_num_threads(n)
-    pools["torch"] = n
     if not os.environ.get("GOMP_SPINCOUNT") and not os.environ.get("OMP_WAIT_POLICY"):
         logger.info(
             "limit_threads: idle OpenMP threads spin ~300,000 iterations between parallel regions; export "
