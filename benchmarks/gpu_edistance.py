@@ -1,5 +1,9 @@
 """CUDA E-distance kernels: correctness against the C++ CPU kernels, then timings at GPU sizes.
 
+Both float32 block-sum kernels are checked and timed: "tiles" (SIMT register tiles, the default) and "tensor"
+(3xTF32 tensor cores, ``celljepa.kernels._ext.cuda_kernel("tensor")``); the target for "tensor" is >= 50 % of
+torch.matmul's fp32 rate (TF32 off) in the same run.
+
 Usage: ``python benchmarks/gpu_edistance.py results.json`` on a machine with a CUDA device and celljepa built
 with ``celljepa._cuda``. Needs only torch, numpy and celljepa. Writes a JSON of results to argv[1].
 """
@@ -15,6 +19,10 @@ import torch
 
 import celljepa
 from celljepa.kernels import build_info, cross_distance_means, edistance, edistance_loss
+from celljepa.kernels._ext import cuda_kernel
+
+#: the float32 block-sum kernels: SIMT register tiles (the default) and 3xTF32 tensor cores
+KERNELS = ("tiles", "tensor")
 
 
 def _offsets(sizes) -> torch.Tensor:
@@ -43,13 +51,16 @@ def check_correctness(results: dict) -> None:
         x[3] = x[4]
         off = _offsets(sizes)
         for squared in (False, True):
-            a = cross_distance_means(x.cuda(), off, squared=squared, backend="cuda").cpu()
-            b = cross_distance_means(x, off, squared=squared, backend="cpu")
-            torch.testing.assert_close(a, b, rtol=tol, atol=tol, equal_nan=True)
-            pairs = torch.tensor([[0, 1], [3, 2], [6, 6], [4, 0], [3, 6]])
-            a = cross_distance_means(x.cuda(), off, squared=squared, pairs=pairs, backend="cuda").cpu()
-            b = cross_distance_means(x, off, squared=squared, pairs=pairs, backend="cpu")
-            torch.testing.assert_close(a, b, rtol=tol, atol=tol, equal_nan=True)
+            for kernel in KERNELS:
+                with cuda_kernel(kernel):
+                    a = cross_distance_means(x.cuda(), off, squared=squared, backend="cuda").cpu()
+                b = cross_distance_means(x, off, squared=squared, backend="cpu")
+                torch.testing.assert_close(a, b, rtol=tol, atol=tol, equal_nan=True)
+                pairs = torch.tensor([[0, 1], [3, 2], [6, 6], [4, 0], [3, 6]])
+                with cuda_kernel(kernel):
+                    a = cross_distance_means(x.cuda(), off, squared=squared, pairs=pairs, backend="cuda").cpu()
+                b = cross_distance_means(x, off, squared=squared, pairs=pairs, backend="cpu")
+                torch.testing.assert_close(a, b, rtol=tol, atol=tol, equal_nan=True)
             # loss and gradients
             ns, ms = [3, 1, 40, 300, 64], [5, 2, 1, 270, 65]
             p = torch.randn(sum(ns), 37, generator=g, dtype=torch.float64).to(dtype)
@@ -86,21 +97,24 @@ def bench(results: dict) -> None:
     results["matmul_fp32_tflops"] = 2 * peak / 1e12
     print(f"torch.matmul fp32 8192^3: {2 * peak / 1e12:.1f} TFLOP/s", flush=True)
 
-    # all-pairs: 200k cells in 1000 groups x 50 dims
-    n, gsz, d = 200_000, 200, 50
-    x = torch.randn(n, d, device="cuda")
-    off = torch.arange(0, n + 1, gsz)
-    t = _time(lambda: edistance(x, off, backend="cuda"), reps=3, warmup=1)
-    macs = n * n / 2 * d
-    same = matmul_rate(n // 4, d, 8192)
-    results["allpairs_200k_1000groups_50d"] = {
-        "seconds": t,
-        "tflops": 2 * macs / t / 1e12,
-        "pct_of_matmul_peak": 100 * macs / t / peak,
-        "pct_of_matmul_same_k": 100 * macs / t / same,
-        "matmul_same_k_tflops": 2 * same / 1e12,
-    }
-    print("all-pairs 200k:", results["allpairs_200k_1000groups_50d"], flush=True)
+    # all-pairs: 200k cells in 1000 groups x 50 dims (and the CPU benchmark's 100 x 200 x 50), each kernel
+    d = 50
+    same = matmul_rate(200_000 // 4, d, 8192)
+    results["matmul_same_k_tflops"] = 2 * same / 1e12
+    for n, gsz, name in ((200_000, 200, "allpairs_200k_1000groups_50d"), (20_000, 200, "allpairs_100x200x50")):
+        x = torch.randn(n, d, device="cuda")
+        off = torch.arange(0, n + 1, gsz)
+        macs = n * n / 2 * d
+        for kernel in KERNELS:
+            with cuda_kernel(kernel):
+                t = _time(lambda x=x, off=off: edistance(x, off, backend="cuda"), reps=5, warmup=2)
+            results[f"{name}/{kernel}"] = {
+                "seconds": t,
+                "tflops": 2 * macs / t / 1e12,
+                "pct_of_matmul_peak": 100 * macs / t / peak,
+                "pct_of_matmul_same_k": 100 * macs / t / same,
+            }
+            print(f"{name} [{kernel}]:", results[f"{name}/{kernel}"], flush=True)
 
     # one-sided: 1M cells, 1000 groups of 990 against a control group of 10k
     n_groups, n_ctrl, n = 1000, 10_000, 1_000_000
@@ -108,17 +122,19 @@ def bench(results: dict) -> None:
     sizes = [n_ctrl] + [(n - n_ctrl) // n_groups] * n_groups
     off = _offsets(sizes)
     pairs = torch.stack([torch.zeros(n_groups, dtype=torch.int64), torch.arange(1, n_groups + 1)], 1)
-    torch.cuda.reset_peak_memory_stats()
-    t = _time(lambda: edistance(x, off, pairs=pairs, backend="cuda"), reps=3, warmup=1)
     gs = sizes[1]
     macs = (n_ctrl * gs * n_groups + n_ctrl**2 / 2 + n_groups * gs**2 / 2) * d
-    results["onesided_1M_50d"] = {
-        "seconds": t,
-        "tflops": 2 * macs / t / 1e12,
-        "pct_of_matmul_peak": 100 * macs / t / peak,
-        "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30,
-    }
-    print("one-sided 1M:", results["onesided_1M_50d"], flush=True)
+    for kernel in KERNELS:
+        torch.cuda.reset_peak_memory_stats()
+        with cuda_kernel(kernel):
+            t = _time(lambda: edistance(x, off, pairs=pairs, backend="cuda"), reps=3, warmup=1)
+        results[f"onesided_1M_50d/{kernel}"] = {
+            "seconds": t,
+            "tflops": 2 * macs / t / 1e12,
+            "pct_of_matmul_peak": 100 * macs / t / peak,
+            "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30,
+        }
+        print(f"one-sided 1M [{kernel}]:", results[f"onesided_1M_50d/{kernel}"], flush=True)
 
     # set loss fwd + bwd: 1024 conditions x 256 cells x 64 dims
     b, nb, dl = 1024, 256, 64

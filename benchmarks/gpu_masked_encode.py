@@ -7,7 +7,10 @@ Usage::
 1. Correctness (asserts): on random CSR data, for every mask kind and float32/float64, the CUDA
    backend's forward, dW, db and dvalues match the C++ CPU backend, and the CUDA mask (``mask_bits``
    kernel and the zero pattern of dvalues) is identical to the CPU/Python mask.
-2. Timing: forward + backward (dW, db) of ``masked_encode`` at GPU sizes (default 65,536 cells ×
+   The float32 tensor-core kernels (``cuda_kernel("tensor")``: CSR gather and mask fused with 3xTF32 tiles) are
+   checked against the same CPU results.
+2. Timing: forward + backward (dW, db) of ``masked_encode`` at GPU sizes, with each CUDA kernel ("tiles", the
+   default, and "tensor"; target >= 1.5x the dense peer) (default 65,536 cells ×
    2,000 genes at 10 % density, H = 256, float32, ``kind="random"``, ratio 0.25) against densify +
    dense keep mask + ``torch.matmul`` + backward on the same GPU; warm-up, ``torch.cuda.synchronize``,
    median of repeats, cells/s, the time ratio and the peak GPU memory of each
@@ -30,6 +33,7 @@ import torch
 import celljepa
 from celljepa.kernels import _reference_masked_encode as ref
 from celljepa.kernels import load_cuda, mask_for, masked_encode
+from celljepa.kernels._ext import cuda_kernel
 
 KINDS = ("none", "random", "block", "module")
 
@@ -65,17 +69,25 @@ def check_correctness() -> dict:
                 gene_to_module=modules if kind == "module" else None,
             )
             res = {}
-            for backend, dev in (("cpu", "cpu"), ("cuda", "cuda")):
+            runs = [("cpu", "cpu", "tiles"), ("cuda", "cuda", "tiles")]
+            if dtype == torch.float32:
+                runs.append(("cuda", "cuda", "tensor"))
+            for backend, dev, kernel in runs:
                 v = values.to(dev).clone().requires_grad_(True)
                 wr = w.detach().to(dev).clone().requires_grad_(True)
                 br = b.detach().to(dev).clone().requires_grad_(True)
-                h = masked_encode((crow.to(dev), col.to(dev), v, n_genes), wr, br, backend=backend, **kw)
-                h.backward(dout.to(dev))
-                res[backend] = [t.detach().cpu() for t in (h, wr.grad, br.grad, v.grad)]
+                with cuda_kernel(kernel):
+                    h = masked_encode((crow.to(dev), col.to(dev), v, n_genes), wr, br, backend=backend, **kw)
+                    h.backward(dout.to(dev))
+                res[f"{backend}/{kernel}"] = [t.detach().cpu() for t in (h, wr.grad, br.grad, v.grad)]
             tol = dict(rtol=2e-4, atol=2e-4) if dtype == torch.float32 else dict(rtol=1e-9, atol=1e-9)
-            for name, a, e in zip(("h", "dW", "db", "dvalues"), res["cuda"], res["cpu"], strict=True):
-                torch.testing.assert_close(a, e, **tol, msg=lambda m, n=name, k=kind, d=dtype: f"{k} {d} {n}: {m}")
-            assert torch.equal(res["cuda"][3] == 0, res["cpu"][3] == 0), f"{kind}: dvalues zero pattern differs"
+            for run in res:
+                for name, a, e in zip(("h", "dW", "db", "dvalues"), res[run], res["cpu/tiles"], strict=True):
+                    torch.testing.assert_close(
+                        a, e, **tol, msg=lambda m, n=name, k=kind, d=dtype, r=run: f"{r} {k} {d} {n}: {m}"
+                    )
+                assert torch.equal(res[run][3] == 0, res["cpu/tiles"][3] == 0), f"{kind}: dvalues zeros differ"
+            res["cuda"], res["cpu"] = res["cuda/tiles"], res["cpu/tiles"]
             # mask bits straight from the CUDA kernel vs the Python/CPU mask
             cells = torch.arange(n_cells, dtype=torch.int64, device="cuda") + kw["cell_offset"]
             bits = torch.empty(n_cells, n_genes, dtype=torch.uint8, device="cuda")
@@ -126,14 +138,15 @@ def benchmark(n_cells: int, n_genes: int, hidden: int, density: float, repeats: 
     dout = torch.randn(n_cells, hidden, device="cuda", generator=g)
     ratio = 0.25
 
-    def ours():
+    def ours(kernel="tiles"):
         w.grad = b.grad = None
-        masked_encode((crow, col, values, n_genes), w, b, kind="random", ratio=ratio, seed=1, backend="cuda").backward(
-            dout
-        )
+        with cuda_kernel(kernel):
+            masked_encode(
+                (crow, col, values, n_genes), w, b, kind="random", ratio=ratio, seed=1, backend="cuda"
+            ).backward(dout)
 
-    def ours_forward():
-        with torch.no_grad():
+    def ours_forward(kernel="tiles"):
+        with torch.no_grad(), cuda_kernel(kernel):
             masked_encode((crow, col, values, n_genes), w, b, kind="random", ratio=ratio, seed=1, backend="cuda")
 
     csr = torch.sparse_csr_tensor(crow, col, values, size=(n_cells, n_genes))
@@ -144,8 +157,23 @@ def benchmark(n_cells: int, n_genes: int, hidden: int, density: float, repeats: 
         keep = torch.rand(n_cells, n_genes, device="cuda") >= ratio
         (torch.matmul(x * keep, w) + b).backward(dout)
 
+    def peer_tf32():  # the same with TF32 matmuls (10-bit mantissas: less accurate than the float32 kernels)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        try:
+            peer()
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = False
+
+    torch.backends.cuda.matmul.allow_tf32 = False
     out = {"n_cells": n_cells, "n_genes": n_genes, "hidden": hidden, "density": density, "nnz": int(col.numel())}
-    for name, fn in (("celljepa_fwd_bwd", ours), ("celljepa_fwd_only", ours_forward), ("peer_dense_fwd_bwd", peer)):
+    for name, fn in (
+        ("celljepa_fwd_bwd", ours),
+        ("celljepa_fwd_only", ours_forward),
+        ("celljepa_tensor_fwd_bwd", lambda: ours("tensor")),
+        ("celljepa_tensor_fwd_only", lambda: ours_forward("tensor")),
+        ("peer_dense_fwd_bwd", peer),
+        ("peer_dense_tf32_fwd_bwd", peer_tf32),
+    ):
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
@@ -164,8 +192,10 @@ def benchmark(n_cells: int, n_genes: int, hidden: int, density: float, repeats: 
         )
     out["ratio_celljepa_over_peer"] = out["celljepa_fwd_bwd"]["median_s"] / out["peer_dense_fwd_bwd"]["median_s"]
     out["speedup_vs_peer"] = 1.0 / out["ratio_celljepa_over_peer"]
+    out["speedup_tensor_vs_peer"] = out["peer_dense_fwd_bwd"]["median_s"] / out["celljepa_tensor_fwd_bwd"]["median_s"]
     print(
-        f"celljepa / peer time ratio: {out['ratio_celljepa_over_peer']:.3f} (speed-up {out['speedup_vs_peer']:.2f}x)",
+        f"celljepa / peer time ratio: {out['ratio_celljepa_over_peer']:.3f} (speed-up {out['speedup_vs_peer']:.2f}x); "
+        f"tensor-core kernels: speed-up {out['speedup_tensor_vs_peer']:.2f}x (target >= 1.5x)",
         flush=True,
     )
     return out

@@ -20,4 +20,6 @@ PYBIND11_MODULE(_core, m) {
   m.def("max_threads", &celljepa::max_threads, "Threads an OpenMP parallel region would use now.");
   celljepa::bind_edistance_cpu(m);
   celljepa::bind_masked_encode_cpu(m);
+  celljepa::bind_edistance_tc_emulation(m);
+  celljepa::bind_masked_encode_tc_emulation(m);
 }

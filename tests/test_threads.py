@@ -134,12 +134,15 @@ def test_prepare_command_sets_what_is_unset_and_caps_what_is_too_high(monkeypatc
     monkeypatch.setattr(_threads, "cpu_budget", lambda environ: (2, "cgroup"))
     env: dict[str, str] = {}
     done = _threads.prepare_command(env, {})
-    assert env == {"OMP_NUM_THREADS": "2", "GOMP_SPINCOUNT": "1000", "NUMBA_NUM_THREADS": "2"}
+    assert env == {"OMP_NUM_THREADS": "2", "GOMP_SPINCOUNT": "1000", "KMP_BLOCKTIME": "1", "NUMBA_NUM_THREADS": "2"}
     assert any("from cgroup" in line for line in done)
     env = {"OMP_NUM_THREADS": "16", "OMP_WAIT_POLICY": "active"}
     done = _threads.prepare_command(env, {})
     assert env["OMP_NUM_THREADS"] == "2" and env["OMP_WAIT_POLICY"] == "active"  # the user's policy is kept
-    assert "GOMP_SPINCOUNT" not in env
+    assert "GOMP_SPINCOUNT" not in env and "KMP_BLOCKTIME" not in env
+    env = {"KMP_BLOCKTIME": "0"}
+    _threads.prepare_command(env, {})
+    assert env["KMP_BLOCKTIME"] == "0" and env["GOMP_SPINCOUNT"] == "1000"  # each runtime's own setting is kept
     assert any("lowered from 16 to 2" in line for line in done)
     env = {"OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
     _threads.prepare_command(env, {})

@@ -7,6 +7,8 @@ namespace celljepa {
 
 void bind_edistance_cpu(pybind11::module_& m);
 void bind_masked_encode_cpu(pybind11::module_& m);
+void bind_edistance_tc_emulation(pybind11::module_& m);
+void bind_masked_encode_tc_emulation(pybind11::module_& m);
 void bind_edistance_cuda(pybind11::module_& m);
 void bind_masked_encode_cuda(pybind11::module_& m);
 

@@ -6,9 +6,15 @@
 // Squared distances use the expanded form |x|^2 + |y|^2 - 2 x.y with float64 row norms rounded to
 // the input dtype, floored at 0 (below 8 ulps of |x|^2 + |y|^2 counts as 0). Each block reduces its
 // tile sum in float64 and writes it to part[item]; the caller sums parts per block (second pass).
+//
+// Float32 block sums have a second kernel on sm_80+, block_sums_tc_kernel: the same work items, the dot
+// products on tensor cores in 3xTF32 (edistance_tc.hpp, which its host emulation shares). The launcher
+// takes it for kernel == 1 and falls back to the SIMT kernel on older devices and for float64.
 #include "edistance/edistance.hpp"
 
 #include <cuda_runtime.h>
+
+#include "edistance/edistance_tc.hpp"
 
 #include <cfloat>
 #include <cstdint>
@@ -56,6 +62,8 @@ __device__ __forceinline__ T floored_sq(T an, T bn, T dot) {
   return d2 > T(8) * eps_of<T>() * nn ? d2 : T(0);
 }
 
+// Sum over the block's NT threads, valid in thread 0; ends with a barrier (shared memory is free again).
+template <int NT = THREADS>
 __device__ __forceinline__ double block_reduce(double v, double* red) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -63,7 +71,7 @@ __device__ __forceinline__ double block_reduce(double v, double* red) {
   __syncthreads();
   double s = 0.0;
   if (threadIdx.x == 0)
-    for (int w = 0; w < THREADS / 32; ++w) s += red[w];
+    for (int w = 0; w < NT / 32; ++w) s += red[w];
   __syncthreads();
   return s;
 }
@@ -240,6 +248,48 @@ __global__ void __launch_bounds__(THREADS) set_loss_kernel(const T* __restrict__
   }
 }
 
+// Float32 block sums on tensor cores (see edistance_tc.hpp): one block of ed_tc::THREADS per work item.
+__global__ void __launch_bounds__(ed_tc::THREADS)
+    block_sums_tc_kernel(const float* __restrict__ x, i64 d, const float* __restrict__ means,
+                         const i64* __restrict__ off, const i64* __restrict__ blocks, const i64* __restrict__ items,
+                         i64 n_items, bool squared, double* __restrict__ part) {
+#if defined(__CUDA_ARCH__) && defined(CJ_TF32_MMA)
+  namespace tc = ed_tc;
+  __shared__ tc::Smem sm;
+  const int tid = threadIdx.x;
+  for (i64 it = blockIdx.x; it < n_items; it += gridDim.x) {
+    const tc::Item t = tc::decode(off, blocks, items, means, d, it);
+    float nacc = 0.0f;
+    tf32::FragC acc[2][2];
+    tf32::zero(acc);
+    for (i64 k0 = 0; k0 < d; k0 += tc::KC) {
+      tc::stage(sm, x, d, t, k0, tid);
+      __syncthreads();
+      const int kn = (int)tc::imin((i64)tc::KC, d - k0);
+      nacc = tc::norm_part(sm, tid, kn, nacc);
+      tf32::warp_mma<tf32::kRowMajor, tf32::kColMajor>(sm.a, tc::LDA, sm.b, tc::LDA, kn, acc);
+      __syncthreads();
+    }
+    tf32::store(acc, sm.c, tc::LDC);
+    tc::store_norm(sm, tid, nacc);
+    __syncthreads();
+    const double s = block_reduce<tc::THREADS>(tc::epilogue(sm, t, squared, tid), sm.red);
+    if (tid == 0) part[it] = s;
+  }
+#endif  // tf32 WMMA needs sm_80+: the launcher does not start this kernel on older devices
+}
+
+// Whether the current device has tf32 tensor cores (compute capability 8.0 or newer).
+bool has_tf32_mma() {
+  int dev = 0, major = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) !=
+                                                cudaSuccess) {
+    cudaGetLastError();
+    return false;
+  }
+  return major >= 8;
+}
+
 unsigned grid_for(i64 n_items) { return (unsigned)(n_items < (i64(1) << 30) ? n_items : (i64(1) << 30)); }
 
 template <class T>
@@ -253,10 +303,16 @@ void launch_norms(const T* x, i64 n, i64 d, T* out, cudaStream_t s) {
 }  // namespace
 
 void block_sums(const void* x, i64 n, i64 d, void* norms, const i64* offsets, const i64* blocks, const i64* items,
-                i64 n_items, bool squared, bool is_double, double* part, std::uintptr_t stream) {
+                i64 n_items, bool squared, bool is_double, double* part, int kernel, const void* means,
+                std::uintptr_t stream) {
   cudaStream_t s = reinterpret_cast<cudaStream_t>(stream);
   if (n_items <= 0) return;
-  if (is_double) {
+  static_assert(ed_tc::TILE == TILE, "the tensor-core kernel takes the SIMT kernel's work items");
+  if (!is_double && kernel == 1 && means != nullptr && has_tf32_mma()) {
+    block_sums_tc_kernel<<<grid_for(n_items), ed_tc::THREADS, 0, s>>>(static_cast<const float*>(x), d,
+                                                                       static_cast<const float*>(means), offsets,
+                                                                       blocks, items, n_items, squared, part);
+  } else if (is_double) {
     launch_norms<double>(static_cast<const double*>(x), n, d, static_cast<double*>(norms), s);
     block_sums_kernel<double><<<grid_for(n_items), THREADS, 0, s>>>(
         static_cast<const double*>(x), d, static_cast<const double*>(norms), offsets, blocks, items, n_items, squared,

@@ -13,10 +13,12 @@ constexpr int TILE = 64;
 
 // part[it] = float64 distance sum of work item it = (block, row0, col0) over the tile of block
 // (group a, group b) = blocks[block]; on a == b only pairs with column > row are summed.
-// `norms` (n entries, dtype of x) is scratch for the row norms.
+// `norms` (n entries, dtype of x) is scratch for the row norms. kernel: 1 = tensor cores (3xTF32, float32 on
+// sm_80+, each block centred on its first group's mean from `means`, (groups, d) float32; float64, older
+// devices and means == nullptr take the SIMT kernel), 0 = the SIMT kernel ("tiles", the reference).
 void block_sums(const void* x, std::int64_t n, std::int64_t d, void* norms, const std::int64_t* offsets,
                 const std::int64_t* blocks, const std::int64_t* items, std::int64_t n_items, bool squared,
-                bool is_double, double* part, std::uintptr_t stream);
+                bool is_double, double* part, int kernel, const void* means, std::uintptr_t stream);
 
 // Set loss: items (I, 4) = (set, kind, row0, col0) with kind 0 pred-obs, 1 pred-pred, 2 obs-obs.
 // part[it] = float64 distance sum of the tile; when grad_pred / grad_obs are non-null (zero-filled)

@@ -17,16 +17,19 @@ void bind_edistance_cuda(pybind11::module_& m) {
   m.def(
       "edistance_block_sums",
       [](std::uintptr_t x, i64 n, i64 d, std::uintptr_t norms, std::uintptr_t offsets, std::uintptr_t blocks,
-         std::uintptr_t items, i64 n_items, bool squared, bool is_double, std::uintptr_t part, std::uintptr_t stream) {
+         std::uintptr_t items, i64 n_items, bool squared, bool is_double, std::uintptr_t part, std::uintptr_t stream,
+         int kernel, std::uintptr_t means) {
         py::gil_scoped_release nogil;
         cuda_ed::block_sums(cptr<void>(x), n, d, mptr<void>(norms), cptr<i64>(offsets),
                             cptr<i64>(blocks), cptr<i64>(items), n_items, squared, is_double,
-                            mptr<double>(part), stream);
+                            mptr<double>(part), kernel, cptr<void>(means), stream);
       },
       py::arg("x"), py::arg("n"), py::arg("d"), py::arg("norms"), py::arg("offsets"), py::arg("blocks"),
       py::arg("items"), py::arg("n_items"), py::arg("squared"), py::arg("is_double"), py::arg("part"),
-      py::arg("stream"),
-      "Per work item (block, row0, col0) the float64 distance sum of one TILE x TILE tile (device pointers).");
+      py::arg("stream"), py::arg("kernel") = 0, py::arg("means") = 0,
+      "Per work item (block, row0, col0) the float64 distance sum of one TILE x TILE tile (device pointers);\n"
+      "kernel 1 = tensor cores (float32, sm_80+; means: (groups, d) float32 group means, the centres),\n"
+      "0 = SIMT tiles.");
   m.def(
       "edistance_set_loss",
       [](std::uintptr_t pred, i64 n_pred, std::uintptr_t obs, i64 n_obs, i64 d, std::uintptr_t pred_norms,

@@ -1,5 +1,8 @@
 // CUDA kernels and host launchers of the masked_encode op (see masked_encode.hpp).
 //
+// Float32 also has tensor-core kernels on sm_80+ (forward_tc_kernel, grad_weight_tc_kernel; the gather and
+// the mask fused with 3xTF32 tiles, masked_encode_tc.hpp); the bindings take them for kernel == 1.
+//
 // One thread block per CSR row. The block stages a chunk of the row's nonzeros in shared memory
 // (column id and value·keep, the keep bit computed with the same counter-based RNG as the CPU,
 // mask_rng.hpp) and its threads own output columns h. grad_weight scatters with atomicAdd
@@ -12,6 +15,7 @@
 
 #include "masked_encode/mask_rng.hpp"
 #include "masked_encode/masked_encode.hpp"
+#include "masked_encode/masked_encode_tc.hpp"
 
 namespace celljepa {
 namespace masked_encode_cuda {
@@ -133,6 +137,74 @@ __global__ void mask_bits_kernel(const std::int64_t* __restrict__ cells, std::in
   }
 }
 
+// ---------------------------------------------------------------- tensor cores (float32, sm_80+)
+// See masked_encode_tc.hpp: the CSR gather and mask fused with 3xTF32 tiles.
+
+__global__ void __launch_bounds__(me_tc::THREADS)
+    forward_tc_kernel(const std::int64_t* __restrict__ crow, const std::int64_t* __restrict__ col,
+                      const float* __restrict__ values, std::int64_t n_rows, std::int64_t G,
+                      const float* __restrict__ W, std::int64_t H, const float* __restrict__ bias,
+                      float* __restrict__ out, MaskParams p) {
+#if defined(__CUDA_ARCH__) && defined(CJ_TF32_MMA)
+  __shared__ me_tc::FwdSmem sm;
+  const int tid = threadIdx.x;
+  const std::int64_t i0 = static_cast<std::int64_t>(blockIdx.x) * me_tc::TILE;
+  const std::int64_t h0 = static_cast<std::int64_t>(blockIdx.y) * me_tc::TILE;
+  me_tc::Cursor cur = me_tc::fwd_cursor(crow, n_rows, i0, tid);
+  tf32::FragC acc[2][2];
+  tf32::zero(acc);
+  for (std::int64_t g0 = 0; g0 < G; g0 += me_tc::KC) {
+    me_tc::fwd_stage(sm, cur, p, i0, col, values, W, G, H, g0, h0, tid);
+    __syncthreads();
+    tf32::warp_mma<tf32::kRowMajor, tf32::kRowMajor>(sm.a, me_tc::LDF, sm.b, me_tc::LDT, me_tc::KC, acc);
+    __syncthreads();
+  }
+  tf32::store(acc, sm.c, me_tc::LDT);
+  __syncthreads();
+  me_tc::fwd_write(sm, bias, out, n_rows, H, i0, h0, tid);
+#endif
+}
+
+__global__ void __launch_bounds__(me_tc::THREADS)
+    grad_weight_tc_kernel(const std::int64_t* __restrict__ crow, const std::int64_t* __restrict__ col,
+                          const float* __restrict__ values, std::int64_t n_rows, std::int64_t G,
+                          const float* __restrict__ dout, std::int64_t H, float* __restrict__ dW, MaskParams p,
+                          std::int64_t per_slice) {
+#if defined(__CUDA_ARCH__) && defined(CJ_TF32_MMA)
+  __shared__ me_tc::GradSmem sm;
+  const int tid = threadIdx.x;
+  const std::int64_t g0 = static_cast<std::int64_t>(blockIdx.x) * me_tc::TILE;
+  const std::int64_t h0 = static_cast<std::int64_t>(blockIdx.y) * me_tc::TILE;
+  const std::int64_t cs = static_cast<std::int64_t>(blockIdx.z) * per_slice;
+  const std::int64_t ce = me_tc::imin(cs + per_slice, n_rows);
+  tf32::FragC acc[2][2];
+  tf32::zero(acc);
+  for (std::int64_t c0 = cs; c0 < ce; c0 += me_tc::KC) {
+    me_tc::grad_stage(sm, p, crow, col, values, dout, H, c0, ce, g0, h0, tid);
+    __syncthreads();
+    tf32::warp_mma<tf32::kColMajor, tf32::kRowMajor>(sm.a, me_tc::LDT, sm.b, me_tc::LDT, me_tc::KC, acc);
+    __syncthreads();
+  }
+  tf32::store(acc, sm.c, me_tc::LDT);
+  __syncthreads();
+  for (int e = tid; e < me_tc::TILE * me_tc::TILE; e += me_tc::THREADS) {
+    const int r = e / me_tc::TILE, n = e % me_tc::TILE;
+    const float v = sm.c[r * me_tc::LDT + n];
+    if (g0 + r < G && h0 + n < H && v != 0.0f) atomicAdd(dW + (g0 + r) * H + h0 + n, v);
+  }
+#endif
+}
+
+bool has_tf32_mma() {
+  int dev = 0, major = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
+    cudaGetLastError();
+    return false;
+  }
+  return major >= 8;
+}
+
 template <typename T>
 void launch_forward(const std::int64_t* crow, const std::int64_t* col, const T* values, std::int64_t n_rows,
                     const T* W, std::int64_t H, const T* bias, T* out, const MaskParams& p, std::uintptr_t stream) {
@@ -161,6 +233,36 @@ void launch_grad_values(const std::int64_t* crow, const std::int64_t* col, std::
 }
 
 }  // namespace
+
+bool forward_tc(const std::int64_t* crow, const std::int64_t* col, const float* values, std::int64_t n_rows,
+                std::int64_t n_genes, const float* weight, std::int64_t hidden, const float* bias, float* out,
+                const MaskParams& mask, std::uintptr_t stream) {
+  if (!has_tf32_mma()) return false;
+  if (n_rows <= 0 || hidden <= 0) return true;
+  const std::int64_t hy = (hidden + me_tc::TILE - 1) / me_tc::TILE;
+  if (hy > 65535) throw std::invalid_argument("masked_encode forward_tc: hidden too large");
+  dim3 grid(static_cast<unsigned>((n_rows + me_tc::TILE - 1) / me_tc::TILE), static_cast<unsigned>(hy));
+  forward_tc_kernel<<<grid, me_tc::THREADS, 0, reinterpret_cast<cudaStream_t>(stream)>>>(
+      crow, col, values, n_rows, n_genes, weight, hidden, bias, out, mask);
+  check(cudaGetLastError(), "forward_tc launch");
+  return true;
+}
+
+bool grad_weight_tc(const std::int64_t* crow, const std::int64_t* col, const float* values, std::int64_t n_rows,
+                    std::int64_t n_genes, const float* dout, std::int64_t hidden, float* dweight,
+                    const MaskParams& mask, std::uintptr_t stream) {
+  if (!has_tf32_mma()) return false;
+  if (n_rows <= 0 || hidden <= 0 || n_genes <= 0) return true;
+  const std::int64_t per = me_tc::cells_per_slice(n_rows, n_genes, hidden);
+  const std::int64_t gx = (n_genes + me_tc::TILE - 1) / me_tc::TILE, hy = (hidden + me_tc::TILE - 1) / me_tc::TILE;
+  const std::int64_t sz = (n_rows + per - 1) / per;
+  if (hy > 65535 || sz > 65535) throw std::invalid_argument("masked_encode grad_weight_tc: grid too large");
+  dim3 grid(static_cast<unsigned>(gx), static_cast<unsigned>(hy), static_cast<unsigned>(sz));
+  grad_weight_tc_kernel<<<grid, me_tc::THREADS, 0, reinterpret_cast<cudaStream_t>(stream)>>>(
+      crow, col, values, n_rows, n_genes, dout, hidden, dweight, mask, per);
+  check(cudaGetLastError(), "grad_weight_tc launch");
+  return true;
+}
 
 void forward(const std::int64_t* crow, const std::int64_t* col, const float* values, std::int64_t n_rows,
              const float* weight, std::int64_t hidden, const float* bias, float* out, const MaskParams& mask,

@@ -34,6 +34,15 @@ void grad_values(const std::int64_t* crow, const std::int64_t* col, std::int64_t
                  std::int64_t hidden, const double* dout, double* dvalues, const MaskParams& mask,
                  std::uintptr_t stream);
 
+// Tensor-core forward / grad_weight (float32, sm_80+; masked_encode_tc.hpp). They return false, launching
+// nothing, on devices without tf32 tensor cores (the caller then runs the kernels above).
+bool forward_tc(const std::int64_t* crow, const std::int64_t* col, const float* values, std::int64_t n_rows,
+                std::int64_t n_genes, const float* weight, std::int64_t hidden, const float* bias, float* out,
+                const MaskParams& mask, std::uintptr_t stream);
+bool grad_weight_tc(const std::int64_t* crow, const std::int64_t* col, const float* values, std::int64_t n_rows,
+                    std::int64_t n_genes, const float* dout, std::int64_t hidden, float* dweight,
+                    const MaskParams& mask, std::uintptr_t stream);
+
 // hidden[c * n_genes + g] = 1 if gene g of global cell cells[c] is hidden, else 0.
 void mask_bits(const std::int64_t* cells, std::int64_t n_cells, std::int64_t n_genes, std::uint8_t* hidden,
                const MaskParams& mask, std::uintptr_t stream);

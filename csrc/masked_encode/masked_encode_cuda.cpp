@@ -29,9 +29,13 @@ void bind_masked_encode_cuda(py::module_& m) {
       [](std::uintptr_t crow, std::uintptr_t col, std::uintptr_t values, std::int64_t n_rows, std::uintptr_t weight,
          std::int64_t hidden, std::uintptr_t bias, std::uintptr_t out, bool is_double, int kind, std::uint64_t seed,
          std::int64_t cell_offset, std::uint64_t thr, std::int64_t block_size, std::uintptr_t gene_to_module,
-         std::uintptr_t stream) {
+         std::uintptr_t stream, int kernel, std::int64_t n_genes) {
         const auto p = make_mask_params(kind, seed, cell_offset, thr, block_size, gene_to_module);
         py::gil_scoped_release nogil;
+        if (!is_double && kernel == 1 &&
+            mc::forward_tc(cptr<std::int64_t>(crow), cptr<std::int64_t>(col), cptr<float>(values), n_rows, n_genes,
+                           cptr<float>(weight), hidden, cptr<float>(bias), mptr<float>(out), p, stream))
+          return;
         if (is_double)
           mc::forward(cptr<std::int64_t>(crow), cptr<std::int64_t>(col), cptr<double>(values), n_rows,
                       cptr<double>(weight), hidden, cptr<double>(bias), mptr<double>(out), p, stream);
@@ -41,16 +45,22 @@ void bind_masked_encode_cuda(py::module_& m) {
       },
       py::arg("crow"), py::arg("col"), py::arg("values"), py::arg("n_rows"), py::arg("weight"), py::arg("hidden"),
       py::arg("bias"), py::arg("out"), py::arg("is_double"), py::arg("kind"), py::arg("seed"), py::arg("cell_offset"),
-      py::arg("thr"), py::arg("block_size"), py::arg("gene_to_module"), py::arg("stream"),
-      "CUDA forward of masked_encode (device pointers, asynchronous on `stream`).");
+      py::arg("thr"), py::arg("block_size"), py::arg("gene_to_module"), py::arg("stream"), py::arg("kernel") = 0,
+      py::arg("n_genes") = 0,
+      "CUDA forward of masked_encode (device pointers, asynchronous on `stream`); kernel 1 = tensor cores\n"
+      "(float32, sm_80+; needs n_genes, the rows of weight), 0 = one block per cell.");
   m.def(
       "masked_encode_grad_weight",
       [](std::uintptr_t crow, std::uintptr_t col, std::uintptr_t values, std::int64_t n_rows, std::uintptr_t dout,
          std::int64_t hidden, std::uintptr_t dweight, bool is_double, int kind, std::uint64_t seed,
          std::int64_t cell_offset, std::uint64_t thr, std::int64_t block_size, std::uintptr_t gene_to_module,
-         std::uintptr_t stream) {
+         std::uintptr_t stream, int kernel, std::int64_t n_genes) {
         const auto p = make_mask_params(kind, seed, cell_offset, thr, block_size, gene_to_module);
         py::gil_scoped_release nogil;
+        if (!is_double && kernel == 1 &&
+            mc::grad_weight_tc(cptr<std::int64_t>(crow), cptr<std::int64_t>(col), cptr<float>(values), n_rows,
+                               n_genes, cptr<float>(dout), hidden, mptr<float>(dweight), p, stream))
+          return;
         if (is_double)
           mc::grad_weight(cptr<std::int64_t>(crow), cptr<std::int64_t>(col), cptr<double>(values), n_rows,
                           cptr<double>(dout), hidden, mptr<double>(dweight), p, stream);
@@ -60,8 +70,10 @@ void bind_masked_encode_cuda(py::module_& m) {
       },
       py::arg("crow"), py::arg("col"), py::arg("values"), py::arg("n_rows"), py::arg("dout"), py::arg("hidden"),
       py::arg("dweight"), py::arg("is_double"), py::arg("kind"), py::arg("seed"), py::arg("cell_offset"),
-      py::arg("thr"), py::arg("block_size"), py::arg("gene_to_module"), py::arg("stream"),
-      "CUDA grad of the weight: dweight (zeroed by the caller) += (x * keep)^T dout, with atomics.");
+      py::arg("thr"), py::arg("block_size"), py::arg("gene_to_module"), py::arg("stream"), py::arg("kernel") = 0,
+      py::arg("n_genes") = 0,
+      "CUDA grad of the weight: dweight (zeroed by the caller) += (x * keep)^T dout; kernel 1 = tensor cores\n"
+      "(float32, sm_80+: one atomic add per tile entry), 0 = atomics per nonzero.");
   m.def(
       "masked_encode_grad_values",
       [](std::uintptr_t crow, std::uintptr_t col, std::int64_t n_rows, std::uintptr_t weight, std::int64_t hidden,

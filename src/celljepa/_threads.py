@@ -33,6 +33,9 @@ __all__ = ["cpu_budget", "limit_threads", "prepare_command"]
 
 #: libgomp's spin count for idle threads in a command (its own value under oversubscription; default 300,000)
 SPIN_COUNT = "1000"
+#: the same rule for LLVM / Intel OpenMP (libomp, libiomp5: macOS and conda MKL builds of torch): milliseconds an
+#: idle thread waits before it sleeps (their default 200)
+BLOCK_TIME = "1"
 
 
 def _affinity() -> int:
@@ -135,6 +138,8 @@ def prepare_command(environ: MutableMapping[str, str] | None = None, modules: Ma
       OpenBLAS and celljepa's C++ kernels read it when they load).
     * ``GOMP_SPINCOUNT=1000`` when neither it nor ``OMP_WAIT_POLICY`` is set: idle OpenMP threads spin
       briefly, then sleep, instead of spinning for ~300,000 iterations on cores other jobs need.
+      ``KMP_BLOCKTIME=1`` (ms, default 200) likewise for the LLVM / Intel OpenMP runtimes (libomp, libiomp5) that
+      macOS and conda MKL builds of torch load; each runtime ignores the other's variable.
     * ``NUMBA_NUM_THREADS`` follows ``OMP_NUM_THREADS`` (scanpy's numba kernels would otherwise start one thread
       per core of the machine and raise torch's threads with them).
     * Pools already started (numpy's OpenBLAS is loaded with the command line) are capped with threadpoolctl.
@@ -155,6 +160,9 @@ def prepare_command(environ: MutableMapping[str, str] | None = None, modules: Ma
     if not environ.get("OMP_WAIT_POLICY") and not environ.get("GOMP_SPINCOUNT"):
         environ["GOMP_SPINCOUNT"] = SPIN_COUNT
         done.append(f"GOMP_SPINCOUNT={SPIN_COUNT} (idle OpenMP threads spin briefly, then sleep)")
+    if not environ.get("OMP_WAIT_POLICY") and not environ.get("KMP_BLOCKTIME"):
+        environ["KMP_BLOCKTIME"] = BLOCK_TIME
+        done.append(f"KMP_BLOCKTIME={BLOCK_TIME} (the same for LLVM/Intel OpenMP runtimes)")
     why = align_numba_threads(environ, modules)
     if why == "set":
         done.append(f"NUMBA_NUM_THREADS={environ['OMP_NUM_THREADS']}")

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 import celljepa as cj
 from celljepa._errors import InputError
 from celljepa.kernels import available_backends, cross_distance_means, edistance, edistance_loss
+from celljepa.kernels._ext import load_core
 
 BACKENDS = [b for b in available_backends() if b != "reference"]
 HAS_CUDA = "cuda" in BACKENDS
@@ -267,7 +268,13 @@ class _EmulatedCuda:
         ct = {torch.float32: ctypes.c_float, torch.float64: ctypes.c_double, torch.int64: ctypes.c_int64}[dtype]
         return torch.from_numpy(np.ctypeslib.as_array((ct * max(n, 1)).from_address(ptr))[:n])
 
-    def edistance_block_sums(self, x, n, d, norms, offsets, blocks, items, n_items, squared, is_double, part, stream):
+    def edistance_block_sums(
+        self, x, n, d, norms, offsets, blocks, items, n_items, squared, is_double, part, stream, kernel=0, means=0
+    ):
+        if kernel == 1 and not is_double:  # the tensor-core kernel, through its host emulation
+            assert means, "the tensor-core kernel needs the group means"
+            load_core().edistance_block_sums_tc_emulated(x, d, means, offsets, blocks, items, n_items, squared, part)
+            return
         dt = torch.float64 if is_double else torch.float32
         xs = self._view(x, n * d, dt).view(n, d)
         it = self._view(items, n_items * 3, torch.int64).view(-1, 3)

@@ -356,21 +356,36 @@ def test_seed_round_trip_through_op_arguments():
 
 
 class _EmulatedCuda:
-    """celljepa._cuda's masked-encode launchers (trailing stream argument; grad_weight without n_genes,
-    accumulating into a zeroed dW) emulated with the C++ kernels, which share their pointer contract."""
+    """celljepa._cuda's masked-encode launchers (trailing stream, kernel and n_genes arguments; grad_weight
+    accumulating into a zeroed dW) emulated with the C++ kernels, which share their pointer contract, and for
+    kernel 1 (float32) with the host emulation of the tensor-core kernels."""
 
     def __init__(self, n_genes):
-        self.core, self.n_genes, self.streams = load_core(), n_genes, []
+        self.core, self.n_genes, self.streams, self.kernels = load_core(), n_genes, [], []
 
     def masked_encode_forward(self, *args):
-        self.streams.append(args[-1])
-        self.core.masked_encode_forward(*args[:-1])
+        *args, stream, kernel, n_genes = args
+        self.streams.append(stream)
+        self.kernels.append(kernel)
+        assert n_genes == self.n_genes
+        if kernel == 1 and not args[8]:  # float32 on tensor cores
+            self.core.masked_encode_forward_tc_emulated(*args[:8], *args[9:], n_genes)
+        else:
+            self.core.masked_encode_forward(*args)
 
     def masked_encode_grad_weight(self, crow, col, values, n_rows, dout, hidden, dweight, is_double, *mask):
-        self.streams.append(mask[-1])
-        self.core.masked_encode_grad_weight(
-            crow, col, values, n_rows, dout, hidden, self.n_genes, dweight, is_double, *mask[:-1]
-        )
+        *mask, stream, kernel, n_genes = mask
+        self.streams.append(stream)
+        self.kernels.append(kernel)
+        assert n_genes == self.n_genes
+        if kernel == 1 and not is_double:
+            self.core.masked_encode_grad_weight_tc_emulated(
+                crow, col, values, n_rows, dout, hidden, dweight, *mask, n_genes
+            )
+        else:
+            self.core.masked_encode_grad_weight(
+                crow, col, values, n_rows, dout, hidden, n_genes, dweight, is_double, *mask
+            )
 
     def masked_encode_grad_values(self, *args):
         self.streams.append(args[-1])
@@ -402,6 +417,42 @@ def test_cuda_branch_of_registered_op_with_emulated_kernels(monkeypatch, kind):
     assert emu.streams == [1234] * 3
     for a, e in zip(res["cuda"], res["cpu"], strict=True):
         torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-12)
+
+
+@needs_core
+@pytest.mark.parametrize("kind", KINDS)
+def test_tensor_core_kernels_through_their_emulation(monkeypatch, kind):
+    """The float32 tensor-core forward and weight gradient (CSR gather and mask fused with 3xTF32 tiles; their
+    host emulation, csrc/masked_encode/masked_encode_tc_emulate_cpu.cpp) equal the C++ kernels. The shapes cross
+    the 64-cell, 64-unit and 32-gene tile edges; 1,100 cells make several cell slices of the weight gradient."""
+    import contextlib
+    import importlib
+
+    from celljepa.kernels._ext import cuda_kernel
+
+    mod = importlib.import_module("celljepa.kernels._masked_encode")
+    x, w, b, modules = _data(n_cells=1100, n_genes=75, density=0.2, hidden=70, dtype=torch.float32, seed=4)
+    emu = _EmulatedCuda(x.shape[1])
+    monkeypatch.setattr(mod, "load_cuda", lambda: emu)
+    monkeypatch.setattr(mod, "_stream", lambda t: 0)
+    monkeypatch.setattr(torch.cuda, "device", lambda dev: contextlib.nullcontext())
+    spec = mod._make_spec(kind, 0.4, 2**64 - 3, 17, x.shape[0], x.shape[1], modules, 4, torch.device("cpu"))
+    dout = torch.randn(x.shape[0], w.shape[1], generator=torch.Generator().manual_seed(1))
+    res = {}
+    for backend in ("cuda", "cpu"):
+        (crow, col, values, _), _ = _tuple(x, torch.float32, "cpu", requires_grad=True)
+        wr, br = w.clone().requires_grad_(True), b.clone().requires_grad_(True)
+        with cuda_kernel("tensor"):
+            h = mod._forward_op(crow, col, values, wr, br, *mod._op_mask_args(spec), backend)
+            h.backward(dout)
+        res[backend] = (h.detach(), wr.grad, br.grad, values.grad)
+    assert emu.kernels == [1, 1]
+    for name, a, e in zip(("out", "dW", "db", "dvalues"), res["cuda"], res["cpu"], strict=True):
+        scale = float(e.abs().max())
+        torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-5 * scale, msg=lambda m, n=name: f"{kind} {n}: {m}")
+    if kind != "none":  # the mask is applied: without it the forward differs
+        plain = masked_encode(_tuple(x, torch.float32, "cpu")[0], w, b, kind="none", backend="cpu")
+        assert not torch.allclose(plain, res["cuda"][0], rtol=1e-3, atol=1e-3)
 
 
 # --------------------------------------------------------------------------------- hypothesis
@@ -585,6 +636,47 @@ def test_cuda_matches_cpu(kind, dtype):
     torch.cuda.synchronize()
     expect = _mask_of(kw, 64, 500)
     assert torch.equal(out.cpu().bool(), expect)
+
+
+@needs_cuda
+@pytest.mark.parametrize("kind", KINDS)
+def test_cuda_tensor_core_kernels_match_cpu_and_their_emulation(kind):
+    """On a GPU: the tensor-core forward and weight gradient against the C++ kernels, and against their host
+    emulation (the same tiles and 3xTF32 splits), so a difference between the two is the device's own."""
+    from celljepa.kernels._ext import cuda_kernel
+
+    x, w, b, modules = _data(n_cells=1100, n_genes=500, density=0.1, dtype=torch.float32, hidden=300)
+    kw = _mask_kwargs(kind, modules, cell_offset=2**40)
+    dout = torch.randn(x.shape[0], w.shape[1], generator=torch.Generator().manual_seed(1))
+    res = {}
+    for backend, dev in (("cpu", "cpu"), ("cuda", "cuda")):
+        xt, values = _tuple(x, torch.float32, dev, requires_grad=True)
+        wr, br = w.detach().to(dev).clone().requires_grad_(True), b.detach().to(dev).clone().requires_grad_(True)
+        with cuda_kernel("tensor"):
+            h = masked_encode(xt, wr, br, backend=backend, **kw)
+            h.backward(dout.to(dev))
+        res[backend] = [t.detach().cpu() for t in (h, wr.grad, br.grad, values.grad)]
+    for a, e in zip(res["cuda"], res["cpu"], strict=True):
+        torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-5 * float(e.abs().max()))
+    core = load_core()
+    (crow, col, values, n_genes), _ = _tuple(x, torch.float32, "cpu")
+    spec_args = (ref.KINDS[kind], kw["seed"], kw["cell_offset"], ref.ratio_threshold(kw["ratio"]), kw["block_size"])
+    mod = torch.from_numpy(modules)
+    out = torch.empty(x.shape[0], w.shape[1])
+    core.masked_encode_forward_tc_emulated(
+        crow.data_ptr(),
+        col.data_ptr(),
+        values.data_ptr(),
+        x.shape[0],
+        w.data_ptr(),
+        w.shape[1],
+        b.data_ptr(),
+        out.data_ptr(),
+        *spec_args,
+        mod.data_ptr() if kind == "module" else 0,
+        n_genes,
+    )
+    torch.testing.assert_close(res["cuda"][0], out, rtol=1e-6, atol=1e-6 * float(out.abs().max()))
 
 
 @needs_core

@@ -9,7 +9,7 @@ import torch
 from .._errors import InputError
 from .._settings import settings
 from . import _reference as ref
-from ._ext import load_core, load_cuda, resolve_backend
+from ._ext import CUDA_KERNELS, cuda_kernel_id, load_core, load_cuda, resolve_backend
 
 
 def _check_groups(x: torch.Tensor, offsets: torch.Tensor, name: str = "x") -> torch.Tensor:
@@ -254,10 +254,20 @@ def edistance_loss(
 #: The C++ kernels: "centered" (each block's tiles packed around the mean of its first group, the default) and
 #: "tiles" (the first kernel, raw rows: kept as the reference the centred one is tested and benchmarked against).
 CPU_KERNELS = {"centered": 1, "tiles": 0}
-_cpu_kernel = "centered"
+_kernel = {"cpu": "centered"}
 
 
 @contextlib.contextmanager
+def _use_kernel(device: str, name: str, known: dict):
+    if name not in known:
+        raise InputError(f"unknown {device.upper()} kernel {name!r}; one of {', '.join(known)}.")
+    before, _kernel[device] = _kernel[device], name
+    try:
+        yield
+    finally:
+        _kernel[device] = before
+
+
 def cpu_kernel(name: str):
     """Run the C++ E-distance kernels as ``name`` inside the block (tests and benchmarks of the kernels).
 
@@ -270,14 +280,7 @@ def cpu_kernel(name: str):
     >>> torch.allclose(old, edistance(x, offsets, backend="cpu"))
     True
     """
-    global _cpu_kernel
-    if name not in CPU_KERNELS:
-        raise InputError(f"unknown CPU kernel {name!r}; one of {', '.join(CPU_KERNELS)}.")
-    before, _cpu_kernel = _cpu_kernel, name
-    try:
-        yield
-    finally:
-        _cpu_kernel = before
+    return _use_kernel("cpu", name, CPU_KERNELS)
 
 
 # The CPU tile edge is internal to the C++ kernel; CUDA work items are tiles of
@@ -346,6 +349,15 @@ def _centred(x: torch.Tensor) -> torch.Tensor:
     return (x.to(torch.float64) - x.to(torch.float64).mean(dim=0)).to(x.dtype)
 
 
+def _group_means(x: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """``(G, d)`` float32 means of the groups (float64 sums): the centres of the tensor-core kernel's blocks."""
+    sizes = offsets[1:] - offsets[:-1]
+    gid = torch.repeat_interleave(torch.arange(sizes.numel(), device=x.device), sizes, output_size=x.shape[0])
+    sums = torch.zeros(sizes.numel(), x.shape[1], dtype=torch.float64, device=x.device)
+    sums.index_add_(0, gid, x.to(torch.float64))
+    return (sums / sizes.to(torch.float64)[:, None]).to(torch.float32).contiguous()
+
+
 def _centred_sets(p, pred_offsets, o, obs_offsets):
     """Both sides of every set less the float64 mean of the set's observed cells.
 
@@ -383,8 +395,12 @@ def _block_sums_op(x: torch.Tensor, offsets: torch.Tensor, blocks: torch.Tensor,
     k = blocks.shape[0]
     if _on_cuda(x):
         dev = x.device
-        x = _centred(x)
         offs = offsets.to(dev, torch.int64).contiguous()
+        tensor = cuda_kernel_id() == CUDA_KERNELS["tensor"] and x.dtype == torch.float32
+        # the tensor-core kernel centres each block on its first group's mean; the SIMT kernel takes x centred
+        means = _group_means(x, offs) if tensor else None
+        if not tensor:
+            x = _centred(x)
         blk = blocks.to(dev, torch.int64).contiguous()
         items = _tile_items(offs, blk, load_cuda().edistance_tile)  # built on the device
         norms = torch.empty(n, dtype=x.dtype, device=dev)
@@ -403,6 +419,8 @@ def _block_sums_op(x: torch.Tensor, offsets: torch.Tensor, blocks: torch.Tensor,
                 x.dtype == torch.float64,
                 part.data_ptr(),
                 _stream(dev),
+                cuda_kernel_id(),
+                means.data_ptr() if means is not None else 0,
             )
         return torch.zeros(k, dtype=torch.float64, device=dev).index_add_(0, items[:, 0], part)
     offs = offsets.to(torch.int64).contiguous()
@@ -422,7 +440,7 @@ def _block_sums_op(x: torch.Tensor, offsets: torch.Tensor, blocks: torch.Tensor,
         squared,
         x.dtype == torch.float64,
         out.data_ptr(),
-        CPU_KERNELS[_cpu_kernel],
+        CPU_KERNELS[_kernel["cpu"]],
     )
     return out
 
@@ -506,7 +524,7 @@ def _loss_sums_and_grads(pred, pred_offsets, obs, obs_offsets, squared, need_p, 
         sums.data_ptr(),
         gp.data_ptr() if gp is not None else 0,
         go.data_ptr() if go is not None else 0,
-        CPU_KERNELS[_cpu_kernel],
+        CPU_KERNELS[_kernel["cpu"]],
     )
     return sums, gp, go
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 from functools import cache
@@ -33,6 +34,39 @@ def load_core() -> ModuleType | None:
 def load_cuda() -> ModuleType | None:
     """The CUDA module ``celljepa._cuda``, or ``None`` when it was not built (no nvcc at build time)."""
     return _load("_cuda")
+
+
+#: The CUDA kernels for float32 work (E-distance block sums, masked encoding forward and weight gradient):
+#: "tiles" (SIMT; the default, verified on an H200) and "tensor" (3xTF32 tensor-core tiles, sm_80+; tested
+#: through their host emulations, opt-in until ``benchmarks/gpu/run_device_checks.sh`` has passed on a device).
+#: float64, and devices older than sm_80, always take "tiles".
+CUDA_KERNELS = {"tensor": 1, "tiles": 0}
+_cuda_kernel = ["tiles"]
+
+
+def cuda_kernel_id() -> int:
+    """The id the CUDA launchers take for the kernel chosen now (see :func:`cuda_kernel`)."""
+    return CUDA_KERNELS[_cuda_kernel[0]]
+
+
+@contextlib.contextmanager
+def cuda_kernel(name: str):
+    """Run the float32 CUDA kernels as ``name`` (``"tensor"`` or ``"tiles"``) inside the block.
+
+    >>> from celljepa.kernels._ext import cuda_kernel, cuda_kernel_id
+    >>> with cuda_kernel("tensor"):
+    ...     cuda_kernel_id()
+    1
+    >>> cuda_kernel_id()
+    0
+    """
+    if name not in CUDA_KERNELS:
+        raise InputError(f"unknown CUDA kernel {name!r}; one of {', '.join(CUDA_KERNELS)}.")
+    before, _cuda_kernel[0] = _cuda_kernel[0], name
+    try:
+        yield
+    finally:
+        _cuda_kernel[0] = before
 
 
 def build_info() -> dict:

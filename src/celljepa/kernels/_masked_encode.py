@@ -34,7 +34,7 @@ import torch
 
 from .._errors import InputError
 from . import _reference_masked_encode as ref
-from ._ext import load_core, load_cuda, resolve_backend
+from ._ext import cuda_kernel_id, load_core, load_cuda, resolve_backend
 from ._reference_masked_encode import MaskSpec
 
 __all__ = ["mask_for", "masked_encode", "module_mask_for"]
@@ -296,6 +296,8 @@ def _cuda_forward(crow, col, values, weight, bias, spec):
             spec.block_size,
             _module_ptr(spec),
             _stream(weight),
+            cuda_kernel_id(),
+            weight.shape[0],
         )
     return out
 
@@ -319,6 +321,8 @@ def _cuda_grad_weight(crow, col, values, dout, n_genes, spec):
             spec.block_size,
             _module_ptr(spec),
             _stream(dout),
+            cuda_kernel_id(),
+            n_genes,
         )
     return dW
 
