@@ -382,6 +382,15 @@ def _stream(dev: torch.device) -> int:
     return int(torch.cuda.current_stream(dev).cuda_stream)
 
 
+def _has_tf32(dev: torch.device) -> bool:
+    """Whether ``dev`` has tf32 tensor cores (sm_80+).
+
+    Elsewhere the launcher takes the SIMT kernel, which needs its input centred. (A CPU device here is the tests'
+    emulation of the CUDA kernels.)
+    """
+    return dev.type != "cuda" or torch.cuda.get_device_capability(dev)[0] >= 8
+
+
 def _on_cuda(t: torch.Tensor) -> bool:
     """Whether ``t`` takes the CUDA kernel path (a hook: tests emulate the CUDA kernels on CPU)."""
     return t.is_cuda
@@ -396,7 +405,7 @@ def _block_sums_op(x: torch.Tensor, offsets: torch.Tensor, blocks: torch.Tensor,
     if _on_cuda(x):
         dev = x.device
         offs = offsets.to(dev, torch.int64).contiguous()
-        tensor = cuda_kernel_id() == CUDA_KERNELS["tensor"] and x.dtype == torch.float32
+        tensor = cuda_kernel_id() == CUDA_KERNELS["tensor"] and x.dtype == torch.float32 and _has_tf32(dev)
         # the tensor-core kernel centres each block on its first group's mean; the SIMT kernel takes x centred
         means = _group_means(x, offs) if tensor else None
         if not tensor:
