@@ -198,7 +198,29 @@ def _checks(block: Block) -> list:
 EXTRAS = {"celljepa[embedding]": "scib_metrics"}
 
 
-@pytest.mark.parametrize("block", BLOCKS, ids=[b.id for b in BLOCKS])
+#: Blocks whose first line states a run time of this many seconds or more (``# about 30 s on 2 cores``) are marked
+#: ``extended`` (with every block that continues them): deselected from the default suite, run by .ci/run.
+EXTENDED_SECONDS = 15
+_STATED = re.compile(r"^#\s*about\s+(\d+)\s*(s|min)", re.I)
+
+
+def _stated_seconds(block: Block) -> float:
+    m = _STATED.match(block.code.splitlines()[0]) if block.code.strip() else None
+    return 0.0 if m is None else float(m.group(1)) * (60 if m.group(2).lower() == "min" else 1)
+
+
+def _params() -> list:
+    return [
+        pytest.param(
+            b,
+            id=b.id,
+            marks=[pytest.mark.extended] if any(_stated_seconds(c) >= EXTENDED_SECONDS for c in _chain(b)) else [],
+        )
+        for b in BLOCKS
+    ]
+
+
+@pytest.mark.parametrize("block", _params())
 def test_docs_block_runs(block, run_block, capsys):
     first = block.code.splitlines()[0]
     for extra, module in EXTRAS.items():

@@ -91,6 +91,7 @@ def test_the_claims_family_is_fixed_from_the_data_before_any_encoder_is_trained(
     assert row["n_effect"] == m["n_effect_conditions"] and row["claimable"] is False
 
 
+@pytest.mark.extended
 def test_cli_and_the_report_merge_holdout_runs(tmp_path, capsys):
     out = tmp_path / "h"
     args = [
@@ -164,6 +165,7 @@ def test_a_restarted_holdout_reads_back_its_encoders_and_folds(result, caplog, m
     assert same(again["encoders"], res["encoders"])
 
 
+@pytest.mark.extended
 def test_holdout_tasks_run_apart_then_collect_equals_one_run(result, tmp_path):
     """Encoder tasks, then fold tasks (as two Slurm arrays would run them), then --collect: the same numbers."""
     from celljepa.bench.holdout import holdout_tasks

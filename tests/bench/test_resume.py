@@ -39,6 +39,7 @@ def _combined(out):
     return json.loads((out / "metrics_combined.json").read_text())
 
 
+@pytest.mark.extended
 def test_restart_reads_finished_folds_back_and_redoes_the_rest(sciplex, tmp_path, caplog):
     whole = tmp_path / "whole"
     benchmark(sciplex, PLAN, out=whole, progress=False)
@@ -138,6 +139,7 @@ def test_a_second_benchmark_on_the_same_folder_is_refused(sciplex, tmp_path):
     assert not any(out.iterdir())  # nothing written, and the other run's lock left alone until it ends
 
 
+@pytest.mark.extended
 def test_fold_tasks_run_apart_then_collect_equals_one_run(sciplex, tmp_path):
     """Array tasks: each fold task writes its folder; --collect merges them into the numbers of one whole run."""
     whole, apart = tmp_path / "whole", tmp_path / "apart"
@@ -248,6 +250,7 @@ def test_backed_benchmark_asks_for_no_jepa(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.extended
 def test_a_run_records_the_commit_it_started_from(sciplex, tmp_path, monkeypatch):
     import celljepa.bench.run as run_module
 

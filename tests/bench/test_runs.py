@@ -145,6 +145,7 @@ def test_eval_baselines_errors(ingested, tmp_path, capsys):
     assert not (tmp_path / "bad").exists()
 
 
+@pytest.mark.extended
 def test_benchmark_workflow_on_part_of_the_demo(tmp_path):
     datasets = demo_datasets()
     assert {d: a.n_obs for d, a in datasets.items()} == {"norman2019": 3375, "sciplex_gxe": 2586}
@@ -184,6 +185,7 @@ def test_benchmark_cli_on_the_whole_demo(tmp_path):
     }
 
 
+@pytest.mark.extended
 def test_benchmark_with_jepa_embeddings(tmp_path):
     from celljepa.train.config import load_config
 
@@ -211,6 +213,7 @@ def test_benchmark_with_jepa_embeddings(tmp_path):
     assert f"{emb['knn']['cell_type']['X_jepa']['accuracy']:.3f}" in row and "| 12 |" in row
 
 
+@pytest.mark.extended
 def test_benchmark_cli_split_seeds_and_the_transductive_flag(ingested, tmp_path, capsys):
     out = tmp_path / "kang"
     assert (

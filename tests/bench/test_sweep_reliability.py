@@ -119,6 +119,7 @@ GRID = tiny_grid(
 )
 
 
+@pytest.mark.extended
 def test_a_transition_sweep_records_each_seeds_validation_mean_and_applies_the_rule(tmp_path):
     grid = tmp_path / "grid.yaml"
     grid.write_text(GRID)

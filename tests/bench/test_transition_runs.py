@@ -124,6 +124,7 @@ def test_train_transition_refuses_an_encoder_that_saw_the_test_cells(ingested, k
     assert not (tmp_path / "tt").exists()
 
 
+@pytest.mark.extended
 def test_sweep_runs_tasks_and_collects_the_ablation_table(tmp_path, capsys):
     grid = tmp_path / "grid.yaml"
     grid.write_text(
@@ -188,6 +189,7 @@ def test_sweep_runs_tasks_and_collects_the_ablation_table(tmp_path, capsys):
     assert "give split_seed or split_seeds, not both" in capsys.readouterr().err
 
 
+@pytest.mark.extended
 def test_sweep_fold_tasks_pool_to_the_numbers_of_one_task_running_every_fold(tmp_path, capsys):
     per_fold, whole = tmp_path / "per_fold.yaml", tmp_path / "whole.yaml"
     per_fold.write_text(tiny_grid("seeds: [0]", "max_folds: 2", "fold_tasks: true"))
@@ -222,6 +224,7 @@ def test_sweep_fold_tasks_pool_to_the_numbers_of_one_task_running_every_fold(tmp
         assert a[key] == b[key], key
 
 
+@pytest.mark.extended
 def test_benchmark_with_jepa_models_writes_the_verdict(tmp_path):
     datasets = demo_datasets()
     jepa = load_config(
@@ -269,6 +272,7 @@ def _tensors(obj, prefix=""):
         yield prefix, obj
 
 
+@pytest.mark.extended
 @pytest.mark.skipif(not __import__("torch").distributed.is_available(), reason="torch without torch.distributed")
 def test_train_transition_under_torchrun_matches_one_process(ingested, kang_fold, kang_pretrained, tmp_path):
     import os

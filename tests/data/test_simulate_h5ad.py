@@ -120,6 +120,7 @@ def test_bad_arguments_write_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.extended
 def test_peak_memory_bounded_by_chunk(tmp_path):
     n_cells, n_genes = 200_000, 500
     tracemalloc.start()

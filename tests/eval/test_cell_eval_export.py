@@ -80,6 +80,7 @@ def _ours(per: pd.DataFrame, method: str) -> pd.DataFrame:
     return per[per["method"] == method].set_index("condition")
 
 
+@pytest.mark.extended
 def test_cell_eval_cli_reads_the_pair(fold_pairs):
     """The real `cell-eval run` on one pair with no option; its numbers against the benchmark's."""
     exe = shutil.which("cell-eval")

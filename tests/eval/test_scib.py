@@ -41,6 +41,7 @@ def test_scores_follow_the_labels_not_the_embedding_alone():
     assert embedding_scores(z, shuffled)["bio_conservation"] < embedding_scores(z, labels)["bio_conservation"] - 0.4
 
 
+@pytest.mark.extended
 def test_batch_metrics_reward_mixed_batches():
     z, labels = _clusters(n_per=60)
     batch = np.tile(["b1", "b2"], z.shape[0] // 2)

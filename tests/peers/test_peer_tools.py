@@ -61,6 +61,7 @@ def _fold(dataset: str, split: str, n_folds: int, ingested):
     return adata, prepare_fold(adata, fold, EvalConfig())
 
 
+@pytest.mark.extended
 @pytest.mark.parametrize("name", list(CASES))
 def test_peer_trains_and_predicts_a_real_fold(name, ingested, tmp_path):
     _available(name)
@@ -105,6 +106,7 @@ def test_peer_trains_and_predicts_a_real_fold(name, ingested, tmp_path):
         assert held and held <= fitted  # its validation perturbations are drawn from what it fits on
 
 
+@pytest.mark.extended
 def test_scgen_is_seeded_and_refits_on_validation_conditions(ingested, tmp_path):
     """Same seed, same predictions; the fit on training conditions and the refit see different cells."""
     _available("scgen")

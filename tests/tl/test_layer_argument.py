@@ -21,6 +21,7 @@ def test_a_layer_reads_as_x_and_a_missing_layer_names_the_ones_there():
         with_layer_as_x(adata, "lognrom")
 
 
+@pytest.mark.extended
 def test_predict_perturbation_with_layer_equals_the_same_data_in_x():
     from celljepa.bench import demo_datasets
 

@@ -170,6 +170,7 @@ def test_env_info_reads_torchrun_and_srun_layouts(monkeypatch):
     assert env_info() is None
 
 
+@pytest.mark.extended
 def test_two_rank_gloo_run_matches_single_process_with_the_same_global_batch(ingested, tmp_path):
     h5ad = ingested["kang2018"]
     single, ddp = tmp_path / "single", tmp_path / "ddp"
@@ -215,6 +216,7 @@ def test_ddp_refuses_a_batch_that_does_not_split_over_the_ranks(ingested, tmp_pa
     assert "cannot be split evenly over 2 ranks" in proc.stderr and "multiple of 2" in proc.stderr
 
 
+@pytest.mark.extended
 def test_resume_under_ddp_and_checkpoints_move_between_ddp_and_one_process(ingested, tmp_path):
     h5ad, steps = ingested["kang2018"], 200
     ref = tmp_path / "ref"

@@ -166,6 +166,7 @@ def _pretrain_cmd(h5ad, out, steps):
     ]
 
 
+@pytest.mark.extended
 def test_sigusr1_from_outside_checkpoints_exits_75_and_resume_matches(ingested, tmp_path):
     h5ad, steps = ingested["kang2018"], 400
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
